@@ -1,0 +1,3 @@
+//! The `bauxite` edge binary.
+
+fn main() {}
