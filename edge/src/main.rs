@@ -1,3 +1,168 @@
-//! The `bauxite` edge binary.
+//! The `bauxite` edge binary: argument parsing, logging, the clock, and exit codes.
+//! All logic lives in the `bauxite` library.
 
-fn main() {}
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use time::OffsetDateTime;
+
+use bauxite::config::Config;
+use bauxite::precheck::epoch::NoCrash;
+use bauxite::precheck::exit::{ExitStatus, exit_status};
+use bauxite::precheck::fingerprint::{CompositeHash, OsSources};
+use bauxite::precheck::state_root::{SKIP_MOUNT_CHECK_ENV, StateRoot};
+use bauxite::precheck::{self, Clock};
+use bauxite::{cert_cmd, fingerprint_cmd, keygen, manifest_cmd};
+use cli::{CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand};
+
+/// The real clocks; the only place the binary reads time.
+struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::from(SystemTime::now())
+    }
+    #[allow(clippy::disallowed_methods)]
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false);
+    match format {
+        // journald stamps each line; a second timestamp would be noise.
+        LogFormat::Text => builder.without_time().init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let clock = SystemClock::new();
+    match cli.command {
+        Command::Precheck(args) => run_precheck(&cli.config, args, &clock),
+        command => match run_tool(&cli.config, command, &clock) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(ExitStatus::Config.code())
+            }
+        },
+    }
+}
+
+fn run_precheck(
+    config: &std::path::Path,
+    args: cli::PrecheckArgs,
+    clock: &SystemClock,
+) -> ExitCode {
+    let req = precheck::Request {
+        config_path: config.to_path_buf(),
+        skip_mount_check: std::env::var(SKIP_MOUNT_CHECK_ENV).is_ok_and(|v| v == "1"),
+        os: OsSources {
+            os_release: args.os_release,
+            usr_lib_os_release: args.usr_lib_os_release,
+            kernel_release: args.kernel_release,
+        },
+    };
+    match precheck::run(&req, clock, &mut NoCrash, &mut |e| e.log()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            let status = exit_status(&e);
+            let event = match status {
+                ExitStatus::Reconstruction => "edge.os.reconstruction_failed",
+                _ => "edge.precheck.failed",
+            };
+            tracing::error!(exit_code = status.code(), error = %e, "{event}");
+            ExitCode::from(status.code())
+        }
+    }
+}
+
+fn state_root_of(config: &std::path::Path, explicit: Option<PathBuf>) -> anyhow::Result<StateRoot> {
+    let root = match explicit {
+        Some(r) => r,
+        None => Config::load(config)?.state_root,
+    };
+    let root = std::fs::canonicalize(&root)
+        .with_context(|| format!("state root {} does not exist", root.display()))?;
+    Ok(StateRoot::at(root))
+}
+
+fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> anyhow::Result<()> {
+    match command {
+        Command::Precheck(_) => unreachable!("dispatched in main"),
+        Command::Keygen(args) => {
+            let paths = keygen::write_raw_keypair(&args.out_dir, &keygen::os_seed()?, args.force)?;
+            println!("public key:  {} (32 bytes, raw)", paths.public.display());
+            println!(
+                "private key: {} (32 bytes, raw, mode 0600)",
+                paths.private.display()
+            );
+        }
+        Command::Manifest(ManifestCommand::Sign { file, key }) => {
+            let sig = manifest_cmd::sign(&file, &key)?;
+            println!("signed: {} (64 bytes)", sig.display());
+        }
+        Command::Manifest(ManifestCommand::Verify { file, public_key }) => {
+            manifest_cmd::verify(&file, &public_key)?;
+            println!("signature OK: {}", file.display());
+        }
+        Command::Fingerprint(FingerprintCommand::Show { state_root, field }) => {
+            let root = state_root_of(config, state_root)?;
+            print!("{}", fingerprint_cmd::show(&root, field.as_deref())?);
+        }
+        Command::Fingerprint(FingerprintCommand::Tamper { state_root, hash }) => {
+            let root = state_root_of(config, state_root)?;
+            let hash: CompositeHash = hash.parse().map_err(anyhow::Error::msg)?;
+            let (before, after) = fingerprint_cmd::tamper(&root, hash)?;
+            println!(
+                "before: composite_hash={} boot_epoch={}",
+                before.composite_hash, before.boot_epoch
+            );
+            println!(
+                "after:  composite_hash={} boot_epoch={} (simulated OS replacement)",
+                after.composite_hash, after.boot_epoch
+            );
+        }
+        Command::Cert(CertCommand::SelfSigned {
+            cn,
+            days,
+            cert_out,
+            key_out,
+        }) => {
+            let until = cert_cmd::write_self_signed(&cn, clock.now(), days, &cert_out, &key_out)?;
+            println!(
+                "certificate: {} valid until {}",
+                cert_out.display(),
+                precheck::fingerprint::rfc3339(until)
+            );
+        }
+    }
+    Ok(())
+}

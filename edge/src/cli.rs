@@ -1,0 +1,146 @@
+//! Command-line grammar of the `bauxite` binary. Global options (`--config`,
+//! `--log-format`) may be given before or after the subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use bauxite::config::DEFAULT_CONFIG_PATH;
+
+/// Bauxite edge node: mesh VPN + OTA for robots.
+#[derive(Debug, Parser)]
+#[command(name = "bauxite", version, about)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "BAUXITE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub(crate) config: PathBuf,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `LEVEL event.name key=value ...`
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// OS-replacement survival check; exit 0 clean, 1 config, 2 state root, 3 mTLS cert,
+    /// 5 reconstruction failed (the daemon must not start).
+    Precheck(PrecheckArgs),
+    /// Generate a manifest-signing Ed25519 key pair.
+    Keygen(KeygenArgs),
+    /// Sign or verify a runtime manifest.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Inspect or tamper with the stored OS fingerprint.
+    #[command(subcommand)]
+    Fingerprint(FingerprintCommand),
+    /// Certificate helpers.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// `bauxite precheck` options; the overrides fake an OS for tests and drills.
+#[derive(Debug, Args)]
+pub(crate) struct PrecheckArgs {
+    /// Primary os-release file hashed into the fingerprint.
+    #[arg(long, value_name = "FILE", default_value = "/etc/os-release")]
+    pub(crate) os_release: PathBuf,
+    /// Vendor os-release file (skipped if absent).
+    #[arg(long, value_name = "FILE", default_value = "/usr/lib/os-release")]
+    pub(crate) usr_lib_os_release: PathBuf,
+    /// Use this kernel release instead of `uname -r`.
+    #[arg(long, value_name = "RELEASE")]
+    pub(crate) kernel_release: Option<String>,
+}
+
+/// `bauxite keygen` options.
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Write raw key bytes (32-byte public key, 32-byte private seed); the only format.
+    #[arg(long, required = true)]
+    pub(crate) raw: bool,
+    /// Directory receiving manifest-verify.pub and manifest-verify.key.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out_dir: PathBuf,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `bauxite manifest ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ManifestCommand {
+    /// Write FILE.sig: a raw 64-byte Ed25519 signature over FILE.
+    Sign {
+        /// The manifest to sign.
+        file: PathBuf,
+        /// Raw private key (32-byte seed, or 64-byte seed+public).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
+    /// Check FILE.sig against a raw 32-byte public key.
+    Verify {
+        /// The manifest to check.
+        file: PathBuf,
+        /// Raw public key.
+        #[arg(long = "pub", value_name = "KEY")]
+        public_key: PathBuf,
+    },
+}
+
+/// `bauxite fingerprint ...`; the state root defaults to the config's.
+#[derive(Debug, Subcommand)]
+pub(crate) enum FingerprintCommand {
+    /// Print the stored fingerprint (or one field of it).
+    Show {
+        /// State root (instead of reading it from the config).
+        #[arg(long, value_name = "DIR")]
+        state_root: Option<PathBuf>,
+        /// Print only this field, e.g. boot_epoch.
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// Overwrite the stored composite hash, simulating an OS replacement.
+    Tamper {
+        /// State root (instead of reading it from the config).
+        #[arg(long, value_name = "DIR")]
+        state_root: Option<PathBuf>,
+        /// The hash to store (64 hex characters).
+        #[arg(
+            long,
+            default_value = "0000000000000000000000000000000000000000000000000000000000000000"
+        )]
+        hash: String,
+    },
+}
+
+/// `bauxite cert ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Write a self-signed P-256 certificate and key (PEM).
+    SelfSigned {
+        /// Common name.
+        #[arg(long, default_value = "bauxite-node")]
+        cn: String,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Certificate output path.
+        #[arg(long, value_name = "FILE")]
+        cert_out: PathBuf,
+        /// Private key output path (written 0600).
+        #[arg(long, value_name = "FILE")]
+        key_out: PathBuf,
+    },
+}

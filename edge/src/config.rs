@@ -1,0 +1,153 @@
+//! `config.toml`: the edge node's configuration. Parsing is pure ([`Config::parse`]);
+//! every rejection names the offending key so an operator can fix it without guessing.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Default location of the configuration file (inside the default state root).
+pub const DEFAULT_CONFIG_PATH: &str = "/var/lib/bauxite/config.toml";
+
+/// The validated edge configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Absolute path of the persistent state root.
+    pub state_root: PathBuf,
+    /// mTLS material checked by precheck.
+    pub transport: Transport,
+}
+
+/// The `[transport]` section: the node's mTLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// Node certificate (PEM or DER); its expiry is checked.
+    pub cert_file: PathBuf,
+    /// Node private key.
+    pub key_file: PathBuf,
+    /// CA certificate bundle.
+    pub ca_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_root: RawStateRoot,
+    transport: RawTransport,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateRoot {
+    root: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransport {
+    cert_file: String,
+    key_file: String,
+    ca_file: String,
+}
+
+impl Config {
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        Ok(Self {
+            state_root: absolute("state_root.root", &raw.state_root.root)?,
+            transport: Transport {
+                cert_file: absolute("transport.cert_file", &raw.transport.cert_file)?,
+                key_file: absolute("transport.key_file", &raw.transport.key_file)?,
+                ca_file: absolute("transport.ca_file", &raw.transport.ca_file)?,
+            },
+        })
+    }
+
+    /// Reads and parses the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+fn absolute(key: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "must not be empty".into(),
+        });
+    }
+    let p = PathBuf::from(value);
+    if !p.is_absolute() {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{value:?} must be an absolute path"),
+        });
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[state_root]
+root = "/var/lib/bauxite"
+[transport]
+cert_file = "/etc/bauxite/node.crt"
+key_file = "/etc/bauxite/node.key"
+ca_file = "/etc/bauxite/ca.crt"
+"#;
+
+    #[test]
+    fn parses_valid_config() {
+        let c = Config::parse(GOOD, Path::new("c.toml")).unwrap();
+        assert_eq!(c.state_root, PathBuf::from("/var/lib/bauxite"));
+        assert_eq!(c.transport.ca_file, PathBuf::from("/etc/bauxite/ca.crt"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let bad = GOOD.replace("cert_file", "cret_file");
+        let e = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("cret_file"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let bad = GOOD.replace("ca_file = \"/etc/bauxite/ca.crt\"\n", "");
+        let e = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("ca_file"), "{e}");
+    }
+
+    #[test]
+    fn relative_root_is_named() {
+        let bad = GOOD.replace("/var/lib/bauxite", "var/lib");
+        let e = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "state_root.root",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let e = Config::parse("[state_root\nroot=", Path::new("c.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }));
+    }
+}

@@ -1,0 +1,20 @@
+//! The `bauxite` edge binary as a library: every subcommand's logic lives here so it
+//! can be tested in-process; `main.rs` only parses arguments and maps results to exit
+//! codes.
+//!
+//! - [`precheck`]: the OS-replacement survival check (fingerprint, boot epoch, signed
+//!   runtime manifest, typed reconstruction, epoch evidence, exit codes 0/1/2/3/5).
+//! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
+//!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
+
+pub mod cert_cmd;
+pub mod config;
+pub mod error;
+pub mod fingerprint_cmd;
+pub mod fsutil;
+pub mod keygen;
+pub mod manifest_cmd;
+pub mod precheck;
+pub mod sys;
+
+pub use error::Error;
