@@ -50,6 +50,21 @@ pub enum Error {
     /// A policy document that cannot be used.
     #[error("invalid policy: {0}")]
     Policy(String),
+
+    /// A change to the peer registry that would break its invariants.
+    #[error("peer registry: {0}")]
+    PeerConflict(#[from] crate::peers::PeerConflict),
+
+    /// A policy rule with an unusable field.
+    #[error("invalid policy: rule {index}, field `{field}`: {problem}")]
+    PolicyRule {
+        /// Position of the rule in the policy, from 0.
+        index: usize,
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
 }
 
 /// Why a key file was refused.
@@ -65,7 +80,9 @@ pub enum KeyFileProblem {
         found: usize,
     },
     /// Group or others can read or write the file.
-    #[error("mode is {mode:o}, but private keys must not be readable by others; run `chmod 600` on it")]
+    #[error(
+        "mode is {mode:o}, but private keys must not be readable by others; run `chmod 600` on it"
+    )]
     TooOpen {
         /// The permission bits found.
         mode: u32,

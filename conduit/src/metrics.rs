@@ -14,7 +14,7 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[doc = $doc])* pub $name: AtomicU64, )*
-            /// Per-lane packets accepted by the scheduler.
+            /// Per-lane packets handed to the scheduler (dropped ones included).
             pub lane_enqueued: [AtomicU64; 3],
             /// Per-lane packets handed to a path.
             pub lane_sent: [AtomicU64; 3],
@@ -94,9 +94,17 @@ impl Metrics {
             let _ = writeln!(out, "bauxite_{name}_total{{node=\"{node}\"}} {value}");
         }
         for (name, array, help) in [
-            ("lane_enqueued", &self.lane_enqueued, "Packets accepted per lane."),
+            (
+                "lane_enqueued",
+                &self.lane_enqueued,
+                "Packets accepted per lane.",
+            ),
             ("lane_sent", &self.lane_sent, "Packets sent per lane."),
-            ("lane_dropped", &self.lane_dropped, "Packets dropped per lane."),
+            (
+                "lane_dropped",
+                &self.lane_dropped,
+                "Packets dropped per lane.",
+            ),
         ] {
             let _ = writeln!(out, "# HELP bauxite_{name}_total {help}");
             let _ = writeln!(out, "# TYPE bauxite_{name}_total counter");

@@ -1,1 +1,272 @@
-//! (in progress)
+//! `PolicyEngine`: an allow-list firewall for packets entering and leaving the mesh.
+//!
+//! Invariant: once a policy is loaded, a packet passes only if some rule allows it (or the
+//! policy's explicit `default` is `allow`); adding a rule can only let more traffic through.
+//! With no policy loaded the engine allows everything, so a node without a hub keeps working.
+//!
+//! | state | no rule matches |
+//! |---|---|
+//! | nothing loaded ([`PolicyEngine::new`], [`PolicyEngine::clear`]) | allow |
+//! | a policy loaded, `default` omitted (rules or not) | deny |
+//! | a policy loaded with `default = "allow"` | allow |
+//!
+//! The engine is stateless: rule ports match the packet's *destination* port, so the return
+//! traffic of an allowed flow needs a rule of its own (for example `direction = "both"`
+//! with the service port, plus one for the reply direction).
+//!
+//! Policies are plain serde data so the hub can ship them as JSON or TOML, e.g.
+//! `{"rules": [{"peer": "any", "protocol": "tcp", "ports": {"start": 22, "end": 22},
+//! "direction": "inbound"}]}`; [`PolicyEngine::load`] validates them and names the rule
+//! index and field of the first problem.
+
+use std::ops::RangeInclusive;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ip::{IpView, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use crate::{Error, Metrics, PeerId};
+
+/// A firewall document: rules plus the verdict when none matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Allow rules, checked in order.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Verdict when no rule matches; omitted means deny.
+    #[serde(default = "Verdict::deny")]
+    pub default: Verdict,
+}
+
+/// One allow rule; omitted fields match anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Which remote peer: `"any"` or its 32-hex-digit ID.
+    #[serde(default)]
+    pub peer: PeerMatch,
+    /// Which IP protocol.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Destination ports (TCP/UDP only); `None` matches any port and portless packets.
+    #[serde(default)]
+    pub ports: Option<RangeInclusive<u16>>,
+    /// Which traffic direction.
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// Which remote peer a rule applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PeerMatch {
+    /// Every peer.
+    #[default]
+    Any,
+    /// One peer.
+    Peer(PeerId),
+}
+
+/// Which IP protocol a rule applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Every protocol.
+    #[default]
+    Any,
+    /// ICMP over IPv4 (1) and ICMPv6 (58).
+    Icmp,
+    /// TCP (6).
+    Tcp,
+    /// UDP (17).
+    Udp,
+    /// Exactly this IPv4 protocol / IPv6 next-header number.
+    Number(u8),
+}
+
+/// The traffic directions a rule covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From this node's TUN device to a peer.
+    Outbound,
+    /// From a peer to this node's TUN device.
+    Inbound,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// The direction of one packet being checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Leaving this node for a peer.
+    Outbound,
+    /// Arriving from a peer.
+    Inbound,
+}
+
+/// The engine's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Let the packet through.
+    Allow,
+    /// Drop the packet.
+    Deny,
+}
+
+impl Verdict {
+    fn deny() -> Self {
+        Verdict::Deny
+    }
+}
+
+impl TryFrom<String> for PeerMatch {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        if text == "any" {
+            return Ok(PeerMatch::Any);
+        }
+        PeerId::from_hex(&text)
+            .map(PeerMatch::Peer)
+            .ok_or_else(|| format!("peer {text:?} is neither \"any\" nor a 32-hex-digit peer ID"))
+    }
+}
+
+impl From<PeerMatch> for String {
+    fn from(peer: PeerMatch) -> Self {
+        match peer {
+            PeerMatch::Any => "any".to_owned(),
+            PeerMatch::Peer(id) => id.to_string(),
+        }
+    }
+}
+
+impl Policy {
+    /// Checks every rule; the error names the first bad rule's index and field.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            let Some(ports) = &rule.ports else { continue };
+            let bad = |problem: String| Error::PolicyRule {
+                index,
+                field: "ports",
+                problem,
+            };
+            if ports.start() > ports.end() {
+                return Err(bad(format!(
+                    "range {}..={} is empty; put the lower port first",
+                    ports.start(),
+                    ports.end()
+                )));
+            }
+            let has_ports = match rule.protocol {
+                Protocol::Any | Protocol::Tcp | Protocol::Udp => true,
+                Protocol::Number(n) => n == PROTO_TCP || n == PROTO_UDP,
+                Protocol::Icmp => false,
+            };
+            if !has_ports {
+                return Err(bad(format!(
+                    "protocol {:?} has no ports; use tcp, udp or any, or drop `ports`",
+                    rule.protocol
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rule {
+    /// Whether this rule allows the packet.
+    pub fn matches(&self, flow: Flow, peer: PeerId, packet: &IpView<'_>) -> bool {
+        let direction = matches!(
+            (self.direction, flow),
+            (Direction::Both, _)
+                | (Direction::Outbound, Flow::Outbound)
+                | (Direction::Inbound, Flow::Inbound)
+        );
+        let peer = match self.peer {
+            PeerMatch::Any => true,
+            PeerMatch::Peer(id) => id == peer,
+        };
+        let protocol = match self.protocol {
+            Protocol::Any => true,
+            Protocol::Icmp => matches!(
+                (packet.version(), packet.protocol()),
+                (4, PROTO_ICMP) | (6, PROTO_ICMPV6)
+            ),
+            Protocol::Tcp => packet.protocol() == PROTO_TCP,
+            Protocol::Udp => packet.protocol() == PROTO_UDP,
+            Protocol::Number(n) => packet.protocol() == n,
+        };
+        let ports = match &self.ports {
+            None => true,
+            Some(range) => packet.dst_port().is_some_and(|port| range.contains(&port)),
+        };
+        direction && peer && protocol && ports
+    }
+}
+
+/// The firewall: holds at most one validated policy.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyEngine {
+    policy: Option<Policy>,
+}
+
+impl PolicyEngine {
+    /// An engine with no policy loaded: allows everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validates and installs `policy`, replacing any previous one; on error keeps the old.
+    pub fn load(&mut self, policy: Policy) -> Result<(), Error> {
+        policy.validate()?;
+        self.policy = Some(policy);
+        Ok(())
+    }
+
+    /// Unloads the policy: back to allow-all.
+    pub fn clear(&mut self) {
+        self.policy = None;
+    }
+
+    /// The installed policy, if any.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// Decides one packet exchanged with `peer`.
+    pub fn check(&self, flow: Flow, peer: PeerId, packet: &IpView<'_>) -> Verdict {
+        let Some(policy) = &self.policy else {
+            return Verdict::Allow;
+        };
+        if policy
+            .rules
+            .iter()
+            .any(|rule| rule.matches(flow, peer, packet))
+        {
+            Verdict::Allow
+        } else {
+            policy.default
+        }
+    }
+
+    /// Like [`check`](Self::check), and counts a denial in `metrics.policy_denied`.
+    pub fn check_counted(
+        &self,
+        flow: Flow,
+        peer: PeerId,
+        packet: &IpView<'_>,
+        metrics: &Metrics,
+    ) -> Verdict {
+        let verdict = self.check(flow, peer, packet);
+        if verdict == Verdict::Deny {
+            Metrics::inc(&metrics.policy_denied);
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::ip::build;
+
+/// A packet of `len` bytes (at least 4) carrying `id` in its first four bytes.
+fn tagged(id: u32, len: usize) -> Vec<u8> {
+    let mut packet = vec![0u8; len.max(4)];
+    packet[..4].copy_from_slice(&id.to_be_bytes());
+    packet
+}
+
+fn id_of(packet: &[u8]) -> u32 {
+    u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]])
+}
+
+fn capacity(lane: Lane) -> usize {
+    match lane {
+        Lane::Critical => CRITICAL_CAPACITY,
+        Lane::Telemetry => TELEMETRY_CAPACITY,
+        Lane::Bulk => BULK_CAPACITY,
+    }
+}
+
+#[test]
+fn enqueue_classifies_into_lanes() {
+    let (a, b) = (Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2));
+    let mut sched = DataPlaneScheduler::new();
+    let mut pkt = Vec::new();
+    build::ipv4_icmp_echo(a, b, 1, 1, &[0; 500], &mut pkt);
+    assert_eq!(sched.enqueue(pkt.clone()), Enqueue::Queued(Lane::Critical));
+    build::ipv4_udp(a, b, 9, TELEMETRY_PORT, &[0; 500], &mut pkt);
+    assert_eq!(sched.enqueue(pkt.clone()), Enqueue::Queued(Lane::Telemetry));
+    build::ipv4_tcp(a, b, 9, 443, &[0; 500], &mut pkt);
+    assert_eq!(sched.enqueue(pkt.clone()), Enqueue::Queued(Lane::Bulk));
+    assert_eq!(sched.bulk_bytes_queued(), pkt.len());
+    assert_eq!(Lane::ALL.map(|l| sched.len(l)), [1, 1, 1]);
+}
+
+#[test]
+fn critical_overflow_evicts_the_oldest() {
+    let mut sched = DataPlaneScheduler::new();
+    for id in 0..CRITICAL_CAPACITY as u32 {
+        assert!(matches!(
+            sched.enqueue_in(Lane::Critical, tagged(id, 8)),
+            Enqueue::Queued(_)
+        ));
+    }
+    let outcome = sched.enqueue_in(Lane::Critical, tagged(9999, 8));
+    assert!(outcome.is_queued());
+    assert_eq!(id_of(&outcome.into_spare().unwrap()), 0, "oldest evicted");
+    assert_eq!(sched.len(Lane::Critical), CRITICAL_CAPACITY);
+    assert_eq!(id_of(&sched.dequeue().unwrap().1), 1);
+    assert_eq!(sched.stats(Lane::Critical).dropped, 1);
+}
+
+#[test]
+fn telemetry_and_bulk_overflow_refuse_the_new_packet() {
+    let mut sched = DataPlaneScheduler::new();
+    for lane in [Lane::Telemetry, Lane::Bulk] {
+        for id in 0..capacity(lane) as u32 {
+            assert!(sched.enqueue_in(lane, tagged(id, 8)).is_queued());
+        }
+        let outcome = sched.enqueue_in(lane, tagged(7777, 8));
+        assert!(!outcome.is_queued());
+        assert_eq!(outcome.lane(), lane);
+        assert_eq!(
+            id_of(&outcome.into_spare().unwrap()),
+            7777,
+            "new packet refused"
+        );
+        assert_eq!(sched.len(lane), capacity(lane));
+    }
+}
+
+#[test]
+fn critical_preempts_and_bulk_pacing_never_blocks_others() {
+    let mut sched = DataPlaneScheduler::new();
+    let _ = sched.enqueue_in(Lane::Bulk, tagged(1, 1000));
+    let _ = sched.enqueue_in(Lane::Telemetry, tagged(2, 1000));
+    let _ = sched.enqueue_in(Lane::Critical, tagged(3, 10));
+    assert_eq!(sched.peek_lane(), Some(Lane::Critical));
+    assert_eq!(
+        sched.dequeue_paced(|_| false).map(|(l, _)| l),
+        Some(Lane::Critical)
+    );
+    // Whatever DRR prefers, a throttled bulk lane yields to telemetry.
+    assert_eq!(
+        sched.dequeue_paced(|_| false).map(|(l, _)| l),
+        Some(Lane::Telemetry)
+    );
+    assert_eq!(
+        sched.dequeue_paced(|_| false),
+        None,
+        "only throttled bulk left"
+    );
+    assert_eq!(sched.len(Lane::Bulk), 1);
+    assert_eq!(
+        sched.dequeue_paced(|len| len == 1000).map(|(l, _)| l),
+        Some(Lane::Bulk)
+    );
+    assert!(sched.is_empty());
+}
+
+#[test]
+fn publish_adds_only_new_counts() {
+    let metrics = Metrics::default();
+    let mut sched = DataPlaneScheduler::new();
+    let _ = sched.enqueue_in(Lane::Bulk, tagged(1, 10));
+    sched.publish(&metrics);
+    let _ = sched.dequeue();
+    sched.publish(&metrics);
+    sched.publish(&metrics);
+    assert_eq!(Metrics::get(&metrics.lane_enqueued[Lane::Bulk.index()]), 1);
+    assert_eq!(Metrics::get(&metrics.lane_sent[Lane::Bulk.index()]), 1);
+    assert_eq!(Metrics::get(&metrics.lane_dropped[Lane::Bulk.index()]), 0);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Enqueue `count` packets of `len` bytes into `lane`.
+    Burst {
+        lane: Lane,
+        count: usize,
+        len: usize,
+    },
+    /// Dequeue up to `count` packets, bulk throttled when `throttle_bulk`.
+    Drain { count: usize, throttle_bulk: bool },
+}
+
+fn lane() -> impl Strategy<Value = Lane> {
+    prop_oneof![
+        Just(Lane::Critical),
+        Just(Lane::Telemetry),
+        Just(Lane::Bulk)
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (lane(), 0usize..1300, 4usize..2000).prop_map(|(lane, count, len)| Op::Burst {
+            lane,
+            count,
+            len
+        }),
+        (0usize..1500, any::<bool>()).prop_map(|(count, throttle_bulk)| Op::Drain {
+            count,
+            throttle_bulk
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Runs random bursts and drains against a model of three FIFO lanes and checks the
+    /// module invariants after every step.
+    #[test]
+    fn lanes_behave_like_the_model(ops in proptest::collection::vec(op(), 1..30)) {
+        let mut sched = DataPlaneScheduler::new();
+        let mut model: [VecDeque<u32>; 3] = Default::default();
+        let mut next_id = 0u32;
+        for op in ops {
+            match op {
+                Op::Burst { lane, count, len } => for _ in 0..count {
+                    let outcome = sched.enqueue_in(lane, tagged(next_id, len));
+                    let queue = &mut model[lane.index()];
+                    if queue.len() < capacity(lane) {
+                        prop_assert_eq!(&outcome, &Enqueue::Queued(lane));
+                        queue.push_back(next_id);
+                    } else if lane == Lane::Critical {
+                        let oldest = queue.pop_front().unwrap();
+                        queue.push_back(next_id);
+                        prop_assert_eq!(id_of(&outcome.into_spare().unwrap()), oldest);
+                    } else {
+                        prop_assert_eq!(id_of(&outcome.into_spare().unwrap()), next_id);
+                    }
+                    next_id += 1;
+                },
+                Op::Drain { count, throttle_bulk } => for _ in 0..count {
+                    let predicted = sched.peek_lane();
+                    let critical_waiting = !model[Lane::Critical.index()].is_empty();
+                    let Some((lane, packet)) = sched.dequeue_paced(|_| !throttle_bulk) else {
+                        prop_assert!(model[0].is_empty() && model[1].is_empty());
+                        prop_assert!(throttle_bulk || model[2].is_empty());
+                        break;
+                    };
+                    if !throttle_bulk {
+                        prop_assert_eq!(predicted, Some(lane));
+                    }
+                    if critical_waiting {
+                        prop_assert_eq!(lane, Lane::Critical);
+                    }
+                    prop_assert!(!(throttle_bulk && lane == Lane::Bulk));
+                    prop_assert_eq!(Some(id_of(&packet)), model[lane.index()].pop_front(), "FIFO");
+                },
+            }
+            for lane in Lane::ALL {
+                let stats = sched.stats(lane);
+                let queued = sched.len(lane);
+                prop_assert!(queued <= capacity(lane));
+                prop_assert_eq!(queued, model[lane.index()].len());
+                prop_assert_eq!(stats.enqueued, stats.sent + stats.dropped + queued as u64);
+            }
+        }
+    }
+
+    /// Critical overflow keeps exactly the newest `CRITICAL_CAPACITY` packets, in order.
+    #[test]
+    fn critical_keeps_the_newest(extra in 0usize..3000) {
+        let mut sched = DataPlaneScheduler::new();
+        let total = CRITICAL_CAPACITY + extra;
+        for id in 0..total as u32 {
+            let _ = sched.enqueue_in(Lane::Critical, tagged(id, 4));
+        }
+        let kept: Vec<u32> = std::iter::from_fn(|| sched.dequeue()).map(|(_, p)| id_of(&p)).collect();
+        let expected: Vec<u32> = ((total - CRITICAL_CAPACITY) as u32..total as u32).collect();
+        prop_assert_eq!(kept, expected);
+    }
+
+    /// Under a telemetry lane that never runs dry, a bulk packet still leaves after a
+    /// bounded number of telemetry bytes: one quantum (plus one packet) per bulk turn.
+    #[test]
+    fn bulk_progresses_under_continuous_telemetry(
+        telemetry_len in 1usize..=1500, bulk_len in 1usize..=9000, warmup in 0usize..50,
+    ) {
+        let mut sched = DataPlaneScheduler::new();
+        for id in 0..64 {
+            let _ = sched.enqueue_in(Lane::Telemetry, tagged(id, telemetry_len));
+        }
+        for _ in 0..warmup {
+            let (_, packet) = sched.dequeue().unwrap();
+            let _ = sched.enqueue_in(Lane::Telemetry, packet);
+        }
+        let _ = sched.enqueue_in(Lane::Bulk, tagged(u32::MAX, bulk_len));
+        let turns = bulk_len.div_ceil(BULK_QUANTUM);
+        let bound = turns * (TELEMETRY_QUANTUM + telemetry_len);
+        let mut telemetry_bytes = 0;
+        loop {
+            let (lane, packet) = sched.dequeue().unwrap();
+            if lane == Lane::Bulk {
+                break;
+            }
+            telemetry_bytes += packet.len();
+            prop_assert!(telemetry_bytes <= bound, "bulk waited {} bytes > {}", telemetry_bytes, bound);
+            let _ = sched.enqueue_in(Lane::Telemetry, packet);
+        }
+    }
+}
