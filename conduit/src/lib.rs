@@ -10,18 +10,21 @@ pub mod error;
 pub mod identity;
 pub mod ip;
 pub mod metrics;
+pub mod node;
 pub mod path;
 pub mod peers;
 pub mod policy;
 pub mod replay;
 pub mod scheduler;
 pub mod session;
+pub mod sim;
 pub mod snapshot;
 pub mod types;
 pub mod wire;
 
 pub use error::{Error, KeyFileProblem, MalformedPacket, PeerMisbehaved};
 pub use metrics::Metrics;
+pub use node::BauxiteNode;
 pub use types::{Lane, PeerId, VirtualIp};
 
 /// Result with the crate's [`Error`].

@@ -1,0 +1,245 @@
+//! Inbound: UDP datagrams to handshakes, keepalives and IP packets for TUN.
+//!
+//! Invariant: nothing reaches TUN unless it authenticated under a live session, passed
+//! the replay window, carries the sending peer's own virtual IP as its source, and is
+//! allowed by policy. Everything refused is counted by reason and never panics, whatever
+//! the bytes.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use super::{BauxiteNode, Control, Event};
+use crate::ip::IpView;
+use crate::policy::{Flow, Verdict};
+use crate::session::Tunnel;
+use crate::session::noise;
+use crate::wire::{self, DataHeader, Demux, INIT_LEN, Message, RESP_LEN};
+use crate::{MalformedPacket, Metrics, PeerId, PeerMisbehaved};
+
+/// What the caller should do with a datagram it handed to the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Write `datagram[range]` (a decrypted IP packet) to the TUN device.
+    Deliver(Range<usize>),
+    /// A STUN message: hand it to the ICE agent.
+    Stun,
+    /// Handled inside the node (handshake, keepalive); nothing to do.
+    Consumed,
+    /// Refused and counted.
+    Dropped(DropReason),
+}
+
+/// Why an inbound datagram was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a well-formed mesh packet.
+    Malformed(MalformedPacket),
+    /// Failed authentication, replay or handshake checks.
+    Misbehaved(PeerMisbehaved),
+    /// Decrypted, but its source address is not the sender's virtual IP.
+    Spoofed,
+    /// Decrypted, but policy denies it.
+    Denied,
+}
+
+impl BauxiteNode {
+    /// Processes one UDP datagram received from `from`; decrypts data in place.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Received {
+        match wire::demux(datagram) {
+            Demux::Stun => return Received::Stun,
+            Demux::Other => {
+                let first = datagram.first().copied().unwrap_or(0);
+                return self.malformed(MalformedPacket::NotMesh(first));
+            }
+            Demux::Mesh => {}
+        }
+        let message = match wire::parse(datagram) {
+            Ok(message) => message,
+            Err(e) => return self.malformed(e),
+        };
+        let result = match message {
+            Message::Init(msg) => {
+                let msg = *msg;
+                self.on_init(now, from, &msg).map(|()| Received::Consumed)
+            }
+            Message::Resp(msg) => {
+                let msg = *msg;
+                self.on_resp(now, from, &msg).map(|()| Received::Consumed)
+            }
+            Message::Data(header) => return self.on_data(now, from, header, datagram),
+        };
+        result.unwrap_or_else(|e| {
+            Metrics::inc(&self.metrics.handshakes_rejected);
+            Metrics::inc(&self.metrics.rx_dropped);
+            tracing::debug!(%from, error = %e, "handshake refused");
+            Received::Dropped(DropReason::Misbehaved(e))
+        })
+    }
+
+    fn malformed(&self, e: MalformedPacket) -> Received {
+        Metrics::inc(&self.metrics.rx_malformed);
+        Metrics::inc(&self.metrics.rx_dropped);
+        Received::Dropped(DropReason::Malformed(e))
+    }
+
+    fn on_init(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &[u8; INIT_LEN],
+    ) -> Result<(), PeerMisbehaved> {
+        let received = noise::receive_init(&self.identity, self.config.suite, msg)?;
+        let peer = self
+            .registry
+            .by_static_public(&received.initiator_static)
+            .ok_or(PeerMisbehaved::UnknownStaticKey)?;
+        let (id, remote_static) = (peer.id, peer.static_public);
+        let ephemeral = self.random_bytes();
+        let index = self.allocate_index(id);
+        let tunnel = self
+            .tunnels
+            .entry(id)
+            .or_insert_with(|| Tunnel::new(id, remote_static));
+        let mut resp = [0u8; RESP_LEN];
+        let answered = tunnel.on_init(
+            self.config.suite,
+            received,
+            ephemeral,
+            index,
+            now,
+            &mut resp,
+        );
+        if let Err(e) = answered {
+            self.indices.remove(&index);
+            return Err(e);
+        }
+        self.forget_retired(id);
+        self.paths.set_direct(id, Some(from));
+        self.control.push_back(Control::Resp {
+            peer: id,
+            msg: resp,
+        });
+        Ok(())
+    }
+
+    fn on_resp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &[u8; RESP_LEN],
+    ) -> Result<(), PeerMisbehaved> {
+        let index = wire::u32_le(&msg[wire::resp::RECEIVER]);
+        let peer = *self
+            .indices
+            .get(&index)
+            .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
+        let tunnel = self
+            .tunnels
+            .get_mut(&peer)
+            .filter(|t| t.pending_index() == Some(index))
+            .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
+        tunnel.on_resp(&self.identity, self.config.suite, msg, now)?;
+        let (staged, keepalive) = (tunnel.has_staged(), tunnel.keepalive_due());
+        self.forget_retired(peer);
+        self.paths.set_direct(peer, Some(from));
+        Metrics::inc(&self.metrics.handshakes_completed);
+        self.events.push_back(Event::HandshakeCompleted {
+            peer,
+            initiator: true,
+        });
+        if staged {
+            self.ready.push_back(peer);
+        } else if keepalive {
+            // Confirms the session to the responder, which waits for it before sending.
+            self.control.push_back(Control::Keepalive { peer });
+        }
+        Ok(())
+    }
+
+    fn on_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: DataHeader,
+        datagram: &mut [u8],
+    ) -> Received {
+        let refuse = |node: &Self, e: PeerMisbehaved| {
+            let counter = match e {
+                PeerMisbehaved::Replay(_) => &node.metrics.rx_replayed,
+                PeerMisbehaved::UnknownSession(_) => &node.metrics.rx_unknown_session,
+                _ => &node.metrics.rx_auth_failed,
+            };
+            Metrics::inc(counter);
+            Metrics::inc(&node.metrics.rx_dropped);
+            tracing::trace!(%from, error = %e, "data packet refused");
+            Received::Dropped(DropReason::Misbehaved(e))
+        };
+        let Some(peer) = self.indices.get(&header.receiver_index).copied() else {
+            return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
+        };
+        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+            return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
+        };
+        let (range, confirmed) = match tunnel.open(header, datagram, now, &self.config.timers) {
+            Ok(opened) => (opened.range, opened.confirmed),
+            Err(e) => return refuse(self, e),
+        };
+        let staged = tunnel.has_staged();
+        self.forget_retired(peer);
+        self.paths.set_direct(peer, Some(from));
+        if confirmed {
+            self.on_confirmed(peer, staged);
+        }
+        if range.is_empty() {
+            return Received::Consumed;
+        }
+        self.admit(peer, datagram, range)
+    }
+
+    fn on_confirmed(&mut self, peer: PeerId, staged: bool) {
+        Metrics::inc(&self.metrics.handshakes_completed);
+        self.events.push_back(Event::HandshakeCompleted {
+            peer,
+            initiator: false,
+        });
+        if staged {
+            self.ready.push_back(peer);
+        }
+    }
+
+    /// Applies the anti-spoofing and policy checks to a decrypted packet.
+    fn admit(&mut self, peer: PeerId, datagram: &[u8], range: Range<usize>) -> Received {
+        let packet = &datagram[range.clone()];
+        let drop = |node: &Self, reason| {
+            Metrics::inc(&node.metrics.rx_dropped);
+            Received::Dropped(reason)
+        };
+        let Ok(view) = IpView::parse(packet) else {
+            Metrics::inc(&self.metrics.rx_malformed);
+            return drop(
+                self,
+                DropReason::Malformed(MalformedPacket::NotIp("inner packet")),
+            );
+        };
+        let expected = self.registry.by_id(peer).map(|p| p.virtual_ip);
+        if view.src_v4().is_none() || view.src_v4() != expected {
+            return drop(self, DropReason::Spoofed);
+        }
+        if self
+            .policy
+            .check_counted(Flow::Inbound, peer, &view, &self.metrics)
+            == Verdict::Deny
+        {
+            return drop(self, DropReason::Denied);
+        }
+        Metrics::inc(&self.metrics.rx_packets);
+        Metrics::add(&self.metrics.rx_bytes, packet.len() as u64);
+        Received::Deliver(range)
+    }
+}

@@ -1,0 +1,426 @@
+//! `BauxiteNode`: the sans-IO facade that ties identity, peers, policy, the scheduler,
+//! paths and per-peer tunnels into one data plane.
+//!
+//! Invariant: the node never reads a clock, a socket or the OS RNG. Everything arrives
+//! through `handle_*` calls with the current `now`, randomness comes from the seed given
+//! to [`BauxiteNode::new`], and everything it wants done leaves through `poll_*` calls —
+//! so the same inputs always give the same outputs.
+//!
+//! # Driving a node
+//!
+//! ```text
+//! loop {
+//!     node.handle_tun_packet(now, ip_packet)          // for every packet read from TUN
+//!     node.handle_datagram(now, from, &mut datagram)  // for every UDP datagram;
+//!                                                     //   Received::Deliver(r) => write datagram[r] to TUN
+//!     node.handle_timeout(now)                        // when poll_timeout() is reached
+//!     while let Some(t) = node.poll_transmit(now, &mut buf) { send buf[..t.len] to t.dst }
+//!     while let Some(e) = node.poll_event() { log e }
+//!     sleep until node.poll_timeout() or the next input
+//! }
+//! ```
+//!
+//! `poll_transmit` returns `None` when nothing more may be sent now: call it again after
+//! the next input or timeout. Control messages (handshakes, keepalives) go first, then
+//! packets that waited for a session, then the scheduler's lanes in priority order.
+//! Submodules: [`inbound`](self::inbound) handles datagrams, [`outbound`](self::outbound)
+//! packets from TUN and transmission, `timers` the per-peer deadlines.
+
+mod inbound;
+mod outbound;
+mod timers;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::cipher::CipherSuite;
+use crate::identity::Identity;
+use crate::path::{CongestionStrategy, NullCongestionStrategy, PathTable};
+use crate::peers::{PeerInfo, PeerRegistry};
+use crate::policy::PolicyEngine;
+use crate::scheduler::DataPlaneScheduler;
+use crate::session::{Timers, Tunnel};
+use crate::snapshot::StateSnapshot;
+use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
+use crate::{Error, Metrics, PeerId};
+
+pub use inbound::{DropReason, Received};
+pub use outbound::{Transmit, TunVerdict};
+
+/// The MTU of `bauxite0`: the largest IP packet the node carries.
+pub const DEFAULT_MTU: usize = 1350;
+
+/// Tunable behaviour of a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// AEAD for handshakes and data; every node of a mesh must use the same one.
+    pub suite: CipherSuite,
+    /// Session timers.
+    pub timers: Timers,
+    /// Largest IP packet accepted from TUN (the device MTU).
+    pub mtu: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            suite: CipherSuite::default(),
+            timers: Timers::default(),
+            mtu: DEFAULT_MTU,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Size of the buffer `poll_transmit` needs: the MTU plus the data-packet overhead.
+    pub fn datagram_capacity(&self) -> usize {
+        (self.mtu + DATA_OVERHEAD).max(INIT_LEN)
+    }
+}
+
+/// Something worth telling the operator about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A handshake completed; the session can carry data.
+    HandshakeCompleted {
+        /// The peer.
+        peer: PeerId,
+        /// Whether we sent the initiation.
+        initiator: bool,
+    },
+    /// Handshake retries were exhausted; waiting packets were dropped.
+    HandshakeGaveUp {
+        /// The peer.
+        peer: PeerId,
+        /// Packets dropped with it.
+        dropped: usize,
+    },
+}
+
+/// Maps wall-clock time onto the monotonic `now` the node is driven with.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    origin: Instant,
+    origin_unix_nanos: u64,
+}
+
+impl Clock {
+    fn unix_nanos(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin).as_nanos();
+        self.origin_unix_nanos
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+}
+
+/// Control messages waiting for `poll_transmit`.
+#[derive(Clone, Copy, Debug)]
+enum Control {
+    Init { peer: PeerId, msg: [u8; INIT_LEN] },
+    Resp { peer: PeerId, msg: [u8; RESP_LEN] },
+    Keepalive { peer: PeerId },
+}
+
+/// A mesh node's data plane. See the module documentation for how to drive it.
+pub struct BauxiteNode {
+    identity: Identity,
+    config: NodeConfig,
+    registry: PeerRegistry,
+    policy: PolicyEngine,
+    scheduler: DataPlaneScheduler,
+    paths: PathTable,
+    congestion: Box<dyn CongestionStrategy + Send>,
+    metrics: Arc<Metrics>,
+    tunnels: BTreeMap<PeerId, Tunnel>,
+    /// Our session indices (live sessions and pending initiations) to their peer.
+    indices: HashMap<u32, PeerId>,
+    /// Peers whose staged packets can be sent now.
+    ready: VecDeque<PeerId>,
+    control: VecDeque<Control>,
+    events: VecDeque<Event>,
+    pool: Vec<Vec<u8>>,
+    rng: ChaCha20Rng,
+    clock: Clock,
+    last_timestamp: u64,
+}
+
+impl std::fmt::Debug for BauxiteNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BauxiteNode")
+            .field("peer_id", &self.identity.peer_id())
+            .field("peers", &self.registry.len())
+            .field("tunnels", &self.tunnels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BauxiteNode {
+    /// Builds a node. `seed` feeds every random choice (ephemeral keys, session indices);
+    /// pass fresh OS randomness in production and a fixed value in tests. `unix_nanos` is
+    /// the wall-clock time at `now`, used for handshake timestamps.
+    pub fn new(
+        identity: Identity,
+        registry: PeerRegistry,
+        config: NodeConfig,
+        seed: [u8; 32],
+        now: Instant,
+        unix_nanos: u64,
+    ) -> Self {
+        let mut paths = PathTable::new();
+        for peer in registry.iter() {
+            paths.set_direct(peer.id, peer.endpoint);
+        }
+        Self {
+            identity,
+            config,
+            registry,
+            policy: PolicyEngine::new(),
+            scheduler: DataPlaneScheduler::new(),
+            paths,
+            congestion: Box::new(NullCongestionStrategy),
+            metrics: Arc::new(Metrics::default()),
+            tunnels: BTreeMap::new(),
+            indices: HashMap::new(),
+            ready: VecDeque::new(),
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            pool: Vec::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+            clock: Clock {
+                origin: now,
+                origin_unix_nanos: unix_nanos,
+            },
+            last_timestamp: 0,
+        }
+    }
+
+    /// Replaces the bulk-lane congestion strategy.
+    pub fn set_congestion(&mut self, strategy: Box<dyn CongestionStrategy + Send>) {
+        self.congestion = strategy;
+    }
+
+    /// This node's mesh ID.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Shared counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The peer table.
+    pub fn registry(&self) -> &PeerRegistry {
+        &self.registry
+    }
+
+    /// The policy engine (load or clear policies through it).
+    pub fn policy_mut(&mut self) -> &mut PolicyEngine {
+        &mut self.policy
+    }
+
+    /// The path table (ICE and relays update it).
+    pub fn paths_mut(&mut self) -> &mut PathTable {
+        &mut self.paths
+    }
+
+    /// The outbound scheduler, read-only.
+    pub fn scheduler(&self) -> &DataPlaneScheduler {
+        &self.scheduler
+    }
+
+    /// Adds or updates a peer. Sessions with a peer whose static key changed are dropped.
+    pub fn upsert_peer(&mut self, peer: PeerInfo) -> Result<(), Error> {
+        let id = peer.id;
+        let endpoint = peer.endpoint;
+        let static_public = peer.static_public;
+        self.registry.upsert(peer)?;
+        if self
+            .tunnels
+            .get(&id)
+            .is_some_and(|t| t.remote_static != static_public)
+        {
+            self.drop_tunnel(id);
+        }
+        if endpoint.is_some() {
+            self.paths.set_direct(id, endpoint);
+        }
+        Ok(())
+    }
+
+    /// Removes a peer and tears down its sessions (revocation).
+    pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
+        self.drop_tunnel(id);
+        self.paths.remove(id);
+        self.registry.remove(id)
+    }
+
+    fn drop_tunnel(&mut self, id: PeerId) {
+        if let Some(mut tunnel) = self.tunnels.remove(&id) {
+            for index in tunnel.live_indices().collect::<Vec<_>>() {
+                self.indices.remove(&index);
+            }
+            for index in tunnel.drain_retired() {
+                self.indices.remove(&index);
+            }
+            while let Some(buf) = tunnel.take_staged() {
+                Metrics::inc(&self.metrics.tx_dropped);
+                self.recycle(buf);
+            }
+        }
+    }
+
+    /// Whether a session with `peer` can carry data now.
+    pub fn is_connected(&self, peer: PeerId, now: Instant) -> bool {
+        self.tunnels
+            .get(&peer)
+            .is_some_and(|t| t.is_established(now, &self.config.timers))
+    }
+
+    /// Per-peer session status, in peer order, for `bauxite status`.
+    pub fn peer_status(&self, now: Instant) -> Vec<PeerStatus> {
+        self.registry
+            .iter()
+            .map(|p| {
+                let tunnel = self.tunnels.get(&p.id);
+                PeerStatus {
+                    id: p.id,
+                    name: p.name.clone(),
+                    virtual_ip: p.virtual_ip,
+                    path: self.paths.select(p.id),
+                    established: tunnel.is_some_and(|t| t.is_established(now, &self.config.timers)),
+                    handshake_age: tunnel
+                        .and_then(Tunnel::established_at)
+                        .map(|at| now.saturating_duration_since(at)),
+                }
+            })
+            .collect()
+    }
+
+    /// Starts a handshake with `peer` now if no session exists or one is due.
+    pub fn connect(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
+        let info = self.registry.by_id(peer).ok_or(Error::UnknownPeer(peer))?;
+        let remote_static = info.static_public;
+        let tunnel = self
+            .tunnels
+            .entry(peer)
+            .or_insert_with(|| Tunnel::new(peer, remote_static));
+        if tunnel.wants_handshake(now, &self.config.timers) {
+            self.start_handshake(now, peer);
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the peer table for a warm start; holds no session keys.
+    pub fn snapshot(&self, unix_seconds: u64) -> StateSnapshot {
+        StateSnapshot::capture(self.peer_id(), &self.registry, unix_seconds)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn random_bytes(&mut self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        self.rng.fill_bytes(&mut bytes);
+        bytes
+    }
+
+    fn allocate_index(&mut self, peer: PeerId) -> u32 {
+        loop {
+            let index = self.rng.next_u32();
+            if index != 0 && !self.indices.contains_key(&index) {
+                self.indices.insert(index, peer);
+                return index;
+            }
+        }
+    }
+
+    fn next_timestamp(&mut self, now: Instant) -> u64 {
+        let wall = self.clock.unix_nanos(now);
+        self.last_timestamp = wall.max(self.last_timestamp.saturating_add(1));
+        self.last_timestamp
+    }
+
+    /// Queues a new initiation to `peer` (whose tunnel must exist).
+    fn start_handshake(&mut self, now: Instant, peer: PeerId) {
+        let ephemeral = self.random_bytes();
+        let index = self.allocate_index(peer);
+        let timestamp = self.next_timestamp(now);
+        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+            self.indices.remove(&index);
+            return;
+        };
+        let mut msg = [0u8; INIT_LEN];
+        let started = tunnel.start_handshake(
+            &self.identity,
+            self.config.suite,
+            ephemeral,
+            index,
+            timestamp,
+            now,
+            &mut msg,
+        );
+        match started {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.handshakes_initiated);
+                self.control.push_back(Control::Init { peer, msg });
+            }
+            Err(error) => {
+                // Only a small-order static key in the peer table gets here.
+                tracing::warn!(%peer, %error, "cannot start handshake; dropping tunnel");
+                self.indices.remove(&index);
+                self.drop_tunnel(peer);
+            }
+        }
+        self.forget_retired(peer);
+    }
+
+    fn forget_retired(&mut self, peer: PeerId) {
+        if let Some(tunnel) = self.tunnels.get_mut(&peer) {
+            for index in tunnel.drain_retired() {
+                self.indices.remove(&index);
+            }
+        }
+    }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.config.mtu))
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        // Keep enough buffers to refill every lane once; beyond that, let them go.
+        if self.pool.len() < 8192 {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+}
+
+/// One line of `bauxite status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Peer ID.
+    pub id: PeerId,
+    /// Peer name.
+    pub name: String,
+    /// Its virtual IP.
+    pub virtual_ip: crate::VirtualIp,
+    /// The path packets would take now.
+    pub path: crate::path::Path,
+    /// Whether a session can carry data.
+    pub established: bool,
+    /// Time since the current session's handshake.
+    pub handshake_age: Option<std::time::Duration>,
+}

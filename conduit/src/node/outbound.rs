@@ -1,0 +1,288 @@
+//! Outbound: IP packets from TUN into the lanes, and lanes out to the wire.
+//!
+//! Invariant: a packet from TUN is either queued, or dropped and counted in
+//! `tx_dropped` (plus the specific counter: `policy_denied`, a lane's `lane_dropped`) — never
+//! silently lost. Buffers cycle through the node's pool, so steady-state forwarding
+//! allocates nothing.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{BauxiteNode, Control};
+use crate::ip::IpView;
+use crate::path::Path;
+use crate::policy::{Flow, Verdict};
+use crate::scheduler::Enqueue;
+use crate::session::Tunnel;
+use crate::wire::{DATA_HEADER_LEN, INIT_LEN, RESP_LEN};
+use crate::{Lane, Metrics, PeerId};
+
+/// A datagram `poll_transmit` wrote into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// Its length at the start of the buffer.
+    pub len: usize,
+    /// The lane of the packet inside, or `None` for handshakes and keepalives.
+    pub lane: Option<Lane>,
+}
+
+/// What became of a packet read from TUN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunVerdict {
+    /// Queued in this lane.
+    Queued(Lane),
+    /// Dropped: not IPv4/IPv6 or larger than the MTU.
+    Malformed,
+    /// Dropped: no peer owns the destination address.
+    NoRoute,
+    /// Dropped by policy.
+    Denied,
+    /// Dropped: the lane was full.
+    LaneFull(Lane),
+}
+
+impl BauxiteNode {
+    /// Classifies, filters and queues one IP packet read from the TUN device.
+    pub fn handle_tun_packet(&mut self, _now: Instant, packet: &[u8]) -> TunVerdict {
+        self.route_packet(packet, None)
+    }
+
+    /// Queues a packet in a chosen lane (OTA chunks go to [`Lane::Bulk`]).
+    pub fn handle_tun_packet_in(&mut self, _now: Instant, lane: Lane, packet: &[u8]) -> TunVerdict {
+        self.route_packet(packet, Some(lane))
+    }
+
+    fn route_packet(&mut self, packet: &[u8], lane: Option<Lane>) -> TunVerdict {
+        let verdict = self.check_outbound(packet);
+        if verdict != TunVerdict::Queued(Lane::Bulk) {
+            Metrics::inc(&self.metrics.tx_dropped);
+            return verdict;
+        }
+        let mut buf = self.take_buffer();
+        buf.extend_from_slice(packet);
+        let outcome = match lane {
+            Some(lane) => self.scheduler.enqueue_in(lane, buf),
+            None => self.scheduler.enqueue(buf),
+        };
+        let lane = outcome.lane();
+        Metrics::inc_lane(&self.metrics.lane_enqueued, lane);
+        let verdict = match &outcome {
+            Enqueue::Dropped { .. } => TunVerdict::LaneFull(lane),
+            _ => TunVerdict::Queued(lane),
+        };
+        if !matches!(outcome, Enqueue::Queued(_)) {
+            Metrics::inc_lane(&self.metrics.lane_dropped, lane);
+            Metrics::inc(&self.metrics.tx_dropped);
+        }
+        if let Some(spare) = outcome.into_spare() {
+            self.recycle(spare);
+        }
+        verdict
+    }
+
+    /// Checks a packet can be routed; `Queued(Bulk)` is a placeholder for "accepted".
+    fn check_outbound(&self, packet: &[u8]) -> TunVerdict {
+        if packet.len() > self.config.mtu {
+            return TunVerdict::Malformed;
+        }
+        let Ok(view) = IpView::parse(packet) else {
+            return TunVerdict::Malformed;
+        };
+        let Some(peer) = view.dst_v4().and_then(|ip| self.registry.by_ip(ip)) else {
+            return TunVerdict::NoRoute;
+        };
+        if self
+            .policy
+            .check_counted(Flow::Outbound, peer.id, &view, &self.metrics)
+            == Verdict::Deny
+        {
+            return TunVerdict::Denied;
+        }
+        TunVerdict::Queued(Lane::Bulk)
+    }
+
+    /// Writes the next datagram to send into `out` (at least
+    /// [`NodeConfig::datagram_capacity`](super::NodeConfig::datagram_capacity) bytes).
+    /// Returns `None` without sending if `out` is smaller than that.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        if out.len() < self.config.datagram_capacity() {
+            return None;
+        }
+        loop {
+            if let Some(t) = self.poll_control(now, out) {
+                return Some(t);
+            }
+            if let Some(t) = self.poll_staged(now, out) {
+                return Some(t);
+            }
+            let congestion = &self.congestion;
+            let (lane, buf) = self
+                .scheduler
+                .dequeue_paced(|bytes| congestion.can_send_bulk(now, bytes))?;
+            let Some(peer) = IpView::parse(&buf)
+                .ok()
+                .and_then(|v| v.dst_v4())
+                .and_then(|ip| self.registry.by_ip(ip))
+                .map(|p| p.id)
+            else {
+                // The peer left between enqueue and dequeue.
+                Metrics::inc(&self.metrics.tx_dropped);
+                self.recycle(buf);
+                continue;
+            };
+            match self.seal_packet(now, peer, &buf, out) {
+                Sealed::Sent(len, dst) => {
+                    Metrics::inc_lane(&self.metrics.lane_sent, lane);
+                    if lane == Lane::Bulk {
+                        self.congestion.on_sent(now, len);
+                    }
+                    self.recycle(buf);
+                    return Some(Transmit {
+                        dst,
+                        len,
+                        lane: Some(lane),
+                    });
+                }
+                // Staging may queue a handshake: the next turn sends it.
+                Sealed::NoSession => self.stage(now, peer, buf),
+                Sealed::Dropped => self.recycle(buf),
+            }
+        }
+    }
+
+    /// Sends packets that waited for a session that is now established.
+    fn poll_staged(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        while let Some(peer) = self.ready.front().copied() {
+            let Some(buf) = self.tunnels.get_mut(&peer).and_then(Tunnel::take_staged) else {
+                self.ready.pop_front();
+                continue;
+            };
+            match self.seal_packet(now, peer, &buf, out) {
+                Sealed::Sent(len, dst) => {
+                    // Staging forgot the lane; re-classifying is exact except for forced lanes.
+                    let lane = crate::scheduler::classify(&buf);
+                    Metrics::inc_lane(&self.metrics.lane_sent, lane);
+                    self.recycle(buf);
+                    return Some(Transmit {
+                        dst,
+                        len,
+                        lane: Some(lane),
+                    });
+                }
+                Sealed::NoSession => {
+                    if let Some(t) = self.tunnels.get_mut(&peer) {
+                        t.unstage_front(buf);
+                    }
+                    self.ready.pop_front();
+                }
+                Sealed::Dropped => self.recycle(buf),
+            }
+        }
+        None
+    }
+
+    fn poll_control(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        while let Some(control) = self.control.pop_front() {
+            let (peer, len) = match control {
+                Control::Init { peer, msg } => (peer, copy_into(out, &msg)),
+                Control::Resp { peer, msg } => (peer, copy_into(out, &msg)),
+                Control::Keepalive { peer } => match self.seal_packet(now, peer, &[], out) {
+                    Sealed::Sent(len, dst) => {
+                        Metrics::inc(&self.metrics.keepalives_sent);
+                        return Some(Transmit {
+                            dst,
+                            len,
+                            lane: None,
+                        });
+                    }
+                    Sealed::NoSession | Sealed::Dropped => continue,
+                },
+            };
+            match self.paths.select_counted(peer, &self.metrics) {
+                Path::Direct(dst) | Path::Relay(dst) => {
+                    return Some(Transmit {
+                        dst,
+                        len,
+                        lane: None,
+                    });
+                }
+                Path::Drop => continue,
+            }
+        }
+        None
+    }
+
+    /// Seals `packet` for `peer` into `out`.
+    fn seal_packet(&mut self, now: Instant, peer: PeerId, packet: &[u8], out: &mut [u8]) -> Sealed {
+        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+            return Sealed::NoSession;
+        };
+        let dst = match self.paths.select(peer) {
+            Path::Direct(dst) | Path::Relay(dst) => dst,
+            Path::Drop => {
+                let _ = self.paths.select_counted(peer, &self.metrics);
+                return Sealed::Dropped;
+            }
+        };
+        let Some(body) = out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
+            Metrics::inc(&self.metrics.tx_dropped);
+            return Sealed::Dropped;
+        };
+        body.copy_from_slice(packet);
+        match tunnel.seal(out, packet.len(), now, &self.config.timers) {
+            None => Sealed::NoSession,
+            Some(Ok(len)) => {
+                if !packet.is_empty() {
+                    Metrics::inc(&self.metrics.tx_packets);
+                    Metrics::add(&self.metrics.tx_bytes, packet.len() as u64);
+                }
+                let rekey = tunnel.wants_handshake(now, &self.config.timers);
+                if rekey {
+                    self.start_handshake(now, peer);
+                }
+                Sealed::Sent(len, dst)
+            }
+            Some(Err(_)) => {
+                Metrics::inc(&self.metrics.tx_dropped);
+                Sealed::Dropped
+            }
+        }
+    }
+
+    /// Holds a packet until `peer`'s session exists, starting a handshake if needed.
+    fn stage(&mut self, now: Instant, peer: PeerId, buf: Vec<u8>) {
+        let Some(remote_static) = self.registry.by_id(peer).map(|p| p.static_public) else {
+            Metrics::inc(&self.metrics.tx_dropped);
+            self.recycle(buf);
+            return;
+        };
+        let tunnel = self
+            .tunnels
+            .entry(peer)
+            .or_insert_with(|| Tunnel::new(peer, remote_static));
+        let evicted = tunnel.stage(buf);
+        let wants = tunnel.wants_handshake(now, &self.config.timers);
+        if let Some(old) = evicted {
+            Metrics::inc(&self.metrics.tx_dropped);
+            self.recycle(old);
+        }
+        if wants {
+            self.start_handshake(now, peer);
+        }
+    }
+}
+
+enum Sealed {
+    Sent(usize, SocketAddr),
+    NoSession,
+    Dropped,
+}
+
+/// `out` was checked to hold `datagram_capacity`, which covers both handshake messages.
+fn copy_into<const N: usize>(out: &mut [u8], msg: &[u8; N]) -> usize {
+    const { assert!(N == INIT_LEN || N == RESP_LEN) };
+    out[..N].copy_from_slice(msg);
+    N
+}

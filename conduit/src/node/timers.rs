@@ -1,0 +1,52 @@
+//! Timers: the node's next deadline and what happens when it passes.
+//!
+//! Invariant: `poll_timeout` never returns an instant that `handle_timeout` would leave
+//! unchanged, so a driver that sleeps until it cannot spin.
+
+use std::time::Instant;
+
+use super::{BauxiteNode, Control, Event};
+use crate::Metrics;
+use crate::session::TimerAction;
+
+impl BauxiteNode {
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timers = &self.config.timers;
+        self.tunnels
+            .values()
+            .filter_map(|t| t.poll_timeout(timers))
+            .chain(self.congestion.poll_timeout())
+            .min()
+    }
+
+    /// Runs every timer due at `now`: retries, rekeys, keepalives, expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.congestion.handle_timeout(now);
+        let timers = self.config.timers;
+        let due: Vec<_> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.poll_timeout(&timers).is_some_and(|at| at <= now))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+                continue;
+            };
+            let action = tunnel.handle_timeout(now, &timers);
+            self.forget_retired(peer);
+            match action {
+                TimerAction::None => {}
+                TimerAction::Handshake => self.start_handshake(now, peer),
+                TimerAction::Keepalive => self.control.push_back(Control::Keepalive { peer }),
+                TimerAction::GaveUp(dropped) => {
+                    Metrics::add(&self.metrics.tx_dropped, dropped as u64);
+                    self.events
+                        .push_back(Event::HandshakeGaveUp { peer, dropped });
+                    tracing::warn!(%peer, dropped, "handshake retries exhausted");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! A simulated network: two [`BauxiteNode`]s joined by a link that can lose, duplicate,
+//! reorder and rate-limit datagrams, with an on-path attacker that replays and tampers,
+//! all driven by a virtual clock that jumps straight to the next deadline.
+//!
+//! Invariant: a run is a pure function of its configuration and seed — no wall clock, no
+//! threads, no sleeps — so a failing test replays exactly. The sender only polls a node
+//! when the link is free (a NIC queue of one datagram), so queueing happens in the
+//! node's scheduler, where the lanes can reorder it, exactly as the real IO shell paces.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::identity::Identity;
+use crate::node::{BauxiteNode, NodeConfig, Received};
+use crate::peers::{PeerInfo, PeerRegistry};
+use crate::wire::{self, Message};
+use crate::{Lane, VirtualIp};
+
+/// Impairments of the link, applied independently to each direction.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkConfig {
+    /// One-way propagation delay.
+    pub latency: Duration,
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a datagram is held back by `reorder_delay`.
+    pub reorder: f64,
+    /// Extra delay of a reordered datagram.
+    pub reorder_delay: Duration,
+    /// Link rate in bits per second (`None`: infinitely fast).
+    pub rate_bps: Option<u64>,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(5),
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(3),
+            rate_bps: None,
+        }
+    }
+}
+
+/// What the on-path attacker does to data packets it sees.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attacker {
+    /// Re-inject a copy of every n-th data packet later (0: never).
+    pub replay_every: usize,
+    /// Inject a copy of every n-th data packet with one byte flipped (0: never).
+    pub tamper_every: usize,
+}
+
+/// Counts kept by the simulation itself (ground truth for assertions).
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    /// Data datagrams sent, as (receiver node, receiver index, counter).
+    pub data_sent: BTreeSet<(usize, u32, u64)>,
+    /// Data datagrams the link lost.
+    pub data_lost: BTreeSet<(usize, u32, u64)>,
+    /// Data datagrams a node accepted (delivered or keepalive).
+    pub data_accepted: BTreeSet<(usize, u32, u64)>,
+    /// Copies injected by the attacker as replays.
+    pub replays_injected: u64,
+    /// Copies injected by the attacker with a flipped byte.
+    pub tampers_injected: u64,
+    /// Datagrams the link delivered twice.
+    pub duplicates_injected: u64,
+}
+
+/// A packet delivered to a node's TUN device, with the virtual time it arrived.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    /// Arrival time.
+    pub at: Instant,
+    /// The IP packet.
+    pub packet: Vec<u8>,
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Two nodes, one link, one clock.
+pub struct SimNet {
+    /// Virtual time.
+    pub now: Instant,
+    /// The two nodes.
+    pub nodes: [BauxiteNode; 2],
+    /// Underlay address of each node.
+    pub addrs: [SocketAddr; 2],
+    /// Virtual IP of each node.
+    pub vips: [VirtualIp; 2],
+    /// Packets delivered to each node's TUN.
+    pub delivered: [Vec<Delivered>; 2],
+    /// Link impairments.
+    pub link: LinkConfig,
+    /// Attacker behaviour.
+    pub attacker: Attacker,
+    /// Ground truth.
+    pub stats: SimStats,
+    flight: BinaryHeap<Reverse<InFlight>>,
+    link_free: [Instant; 2],
+    rng: ChaCha20Rng,
+    seq: u64,
+    data_seen: usize,
+    buf: Vec<u8>,
+}
+
+impl SimNet {
+    /// Two nodes that know each other, at 100.64.0.1 and 100.64.0.2.
+    pub fn new(config: NodeConfig, link: LinkConfig, seed: u64, start: Instant) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut secret = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        let ids = [
+            Identity::from_secrets(secret(), secret()),
+            Identity::from_secrets(secret(), secret()),
+        ];
+        let seeds = [secret(), secret()];
+        let addrs = [sock(1, 51820), sock(2, 51820)];
+        let vips = [
+            VirtualIp::from(Ipv4Addr::new(100, 64, 0, 1)),
+            VirtualIp::from(Ipv4Addr::new(100, 64, 0, 2)),
+        ];
+        let infos: Vec<PeerInfo> = (0..2)
+            .map(|i| {
+                let public = ids[i].public();
+                PeerInfo::new(
+                    format!("node-{i}"),
+                    vips[i],
+                    public.static_public,
+                    public.signing_public,
+                    Some(addrs[i]),
+                )
+            })
+            .collect();
+        let [id_a, id_b] = ids;
+        let registry_for = |other: usize| {
+            let mut r = PeerRegistry::new();
+            // Two distinct generated peers never conflict.
+            let _ = r.insert(infos[other].clone());
+            r
+        };
+        let unix = 1_800_000_000_000_000_000;
+        let nodes = [
+            BauxiteNode::new(id_a, registry_for(1), config.clone(), seeds[0], start, unix),
+            BauxiteNode::new(
+                id_b,
+                registry_for(0),
+                config.clone(),
+                seeds[1],
+                start,
+                unix + 7,
+            ),
+        ];
+        let capacity = config.datagram_capacity();
+        Self {
+            now: start,
+            nodes,
+            addrs,
+            vips,
+            delivered: [Vec::new(), Vec::new()],
+            link,
+            attacker: Attacker::default(),
+            stats: SimStats::default(),
+            flight: BinaryHeap::new(),
+            link_free: [start, start],
+            rng,
+            seq: 0,
+            data_seen: 0,
+            buf: vec![0u8; capacity],
+        }
+    }
+
+    /// Hands an IP packet to node `i`'s TUN side.
+    pub fn send_from(&mut self, i: usize, packet: &[u8]) -> crate::node::TunVerdict {
+        self.nodes[i].handle_tun_packet(self.now, packet)
+    }
+
+    /// Runs until nothing is in flight and no timer is due before `deadline`, or until
+    /// `deadline`. Returns the number of steps taken.
+    pub fn run_until(&mut self, deadline: Instant) -> usize {
+        let mut steps = 0;
+        while self.step(deadline) {
+            steps += 1;
+        }
+        steps
+    }
+
+    /// Runs for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) -> usize {
+        self.run_until(self.now + duration)
+    }
+
+    /// One step: transmit what the links accept, then jump to the next event before
+    /// `deadline` and process it. Returns false when there is none.
+    pub fn step(&mut self, deadline: Instant) -> bool {
+        for i in 0..2 {
+            self.transmit(i);
+        }
+        let next_flight = self.flight.peek().map(|Reverse(f)| f.at);
+        let next_timer = self
+            .nodes
+            .iter()
+            .filter_map(BauxiteNode::poll_timeout)
+            .min();
+        let next_link = (0..2)
+            .filter(|&i| self.link_free[i] > self.now && !self.nodes[i].scheduler().is_empty())
+            .map(|i| self.link_free[i])
+            .min();
+        let Some(next) = [next_flight, next_timer, next_link]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return false;
+        };
+        if next > deadline {
+            self.now = self.now.max(deadline);
+            return false;
+        }
+        self.now = self.now.max(next);
+        while self
+            .flight
+            .peek()
+            .is_some_and(|Reverse(f)| f.at <= self.now)
+        {
+            if let Some(Reverse(f)) = self.flight.pop() {
+                self.deliver(f);
+            }
+        }
+        for node in &mut self.nodes {
+            if node.poll_timeout().is_some_and(|t| t <= self.now) {
+                node.handle_timeout(self.now);
+            }
+        }
+        true
+    }
+
+    fn transmit(&mut self, i: usize) {
+        let to = 1 - i;
+        while self.link_free[i] <= self.now {
+            let Some(t) = self.nodes[i].poll_transmit(self.now, &mut self.buf) else {
+                return;
+            };
+            let bytes = self.buf[..t.len].to_vec();
+            let serialization = self.link.rate_bps.map_or(Duration::ZERO, |bps| {
+                Duration::from_nanos((t.len as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1))
+            });
+            self.link_free[i] = self.now + serialization;
+            let departs = self.link_free[i];
+            let data_key = match wire::parse(&bytes) {
+                Ok(Message::Data(h)) => Some((to, h.receiver_index, h.counter)),
+                _ => None,
+            };
+            if let Some(key) = data_key {
+                self.stats.data_sent.insert(key);
+            }
+            if self.chance(self.link.loss) {
+                if let Some(key) = data_key {
+                    self.stats.data_lost.insert(key);
+                }
+                continue;
+            }
+            // The attacker sits after the lossy segment: it copies what really got through.
+            if data_key.is_some() {
+                self.attack(to, &bytes, departs);
+            }
+            let mut at = departs + self.link.latency;
+            if self.chance(self.link.reorder) {
+                at += self.link.reorder_delay;
+            }
+            if self.chance(self.link.duplicate) {
+                self.stats.duplicates_injected += 1;
+                self.schedule(at + Duration::from_micros(1), to, bytes.clone());
+            }
+            self.schedule(at, to, bytes);
+        }
+    }
+
+    fn attack(&mut self, to: usize, bytes: &[u8], departs: Instant) {
+        self.data_seen += 1;
+        let n = self.data_seen;
+        let a = self.attacker;
+        if a.replay_every > 0 && n.is_multiple_of(a.replay_every) {
+            self.stats.replays_injected += 1;
+            let at = departs + self.link.latency * 2;
+            self.schedule(at, to, bytes.to_vec());
+        }
+        if a.tamper_every > 0 && n.is_multiple_of(a.tamper_every) {
+            self.stats.tampers_injected += 1;
+            let mut copy = bytes.to_vec();
+            let pos = (self.rng.next_u64() as usize) % copy.len();
+            // Byte 0 is the type: flip a header or payload byte instead.
+            let pos = pos.max(1);
+            copy[pos] ^= 1 << (self.rng.next_u32() % 8);
+            let at = departs + self.link.latency / 2;
+            self.schedule(at, to, copy);
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, to: usize, bytes: Vec<u8>) {
+        self.seq += 1;
+        let from = self.addrs[1 - to];
+        self.flight.push(Reverse(InFlight {
+            at,
+            seq: self.seq,
+            to,
+            from,
+            bytes,
+        }));
+    }
+
+    fn deliver(&mut self, mut f: InFlight) {
+        let key = match wire::parse(&f.bytes) {
+            Ok(Message::Data(h)) => Some((f.to, h.receiver_index, h.counter)),
+            _ => None,
+        };
+        match self.nodes[f.to].handle_datagram(self.now, f.from, &mut f.bytes) {
+            Received::Deliver(range) => {
+                if let Some(key) = key {
+                    self.stats.data_accepted.insert(key);
+                }
+                self.delivered[f.to].push(Delivered {
+                    at: self.now,
+                    packet: f.bytes[range].to_vec(),
+                });
+            }
+            Received::Consumed => {
+                if let Some(key) = key {
+                    self.stats.data_accepted.insert(key);
+                }
+            }
+            Received::Stun | Received::Dropped(_) => {}
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    /// Which lane node `i` would put `packet` in (for reports).
+    pub fn lane_of(packet: &[u8]) -> Lane {
+        crate::scheduler::classify(packet)
+    }
+}
+
+/// A documentation-range (TEST-NET-1) address: the simulation never touches a socket.
+fn sock(host: u8, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, host), port))
+}
