@@ -48,6 +48,23 @@ pub(crate) enum Command {
     /// Certificate helpers.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Two nodes in one process over a simulated link: handshake, ping, attacker,
+    /// and control-loop latency with bulk saturating (no root, no network).
+    Demo(DemoArgs),
+}
+
+/// `bauxite demo` options.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Simulated link rate in Mbit/s.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) link_mbps: u64,
+    /// Seconds of saturating bulk traffic.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) bulk_seconds: u64,
+    /// Simulation seed (same seed, same run).
+    #[arg(long, default_value_t = 2026)]
+    pub(crate) seed: u64,
 }
 
 /// `bauxite precheck` options; the overrides fake an OS for tests and drills.

@@ -4,11 +4,13 @@
 //!
 //! - [`precheck`]: the OS-replacement survival check (fingerprint, boot epoch, signed
 //!   runtime manifest, typed reconstruction, epoch evidence, exit codes 0/1/2/3/5).
+//! - [`demo`]: the in-process two-node demonstration.
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
 
 pub mod cert_cmd;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod fingerprint_cmd;
 pub mod fsutil;

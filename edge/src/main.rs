@@ -117,6 +117,16 @@ fn state_root_of(config: &std::path::Path, explicit: Option<PathBuf>) -> anyhow:
 fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> anyhow::Result<()> {
     match command {
         Command::Precheck(_) => unreachable!("dispatched in main"),
+        Command::Demo(args) => {
+            let options = bauxite::demo::DemoOptions {
+                link_mbps: args.link_mbps,
+                bulk_seconds: args.bulk_seconds,
+                seed: args.seed,
+            };
+            #[allow(clippy::disallowed_methods)] // the simulator's virtual clock starts here
+            let start = Instant::now();
+            bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
+        }
         Command::Keygen(args) => {
             let paths = keygen::write_raw_keypair(&args.out_dir, &keygen::os_seed()?, args.force)?;
             println!("public key:  {} (32 bytes, raw)", paths.public.display());
