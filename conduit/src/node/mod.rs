@@ -23,7 +23,7 @@
 //! `poll_transmit` returns `None` when nothing more may be sent now: call it again after
 //! the next input or timeout. Control messages (handshakes, keepalives) go first, then
 //! packets that waited for a session, then the scheduler's lanes in priority order.
-//! Submodules: [`inbound`](self::inbound) handles datagrams, [`outbound`](self::outbound)
+//! Submodules: `inbound` handles datagrams, `outbound`
 //! packets from TUN and transmission, `timers` the per-peer deadlines.
 
 mod inbound;
