@@ -135,6 +135,35 @@ pub struct SimNet {
     seq: u64,
     data_seen: usize,
     buf: Vec<u8>,
+    setup: Setup,
+}
+
+/// What it takes to (re)build a node.
+struct Setup {
+    secrets: [([u8; 32], [u8; 32]); 2],
+    infos: [PeerInfo; 2],
+    config: NodeConfig,
+    start: Instant,
+}
+
+impl Setup {
+    /// Node `i`, knowing the other node, started at `now`.
+    fn node(&self, i: usize, seed: [u8; 32], now: Instant) -> BauxiteNode {
+        const UNIX_AT_START: u64 = 1_800_000_000_000_000_000;
+        let (signing, static_secret) = self.secrets[i];
+        let mut registry = PeerRegistry::new();
+        // Two distinct generated peers never conflict.
+        let _ = registry.insert(self.infos[1 - i].clone());
+        let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        BauxiteNode::new(
+            Identity::from_secrets(signing, static_secret),
+            registry,
+            self.config.clone(),
+            seed,
+            now,
+            UNIX_AT_START + elapsed + i as u64,
+        )
+    }
 }
 
 impl SimNet {
@@ -146,48 +175,33 @@ impl SimNet {
             rng.fill_bytes(&mut b);
             b
         };
-        let ids = [
-            Identity::from_secrets(secret(), secret()),
-            Identity::from_secrets(secret(), secret()),
-        ];
+        let secrets = [(secret(), secret()), (secret(), secret())];
         let seeds = [secret(), secret()];
         let addrs = [sock(1, 51820), sock(2, 51820)];
         let vips = [
             VirtualIp::from(Ipv4Addr::new(100, 64, 0, 1)),
             VirtualIp::from(Ipv4Addr::new(100, 64, 0, 2)),
         ];
-        let infos: Vec<PeerInfo> = (0..2)
-            .map(|i| {
-                let public = ids[i].public();
-                PeerInfo::new(
-                    format!("node-{i}"),
-                    vips[i],
-                    public.static_public,
-                    public.signing_public,
-                    Some(addrs[i]),
-                )
-            })
-            .collect();
-        let [id_a, id_b] = ids;
-        let registry_for = |other: usize| {
-            let mut r = PeerRegistry::new();
-            // Two distinct generated peers never conflict.
-            let _ = r.insert(infos[other].clone());
-            r
+        let info = |i: usize| {
+            let public = Identity::from_secrets(secrets[i].0, secrets[i].1).public();
+            PeerInfo::new(
+                format!("node-{i}"),
+                vips[i],
+                public.static_public,
+                public.signing_public,
+                Some(addrs[i]),
+            )
         };
-        let unix = 1_800_000_000_000_000_000;
+        let setup = Setup {
+            secrets,
+            infos: [info(0), info(1)],
+            config: config.clone(),
+            start,
+        };
         let nodes = [
-            BauxiteNode::new(id_a, registry_for(1), config.clone(), seeds[0], start, unix),
-            BauxiteNode::new(
-                id_b,
-                registry_for(0),
-                config.clone(),
-                seeds[1],
-                start,
-                unix + 7,
-            ),
+            setup.node(0, seeds[0], start),
+            setup.node(1, seeds[1], start),
         ];
-        let capacity = config.datagram_capacity();
         Self {
             now: start,
             nodes,
@@ -202,8 +216,28 @@ impl SimNet {
             rng,
             seq: 0,
             data_seen: 0,
-            buf: vec![0u8; capacity],
+            buf: vec![0u8; config.datagram_capacity()],
+            setup,
         }
+    }
+
+    /// Simulates a crash and restart of node `i`: same identity and peers, every
+    /// session, queue and counter lost.
+    pub fn restart(&mut self, i: usize) {
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        self.nodes[i] = self.setup.node(i, seed, self.now);
+    }
+
+    /// Data datagrams on the wire now, as (receiver node, receiver index, counter).
+    pub fn in_flight_data(&self) -> BTreeSet<(usize, u32, u64)> {
+        self.flight
+            .iter()
+            .filter_map(|Reverse(f)| match wire::parse(&f.bytes) {
+                Ok(Message::Data(h)) => Some((f.to, h.receiver_index, h.counter)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Hands an IP packet to node `i`'s TUN side.
