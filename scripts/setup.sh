@@ -7,6 +7,10 @@ set -euo pipefail
 declare -A needs=(
   [ip]=iproute2
   [ping]=iputils-ping
+  [tcpdump]=tcpdump   # the namespace tests capture a data packet to replay it
+  [iperf3]=iperf3     # benches/netns: throughput through the tunnel
+  [nft]=nftables
+  [wg]=wireguard-tools # benches/netns: configures boringtun, the reference VPN
 )
 
 missing=()

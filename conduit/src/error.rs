@@ -27,6 +27,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A socket could not be opened or configured.
+    #[error("cannot {action} UDP socket {addr}: {source}; pick a free address for `listen`")]
+    Socket {
+        /// What was being done ("bind", ...).
+        action: &'static str,
+        /// The address involved.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Bytes from the network that are not a well-formed mesh packet.
     #[error("malformed packet: {0}")]
     Malformed(#[from] MalformedPacket),

@@ -8,6 +8,8 @@
 pub mod cipher;
 pub mod error;
 pub mod identity;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod ip;
 pub mod metrics;
 pub mod node;
@@ -19,6 +21,8 @@ pub mod scheduler;
 pub mod session;
 pub mod sim;
 pub mod snapshot;
+#[cfg(feature = "io")]
+pub mod tun;
 pub mod types;
 pub mod wire;
 

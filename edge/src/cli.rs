@@ -37,8 +37,14 @@ pub(crate) enum Command {
     /// OS-replacement survival check; exit 0 clean, 1 config, 2 state root, 3 mTLS cert,
     /// 5 reconstruction failed (the daemon must not start).
     Precheck(PrecheckArgs),
-    /// Generate a manifest-signing Ed25519 key pair.
+    /// Create the node identity and print it as a `[[peers]]` entry; with `--raw`,
+    /// generate a manifest-signing Ed25519 key pair instead.
     Keygen(KeygenArgs),
+    /// Run the node: static peers from `[node]` and `[[peers]]`, UDP + TUN (`bauxite0`),
+    /// until SIGTERM or SIGINT.
+    Run,
+    /// Show a running node's peers, paths, handshake ages and counters.
+    Status(StatusArgs),
     /// Sign or verify a runtime manifest.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -81,15 +87,30 @@ pub(crate) struct PrecheckArgs {
     pub(crate) kernel_release: Option<String>,
 }
 
+/// `bauxite status` options.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 /// `bauxite keygen` options.
 #[derive(Debug, Args)]
 pub(crate) struct KeygenArgs {
-    /// Write raw key bytes (32-byte public key, 32-byte private seed); the only format.
-    #[arg(long, required = true)]
+    /// Node identity file to create (or read, if it exists); defaults to the config's
+    /// `node.identity`.
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub(crate) identity: Option<PathBuf>,
+    /// Name to print in the `[[peers]]` entry.
+    #[arg(long, default_value = "node", conflicts_with = "raw")]
+    pub(crate) name: String,
+    /// Write a raw manifest-signing key pair (32-byte public key, 32-byte private seed).
+    #[arg(long, requires = "out_dir")]
     pub(crate) raw: bool,
-    /// Directory receiving manifest-verify.pub and manifest-verify.key.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) out_dir: PathBuf,
+    /// Directory receiving manifest-verify.pub and manifest-verify.key (with `--raw`).
+    #[arg(long, value_name = "DIR", requires = "raw")]
+    pub(crate) out_dir: Option<PathBuf>,
     /// Overwrite existing key files.
     #[arg(long)]
     pub(crate) force: bool,

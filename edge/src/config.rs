@@ -1,5 +1,14 @@
-//! `config.toml`: the edge node's configuration. Parsing is pure ([`Config::parse`]);
-//! every rejection names the offending key so an operator can fix it without guessing.
+//! `config.toml`: the edge node's configuration. Parsing is pure ([`Config::parse`],
+//! [`RunConfig::parse`]); every rejection names the offending key so an operator can fix
+//! it without guessing.
+//!
+//! One file serves every command: `precheck` reads `[state_root]` and `[transport]`,
+//! `run` and `status` read `[node]` and `[[peers]]` ([`RunConfig`]). Each command requires
+//! only its own sections, and unknown keys are refused everywhere.
+
+mod run;
+
+pub use run::{DEFAULT_CONTROL_SOCKET, RunConfig};
 
 use std::path::{Path, PathBuf};
 
@@ -33,8 +42,27 @@ pub struct Transport {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    state_root: RawStateRoot,
-    transport: RawTransport,
+    state_root: Option<RawStateRoot>,
+    transport: Option<RawTransport>,
+    node: Option<run::RawNode>,
+    #[serde(default)]
+    peers: Vec<run::RawPeer>,
+}
+
+impl RawConfig {
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[derive(Deserialize)]
@@ -54,31 +82,41 @@ struct RawTransport {
 impl Config {
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let raw = RawConfig::parse(text, path)?;
+        let missing = |section, hint| ConfigError::MissingSection {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " | "),
+            section,
+            hint,
+        };
+        let state_root = raw.state_root.ok_or_else(|| {
+            missing(
+                "state_root",
+                "add `[state_root]` with `root = \"/var/lib/bauxite\"` (an absolute path)",
+            )
+        })?;
+        let transport = raw.transport.ok_or_else(|| {
+            missing(
+                "transport",
+                "add `[transport]` with the absolute paths cert_file, key_file and ca_file",
+            )
         })?;
         Ok(Self {
-            state_root: absolute("state_root.root", &raw.state_root.root)?,
+            state_root: absolute("state_root.root", &state_root.root)?,
             transport: Transport {
-                cert_file: absolute("transport.cert_file", &raw.transport.cert_file)?,
-                key_file: absolute("transport.key_file", &raw.transport.key_file)?,
-                ca_file: absolute("transport.ca_file", &raw.transport.ca_file)?,
+                cert_file: absolute("transport.cert_file", &transport.cert_file)?,
+                key_file: absolute("transport.key_file", &transport.key_file)?,
+                ca_file: absolute("transport.ca_file", &transport.ca_file)?,
             },
         })
     }
 
     /// Reads and parses the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read(path)?, path)
     }
 }
 
-fn absolute(key: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+pub(crate) fn absolute(key: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
     if value.is_empty() {
         return Err(ConfigError::Invalid {
             key,
@@ -138,6 +176,25 @@ ca_file = "/etc/bauxite/ca.crt"
                 e,
                 ConfigError::Invalid {
                     key: "state_root.root",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let bad = GOOD.replace("[transport]", "[node_unused]").replace(
+            "[node_unused]\ncert_file = \"/etc/bauxite/node.crt\"\nkey_file = \"/etc/bauxite/node.key\"\nca_file = \"/etc/bauxite/ca.crt\"\n",
+            "",
+        );
+        let e = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::MissingSection {
+                    section: "transport",
                     ..
                 }
             ),

@@ -57,6 +57,28 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         reason: String,
     },
+    /// A section a command needs is absent from the file.
+    #[error("config file {path} has no [{section}] section; {hint}")]
+    MissingSection {
+        /// The config path.
+        path: PathBuf,
+        /// The section name, e.g. `node`.
+        section: &'static str,
+        /// What to add.
+        hint: &'static str,
+    },
+    /// A `[[peers]]` entry has an unusable value.
+    #[error("config key `peers[{index}].{key}` (peer {name:?}) is invalid: {reason}")]
+    Peer {
+        /// Position of the entry in the file, from 0.
+        index: usize,
+        /// The entry's `name`.
+        name: String,
+        /// The offending key inside the entry.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
 }
 
 /// State-root problems: the persistent partition is missing, ephemeral or malformed.

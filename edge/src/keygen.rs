@@ -1,8 +1,11 @@
-//! `bauxite keygen --raw`: an Ed25519 manifest-signing key pair as raw bytes, the
-//! format `identity/manifest-verify.pub` expects. The private key never leaves 0600.
+//! `bauxite keygen`: the node's mesh identity (Ed25519 + X25519, printed as a
+//! `[[peers]]` entry to paste into other nodes' configs), and with `--raw` an Ed25519
+//! manifest-signing key pair as raw bytes, the format `identity/manifest-verify.pub`
+//! expects. Private keys never leave 0600 files.
 
 use std::path::{Path, PathBuf};
 
+use bauxite_conduit::identity::{Identity, PublicIdentity};
 use ed25519_dalek::SigningKey;
 
 use crate::error::ToolError;
@@ -55,6 +58,23 @@ pub fn write_raw_keypair(
     Ok(paths)
 }
 
+/// Loads the identity at `path`, or creates it (0600, atomically) if there is none.
+/// Returns it and whether it was created now.
+pub fn load_or_create_identity(path: &Path) -> Result<(Identity, bool), bauxite_conduit::Error> {
+    let existed = path.exists();
+    let identity = Identity::load_or_generate(path)?;
+    Ok((identity, !existed))
+}
+
+/// The `[[peers]]` entry other nodes need to accept this identity, as TOML.
+pub fn peer_entry(public: &PublicIdentity, name: &str) -> String {
+    format!(
+        "[[peers]]\nname = \"{name}\"\nstatic_public = \"{}\"\nsigning_public = \"{}\"\nvirtual_ip = \"100.64.0.X\"        # this node's [node] virtual_ip, without the prefix\n# endpoint = \"192.0.2.7:51820\" # where this node listens, if reachable\n",
+        hex::encode(public.static_public),
+        hex::encode(public.signing_public),
+    )
+}
+
 /// 32 bytes from the OS random number generator (the shell's only randomness).
 #[allow(clippy::disallowed_methods)]
 pub fn os_seed() -> Result<[u8; 32], ToolError> {
@@ -88,6 +108,25 @@ pub fn parse_private_key(bytes: &[u8], path: &Path) -> Result<SigningKey, ToolEr
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn identity_is_created_once_and_printed_as_peer_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("id/identity.key");
+        let (first, created) = load_or_create_identity(&path).unwrap();
+        assert!(created);
+        let (again, created) = load_or_create_identity(&path).unwrap();
+        assert!(!created);
+        assert_eq!(first.public(), again.public());
+        let entry = peer_entry(&first.public(), "robot-1");
+        assert!(entry.contains(&hex::encode(first.public().static_public)));
+        assert!(entry.contains("name = \"robot-1\""));
+        let value: toml::Value = toml::from_str(&entry).unwrap();
+        assert_eq!(
+            value["peers"][0]["signing_public"].as_str().unwrap().len(),
+            64
+        );
+    }
 
     #[test]
     fn writes_raw_keys_with_modes() {

@@ -5,18 +5,24 @@
 //! - [`precheck`]: the OS-replacement survival check (fingerprint, boot epoch, signed
 //!   runtime manifest, typed reconstruction, epoch evidence, exit codes 0/1/2/3/5).
 //! - [`demo`]: the in-process two-node demonstration.
+//! - [`run_cmd`]: the `run` daemon (static peers over UDP and TUN), with its
+//!   [`control`] socket for [`status`] and the optional [`metrics_http`] listener.
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
 
 pub mod cert_cmd;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod fingerprint_cmd;
 pub mod fsutil;
 pub mod keygen;
 pub mod manifest_cmd;
+pub mod metrics_http;
 pub mod precheck;
+pub mod run_cmd;
+pub mod status;
 pub mod sys;
 
 pub use error::Error;

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use time::OffsetDateTime;
 
-use bauxite::config::Config;
+use bauxite::config::{Config, RunConfig};
 use bauxite::precheck::epoch::NoCrash;
 use bauxite::precheck::exit::{ExitStatus, exit_status};
 use bauxite::precheck::fingerprint::{CompositeHash, OsSources};
@@ -127,8 +127,37 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
             let start = Instant::now();
             bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
         }
+        Command::Run => bauxite::run_cmd::run(config)?,
+        Command::Status(args) => {
+            let run = RunConfig::load(config)?;
+            let report = bauxite::control::query_status(&run.control_socket)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+        }
+        Command::Keygen(args) if !args.raw => {
+            let path = match args.identity {
+                Some(path) => path,
+                None => {
+                    RunConfig::load(config)
+                        .context("pass --identity FILE, or a --config with [node] identity")?
+                        .identity
+                }
+            };
+            let (identity, created) = keygen::load_or_create_identity(&path)?;
+            let verb = if created { "created" } else { "existing" };
+            println!(
+                "# {verb} identity {} (peer id {}); paste this into the other nodes' config:",
+                path.display(),
+                identity.peer_id()
+            );
+            print!("{}", keygen::peer_entry(&identity.public(), &args.name));
+        }
         Command::Keygen(args) => {
-            let paths = keygen::write_raw_keypair(&args.out_dir, &keygen::os_seed()?, args.force)?;
+            let out_dir = args.out_dir.context("--raw needs --out-dir DIR")?;
+            let paths = keygen::write_raw_keypair(&out_dir, &keygen::os_seed()?, args.force)?;
             println!("public key:  {} (32 bytes, raw)", paths.public.display());
             println!(
                 "private key: {} (32 bytes, raw, mode 0600)",

@@ -1,0 +1,285 @@
+//! `[node]` and `[[peers]]`: what `bauxite run` needs for a hub-less mesh with static
+//! peers — the same facts the hub will distribute later.
+//!
+//! Invariant: a [`RunConfig`] that parsed can be turned into a running node without
+//! another check failing: keys are 32 bytes, every peer's address lies inside the node's
+//! mesh prefix, and no two peers share an address, a key or a name with each other or
+//! with this node's address.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bauxite_conduit::cipher::CipherSuite;
+use bauxite_conduit::peers::PeerInfo;
+use bauxite_conduit::session::Timers;
+use bauxite_conduit::tun::DEFAULT_TUN_NAME;
+use bauxite_conduit::{PeerId, VirtualIp};
+use serde::Deserialize;
+
+use super::{RawConfig, absolute, read};
+use crate::error::ConfigError;
+
+/// Where `run` listens for `status` when `node.control_socket` is not set.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bauxite/control.sock";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    identity: String,
+    listen: String,
+    virtual_ip: String,
+    #[serde(default)]
+    cipher: Option<String>,
+    #[serde(default)]
+    tun_name: Option<String>,
+    #[serde(default)]
+    control_socket: Option<String>,
+    #[serde(default)]
+    metrics_listen: Option<String>,
+    #[serde(default)]
+    keepalive_secs: Option<u64>,
+    #[serde(default)]
+    rekey_timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    name: String,
+    static_public: String,
+    signing_public: String,
+    virtual_ip: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+/// The validated `[node]` section and peer list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The node's identity file (created by `bauxite keygen --identity`).
+    pub identity: PathBuf,
+    /// UDP address for mesh packets and STUN.
+    pub listen: SocketAddr,
+    /// This node's virtual IP.
+    pub virtual_ip: Ipv4Addr,
+    /// Prefix length of the mesh network.
+    pub prefix: u8,
+    /// The AEAD every node of the mesh uses.
+    pub cipher: CipherSuite,
+    /// TUN device name.
+    pub tun_name: String,
+    /// Unix socket where `bauxite status` asks the daemon.
+    pub control_socket: PathBuf,
+    /// Local address serving Prometheus text, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Session timers (keepalive and retry intervals are configurable).
+    pub timers: Timers,
+    /// The static peers.
+    pub peers: Vec<PeerInfo>,
+}
+
+impl RunConfig {
+    /// Parses and validates the `[node]` and `[[peers]]` sections; `path` is only used in
+    /// error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw = RawConfig::parse(text, path)?;
+        let node = raw.node.ok_or_else(|| ConfigError::MissingSection {
+            path: path.to_path_buf(),
+            section: "node",
+            hint: "add `[node]` with identity, listen and virtual_ip (see `bauxite keygen --help`)",
+        })?;
+        let (virtual_ip, prefix) = parse_cidr(&node.virtual_ip)?;
+        let mut timers = Timers::default();
+        if let Some(secs) = node.keepalive_secs {
+            timers.keepalive_timeout = positive_secs("node.keepalive_secs", secs)?;
+        }
+        if let Some(secs) = node.rekey_timeout_secs {
+            timers.rekey_timeout = positive_secs("node.rekey_timeout_secs", secs)?;
+        }
+        let config = Self {
+            identity: absolute("node.identity", &node.identity)?,
+            listen: socket_addr("node.listen", &node.listen)?,
+            virtual_ip,
+            prefix,
+            cipher: parse_cipher(node.cipher.as_deref())?,
+            tun_name: parse_tun_name(node.tun_name.as_deref())?,
+            control_socket: match &node.control_socket {
+                Some(p) => absolute("node.control_socket", p)?,
+                None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            },
+            metrics_listen: node
+                .metrics_listen
+                .as_deref()
+                .map(|a| socket_addr("node.metrics_listen", a))
+                .transpose()?,
+            timers,
+            peers: Vec::new(),
+        };
+        let peers = parse_peers(&raw.peers, &config)?;
+        Ok(Self { peers, ..config })
+    }
+
+    /// Reads and parses the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&read(path)?, path)
+    }
+}
+
+fn invalid(key: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { key, reason }
+}
+
+fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an IP:port address, e.g. \"0.0.0.0:51820\""),
+        )
+    })
+}
+
+fn positive_secs(key: &'static str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 {
+        return Err(invalid(key, "must be at least 1 second".into()));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn parse_cidr(value: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let bad = || {
+        invalid(
+            "node.virtual_ip",
+            format!("{value:?} is not an IPv4 address with prefix, e.g. \"100.64.0.1/10\""),
+        )
+    };
+    let (ip, prefix) = value.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(invalid(
+            "node.virtual_ip",
+            format!("prefix /{prefix} must be between /8 and /30 so the mesh has room for peers"),
+        ));
+    }
+    Ok((ip, prefix))
+}
+
+fn parse_cipher(value: Option<&str>) -> Result<CipherSuite, ConfigError> {
+    match value {
+        None | Some("chacha20-poly1305") => Ok(CipherSuite::ChaCha20Poly1305),
+        Some("aes-256-gcm") => Ok(CipherSuite::Aes256Gcm),
+        Some(other) => Err(invalid(
+            "node.cipher",
+            format!("{other:?} is not a cipher; use \"chacha20-poly1305\" or \"aes-256-gcm\""),
+        )),
+    }
+}
+
+fn parse_tun_name(value: Option<&str>) -> Result<String, ConfigError> {
+    let name = value.unwrap_or(DEFAULT_TUN_NAME);
+    let valid = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(invalid(
+            "node.tun_name",
+            format!("{name:?} must be 1 to 15 letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn in_prefix(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+fn parse_key(hex_text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(hex_text.trim())
+        .map_err(|e| format!("not hex ({e}); paste the value `bauxite keygen` printed"))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "expected 32 bytes (64 hex characters), found {}",
+            bytes.len()
+        )
+    })
+}
+
+fn parse_peers(raw: &[RawPeer], node: &RunConfig) -> Result<Vec<PeerInfo>, ConfigError> {
+    let mut ips = BTreeSet::from([node.virtual_ip]);
+    let mut keys = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    let mut ids: BTreeSet<PeerId> = BTreeSet::new();
+    let mut peers = Vec::with_capacity(raw.len());
+    for (index, p) in raw.iter().enumerate() {
+        let bad = |key, reason: String| ConfigError::Peer {
+            index,
+            name: p.name.clone(),
+            key,
+            reason,
+        };
+        if p.name.is_empty() || !names.insert(p.name.as_str()) {
+            return Err(bad("name", "must be non-empty and unique".into()));
+        }
+        let static_public = parse_key(&p.static_public).map_err(|r| bad("static_public", r))?;
+        let signing_public = parse_key(&p.signing_public).map_err(|r| bad("signing_public", r))?;
+        if !keys.insert(static_public) {
+            return Err(bad("static_public", "another peer has the same key".into()));
+        }
+        let ip: Ipv4Addr = p.virtual_ip.parse().map_err(|_| {
+            bad(
+                "virtual_ip",
+                format!("{:?} is not an IPv4 address", p.virtual_ip),
+            )
+        })?;
+        if !in_prefix(ip, node.virtual_ip, node.prefix) {
+            return Err(bad(
+                "virtual_ip",
+                format!(
+                    "{ip} is outside this node's mesh {}/{}; packets to it would not enter the tunnel",
+                    node.virtual_ip, node.prefix
+                ),
+            ));
+        }
+        if !ips.insert(ip) {
+            return Err(bad(
+                "virtual_ip",
+                format!("{ip} is already this node's or another peer's address"),
+            ));
+        }
+        let endpoint = p
+            .endpoint
+            .as_deref()
+            .map(|e| {
+                e.parse::<SocketAddr>().map_err(|_| {
+                    bad(
+                        "endpoint",
+                        format!("{e:?} is not an IP:port address, e.g. \"192.0.2.7:51820\""),
+                    )
+                })
+            })
+            .transpose()?;
+        let info = PeerInfo::new(
+            p.name.clone(),
+            VirtualIp::from(ip),
+            static_public,
+            signing_public,
+            endpoint,
+        );
+        if !ids.insert(info.id) {
+            return Err(bad(
+                "signing_public",
+                "another peer has the same key".into(),
+            ));
+        }
+        peers.push(info);
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use super::*;
+
+const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const K3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+fn good() -> String {
+    format!(
+        r#"
+[node]
+identity = "/var/lib/bauxite/identity.key"
+listen = "0.0.0.0:51820"
+virtual_ip = "100.64.0.1/10"
+cipher = "aes-256-gcm"
+metrics_listen = "127.0.0.1:9100"
+keepalive_secs = 2
+rekey_timeout_secs = 1
+
+[[peers]]
+name = "b"
+static_public = "{K1}"
+signing_public = "{K2}"
+virtual_ip = "100.64.0.2"
+endpoint = "10.0.0.2:51820"
+
+[[peers]]
+name = "c"
+static_public = "{K2}"
+signing_public = "{K3}"
+virtual_ip = "100.64.0.3"
+"#
+    )
+}
+
+fn parse(text: &str) -> Result<RunConfig, ConfigError> {
+    RunConfig::parse(text, Path::new("c.toml"))
+}
+
+#[test]
+fn parses_node_and_peers() {
+    let c = parse(&good()).unwrap();
+    assert_eq!(c.virtual_ip, Ipv4Addr::new(100, 64, 0, 1));
+    assert_eq!(c.prefix, 10);
+    assert_eq!(c.cipher, CipherSuite::Aes256Gcm);
+    assert_eq!(c.tun_name, "bauxite0");
+    assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    assert_eq!(c.timers.keepalive_timeout, Duration::from_secs(2));
+    assert_eq!(c.timers.rekey_timeout, Duration::from_secs(1));
+    assert_eq!(c.peers.len(), 2);
+    assert_eq!(c.peers[0].endpoint, Some("10.0.0.2:51820".parse().unwrap()));
+    assert_eq!(c.peers[1].endpoint, None);
+    assert_eq!(c.peers[1].static_public, [0x22; 32]);
+}
+
+#[test]
+fn precheck_sections_may_sit_beside_node() {
+    let text = format!(
+        "{}\n[state_root]\nroot = \"/var/lib/bauxite\"\n[transport]\ncert_file = \"/a\"\nkey_file = \"/b\"\nca_file = \"/c\"\n",
+        good()
+    );
+    assert!(parse(&text).is_ok());
+    assert!(crate::config::Config::parse(&text, Path::new("c.toml")).is_ok());
+}
+
+#[test]
+fn missing_node_section_is_named() {
+    let e = parse("[state_root]\nroot = \"/x\"\n").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::MissingSection {
+                section: "node",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+fn assert_peer_key(text: &str, index: usize, key: &str) {
+    match parse(text) {
+        Err(ConfigError::Peer {
+            index: i, key: k, ..
+        }) if i == index && k == key => {}
+        other => panic!("expected peers[{index}].{key} error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("0.0.0.0:51820", "0.0.0.0", "node.listen"),
+        ("100.64.0.1/10", "100.64.0.1", "node.virtual_ip"),
+        ("aes-256-gcm", "rot13", "node.cipher"),
+        (
+            "keepalive_secs = 2",
+            "keepalive_secs = 0",
+            "node.keepalive_secs",
+        ),
+        (
+            "/var/lib/bauxite/identity.key",
+            "identity.key",
+            "node.identity",
+        ),
+        ("127.0.0.1:9100", "localhost", "node.metrics_listen"),
+    ];
+    for (from, to, key) in cases {
+        let e = parse(&good().replacen(from, to, 1)).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
+            "{from} -> {to}: {e}"
+        );
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}
+
+#[test]
+fn bad_peers_name_entry_and_key() {
+    let g = good();
+    assert_peer_key(&g.replacen(K1, "abc", 1), 0, "static_public");
+    assert_peer_key(
+        &g.replacen(&format!("\"{K3}\""), "\"12\"", 1),
+        1,
+        "signing_public",
+    );
+    assert_peer_key(&g.replacen("100.64.0.3", "10.0.0.3", 1), 1, "virtual_ip");
+    assert_peer_key(&g.replacen("100.64.0.3", "100.64.0.2", 1), 1, "virtual_ip");
+    assert_peer_key(
+        &g.replacen("100.64.0.2\"", "100.64.0.1\"", 1),
+        0,
+        "virtual_ip",
+    );
+    assert_peer_key(&g.replacen("name = \"c\"", "name = \"b\"", 1), 1, "name");
+    assert_peer_key(&g.replacen("10.0.0.2:51820", "nowhere", 1), 0, "endpoint");
+    let same_key = g.replacen(
+        &format!("static_public = \"{K2}\""),
+        &format!("static_public = \"{K1}\""),
+        1,
+    );
+    assert_peer_key(&same_key, 1, "static_public");
+    let e = parse(&g.replacen(K1, "abc", 1)).unwrap_err();
+    assert!(e.to_string().contains("peers[0].static_public"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let e = parse(&good().replacen("cipher", "ciper", 1)).unwrap_err();
+    assert!(e.to_string().contains("ciper"), "{e}");
+}

@@ -1,0 +1,68 @@
+//! The optional Prometheus endpoint: `GET /metrics` on `node.metrics_listen` returns the
+//! node's counters as text; anything else gets 404.
+//!
+//! Invariant: a scrape reads atomic counters only — it never waits for the data-plane
+//! loop, so a slow or hostile client cannot delay packets. Requests are bounded (8 KiB
+//! head, 5 s) so a client that never finishes cannot pin memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bauxite_conduit::Metrics;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+const MAX_HEAD: usize = 8192;
+
+/// Binds the metrics listener; the error names the address and the config key.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on node.metrics_listen {addr}: {e}; pick a free local port"),
+        )
+    })
+}
+
+/// Serves scrapes forever; `node` labels every series.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: String) {
+    let node: Arc<str> = node.into();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, node) = (Arc::clone(&metrics), Arc::clone(&node));
+        tokio::spawn(async move {
+            let served =
+                tokio::time::timeout(Duration::from_secs(5), scrape(stream, &metrics, &node)).await;
+            if let Ok(Err(error)) = served {
+                tracing::debug!(%error, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn scrape(mut stream: TcpStream, metrics: &Metrics, node: &str) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if line.starts_with(b"GET /metrics ") {
+        ("200 OK", metrics.render_prometheus(node))
+    } else {
+        ("404 Not Found", "try GET /metrics\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,160 @@
+//! `bauxite status`: the report a running daemon returns on its control socket, and its
+//! rendering as text.
+//!
+//! Invariant: the JSON form is the contract (scripts and tests read it); maps are
+//! `BTreeMap`s so the output is stable from one call to the next.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use bauxite_conduit::io::ShellStatus;
+use bauxite_conduit::path::Path as MeshPath;
+use bauxite_conduit::tun::TunKind;
+use bauxite_conduit::{Lane, Metrics};
+use serde::{Deserialize, Serialize};
+
+/// The whole status of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// This node's peer ID (hex).
+    pub peer_id: String,
+    /// The bound UDP address.
+    pub listen: String,
+    /// `kernel <name>` or `memory (<why the kernel device failed>)`.
+    pub tun: String,
+    /// One entry per configured peer.
+    pub peers: Vec<PeerReport>,
+    /// Every node and shell counter by name.
+    pub counters: BTreeMap<String, u64>,
+    /// Per-lane counters: `critical`, `telemetry`, `bulk`.
+    pub lanes: BTreeMap<String, LaneReport>,
+}
+
+/// One peer's line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Peer ID (hex).
+    pub id: String,
+    /// Configured name.
+    pub name: String,
+    /// Its virtual IP.
+    pub virtual_ip: String,
+    /// `direct ADDR`, `relay ADDR` or `none`.
+    pub path: String,
+    /// Whether a session can carry data now.
+    pub established: bool,
+    /// Milliseconds since the current session's handshake.
+    pub handshake_age_ms: Option<u64>,
+}
+
+/// One lane's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneReport {
+    /// Packets accepted into the lane.
+    pub enqueued: u64,
+    /// Packets sent from the lane.
+    pub sent: u64,
+    /// Packets the lane dropped.
+    pub dropped: u64,
+}
+
+impl StatusReport {
+    /// Builds the report from the shell's answer and the node's counters.
+    pub fn new(status: &ShellStatus, metrics: &Metrics) -> Self {
+        let mut counters: BTreeMap<String, u64> = metrics
+            .scalars()
+            .into_iter()
+            .map(|(name, _, value)| (name.to_string(), value))
+            .collect();
+        let c = status.counters;
+        for (name, value) in [
+            ("stun_ignored", c.stun_ignored),
+            ("udp_send_errors", c.udp_send_errors),
+            ("udp_send_blocked", c.udp_send_blocked),
+            ("udp_recv_errors", c.udp_recv_errors),
+            ("tun_write_dropped", c.tun_write_dropped),
+        ] {
+            counters.insert(name.to_string(), value);
+        }
+        let lanes = Lane::ALL
+            .iter()
+            .map(|lane| {
+                let i = lane.index();
+                let report = LaneReport {
+                    enqueued: Metrics::get(&metrics.lane_enqueued[i]),
+                    sent: Metrics::get(&metrics.lane_sent[i]),
+                    dropped: Metrics::get(&metrics.lane_dropped[i]),
+                };
+                (lane.name().to_string(), report)
+            })
+            .collect();
+        let peers = status
+            .peers
+            .iter()
+            .map(|p| PeerReport {
+                id: p.id.to_string(),
+                name: p.name.clone(),
+                virtual_ip: p.virtual_ip.to_string(),
+                path: match p.path {
+                    MeshPath::Direct(a) => format!("direct {a}"),
+                    MeshPath::Relay(a) => format!("relay {a}"),
+                    MeshPath::Drop => "none".to_string(),
+                },
+                established: p.established,
+                handshake_age_ms: p
+                    .handshake_age
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            })
+            .collect();
+        Self {
+            peer_id: status.peer_id.to_string(),
+            listen: status.listen.to_string(),
+            tun: match &status.tun {
+                TunKind::Kernel(name) => format!("kernel {name}"),
+                TunKind::Memory(why) => format!("memory ({why})"),
+            },
+            peers,
+            counters,
+            lanes,
+        }
+    }
+
+    /// Human-readable form.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "node {}  listen {}  tun {}",
+            self.peer_id, self.listen, self.tun
+        );
+        let _ = writeln!(out, "\npeers:");
+        for p in &self.peers {
+            let state = if p.established {
+                "established"
+            } else {
+                "not connected"
+            };
+            let age = p.handshake_age_ms.map_or_else(String::new, |ms| {
+                format!("  handshake {:.1} s ago", ms as f64 / 1e3)
+            });
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<15} {:<28} {state}{age}",
+                p.name, p.virtual_ip, p.path
+            );
+        }
+        let _ = writeln!(out, "\nlanes:      enqueued        sent     dropped");
+        for (name, l) in &self.lanes {
+            let _ = writeln!(
+                out,
+                "  {name:<9} {:>10}  {:>10}  {:>10}",
+                l.enqueued, l.sent, l.dropped
+            );
+        }
+        let _ = writeln!(out, "\ncounters:");
+        for (name, value) in &self.counters {
+            let _ = writeln!(out, "  {name:<20} {value}");
+        }
+        out
+    }
+}
