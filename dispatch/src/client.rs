@@ -1,0 +1,25 @@
+//! The client library the edge binary uses: `join` once, then `HubClient` over mTLS.
+//!
+//! ```no_run
+//! # async fn demo(token: &str, identity: &bauxite_conduit::identity::Identity) -> bauxite_dispatch::Result<()> {
+//! use bauxite_dispatch::client::{HubClient, join, peers_from_snapshot};
+//! let token = bauxite_dispatch::token::JoinToken::parse(token)?;
+//! let joined = join(&token, "https://hub.example:7443", identity, "robot-7").await?;
+//! joined.credentials.save(std::path::Path::new("/var/lib/bauxite/certs"))?;
+//! let hub = HubClient::connect_mtls("https://hub.example:7443", &joined.credentials).await?;
+//! let mut feed = hub.topology().stream_topology(bauxite_dispatch::proto::TopologyRequest {}).await?.into_inner();
+//! while let Some(snapshot) = feed.message().await? {
+//!     let peers = peers_from_snapshot(&snapshot, Some(joined.node_id))?; // -> PeerRegistry::replace_all
+//! #   let _ = peers;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod channel;
+mod hub_client;
+mod join;
+pub mod tls;
+
+pub use channel::{CONNECT_TIMEOUT, connect, hub_addr};
+pub use hub_client::{HubClient, peer_info, peers_from_snapshot};
+pub use join::{JoinResult, NodeCredentials, join};

@@ -1,0 +1,145 @@
+//! `HubClient`: an mTLS channel to the hub and typed access to its services.
+
+use std::path::Path;
+
+use bauxite_conduit::peers::PeerInfo;
+use bauxite_conduit::{PeerId, VirtualIp};
+use tonic::transport::Channel;
+
+use super::channel::connect;
+use super::join::NodeCredentials;
+use super::tls::mtls_config;
+use crate::pki::files;
+use crate::proto::admin_service_client::AdminServiceClient;
+use crate::proto::metrics_service_client::MetricsServiceClient;
+use crate::proto::policy_service_client::PolicyServiceClient;
+use crate::proto::signaling_service_client::SignalingServiceClient;
+use crate::proto::topology_service_client::TopologyServiceClient;
+use crate::proto::{Peer, TopologySnapshot};
+use crate::{Error, Result};
+
+/// An authenticated connection to the hub (cheap to clone; one HTTP/2 connection).
+#[derive(Clone, Debug)]
+pub struct HubClient {
+    channel: Channel,
+}
+
+impl HubClient {
+    /// Connects with a node's (or the admin's) credentials.
+    pub async fn connect_mtls(hub: &str, credentials: &NodeCredentials) -> Result<Self> {
+        let tls = mtls_config(
+            &credentials.ca_pem,
+            &credentials.cert_pem,
+            &credentials.key_pem,
+        )?;
+        Ok(Self {
+            channel: connect(hub, tls).await?,
+        })
+    }
+
+    /// Connects as the operator with `data_dir/admin.{crt,key}`, to `hub` or, when `None`,
+    /// to the address the running hub wrote to `data_dir/hub.addr`.
+    pub async fn connect_admin(data_dir: &Path, hub: Option<&str>) -> Result<Self> {
+        let addr = match hub {
+            Some(hub) => hub.to_owned(),
+            None => files::read_text(&data_dir.join("hub.addr"))
+                .map_err(|_| Error::Connect {
+                    addr: data_dir.join("hub.addr").display().to_string(),
+                    reason: "no hub.addr: is `bauxite-dispatch serve` running on this data dir? (or pass --hub)".into(),
+                })?
+                .trim()
+                .to_owned(),
+        };
+        let credentials = NodeCredentials {
+            ca_pem: files::read_text(&data_dir.join("ca.crt"))?,
+            cert_pem: files::read_text(&data_dir.join("admin.crt"))?,
+            key_pem: zeroize::Zeroizing::new(files::read_secret(&data_dir.join("admin.key"))?),
+        };
+        Self::connect_mtls(&addr, &credentials).await
+    }
+
+    /// The underlying channel.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Topology feed and endpoint updates.
+    pub fn topology(&self) -> TopologyServiceClient<Channel> {
+        TopologyServiceClient::new(self.channel.clone())
+    }
+
+    /// Policy document and feed.
+    pub fn policy(&self) -> PolicyServiceClient<Channel> {
+        PolicyServiceClient::new(self.channel.clone())
+    }
+
+    /// Metric reports.
+    pub fn metrics(&self) -> MetricsServiceClient<Channel> {
+        MetricsServiceClient::new(self.channel.clone())
+    }
+
+    /// Signaling relay (`ExchangeCandidates`).
+    pub fn signaling(&self) -> SignalingServiceClient<Channel> {
+        SignalingServiceClient::new(self.channel.clone())
+    }
+
+    /// Admin commands (admin certificate only).
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+}
+
+fn key(bytes: &[u8], field: &'static str) -> Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| Error::InvalidArgument {
+        field,
+        problem: format!("{} bytes, expected 32", bytes.len()),
+    })
+}
+
+/// Converts one topology peer for conduit's `PeerRegistry`, checking that its ID derives
+/// from its Ed25519 key (so the hub cannot pair one node's ID with another's key).
+pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
+    let ip: std::net::Ipv4Addr = peer
+        .virtual_ip
+        .parse()
+        .map_err(|_| Error::InvalidArgument {
+            field: "virtual_ip",
+            problem: format!("{:?} is not IPv4", peer.virtual_ip),
+        })?;
+    let endpoint = match peer.endpoint.as_str() {
+        "" => None,
+        text => Some(text.parse().map_err(|_| Error::InvalidArgument {
+            field: "endpoint",
+            problem: format!("{text:?} is not ip:port"),
+        })?),
+    };
+    let info = PeerInfo::new(
+        peer.name.clone(),
+        VirtualIp::from(ip),
+        key(&peer.x25519_public, "x25519_public")?,
+        key(&peer.ed25519_public, "ed25519_public")?,
+        endpoint,
+    );
+    if PeerId::from_hex(&peer.node_id) != Some(info.id) {
+        return Err(Error::InvalidArgument {
+            field: "node_id",
+            problem: format!("{} does not derive from its ed25519 key", peer.node_id),
+        });
+    }
+    Ok(info)
+}
+
+/// Converts a snapshot, skipping `me` (a node does not peer with itself).
+pub fn peers_from_snapshot(
+    snapshot: &TopologySnapshot,
+    me: Option<PeerId>,
+) -> Result<Vec<PeerInfo>> {
+    let mut out = Vec::with_capacity(snapshot.peers.len());
+    for peer in &snapshot.peers {
+        let info = peer_info(peer)?;
+        if Some(info.id) != me {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,258 @@
+//! The hub's state and rules: who is in the mesh, which tokens are good, what the policy is.
+//!
+//! Invariant: the in-memory view (nodes, topology version, audit head) always equals what the
+//! store holds, because every mutation commits one [`Change`] first and updates memory only
+//! after the commit succeeded, all under one lock. Subscribers see each committed change as
+//! a new snapshot. Time and randomness are parameters: the gRPC shell reads the clock and
+//! the OS RNG, the logic here never does.
+//!
+//! Method groups: [`Hub::open`] and the read accessors here; provisioning in `provision.rs`;
+//! operator actions in `admin.rs`; signaling relay in `signal.rs`.
+
+mod admin;
+pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
+mod provision;
+pub mod signal;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bauxite_conduit::PeerId;
+use tokio::sync::watch;
+
+pub use self::provision::{ProvisionInput, Provisioned};
+use self::signal::SignalRouter;
+use crate::audit::{AuditEntry, AuditHead};
+use crate::clock::UnixTime;
+use crate::ipam::MeshCidr;
+use crate::metrics::HubMetrics;
+use crate::pki::{CertRole, HubCa};
+use crate::proto;
+use crate::store::{Change, NodeRecord, Store};
+use crate::{Error, Result};
+
+/// Who made an authenticated call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// An active, provisioned node.
+    Node(PeerId),
+    /// The operator.
+    Admin,
+}
+
+impl Caller {
+    /// The audit-log actor string.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Node(id) => format!("node:{id}"),
+            Caller::Admin => "admin".to_owned(),
+        }
+    }
+}
+
+struct State {
+    nodes: BTreeMap<PeerId, NodeRecord>,
+    topology_version: u64,
+    audit_head: AuditHead,
+}
+
+/// The hub: store, CA, in-memory view and change feeds.
+pub struct Hub {
+    store: Box<dyn Store>,
+    ca: HubCa,
+    cidr: MeshCidr,
+    state: Mutex<State>,
+    topology: watch::Sender<Arc<proto::TopologySnapshot>>,
+    policy: watch::Sender<Arc<proto::PolicyDocument>>,
+    signals: Mutex<SignalRouter>,
+    metrics: HubMetrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Hub {
+    /// Loads the hub's state from `store` and records the start in the audit log.
+    pub fn open(store: Box<dyn Store>, ca: HubCa, cidr: MeshCidr, now: UnixTime) -> Result<Self> {
+        let nodes = store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
+        let state = State {
+            nodes,
+            topology_version: store.topology_version()?,
+            audit_head: store.audit_head()?,
+        };
+        let policy = store.policy()?.map(|p| proto::PolicyDocument {
+            version: p.version,
+            json: p.json,
+        });
+        let topology = Arc::new(snapshot(&state));
+        let hub = Self {
+            store,
+            ca,
+            cidr,
+            state: Mutex::new(state),
+            topology: watch::channel(topology).0,
+            policy: watch::channel(Arc::new(policy.unwrap_or_default())).0,
+            signals: Mutex::new(SignalRouter::default()),
+            metrics: HubMetrics::default(),
+        };
+        let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());
+        hub.commit(now, "hub", "hub.start", detail, Change::default())?;
+        Ok(hub)
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &HubCa {
+        &self.ca
+    }
+
+    /// The mesh CIDR.
+    pub fn cidr(&self) -> MeshCidr {
+        self.cidr
+    }
+
+    /// Counters for the Prometheus endpoint.
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.metrics
+    }
+
+    /// Decides who presented `cert_der` (already verified against the CA by TLS), checking
+    /// revocation against the current state on every call.
+    pub fn authorize(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
+        let der = cert_der.ok_or_else(|| {
+            Error::Unauthenticated(
+                "this call needs the node's client certificate (mutual TLS); run `bauxite join` first".into(),
+            )
+        })?;
+        match CertRole::from_der(der)? {
+            CertRole::Admin => Ok(Caller::Admin),
+            CertRole::Node(binding) => {
+                let state = lock(&self.state);
+                let node = state.nodes.get(&binding.node_id).ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "node {} is not known to this hub",
+                        binding.node_id
+                    ))
+                })?;
+                if let Some(at) = node.revoked_at {
+                    return Err(Error::PermissionDenied(format!(
+                        "node {} was revoked at {at}; join again with a new identity and token",
+                        node.id
+                    )));
+                }
+                let presented = crate::token::CaFingerprint::of_der(der);
+                if presented.0 != node.cert_sha256 {
+                    return Err(Error::PermissionDenied(format!(
+                        "this certificate is not the one issued to node {}",
+                        node.id
+                    )));
+                }
+                Ok(Caller::Node(node.id))
+            }
+        }
+    }
+
+    /// Whether `id` is a provisioned, unrevoked node.
+    pub fn is_active(&self, id: PeerId) -> bool {
+        lock(&self.state)
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.revoked_at.is_none())
+    }
+
+    /// Every node, active and revoked, in peer-ID order.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        lock(&self.state).nodes.values().cloned().collect()
+    }
+
+    /// A feed of topology snapshots (the current one first).
+    pub fn subscribe_topology(&self) -> watch::Receiver<Arc<proto::TopologySnapshot>> {
+        self.topology.subscribe()
+    }
+
+    /// A feed of policy documents (the current one first).
+    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<proto::PolicyDocument>> {
+        self.policy.subscribe()
+    }
+
+    /// The current policy (version 0 and empty JSON when none was set).
+    pub fn policy(&self) -> Arc<proto::PolicyDocument> {
+        self.policy.borrow().clone()
+    }
+
+    /// The signaling relay.
+    pub fn signals(&self) -> MutexGuard<'_, SignalRouter> {
+        lock(&self.signals)
+    }
+
+    /// Commits `change` plus an audit entry, then updates memory and feeds.
+    fn commit(
+        &self,
+        now: UnixTime,
+        actor: &str,
+        action: &str,
+        detail: String,
+        change: Change,
+    ) -> Result<()> {
+        let mut state = lock(&self.state);
+        self.commit_locked(&mut state, now, actor, action, detail, change)
+    }
+
+    fn commit_locked(
+        &self,
+        state: &mut State,
+        now: UnixTime,
+        actor: &str,
+        action: &str,
+        detail: String,
+        mut change: Change,
+    ) -> Result<()> {
+        let entry = AuditEntry::next(&state.audit_head, now, actor, action, detail);
+        let topology_changed = !change.nodes.is_empty();
+        if topology_changed {
+            change.topology_version = Some(state.topology_version + 1);
+        }
+        change.audit = Some(entry.clone());
+        self.store.commit(&change)?;
+        state.audit_head = entry.head();
+        self.metrics
+            .audit_entries
+            .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        for node in change.nodes {
+            state.nodes.insert(node.id, node);
+        }
+        if let Some(version) = change.topology_version {
+            state.topology_version = version;
+            self.topology.send_replace(Arc::new(snapshot(state)));
+        }
+        if let Some(policy) = change.policy {
+            self.policy.send_replace(Arc::new(proto::PolicyDocument {
+                version: policy.version,
+                json: policy.json,
+            }));
+        }
+        Ok(())
+    }
+}
+
+fn snapshot(state: &State) -> proto::TopologySnapshot {
+    proto::TopologySnapshot {
+        version: state.topology_version,
+        peers: state
+            .nodes
+            .values()
+            .filter(|n| n.revoked_at.is_none())
+            .map(|n| proto::Peer {
+                node_id: n.id.to_string(),
+                name: n.name.clone(),
+                virtual_ip: n.virtual_ip.to_string(),
+                x25519_public: n.x25519.to_vec(),
+                ed25519_public: n.ed25519.to_vec(),
+                endpoint: n.endpoint.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+//! `bauxite-dispatch`: run the hub, or administer a running one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use bauxite_dispatch::client::HubClient;
+use bauxite_dispatch::clock::UnixTime;
+use bauxite_dispatch::ipam::MeshCidr;
+use bauxite_dispatch::proto;
+use bauxite_dispatch::server::{BoundHub, ServeConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The Bauxite hub: provisioning, topology, policy, signaling and audit for a robot mesh.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Hub data dir (CA, database, admin credentials).
+    #[arg(
+        long,
+        global = true,
+        env = "BAUXITE_DISPATCH_DATA_DIR",
+        default_value = "/var/lib/bauxite-dispatch"
+    )]
+    data_dir: PathBuf,
+    /// Hub address for admin commands (default: read from DATA_DIR/hub.addr).
+    #[arg(long, global = true)]
+    hub: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve {
+        /// gRPC address; port 0 picks a free port (printed on stdout).
+        #[arg(long, default_value = "0.0.0.0:7443")]
+        listen: SocketAddr,
+        /// Mesh CIDR virtual IPs come from (fixed at first start).
+        #[arg(long)]
+        mesh_cidr: Option<MeshCidr>,
+        /// Prometheus endpoint address (GET /metrics).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Provisioned nodes.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// The mesh firewall policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new join token on stdout.
+    Create {
+        /// Lifetime: 90s, 30m, 1h, 7d (at most 30d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: u64,
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Label, e.g. the robot it is for.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodesCommand {
+    /// List nodes.
+    List,
+    /// Revoke a node by peer ID.
+    Revoke {
+        /// The node's 32-hex-digit ID.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Set the policy from a JSON file (conduit `Policy`).
+    Set {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Print the current policy.
+    Show,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print every entry.
+    Show,
+    /// Check the hash chain; exit 1 and name the first bad entry if it was tampered with.
+    Verify,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 90s, 30m, 1h, 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn serve(
+    cli: &Cli,
+    listen: SocketAddr,
+    mesh_cidr: Option<MeshCidr>,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<()> {
+    let config = ServeConfig {
+        listen,
+        data_dir: cli.data_dir.clone(),
+        mesh_cidr,
+        metrics_listen,
+    };
+    let bound = BoundHub::bind(&config).await?;
+    let hub = bound.hub();
+    println!("bauxite-dispatch listening on {}", bound.addr()?);
+    if let Some(addr) = bound.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
+    }
+    println!("hub CA fingerprint {}", hub.ca().fingerprint());
+    tracing::info!(addr = %bound.addr()?, mesh = %hub.cidr(), data_dir = %cli.data_dir.display(), "hub started");
+    bound.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn admin(cli: &Cli) -> Result<ExitCode> {
+    let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
+    let mut admin = hub.admin();
+    match &cli.command {
+        Command::Serve { .. } => bail!("serve is not an admin command"),
+        Command::Token(TokenCommand::Create { ttl, uses, name }) => {
+            let request = proto::CreateTokenRequest {
+                ttl_seconds: *ttl,
+                uses: *uses,
+                name: name.clone(),
+            };
+            let token = admin.create_token(request).await?.into_inner();
+            eprintln!(
+                "token {} ({uses} use(s)) expires {} (unix {})",
+                token.token_id,
+                UnixTime(token.expires_at_unix),
+                token.expires_at_unix
+            );
+            println!("{}", token.token);
+        }
+        Command::Nodes(NodesCommand::List) => {
+            let nodes = admin
+                .list_nodes(proto::ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            println!(
+                "{:<32}  {:<15}  {:<8}  {:<20}  NAME",
+                "ID", "VIRTUAL IP", "STATE", "JOINED"
+            );
+            for n in nodes {
+                let state = if n.revoked { "revoked" } else { "active" };
+                println!(
+                    "{:<32}  {:<15}  {state:<8}  {:<20}  {}",
+                    n.node_id,
+                    n.virtual_ip,
+                    UnixTime(n.joined_at_unix),
+                    n.name
+                );
+            }
+        }
+        Command::Nodes(NodesCommand::Revoke { id }) => {
+            admin
+                .revoke_node(proto::RevokeNodeRequest {
+                    node_id: id.clone(),
+                })
+                .await?;
+            println!("revoked {id}");
+        }
+        Command::Policy(PolicyCommand::Set { file }) => {
+            let json = std::fs::read_to_string(file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let doc = admin
+                .set_policy(proto::SetPolicyRequest { json })
+                .await?
+                .into_inner();
+            println!("policy version {} set", doc.version);
+        }
+        Command::Policy(PolicyCommand::Show) => {
+            let doc = admin
+                .show_policy(proto::PolicyRequest {})
+                .await?
+                .into_inner();
+            if doc.version == 0 {
+                println!("no policy set (nodes allow all traffic)");
+            } else {
+                println!("# version {}\n{}", doc.version, doc.json);
+            }
+        }
+        Command::Audit(AuditCommand::Show) => {
+            let entries = admin
+                .show_audit(proto::ShowAuditRequest {})
+                .await?
+                .into_inner()
+                .entries;
+            for e in entries {
+                let id = e.hash.get(..16).unwrap_or(&e.hash);
+                println!(
+                    "{:>5}  {id}  {}  {:<16}  {:<18}  {}",
+                    e.index,
+                    UnixTime(e.at_unix),
+                    e.actor.get(..16).unwrap_or(&e.actor),
+                    e.action,
+                    e.detail
+                );
+            }
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let report = admin
+                .verify_audit(proto::VerifyAuditRequest {})
+                .await?
+                .into_inner();
+            if report.ok {
+                println!(
+                    "audit log OK: {} entries, head {}",
+                    report.entries, report.head
+                );
+            } else {
+                println!("audit log TAMPERED: {}", report.problem);
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Serve {
+            listen,
+            mesh_cidr,
+            metrics_listen,
+            log_format,
+        } => {
+            init_logs(*log_format);
+            serve(&cli, *listen, *mesh_cidr, *metrics_listen)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        _ => admin(&cli).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bauxite-dispatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

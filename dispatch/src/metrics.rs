@@ -1,0 +1,174 @@
+//! The hub's own counters and the metrics nodes report, as Prometheus text.
+//!
+//! Invariant: the rendering is deterministic (`BTreeMap` order) and every reported name is
+//! sanitised to `[a-zA-Z0-9_]`, so a node cannot inject lines into the exposition.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bauxite_conduit::PeerId;
+
+/// Most metrics kept per node report.
+pub const MAX_METRICS_PER_REPORT: usize = 256;
+
+/// Atomic counters, plus the last report of each node.
+#[derive(Default)]
+pub struct HubMetrics {
+    /// Successful provisionings.
+    pub provisions: AtomicU64,
+    /// Refused provisioning requests.
+    pub provisions_refused: AtomicU64,
+    /// Calls refused for missing, unknown or revoked certificates.
+    pub calls_refused: AtomicU64,
+    /// Open topology streams.
+    pub topology_streams: AtomicU64,
+    /// Topology snapshots sent.
+    pub topology_snapshots_sent: AtomicU64,
+    /// Signaling messages relayed or queued.
+    pub signals_relayed: AtomicU64,
+    /// Metric reports received.
+    pub metric_reports: AtomicU64,
+    /// Audit log length.
+    pub audit_entries: AtomicU64,
+    reports: Mutex<BTreeMap<PeerId, BTreeMap<String, f64>>>,
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl HubMetrics {
+    /// Records a node's report (replacing its previous one).
+    pub fn record_report(&self, node: PeerId, metrics: impl IntoIterator<Item = (String, f64)>) {
+        let report = metrics
+            .into_iter()
+            .take(MAX_METRICS_PER_REPORT)
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (sanitize(&k), v))
+            .collect();
+        self.metric_reports.fetch_add(1, Ordering::Relaxed);
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, report);
+    }
+
+    /// Forgets a node's report (revoked nodes).
+    pub fn forget(&self, node: PeerId) {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node);
+    }
+
+    /// Prometheus text exposition; `nodes_active` is supplied by the caller.
+    pub fn render(&self, nodes_active: usize) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            ("provisions_total", "Nodes provisioned", &self.provisions),
+            (
+                "provisions_refused_total",
+                "Provisioning requests refused",
+                &self.provisions_refused,
+            ),
+            (
+                "calls_refused_total",
+                "Calls refused for a missing, unknown or revoked certificate",
+                &self.calls_refused,
+            ),
+            (
+                "topology_streams",
+                "Open topology streams",
+                &self.topology_streams,
+            ),
+            (
+                "topology_snapshots_sent_total",
+                "Topology snapshots sent",
+                &self.topology_snapshots_sent,
+            ),
+            (
+                "signals_relayed_total",
+                "Signaling messages relayed or queued",
+                &self.signals_relayed,
+            ),
+            (
+                "metric_reports_total",
+                "Metric reports received from nodes",
+                &self.metric_reports,
+            ),
+            (
+                "audit_entries",
+                "Entries in the audit log",
+                &self.audit_entries,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP bauxite_dispatch_{name} {help}");
+            let _ = writeln!(out, "# TYPE bauxite_dispatch_{name} {kind}");
+            let _ = writeln!(
+                out,
+                "bauxite_dispatch_{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bauxite_dispatch_nodes_active Provisioned, unrevoked nodes"
+        );
+        let _ = writeln!(out, "# TYPE bauxite_dispatch_nodes_active gauge");
+        let _ = writeln!(out, "bauxite_dispatch_nodes_active {nodes_active}");
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        if !reports.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP bauxite_node_metric Last value each node reported"
+            );
+            let _ = writeln!(out, "# TYPE bauxite_node_metric gauge");
+        }
+        for (node, report) in reports.iter() {
+            for (name, value) in report {
+                let _ = writeln!(
+                    out,
+                    "bauxite_node_metric{{node=\"{node}\",metric=\"{name}\"}} {value}"
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_sanitises() {
+        let m = HubMetrics::default();
+        m.provisions.fetch_add(2, Ordering::Relaxed);
+        m.record_report(
+            PeerId([1; 16]),
+            [("tx\"packets\n}".to_owned(), 5.0), ("nan".into(), f64::NAN)],
+        );
+        let text = m.render(3);
+        assert!(text.contains("bauxite_dispatch_provisions_total 2\n"));
+        assert!(text.contains("bauxite_dispatch_nodes_active 3\n"));
+        assert!(text.contains("metric=\"tx_packets__\"} 5\n"), "{text}");
+        assert!(!text.contains("nan"));
+    }
+}

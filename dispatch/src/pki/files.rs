@@ -1,0 +1,60 @@
+//! Files under the data dir and the node's state root: secrets 0600, written atomically.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(Error::io("create", &tmp))?;
+    file.write_all(bytes).map_err(Error::io("write", &tmp))?;
+    file.sync_all().map_err(Error::io("fsync", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("fsync", dir))?;
+    }
+    Ok(())
+}
+
+/// Writes a private key: mode 0600.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, bytes, 0o600)
+}
+
+/// Reads a private key, refusing one readable by group or others.
+pub fn read_secret(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).map_err(Error::io("read", path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyTooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    fs::read_to_string(path).map_err(Error::io("read", path))
+}
+
+/// Reads a public file (certificate, address).
+pub fn read_text(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(Error::io("read", path))
+}
+
+/// Creates a directory (and parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("set mode 0700 on", dir))
+}

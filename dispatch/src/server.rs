@@ -1,0 +1,192 @@
+//! The hub process: data dir, CA, store, gRPC over TLS, metrics endpoint.
+//!
+//! Data dir layout (created 0700 on first start):
+//!
+//! | file | what |
+//! |---|---|
+//! | `ca.crt`, `ca.key` (0600) | the hub CA; its fingerprint is in every join token |
+//! | `admin.crt`, `admin.key` (0600) | the operator's client certificate for admin commands |
+//! | `hub.db` | redb database: tokens, nodes, policy, audit log |
+//! | `mesh.cidr` | the mesh CIDR chosen on first start |
+//! | `hub.addr` | the address the running hub listens on (for admin commands) |
+//!
+//! The server certificate and its key are issued afresh at every start and kept in memory.
+
+pub mod admin;
+pub(crate) mod auth;
+pub mod feeds;
+pub mod metrics_http;
+pub mod provisioning;
+pub mod relay;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+
+use crate::clock::UnixTime;
+use crate::hub::Hub;
+use crate::ipam::MeshCidr;
+use crate::pki::{HubCa, files};
+use crate::proto::admin_service_server::AdminServiceServer;
+use crate::proto::metrics_service_server::MetricsServiceServer;
+use crate::proto::policy_service_server::PolicyServiceServer;
+use crate::proto::provisioning_service_server::ProvisioningServiceServer;
+use crate::proto::signaling_service_server::SignalingServiceServer;
+use crate::proto::topology_service_server::TopologyServiceServer;
+use crate::store::RedbStore;
+use crate::{Error, Result};
+
+/// Largest gRPC message the hub decodes.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// How to run the hub.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// gRPC listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Where the CA, database and admin credentials live.
+    pub data_dir: PathBuf,
+    /// Mesh CIDR; `None` keeps the stored one (or the default on first start).
+    pub mesh_cidr: Option<MeshCidr>,
+    /// Prometheus endpoint address, if any.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// A hub whose sockets are bound, ready to [`run`](BoundHub::run).
+pub struct BoundHub {
+    hub: Arc<Hub>,
+    grpc: TcpListener,
+    metrics: Option<TcpListener>,
+    tls: rustls::ServerConfig,
+    data_dir: PathBuf,
+}
+
+fn mesh_cidr(dir: &Path, wanted: Option<MeshCidr>) -> Result<MeshCidr> {
+    let path = dir.join("mesh.cidr");
+    if path.exists() {
+        let stored: MeshCidr = files::read_text(&path)?.trim().parse()?;
+        if let Some(wanted) = wanted.filter(|w| *w != stored) {
+            return Err(Error::InvalidArgument {
+                field: "mesh CIDR",
+                problem: format!(
+                    "this hub was created with {stored}; nodes hold addresses from it. Drop --mesh-cidr {wanted} or use a new data dir"
+                ),
+            });
+        }
+        return Ok(stored);
+    }
+    let cidr = wanted.unwrap_or_default();
+    files::write_atomic(&path, format!("{cidr}\n").as_bytes(), 0o644)?;
+    Ok(cidr)
+}
+
+impl BoundHub {
+    /// Opens (or initialises) the data dir and binds the listeners.
+    pub async fn bind(config: &ServeConfig) -> Result<Self> {
+        let now = UnixTime::now();
+        let dir = &config.data_dir;
+        files::create_private_dir(dir)?;
+        let ca = HubCa::load_or_create(dir, now)?;
+        if !dir.join("admin.crt").exists() {
+            let admin = ca.issue_admin(now)?;
+            if let Some(key) = &admin.key_pem {
+                files::write_secret(&dir.join("admin.key"), key.as_bytes())?;
+            }
+            files::write_atomic(&dir.join("admin.crt"), admin.cert_pem.as_bytes(), 0o644)?;
+        }
+        let tls = tls::server_config(&ca, &ca.issue_server(now)?)?;
+        let cidr = mesh_cidr(dir, config.mesh_cidr)?;
+        let store = RedbStore::open(&dir.join("hub.db"))?;
+        let hub = Arc::new(Hub::open(Box::new(store), ca, cidr, now)?);
+        match hub.verify_audit()? {
+            (_, Err(problem)) => {
+                tracing::error!(%problem, "audit log verification failed; run `bauxite-dispatch audit verify`")
+            }
+            (entries, Ok(_)) => tracing::info!(entries, "audit log verified"),
+        }
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .map_err(Error::io("listen on", config.listen.to_string()))?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(Error::io("listen on", addr.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            hub,
+            grpc,
+            metrics,
+            tls,
+            data_dir: dir.clone(),
+        })
+    }
+
+    /// The gRPC address actually bound.
+    pub fn addr(&self) -> Result<SocketAddr> {
+        self.grpc
+            .local_addr()
+            .map_err(Error::io("read address of", "gRPC listener"))
+    }
+
+    /// The metrics address actually bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// Serves until `shutdown` completes; writes `hub.addr` while running.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let addr = self.addr()?;
+        let addr_file = self.data_dir.join("hub.addr");
+        files::write_atomic(&addr_file, format!("{addr}\n").as_bytes(), 0o644)?;
+        if let Some(listener) = self.metrics {
+            tokio::spawn(metrics_http::serve(listener, self.hub.clone()));
+        }
+        let hub = self.hub;
+        let result = Server::builder()
+            .add_service(
+                ProvisioningServiceServer::new(provisioning::Provisioning(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                TopologyServiceServer::new(feeds::Topology(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                PolicyServiceServer::new(feeds::Policy(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                MetricsServiceServer::new(relay::Metrics(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                SignalingServiceServer::new(relay::Signaling(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AdminServiceServer::new(admin::Admin(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(tls::incoming(self.grpc, self.tls), shutdown)
+            .await
+            .map_err(|e| Error::Connect {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            });
+        let _ = std::fs::remove_file(&addr_file);
+        result
+    }
+}

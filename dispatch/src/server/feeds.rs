@@ -1,0 +1,137 @@
+//! `TopologyService` and `PolicyService`: snapshots first, then one message per change.
+//!
+//! Each stream runs in its own task that waits on the hub's watch channels; a slow client
+//! only ever misses intermediate versions (it gets the newest), never blocks the hub. A
+//! node's stream ends with `PERMISSION_DENIED` as soon as the node is revoked.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::auth;
+use crate::clock::UnixTime;
+use crate::hub::{Caller, Hub};
+use crate::proto::policy_service_server::PolicyService;
+use crate::proto::topology_service_server::TopologyService;
+use crate::proto::{
+    PolicyDocument, PolicyRequest, SetEndpointRequest, SetEndpointResponse, TopologyRequest,
+    TopologySnapshot,
+};
+
+/// A server-streaming response.
+pub type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Serves the topology feed and endpoint updates.
+pub struct Topology(pub Arc<Hub>);
+
+/// Serves the policy document and its feed.
+pub struct Policy(pub Arc<Hub>);
+
+fn revoked(hub: &Hub, caller: Caller) -> bool {
+    matches!(caller, Caller::Node(id) if !hub.is_active(id))
+}
+
+const REVOKED: &str = "this node was revoked; it must join again with a new identity";
+
+#[tonic::async_trait]
+impl TopologyService for Topology {
+    type StreamTopologyStream = Feed<TopologySnapshot>;
+
+    async fn stream_topology(
+        &self,
+        request: Request<TopologyRequest>,
+    ) -> Result<Response<Self::StreamTopologyStream>, Status> {
+        let caller = auth::caller(&self.0, &request)?;
+        let hub = self.0.clone();
+        let mut topology = hub.subscribe_topology();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            hub.metrics()
+                .topology_streams
+                .fetch_add(1, Ordering::Relaxed);
+            loop {
+                let snapshot = topology.borrow_and_update().clone();
+                if revoked(&hub, caller) {
+                    let _ = tx.send(Err(Status::permission_denied(REVOKED))).await;
+                    break;
+                }
+                if tx.send(Ok((*snapshot).clone())).await.is_err() {
+                    break;
+                }
+                hub.metrics()
+                    .topology_snapshots_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    changed = topology.changed() => if changed.is_err() { break },
+                    () = tx.closed() => break,
+                }
+            }
+            hub.metrics()
+                .topology_streams
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn set_endpoint(
+        &self,
+        request: Request<SetEndpointRequest>,
+    ) -> Result<Response<SetEndpointResponse>, Status> {
+        let node = auth::node(&self.0, &request)?;
+        let endpoint = request.into_inner().endpoint;
+        let endpoint = (!endpoint.is_empty()).then_some(endpoint);
+        let version = self.0.set_endpoint(UnixTime::now(), node, endpoint)?;
+        Ok(Response::new(SetEndpointResponse { version }))
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyService for Policy {
+    type StreamPolicyStream = Feed<PolicyDocument>;
+
+    async fn get_policy(
+        &self,
+        request: Request<PolicyRequest>,
+    ) -> Result<Response<PolicyDocument>, Status> {
+        auth::caller(&self.0, &request)?;
+        Ok(Response::new((*self.0.policy()).clone()))
+    }
+
+    async fn stream_policy(
+        &self,
+        request: Request<PolicyRequest>,
+    ) -> Result<Response<Self::StreamPolicyStream>, Status> {
+        let caller = auth::caller(&self.0, &request)?;
+        let hub = self.0.clone();
+        let mut policy = hub.subscribe_policy();
+        let mut topology = hub.subscribe_topology();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut send = true;
+            loop {
+                if revoked(&hub, caller) {
+                    let _ = tx.send(Err(Status::permission_denied(REVOKED))).await;
+                    break;
+                }
+                if send {
+                    let document = policy.borrow_and_update().clone();
+                    if tx.send(Ok((*document).clone())).await.is_err() {
+                        break;
+                    }
+                }
+                // Topology changes only wake us to notice a revocation.
+                tokio::select! {
+                    changed = policy.changed() => { if changed.is_err() { break } send = true; }
+                    changed = topology.changed() => { if changed.is_err() { break } send = false; }
+                    () = tx.closed() => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

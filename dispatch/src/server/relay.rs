@@ -1,0 +1,80 @@
+//! `MetricsService` and `SignalingService`: node-only calls.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bauxite_conduit::PeerId;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth;
+use super::feeds::Feed;
+use crate::hub::Hub;
+use crate::proto::metrics_service_server::MetricsService;
+use crate::proto::signaling_service_server::SignalingService;
+use crate::proto::{ReportMetricsRequest, ReportMetricsResponse, Signal};
+
+/// Serves `ReportMetrics`.
+pub struct Metrics(pub Arc<Hub>);
+
+/// Serves `ExchangeCandidates`.
+pub struct Signaling(pub Arc<Hub>);
+
+#[tonic::async_trait]
+impl MetricsService for Metrics {
+    async fn report_metrics(
+        &self,
+        request: Request<ReportMetricsRequest>,
+    ) -> Result<Response<ReportMetricsResponse>, Status> {
+        let node = auth::node(&self.0, &request)?;
+        let report = request
+            .into_inner()
+            .metrics
+            .into_iter()
+            .map(|m| (m.name, m.value));
+        self.0.metrics().record_report(node, report);
+        Ok(Response::new(ReportMetricsResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl SignalingService for Signaling {
+    type ExchangeCandidatesStream = Feed<Signal>;
+
+    /// Messages that break the relay rules (unknown or inactive destination, self-addressed,
+    /// INVITE from the higher ID, oversized) are dropped, logged and counted; the stream stays.
+    async fn exchange_candidates(
+        &self,
+        request: Request<Streaming<Signal>>,
+    ) -> Result<Response<Self::ExchangeCandidatesStream>, Status> {
+        let me = auth::node(&self.0, &request)?;
+        let (stream_no, outbound) = self.0.signals().attach(me);
+        let mut inbound = request.into_inner();
+        let hub = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                if !hub.is_active(me) {
+                    break;
+                }
+                let to = PeerId::from_hex(&message.peer_id).filter(|to| hub.is_active(*to));
+                let Some(to) = to else {
+                    tracing::info!(from = %me, to = %message.peer_id, "signal to unknown or inactive node dropped");
+                    continue;
+                };
+                match hub.signals().route(me, to, message) {
+                    Ok(_) => {
+                        hub.metrics()
+                            .signals_relayed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::info!(from = %me, %to, error = %e, "signal dropped"),
+                }
+            }
+            hub.signals().detach(me, stream_no);
+        });
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(outbound).map(Ok),
+        )))
+    }
+}

@@ -1,0 +1,104 @@
+//! Durable state behind one interface, so the services never see the database.
+//!
+//! Invariant: every change is one [`Change`] committed atomically, with two compare-and-swap
+//! guards checked inside the transaction: a redeemed token must still be exactly the record
+//! the check saw (so two nodes cannot both spend the last use), and an audit entry must
+//! extend the current head. Either everything in a `Change` is written or nothing is.
+//!
+//! [`RedbStore`] (one file, zero setup) is the default. A PostgreSQL store for several hub
+//! replicas implements the same trait with `SELECT … FOR UPDATE` for the two guards.
+
+mod memory;
+pub mod redb_store;
+
+use bauxite_conduit::{PeerId, VirtualIp};
+use serde::{Deserialize, Serialize};
+
+pub use self::memory::MemoryStore;
+pub use self::redb_store::RedbStore;
+use crate::Result;
+use crate::audit::{AuditEntry, AuditHead};
+use crate::clock::UnixTime;
+use crate::token::{TokenId, TokenRecord};
+
+/// What the hub keeps about a provisioned node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Peer ID (derived from `ed25519`).
+    pub id: PeerId,
+    /// Name given at join.
+    pub name: String,
+    /// Assigned mesh address.
+    pub virtual_ip: VirtualIp,
+    /// Ed25519 identity key.
+    pub ed25519: [u8; 32],
+    /// X25519 static key.
+    pub x25519: [u8; 32],
+    /// Ed25519 key of its TLS client certificate.
+    pub tls_key: [u8; 32],
+    /// SHA-256 of the issued certificate (DER); only this certificate is accepted.
+    pub cert_sha256: [u8; 32],
+    /// When it joined.
+    pub joined_at: UnixTime,
+    /// The token it redeemed.
+    pub token: TokenId,
+    /// Set once revoked; a revoked node is refused and leaves the topology.
+    pub revoked_at: Option<UnixTime>,
+    /// Underlay endpoint it advertised (`ip:port`), if any.
+    pub endpoint: Option<String>,
+}
+
+/// The mesh policy as set by the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// Increases by one per change, from 1.
+    pub version: u64,
+    /// conduit `Policy` as JSON (validated before storing).
+    pub json: String,
+    /// When it was set.
+    pub set_at: UnixTime,
+}
+
+/// One atomic change to the store.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    /// Spend one use of a token: `(as checked, after redemption)`; refused with
+    /// [`Error::Conflict`](crate::Error::Conflict) if the stored record is no longer `as checked`.
+    pub redeem: Option<(TokenRecord, TokenRecord)>,
+    /// Tokens to create or overwrite.
+    pub tokens: Vec<TokenRecord>,
+    /// Nodes to create or overwrite.
+    pub nodes: Vec<NodeRecord>,
+    /// New policy.
+    pub policy: Option<PolicyRecord>,
+    /// New topology version.
+    pub topology_version: Option<u64>,
+    /// Audit entry to append; it must extend the stored head.
+    pub audit: Option<AuditEntry>,
+}
+
+/// The hub's durable state.
+pub trait Store: Send + Sync {
+    /// A token by ID.
+    fn token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+    /// Every node, active or revoked, in peer-ID order.
+    fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// The current policy, if one was ever set.
+    fn policy(&self) -> Result<Option<PolicyRecord>>;
+    /// The last topology version handed out (0 on a new hub).
+    fn topology_version(&self) -> Result<u64>;
+    /// The recorded end of the audit chain.
+    fn audit_head(&self) -> Result<AuditHead>;
+    /// Every stored audit entry as `(key, bytes)` in key order, undecoded, for verification.
+    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Applies a change atomically.
+    fn commit(&self, change: &Change) -> Result<()>;
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|source| crate::Error::Decode { what, source })
+}

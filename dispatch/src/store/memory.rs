@@ -1,0 +1,109 @@
+//! [`Store`] in memory, for unit tests of the hub logic and for benchmarks.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bauxite_conduit::PeerId;
+
+use super::{Change, NodeRecord, PolicyRecord, Store};
+use crate::audit::{AuditEntry, AuditHead};
+use crate::token::{TokenId, TokenRecord};
+use crate::{Error, Result};
+
+#[derive(Default)]
+struct Inner {
+    tokens: BTreeMap<TokenId, TokenRecord>,
+    nodes: BTreeMap<PeerId, NodeRecord>,
+    policy: Option<PolicyRecord>,
+    topology_version: u64,
+    audit: Vec<AuditEntry>,
+}
+
+/// A store that forgets everything when dropped.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        Ok(self.lock().tokens.get(&id).cloned())
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    fn policy(&self) -> Result<Option<PolicyRecord>> {
+        Ok(self.lock().policy.clone())
+    }
+
+    fn topology_version(&self) -> Result<u64> {
+        Ok(self.lock().topology_version)
+    }
+
+    fn audit_head(&self) -> Result<AuditHead> {
+        Ok(self
+            .lock()
+            .audit
+            .last()
+            .map(AuditEntry::head)
+            .unwrap_or_default())
+    }
+
+    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        Ok(self
+            .lock()
+            .audit
+            .iter()
+            .map(|e| (e.body.index, e.encode()))
+            .collect())
+    }
+
+    fn commit(&self, change: &Change) -> Result<()> {
+        let mut inner = self.lock();
+        if let Some((checked, _)) = &change.redeem
+            && inner.tokens.get(&checked.id) != Some(checked)
+        {
+            return Err(Error::Conflict("token"));
+        }
+        if let Some(entry) = &change.audit {
+            let head = inner.audit.last().map(AuditEntry::head).unwrap_or_default();
+            if head.len != entry.body.index || head.hash != entry.body.prev {
+                return Err(Error::Conflict("audit log"));
+            }
+        }
+        if let Some((_, redeemed)) = &change.redeem {
+            inner.tokens.insert(redeemed.id, redeemed.clone());
+        }
+        for token in &change.tokens {
+            inner.tokens.insert(token.id, token.clone());
+        }
+        for node in &change.nodes {
+            inner.nodes.insert(node.id, node.clone());
+        }
+        if let Some(policy) = &change.policy {
+            inner.policy = Some(policy.clone());
+        }
+        if let Some(version) = change.topology_version {
+            inner.topology_version = version;
+        }
+        if let Some(entry) = &change.audit {
+            inner.audit.push(entry.clone());
+        }
+        Ok(())
+    }
+}

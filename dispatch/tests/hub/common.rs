@@ -1,0 +1,197 @@
+//! A real hub process on 127.0.0.1 with a port picked at run time, and helpers around it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bauxite_conduit::identity::Identity;
+use bauxite_dispatch::client::{HubClient, JoinResult, join};
+use bauxite_dispatch::token::JoinToken;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bauxite-dispatch");
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+
+pub(crate) struct HubProc {
+    child: Child,
+    pub(crate) dir: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) metrics: String,
+}
+
+impl HubProc {
+    /// Starts `bauxite-dispatch serve` on `dir` and waits until it printed its addresses.
+    pub(crate) fn start(dir: &Path) -> HubProc {
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() || metrics.is_none() {
+            let line = match rx.recv_timeout(DEADLINE) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log =
+                        std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                    panic!("hub did not start; log:\n{log}");
+                }
+            };
+            if let Some(a) = line.strip_prefix("bauxite-dispatch listening on ") {
+                addr = Some(a.to_owned());
+            }
+            if let Some(m) = line.strip_prefix("metrics on ") {
+                metrics = Some(
+                    m.trim_start_matches("http://")
+                        .trim_end_matches("/metrics")
+                        .to_owned(),
+                );
+            }
+        }
+        HubProc {
+            child,
+            dir: dir.to_path_buf(),
+            addr: format!("https://{}", addr.unwrap()),
+            metrics: metrics.unwrap(),
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub(crate) fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "hub exited with {status}");
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "hub did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Runs an admin command against this hub.
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `token create` with extra args; returns the token and its expiry (unix seconds).
+    pub(crate) fn token(&self, extra: &[&str]) -> (JoinToken, u64) {
+        let mut args = vec!["token", "create"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let expires = stderr
+            .rsplit("(unix ")
+            .next()
+            .unwrap()
+            .trim()
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+        (JoinToken::parse(text.trim()).unwrap(), expires)
+    }
+
+    pub(crate) fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub(crate) async fn join(
+        &self,
+        token: &JoinToken,
+        seed: u8,
+    ) -> bauxite_dispatch::Result<JoinResult> {
+        join(token, &self.addr, &identity(seed), &format!("robot-{seed}")).await
+    }
+
+    pub(crate) async fn node(&self, seed: u8) -> (JoinResult, HubClient) {
+        let (token, _) = self.token(&[]);
+        let joined = self.join(&token, seed).await.unwrap();
+        let client = HubClient::connect_mtls(&self.addr, &joined.credentials)
+            .await
+            .unwrap();
+        (joined, client)
+    }
+
+    /// GET /metrics over plain TCP.
+    pub(crate) fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for HubProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deterministic identity per seed.
+pub(crate) fn identity(seed: u8) -> Identity {
+    Identity::from_secrets([seed; 32], [seed.wrapping_add(128); 32])
+}
+
+/// Awaits `f` with the test deadline.
+pub(crate) async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("deadline passed")
+}

@@ -1,0 +1,148 @@
+//! Provisioning: success binds the keys; every token rejection is clear and changes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use bauxite_dispatch::Error;
+use bauxite_dispatch::pki::ca::pem_to_der;
+use bauxite_dispatch::pki::{CertRole, NodeBinding};
+use bauxite_dispatch::token::{CaFingerprint, JoinToken};
+use zeroize::Zeroizing;
+
+use crate::common::{HubProc, identity};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_returns_certificates_that_bind_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start(&tmp.path().join("hub"));
+    let (token, _) = hub.token(&["--name", "robot-1"]);
+    let joined = hub.join(&token, 1).await.unwrap();
+
+    let me = identity(1).public();
+    assert_eq!(joined.node_id, me.peer_id());
+    assert_eq!(joined.virtual_ip.to_string(), "100.64.0.1");
+    assert_eq!(joined.mesh_cidr, "100.64.0.0/10");
+    let ca_der = pem_to_der(&joined.credentials.ca_pem).unwrap();
+    assert_eq!(CaFingerprint::of_der(&ca_der), token.ca);
+    let cert = pem_to_der(&joined.credentials.cert_pem).unwrap();
+    assert_eq!(
+        CertRole::from_der(&cert).unwrap(),
+        CertRole::Node(NodeBinding::new(
+            me.signing_public,
+            me.static_public,
+            joined.virtual_ip
+        ))
+    );
+
+    // Written as the edge will write them: key 0600, and usable for mTLS.
+    let certs = tmp.path().join("node/certs");
+    joined.credentials.save(&certs).unwrap();
+    let mode = std::fs::metadata(certs.join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let creds = bauxite_dispatch::client::NodeCredentials::load(&certs).unwrap();
+    let client = bauxite_dispatch::client::HubClient::connect_mtls(&hub.addr, &creds)
+        .await
+        .unwrap();
+    let mut feed = client
+        .topology()
+        .stream_topology(bauxite_dispatch::proto::TopologyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = feed.message().await.unwrap().unwrap();
+    let peers = bauxite_dispatch::client::peers_from_snapshot(&snapshot, None).unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].static_public, me.static_public);
+
+    let metrics = hub.scrape();
+    assert!(
+        metrics.contains("bauxite_dispatch_provisions_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bauxite_dispatch_nodes_active 1"),
+        "{metrics}"
+    );
+    let audit = hub.admin_ok(&["audit", "show"]);
+    assert!(audit.contains("node.provision"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rejections_are_clear_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start(&tmp.path().join("hub"));
+    let (token, _) = hub.token(&[]);
+    hub.join(&token, 1).await.unwrap();
+    let nodes_before = hub.admin_ok(&["nodes", "list"]);
+    let audit_before = hub.admin_ok(&["audit", "show"]);
+
+    // Reused single-use token.
+    let err = hub.join(&token, 2).await.unwrap_err();
+    assert!(err.to_string().contains("already used 1 time(s)"), "{err}");
+
+    // Forged secret.
+    let (fresh, _) = hub.token(&[]);
+    let forged = JoinToken {
+        secret: Zeroizing::new([0x42; 32]),
+        ..fresh.clone()
+    };
+    let err = hub.join(&forged, 3).await.unwrap_err();
+    assert!(err.to_string().contains("wrong secret"), "{err}");
+
+    // A token carrying another CA's fingerprint: refused by the client during TLS.
+    let wrong_ca = JoinToken {
+        ca: CaFingerprint([0x11; 32]),
+        ..fresh.clone()
+    };
+    let err = hub.join(&wrong_ca, 4).await.unwrap_err();
+    assert!(matches!(err, Error::CaFingerprintMismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains("man-in-the-middle") || err.to_string().contains("intercepting"),
+        "{err}"
+    );
+
+    // Expired: wait on the wall clock (not on the hub) until the token's lifetime is over.
+    let (short, expires) = hub.token(&["--ttl", "1s"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while bauxite_dispatch::clock::UnixTime::now().0 < expires {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = hub.join(&short, 5).await.unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // None of the refusals changed nodes; the log grew only by the token creations.
+    assert_eq!(hub.admin_ok(&["nodes", "list"]), nodes_before);
+    let audit_after = hub.admin_ok(&["audit", "show"]);
+    assert!(audit_after.starts_with(&audit_before));
+    assert_eq!(audit_after.matches("node.provision").count(), 1);
+    // The unused fresh token still works: refusals did not spend it.
+    hub.join(&fresh, 6).await.unwrap();
+    let metrics = hub.scrape();
+    assert!(
+        metrics.contains("bauxite_dispatch_provisions_refused_total 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_use_token_and_cli_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start(&tmp.path().join("hub"));
+    let (token, _) = hub.token(&["--uses", "2", "--name", "fleet"]);
+    let a = hub.join(&token, 1).await.unwrap();
+    let b = hub.join(&token, 2).await.unwrap();
+    assert_ne!(a.virtual_ip, b.virtual_ip);
+    assert!(hub.join(&token, 3).await.is_err());
+    // Joining again with the same identity and a new token is refused.
+    let (again, _) = hub.token(&[]);
+    let err = hub.join(&again, 1).await.unwrap_err();
+    assert!(err.to_string().contains("already joined"), "{err}");
+    let bad = hub.cli(&["token", "create", "--ttl", "90d"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ttl"));
+}

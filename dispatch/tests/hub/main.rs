@@ -1,0 +1,10 @@
+//! Integration tests with real hub processes over real TLS on 127.0.0.1 (issue 4).
+// Test harness: panicking on a broken fixture is the point, and the process shell reads the clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+mod join;
+mod malformed;
+mod mtls;
+mod restart;
+mod tamper;
