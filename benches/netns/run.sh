@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Real-network benchmark: two network namespaces joined by a veth pair; TCP throughput
+# (iperf3, cubic) and control-loop latency (1000 pings) idle, under saturating load,
+# and on a 20 Mbit/s tbf link — over the bare veth, through Bauxite, and through
+# boringtun (userspace WireGuard) when `boringtun-cli` and `wg` are installed.
+#
+#   sudo benches/netns/run.sh [--seconds N] [--only bare,bauxite,boringtun]
+#
+# Prints a markdown table (also written to target/netns-bench.md). Needs root,
+# iproute2, iperf3, iputils-ping (scripts/setup.sh installs them). Builds bauxite in
+# release mode. Cleans up its namespaces on exit, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SECONDS_PER_RUN=10
+ONLY="bare,bauxite,boringtun"
+while (($#)); do
+  case "$1" in
+    --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    *) echo "usage: $0 [--seconds N] [--only bare,bauxite,boringtun]" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
+bash scripts/setup.sh
+
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+cargo build --release -p bauxite --locked -q
+BAUXITE="$TARGET_DIR/release/bauxite"
+WORK="$(mktemp -d)"
+A=bxbench-a; B=bxbench-b; VA=bxbenchva; VB=bxbenchvb
+OUT="$TARGET_DIR/netns-bench.md"
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  ip netns del "$A" 2>/dev/null || true
+  ip netns del "$B" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cleanup_ns_only() { ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true; }
+cleanup_ns_only
+
+ip netns add "$A"; ip netns add "$B"
+ip link add "$VA" type veth peer name "$VB"
+ip link set "$VA" netns "$A"; ip link set "$VB" netns "$B"
+ip -n "$A" addr add 10.88.0.1/24 dev "$VA"; ip -n "$B" addr add 10.88.0.2/24 dev "$VB"
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
+ip netns exec "$B" iperf3 -s -D -I "$WORK/iperf3.pid"
+wait_file() { for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
+wait_file "$WORK/iperf3.pid"
+PIDS+=("$(cat "$WORK/iperf3.pid")")
+
+# cpu_ticks PID...: user+system clock ticks of the given processes.
+cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+
+# throughput DST STREAMS: Gbit/s received, and CPU seconds per GB of the VPN processes.
+throughput() {
+  local dst=$1 streams=$2 before after gbits bytes
+  before=$(cpu_ticks "${VPN_PIDS[@]}")
+  ip netns exec "$A" iperf3 -c "$dst" -C cubic -P "$streams" -t "$SECONDS_PER_RUN" -f g > "$WORK/iperf.txt"
+  after=$(cpu_ticks "${VPN_PIDS[@]}")
+  gbits=$(awk '/receiver/ {v=$(NF-2)} END {print v}' "$WORK/iperf.txt")
+  bytes=$(awk -v g="$gbits" -v s="$SECONDS_PER_RUN" 'BEGIN {print g * s / 8}')
+  if ((${#VPN_PIDS[@]})); then
+    awk -v g="$gbits" -v b="$bytes" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+      'BEGIN {printf "%.2f Gb/s (%.1f CPU-s/GB)", g, (t / hz) / b}'
+  else
+    awk -v g="$gbits" 'BEGIN {printf "%.2f Gb/s", g}'
+  fi
+}
+
+# latency DST: p50 / p99 / max of 1000 pings at 200 Hz, and loss.
+latency() {
+  ip netns exec "$A" ping -n -c 1000 -i 0.005 -W 1 -s 56 "$1" > "$WORK/ping.txt" 2>&1 || true
+  awk -F'time=' '/time=/ {split($2, a, " "); print a[1]}' "$WORK/ping.txt" | sort -g > "$WORK/rtt.txt"
+  local n loss
+  n=$(wc -l < "$WORK/rtt.txt")
+  loss=$(grep -oE '[0-9.]+% packet loss' "$WORK/ping.txt" | cut -d% -f1)
+  [ "$n" -gt 0 ] || { echo "no replies"; return; }
+  awk -v n="$n" -v loss="$loss" '{v[NR]=$1} END {
+    p50=v[int(n*0.50)>0?int(n*0.50):1]; p99=v[int(n*0.99)>0?int(n*0.99):1];
+    printf "p50 %.3f / p99 %.3f / max %.3f ms, %s%% lost", p50, p99, v[n], loss}' "$WORK/rtt.txt"
+}
+
+# loaded_latency DST: latency while one cubic flow saturates the same path. The flow
+# outlasts the 5 s of pings and ends by itself, so iperf3 reports its goodput and the
+# server is free for the next run.
+loaded_latency() {
+  ip netns exec "$A" iperf3 -c "$1" -C cubic -t 9 > "$WORK/bulk.txt" 2>&1 &
+  local bulk=$!
+  sleep 2 # let the flow reach steady state before probing
+  latency "$1"
+  wait "$bulk" || true
+}
+
+# shaped DST: 20 Mbit/s tbf on a's veth; latency under load and bulk goodput.
+shaped() {
+  ip netns exec "$A" tc qdisc add dev "$VA" root tbf rate 20mbit burst 32kbit latency 400ms
+  local lat gbits
+  lat=$(loaded_latency "$1")
+  gbits=$(awk '/receiver/ {v=$(NF-2); u=$(NF-1)} END {print v " " u}' "$WORK/bulk.txt")
+  ip netns exec "$A" tc qdisc del dev "$VA" root
+  echo "$lat; bulk ${gbits:-?}"
+}
+
+row() { # label dst
+  local label=$1 dst=$2
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$label" \
+    "$(throughput "$dst" 1)" "$(throughput "$dst" 4)" \
+    "$(latency "$dst")" "$(loaded_latency "$dst")" "$(shaped "$dst")"
+}
+
+start_bauxite() {
+  for side in a b; do "$BAUXITE" keygen --identity "$WORK/$side.key" --name "$side" | grep -v '^#' | sed 's/ *#.*$//' > "$WORK/$side.entry"; done
+  mk() { # me peer my-vip peer-vip peer-underlay
+    { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n\n' \
+        "$WORK/$1.key" "$3" "$WORK/$1.sock"
+      sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
+  }
+  mk a b 100.64.0.1 100.64.0.2 10.88.0.2; mk b a 100.64.0.2 100.64.0.1 10.88.0.1
+  ip netns exec "$A" "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!); VPN_PIDS=($!)
+  ip netns exec "$B" "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!); VPN_PIDS+=($!)
+  for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.2 100.64.0.2 >/dev/null 2>&1 && return 0; done
+  echo "bauxite tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1
+}
+
+start_boringtun() { # threads
+  for side in a b; do wg genkey > "$WORK/$side.wgkey"; wg pubkey < "$WORK/$side.wgkey" > "$WORK/$side.wgpub"; done
+  VPN_PIDS=()
+  for side in a b; do
+    local ns=$A peer=b ip=10.99.0.1 end=10.88.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.88.0.1; }
+    WG_SUDO=1 ip netns exec "$ns" boringtun-cli -f --disable-drop-privileges -t "$1" wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!); VPN_PIDS+=($!)
+    for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
+    ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
+      peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
+    ip -n "$ns" addr add "$ip/24" dev wgbt0; ip -n "$ns" link set wgbt0 mtu 1420 up
+  done
+}
+stop_vpn() { for p in "${VPN_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; VPN_PIDS=(); }
+
+{
+  echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r), ${SECONDS_PER_RUN} s per iperf3 run, cubic."
+  echo
+  echo "| path | TCP 1 stream | TCP 4 streams | ping idle | ping under load | 20 Mbit/s tbf: ping under load; bulk goodput |"
+  echo "|---|---|---|---|---|---|"
+} | tee "$OUT"
+VPN_PIDS=()
+if [[ ",$ONLY," == *",bare,"* ]]; then row "bare veth" 10.88.0.2 | tee -a "$OUT"; fi
+if [[ ",$ONLY," == *",bauxite,"* ]]; then start_bauxite; row "bauxite" 100.64.0.2 | tee -a "$OUT"; stop_vpn; fi
+if [[ ",$ONLY," == *",boringtun,"* ]]; then
+  if command -v boringtun-cli >/dev/null && command -v wg >/dev/null; then
+    for t in 4 1; do start_boringtun "$t"; row "boringtun -t $t" 10.99.0.2 | tee -a "$OUT"; stop_vpn; done
+  else
+    echo "| boringtun | not installed: \`cargo install boringtun-cli --locked\` | | | | |" | tee -a "$OUT"
+  fi
+fi
