@@ -1,0 +1,143 @@
+//! Hub benchmark: join latency, and how long a topology change takes to reach N nodes
+//! that hold open topology streams, each over its own mTLS connection on 127.0.0.1.
+//!
+//! `cargo run --release -p bauxite-dispatch --example hub_bench -- [N]` (default 100).
+//! The hub runs in this process (real TLS, real gRPC, redb on a temp dir); the N clients
+//! share the same two cores, so the figures are an upper bound for a dedicated hub.
+// A benchmark shell: reads the clock and panics on a broken fixture.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use bauxite_conduit::identity::Identity;
+use bauxite_dispatch::client::{HubClient, join};
+use bauxite_dispatch::clock::{UnixTime, os_random};
+use bauxite_dispatch::hub::{Caller, NewToken};
+use bauxite_dispatch::proto::{SetEndpointRequest, TopologyRequest};
+use bauxite_dispatch::server::{BoundHub, ServeConfig};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().unwrap())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("hub"),
+        mesh_cidr: None,
+        metrics_listen: None,
+    };
+    let bound = BoundHub::bind(&config).await.unwrap();
+    let hub = bound.hub();
+    let addr = format!("https://{}", bound.addr().unwrap());
+    tokio::spawn(bound.run(std::future::pending()));
+
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    let mut id = [0u8; 8];
+    os_random(secret.as_mut()).unwrap();
+    os_random(&mut id).unwrap();
+    let new = NewToken {
+        ttl_secs: 3600,
+        uses: u32::try_from(n).unwrap(),
+        name: "bench".into(),
+        id,
+        secret,
+    };
+    let (token, _) = hub
+        .create_token(UnixTime::now(), Caller::Admin, new)
+        .unwrap();
+
+    let mut joins = Vec::with_capacity(n);
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let identity = Identity::generate_os().unwrap();
+        let start = Instant::now();
+        let joined = join(&token, &addr, &identity, &format!("sim-{i}"))
+            .await
+            .unwrap();
+        joins.push(start.elapsed());
+        clients.push(
+            HubClient::connect_mtls(&addr, &joined.credentials)
+                .await
+                .unwrap(),
+        );
+    }
+    joins.sort();
+    println!(
+        "join latency over {n} joins (TLS first contact + proof + cert issue + fsync'd commit):"
+    );
+    println!(
+        "  p50 {}  p99 {}  max {}",
+        ms(percentile(&joins, 0.5)),
+        ms(percentile(&joins, 0.99)),
+        ms(joins[n - 1])
+    );
+
+    let mut feeds = Vec::with_capacity(n);
+    for client in &clients {
+        let mut feed = client
+            .topology()
+            .stream_topology(TopologyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let first = feed.message().await.unwrap().unwrap();
+        assert_eq!(first.peers.len(), n);
+        feeds.push(feed);
+    }
+    let version = hub.subscribe_topology().borrow().version;
+
+    for round in 0..5 {
+        let start = Instant::now();
+        let endpoint = format!("192.0.2.1:{}", 5000 + round);
+        clients[0]
+            .topology()
+            .set_endpoint(SetEndpointRequest { endpoint })
+            .await
+            .unwrap();
+        let mut tasks = Vec::with_capacity(n);
+        for mut feed in feeds.drain(..) {
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let snapshot = feed.message().await.unwrap().unwrap();
+                    if snapshot.version > version + round {
+                        return (feed, start.elapsed());
+                    }
+                }
+            }));
+        }
+        let mut arrivals = Vec::with_capacity(n);
+        for task in tasks {
+            let (feed, at) = task.await.unwrap();
+            feeds.push(feed);
+            arrivals.push(at);
+        }
+        arrivals.sort();
+        println!(
+            "topology change -> {n} streams (each snapshot {n} peers): first {}  p50 {}  last {}",
+            ms(arrivals[0]),
+            ms(percentile(&arrivals, 0.5)),
+            ms(arrivals[n - 1])
+        );
+    }
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    println!("process (hub + {n} clients) {rss}");
+}
