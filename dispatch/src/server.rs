@@ -120,6 +120,11 @@ impl BoundHub {
             ),
             None => None,
         };
+        // Written before anyone is told the hub is up, so admin commands can always find it.
+        let addr = grpc
+            .local_addr()
+            .map_err(Error::io("read address of", "gRPC listener"))?;
+        files::write_atomic(&dir.join("hub.addr"), format!("{addr}\n").as_bytes(), 0o644)?;
         Ok(Self {
             hub,
             grpc,
@@ -146,11 +151,10 @@ impl BoundHub {
         self.hub.clone()
     }
 
-    /// Serves until `shutdown` completes; writes `hub.addr` while running.
+    /// Serves until `shutdown` completes, then removes `hub.addr` (written by [`bind`](Self::bind)).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let addr = self.addr()?;
         let addr_file = self.data_dir.join("hub.addr");
-        files::write_atomic(&addr_file, format!("{addr}\n").as_bytes(), 0o644)?;
         if let Some(listener) = self.metrics {
             tokio::spawn(metrics_http::serve(listener, self.hub.clone()));
         }
