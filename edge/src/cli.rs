@@ -40,8 +40,11 @@ pub(crate) enum Command {
     /// Create the node identity and print it as a `[[peers]]` entry; with `--raw`,
     /// generate a manifest-signing Ed25519 key pair instead.
     Keygen(KeygenArgs),
-    /// Run the node: static peers from `[node]` and `[[peers]]`, UDP + TUN (`bauxite0`),
-    /// until SIGTERM or SIGINT.
+    /// Join a hub with a token: generate the node identity, get certificates and a virtual
+    /// IP, write `config.toml` under the state root.
+    Join(JoinArgs),
+    /// Run the node: static peers from `[node]` and `[[peers]]`, or peers and policy from
+    /// the hub in `[hub]`; UDP + TUN (`bauxite0`), until SIGTERM or SIGINT.
     Run,
     /// Show a running node's peers, paths, handshake ages and counters.
     Status(StatusArgs),
@@ -57,6 +60,33 @@ pub(crate) enum Command {
     /// Two nodes in one process over a simulated link: handshake, ping, attacker,
     /// and control-loop latency with bulk saturating (no root, no network).
     Demo(DemoArgs),
+}
+
+/// `bauxite join` options.
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    /// The join token from `bauxite-dispatch token create`.
+    pub(crate) token: String,
+    /// The hub, `https://host:port`.
+    pub(crate) hub_url: String,
+    /// State root receiving the identity, certificates and config.toml.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/bauxite")]
+    pub(crate) state_root: PathBuf,
+    /// This node's name in the mesh (default: the host name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// UDP listen address written to `[node] listen`.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:51820")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// UDP endpoint other nodes dial, reported to the hub.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) advertise: Option<std::net::SocketAddr>,
+    /// Control socket written to `[node] control_socket`.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) control_socket: Option<PathBuf>,
+    /// Replace the identity and certificates of an already joined state root.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `bauxite demo` options.

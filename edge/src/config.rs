@@ -8,7 +8,7 @@
 
 mod run;
 
-pub use run::{DEFAULT_CONTROL_SOCKET, RunConfig};
+pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, HubConfig, RunConfig};
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,7 @@ struct RawConfig {
     node: Option<run::RawNode>,
     #[serde(default)]
     peers: Vec<run::RawPeer>,
+    hub: Option<run::RawHub>,
 }
 
 impl RawConfig {

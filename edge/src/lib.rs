@@ -7,6 +7,8 @@
 //! - [`demo`]: the in-process two-node demonstration.
 //! - [`run_cmd`]: the `run` daemon (static peers over UDP and TUN), with its
 //!   [`control`] socket for [`status`] and the optional [`metrics_http`] listener.
+//! - [`join_cmd`]: `bauxite join`, provisioning with a hub; [`hub`]: the daemon's
+//!   `HubConnector` (topology, policy, metrics, reconnect with backoff).
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
 
@@ -17,6 +19,8 @@ pub mod demo;
 pub mod error;
 pub mod fingerprint_cmd;
 pub mod fsutil;
+pub mod hub;
+pub mod join_cmd;
 pub mod keygen;
 pub mod manifest_cmd;
 pub mod metrics_http;

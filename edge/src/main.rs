@@ -127,6 +127,36 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
             let start = Instant::now();
             bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
         }
+        Command::Join(args) => {
+            let name = match args.name {
+                Some(name) => name,
+                None => rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            let options = bauxite::join_cmd::JoinOptions {
+                token: args.token,
+                hub_url: args.hub_url,
+                state_root: args.state_root,
+                name,
+                listen: args.listen,
+                advertise: args.advertise,
+                control_socket: args.control_socket,
+                force: args.force,
+            };
+            let joined = bauxite::join_cmd::run_blocking(&options)?;
+            println!(
+                "joined as {} with virtual IP {}; config written to {}",
+                joined.node_id,
+                joined.virtual_ip,
+                joined.config.display()
+            );
+            println!(
+                "start the node with: bauxite run --config {}",
+                joined.config.display()
+            );
+        }
         Command::Run => bauxite::run_cmd::run(config)?,
         Command::Status(args) => {
             let run = RunConfig::load(config)?;

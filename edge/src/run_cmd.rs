@@ -1,6 +1,7 @@
-//! `bauxite run`: the hub-less daemon — a node with static peers on a real UDP socket
-//! and TUN device, its control socket, the optional metrics listener, and clean
-//! shutdown on SIGTERM/SIGINT.
+//! `bauxite run`: the daemon — a node with static peers and, with a `[hub]` section, the
+//! [`HubConnector`](crate::hub::HubConnector) feeding it peers and policy, on a real UDP
+//! socket and TUN device, its control socket, the optional metrics listener, and clean
+//! shutdown on SIGTERM/SIGINT. A node revoked by the hub keeps running with no peers.
 //!
 //! Invariant: everything runs on one thread (a current-thread tokio runtime); the data
 //! plane is one task that owns the node, and the control and metrics tasks only read
@@ -97,6 +98,23 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let shell = Shell::bind(node, &shell_config).await?;
     let metrics = shell.metrics();
     let (queries_tx, queries_rx) = mpsc::channel(16);
+    let hub_task = config.hub.clone().map(|hub| {
+        let seed = clock::os_seed().map(|s| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&s[..8]);
+            u64::from_le_bytes(bytes)
+        });
+        tokio::spawn(
+            crate::hub::HubConnector {
+                config: hub,
+                me: peer_id,
+                metrics: std::sync::Arc::clone(&metrics),
+                queries: queries_tx.clone(),
+                seed: seed.unwrap_or(u64::from(std::process::id())),
+            }
+            .run(),
+        )
+    });
     let listener = control::bind(&config.control_socket)?;
     let control_task = tokio::spawn(control::serve(
         listener,
@@ -127,11 +145,15 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         listen = %shell.local_addr()?,
         tun = ?shell.tun_kind(),
         peers = config.peers.len(),
+        hub = config.hub.as_ref().map_or("none", |h| h.url.as_str()),
         control = %config.control_socket.display(),
         "bauxite running"
     );
     let result = shell.run(queries_rx, shutdown).await;
     control_task.abort();
+    if let Some(task) = hub_task {
+        task.abort();
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -25,6 +25,8 @@ use tokio::sync::oneshot;
 
 use crate::PeerId;
 use crate::node::PeerStatus;
+use crate::peers::PeerInfo;
+use crate::policy::Policy;
 use crate::tun::{TunConfig, TunKind};
 
 pub use shell::Shell;
@@ -46,6 +48,12 @@ pub struct ShellConfig {
 pub enum Query {
     /// Report the node's state.
     Status(oneshot::Sender<ShellStatus>),
+    /// Make `peers` the whole peer table (a hub topology snapshot): new peers are added
+    /// and dialled, changed ones updated, and peers not in the list removed with their
+    /// sessions torn down (revocation).
+    ReplacePeers(Vec<PeerInfo>),
+    /// Install a firewall policy, or with `None` unload it (allow all).
+    SetPolicy(Option<Policy>),
 }
 
 /// Counters of things only the shell sees (the node's own are in [`crate::Metrics`]).

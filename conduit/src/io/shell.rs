@@ -14,12 +14,23 @@ use tokio::sync::mpsc;
 
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, Received};
+use crate::peers::PeerInfo;
 use crate::tun::{TunDevice, TunKind};
 use crate::{BauxiteNode, Error, Metrics};
 
 /// Largest UDP datagram, and the device read buffer (a packet above the MTU is refused
 /// by the node, not truncated here).
 const MAX_DATAGRAM: usize = 65_536;
+
+/// Receive buffer asked of the kernel. The default (~208 KiB) overflows when a TCP
+/// burst through the tunnel arrives faster than one loop turn drains it, and every
+/// overflow is a loss that makes the inner TCP back off. Measured in the namespace bench
+/// (docs/benchmarks.md): 4 MiB doubles TCP throughput over the default, 1 MiB gains
+/// little; when the receiver is CPU-bound the buffer does hold a queue, which is why
+/// latency under load is still open work (pacing at the sender). The *send* buffer stays
+/// at the default on purpose — a deep send queue would hold bulk ahead of critical
+/// packets, outside the lanes.
+const RECV_BUFFER: usize = 4 << 20;
 
 /// What woke the loop.
 enum Wake {
@@ -66,6 +77,7 @@ impl Shell {
                 addr: config.listen,
                 source,
             })?;
+        size_receive_buffer(&socket);
         let (tun, tun_kind, app) = TunDevice::open(&config.tun).map_err(|source| Error::Io {
             action: "create in-memory device for",
             path: config.tun.name.clone().into(),
@@ -279,6 +291,70 @@ impl Shell {
                 // The asker may have given up; nothing to do then.
                 let _ = reply.send(status);
             }
+            Query::ReplacePeers(peers) => self.replace_peers(peers, now),
+            Query::SetPolicy(Some(policy)) => match self.node.policy_mut().load(policy) {
+                Ok(()) => tracing::info!("policy loaded"),
+                Err(error) => tracing::warn!(%error, "policy refused; keeping the previous one"),
+            },
+            Query::SetPolicy(None) => {
+                self.node.policy_mut().clear();
+                tracing::info!("policy cleared (allow all)");
+            }
         }
+    }
+
+    /// Applies a full peer list: removes the peers not in it, upserts the others, and
+    /// starts a handshake with every new or re-addressed peer that has an endpoint.
+    fn replace_peers(&mut self, peers: Vec<PeerInfo>, now: Instant) {
+        let keep: std::collections::HashSet<_> = peers.iter().map(|p| p.id).collect();
+        let gone: Vec<_> = self
+            .node
+            .registry()
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !keep.contains(id))
+            .collect();
+        for id in gone {
+            if let Some(peer) = self.node.remove_peer(id) {
+                tracing::info!(peer = %id, name = %peer.name, "peer removed");
+            }
+        }
+        for peer in peers {
+            let id = peer.id;
+            let before = self.node.registry().by_id(id).cloned();
+            let dial = peer.endpoint.is_some()
+                && before.as_ref().is_none_or(|b| {
+                    b.endpoint != peer.endpoint || b.static_public != peer.static_public
+                });
+            let name = peer.name.clone();
+            match self.node.upsert_peer(peer) {
+                Ok(()) => {
+                    if before.is_none() {
+                        tracing::info!(peer = %id, %name, "peer added");
+                    }
+                    if dial
+                        && !self.node.is_connected(id, now)
+                        && let Err(error) = self.node.connect(now, id)
+                    {
+                        tracing::warn!(peer = %id, %error, "cannot start handshake");
+                    }
+                }
+                Err(error) => tracing::warn!(peer = %id, %error, "peer refused"),
+            }
+        }
+    }
+}
+
+/// Raises the socket's receive buffer: past `net.core.rmem_max` when privileged
+/// (`SO_RCVBUFFORCE`), else as far as the limit allows. Failure only costs throughput.
+fn size_receive_buffer(socket: &UdpSocket) {
+    use rustix::net::sockopt;
+    let forced = sockopt::set_socket_recv_buffer_size_force(socket, RECV_BUFFER);
+    if forced.is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(socket, RECV_BUFFER);
+    }
+    match sockopt::socket_recv_buffer_size(socket) {
+        Ok(size) => tracing::debug!(size, forced = forced.is_ok(), "udp receive buffer"),
+        Err(error) => tracing::debug!(%error, "cannot read udp receive buffer size"),
     }
 }

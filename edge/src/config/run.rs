@@ -55,6 +55,34 @@ pub(super) struct RawPeer {
     endpoint: Option<String>,
 }
 
+/// How often a node reports its counters to the hub when `hub.report_secs` is not set.
+pub const DEFAULT_REPORT_SECS: u64 = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHub {
+    url: String,
+    certs_dir: String,
+    #[serde(default)]
+    advertise: Option<String>,
+    #[serde(default)]
+    report_secs: Option<u64>,
+}
+
+/// The `[hub]` section, written by `bauxite join`: where the hub is and the node's
+/// credentials for it. With it, `run` takes its peers and policy from the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// The hub URL, `https://host:port`.
+    pub url: String,
+    /// Directory holding `ca.crt`, `node.crt` and `node.key` (0600).
+    pub certs_dir: PathBuf,
+    /// The UDP endpoint other nodes should dial, reported to the hub (`SetEndpoint`).
+    pub advertise: Option<SocketAddr>,
+    /// Interval between `ReportMetrics` calls.
+    pub report_interval: Duration,
+}
+
 /// The validated `[node]` section and peer list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -78,6 +106,8 @@ pub struct RunConfig {
     pub timers: Timers,
     /// The static peers.
     pub peers: Vec<PeerInfo>,
+    /// The hub, if the node joined one (`bauxite join`).
+    pub hub: Option<HubConfig>,
 }
 
 impl RunConfig {
@@ -116,6 +146,7 @@ impl RunConfig {
                 .transpose()?,
             timers,
             peers: Vec::new(),
+            hub: raw.hub.as_ref().map(parse_hub).transpose()?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })
@@ -125,6 +156,34 @@ impl RunConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::parse(&read(path)?, path)
     }
+}
+
+fn parse_hub(hub: &RawHub) -> Result<HubConfig, ConfigError> {
+    let url = hub.url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    if rest.is_empty() || !rest.contains(':') || rest.contains('/') {
+        return Err(invalid(
+            "hub.url",
+            format!("{url:?} is not of the form https://host:port"),
+        ));
+    }
+    Ok(HubConfig {
+        url: url.to_string(),
+        certs_dir: absolute("hub.certs_dir", &hub.certs_dir)?,
+        advertise: hub
+            .advertise
+            .as_deref()
+            .map(|a| socket_addr("hub.advertise", a))
+            .transpose()?,
+        report_interval: positive_secs(
+            "hub.report_secs",
+            hub.report_secs.unwrap_or(DEFAULT_REPORT_SECS),
+        )?,
+    })
 }
 
 fn invalid(key: &'static str, reason: String) -> ConfigError {

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
+mod hub;
 mod support;
 
 use std::io::{Read as _, Write as _};

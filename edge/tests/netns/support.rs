@@ -236,6 +236,18 @@ impl Node {
         node
     }
 
+    /// Starts a daemon from an existing config (one `bauxite join` wrote), logging to `log`.
+    pub(crate) fn from_config(ns: &str, config: PathBuf, log: PathBuf) -> Self {
+        let mut node = Self {
+            ns: ns.to_string(),
+            config,
+            log,
+            child: None,
+        };
+        node.restart();
+        node
+    }
+
     /// Starts (again) the daemon with the same config and identity.
     pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");

@@ -1,0 +1,316 @@
+//! `HubConnector`: the daemon's side of the hub. It keeps an mTLS gRPC channel to the hub,
+//! reports the node's advertised endpoint, turns the topology and policy streams into
+//! [`Query::ReplacePeers`] and [`Query::SetPolicy`] for the shell (the only owner of the
+//! node), reports the node's counters every `report_interval`, and reconnects with
+//! [`Backoff`] when the hub goes away.
+//!
+//! Revocation: when the hub answers `PERMISSION_DENIED` (the node was revoked), the
+//! connector logs an error, empties the peer table (every session torn down) and stops
+//! reconnecting. The daemon itself keeps running with no peers — its control socket still
+//! answers `status`, and an operator sees the error in the log — until it is stopped.
+//!
+//! Invariant: the connector never touches the node; every change goes through the shell's
+//! query channel and is applied between two batches of packets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bauxite_conduit::io::Query;
+use bauxite_conduit::policy::Policy;
+use bauxite_conduit::{Metrics, PeerId};
+use bauxite_dispatch::client::{HubClient, NodeCredentials, peers_from_snapshot};
+use bauxite_dispatch::proto::{
+    Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest, TopologyRequest,
+};
+use tokio::sync::mpsc;
+
+use crate::config::HubConfig;
+
+/// First reconnect delay.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Longest reconnect delay.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// A capped exponential backoff with jitter, sans IO: the caller sleeps.
+///
+/// The `n`th delay after a reset is drawn uniformly from `[d/2, d]` where
+/// `d = min(cap, base * 2^n)`, so a fleet that lost its hub at the same instant does not
+/// reconnect in lockstep. The jitter comes from a seeded generator (same seed, same
+/// schedule).
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    state: u64,
+}
+
+impl Backoff {
+    /// A schedule starting at `base`, never above `cap`, jittered from `seed`.
+    pub fn new(base: Duration, cap: Duration, seed: u64) -> Self {
+        Self {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+            state: seed,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the ceiling up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .checked_mul(1u32 << self.attempt.min(20))
+            .unwrap_or(self.cap)
+            .min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        let span = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.next_u64() % (span + 1)
+        };
+        half + Duration::from_nanos(jitter)
+    }
+
+    /// Back to the first delay (after a connection that worked).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// splitmix64.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// How one connection to the hub ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The hub refused this node (`PERMISSION_DENIED`): stop for good.
+    Revoked(String),
+    /// The connection or a stream failed: try again after a delay.
+    Lost(String),
+    /// The shell stopped: nothing left to feed.
+    ShellGone,
+}
+
+fn from_status(status: &tonic::Status, what: &str) -> End {
+    if status.code() == tonic::Code::PermissionDenied {
+        End::Revoked(status.message().to_string())
+    } else {
+        End::Lost(format!("{what}: {}", status.message()))
+    }
+}
+
+fn from_error(error: bauxite_dispatch::Error, what: &str) -> End {
+    match error {
+        bauxite_dispatch::Error::Rpc(status) => from_status(&status, what),
+        other => End::Lost(format!("{what}: {other}")),
+    }
+}
+
+/// Parses a hub policy document: empty means "no policy" (allow all).
+pub fn parse_policy(json: &str) -> Result<Option<Policy>, serde_json::Error> {
+    if json.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(json).map(Some)
+}
+
+/// The connector task's inputs.
+#[derive(Debug)]
+pub struct HubConnector {
+    /// Where and how to connect.
+    pub config: HubConfig,
+    /// This node (skipped in topology snapshots).
+    pub me: PeerId,
+    /// The node's counters, reported to the hub.
+    pub metrics: Arc<Metrics>,
+    /// The shell's query channel.
+    pub queries: mpsc::Sender<Query>,
+    /// Seed of the backoff jitter.
+    pub seed: u64,
+}
+
+impl HubConnector {
+    /// Runs until the node is revoked or the shell stops; reconnects on every other error.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, self.seed);
+        loop {
+            match self.session(&mut backoff).await {
+                End::Revoked(reason) => {
+                    tracing::error!(
+                        hub = %self.config.url,
+                        %reason,
+                        "this node was revoked by the hub; dropping every peer and no longer reconnecting (re-join with `bauxite join --force`)"
+                    );
+                    let _ = self.queries.send(Query::ReplacePeers(Vec::new())).await;
+                    return;
+                }
+                End::ShellGone => return,
+                End::Lost(reason) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(hub = %self.config.url, %reason, ?delay, "hub connection lost; reconnecting");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, query: Query) -> Result<(), End> {
+        self.queries.send(query).await.map_err(|_| End::ShellGone)
+    }
+
+    /// One connection: connect, advertise, stream until something fails.
+    async fn session(&self, backoff: &mut Backoff) -> End {
+        match self.session_inner(backoff).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    async fn session_inner(&self, backoff: &mut Backoff) -> Result<std::convert::Infallible, End> {
+        let credentials = NodeCredentials::load(&self.config.certs_dir)
+            .map_err(|e| from_error(e, "node credentials"))?;
+        let hub = HubClient::connect_mtls(&self.config.url, &credentials)
+            .await
+            .map_err(|e| from_error(e, "connect"))?;
+        if let Some(endpoint) = self.config.advertise {
+            hub.topology()
+                .set_endpoint(SetEndpointRequest {
+                    endpoint: endpoint.to_string(),
+                })
+                .await
+                .map_err(|s| from_status(&s, "set endpoint"))?;
+        }
+        let mut topology = hub
+            .topology()
+            .stream_topology(TopologyRequest {})
+            .await
+            .map_err(|s| from_status(&s, "topology stream"))?
+            .into_inner();
+        let mut policy = hub
+            .policy()
+            .stream_policy(PolicyRequest {})
+            .await
+            .map_err(|s| from_status(&s, "policy stream"))?
+            .into_inner();
+        let mut metrics = hub.metrics();
+        let mut report = tokio::time::interval(self.config.report_interval);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(hub = %self.config.url, advertise = ?self.config.advertise, "connected to the hub");
+        backoff.reset();
+        loop {
+            tokio::select! {
+                message = topology.message() => {
+                    let snapshot = message
+                        .map_err(|s| from_status(&s, "topology stream"))?
+                        .ok_or_else(|| End::Lost("topology stream ended".into()))?;
+                    match peers_from_snapshot(&snapshot, Some(self.me)) {
+                        Ok(peers) => {
+                            tracing::info!(version = snapshot.version, peers = peers.len(), "topology from the hub");
+                            self.send(Query::ReplacePeers(peers)).await?;
+                        }
+                        Err(error) => {
+                            tracing::warn!(version = snapshot.version, %error, "topology refused; keeping the previous one");
+                        }
+                    }
+                }
+                message = policy.message() => {
+                    let document = message
+                        .map_err(|s| from_status(&s, "policy stream"))?
+                        .ok_or_else(|| End::Lost("policy stream ended".into()))?;
+                    match parse_policy(&document.json) {
+                        Ok(policy) => {
+                            tracing::info!(version = document.version, set = policy.is_some(), "policy from the hub");
+                            self.send(Query::SetPolicy(policy)).await?;
+                        }
+                        Err(error) => {
+                            tracing::warn!(version = document.version, %error, "policy refused; keeping the previous one");
+                        }
+                    }
+                }
+                _ = report.tick() => {
+                    let request = ReportMetricsRequest {
+                        metrics: self
+                            .metrics
+                            .scalars()
+                            .into_iter()
+                            .map(|(name, _, value)| Metric { name: name.to_string(), value: value as f64 })
+                            .collect(),
+                    };
+                    metrics
+                        .report_metrics(request)
+                        .await
+                        .map_err(|s| from_status(&s, "report metrics"))?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_within_jitter() {
+        let base = Duration::from_millis(500);
+        let cap = Duration::from_secs(30);
+        let mut b = Backoff::new(base, cap, 7);
+        for n in 0..20u32 {
+            let ceiling = (base * 2u32.pow(n.min(10))).min(cap);
+            let d = b.next_delay();
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "attempt {n}: {d:?} vs {ceiling:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= base);
+    }
+
+    #[test]
+    fn backoff_is_deterministic_per_seed_and_jittered_across_seeds() {
+        let schedule = |seed| {
+            let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), seed);
+            (0..8).map(|_| b.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(schedule(1), schedule(1));
+        assert_ne!(schedule(1), schedule(2));
+    }
+
+    #[test]
+    fn backoff_survives_huge_attempt_counts() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5), 0);
+        for _ in 0..1000 {
+            assert!(b.next_delay() <= Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn permission_denied_means_revoked() {
+        let denied = tonic::Status::permission_denied("node revoked");
+        assert_eq!(
+            from_status(&denied, "x"),
+            End::Revoked("node revoked".into())
+        );
+        let gone = tonic::Status::unavailable("down");
+        assert!(matches!(from_status(&gone, "x"), End::Lost(_)));
+        let e = bauxite_dispatch::Error::Rpc(tonic::Status::permission_denied("no"));
+        assert!(matches!(from_error(e, "x"), End::Revoked(_)));
+    }
+
+    #[test]
+    fn empty_policy_is_allow_all_and_bad_policy_is_refused() {
+        assert_eq!(parse_policy("").unwrap(), None);
+        assert!(parse_policy("{\"rules\": []}").unwrap().is_some());
+        assert!(parse_policy("{\"nonsense\": 1}").is_err());
+    }
+}

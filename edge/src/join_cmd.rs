@@ -1,0 +1,307 @@
+//! `bauxite join`: provisions this node with a hub. The node identity is generated here and
+//! its private keys never leave the machine; the hub signs a certificate for the public
+//! keys and assigns the virtual IP.
+//!
+//! Invariant: nothing is written until the hub has accepted the token and the issued
+//! certificate has been checked, so a refused join (reused, expired or forged token, a
+//! hub whose CA does not match the token) leaves the state root as it was.
+//!
+//! Layout under the state root:
+//!
+//! | path | what |
+//! |---|---|
+//! | `identity/node.identity` (0600) | the node's Ed25519 + X25519 identity |
+//! | `certs/ca.crt`, `certs/node.crt`, `certs/node.key` (0600) | mTLS with the hub |
+//! | `config.toml` | `[state_root]`, `[transport]`, `[node]`, `[hub]` for `run` and `precheck` |
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bauxite_conduit::PeerId;
+use bauxite_conduit::identity::Identity;
+use bauxite_dispatch::client::join;
+use bauxite_dispatch::token::JoinToken;
+
+use crate::fsutil;
+
+/// Where a joined node keeps its identity, relative to the state root.
+pub const IDENTITY_FILE: &str = "identity/node.identity";
+/// Where a joined node keeps its hub certificates, relative to the state root.
+pub const CERTS_DIR: &str = "certs";
+/// The config file `join` writes, relative to the state root.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Why a join failed. Nothing was written in any case.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The token does not parse.
+    #[error("invalid join token: {0}")]
+    Token(String),
+    /// The state root already holds a joined node.
+    #[error(
+        "{0} already holds a joined node; pass --force to replace its identity and certificates"
+    )]
+    AlreadyJoined(PathBuf),
+    /// The hub refused, or could not be reached or trusted.
+    #[error("join failed: {0}")]
+    Hub(#[from] bauxite_dispatch::Error),
+    /// The hub's answer is unusable.
+    #[error("join failed: {0}")]
+    Answer(String),
+    /// Writing the state root failed.
+    #[error("could not write {path}: {reason}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// What `bauxite join` was asked.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// The join token (`bx1.…`).
+    pub token: String,
+    /// The hub URL, `https://host:port`.
+    pub hub_url: String,
+    /// The state root (created 0700 if missing).
+    pub state_root: PathBuf,
+    /// This node's name in the mesh.
+    pub name: String,
+    /// UDP listen address for `run`.
+    pub listen: SocketAddr,
+    /// The endpoint other nodes should dial, reported to the hub.
+    pub advertise: Option<SocketAddr>,
+    /// Control socket for `status` (default `/run/bauxite/control.sock`).
+    pub control_socket: Option<PathBuf>,
+    /// Replace an existing joined state root.
+    pub force: bool,
+}
+
+/// What a successful join produced.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The node's mesh ID.
+    pub node_id: PeerId,
+    /// Its address with the mesh prefix, e.g. `100.64.0.2/10`.
+    pub virtual_ip: String,
+    /// The config file written.
+    pub config: PathBuf,
+}
+
+fn write_error(path: &Path, reason: impl std::fmt::Display) -> JoinError {
+    JoinError::Write {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The state root as an absolute path (relative paths are taken from the working directory).
+fn absolute_root(root: &Path) -> Result<PathBuf, JoinError> {
+    if root.is_absolute() {
+        return Ok(root.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(root))
+        .map_err(|e| write_error(root, e))
+}
+
+/// The prefix length of a CIDR such as `100.64.0.0/10`.
+fn prefix_of(mesh_cidr: &str) -> Result<u8, JoinError> {
+    mesh_cidr
+        .split_once('/')
+        .and_then(|(_, p)| p.parse::<u8>().ok())
+        .filter(|p| (8..=30).contains(p))
+        .ok_or_else(|| JoinError::Answer(format!("hub sent an unusable mesh CIDR {mesh_cidr:?}")))
+}
+
+fn toml_string(value: &str) -> String {
+    // serde_json's string escaping is valid TOML basic-string escaping.
+    serde_json::to_string(value).unwrap_or_else(|_| format!("\"{value}\""))
+}
+
+/// The `config.toml` of a joined node.
+pub fn render_config(
+    root: &Path,
+    options: &JoinOptions,
+    node_id: PeerId,
+    virtual_ip: &str,
+) -> String {
+    let path = |rel: &str| toml_string(&root.join(rel).display().to_string());
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# Written by `bauxite join` for node {node_id} ({}).\n",
+        options.name
+    );
+    let _ = writeln!(
+        text,
+        "[state_root]\nroot = {}\n",
+        toml_string(&root.display().to_string())
+    );
+    let _ = writeln!(
+        text,
+        "[transport]\ncert_file = {}\nkey_file = {}\nca_file = {}\n",
+        path("certs/node.crt"),
+        path("certs/node.key"),
+        path("certs/ca.crt")
+    );
+    let _ = writeln!(
+        text,
+        "[node]\nidentity = {}\nlisten = {}\nvirtual_ip = {}",
+        path(IDENTITY_FILE),
+        toml_string(&options.listen.to_string()),
+        toml_string(virtual_ip)
+    );
+    if let Some(socket) = &options.control_socket {
+        let _ = writeln!(
+            text,
+            "control_socket = {}",
+            toml_string(&socket.display().to_string())
+        );
+    }
+    let _ = writeln!(
+        text,
+        "\n[hub]\nurl = {}\ncerts_dir = {}",
+        toml_string(&options.hub_url),
+        path(CERTS_DIR)
+    );
+    if let Some(advertise) = options.advertise {
+        let _ = writeln!(text, "advertise = {}", toml_string(&advertise.to_string()));
+    }
+    text
+}
+
+/// Joins the hub and writes the state root. See the module documentation.
+pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
+    let token =
+        JoinToken::parse(options.token.trim()).map_err(|e| JoinError::Token(e.to_string()))?;
+    let root = absolute_root(&options.state_root)?;
+    let config_path = root.join(CONFIG_FILE);
+    let identity_path = root.join(IDENTITY_FILE);
+    let certs = root.join(CERTS_DIR);
+    let joined_before =
+        config_path.exists() || identity_path.exists() || certs.join("node.crt").exists();
+    if joined_before && !options.force {
+        return Err(JoinError::AlreadyJoined(root));
+    }
+    let identity = Identity::generate_os()
+        .map_err(|e| JoinError::Answer(format!("cannot generate the node identity: {e}")))?;
+    let result = join(&token, &options.hub_url, &identity, &options.name).await?;
+    let virtual_ip = format!("{}/{}", result.virtual_ip, prefix_of(&result.mesh_cidr)?);
+
+    // The hub accepted us: now, and only now, write the state root.
+    create_private_dir(&root)?;
+    identity
+        .save(&identity_path)
+        .map_err(|e| write_error(&identity_path, e))?;
+    result
+        .credentials
+        .save(&certs)
+        .map_err(|e| write_error(&certs, e))?;
+    let text = render_config(&root, options, result.node_id, &virtual_ip);
+    fsutil::write_atomic(&config_path, text.as_bytes(), 0o644)
+        .map_err(|e| write_error(&config_path, e))?;
+    Ok(Joined {
+        node_id: result.node_id,
+        virtual_ip,
+        config: config_path,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), JoinError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| write_error(dir, e))
+}
+
+/// Runs [`run`] on a fresh current-thread runtime (the binary's entry point).
+pub fn run_blocking(options: &JoinOptions) -> Result<Joined, JoinError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| write_error(Path::new("<tokio runtime>"), e))?;
+    runtime.block_on(run(options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RunConfig};
+
+    fn options(root: &Path) -> JoinOptions {
+        JoinOptions {
+            token: String::new(),
+            hub_url: "https://10.0.0.1:7443".into(),
+            state_root: root.to_path_buf(),
+            name: "robot-7".into(),
+            listen: "0.0.0.0:51820".parse().unwrap(),
+            advertise: Some("10.0.0.2:51820".parse().unwrap()),
+            control_socket: Some(root.join("control.sock")),
+            force: false,
+        }
+    }
+
+    #[test]
+    fn written_config_serves_run_and_precheck() {
+        let root = Path::new("/var/lib/bauxite test \"quoted\"");
+        let id = Identity::from_secrets([1; 32], [2; 32]).peer_id();
+        let text = render_config(root, &options(root), id, "100.64.0.2/10");
+        let path = Path::new("config.toml");
+        let config = Config::parse(&text, path).unwrap();
+        assert_eq!(config.state_root, root);
+        assert_eq!(config.transport.ca_file, root.join("certs/ca.crt"));
+        let run = RunConfig::parse(&text, path).unwrap();
+        assert_eq!(run.identity, root.join(IDENTITY_FILE));
+        assert_eq!(run.prefix, 10);
+        assert!(run.peers.is_empty());
+        let hub = run.hub.unwrap();
+        assert_eq!(hub.url, "https://10.0.0.1:7443");
+        assert_eq!(hub.certs_dir, root.join("certs"));
+        assert_eq!(hub.advertise, Some("10.0.0.2:51820".parse().unwrap()));
+    }
+
+    #[test]
+    fn mesh_prefix_is_checked() {
+        assert_eq!(prefix_of("100.64.0.0/10").unwrap(), 10);
+        assert!(prefix_of("100.64.0.0").is_err());
+        assert!(prefix_of("100.64.0.0/31").is_err());
+    }
+
+    #[test]
+    fn bad_token_and_existing_state_root_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut o = options(&root);
+        o.token = "bx1.nope".into();
+        assert!(matches!(rt.block_on(run(&o)), Err(JoinError::Token(_))));
+        assert!(!root.exists());
+
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(CONFIG_FILE), "x").unwrap();
+        let token = format!(
+            "bx1.{}.{}.{}",
+            "a".repeat(16),
+            "b".repeat(64),
+            "c".repeat(64)
+        );
+        o.token = token;
+        let e = rt.block_on(run(&o)).unwrap_err();
+        assert!(matches!(e, JoinError::AlreadyJoined(_)), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(root.join(CONFIG_FILE)).unwrap(),
+            "x"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! `bauxite join` and `bauxite run` with a real `bauxite-dispatch` hub: the hub runs in
+//! namespace `a` on the veth address (reachable from both namespaces), two nodes join with
+//! tokens from the admin CLI, learn each other from the hub and ping over `bauxite0`; a
+//! reused token is refused and writes nothing; the hub is killed and restarted on the same
+//! data dir and the nodes reconnect by themselves (shown by a revocation made *after* the
+//! restart reaching the other node); the revoked node ends with no peers.
+//!
+//! The hub binary must sit next to `bauxite` (`cargo build -p bauxite-dispatch`, or any
+//! `cargo test --workspace`); without it the test prints SKIPPED.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{BAUXITE, NetPair, Node, PORT, can_run, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn dispatch_binary() -> Option<PathBuf> {
+    let path = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: {} not built; run `cargo build -p bauxite-dispatch` first",
+            path.display()
+        );
+        None
+    }
+}
+
+/// A `bauxite-dispatch serve` process in a namespace. Killed on drop.
+struct Hub {
+    bin: PathBuf,
+    ns: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Hub {
+    fn start(bin: &Path, ns: &str, dir: &Path, listen: &str) -> Self {
+        let mut hub = Self {
+            bin: bin.to_path_buf(),
+            ns: ns.to_string(),
+            data: dir.join("hub-data"),
+            log: dir.join("hub.log"),
+            child: None,
+        };
+        hub.spawn(listen);
+        hub
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        assert!(self.child.is_none(), "hub already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.bin)
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(&self.data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// The address in `hub.addr` once the hub has written it.
+    fn addr(&self) -> String {
+        wait_for(LIMIT, "hub.addr", || {
+            let text = fs::read_to_string(self.data.join("hub.addr")).ok()?;
+            let text = text.trim().to_string();
+            (!text.is_empty()).then_some(text)
+        })
+    }
+
+    /// An admin command (retried until the hub answers); its stdout.
+    fn admin(&self, args: &[&str]) -> String {
+        wait_for(LIMIT, &format!("hub admin {args:?}"), || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.ns])
+                .arg(&self.bin)
+                .arg("--data-dir")
+                .arg(&self.data)
+                .args(args)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `bauxite join` in namespace `ns`; the command's output and success.
+fn join(
+    ns: &str,
+    token: &str,
+    url: &str,
+    root: &Path,
+    name: &str,
+    advertise: &str,
+) -> (bool, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            BAUXITE,
+            "join",
+            token,
+            url,
+            "--state-root",
+        ])
+        .arg(root)
+        .args(["--name", name, "--listen", &format!("0.0.0.0:{PORT}")])
+        .args(["--advertise", advertise, "--control-socket"])
+        .arg(root.join("control.sock"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The node ID from `joined as <id> with ...`.
+fn node_id(join_output: &str) -> String {
+    join_output
+        .split_whitespace()
+        .skip_while(|w| *w != "as")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no node id in {join_output:?}"))
+        .to_string()
+}
+
+fn peer_names(status: &Value) -> Vec<String> {
+    status["peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn established_with(node: &Node, name: &str) -> Option<()> {
+    let status = node.status()?;
+    status["peers"]
+        .as_array()?
+        .iter()
+        .any(|p| p["name"] == name && p["established"] == true)
+        .then_some(())
+}
+
+#[test]
+fn nodes_join_learn_each_other_survive_a_hub_restart_and_revocation() {
+    if !can_run() {
+        return;
+    }
+    let Some(bin) = dispatch_binary() else {
+        return;
+    };
+    let net = NetPair::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(&bin, &net.ns[0], dir.path(), &format!("{}:0", net.addr[0]));
+    let hub_addr = hub.addr();
+    let url = format!("https://{hub_addr}");
+
+    let names = ["a", "b"];
+    let roots = names.map(|n| dir.path().join(n));
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let token = hub.admin(&["token", "create", "--name", names[i]]);
+        let advertise = net.endpoint(i).to_string();
+        let (ok, out) = join(&net.ns[i], &token, &url, &roots[i], names[i], &advertise);
+        assert!(ok, "join {}: {out}\n--- hub ---\n{}", names[i], hub.log());
+        ids.push(node_id(&out));
+        if i == 0 {
+            // The token is single-use: a second join is refused and writes nothing.
+            let spare = dir.path().join("reused");
+            let (ok, out) = join(&net.ns[1], &token, &url, &spare, "reused", &advertise);
+            assert!(!ok, "a reused token was accepted: {out}");
+            assert!(out.contains("already used"), "{out}");
+            assert!(!spare.exists(), "a refused join wrote {}", spare.display());
+            // And a joined state root is not overwritten without --force.
+            let (ok, out) = join(&net.ns[0], &token, &url, &roots[0], "a", &advertise);
+            assert!(!ok && out.contains("--force"), "{out}");
+        }
+        let mode = fs::metadata(roots[i].join("identity/node.identity"))
+            .unwrap()
+            .permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+    }
+
+    let nodes = [0, 1].map(|i| {
+        Node::from_config(
+            &net.ns[i],
+            roots[i].join("config.toml"),
+            dir.path().join(format!("{}.log", names[i])),
+        )
+    });
+    let logs = |hub: &Hub| {
+        format!(
+            "--- a ---\n{}\n--- b ---\n{}\n--- hub ---\n{}",
+            nodes[0].log(),
+            nodes[1].log(),
+            hub.log()
+        )
+    };
+    for i in 0..2 {
+        let other = names[1 - i];
+        wait_for(
+            LIMIT,
+            &format!("{} to reach {other} through the hub", names[i]),
+            || established_with(&nodes[i], other),
+        );
+    }
+    assert!(net.ping(1, &vip_of(&nodes[0]), 2), "b -> a\n{}", logs(&hub));
+    assert!(net.ping(0, &vip_of(&nodes[1]), 2), "a -> b\n{}", logs(&hub));
+
+    // The hub dies and comes back on the same data dir and port.
+    hub.kill9();
+    hub.spawn(&hub_addr);
+    let listed = hub.admin(&["nodes", "list"]);
+    assert!(
+        listed.contains(&ids[0]) && listed.contains(&ids[1]),
+        "{listed}"
+    );
+
+    // A revocation made after the restart reaches `a`: its topology stream is back.
+    hub.admin(&["nodes", "revoke", &ids[1]]);
+    wait_for(LIMIT, "a to drop the revoked b", || {
+        let status = nodes[0].status()?;
+        (!peer_names(&status).contains(&"b".to_string())).then_some(())
+    });
+    // The revoked node is refused, says so, and ends with no peers.
+    wait_for(LIMIT, "b to learn it was revoked", || {
+        nodes[1].log().contains("revoked by the hub").then_some(())
+    });
+    wait_for(LIMIT, "b to drop every peer", || {
+        peer_names(&nodes[1].status()?).is_empty().then_some(())
+    });
+    assert!(
+        !net.ping(0, &vip_of(&nodes[1]), 1),
+        "a still reaches the revoked b"
+    );
+}
+
+/// A node's virtual IP, from the config `join` wrote.
+fn vip_of(node: &Node) -> String {
+    let text = fs::read_to_string(&node.config).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("virtual_ip = \""))
+        .and_then(|v| v.split('/').next())
+        .unwrap()
+        .to_string()
+}
