@@ -2,15 +2,18 @@
 //! namespace `a` on the veth address (reachable from both namespaces), two nodes join with
 //! tokens from the admin CLI, learn each other from the hub and ping over `bauxite0`; a
 //! reused token is refused and writes nothing; the hub is killed and restarted on the same
-//! data dir and the nodes reconnect by themselves (shown by a revocation made *after* the
-//! restart reaching the other node); the revoked node ends with no peers.
+//! data dir and the nodes reconnect by themselves (both report metrics to the new hub, and
+//! a revocation made *after* the restart reaches the other node); the revoked node ends
+//! with no peers.
 //!
 //! The hub binary must sit next to `bauxite` (`cargo build -p bauxite-dispatch`, or any
 //! `cargo test --workspace`); without it the test prints SKIPPED.
 
 use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -64,14 +67,44 @@ impl Hub {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&self.bin)
-            .args(["serve", "--listen", listen, "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(fs::File::create(self.out()).unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// The hub's stdout (this run's only).
+    fn out(&self) -> PathBuf {
+        self.data.with_file_name("hub.out")
+    }
+
+    /// `GET /metrics` from the hub (inside its namespace), once it serves it.
+    fn scrape(&self, net: &NetPair) -> Option<String> {
+        let out = fs::read_to_string(self.out()).ok()?;
+        let addr = out
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics on http://"))?
+            .trim_end_matches("/metrics")
+            .to_string();
+        net.within(0, || {
+            let mut s = TcpStream::connect(&addr).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            Some(text)
+        })
     }
 
     /// The address in `hub.addr` once the hub has written it.
@@ -256,6 +289,18 @@ fn nodes_join_learn_each_other_survive_a_hub_restart_and_revocation() {
     assert!(
         listed.contains(&ids[0]) && listed.contains(&ids[1]),
         "{listed}"
+    );
+
+    // Both nodes report their counters to the new hub (its counters start from zero).
+    wait_for(
+        LIMIT,
+        "both nodes' ReportMetrics at the restarted hub",
+        || {
+            let text = hub.scrape(&net)?;
+            ids.iter()
+                .all(|id| text.contains(&format!("bauxite_node_metric{{node=\"{id}\"")))
+                .then_some(())
+        },
     );
 
     // A revocation made after the restart reaches `a`: its topology stream is back.
