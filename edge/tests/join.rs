@@ -177,6 +177,24 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     assert_eq!(run.hub.unwrap().certs_dir, root.join("certs"));
     let transport = bauxite::config::Config::load(&config).unwrap().transport;
     assert_eq!(transport.key_file, key);
+    // `precheck` accepts the joined state root as it is (fake OS; no mount point in /tmp).
+    fs::write(dir.path().join("os-release"), "ID=ubuntu\n").unwrap();
+    let precheck = Command::new(BAUXITE)
+        .args(["precheck", "--config"])
+        .arg(&config)
+        .arg("--os-release")
+        .arg(dir.path().join("os-release"))
+        .arg("--usr-lib-os-release")
+        .arg(dir.path().join("absent"))
+        .args(["--kernel-release", "6.8.0-100-generic"])
+        .env("BAUXITE_STATE_ROOT_SKIP_MOUNT_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(
+        precheck.status.success(),
+        "precheck on the joined root: {}",
+        String::from_utf8_lossy(&precheck.stderr)
+    );
 
     // Reused token: refused, the joined state root untouched.
     let before = fs::read(&identity).unwrap();
