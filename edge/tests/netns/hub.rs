@@ -1,6 +1,7 @@
 //! `bauxite join` and `bauxite run` with a real `bauxite-dispatch` hub: the hub runs in
 //! namespace `a` on the veth address (reachable from both namespaces), two nodes join with
 //! tokens from the admin CLI, learn each other from the hub and ping over `bauxite0`; a
+//! hub policy allowing only TCP drops (and counts) pings until it is replaced; a
 //! reused token is refused and writes nothing; the hub is killed and restarted on the same
 //! data dir and the nodes reconnect by themselves (both report metrics to the new hub, and
 //! a revocation made *after* the restart reaches the other node); the revoked node ends
@@ -281,6 +282,21 @@ fn nodes_join_learn_each_other_survive_a_hub_restart_and_revocation() {
     }
     assert!(net.ping(1, &vip_of(&nodes[0]), 2), "b -> a\n{}", logs(&hub));
     assert!(net.ping(0, &vip_of(&nodes[1]), 2), "a -> b\n{}", logs(&hub));
+
+    // A hub policy allowing only TCP reaches the nodes: pings are dropped and counted.
+    let policy = dir.path().join("tcp-only.json");
+    fs::write(&policy, r#"{"rules": [{"protocol": "tcp"}]}"#).unwrap();
+    hub.admin(&["policy", "set", policy.to_str().unwrap()]);
+    wait_for(LIMIT, "the TCP-only policy to drop pings", || {
+        let before = nodes[0].counter("policy_denied");
+        (!net.ping(0, &vip_of(&nodes[1]), 1) && nodes[0].counter("policy_denied") > before)
+            .then_some(())
+    });
+    fs::write(&policy, r#"{"default": "allow"}"#).unwrap();
+    hub.admin(&["policy", "set", policy.to_str().unwrap()]);
+    wait_for(LIMIT, "the allow-all policy to let pings through", || {
+        net.ping(0, &vip_of(&nodes[1]), 1).then_some(())
+    });
 
     // The hub dies and comes back on the same data dir and port.
     hub.kill9();
