@@ -100,12 +100,20 @@ impl BauxiteNode {
             .by_static_public(&received.initiator_static)
             .ok_or(PeerMisbehaved::UnknownStaticKey)?;
         let (id, remote_static) = (peer.id, peer.static_public);
+        if self.peer_id() < id && self.tunnels.get(&id).is_some_and(Tunnel::handshake_pending) {
+            // Both sides initiated at once: the lower peer ID wins (as in the seed's
+            // signalling), so only one session forms and both ends send on the same one.
+            // Our initiation, or its retry, completes the handshake.
+            tracing::debug!(peer = %id, "simultaneous initiation; ours wins");
+            return Ok(());
+        }
         let ephemeral = self.random_bytes();
         let index = self.allocate_index(id);
+        let leader = self.peer_id() < id;
         let tunnel = self
             .tunnels
             .entry(id)
-            .or_insert_with(|| Tunnel::new(id, remote_static));
+            .or_insert_with(|| Tunnel::new(id, remote_static, leader));
         let mut resp = [0u8; RESP_LEN];
         let answered = tunnel.on_init(
             self.config.suite,

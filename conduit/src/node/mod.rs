@@ -309,10 +309,11 @@ impl BauxiteNode {
     pub fn connect(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
         let info = self.registry.by_id(peer).ok_or(Error::UnknownPeer(peer))?;
         let remote_static = info.static_public;
+        let leader = self.peer_id() < peer;
         let tunnel = self
             .tunnels
             .entry(peer)
-            .or_insert_with(|| Tunnel::new(peer, remote_static));
+            .or_insert_with(|| Tunnel::new(peer, remote_static, leader));
         if tunnel.wants_handshake(now, &self.config.timers) {
             self.start_handshake(now, peer);
         }

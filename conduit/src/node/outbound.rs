@@ -258,10 +258,11 @@ impl BauxiteNode {
             self.recycle(buf);
             return;
         };
+        let leader = self.peer_id() < peer;
         let tunnel = self
             .tunnels
             .entry(peer)
-            .or_insert_with(|| Tunnel::new(peer, remote_static));
+            .or_insert_with(|| Tunnel::new(peer, remote_static, leader));
         let evicted = tunnel.stage(buf);
         let wants = tunnel.wants_handshake(now, &self.config.timers);
         if let Some(old) = evicted {

@@ -71,6 +71,11 @@ impl SecureChannel {
         self.send_counter
     }
 
+    /// One past the highest counter received (0 before the first packet).
+    pub fn received(&self) -> u64 {
+        self.replay.highest().map_or(0, |h| h.saturating_add(1))
+    }
+
     /// Encrypts the `payload_len` bytes at `buf[DATA_HEADER_LEN..]` and writes the header
     /// and tag around them; returns the datagram length.
     ///

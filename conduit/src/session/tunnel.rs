@@ -91,6 +91,7 @@ pub struct Tunnel {
     pub peer: PeerId,
     /// The peer's X25519 static public key.
     pub remote_static: [u8; 32],
+    leader: bool,
     pending: Option<Pending>,
     current: Option<SecureChannel>,
     previous: Option<SecureChannel>,
@@ -118,11 +119,15 @@ impl Tunnel {
     /// Packets held per peer while a handshake is in progress.
     pub const STAGED_LIMIT: usize = 128;
 
-    /// A tunnel with no session yet.
-    pub fn new(peer: PeerId, remote_static: [u8; 32]) -> Self {
+    /// A tunnel with no session yet. `leader` is whether our peer ID is the lower one:
+    /// only the leader rekeys a working session (by time, or by packets counted in
+    /// either direction), so rekeys never cross and both ends always converge on one
+    /// session; either side still handshakes when it has no usable session at all.
+    pub fn new(peer: PeerId, remote_static: [u8; 32], leader: bool) -> Self {
         Self {
             peer,
             remote_static,
+            leader,
             pending: None,
             current: None,
             previous: None,
@@ -166,16 +171,22 @@ impl Tunnel {
 
     /// Whether a new handshake should start before sending (none usable, or rekey due).
     pub fn wants_handshake(&self, now: Instant, timers: &Timers) -> bool {
-        if self.pending.is_some() {
+        // A session the peer just initiated is about to be confirmed by its first
+        // packet: starting our own handshake now would only race it.
+        let fresh_next = self
+            .next
+            .as_ref()
+            .is_some_and(|n| now < n.created + timers.rekey_timeout);
+        if self.pending.is_some() || fresh_next {
             return false;
         }
         match &self.current {
             None => true,
             Some(c) => {
                 !self.usable(now, timers)
-                    || c.sent() >= timers.rekey_after_messages
-                    || (c.initiator
-                        && now.saturating_duration_since(c.created) >= timers.rekey_after_time)
+                    || (self.leader
+                        && (c.sent().max(c.received()) >= timers.rekey_after_messages
+                            || now.saturating_duration_since(c.created) >= timers.rekey_after_time))
             }
         }
     }
@@ -236,9 +247,20 @@ impl Tunnel {
         let remote_index = received.sender_index;
         let keys = noise::respond(received, ephemeral, local_index, out)?;
         self.last_timestamp_in = Some(timestamp);
+        // The owner only lets a simultaneous initiation reach us when the peer wins the
+        // tie-break: drop ours, so both ends converge on the peer's session.
+        if let Some(ours) = self.pending.take() {
+            self.retired.push(ours.init.local_index);
+        }
         let channel = SecureChannel::new(suite, keys, local_index, remote_index, false, now);
-        if let Some(old) = self.next.replace(channel) {
-            self.retired.push(old.local_index);
+        // The session being replaced may already carry data: the initiator sends on it
+        // as soon as our response arrives, and its next initiation can overtake that
+        // data. Keep it receivable in `previous`; the older session there has had at
+        // least a round trip and a rekey to drain.
+        if let Some(replaced) = self.next.replace(channel)
+            && let Some(older) = self.previous.replace(replaced)
+        {
+            self.retired.push(older.local_index);
         }
         Ok(())
     }
@@ -391,10 +413,17 @@ impl Tunnel {
             consider(p.sent_at + timers.rekey_timeout);
         }
         if let Some(c) = &self.current {
-            if c.initiator && self.pending.is_none() {
+            if self.leader && self.pending.is_none() {
                 consider(c.created + timers.rekey_after_time);
             }
             consider(c.created + timers.reject_after_time * 3);
+        }
+        if let Some(n) = &self.next
+            && self.pending.is_none()
+            && self.has_staged()
+        {
+            // Packets wait for `next` to be confirmed; if it is not, handshake ourselves.
+            consider(n.created + timers.rekey_timeout);
         }
         for c in [&self.previous, &self.next].into_iter().flatten() {
             consider(c.created + timers.reject_after_time * 3);
@@ -436,7 +465,7 @@ impl Tunnel {
                 return TimerAction::Handshake;
             }
         }
-        if self.wants_handshake(now, timers) && self.current.is_some() {
+        if self.wants_handshake(now, timers) && (self.current.is_some() || self.has_staged()) {
             return TimerAction::Handshake;
         }
         if let Some(received) = self.last_received
