@@ -4,6 +4,10 @@
 //! `cargo run --release -p bauxite-dispatch --example hub_bench -- [N]` (default 100).
 //! The hub runs in this process (real TLS, real gRPC, redb on a temp dir); the N clients
 //! share the same two cores, so the figures are an upper bound for a dedicated hub.
+//!
+//! `... -- N --hub https://ADDR --token TOKEN` drives a separately running
+//! `bauxite-dispatch serve` instead (token from `token create --uses N`), so the hub's
+//! own memory can be read from its `/proc/PID/status` while the N clients stay connected.
 // A benchmark shell: reads the clock and panics on a broken fixture.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +19,7 @@ use bauxite_dispatch::clock::{UnixTime, os_random};
 use bauxite_dispatch::hub::{Caller, NewToken};
 use bauxite_dispatch::proto::{SetEndpointRequest, TopologyRequest};
 use bauxite_dispatch::server::{BoundHub, ServeConfig};
+use bauxite_dispatch::token::JoinToken;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -27,36 +32,18 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().unwrap())
-        .unwrap_or(100);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.first().map(|a| a.parse().unwrap()).unwrap_or(100);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
     let dir = tempfile::tempdir().unwrap();
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("hub"),
-        mesh_cidr: None,
-        metrics_listen: None,
+    let (addr, token) = match (flag("--hub"), flag("--token")) {
+        (Some(addr), Some(token)) => (addr, JoinToken::parse(&token).unwrap()),
+        _ => in_process_hub(&dir, n).await,
     };
-    let bound = BoundHub::bind(&config).await.unwrap();
-    let hub = bound.hub();
-    let addr = format!("https://{}", bound.addr().unwrap());
-    tokio::spawn(bound.run(std::future::pending()));
-
-    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-    let mut id = [0u8; 8];
-    os_random(secret.as_mut()).unwrap();
-    os_random(&mut id).unwrap();
-    let new = NewToken {
-        ttl_secs: 3600,
-        uses: u32::try_from(n).unwrap(),
-        name: "bench".into(),
-        id,
-        secret,
-    };
-    let (token, _) = hub
-        .create_token(UnixTime::now(), Caller::Admin, new)
-        .unwrap();
 
     let mut joins = Vec::with_capacity(n);
     let mut clients = Vec::with_capacity(n);
@@ -85,6 +72,7 @@ async fn main() {
     );
 
     let mut feeds = Vec::with_capacity(n);
+    let mut version = 0;
     for client in &clients {
         let mut feed = client
             .topology()
@@ -93,10 +81,9 @@ async fn main() {
             .unwrap()
             .into_inner();
         let first = feed.message().await.unwrap().unwrap();
-        assert_eq!(first.peers.len(), n);
+        version = version.max(first.version);
         feeds.push(feed);
     }
-    let version = hub.subscribe_topology().borrow().version;
 
     for round in 0..5 {
         let start = Instant::now();
@@ -139,5 +126,40 @@ async fn main() {
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    println!("process (hub + {n} clients) {rss}");
+    println!("this process ({n} clients, plus the hub unless --hub) {rss}");
+    if flag("--hub").is_some() {
+        // Keep the clients connected while the operator reads the hub's memory.
+        println!("clients connected; press Ctrl-C to end");
+        tokio::signal::ctrl_c().await.unwrap();
+    }
+}
+
+/// Starts a hub in this process and makes a token good for `n` joins.
+async fn in_process_hub(dir: &tempfile::TempDir, n: usize) -> (String, JoinToken) {
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("hub"),
+        mesh_cidr: None,
+        metrics_listen: None,
+    };
+    let bound = BoundHub::bind(&config).await.unwrap();
+    let hub = bound.hub();
+    let addr = format!("https://{}", bound.addr().unwrap());
+    tokio::spawn(bound.run(std::future::pending()));
+
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    let mut id = [0u8; 8];
+    os_random(secret.as_mut()).unwrap();
+    os_random(&mut id).unwrap();
+    let new = NewToken {
+        ttl_secs: 3600,
+        uses: u32::try_from(n).unwrap(),
+        name: "bench".into(),
+        id,
+        secret,
+    };
+    let (token, _) = hub
+        .create_token(UnixTime::now(), Caller::Admin, new)
+        .unwrap();
+    (addr, token)
 }
