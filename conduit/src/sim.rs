@@ -136,6 +136,7 @@ pub struct SimNet {
     data_seen: usize,
     buf: Vec<u8>,
     setup: Setup,
+    stalled: u32,
 }
 
 /// What it takes to (re)build a node.
@@ -218,6 +219,7 @@ impl SimNet {
             data_seen: 0,
             buf: vec![0u8; config.datagram_capacity()],
             setup,
+            stalled: 0,
         }
     }
 
@@ -286,6 +288,16 @@ impl SimNet {
         if next > deadline {
             self.now = self.now.max(deadline);
             return false;
+        }
+        // A timer that stays due without changing anything would spin forever here.
+        if next <= self.now {
+            self.stalled += 1;
+            assert!(
+                self.stalled < 100_000,
+                "timer spin: a deadline is due but handling it changes nothing"
+            );
+        } else {
+            self.stalled = 0;
         }
         self.now = self.now.max(next);
         while self

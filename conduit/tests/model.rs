@@ -104,7 +104,13 @@ fn config() -> NodeConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI deterministic; explore more with a different seed and more
+    // cases locally. Known failures still open are in `model-known-failures.txt`.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(2026),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn sessions_stay_safe_and_recover(

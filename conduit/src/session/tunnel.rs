@@ -412,18 +412,27 @@ impl Tunnel {
         if let Some(p) = &self.pending {
             consider(p.sent_at + timers.rekey_timeout);
         }
+        // While a fresh `next` waits for confirmation, `wants_handshake` is false: no
+        // handshake deadline may fall inside that window, or the driver would spin.
+        let quiet = self.next.as_ref().map(|n| n.created + timers.rekey_timeout);
+        let after_quiet = |t: Instant| quiet.map_or(t, |q| q.max(t));
         if let Some(c) = &self.current {
             if self.leader && self.pending.is_none() {
-                consider(c.created + timers.rekey_after_time);
+                consider(after_quiet(c.created + timers.rekey_after_time));
             }
             consider(c.created + timers.reject_after_time * 3);
         }
-        if let Some(n) = &self.next
+        if let Some(quiet) = quiet
             && self.pending.is_none()
             && self.has_staged()
         {
-            // Packets wait for `next` to be confirmed; if it is not, handshake ourselves.
-            consider(n.created + timers.rekey_timeout);
+            // Packets wait for `next` to be confirmed; if it is not (and no usable
+            // session remains), handshake ourselves.
+            let unusable = self
+                .current
+                .as_ref()
+                .map(|c| c.created + timers.reject_after_time);
+            consider(unusable.map_or(quiet, |u| u.max(quiet)));
         }
         for c in [&self.previous, &self.next].into_iter().flatten() {
             consider(c.created + timers.reject_after_time * 3);
