@@ -62,6 +62,10 @@ counters! {
     handshakes_initiated,
     /// Keepalives sent.
     keepalives_sent,
+    /// Acknowledgement frames sent (the bulk lane's delay signal for the peer).
+    acks_sent,
+    /// Acknowledgement frames received and matched to a packet we sent.
+    acks_received,
 }
 
 impl Metrics {

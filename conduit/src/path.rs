@@ -7,12 +7,14 @@
 //! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry.
 
 pub mod congestion;
+pub mod feedback;
 pub mod ledbat;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
+pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
 
 use crate::{Metrics, PeerId};

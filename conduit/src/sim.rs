@@ -36,6 +36,10 @@ pub struct LinkConfig {
     pub reorder_delay: Duration,
     /// Link rate in bits per second (`None`: infinitely fast).
     pub rate_bps: Option<u64>,
+    /// Bytes the link buffers in front of its rate limit, like a `tbf` qdisc on a slow
+    /// uplink; datagrams that do not fit are dropped. `None`: no buffer below the node —
+    /// the node sends only when the link is free, so its lanes hold every queue.
+    pub queue_limit: Option<usize>,
 }
 
 impl Default for LinkConfig {
@@ -47,6 +51,7 @@ impl Default for LinkConfig {
             reorder: 0.0,
             reorder_delay: Duration::from_millis(3),
             rate_bps: None,
+            queue_limit: None,
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct SimStats {
     pub tampers_injected: u64,
     /// Datagrams the link delivered twice.
     pub duplicates_injected: u64,
+    /// Datagrams dropped because the link's buffer was full.
+    pub queue_drops: u64,
 }
 
 /// A packet delivered to a node's TUN device, with the virtual time it arrived.
@@ -319,15 +326,30 @@ impl SimNet {
 
     fn transmit(&mut self, i: usize) {
         let to = 1 - i;
-        while self.link_free[i] <= self.now {
+        let buffered = self.link.queue_limit.is_some();
+        while buffered || self.link_free[i] <= self.now {
             let Some(t) = self.nodes[i].poll_transmit(self.now, &mut self.buf) else {
                 return;
             };
             let bytes = self.buf[..t.len].to_vec();
-            let serialization = self.link.rate_bps.map_or(Duration::ZERO, |bps| {
-                Duration::from_nanos((t.len as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1))
-            });
-            self.link_free[i] = self.now + serialization;
+            let serialization = self.serialization(t.len);
+            if let Some(limit) = self.link.queue_limit {
+                // The bytes still waiting in the link's buffer, from when it drains.
+                let backlog = self.link_free[i].saturating_duration_since(self.now);
+                let queued = self.link.rate_bps.map_or(0, |bps| {
+                    (backlog.as_nanos() * u128::from(bps) / 8_000_000_000) as usize
+                });
+                if queued + t.len > limit {
+                    self.stats.queue_drops += 1;
+                    if let Ok(Message::Data(h)) = wire::parse(&bytes) {
+                        let key = (to, h.receiver_index, h.counter);
+                        self.stats.data_sent.insert(key);
+                        self.stats.data_lost.insert(key);
+                    }
+                    continue;
+                }
+            }
+            self.link_free[i] = self.link_free[i].max(self.now) + serialization;
             let departs = self.link_free[i];
             let data_key = match wire::parse(&bytes) {
                 Ok(Message::Data(h)) => Some((to, h.receiver_index, h.counter)),
@@ -356,6 +378,12 @@ impl SimNet {
             }
             self.schedule(at, to, bytes);
         }
+    }
+
+    fn serialization(&self, len: usize) -> Duration {
+        self.link.rate_bps.map_or(Duration::ZERO, |bps| {
+            Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1))
+        })
     }
 
     fn attack(&mut self, to: usize, bytes: &[u8], departs: Instant) {

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! A keepalive is a data packet with an empty plaintext, so it is authenticated and
-//! replay-checked like any other.
+//! replay-checked like any other. A plaintext whose first byte is below `0x10` (no IP
+//! version) is a control frame: the acknowledgements of
+//! [`path::feedback`](crate::path::feedback) that pace the bulk lane.
 
 use crate::MalformedPacket;
 use crate::cipher::TAG_LEN;

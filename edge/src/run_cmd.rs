@@ -72,6 +72,7 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         suite: config.cipher,
         timers: config.timers,
         mtu: DEFAULT_MTU,
+        bulk_target: config.bulk_target,
     };
     Ok(BauxiteNode::new(
         identity,

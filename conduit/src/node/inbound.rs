@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::{BauxiteNode, Control, Event};
 use crate::ip::IpView;
+use crate::path::feedback::{AckFrame, is_control_frame};
 use crate::policy::{Flow, Verdict};
 use crate::session::Tunnel;
 use crate::session::noise;
@@ -207,7 +208,36 @@ impl BauxiteNode {
         if range.is_empty() {
             return Received::Consumed;
         }
+        if is_control_frame(&datagram[range.clone()]) {
+            return self.on_control(now, peer, &datagram[range]);
+        }
+        let feedback = self.feedback.entry(peer).or_default();
+        if feedback
+            .acks
+            .on_packet(header.receiver_index, header.counter)
+        {
+            self.control.push_back(Control::Ack { peer });
+        }
         self.admit(peer, datagram, range)
+    }
+
+    /// An authenticated control frame: today only acknowledgements.
+    fn on_control(&mut self, now: Instant, peer: PeerId, frame: &[u8]) -> Received {
+        let ack = match AckFrame::parse(frame) {
+            Ok(ack) => ack,
+            Err(e) => return self.malformed(e),
+        };
+        let sample = self
+            .feedback
+            .get_mut(&peer)
+            .and_then(|f| f.sent.as_mut())
+            .and_then(|log| log.on_ack(ack, now));
+        if let Some(sample) = sample {
+            Metrics::inc(&self.metrics.acks_received);
+            self.congestion
+                .on_ack(now, sample.bulk_bytes, sample.round_trip);
+        }
+        Received::Consumed
     }
 
     fn on_confirmed(&mut self, peer: PeerId, staged: bool) {

@@ -32,14 +32,16 @@ mod timers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
-use crate::path::{CongestionStrategy, NullCongestionStrategy, PathTable};
+use crate::path::{
+    AckState, CongestionStrategy, Ledbat, LedbatConfig, NullCongestionStrategy, PathTable, SendLog,
+};
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
 use crate::scheduler::DataPlaneScheduler;
@@ -63,7 +65,17 @@ pub struct NodeConfig {
     pub timers: Timers,
     /// Largest IP packet accepted from TUN (the device MTU).
     pub mtu: usize,
+    /// Queueing delay the bulk lane may add below the lanes (LEDBAT's target), or `None`
+    /// to send bulk unpaced. See [`DEFAULT_BULK_TARGET`].
+    pub bulk_target: Option<Duration>,
 }
+
+/// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
+/// the lanes, but below them (socket buffers, a slow link's queue, a CPU-bound receiver)
+/// they wait behind whatever bulk is in flight; LEDBAT keeps that wait near this target.
+/// On links whose delay jitters by more than this (LTE, Wi-Fi), bulk backs off to its
+/// minimum window; raise the target there.
+pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(500);
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -71,6 +83,7 @@ impl Default for NodeConfig {
             suite: CipherSuite::default(),
             timers: Timers::default(),
             mtu: DEFAULT_MTU,
+            bulk_target: Some(DEFAULT_BULK_TARGET),
         }
     }
 }
@@ -122,6 +135,14 @@ enum Control {
     Init { peer: PeerId, msg: [u8; INIT_LEN] },
     Resp { peer: PeerId, msg: [u8; RESP_LEN] },
     Keepalive { peer: PeerId },
+    Ack { peer: PeerId },
+}
+
+/// Per-peer acknowledgement state: what we sent (for the delay signal) and what we owe.
+#[derive(Debug, Default)]
+struct Feedback {
+    sent: Option<SendLog>,
+    acks: AckState,
 }
 
 /// A mesh node's data plane. See the module documentation for how to drive it.
@@ -135,6 +156,7 @@ pub struct BauxiteNode {
     congestion: Box<dyn CongestionStrategy + Send>,
     metrics: Arc<Metrics>,
     tunnels: BTreeMap<PeerId, Tunnel>,
+    feedback: HashMap<PeerId, Feedback>,
     /// Our session indices (live sessions and pending initiations) to their peer.
     indices: HashMap<u32, PeerId>,
     /// Peers whose staged packets can be sent now.
@@ -173,6 +195,14 @@ impl BauxiteNode {
         for peer in registry.iter() {
             paths.set_direct(peer.id, peer.endpoint);
         }
+        let congestion: Box<dyn CongestionStrategy + Send> = match config.bulk_target {
+            Some(target) => Box::new(Ledbat::new(LedbatConfig {
+                target,
+                mss: config.mtu,
+                ..LedbatConfig::default()
+            })),
+            None => Box::new(NullCongestionStrategy),
+        };
         Self {
             identity,
             config,
@@ -180,9 +210,10 @@ impl BauxiteNode {
             policy: PolicyEngine::new(),
             scheduler: DataPlaneScheduler::new(),
             paths,
-            congestion: Box::new(NullCongestionStrategy),
+            congestion,
             metrics: Arc::new(Metrics::default()),
             tunnels: BTreeMap::new(),
+            feedback: HashMap::new(),
             indices: HashMap::new(),
             ready: VecDeque::new(),
             control: VecDeque::new(),
@@ -264,6 +295,11 @@ impl BauxiteNode {
     }
 
     fn drop_tunnel(&mut self, id: PeerId) {
+        if let Some(mut feedback) = self.feedback.remove(&id) {
+            // Bulk in flight to a peer that is gone will never be acknowledged.
+            let outstanding = feedback.sent.as_mut().map_or(0, SendLog::settle_all);
+            self.congestion.forget(outstanding);
+        }
         if let Some(mut tunnel) = self.tunnels.remove(&id) {
             for index in tunnel.live_indices().collect::<Vec<_>>() {
                 self.indices.remove(&index);

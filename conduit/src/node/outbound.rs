@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use super::{BauxiteNode, Control};
 use crate::ip::IpView;
-use crate::path::Path;
+use crate::path::feedback::is_control_frame;
+use crate::path::{Path, SendLog};
 use crate::policy::{Flow, Verdict};
 use crate::scheduler::Enqueue;
 use crate::session::Tunnel;
@@ -135,9 +136,11 @@ impl BauxiteNode {
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst) => {
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
-                    if lane == Lane::Bulk {
-                        self.congestion.on_sent(now, len);
+                    let bulk = if lane == Lane::Bulk { len } else { 0 };
+                    if bulk > 0 {
+                        self.congestion.on_sent(now, bulk);
                     }
+                    self.log_sent(now, peer, out, bulk);
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
@@ -164,6 +167,8 @@ impl BauxiteNode {
                     // Staging forgot the lane; re-classifying is exact except for forced lanes.
                     let lane = crate::scheduler::classify(&buf);
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
+                    // Staged packets bypassed the bulk window, so they settle no bulk bytes.
+                    self.log_sent(now, peer, out, 0);
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
@@ -199,6 +204,22 @@ impl BauxiteNode {
                     }
                     Sealed::NoSession | Sealed::Dropped => continue,
                 },
+                Control::Ack { peer } => {
+                    let Some(ack) = self.feedback.get_mut(&peer).and_then(|f| f.acks.take()) else {
+                        continue;
+                    };
+                    match self.seal_packet(now, peer, &ack.encode(), out) {
+                        Sealed::Sent(len, dst) => {
+                            Metrics::inc(&self.metrics.acks_sent);
+                            return Some(Transmit {
+                                dst,
+                                len,
+                                lane: None,
+                            });
+                        }
+                        Sealed::NoSession | Sealed::Dropped => continue,
+                    }
+                }
             };
             match self.paths.select_counted(peer, &self.metrics) {
                 Path::Direct(dst) | Path::Relay(dst) => {
@@ -234,7 +255,7 @@ impl BauxiteNode {
         match tunnel.seal(out, packet.len(), now, &self.config.timers) {
             None => Sealed::NoSession,
             Some(Ok(len)) => {
-                if !packet.is_empty() {
+                if !packet.is_empty() && !is_control_frame(packet) {
                     Metrics::inc(&self.metrics.tx_packets);
                     Metrics::add(&self.metrics.tx_bytes, packet.len() as u64);
                 }
@@ -249,6 +270,19 @@ impl BauxiteNode {
                 Sealed::Dropped
             }
         }
+    }
+
+    /// Remembers a sealed data packet (its header is at the start of `out`) so the peer's
+    /// acknowledgement of it yields a delay sample and settles `bulk` bytes.
+    fn log_sent(&mut self, now: Instant, peer: PeerId, out: &[u8], bulk: usize) {
+        let index = crate::wire::u32_le(&out[1..5]);
+        let counter = crate::wire::u64_le(&out[5..DATA_HEADER_LEN]);
+        self.feedback
+            .entry(peer)
+            .or_default()
+            .sent
+            .get_or_insert_with(SendLog::new)
+            .record(index, counter, now, bulk);
     }
 
     /// Holds a packet until `peer`'s session exists, starting a handshake if needed.

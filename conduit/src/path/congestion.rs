@@ -29,6 +29,10 @@ pub trait CongestionStrategy {
     /// `bytes` of bulk traffic are known lost.
     fn on_loss(&mut self, now: Instant, bytes: usize);
 
+    /// `bytes` of bulk traffic left the flight without a verdict (their peer was removed):
+    /// neither a delay sample nor a loss signal.
+    fn forget(&mut self, bytes: usize);
+
     /// Whether a bulk packet of `bytes` may leave now.
     fn can_send_bulk(&self, now: Instant, bytes: usize) -> bool;
 
@@ -62,6 +66,7 @@ impl CongestionStrategy for NullCongestionStrategy {
     fn on_sent(&mut self, _now: Instant, _bytes: usize) {}
     fn on_ack(&mut self, _now: Instant, _bytes: usize, _one_way_delay: Duration) {}
     fn on_loss(&mut self, _now: Instant, _bytes: usize) {}
+    fn forget(&mut self, _bytes: usize) {}
     fn can_send_bulk(&self, _now: Instant, _bytes: usize) -> bool {
         true
     }
@@ -124,6 +129,10 @@ impl CongestionStrategy for BulkWindowStrategy {
 
     fn on_loss(&mut self, now: Instant, bytes: usize) {
         self.release(now, bytes);
+    }
+
+    fn forget(&mut self, bytes: usize) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
     }
 
     fn can_send_bulk(&self, _now: Instant, bytes: usize) -> bool {

@@ -34,6 +34,10 @@ pub struct LedbatConfig {
     pub init_cwnd_packets: usize,
     /// Smallest window, in segments.
     pub min_cwnd_packets: usize,
+    /// Largest window, in segments: acknowledgements can only be matched for the last
+    /// [`SEND_LOG_SLOTS`](super::feedback::SEND_LOG_SLOTS) packets, so a larger window
+    /// could never be acknowledged in full.
+    pub max_cwnd_packets: usize,
     /// How far past the bytes in flight the window may grow, in segments (ALLOWED_INCREASE).
     pub allowed_increase_packets: usize,
     /// Minimum time between two loss reactions.
@@ -50,6 +54,7 @@ impl Default for LedbatConfig {
             mss: 1350,
             init_cwnd_packets: 2,
             min_cwnd_packets: 2,
+            max_cwnd_packets: 960,
             allowed_increase_packets: 1,
             loss_interval: Duration::from_millis(100),
             cto: Duration::from_secs(1),
@@ -162,7 +167,12 @@ impl CongestionStrategy for Ledbat {
         // build up a window it never tested against the network.
         let max_allowed =
             (self.flight + self.config.allowed_increase_packets * self.config.mss) as f64;
-        self.cwnd = self.cwnd.min(max_allowed).max(self.min_cwnd());
+        let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
+        self.cwnd = self
+            .cwnd
+            .min(max_allowed)
+            .min(max_cwnd)
+            .max(self.min_cwnd());
         self.flight = self.flight.saturating_sub(bytes);
     }
 
@@ -175,6 +185,10 @@ impl CongestionStrategy for Ledbat {
             self.last_loss = Some(now);
             self.cwnd = self.cwnd.min((self.cwnd / 2.0).max(self.min_cwnd()));
         }
+    }
+
+    fn forget(&mut self, bytes: usize) {
+        self.flight = self.flight.saturating_sub(bytes);
     }
 
     fn can_send_bulk(&self, _now: Instant, bytes: usize) -> bool {

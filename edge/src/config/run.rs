@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bauxite_conduit::cipher::CipherSuite;
+use bauxite_conduit::node::DEFAULT_BULK_TARGET;
 use bauxite_conduit::peers::PeerInfo;
 use bauxite_conduit::session::Timers;
 use bauxite_conduit::tun::DEFAULT_TUN_NAME;
@@ -42,6 +43,8 @@ pub(super) struct RawNode {
     keepalive_secs: Option<u64>,
     #[serde(default)]
     rekey_timeout_secs: Option<u64>,
+    #[serde(default)]
+    bulk_target_delay_us: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +107,8 @@ pub struct RunConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Session timers (keepalive and retry intervals are configurable).
     pub timers: Timers,
+    /// Queueing delay the bulk lane may build below the lanes (`None`: bulk unpaced).
+    pub bulk_target: Option<Duration>,
     /// The static peers.
     pub peers: Vec<PeerInfo>,
     /// The hub, if the node joined one (`bauxite join`).
@@ -145,6 +150,11 @@ impl RunConfig {
                 .map(|a| socket_addr("node.metrics_listen", a))
                 .transpose()?,
             timers,
+            bulk_target: match node.bulk_target_delay_us {
+                None => Some(DEFAULT_BULK_TARGET),
+                Some(0) => None,
+                Some(us) => Some(Duration::from_micros(us)),
+            },
             peers: Vec::new(),
             hub: raw.hub.as_ref().map(parse_hub).transpose()?,
         };

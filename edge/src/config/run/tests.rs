@@ -53,6 +53,20 @@ fn parses_node_and_peers() {
 }
 
 #[test]
+fn bulk_pacing_defaults_on_and_zero_turns_it_off() {
+    assert_eq!(
+        parse(&good()).unwrap().bulk_target,
+        Some(DEFAULT_BULK_TARGET)
+    );
+    let with =
+        |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
+    let off = parse(&with("bulk_target_delay_us = 0")).unwrap();
+    assert_eq!(off.bulk_target, None);
+    let lte = parse(&with("bulk_target_delay_us = 25000")).unwrap();
+    assert_eq!(lte.bulk_target, Some(Duration::from_millis(25)));
+}
+
+#[test]
 fn precheck_sections_may_sit_beside_node() {
     let text = format!(
         "{}\n[state_root]\nroot = \"/var/lib/bauxite\"\n[transport]\ncert_file = \"/a\"\nkey_file = \"/b\"\nca_file = \"/c\"\n",
