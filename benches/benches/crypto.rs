@@ -1,6 +1,7 @@
 //! Seal + open of one 1350-byte packet through `SecureChannel` (header, AEAD, replay
-//! window) for both cipher suites, beside the bare AEAD of the same crates on the same
-//! bytes: the gap between the two is what Bauxite's framing costs.
+//! window; default ring backend) for both cipher suites, beside the bare AEAD of both
+//! backends (ring, RustCrypto) on the same bytes: the gap between framed and raw ring is
+//! what Bauxite's framing costs, the gap between the backends is what ring buys.
 //!
 //! `cargo bench -p bauxite-benches --bench crypto -- --noplot`
 
@@ -11,17 +12,19 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aes_gcm::Aes256Gcm;
 use bauxite_benches::{PACKET_LEN, bulk_udp, channel_pair};
-use bauxite_conduit::cipher::{CipherSuite, TAG_LEN, nonce};
+use bauxite_conduit::cipher::{AeadBackend, CipherSuite, PacketCipher};
 use bauxite_conduit::wire::{self, DATA_HEADER_LEN, DATA_OVERHEAD, Message};
-use chacha20poly1305::ChaCha20Poly1305;
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const SUITES: [(CipherSuite, &str); 2] = [
     (CipherSuite::ChaCha20Poly1305, "chacha20poly1305"),
     (CipherSuite::Aes256Gcm, "aes256gcm"),
+];
+
+const BACKENDS: [(AeadBackend, &str); 2] = [
+    (AeadBackend::Ring, "ring"),
+    (AeadBackend::RustCrypto, "rustcrypto"),
 ];
 
 fn secure_channel(c: &mut Criterion) {
@@ -32,7 +35,8 @@ fn secure_channel(c: &mut Criterion) {
         let (mut tx, mut rx) = channel_pair(suite, Instant::now());
         let mut buf = vec![0u8; PACKET_LEN + DATA_OVERHEAD];
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + PACKET_LEN].copy_from_slice(&packet);
-        group.bench_function(name, |b| {
+        // `SecureChannel` always uses the default backend.
+        group.bench_function(format!("ring/{name}"), |b| {
             b.iter(|| {
                 // Opening decrypts in place, so the plaintext is back for the next turn.
                 let len = tx.seal(&mut buf, PACKET_LEN).unwrap();
@@ -51,47 +55,29 @@ fn secure_channel(c: &mut Criterion) {
     group.finish();
 }
 
-/// The AEAD alone: encrypt then decrypt `PACKET_LEN` bytes in place, no AAD, no header.
+/// The AEAD alone: `PacketCipher::seal_in_place` then `open_in_place` of `PACKET_LEN`
+/// bytes in one buffer, no AAD, no header, for every backend and suite.
 fn raw_aead(c: &mut Criterion) {
     let mut group = c.benchmark_group("raw_aead_encrypt_decrypt");
     group.throughput(Throughput::Bytes(PACKET_LEN as u64));
-    let key = [0x11u8; 32];
-    let mut buf = bulk_udp(PACKET_LEN);
-    let original = buf.clone();
-
-    let chacha = ChaCha20Poly1305::new(&key.into());
-    let mut counter = 0u64;
-    group.bench_function("chacha20poly1305", |b| {
-        b.iter(|| {
-            let n = nonce(CipherSuite::ChaCha20Poly1305, counter);
-            counter += 1;
-            let tag: [u8; TAG_LEN] = chacha
-                .encrypt_inout_detached(&n.into(), &[], buf.as_mut_slice().into())
-                .unwrap()
-                .into();
-            chacha
-                .decrypt_inout_detached(&n.into(), &[], buf.as_mut_slice().into(), &tag.into())
-                .unwrap();
-            black_box(&buf);
-        });
-    });
-
-    let aes = Aes256Gcm::new(&key.into());
-    let mut counter = 0u64;
-    group.bench_function("aes256gcm", |b| {
-        b.iter(|| {
-            let n = nonce(CipherSuite::Aes256Gcm, counter);
-            counter += 1;
-            let tag: [u8; TAG_LEN] = aes
-                .encrypt_inout_detached(&n.into(), &[], buf.as_mut_slice().into())
-                .unwrap()
-                .into();
-            aes.decrypt_inout_detached(&n.into(), &[], buf.as_mut_slice().into(), &tag.into())
-                .unwrap();
-            black_box(&buf);
-        });
-    });
-    assert_eq!(buf, original);
+    let original = bulk_udp(PACKET_LEN);
+    let mut buf = original.clone();
+    for (backend, backend_name) in BACKENDS {
+        for (suite, suite_name) in SUITES {
+            let cipher = PacketCipher::with_backend(suite, backend, [0x11u8; 32]);
+            assert_eq!(cipher.backend(), backend);
+            let mut counter = 0u64;
+            group.bench_function(format!("{backend_name}/{suite_name}"), |b| {
+                b.iter(|| {
+                    let tag = cipher.seal_in_place(counter, &[], &mut buf);
+                    cipher.open_in_place(counter, &[], &mut buf, &tag).unwrap();
+                    counter += 1;
+                    black_box(&buf);
+                });
+            });
+            assert_eq!(buf, original);
+        }
+    }
     group.finish();
 }
 

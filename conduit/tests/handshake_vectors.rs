@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
 
-use bauxite_conduit::cipher::{CipherSuite, PacketCipher, TAG_LEN};
+use bauxite_conduit::cipher::{AeadBackend, CipherSuite, PacketCipher, TAG_LEN};
 use bauxite_conduit::identity::Identity;
 use bauxite_conduit::session::noise::{self, PROLOGUE};
 use bauxite_conduit::wire::{INIT_LEN, RESP_LEN, init, resp};
@@ -62,6 +62,13 @@ fn ours(suite: CipherSuite) -> Case {
     PacketCipher::new(suite, keys.send)
         .seal_append(0, &[], &mut sealed, PACKET.len())
         .unwrap();
+    // The pinned packet is a known answer for every AEAD backend, not only the default.
+    let mut reference = PACKET.to_vec();
+    reference.resize(PACKET.len() + TAG_LEN, 0);
+    PacketCipher::with_backend(suite, AeadBackend::RustCrypto, keys.send)
+        .seal_append(0, &[], &mut reference, PACKET.len())
+        .unwrap();
+    assert_eq!(sealed, reference, "{suite:?}: backends disagree");
     Case {
         suite,
         init: init_msg,
