@@ -4,7 +4,10 @@
 # and on a 20 Mbit/s tbf link — over the bare veth, through Bauxite, and through
 # boringtun (userspace WireGuard) when `boringtun-cli` and `wg` are installed.
 #
-#   sudo benches/netns/run.sh [--seconds N] [--only bare,bauxite,boringtun]
+#   sudo benches/netns/run.sh [--seconds N] [--only bare,bauxite,boringtun] [--soak SECONDS]
+#
+# --soak SECONDS: afterwards, one cubic flow saturates the Bauxite tunnel for SECONDS while
+# both nodes' resident memory (VmRSS) is sampled every 10 s (issue 3: RSS stays flat).
 #
 # Prints a markdown table (also written to target/netns-bench.md). Needs root,
 # iproute2, iperf3, iputils-ping (scripts/setup.sh installs them). Builds bauxite in
@@ -14,11 +17,13 @@ cd "$(dirname "$0")/../.."
 
 SECONDS_PER_RUN=10
 ONLY="bare,bauxite,boringtun"
+SOAK=0
 while (($#)); do
   case "$1" in
     --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seconds N] [--only bare,bauxite,boringtun]" >&2; exit 2 ;;
+    --soak) SOAK="$2"; shift 2 ;;
+    *) echo "usage: $0 [--seconds N] [--only bare,bauxite,boringtun] [--soak SECONDS]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -96,14 +101,31 @@ loaded_latency() {
   wait "$bulk" || true
 }
 
-# shaped DST: 20 Mbit/s tbf on a's veth; latency under load and bulk goodput.
+# shaped DST: 20 Mbit/s tbf on a's veth; latency idle and under load, and bulk goodput.
 shaped() {
   ip netns exec "$A" tc qdisc add dev "$VA" root tbf rate 20mbit burst 32kbit latency 400ms
-  local lat gbits
+  local idle lat gbits
+  idle=$(latency "$1" | grep -oE 'p99 [0-9.]+')
   lat=$(loaded_latency "$1")
   gbits=$(awk '/receiver/ {v=$(NF-2); u=$(NF-1)} END {print v " " u}' "$WORK/bulk.txt")
   ip netns exec "$A" tc qdisc del dev "$VA" root
-  echo "$lat; bulk ${gbits:-?}"
+  echo "idle ${idle:-?} ms; loaded $lat; bulk ${gbits:-?}"
+}
+
+# soak DST SECONDS: one cubic flow for SECONDS; VmRSS of the VPN processes every 10 s.
+soak() {
+  local dst=$1 secs=$2 t=0
+  ip netns exec "$A" iperf3 -c "$dst" -C cubic -t "$secs" -f g > "$WORK/soak.txt" 2>&1 &
+  local bulk=$!
+  echo "| t (s) | $(for p in "${VPN_PIDS[@]}"; do printf 'node %s VmRSS (kB) | ' "$p"; done)"
+  echo "|---|$(for _ in "${VPN_PIDS[@]}"; do printf -- '---|'; done)"
+  while kill -0 "$bulk" 2>/dev/null && ((t <= secs)); do
+    printf '| %s | %s\n' "$t" "$(for p in "${VPN_PIDS[@]}"; do printf '%s | ' "$(awk '/VmRSS/ {print $2}' "/proc/$p/status")"; done)"
+    sleep 10; t=$((t + 10))
+  done
+  wait "$bulk" || true
+  echo
+  echo "Soak goodput: $(awk '/receiver/ {print $(NF-2), $(NF-1)}' "$WORK/soak.txt")"
 }
 
 row() { # label dst
@@ -144,7 +166,7 @@ stop_vpn() { for p in "${VPN_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "
 {
   echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r), ${SECONDS_PER_RUN} s per iperf3 run, cubic."
   echo
-  echo "| path | TCP 1 stream | TCP 4 streams | ping idle | ping under load | 20 Mbit/s tbf: ping under load; bulk goodput |"
+  echo "| path | TCP 1 stream | TCP 4 streams | ping idle | ping under load | 20 Mbit/s tbf: ping idle p99; under load; bulk goodput |"
   echo "|---|---|---|---|---|---|"
 } | tee "$OUT"
 VPN_PIDS=()
@@ -156,4 +178,8 @@ if [[ ",$ONLY," == *",boringtun,"* ]]; then
   else
     echo "| boringtun | not installed: \`cargo install boringtun-cli --locked\` | | | | |" | tee -a "$OUT"
   fi
+fi
+if ((SOAK > 0)); then
+  { echo; echo "Soak: ${SOAK} s of one cubic flow through Bauxite, resident memory of both nodes:"; echo; } | tee -a "$OUT"
+  start_bauxite; soak 100.64.0.2 "$SOAK" | tee -a "$OUT"; stop_vpn
 fi
