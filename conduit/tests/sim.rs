@@ -291,7 +291,11 @@ fn snapshot_holds_no_session_state() {
 /// 20 Mbit/s link with a 1 MB buffer below the node (a `tbf` qdisc on an LTE-like
 /// uplink): the control packets' one-way delays, sorted, how many of them were lost, and
 /// the bulk goodput in bit/s while the loop ran.
-fn control_loop_beside_bulk(config: NodeConfig, seconds: u64) -> (Vec<Duration>, usize, f64) {
+fn control_loop_beside_bulk(
+    config: NodeConfig,
+    seconds: u64,
+    loss: f64,
+) -> (Vec<Duration>, usize, f64) {
     const RATE: u64 = 20_000_000;
     let start = Instant::now();
     let link = LinkConfig {
@@ -304,6 +308,7 @@ fn control_loop_beside_bulk(config: NodeConfig, seconds: u64) -> (Vec<Duration>,
     let p = udp(&net, 0, u32::MAX, false);
     net.send_from(0, &p);
     net.run_for(Duration::from_secs(1));
+    net.link.loss = loss;
     let begin = net.now;
     let first = net.delivered[1].len();
     let mut sent_at = Vec::new();
@@ -351,12 +356,13 @@ fn p99(sorted: &[Duration]) -> Duration {
 
 #[test]
 fn bulk_pacing_keeps_the_queue_below_the_lanes_short() {
-    let (paced, paced_lost, paced_goodput) = control_loop_beside_bulk(NodeConfig::default(), 3);
+    let (paced, paced_lost, paced_goodput) =
+        control_loop_beside_bulk(NodeConfig::default(), 3, 0.0);
     let unpaced_config = NodeConfig {
         bulk_target: None,
         ..NodeConfig::default()
     };
-    let (unpaced, unpaced_lost, unpaced_goodput) = control_loop_beside_bulk(unpaced_config, 3);
+    let (unpaced, unpaced_lost, unpaced_goodput) = control_loop_beside_bulk(unpaced_config, 3, 0.0);
     // Idle, a control packet takes 50 µs of propagation plus 34 µs on the wire.
     let idle = Duration::from_micros(84);
     eprintln!(
@@ -386,4 +392,26 @@ fn bulk_pacing_keeps_the_queue_below_the_lanes_short() {
         p99(&unpaced)
     );
     assert!(unpaced_goodput >= 0.85 * 20e6);
+}
+
+#[test]
+fn paced_bulk_keeps_flowing_over_a_lossy_link() {
+    // 5% loss in both directions, acknowledgements included: whole windows get lost now
+    // and then, and the ack timeout (a few round trips, not a second) must recover them.
+    let (delays, lost, goodput) = control_loop_beside_bulk(NodeConfig::default(), 2, 0.05);
+    eprintln!(
+        "lossy: p99 {:?} lost {lost} goodput {:.1} Mbit/s",
+        p99(&delays),
+        goodput / 1e6
+    );
+    assert!(goodput >= 0.75 * 20e6, "goodput {goodput}");
+    assert!(
+        p99(&delays) < Duration::from_millis(2),
+        "p99 {:?}",
+        p99(&delays)
+    );
+    assert!(
+        lost < 200,
+        "about 5% of 2000 control packets are lost, got {lost}"
+    );
 }

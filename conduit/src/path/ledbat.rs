@@ -42,8 +42,13 @@ pub struct LedbatConfig {
     pub allowed_increase_packets: usize,
     /// Minimum time between two loss reactions.
     pub loss_interval: Duration,
-    /// Time without ACKs after which in-flight bytes are presumed lost (the RFC's CTO).
+    /// Longest time without ACKs before in-flight bytes are presumed lost (the RFC's CTO
+    /// before any round trip is measured).
     pub cto: Duration,
+    /// Shortest such time once round trips are measured: the timeout is three smoothed
+    /// round trips plus 2 ms, within `min_cto..=cto`. A fixed second would stall a lossy
+    /// link for a whole second each time a small window is lost entirely.
+    pub min_cto: Duration,
 }
 
 impl Default for LedbatConfig {
@@ -58,6 +63,7 @@ impl Default for LedbatConfig {
             allowed_increase_packets: 1,
             loss_interval: Duration::from_millis(100),
             cto: Duration::from_secs(1),
+            min_cto: Duration::from_millis(10),
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct Ledbat {
     last_rollover: Option<Instant>,
     last_loss: Option<Instant>,
     last_progress: Option<Instant>,
+    /// Smoothed delay sample (EWMA, 1/8 gain as TCP's SRTT).
+    smoothed: Option<Duration>,
 }
 
 impl Default for Ledbat {
@@ -100,6 +108,16 @@ impl Ledbat {
             last_rollover: None,
             last_loss: None,
             last_progress: None,
+            smoothed: None,
+        }
+    }
+
+    /// The current ack timeout: see [`LedbatConfig::min_cto`].
+    pub fn cto(&self) -> Duration {
+        match self.smoothed {
+            None => self.config.cto,
+            Some(srtt) => (srtt * 3 + Duration::from_millis(2))
+                .clamp(self.config.min_cto.min(self.config.cto), self.config.cto),
         }
     }
 
@@ -156,6 +174,10 @@ impl CongestionStrategy for Ledbat {
 
     fn on_ack(&mut self, now: Instant, bytes: usize, one_way_delay: Duration) {
         self.last_progress = Some(now);
+        self.smoothed = Some(match self.smoothed {
+            None => one_way_delay,
+            Some(srtt) => (srtt * 7 + one_way_delay) / 8,
+        });
         self.update_base_delay(now, one_way_delay);
         self.update_current_delay(one_way_delay);
         let queuing = self.queuing_delay().unwrap_or_default().as_secs_f64();
@@ -204,7 +226,7 @@ impl CongestionStrategy for Ledbat {
         if self.flight == 0 {
             return None;
         }
-        self.last_progress.map(|at| at + self.config.cto)
+        self.last_progress.map(|at| at + self.cto())
     }
 
     fn handle_timeout(&mut self, now: Instant) {

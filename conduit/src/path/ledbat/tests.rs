@@ -154,11 +154,8 @@ fn silence_for_a_cto_collapses_the_window() {
     }
     assert!(ledbat.cwnd() > 2 * MSS);
     let deadline = ledbat.poll_timeout().unwrap();
-    assert_eq!(
-        deadline,
-        now + Duration::from_secs(1),
-        "one CTO after the last ACK"
-    );
+    assert_eq!(ledbat.cto(), ms(32), "three 10 ms round trips plus 2 ms");
+    assert_eq!(deadline, now + ms(32), "one CTO after the last ACK");
     ledbat.handle_timeout(deadline - ms(1));
     assert!(ledbat.bytes_in_flight() > 0, "not yet");
     ledbat.handle_timeout(deadline);
@@ -174,4 +171,27 @@ fn never_blocks_critical_or_telemetry() {
     assert!(!ledbat.can_send(now, Lane::Bulk, MSS));
     assert!(ledbat.can_send(now, Lane::Critical, MSS));
     assert!(ledbat.can_send(now, Lane::Telemetry, MSS));
+}
+
+#[test]
+fn cto_starts_at_the_configured_maximum_and_never_leaves_its_bounds() {
+    let mut ledbat = Ledbat::default();
+    assert_eq!(
+        ledbat.cto(),
+        Duration::from_secs(1),
+        "no round trip measured yet"
+    );
+    let mut now = origin();
+    for _ in 0..50 {
+        now = round(&mut ledbat, now, Duration::from_micros(100));
+    }
+    assert_eq!(ledbat.cto(), ms(10), "a LAN's round trip hits the floor");
+    for _ in 0..50 {
+        now = round(&mut ledbat, now, ms(900));
+    }
+    assert_eq!(
+        ledbat.cto(),
+        Duration::from_secs(1),
+        "capped by the configured CTO"
+    );
 }
