@@ -33,7 +33,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p bauxite --locked -q
 BAUXITE="$TARGET_DIR/release/bauxite"
 WORK="$(mktemp -d)"
-A=bxbench-a; B=bxbench-b; VA=bxbenchva; VB=bxbenchvb
+P="${BXBENCH_PREFIX:-bxbench}" # namespace/veth prefix, so two checkouts can bench side by side
+A=$P-a; B=$P-b; VA=${P}va; VB=${P}vb
 OUT="$TARGET_DIR/netns-bench.md"
 PIDS=()
 
