@@ -95,13 +95,28 @@ impl TunDevice {
         }
     }
 
-    /// Creates the kernel device only.
+    /// Creates the kernel device only: with TSO/USO offload when the kernel allows it,
+    /// else (with an INFO line) without, one packet per read and write.
     pub fn open_kernel(config: &TunConfig) -> io::Result<tun_rs::AsyncDevice> {
-        tun_rs::DeviceBuilder::new()
-            .name(&config.name)
-            .mtu(config.mtu)
-            .ipv4(config.address, config.prefix, None)
-            .build_async()
+        let build = |offload: bool| {
+            tun_rs::DeviceBuilder::new()
+                .name(&config.name)
+                .mtu(config.mtu)
+                .ipv4(config.address, config.prefix, None)
+                .offload(offload)
+                .build_async()
+        };
+        match build(true) {
+            Ok(device) => Ok(device),
+            Err(error) => {
+                tracing::info!(
+                    name = %config.name,
+                    %error,
+                    "TUN offload unavailable; reading and writing one packet per syscall"
+                );
+                build(false)
+            }
+        }
     }
 
     /// Whether reads may carry super-packets and writes coalesce (kernel offload on).
