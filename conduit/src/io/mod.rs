@@ -29,8 +29,11 @@
 //!   may be shorter) are sealed back to back into one buffer and leave in one `sendmsg`
 //!   with UDP GSO — the kernel segments them, as quinn does. Only one such batch is
 //!   gathered at a time (see the latency invariant in `shell`), up to 64 segments and
-//!   64 KiB. If the device refuses GSO, quinn-udp switches it off and the batch is
-//!   resent one datagram per call.
+//!   32 KiB — half what the kernel takes, so that on a slow link a critical packet
+//!   waits behind a shorter burst — and the socket's send buffer is shrunk to two
+//!   batches, so a qdisc in front of a slow link cannot hold a deep queue either. If the
+//!   device refuses GSO, quinn-udp switches it off and the batch is resent one datagram
+//!   per call.
 //! - **TUN read** with offload (`IFF_VNET_HDR`, TSO/USO): the kernel hands over a TCP
 //!   super-packet of up to 64 KiB that tun-rs splits at the MTU — one read for what were
 //!   dozens.
