@@ -32,31 +32,12 @@ use std::time::Instant;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::sync::mpsc;
 
-use super::gso::MAX_BATCH_BYTES;
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, TUN_WRITE_BATCH, clock};
 use crate::node::{Event, Received};
 use crate::peers::PeerInfo;
 use crate::tun::{RecvBatch, SendBatch, TunDevice, TunKind};
 use crate::{BauxiteNode, Error, Metrics};
-
-/// Receive buffer asked of the kernel. The default (~208 KiB) overflows when a TCP
-/// burst through the tunnel arrives faster than one loop turn drains it, and every
-/// overflow is a loss that makes the inner TCP back off. Measured in the namespace bench
-/// (docs/benchmarks.md): 4 MiB doubles TCP throughput over the default, 1 MiB gains
-/// little; when the receiver is CPU-bound the buffer does hold a queue, which is why
-/// latency under load is still open work (pacing at the sender).
-const RECV_BUFFER: usize = 4 << 20;
-
-/// Send buffer asked of the kernel; it doubles the value for its bookkeeping, so two
-/// [`MAX_BATCH_BYTES`] batches. The send buffer bounds what waits in a qdisc in front of
-/// a slower link, ahead of any critical packet and outside the lanes, and a GSO batch
-/// is charged far less overhead than the same datagrams sent one by one: at the default
-/// (~208 KiB) batching deepened that queue. Measured in the namespace bench (20 Mbit/s
-/// tbf, ping under a bulk flow, 64 KiB batches): p50 67 ms at the default, 34 ms when
-/// asking for 64 KiB, 24 ms for 32 KiB; unshaped throughput did not change (a veth
-/// releases the charge as soon as it forwards a datagram).
-const SEND_BUFFER: usize = MAX_BATCH_BYTES;
 
 /// What woke the loop.
 enum Wake {
@@ -104,8 +85,6 @@ impl Shell {
                 addr: config.listen,
                 source,
             })?;
-        size_receive_buffer(&socket);
-        size_send_buffer(&socket);
         let capacity = node.config().datagram_capacity();
         let udp = UdpIo::new(socket, capacity).map_err(|source| Error::Socket {
             action: "configure",
@@ -402,27 +381,5 @@ impl Shell {
                 Err(error) => tracing::warn!(peer = %id, %error, "peer refused"),
             }
         }
-    }
-}
-
-/// Raises the socket's receive buffer: past `net.core.rmem_max` when privileged
-/// (`SO_RCVBUFFORCE`), else as far as the limit allows. Failure only costs throughput.
-fn size_receive_buffer(socket: &UdpSocket) {
-    use rustix::net::sockopt;
-    let forced = sockopt::set_socket_recv_buffer_size_force(socket, RECV_BUFFER);
-    if forced.is_err() {
-        let _ = sockopt::set_socket_recv_buffer_size(socket, RECV_BUFFER);
-    }
-    match sockopt::socket_recv_buffer_size(socket) {
-        Ok(size) => tracing::debug!(size, forced = forced.is_ok(), "udp receive buffer"),
-        Err(error) => tracing::debug!(%error, "cannot read udp receive buffer size"),
-    }
-}
-
-/// Shrinks the socket's send buffer to [`SEND_BUFFER`]. Failure only costs latency.
-fn size_send_buffer(socket: &UdpSocket) {
-    use rustix::net::sockopt;
-    if let Err(error) = sockopt::set_socket_send_buffer_size(socket, SEND_BUFFER) {
-        tracing::debug!(%error, "cannot size udp send buffer");
     }
 }
