@@ -75,6 +75,7 @@ impl UdpIo {
         size_receive_buffer(&socket);
         size_send_buffer(&socket);
         let state = UdpSocketState::new((&socket).into())?;
+        keep_default_pmtu(&socket);
         // A GRO buffer holds up to `gro_segments` datagrams (the kernel's UDP_GRO_CNT_MAX);
         // quinn sizes its buffers the same way.
         let slot = MAX_DATAGRAM.max(state.gro_segments() * capacity);
@@ -245,6 +246,23 @@ fn size_send_buffer(socket: &UdpSocket) {
     }
 }
 
+/// Undoes quinn-udp's "never fragment": QUIC probes the path MTU itself, the mesh does
+/// not, so the socket keeps the kernel's default — DF set, and local fragmentation once
+/// ICMP has taught a path MTU below the datagram size — rather than dropping full-size
+/// datagrams on such a path. (quinn-udp's `IPV6_DONTFRAG` stays: rustix cannot unset it.)
+fn keep_default_pmtu(socket: &UdpSocket) {
+    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
+    // On an IPv6 socket the IPv4 option still governs IPv4-mapped destinations.
+    let v4 = sockopt::set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::WANT);
+    let v6 = match socket.local_addr() {
+        Ok(SocketAddr::V6(_)) => sockopt::set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::WANT),
+        _ => Ok(()),
+    };
+    if let Err(error) = v4.and(v6) {
+        tracing::debug!(%error, "cannot restore path MTU discovery default");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +321,11 @@ mod tests {
         let mut tx = UdpIo::new(bind().await.unwrap(), 1200).unwrap();
         let mut rx = UdpIo::new(bind().await.unwrap(), 1200).unwrap();
         let dst = rx.socket.local_addr().unwrap();
+        assert_eq!(
+            rustix::net::sockopt::ip_mtu_discover(&tx.socket).unwrap(),
+            rustix::net::sockopt::Ipv4PathMtuDiscovery::WANT,
+            "the kernel's default, not quinn-udp's"
+        );
         let lens = [1200, 1200, 1200, 1200, 700];
         for (i, &len) in lens.iter().enumerate() {
             let tail = tx.batch.tail(tx.max_gso_segments()).unwrap();
