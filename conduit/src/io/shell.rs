@@ -8,13 +8,13 @@
 //!
 //! 1. Due timers run (`handle_timeout`).
 //! 2. `flush`: the parked batch goes first; then `poll_transmit` fills the batch until
-//!    it is complete (another destination or length, 64 segments, or 32 KiB) and the batch leaves in one GSO send — until the node has
-//!    nothing more or the socket is full. Only one batch is ever gathered before it is
-//!    sent, so a critical packet sealed after a bulk batch waits for one send, not for a
-//!    queue in the shell.
+//!    it is complete (another destination or length, 64 segments, or 32 KiB) and the
+//!    batch leaves in one GSO send — until the node has nothing more or the socket is
+//!    full. Only one batch is ever gathered before it is sent, so a critical packet
+//!    sealed after a bulk batch waits for one send, not for a queue in the shell.
 //! 3. Wait for the first of: shutdown, room in the socket (only while a batch is
 //!    parked), a query, input on the socket or the device, the node's next deadline.
-//! 4. Input on either side serves both: up to [`BATCH`] datagrams (few `recvmmsg`
+//! 4. Input on either side serves both: up to [`BATCH`] datagrams (a few `recvmmsg`
 //!    calls, GRO buffers split at their stride) decrypted into a [`SendBatch`] that goes
 //!    to the device in one coalescing write per receive call, then up to [`BATCH`]
 //!    packets from the device (a TSO read splits into dozens) into the node's lanes.
