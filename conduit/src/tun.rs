@@ -1,15 +1,32 @@
 //! `TunDevice`: the node's IP side — the kernel TUN device `bauxite0` when it can be
 //! created, an in-memory datagram pipe otherwise (no root, no `/dev/net/tun`).
 //!
-//! Invariant: on both backends one read returns exactly one IP packet and one write sends
-//! exactly one, so the shell never frames, splits or reassembles. The in-memory pipe is a
-//! Unix datagram socket pair: it keeps packet boundaries, never allocates per packet, and
-//! has the same readiness interface as the kernel device.
+//! Invariant: the shell sees whole IP packets of at most the MTU in both directions, on
+//! every backend; how many a read or a write carries is this module's business.
+//!
+//! # Backends
+//!
+//! - **Kernel with offload** (`IFF_VNET_HDR`, TSO/USO): a read may return a TCP or UDP
+//!   super-packet of up to 64 KiB that the kernel did not segment; [`TunDevice::try_recv_batch`]
+//!   splits it at the MTU into a [`RecvBatch`], so one syscall brings in up to ~48 packets
+//!   of a bulk flow. [`TunDevice::send_batch`] coalesces consecutive segments of a flow in
+//!   a [`SendBatch`] into super-packets (GRO in userspace), so the kernel's TCP stack
+//!   handles one large packet instead of dozens. Both are what the kernel does for a NIC,
+//!   and both skip the per-packet cost of a syscall and a stack traversal.
+//! - **Kernel without offload** (the kernel refused `TUNSETOFFLOAD`): one packet per read
+//!   and per write, through the same calls.
+//! - **In memory**: a Unix datagram socket pair, one packet per datagram; it keeps packet
+//!   boundaries, never allocates per packet, and has the same readiness interface as the
+//!   kernel device.
+
+mod batch;
 
 use std::io;
 use std::net::Ipv4Addr;
 
 use tokio::net::UnixDatagram;
+
+pub use batch::{MAX_PACKET, RecvBatch, SEND_OFFSET, SendBatch};
 
 /// The default device name.
 pub const DEFAULT_TUN_NAME: &str = "bauxite0";
@@ -78,13 +95,36 @@ impl TunDevice {
         }
     }
 
-    /// Creates the kernel device only.
+    /// Creates the kernel device only: with TSO/USO offload when the kernel allows it,
+    /// else (with an INFO line) without, one packet per read and write.
     pub fn open_kernel(config: &TunConfig) -> io::Result<tun_rs::AsyncDevice> {
-        tun_rs::DeviceBuilder::new()
-            .name(&config.name)
-            .mtu(config.mtu)
-            .ipv4(config.address, config.prefix, None)
-            .build_async()
+        let build = |offload: bool| {
+            tun_rs::DeviceBuilder::new()
+                .name(&config.name)
+                .mtu(config.mtu)
+                .ipv4(config.address, config.prefix, None)
+                .offload(offload)
+                .build_async()
+        };
+        match build(true) {
+            Ok(device) => Ok(device),
+            Err(error) => {
+                tracing::info!(
+                    name = %config.name,
+                    %error,
+                    "TUN offload unavailable; reading and writing one packet per syscall"
+                );
+                build(false)
+            }
+        }
+    }
+
+    /// Whether reads may carry super-packets and writes coalesce (kernel offload on).
+    pub fn offload(&self) -> bool {
+        match self {
+            Self::Kernel(d) => d.tcp_gso(),
+            Self::Memory(_) => false,
+        }
     }
 
     /// An in-memory device and the application end of its pipe.
@@ -124,6 +164,62 @@ impl TunDevice {
             Self::Memory(s) => s.try_send(packet),
         }
     }
+
+    /// One read without waiting: the packets land in `batch` (see [`RecvBatch::packets`]);
+    /// returns how many (`WouldBlock` when none is queued). With offload one read may
+    /// return a split super-packet; otherwise exactly one packet.
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let RecvBatch {
+            original,
+            packets,
+            sizes,
+        } = batch;
+        match self {
+            Self::Kernel(d) => d.try_recv_multiple(original, packets, sizes, 0),
+            Self::Memory(s) => {
+                let (Some(buf), Some(size)) = (packets.first_mut(), sizes.first_mut()) else {
+                    return Err(io::Error::other("empty receive batch"));
+                };
+                *size = s.try_recv(buf)?;
+                Ok(1)
+            }
+        }
+    }
+
+    /// Writes every packet of `batch` and empties it; returns how many were dropped. The
+    /// kernel device with offload coalesces them first; a failed write of a coalesced
+    /// batch is counted as all of its packets. Waits only if the kernel device is full,
+    /// which a TUN device never is in practice (its queue is the stack's backlog); the
+    /// in-memory pipe drops what does not fit instead.
+    pub async fn send_batch(&self, batch: &mut SendBatch) -> usize {
+        let queued = batch.len();
+        let dropped = match self {
+            Self::Kernel(d) => {
+                let SendBatch { bufs, len, gro } = batch;
+                let bufs = bufs.get_mut(..*len).unwrap_or_default();
+                match d.send_multiple(gro, bufs, SEND_OFFSET).await {
+                    Ok(_) => 0,
+                    Err(error) => {
+                        tracing::debug!(%error, packets = queued, "tun batch write failed");
+                        queued
+                    }
+                }
+            }
+            Self::Memory(s) => {
+                let mut dropped = 0;
+                for buf in batch.queued() {
+                    let packet = buf.get(SEND_OFFSET..).unwrap_or_default();
+                    if let Err(error) = s.try_send(packet) {
+                        tracing::trace!(%error, "tun write failed; packet dropped");
+                        dropped += 1;
+                    }
+                }
+                dropped
+            }
+        };
+        batch.clear();
+        dropped
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +241,29 @@ mod tests {
         );
         tun.send(&[0x60; 48]).await.unwrap();
         assert_eq!(app.recv(&mut buf).await.unwrap(), 48);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn memory_pipe_batches_one_packet_per_datagram() {
+        let (tun, app) = TunDevice::memory().unwrap();
+        assert!(!tun.offload());
+        let mut rx = RecvBatch::new(1350);
+        app.send(&[0x45; 60]).await.unwrap();
+        tun.readable().await.unwrap();
+        assert_eq!(tun.try_recv_batch(&mut rx).unwrap(), 1);
+        assert_eq!(rx.packets(1).next().unwrap(), &[0x45; 60]);
+        assert_eq!(
+            tun.try_recv_batch(&mut rx).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+
+        let mut tx = SendBatch::new(4);
+        assert!(tx.push(&[0x45; 40]));
+        assert!(tx.push(&[0x45; 41]));
+        assert_eq!(tun.send_batch(&mut tx).await, 0);
+        assert!(tx.is_empty());
+        let mut buf = [0u8; 1500];
+        assert_eq!(app.recv(&mut buf).await.unwrap(), 40);
+        assert_eq!(app.recv(&mut buf).await.unwrap(), 41);
     }
 }

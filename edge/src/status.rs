@@ -73,6 +73,10 @@ impl StatusReport {
             ("udp_send_blocked", c.udp_send_blocked),
             ("udp_recv_errors", c.udp_recv_errors),
             ("tun_write_dropped", c.tun_write_dropped),
+            ("udp_gso_sends", c.udp_gso_sends),
+            ("udp_gso_datagrams", c.udp_gso_datagrams),
+            ("udp_gro_datagrams", c.udp_gro_datagrams),
+            ("tun_gso_packets", c.tun_gso_packets),
         ] {
             counters.insert(name.to_string(), value);
         }

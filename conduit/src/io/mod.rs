@@ -9,15 +9,45 @@
 //! # Run to completion
 //!
 //! One task owns the node, the socket and the device. Each wake-up handles a bounded
-//! batch of one input (up to [`BATCH`] datagrams or packets), runs due timers, then
-//! drains `poll_transmit` into the socket until the node has nothing more or the socket
-//! is full. A full socket parks the one datagram already sealed and stops polling the
-//! node, so queueing happens in the node's lanes — where the critical lane overtakes
-//! bulk — rather than in the kernel. No packet crosses a thread and steady-state
-//! forwarding allocates nothing: three buffers are reused for every packet.
+//! batch of input from both the socket and the device (up to [`BATCH`] datagrams and
+//! [`BATCH`] packets), runs due timers, then drains `poll_transmit` into the socket until
+//! the node has nothing more or the socket is full. A full socket parks the one batch
+//! already sealed and stops polling the node, so queueing happens in the node's lanes —
+//! where the critical lane overtakes bulk — rather than in the kernel. No packet crosses
+//! a thread: on two cores a hand-off costs more than the work it would move.
+//!
+//! # Batched syscalls
+//!
+//! The node's per-packet work costs a few microseconds; one syscall per packet in each
+//! direction cost as much again. The shell therefore batches every syscall Linux lets it
+//! batch, and allocates every buffer once, in [`Shell::bind`]:
+//!
+//! - **UDP receive**: `recvmmsg` into 8 buffers with UDP GRO on (quinn-udp), so one call
+//!   returns up to 8 buffers of up to 64 coalesced datagrams each. A buffer is split at
+//!   its stride and each datagram decrypted in place.
+//! - **UDP send**: consecutive transmits to one destination with one length (the last
+//!   may be shorter) are sealed back to back into one buffer and leave in one `sendmsg`
+//!   with UDP GSO — the kernel segments them, as quinn does. Only one such batch is
+//!   gathered at a time (see the latency invariant in `shell`), up to 64 segments and
+//!   32 KiB — half what the kernel takes, so that on a slow link a critical packet
+//!   waits behind a shorter burst — and the socket's send buffer is shrunk to two
+//!   batches, so a qdisc in front of a slow link cannot hold a deep queue either. If the
+//!   device refuses GSO, quinn-udp switches it off and the batch is resent one datagram
+//!   per call.
+//! - **TUN read** with offload (`IFF_VNET_HDR`, TSO/USO): the kernel hands over a TCP
+//!   super-packet of up to 64 KiB that tun-rs splits at the MTU — one read for what were
+//!   dozens.
+//! - **TUN write**: the decrypted packets of one receive call are coalesced per TCP/UDP
+//!   flow into super-packets (userspace GRO, tun-rs `GROTable`) and written together, so
+//!   the kernel's stack traverses one large packet instead of many.
+//!
+//! Without offload (old kernel, the in-memory device) the same code reads and writes one
+//! packet per call. [`ShellCounters`] shows in `bauxite status` whether batching happens.
 
 pub mod clock;
+mod gso;
 mod shell;
+mod udp;
 
 use std::net::SocketAddr;
 
@@ -31,8 +61,14 @@ use crate::tun::{TunConfig, TunKind};
 
 pub use shell::Shell;
 
-/// Datagrams or packets handled per wake-up before timers and transmission get a turn.
+/// Datagrams, and packets, handled per wake-up before timers and transmission get a
+/// turn. No new receive call starts past it; one call may overshoot it (a GRO receive
+/// brings up to a few hundred datagrams, a TSO read a few dozen packets).
 pub const BATCH: usize = 64;
+
+/// Decrypted packets gathered for one batched TUN write: enough for a 64 KiB TCP
+/// super-packet of MTU-sized segments to form.
+pub const TUN_WRITE_BATCH: usize = 64;
 
 /// Where the shell binds and what device it creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +103,17 @@ pub struct ShellCounters {
     pub udp_send_blocked: u64,
     /// Receive errors other than "nothing to read".
     pub udp_recv_errors: u64,
-    /// Decrypted packets the device could not take (full or failing), dropped.
+    /// Decrypted packets the device could not take (full or failing), dropped; a failed
+    /// batched write counts all of its packets.
     pub tun_write_dropped: u64,
+    /// UDP sends that carried several datagrams (GSO).
+    pub udp_gso_sends: u64,
+    /// Datagrams sent in those.
+    pub udp_gso_datagrams: u64,
+    /// Datagrams received coalesced with others in one buffer (GRO).
+    pub udp_gro_datagrams: u64,
+    /// Packets read from the device as part of a TSO/USO super-packet.
+    pub tun_gso_packets: u64,
 }
 
 /// A running node's state, for `bauxite status`.

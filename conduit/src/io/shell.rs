@@ -1,7 +1,27 @@
 //! The event loop: socket, device and timers into the node, the node's transmits out.
 //!
-//! Invariant: at most one sealed datagram waits outside the node (`parked`), and while
-//! it waits the node is not polled for more, so the socket never holds the node's queue.
+//! Invariant: at most one sealed batch waits outside the node — the complete [`GsoBatch`]
+//! (plus the one datagram that closed it) the socket had no room for — and while it
+//! waits the node is not polled for more, so the socket never holds the node's queue.
+//!
+//! # One turn of the loop
+//!
+//! 1. Due timers run (`handle_timeout`).
+//! 2. `flush`: the parked batch goes first; then `poll_transmit` fills the batch until
+//!    it is complete (another destination or length, 64 segments, or 32 KiB) and the
+//!    batch leaves in one GSO send — until the node has nothing more or the socket is
+//!    full. Only one batch is ever gathered before it is sent, so a critical packet
+//!    sealed after a bulk batch waits for one send, not for a queue in the shell.
+//! 3. Wait for the first of: shutdown, room in the socket (only while a batch is
+//!    parked), a query, input on the socket or the device, the node's next deadline.
+//! 4. Input on either side serves both: up to [`BATCH`] datagrams (a few `recvmmsg`
+//!    calls, GRO buffers split at their stride) decrypted into a [`SendBatch`] that goes
+//!    to the device in one coalescing write per receive call, then up to [`BATCH`]
+//!    packets from the device (a TSO read splits into dozens) into the node's lanes.
+//!    Checking readiness costs no syscall, and serving both keeps a saturated direction
+//!    from starving the other — a biased `select!` alone would always pick the socket.
+//!
+//! [`GsoBatch`]: super::gso::GsoBatch
 
 use std::future::Future;
 use std::io;
@@ -12,32 +32,18 @@ use std::time::Instant;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::sync::mpsc;
 
-use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
+use super::udp::UdpIo;
+use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, TUN_WRITE_BATCH, clock};
 use crate::node::{Event, Received};
 use crate::peers::PeerInfo;
-use crate::tun::{TunDevice, TunKind};
+use crate::tun::{RecvBatch, SendBatch, TunDevice, TunKind};
 use crate::{BauxiteNode, Error, Metrics};
-
-/// Largest UDP datagram, and the device read buffer (a packet above the MTU is refused
-/// by the node, not truncated here).
-const MAX_DATAGRAM: usize = 65_536;
-
-/// Receive buffer asked of the kernel. The default (~208 KiB) overflows when a TCP
-/// burst through the tunnel arrives faster than one loop turn drains it, and every
-/// overflow is a loss that makes the inner TCP back off. Measured in the namespace bench
-/// (docs/benchmarks.md): 4 MiB doubles TCP throughput over the default, 1 MiB gains
-/// little; when the receiver is CPU-bound the buffer does hold a queue, which is why
-/// latency under load is still open work (pacing at the sender). The *send* buffer stays
-/// at the default on purpose — a deep send queue would hold bulk ahead of critical
-/// packets, outside the lanes.
-const RECV_BUFFER: usize = 4 << 20;
 
 /// What woke the loop.
 enum Wake {
     Shutdown,
     Writable(io::Result<()>),
-    Udp(io::Result<()>),
-    Tun(io::Result<()>),
+    Input(io::Result<()>),
     Timer,
     Query(Option<Query>),
 }
@@ -46,15 +52,15 @@ enum Wake {
 /// [`Shell::run`].
 pub struct Shell {
     node: BauxiteNode,
-    socket: UdpSocket,
+    udp: UdpIo,
     tun: TunDevice,
     tun_kind: TunKind,
     app: Option<UnixDatagram>,
     counters: ShellCounters,
-    rx: Vec<u8>,
-    packet: Vec<u8>,
-    tx: Vec<u8>,
-    parked: Option<(usize, SocketAddr)>,
+    /// Packets of the last device read.
+    tun_rx: RecvBatch,
+    /// Decrypted packets for the next device write.
+    tun_tx: SendBatch,
 }
 
 impl std::fmt::Debug for Shell {
@@ -67,8 +73,10 @@ impl std::fmt::Debug for Shell {
 }
 
 impl Shell {
-    /// Binds the UDP socket and opens the TUN device (falling back to the in-memory pipe
-    /// with a WARN line). Must run inside a tokio runtime.
+    /// Binds the UDP socket (with GSO/GRO where the kernel has them) and opens the TUN
+    /// device (with offload where the kernel allows it, else falling back to the
+    /// in-memory pipe with a WARN line). Allocates every buffer the loop will use. Must
+    /// run inside a tokio runtime.
     pub async fn bind(node: BauxiteNode, config: &ShellConfig) -> Result<Self, Error> {
         let socket = UdpSocket::bind(config.listen)
             .await
@@ -77,30 +85,37 @@ impl Shell {
                 addr: config.listen,
                 source,
             })?;
-        size_receive_buffer(&socket);
+        let capacity = node.config().datagram_capacity();
+        let udp = UdpIo::new(socket, capacity).map_err(|source| Error::Socket {
+            action: "configure",
+            addr: config.listen,
+            source,
+        })?;
         let (tun, tun_kind, app) = TunDevice::open(&config.tun).map_err(|source| Error::Io {
             action: "create in-memory device for",
             path: config.tun.name.clone().into(),
             source,
         })?;
-        let capacity = node.config().datagram_capacity();
+        tracing::info!(
+            tun_offload = tun.offload(),
+            udp_gso_segments = udp.max_gso_segments(),
+            "batched IO"
+        );
         Ok(Self {
             node,
-            socket,
+            udp,
             tun,
             tun_kind,
             app,
             counters: ShellCounters::default(),
-            rx: vec![0; MAX_DATAGRAM],
-            packet: vec![0; MAX_DATAGRAM],
-            tx: vec![0; capacity],
-            parked: None,
+            tun_rx: RecvBatch::new(usize::from(config.tun.mtu)),
+            tun_tx: SendBatch::new(TUN_WRITE_BATCH),
         })
     }
 
     /// The bound UDP address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.udp.socket.local_addr()
     }
 
     /// Which TUN backend carries IP packets.
@@ -144,18 +159,18 @@ impl Shell {
             let wake = tokio::select! {
                 biased;
                 () = &mut shutdown => Wake::Shutdown,
-                r = self.socket.writable(), if self.parked.is_some() => Wake::Writable(r),
-                r = self.socket.readable() => Wake::Udp(r),
-                r = self.tun.readable() => Wake::Tun(r),
-                () = &mut sleep, if deadline.is_some() => Wake::Timer,
+                r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
+                r = self.udp.socket.readable() => Wake::Input(r),
+                r = self.tun.readable() => Wake::Input(r),
+                () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
             match wake {
                 Wake::Shutdown => {
                     tracing::info!("shutting down");
                     return Ok(self.node);
                 }
-                Wake::Writable(r) | Wake::Udp(r) | Wake::Tun(r) if r.is_err() => {
+                Wake::Writable(r) | Wake::Input(r) if r.is_err() => {
                     if let Err(error) = r {
                         tracing::warn!(%error, "socket or device failed; stopping");
                         return Err(Error::Io {
@@ -166,8 +181,10 @@ impl Shell {
                     }
                 }
                 Wake::Writable(_) | Wake::Timer => {}
-                Wake::Udp(_) => self.on_datagrams(clock::now()),
-                Wake::Tun(_) => self.on_packets(clock::now()),
+                Wake::Input(_) => {
+                    self.on_datagrams(clock::now()).await;
+                    self.on_packets(clock::now());
+                }
                 Wake::Query(Some(query)) => self.answer(query, clock::now()),
                 Wake::Query(None) => queries_open = false,
             }
@@ -189,78 +206,96 @@ impl Shell {
         }
     }
 
-    /// Up to [`BATCH`] datagrams from the socket into the node; decrypted packets to TUN.
-    fn on_datagrams(&mut self, now: Instant) {
+    /// Datagrams from the socket into the node, until [`BATCH`] are handled or none is
+    /// left; decrypted packets go to the device in one batched write per receive call
+    /// (or sooner when the batch fills).
+    async fn on_datagrams(&mut self, now: Instant) {
+        let mut handled = 0;
+        // Every call handles a datagram or counts an error, so this ends.
         for _ in 0..BATCH {
-            let (len, from) = match self.socket.try_recv_from(&mut self.rx) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            if handled >= BATCH {
+                break;
+            }
+            let datagrams = match self.udp.recv() {
+                Ok(datagrams) => datagrams,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     self.counters.udp_recv_errors += 1;
                     tracing::debug!(%error, "udp receive failed");
                     continue;
                 }
             };
-            let datagram = &mut self.rx[..len];
-            match self.node.handle_datagram(now, from, datagram) {
-                Received::Deliver(range) => {
-                    if let Err(error) = self.tun.try_send(&datagram[range]) {
-                        self.counters.tun_write_dropped += 1;
-                        tracing::trace!(%error, "tun write failed; packet dropped");
+            for datagram in datagrams {
+                handled += 1;
+                if datagram.coalesced {
+                    self.counters.udp_gro_datagrams += 1;
+                }
+                let (from, len) = (datagram.from, datagram.bytes.len());
+                match self.node.handle_datagram(now, from, datagram.bytes) {
+                    Received::Deliver(range) => {
+                        let packet = datagram.bytes.get(range).unwrap_or_default();
+                        if !self.tun_tx.push(packet) {
+                            self.counters.tun_write_dropped += 1;
+                        }
+                        if self.tun_tx.is_full() {
+                            let dropped = self.tun.send_batch(&mut self.tun_tx).await;
+                            self.counters.tun_write_dropped += dropped as u64;
+                        }
+                    }
+                    Received::Stun => self.counters.stun_ignored += 1,
+                    Received::Consumed => {}
+                    Received::Dropped(reason) => {
+                        tracing::trace!(%from, ?reason, len, "datagram dropped");
                     }
                 }
-                Received::Stun => self.counters.stun_ignored += 1,
-                Received::Consumed => {}
-                Received::Dropped(reason) => {
-                    tracing::trace!(%from, ?reason, len, "datagram dropped");
-                }
+            }
+            if !self.tun_tx.is_empty() {
+                let dropped = self.tun.send_batch(&mut self.tun_tx).await;
+                self.counters.tun_write_dropped += dropped as u64;
             }
         }
     }
 
-    /// Up to [`BATCH`] packets from the device into the node's lanes.
+    /// Packets from the device into the node's lanes, until [`BATCH`] are handled or
+    /// none is left (one offloaded read may bring dozens).
     fn on_packets(&mut self, now: Instant) {
-        for _ in 0..BATCH {
-            let len = match self.tun.try_recv(&mut self.packet) {
-                Ok(len) => len,
+        let mut handled = 0;
+        while handled < BATCH {
+            let n = match self.tun.try_recv_batch(&mut self.tun_rx) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) => {
                     tracing::debug!(%error, "tun read failed");
                     return;
                 }
             };
-            let verdict = self.node.handle_tun_packet(now, &self.packet[..len]);
-            tracing::trace!(len, ?verdict, "packet from tun");
+            if n > 1 {
+                self.counters.tun_gso_packets += n as u64;
+            }
+            for packet in self.tun_rx.packets(n) {
+                let verdict = self.node.handle_tun_packet(now, packet);
+                tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
+            }
+            handled += n.max(1);
         }
     }
 
-    /// Sends the parked datagram, then whatever the node has, until it has nothing or the
-    /// socket is full.
+    /// Sends the parked batch, then gathers and sends batches of what the node has,
+    /// until it has nothing or the socket is full (see [`GsoBatch`](super::gso::GsoBatch)
+    /// for the driving rules).
     fn flush(&mut self, now: Instant) {
-        if let Some((len, dst)) = self.parked {
-            if !self.send(len, dst) {
+        loop {
+            if !self.udp.send_complete(&mut self.counters) {
                 return;
             }
-            self.parked = None;
-        }
-        while let Some(t) = self.node.poll_transmit(now, &mut self.tx) {
-            if !self.send(t.len, t.dst) {
-                self.parked = Some((t.len, t.dst));
-                self.counters.udp_send_blocked += 1;
-                return;
-            }
-        }
-    }
-
-    /// Sends `tx[..len]`; false if the socket is full (the datagram is kept).
-    fn send(&mut self, len: usize, dst: SocketAddr) -> bool {
-        match self.socket.try_send_to(&self.tx[..len], dst) {
-            Ok(_) => true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(error) => {
-                self.counters.udp_send_errors += 1;
-                tracing::debug!(%dst, %error, "udp send failed; datagram dropped");
-                true
+            let max_segments = self.udp.max_gso_segments();
+            let Some(tail) = self.udp.batch.tail(max_segments) else {
+                continue;
+            };
+            match self.node.poll_transmit(now, tail) {
+                Some(t) => self.udp.batch.push(t.dst, t.len),
+                None if self.udp.batch.is_empty() => return,
+                None => self.udp.batch.finish(),
             }
         }
     }
@@ -283,7 +318,11 @@ impl Shell {
             Query::Status(reply) => {
                 let status = ShellStatus {
                     peer_id: self.node.peer_id(),
-                    listen: self.socket.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()),
+                    listen: self
+                        .udp
+                        .socket
+                        .local_addr()
+                        .unwrap_or(([0, 0, 0, 0], 0).into()),
                     tun: self.tun_kind.clone(),
                     peers: self.node.peer_status(now),
                     counters: self.counters,
@@ -342,19 +381,5 @@ impl Shell {
                 Err(error) => tracing::warn!(peer = %id, %error, "peer refused"),
             }
         }
-    }
-}
-
-/// Raises the socket's receive buffer: past `net.core.rmem_max` when privileged
-/// (`SO_RCVBUFFORCE`), else as far as the limit allows. Failure only costs throughput.
-fn size_receive_buffer(socket: &UdpSocket) {
-    use rustix::net::sockopt;
-    let forced = sockopt::set_socket_recv_buffer_size_force(socket, RECV_BUFFER);
-    if forced.is_err() {
-        let _ = sockopt::set_socket_recv_buffer_size(socket, RECV_BUFFER);
-    }
-    match sockopt::socket_recv_buffer_size(socket) {
-        Ok(size) => tracing::debug!(size, forced = forced.is_ok(), "udp receive buffer"),
-        Err(error) => tracing::debug!(%error, "cannot read udp receive buffer size"),
     }
 }

@@ -105,6 +105,17 @@ fn ping_both_ways_tcp_stream_and_metrics() {
         "stream corrupted in the tunnel"
     );
 
+    // The stream went through the batched paths: TSO reads and GSO sends at a, GRO
+    // receives at b (the kernels here have all three).
+    for (node, counter) in [
+        (0, "tun_gso_packets"),
+        (0, "udp_gso_sends"),
+        (1, "udp_gro_datagrams"),
+    ] {
+        let value = mesh.nodes[node].counter(counter);
+        assert!(value > 0, "{counter} = 0 at node {node}\n{}", mesh.logs());
+    }
+
     let status = mesh.nodes[0].status().unwrap();
     assert_eq!(status["tun"], "kernel bauxite0");
     assert!(status["lanes"]["critical"]["sent"].as_u64().unwrap() >= 3);
