@@ -6,6 +6,8 @@
 #
 #   sudo benches/netns/run.sh [--seconds N] [--only bare,bauxite,boringtun] [--soak SECONDS]
 #
+# BXBENCH_NODE_EXTRA='key = value' adds lines to both nodes' [node] section (e.g.
+# 'bulk_target_delay_us = 0' to compare without bulk pacing).
 # --soak SECONDS: afterwards, one cubic flow saturates the Bauxite tunnel for SECONDS while
 # both nodes' resident memory (VmRSS) is sampled every 10 s (issue 3: RSS stays flat).
 #
@@ -139,13 +141,13 @@ row() { # label dst
 start_bauxite() {
   for side in a b; do "$BAUXITE" keygen --identity "$WORK/$side.key" --name "$side" | grep -v '^#' | sed 's/ *#.*$//' > "$WORK/$side.entry"; done
   mk() { # me peer my-vip peer-vip peer-underlay
-    { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n\n' \
-        "$WORK/$1.key" "$3" "$WORK/$1.sock"
+    { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n%b\n\n' \
+        "$WORK/$1.key" "$3" "$WORK/$1.sock" "${BXBENCH_NODE_EXTRA:-}"
       sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
   }
   mk a b 100.64.0.1 100.64.0.2 10.88.0.2; mk b a 100.64.0.2 100.64.0.1 10.88.0.1
-  ip netns exec "$A" "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!); VPN_PIDS=($!)
-  ip netns exec "$B" "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!); VPN_PIDS+=($!)
+  ip netns exec "$A" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!); VPN_PIDS=($!)
+  ip netns exec "$B" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!); VPN_PIDS+=($!)
   for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.2 100.64.0.2 >/dev/null 2>&1 && return 0; done
   echo "bauxite tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1
 }

@@ -234,8 +234,14 @@ impl BauxiteNode {
             .and_then(|log| log.on_ack(ack, now));
         if let Some(sample) = sample {
             Metrics::inc(&self.metrics.acks_received);
-            self.congestion
-                .on_ack(now, sample.bulk_bytes, sample.round_trip);
+            if sample.from_bulk {
+                self.congestion
+                    .on_ack(now, sample.bulk_bytes, sample.round_trip);
+            } else {
+                // A small packet's round trip is not comparable with bulk's (less time on
+                // the wire); settle the bytes without a delay sample.
+                self.congestion.forget(sample.bulk_bytes);
+            }
         }
         Received::Consumed
     }

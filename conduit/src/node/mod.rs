@@ -75,7 +75,7 @@ pub struct NodeConfig {
 /// they wait behind whatever bulk is in flight; LEDBAT keeps that wait near this target.
 /// On links whose delay jitters by more than this (LTE, Wi-Fi), bulk backs off to its
 /// minimum window; raise the target there.
-pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(500);
+pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 
 impl Default for NodeConfig {
     fn default() -> Self {

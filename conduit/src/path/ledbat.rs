@@ -75,6 +75,10 @@ pub struct Ledbat {
     /// Window in bytes; fractional so small per-ACK increments accumulate.
     cwnd: f64,
     flight: usize,
+    /// Bytes in flight right after the last send. Acks are handled in batches (a whole
+    /// socket read before the next send), so "flight size before this ACK" of the RFC's
+    /// application-limited check is this peak, not what earlier acks of the batch left.
+    flight_after_send: usize,
     current_delays: [Duration; CURRENT_FILTER],
     current_next: usize,
     base_delays: [Duration; BASE_HISTORY],
@@ -100,6 +104,7 @@ impl Ledbat {
             config,
             cwnd: init as f64,
             flight: 0,
+            flight_after_send: 0,
             // Empty slots hold Duration::MAX, the RFC's +infinity, so they never win a MIN.
             current_delays: [Duration::MAX; CURRENT_FILTER],
             current_next: 0,
@@ -170,6 +175,7 @@ impl CongestionStrategy for Ledbat {
             self.last_progress = Some(now);
         }
         self.flight = self.flight.saturating_add(bytes);
+        self.flight_after_send = self.flight;
     }
 
     fn on_ack(&mut self, now: Instant, bytes: usize, one_way_delay: Duration) {
@@ -187,8 +193,9 @@ impl CongestionStrategy for Ledbat {
         self.cwnd += self.config.gain * off_target * bytes as f64 * mss / self.cwnd;
         // Growth only while the window is used: an application-limited sender must not
         // build up a window it never tested against the network.
-        let max_allowed =
-            (self.flight + self.config.allowed_increase_packets * self.config.mss) as f64;
+        let max_allowed = (self.flight.max(self.flight_after_send)
+            + self.config.allowed_increase_packets * self.config.mss)
+            as f64;
         let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
         self.cwnd = self
             .cwnd
