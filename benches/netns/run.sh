@@ -6,6 +6,8 @@
 #
 #   sudo benches/netns/run.sh [--seconds N] [--only bare,bauxite,boringtun] [--soak SECONDS]
 #
+# Bauxite is measured twice: under SCHED_FIFO 10 as edge/systemd/bauxite.service runs it
+# (BXBENCH_WRAP overrides the wrapper), and with default scheduling.
 # BXBENCH_NODE_EXTRA='key = value' adds lines to both nodes' [node] section (e.g.
 # 'bulk_target_delay_us = 0' to compare without bulk pacing).
 # --soak SECONDS: afterwards, one cubic flow saturates the Bauxite tunnel for SECONDS while
@@ -174,7 +176,12 @@ stop_vpn() { for p in "${VPN_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "
 } | tee "$OUT"
 VPN_PIDS=()
 if [[ ",$ONLY," == *",bare,"* ]]; then row "bare veth" 10.88.0.2 | tee -a "$OUT"; fi
-if [[ ",$ONLY," == *",bauxite,"* ]]; then start_bauxite; row "bauxite" 100.64.0.2 | tee -a "$OUT"; stop_vpn; fi
+if [[ ",$ONLY," == *",bauxite,"* ]]; then
+  # As edge/systemd/bauxite.service runs it (SCHED_FIFO 10), then with default scheduling.
+  BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite
+  row "bauxite (SCHED_FIFO 10, as the unit runs it)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
+  BXBENCH_WRAP="" start_bauxite; row "bauxite (default scheduling)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
+fi
 if [[ ",$ONLY," == *",boringtun,"* ]]; then
   if command -v boringtun-cli >/dev/null && command -v wg >/dev/null; then
     for t in 4 1; do start_boringtun "$t"; row "boringtun -t $t" 10.99.0.2 | tee -a "$OUT"; stop_vpn; done
@@ -184,5 +191,5 @@ if [[ ",$ONLY," == *",boringtun,"* ]]; then
 fi
 if ((SOAK > 0)); then
   { echo; echo "Soak: ${SOAK} s of one cubic flow through Bauxite, resident memory of both nodes:"; echo; } | tee -a "$OUT"
-  start_bauxite; soak 100.64.0.2 "$SOAK" | tee -a "$OUT"; stop_vpn
+  BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite; soak 100.64.0.2 "$SOAK" | tee -a "$OUT"; stop_vpn
 fi
