@@ -2,7 +2,8 @@
 # Real-network benchmark: two network namespaces joined by a veth pair; TCP throughput
 # (iperf3, cubic) and control-loop latency (1000 pings) idle, under saturating load,
 # and on a 20 Mbit/s tbf link — over the bare veth, through Bauxite, and through
-# boringtun (userspace WireGuard) when `boringtun-cli` and `wg` are installed.
+# boringtun (userspace WireGuard; `boringtun-cli` 0.7.1 is built with `cargo install` into
+# the target dir when it is not on PATH, `wg` comes from wireguard-tools via setup.sh).
 #
 #   sudo benches/netns/run.sh [--seconds N] [--only bare,bauxite,boringtun] [--soak SECONDS]
 #
@@ -36,6 +37,11 @@ bash scripts/setup.sh
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p bauxite --locked -q
 BAUXITE="$TARGET_DIR/release/bauxite"
+BORINGTUN="$(command -v boringtun-cli || true)"
+if [[ -z "$BORINGTUN" && ",$ONLY," == *",boringtun,"* ]]; then
+  cargo install boringtun-cli --version 0.7.1 --locked -q --root "$TARGET_DIR/boringtun-cli" \
+    && BORINGTUN="$TARGET_DIR/boringtun-cli/bin/boringtun-cli" || echo "cannot build boringtun-cli" >&2
+fi
 WORK="$(mktemp -d)"
 P="${BXBENCH_PREFIX:-bxbench}" # namespace/veth prefix, so two checkouts can bench side by side
 A=$P-a; B=$P-b; VA=${P}va; VB=${P}vb
@@ -159,7 +165,7 @@ start_boringtun() { # threads
   VPN_PIDS=()
   for side in a b; do
     local ns=$A peer=b ip=10.99.0.1 end=10.88.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.88.0.1; }
-    WG_SUDO=1 ip netns exec "$ns" boringtun-cli -f --disable-drop-privileges -t "$1" wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!); VPN_PIDS+=($!)
+    WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" -f --disable-drop-privileges -t "$1" wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!); VPN_PIDS+=($!)
     for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
     ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
       peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
@@ -183,10 +189,10 @@ if [[ ",$ONLY," == *",bauxite,"* ]]; then
   BXBENCH_WRAP="" start_bauxite; row "bauxite (default scheduling)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
 fi
 if [[ ",$ONLY," == *",boringtun,"* ]]; then
-  if command -v boringtun-cli >/dev/null && command -v wg >/dev/null; then
+  if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
     for t in 4 1; do start_boringtun "$t"; row "boringtun -t $t" 10.99.0.2 | tee -a "$OUT"; stop_vpn; done
   else
-    echo "| boringtun | not installed: \`cargo install boringtun-cli --locked\` | | | | |" | tee -a "$OUT"
+    echo "| boringtun | not available: \`cargo install boringtun-cli --locked\` failed or \`wg\` missing | | | | |" | tee -a "$OUT"
   fi
 fi
 if ((SOAK > 0)); then
