@@ -165,7 +165,7 @@ start_boringtun() { # threads
   VPN_PIDS=()
   for side in a b; do
     local ns=$A peer=b ip=10.99.0.1 end=10.88.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.88.0.1; }
-    WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" -f --disable-drop-privileges -t "$1" wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!); VPN_PIDS+=($!)
+    WG_SUDO=1 ip netns exec "$ns" ${BT_WRAP:-} "$BORINGTUN" -f --disable-drop-privileges -t "$1" wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!); VPN_PIDS+=($!)
     for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
     ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
       peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
@@ -191,6 +191,8 @@ fi
 if [[ ",$ONLY," == *",boringtun,"* ]]; then
   if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
     for t in 4 1; do start_boringtun "$t"; row "boringtun -t $t" 10.99.0.2 | tee -a "$OUT"; stop_vpn; done
+    # The same real-time priority Bauxite gets, for a like-for-like latency comparison.
+    BT_WRAP="chrt -f 10" start_boringtun 1; row "boringtun -t 1 (SCHED_FIFO 10)" 10.99.0.2 | tee -a "$OUT"; stop_vpn
   else
     echo "| boringtun | not available: \`cargo install boringtun-cli --locked\` failed or \`wg\` missing | | | | |" | tee -a "$OUT"
   fi
