@@ -144,7 +144,7 @@ impl DataPlaneScheduler {
         }
     }
 
-    /// Classifies `packet` with [`classify`] and queues it.
+    /// Classifies `packet` with [`classify()`] and queues it.
     pub fn enqueue(&mut self, packet: Vec<u8>) -> Enqueue {
         let lane = classify(&packet);
         self.enqueue_in(lane, packet)
