@@ -106,11 +106,14 @@ fn ping_both_ways_tcp_stream_and_metrics() {
     );
 
     // The stream went through the batched paths: TSO reads and GSO sends at a, GRO
-    // receives at b (the kernels here have all three).
+    // receives at b (the kernels here have all three); and b's acknowledgements reached
+    // a and matched packets it sent, which is what paces the bulk lane.
     for (node, counter) in [
         (0, "tun_gso_packets"),
         (0, "udp_gso_sends"),
         (1, "udp_gro_datagrams"),
+        (1, "acks_sent"),
+        (0, "acks_received"),
     ] {
         let value = mesh.nodes[node].counter(counter);
         assert!(value > 0, "{counter} = 0 at node {node}\n{}", mesh.logs());
