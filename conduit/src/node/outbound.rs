@@ -6,6 +6,7 @@
 //! allocates nothing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use super::{BauxiteNode, Control};
@@ -193,31 +194,19 @@ impl BauxiteNode {
             let (peer, len) = match control {
                 Control::Init { peer, msg } => (peer, copy_into(out, &msg)),
                 Control::Resp { peer, msg } => (peer, copy_into(out, &msg)),
-                Control::Keepalive { peer } => match self.seal_packet(now, peer, &[], out) {
-                    Sealed::Sent(len, dst) => {
-                        Metrics::inc(&self.metrics.keepalives_sent);
-                        return Some(Transmit {
-                            dst,
-                            len,
-                            lane: None,
-                        });
+                Control::Keepalive { peer } => {
+                    match self.seal_control(now, peer, &[], out, |m| &m.keepalives_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
                     }
-                    Sealed::NoSession | Sealed::Dropped => continue,
-                },
+                }
                 Control::Ack { peer } => {
                     let Some(ack) = self.feedback.get_mut(&peer).and_then(|f| f.acks.take()) else {
                         continue;
                     };
-                    match self.seal_packet(now, peer, &ack.encode(), out) {
-                        Sealed::Sent(len, dst) => {
-                            Metrics::inc(&self.metrics.acks_sent);
-                            return Some(Transmit {
-                                dst,
-                                len,
-                                lane: None,
-                            });
-                        }
-                        Sealed::NoSession | Sealed::Dropped => continue,
+                    match self.seal_control(now, peer, &ack.encode(), out, |m| &m.acks_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
                     }
                 }
             };
@@ -233,6 +222,29 @@ impl BauxiteNode {
             }
         }
         None
+    }
+
+    /// Seals a keepalive (empty) or control frame for `peer` and counts it in `counter`;
+    /// `None` if there is no session or path to send it on.
+    fn seal_control(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        payload: &[u8],
+        out: &mut [u8],
+        counter: fn(&Metrics) -> &AtomicU64,
+    ) -> Option<Transmit> {
+        match self.seal_packet(now, peer, payload, out) {
+            Sealed::Sent(len, dst) => {
+                Metrics::inc(counter(&self.metrics));
+                Some(Transmit {
+                    dst,
+                    len,
+                    lane: None,
+                })
+            }
+            Sealed::NoSession | Sealed::Dropped => None,
+        }
     }
 
     /// Seals `packet` for `peer` into `out`.

@@ -3,7 +3,7 @@
 //!
 //! Invariant: acknowledgements only ever release bulk bytes that were really sent, and
 //! each sent byte is released at most once; an ack that names a packet this log no longer
-//! remembers (too old, another session, forged by nobody since it arrived authenticated)
+//! remembers (too old, or overwritten by a newer packet in its slot)
 //! is ignored, never guessed at.
 //!
 //! How it works: the receiver answers the IP packets it authenticates with a small
