@@ -28,6 +28,22 @@ pub struct ResolvedOp {
     pub expected: Option<[u8; 32]>,
 }
 
+/// Whether the state root holds no runtime manifest at all: none of the verify key,
+/// `manifest.json` and its signature exists. Such a node (every node `bauxite join`
+/// makes) has nothing to reconstruct after an OS change. Any one of the three present,
+/// or a path that cannot be inspected, means a manifest is expected, so the full
+/// fail-closed verification runs: deleting only the signature or only the key can never
+/// skip it.
+pub fn runtime_manifest_absent(root: &StateRoot) -> bool {
+    [
+        root.verify_key_path(),
+        root.manifest_path(),
+        root.manifest_sig_path(),
+    ]
+    .iter()
+    .all(|path| fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound))
+}
+
 /// Loads the verify key, checks the signature and parses the manifest.
 pub fn load_verified_manifest(root: &StateRoot) -> Result<Manifest, ReconstructionError> {
     let key_path = root.verify_key_path();
