@@ -6,5 +6,6 @@ mod common;
 mod join;
 mod malformed;
 mod mtls;
+mod policy;
 mod restart;
 mod tamper;
