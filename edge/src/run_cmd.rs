@@ -31,7 +31,7 @@ use crate::config::{HubConfig, RunConfig};
 use crate::control::{self, ControlError};
 use crate::error::ConfigError;
 use crate::metrics_http;
-use crate::run_lock::{LockError, RunLock, lock_dir};
+use crate::run_lock::{LockError, RunLock, lock_path};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +200,7 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
 
 async fn serve(config: RunConfig) -> Result<(), RunError> {
     // First, so a second daemon on this node is told so before it touches anything.
-    let lock = RunLock::acquire(&lock_dir(config.state_root.as_deref(), &config.identity))?;
+    let lock = RunLock::acquire(&lock_path(config.state_root.as_deref(), &config.identity))?;
     let node = build_node(&config)?;
     let credentials = config.hub.as_ref().map(load_hub_credentials).transpose()?;
     let peer_id = node.peer_id();

@@ -1,5 +1,6 @@
 //! One daemon per node: `bauxite run` holds an exclusive `flock(2)` on `run.lock` in the
-//! state root (or, for a static mesh without `[state_root]`, in the identity's directory)
+//! state root — or, for a static mesh without `[state_root]`, on `IDENTITY.lock` beside
+//! the identity file (so two nodes whose identities share a directory do not collide) —
 //! for as long as it runs.
 //!
 //! Invariant: while a [`RunLock`] is alive no other `bauxite run` on the same state root
@@ -55,10 +56,10 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Locks `dir/run.lock` without waiting, creating the file if needed, and records
-    /// this process's PID in it.
-    pub fn acquire(dir: &Path) -> Result<Self, LockError> {
-        let path = dir.join(LOCK_FILE);
+    /// Locks the file at `path` (see [`lock_path`]) without waiting, creating it if
+    /// needed, and records this process's PID in it.
+    pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        let path = path.to_path_buf();
         let fail = |error| LockError::Io {
             path: path.clone(),
             error,
@@ -100,14 +101,16 @@ fn read_pid(file: &mut File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
-/// The directory `run` locks: the state root when the config names one, else the
-/// directory of the identity file.
-pub fn lock_dir(state_root: Option<&Path>, identity: &Path) -> PathBuf {
+/// The file `run` locks: `run.lock` in the state root when the config names one, else
+/// the identity file's path with `.lock` appended.
+pub fn lock_path(state_root: Option<&Path>, identity: &Path) -> PathBuf {
     match state_root {
-        Some(root) => root.to_path_buf(),
-        None => identity
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        Some(root) => root.join(LOCK_FILE),
+        None => {
+            let mut path = identity.as_os_str().to_owned();
+            path.push(".lock");
+            PathBuf::from(path)
+        }
     }
 }
 
@@ -118,35 +121,41 @@ mod tests {
     #[test]
     fn a_second_lock_is_refused_with_the_holders_pid_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let first = RunLock::acquire(dir.path()).unwrap();
-        assert_eq!(first.path(), dir.path().join(LOCK_FILE));
+        let lock = dir.path().join(LOCK_FILE);
+        let first = RunLock::acquire(&lock).unwrap();
+        assert_eq!(first.path(), lock);
         // flock locks belong to the open file description: a second open in this process
         // conflicts exactly as another process would.
-        match RunLock::acquire(dir.path()) {
+        match RunLock::acquire(&lock) {
             Err(LockError::Held { pid, path }) => {
                 assert_eq!(pid, Some(std::process::id()));
-                assert_eq!(path, dir.path().join(LOCK_FILE));
+                assert_eq!(path, lock);
             }
             other => panic!("expected Held, got {other:?}"),
         }
-        drop(first);
-        let again = RunLock::acquire(dir.path()).unwrap();
+        // Another node's lock beside it is independent.
+        let other = RunLock::acquire(&dir.path().join("other.lock")).unwrap();
+        drop((first, other));
+        let again = RunLock::acquire(&lock).unwrap();
         drop(again);
     }
 
     #[test]
-    fn lock_dir_prefers_the_state_root() {
+    fn the_state_root_is_locked_else_the_identity() {
         let id = Path::new("/etc/bauxite/identity/node.identity");
         assert_eq!(
-            lock_dir(Some(Path::new("/var/lib/bauxite")), id),
-            Path::new("/var/lib/bauxite")
+            lock_path(Some(Path::new("/var/lib/bauxite")), id),
+            Path::new("/var/lib/bauxite/run.lock")
         );
-        assert_eq!(lock_dir(None, id), Path::new("/etc/bauxite/identity"));
+        assert_eq!(
+            lock_path(None, id),
+            Path::new("/etc/bauxite/identity/node.identity.lock")
+        );
     }
 
     #[test]
     fn an_unwritable_directory_is_an_io_error() {
-        let e = RunLock::acquire(Path::new("/nonexistent/bauxite-lock-test")).unwrap_err();
+        let e = RunLock::acquire(Path::new("/nonexistent/bauxite-lock-test/run.lock")).unwrap_err();
         assert!(matches!(e, LockError::Io { .. }), "{e}");
     }
 }

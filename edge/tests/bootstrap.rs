@@ -281,6 +281,30 @@ fn crash_while_recording_an_os_change_recovers() {
 }
 
 #[test]
+fn oversized_manifest_or_fingerprint_is_refused_without_being_read() {
+    let grow = |path: std::path::PathBuf| {
+        // Sparse: no disk used, but reading it whole would take 64 MiB.
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+    };
+    let f = Fixture::new();
+    f.run(&os("ubuntu", "6.8")).unwrap();
+    grow(f.root.manifest_path());
+    let r = f.run(&os("ubuntu", "6.9"));
+    assert_eq!(exit_code(&r), 5, "{r:?}");
+    assert!(format!("{:?}", r).contains("limit"), "{r:?}");
+    grow(f.root.fingerprint_path());
+    let r = f.run(&os("ubuntu", "6.9"));
+    assert_eq!(exit_code(&r), 2, "{r:?}");
+}
+
+#[test]
 fn bad_signature_fails_with_5() {
     let f = Fixture::new();
     f.run(&os("ubuntu", "6.8")).unwrap();

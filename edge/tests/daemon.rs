@@ -157,10 +157,13 @@ fn a_second_daemon_on_the_same_node_is_refused_while_the_first_runs() {
         let lock = if state_root {
             setup.p("state/run.lock")
         } else {
-            setup.p("identity/run.lock")
+            setup.p("identity/node.identity.lock")
         };
         let mut first = setup.start("first.log");
         first.wait_running(&setup.config());
+        let log = first.log();
+        assert!(log.contains("bauxite running"), "{log}");
+        assert!(!log.contains('\x1b'), "colour codes in a log file: {log:?}");
 
         let mut second = setup.start("second.log");
         let (status, log) = second.wait_exit();
@@ -218,4 +221,57 @@ fn a_node_key_readable_by_others_is_refused_at_start_not_retried() {
         "{log}"
     );
     assert!(!log.contains("reconnecting"), "{log}");
+}
+
+#[test]
+fn an_unwritable_default_control_socket_names_the_real_reason() {
+    // Unprivileged, as a new user runs it: no `control_socket`, so the default under
+    // /run/bauxite, which this user may not create. As root the daemon is started as
+    // `nobody` (setpriv), with the node's files handed to that user.
+    let setup = Setup::new("");
+    let text = fs::read_to_string(setup.config())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("control_socket"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(setup.config(), text).unwrap();
+    let log = setup.p("run.log");
+    let mut command = if rustix::process::geteuid().is_root() {
+        let chown = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(setup.dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut c = Command::new("unshare");
+        c.args([
+            "--net",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BAUXITE,
+        ]);
+        c
+    } else {
+        Command::new(BAUXITE)
+    };
+    let child = command
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (status, log) = Daemon { child, log }.wait_exit();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("/run/bauxite")
+            && log.contains("Permission denied")
+            && log.contains("node.control_socket")
+            && log.contains("run as root"),
+        "{log}"
+    );
+    assert!(!log.contains("stale"), "{log}");
 }

@@ -283,15 +283,22 @@ fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
     };
     let url = hub.url();
     let root = dir.path().join("root");
-    let token = hub.token(&[]);
+    // As a new user does it: a named token, and `join` without `--name`.
+    let token = hub.token(&["--name", "robot-9"]);
     let socket = dir.path().join("control.sock");
-    let (ok, out) = join(
-        &token,
-        &url,
-        &root,
-        &["--control-socket", socket.to_str().unwrap()],
+    let out = Command::new(BAUXITE)
+        .args(["join", &token, &url, "--state-root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
+    assert!(
+        nodes.lines().any(|l| l.trim_end().ends_with("robot-9")),
+        "the node takes the token's name: {nodes}"
     );
-    assert!(ok, "{out}");
     let config = root.join("config.toml");
 
     let (ok, log) = precheck(&config, dir.path(), "6.8.0-100-generic");

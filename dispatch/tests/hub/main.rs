@@ -8,4 +8,5 @@ mod malformed;
 mod mtls;
 mod policy;
 mod restart;
+mod shutdown;
 mod tamper;

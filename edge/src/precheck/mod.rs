@@ -114,9 +114,11 @@ pub fn run(
     }
     let t = &config.transport;
     let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| CertError::Unreadable {
-            path: path.clone(),
-            source,
+        crate::fsutil::read_capped(path, crate::fsutil::MAX_SMALL_FILE).map_err(|source| {
+            CertError::Unreadable {
+                path: path.clone(),
+                source,
+            }
         })
     };
     let cert = read(&t.cert_file)?;

@@ -79,7 +79,7 @@ fn read_or(
     path: &Path,
     missing: impl FnOnce(PathBuf) -> ReconstructionError,
 ) -> Result<Vec<u8>, ReconstructionError> {
-    match fs::read(path) {
+    match crate::fsutil::read_capped(path, crate::fsutil::MAX_SMALL_FILE) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing(path.to_path_buf())),
         Err(source) => Err(ReconstructionError::OpFailed {
@@ -242,9 +242,12 @@ pub fn execute(ops: &[ResolvedOp]) -> Result<(), ReconstructionError> {
     Ok(())
 }
 
-/// BLAKE3 hex of a file, empty when it does not exist or cannot be read.
+/// BLAKE3 hex of a file, empty when it does not exist or cannot be read. Streamed, so
+/// a large runtime binary is never held in memory whole.
 pub fn hash_file_or_empty(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| blake3::hash(&b).to_hex().to_string())
+    let mut hasher = blake3::Hasher::new();
+    fs::File::open(path)
+        .and_then(|file| hasher.update_reader(file).map(|_| ()))
+        .map(|()| hasher.finalize().to_hex().to_string())
         .unwrap_or_default()
 }

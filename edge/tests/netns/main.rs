@@ -297,12 +297,7 @@ fn a_tun_name_that_is_taken_fails_with_the_reason_instead_of_falling_back() {
     }
     let net = NetPair::new();
     let dir = tempfile::tempdir().unwrap();
-    // Separate directories: without `[state_root]` the run lock lives beside the identity.
-    let keys = ["a", "b"].map(|name| {
-        let sub = dir.path().join(name);
-        std::fs::create_dir(&sub).unwrap();
-        keygen(&sub, name)
-    });
+    let keys = [keygen(dir.path(), "a"), keygen(dir.path(), "b")];
     let ns = &net.ns[0];
 
     // Another kind of interface already has the name.
