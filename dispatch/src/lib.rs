@@ -6,7 +6,7 @@
 //! change is recorded in a hash-chained audit log.
 //!
 //! Sans-IO logic: [`token`], [`ipam`], [`audit`], [`proof`], [`hub`] (state and rules,
-//! with time and randomness as arguments). IO shell: [`server`] (TLS listener, gRPC
+//! with time and randomness as arguments), [`policy_review`] (what `policy set` shows). IO shell: [`server`] (TLS listener, gRPC
 //! services, metrics endpoint), [`store`] (redb), [`client`].
 
 pub mod audit;
@@ -17,6 +17,7 @@ pub mod hub;
 pub mod ipam;
 pub mod metrics;
 pub mod pki;
+pub mod policy_review;
 pub mod proof;
 pub mod proto;
 pub mod server;

@@ -72,7 +72,8 @@ pub(crate) struct JoinArgs {
     /// State root receiving the identity, certificates and config.toml.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/bauxite")]
     pub(crate) state_root: PathBuf,
-    /// This node's name in the mesh (default: the host name).
+    /// This node's name in the mesh (default: the name the token was created with, else
+    /// `node-` and the first 8 hex digits of its ID, chosen by the hub).
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// UDP listen address written to `[node] listen`.

@@ -48,11 +48,14 @@ impl Clock for SystemClock {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: journald, files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(false);
+        .with_ansi(ansi);
     match format {
         // journald stamps each line; a second timestamp would be noise.
         LogFormat::Text => builder.without_time().init(),
@@ -128,13 +131,8 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
             bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
         }
         Command::Join(args) => {
-            let name = match args.name {
-                Some(name) => name,
-                None => rustix::system::uname()
-                    .nodename()
-                    .to_string_lossy()
-                    .into_owned(),
-            };
+            // Without --name the hub names the node after the token (`token create --name`).
+            let name = args.name.unwrap_or_default();
             let options = bauxite::join_cmd::JoinOptions {
                 token: args.token,
                 hub_url: args.hub_url,
