@@ -11,6 +11,7 @@
 //!   `HubConnector` (topology, policy, metrics, reconnect with backoff).
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
+//! - [`update_cmd`]: `bauxite update ...`; `tuf-client` is the plain TUF client.
 
 pub mod cert_cmd;
 pub mod config;
@@ -28,5 +29,6 @@ pub mod precheck;
 pub mod run_cmd;
 pub mod status;
 pub mod sys;
+pub mod update_cmd;
 
 pub use error::Error;
