@@ -13,7 +13,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::client::{Client, TargetInfo};
+use super::hashes::Hashes;
 use super::refusal::Refusal;
+use super::repo::Repository;
+use super::source::MetadataSource;
+use super::store::MetadataStore;
+use crate::error::Error;
 
 /// Key of the object inside a target's `custom`.
 pub const CUSTOM_KEY: &str = "bauxite";
@@ -148,4 +154,83 @@ pub fn parse_version(v: &str) -> Option<[u64; 4]> {
         *slot = part.parse().ok()?;
     }
     Some(out)
+}
+
+/// A firmware image and its chunk index, as trusted metadata describes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirmwareTarget {
+    /// The image target.
+    pub image: TargetInfo,
+    /// Its `custom.bauxite` description.
+    pub info: FirmwareInfo,
+    /// The chunk index target (`32 * chunk_count` bytes of BLAKE3 chunk hashes).
+    pub index: TargetInfo,
+}
+
+impl<S: MetadataStore> Client<S> {
+    /// Looks up firmware `name` and its chunk index, checking that they agree: the index
+    /// is found through the same delegation search and has exactly the signed length the
+    /// chunk count requires.
+    pub fn find_firmware(
+        &mut self,
+        source: &mut dyn MetadataSource,
+        name: &str,
+    ) -> Result<FirmwareTarget, Error> {
+        let image = self.find_target(source, name)?;
+        let info = FirmwareInfo::from_custom(name, image.custom.as_ref(), image.length)?;
+        let index = self.find_target(source, &info.chunk_index)?;
+        if index.length != info.index_length() {
+            return Err(bad(
+                name,
+                format!(
+                    "chunk index {} is {} bytes, {} chunks need {}",
+                    index.name,
+                    index.length,
+                    info.chunk_count,
+                    info.index_length()
+                ),
+            )
+            .into());
+        }
+        Ok(FirmwareTarget { image, info, index })
+    }
+}
+
+impl Repository {
+    /// Publishes-to-be a firmware image described by the caller (`image_length`,
+    /// `image_hashes`, never read here, so a lazily generated image works) with its chunk
+    /// index `chunk_index` (written as target `<image>.chunks`). Returns the description
+    /// signed in the image's `custom`.
+    pub fn add_firmware(
+        &mut self,
+        role: &str,
+        image: &str,
+        version: &str,
+        image_length: u64,
+        image_hashes: &Hashes,
+        chunk_index: &[u8],
+    ) -> Result<FirmwareInfo, Error> {
+        let index_name = format!("{image}.chunks");
+        let info = FirmwareInfo::new(version, image_length, &index_name);
+        info.check(image, image_length)?;
+        if chunk_index.len() as u64 != info.index_length() {
+            return Err(Error::TufRepo {
+                reason: format!(
+                    "chunk index of {} bytes for {} chunks (needs {})",
+                    chunk_index.len(),
+                    info.chunk_count,
+                    info.index_length()
+                ),
+            });
+        }
+        self.add_target(role, &index_name, chunk_index, None)?;
+        self.add_target_meta(
+            role,
+            image,
+            image_length,
+            image_hashes,
+            Some(info.to_custom()),
+        )?;
+        Ok(info)
+    }
 }

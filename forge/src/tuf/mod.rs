@@ -25,7 +25,7 @@ pub(crate) mod trusted;
 pub(crate) mod verify;
 
 pub use client::{Client, Limits, TargetInfo};
-pub use firmware::FirmwareInfo;
+pub use firmware::{FirmwareInfo, FirmwareTarget};
 pub use hashes::{HashAlgorithm, Hashes};
 pub use refusal::Refusal;
 pub use source::{DirSource, FetchError, MetadataSource, TargetSource};

@@ -34,7 +34,7 @@ use tough::schema::{RoleKeys, RoleType, Root, Signed, Snapshot, Targets};
 
 pub use edit::Delegation;
 pub use keys::RoleKey;
-pub use offline::sign_root;
+pub use offline::{sign_metadata, sign_root};
 pub use publish::{Published, Signers};
 
 use super::hashes::HashAlgorithm;

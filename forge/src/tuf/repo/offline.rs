@@ -34,11 +34,19 @@ struct LooseSignature {
 /// `root_json`: the step run on the offline machine. Returns the new file content.
 pub fn sign_root(root_json: &[u8], key_file: &Path) -> Result<Vec<u8>, Error> {
     let key = RoleKey::load(key_file)?;
-    let mut doc: LooseSigned =
+    let doc: LooseSigned =
         serde_json::from_slice(root_json).map_err(|e| repo_err(format!("root file: {e}")))?;
     if doc.signed.get("_type").and_then(Value::as_str) != Some("root") {
         return Err(repo_err("not root metadata: sign only the exported root"));
     }
+    sign_metadata(root_json, &key)
+}
+
+/// Adds (or replaces) `key`'s signature over the canonical JSON of any metadata file's
+/// `signed` object, keeping the other signatures. Returns the new file content.
+pub fn sign_metadata(json: &[u8], key: &RoleKey) -> Result<Vec<u8>, Error> {
+    let mut doc: LooseSigned =
+        serde_json::from_slice(json).map_err(|e| repo_err(format!("metadata file: {e}")))?;
     let mut canonical = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut canonical, CanonicalFormatter::new());
     doc.signed
