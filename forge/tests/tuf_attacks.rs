@@ -2,6 +2,9 @@
 //! `forge::tuf::repo`) and the real client: each one is refused with its typed reason and
 //! leaves the client's trusted metadata and target directory as they were.
 
+// Test support helpers panic on setup failure, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bauxite_forge::tuf::Refusal;
@@ -375,7 +378,7 @@ fn fewer_signatures_than_threshold_a_wrong_key_and_another_roles_key_are_refused
 
 #[test]
 fn same_version_timestamp_with_new_content_is_ignored() {
-    let mut f = Fixture::new();
+    let f = Fixture::new();
     let mut c = f.init_client();
     f.refresh(&mut c).unwrap();
     let trusted = f.stored("timestamp").unwrap();
@@ -390,7 +393,7 @@ fn same_version_timestamp_with_new_content_is_ignored() {
 
 #[test]
 fn duplicate_signatures_do_not_reach_a_threshold() {
-    let mut f = Fixture::new();
+    let f = Fixture::new();
     let mut c = f.init_client();
     let mut v: serde_json::Value = serde_json::from_slice(&f.meta("timestamp.json")).unwrap();
     let sig = v["signatures"][0].clone();

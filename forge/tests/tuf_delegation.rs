@@ -2,6 +2,9 @@
 //! rejecting the repository, lazy loading of only the roles a lookup needs, and
 //! consistent-snapshot targets in sub-folders.
 
+// Test support helpers panic on setup failure, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;

@@ -1,6 +1,9 @@
 //! Firmware targets: the signed `custom.bauxite` object (typed parse/emit, property
 //! tested), the chunk-index lookup through trusted metadata, and downgrade refusal.
 
+// Test support helpers panic on setup failure, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bauxite_forge::tuf::firmware::{CHUNK_SIZE, FirmwareInfo, parse_version};

@@ -1,6 +1,9 @@
 //! Root rotation (online and with an offline root key), bad rotations, and the
 //! fast-forward attack recovery after timestamp / snapshot key rotation.
 
+// Test support helpers panic on setup failure, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bauxite_forge::tuf::repo::{RoleKey, sign_root};

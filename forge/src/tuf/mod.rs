@@ -6,13 +6,14 @@
 //! its parent against mix-and-match and endless data.
 //!
 //! - [`client`]: the workflow driver ([`Client`]) over [`MetadataSource`],
-//!   [`TargetSource`] and [`MetadataStore`]; [`trusted`] is its pure state machine.
+//!   [`TargetSource`] and [`MetadataStore`]; `trusted` is its pure state machine.
 //! - [`repo`]: create, sign and publish a repository; rotate keys; offline root.
 //! - [`firmware`]: the `custom.bauxite` object of firmware targets.
 //! - `metadata`, `verify`, `hashes`, `pattern`: parsing, signature thresholds (through
 //!   `tough`'s verifier), length and hash checks, delegation path matching.
 
 pub mod client;
+mod download;
 pub mod firmware;
 pub mod hashes;
 pub mod metadata;
@@ -21,6 +22,7 @@ pub mod refusal;
 pub mod repo;
 pub mod source;
 pub mod store;
+mod targets_meta;
 pub(crate) mod trusted;
 pub(crate) mod verify;
 

@@ -1,7 +1,7 @@
 //! A real TUF repository in a temp dir, built and signed by `forge::tuf::repo`, and a
 //! client over a directory source, for the `tuf_*` tests. Attacks are crafted by editing
 //! published files and re-signing them with real keys (the attacker's or the role's).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
