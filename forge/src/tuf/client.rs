@@ -1,5 +1,5 @@
 //! The TUF client workflow (specification section 5) driven over a [`MetadataSource`],
-//! a [`TargetSource`] and a [`MetadataStore`], with `now` as an input.
+//! a [`TargetSource`](super::TargetSource) and a [`MetadataStore`], with `now` as an input.
 //!
 //! Driving rules: [`Client::init`] once with a root obtained out of band; then per update
 //! check [`Client::refresh`] (root chain, timestamp, snapshot, top-level targets), then
