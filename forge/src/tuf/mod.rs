@@ -29,6 +29,7 @@ pub(crate) mod verify;
 pub use client::{Client, Limits, TargetInfo};
 pub use firmware::{FirmwareInfo, FirmwareTarget};
 pub use hashes::{HashAlgorithm, Hashes};
+pub use metadata::TopRole;
 pub use refusal::Refusal;
 pub use source::{DirSource, FetchError, MetadataSource, TargetSource};
 pub use store::{DirStore, MetadataStore};
@@ -64,5 +65,3 @@ pub fn inspect(bytes: &[u8]) -> Result<(TopRole, u64), Refusal> {
         ),
     })
 }
-
-pub use metadata::TopRole;

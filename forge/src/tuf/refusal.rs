@@ -150,12 +150,6 @@ pub enum Refusal {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// More root versions in one refresh than the limit.
-    #[error("more than {limit} root rotations in one refresh")]
-    TooManyRootRotations {
-        /// The limit.
-        limit: u64,
-    },
     /// A firmware target's `custom.bauxite` object is missing or inconsistent.
     #[error("{target}: firmware metadata {reason}; the package must be re-created")]
     BadFirmwareInfo {
