@@ -12,6 +12,7 @@
 //!   `HubConnector` (topology, policy, metrics, reconnect with backoff).
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
+//! - [`update_cmd`]: `bauxite update ...`; `tuf-client` is the plain TUF client.
 
 pub mod cert_cmd;
 pub mod config;
@@ -30,5 +31,6 @@ pub mod run_cmd;
 pub mod run_lock;
 pub mod status;
 pub mod sys;
+pub mod update_cmd;
 
 pub use error::Error;

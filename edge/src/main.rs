@@ -18,7 +18,10 @@ use bauxite::precheck::fingerprint::{CompositeHash, OsSources};
 use bauxite::precheck::state_root::{SKIP_MOUNT_CHECK_ENV, StateRoot};
 use bauxite::precheck::{self, Clock};
 use bauxite::{cert_cmd, fingerprint_cmd, keygen, manifest_cmd};
-use cli::{CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand};
+use cli::{
+    CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand, TufClientAction,
+    UpdateCommand,
+};
 
 /// The real clocks; the only place the binary reads time.
 struct SystemClock {
@@ -130,6 +133,7 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
             let start = Instant::now();
             bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
         }
+        Command::Update(UpdateCommand::TufClient(args)) => run_tuf_client(args, clock)?,
         Command::Join(args) => {
             // Without --name the hub names the node after the token (`token create --name`).
             let name = args.name.unwrap_or_default();
@@ -229,6 +233,41 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 cert_out.display(),
                 precheck::fingerprint::rfc3339(until)
             );
+        }
+    }
+    Ok(())
+}
+
+fn run_tuf_client(args: cli::TufClientArgs, clock: &SystemClock) -> anyhow::Result<()> {
+    use bauxite::update_cmd::tuf_client;
+    let now = jiff::Timestamp::from_second(clock.now().unix_timestamp())?;
+    let need = |opt: Option<String>, flag: &str| opt.with_context(|| format!("{flag} is required"));
+    match args.action {
+        TufClientAction::Init { root_json } => {
+            tuf_client::init(&args.metadata_dir, &root_json)?;
+            println!("trusted root stored in {}", args.metadata_dir.display());
+        }
+        TufClientAction::Refresh => {
+            let url = need(args.metadata_url, "--metadata-url")?;
+            tuf_client::refresh(&args.metadata_dir, &url, now)?;
+            println!("metadata up to date in {}", args.metadata_dir.display());
+        }
+        TufClientAction::Download => {
+            let url = need(args.metadata_url, "--metadata-url")?;
+            let base = need(args.target_base_url, "--target-base-url")?;
+            let dir = args.target_dir.context("--target-dir is required")?;
+            anyhow::ensure!(!args.target_names.is_empty(), "--target-name is required");
+            let files = tuf_client::download(
+                &args.metadata_dir,
+                &url,
+                &args.target_names,
+                &base,
+                &dir,
+                now,
+            )?;
+            for file in files {
+                println!("verified: {}", file.display());
+            }
         }
     }
     Ok(())
