@@ -21,7 +21,6 @@ pub mod scheduler;
 pub mod session;
 pub mod sim;
 pub mod snapshot;
-#[cfg(feature = "io")]
 pub mod tun;
 pub mod types;
 pub mod wire;

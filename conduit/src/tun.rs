@@ -18,14 +18,21 @@
 //! - **In memory**: a Unix datagram socket pair, one packet per datagram; it keeps packet
 //!   boundaries, never allocates per packet, and has the same readiness interface as the
 //!   kernel device.
+//!
+//! The devices need the `tun` feature; the configuration types here do not, so a
+//! device-less build (the hub) still names them.
 
+#[cfg(feature = "tun")]
 mod batch;
 
+#[cfg(feature = "tun")]
 use std::io;
 use std::net::Ipv4Addr;
 
+#[cfg(feature = "tun")]
 use tokio::net::UnixDatagram;
 
+#[cfg(feature = "tun")]
 pub use batch::{MAX_PACKET, RecvBatch, SEND_OFFSET, SendBatch};
 
 /// The default device name.
@@ -44,16 +51,20 @@ pub struct TunConfig {
     pub prefix: u8,
 }
 
-/// Which backend a [`TunDevice`] uses.
+/// Which device carries a shell's IP packets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TunKind {
     /// A kernel TUN interface with this name.
     Kernel(String),
-    /// The in-memory fallback; the reason the kernel device could not be created.
+    /// The in-memory pipe; why (the reason the kernel device could not be created, or
+    /// that it was asked for).
     Memory(String),
+    /// No device: only service sockets receive packets (the hub).
+    None,
 }
 
 /// Where IP packets enter and leave the node.
+#[cfg(feature = "tun")]
 pub enum TunDevice {
     /// A kernel TUN interface.
     Kernel(tun_rs::AsyncDevice),
@@ -61,6 +72,7 @@ pub enum TunDevice {
     Memory(UnixDatagram),
 }
 
+#[cfg(feature = "tun")]
 impl std::fmt::Debug for TunDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -70,6 +82,7 @@ impl std::fmt::Debug for TunDevice {
     }
 }
 
+#[cfg(feature = "tun")]
 impl TunDevice {
     /// Creates the kernel device, or falls back to the in-memory pipe with a WARN line
     /// saying why. Returns the device, which backend it is, and — for the fallback — the
@@ -222,7 +235,7 @@ impl TunDevice {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tun"))]
 mod tests {
     use super::*;
 

@@ -29,15 +29,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::net::UdpSocket;
+#[cfg(feature = "tun")]
+use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 
+use super::device::Device;
 use super::udp::UdpIo;
-use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, TUN_WRITE_BATCH, clock};
+use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, Received};
 use crate::peers::PeerInfo;
-use crate::tun::{RecvBatch, SendBatch, TunDevice, TunKind};
-use crate::{BauxiteNode, Error, Metrics};
+use crate::tun::TunKind;
+use crate::{BauxiteNode, Error, Metrics, VirtualIp};
 
 /// What woke the loop.
 enum Wake {
@@ -53,14 +56,12 @@ enum Wake {
 pub struct Shell {
     node: BauxiteNode,
     udp: UdpIo,
-    tun: TunDevice,
+    device: Device,
     tun_kind: TunKind,
+    virtual_ip: VirtualIp,
+    #[cfg(feature = "tun")]
     app: Option<UnixDatagram>,
     counters: ShellCounters,
-    /// Packets of the last device read.
-    tun_rx: RecvBatch,
-    /// Decrypted packets for the next device write.
-    tun_tx: SendBatch,
 }
 
 impl std::fmt::Debug for Shell {
@@ -73,10 +74,9 @@ impl std::fmt::Debug for Shell {
 }
 
 impl Shell {
-    /// Binds the UDP socket (with GSO/GRO where the kernel has them) and opens the TUN
-    /// device (with offload where the kernel allows it, else falling back to the
-    /// in-memory pipe with a WARN line). Allocates every buffer the loop will use. Must
-    /// run inside a tokio runtime.
+    /// Binds the UDP socket (with GSO/GRO where the kernel has them) and opens the
+    /// device `config` asks for (a TUN device with offload where the kernel allows it).
+    /// Allocates every buffer the loop will use. Must run inside a tokio runtime.
     pub async fn bind(node: BauxiteNode, config: &ShellConfig) -> Result<Self, Error> {
         let socket = UdpSocket::bind(config.listen)
             .await
@@ -91,25 +91,21 @@ impl Shell {
             addr: config.listen,
             source,
         })?;
-        let (tun, tun_kind, app) = TunDevice::open(&config.tun).map_err(|source| Error::Io {
-            action: "create in-memory device for",
-            path: config.tun.name.clone().into(),
-            source,
-        })?;
+        let opened = Device::open(&config.device, node.config().mtu)?;
         tracing::info!(
-            tun_offload = tun.offload(),
+            tun_offload = opened.device.offload(),
             udp_gso_segments = udp.max_gso_segments(),
             "batched IO"
         );
         Ok(Self {
             node,
             udp,
-            tun,
-            tun_kind,
-            app,
+            device: opened.device,
+            tun_kind: opened.kind,
+            virtual_ip: config.device.virtual_ip(),
+            #[cfg(feature = "tun")]
+            app: opened.app,
             counters: ShellCounters::default(),
-            tun_rx: RecvBatch::new(usize::from(config.tun.mtu)),
-            tun_tx: SendBatch::new(TUN_WRITE_BATCH),
         })
     }
 
@@ -118,12 +114,18 @@ impl Shell {
         self.udp.socket.local_addr()
     }
 
-    /// Which TUN backend carries IP packets.
+    /// Which device carries IP packets.
     pub fn tun_kind(&self) -> &TunKind {
         &self.tun_kind
     }
 
-    /// The application end of the in-memory device (only with the fallback; once).
+    /// The node's virtual IP.
+    pub fn virtual_ip(&self) -> VirtualIp {
+        self.virtual_ip
+    }
+
+    /// The application end of the in-memory device (only with the in-memory pipe; once).
+    #[cfg(feature = "tun")]
     pub fn take_app_end(&mut self) -> Option<UnixDatagram> {
         self.app.take()
     }
@@ -162,7 +164,7 @@ impl Shell {
                 r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
                 r = self.udp.socket.readable() => Wake::Input(r),
-                r = self.tun.readable() => Wake::Input(r),
+                r = self.device.readable() => Wake::Input(r),
                 () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
             match wake {
@@ -234,13 +236,7 @@ impl Shell {
                 match self.node.handle_datagram(now, from, datagram.bytes) {
                     Received::Deliver(range) => {
                         let packet = datagram.bytes.get(range).unwrap_or_default();
-                        if !self.tun_tx.push(packet) {
-                            self.counters.tun_write_dropped += 1;
-                        }
-                        if self.tun_tx.is_full() {
-                            let dropped = self.tun.send_batch(&mut self.tun_tx).await;
-                            self.counters.tun_write_dropped += dropped as u64;
-                        }
+                        self.device.deliver(packet, &mut self.counters).await;
                     }
                     Received::Stun => self.counters.stun_ignored += 1,
                     Received::Consumed => {}
@@ -249,35 +245,15 @@ impl Shell {
                     }
                 }
             }
-            if !self.tun_tx.is_empty() {
-                let dropped = self.tun.send_batch(&mut self.tun_tx).await;
-                self.counters.tun_write_dropped += dropped as u64;
-            }
+            self.device.flush(&mut self.counters).await;
         }
     }
 
     /// Packets from the device into the node's lanes, until [`BATCH`] are handled or
     /// none is left (one offloaded read may bring dozens).
     fn on_packets(&mut self, now: Instant) {
-        let mut handled = 0;
-        while handled < BATCH {
-            let n = match self.tun.try_recv_batch(&mut self.tun_rx) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    tracing::debug!(%error, "tun read failed");
-                    return;
-                }
-            };
-            if n > 1 {
-                self.counters.tun_gso_packets += n as u64;
-            }
-            for packet in self.tun_rx.packets(n) {
-                let verdict = self.node.handle_tun_packet(now, packet);
-                tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
-            }
-            handled += n.max(1);
-        }
+        self.device
+            .read_into(&mut self.node, now, BATCH, &mut self.counters);
     }
 
     /// Sends the parked batch, then gathers and sends batches of what the node has,
