@@ -50,10 +50,19 @@
 //! in-memory fallback), the in-memory pipe alone, or no device at all — what the hub
 //! runs, with only the `io` feature (no tun-rs). Without a device, delivered packets go
 //! to service sockets or are dropped and counted (`no_device_dropped`).
+//!
+//! # Service sockets
+//!
+//! In-process users send and receive over the mesh through a [`ServiceSocket`] bound on
+//! the shell ([`Shell::bind_service`] before `run`, [`Query::BindService`] while it
+//! runs): UDP datagrams from the node's virtual IP, in the lane the caller picks, with
+//! backpressure instead of loss when the lane is full (see [`service`]). Delivered
+//! datagrams for a bound port go to its socket, not to the device.
 
 pub mod clock;
 mod device;
 mod gso;
+pub mod service;
 mod shell;
 mod udp;
 
@@ -64,11 +73,13 @@ use tokio::sync::oneshot;
 use crate::node::PeerStatus;
 use crate::peers::PeerInfo;
 use crate::policy::Policy;
+use crate::service::ServicePort;
 #[cfg(feature = "tun")]
 use crate::tun::TunConfig;
 use crate::tun::TunKind;
-use crate::{PeerId, VirtualIp};
+use crate::{PeerId, ServiceError, VirtualIp};
 
+pub use service::{IncomingBatch, OutgoingBatch, ServiceSender, ServiceSocket};
 pub use shell::Shell;
 
 /// Datagrams, and packets, handled per wake-up before timers and transmission get a
@@ -136,6 +147,15 @@ pub enum Query {
     ReplacePeers(Vec<PeerInfo>),
     /// Install a firewall policy, or with `None` unload it (allow all).
     SetPolicy(Option<Policy>),
+    /// Bind a service port on the running shell (see [`Shell::bind_service`]).
+    BindService {
+        /// The port.
+        port: ServicePort,
+        /// Receive queue length in datagrams.
+        recv_queue: usize,
+        /// Where the socket (or the refusal) goes.
+        reply: oneshot::Sender<Result<ServiceSocket, ServiceError>>,
+    },
 }
 
 /// Counters of things only the shell sees (the node's own are in [`crate::Metrics`]).

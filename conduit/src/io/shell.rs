@@ -35,12 +35,14 @@ use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 
 use super::device::Device;
+use super::service::{ServiceSocket, Services};
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, Received};
 use crate::peers::PeerInfo;
+use crate::service::ServicePort;
 use crate::tun::TunKind;
-use crate::{BauxiteNode, Error, Metrics, VirtualIp};
+use crate::{BauxiteNode, Error, Metrics, ServiceError, VirtualIp};
 
 /// What woke the loop.
 enum Wake {
@@ -48,6 +50,7 @@ enum Wake {
     Writable(io::Result<()>),
     Input(io::Result<()>),
     Timer,
+    Service,
     Query(Option<Query>),
 }
 
@@ -61,6 +64,7 @@ pub struct Shell {
     virtual_ip: VirtualIp,
     #[cfg(feature = "tun")]
     app: Option<UnixDatagram>,
+    services: Services,
     counters: ShellCounters,
 }
 
@@ -97,9 +101,15 @@ impl Shell {
             udp_gso_segments = udp.max_gso_segments(),
             "batched IO"
         );
+        let services = Services::new(
+            config.device.virtual_ip(),
+            node.config().mtu,
+            Arc::clone(node.metrics()),
+        );
         Ok(Self {
             node,
             udp,
+            services,
             device: opened.device,
             tun_kind: opened.kind,
             virtual_ip: config.device.virtual_ip(),
@@ -130,6 +140,19 @@ impl Shell {
         self.app.take()
     }
 
+    /// Binds a service port for an in-process user, with a receive queue of
+    /// `recv_queue` datagrams ([`DEFAULT_RECV_QUEUE`](super::service::DEFAULT_RECV_QUEUE)
+    /// unless there is a reason): datagrams delivered to this node's virtual IP on `port`
+    /// go to the socket instead of the device. While the shell runs, bind with
+    /// [`Query::BindService`].
+    pub fn bind_service(
+        &mut self,
+        port: ServicePort,
+        recv_queue: usize,
+    ) -> Result<ServiceSocket, ServiceError> {
+        self.services.bind(port, recv_queue)
+    }
+
     /// The node's counters, shared with exporters.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(self.node.metrics())
@@ -147,14 +170,22 @@ impl Shell {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(clock::now()));
         let mut sleep = std::pin::pin!(sleep);
         let mut queries_open = true;
+        let service_wake = self.services.wake();
         loop {
             let now = clock::now();
             if self.node.poll_timeout().is_some_and(|at| at <= now) {
                 self.node.handle_timeout(now);
             }
+            let pumped = self.services.pump(&mut self.node, now);
             self.flush(now);
             self.log_events();
-            let deadline = self.node.poll_timeout();
+            // Service datagrams that could move now (budget spent, or their lane drained
+            // by the flush): go again rather than sleep.
+            let deadline = if pumped.again(&self.node) {
+                Some(now)
+            } else {
+                self.node.poll_timeout()
+            };
             sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline.unwrap_or(now)));
@@ -165,6 +196,7 @@ impl Shell {
                 q = queries.recv(), if queries_open => Wake::Query(q),
                 r = self.udp.socket.readable() => Wake::Input(r),
                 r = self.device.readable() => Wake::Input(r),
+                () = service_wake.notified() => Wake::Service,
                 () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
             match wake {
@@ -182,7 +214,7 @@ impl Shell {
                         });
                     }
                 }
-                Wake::Writable(_) | Wake::Timer => {}
+                Wake::Writable(_) | Wake::Timer | Wake::Service => {}
                 Wake::Input(_) => {
                     self.on_datagrams(clock::now()).await;
                     self.on_packets(clock::now());
@@ -236,7 +268,9 @@ impl Shell {
                 match self.node.handle_datagram(now, from, datagram.bytes) {
                     Received::Deliver(range) => {
                         let packet = datagram.bytes.get(range).unwrap_or_default();
-                        self.device.deliver(packet, &mut self.counters).await;
+                        if self.services.is_empty() || !self.services.deliver(packet) {
+                            self.device.deliver(packet, &mut self.counters).await;
+                        }
                     }
                     Received::Stun => self.counters.stun_ignored += 1,
                     Received::Consumed => {}
@@ -247,6 +281,7 @@ impl Shell {
             }
             self.device.flush(&mut self.counters).await;
         }
+        self.services.notify_receivers();
     }
 
     /// Packets from the device into the node's lanes, until [`BATCH`] are handled or
@@ -314,6 +349,14 @@ impl Shell {
             Query::SetPolicy(None) => {
                 self.node.policy_mut().clear();
                 tracing::info!("policy cleared (allow all)");
+            }
+            Query::BindService {
+                port,
+                recv_queue,
+                reply,
+            } => {
+                // The asker may have given up; the socket then unbinds as it drops.
+                let _ = reply.send(self.services.bind(port, recv_queue));
             }
         }
     }

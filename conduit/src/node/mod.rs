@@ -307,7 +307,7 @@ impl BauxiteNode {
             for index in tunnel.drain_retired() {
                 self.indices.remove(&index);
             }
-            while let Some(buf) = tunnel.take_staged() {
+            while let Some((_, buf)) = tunnel.take_staged() {
                 Metrics::inc(&self.metrics.tx_dropped);
                 self.recycle(buf);
             }

@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::session::channel::SecureChannel;
 use crate::session::noise::{self, Initiation, ReceivedInit};
 use crate::wire::{DataHeader, INIT_LEN, RESP_LEN};
-use crate::{PeerId, PeerMisbehaved};
+use crate::{Lane, PeerId, PeerMisbehaved};
 
 /// Session timing, WireGuard's constants by default; tests shrink them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub struct Tunnel {
     last_received: Option<Instant>,
     unanswered_since: Option<Instant>,
     keepalive_due: bool,
-    staged: VecDeque<Vec<u8>>,
+    staged: VecDeque<(Lane, Vec<u8>)>,
     retired: Vec<u32>,
 }
 
@@ -359,26 +359,26 @@ impl Tunnel {
         Some(result)
     }
 
-    /// Holds a packet until the session is ready; returns a buffer that was pushed out
-    /// (the oldest) when the stage is full, for the caller to recycle and count.
-    pub fn stage(&mut self, packet: Vec<u8>) -> Option<Vec<u8>> {
+    /// Holds a packet of `lane` until the session is ready; returns a buffer that was
+    /// pushed out (the oldest) when the stage is full, for the caller to recycle and count.
+    pub fn stage(&mut self, lane: Lane, packet: Vec<u8>) -> Option<Vec<u8>> {
         let evicted = if self.staged.len() >= Self::STAGED_LIMIT {
-            self.staged.pop_front()
+            self.staged.pop_front().map(|(_, old)| old)
         } else {
             None
         };
-        self.staged.push_back(packet);
+        self.staged.push_back((lane, packet));
         evicted
     }
 
-    /// Takes the oldest staged packet.
-    pub fn take_staged(&mut self) -> Option<Vec<u8>> {
+    /// Takes the oldest staged packet, with the lane it was queued in.
+    pub fn take_staged(&mut self) -> Option<(Lane, Vec<u8>)> {
         self.staged.pop_front()
     }
 
     /// Returns a staged packet to the front (it could not be sent after all).
-    pub fn unstage_front(&mut self, packet: Vec<u8>) {
-        self.staged.push_front(packet);
+    pub fn unstage_front(&mut self, lane: Lane, packet: Vec<u8>) {
+        self.staged.push_front((lane, packet));
     }
 
     /// Whether packets wait for the session.
