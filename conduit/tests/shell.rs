@@ -18,7 +18,7 @@ use bauxite_conduit::io::{
 };
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::NodeConfig;
-use bauxite_conduit::path::CongestionStrategy;
+use bauxite_conduit::path::{CongestionStrategy, EndpointOrigin, Path};
 use bauxite_conduit::peers::{PeerInfo, PeerRegistry};
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::tun::TunKind;
@@ -513,4 +513,47 @@ async fn a_slow_receiver_drops_and_counts_and_a_port_can_be_rebound() {
     assert_eq!(receive(&mut again, a.info.virtual_ip, 1).await, vec![500]);
     a.shut_down().await;
     b.shut_down().await;
+}
+
+/// Only one side is told where the other is (the robot dials the hub; the hub is told
+/// nothing): the hub answers where the initiation came from, then reaches the robot
+/// from its side too, and its status says the endpoint was learned.
+#[tokio::test(flavor = "current_thread")]
+async fn one_side_knowing_the_other_is_enough_between_real_shells() {
+    let (mut robot, mut shell_r) = start(1, memory, NodeConfig::default()).await;
+    let (mut hub, mut shell_h) = start(2, no_device, NodeConfig::default()).await;
+    let mut sock_r = shell_r.bind_service(port(), DEFAULT_RECV_QUEUE).unwrap();
+    let sock_h = shell_h.bind_service(port(), DEFAULT_RECV_QUEUE).unwrap();
+    spawn(&mut robot, shell_r);
+    spawn(&mut hub, shell_h);
+    let unknown_robot = PeerInfo {
+        endpoint: None,
+        ..robot.info.clone()
+    };
+    hub.queries
+        .send(Query::ReplacePeers(vec![unknown_robot]))
+        .await
+        .unwrap();
+    robot
+        .queries
+        .send(Query::ReplacePeers(vec![hub.info.clone()]))
+        .await
+        .unwrap();
+    let id = robot.info.id;
+    let status = hub
+        .wait_status("session with the robot", |s| {
+            s.peers.iter().any(|p| p.id == id && p.established)
+        })
+        .await;
+    let peer = &status.peers[0];
+    assert_eq!(peer.endpoint_origin, Some(EndpointOrigin::Learned));
+    assert_eq!(peer.path, Path::Direct(robot.info.endpoint.unwrap()));
+    sock_h
+        .send_to(robot.info.virtual_ip, PORT, Lane::Critical, &payload(1, 64))
+        .await
+        .unwrap();
+    assert_eq!(receive(&mut sock_r, hub.info.virtual_ip, 1).await, vec![1]);
+    assert_eq!(Metrics::get(&hub.metrics.handshakes_initiated), 0);
+    robot.shut_down().await;
+    hub.shut_down().await;
 }

@@ -248,7 +248,13 @@ impl BauxiteNode {
 
     /// Seals `packet` for `peer` into `out`.
     fn seal_packet(&mut self, now: Instant, peer: PeerId, packet: &[u8], out: &mut [u8]) -> Sealed {
-        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+        let Some(tunnel) = self
+            .tunnels
+            .get_mut(&peer)
+            .filter(|t| t.is_established(now, &self.config.timers))
+        else {
+            // Staged until a session exists, whether or not there is a path yet: a peer
+            // without an endpoint may dial us.
             return Sealed::NoSession;
         };
         let dst = match self.paths.select(peer) {
