@@ -13,8 +13,11 @@
 //! [`BATCH`] packets), runs due timers, then drains `poll_transmit` into the socket until
 //! the node has nothing more or the socket is full. A full socket parks the one batch
 //! already sealed and stops polling the node, so queueing happens in the node's lanes —
-//! where the critical lane overtakes bulk — rather than in the kernel. No packet crosses
-//! a thread: on two cores a hand-off costs more than the work it would move.
+//! where the critical lane overtakes bulk — rather than in the kernel. No packet from
+//! the socket or the device crosses a thread: on two cores a hand-off costs more than
+//! the work it would move. Service datagrams from in-process users do, so they cross
+//! in batches (see [`service`]), and each turn also moves a bounded number of them into
+//! the lanes.
 //!
 //! # Batched syscalls
 //!

@@ -7,19 +7,25 @@
 //! # One turn of the loop
 //!
 //! 1. Due timers run (`handle_timeout`).
-//! 2. `flush`: the parked batch goes first; then `poll_transmit` fills the batch until
+//! 2. Service sockets' queued datagrams move into their lanes while the lanes have room
+//!    (at most 256 bulk or telemetry datagrams per turn; critical ones are not counted).
+//! 3. `flush`: the parked batch goes first; then `poll_transmit` fills the batch until
 //!    it is complete (another destination or length, 64 segments, or 32 KiB) and the
 //!    batch leaves in one GSO send — until the node has nothing more or the socket is
 //!    full. Only one batch is ever gathered before it is sent, so a critical packet
 //!    sealed after a bulk batch waits for one send, not for a queue in the shell.
-//! 3. Wait for the first of: shutdown, room in the socket (only while a batch is
-//!    parked), a query, input on the socket or the device, the node's next deadline.
-//! 4. Input on either side serves both: up to [`BATCH`] datagrams (a few `recvmmsg`
-//!    calls, GRO buffers split at their stride) decrypted into a [`SendBatch`] that goes
-//!    to the device in one coalescing write per receive call, then up to [`BATCH`]
-//!    packets from the device (a TSO read splits into dozens) into the node's lanes.
-//!    Checking readiness costs no syscall, and serving both keeps a saturated direction
-//!    from starving the other — a biased `select!` alone would always pick the socket.
+//! 4. Wait for the first of: shutdown, room in the socket (only while a batch is
+//!    parked), a query, input on the socket or the device, a service socket's new
+//!    datagrams, the node's next deadline — or do not wait, when service datagrams
+//!    could still move (the per-turn budget ran out, or the flush made room in a lane
+//!    they were waiting for).
+//! 5. Input on either side serves both: up to [`BATCH`] datagrams (a few `recvmmsg`
+//!    calls, GRO buffers split at their stride) decrypted and handed to a service
+//!    socket or queued for one coalescing device write per receive call, then up to
+//!    [`BATCH`] packets from the device (a TSO read splits into dozens) into the
+//!    node's lanes. Checking readiness costs no syscall, and serving both keeps a
+//!    saturated direction from starving the other — a biased `select!` alone would
+//!    always pick the socket.
 //!
 //! [`GsoBatch`]: super::gso::GsoBatch
 
