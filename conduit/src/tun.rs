@@ -20,14 +20,24 @@
 //! - **In memory**: a Unix datagram socket pair, one packet per datagram; it keeps packet
 //!   boundaries, never allocates per packet, and has the same readiness interface as the
 //!   kernel device.
+//!
+//! The devices need the `tun` feature; the configuration types here do not, so a
+//! device-less build (the hub) still names them.
 
+// Without `tun` the device types linked above do not exist; the text still describes them.
+#![cfg_attr(not(feature = "tun"), allow(rustdoc::broken_intra_doc_links))]
+
+#[cfg(feature = "tun")]
 mod batch;
 
+#[cfg(feature = "tun")]
 use std::io;
 use std::net::Ipv4Addr;
 
+#[cfg(feature = "tun")]
 use tokio::net::UnixDatagram;
 
+#[cfg(feature = "tun")]
 pub use batch::{MAX_PACKET, RecvBatch, SEND_OFFSET, SendBatch};
 
 /// The default device name.
@@ -46,13 +56,16 @@ pub struct TunConfig {
     pub prefix: u8,
 }
 
-/// Which backend a [`TunDevice`] uses.
+/// Which device carries a shell's IP packets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TunKind {
     /// A kernel TUN interface with this name.
     Kernel(String),
-    /// The in-memory fallback; the reason the kernel device could not be created.
+    /// The in-memory pipe; why (the reason the kernel device could not be created, or
+    /// that it was asked for).
     Memory(String),
+    /// No device: only service sockets receive packets (the hub).
+    None,
 }
 
 /// Whether a kernel TUN failure means "this process may not have a TUN device" — no
@@ -79,6 +92,7 @@ pub struct TunCreateError {
 }
 
 /// Where IP packets enter and leave the node.
+#[cfg(feature = "tun")]
 pub enum TunDevice {
     /// A kernel TUN interface.
     Kernel(tun_rs::AsyncDevice),
@@ -86,6 +100,7 @@ pub enum TunDevice {
     Memory(UnixDatagram),
 }
 
+#[cfg(feature = "tun")]
 impl std::fmt::Debug for TunDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -95,6 +110,7 @@ impl std::fmt::Debug for TunDevice {
     }
 }
 
+#[cfg(feature = "tun")]
 impl TunDevice {
     /// Creates the kernel device, or — only when this process may not create one
     /// ([`kernel_tun_unavailable`]) — falls back to the in-memory pipe with a WARN line
@@ -258,7 +274,7 @@ impl TunDevice {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tun"))]
 mod tests {
     use super::*;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use bauxite_conduit::BauxiteNode;
 use bauxite_conduit::identity::Identity;
-use bauxite_conduit::io::{Shell, ShellConfig, clock};
+use bauxite_conduit::io::{DeviceConfig, Shell, ShellConfig, clock};
 use bauxite_conduit::node::{DEFAULT_MTU, NodeConfig};
 use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::tun::TunConfig;
@@ -206,12 +206,12 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let peer_id = node.peer_id();
     let shell_config = ShellConfig {
         listen: config.listen,
-        tun: TunConfig {
+        device: DeviceConfig::TunOrMemory(TunConfig {
             name: config.tun_name.clone(),
             mtu: u16::try_from(DEFAULT_MTU).unwrap_or(u16::MAX),
             address: config.virtual_ip,
             prefix: config.prefix,
-        },
+        }),
     };
     let shell = Shell::bind(node, &shell_config)
         .await
