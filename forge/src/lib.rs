@@ -16,9 +16,16 @@
 pub mod error;
 
 // Forge core: chunks, fetch, checkpoint, staging, activation, agent, telemetry.
+pub mod activate;
+pub mod checkpoint;
 pub mod chunk;
 pub mod chunkset;
+pub mod crash;
 pub mod fetch;
+mod fsutil;
 pub mod image;
+pub mod layout;
+pub mod staging;
+pub mod watchdog;
 
 pub use error::{Error, Result};
