@@ -17,6 +17,7 @@ pub mod error;
 
 // Forge core: chunks, fetch, checkpoint, staging, activation, agent, telemetry.
 pub mod activate;
+pub mod agent;
 pub mod checkpoint;
 pub mod chunk;
 pub mod chunkset;
@@ -26,6 +27,8 @@ mod fsutil;
 pub mod image;
 pub mod layout;
 pub mod staging;
+pub mod state;
+pub mod telemetry;
 pub mod watchdog;
 
 pub use error::{Error, Result};

@@ -277,6 +277,11 @@ impl Staging {
         })
     }
 
+    /// The crash hook, for the activation that follows a verification.
+    pub(crate) fn hook(&mut self) -> &mut dyn CrashHook {
+        &mut *self.hook
+    }
+
     /// Deletes the staging: checkpoint first (so it never outlives the data it vouches
     /// for), then the image, then the directory.
     pub fn purge(mut self) -> Result<()> {
