@@ -17,7 +17,7 @@ use super::link::{Link, LinkParams, origin};
 
 /// A temporary state root.
 pub(crate) struct Root {
-    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) _dir: Option<tempfile::TempDir>,
     pub(crate) layout: Layout,
 }
 
@@ -25,7 +25,15 @@ impl Root {
     pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::open(dir.path()).unwrap();
-        Self { _dir: dir, layout }
+        Self {
+            _dir: Some(dir),
+            layout,
+        }
+    }
+
+    /// A root whose directory the caller owns.
+    pub(crate) fn at(layout: Layout) -> Self {
+        Self { _dir: None, layout }
     }
 }
 
