@@ -1,6 +1,6 @@
 //! The update agent: fetch, staging, checkpoint, verification and activation, tied
 //! together as one sans-IO state machine (network and time are inputs; file effects go
-//! through [`Staging`] and [`activate`](crate::activate), which crash at named points).
+//! through [`Staging`] and [`activate`], which crash at named points).
 //!
 //! Invariant: the agent activates only an image it has read back from disk and verified
 //! whole against the signed index; it never requests a chunk that its checkpoint recorded
@@ -8,7 +8,7 @@
 //!
 //! # Driving rules
 //!
-//! Run [`activate::recover`](crate::activate::recover) first, at start. Then build the
+//! Run [`activate::recover`] first, at start. Then build the
 //! agent with [`UpdateAgent::new`] and loop:
 //!
 //! 1. `while let Some(t) = agent.poll_transmit(now, &mut buf)`: send `buf[..t.len]` to
@@ -296,11 +296,11 @@ impl<A: Clone + Eq> UpdateAgent<A> {
         };
         let done = done_set.count();
         let mut bytes_done = u64::from(done) * CHUNK_SIZE as u64;
-        if let Some(last) = count.checked_sub(1).map(ChunkNo) {
-            if done_set.contains(last) {
-                let short = CHUNK_SIZE - chunk_len_for(index.image_len(), last).unwrap_or(0);
-                bytes_done -= short as u64;
-            }
+        if let Some(last) = count.checked_sub(1).map(ChunkNo)
+            && done_set.contains(last)
+        {
+            let short = CHUNK_SIZE - chunk_len_for(index.image_len(), last).unwrap_or(0);
+            bytes_done -= short as u64;
         }
         Progress {
             chunks_done: done,
@@ -427,15 +427,13 @@ impl<A: Clone + Eq> UpdateAgent<A> {
                     || self
                         .unflushed_since
                         .is_some_and(|t| now >= t + self.cfg.flush_interval);
-                if due {
-                    if let Some(s) = self.staging.as_mut() {
-                        s.flush()?;
-                        let durable = s.durable().count();
-                        self.unflushed_since = None;
-                        let progress = self.progress();
-                        self.events
-                            .push_back(AgentEvent::Checkpointed { durable, progress });
-                    }
+                if due && let Some(s) = self.staging.as_mut() {
+                    s.flush()?;
+                    let durable = s.durable().count();
+                    self.unflushed_since = None;
+                    let progress = self.progress();
+                    self.events
+                        .push_back(AgentEvent::Checkpointed { durable, progress });
                 }
                 if complete && self.staging.as_ref().is_some_and(|s| s.unflushed() == 0) {
                     self.phase = Phase::Verifying { next: 0 };

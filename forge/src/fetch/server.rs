@@ -373,16 +373,17 @@ impl<A: Clone + Ord, S: ChunkSource> FetchServer<A, S> {
     }
 
     fn drop_job(&mut self, key: &JobKey<A>) {
-        if let Some(job) = self.jobs.remove(key) {
-            if !job.todo.is_empty() && self.images.contains_key(&key.transfer) {
-                self.refuse(
-                    key.peer.clone(),
-                    key.transfer,
-                    job.seq,
-                    RefuseReason::SourceError,
-                    key.chunk.0,
-                );
-            }
+        if let Some(job) = self.jobs.remove(key)
+            && !job.todo.is_empty()
+            && self.images.contains_key(&key.transfer)
+        {
+            self.refuse(
+                key.peer.clone(),
+                key.transfer,
+                job.seq,
+                RefuseReason::SourceError,
+                key.chunk.0,
+            );
         }
         if let Some(n) = self.per_peer.get_mut(&key.peer) {
             *n -= 1;

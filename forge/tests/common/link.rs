@@ -127,12 +127,12 @@ impl Link {
             return;
         }
         let mut copy = bytes.to_vec();
-        if let Some(n) = payload_len(&copy) {
-            if self.chance(self.p.corrupt) {
-                let at = wire::DATA_HEADER_LEN + (self.rng.next_u64() as usize % n);
-                copy[at] ^= 1 << (self.rng.next_u32() % 8);
-                self.stats.corrupted += 1;
-            }
+        if let Some(n) = payload_len(&copy)
+            && self.chance(self.p.corrupt)
+        {
+            let at = wire::DATA_HEADER_LEN + (self.rng.next_u64() as usize % n);
+            copy[at] ^= 1 << (self.rng.next_u32() % 8);
+            self.stats.corrupted += 1;
         }
         let copies = if self.chance(self.p.duplicate) { 2 } else { 1 };
         for i in 0..copies {
