@@ -8,148 +8,25 @@
 //!
 //! Methods by group: construction ([`FetchClient::new`]); the driving calls
 //! (`handle_datagram`, `handle_timeout`, `poll_transmit`, `poll_timeout`, `poll_event`,
-//! see the [module rules](super)); and read-only state (`stats`, `servers`, `done`).
+//! see the [module rules](super)); read-only state (`stats`, `servers`, `done`); and, in
+//! `timers.rs`, failure handling (chunk timers, refusals, the choice of server).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod timers;
+mod types;
+
+pub use types::{ClientConfig, FetchEvent, FetchStats, ServerStats, VerifiedChunk};
 
 use super::rtt::RttEstimator;
-use super::wire::{self, Datagram, Entry, RefuseReason, TransferId};
+use super::wire::{self, Datagram, Entry, TransferId};
 use super::{FragSet, Transmit, frag_count};
 use crate::chunk::{ChunkIndex, ChunkNo};
 use crate::chunkset::ChunkSet;
 use crate::error::{Error, Result};
 use crate::image::CHUNK_SIZE;
-
-/// Tuning of a [`FetchClient`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// Largest datagram the link carries (the mesh gives about 1300 bytes); fragments
-    /// are sized to fill it.
-    pub max_datagram: usize,
-    /// Chunks in flight or waiting to be taken (memory: `window` x 64 KiB).
-    pub window: usize,
-    /// RTT assumed before the first measurement.
-    pub initial_rtt: Duration,
-    /// Floor of the retransmission timeout.
-    pub min_rto: Duration,
-    /// Cap of the retransmission timeout after backoff.
-    pub max_rto: Duration,
-    /// Consecutive failures (timeouts without progress, chunks failing verification,
-    /// refusals) after which a server is used only when no better one is left.
-    pub failure_threshold: u32,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            max_datagram: 1300,
-            window: 16,
-            initial_rtt: Duration::from_millis(100),
-            min_rto: Duration::from_millis(20),
-            max_rto: Duration::from_secs(2),
-            failure_threshold: 3,
-        }
-    }
-}
-
-/// A chunk whose bytes matched the index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedChunk {
-    /// Which chunk.
-    pub no: ChunkNo,
-    /// Exactly the chunk's bytes.
-    pub bytes: Vec<u8>,
-}
-
-/// What the client reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchEvent<A> {
-    /// A verified chunk, to be written at `no.offset()`.
-    Chunk(VerifiedChunk),
-    /// A complete copy of a chunk failed verification; it was dropped and is re-fetched.
-    ChunkRejected {
-        /// The chunk.
-        chunk: ChunkNo,
-        /// The server it was asked from.
-        server: A,
-    },
-    /// A server refused a request; it is deprioritised.
-    ServerRefused {
-        /// The server.
-        server: A,
-        /// Its reason.
-        reason: RefuseReason,
-    },
-    /// A server reached the failure threshold and is now used last.
-    ServerDeprioritised {
-        /// The server.
-        server: A,
-    },
-    /// Every chunk was verified and handed over.
-    Finished,
-}
-
-/// Counters of one transfer. All byte counts are fragment payload bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FetchStats {
-    /// Request datagrams sent.
-    pub requests_sent: u64,
-    /// Well-formed data fragments of this transfer received from a known server.
-    pub fragments_received: u64,
-    /// Their payload bytes.
-    pub bytes_received: u64,
-    /// Bytes of chunks verified and handed over.
-    pub bytes_verified: u64,
-    /// Bytes of fragments that were already held or belonged to no chunk in flight.
-    pub bytes_duplicate: u64,
-    /// Bytes of complete chunk copies that failed verification.
-    pub bytes_rejected: u64,
-    /// Bytes held in chunks still incomplete.
-    pub bytes_partial: u64,
-    /// Chunks verified.
-    pub chunks_verified: u64,
-    /// Chunk copies that failed verification.
-    pub chunks_rejected: u64,
-    /// Chunk timeouts (each re-requests the chunk's missing fragments).
-    pub timeouts: u64,
-    /// Bytes of fragments requested again after a timeout or a refusal.
-    pub bytes_rerequested: u64,
-    /// Datagrams that did not parse or had inconsistent fields.
-    pub malformed: u64,
-    /// Datagrams for another transfer, from an unknown peer, or of a server's kind.
-    pub foreign: u64,
-    /// Refusals received.
-    pub refusals: u64,
-}
-
-impl FetchStats {
-    /// Bytes that crossed the link more than once or were thrown away: everything
-    /// received beyond one copy of each verified or partial byte.
-    pub fn bytes_retransferred(&self) -> u64 {
-        self.bytes_duplicate + self.bytes_rejected
-    }
-}
-
-/// Per-server view, in the order the servers were given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerStats<A> {
-    /// The server.
-    pub addr: A,
-    /// Smoothed round trip (request to first fragment).
-    pub srtt: Duration,
-    /// Consecutive failures.
-    pub failures: u32,
-    /// Chunks assigned to it that verified.
-    pub chunks_verified: u64,
-    /// Chunks assigned to it that failed verification.
-    pub chunks_rejected: u64,
-    /// Timeouts of chunks assigned to it.
-    pub timeouts: u64,
-    /// Payload bytes received from it.
-    pub bytes_received: u64,
-}
 
 #[derive(Debug)]
 struct Server<A> {
@@ -454,120 +331,6 @@ impl<A: Clone + Eq> FetchClient<A> {
         p.ask_again();
         p.server = self.best_server();
         self.pending.insert(chunk, p);
-    }
-
-    fn on_refuse(&mut self, sidx: usize, reason: RefuseReason) {
-        self.stats.refusals += 1;
-        let addr = self.servers[sidx].stats.addr.clone();
-        self.events.push_back(FetchEvent::ServerRefused {
-            server: addr,
-            reason,
-        });
-        // A refusal is a hard failure: the server goes to the back at once.
-        let threshold = self.cfg.failure_threshold.max(1);
-        let before = self.servers[sidx].stats.failures;
-        self.servers[sidx].stats.failures = before.max(threshold - 1);
-        self.fail(sidx);
-        let chunks: Vec<ChunkNo> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.server == sidx)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in chunks {
-            let best = self.best_server();
-            if let Some(p) = self.pending.get_mut(&c) {
-                if !p.needs_request() {
-                    self.stats.bytes_rerequested += missing_bytes(p, self.frag_size);
-                }
-                p.server = best;
-                p.ask_again();
-            }
-        }
-    }
-
-    fn fail(&mut self, sidx: usize) {
-        let s = &mut self.servers[sidx].stats;
-        s.failures = s.failures.saturating_add(1);
-        if s.failures == self.cfg.failure_threshold.max(1) {
-            tracing::info!(failures = s.failures, "deprioritising a failing server");
-            self.events.push_back(FetchEvent::ServerDeprioritised {
-                server: s.addr.clone(),
-            });
-        }
-    }
-
-    /// The server for the next request: not failing, then least loaded, then first given.
-    fn best_server(&self) -> usize {
-        let threshold = self.cfg.failure_threshold.max(1);
-        (0..self.servers.len())
-            .min_by_key(|&i| {
-                let failing = self.servers[i].stats.failures >= threshold;
-                let load = self.pending.values().filter(|p| p.server == i).count();
-                (
-                    failing,
-                    self.servers[i].stats.failures.min(threshold),
-                    load,
-                    i,
-                )
-            })
-            .unwrap_or(0)
-    }
-
-    fn rto(&self, sidx: usize, attempts: u32) -> Duration {
-        self.servers[sidx]
-            .rtt
-            .rto(attempts, self.cfg.min_rto, self.cfg.max_rto)
-    }
-
-    /// When chunk `p` times out: `rto` (with backoff) after its last fragment if any came
-    /// since its request; else after it was overtaken by a later chunk (its request was
-    /// lost); else after the later of its request and the last fragment from its server,
-    /// so chunks queued behind others at a busy server do not time out while it answers.
-    fn deadline(&self, p: &Pending) -> Option<Instant> {
-        let requested = p.requested_at?;
-        let rto = self.rto(p.server, p.attempts);
-        let start = match (p.last_arrival, p.overtaken_at) {
-            (Some(t), _) | (None, Some(t)) => t,
-            (None, None) => self.servers[p.server]
-                .last_heard
-                .map_or(requested, |h| h.max(requested)),
-        };
-        Some(start + rto)
-    }
-
-    /// Marks chunks whose timer expired for a new request of their missing fragments,
-    /// with exponential backoff; a server failing too often loses its chunks to another.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<ChunkNo> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| self.deadline(p).is_some_and(|d| d <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for c in expired {
-            let Some(p) = self.pending.get_mut(&c) else {
-                continue;
-            };
-            p.ask_again();
-            p.attempts = p.attempts.saturating_add(1);
-            let server = p.server;
-            self.stats.timeouts += 1;
-            self.stats.bytes_rerequested += missing_bytes(p, self.frag_size);
-            self.servers[server].stats.timeouts += 1;
-            self.fail(server);
-            if self.servers[server].stats.failures >= self.cfg.failure_threshold.max(1) {
-                let best = self.best_server();
-                if let Some(p) = self.pending.get_mut(&c) {
-                    p.server = best;
-                }
-            }
-        }
-    }
-
-    /// The earliest chunk timer, if any chunk awaits an answer.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.values().filter_map(|p| self.deadline(p)).min()
     }
 
     /// The next event.
