@@ -109,17 +109,6 @@ pub enum Error {
         /// The expected size.
         expected: u64,
     },
-    /// The staged image does not match the chunk index (changed on disk after download).
-    #[error(
-        "staged image of version {version} fails verification at chunk {chunk}: it was \
-         changed after download; the staging was purged, download it again"
-    )]
-    StagedImageTampered {
-        /// The version being staged.
-        version: String,
-        /// The first chunk that failed.
-        chunk: u32,
-    },
     /// A version that was rolled back is never re-activated automatically.
     #[error(
         "version {version} was rolled back earlier and is blocked: publish a new version, or \
@@ -204,9 +193,7 @@ pub(crate) fn io_error(action: &'static str, path: &std::path::Path, e: std::io:
     use std::io::ErrorKind;
     let path = path.to_path_buf();
     match e.kind() {
-        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge => {
-            Error::NoSpace { action, path }
-        }
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Error::NoSpace { action, path },
         ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => Error::ReadOnly {
             action,
             path,

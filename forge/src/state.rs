@@ -141,7 +141,8 @@ pub struct StateEvent {
 }
 
 impl StateEvent {
-    pub(crate) fn new(state: UpdateState, version: &str, progress: Progress) -> Self {
+    /// A state change of `version` with its progress (no chunk, no detail).
+    pub fn new(state: UpdateState, version: &str, progress: Progress) -> Self {
         Self {
             state,
             version: version.to_owned(),
@@ -151,12 +152,14 @@ impl StateEvent {
         }
     }
 
-    pub(crate) fn chunk(mut self, c: ChunkNo) -> Self {
+    /// With the chunk concerned.
+    pub fn chunk(mut self, c: ChunkNo) -> Self {
         self.chunk = Some(c.0);
         self
     }
 
-    pub(crate) fn detail(mut self, d: impl Into<String>) -> Self {
+    /// With a detail.
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());
         self
     }

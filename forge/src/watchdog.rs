@@ -54,6 +54,16 @@ pub enum RollbackReason {
     },
 }
 
+impl RollbackReason {
+    /// The update state to report once the rollback is done.
+    pub fn state(self) -> crate::state::UpdateState {
+        match self {
+            Self::Unhealthy { .. } => crate::state::UpdateState::RolledBackUnhealthy,
+            Self::FailedStarts { .. } => crate::state::UpdateState::RolledBackFailedStarts,
+        }
+    }
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchdogAction {

@@ -393,3 +393,101 @@ impl<A: Clone + Ord, S: ChunkSource> FetchServer<A, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::ChunkIndex;
+    use crate::fetch::wire::Entry;
+    use crate::image::VirtualImage;
+
+    #[allow(clippy::disallowed_methods)] // a fixed origin; the server ignores time
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn a_flood_of_requests_stays_within_the_bounds_and_serves_correct_bytes() {
+        let img = VirtualImage::new(5, 64 * CHUNK_SIZE as u64).unwrap();
+        let transfer = TransferId::from(ChunkIndex::build(&img).unwrap().digest());
+        let cfg = ServerConfig {
+            chunk_buffers: 3,
+            max_jobs: 40,
+            max_jobs_per_peer: 16,
+            ..ServerConfig::default()
+        };
+        let mut s = FetchServer::new(cfg);
+        s.add_image(transfer, img);
+        let mut buf = vec![0u8; 1500];
+        let entries: Vec<Entry> = (0..64)
+            .map(|c| Entry {
+                chunk: ChunkNo(c),
+                first_frag: 0,
+                mask: u64::MAX,
+            })
+            .collect();
+        for peer in 0..10u32 {
+            let n = wire::emit_request(&mut buf, transfer, peer, 1270, &entries[..60]);
+            let req = buf[..n].to_vec();
+            s.handle_datagram(t0(), peer, &req);
+            // The same request again merges: no new job.
+            s.handle_datagram(t0(), peer, &req);
+        }
+        assert_eq!(s.jobs(), 40, "the global bound");
+        // 1200 entries arrived: 40 became jobs, 40 repeats merged into them, the rest
+        // was dropped.
+        assert_eq!(s.counters().jobs_dropped, 2 * 10 * 60 - 40 - 40);
+        let mut chunk = vec![0u8; CHUNK_SIZE];
+        let mut sent = 0;
+        while let Some(t) = s.poll_transmit(t0(), &mut buf) {
+            assert!(s.buffers() <= 3);
+            let Ok(Datagram::Data(d)) = wire::parse(&buf[..t.len]) else {
+                panic!("not data")
+            };
+            assert_eq!(d.seq, t.dst, "answers echo the request");
+            img.read_chunk(d.chunk, &mut chunk).unwrap();
+            let at = usize::from(d.frag) * 1270;
+            assert_eq!(d.payload, &chunk[at..at + d.payload.len()]);
+            sent += 1;
+        }
+        // 16 jobs for each of the first two peers, 8 for the third: 40 chunks of 52.
+        assert_eq!(sent, 40 * 52);
+        assert_eq!(s.jobs(), 0);
+        assert!(s.counters().chunk_reads >= 40);
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let img = VirtualImage::new(5, 2 * CHUNK_SIZE as u64).unwrap();
+        let transfer = TransferId::from(ChunkIndex::build(&img).unwrap().digest());
+        let mut s = FetchServer::new(ServerConfig::default());
+        s.add_image(transfer, img);
+        let mut buf = vec![0u8; 1500];
+        let e = [Entry {
+            chunk: ChunkNo(9),
+            first_frag: 0,
+            mask: 1,
+        }];
+        let cases = [
+            (TransferId([0; 16]), 1270, RefuseReason::UnknownTransfer, 0),
+            (transfer, 1400, RefuseReason::FragSize, 1270),
+            (transfer, 1270, RefuseReason::ChunkOutOfRange, 2),
+        ];
+        for (t, frag, reason, detail) in cases {
+            let n = wire::emit_request(&mut buf, t, 7, frag, &e);
+            let req = buf[..n].to_vec();
+            s.handle_datagram(t0(), 1u8, &req);
+            let tx = s.poll_transmit(t0(), &mut buf).unwrap();
+            assert_eq!(
+                wire::parse(&buf[..tx.len]),
+                Ok(Datagram::Refuse(wire::Refuse {
+                    transfer: t,
+                    seq: 7,
+                    reason,
+                    detail
+                }))
+            );
+        }
+        assert!(s.poll_transmit(t0(), &mut buf).is_none());
+    }
+}
