@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::chunk::ChunkNo;
 use crate::fetch::wire::RefuseReason;
 
-/// Tuning of a [`FetchClient`].
+/// Tuning of a [`FetchClient`](super::FetchClient).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Largest datagram the link carries (the mesh gives about 1300 bytes); fragments
