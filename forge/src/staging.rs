@@ -1,0 +1,342 @@
+//! An isolated staging directory, `versions/<version>/`, filled chunk by chunk.
+//!
+//! Invariants: (1) only chunks that matched the index are written, each at its offset;
+//! (2) `checkpoint.bin` is rewritten (atomically) only after `fdatasync` of the image, so
+//! it never vouches for a chunk that a power cut could lose; (3) staging never writes
+//! into the version `current` points to; (4) before activation the whole image is read
+//! back and verified again ([`Staging::verify_chunk`], [`Staging::verified`]), so bytes
+//! changed on disk after download are caught.
+//!
+//! Methods by group: [`Staging::open`] (create or resume); the download path
+//! (`write_chunk`, `flush`); the final check (`verify_chunk`, `verified`); the ends
+//! (`purge`, or [`activate`](crate::activate::activate) with the [`VerifiedStage`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+
+use crate::checkpoint::{Checkpoint, Rejection, UpdateBinding};
+use crate::chunk::{ChunkIndex, ChunkNo};
+use crate::chunkset::ChunkSet;
+use crate::crash::{CrashHook, CrashPoint};
+use crate::error::{Error, Result, io, io_error};
+use crate::fsutil::{read_optional, remove_file_if_present, sync_dir, write_atomic};
+use crate::layout::{Layout, Version};
+
+/// What [`Staging::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No checkpoint: a fresh start.
+    Fresh,
+    /// A checkpoint of this update: these chunks are verified and durable.
+    Loaded {
+        /// The chunks the checkpoint vouches for.
+        durable: ChunkSet,
+    },
+    /// A checkpoint that could not be trusted: a fresh start.
+    Discarded {
+        /// Why.
+        reason: Rejection,
+    },
+}
+
+/// Proof that a staged image matched its index in full, chunk by chunk, read back from
+/// disk. Only [`Staging::verified`] makes one; activation requires it.
+#[derive(Debug)]
+pub struct VerifiedStage {
+    pub(crate) version: Version,
+}
+
+impl VerifiedStage {
+    /// The verified version.
+    pub fn version(&self) -> &Version {
+        &self.version
+    }
+}
+
+/// A staging in progress.
+pub struct Staging {
+    layout: Layout,
+    binding: UpdateBinding,
+    image: File,
+    image_path: PathBuf,
+    checkpoint_path: PathBuf,
+    dir: PathBuf,
+    durable: ChunkSet,
+    written: ChunkSet,
+    verified_upto: u32,
+    hook: Box<dyn CrashHook>,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging")
+            .field("dir", &self.dir)
+            .field("durable", &self.durable.count())
+            .field("written", &self.written.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Staging {
+    /// Opens (or creates) the staging of `binding.version`. A valid checkpoint of the
+    /// same update resumes; anything else restarts from an empty, preallocated image, so
+    /// a full disk is found before the download, not in the middle of it.
+    pub fn open(
+        layout: &Layout,
+        binding: UpdateBinding,
+        hook: Box<dyn CrashHook>,
+    ) -> Result<(Self, Resume)> {
+        let version = binding.version.clone();
+        if layout.current()?.as_ref() == Some(&version) {
+            return Err(Error::WouldPurgeActive {
+                version: version.to_string(),
+            });
+        }
+        let dir = layout.ensure_version_dir(&version)?;
+        let image_path = layout.image_path(&version);
+        let checkpoint_path = layout.checkpoint_path(&version);
+        let found = read_optional(&checkpoint_path).map_err(io("read", &checkpoint_path))?;
+        let mut resume = match found {
+            None => Resume::Fresh,
+            Some(bytes) => match Checkpoint::load_for(&bytes, &binding) {
+                Ok(durable) => Resume::Loaded { durable },
+                Err(reason) => Resume::Discarded { reason },
+            },
+        };
+        if let Resume::Loaded { .. } = resume {
+            let len = fs::metadata(&image_path).map(|m| m.len()).ok();
+            if len != Some(binding.image_len) {
+                resume = Resume::Discarded {
+                    reason: Rejection::ImageMissing,
+                };
+            }
+        }
+        let image = match &resume {
+            Resume::Loaded { .. } => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&image_path)
+                .map_err(io("open", &image_path))?,
+            Resume::Fresh | Resume::Discarded { .. } => {
+                // The old checkpoint goes first: it must never vouch for the new image.
+                remove_file_if_present(&checkpoint_path).map_err(io("remove", &checkpoint_path))?;
+                match create_image(&image_path, binding.image_len) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        // Leave nothing half-made behind a full or read-only disk.
+                        let _ = fs::remove_file(&image_path);
+                        let _ = fs::remove_dir(&dir);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        sync_dir(&dir).map_err(io("fsync", &dir))?;
+        let durable = match &resume {
+            Resume::Loaded { durable } => durable.clone(),
+            _ => ChunkSet::new(binding.chunk_count),
+        };
+        let written = ChunkSet::new(binding.chunk_count);
+        Ok((
+            Self {
+                layout: layout.clone(),
+                binding,
+                image,
+                image_path,
+                checkpoint_path,
+                dir,
+                durable,
+                written,
+                verified_upto: 0,
+                hook,
+            },
+            resume,
+        ))
+    }
+
+    /// The update being staged.
+    pub fn binding(&self) -> &UpdateBinding {
+        &self.binding
+    }
+
+    /// Chunks recorded durable in `checkpoint.bin`.
+    pub fn durable(&self) -> &ChunkSet {
+        &self.durable
+    }
+
+    /// Chunks written since the last flush (not yet durable).
+    pub fn unflushed(&self) -> u32 {
+        self.written.count()
+    }
+
+    /// Writes a verified chunk at its offset. The caller got `bytes` from a
+    /// [`FetchClient`](crate::fetch::FetchClient), which verified them.
+    pub fn write_chunk(&mut self, no: ChunkNo, bytes: &[u8]) -> Result<()> {
+        if no.0 >= self.binding.chunk_count {
+            return Err(Error::ChunkOutOfRange {
+                chunk: no.0,
+                count: self.binding.chunk_count,
+            });
+        }
+        self.hook
+            .before(CrashPoint::ChunkWrite)
+            .map_err(io("write", &self.image_path))?;
+        self.image
+            .write_all_at(bytes, no.offset())
+            .map_err(io("write", &self.image_path))?;
+        self.written.insert(no);
+        Ok(())
+    }
+
+    /// Makes every written chunk durable: `fdatasync` of the image, then an atomic
+    /// rewrite of `checkpoint.bin` that adds them. Does nothing when nothing was written.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.written.count() == 0 {
+            return Ok(());
+        }
+        self.hook
+            .before(CrashPoint::ImageSync)
+            .map_err(io("fdatasync", &self.image_path))?;
+        self.image
+            .sync_data()
+            .map_err(io("fdatasync", &self.image_path))?;
+        let mut durable = self.durable.clone();
+        durable.union_with(&self.written);
+        let bytes = Checkpoint {
+            binding: self.binding.clone(),
+            durable: durable.clone(),
+        }
+        .emit();
+        write_atomic(
+            &self.checkpoint_path,
+            &bytes,
+            0o644,
+            &mut *self.hook,
+            CrashPoint::Checkpoint,
+        )
+        .map_err(|e| io_error("write", &self.checkpoint_path, e))?;
+        self.durable = durable;
+        self.written = ChunkSet::new(self.binding.chunk_count);
+        Ok(())
+    }
+
+    /// Reads chunk `no` back from disk into `buf` and checks it against `index`.
+    /// Returns whether it matched.
+    pub fn verify_chunk(&self, index: &ChunkIndex, no: ChunkNo, buf: &mut [u8]) -> Result<bool> {
+        let Some(len) = index.chunk_len(no) else {
+            return Err(Error::ChunkOutOfRange {
+                chunk: no.0,
+                count: index.chunk_count(),
+            });
+        };
+        if buf.len() < len {
+            return Err(Error::BufferTooSmall {
+                chunk: no.0,
+                needed: len,
+                got: buf.len(),
+            });
+        }
+        self.image
+            .read_exact_at(&mut buf[..len], no.offset())
+            .map_err(io("read", &self.image_path))?;
+        Ok(index.verify(no, &buf[..len]))
+    }
+
+    /// Verifies the chunks `from..from + n` (clipped), in order. Returns the first chunk
+    /// that failed, if any; chunks that passed extend the verified prefix.
+    pub fn verify_range(
+        &mut self,
+        index: &ChunkIndex,
+        from: u32,
+        n: u32,
+        buf: &mut [u8],
+    ) -> Result<Option<ChunkNo>> {
+        let end = from.saturating_add(n).min(index.chunk_count());
+        for i in from..end {
+            if !self.verify_chunk(index, ChunkNo(i), buf)? {
+                return Ok(Some(ChunkNo(i)));
+            }
+            if i == self.verified_upto {
+                self.verified_upto = i + 1;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The proof of a full verification, once every chunk passed [`verify_range`]
+    /// (in order, from 0) against an index bound to this staging.
+    ///
+    /// [`verify_range`]: Self::verify_range
+    pub fn verified(&self, index: &ChunkIndex) -> Option<VerifiedStage> {
+        (index.digest() == self.binding.index_digest
+            && self.verified_upto == self.binding.chunk_count
+            && self.durable.is_full())
+        .then(|| VerifiedStage {
+            version: self.binding.version.clone(),
+        })
+    }
+
+    /// The crash hook, for the activation that follows a verification.
+    pub(crate) fn hook(&mut self) -> &mut dyn CrashHook {
+        &mut *self.hook
+    }
+
+    /// Deletes the staging: checkpoint first (so it never outlives the data it vouches
+    /// for), then the image, then the directory.
+    pub fn purge(mut self) -> Result<()> {
+        purge_version(&self.layout, &self.binding.version, &mut *self.hook)
+    }
+}
+
+/// Creates an empty image of `len` bytes, reserving the blocks up front (`fallocate`),
+/// so a full disk shows up now, as [`Error::NoSpace`].
+fn create_image(path: &std::path::Path, len: u64) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io("create", path))?;
+    match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => {}
+        // File systems without fallocate still get the right size (sparse).
+        Err(rustix::io::Errno::OPNOTSUPP) => f.set_len(len).map_err(io("truncate", path))?,
+        Err(e) => return Err(io_error("fallocate", path, e.into())),
+    }
+    Ok(f)
+}
+
+/// Deletes `versions/<v>/` (checkpoint, image, directory), refusing the active version.
+pub fn purge_version(layout: &Layout, v: &Version, hook: &mut dyn CrashHook) -> Result<()> {
+    if layout.current()?.as_ref() == Some(v) {
+        return Err(Error::WouldPurgeActive {
+            version: v.to_string(),
+        });
+    }
+    let dir = layout.version_dir(v);
+    let ckpt = layout.checkpoint_path(v);
+    hook.before(CrashPoint::PurgeCheckpoint)
+        .map_err(io("remove", &ckpt))?;
+    remove_file_if_present(&ckpt).map_err(io("remove", &ckpt))?;
+    remove_file_if_present(&crate::fsutil::tmp_sibling(&ckpt)).map_err(io("remove", &ckpt))?;
+    if dir.is_dir() {
+        sync_dir(&dir).map_err(io("fsync", &dir))?;
+    }
+    let image = layout.image_path(v);
+    hook.before(CrashPoint::PurgeImage)
+        .map_err(io("remove", &image))?;
+    remove_file_if_present(&image).map_err(io("remove", &image))?;
+    hook.before(CrashPoint::PurgeDir)
+        .map_err(io("remove", &dir))?;
+    match fs::remove_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_error("remove", &dir, e));
+        }
+        _ => {}
+    }
+    let versions = layout.versions_dir();
+    sync_dir(&versions).map_err(io("fsync", &versions))?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Shared test fixtures.
+#![allow(dead_code)]
+
+pub(crate) mod drive;
+pub(crate) mod link;
