@@ -50,6 +50,15 @@ impl ServicePort {
     }
 }
 
+/// Well-known service ports every Bauxite node agrees on.
+impl ServicePort {
+    /// Echo: every node answers a datagram on this port with the same bytes on the
+    /// Critical lane, so `bauxite ping` measures the round trip the control loop sees.
+    pub const ECHO: Self = Self(NonZeroU16::MIN.saturating_add(6));
+    /// Forge: OTA chunk fetch requests (served by the hub and by caches) and replies.
+    pub const FORGE: Self = Self(NonZeroU16::MIN.saturating_add(7449));
+}
+
 impl fmt::Display for ServicePort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

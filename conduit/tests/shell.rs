@@ -557,3 +557,60 @@ async fn one_side_knowing_the_other_is_enough_between_real_shells() {
     robot.shut_down().await;
     hub.shut_down().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_echo_service_answers_on_the_critical_lane() {
+    let (mut a, mut shell_a) = start(1, memory, NodeConfig::default()).await;
+    let (mut b, mut shell_b) = start(2, no_device, NodeConfig::default()).await;
+    let mut probe = shell_a.bind_service(port(), DEFAULT_RECV_QUEUE).unwrap();
+    let echo = shell_b
+        .bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)
+        .unwrap();
+    assert_eq!(ServicePort::ECHO.get(), 7);
+    spawn(&mut a, shell_a);
+    spawn(&mut b, shell_b);
+    let responder = tokio::spawn(bauxite_conduit::io::echo::serve(echo));
+    introduce(&a, &b).await;
+    let critical_before = lanes(&b.metrics, |m| &m.lane_enqueued)[0];
+
+    const PROBES: u32 = 50;
+    for id in 0..PROBES {
+        probe
+            .send_to(
+                b.info.virtual_ip,
+                ServicePort::ECHO.get(),
+                Lane::Critical,
+                &payload(id, 64),
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while seen.len() < PROBES as usize {
+        let (from, from_port, bytes) = tokio::time::timeout_at(deadline, probe.recv())
+            .await
+            .expect("every probe answered")
+            .unwrap();
+        assert_eq!(
+            (from, from_port),
+            (b.info.virtual_ip, ServicePort::ECHO.get())
+        );
+        let id = id_of(&bytes);
+        assert_eq!(
+            bytes,
+            payload(id, 64),
+            "reply {id} carries the request's bytes"
+        );
+        seen.push(id);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..PROBES).collect::<Vec<_>>());
+    // Every reply left b through its Critical lane, and nothing through the others.
+    let after = lanes(&b.metrics, |m| &m.lane_enqueued);
+    assert_eq!(after[0] - critical_before, u64::from(PROBES));
+    assert_eq!(after[2], 0);
+    a.shut_down().await;
+    b.shut_down().await;
+    assert_eq!(responder.await.unwrap(), u64::from(PROBES));
+}

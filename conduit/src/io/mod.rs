@@ -64,6 +64,7 @@
 
 pub mod clock;
 mod device;
+pub mod echo;
 mod gso;
 pub mod service;
 mod shell;
