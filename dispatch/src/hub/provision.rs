@@ -81,7 +81,8 @@ impl Hub {
         if !valid_name(&req.name) {
             return Err(ProvisionRejected::BadName.into());
         }
-        proof::verify(req.token_id, &hub_ca, &req.keys, &req.name, &req.proof)?;
+        proof::verify(req.token_id, &hub_ca, &req.keys, &req.name, &req.proof)
+            .map_err(ProvisionRejected::from)?;
         if !valid_ed25519(&req.keys.tls) {
             return Err(ProvisionRejected::BadKey {
                 field: "tls_public_key",

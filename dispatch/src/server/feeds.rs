@@ -2,7 +2,8 @@
 //!
 //! Each stream runs in its own task that waits on the hub's watch channels; a slow client
 //! only ever misses intermediate versions (it gets the newest), never blocks the hub. A
-//! node's stream ends with `PERMISSION_DENIED` as soon as the node is revoked.
+//! node's stream ends with `PERMISSION_DENIED` and [`Refusal::Revoked`] in the status details
+//! as soon as the node is revoked.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,12 +14,14 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use bauxite_dispatch_api::Refusal;
+
 use super::auth;
 use crate::clock::UnixTime;
 use crate::hub::{Caller, Hub};
-use crate::proto::policy_service_server::PolicyService;
-use crate::proto::topology_service_server::TopologyService;
-use crate::proto::{
+use crate::proto::node::policy_service_server::PolicyService;
+use crate::proto::node::topology_service_server::TopologyService;
+use crate::proto::node::{
     PolicyDocument, PolicyRequest, SetEndpointRequest, SetEndpointResponse, TopologyRequest,
     TopologySnapshot,
 };
@@ -57,7 +60,7 @@ impl TopologyService for Topology {
             loop {
                 let snapshot = topology.borrow_and_update().clone();
                 if revoked(&hub, caller) {
-                    let _ = tx.send(Err(Status::permission_denied(REVOKED))).await;
+                    let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
                 }
                 if tx.send(Ok((*snapshot).clone())).await.is_err() {
@@ -115,7 +118,7 @@ impl PolicyService for Policy {
             let mut send = true;
             loop {
                 if revoked(&hub, caller) {
-                    let _ = tx.send(Err(Status::permission_denied(REVOKED))).await;
+                    let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
                 }
                 if send {
