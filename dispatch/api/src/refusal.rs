@@ -6,7 +6,7 @@
 //!
 //! Wire form: the `grpc-status-details-bin` trailer holds a `google.rpc.Status` (gRPC's
 //! richer error model, so `grpcurl` and other tools show it) whose `details` contain one
-//! `google.protobuf.Any` of type [`TYPE_URL`], a [`proto::node::Refusal`] message.
+//! `google.protobuf.Any` of type [`TYPE_URL`], a [`crate::proto::node::Refusal`] message.
 
 use prost::Message as _;
 use tonic::{Code, Status};
