@@ -310,3 +310,6 @@ impl From<Error> for tonic::Status {
 
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;
