@@ -3,7 +3,8 @@
 #  - robot-side crates (the `bauxite` binary, `bauxite-forge`) never link the hub: no
 #    `bauxite-dispatch` crate, no redb, no server side of tonic (its `server`/`router`
 #    features, axum). They talk to the hub through `bauxite-dispatch-api` (`client`).
-#  - the hub (`bauxite-dispatch`) does not build conduit's IO shell (tun-rs, quinn-udp).
+#  - the hub (`bauxite-dispatch`) does not build conduit's TUN device (tun-rs): it uses
+#    conduit without default features (its types; at most the device-less `io` shell).
 # Each check reads `cargo tree -e normal` (what links into the binary; dev-dependencies
 # don't), with features, for that package alone.
 set -euo pipefail
@@ -51,13 +52,11 @@ done
 
 before=$failed
 hub=$(tree bauxite-dispatch)
-for shell_crate in tun-rs quinn-udp; do
-    if grep -q "^$shell_crate v" <<<"$hub"; then
-        fail bauxite-dispatch "$shell_crate" "the hub uses bauxite-conduit with default-features = false: it needs conduit's types, not its IO shell"
-    fi
-done
+if grep -q '^tun-rs v' <<<"$hub"; then
+    fail bauxite-dispatch "tun-rs (conduit's TUN device)" "the hub uses bauxite-conduit with default-features = false: it has no TUN device"
+fi
 if [ "$failed" -eq "$before" ]; then
-    echo "check-deps: bauxite-dispatch: no conduit IO shell in its dependency tree"
+    echo "check-deps: bauxite-dispatch: no TUN device in its dependency tree"
 fi
 
 if [ "$failed" -ne 0 ]; then

@@ -8,6 +8,9 @@ export CARGO_TERM_COLOR=never
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# conduit builds without its TUN device (the hub's build: `io` only) and without any IO.
+cargo clippy -p bauxite-conduit --no-default-features --features io --all-targets --locked -- -D warnings
+cargo clippy -p bauxite-conduit --no-default-features --all-targets --locked -- -D warnings
 bash scripts/check-deps.sh
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked

@@ -67,6 +67,10 @@ pub enum Error {
     #[error("peer registry: {0}")]
     PeerConflict(#[from] crate::peers::PeerConflict),
 
+    /// A service socket refused a call.
+    #[error("service socket: {0}")]
+    Service(#[from] ServiceError),
+
     /// A policy rule with an unusable field.
     #[error("invalid policy: rule {index}, field `{field}`: {problem}")]
     PolicyRule {
@@ -173,4 +177,37 @@ pub enum PeerMisbehaved {
     /// A session's counter or age limit is reached; it can no longer send.
     #[error("session exhausted; a rekey is required")]
     SessionExhausted,
+}
+
+/// Why a service socket (an in-process user's port on the mesh) refused a call.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The payload does not fit in one datagram.
+    #[error("payload of {len} bytes exceeds the {max}-byte limit; split it")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The most one datagram carries.
+        max: usize,
+    },
+    /// The send queue is full (a non-waiting send only); the lanes are still busy with
+    /// earlier datagrams.
+    #[error("send queue of service port {port} is full; retry once it drains")]
+    Full {
+        /// The socket's port.
+        port: u16,
+    },
+    /// Another socket has the port.
+    #[error("service port {port} is already bound; pick another or drop the other socket")]
+    PortInUse {
+        /// The port asked for.
+        port: u16,
+    },
+    /// The shell stopped, or the socket was dropped: nothing more is sent or received.
+    #[error("service port {port} is closed: the shell stopped; bind again on a running shell")]
+    Closed {
+        /// The socket's port.
+        port: u16,
+    },
 }

@@ -18,15 +18,15 @@ pub mod peers;
 pub mod policy;
 pub mod replay;
 pub mod scheduler;
+pub mod service;
 pub mod session;
 pub mod sim;
 pub mod snapshot;
-#[cfg(feature = "io")]
 pub mod tun;
 pub mod types;
 pub mod wire;
 
-pub use error::{Error, KeyFileProblem, MalformedPacket, PeerMisbehaved};
+pub use error::{Error, KeyFileProblem, MalformedPacket, PeerMisbehaved, ServiceError};
 pub use metrics::Metrics;
 pub use node::BauxiteNode;
 pub use types::{Lane, PeerId, VirtualIp};

@@ -66,6 +66,16 @@ counters! {
     acks_sent,
     /// Acknowledgement frames received and matched to a packet we sent.
     acks_received,
+    /// Service datagrams from in-process users queued in a lane.
+    service_tx_packets,
+    /// Service datagrams from in-process users refused by the node (no route, policy).
+    service_tx_dropped,
+    /// Turns in which service datagrams waited for room in their lane (backpressure, not loss).
+    service_tx_waits,
+    /// Service datagrams delivered to a bound service socket.
+    service_rx_packets,
+    /// Service datagrams dropped because their socket's receive queue was full.
+    service_rx_dropped,
 }
 
 impl Metrics {

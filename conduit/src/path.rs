@@ -1,7 +1,9 @@
 //! Path selection: which underlay address carries a peer's packets.
 //!
 //! Invariant: a validated direct path always wins over a relay, a relay over nothing, and a
-//! packet with no path is dropped *and counted* (`tx_dropped`), never silently lost.
+//! packet with no path is dropped *and counted* (`tx_dropped`), never silently lost. A
+//! direct endpoint says where it came from ([`EndpointOrigin`]): configured (static
+//! config, hub topology) or learned from an authenticated packet (roaming).
 //!
 //! Pacing the bulk lane against the network below lives in [`congestion`]: a
 //! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry.
@@ -19,11 +21,40 @@ pub use ledbat::{Ledbat, LedbatConfig};
 
 use crate::{Metrics, PeerId};
 
+/// Where a direct endpoint came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EndpointOrigin {
+    /// Given to the node: static config, hub topology, ICE.
+    Configured,
+    /// The source address of an authenticated handshake or data packet from the peer
+    /// (it dialled us, or its address changed: roaming, NAT rebinding).
+    Learned,
+}
+
+impl EndpointOrigin {
+    /// Lower-case name for status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointOrigin::Configured => "configured",
+            EndpointOrigin::Learned => "learned",
+        }
+    }
+}
+
+/// A peer's direct endpoint and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The underlay address.
+    pub addr: SocketAddr,
+    /// Where it came from.
+    pub origin: EndpointOrigin,
+}
+
 /// The candidate paths to one peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathState {
-    /// A direct endpoint (ICE-validated or statically configured).
-    pub direct: Option<SocketAddr>,
+    /// A direct endpoint (configured, ICE-validated, or learned from the peer).
+    pub direct: Option<Endpoint>,
     /// The relay (TURN server or hub channel) that forwards to the peer.
     pub relay: Option<SocketAddr>,
 }
@@ -43,7 +74,7 @@ impl PathState {
     /// The best available path: direct, then relay, then drop.
     pub fn best(&self) -> Path {
         match (self.direct, self.relay) {
-            (Some(addr), _) => Path::Direct(addr),
+            (Some(direct), _) => Path::Direct(direct.addr),
             (None, Some(addr)) => Path::Relay(addr),
             (None, None) => Path::Drop,
         }
@@ -62,10 +93,35 @@ impl PathTable {
         Self::default()
     }
 
-    /// Sets or clears the direct path to `peer` (clear it when ICE declares it dead).
+    /// Sets or clears the configured direct path to `peer` (clear it when ICE declares
+    /// it dead).
     pub fn set_direct(&mut self, peer: PeerId, addr: Option<SocketAddr>) {
-        self.paths.entry(peer).or_default().direct = addr;
+        self.paths.entry(peer).or_default().direct = addr.map(|addr| Endpoint {
+            addr,
+            origin: EndpointOrigin::Configured,
+        });
         self.prune(peer);
+    }
+
+    /// Records `addr` as where `peer` is, learned from one of its authenticated packets;
+    /// true when that changed the direct path. The caller must have authenticated the
+    /// packet: an address from anything else would let a forger redirect the peer's
+    /// traffic.
+    pub fn learn(&mut self, peer: PeerId, addr: SocketAddr) -> bool {
+        let direct = &mut self.paths.entry(peer).or_default().direct;
+        if direct.is_some_and(|d| d.addr == addr) {
+            return false;
+        }
+        *direct = Some(Endpoint {
+            addr,
+            origin: EndpointOrigin::Learned,
+        });
+        true
+    }
+
+    /// The direct endpoint of `peer`, with its origin.
+    pub fn direct(&self, peer: PeerId) -> Option<Endpoint> {
+        self.get(peer).direct
     }
 
     /// Sets or clears the relay path to `peer`.
@@ -145,6 +201,39 @@ mod tests {
     }
 
     #[test]
+    fn learned_endpoints_say_so_and_replace_configured_ones() {
+        let (configured, roamed): (SocketAddr, SocketAddr) = (
+            "192.0.2.7:41641".parse().unwrap(),
+            "203.0.113.9:5000".parse().unwrap(),
+        );
+        let mut table = PathTable::new();
+        assert!(
+            table.learn(peer(1), roamed),
+            "learned where nothing was known"
+        );
+        assert_eq!(
+            table.direct(peer(1)).unwrap().origin,
+            EndpointOrigin::Learned
+        );
+        table.set_direct(peer(1), Some(configured));
+        assert_eq!(
+            table.direct(peer(1)),
+            Some(Endpoint {
+                addr: configured,
+                origin: EndpointOrigin::Configured
+            })
+        );
+        assert!(!table.learn(peer(1), configured), "same address: no change");
+        assert_eq!(
+            table.direct(peer(1)).unwrap().origin,
+            EndpointOrigin::Configured
+        );
+        assert!(table.learn(peer(1), roamed));
+        assert_eq!(table.select(peer(1)), Path::Direct(roamed));
+        assert_eq!(EndpointOrigin::Learned.name(), "learned");
+    }
+
+    #[test]
     fn table_lists_only_reachable_peers_in_order() {
         let addr: SocketAddr = "192.0.2.1:1".parse().unwrap();
         let mut table = PathTable::new();
@@ -154,7 +243,10 @@ mod tests {
         table.set_relay(peer(3), None);
         let peers: Vec<PeerId> = table.iter().map(|(p, _)| p).collect();
         assert_eq!(peers, vec![peer(1), peer(2)]);
-        assert_eq!(table.remove(peer(2)).map(|s| s.direct), Some(Some(addr)));
+        assert_eq!(
+            table.remove(peer(2)).and_then(|s| s.direct).map(|d| d.addr),
+            Some(addr)
+        );
         assert_eq!(table.get(peer(2)), PathState::default());
     }
 }

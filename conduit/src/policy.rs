@@ -1,24 +1,36 @@
 //! `PolicyEngine`: an allow-list firewall for packets entering and leaving the mesh.
 //!
-//! Invariant: once a policy is loaded, a packet passes only if some rule allows it (or the
-//! policy's explicit `default` is `allow`); adding a rule can only let more traffic through.
-//! With no policy loaded the engine allows everything, so a node without a hub keeps working.
+//! Invariant: once a policy is loaded, a packet passes only if some rule allows it or the
+//! policy's `default` is `allow`; adding a rule can only let more traffic through. With no
+//! policy loaded the engine allows everything, so a node without a hub keeps working.
 //!
-//! | state | no rule matches |
+//! | document | no rule matches |
 //! |---|---|
 //! | nothing loaded ([`PolicyEngine::new`], [`PolicyEngine::clear`]) | allow |
-//! | a policy loaded, `default` omitted (rules or not) | deny |
-//! | a policy loaded with `default = "allow"` | allow |
+//! | no rules and `default` omitted: `{}`, `{"rules": []}` | allow (same as no policy) |
+//! | rules and `default` omitted | deny: the rules are an allow-list |
+//! | `default` given | that verdict |
 //!
-//! The engine is stateless: rule ports match the packet's *destination* port, so the return
-//! traffic of an allowed flow needs a rule of its own (for example `direction = "both"`
-//! with the service port, plus one for the reply direction).
+//! So an empty document never silently blocks a mesh, and a document with rules is
+//! default-deny. The omitted `default` is resolved when the document is parsed, and
+//! written back explicitly, so every reader (also an older node) sees one meaning.
 //!
-//! Policies are plain serde data so the hub can ship them as JSON or TOML, e.g.
-//! `{"rules": [{"peer": "any", "protocol": "tcp", "ports": {"start": 22, "end": 22},
-//! "direction": "inbound"}]}`; [`PolicyEngine::load`] validates them and names the rule
-//! index and field of the first problem.
+//! The engine is stateless: rule ports match the packet's *destination* port, so the
+//! replies of an allowed flow, which go to the other side's ephemeral port, need a rule of
+//! their own ([`Policy::lint`] warns when none exists).
+//!
+//! Policies are plain serde data, shipped by the hub as JSON, e.g.
+//! `{"rules": [{"protocol": "tcp", "ports": "22", "direction": "inbound"}]}`. `ports` is a
+//! port or a range written `22`, `"22"`, `"1000-2000"` or `[1000, 2000]` (`ports.rs`). [`PolicyEngine::load`] validates a policy and names the rule index and
+//! field of the first problem; [`Policy::lint`] lists what is valid but probably wrong.
+//! The schema is documented in `docs/policy.md` and `docs/policy.schema.json`.
 
+mod lint;
+mod ports;
+
+pub use lint::{PolicyWarning, REPLY_PORTS};
+
+use std::fmt;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
@@ -28,14 +40,37 @@ use crate::{Error, Metrics, PeerId};
 
 /// A firewall document: rules plus the verdict when none matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawPolicy")]
 pub struct Policy {
-    /// Allow rules, checked in order.
-    #[serde(default)]
+    /// Allow rules; a packet passes if any of them matches (their order does not matter).
     pub rules: Vec<Rule>,
-    /// Verdict when no rule matches; omitted means deny.
-    #[serde(default = "Verdict::deny")]
+    /// Verdict when no rule matches. Omitted in a document, it is `deny` when there are
+    /// rules and `allow` when there are none.
     pub default: Verdict,
+}
+
+/// A document as written: `default` may be omitted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    rules: Vec<Rule>,
+    #[serde(default)]
+    default: Option<Verdict>,
+}
+
+impl From<RawPolicy> for Policy {
+    fn from(raw: RawPolicy) -> Self {
+        let default = raw.default.unwrap_or(if raw.rules.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        });
+        Self {
+            rules: raw.rules,
+            default,
+        }
+    }
 }
 
 /// One allow rule; omitted fields match anything.
@@ -49,7 +84,12 @@ pub struct Rule {
     #[serde(default)]
     pub protocol: Protocol,
     /// Destination ports (TCP/UDP only); `None` matches any port and portless packets.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "ports::deserialize",
+        serialize_with = "ports::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ports: Option<RangeInclusive<u16>>,
     /// Which traffic direction.
     #[serde(default)]
@@ -116,12 +156,6 @@ pub enum Verdict {
     Deny,
 }
 
-impl Verdict {
-    fn deny() -> Self {
-        Verdict::Deny
-    }
-}
-
 impl TryFrom<String> for PeerMatch {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
@@ -173,6 +207,34 @@ impl Policy {
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Rule {
+    /// The rule as compact JSON with only the fields that narrow it, ports as text:
+    /// `{"protocol":"tcp","ports":"22","direction":"inbound"}`; `{}` allows everything.
+    /// (Every value is a fixed word, a number or hex, so nothing needs escaping.)
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut fields = Vec::new();
+        if let PeerMatch::Peer(id) = self.peer {
+            fields.push(format!("\"peer\":\"{id}\""));
+        }
+        match self.protocol {
+            Protocol::Any => {}
+            Protocol::Icmp => fields.push("\"protocol\":\"icmp\"".into()),
+            Protocol::Tcp => fields.push("\"protocol\":\"tcp\"".into()),
+            Protocol::Udp => fields.push("\"protocol\":\"udp\"".into()),
+            Protocol::Number(n) => fields.push(format!("\"protocol\":{{\"number\":{n}}}")),
+        }
+        if let Some(range) = &self.ports {
+            fields.push(format!("\"ports\":\"{}\"", ports::to_text(range)));
+        }
+        match self.direction {
+            Direction::Both => {}
+            Direction::Inbound => fields.push("\"direction\":\"inbound\"".into()),
+            Direction::Outbound => fields.push("\"direction\":\"outbound\"".into()),
+        }
+        write!(f, "{{{}}}", fields.join(","))
     }
 }
 

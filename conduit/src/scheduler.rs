@@ -215,6 +215,21 @@ impl DataPlaneScheduler {
         self.plan().map(|(lane, _)| lane)
     }
 
+    /// Packets `lane` holds at most.
+    pub const fn capacity(lane: Lane) -> usize {
+        match lane {
+            Lane::Critical => CRITICAL_CAPACITY,
+            Lane::Telemetry => TELEMETRY_CAPACITY,
+            Lane::Bulk => BULK_CAPACITY,
+        }
+    }
+
+    /// Packets `lane` takes before it drops (bulk, telemetry) or evicts (critical): a
+    /// sender that must not lose packets queues no more than this.
+    pub fn room(&self, lane: Lane) -> usize {
+        Self::capacity(lane).saturating_sub(self.len(lane))
+    }
+
     /// Packets queued in `lane`.
     pub fn len(&self, lane: Lane) -> usize {
         match lane {

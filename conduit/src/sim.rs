@@ -1,6 +1,9 @@
 //! A simulated network: two [`BauxiteNode`]s joined by a link that can lose, duplicate,
-//! reorder and rate-limit datagrams, with an on-path attacker that replays and tampers,
-//! all driven by a virtual clock that jumps straight to the next deadline.
+//! reorder and rate-limit datagrams, with an on-path attacker that replays and tampers
+//! (from the sender's address or its own), all driven by a virtual clock that jumps
+//! straight to the next deadline. A node's address can change mid-run (NAT rebinding),
+//! and datagrams reach a node only when sent to its current address; a node may start
+//! without an endpoint for the other ([`SimNet::with_endpoints`]).
 //!
 //! Invariant: a run is a pure function of its configuration and seed — no wall clock, no
 //! threads, no sleeps — so a failing test replays exactly. The sender only polls a node
@@ -65,6 +68,17 @@ pub struct Attacker {
     pub tamper_every: usize,
 }
 
+/// An attacker elsewhere on the network: the [`Attacker`]'s copies come from its own
+/// address instead of the real sender's, and it can replay handshake initiations too —
+/// trying to make a node believe its peer moved there.
+#[derive(Clone, Copy, Debug)]
+pub struct Impostor {
+    /// The address the injected copies come from.
+    pub from: SocketAddr,
+    /// Re-inject a copy of every handshake initiation, from `from`, later.
+    pub replay_handshakes: bool,
+}
+
 /// Counts kept by the simulation itself (ground truth for assertions).
 #[derive(Clone, Debug, Default)]
 pub struct SimStats {
@@ -82,6 +96,10 @@ pub struct SimStats {
     pub duplicates_injected: u64,
     /// Datagrams dropped because the link's buffer was full.
     pub queue_drops: u64,
+    /// Datagrams sent to an address no node has (any more), lost.
+    pub misaddressed: u64,
+    /// Handshake initiations the attacker re-injected.
+    pub handshake_replays_injected: u64,
 }
 
 /// A packet delivered to a node's TUN device, with the virtual time it arrived.
@@ -98,6 +116,8 @@ struct InFlight {
     seq: u64,
     to: usize,
     from: SocketAddr,
+    /// The address it was sent to: a node that moved away no longer gets it.
+    dst: SocketAddr,
     bytes: Vec<u8>,
 }
 
@@ -124,7 +144,7 @@ pub struct SimNet {
     pub now: Instant,
     /// The two nodes.
     pub nodes: [BauxiteNode; 2],
-    /// Underlay address of each node.
+    /// Underlay address of each node (see [`rebind`](Self::rebind)).
     pub addrs: [SocketAddr; 2],
     /// Virtual IP of each node.
     pub vips: [VirtualIp; 2],
@@ -134,6 +154,8 @@ pub struct SimNet {
     pub link: LinkConfig,
     /// Attacker behaviour.
     pub attacker: Attacker,
+    /// Where the attacker sends from, if not from the real sender's address.
+    pub impostor: Option<Impostor>,
     /// Ground truth.
     pub stats: SimStats,
     flight: BinaryHeap<Reverse<InFlight>>,
@@ -149,19 +171,20 @@ pub struct SimNet {
 /// What it takes to (re)build a node.
 struct Setup {
     secrets: [([u8; 32], [u8; 32]); 2],
-    infos: [PeerInfo; 2],
+    /// What node `i` is configured to know of the other node.
+    views: [PeerInfo; 2],
     config: NodeConfig,
     start: Instant,
 }
 
 impl Setup {
-    /// Node `i`, knowing the other node, started at `now`.
+    /// Node `i`, knowing the other node as configured, started at `now`.
     fn node(&self, i: usize, seed: [u8; 32], now: Instant) -> BauxiteNode {
         const UNIX_AT_START: u64 = 1_800_000_000_000_000_000;
         let (signing, static_secret) = self.secrets[i];
         let mut registry = PeerRegistry::new();
         // Two distinct generated peers never conflict.
-        let _ = registry.insert(self.infos[1 - i].clone());
+        let _ = registry.insert(self.views[i].clone());
         let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
         BauxiteNode::new(
             Identity::from_secrets(signing, static_secret),
@@ -177,6 +200,18 @@ impl Setup {
 impl SimNet {
     /// Two nodes that know each other, at 100.64.0.1 and 100.64.0.2.
     pub fn new(config: NodeConfig, link: LinkConfig, seed: u64, start: Instant) -> Self {
+        Self::with_endpoints(config, link, seed, start, [true, true])
+    }
+
+    /// Two nodes that know each other's keys and addresses; node `i` is configured with
+    /// the other's endpoint only if `knows[i]` (otherwise it must learn it).
+    pub fn with_endpoints(
+        config: NodeConfig,
+        link: LinkConfig,
+        seed: u64,
+        start: Instant,
+        knows: [bool; 2],
+    ) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut secret = || {
             let mut b = [0u8; 32];
@@ -190,19 +225,21 @@ impl SimNet {
             VirtualIp::from(Ipv4Addr::new(100, 64, 0, 1)),
             VirtualIp::from(Ipv4Addr::new(100, 64, 0, 2)),
         ];
-        let info = |i: usize| {
+        // What node `viewer` knows of the other node.
+        let view = |viewer: usize| {
+            let i = 1 - viewer;
             let public = Identity::from_secrets(secrets[i].0, secrets[i].1).public();
             PeerInfo::new(
                 format!("node-{i}"),
                 vips[i],
                 public.static_public,
                 public.signing_public,
-                Some(addrs[i]),
+                knows[viewer].then_some(addrs[i]),
             )
         };
         let setup = Setup {
             secrets,
-            infos: [info(0), info(1)],
+            views: [view(0), view(1)],
             config: config.clone(),
             start,
         };
@@ -218,6 +255,7 @@ impl SimNet {
             delivered: [Vec::new(), Vec::new()],
             link,
             attacker: Attacker::default(),
+            impostor: None,
             stats: SimStats::default(),
             flight: BinaryHeap::new(),
             link_free: [start, start],
@@ -236,6 +274,12 @@ impl SimNet {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         self.nodes[i] = self.setup.node(i, seed, self.now);
+    }
+
+    /// Node `i` moves to `addr` (NAT rebinding, roaming): what it sends leaves from there,
+    /// and what is sent to its old address, or still on the way there, is lost.
+    pub fn rebind(&mut self, i: usize, addr: SocketAddr) {
+        self.addrs[i] = addr;
     }
 
     /// Data datagrams on the wire now, as (receiver node, receiver index, counter).
@@ -351,9 +395,10 @@ impl SimNet {
             }
             self.link_free[i] = self.link_free[i].max(self.now) + serialization;
             let departs = self.link_free[i];
-            let data_key = match wire::parse(&bytes) {
-                Ok(Message::Data(h)) => Some((to, h.receiver_index, h.counter)),
-                _ => None,
+            let (data_key, is_init) = match wire::parse(&bytes) {
+                Ok(Message::Data(h)) => (Some((to, h.receiver_index, h.counter)), false),
+                Ok(Message::Init(_)) => (None, true),
+                _ => (None, false),
             };
             if let Some(key) = data_key {
                 self.stats.data_sent.insert(key);
@@ -368,15 +413,21 @@ impl SimNet {
             if data_key.is_some() {
                 self.attack(to, &bytes, departs);
             }
+            if let Some(impostor) = self.impostor.filter(|m| is_init && m.replay_handshakes) {
+                self.stats.handshake_replays_injected += 1;
+                let at = departs + self.link.latency * 2;
+                self.schedule_from(at, to, impostor.from, t.dst, bytes.clone());
+            }
             let mut at = departs + self.link.latency;
             if self.chance(self.link.reorder) {
                 at += self.link.reorder_delay;
             }
             if self.chance(self.link.duplicate) {
                 self.stats.duplicates_injected += 1;
-                self.schedule(at + Duration::from_micros(1), to, bytes.clone());
+                let dup = at + Duration::from_micros(1);
+                self.schedule_from(dup, to, self.addrs[i], t.dst, bytes.clone());
             }
-            self.schedule(at, to, bytes);
+            self.schedule_from(at, to, self.addrs[i], t.dst, bytes);
         }
     }
 
@@ -390,10 +441,12 @@ impl SimNet {
         self.data_seen += 1;
         let n = self.data_seen;
         let a = self.attacker;
+        let from = self.impostor.map_or(self.addrs[1 - to], |m| m.from);
+        let dst = self.addrs[to];
         if a.replay_every > 0 && n.is_multiple_of(a.replay_every) {
             self.stats.replays_injected += 1;
             let at = departs + self.link.latency * 2;
-            self.schedule(at, to, bytes.to_vec());
+            self.schedule_from(at, to, from, dst, bytes.to_vec());
         }
         if a.tamper_every > 0 && n.is_multiple_of(a.tamper_every) {
             self.stats.tampers_injected += 1;
@@ -403,18 +456,25 @@ impl SimNet {
             let pos = pos.max(1);
             copy[pos] ^= 1 << (self.rng.next_u32() % 8);
             let at = departs + self.link.latency / 2;
-            self.schedule(at, to, copy);
+            self.schedule_from(at, to, from, dst, copy);
         }
     }
 
-    fn schedule(&mut self, at: Instant, to: usize, bytes: Vec<u8>) {
+    fn schedule_from(
+        &mut self,
+        at: Instant,
+        to: usize,
+        from: SocketAddr,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
         self.seq += 1;
-        let from = self.addrs[1 - to];
         self.flight.push(Reverse(InFlight {
             at,
             seq: self.seq,
             to,
             from,
+            dst,
             bytes,
         }));
     }
@@ -424,6 +484,14 @@ impl SimNet {
             Ok(Message::Data(h)) => Some((f.to, h.receiver_index, h.counter)),
             _ => None,
         };
+        if f.dst != self.addrs[f.to] {
+            // Sent to where the node was, or never was: nobody receives it.
+            self.stats.misaddressed += 1;
+            if let Some(key) = key {
+                self.stats.data_lost.insert(key);
+            }
+            return;
+        }
         match self.nodes[f.to].handle_datagram(self.now, f.from, &mut f.bytes) {
             Received::Deliver(range) => {
                 if let Some(key) = key {

@@ -1,5 +1,7 @@
 //! `TunDevice`: the node's IP side — the kernel TUN device `bauxite0` when it can be
-//! created, an in-memory datagram pipe otherwise (no root, no `/dev/net/tun`).
+//! created, an in-memory datagram pipe when this process may not create one (no root, no
+//! `/dev/net/tun`). Any other failure (the name is taken, the device is busy) is an error:
+//! falling back then would hide a misconfiguration behind a node that carries no traffic.
 //!
 //! Invariant: the shell sees whole IP packets of at most the MTU in both directions, on
 //! every backend; how many a read or a write carries is this module's business.
@@ -18,14 +20,24 @@
 //! - **In memory**: a Unix datagram socket pair, one packet per datagram; it keeps packet
 //!   boundaries, never allocates per packet, and has the same readiness interface as the
 //!   kernel device.
+//!
+//! The devices need the `tun` feature; the configuration types here do not, so a
+//! device-less build (the hub) still names them.
 
+// Without `tun` the device types linked above do not exist; the text still describes them.
+#![cfg_attr(not(feature = "tun"), allow(rustdoc::broken_intra_doc_links))]
+
+#[cfg(feature = "tun")]
 mod batch;
 
+#[cfg(feature = "tun")]
 use std::io;
 use std::net::Ipv4Addr;
 
+#[cfg(feature = "tun")]
 use tokio::net::UnixDatagram;
 
+#[cfg(feature = "tun")]
 pub use batch::{MAX_PACKET, RecvBatch, SEND_OFFSET, SendBatch};
 
 /// The default device name.
@@ -44,16 +56,43 @@ pub struct TunConfig {
     pub prefix: u8,
 }
 
-/// Which backend a [`TunDevice`] uses.
+/// Which device carries a shell's IP packets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TunKind {
     /// A kernel TUN interface with this name.
     Kernel(String),
-    /// The in-memory fallback; the reason the kernel device could not be created.
+    /// The in-memory pipe; why (the reason the kernel device could not be created, or
+    /// that it was asked for).
     Memory(String),
+    /// No device: only service sockets receive packets (the hub).
+    None,
+}
+
+/// Whether a kernel TUN failure means "this process may not have a TUN device" — no
+/// privilege (`EPERM`, `EACCES`) or no `/dev/net/tun` (`ENOENT`, as in a container without
+/// the device) — the only cases where the in-memory fallback is the right answer.
+pub fn kernel_tun_unavailable(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
+    )
+}
+
+/// The kernel TUN device could not be created for a reason other than privilege.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot create TUN device {name}: {error}; an interface of that name may exist already \
+     or be held by another process (a second daemon?): stop it, or set `node.tun_name`"
+)]
+pub struct TunCreateError {
+    /// The requested interface name.
+    pub name: String,
+    /// The kernel's answer (part of the message, so not repeated as a source).
+    pub error: io::Error,
 }
 
 /// Where IP packets enter and leave the node.
+#[cfg(feature = "tun")]
 pub enum TunDevice {
     /// A kernel TUN interface.
     Kernel(tun_rs::AsyncDevice),
@@ -61,6 +100,7 @@ pub enum TunDevice {
     Memory(UnixDatagram),
 }
 
+#[cfg(feature = "tun")]
 impl std::fmt::Debug for TunDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -70,16 +110,28 @@ impl std::fmt::Debug for TunDevice {
     }
 }
 
+#[cfg(feature = "tun")]
 impl TunDevice {
-    /// Creates the kernel device, or falls back to the in-memory pipe with a WARN line
-    /// saying why. Returns the device, which backend it is, and — for the fallback — the
-    /// application end of the pipe. Must run inside a tokio runtime.
+    /// Creates the kernel device, or — only when this process may not create one
+    /// ([`kernel_tun_unavailable`]) — falls back to the in-memory pipe with a WARN line
+    /// saying why. Any other failure (the name is taken, the device is busy) is returned
+    /// as a [`TunCreateError`] inside the `io::Error`: a node that could have a real
+    /// interface must not silently run without one. Returns the device, which backend it
+    /// is, and — for the fallback — the application end of the pipe. Must run inside a
+    /// tokio runtime.
     pub fn open(config: &TunConfig) -> io::Result<(Self, TunKind, Option<UnixDatagram>)> {
         match Self::open_kernel(config) {
             Ok(device) => Ok((
                 Self::Kernel(device),
                 TunKind::Kernel(config.name.clone()),
                 None,
+            )),
+            Err(error) if !kernel_tun_unavailable(&error) => Err(io::Error::new(
+                error.kind(),
+                TunCreateError {
+                    name: config.name.clone(),
+                    error,
+                },
             )),
             Err(error) => {
                 tracing::warn!(
@@ -222,7 +274,7 @@ impl TunDevice {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tun"))]
 mod tests {
     use super::*;
 

@@ -1,17 +1,20 @@
 //! Model-based test of the mesh session state machine: random sequences of transitions
-//! (traffic either way, time jumps, link outages, loss, node crashes and restarts) are
-//! applied to two simulated nodes, and the invariants are checked after every step:
+//! (traffic either way, time jumps, link outages, loss, node crashes and restarts, node 0
+//! changing address) are applied to two simulated nodes — node 1 configured with node
+//! 0's endpoint or not — and the invariants are checked after every step:
 //!
 //! - safety: no packet is ever delivered twice, and only packets that were sent arrive;
-//! - ground truth (runs without restarts): every data datagram the link did not lose was
-//!   accepted by the receiver;
+//! - ground truth (runs without restarts): every data datagram the link did not lose (or
+//!   send to an address nobody has any more) was accepted by the receiver;
 //! - liveness: whatever state the sequence left the nodes in, once the link heals a new
-//!   packet each way gets through.
+//!   packet from node 0 (which always knows where node 1 is) gets through, and then one
+//!   from node 1, which by then has learned where node 0 is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
@@ -32,6 +35,8 @@ enum Transition {
     Loss(u8),
     /// Node `node` crashes and restarts with empty state.
     Restart { node: usize },
+    /// Node 0's address changes (NAT rebinding, roaming); node 1 must learn the new one.
+    Rebind { port: u16 },
 }
 
 fn transition() -> impl Strategy<Value = Transition> {
@@ -42,6 +47,7 @@ fn transition() -> impl Strategy<Value = Transition> {
         1 => any::<bool>().prop_map(Transition::Outage),
         1 => (0..30u8).prop_map(Transition::Loss),
         1 => (0..2usize).prop_map(|node| Transition::Restart { node }),
+        1 => (1024..u16::MAX).prop_map(|port| Transition::Rebind { port }),
     ]
 }
 
@@ -115,11 +121,13 @@ proptest! {
     #[test]
     fn sessions_stay_safe_and_recover(
         seed in any::<u64>(),
+        node_1_knows_node_0 in any::<bool>(),
         transitions in proptest::collection::vec(transition(), 1..40),
     ) {
         let link = LinkConfig { reorder: 0.1, ..LinkConfig::default() };
+        let knows = [true, node_1_knows_node_0];
         let mut m = Model {
-            net: SimNet::new(config(), link, seed, Instant::now()),
+            net: SimNet::with_endpoints(config(), link, seed, Instant::now(), knows),
             next_id: 0,
             sent: [BTreeSet::new(), BTreeSet::new()],
             restarted: false,
@@ -140,20 +148,27 @@ proptest! {
                     m.net.restart(node);
                     m.restarted = true;
                 }
+                Transition::Rebind { port } => {
+                    m.net.rebind(0, SocketAddr::from(([198, 51, 100, 1], port)));
+                }
             }
             m.net.run_for(Duration::from_millis(1));
             m.check_safety();
         }
 
-        // Liveness: heal the link, let timers run out, then one fresh packet each way.
+        // Liveness: heal the link, let timers run out, then one fresh packet from node 0
+        // (it knows where node 1 is), then one from node 1 (it learns where node 0 is from
+        // node 0's authenticated packets, whatever it was configured with).
         m.net.link.loss = 0.0;
         m.net.run_for(Duration::from_secs(120));
         let before = [m.net.delivered[0].len(), m.net.delivered[1].len()];
         m.send(0, 100);
-        m.send(1, 100);
         m.net.run_for(Duration::from_secs(60));
         m.check_safety();
         prop_assert!(m.net.delivered[1].len() > before[1], "node 1 never heard from node 0 again");
+        m.send(1, 100);
+        m.net.run_for(Duration::from_secs(60));
+        m.check_safety();
         prop_assert!(m.net.delivered[0].len() > before[0], "node 0 never heard from node 1 again");
     }
 }

@@ -13,10 +13,12 @@ use std::time::Instant;
 
 use bauxite_conduit::cipher::CipherSuite;
 use bauxite_conduit::ip::build;
-use bauxite_conduit::node::{NodeConfig, Received};
+use bauxite_conduit::node::{NodeConfig, Received, TunVerdict};
+use bauxite_conduit::service::{self, ServicePort};
 use bauxite_conduit::session::{SecureChannel, TransportKeys};
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use bauxite_conduit::wire::{self, DATA_HEADER_LEN, DATA_OVERHEAD, Message};
+use bauxite_conduit::{Lane, VirtualIp};
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
@@ -132,4 +134,61 @@ fn node_to_node_packet_path_does_not_allocate() {
     let before = allocations();
     assert_eq!(run(10_000), 10_000);
     assert_eq!(allocations() - before, 0, "node packet path allocated");
+}
+
+#[test]
+fn service_datagram_path_does_not_allocate() {
+    let start = Instant::now();
+    let mut net = SimNet::new(NodeConfig::default(), LinkConfig::default(), 2, start);
+    let peer = net.nodes[1].peer_id();
+    net.nodes[0].connect(net.now, peer).unwrap();
+    net.run_for(std::time::Duration::from_secs(1));
+    assert!(net.nodes[0].is_connected(peer, net.now));
+
+    let port = ServicePort::new(7400).unwrap();
+    let (src, dst): (VirtualIp, VirtualIp) = (net.vips[0], net.vips[1]);
+    let from: SocketAddr = (Ipv4Addr::new(192, 0, 2, 1), 51820).into();
+    let mut datagram = vec![0u8; NodeConfig::default().datagram_capacity()];
+    let mut packet = Vec::with_capacity(1350);
+    let chunk = [0x5Au8; 1322];
+    let now = net.now;
+    let [a, b] = &mut net.nodes;
+    let mut run = |rounds: u32| {
+        let mut received = 0usize;
+        for i in 0..rounds {
+            let lane = if i % 10 == 0 {
+                Lane::Critical
+            } else {
+                Lane::Bulk
+            };
+            let len = if lane == Lane::Critical {
+                64
+            } else {
+                chunk.len()
+            };
+            packet.clear();
+            service::encode(src, port, dst, 7400, &chunk[..len], &mut packet).unwrap();
+            assert_eq!(
+                a.handle_tun_packet_in(now, lane, &packet),
+                TunVerdict::Queued(lane)
+            );
+            while let Some(t) = a.poll_transmit(now, &mut datagram) {
+                if let Received::Deliver(range) =
+                    b.handle_datagram(now, from, &mut datagram[..t.len])
+                {
+                    let d = service::parse(&datagram[range], dst, |p| p == port).unwrap();
+                    received += d.payload.len();
+                }
+            }
+            while let Some(t) = b.poll_transmit(now, &mut datagram) {
+                a.handle_datagram(now, from, &mut datagram[..t.len]);
+            }
+        }
+        received
+    };
+    assert!(run(100) > 0);
+    let before = allocations();
+    let received = run(10_000);
+    assert_eq!(allocations() - before, 0, "service datagram path allocated");
+    assert_eq!(received, 1000 * 64 + 9000 * 1322);
 }

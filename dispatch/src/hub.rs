@@ -66,6 +66,7 @@ pub struct Hub {
     policy: watch::Sender<Arc<proto::node::PolicyDocument>>,
     signals: Mutex<SignalRouter>,
     metrics: HubMetrics,
+    closing: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +96,7 @@ impl Hub {
             policy: watch::channel(Arc::new(policy.unwrap_or_default())).0,
             signals: Mutex::new(SignalRouter::default()),
             metrics: HubMetrics::default(),
+            closing: watch::channel(false).0,
         };
         let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());
         hub.commit(now, "hub", "hub.start", detail, Change::default())?;
@@ -166,6 +168,19 @@ impl Hub {
     /// The current policy (version 0 and empty JSON when none was set).
     pub fn policy(&self) -> Arc<proto::node::PolicyDocument> {
         self.policy.borrow().clone()
+    }
+
+    /// Starts stopping: every topology and policy stream ends with `UNAVAILABLE` (nodes
+    /// reconnect with backoff) and every signaling stream closes, so the server's graceful
+    /// shutdown does not wait on streams that would otherwise never end.
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+        self.signals().close_all();
+    }
+
+    /// Becomes `true` when [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// The signaling relay.

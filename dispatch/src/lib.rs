@@ -10,8 +10,8 @@
 //! this one.
 //!
 //! Sans-IO logic: [`token`], [`ipam`], [`audit`], [`hub`] (state and rules, with time and
-//! randomness as arguments). IO shell: [`server`] (TLS listener, gRPC services, metrics
-//! endpoint), [`store`] (redb).
+//! randomness as arguments), [`policy_review`] (what `policy set` shows). IO shell:
+//! [`server`] (TLS listener, gRPC services, metrics endpoint), [`store`] (redb).
 
 pub mod audit;
 pub mod clock;
@@ -20,6 +20,7 @@ pub mod hub;
 pub mod ipam;
 pub mod metrics;
 pub mod pki;
+pub mod policy_review;
 pub mod server;
 pub mod store;
 pub mod token;

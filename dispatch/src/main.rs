@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use bauxite_dispatch::clock::UnixTime;
 use bauxite_dispatch::ipam::MeshCidr;
+use bauxite_dispatch::policy_review;
 use bauxite_dispatch::server::{BoundHub, ServeConfig};
 use bauxite_dispatch_api::client::HubClient;
 use bauxite_dispatch_api::proto::admin as proto;
@@ -91,10 +92,14 @@ enum NodesCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Set the policy from a JSON file (conduit `Policy`).
+    /// Set the policy from a JSON file (docs/policy.md): prints warnings and the change
+    /// against the current policy first.
     Set {
         /// The policy file.
         file: PathBuf,
+        /// Print the warnings and the change, set nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the current policy.
     Show,
@@ -136,9 +141,13 @@ fn parse_duration(text: &str) -> Result<u64, String> {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: journald, files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -179,6 +188,10 @@ async fn serve(
 }
 
 async fn admin(cli: &Cli) -> Result<ExitCode> {
+    // A bad policy file is reported without needing a running hub.
+    if let Command::Policy(PolicyCommand::Set { file, .. }) = &cli.command {
+        policy_review::load(file)?;
+    }
     let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
     let mut admin = hub.admin();
     match &cli.command {
@@ -227,14 +240,48 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
                 .await?;
             println!("revoked {id}");
         }
-        Command::Policy(PolicyCommand::Set { file }) => {
-            let json = std::fs::read_to_string(file)
-                .with_context(|| format!("read {}", file.display()))?;
-            let doc = admin
-                .set_policy(proto::SetPolicyRequest { json })
+        Command::Policy(PolicyCommand::Set { file, dry_run }) => {
+            let policy = policy_review::load(file)?;
+            let current = admin
+                .show_policy(proto::PolicyRequest {})
                 .await?
                 .into_inner();
-            println!("policy version {} set", doc.version);
+            let current_policy = match current.version {
+                0 => None,
+                _ => Some(policy_review::parse(current.json.as_bytes()).map_err(|e| {
+                    anyhow::anyhow!("the hub's current policy does not parse: {e}")
+                })?),
+            };
+            let names: policy_review::NodeNames = admin
+                .list_nodes(proto::ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes
+                .into_iter()
+                .filter(|n| !n.revoked)
+                .filter_map(|n| Some((bauxite_conduit::PeerId::from_hex(&n.node_id)?, n.name)))
+                .collect();
+            for warning in policy_review::warnings(&policy, &names) {
+                eprintln!("warning: {warning}");
+            }
+            let change = policy_review::diff(current_policy.as_ref(), &policy);
+            let label = file.display().to_string();
+            print!(
+                "{}",
+                policy_review::render(&label, current.version, &change, &names)
+            );
+            if *dry_run {
+                println!("dry run: nothing was set");
+            } else if change.unchanged {
+                println!("policy version {} kept", current.version);
+            } else {
+                let json = serde_json::to_string(&policy)?;
+                let doc = admin
+                    .set_policy(proto::SetPolicyRequest { json })
+                    .await?
+                    .into_inner();
+                println!("policy version {} set", doc.version);
+            }
         }
         Command::Policy(PolicyCommand::Show) => {
             let doc = admin

@@ -44,6 +44,11 @@ use crate::{Error, Result};
 /// Largest gRPC message the hub decodes.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
+/// How long a stopping hub waits for open connections after it ended every stream; then
+/// it closes them. Streams end at once, so this only bounds a client that keeps a
+/// finished connection open.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How to run the hub.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -151,7 +156,9 @@ impl BoundHub {
         self.hub.clone()
     }
 
-    /// Serves until `shutdown` completes, then removes `hub.addr` (written by [`bind`](Self::bind)).
+    /// Serves until `shutdown` completes, then stops: no new connections, every open
+    /// stream ended ([`Hub::begin_shutdown`]), connections closed after at most
+    /// [`SHUTDOWN_GRACE`]; finally removes `hub.addr` (written by [`bind`](Self::bind)).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let addr = self.addr()?;
         let addr_file = self.data_dir.join("hub.addr");
@@ -159,7 +166,13 @@ impl BoundHub {
             tokio::spawn(metrics_http::serve(listener, self.hub.clone()));
         }
         let hub = self.hub;
-        let result = Server::builder()
+        let mut closing = hub.closing();
+        let stopper = hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopper.begin_shutdown();
+        };
+        let serve = Server::builder()
             .add_service(
                 ProvisioningServiceServer::new(provisioning::Provisioning(hub.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -184,12 +197,21 @@ impl BoundHub {
                 AdminServiceServer::new(admin::Admin(hub.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(tls::incoming(self.grpc, self.tls), shutdown)
-            .await
-            .map_err(|e| Error::Connect {
+            .serve_with_incoming_shutdown(tls::incoming(self.grpc, self.tls), shutdown);
+        let deadline = async {
+            feeds::stopping(&mut closing).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = serve => result.map_err(|e| Error::Connect {
                 addr: addr.to_string(),
                 reason: e.to_string(),
-            });
+            }),
+            () = deadline => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
+                Ok(())
+            }
+        };
         let _ = std::fs::remove_file(&addr_file);
         result
     }

@@ -60,6 +60,54 @@ pub(crate) enum Command {
     /// Two nodes in one process over a simulated link: handshake, ping, attacker,
     /// and control-loop latency with bulk saturating (no root, no network).
     Demo(DemoArgs),
+    /// Over-the-air updates.
+    #[command(subcommand)]
+    Update(UpdateCommand),
+}
+
+/// `bauxite update ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum UpdateCommand {
+    /// A plain TUF client (the tuf-conformance client contract): `init ROOT_JSON`,
+    /// `refresh`, `download`; exit 0 on success, 1 on any refusal.
+    TufClient(TufClientArgs),
+}
+
+/// `bauxite update tuf-client` options (given before the action, as the suite does).
+#[derive(Debug, Args)]
+pub(crate) struct TufClientArgs {
+    /// Directory of trusted metadata (root.json, timestamp.json, ...).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) metadata_dir: PathBuf,
+    /// Base URL of the repository's metadata (refresh, download).
+    #[arg(long, value_name = "URL")]
+    pub(crate) metadata_url: Option<String>,
+    /// Target path to download; repeat for several, processed in order (download).
+    #[arg(long = "target-name", value_name = "NAME")]
+    pub(crate) target_names: Vec<String>,
+    /// Base URL of the repository's targets (download).
+    #[arg(long, value_name = "URL")]
+    pub(crate) target_base_url: Option<String>,
+    /// Directory receiving verified targets (download).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) target_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) action: TufClientAction,
+}
+
+/// `bauxite update tuf-client` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TufClientAction {
+    /// Trust ROOT_JSON (obtained out of band) as the initial root.
+    Init {
+        /// The initial root metadata file.
+        root_json: PathBuf,
+    },
+    /// Update the top-level metadata (TUF client workflow, section 5).
+    Refresh,
+    /// Refresh, then download and verify each --target-name into --target-dir.
+    Download,
 }
 
 /// `bauxite join` options.
@@ -72,7 +120,8 @@ pub(crate) struct JoinArgs {
     /// State root receiving the identity, certificates and config.toml.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/bauxite")]
     pub(crate) state_root: PathBuf,
-    /// This node's name in the mesh (default: the host name).
+    /// This node's name in the mesh (default: the name the token was created with, else
+    /// `node-` and the first 8 hex digits of its ID, chosen by the hub).
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// UDP listen address written to `[node] listen`.

@@ -59,10 +59,27 @@ impl RawConfig {
     }
 }
 
+/// Largest config file read: a real one is a few hundred bytes, and parsing is done in
+/// memory (a 67 MB file once took 813 MB).
+pub const MAX_CONFIG_BYTES: u64 = crate::fsutil::MAX_SMALL_FILE;
+
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = crate::fsutil::read_capped(path, MAX_CONFIG_BYTES).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::FileTooLarge {
+            ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                limit: MAX_CONFIG_BYTES,
+            }
+        } else {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
-        source,
+        message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
     })
 }
 
@@ -201,6 +218,20 @@ ca_file = "/etc/bauxite/ca.crt"
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 64 MiB that take no disk and would take far more memory to parse.
+        file.set_len(64 << 20).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("right file"), "{e}");
+        let e = RunConfig::load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::TooLarge { .. }), "{e}");
     }
 
     #[test]

@@ -35,25 +35,36 @@ pub enum Request {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
-    /// The socket could not be created.
+    /// The socket's directory could not be created.
     #[error(
-        "cannot listen on control socket {path}: {source}; fix `node.control_socket` or remove the stale file"
+        "cannot create {dir} for the control socket {path}: {error}; {}",
+        fix(error)
     )]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error (part of the message, so not repeated as a source).
+        error: std::io::Error,
+    },
+    /// The socket could not be created.
+    #[error("cannot listen on control socket {path}: {error}; {}", fix(error))]
     Listen {
         /// The socket path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// No daemon answered.
     #[error(
-        "cannot reach the daemon at {path}: {source}; is `bauxite run` running with this config?"
+        "cannot reach the daemon at {path}: {error}; is `bauxite run` running with this config?"
     )]
     Connect {
         /// The socket path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// The daemon's answer could not be read.
     #[error("bad answer from the daemon at {path}: {reason}")]
@@ -65,15 +76,31 @@ pub enum ControlError {
     },
 }
 
+/// What to do about a control socket that cannot be created.
+fn fix(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            "this user may not write there: set `node.control_socket` in the config to a \
+             path it can write (e.g. under the state root), or run as root"
+        }
+        std::io::ErrorKind::AddrInUse => "stop the other daemon, or set `node.control_socket`",
+        _ => "set `node.control_socket` in the config to a usable path",
+    }
+}
+
 /// Creates the socket (and its directory), replacing a stale socket file left by a
 /// killed daemon. The file is mode 0600: status is for the node's operator.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let fail = |source| ControlError::Listen {
+    let fail = |error| ControlError::Listen {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        std::fs::create_dir_all(dir).map_err(|error| ControlError::Directory {
+            dir: dir.to_path_buf(),
+            path: path.to_path_buf(),
+            error,
+        })?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(fail(std::io::Error::new(
@@ -142,9 +169,9 @@ async fn answer(
 
 /// Asks the daemon at `path` for its status (blocking; for the `status` command).
 pub fn query_status(path: &Path) -> Result<StatusReport, ControlError> {
-    let connect = |source| ControlError::Connect {
+    let connect = |error| ControlError::Connect {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let stream = std::os::unix::net::UnixStream::connect(path).map_err(connect)?;
     stream

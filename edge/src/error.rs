@@ -41,6 +41,17 @@ pub enum ConfigError {
         /// The IO error.
         source: io::Error,
     },
+    /// The file is larger than any config could be.
+    #[error(
+        "config file {path} is larger than {limit} bytes; a Bauxite config is a few hundred \
+         bytes: is --config pointing at the right file?"
+    )]
+    TooLarge {
+        /// The config path.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The file is not valid TOML or does not match the schema (unknown or missing key).
     #[error("config file {path} is invalid: {message}")]
     Syntax {

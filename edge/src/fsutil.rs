@@ -59,9 +59,38 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> io::R
     f.sync_all()
 }
 
-/// Reads a file, mapping "not found" to `None`.
+/// Largest config, manifest, key, certificate or state file read whole: far above any
+/// real one, low enough that a wrong path (a disk image, a log) cannot exhaust memory.
+pub const MAX_SMALL_FILE: u64 = 1 << 20;
+
+/// Reads a whole file of at most `limit` bytes. A larger one is refused before it is read
+/// (`ErrorKind::FileTooLarge`, the message giving both sizes); a file that grows while
+/// being read is cut at `limit + 1` bytes and refused too.
+pub fn read_capped(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let too_large = |len: u64| {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "it is {len} bytes, more than the {limit}-byte limit for this file; is it the right file?"
+            ),
+        )
+    };
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    io::Read::read_to_end(&mut io::Read::take(file, limit + 1), &mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Reads a file of at most [`MAX_SMALL_FILE`] bytes, mapping "not found" to `None`.
 pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
+    match read_capped(path, MAX_SMALL_FILE) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

@@ -133,6 +133,9 @@ pub fn parse_policy(json: &str) -> Result<Option<Policy>, serde_json::Error> {
 pub struct HubConnector {
     /// Where and how to connect.
     pub config: HubConfig,
+    /// The node's mTLS files, loaded (and their modes checked) once at start: a local
+    /// file problem is refused there, never retried here as if the hub were down.
+    pub credentials: NodeCredentials,
     /// This node (skipped in topology snapshots).
     pub me: PeerId,
     /// The node's counters, reported to the hub.
@@ -181,9 +184,7 @@ impl HubConnector {
     }
 
     async fn session_inner(&self, backoff: &mut Backoff) -> Result<std::convert::Infallible, End> {
-        let credentials = NodeCredentials::load(&self.config.certs_dir)
-            .map_err(|e| from_error(e, "node credentials"))?;
-        let hub = HubClient::connect_mtls(&self.config.url, &credentials)
+        let hub = HubClient::connect_mtls(&self.config.url, &self.credentials)
             .await
             .map_err(|e| from_error(e, "connect"))?;
         if let Some(endpoint) = self.config.advertise {

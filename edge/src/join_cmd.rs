@@ -69,7 +69,7 @@ pub struct JoinOptions {
     pub hub_url: String,
     /// The state root (created 0700 if missing).
     pub state_root: PathBuf,
-    /// This node's name in the mesh.
+    /// This node's name in the mesh; empty lets the hub choose (the token's name).
     pub name: String,
     /// UDP listen address for `run`.
     pub listen: SocketAddr,
@@ -132,10 +132,14 @@ pub fn render_config(
 ) -> String {
     let path = |rel: &str| toml_string(&root.join(rel).display().to_string());
     let mut text = String::new();
+    let name = if options.name.is_empty() {
+        "named by the hub"
+    } else {
+        options.name.as_str()
+    };
     let _ = writeln!(
         text,
-        "# Written by `bauxite join` for node {node_id} ({}).\n",
-        options.name
+        "# Written by `bauxite join` for node {node_id} ({name}).\n"
     );
     let _ = writeln!(
         text,

@@ -6,11 +6,13 @@
 //!   runtime manifest, typed reconstruction, epoch evidence, exit codes 0/1/2/3/5).
 //! - [`demo`]: the in-process two-node demonstration.
 //! - [`run_cmd`]: the `run` daemon (static peers over UDP and TUN), with its
-//!   [`control`] socket for [`status`] and the optional [`metrics_http`] listener.
+//!   [`control`] socket for [`status`], the optional [`metrics_http`] listener and the
+//!   [`run_lock`] that keeps a second daemon off the same node.
 //! - [`join_cmd`]: `bauxite join`, provisioning with a hub; [`hub`]: the daemon's
 //!   `HubConnector` (topology, policy, metrics, reconnect with backoff).
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
+//! - [`update_cmd`]: `bauxite update ...`; `tuf-client` is the plain TUF client.
 
 pub mod cert_cmd;
 pub mod config;
@@ -26,7 +28,9 @@ pub mod manifest_cmd;
 pub mod metrics_http;
 pub mod precheck;
 pub mod run_cmd;
+pub mod run_lock;
 pub mod status;
 pub mod sys;
+pub mod update_cmd;
 
 pub use error::Error;

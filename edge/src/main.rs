@@ -18,7 +18,10 @@ use bauxite::precheck::fingerprint::{CompositeHash, OsSources};
 use bauxite::precheck::state_root::{SKIP_MOUNT_CHECK_ENV, StateRoot};
 use bauxite::precheck::{self, Clock};
 use bauxite::{cert_cmd, fingerprint_cmd, keygen, manifest_cmd};
-use cli::{CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand};
+use cli::{
+    CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand, TufClientAction,
+    UpdateCommand,
+};
 
 /// The real clocks; the only place the binary reads time.
 struct SystemClock {
@@ -48,11 +51,14 @@ impl Clock for SystemClock {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: journald, files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(false);
+        .with_ansi(ansi);
     match format {
         // journald stamps each line; a second timestamp would be noise.
         LogFormat::Text => builder.without_time().init(),
@@ -127,14 +133,10 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
             let start = Instant::now();
             bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
         }
+        Command::Update(UpdateCommand::TufClient(args)) => run_tuf_client(args, clock)?,
         Command::Join(args) => {
-            let name = match args.name {
-                Some(name) => name,
-                None => rustix::system::uname()
-                    .nodename()
-                    .to_string_lossy()
-                    .into_owned(),
-            };
+            // Without --name the hub names the node after the token (`token create --name`).
+            let name = args.name.unwrap_or_default();
             let options = bauxite::join_cmd::JoinOptions {
                 token: args.token,
                 hub_url: args.hub_url,
@@ -231,6 +233,41 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 cert_out.display(),
                 precheck::fingerprint::rfc3339(until)
             );
+        }
+    }
+    Ok(())
+}
+
+fn run_tuf_client(args: cli::TufClientArgs, clock: &SystemClock) -> anyhow::Result<()> {
+    use bauxite::update_cmd::tuf_client;
+    let now = jiff::Timestamp::from_second(clock.now().unix_timestamp())?;
+    let need = |opt: Option<String>, flag: &str| opt.with_context(|| format!("{flag} is required"));
+    match args.action {
+        TufClientAction::Init { root_json } => {
+            tuf_client::init(&args.metadata_dir, &root_json)?;
+            println!("trusted root stored in {}", args.metadata_dir.display());
+        }
+        TufClientAction::Refresh => {
+            let url = need(args.metadata_url, "--metadata-url")?;
+            tuf_client::refresh(&args.metadata_dir, &url, now)?;
+            println!("metadata up to date in {}", args.metadata_dir.display());
+        }
+        TufClientAction::Download => {
+            let url = need(args.metadata_url, "--metadata-url")?;
+            let base = need(args.target_base_url, "--target-base-url")?;
+            let dir = args.target_dir.context("--target-dir is required")?;
+            anyhow::ensure!(!args.target_names.is_empty(), "--target-name is required");
+            let files = tuf_client::download(
+                &args.metadata_dir,
+                &url,
+                &args.target_names,
+                &base,
+                &dir,
+                now,
+            )?;
+            for file in files {
+                println!("verified: {}", file.display());
+            }
         }
     }
     Ok(())

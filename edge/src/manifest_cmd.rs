@@ -11,10 +11,12 @@ use crate::keygen::parse_private_key;
 use crate::precheck::manifest::{parse_verify_key, verify_signature};
 
 fn read(path: &Path) -> Result<Vec<u8>, ToolError> {
-    std::fs::read(path).map_err(|source| ToolError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::read_capped(path, crate::fsutil::MAX_SMALL_FILE).map_err(|source| {
+        ToolError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

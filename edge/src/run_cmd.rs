@@ -3,6 +3,11 @@
 //! socket and TUN device, its control socket, the optional metrics listener, and clean
 //! shutdown on SIGTERM/SIGINT. A node revoked by the hub keeps running with no peers.
 //!
+//! Start-up refuses, with the reason and the fix, everything no retry would cure: another
+//! daemon holding the node's [`RunLock`], a private key others can read (the identity or
+//! `node.key`), missing hub credentials, and a TUN device that could be created by this
+//! process but not under this name ([`TunCreateError`]).
+//!
 //! Invariant: everything runs on one thread (a current-thread tokio runtime); the data
 //! plane is one task that owns the node, and the control and metrics tasks only read
 //! shared atomics or ask that task between batches.
@@ -11,17 +16,22 @@ use std::path::{Path, PathBuf};
 
 use bauxite_conduit::BauxiteNode;
 use bauxite_conduit::identity::Identity;
-use bauxite_conduit::io::{Shell, ShellConfig, clock};
+use bauxite_conduit::io::{DeviceConfig, Shell, ShellConfig, clock};
 use bauxite_conduit::node::{DEFAULT_MTU, NodeConfig};
 use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::tun::TunConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::RunConfig;
+use bauxite_conduit::error::KeyFileProblem;
+use bauxite_conduit::tun::TunCreateError;
+use bauxite_dispatch_api::client::NodeCredentials;
+
+use crate::config::{HubConfig, RunConfig};
 use crate::control::{self, ControlError};
 use crate::error::ConfigError;
 use crate::metrics_http;
+use crate::run_lock::{LockError, RunLock, lock_path};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +40,50 @@ pub enum RunError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The identity file is missing or unusable.
-    #[error("node identity {path}: {source}; create it with `bauxite keygen --identity {path}`")]
+    /// Another daemon runs this node, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The identity file does not exist.
+    #[error(
+        "node identity {path} does not exist; create it with `bauxite keygen --identity {path}` (or `bauxite join`)"
+    )]
+    IdentityMissing {
+        /// The configured identity path.
+        path: PathBuf,
+    },
+    /// The identity file is unusable.
+    #[error("node identity {path}: {error}")]
     Identity {
         /// The configured identity path.
         path: PathBuf,
-        /// What went wrong.
-        source: bauxite_conduit::Error,
+        /// What went wrong (part of the message, so not repeated as a source).
+        error: bauxite_conduit::Error,
     },
+    /// A private key file (the identity, `node.key`) is readable by group or others.
+    #[error(
+        "private key {path} has mode {mode:03o}: a private key must not be readable by others; \
+         run `chmod 600 {path}` and start again"
+    )]
+    KeyTooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The hub credentials (`ca.crt`, `node.crt`, `node.key`) cannot be loaded.
+    #[error(
+        "cannot load the hub credentials in {dir}: {error}; restore them, or re-join with \
+         `bauxite join --force`"
+    )]
+    HubCredentials {
+        /// `hub.certs_dir`.
+        dir: PathBuf,
+        /// What went wrong (part of the message, so not repeated as a source).
+        error: bauxite_dispatch_api::Error,
+    },
+    /// The kernel TUN device could not be created for a reason other than privilege.
+    #[error(transparent)]
+    Tun(Box<TunCreateError>),
     /// The data plane failed (socket, device, peer table).
     #[error("data plane: {0}")]
     DataPlane(#[from] bauxite_conduit::Error),
@@ -47,6 +93,40 @@ pub enum RunError {
     /// The runtime, a signal handler or the metrics listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// A data-plane error, with a TUN creation failure lifted out so its reason leads.
+    fn data_plane(error: bauxite_conduit::Error) -> Self {
+        match error {
+            bauxite_conduit::Error::Io {
+                action,
+                path,
+                source,
+            } if source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<TunCreateError>()) =>
+            {
+                let kind = source.kind();
+                let inner = source.into_inner().map(|e| e.downcast::<TunCreateError>());
+                match inner {
+                    Some(Ok(tun)) => Self::Tun(tun),
+                    // The guard checked the type, so these only keep the compiler whole.
+                    Some(Err(other)) => Self::DataPlane(bauxite_conduit::Error::Io {
+                        action,
+                        path,
+                        source: std::io::Error::new(kind, other),
+                    }),
+                    None => Self::DataPlane(bauxite_conduit::Error::Io {
+                        action,
+                        path,
+                        source: kind.into(),
+                    }),
+                }
+            }
+            other => Self::DataPlane(other),
+        }
+    }
 }
 
 /// Loads the config at `config_path` and runs the node until SIGTERM or SIGINT.
@@ -59,11 +139,47 @@ pub fn run(config_path: &Path) -> Result<(), RunError> {
     runtime.block_on(serve(config))
 }
 
+/// Loads the identity, naming the fix for the two mistakes an operator makes most: no
+/// file, and a file others can read.
+fn load_identity(path: &Path) -> Result<Identity, RunError> {
+    Identity::load(path).map_err(|source| match source {
+        bauxite_conduit::Error::KeyFile {
+            problem: KeyFileProblem::TooOpen { mode },
+            ..
+        } => RunError::KeyTooOpen {
+            path: path.to_path_buf(),
+            mode,
+        },
+        bauxite_conduit::Error::Io { source: io, .. }
+            if io.kind() == std::io::ErrorKind::NotFound =>
+        {
+            RunError::IdentityMissing {
+                path: path.to_path_buf(),
+            }
+        }
+        error => RunError::Identity {
+            path: path.to_path_buf(),
+            error,
+        },
+    })
+}
+
+/// Loads `ca.crt`, `node.crt` and `node.key` once, before anything starts: a key others
+/// can read, or a missing file, is a local fault no reconnect would cure.
+fn load_hub_credentials(hub: &HubConfig) -> Result<NodeCredentials, RunError> {
+    NodeCredentials::load(&hub.certs_dir).map_err(|source| match source {
+        bauxite_dispatch_api::Error::KeyTooOpen { path, mode } => {
+            RunError::KeyTooOpen { path, mode }
+        }
+        error => RunError::HubCredentials {
+            dir: hub.certs_dir.clone(),
+            error,
+        },
+    })
+}
+
 fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
-    let identity = Identity::load(&config.identity).map_err(|source| RunError::Identity {
-        path: config.identity.clone(),
-        source,
-    })?;
+    let identity = load_identity(&config.identity)?;
     let mut registry = PeerRegistry::new();
     for peer in &config.peers {
         registry.insert(peer.clone())?;
@@ -85,37 +201,47 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
 }
 
 async fn serve(config: RunConfig) -> Result<(), RunError> {
+    // First, so a second daemon on this node is told so before it touches anything.
+    let lock = RunLock::acquire(&lock_path(config.state_root.as_deref(), &config.identity))?;
     let node = build_node(&config)?;
+    let credentials = config.hub.as_ref().map(load_hub_credentials).transpose()?;
     let peer_id = node.peer_id();
     let shell_config = ShellConfig {
         listen: config.listen,
-        tun: TunConfig {
+        device: DeviceConfig::TunOrMemory(TunConfig {
             name: config.tun_name.clone(),
             mtu: u16::try_from(DEFAULT_MTU).unwrap_or(u16::MAX),
             address: config.virtual_ip,
             prefix: config.prefix,
-        },
+        }),
     };
-    let shell = Shell::bind(node, &shell_config).await?;
+    let shell = Shell::bind(node, &shell_config)
+        .await
+        .map_err(RunError::data_plane)?;
     let metrics = shell.metrics();
     let (queries_tx, queries_rx) = mpsc::channel(16);
-    let hub_task = config.hub.clone().map(|hub| {
-        let seed = clock::os_seed().map(|s| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&s[..8]);
-            u64::from_le_bytes(bytes)
+    let hub_task = config
+        .hub
+        .clone()
+        .zip(credentials)
+        .map(|(hub, credentials)| {
+            let seed = clock::os_seed().map(|s| {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&s[..8]);
+                u64::from_le_bytes(bytes)
+            });
+            tokio::spawn(
+                crate::hub::HubConnector {
+                    config: hub,
+                    credentials,
+                    me: peer_id,
+                    metrics: std::sync::Arc::clone(&metrics),
+                    queries: queries_tx.clone(),
+                    seed: seed.unwrap_or(u64::from(std::process::id())),
+                }
+                .run(),
+            )
         });
-        tokio::spawn(
-            crate::hub::HubConnector {
-                config: hub,
-                me: peer_id,
-                metrics: std::sync::Arc::clone(&metrics),
-                queries: queries_tx.clone(),
-                seed: seed.unwrap_or(u64::from(std::process::id())),
-            }
-            .run(),
-        )
-    });
     let listener = control::bind(&config.control_socket)?;
     let control_task = tokio::spawn(control::serve(
         listener,
@@ -148,6 +274,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         peers = config.peers.len(),
         hub = config.hub.as_ref().map_or("none", |h| h.url.as_str()),
         control = %config.control_socket.display(),
+        lock = %lock.path().display(),
         "bauxite running"
     );
     let result = shell.run(queries_rx, shutdown).await;
@@ -160,5 +287,6 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     }
     // A leftover socket file would only mislead `status`; a failure to remove it is harmless.
     let _ = std::fs::remove_file(&config.control_socket);
+    drop(lock);
     result.map(|_node| ()).map_err(RunError::from)
 }

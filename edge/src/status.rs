@@ -116,6 +116,7 @@ impl StatusReport {
             tun: match &status.tun {
                 TunKind::Kernel(name) => format!("kernel {name}"),
                 TunKind::Memory(why) => format!("memory ({why})"),
+                TunKind::None => "none (service sockets only)".to_string(),
             },
             peers,
             counters,

@@ -197,6 +197,114 @@ fn missing_verify_key_fails_with_5() {
 }
 
 #[test]
+fn node_without_a_runtime_manifest_records_an_os_change() {
+    let f = Fixture::bare();
+    assert!(matches!(
+        f.run(&os("ubuntu", "6.8")).unwrap(),
+        Outcome::Initialised { .. }
+    ));
+    let (r, events) = f.run_with(&os("ubuntu", "6.9"), &mut bauxite::precheck::epoch::NoCrash);
+    assert_eq!(
+        r.unwrap(),
+        Outcome::Recorded {
+            epoch: BootEpoch(1)
+        }
+    );
+    let names: Vec<_> = events.iter().map(Event::name).collect();
+    assert_eq!(
+        names,
+        [
+            "edge.os.update_detected",
+            "edge.os.no_runtime_manifest",
+            "edge.epoch.rotated"
+        ]
+    );
+    assert_eq!(f.epoch(), 1);
+    assert_eq!(f.current_evidence_epoch(), 1);
+    assert!(
+        !f.path("runtime/manifest.json").exists() && !f.root.verify_key_path().exists(),
+        "nothing is invented"
+    );
+    assert_eq!(
+        f.run(&os("ubuntu", "6.9")).unwrap(),
+        Outcome::Unchanged {
+            epoch: BootEpoch(1)
+        }
+    );
+}
+
+#[test]
+fn any_one_manifest_file_requires_the_signed_path() {
+    // Key alone, manifest alone, signature alone: each means "a manifest is expected",
+    // so deleting part of a manifest can never turn reconstruction into a no-op.
+    let key = |f: &Fixture| f.root.verify_key_path();
+    let manifest = |f: &Fixture| f.root.manifest_path();
+    let sig = |f: &Fixture| f.root.manifest_sig_path();
+    for keep in [key, manifest, sig] {
+        let f = Fixture::new();
+        f.run(&os("ubuntu", "6.8")).unwrap();
+        let kept = keep(&f);
+        for path in [key(&f), manifest(&f), sig(&f)] {
+            if path != kept {
+                fs::remove_file(path).unwrap();
+            }
+        }
+        let r = f.run(&os("ubuntu", "6.9"));
+        assert_eq!(exit_code(&r), 5, "only {} left: {r:?}", kept.display());
+        assert_eq!(f.epoch(), 0, "a failed reconstruction commits nothing");
+    }
+}
+
+#[test]
+fn crash_while_recording_an_os_change_recovers() {
+    let mut points: Vec<CrashPoint> = RotationStep::ALL
+        .iter()
+        .map(|s| CrashPoint::Rotation(*s))
+        .collect();
+    points.push(CrashPoint::CommitFingerprint);
+    for point in points {
+        let f = Fixture::bare();
+        f.run(&os("ubuntu", "6.8")).unwrap();
+        let (r, _) = f.run_with(&os("ubuntu", "6.9"), &mut CrashAt(point));
+        assert!(r.is_err(), "{point:?}");
+        assert_eq!(f.epoch(), 0, "{point:?}: nothing committed");
+        assert_eq!(
+            f.run(&os("ubuntu", "6.9")).unwrap(),
+            Outcome::Recorded {
+                epoch: BootEpoch(1)
+            },
+            "{point:?}"
+        );
+        assert_eq!(f.current_evidence_epoch(), 1, "{point:?}");
+        assert!(no_tmp_left(&f.path("epoch")), "{point:?}");
+    }
+}
+
+#[test]
+fn oversized_manifest_or_fingerprint_is_refused_without_being_read() {
+    let grow = |path: std::path::PathBuf| {
+        // Sparse: no disk used, but reading it whole would take 64 MiB.
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+    };
+    let f = Fixture::new();
+    f.run(&os("ubuntu", "6.8")).unwrap();
+    grow(f.root.manifest_path());
+    let r = f.run(&os("ubuntu", "6.9"));
+    assert_eq!(exit_code(&r), 5, "{r:?}");
+    assert!(format!("{:?}", r).contains("limit"), "{r:?}");
+    grow(f.root.fingerprint_path());
+    let r = f.run(&os("ubuntu", "6.9"));
+    assert_eq!(exit_code(&r), 2, "{r:?}");
+}
+
+#[test]
 fn bad_signature_fails_with_5() {
     let f = Fixture::new();
     f.run(&os("ubuntu", "6.8")).unwrap();

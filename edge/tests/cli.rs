@@ -238,10 +238,27 @@ fn exit_3_on_expiring_or_unreadable_cert() {
 }
 
 #[test]
+fn os_change_without_a_runtime_manifest_is_recorded_via_binary() {
+    let n = Node::new();
+    assert_eq!(n.precheck().0, 0);
+    n.set_os("ubuntu", "6.8.0-101-generic");
+    let (code, log) = n.precheck();
+    assert_eq!(code, 0, "{log}");
+    for e in ["edge.os.update_detected", "edge.os.no_runtime_manifest"] {
+        assert!(log.contains(e), "{e}: {log}");
+    }
+    assert!(!log.contains("reconstruction_started"), "{log}");
+    assert_eq!(n.epoch(), "1");
+}
+
+#[test]
 fn exit_5_on_missing_key_and_bad_signature() {
     let n = Node::new();
     assert_eq!(n.precheck().0, 0);
     n.set_os("debian", "6.8");
+    // A manifest without its verify key: the signed path runs and fails closed.
+    n.install_key_and_manifest();
+    fs::remove_file(n.p("state/identity/manifest-verify.pub")).unwrap();
     let (code, log) = n.precheck();
     assert_eq!(code, 5, "{log}");
     assert!(

@@ -114,6 +114,84 @@ fn join(token: &str, url: &str, root: &Path, extra: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `bauxite precheck` on a fake OS (os-release in `dir`) with this kernel release;
+/// returns whether it exited 0, and its log.
+fn precheck(config: &Path, dir: &Path, kernel: &str) -> (bool, String) {
+    fs::write(dir.join("os-release"), "ID=ubuntu\n").unwrap();
+    let out = Command::new(BAUXITE)
+        .args(["precheck", "--config"])
+        .arg(config)
+        .arg("--os-release")
+        .arg(dir.join("os-release"))
+        .arg("--usr-lib-os-release")
+        .arg(dir.join("absent"))
+        .args(["--kernel-release", kernel])
+        .env("BAUXITE_STATE_ROOT_SKIP_MOUNT_CHECK", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `bauxite run` on `config`. As root it runs in a network namespace of its own
+/// (`unshare --net`), so its TUN device cannot collide with the host's; unprivileged it
+/// uses the in-memory device. Killed on drop.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: PathBuf) -> Self {
+        let mut command = if rustix::process::geteuid().is_root() {
+            let mut c = Command::new("unshare");
+            c.args(["--net", BAUXITE]);
+            c
+        } else {
+            Command::new(BAUXITE)
+        };
+        let child = command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// Waits until `bauxite status` answers through the control socket.
+    fn wait_status(&mut self, config: &Path) -> String {
+        wait_for(LIMIT, "the daemon to answer status", || {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("daemon exited with {status}: {}", self.log());
+            }
+            let out = Command::new(BAUXITE)
+                .args(["status", "--json", "--config"])
+                .arg(config)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Replaces the `i`th dot-separated part of a token.
 fn with_part(token: &str, i: usize, f: impl Fn(&str) -> String) -> String {
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
@@ -178,23 +256,8 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     let transport = bauxite::config::Config::load(&config).unwrap().transport;
     assert_eq!(transport.key_file, key);
     // `precheck` accepts the joined state root as it is (fake OS; no mount point in /tmp).
-    fs::write(dir.path().join("os-release"), "ID=ubuntu\n").unwrap();
-    let precheck = Command::new(BAUXITE)
-        .args(["precheck", "--config"])
-        .arg(&config)
-        .arg("--os-release")
-        .arg(dir.path().join("os-release"))
-        .arg("--usr-lib-os-release")
-        .arg(dir.path().join("absent"))
-        .args(["--kernel-release", "6.8.0-100-generic"])
-        .env("BAUXITE_STATE_ROOT_SKIP_MOUNT_CHECK", "1")
-        .output()
-        .unwrap();
-    assert!(
-        precheck.status.success(),
-        "precheck on the joined root: {}",
-        String::from_utf8_lossy(&precheck.stderr)
-    );
+    let (ok, log) = precheck(&config, dir.path(), "6.8.0-100-generic");
+    assert!(ok, "precheck on the joined root: {log}");
 
     // Reused token: refused, the joined state root untouched.
     let before = fs::read(&identity).unwrap();
@@ -210,4 +273,57 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     let (ok, out) = join(&fresh, &url, &root, &["--force"]);
     assert!(ok, "{out}");
     assert_ne!(fs::read(&identity).unwrap(), before);
+}
+
+#[test]
+fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(hub) = Hub::start(dir.path()) else {
+        return;
+    };
+    let url = hub.url();
+    let root = dir.path().join("root");
+    // As a new user does it: a named token, and `join` without `--name`.
+    let token = hub.token(&["--name", "robot-9"]);
+    let socket = dir.path().join("control.sock");
+    let out = Command::new(BAUXITE)
+        .args(["join", &token, &url, "--state-root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
+    assert!(
+        nodes.lines().any(|l| l.trim_end().ends_with("robot-9")),
+        "the node takes the token's name: {nodes}"
+    );
+    let config = root.join("config.toml");
+
+    let (ok, log) = precheck(&config, dir.path(), "6.8.0-100-generic");
+    assert!(
+        ok && log.contains("edge.os.fingerprint_initialized"),
+        "{log}"
+    );
+    // The kernel is replaced: join installed no runtime manifest, so there is nothing to
+    // reconstruct; precheck records the new OS and lets the daemon start.
+    let (ok, log) = precheck(&config, dir.path(), "6.8.0-101-generic");
+    assert!(ok, "precheck after a kernel change: {log}");
+    assert!(
+        log.contains("edge.os.update_detected") && log.contains("kernel_changed=true"),
+        "{log}"
+    );
+    assert!(log.contains("edge.os.no_runtime_manifest"), "{log}");
+    let epoch = Command::new(BAUXITE)
+        .args(["fingerprint", "show", "--field", "boot_epoch", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&epoch.stdout).trim(), "1");
+
+    let mut daemon = Daemon::start(&config, dir.path().join("run.log"));
+    let status = daemon.wait_status(&config);
+    assert!(status.contains("\"peers\""), "{status}");
+    assert!(daemon.log().contains("bauxite running"), "{}", daemon.log());
 }

@@ -8,5 +8,6 @@
 //! traits); the daemon's update agent and the hub's package server are thin shells.
 
 pub mod error;
+pub mod tuf;
 
 pub use error::{Error, Result};

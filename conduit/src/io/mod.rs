@@ -1,5 +1,5 @@
-//! The IO shell: one UDP socket and one TUN device around a sans-IO [`BauxiteNode`](crate::BauxiteNode),
-//! driven on a single tokio thread.
+//! The IO shell: one UDP socket and, optionally, one TUN device around a sans-IO
+//! [`BauxiteNode`](crate::BauxiteNode), driven on a single tokio thread.
 //!
 //! Invariant: the shell makes no protocol decision. It reads the clock and the OS RNG
 //! ([`clock`]), moves bytes between the socket, the device and the node in the order the
@@ -13,8 +13,11 @@
 //! [`BATCH`] packets), runs due timers, then drains `poll_transmit` into the socket until
 //! the node has nothing more or the socket is full. A full socket parks the one batch
 //! already sealed and stops polling the node, so queueing happens in the node's lanes —
-//! where the critical lane overtakes bulk — rather than in the kernel. No packet crosses
-//! a thread: on two cores a hand-off costs more than the work it would move.
+//! where the critical lane overtakes bulk — rather than in the kernel. No packet from
+//! the socket or the device crosses a thread: on two cores a hand-off costs more than
+//! the work it would move. Service datagrams from in-process users do, so they cross
+//! in batches (see [`service`]), and each turn also moves a bounded number of them into
+//! the lanes.
 //!
 //! # Batched syscalls
 //!
@@ -43,9 +46,26 @@
 //!
 //! Without offload (old kernel, the in-memory device) the same code reads and writes one
 //! packet per call. [`ShellCounters`] shows in `bauxite status` whether batching happens.
+//!
+//! # Devices
+//!
+//! [`DeviceConfig`] picks the IP side: the kernel TUN device (with or without the
+//! in-memory fallback), the in-memory pipe alone, or no device at all — what the hub
+//! runs, with only the `io` feature (no tun-rs). Without a device, delivered packets go
+//! to service sockets or are dropped and counted (`no_device_dropped`).
+//!
+//! # Service sockets
+//!
+//! In-process users send and receive over the mesh through a [`ServiceSocket`] bound on
+//! the shell ([`Shell::bind_service`] before `run`, [`Query::BindService`] while it
+//! runs): UDP datagrams from the node's virtual IP, in the lane the caller picks, with
+//! backpressure instead of loss when the lane is full (see [`service`]). Delivered
+//! datagrams for a bound port go to its socket, not to the device.
 
 pub mod clock;
+mod device;
 mod gso;
+pub mod service;
 mod shell;
 mod udp;
 
@@ -53,12 +73,16 @@ use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
 
-use crate::PeerId;
 use crate::node::PeerStatus;
 use crate::peers::PeerInfo;
 use crate::policy::Policy;
-use crate::tun::{TunConfig, TunKind};
+use crate::service::ServicePort;
+#[cfg(feature = "tun")]
+use crate::tun::TunConfig;
+use crate::tun::TunKind;
+use crate::{PeerId, ServiceError, VirtualIp};
 
+pub use service::{IncomingBatch, OutgoingBatch, ServiceSender, ServiceSocket};
 pub use shell::Shell;
 
 /// Datagrams, and packets, handled per wake-up before timers and transmission get a
@@ -75,8 +99,44 @@ pub const TUN_WRITE_BATCH: usize = 64;
 pub struct ShellConfig {
     /// UDP address for mesh packets and STUN.
     pub listen: SocketAddr,
-    /// The TUN device.
-    pub tun: TunConfig,
+    /// The node's IP side.
+    pub device: DeviceConfig,
+}
+
+/// Which device carries the node's IP packets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceConfig {
+    /// The kernel TUN device; if it cannot be created, the in-memory pipe, with a WARN
+    /// line saying why.
+    #[cfg(feature = "tun")]
+    TunOrMemory(TunConfig),
+    /// The kernel TUN device, or an error saying why it cannot be created.
+    #[cfg(feature = "tun")]
+    Tun(TunConfig),
+    /// The in-memory pipe only, never a kernel device (tests, demos, unprivileged runs).
+    #[cfg(feature = "tun")]
+    Memory {
+        /// The node's virtual IP.
+        virtual_ip: VirtualIp,
+    },
+    /// No device: delivered packets reach service sockets, or are dropped and counted.
+    None {
+        /// The node's virtual IP.
+        virtual_ip: VirtualIp,
+    },
+}
+
+impl DeviceConfig {
+    /// The node's virtual IP: the source of what it sends, the address it receives on.
+    pub fn virtual_ip(&self) -> VirtualIp {
+        match self {
+            #[cfg(feature = "tun")]
+            DeviceConfig::TunOrMemory(tun) | DeviceConfig::Tun(tun) => tun.address.into(),
+            #[cfg(feature = "tun")]
+            DeviceConfig::Memory { virtual_ip } => *virtual_ip,
+            DeviceConfig::None { virtual_ip } => *virtual_ip,
+        }
+    }
 }
 
 /// A request to a running shell, answered between two batches.
@@ -90,6 +150,15 @@ pub enum Query {
     ReplacePeers(Vec<PeerInfo>),
     /// Install a firewall policy, or with `None` unload it (allow all).
     SetPolicy(Option<Policy>),
+    /// Bind a service port on the running shell (see [`Shell::bind_service`]).
+    BindService {
+        /// The port.
+        port: ServicePort,
+        /// Receive queue length in datagrams.
+        recv_queue: usize,
+        /// Where the socket (or the refusal) goes.
+        reply: oneshot::Sender<Result<ServiceSocket, ServiceError>>,
+    },
 }
 
 /// Counters of things only the shell sees (the node's own are in [`crate::Metrics`]).
@@ -106,6 +175,8 @@ pub struct ShellCounters {
     /// Decrypted packets the device could not take (full or failing), dropped; a failed
     /// batched write counts all of its packets.
     pub tun_write_dropped: u64,
+    /// Decrypted packets for no service socket on a shell without a device, dropped.
+    pub no_device_dropped: u64,
     /// UDP sends that carried several datagrams (GSO).
     pub udp_gso_sends: u64,
     /// Datagrams sent in those.
@@ -123,7 +194,7 @@ pub struct ShellStatus {
     pub peer_id: PeerId,
     /// The bound UDP address.
     pub listen: SocketAddr,
-    /// Which TUN backend carries IP packets.
+    /// Which device carries IP packets ([`TunKind::None`] without one).
     pub tun: TunKind,
     /// Every configured peer, in peer order.
     pub peers: Vec<PeerStatus>,

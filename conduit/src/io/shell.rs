@@ -7,19 +7,25 @@
 //! # One turn of the loop
 //!
 //! 1. Due timers run (`handle_timeout`).
-//! 2. `flush`: the parked batch goes first; then `poll_transmit` fills the batch until
+//! 2. Service sockets' queued datagrams move into their lanes while the lanes have room
+//!    (at most 256 bulk or telemetry datagrams per turn; critical ones are not counted).
+//! 3. `flush`: the parked batch goes first; then `poll_transmit` fills the batch until
 //!    it is complete (another destination or length, 64 segments, or 32 KiB) and the
 //!    batch leaves in one GSO send — until the node has nothing more or the socket is
 //!    full. Only one batch is ever gathered before it is sent, so a critical packet
 //!    sealed after a bulk batch waits for one send, not for a queue in the shell.
-//! 3. Wait for the first of: shutdown, room in the socket (only while a batch is
-//!    parked), a query, input on the socket or the device, the node's next deadline.
-//! 4. Input on either side serves both: up to [`BATCH`] datagrams (a few `recvmmsg`
-//!    calls, GRO buffers split at their stride) decrypted into a [`SendBatch`] that goes
-//!    to the device in one coalescing write per receive call, then up to [`BATCH`]
-//!    packets from the device (a TSO read splits into dozens) into the node's lanes.
-//!    Checking readiness costs no syscall, and serving both keeps a saturated direction
-//!    from starving the other — a biased `select!` alone would always pick the socket.
+//! 4. Wait for the first of: shutdown, room in the socket (only while a batch is
+//!    parked), a query, input on the socket or the device, a service socket's new
+//!    datagrams, the node's next deadline — or do not wait, when service datagrams
+//!    could still move (the per-turn budget ran out, or the flush made room in a lane
+//!    they were waiting for).
+//! 5. Input on either side serves both: up to [`BATCH`] datagrams (a few `recvmmsg`
+//!    calls, GRO buffers split at their stride) decrypted and handed to a service
+//!    socket or queued for one coalescing device write per receive call, then up to
+//!    [`BATCH`] packets from the device (a TSO read splits into dozens) into the
+//!    node's lanes. Checking readiness costs no syscall, and serving both keeps a
+//!    saturated direction from starving the other — a biased `select!` alone would
+//!    always pick the socket.
 //!
 //! [`GsoBatch`]: super::gso::GsoBatch
 
@@ -29,15 +35,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::net::UdpSocket;
+#[cfg(feature = "tun")]
+use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 
+use super::device::Device;
+use super::service::{ServiceSocket, Services};
 use super::udp::UdpIo;
-use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, TUN_WRITE_BATCH, clock};
+use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, Received};
 use crate::peers::PeerInfo;
-use crate::tun::{RecvBatch, SendBatch, TunDevice, TunKind};
-use crate::{BauxiteNode, Error, Metrics};
+use crate::service::ServicePort;
+use crate::tun::TunKind;
+use crate::{BauxiteNode, Error, Metrics, ServiceError, VirtualIp};
 
 /// What woke the loop.
 enum Wake {
@@ -45,6 +56,7 @@ enum Wake {
     Writable(io::Result<()>),
     Input(io::Result<()>),
     Timer,
+    Service,
     Query(Option<Query>),
 }
 
@@ -53,14 +65,13 @@ enum Wake {
 pub struct Shell {
     node: BauxiteNode,
     udp: UdpIo,
-    tun: TunDevice,
+    device: Device,
     tun_kind: TunKind,
+    virtual_ip: VirtualIp,
+    #[cfg(feature = "tun")]
     app: Option<UnixDatagram>,
+    services: Services,
     counters: ShellCounters,
-    /// Packets of the last device read.
-    tun_rx: RecvBatch,
-    /// Decrypted packets for the next device write.
-    tun_tx: SendBatch,
 }
 
 impl std::fmt::Debug for Shell {
@@ -73,10 +84,9 @@ impl std::fmt::Debug for Shell {
 }
 
 impl Shell {
-    /// Binds the UDP socket (with GSO/GRO where the kernel has them) and opens the TUN
-    /// device (with offload where the kernel allows it, else falling back to the
-    /// in-memory pipe with a WARN line). Allocates every buffer the loop will use. Must
-    /// run inside a tokio runtime.
+    /// Binds the UDP socket (with GSO/GRO where the kernel has them) and opens the
+    /// device `config` asks for (a TUN device with offload where the kernel allows it).
+    /// Allocates every buffer the loop will use. Must run inside a tokio runtime.
     pub async fn bind(node: BauxiteNode, config: &ShellConfig) -> Result<Self, Error> {
         let socket = UdpSocket::bind(config.listen)
             .await
@@ -91,25 +101,27 @@ impl Shell {
             addr: config.listen,
             source,
         })?;
-        let (tun, tun_kind, app) = TunDevice::open(&config.tun).map_err(|source| Error::Io {
-            action: "create in-memory device for",
-            path: config.tun.name.clone().into(),
-            source,
-        })?;
+        let opened = Device::open(&config.device, node.config().mtu)?;
         tracing::info!(
-            tun_offload = tun.offload(),
+            tun_offload = opened.device.offload(),
             udp_gso_segments = udp.max_gso_segments(),
             "batched IO"
+        );
+        let services = Services::new(
+            config.device.virtual_ip(),
+            node.config().mtu,
+            Arc::clone(node.metrics()),
         );
         Ok(Self {
             node,
             udp,
-            tun,
-            tun_kind,
-            app,
+            services,
+            device: opened.device,
+            tun_kind: opened.kind,
+            virtual_ip: config.device.virtual_ip(),
+            #[cfg(feature = "tun")]
+            app: opened.app,
             counters: ShellCounters::default(),
-            tun_rx: RecvBatch::new(usize::from(config.tun.mtu)),
-            tun_tx: SendBatch::new(TUN_WRITE_BATCH),
         })
     }
 
@@ -118,14 +130,33 @@ impl Shell {
         self.udp.socket.local_addr()
     }
 
-    /// Which TUN backend carries IP packets.
+    /// Which device carries IP packets.
     pub fn tun_kind(&self) -> &TunKind {
         &self.tun_kind
     }
 
-    /// The application end of the in-memory device (only with the fallback; once).
+    /// The node's virtual IP.
+    pub fn virtual_ip(&self) -> VirtualIp {
+        self.virtual_ip
+    }
+
+    /// The application end of the in-memory device (only with the in-memory pipe; once).
+    #[cfg(feature = "tun")]
     pub fn take_app_end(&mut self) -> Option<UnixDatagram> {
         self.app.take()
+    }
+
+    /// Binds a service port for an in-process user, with a receive queue of
+    /// `recv_queue` datagrams ([`DEFAULT_RECV_QUEUE`](super::service::DEFAULT_RECV_QUEUE)
+    /// unless there is a reason): datagrams delivered to this node's virtual IP on `port`
+    /// go to the socket instead of the device. While the shell runs, bind with
+    /// [`Query::BindService`].
+    pub fn bind_service(
+        &mut self,
+        port: ServicePort,
+        recv_queue: usize,
+    ) -> Result<ServiceSocket, ServiceError> {
+        self.services.bind(port, recv_queue)
     }
 
     /// The node's counters, shared with exporters.
@@ -145,14 +176,22 @@ impl Shell {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(clock::now()));
         let mut sleep = std::pin::pin!(sleep);
         let mut queries_open = true;
+        let service_wake = self.services.wake();
         loop {
             let now = clock::now();
             if self.node.poll_timeout().is_some_and(|at| at <= now) {
                 self.node.handle_timeout(now);
             }
+            let pumped = self.services.pump(&mut self.node, now);
             self.flush(now);
             self.log_events();
-            let deadline = self.node.poll_timeout();
+            // Service datagrams that could move now (budget spent, or their lane drained
+            // by the flush): go again rather than sleep.
+            let deadline = if pumped.again(&self.node) {
+                Some(now)
+            } else {
+                self.node.poll_timeout()
+            };
             sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline.unwrap_or(now)));
@@ -162,7 +201,8 @@ impl Shell {
                 r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
                 r = self.udp.socket.readable() => Wake::Input(r),
-                r = self.tun.readable() => Wake::Input(r),
+                r = self.device.readable() => Wake::Input(r),
+                () = service_wake.notified() => Wake::Service,
                 () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
             match wake {
@@ -180,7 +220,7 @@ impl Shell {
                         });
                     }
                 }
-                Wake::Writable(_) | Wake::Timer => {}
+                Wake::Writable(_) | Wake::Timer | Wake::Service => {}
                 Wake::Input(_) => {
                     self.on_datagrams(clock::now()).await;
                     self.on_packets(clock::now());
@@ -234,12 +274,8 @@ impl Shell {
                 match self.node.handle_datagram(now, from, datagram.bytes) {
                     Received::Deliver(range) => {
                         let packet = datagram.bytes.get(range).unwrap_or_default();
-                        if !self.tun_tx.push(packet) {
-                            self.counters.tun_write_dropped += 1;
-                        }
-                        if self.tun_tx.is_full() {
-                            let dropped = self.tun.send_batch(&mut self.tun_tx).await;
-                            self.counters.tun_write_dropped += dropped as u64;
+                        if self.services.is_empty() || !self.services.deliver(packet) {
+                            self.device.deliver(packet, &mut self.counters).await;
                         }
                     }
                     Received::Stun => self.counters.stun_ignored += 1,
@@ -249,35 +285,16 @@ impl Shell {
                     }
                 }
             }
-            if !self.tun_tx.is_empty() {
-                let dropped = self.tun.send_batch(&mut self.tun_tx).await;
-                self.counters.tun_write_dropped += dropped as u64;
-            }
+            self.device.flush(&mut self.counters).await;
         }
+        self.services.notify_receivers();
     }
 
     /// Packets from the device into the node's lanes, until [`BATCH`] are handled or
     /// none is left (one offloaded read may bring dozens).
     fn on_packets(&mut self, now: Instant) {
-        let mut handled = 0;
-        while handled < BATCH {
-            let n = match self.tun.try_recv_batch(&mut self.tun_rx) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    tracing::debug!(%error, "tun read failed");
-                    return;
-                }
-            };
-            if n > 1 {
-                self.counters.tun_gso_packets += n as u64;
-            }
-            for packet in self.tun_rx.packets(n) {
-                let verdict = self.node.handle_tun_packet(now, packet);
-                tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
-            }
-            handled += n.max(1);
-        }
+        self.device
+            .read_into(&mut self.node, now, BATCH, &mut self.counters);
     }
 
     /// Sends the parked batch, then gathers and sends batches of what the node has,
@@ -338,6 +355,14 @@ impl Shell {
             Query::SetPolicy(None) => {
                 self.node.policy_mut().clear();
                 tracing::info!("policy cleared (allow all)");
+            }
+            Query::BindService {
+                port,
+                recv_queue,
+                reply,
+            } => {
+                // The asker may have given up; the socket then unbinds as it drops.
+                let _ = reply.send(self.services.bind(port, recv_queue));
             }
         }
     }

@@ -31,6 +31,23 @@ pub fn ipv4_udp(
     out: &mut Vec<u8>,
 ) {
     out.clear();
+    append_ipv4_udp(src, dst, src_port, dst_port, payload, out);
+}
+
+/// Like [`ipv4_udp`], but appends the packet after what `out` already holds (datagrams
+/// packed back to back in one reused buffer).
+///
+/// # Panics
+/// If the packet would exceed 65535 bytes.
+pub fn append_ipv4_udp(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
     let l4_len = 8 + payload.len();
     push_ipv4_header(src, dst, PROTO_UDP, l4_len, out);
     out.extend_from_slice(&src_port.to_be_bytes());
@@ -38,10 +55,11 @@ pub fn ipv4_udp(
     out.extend_from_slice(&(l4_len as u16).to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(payload);
-    let sum = l4_checksum_v4(src, dst, PROTO_UDP, &out[IPV4_MIN_HEADER..]);
+    let l4 = start + IPV4_MIN_HEADER;
+    let sum = l4_checksum_v4(src, dst, PROTO_UDP, &out[l4..]);
     // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
     let sum = if sum == 0 { 0xffff } else { sum };
-    out[IPV4_MIN_HEADER + 6..IPV4_MIN_HEADER + 8].copy_from_slice(&sum.to_be_bytes());
+    out[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// Builds an IPv4 TCP segment (20-byte header, PSH|ACK, seq 0) with a valid checksum.

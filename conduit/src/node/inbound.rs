@@ -101,20 +101,33 @@ impl BauxiteNode {
             .by_static_public(&received.initiator_static)
             .ok_or(PeerMisbehaved::UnknownStaticKey)?;
         let (id, remote_static) = (peer.id, peer.static_public);
-        if self.peer_id() < id && self.tunnels.get(&id).is_some_and(Tunnel::handshake_pending) {
-            // Both sides initiated at once: the lower peer ID wins (as in the seed's
-            // signalling), so only one session forms and both ends send on the same one.
-            // Our initiation, or its retry, completes the handshake.
-            tracing::debug!(peer = %id, "simultaneous initiation; ours wins");
-            return Ok(());
-        }
-        let ephemeral = self.random_bytes();
-        let index = self.allocate_index(id);
         let leader = self.peer_id() < id;
         let tunnel = self
             .tunnels
             .entry(id)
             .or_insert_with(|| Tunnel::new(id, remote_static, leader));
+        // From here the initiation is authentic and fresh (a replay stops here), so its
+        // source address is where the peer is.
+        tunnel.accept_timestamp(received.timestamp)?;
+        if leader && tunnel.handshake_pending() {
+            // Both sides initiated at once: the lower peer ID wins (as in the seed's
+            // signalling), so only one session forms and both ends send on the same one.
+            // Ours completes the handshake — if it can reach the peer: when the peer
+            // dialled from elsewhere than where ours went, send ours there now.
+            if self.learn_endpoint(id, from) {
+                tracing::debug!(peer = %id, "simultaneous initiation; ours again, to where the peer is");
+                self.start_handshake(now, id);
+            } else {
+                tracing::debug!(peer = %id, "simultaneous initiation; ours wins");
+            }
+            return Ok(());
+        }
+        let ephemeral = self.random_bytes();
+        let index = self.allocate_index(id);
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            self.indices.remove(&index);
+            return Ok(());
+        };
         let mut resp = [0u8; RESP_LEN];
         let answered = tunnel.on_init(
             self.config.suite,
@@ -129,7 +142,7 @@ impl BauxiteNode {
             return Err(e);
         }
         self.forget_retired(id);
-        self.paths.set_direct(id, Some(from));
+        self.learn_endpoint(id, from);
         self.control.push_back(Control::Resp {
             peer: id,
             msg: resp,
@@ -156,7 +169,7 @@ impl BauxiteNode {
         tunnel.on_resp(&self.identity, self.config.suite, msg, now)?;
         let (staged, keepalive) = (tunnel.has_staged(), tunnel.keepalive_due());
         self.forget_retired(peer);
-        self.paths.set_direct(peer, Some(from));
+        self.learn_endpoint(peer, from);
         Metrics::inc(&self.metrics.handshakes_completed);
         self.events.push_back(Event::HandshakeCompleted {
             peer,
@@ -201,7 +214,8 @@ impl BauxiteNode {
         };
         let staged = tunnel.has_staged();
         self.forget_retired(peer);
-        self.paths.set_direct(peer, Some(from));
+        // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
+        self.learn_endpoint(peer, from);
         if confirmed {
             self.on_confirmed(peer, staged);
         }

@@ -23,6 +23,16 @@
 //! `poll_transmit` returns `None` when nothing more may be sent now: call it again after
 //! the next input or timeout. Control messages (handshakes, keepalives) go first, then
 //! packets that waited for a session, then the scheduler's lanes in priority order.
+//!
+//! # Endpoints and roaming
+//!
+//! A peer's endpoint is configured ([`PeerInfo::endpoint`], hub topology) or learned, as
+//! WireGuard does: from an initiation once its static key authenticated and its
+//! timestamp is fresh, and from every authenticated data packet or response — never
+//! from anything unauthenticated. So one side knowing the other is enough: the other
+//! answers where the initiation came from, and follows it when its address changes
+//! (NAT rebinding). A node with no endpoint for a peer starts no handshake; it holds
+//! packets for that peer (the per-peer stage) and waits to be dialled.
 //! Submodules: `inbound` handles datagrams, `outbound`
 //! packets from TUN and transmission, `timers` the per-peer deadlines.
 
@@ -263,16 +273,24 @@ impl BauxiteNode {
         &mut self.paths
     }
 
+    /// The path table, read-only: each peer's endpoint and where it came from.
+    pub fn paths(&self) -> &PathTable {
+        &self.paths
+    }
+
     /// The outbound scheduler, read-only.
     pub fn scheduler(&self) -> &DataPlaneScheduler {
         &self.scheduler
     }
 
     /// Adds or updates a peer. Sessions with a peer whose static key changed are dropped.
+    /// A configured endpoint replaces the current one only when it is new or changed, so
+    /// a topology refresh repeating an old address does not undo roaming.
     pub fn upsert_peer(&mut self, peer: PeerInfo) -> Result<(), Error> {
         let id = peer.id;
         let endpoint = peer.endpoint;
         let static_public = peer.static_public;
+        let before = self.registry.by_id(id).map(|p| p.endpoint);
         self.registry.upsert(peer)?;
         if self
             .tunnels
@@ -281,10 +299,26 @@ impl BauxiteNode {
         {
             self.drop_tunnel(id);
         }
-        if endpoint.is_some() {
+        if endpoint.is_some() && before != Some(endpoint) {
             self.paths.set_direct(id, endpoint);
+            if let Some(tunnel) = self.tunnels.get_mut(&id) {
+                tunnel.endpoint_known();
+            }
         }
         Ok(())
+    }
+
+    /// Records where `peer` is, from the source of one of its authenticated packets; a
+    /// tunnel waiting for the peer may handshake again. True when the endpoint changed.
+    fn learn_endpoint(&mut self, peer: PeerId, from: std::net::SocketAddr) -> bool {
+        if let Some(tunnel) = self.tunnels.get_mut(&peer) {
+            tunnel.endpoint_known();
+        }
+        let changed = self.paths.learn(peer, from);
+        if changed {
+            tracing::info!(%peer, endpoint = %from, "peer endpoint learned");
+        }
+        changed
     }
 
     /// Removes a peer and tears down its sessions (revocation).
@@ -307,7 +341,7 @@ impl BauxiteNode {
             for index in tunnel.drain_retired() {
                 self.indices.remove(&index);
             }
-            while let Some(buf) = tunnel.take_staged() {
+            while let Some((_, buf)) = tunnel.take_staged() {
                 Metrics::inc(&self.metrics.tx_dropped);
                 self.recycle(buf);
             }
@@ -332,6 +366,7 @@ impl BauxiteNode {
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
                     path: self.paths.select(p.id),
+                    endpoint_origin: self.paths.direct(p.id).map(|d| d.origin),
                     established: tunnel.is_some_and(|t| t.is_established(now, &self.config.timers)),
                     handshake_age: tunnel
                         .and_then(Tunnel::established_at)
@@ -341,7 +376,8 @@ impl BauxiteNode {
             .collect()
     }
 
-    /// Starts a handshake with `peer` now if no session exists or one is due.
+    /// Starts a handshake with `peer` now if no session exists or one is due; without an
+    /// endpoint for it, waits for the peer to dial instead.
     pub fn connect(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
         let info = self.registry.by_id(peer).ok_or(Error::UnknownPeer(peer))?;
         let remote_static = info.static_public;
@@ -388,8 +424,19 @@ impl BauxiteNode {
         self.last_timestamp
     }
 
-    /// Queues a new initiation to `peer` (whose tunnel must exist).
+    /// Queues a new initiation to `peer` (whose tunnel must exist), or, with nowhere to
+    /// send it, makes the tunnel wait for the peer to dial.
     fn start_handshake(&mut self, now: Instant, peer: PeerId) {
+        if self.paths.select(peer) == crate::path::Path::Drop {
+            if let Some(tunnel) = self.tunnels.get_mut(&peer) {
+                if !tunnel.is_waiting_for_peer() {
+                    tracing::debug!(%peer, "no endpoint; waiting for the peer to dial");
+                }
+                tunnel.wait_for_peer();
+            }
+            self.forget_retired(peer);
+            return;
+        }
         let ephemeral = self.random_bytes();
         let index = self.allocate_index(peer);
         let timestamp = self.next_timestamp(now);
@@ -456,6 +503,8 @@ pub struct PeerStatus {
     pub virtual_ip: crate::VirtualIp,
     /// The path packets would take now.
     pub path: crate::path::Path,
+    /// Where the direct endpoint came from, if there is one.
+    pub endpoint_origin: Option<crate::path::EndpointOrigin>,
     /// Whether a session can carry data.
     pub established: bool,
     /// Time since the current session's handshake.

@@ -150,7 +150,7 @@ impl BauxiteNode {
                     });
                 }
                 // Staging may queue a handshake: the next turn sends it.
-                Sealed::NoSession => self.stage(now, peer, buf),
+                Sealed::NoSession => self.stage(now, peer, lane, buf),
                 Sealed::Dropped => self.recycle(buf),
             }
         }
@@ -159,14 +159,13 @@ impl BauxiteNode {
     /// Sends packets that waited for a session that is now established.
     fn poll_staged(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         while let Some(peer) = self.ready.front().copied() {
-            let Some(buf) = self.tunnels.get_mut(&peer).and_then(Tunnel::take_staged) else {
+            let Some((lane, buf)) = self.tunnels.get_mut(&peer).and_then(Tunnel::take_staged)
+            else {
                 self.ready.pop_front();
                 continue;
             };
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst) => {
-                    // Staging forgot the lane; re-classifying is exact except for forced lanes.
-                    let lane = crate::scheduler::classify(&buf);
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
                     // Staged packets bypassed the bulk window, so they settle no bulk bytes.
                     self.log_sent(now, peer, out, 0);
@@ -179,7 +178,7 @@ impl BauxiteNode {
                 }
                 Sealed::NoSession => {
                     if let Some(t) = self.tunnels.get_mut(&peer) {
-                        t.unstage_front(buf);
+                        t.unstage_front(lane, buf);
                     }
                     self.ready.pop_front();
                 }
@@ -249,7 +248,13 @@ impl BauxiteNode {
 
     /// Seals `packet` for `peer` into `out`.
     fn seal_packet(&mut self, now: Instant, peer: PeerId, packet: &[u8], out: &mut [u8]) -> Sealed {
-        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+        let Some(tunnel) = self
+            .tunnels
+            .get_mut(&peer)
+            .filter(|t| t.is_established(now, &self.config.timers))
+        else {
+            // Staged until a session exists, whether or not there is a path yet: a peer
+            // without an endpoint may dial us.
             return Sealed::NoSession;
         };
         let dst = match self.paths.select(peer) {
@@ -297,8 +302,9 @@ impl BauxiteNode {
             .record(index, counter, now, bulk);
     }
 
-    /// Holds a packet until `peer`'s session exists, starting a handshake if needed.
-    fn stage(&mut self, now: Instant, peer: PeerId, buf: Vec<u8>) {
+    /// Holds a packet of `lane` until `peer`'s session exists, starting a handshake if
+    /// needed.
+    fn stage(&mut self, now: Instant, peer: PeerId, lane: Lane, buf: Vec<u8>) {
         let Some(remote_static) = self.registry.by_id(peer).map(|p| p.static_public) else {
             Metrics::inc(&self.metrics.tx_dropped);
             self.recycle(buf);
@@ -309,7 +315,7 @@ impl BauxiteNode {
             .tunnels
             .entry(peer)
             .or_insert_with(|| Tunnel::new(peer, remote_static, leader));
-        let evicted = tunnel.stage(buf);
+        let evicted = tunnel.stage(lane, buf);
         let wants = tunnel.wants_handshake(now, &self.config.timers);
         if let Some(old) = evicted {
             Metrics::inc(&self.metrics.tx_dropped);

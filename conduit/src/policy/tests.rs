@@ -209,6 +209,71 @@ fn reads_json_with_defaults_and_rejects_typos() {
     assert!(err.to_string().contains("neither \"any\""), "{err}");
 }
 
+#[test]
+fn an_empty_document_allows_all_and_rules_make_an_allow_list() {
+    let parse = |json: &str| serde_json::from_str::<Policy>(json).unwrap();
+    let ssh = tcp(22);
+    let view = IpView::parse(&ssh).unwrap();
+    for (json, default, verdict) in [
+        ("{}", Verdict::Allow, Verdict::Allow),
+        (r#"{"rules": []}"#, Verdict::Allow, Verdict::Allow),
+        (r#"{"default": "deny"}"#, Verdict::Deny, Verdict::Deny),
+        (
+            r#"{"rules": [{"protocol": "udp"}]}"#,
+            Verdict::Deny,
+            Verdict::Deny,
+        ),
+        (
+            r#"{"rules": [{"protocol": "tcp", "ports": "22"}]}"#,
+            Verdict::Deny,
+            Verdict::Allow,
+        ),
+        (
+            r#"{"rules": [{"protocol": "udp"}], "default": "allow"}"#,
+            Verdict::Allow,
+            Verdict::Allow,
+        ),
+    ] {
+        let policy = parse(json);
+        assert_eq!(policy.default, default, "{json}");
+        let mut engine = PolicyEngine::new();
+        engine.load(policy.clone()).unwrap();
+        assert_eq!(
+            engine.check(Flow::Inbound, alice(), &view),
+            verdict,
+            "{json}"
+        );
+        // Written back with `default` explicit, the meaning survives any reader.
+        let written = serde_json::to_string(&policy).unwrap();
+        assert!(written.contains("\"default\""), "{written}");
+        assert_eq!(parse(&written), policy);
+    }
+    assert!(serde_json::from_str::<Policy>(r#"{"default": "maybe"}"#).is_err());
+    assert!(serde_json::from_str::<Policy>(r#"{"rule": []}"#).is_err());
+}
+
+#[test]
+fn rules_display_as_the_json_an_operator_writes() {
+    let rule: Rule = serde_json::from_str(&format!(
+        r#"{{"peer": "{}", "protocol": "tcp", "ports": [1000, 2000], "direction": "inbound"}}"#,
+        alice()
+    ))
+    .unwrap();
+    let shown = rule.to_string();
+    assert_eq!(
+        shown,
+        format!(
+            r#"{{"peer":"{}","protocol":"tcp","ports":"1000-2000","direction":"inbound"}}"#,
+            alice()
+        )
+    );
+    assert_eq!(serde_json::from_str::<Rule>(&shown).unwrap(), rule);
+    let any: Rule = serde_json::from_str("{}").unwrap();
+    assert_eq!(any.to_string(), "{}");
+    let gre: Rule = serde_json::from_str(r#"{"protocol": {"number": 47}, "ports": 5}"#).unwrap();
+    assert_eq!(gre.to_string(), r#"{"protocol":{"number":47},"ports":"5"}"#);
+}
+
 fn any_rule() -> impl Strategy<Value = Rule> {
     let peer = prop_oneof![
         Just(PeerMatch::Any),

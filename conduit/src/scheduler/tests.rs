@@ -18,11 +18,32 @@ fn id_of(packet: &[u8]) -> u32 {
 }
 
 fn capacity(lane: Lane) -> usize {
-    match lane {
-        Lane::Critical => CRITICAL_CAPACITY,
-        Lane::Telemetry => TELEMETRY_CAPACITY,
-        Lane::Bulk => BULK_CAPACITY,
+    DataPlaneScheduler::capacity(lane)
+}
+
+#[test]
+fn room_counts_down_to_zero_before_any_drop() {
+    assert_eq!(
+        Lane::ALL.map(DataPlaneScheduler::capacity),
+        [CRITICAL_CAPACITY, TELEMETRY_CAPACITY, BULK_CAPACITY]
+    );
+    let mut sched = DataPlaneScheduler::new();
+    for lane in Lane::ALL {
+        let mut id = 0;
+        while sched.room(lane) > 0 {
+            assert_eq!(sched.room(lane), capacity(lane) - id as usize);
+            assert_eq!(sched.enqueue_in(lane, tagged(id, 8)), Enqueue::Queued(lane));
+            id += 1;
+        }
+        assert_eq!(id as usize, capacity(lane));
+        assert_eq!(
+            sched.stats(lane).dropped,
+            0,
+            "filling to room 0 loses nothing"
+        );
     }
+    sched.dequeue();
+    assert_eq!(sched.room(Lane::Critical), 1);
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! - A rekey never loses packets in flight: the session being replaced stays available
 //!   for receiving (`previous`) until it expires, and the responder's new session waits in
 //!   `next` until confirmed.
+//! - A tunnel whose owner has no endpoint for the peer ([`Tunnel::wait_for_peer`])
+//!   starts no handshake and keeps no handshake deadline: it waits for the peer to dial,
+//!   holding staged packets, instead of retrying towards nowhere and giving up.
 //!
 //! Driving: feed [`Tunnel::on_init`], [`Tunnel::on_resp`] and [`Tunnel::open`] with
 //! received messages, ask [`Tunnel::seal`] to send, and call
@@ -25,7 +28,7 @@ use crate::identity::Identity;
 use crate::session::channel::SecureChannel;
 use crate::session::noise::{self, Initiation, ReceivedInit};
 use crate::wire::{DataHeader, INIT_LEN, RESP_LEN};
-use crate::{PeerId, PeerMisbehaved};
+use crate::{Lane, PeerId, PeerMisbehaved};
 
 /// Session timing, WireGuard's constants by default; tests shrink them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +104,9 @@ pub struct Tunnel {
     last_received: Option<Instant>,
     unanswered_since: Option<Instant>,
     keepalive_due: bool,
-    staged: VecDeque<Vec<u8>>,
+    /// No endpoint for the peer: no handshake until it dials or one is learned.
+    waiting: bool,
+    staged: VecDeque<(Lane, Vec<u8>)>,
     retired: Vec<u32>,
 }
 
@@ -137,6 +142,7 @@ impl Tunnel {
             last_received: None,
             unanswered_since: None,
             keepalive_due: false,
+            waiting: false,
             staged: VecDeque::new(),
             retired: Vec::new(),
         }
@@ -177,7 +183,7 @@ impl Tunnel {
             .next
             .as_ref()
             .is_some_and(|n| now < n.created + timers.rekey_timeout);
-        if self.pending.is_some() || fresh_next {
+        if self.pending.is_some() || fresh_next || self.waiting {
             return false;
         }
         match &self.current {
@@ -223,12 +229,45 @@ impl Tunnel {
         Ok(())
     }
 
+    /// There is nowhere to send an initiation: forget the outstanding one (its index is
+    /// retired) and start none until [`endpoint_known`](Self::endpoint_known). Staged
+    /// packets stay for when the peer dials.
+    pub fn wait_for_peer(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.retired.push(p.init.local_index);
+        }
+        self.waiting = true;
+    }
+
+    /// An endpoint for the peer is known again: handshakes may start.
+    pub fn endpoint_known(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Whether the tunnel waits for the peer to dial (see [`wait_for_peer`](Self::wait_for_peer)).
+    pub fn is_waiting_for_peer(&self) -> bool {
+        self.waiting
+    }
+
+    /// Checks an authenticated initiation's timestamp against the last one accepted and
+    /// records it: an initiation is acted on (answered, or its source address learned)
+    /// at most once, so a replay is refused however much later it comes.
+    pub fn accept_timestamp(&mut self, timestamp: u64) -> Result<(), PeerMisbehaved> {
+        if self.last_timestamp_in.is_some_and(|last| timestamp <= last) {
+            return Err(PeerMisbehaved::StaleHandshake(timestamp));
+        }
+        self.last_timestamp_in = Some(timestamp);
+        Ok(())
+    }
+
     /// The local index of the outstanding initiation, if any.
     pub fn pending_index(&self) -> Option<u32> {
         self.pending.as_ref().map(|p| p.init.local_index)
     }
 
-    /// Answers a verified initiation from this peer; the new session waits in `next`.
+    /// Answers a verified initiation from this peer whose timestamp
+    /// [`accept_timestamp`](Self::accept_timestamp) accepted; the new session waits in
+    /// `next`.
     pub fn on_init(
         &mut self,
         suite: CipherSuite,
@@ -238,15 +277,9 @@ impl Tunnel {
         now: Instant,
         out: &mut [u8; RESP_LEN],
     ) -> Result<(), PeerMisbehaved> {
-        if let Some(last) = self.last_timestamp_in
-            && received.timestamp <= last
-        {
-            return Err(PeerMisbehaved::StaleHandshake(received.timestamp));
-        }
-        let timestamp = received.timestamp;
         let remote_index = received.sender_index;
         let keys = noise::respond(received, ephemeral, local_index, out)?;
-        self.last_timestamp_in = Some(timestamp);
+        self.waiting = false;
         // The owner only lets a simultaneous initiation reach us when the peer wins the
         // tie-break: drop ours, so both ends converge on the peer's session.
         if let Some(ours) = self.pending.take() {
@@ -359,26 +392,26 @@ impl Tunnel {
         Some(result)
     }
 
-    /// Holds a packet until the session is ready; returns a buffer that was pushed out
-    /// (the oldest) when the stage is full, for the caller to recycle and count.
-    pub fn stage(&mut self, packet: Vec<u8>) -> Option<Vec<u8>> {
+    /// Holds a packet of `lane` until the session is ready; returns a buffer that was
+    /// pushed out (the oldest) when the stage is full, for the caller to recycle and count.
+    pub fn stage(&mut self, lane: Lane, packet: Vec<u8>) -> Option<Vec<u8>> {
         let evicted = if self.staged.len() >= Self::STAGED_LIMIT {
-            self.staged.pop_front()
+            self.staged.pop_front().map(|(_, old)| old)
         } else {
             None
         };
-        self.staged.push_back(packet);
+        self.staged.push_back((lane, packet));
         evicted
     }
 
-    /// Takes the oldest staged packet.
-    pub fn take_staged(&mut self) -> Option<Vec<u8>> {
+    /// Takes the oldest staged packet, with the lane it was queued in.
+    pub fn take_staged(&mut self) -> Option<(Lane, Vec<u8>)> {
         self.staged.pop_front()
     }
 
     /// Returns a staged packet to the front (it could not be sent after all).
-    pub fn unstage_front(&mut self, packet: Vec<u8>) {
-        self.staged.push_front(packet);
+    pub fn unstage_front(&mut self, lane: Lane, packet: Vec<u8>) {
+        self.staged.push_front((lane, packet));
     }
 
     /// Whether packets wait for the session.
@@ -417,7 +450,7 @@ impl Tunnel {
         let quiet = self.next.as_ref().map(|n| n.created + timers.rekey_timeout);
         let after_quiet = |t: Instant| quiet.map_or(t, |q| q.max(t));
         if let Some(c) = &self.current {
-            if self.leader && self.pending.is_none() {
+            if self.leader && self.pending.is_none() && !self.waiting {
                 consider(after_quiet(c.created + timers.rekey_after_time));
             }
             consider(c.created + timers.reject_after_time * 3);
@@ -425,6 +458,7 @@ impl Tunnel {
         if let Some(quiet) = quiet
             && self.pending.is_none()
             && self.has_staged()
+            && !self.waiting
         {
             // Packets wait for `next` to be confirmed; if it is not (and no usable
             // session remains), handshake ourselves.

@@ -44,6 +44,20 @@ pub struct Provisioned {
     pub cert_pem: String,
 }
 
+/// The name a node is registered under: its own when it sent one, else the name the
+/// operator gave the token (`token create --name robot-7`), else `node-` and the first 8
+/// hex digits of its ID. So `bauxite join` without `--name` takes the token's name.
+pub(crate) fn node_name(sent: &str, token: &str, id: PeerId) -> String {
+    if !sent.is_empty() {
+        return sent.to_owned();
+    }
+    if valid_name(token) {
+        return token.to_owned();
+    }
+    let hex = id.to_string();
+    format!("node-{}", hex.get(..8).unwrap_or(&hex))
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.chars().count()) && !name.chars().any(char::is_control)
 }
@@ -78,9 +92,10 @@ impl Hub {
             .token(req.token_id)?
             .ok_or(TokenRejected::Unknown(req.token_id))?;
         token.check(&req.secret, now)?;
-        if !valid_name(&req.name) {
+        if !req.name.is_empty() && !valid_name(&req.name) {
             return Err(ProvisionRejected::BadName.into());
         }
+        // The proof covers the name as sent, the empty one included.
         proof::verify(req.token_id, &hub_ca, &req.keys, &req.name, &req.proof)
             .map_err(ProvisionRejected::from)?;
         if !valid_ed25519(&req.keys.tls) {
@@ -96,6 +111,7 @@ impl Hub {
             .into());
         }
         let id = PeerId::from_signing_public(&req.keys.ed25519);
+        let name = node_name(&req.name, &token.name, id);
 
         let mut state = lock(&self.state);
         if state.nodes.contains_key(&id) {
@@ -118,7 +134,7 @@ impl Hub {
         let issued = self.ca.issue_node(&binding, &req.keys.tls, now)?;
         let record = NodeRecord {
             id,
-            name: req.name,
+            name,
             virtual_ip,
             ed25519: req.keys.ed25519,
             x25519: req.keys.x25519,

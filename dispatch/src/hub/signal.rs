@@ -69,6 +69,11 @@ impl SignalRouter {
         self.pending.remove(&node);
     }
 
+    /// Closes every open stream (the hub is stopping); queued messages stay.
+    pub fn close_all(&mut self) {
+        self.online.clear();
+    }
+
     /// Validates and routes a message from the authenticated `from` to an active destination.
     pub fn route(&mut self, from: PeerId, to: PeerId, mut message: Signal) -> Result<Delivery> {
         let bad = |problem: String| Error::InvalidArgument {

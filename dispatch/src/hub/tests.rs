@@ -27,6 +27,10 @@ fn token(hub: &Hub, ttl: u64, uses: u32, seed: u8) -> JoinToken {
 }
 
 fn request(token: &JoinToken, seed: u8) -> ProvisionInput {
+    named_request(token, seed, "robot")
+}
+
+fn named_request(token: &JoinToken, seed: u8, name: &str) -> ProvisionInput {
     let id = Identity::from_secrets([seed; 32], [seed.wrapping_add(100); 32]);
     let tls = Identity::from_secrets([seed.wrapping_add(50); 32], [0; 32])
         .public()
@@ -37,16 +41,43 @@ fn request(token: &JoinToken, seed: u8) -> ProvisionInput {
         tls,
     };
     let proof = id
-        .sign(&proof::challenge(token.id, &token.ca, &keys, "robot"))
+        .sign(&proof::challenge(token.id, &token.ca, &keys, name))
         .to_vec();
     ProvisionInput {
         token_id: token.id,
         secret: token.secret.clone(),
         ca: token.ca,
         keys,
-        name: "robot".into(),
+        name: name.into(),
         proof,
     }
+}
+
+#[test]
+fn a_node_without_a_name_takes_the_tokens_name() {
+    let hub = hub();
+    let named = token(&hub, 3600, 2, 1);
+    let done = hub
+        .provision(T0.plus(1), named_request(&named, 1, ""))
+        .unwrap();
+    assert_eq!(done.record.name, "robot", "the token's --name");
+    let own = hub
+        .provision(T0.plus(1), named_request(&named, 2, "arm-3"))
+        .unwrap();
+    assert_eq!(own.record.name, "arm-3", "a name the node sent wins");
+    let new = NewToken {
+        ttl_secs: 3600,
+        uses: 1,
+        name: String::new(),
+        id: [9; 8],
+        secret: Zeroizing::new([9; 32]),
+    };
+    let unnamed = hub.create_token(T0, Caller::Admin, new).unwrap().0;
+    let done = hub
+        .provision(T0.plus(1), named_request(&unnamed, 3, ""))
+        .unwrap();
+    let id = done.record.id.to_string();
+    assert_eq!(done.record.name, format!("node-{}", &id[..8]));
 }
 
 /// A refused request must leave tokens, nodes and the audit log exactly as they were.

@@ -3,7 +3,8 @@
 //! Each stream runs in its own task that waits on the hub's watch channels; a slow client
 //! only ever misses intermediate versions (it gets the newest), never blocks the hub. A
 //! node's stream ends with `PERMISSION_DENIED` and [`Refusal::Revoked`] in the status details
-//! as soon as the node is revoked.
+//! as soon as the node is revoked, and with `UNAVAILABLE` as soon as the hub starts shutting
+//! down.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,6 +42,15 @@ fn revoked(hub: &Hub, caller: Caller) -> bool {
 
 const REVOKED: &str = "this node was revoked; it must join again with a new identity";
 
+/// Why a feed ends when the hub stops (nodes treat it like any lost connection).
+pub(crate) const STOPPING: &str = "the hub is shutting down; reconnect later";
+
+/// Resolves once the hub is shutting down (or gone).
+pub(crate) async fn stopping(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // The borrow `wait_for` returns is dropped here, before the caller awaits anything.
+    let _ = closing.wait_for(|c| *c).await.map(|_| ());
+}
+
 #[tonic::async_trait]
 impl TopologyService for Topology {
     type StreamTopologyStream = Feed<TopologySnapshot>;
@@ -52,6 +62,7 @@ impl TopologyService for Topology {
         let caller = auth::caller(&self.0, &request)?;
         let hub = self.0.clone();
         let mut topology = hub.subscribe_topology();
+        let mut closing = hub.closing();
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             hub.metrics()
@@ -72,6 +83,10 @@ impl TopologyService for Topology {
                 tokio::select! {
                     changed = topology.changed() => if changed.is_err() { break },
                     () = tx.closed() => break,
+                    () = stopping(&mut closing) => {
+                        let _ = tx.send(Err(Status::unavailable(STOPPING))).await;
+                        break;
+                    }
                 }
             }
             hub.metrics()
@@ -113,6 +128,7 @@ impl PolicyService for Policy {
         let hub = self.0.clone();
         let mut policy = hub.subscribe_policy();
         let mut topology = hub.subscribe_topology();
+        let mut closing = hub.closing();
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             let mut send = true;
@@ -132,6 +148,10 @@ impl PolicyService for Policy {
                     changed = policy.changed() => { if changed.is_err() { break } send = true; }
                     changed = topology.changed() => { if changed.is_err() { break } send = false; }
                     () = tx.closed() => break,
+                    () = stopping(&mut closing) => {
+                        let _ = tx.send(Err(Status::unavailable(STOPPING))).await;
+                        break;
+                    }
                 }
             }
         });

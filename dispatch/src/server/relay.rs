@@ -52,8 +52,16 @@ impl SignalingService for Signaling {
         let (stream_no, outbound) = self.0.signals().attach(me);
         let mut inbound = request.into_inner();
         let hub = self.0.clone();
+        let mut closing = hub.closing();
         tokio::spawn(async move {
-            while let Ok(Some(message)) = inbound.message().await {
+            loop {
+                // A stopping hub drops the inbound half too, so the stream (and with it
+                // the connection) can close instead of waiting for the node to hang up.
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    () = super::feeds::stopping(&mut closing) => break,
+                };
+                let Ok(Some(message)) = message else { break };
                 if !hub.is_active(me) {
                     break;
                 }

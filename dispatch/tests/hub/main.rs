@@ -6,5 +6,7 @@ mod common;
 mod join;
 mod malformed;
 mod mtls;
+mod policy;
 mod restart;
+mod shutdown;
 mod tamper;

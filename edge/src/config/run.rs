@@ -113,6 +113,8 @@ pub struct RunConfig {
     pub peers: Vec<PeerInfo>,
     /// The hub, if the node joined one (`bauxite join`).
     pub hub: Option<HubConfig>,
+    /// `[state_root] root`, when the file has one (`run` locks it).
+    pub state_root: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -157,6 +159,11 @@ impl RunConfig {
             },
             peers: Vec::new(),
             hub: raw.hub.as_ref().map(parse_hub).transpose()?,
+            state_root: raw
+                .state_root
+                .as_ref()
+                .map(|s| absolute("state_root.root", &s.root))
+                .transpose()?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })

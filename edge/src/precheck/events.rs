@@ -46,6 +46,15 @@ pub enum Event {
         /// Whether the kernel release changed.
         kernel_changed: bool,
     },
+    /// The OS changed on a node that has no runtime manifest (no verify key, manifest or
+    /// signature): there is nothing to reconstruct, so only the new fingerprint and
+    /// epoch are recorded.
+    NoRuntimeManifest {
+        /// Where a manifest would be.
+        manifest: PathBuf,
+        /// Where its verify key would be.
+        verify_key: PathBuf,
+    },
     /// Reconstruction begins.
     ReconstructionStarted,
     /// The manifest signature verified.
@@ -77,6 +86,7 @@ impl Event {
             Self::FingerprintInitialized { .. } => "edge.os.fingerprint_initialized",
             Self::FingerprintMatch { .. } => "edge.os.fingerprint_match",
             Self::UpdateDetected { .. } => "edge.os.update_detected",
+            Self::NoRuntimeManifest { .. } => "edge.os.no_runtime_manifest",
             Self::ReconstructionStarted => "edge.os.reconstruction_started",
             Self::ManifestVerified { .. } => "edge.os.manifest_verified",
             Self::EpochRotated { .. } => "edge.epoch.rotated",
@@ -113,6 +123,15 @@ impl Event {
                 previous_hash = %previous_hash,
                 current_hash = %current_hash,
                 kernel_changed,
+                "{name}"
+            ),
+            Self::NoRuntimeManifest {
+                manifest,
+                verify_key,
+            } => tracing::info!(
+                manifest = %manifest.display(),
+                verify_key = %verify_key.display(),
+                outcome = "nothing to reconstruct; the new OS fingerprint and epoch are recorded",
                 "{name}"
             ),
             Self::ReconstructionStarted => tracing::info!("{name}"),

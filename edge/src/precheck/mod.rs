@@ -8,6 +8,10 @@
 //! read OS facts → [`bootstrap`]. [`bootstrap`] is the in-process core tests drive with
 //! fake OS inputs, a fixed [`Clock`] and a [`CrashHook`]: recover leftovers → decide →
 //! (first run | unchanged | reconstruct → rotate evidence → commit fingerprint).
+//! A node with no runtime manifest at all (no verify key, manifest or signature; what
+//! `bauxite join` leaves) has nothing to reconstruct: an OS change only rotates the
+//! evidence and commits the new fingerprint. As soon as any of the three exists, the
+//! whole signed-manifest path runs and fails closed.
 //! The fingerprint commit is last on purpose: a crash anywhere before it makes the next
 //! run see the update again and redo the (idempotent) reconstruction.
 
@@ -67,6 +71,13 @@ pub enum Outcome {
         /// The current epoch.
         epoch: BootEpoch,
     },
+    /// OS update detected on a node without a runtime manifest (no verify key, no
+    /// manifest, no signature): the new fingerprint and epoch were recorded, nothing
+    /// needed reconstructing.
+    Recorded {
+        /// The new epoch.
+        epoch: BootEpoch,
+    },
     /// OS update detected and the runtime reconstructed.
     Reconstructed {
         /// The new epoch.
@@ -103,9 +114,11 @@ pub fn run(
     }
     let t = &config.transport;
     let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| CertError::Unreadable {
-            path: path.clone(),
-            source,
+        crate::fsutil::read_capped(path, crate::fsutil::MAX_SMALL_FILE).map_err(|source| {
+            CertError::Unreadable {
+                path: path.clone(),
+                source,
+            }
         })
     };
     let cert = read(&t.cert_file)?;
@@ -172,6 +185,17 @@ pub fn bootstrap(
                 current_hash: current,
                 kernel_changed,
             });
+            if reconstruct::runtime_manifest_absent(root) {
+                let next = epoch.next().ok_or(ReconstructionError::EpochOverflow)?;
+                events(Event::NoRuntimeManifest {
+                    manifest: root.manifest_path(),
+                    verify_key: root.verify_key_path(),
+                });
+                let record = FingerprintRecord::capture(os, next, now);
+                commit(root, &record, "", config_hash, now, hook)?;
+                events(Event::EpochRotated { boot_epoch: next });
+                return Ok(Outcome::Recorded { epoch: next });
+            }
             events(Event::ReconstructionStarted);
             let manifest = reconstruct::load_verified_manifest(root)?;
             events(Event::ManifestVerified {

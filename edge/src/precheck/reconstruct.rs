@@ -28,6 +28,22 @@ pub struct ResolvedOp {
     pub expected: Option<[u8; 32]>,
 }
 
+/// Whether the state root holds no runtime manifest at all: none of the verify key,
+/// `manifest.json` and its signature exists. Such a node (every node `bauxite join`
+/// makes) has nothing to reconstruct after an OS change. Any one of the three present,
+/// or a path that cannot be inspected, means a manifest is expected, so the full
+/// fail-closed verification runs: deleting only the signature or only the key can never
+/// skip it.
+pub fn runtime_manifest_absent(root: &StateRoot) -> bool {
+    [
+        root.verify_key_path(),
+        root.manifest_path(),
+        root.manifest_sig_path(),
+    ]
+    .iter()
+    .all(|path| fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound))
+}
+
 /// Loads the verify key, checks the signature and parses the manifest.
 pub fn load_verified_manifest(root: &StateRoot) -> Result<Manifest, ReconstructionError> {
     let key_path = root.verify_key_path();
@@ -63,7 +79,7 @@ fn read_or(
     path: &Path,
     missing: impl FnOnce(PathBuf) -> ReconstructionError,
 ) -> Result<Vec<u8>, ReconstructionError> {
-    match fs::read(path) {
+    match crate::fsutil::read_capped(path, crate::fsutil::MAX_SMALL_FILE) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing(path.to_path_buf())),
         Err(source) => Err(ReconstructionError::OpFailed {
@@ -226,9 +242,12 @@ pub fn execute(ops: &[ResolvedOp]) -> Result<(), ReconstructionError> {
     Ok(())
 }
 
-/// BLAKE3 hex of a file, empty when it does not exist or cannot be read.
+/// BLAKE3 hex of a file, empty when it does not exist or cannot be read. Streamed, so
+/// a large runtime binary is never held in memory whole.
 pub fn hash_file_or_empty(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| blake3::hash(&b).to_hex().to_string())
+    let mut hasher = blake3::Hasher::new();
+    fs::File::open(path)
+        .and_then(|file| hasher.update_reader(file).map(|_| ()))
+        .map(|()| hasher.finalize().to_hex().to_string())
         .unwrap_or_default()
 }

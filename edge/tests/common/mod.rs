@@ -43,6 +43,13 @@ impl Fixture {
         f
     }
 
+    /// A prepared state root with no runtime manifest at all (what `bauxite join` leaves).
+    pub fn bare() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StateRoot::prepare(&dir.path().join("state"), true).unwrap();
+        Self { dir, root }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.root().join(rel)
     }

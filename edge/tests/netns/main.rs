@@ -268,3 +268,70 @@ fn node_not_in_the_peer_list_cannot_handshake() {
     assert_eq!(b.counter("handshakes_completed"), 0);
     assert_eq!(b.counter("rx_packets"), 0);
 }
+
+/// A static config for one node in a namespace, with a TUN name and a port.
+fn write_config(
+    dir: &std::path::Path,
+    name: &str,
+    identity: &std::path::Path,
+    tun: &str,
+    port: u16,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nidentity = \"{}\"\nlisten = \"0.0.0.0:{port}\"\nvirtual_ip = \"100.64.0.1/10\"\ntun_name = \"{tun}\"\ncontrol_socket = \"{}\"\n",
+            identity.display(),
+            dir.join(format!("{name}.sock")).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_tun_name_that_is_taken_fails_with_the_reason_instead_of_falling_back() {
+    if !can_run() {
+        return;
+    }
+    let net = NetPair::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [keygen(dir.path(), "a"), keygen(dir.path(), "b")];
+    let ns = &net.ns[0];
+
+    // Another kind of interface already has the name.
+    support::sh(
+        "ip",
+        &[
+            "-n", ns, "link", "add", "bxtaken0", "type", "veth", "peer", "name", "bxtaken1",
+        ],
+    );
+    let config = write_config(dir.path(), "veth", &keys[0].path, "bxtaken0", 51820);
+    let mut node = Node::from_config(ns, config, dir.path().join("veth.log"));
+    assert!(!node.wait_exit(), "ran on a taken name: {}", node.log());
+    let log = node.log();
+    assert!(log.contains("cannot create TUN device bxtaken0"), "{log}");
+    assert!(!log.contains("falling back"), "{log}");
+
+    // Another daemon holds the device (a second node on the same machine, another identity).
+    let config = write_config(dir.path(), "holder", &keys[0].path, "bxbusy0", 51820);
+    let holder = Node::from_config(ns, config, dir.path().join("holder.log"));
+    wait_for(Duration::from_secs(10), "the first daemon", || {
+        holder.status()
+    });
+    assert!(
+        holder.log().contains("Kernel(\"bxbusy0\")"),
+        "{}",
+        holder.log()
+    );
+    let config = write_config(dir.path(), "second", &keys[1].path, "bxbusy0", 51821);
+    let mut second = Node::from_config(ns, config, dir.path().join("second.log"));
+    assert!(!second.wait_exit(), "shared a busy TUN: {}", second.log());
+    let log = second.log();
+    assert!(
+        log.contains("cannot create TUN device bxbusy0") && log.contains("busy"),
+        "{log}"
+    );
+    assert!(!log.contains("run as root"), "{log}");
+}

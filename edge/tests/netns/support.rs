@@ -325,6 +325,15 @@ impl Node {
         status.success()
     }
 
+    /// Waits (bounded) for the daemon to exit on its own; returns whether it succeeded.
+    pub(crate) fn wait_exit(&mut self) -> bool {
+        let mut child = self.child.take().expect("node not running");
+        let status = wait_for(Duration::from_secs(20), "the daemon to exit", || {
+            child.try_wait().unwrap()
+        });
+        status.success()
+    }
+
     /// The daemon's log so far (for failure messages).
     pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

@@ -34,6 +34,44 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, bytes, 0o600)
 }
 
+/// Largest certificate, key or small state file read whole: far above any real one, low
+/// enough that a wrong path (a disk image, a log) cannot exhaust memory.
+pub const MAX_SMALL_FILE: u64 = 1 << 20;
+
+/// Reads a whole file of at most `limit` bytes; a larger one is refused before it is read
+/// (and a file growing while read is cut at `limit + 1` bytes and refused too).
+pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let too_large = |len: u64| {
+        Error::io("read", path)(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "it is {len} bytes, more than the {limit}-byte limit for this file; is it the right file?"
+            ),
+        ))
+    };
+    let file = fs::File::open(path).map_err(Error::io("read", path))?;
+    let len = file.metadata().map_err(Error::io("read", path))?.len();
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .map_err(Error::io("read", path))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn read_capped_text(path: &Path) -> Result<String> {
+    String::from_utf8(read_capped(path, MAX_SMALL_FILE)?).map_err(|_| {
+        Error::io("read", path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })
+}
+
 /// Reads a private key, refusing one readable by group or others.
 pub fn read_secret(path: &Path) -> Result<String> {
     let meta = fs::metadata(path).map_err(Error::io("read", path))?;
@@ -44,12 +82,12 @@ pub fn read_secret(path: &Path) -> Result<String> {
             mode,
         });
     }
-    fs::read_to_string(path).map_err(Error::io("read", path))
+    read_capped_text(path)
 }
 
-/// Reads a public file (certificate, address).
+/// Reads a public file (certificate, address), at most [`MAX_SMALL_FILE`] bytes.
 pub fn read_text(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(Error::io("read", path))
+    read_capped_text(path)
 }
 
 /// Creates a directory (and parents) with mode 0700.

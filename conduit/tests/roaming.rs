@@ -1,0 +1,255 @@
+//! Endpoints on the simulator: one side knowing the other is enough, a node without an
+//! endpoint waits to be dialled, simultaneous initiations with a stale address never
+//! deadlock, a peer that moves (NAT rebinding) is followed after its next authenticated
+//! packet, and nothing unauthenticated or replayed moves an endpoint.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bauxite_conduit::ip::build;
+use bauxite_conduit::metrics::Metrics;
+use bauxite_conduit::node::{Event, NodeConfig};
+use bauxite_conduit::path::{Endpoint, EndpointOrigin};
+use bauxite_conduit::session::Timers;
+use bauxite_conduit::sim::{Attacker, Impostor, LinkConfig, SimNet};
+
+/// The simulator's default one-way latency.
+const LAT: Duration = Duration::from_millis(5);
+/// Slack for "at most this many one-way trips": well under a millisecond of work.
+const SLACK: Duration = Duration::from_millis(1);
+
+fn udp(net: &SimNet, from: usize, id: u32) -> Vec<u8> {
+    let mut payload = [0u8; 200];
+    payload[..4].copy_from_slice(&id.to_be_bytes());
+    let mut out = Vec::new();
+    let (src, dst) = (net.vips[from].addr(), net.vips[1 - from].addr());
+    build::ipv4_udp(src, dst, 40000, 9000, &payload, &mut out);
+    out
+}
+
+fn ids(net: &SimNet, to: usize) -> Vec<u32> {
+    net.delivered[to]
+        .iter()
+        .map(|d| u32::from_be_bytes(d.packet[28..32].try_into().unwrap()))
+        .collect()
+}
+
+/// Node `i`'s endpoint for the other node.
+fn endpoint(net: &SimNet, i: usize) -> Option<Endpoint> {
+    net.nodes[i].paths().direct(net.nodes[1 - i].peer_id())
+}
+
+fn learned(addr: SocketAddr) -> Option<Endpoint> {
+    Some(Endpoint {
+        addr,
+        origin: EndpointOrigin::Learned,
+    })
+}
+
+fn moved(host: u8) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(198, 51, 100, host), 40000 + u16::from(host)))
+}
+
+/// Whether node `i` has the lower peer ID (it wins simultaneous initiations).
+fn lower(net: &SimNet, i: usize) -> bool {
+    net.nodes[i].peer_id() < net.nodes[1 - i].peer_id()
+}
+
+#[test]
+fn one_side_knowing_the_other_is_enough_whichever_sends_first() {
+    let mut orders = BTreeSet::new();
+    for knower in 0..2 {
+        for knower_first in [true, false] {
+            let other = 1 - knower;
+            let mut knows = [false; 2];
+            knows[knower] = true;
+            let link = LinkConfig::default();
+            let mut net =
+                SimNet::with_endpoints(NodeConfig::default(), link, 21, Instant::now(), knows);
+            orders.insert(lower(&net, knower));
+            assert_eq!(endpoint(&net, other), None);
+            let t0 = net.now;
+            if !knower_first {
+                // It has nowhere to send an initiation: the packet waits.
+                let p = udp(&net, other, 2);
+                net.send_from(other, &p);
+            }
+            let p = udp(&net, knower, 1);
+            net.send_from(knower, &p);
+
+            // One handshake round trip: initiation there, response back.
+            net.run_until(t0 + 2 * LAT + SLACK);
+            let other_id = net.nodes[other].peer_id();
+            assert!(net.nodes[knower].is_connected(other_id, net.now));
+            assert_eq!(endpoint(&net, other), learned(net.addrs[knower]));
+            // The first data packet confirms the session; the waiting packet follows.
+            net.run_until(t0 + 4 * LAT + SLACK);
+            assert_eq!(ids(&net, other), vec![1]);
+            let waited = if knower_first { vec![] } else { vec![2] };
+            assert_eq!(ids(&net, knower), waited);
+            let p = udp(&net, other, 3);
+            net.send_from(other, &p);
+            net.run_for(LAT + SLACK);
+            assert_eq!(
+                ids(&net, knower).last(),
+                Some(&3),
+                "traffic flows both ways"
+            );
+            let m = net.nodes[other].metrics();
+            assert_eq!(Metrics::get(&m.handshakes_initiated), 0);
+            assert_eq!(Metrics::get(&m.tx_dropped), 0);
+        }
+    }
+    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+}
+
+#[test]
+fn a_node_without_an_endpoint_waits_to_be_dialled_instead_of_giving_up() {
+    let link = LinkConfig::default();
+    let mut net = SimNet::with_endpoints(
+        NodeConfig::default(),
+        link,
+        5,
+        Instant::now(),
+        [true, false],
+    );
+    for id in 0..5 {
+        let p = udp(&net, 1, id);
+        net.send_from(1, &p);
+    }
+    // Far past the 90 s a handshake is retried for.
+    net.run_for(Duration::from_secs(200));
+    let m = net.nodes[1].metrics();
+    assert_eq!(
+        Metrics::get(&m.handshakes_initiated),
+        0,
+        "no initiation towards nowhere"
+    );
+    assert_eq!(
+        Metrics::get(&m.tx_dropped),
+        0,
+        "its packets are held, not dropped"
+    );
+    assert!(net.delivered[0].is_empty());
+    while let Some(event) = net.nodes[1].poll_event() {
+        assert!(!matches!(event, Event::HandshakeGaveUp { .. }), "{event:?}");
+    }
+    let p = udp(&net, 0, 100);
+    net.send_from(0, &p);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(ids(&net, 0), vec![0, 1, 2, 3, 4]);
+    assert_eq!(ids(&net, 1), vec![100]);
+}
+
+#[test]
+fn simultaneous_initiations_with_one_stale_endpoint_never_deadlock() {
+    let mut orders = BTreeSet::new();
+    for mover in 0..2 {
+        let stale = 1 - mover;
+        let link = LinkConfig::default();
+        let mut net = SimNet::new(NodeConfig::default(), link, 8, Instant::now());
+        orders.insert(lower(&net, stale));
+        // The mover's address changed before anything was sent: the other still has
+        // the old one, and its initiation goes there.
+        let new = moved(7);
+        net.rebind(mover, new);
+        let t0 = net.now;
+        let (p, q) = (udp(&net, mover, 1), udp(&net, stale, 2));
+        net.send_from(mover, &p);
+        net.send_from(stale, &q);
+        // A few one-way trips, not a 5 s retry (or a 90 s deadlock).
+        net.run_until(t0 + 5 * LAT + SLACK);
+        assert_eq!(ids(&net, stale), vec![1], "mover {mover}");
+        assert_eq!(ids(&net, mover), vec![2], "mover {mover}");
+        assert_eq!(endpoint(&net, stale), learned(new));
+    }
+    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+}
+
+#[test]
+fn a_rebound_peer_is_followed_after_its_next_authenticated_packet() {
+    let link = LinkConfig::default();
+    let mut net = SimNet::new(NodeConfig::default(), link, 13, Instant::now());
+    let (a, b) = (0, 1);
+    let old = net.addrs[a];
+    let mut next = 0u32;
+    let mut exchange = |net: &mut SimNet, from: usize, n: u32| {
+        for _ in 0..n {
+            let p = udp(net, from, next);
+            next += 1;
+            net.send_from(from, &p);
+            net.run_for(Duration::from_millis(2));
+        }
+        net.run_for(LAT + SLACK);
+    };
+    exchange(&mut net, a, 10);
+    exchange(&mut net, b, 10);
+    assert_eq!((ids(&net, a).len(), ids(&net, b).len()), (10, 10));
+    assert_eq!(endpoint(&net, b).map(|e| e.addr), Some(old));
+
+    net.rebind(a, moved(9));
+    // Until A speaks, B keeps sending to where A was: those are lost.
+    exchange(&mut net, b, 5);
+    assert_eq!(ids(&net, a).len(), 10);
+    assert!(net.stats.misaddressed >= 5);
+    assert_eq!(endpoint(&net, b).map(|e| e.addr), Some(old));
+    // One authenticated packet from the new address, and B follows.
+    exchange(&mut net, a, 1);
+    assert_eq!(endpoint(&net, b), learned(moved(9)));
+    exchange(&mut net, b, 5);
+    assert_eq!(ids(&net, a).len(), 15, "B's traffic reaches A again");
+    assert_eq!(ids(&net, b).len(), 11);
+}
+
+#[test]
+fn replayed_or_forged_packets_from_elsewhere_never_move_an_endpoint() {
+    let impostor = moved(66);
+    // Rekey every 20 packets, so initiations (which the impostor replays) keep coming.
+    let config = NodeConfig {
+        timers: Timers {
+            rekey_after_messages: 20,
+            ..Timers::default()
+        },
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::new(config, LinkConfig::default(), 17, Instant::now());
+    net.attacker = Attacker {
+        replay_every: 3,
+        tamper_every: 4,
+    };
+    net.impostor = Some(Impostor {
+        from: impostor,
+        replay_handshakes: true,
+    });
+    let genuine = net.addrs;
+    for id in 0..400u32 {
+        let from = (id % 2) as usize;
+        let p = udp(&net, from, id);
+        net.send_from(from, &p);
+        // Checked after every step: a replay accepted even once would show here before
+        // the next genuine packet could move the endpoint back.
+        for _ in 0..3 {
+            net.run_for(Duration::from_millis(1));
+            for i in 0..2 {
+                let e = endpoint(&net, i).unwrap();
+                assert_eq!(e.addr, genuine[1 - i], "node {i} moved its peer to {e:?}");
+            }
+        }
+    }
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(ids(&net, 0).len() + ids(&net, 1).len(), 400);
+    let s = &net.stats;
+    assert!(s.replays_injected > 50 && s.tampers_injected > 50, "{s:?}");
+    assert!(s.handshake_replays_injected >= 5, "{s:?}");
+    let sum = |f: fn(&Metrics) -> &std::sync::atomic::AtomicU64| -> u64 {
+        net.nodes.iter().map(|n| Metrics::get(f(n.metrics()))).sum()
+    };
+    assert!(sum(|m| &m.rx_replayed) >= s.replays_injected);
+    assert!(sum(|m| &m.rx_auth_failed) + sum(|m| &m.rx_unknown_session) > 0);
+    // Each replayed initiation was refused as stale, not answered.
+    assert!(sum(|m| &m.handshakes_rejected) >= s.handshake_replays_injected);
+}
