@@ -11,5 +11,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # conduit builds without its TUN device (the hub's build: `io` only) and without any IO.
 cargo clippy -p bauxite-conduit --no-default-features --features io --all-targets --locked -- -D warnings
 cargo clippy -p bauxite-conduit --no-default-features --all-targets --locked -- -D warnings
+bash scripts/check-deps.sh
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked

@@ -30,7 +30,6 @@
 #[cfg(feature = "tun")]
 mod batch;
 
-#[cfg(feature = "tun")]
 use std::io;
 use std::net::Ipv4Addr;
 

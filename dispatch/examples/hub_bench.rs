@@ -14,12 +14,12 @@
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch::client::{HubClient, join};
 use bauxite_dispatch::clock::{UnixTime, os_random};
 use bauxite_dispatch::hub::{Caller, NewToken};
-use bauxite_dispatch::proto::{SetEndpointRequest, TopologyRequest};
 use bauxite_dispatch::server::{BoundHub, ServeConfig};
-use bauxite_dispatch::token::JoinToken;
+use bauxite_dispatch_api::client::{HubClient, join};
+use bauxite_dispatch_api::proto::node::{SetEndpointRequest, TopologyRequest};
+use bauxite_dispatch_api::token::JoinToken;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;

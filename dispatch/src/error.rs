@@ -1,12 +1,20 @@
-//! The crate's one error type, with sub-enums for what a joining node or a token got wrong.
+//! The hub's one error type, with sub-enums for what a joining node, a token or a caller got
+//! wrong. (The client has its own, [`bauxite_dispatch_api::Error`].)
 //!
 //! Every message says what happened and, where the operator or node can act, what to do.
+//! A refusal reaches the caller as a [`tonic::Status`] carrying a typed
+//! [`Refusal`] in its details (see `From<Error> for Status`), never only as text.
 
 use std::path::PathBuf;
 
+use bauxite_conduit::PeerId;
+pub use bauxite_dispatch_api::TokenFormat;
+use bauxite_dispatch_api::{ProofRejected, Refusal};
+
+use crate::clock::UnixTime;
 use crate::token::{CaFingerprint, TokenId};
 
-/// Everything that can go wrong in the hub or its client library.
+/// Everything that can go wrong in the hub.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -21,17 +29,6 @@ pub enum Error {
     /// The hub refused a provisioning request for a reason other than the token.
     #[error("provisioning refused: {0}")]
     ProvisionRejected(#[from] ProvisionRejected),
-    /// The hub's CA is not the one the join token names.
-    #[error(
-        "the hub's CA fingerprint is {found} but the join token expects {expected}: \
-         wrong hub address, or someone is intercepting the connection; do not retry, check the hub URL"
-    )]
-    CaFingerprintMismatch {
-        /// Fingerprint carried by the token.
-        expected: CaFingerprint,
-        /// Fingerprint of the CA the server presented (all zeros if it sent none).
-        found: CaFingerprint,
-    },
     /// A file could not be read or written.
     #[error("could not {action} {path}: {source}")]
     Io {
@@ -82,9 +79,6 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
-    /// The hub answered with an error status.
-    #[error("hub refused: {}", .0.message())]
-    Rpc(#[from] tonic::Status),
     /// A policy document is not valid.
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
@@ -99,38 +93,13 @@ pub enum Error {
     /// The named node does not exist.
     #[error("no node with ID {0}; see `bauxite-dispatch nodes list`")]
     UnknownNode(String),
-    /// The caller presented no usable client certificate.
+    /// Any other error of the contract crate (its client side, which the hub does not use
+    /// to serve).
+    #[error(transparent)]
+    Contract(bauxite_dispatch_api::Error),
+    /// The caller's certificate does not let it in.
     #[error("{0}")]
-    Unauthenticated(String),
-    /// The caller is known but not allowed to do this.
-    #[error("{0}")]
-    PermissionDenied(String),
-}
-
-/// What is wrong with a join token's text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenFormat {
-    /// The token does not start with `bx1.`.
-    #[error("expected the prefix \"bx1\", found {found:?}")]
-    WrongPrefix {
-        /// The first dot-separated part.
-        found: String,
-    },
-    /// The token does not have four dot-separated parts.
-    #[error("expected 4 dot-separated parts, found {found}")]
-    WrongPartCount {
-        /// How many parts there were.
-        found: usize,
-    },
-    /// A part is not lower-case hex of the right length.
-    #[error("the {field} must be {len} lower-case hex digits")]
-    BadField {
-        /// Which part.
-        field: &'static str,
-        /// Its required length in hex digits.
-        len: usize,
-    },
+    CallRefused(#[from] CallRefused),
 }
 
 /// Why the hub refused a join token. Refusals change nothing in the hub's state.
@@ -205,6 +174,102 @@ pub enum ProvisionRejected {
     BadName,
 }
 
+/// Why an authenticated call was refused although TLS accepted the certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallRefused {
+    /// No client certificate was presented.
+    #[error("this call needs the node's client certificate (mutual TLS); run `bauxite join` first")]
+    NoClientCertificate,
+    /// The certificate names a node this hub has no record of.
+    #[error("node {0} is not known to this hub")]
+    UnknownNode(PeerId),
+    /// The node was revoked.
+    #[error("node {node} was revoked at {at}; join again with a new identity and token")]
+    Revoked {
+        /// The node.
+        node: PeerId,
+        /// When it was revoked.
+        at: UnixTime,
+    },
+    /// The certificate names a known node but is not the one issued to it.
+    #[error("this certificate is not the one issued to node {0}")]
+    NotIssued(PeerId),
+}
+
+impl TokenRejected {
+    /// The typed refusal sent to the node.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            TokenRejected::Unknown(_) | TokenRejected::WrongSecret(_) => {
+                Refusal::TokenUnknownOrWrongSecret
+            }
+            TokenRejected::Expired { .. } => Refusal::TokenExpired,
+            TokenRejected::UsedUp { .. } => Refusal::TokenUsedUp,
+            TokenRejected::WrongHub { .. } => Refusal::CaMismatch,
+        }
+    }
+}
+
+impl ProvisionRejected {
+    /// The typed refusal sent to the node.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            ProvisionRejected::BadKey { .. } => Refusal::BadKey,
+            ProvisionRejected::BadProof => Refusal::BadProof,
+            ProvisionRejected::AlreadyJoined(_) => Refusal::AlreadyJoined,
+            ProvisionRejected::KeyInUse { .. } => Refusal::KeyInUse,
+            ProvisionRejected::MeshFull(_) => Refusal::MeshFull,
+            ProvisionRejected::BadName => Refusal::BadName,
+        }
+    }
+}
+
+impl CallRefused {
+    /// The typed refusal sent to the caller.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            CallRefused::NoClientCertificate => Refusal::NoClientCertificate,
+            CallRefused::UnknownNode(_) => Refusal::UnknownNode,
+            CallRefused::Revoked { .. } => Refusal::Revoked,
+            CallRefused::NotIssued(_) => Refusal::CertificateNotIssued,
+        }
+    }
+}
+
+impl From<ProofRejected> for ProvisionRejected {
+    fn from(e: ProofRejected) -> Self {
+        match e {
+            ProofRejected::BadKey { field } => ProvisionRejected::BadKey { field },
+            _ => ProvisionRejected::BadProof,
+        }
+    }
+}
+
+/// The shared key-file and certificate helpers of the contract crate report in its error
+/// type; the hub reports the same facts in its own.
+impl From<bauxite_dispatch_api::Error> for Error {
+    fn from(e: bauxite_dispatch_api::Error) -> Self {
+        use bauxite_dispatch_api::Error as Api;
+        match e {
+            Api::TokenFormat(e) => Error::TokenFormat(e),
+            Api::Io {
+                action,
+                path,
+                source,
+            } => Error::Io {
+                action,
+                path,
+                source,
+            },
+            Api::KeyTooOpen { path, mode } => Error::KeyTooOpen { path, mode },
+            Api::Certificate(text) => Error::Certificate(text),
+            Api::InvalidArgument { field, problem } => Error::InvalidArgument { field, problem },
+            other => Error::Contract(other),
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn io(
         action: &'static str,
@@ -223,27 +288,21 @@ impl Error {
     }
 }
 
+/// Refusals carry their [`Refusal`] in the status details (and its status code); other
+/// errors are plain statuses.
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Status;
         let text = e.to_string();
         match e {
+            Error::TokenRejected(r) => r.refusal().to_status(text),
+            Error::ProvisionRejected(r) => r.refusal().to_status(text),
+            Error::CallRefused(r) => r.refusal().to_status(text),
             Error::TokenFormat(_) | Error::InvalidArgument { .. } | Error::InvalidPolicy(_) => {
                 Status::invalid_argument(text)
             }
-            Error::TokenRejected(_) | Error::PermissionDenied(_) => Status::permission_denied(text),
-            Error::ProvisionRejected(ProvisionRejected::AlreadyJoined(_))
-            | Error::ProvisionRejected(ProvisionRejected::KeyInUse { .. }) => {
-                Status::already_exists(text)
-            }
-            Error::ProvisionRejected(ProvisionRejected::MeshFull(_)) => {
-                Status::resource_exhausted(text)
-            }
-            Error::ProvisionRejected(_) => Status::invalid_argument(text),
             Error::UnknownNode(_) => Status::not_found(text),
-            Error::Unauthenticated(_) => Status::unauthenticated(text),
             Error::Conflict(_) => Status::aborted(text),
-            Error::Rpc(status) => status,
             _ => Status::internal(text),
         }
     }
@@ -251,3 +310,6 @@ impl From<Error> for tonic::Status {
 
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

@@ -29,7 +29,7 @@ use crate::metrics::HubMetrics;
 use crate::pki::{CertRole, HubCa};
 use crate::proto;
 use crate::store::{Change, NodeRecord, Store};
-use crate::{Error, Result};
+use crate::{CallRefused, Result};
 
 /// Who made an authenticated call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +62,8 @@ pub struct Hub {
     ca: HubCa,
     cidr: MeshCidr,
     state: Mutex<State>,
-    topology: watch::Sender<Arc<proto::TopologySnapshot>>,
-    policy: watch::Sender<Arc<proto::PolicyDocument>>,
+    topology: watch::Sender<Arc<proto::node::TopologySnapshot>>,
+    policy: watch::Sender<Arc<proto::node::PolicyDocument>>,
     signals: Mutex<SignalRouter>,
     metrics: HubMetrics,
     closing: watch::Sender<bool>,
@@ -82,7 +82,7 @@ impl Hub {
             topology_version: store.topology_version()?,
             audit_head: store.audit_head()?,
         };
-        let policy = store.policy()?.map(|p| proto::PolicyDocument {
+        let policy = store.policy()?.map(|p| proto::node::PolicyDocument {
             version: p.version,
             json: p.json,
         });
@@ -121,33 +121,21 @@ impl Hub {
     /// Decides who presented `cert_der` (already verified against the CA by TLS), checking
     /// revocation against the current state on every call.
     pub fn authorize(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
-        let der = cert_der.ok_or_else(|| {
-            Error::Unauthenticated(
-                "this call needs the node's client certificate (mutual TLS); run `bauxite join` first".into(),
-            )
-        })?;
+        let der = cert_der.ok_or(CallRefused::NoClientCertificate)?;
         match CertRole::from_der(der)? {
             CertRole::Admin => Ok(Caller::Admin),
             CertRole::Node(binding) => {
                 let state = lock(&self.state);
-                let node = state.nodes.get(&binding.node_id).ok_or_else(|| {
-                    Error::Unauthenticated(format!(
-                        "node {} is not known to this hub",
-                        binding.node_id
-                    ))
-                })?;
+                let node = state
+                    .nodes
+                    .get(&binding.node_id)
+                    .ok_or(CallRefused::UnknownNode(binding.node_id))?;
                 if let Some(at) = node.revoked_at {
-                    return Err(Error::PermissionDenied(format!(
-                        "node {} was revoked at {at}; join again with a new identity and token",
-                        node.id
-                    )));
+                    return Err(CallRefused::Revoked { node: node.id, at }.into());
                 }
                 let presented = crate::token::CaFingerprint::of_der(der);
                 if presented.0 != node.cert_sha256 {
-                    return Err(Error::PermissionDenied(format!(
-                        "this certificate is not the one issued to node {}",
-                        node.id
-                    )));
+                    return Err(CallRefused::NotIssued(node.id).into());
                 }
                 Ok(Caller::Node(node.id))
             }
@@ -168,17 +156,17 @@ impl Hub {
     }
 
     /// A feed of topology snapshots (the current one first).
-    pub fn subscribe_topology(&self) -> watch::Receiver<Arc<proto::TopologySnapshot>> {
+    pub fn subscribe_topology(&self) -> watch::Receiver<Arc<proto::node::TopologySnapshot>> {
         self.topology.subscribe()
     }
 
     /// A feed of policy documents (the current one first).
-    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<proto::PolicyDocument>> {
+    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<proto::node::PolicyDocument>> {
         self.policy.subscribe()
     }
 
     /// The current policy (version 0 and empty JSON when none was set).
-    pub fn policy(&self) -> Arc<proto::PolicyDocument> {
+    pub fn policy(&self) -> Arc<proto::node::PolicyDocument> {
         self.policy.borrow().clone()
     }
 
@@ -241,23 +229,24 @@ impl Hub {
             self.topology.send_replace(Arc::new(snapshot(state)));
         }
         if let Some(policy) = change.policy {
-            self.policy.send_replace(Arc::new(proto::PolicyDocument {
-                version: policy.version,
-                json: policy.json,
-            }));
+            self.policy
+                .send_replace(Arc::new(proto::node::PolicyDocument {
+                    version: policy.version,
+                    json: policy.json,
+                }));
         }
         Ok(())
     }
 }
 
-fn snapshot(state: &State) -> proto::TopologySnapshot {
-    proto::TopologySnapshot {
+fn snapshot(state: &State) -> proto::node::TopologySnapshot {
+    proto::node::TopologySnapshot {
         version: state.topology_version,
         peers: state
             .nodes
             .values()
             .filter(|n| n.revoked_at.is_none())
-            .map(|n| proto::Peer {
+            .map(|n| proto::node::Peer {
                 node_id: n.id.to_string(),
                 name: n.name.clone(),
                 virtual_ip: n.virtual_ip.to_string(),

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use bauxite_dispatch::client::HubClient;
 use bauxite_dispatch::clock::UnixTime;
 use bauxite_dispatch::ipam::MeshCidr;
+use bauxite_dispatch::policy_review;
 use bauxite_dispatch::server::{BoundHub, ServeConfig};
-use bauxite_dispatch::{policy_review, proto};
+use bauxite_dispatch_api::client::HubClient;
+use bauxite_dispatch_api::proto::admin as proto;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Bauxite hub: provisioning, topology, policy, signaling and audit for a robot mesh.

@@ -1,8 +1,9 @@
-//! The hub's PKI: its CA, the identity bindings in node certificates, and key files.
+//! The hub's PKI: its CA, plus the certificate bindings and key-file rules it shares with
+//! nodes (from [`bauxite_dispatch_api::pki`]).
 
-pub mod binding;
 pub mod ca;
-pub mod files;
 
-pub use binding::{CertRole, NodeBinding};
-pub use ca::{HubCa, Issued, SERVER_NAME};
+pub use bauxite_dispatch_api::pki::{
+    ADMIN_URI, CertRole, NodeBinding, SERVER_NAME, binding, files, pem_to_der,
+};
+pub use ca::{HubCa, Issued};

@@ -32,12 +32,12 @@ use crate::clock::UnixTime;
 use crate::hub::Hub;
 use crate::ipam::MeshCidr;
 use crate::pki::{HubCa, files};
-use crate::proto::admin_service_server::AdminServiceServer;
-use crate::proto::metrics_service_server::MetricsServiceServer;
-use crate::proto::policy_service_server::PolicyServiceServer;
-use crate::proto::provisioning_service_server::ProvisioningServiceServer;
-use crate::proto::signaling_service_server::SignalingServiceServer;
-use crate::proto::topology_service_server::TopologyServiceServer;
+use crate::proto::admin::admin_service_server::AdminServiceServer;
+use crate::proto::node::metrics_service_server::MetricsServiceServer;
+use crate::proto::node::policy_service_server::PolicyServiceServer;
+use crate::proto::node::provisioning_service_server::ProvisioningServiceServer;
+use crate::proto::node::signaling_service_server::SignalingServiceServer;
+use crate::proto::node::topology_service_server::TopologyServiceServer;
 use crate::store::RedbStore;
 use crate::{Error, Result};
 

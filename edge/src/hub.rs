@@ -4,9 +4,10 @@
 //! node), reports the node's counters every `report_interval`, and reconnects with
 //! [`Backoff`] when the hub goes away.
 //!
-//! Revocation: when the hub answers `PERMISSION_DENIED` (the node was revoked), the
-//! connector logs an error, empties the peer table (every session torn down) and stops
-//! reconnecting. The daemon itself keeps running with no peers — its control socket still
+//! Revocation: when the hub refuses a call with [`Refusal::Revoked`] in the status details
+//! (never inferred from the status code or text: a bare `PERMISSION_DENIED` is a generic
+//! error and gets a reconnect), the connector logs an error, empties the peer table (every
+//! session torn down) and stops reconnecting. The daemon itself keeps running with no peers — its control socket still
 //! answers `status`, and an operator sees the error in the log — until it is stopped.
 //!
 //! Invariant: the connector never touches the node; every change goes through the shell's
@@ -18,8 +19,9 @@ use std::time::Duration;
 use bauxite_conduit::io::Query;
 use bauxite_conduit::policy::Policy;
 use bauxite_conduit::{Metrics, PeerId};
-use bauxite_dispatch::client::{HubClient, NodeCredentials, peers_from_snapshot};
-use bauxite_dispatch::proto::{
+use bauxite_dispatch_api::Refusal;
+use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapshot};
+use bauxite_dispatch_api::proto::node::{
     Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest, TopologyRequest,
 };
 use tokio::sync::mpsc;
@@ -92,7 +94,7 @@ impl Backoff {
 /// How one connection to the hub ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
-    /// The hub refused this node (`PERMISSION_DENIED`): stop for good.
+    /// The hub refused this node with [`Refusal::Revoked`]: stop for good.
     Revoked(String),
     /// The connection or a stream failed: try again after a delay.
     Lost(String),
@@ -101,16 +103,19 @@ enum End {
 }
 
 fn from_status(status: &tonic::Status, what: &str) -> End {
-    if status.code() == tonic::Code::PermissionDenied {
-        End::Revoked(status.message().to_string())
-    } else {
-        End::Lost(format!("{what}: {}", status.message()))
+    match Refusal::from_status(status) {
+        Some(Refusal::Revoked) => End::Revoked(status.message().to_string()),
+        _ => End::Lost(format!("{what}: {}", status.message())),
     }
 }
 
-fn from_error(error: bauxite_dispatch::Error, what: &str) -> End {
+fn from_error(error: bauxite_dispatch_api::Error, what: &str) -> End {
     match error {
-        bauxite_dispatch::Error::Rpc(status) => from_status(&status, what),
+        bauxite_dispatch_api::Error::Refused {
+            refusal: Refusal::Revoked,
+            message,
+        } => End::Revoked(message),
+        bauxite_dispatch_api::Error::Rpc(status) => from_status(&status, what),
         other => End::Lost(format!("{what}: {other}")),
     }
 }
@@ -296,16 +301,32 @@ mod tests {
     }
 
     #[test]
-    fn permission_denied_means_revoked() {
-        let denied = tonic::Status::permission_denied("node revoked");
+    fn only_the_typed_refusal_means_revoked() {
+        let revoked = Refusal::Revoked.to_status("node x was revoked");
         assert_eq!(
-            from_status(&denied, "x"),
-            End::Revoked("node revoked".into())
+            from_status(&revoked, "x"),
+            End::Revoked("node x was revoked".into())
         );
+        // Through the client's error type too (as `connect`/`join` report it).
+        let e = bauxite_dispatch_api::Error::from(revoked);
+        assert_eq!(
+            from_error(e, "x"),
+            End::Revoked("node x was revoked".into())
+        );
+    }
+
+    #[test]
+    fn permission_denied_without_details_is_a_generic_error_that_reconnects() {
+        let bare = tonic::Status::permission_denied("node x was revoked");
+        assert!(matches!(from_status(&bare, "x"), End::Lost(_)));
+        let e = bauxite_dispatch_api::Error::from(bare);
+        assert!(matches!(from_error(e, "x"), End::Lost(_)));
+        // Another typed refusal with the same code is not a revocation either.
+        let other = Refusal::CertificateNotIssued.to_status("not yours");
+        assert_eq!(other.code(), tonic::Code::PermissionDenied);
+        assert!(matches!(from_status(&other, "x"), End::Lost(_)));
         let gone = tonic::Status::unavailable("down");
         assert!(matches!(from_status(&gone, "x"), End::Lost(_)));
-        let e = bauxite_dispatch::Error::Rpc(tonic::Status::permission_denied("no"));
-        assert!(matches!(from_error(e, "x"), End::Revoked(_)));
     }
 
     #[test]

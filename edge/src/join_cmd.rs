@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use bauxite_conduit::PeerId;
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch::client::join;
-use bauxite_dispatch::token::JoinToken;
+use bauxite_dispatch_api::client::join;
+use bauxite_dispatch_api::token::JoinToken;
 
 use crate::fsutil;
 
@@ -46,7 +46,7 @@ pub enum JoinError {
     AlreadyJoined(PathBuf),
     /// The hub refused, or could not be reached or trusted.
     #[error("join failed: {0}")]
-    Hub(#[from] bauxite_dispatch::Error),
+    Hub(#[from] bauxite_dispatch_api::Error),
     /// The hub's answer is unusable.
     #[error("join failed: {0}")]
     Answer(String),

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use bauxite_conduit::error::KeyFileProblem;
 use bauxite_conduit::tun::TunCreateError;
-use bauxite_dispatch::client::NodeCredentials;
+use bauxite_dispatch_api::client::NodeCredentials;
 
 use crate::config::{HubConfig, RunConfig};
 use crate::control::{self, ControlError};
@@ -79,7 +79,7 @@ pub enum RunError {
         /// `hub.certs_dir`.
         dir: PathBuf,
         /// What went wrong (part of the message, so not repeated as a source).
-        error: bauxite_dispatch::Error,
+        error: bauxite_dispatch_api::Error,
     },
     /// The kernel TUN device could not be created for a reason other than privilege.
     #[error(transparent)]
@@ -168,7 +168,9 @@ fn load_identity(path: &Path) -> Result<Identity, RunError> {
 /// can read, or a missing file, is a local fault no reconnect would cure.
 fn load_hub_credentials(hub: &HubConfig) -> Result<NodeCredentials, RunError> {
     NodeCredentials::load(&hub.certs_dir).map_err(|source| match source {
-        bauxite_dispatch::Error::KeyTooOpen { path, mode } => RunError::KeyTooOpen { path, mode },
+        bauxite_dispatch_api::Error::KeyTooOpen { path, mode } => {
+            RunError::KeyTooOpen { path, mode }
+        }
         error => RunError::HubCredentials {
             dir: hub.certs_dir.clone(),
             error,

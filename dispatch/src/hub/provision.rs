@@ -96,7 +96,8 @@ impl Hub {
             return Err(ProvisionRejected::BadName.into());
         }
         // The proof covers the name as sent, the empty one included.
-        proof::verify(req.token_id, &hub_ca, &req.keys, &req.name, &req.proof)?;
+        proof::verify(req.token_id, &hub_ca, &req.keys, &req.name, &req.proof)
+            .map_err(ProvisionRejected::from)?;
         if !valid_ed25519(&req.keys.tls) {
             return Err(ProvisionRejected::BadKey {
                 field: "tls_public_key",

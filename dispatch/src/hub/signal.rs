@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bauxite_conduit::PeerId;
 use tokio::sync::mpsc;
 
-use crate::proto::{Signal, SignalKind};
+use crate::proto::node::{Signal, SignalKind};
 use crate::{Error, Result};
 
 /// Messages kept for a node that is not connected.

@@ -2,7 +2,8 @@ use bauxite_conduit::identity::Identity;
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::error::TokenRejected;
+use crate::Error;
+use crate::error::{CallRefused, TokenRejected};
 use crate::proof::{self, NodeKeys};
 use crate::store::MemoryStore;
 use crate::token::{CaFingerprint, JoinToken};
@@ -170,7 +171,7 @@ fn revocation_refuses_calls_and_leaves_topology() {
     let t = token(&hub, 3600, 2, 1);
     let a = hub.provision(T0, request(&t, 1)).unwrap();
     hub.provision(T0, request(&t, 2)).unwrap();
-    let der = crate::pki::ca::pem_to_der(&a.cert_pem).unwrap();
+    let der = crate::pki::pem_to_der(&a.cert_pem).unwrap();
     assert_eq!(
         hub.authorize(Some(&der)).unwrap(),
         Caller::Node(a.record.id)
@@ -181,7 +182,7 @@ fn revocation_refuses_calls_and_leaves_topology() {
         .unwrap();
     assert!(matches!(
         hub.authorize(Some(&der)),
-        Err(Error::PermissionDenied(_))
+        Err(Error::CallRefused(CallRefused::Revoked { .. }))
     ));
     let snapshot = feed.borrow().clone();
     assert!(snapshot.version > version);
@@ -193,7 +194,7 @@ fn revocation_refuses_calls_and_leaves_topology() {
     );
     assert!(matches!(
         hub.authorize(None),
-        Err(Error::Unauthenticated(_))
+        Err(Error::CallRefused(CallRefused::NoClientCertificate))
     ));
 }
 

@@ -14,16 +14,10 @@ use rcgen::{
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::binding::{ADMIN_URI, NodeBinding};
-use super::files;
+use super::{ADMIN_URI, NodeBinding, SERVER_NAME, files, pem_to_der};
 use crate::clock::UnixTime;
 use crate::token::CaFingerprint;
 use crate::{Error, Result};
-
-/// The DNS name in the hub's server certificate; clients verify the hub against this name
-/// whatever address they dialled (the CA is private to one hub and pinned, so the name
-/// only has to distinguish the hub's certificate from the nodes').
-pub const SERVER_NAME: &str = "bauxite-dispatch";
 
 const DAY: u64 = 86_400;
 /// Lifetime of node and admin certificates.
@@ -228,15 +222,6 @@ impl HubCa {
             key_pem: Some(Zeroizing::new(key.serialize_pem())),
         })
     }
-}
-
-/// Decodes the first certificate of a PEM text.
-pub fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|c| c.to_vec())
-        .map_err(|e| Error::Certificate(format!("not a PEM certificate: {e}")))
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ use tonic::{Request, Response, Status};
 use super::auth;
 use crate::clock::{UnixTime, os_random};
 use crate::hub::{Hub, NewToken};
-use crate::proto::admin_service_server::AdminService;
-use crate::proto::{
+use crate::proto::admin::admin_service_server::AdminService;
+use crate::proto::admin::{
     AuditEntry, CreateTokenRequest, CreateTokenResponse, ListNodesRequest, ListNodesResponse,
-    NodeInfo, PolicyDocument, PolicyRequest, RevokeNodeRequest, RevokeNodeResponse,
-    SetPolicyRequest, ShowAuditRequest, ShowAuditResponse, VerifyAuditRequest, VerifyAuditResponse,
+    NodeInfo, RevokeNodeRequest, RevokeNodeResponse, SetPolicyRequest, ShowAuditRequest,
+    ShowAuditResponse, VerifyAuditRequest, VerifyAuditResponse,
 };
+use crate::proto::node::{PolicyDocument, PolicyRequest};
 
 /// Serves the admin commands.
 pub struct Admin(pub Arc<Hub>);

@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use bauxite_conduit::PeerId;
+use bauxite_dispatch_api::Refusal;
 use tonic::{Request, Status};
 
 use super::tls::ConnInfo;
@@ -25,9 +26,9 @@ pub(crate) fn caller<T>(hub: &Hub, request: &Request<T>) -> Result<Caller, Statu
 pub(crate) fn node<T>(hub: &Hub, request: &Request<T>) -> Result<PeerId, Status> {
     match caller(hub, request)? {
         Caller::Node(id) => Ok(id),
-        Caller::Admin => Err(Status::permission_denied(
-            "this call is for nodes, not the admin certificate",
-        )),
+        Caller::Admin => {
+            Err(Refusal::NodesOnly.to_status("this call is for nodes, not the admin certificate"))
+        }
     }
 }
 
@@ -35,8 +36,9 @@ pub(crate) fn node<T>(hub: &Hub, request: &Request<T>) -> Result<PeerId, Status>
 pub(crate) fn admin<T>(hub: &Hub, request: &Request<T>) -> Result<Caller, Status> {
     match caller(hub, request)? {
         Caller::Admin => Ok(Caller::Admin),
-        Caller::Node(id) => Err(Status::permission_denied(format!(
-            "node {id} is not allowed to run admin commands"
-        ))),
+        Caller::Node(id) => {
+            Err(Refusal::AdminOnly
+                .to_status(format!("node {id} is not allowed to run admin commands")))
+        }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Each stream runs in its own task that waits on the hub's watch channels; a slow client
 //! only ever misses intermediate versions (it gets the newest), never blocks the hub. A
-//! node's stream ends with `PERMISSION_DENIED` as soon as the node is revoked, and with
-//! `UNAVAILABLE` as soon as the hub starts shutting down.
+//! node's stream ends with `PERMISSION_DENIED` and [`Refusal::Revoked`] in the status details
+//! as soon as the node is revoked, and with `UNAVAILABLE` as soon as the hub starts shutting
+//! down.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,12 +15,14 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use bauxite_dispatch_api::Refusal;
+
 use super::auth;
 use crate::clock::UnixTime;
 use crate::hub::{Caller, Hub};
-use crate::proto::policy_service_server::PolicyService;
-use crate::proto::topology_service_server::TopologyService;
-use crate::proto::{
+use crate::proto::node::policy_service_server::PolicyService;
+use crate::proto::node::topology_service_server::TopologyService;
+use crate::proto::node::{
     PolicyDocument, PolicyRequest, SetEndpointRequest, SetEndpointResponse, TopologyRequest,
     TopologySnapshot,
 };
@@ -68,7 +71,7 @@ impl TopologyService for Topology {
             loop {
                 let snapshot = topology.borrow_and_update().clone();
                 if revoked(&hub, caller) {
-                    let _ = tx.send(Err(Status::permission_denied(REVOKED))).await;
+                    let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
                 }
                 if tx.send(Ok((*snapshot).clone())).await.is_err() {
@@ -131,7 +134,7 @@ impl PolicyService for Policy {
             let mut send = true;
             loop {
                 if revoked(&hub, caller) {
-                    let _ = tx.send(Err(Status::permission_denied(REVOKED))).await;
+                    let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
                 }
                 if send {

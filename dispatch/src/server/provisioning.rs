@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 use crate::clock::UnixTime;
 use crate::hub::{Hub, ProvisionInput};
 use crate::proof::NodeKeys;
-use crate::proto::provisioning_service_server::ProvisioningService;
-use crate::proto::{ProvisionRequest, ProvisionResponse};
+use crate::proto::node::provisioning_service_server::ProvisioningService;
+use crate::proto::node::{ProvisionRequest, ProvisionResponse};
 use crate::token::{CaFingerprint, TokenId};
 
 /// Serves `ProvisionNode`.

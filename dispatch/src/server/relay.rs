@@ -11,9 +11,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth;
 use super::feeds::Feed;
 use crate::hub::Hub;
-use crate::proto::metrics_service_server::MetricsService;
-use crate::proto::signaling_service_server::SignalingService;
-use crate::proto::{ReportMetricsRequest, ReportMetricsResponse, Signal};
+use crate::proto::node::metrics_service_server::MetricsService;
+use crate::proto::node::signaling_service_server::SignalingService;
+use crate::proto::node::{ReportMetricsRequest, ReportMetricsResponse, Signal};
 
 /// Serves `ReportMetrics`.
 pub struct Metrics(pub Arc<Hub>);

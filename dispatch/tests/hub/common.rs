@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch::client::{HubClient, JoinResult, join};
-use bauxite_dispatch::token::JoinToken;
+use bauxite_dispatch_api::client::{HubClient, JoinResult, join};
+use bauxite_dispatch_api::token::JoinToken;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bauxite-dispatch");
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
@@ -172,7 +172,7 @@ impl HubProc {
         &self,
         token: &JoinToken,
         seed: u8,
-    ) -> bauxite_dispatch::Result<JoinResult> {
+    ) -> bauxite_dispatch_api::Result<JoinResult> {
         join(token, &self.addr, &identity(seed), &format!("robot-{seed}")).await
     }
 

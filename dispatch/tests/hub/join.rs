@@ -3,10 +3,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use bauxite_dispatch::Error;
-use bauxite_dispatch::pki::ca::pem_to_der;
-use bauxite_dispatch::pki::{CertRole, NodeBinding};
-use bauxite_dispatch::token::{CaFingerprint, JoinToken};
+use bauxite_dispatch_api::pki::{CertRole, NodeBinding, pem_to_der};
+use bauxite_dispatch_api::token::{CaFingerprint, JoinToken};
+use bauxite_dispatch_api::{Error, Refusal};
 use zeroize::Zeroizing;
 
 use crate::common::{HubProc, identity};
@@ -43,18 +42,18 @@ async fn join_returns_certificates_that_bind_the_keys() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    let creds = bauxite_dispatch::client::NodeCredentials::load(&certs).unwrap();
-    let client = bauxite_dispatch::client::HubClient::connect_mtls(&hub.addr, &creds)
+    let creds = bauxite_dispatch_api::client::NodeCredentials::load(&certs).unwrap();
+    let client = bauxite_dispatch_api::client::HubClient::connect_mtls(&hub.addr, &creds)
         .await
         .unwrap();
     let mut feed = client
         .topology()
-        .stream_topology(bauxite_dispatch::proto::TopologyRequest {})
+        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {})
         .await
         .unwrap()
         .into_inner();
     let snapshot = feed.message().await.unwrap().unwrap();
-    let peers = bauxite_dispatch::client::peers_from_snapshot(&snapshot, None).unwrap();
+    let peers = bauxite_dispatch_api::client::peers_from_snapshot(&snapshot, None).unwrap();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].static_public, me.static_public);
 
@@ -83,6 +82,7 @@ async fn token_rejections_are_clear_and_change_nothing() {
     // Reused single-use token.
     let err = hub.join(&token, 2).await.unwrap_err();
     assert!(err.to_string().contains("already used 1 time(s)"), "{err}");
+    assert_eq!(err.refusal(), Some(Refusal::TokenUsedUp), "{err}");
 
     // Forged secret.
     let (fresh, _) = hub.token(&[]);
@@ -92,6 +92,11 @@ async fn token_rejections_are_clear_and_change_nothing() {
     };
     let err = hub.join(&forged, 3).await.unwrap_err();
     assert!(err.to_string().contains("wrong secret"), "{err}");
+    assert_eq!(
+        err.refusal(),
+        Some(Refusal::TokenUnknownOrWrongSecret),
+        "{err}"
+    );
 
     // A token carrying another CA's fingerprint: refused by the client during TLS.
     let wrong_ca = JoinToken {
@@ -114,6 +119,7 @@ async fn token_rejections_are_clear_and_change_nothing() {
     }
     let err = hub.join(&short, 5).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
+    assert_eq!(err.refusal(), Some(Refusal::TokenExpired), "{err}");
 
     // None of the refusals changed nodes; the log grew only by the token creations.
     assert_eq!(hub.admin_ok(&["nodes", "list"]), nodes_before);

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use bauxite_dispatch::client::connect;
-use bauxite_dispatch::client::tls::{PinnedCa, pinned_config};
+use bauxite_dispatch_api::client::connect;
+use bauxite_dispatch_api::client::tls::{PinnedCa, pinned_config};
 use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
@@ -65,7 +65,7 @@ async fn malformed_messages_get_an_error_status_not_a_crash() {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         grpc.ready().await.unwrap();
         let path = http::uri::PathAndQuery::from_static(
-            "/bauxite.dispatch.v1.ProvisioningService/ProvisionNode",
+            "/bauxite.dispatch.node.v1.ProvisioningService/ProvisionNode",
         );
         let status = grpc
             .unary(tonic::Request::new(bytes.to_vec()), path, Raw)
@@ -80,13 +80,14 @@ async fn malformed_messages_get_an_error_status_not_a_crash() {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static(
-        "/bauxite.dispatch.v1.ProvisioningService/ProvisionNode",
+        "/bauxite.dispatch.node.v1.ProvisioningService/ProvisionNode",
     );
-    let wrong_size = prost::Message::encode_to_vec(&bauxite_dispatch::proto::ProvisionRequest {
-        token_id: token.id.to_string(),
-        token_secret: vec![1, 2, 3],
-        ..Default::default()
-    });
+    let wrong_size =
+        prost::Message::encode_to_vec(&bauxite_dispatch_api::proto::node::ProvisionRequest {
+            token_id: token.id.to_string(),
+            token_secret: vec![1, 2, 3],
+            ..Default::default()
+        });
     let status = grpc
         .unary(tonic::Request::new(wrong_size), path, Raw)
         .await

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use bauxite_conduit::VirtualIp;
-use bauxite_dispatch::client::tls::{PinnedCa, pinned_config};
-use bauxite_dispatch::client::{HubClient, NodeCredentials, connect};
 use bauxite_dispatch::clock::UnixTime;
 use bauxite_dispatch::pki::{HubCa, NodeBinding};
-use bauxite_dispatch::proto::policy_service_client::PolicyServiceClient;
-use bauxite_dispatch::proto::{PolicyRequest, Signal, SignalKind, TopologyRequest};
+use bauxite_dispatch_api::Refusal;
+use bauxite_dispatch_api::client::tls::{PinnedCa, pinned_config};
+use bauxite_dispatch_api::client::{HubClient, NodeCredentials, connect};
+use bauxite_dispatch_api::proto::node::policy_service_client::PolicyServiceClient;
+use bauxite_dispatch_api::proto::node::{PolicyRequest, Signal, SignalKind, TopologyRequest};
 use rcgen::{KeyPair, PKCS_ED25519};
 use tonic::Code;
 
@@ -33,6 +34,10 @@ async fn calls_without_a_hub_issued_certificate_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        Refusal::from_status(&status),
+        Some(Refusal::NoClientCertificate)
+    );
 
     // A well-formed node certificate from another CA: refused by the TLS layer.
     let other = HubCa::generate(UnixTime::now()).unwrap();
@@ -60,10 +65,11 @@ async fn calls_without_a_hub_issued_certificate_are_refused() {
     let (_, node) = hub.node(1).await;
     let status = node
         .admin()
-        .list_nodes(bauxite_dispatch::proto::ListNodesRequest {})
+        .list_nodes(bauxite_dispatch_api::proto::admin::ListNodesRequest {})
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(Refusal::from_status(&status), Some(Refusal::AdminOnly));
     let metrics = hub.scrape();
     assert!(
         !metrics.contains("bauxite_dispatch_calls_refused_total 0"),
@@ -106,9 +112,11 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
             .iter()
             .all(|p| p.node_id != a.node_id.to_string())
     );
-    // A's open stream ends with PERMISSION_DENIED, and so does its next call.
+    // A's open stream ends with PERMISSION_DENIED carrying the typed refusal, and so does
+    // its next call: a client reads "revoked" from the details, not from the text.
     let ended = within(feed_a.message()).await.unwrap_err();
     assert_eq!(ended.code(), Code::PermissionDenied);
+    assert_eq!(Refusal::from_status(&ended), Some(Refusal::Revoked));
     let status = client_a
         .policy()
         .get_policy(PolicyRequest {})
@@ -116,6 +124,7 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("revoked"));
+    assert_eq!(Refusal::from_status(&status), Some(Refusal::Revoked));
     let list = hub.admin_ok(&["nodes", "list"]);
     assert!(list.contains("revoked"), "{list}");
 }

@@ -3,7 +3,7 @@
 //! nothing, an unchanged document keeping its version, `{}` meaning allow-all, friendly
 //! port forms, and a bad file refused before any hub is contacted.
 
-use bauxite_dispatch::proto::PolicyRequest;
+use bauxite_dispatch_api::proto::node::PolicyRequest;
 
 use crate::common::{HubProc, within};
 

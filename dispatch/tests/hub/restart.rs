@@ -1,8 +1,8 @@
 //! The real binary, started twice on one data dir, keeps every node, token, policy and
 //! audit record; a node's credentials keep working across the restart.
 
-use bauxite_dispatch::client::HubClient;
-use bauxite_dispatch::proto::PolicyRequest;
+use bauxite_dispatch_api::client::HubClient;
+use bauxite_dispatch_api::proto::node::PolicyRequest;
 
 use crate::common::HubProc;
 

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use bauxite_dispatch::proto::{PolicyRequest, Signal, TopologyRequest};
 use bauxite_dispatch::server::SHUTDOWN_GRACE;
+use bauxite_dispatch_api::proto::node::{PolicyRequest, Signal, TopologyRequest};
 
 use crate::common::{HubProc, within};
 

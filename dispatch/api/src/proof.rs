@@ -8,7 +8,7 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::error::ProvisionRejected;
+use crate::error::ProofRejected;
 use crate::token::{CaFingerprint, TokenId};
 
 /// Domain separator at the start of every challenge.
@@ -48,18 +48,18 @@ pub fn verify(
     keys: &NodeKeys,
     name: &str,
     proof: &[u8],
-) -> Result<(), ProvisionRejected> {
-    let key = VerifyingKey::from_bytes(&keys.ed25519).map_err(|_| ProvisionRejected::BadKey {
+) -> Result<(), ProofRejected> {
+    let key = VerifyingKey::from_bytes(&keys.ed25519).map_err(|_| ProofRejected::BadKey {
         field: "ed25519_public",
     })?;
     if key.is_weak() {
-        return Err(ProvisionRejected::BadKey {
+        return Err(ProofRejected::BadKey {
             field: "ed25519_public",
         });
     }
-    let signature = Signature::from_slice(proof).map_err(|_| ProvisionRejected::BadProof)?;
+    let signature = Signature::from_slice(proof).map_err(|_| ProofRejected::BadProof)?;
     key.verify_strict(&challenge(token, ca, keys, name), &signature)
-        .map_err(|_| ProvisionRejected::BadProof)
+        .map_err(|_| ProofRejected::BadProof)
 }
 
 #[cfg(test)]
@@ -78,7 +78,7 @@ mod tests {
         let (tok, ca) = (TokenId([3; 8]), CaFingerprint([4; 32]));
         let proof = id.sign(&challenge(tok, &ca, &keys, "r7"));
         assert_eq!(verify(tok, &ca, &keys, "r7", &proof), Ok(()));
-        let bad = Err(ProvisionRejected::BadProof);
+        let bad = Err(ProofRejected::BadProof);
         assert_eq!(verify(TokenId([9; 8]), &ca, &keys, "r7", &proof), bad);
         assert_eq!(
             verify(tok, &CaFingerprint([9; 32]), &keys, "r7", &proof),

@@ -1,13 +1,13 @@
 //! The client library the edge binary uses: `join` once, then `HubClient` over mTLS.
 //!
 //! ```no_run
-//! # async fn demo(token: &str, identity: &bauxite_conduit::identity::Identity) -> bauxite_dispatch::Result<()> {
-//! use bauxite_dispatch::client::{HubClient, join, peers_from_snapshot};
-//! let token = bauxite_dispatch::token::JoinToken::parse(token)?;
+//! # async fn demo(token: &str, identity: &bauxite_conduit::identity::Identity) -> bauxite_dispatch_api::Result<()> {
+//! use bauxite_dispatch_api::client::{HubClient, join, peers_from_snapshot};
+//! let token = bauxite_dispatch_api::token::JoinToken::parse(token)?;
 //! let joined = join(&token, "https://hub.example:7443", identity, "robot-7").await?;
 //! joined.credentials.save(std::path::Path::new("/var/lib/bauxite/certs"))?;
 //! let hub = HubClient::connect_mtls("https://hub.example:7443", &joined.credentials).await?;
-//! let mut feed = hub.topology().stream_topology(bauxite_dispatch::proto::TopologyRequest {}).await?.into_inner();
+//! let mut feed = hub.topology().stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {}).await?.into_inner();
 //! while let Some(snapshot) = feed.message().await? {
 //!     let peers = peers_from_snapshot(&snapshot, Some(joined.node_id))?; // -> PeerRegistry::replace_all
 //! #   let _ = peers;

@@ -11,11 +11,10 @@ use zeroize::Zeroizing;
 
 use super::channel::connect;
 use super::tls::{PinnedCa, pinned_config};
-use crate::pki::ca::pem_to_der;
-use crate::pki::{CertRole, NodeBinding, files};
+use crate::pki::{CertRole, NodeBinding, files, pem_to_der};
 use crate::proof::{self, NodeKeys};
-use crate::proto::ProvisionRequest;
-use crate::proto::provisioning_service_client::ProvisioningServiceClient;
+use crate::proto::node::ProvisionRequest;
+use crate::proto::node::provisioning_service_client::ProvisioningServiceClient;
 use crate::token::{CaFingerprint, JoinToken};
 use crate::{Error, Result};
 

@@ -10,12 +10,12 @@ use super::channel::connect;
 use super::join::NodeCredentials;
 use super::tls::mtls_config;
 use crate::pki::files;
-use crate::proto::admin_service_client::AdminServiceClient;
-use crate::proto::metrics_service_client::MetricsServiceClient;
-use crate::proto::policy_service_client::PolicyServiceClient;
-use crate::proto::signaling_service_client::SignalingServiceClient;
-use crate::proto::topology_service_client::TopologyServiceClient;
-use crate::proto::{Peer, TopologySnapshot};
+use crate::proto::admin::admin_service_client::AdminServiceClient;
+use crate::proto::node::metrics_service_client::MetricsServiceClient;
+use crate::proto::node::policy_service_client::PolicyServiceClient;
+use crate::proto::node::signaling_service_client::SignalingServiceClient;
+use crate::proto::node::topology_service_client::TopologyServiceClient;
+use crate::proto::node::{Peer, TopologySnapshot};
 use crate::{Error, Result};
 
 /// An authenticated connection to the hub (cheap to clone; one HTTP/2 connection).

@@ -1,0 +1,171 @@
+//! The client's error type, with a sub-enum for what is wrong with a join token's text.
+//!
+//! Every message says what happened and, where the node or operator can act, what to do.
+//! The hub has its own error enum (in `bauxite-dispatch`); the two meet only as a
+//! [`tonic::Status`] carrying a typed [`Refusal`].
+
+use std::path::PathBuf;
+
+use crate::refusal::Refusal;
+use crate::token::CaFingerprint;
+
+/// Everything that can go wrong on the node's side of the contract.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A join token's text does not follow the `bx1.<id>.<secret>.<ca-sha256>` format.
+    #[error(
+        "malformed join token: {0}; copy the whole token printed by `bauxite-dispatch token create`"
+    )]
+    TokenFormat(#[from] TokenFormat),
+    /// The hub's CA is not the one the join token names.
+    #[error(
+        "the hub's CA fingerprint is {found} but the join token expects {expected}: \
+         wrong hub address, or someone is intercepting the connection; do not retry, check the hub URL"
+    )]
+    CaFingerprintMismatch {
+        /// Fingerprint carried by the token.
+        expected: CaFingerprint,
+        /// Fingerprint of the CA the server presented (all zeros if it sent none).
+        found: CaFingerprint,
+    },
+    /// A file could not be read or written.
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A private key file is readable by group or others.
+    #[error(
+        "{path} has mode {mode:o}; a private key must not be readable by others: chmod 600 {path}"
+    )]
+    KeyTooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A certificate could not be made, parsed, or does not bind what it must.
+    #[error("certificate error: {0}")]
+    Certificate(String),
+    /// A TLS configuration or handshake problem.
+    #[cfg(feature = "client")]
+    #[error("TLS error: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Connecting to the hub failed.
+    #[cfg(feature = "client")]
+    #[error(
+        "could not connect to the hub at {addr}: {reason}; check the address and that the hub is running"
+    )]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The hub refused the call and said why ([`Refusal`] from the status details).
+    #[error("hub refused: {message}")]
+    Refused {
+        /// The typed reason.
+        refusal: Refusal,
+        /// The hub's explanation, for people.
+        message: String,
+    },
+    /// The hub answered with an error status that carries no [`Refusal`] (a transport or
+    /// server problem, or a hub that predates typed refusals).
+    #[error("hub refused: {}", .0.message())]
+    Rpc(tonic::Status),
+    /// A value has the wrong form (a URL, or a field the hub sent).
+    #[error("invalid {field}: {problem}")]
+    InvalidArgument {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// What is wrong with a join token's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenFormat {
+    /// The token does not start with `bx1.`.
+    #[error("expected the prefix \"bx1\", found {found:?}")]
+    WrongPrefix {
+        /// The first dot-separated part.
+        found: String,
+    },
+    /// The token does not have four dot-separated parts.
+    #[error("expected 4 dot-separated parts, found {found}")]
+    WrongPartCount {
+        /// How many parts there were.
+        found: usize,
+    },
+    /// A part is not lower-case hex of the right length.
+    #[error("the {field} must be {len} lower-case hex digits")]
+    BadField {
+        /// Which part.
+        field: &'static str,
+        /// Its required length in hex digits.
+        len: usize,
+    },
+}
+
+/// Why a proof of possession does not hold ([`crate::proof::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofRejected {
+    /// The Ed25519 key is not a valid or is a weak (small-order) key.
+    #[error("{field} is not a valid 32-byte public key")]
+    BadKey {
+        /// Which key.
+        field: &'static str,
+    },
+    /// The signature does not verify over the challenge.
+    #[error(
+        "proof of possession does not verify; the node must sign the challenge with its own Ed25519 key"
+    )]
+    BadProof,
+}
+
+/// A gRPC status becomes [`Error::Refused`] when it carries a [`Refusal`], else [`Error::Rpc`].
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        match Refusal::from_status(&status) {
+            Some(refusal) => Error::Refused {
+                refusal,
+                message: status.message().to_owned(),
+            },
+            None => Error::Rpc(status),
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// The hub's typed refusal, if this error is one.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Refused { refusal, .. } => Some(*refusal),
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand for this crate's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
