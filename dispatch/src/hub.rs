@@ -253,6 +253,8 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                 x25519_public: n.x25519.to_vec(),
                 ed25519_public: n.ed25519.to_vec(),
                 endpoint: n.endpoint.clone().unwrap_or_default(),
+                candidates: Vec::new(),
+                hub: false,
             })
             .collect(),
     }

@@ -13,6 +13,11 @@ use crate::proto::admin::{
     NodeInfo, RevokeNodeRequest, RevokeNodeResponse, SetPolicyRequest, ShowAuditRequest,
     ShowAuditResponse, VerifyAuditRequest, VerifyAuditResponse,
 };
+use crate::proto::admin::{
+    CreatePackageRequest, DeployUpdateRequest, DeployUpdateResponse, ListPackagesRequest,
+    ListPackagesResponse, ListUpdatesRequest, ListUpdatesResponse, PackageInfo,
+    RevokePackageRequest,
+};
 use crate::proto::node::{PolicyDocument, PolicyRequest};
 
 /// Serves the admin commands.
@@ -145,5 +150,56 @@ impl AdminService for Admin {
             },
         };
         Ok(Response::new(response))
+    }
+
+    // Update hosting is being built (issue 10): until then these calls say so.
+    async fn create_package(
+        &self,
+        request: Request<CreatePackageRequest>,
+    ) -> Result<Response<PackageInfo>, Status> {
+        auth::admin(&self.0, &request)?;
+        Err(Status::unimplemented(
+            "this hub does not host update packages yet",
+        ))
+    }
+
+    async fn list_packages(
+        &self,
+        request: Request<ListPackagesRequest>,
+    ) -> Result<Response<ListPackagesResponse>, Status> {
+        auth::admin(&self.0, &request)?;
+        Err(Status::unimplemented(
+            "this hub does not host update packages yet",
+        ))
+    }
+
+    async fn revoke_package(
+        &self,
+        request: Request<RevokePackageRequest>,
+    ) -> Result<Response<PackageInfo>, Status> {
+        auth::admin(&self.0, &request)?;
+        Err(Status::unimplemented(
+            "this hub does not host update packages yet",
+        ))
+    }
+
+    async fn deploy_update(
+        &self,
+        request: Request<DeployUpdateRequest>,
+    ) -> Result<Response<DeployUpdateResponse>, Status> {
+        auth::admin(&self.0, &request)?;
+        Err(Status::unimplemented(
+            "this hub does not host update packages yet",
+        ))
+    }
+
+    async fn list_updates(
+        &self,
+        request: Request<ListUpdatesRequest>,
+    ) -> Result<Response<ListUpdatesResponse>, Status> {
+        auth::admin(&self.0, &request)?;
+        Err(Status::unimplemented(
+            "this hub does not host update packages yet",
+        ))
     }
 }

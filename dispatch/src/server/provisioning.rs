@@ -59,6 +59,7 @@ impl ProvisioningService for Provisioning {
                     virtual_ip: done.record.virtual_ip.to_string(),
                     node_id: done.record.id.to_string(),
                     mesh_cidr: self.0.cidr().to_string(),
+                    update_root: Vec::new(),
                 }))
             }
             Err(e) => {
