@@ -19,7 +19,8 @@ use bauxite_conduit::tun::DEFAULT_TUN_NAME;
 use bauxite_conduit::{PeerId, VirtualIp};
 use serde::Deserialize;
 
-use super::{RawConfig, absolute, read};
+use super::updates::parse_updates;
+use super::{RawConfig, UpdatesConfig, absolute, read};
 use crate::error::ConfigError;
 
 /// Where `run` listens for `status` when `node.control_socket` is not set.
@@ -115,6 +116,8 @@ pub struct RunConfig {
     pub hub: Option<HubConfig>,
     /// `[state_root] root`, when the file has one (`run` locks it).
     pub state_root: Option<PathBuf>,
+    /// `[updates]`: the update agent (runs with `[hub]` and `[state_root]`).
+    pub updates: UpdatesConfig,
 }
 
 impl RunConfig {
@@ -164,6 +167,7 @@ impl RunConfig {
                 .as_ref()
                 .map(|s| absolute("state_root.root", &s.root))
                 .transpose()?,
+            updates: parse_updates(raw.updates.as_ref())?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })

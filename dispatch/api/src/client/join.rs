@@ -46,6 +46,10 @@ pub struct JoinResult {
     pub node_id: PeerId,
     /// The mesh CIDR, e.g. `100.64.0.0/10`.
     pub mesh_cidr: String,
+    /// The update repository's TUF `root.json` as the hub sent it (empty: the hub has no
+    /// update repository). Not verified here: the caller checks its self-signature before
+    /// trusting it (`bauxite join` stores it as the initial update root).
+    pub update_root: Vec<u8>,
 }
 
 impl NodeCredentials {
@@ -150,5 +154,6 @@ pub async fn join(
         virtual_ip: expected.virtual_ip,
         node_id: expected.node_id,
         mesh_cidr: response.mesh_cidr,
+        update_root: response.update_root,
     })
 }
