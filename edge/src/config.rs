@@ -9,7 +9,7 @@
 mod run;
 mod updates;
 
-pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, HubConfig, RunConfig};
+pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, DeviceKind, HubConfig, RunConfig};
 pub use updates::{
     DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_MAX_FAILED_STARTS, DEFAULT_RECORDING_DIR, MAX_PROBE_HZ,
     UpdatesConfig,

@@ -35,7 +35,7 @@ use bauxite_conduit::error::KeyFileProblem;
 use bauxite_conduit::tun::TunCreateError;
 use bauxite_dispatch_api::client::NodeCredentials;
 
-use crate::config::{HubConfig, RunConfig};
+use crate::config::{DeviceKind, HubConfig, RunConfig};
 use crate::control::{self, ControlError};
 use crate::error::ConfigError;
 use crate::metrics_http;
@@ -243,14 +243,20 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let node = build_node(&config)?;
     let credentials = config.hub.as_ref().map(load_hub_credentials).transpose()?;
     let peer_id = node.peer_id();
-    let shell_config = ShellConfig {
-        listen: config.listen,
-        device: DeviceConfig::TunOrMemory(TunConfig {
+    let virtual_ip = bauxite_conduit::VirtualIp::from(config.virtual_ip);
+    let device = match config.device {
+        DeviceKind::Auto => DeviceConfig::TunOrMemory(TunConfig {
             name: config.tun_name.clone(),
             mtu: u16::try_from(DEFAULT_MTU).unwrap_or(u16::MAX),
             address: config.virtual_ip,
             prefix: config.prefix,
         }),
+        DeviceKind::Memory => DeviceConfig::Memory { virtual_ip },
+        DeviceKind::None => DeviceConfig::None { virtual_ip },
+    };
+    let shell_config = ShellConfig {
+        listen: config.listen,
+        device,
     };
     let mut shell = Shell::bind(node, &shell_config)
         .await

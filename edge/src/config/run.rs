@@ -37,6 +37,8 @@ pub(super) struct RawNode {
     #[serde(default)]
     tun_name: Option<String>,
     #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
     control_socket: Option<String>,
     #[serde(default)]
     metrics_listen: Option<String>,
@@ -87,6 +89,30 @@ pub struct HubConfig {
     pub report_interval: Duration,
 }
 
+/// `node.device`: which device carries the node's IP packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `auto` (default): the kernel TUN device, or the in-memory pipe without privilege.
+    Auto,
+    /// `memory`: the in-memory pipe only, never a kernel device, even as root (tests,
+    /// demos, several nodes on one machine).
+    Memory,
+    /// `none`: no IP device; the node carries only service datagrams (echo, updates).
+    None,
+}
+
+fn parse_device(value: Option<&str>) -> Result<DeviceKind, ConfigError> {
+    match value {
+        None | Some("auto") => Ok(DeviceKind::Auto),
+        Some("memory") => Ok(DeviceKind::Memory),
+        Some("none") => Ok(DeviceKind::None),
+        Some(other) => Err(invalid(
+            "node.device",
+            format!("{other:?} is not a device; use \"auto\", \"memory\" or \"none\""),
+        )),
+    }
+}
+
 /// The validated `[node]` section and peer list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -102,6 +128,8 @@ pub struct RunConfig {
     pub cipher: CipherSuite,
     /// TUN device name.
     pub tun_name: String,
+    /// Which device carries the node's IP packets.
+    pub device: DeviceKind,
     /// Unix socket where `bauxite status` asks the daemon.
     pub control_socket: PathBuf,
     /// Local address serving Prometheus text, if any.
@@ -145,6 +173,7 @@ impl RunConfig {
             prefix,
             cipher: parse_cipher(node.cipher.as_deref())?,
             tun_name: parse_tun_name(node.tun_name.as_deref())?,
+            device: parse_device(node.device.as_deref())?,
             control_socket: match &node.control_socket {
                 Some(p) => absolute("node.control_socket", p)?,
                 None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
