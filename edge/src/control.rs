@@ -73,6 +73,8 @@ pub struct Context {
     pub updates: Option<UpdateHandle>,
     /// Why it does not run (shown by `update status`).
     pub updates_off: String,
+    /// The hub's mesh node, from topology (`bauxite ping hub`).
+    pub hub_peer: tokio::sync::watch::Receiver<Option<bauxite_conduit::VirtualIp>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -211,10 +213,13 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
                 &context.metrics,
             )))
         }
-        Request::Ping(ping) => match crate::ping::run(&context.queries, &ping).await {
-            Ok(report) => to_json(serde_json::to_value(report)),
-            Err(e) => Ok(refusal(e)),
-        },
+        Request::Ping(ping) => {
+            let hub = *context.hub_peer.borrow();
+            match crate::ping::run(&context.queries, &ping, hub).await {
+                Ok(report) => to_json(serde_json::to_value(report)),
+                Err(e) => Ok(refusal(e)),
+            }
+        }
         Request::Update { command } => {
             let Some(updates) = &context.updates else {
                 if command == UpdateRequest::Status {

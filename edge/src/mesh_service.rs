@@ -98,10 +98,15 @@ pub async fn bind_ephemeral(
     Err(MeshError::NoPort { first })
 }
 
-/// Finds a peer by virtual IP (dotted quad) or by name; returns its name and address.
+/// The name that means the hub's own mesh node when no peer has it.
+pub const HUB_ALIAS: &str = "hub";
+
+/// Finds a peer by virtual IP (dotted quad) or by name — `hub` is the hub's mesh node
+/// (`hub`, from topology) when no peer is named so; returns its name and address.
 pub async fn resolve_peer(
     queries: &mpsc::Sender<Query>,
     target: &str,
+    hub: Option<VirtualIp>,
 ) -> Result<(Option<String>, VirtualIp), MeshError> {
     let (reply, rx) = oneshot::channel();
     let status = ask(queries, Query::Status(reply), rx).await?;
@@ -116,6 +121,15 @@ pub async fn resolve_peer(
     }
     if let Some(p) = status.peers.iter().find(|p| p.name == target) {
         return Ok((Some(p.name.clone()), p.virtual_ip));
+    }
+    if target == HUB_ALIAS
+        && let Some(ip) = hub
+    {
+        let name = status.peers.iter().find(|p| p.virtual_ip == ip);
+        return Ok((
+            Some(name.map_or_else(|| HUB_ALIAS.to_owned(), |p| p.name.clone())),
+            ip,
+        ));
     }
     let known = status
         .peers

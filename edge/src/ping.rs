@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use bauxite_conduit::Lane;
 use bauxite_conduit::io::{IncomingBatch, Query, clock};
 use bauxite_conduit::service::ServicePort;
+use bauxite_conduit::{Lane, VirtualIp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -112,10 +112,15 @@ impl PingReport {
     }
 }
 
-/// Runs one ping through the running shell.
-pub async fn run(queries: &mpsc::Sender<Query>, req: &PingRequest) -> Result<PingReport, String> {
+/// Runs one ping through the running shell; `hub` is the hub's mesh node, if known
+/// (the target `hub` names it).
+pub async fn run(
+    queries: &mpsc::Sender<Query>,
+    req: &PingRequest,
+    hub: Option<VirtualIp>,
+) -> Result<PingReport, String> {
     req.check()?;
-    let (name, ip) = mesh_service::resolve_peer(queries, &req.target)
+    let (name, ip) = mesh_service::resolve_peer(queries, &req.target, hub)
         .await
         .map_err(|e| e.to_string())?;
     let mut socket = mesh_service::bind_ephemeral(queries, 4096)

@@ -280,7 +280,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 hub: hub.clone(),
                 credentials: credentials.clone(),
                 queries: queries_tx.clone(),
-                hub_peer: hub_peer_rx,
+                hub_peer: hub_peer_rx.clone(),
                 seed: jitter_seed(),
             },
         )),
@@ -312,6 +312,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             metrics: std::sync::Arc::clone(&metrics),
             updates: agent.as_ref().map(|(handle, _)| handle.clone()),
             updates_off: updates_off(&config).unwrap_or_default().to_owned(),
+            hub_peer: hub_peer_rx,
         },
     ));
     let metrics_task = match config.metrics_listen {

@@ -306,8 +306,15 @@ impl Agent {
                 unix_ms: unix_ms(),
                 state: ev.state.name().to_owned(),
                 version: ev.version.clone(),
+                // Before the chunk index is known there is no progress to speak of.
+                percent: if ev.progress.image_len == 0 {
+                    0.0
+                } else {
+                    ev.progress.percent()
+                },
                 chunks_done: ev.progress.chunks_done,
                 chunk_count: ev.progress.chunk_count,
+                bytes_retransferred: ev.progress.bytes_retransferred,
                 verified_bytes_refetched: ev.progress.verified_bytes_refetched,
                 detail: ev.detail.clone(),
             });

@@ -187,10 +187,14 @@ pub struct HistoryEntry {
     pub state: String,
     /// The version concerned.
     pub version: String,
+    /// Percentage of the image verified at that moment.
+    pub percent: f64,
     /// Chunks verified at that moment.
     pub chunks_done: u32,
     /// Chunks in the image.
     pub chunk_count: u32,
+    /// Duplicate and corrupted bytes received by this run so far.
+    pub bytes_retransferred: u64,
     /// Bytes of verified chunks fetched again.
     pub verified_bytes_refetched: u64,
     /// Why, which chunk, which version stays.
@@ -448,8 +452,10 @@ mod tests {
             unix_ms: 1,
             state: "PENDING_VALIDATION".into(),
             version: "2.0.0".into(),
+            percent: 0.0,
             chunks_done: 0,
             chunk_count: 10,
+            bytes_retransferred: 0,
             verified_bytes_refetched: 0,
             detail: None,
         });
@@ -478,8 +484,10 @@ mod tests {
                 unix_ms: i,
                 state: "VALID".into(),
                 version: "1".into(),
+                percent: 0.0,
                 chunks_done: 0,
                 chunk_count: 0,
+                bytes_retransferred: 0,
                 verified_bytes_refetched: 0,
                 detail: None,
             });
