@@ -136,12 +136,7 @@ async fn main() {
 
 /// Starts a hub in this process and makes a token good for `n` joins.
 async fn in_process_hub(dir: &tempfile::TempDir, n: usize) -> (String, JoinToken) {
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("hub"),
-        mesh_cidr: None,
-        metrics_listen: None,
-    };
+    let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("hub"));
     let bound = BoundHub::bind(&config).await.unwrap();
     let hub = bound.hub();
     let addr = format!("https://{}", bound.addr().unwrap());

@@ -100,6 +100,46 @@ pub enum Error {
     /// The caller's certificate does not let it in.
     #[error("{0}")]
     CallRefused(#[from] CallRefused),
+    /// No package with this name and version was ever created.
+    #[error("no package {name} {version}; see `bauxite-dispatch package list`")]
+    UnknownPackage {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// A package with this name and version exists (perhaps revoked).
+    #[error(
+        "package {name} {version} exists already (a name and version name one image for ever); use a new version"
+    )]
+    PackageExists {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// The package was revoked; it cannot be deployed.
+    #[error("package {name} {version} was revoked; deploy another version")]
+    PackageRevoked {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// The node is the hub's own mesh node, which is not a robot.
+    #[error("node {0} is the hub's own mesh node: it cannot be revoked or updated")]
+    HubNode(PeerId),
+    /// A file the update service was asked for is not published.
+    #[error("{what} {name:?} is not published by this hub")]
+    NotPublished {
+        /// `metadata` or `target`.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// The update repository (TUF metadata, keys, package images) failed.
+    #[error("update repository: {0}")]
+    Updates(#[from] bauxite_forge::Error),
 }
 
 /// Why the hub refused a join token. Refusals change nothing in the hub's state.
@@ -301,7 +341,15 @@ impl From<Error> for tonic::Status {
             Error::TokenFormat(_) | Error::InvalidArgument { .. } | Error::InvalidPolicy(_) => {
                 Status::invalid_argument(text)
             }
-            Error::UnknownNode(_) => Status::not_found(text),
+            Error::UnknownNode(_) | Error::UnknownPackage { .. } | Error::NotPublished { .. } => {
+                Status::not_found(text)
+            }
+            Error::PackageExists { .. } => Status::already_exists(text),
+            Error::PackageRevoked { .. } | Error::HubNode(_) => Status::failed_precondition(text),
+            Error::Updates(bauxite_forge::Error::TufRefused(_)) => Status::invalid_argument(text),
+            Error::Updates(bauxite_forge::Error::TufRepo { .. }) => {
+                Status::failed_precondition(text)
+            }
             Error::Conflict(_) => Status::aborted(text),
             _ => Status::internal(text),
         }

@@ -7,12 +7,17 @@
 //! the OS RNG, the logic here never does.
 //!
 //! Method groups: [`Hub::open`] and the read accessors here; provisioning in `provision.rs`;
-//! operator actions in `admin.rs`; signaling relay in `signal.rs`.
+//! operator actions in `admin.rs`; signaling relay in `signal.rs`; the hub's own mesh node
+//! in `mesh_node.rs`; packages, deployments and update reports in `updates.rs`.
 
 mod admin;
 pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
+mod mesh_node;
+pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 pub mod signal;
+pub mod updates;
+pub use self::updates::{Deploy, DeployTo, NodeUpdates};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,6 +59,9 @@ struct State {
     nodes: BTreeMap<PeerId, NodeRecord>,
     topology_version: u64,
     audit_head: AuditHead,
+    /// The node record that is the hub's own mesh node.
+    hub_node: Option<PeerId>,
+    updates: updates::UpdateBook,
 }
 
 /// The hub: store, CA, in-memory view and change feeds.
@@ -67,6 +75,8 @@ pub struct Hub {
     signals: Mutex<SignalRouter>,
     metrics: HubMetrics,
     closing: watch::Sender<bool>,
+    /// Bumped whenever an update assignment changes (`WatchUpdates` streams wake on it).
+    assignments: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +91,8 @@ impl Hub {
             nodes,
             topology_version: store.topology_version()?,
             audit_head: store.audit_head()?,
+            hub_node: store.hub_node()?,
+            updates: updates::UpdateBook::load(store.as_ref())?,
         };
         let policy = store.policy()?.map(|p| proto::node::PolicyDocument {
             version: p.version,
@@ -97,6 +109,7 @@ impl Hub {
             signals: Mutex::new(SignalRouter::default()),
             metrics: HubMetrics::default(),
             closing: watch::channel(false).0,
+            assignments: watch::channel(0).0,
         };
         let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());
         hub.commit(now, "hub", "hub.start", detail, Change::default())?;
@@ -221,6 +234,12 @@ impl Hub {
         self.metrics
             .audit_entries
             .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        if let Some(id) = change.hub_node {
+            state.hub_node = Some(id);
+        }
+        if state.updates.apply(&change) {
+            self.assignments.send_modify(|n| *n += 1);
+        }
         for node in change.nodes {
             state.nodes.insert(node.id, node);
         }
@@ -254,7 +273,7 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                 ed25519_public: n.ed25519.to_vec(),
                 endpoint: n.endpoint.clone().unwrap_or_default(),
                 candidates: Vec::new(),
-                hub: false,
+                hub: Some(n.id) == state.hub_node,
             })
             .collect(),
     }

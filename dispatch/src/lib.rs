@@ -10,20 +10,24 @@
 //! this one.
 //!
 //! Sans-IO logic: [`token`], [`ipam`], [`audit`], [`hub`] (state and rules, with time and
-//! randomness as arguments), [`policy_review`] (what `policy set` shows). IO shell:
-//! [`server`] (TLS listener, gRPC services, metrics endpoint), [`store`] (redb).
+//! randomness as arguments), [`policy_review`] (what `policy set` shows),
+//! [`updates::resign`] and [`updates::names`]. IO shell: [`server`] (TLS listener, gRPC
+//! services, metrics endpoint), [`store`] (redb), [`updates`] (the TUF repository and
+//! package images on disk), [`mesh`] (the hub's own mesh node serving images).
 
 pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod hub;
 pub mod ipam;
+pub mod mesh;
 pub mod metrics;
 pub mod pki;
 pub mod policy_review;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod updates;
 
 pub(crate) use bauxite_dispatch_api::{proof, proto};
 

@@ -13,6 +13,8 @@ use bauxite_dispatch_api::client::HubClient;
 use bauxite_dispatch_api::proto::admin as proto;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod updates_cli;
+
 /// The Bauxite hub: provisioning, topology, policy, signaling and audit for a robot mesh.
 #[derive(Parser)]
 #[command(version, about)]
@@ -48,6 +50,17 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// UDP address of the hub's mesh node (default: the --listen IP and port, on UDP).
+        #[arg(long)]
+        mesh_listen: Option<SocketAddr>,
+        /// The mesh endpoint nodes are told to dial (default: none listed; nodes then dial
+        /// the hub URL's host on the mesh port, which equals the gRPC port by default).
+        #[arg(long)]
+        mesh_advertise: Option<SocketAddr>,
+        /// First start only: write the update repository's root key to this file (take
+        /// it offline) instead of DATA_DIR/updates/root.key.
+        #[arg(long)]
+        root_key_out: Option<PathBuf>,
     },
     /// Join tokens.
     #[command(subcommand)]
@@ -61,6 +74,12 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Update packages and the update repository's keys.
+    #[command(subcommand)]
+    Package(PackageCommand),
+    /// Deploy updates and follow them.
+    #[command(subcommand)]
+    Update(UpdateCommand),
 }
 
 #[derive(Subcommand)]
@@ -113,6 +132,98 @@ enum AuditCommand {
     Verify,
 }
 
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Build a package (chunk index, TUF targets) and publish it.
+    Create {
+        /// The firmware image file (read by the hub, which keeps a copy).
+        #[arg(long, conflicts_with_all = ["virtual_size", "seed"], required_unless_present = "virtual_size")]
+        image: Option<PathBuf>,
+        /// Version: one to four dot-separated numbers, e.g. 2.0.0.
+        #[arg(long)]
+        version: String,
+        /// Package name (the TUF target is NAME/VERSION.img).
+        #[arg(long, default_value = "firmware")]
+        name: String,
+        /// A deterministic virtual image of this size instead of a file (e.g. 3GiB),
+        /// generated chunk by chunk, never stored.
+        #[arg(long, value_parser = parse_size, requires = "seed")]
+        virtual_size: Option<u64>,
+        /// Seed of the virtual image.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// List packages.
+    List,
+    /// Remove a package from the signed metadata (nodes stop accepting it).
+    Revoke {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// The update repository's root key, kept offline (docs/updates.md, "Key ceremony").
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+// The variant names are the command names the documentation gives (`export-root`, ...).
+#[allow(clippy::enum_variant_names)]
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write the unsigned next root to OUT (from the running hub).
+    ExportRoot {
+        /// Where to write it.
+        out: PathBuf,
+        /// Replace the root keys with these public key files (rotation; repeat for more).
+        #[arg(long = "root-key")]
+        root_keys: Vec<PathBuf>,
+        /// Signatures the new root keys require.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+    },
+    /// Add ROOT_KEY's signature to the root file FILE (offline; needs no hub).
+    SignRoot {
+        /// The root private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The exported root file, signed in place.
+        file: PathBuf,
+    },
+    /// Publish a root signed offline (to the running hub).
+    ImportRoot {
+        /// The signed root file.
+        file: PathBuf,
+    },
+    /// Make a new root key (offline; needs no hub): OUT (0600) and OUT.pub.
+    GenerateRoot {
+        /// The private key file to create.
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdateCommand {
+    /// Assign a package version (or a rollback) to nodes.
+    Deploy {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Node IDs (repeat for more).
+        #[arg(long = "node", required_unless_present = "all")]
+        nodes: Vec<String>,
+        /// Every active node.
+        #[arg(long, conflicts_with = "nodes")]
+        all: bool,
+        /// Roll back to the previous version instead.
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Every node's assignment and last reported state.
+    Status,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -136,6 +247,33 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Parses `3GiB`, `512MiB`, `100MB`, `4096` (bytes).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 3GiB, 512MiB, 1000000"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: unit must be B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn init_logs(format: LogFormat) {
@@ -163,24 +301,18 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(
-    cli: &Cli,
-    listen: SocketAddr,
-    mesh_cidr: Option<MeshCidr>,
-    metrics_listen: Option<SocketAddr>,
-) -> Result<()> {
-    let config = ServeConfig {
-        listen,
-        data_dir: cli.data_dir.clone(),
-        mesh_cidr,
-        metrics_listen,
-    };
+async fn serve(cli: &Cli, config: ServeConfig) -> Result<()> {
     let bound = BoundHub::bind(&config).await?;
     let hub = bound.hub();
     println!("bauxite-dispatch listening on {}", bound.addr()?);
     if let Some(addr) = bound.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
+    let mesh = bound.mesh();
+    println!(
+        "mesh node {} ({}) on udp {}",
+        mesh.record.virtual_ip, mesh.record.id, mesh.local_addr
+    );
     println!("hub CA fingerprint {}", hub.ca().fingerprint());
     tracing::info!(addr = %bound.addr()?, mesh = %hub.cidr(), data_dir = %cli.data_dir.display(), "hub started");
     bound.run(shutdown_signal()).await?;
@@ -192,10 +324,18 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     if let Command::Policy(PolicyCommand::Set { file, .. }) = &cli.command {
         policy_review::load(file)?;
     }
+    // The offline root steps run on a machine without a hub.
+    if let Command::Package(PackageCommand::Keys(keys)) = &cli.command
+        && let Some(code) = updates_cli::offline_keys(keys)?
+    {
+        return Ok(code);
+    }
     let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
     let mut admin = hub.admin();
     match &cli.command {
         Command::Serve { .. } => bail!("serve is not an admin command"),
+        Command::Package(command) => updates_cli::run(&mut admin, command).await?,
+        Command::Update(command) => updates_cli::update(&mut admin, command).await?,
         Command::Token(TokenCommand::Create { ttl, uses, name }) => {
             let request = proto::CreateTokenRequest {
                 ttl_seconds: *ttl,
@@ -217,20 +357,12 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
                 .await?
                 .into_inner()
                 .nodes;
-            println!(
-                "{:<32}  {:<15}  {:<8}  {:<20}  NAME",
-                "ID", "VIRTUAL IP", "STATE", "JOINED"
-            );
-            for n in nodes {
-                let state = if n.revoked { "revoked" } else { "active" };
-                println!(
-                    "{:<32}  {:<15}  {state:<8}  {:<20}  {}",
-                    n.node_id,
-                    n.virtual_ip,
-                    UnixTime(n.joined_at_unix),
-                    n.name
-                );
-            }
+            let updates = admin
+                .list_updates(proto::ListUpdatesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            print!("{}", updates_cli::nodes_table(&nodes, &updates));
         }
         Command::Nodes(NodesCommand::Revoke { id }) => {
             admin
@@ -340,11 +472,20 @@ async fn main() -> ExitCode {
             mesh_cidr,
             metrics_listen,
             log_format,
+            mesh_listen,
+            mesh_advertise,
+            root_key_out,
         } => {
             init_logs(*log_format);
-            serve(&cli, *listen, *mesh_cidr, *metrics_listen)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            let config = ServeConfig {
+                mesh_cidr: *mesh_cidr,
+                metrics_listen: *metrics_listen,
+                mesh_listen: *mesh_listen,
+                mesh_advertise: *mesh_advertise,
+                root_key_out: root_key_out.clone(),
+                ..ServeConfig::new(*listen, cli.data_dir.clone())
+            };
+            serve(&cli, config).await.map(|()| ExitCode::SUCCESS)
         }
         _ => admin(&cli).await,
     };

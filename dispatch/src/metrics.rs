@@ -9,6 +9,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bauxite_conduit::PeerId;
+use bauxite_forge::fetch::ServerCounters;
+
+use crate::hub::NodeUpdates;
+use crate::store::UpdateReportRecord;
 
 /// Most metrics kept per node report.
 pub const MAX_METRICS_PER_REPORT: usize = 256;
@@ -151,6 +155,123 @@ impl HubMetrics {
         }
         out
     }
+}
+
+/// Escapes a Prometheus label value (`\`, `"`, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Per-node update gauges from `ListUpdates`' view: the state each node last reported
+/// (value 1, the state as a label) and its progress counters.
+pub fn render_updates(view: &[NodeUpdates]) -> String {
+    type Gauge = (&'static str, &'static str, fn(&UpdateReportRecord) -> u64);
+    let mut out = String::new();
+    let gauges: [Gauge; 4] = [
+        ("chunks_done", "Chunks the node verified and wrote", |r| {
+            r.chunks_done
+        }),
+        ("chunks_total", "Chunks in the image being installed", |r| {
+            r.chunks_total
+        }),
+        (
+            "bytes_transferred",
+            "Bytes the node received for its update",
+            |r| r.bytes_transferred,
+        ),
+        (
+            "bytes_retransferred",
+            "Bytes received more than once or discarded",
+            |r| r.bytes_retransferred,
+        ),
+    ];
+    let reports: Vec<_> = view
+        .iter()
+        .filter_map(|v| Some((&v.node, &v.assignment, v.report.as_ref()?)))
+        .collect();
+    if reports.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP bauxite_dispatch_node_update_state The update state each node last reported (1)"
+    );
+    let _ = writeln!(out, "# TYPE bauxite_dispatch_node_update_state gauge");
+    for (node, assignment, report) in &reports {
+        let _ = writeln!(
+            out,
+            "bauxite_dispatch_node_update_state{{node=\"{}\",name=\"{}\",state=\"{}\",version=\"{}\",sequence=\"{}\"}} 1",
+            node.id,
+            label(&node.name),
+            label(&report.state),
+            label(&report.version),
+            assignment.as_ref().map_or(0, |a| a.sequence),
+        );
+    }
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP bauxite_dispatch_node_update_{name} {help}");
+        let _ = writeln!(out, "# TYPE bauxite_dispatch_node_update_{name} gauge");
+        for (node, _, report) in &reports {
+            let _ = writeln!(
+                out,
+                "bauxite_dispatch_node_update_{name}{{node=\"{}\"}} {}",
+                node.id,
+                value(report)
+            );
+        }
+    }
+    out
+}
+
+/// The hub's forge chunk server counters.
+pub fn render_forge(c: &ServerCounters) -> String {
+    let mut out = String::new();
+    let counters = [
+        (
+            "requests_total",
+            "Chunk requests received on the mesh",
+            c.requests,
+        ),
+        (
+            "malformed_total",
+            "Datagrams on the forge port that were not requests",
+            c.malformed,
+        ),
+        (
+            "refusals_total",
+            "Refusals sent (unknown image, chunk out of range...)",
+            c.refusals,
+        ),
+        (
+            "jobs_dropped_total",
+            "Requested chunks dropped because the job queue was full",
+            c.jobs_dropped,
+        ),
+        (
+            "fragments_sent_total",
+            "Chunk fragments sent (Bulk lane)",
+            c.fragments_sent,
+        ),
+        (
+            "payload_bytes_sent_total",
+            "Image bytes sent in those fragments",
+            c.payload_bytes_sent,
+        ),
+        (
+            "chunk_reads_total",
+            "Chunks read from package images",
+            c.chunk_reads,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP bauxite_dispatch_forge_{name} {help}");
+        let _ = writeln!(out, "# TYPE bauxite_dispatch_forge_{name} counter");
+        let _ = writeln!(out, "bauxite_dispatch_forge_{name} {value}");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,16 +9,20 @@
 //! | `hub.db` | redb database: tokens, nodes, policy, audit log |
 //! | `mesh.cidr` | the mesh CIDR chosen on first start |
 //! | `hub.addr` | the address the running hub listens on (for admin commands) |
+//! | `mesh.identity` (0600) | the hub's own mesh node identity (conduit `Identity`) |
+//! | `updates/` | the update repository, its online keys and package images ([`crate::updates`]) |
 //!
 //! The server certificate and its key are issued afresh at every start and kept in memory.
 
 pub mod admin;
 pub(crate) mod auth;
 pub mod feeds;
+pub mod hosting;
 pub mod metrics_http;
 pub mod provisioning;
 pub mod relay;
 pub mod tls;
+pub mod updates;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,9 +32,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
-use crate::clock::UnixTime;
+use crate::clock::{UnixTime, os_random};
 use crate::hub::Hub;
 use crate::ipam::MeshCidr;
+use crate::mesh::{BoundMesh, MeshConfig};
 use crate::pki::{HubCa, files};
 use crate::proto::admin::admin_service_server::AdminServiceServer;
 use crate::proto::node::metrics_service_server::MetricsServiceServer;
@@ -38,7 +43,9 @@ use crate::proto::node::policy_service_server::PolicyServiceServer;
 use crate::proto::node::provisioning_service_server::ProvisioningServiceServer;
 use crate::proto::node::signaling_service_server::SignalingServiceServer;
 use crate::proto::node::topology_service_server::TopologyServiceServer;
+use crate::proto::node::update_service_server::UpdateServiceServer;
 use crate::store::RedbStore;
+use crate::updates::{KeySeeds, Opened, RootKeyOut, UpdateRepo};
 use crate::{Error, Result};
 
 /// Largest gRPC message the hub decodes.
@@ -60,6 +67,28 @@ pub struct ServeConfig {
     pub mesh_cidr: Option<MeshCidr>,
     /// Prometheus endpoint address, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// UDP address of the hub's mesh node; `None`: the gRPC listener's IP and port.
+    pub mesh_listen: Option<SocketAddr>,
+    /// The mesh endpoint topology lists for the hub; `None` lists none, and nodes dial the
+    /// hub URL's host on the mesh port (equal to the gRPC port by default).
+    pub mesh_advertise: Option<SocketAddr>,
+    /// Where the update root key goes on first start; `None`: `updates/root.key`.
+    pub root_key_out: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// A hub on `listen` with its data in `data_dir`, everything else by default.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            mesh_cidr: None,
+            metrics_listen: None,
+            mesh_listen: None,
+            mesh_advertise: None,
+            root_key_out: None,
+        }
+    }
 }
 
 /// A hub whose sockets are bound, ready to [`run`](BoundHub::run).
@@ -69,6 +98,42 @@ pub struct BoundHub {
     metrics: Option<TcpListener>,
     tls: rustls::ServerConfig,
     data_dir: PathBuf,
+    mesh: BoundMesh,
+    hosting: hosting::Hosting,
+}
+
+fn key_seeds() -> Result<KeySeeds> {
+    let mut seeds = [[0u8; 32]; 4];
+    for seed in &mut seeds {
+        os_random(seed)?;
+    }
+    Ok(seeds)
+}
+
+/// Opens (or creates) the update repository and says where the root key is.
+fn update_repo(dir: &Path, now: UnixTime, root_key_out: Option<&Path>) -> Result<UpdateRepo> {
+    let out = match root_key_out {
+        Some(path) => RootKeyOut::File(path.to_path_buf()),
+        None => RootKeyOut::DataDir,
+    };
+    let (repo, opened) = UpdateRepo::open_or_create(dir, now, &out, key_seeds)?;
+    match opened {
+        Opened::Created { root_key } => tracing::info!(
+            root_key = %root_key.display(),
+            "update repository created; its root key was written once and is not kept by the hub"
+        ),
+        Opened::Existing if root_key_out.is_some() => tracing::warn!(
+            "--root-key-out is only used when the update repository is created; ignored"
+        ),
+        Opened::Existing => {}
+    }
+    if let Some(path) = repo.root_key_on_hub() {
+        tracing::warn!(
+            path = %path.display(),
+            "the update root key is on the hub: move it to offline storage (the hub never needs it; `package keys sign-root` uses it elsewhere)"
+        );
+    }
+    Ok(repo)
 }
 
 fn mesh_cidr(dir: &Path, wanted: Option<MeshCidr>) -> Result<MeshCidr> {
@@ -117,6 +182,20 @@ impl BoundHub {
         let grpc = TcpListener::bind(config.listen)
             .await
             .map_err(Error::io("listen on", config.listen.to_string()))?;
+        let grpc_addr = grpc
+            .local_addr()
+            .map_err(Error::io("read address of", "gRPC listener"))?;
+        let repo = Arc::new(update_repo(dir, now, config.root_key_out.as_deref())?);
+        let mesh_config = MeshConfig {
+            listen: config.mesh_listen.unwrap_or(grpc_addr),
+            advertise: config.mesh_advertise,
+        };
+        let mesh = BoundMesh::bind(&hub, dir, mesh_config, &repo.images_dir()).await?;
+        let hosting = hosting::Hosting {
+            hub: hub.clone(),
+            repo,
+            mesh: mesh.handle(),
+        };
         let metrics = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -136,6 +215,8 @@ impl BoundHub {
             metrics,
             tls,
             data_dir: dir.clone(),
+            mesh,
+            hosting,
         })
     }
 
@@ -156,6 +237,16 @@ impl BoundHub {
         self.hub.clone()
     }
 
+    /// The hub's mesh node: its record (virtual IP) and bound UDP address.
+    pub fn mesh(&self) -> crate::mesh::MeshHandle {
+        self.mesh.handle()
+    }
+
+    /// The update repository.
+    pub fn updates(&self) -> Arc<UpdateRepo> {
+        self.hosting.repo.clone()
+    }
+
     /// Serves until `shutdown` completes, then stops: no new connections, every open
     /// stream ended ([`Hub::begin_shutdown`]), connections closed after at most
     /// [`SHUTDOWN_GRACE`]; finally removes `hub.addr` (written by [`bind`](Self::bind)).
@@ -163,9 +254,16 @@ impl BoundHub {
         let addr = self.addr()?;
         let addr_file = self.data_dir.join("hub.addr");
         if let Some(listener) = self.metrics {
-            tokio::spawn(metrics_http::serve(listener, self.hub.clone()));
+            tokio::spawn(metrics_http::serve(
+                listener,
+                self.hub.clone(),
+                self.hosting.mesh.clone(),
+            ));
         }
         let hub = self.hub;
+        self.mesh.run(hub.clone());
+        let hosting = self.hosting;
+        tokio::spawn(hosting.clone().resign_forever());
         let mut closing = hub.closing();
         let stopper = hub.clone();
         let shutdown = async move {
@@ -174,8 +272,11 @@ impl BoundHub {
         };
         let serve = Server::builder()
             .add_service(
-                ProvisioningServiceServer::new(provisioning::Provisioning(hub.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                ProvisioningServiceServer::new(provisioning::Provisioning(
+                    hub.clone(),
+                    hosting.repo.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 TopologyServiceServer::new(feeds::Topology(hub.clone()))
@@ -194,7 +295,14 @@ impl BoundHub {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                AdminServiceServer::new(admin::Admin(hub.clone()))
+                UpdateServiceServer::new(updates::Updates {
+                    hub: hub.clone(),
+                    repo: hosting.repo.clone(),
+                })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AdminServiceServer::new(admin::Admin(hub.clone(), hosting.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .serve_with_incoming_shutdown(tls::incoming(self.grpc, self.tls), shutdown);

@@ -10,12 +10,14 @@
 
 mod memory;
 pub mod redb_store;
+pub mod updates;
 
 use bauxite_conduit::{PeerId, VirtualIp};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
 pub use self::redb_store::RedbStore;
+pub use self::updates::{AssignmentRecord, PackageImage, PackageRecord, UpdateReportRecord};
 use crate::Result;
 use crate::audit::{AuditEntry, AuditHead};
 use crate::clock::UnixTime;
@@ -75,6 +77,14 @@ pub struct Change {
     pub topology_version: Option<u64>,
     /// Audit entry to append; it must extend the stored head.
     pub audit: Option<AuditEntry>,
+    /// Update packages to create or overwrite.
+    pub packages: Vec<PackageRecord>,
+    /// Node assignments to create or overwrite.
+    pub assignments: Vec<AssignmentRecord>,
+    /// Nodes' update reports to store (the last one per node is kept).
+    pub update_reports: Vec<(PeerId, UpdateReportRecord)>,
+    /// The node record that is the hub's own mesh node (set once).
+    pub hub_node: Option<PeerId>,
 }
 
 /// The hub's durable state.
@@ -91,6 +101,14 @@ pub trait Store: Send + Sync {
     fn audit_head(&self) -> Result<AuditHead>;
     /// Every stored audit entry as `(key, bytes)` in key order, undecoded, for verification.
     fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Every update package, revoked ones included, in (name, version) order.
+    fn packages(&self) -> Result<Vec<PackageRecord>>;
+    /// Every node's current assignment.
+    fn assignments(&self) -> Result<Vec<AssignmentRecord>>;
+    /// The last stored update report of every node that sent one.
+    fn update_reports(&self) -> Result<Vec<(PeerId, UpdateReportRecord)>>;
+    /// The ID of the hub's own mesh node, once it registered.
+    fn hub_node(&self) -> Result<Option<PeerId>>;
     /// Applies a change atomically.
     fn commit(&self, change: &Change) -> Result<()>;
 }

@@ -104,6 +104,9 @@ impl Hub {
         if record.revoked_at.is_some() {
             return Ok(record);
         }
+        if state.hub_node == Some(id) {
+            return Err(Error::HubNode(id));
+        }
         record.revoked_at = Some(now);
         let detail = format!(
             "node {id} {:?} ({}) revoked",

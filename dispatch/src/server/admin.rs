@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth;
+use super::hosting::{Hosting, NewImage};
 use crate::clock::{UnixTime, os_random};
-use crate::hub::{Hub, NewToken};
+use crate::hub::{Deploy, DeployTo, Hub, NewToken};
 use crate::proto::admin::admin_service_server::AdminService;
 use crate::proto::admin::{
     AuditEntry, CreateTokenRequest, CreateTokenResponse, ListNodesRequest, ListNodesResponse,
@@ -14,14 +15,32 @@ use crate::proto::admin::{
     ShowAuditResponse, VerifyAuditRequest, VerifyAuditResponse,
 };
 use crate::proto::admin::{
-    CreatePackageRequest, DeployUpdateRequest, DeployUpdateResponse, ListPackagesRequest,
-    ListPackagesResponse, ListUpdatesRequest, ListUpdatesResponse, PackageInfo,
-    RevokePackageRequest,
+    CreatePackageRequest, DeployUpdateRequest, DeployUpdateResponse, ExportRootRequest,
+    ImportRootResponse, ListPackagesRequest, ListPackagesResponse, ListUpdatesRequest,
+    ListUpdatesResponse, NodeUpdate, PackageInfo, RevokePackageRequest, RootMetadata,
+    create_package_request,
 };
 use crate::proto::node::{PolicyDocument, PolicyRequest};
+use crate::store::PackageRecord;
 
-/// Serves the admin commands.
-pub struct Admin(pub Arc<Hub>);
+/// Serves the admin commands: the hub, and the update hosting the package calls use.
+pub struct Admin(pub Arc<Hub>, pub Hosting);
+
+fn package_info(p: PackageRecord) -> PackageInfo {
+    PackageInfo {
+        kind: p.image.kind().to_owned(),
+        name: p.name,
+        version: p.version,
+        length: p.length,
+        chunk_count: u64::from(p.chunk_count),
+        index_digest: hex::encode(p.index_digest),
+        revoked: p.revoked_at.is_some(),
+        created_at_unix: p.created_at.0,
+    }
+}
+
+/// Most new root keys accepted in one export.
+const MAX_ROOT_KEYS: usize = 16;
 
 #[tonic::async_trait]
 impl AdminService for Admin {
@@ -67,6 +86,7 @@ impl AdminService for Admin {
                 revoked: n.revoked_at.is_some(),
                 joined_at_unix: n.joined_at.0,
                 token_id: n.token.to_string(),
+                hub: self.0.is_hub_node(n.id),
             })
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
@@ -152,15 +172,38 @@ impl AdminService for Admin {
         Ok(Response::new(response))
     }
 
-    // Update hosting is being built (issue 10): until then these calls say so.
     async fn create_package(
         &self,
         request: Request<CreatePackageRequest>,
     ) -> Result<Response<PackageInfo>, Status> {
-        auth::admin(&self.0, &request)?;
-        Err(Status::unimplemented(
-            "this hub does not host update packages yet",
-        ))
+        let caller = auth::admin(&self.0, &request)?;
+        let req = request.into_inner();
+        let image = match req.image {
+            Some(create_package_request::Image::Path(path)) => {
+                let path = std::path::PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(Status::invalid_argument(format!(
+                        "image path {} must be absolute (it is read by the hub)",
+                        path.display()
+                    )));
+                }
+                NewImage::File(path)
+            }
+            Some(create_package_request::Image::Virtual(v)) => NewImage::Virtual {
+                size: v.size,
+                seed: v.seed,
+            },
+            None => {
+                return Err(Status::invalid_argument(
+                    "give an image: a file path or a virtual image",
+                ));
+            }
+        };
+        let record = self
+            .1
+            .create_package(caller, req.name, req.version, image)
+            .await?;
+        Ok(Response::new(package_info(record)))
     }
 
     async fn list_packages(
@@ -168,29 +211,48 @@ impl AdminService for Admin {
         request: Request<ListPackagesRequest>,
     ) -> Result<Response<ListPackagesResponse>, Status> {
         auth::admin(&self.0, &request)?;
-        Err(Status::unimplemented(
-            "this hub does not host update packages yet",
-        ))
+        let packages = self.0.packages().into_iter().map(package_info).collect();
+        Ok(Response::new(ListPackagesResponse { packages }))
     }
 
     async fn revoke_package(
         &self,
         request: Request<RevokePackageRequest>,
     ) -> Result<Response<PackageInfo>, Status> {
-        auth::admin(&self.0, &request)?;
-        Err(Status::unimplemented(
-            "this hub does not host update packages yet",
-        ))
+        let caller = auth::admin(&self.0, &request)?;
+        let req = request.into_inner();
+        let record = self
+            .1
+            .revoke_package(caller, &req.name, &req.version)
+            .await?;
+        Ok(Response::new(package_info(record)))
     }
 
     async fn deploy_update(
         &self,
         request: Request<DeployUpdateRequest>,
     ) -> Result<Response<DeployUpdateResponse>, Status> {
-        auth::admin(&self.0, &request)?;
-        Err(Status::unimplemented(
-            "this hub does not host update packages yet",
-        ))
+        let caller = auth::admin(&self.0, &request)?;
+        let req = request.into_inner();
+        let to = if req.all {
+            if !req.node_ids.is_empty() {
+                return Err(Status::invalid_argument("give node IDs or --all, not both"));
+            }
+            DeployTo::All
+        } else {
+            DeployTo::Nodes(req.node_ids)
+        };
+        let deploy = Deploy {
+            name: req.name,
+            version: req.version,
+            to,
+            rollback: req.rollback,
+        };
+        let changed = self.0.deploy(UnixTime::now(), caller, &deploy)?;
+        tracing::info!(package = %deploy.name, version = %deploy.version, rollback = deploy.rollback, nodes = changed.len(), "update deployed");
+        Ok(Response::new(DeployUpdateResponse {
+            node_ids: changed.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn list_updates(
@@ -198,8 +260,84 @@ impl AdminService for Admin {
         request: Request<ListUpdatesRequest>,
     ) -> Result<Response<ListUpdatesResponse>, Status> {
         auth::admin(&self.0, &request)?;
-        Err(Status::unimplemented(
-            "this hub does not host update packages yet",
-        ))
+        let nodes = self
+            .0
+            .update_view()
+            .into_iter()
+            .map(|view| {
+                let crate::hub::NodeUpdates {
+                    node,
+                    assignment,
+                    report,
+                } = view;
+                let assignment = assignment.unwrap_or_else(|| crate::store::AssignmentRecord {
+                    node: node.id,
+                    sequence: 0,
+                    name: String::new(),
+                    version: String::new(),
+                    target: String::new(),
+                    rollback: false,
+                    assigned_at: UnixTime::default(),
+                });
+                // A report about an older assignment says nothing about this one.
+                let report = report
+                    .filter(|r| r.sequence == assignment.sequence)
+                    .unwrap_or_default();
+                NodeUpdate {
+                    node_id: node.id.to_string(),
+                    name: node.name,
+                    sequence: assignment.sequence,
+                    target: assignment.target,
+                    version: assignment.version,
+                    state: report.state,
+                    chunks_done: report.chunks_done,
+                    chunks_total: report.chunks_total,
+                    bytes_transferred: report.bytes_transferred,
+                    bytes_retransferred: report.bytes_retransferred,
+                    active_version: report.active_version,
+                    detail: report.detail,
+                    reported_at_unix: report.reported_at.0,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListUpdatesResponse { nodes }))
+    }
+
+    async fn export_root(
+        &self,
+        request: Request<ExportRootRequest>,
+    ) -> Result<Response<RootMetadata>, Status> {
+        auth::admin(&self.0, &request)?;
+        let req = request.into_inner();
+        if req.root_keys.len() > MAX_ROOT_KEYS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_ROOT_KEYS} root keys"
+            )));
+        }
+        let keys = req
+            .root_keys
+            .iter()
+            .map(|k| {
+                <[u8; 32]>::try_from(k.as_slice()).map_err(|_| {
+                    Status::invalid_argument("a root key must be a 32-byte Ed25519 public key")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let threshold = u64::from(req.threshold.max(1));
+        let json = self.1.export_root(keys, threshold).await?;
+        Ok(Response::new(RootMetadata { json }))
+    }
+
+    async fn import_root(
+        &self,
+        request: Request<RootMetadata>,
+    ) -> Result<Response<ImportRootResponse>, Status> {
+        let caller = auth::admin(&self.0, &request)?;
+        let version = self
+            .1
+            .import_root(caller, request.into_inner().json)
+            .await?;
+        tracing::info!(version, "update root imported");
+        Ok(Response::new(ImportRootResponse { version }))
     }
 }

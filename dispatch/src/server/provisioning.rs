@@ -11,9 +11,10 @@ use crate::proof::NodeKeys;
 use crate::proto::node::provisioning_service_server::ProvisioningService;
 use crate::proto::node::{ProvisionRequest, ProvisionResponse};
 use crate::token::{CaFingerprint, TokenId};
+use crate::updates::UpdateRepo;
 
-/// Serves `ProvisionNode`.
-pub struct Provisioning(pub Arc<Hub>);
+/// Serves `ProvisionNode`; the update repository supplies the TUF root new nodes trust.
+pub struct Provisioning(pub Arc<Hub>, pub Arc<UpdateRepo>);
 
 fn key32(bytes: &[u8], field: &str) -> Result<[u8; 32], Status> {
     bytes.try_into().map_err(|_| {
@@ -59,7 +60,7 @@ impl ProvisioningService for Provisioning {
                     virtual_ip: done.record.virtual_ip.to_string(),
                     node_id: done.record.id.to_string(),
                     mesh_cidr: self.0.cidr().to_string(),
-                    update_root: Vec::new(),
+                    update_root: self.1.root_json().to_vec(),
                 }))
             }
             Err(e) => {

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use bauxite_conduit::PeerId;
 
-use super::{Change, NodeRecord, PolicyRecord, Store};
+use super::{
+    AssignmentRecord, Change, NodeRecord, PackageRecord, PolicyRecord, Store, UpdateReportRecord,
+};
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
 use crate::{Error, Result};
@@ -17,6 +19,10 @@ struct Inner {
     policy: Option<PolicyRecord>,
     topology_version: u64,
     audit: Vec<AuditEntry>,
+    packages: BTreeMap<Vec<u8>, PackageRecord>,
+    assignments: BTreeMap<PeerId, AssignmentRecord>,
+    reports: BTreeMap<PeerId, UpdateReportRecord>,
+    hub_node: Option<PeerId>,
 }
 
 /// A store that forgets everything when dropped.
@@ -73,6 +79,27 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn packages(&self) -> Result<Vec<PackageRecord>> {
+        Ok(self.lock().packages.values().cloned().collect())
+    }
+
+    fn assignments(&self) -> Result<Vec<AssignmentRecord>> {
+        Ok(self.lock().assignments.values().cloned().collect())
+    }
+
+    fn update_reports(&self) -> Result<Vec<(PeerId, UpdateReportRecord)>> {
+        Ok(self
+            .lock()
+            .reports
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect())
+    }
+
+    fn hub_node(&self) -> Result<Option<PeerId>> {
+        Ok(self.lock().hub_node)
+    }
+
     fn commit(&self, change: &Change) -> Result<()> {
         let mut inner = self.lock();
         if let Some((checked, _)) = &change.redeem
@@ -100,6 +127,20 @@ impl Store for MemoryStore {
         }
         if let Some(version) = change.topology_version {
             inner.topology_version = version;
+        }
+        for package in &change.packages {
+            inner.packages.insert(package.key(), package.clone());
+        }
+        for assignment in &change.assignments {
+            inner
+                .assignments
+                .insert(assignment.node, assignment.clone());
+        }
+        for (node, report) in &change.update_reports {
+            inner.reports.insert(*node, report.clone());
+        }
+        if let Some(id) = change.hub_node {
+            inner.hub_node = Some(id);
         }
         if let Some(entry) = &change.audit {
             inner.audit.push(entry.clone());

@@ -4,7 +4,12 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Change, NodeRecord, PolicyRecord, Store, decode, encode};
+use bauxite_conduit::PeerId;
+
+use super::{
+    AssignmentRecord, Change, NodeRecord, PackageRecord, PolicyRecord, Store, UpdateReportRecord,
+    decode, encode,
+};
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
 use crate::{Error, Result};
@@ -17,6 +22,12 @@ pub const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens")
 pub const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 /// Audit entries by index (postcard-encoded [`AuditEntry`]).
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Update packages by `name NUL version`.
+pub const PACKAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("packages");
+/// Update assignments by 16-byte peer ID.
+pub const ASSIGNMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("assignments");
+/// Each node's last stored update report, by 16-byte peer ID.
+pub const UPDATE_REPORTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("update_reports");
 
 /// The embedded default store.
 pub struct RedbStore {
@@ -39,6 +50,9 @@ impl RedbStore {
         txn.open_table(TOKENS).map_err(Error::store)?;
         txn.open_table(NODES).map_err(Error::store)?;
         txn.open_table(AUDIT).map_err(Error::store)?;
+        txn.open_table(PACKAGES).map_err(Error::store)?;
+        txn.open_table(ASSIGNMENTS).map_err(Error::store)?;
+        txn.open_table(UPDATE_REPORTS).map_err(Error::store)?;
         txn.commit().map_err(Error::store)?;
         Ok(Self { db })
     }
@@ -55,6 +69,27 @@ impl RedbStore {
         };
         decode(value.value(), what).map(Some)
     }
+
+    /// Every value of `table`, decoded, with its key, in key order.
+    fn rows<T: for<'a> serde::Deserialize<'a>>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        what: &'static str,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        let txn = self.db.begin_read().map_err(Error::store)?;
+        let table = txn.open_table(table).map_err(Error::store)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(Error::store)? {
+            let (key, value) = row.map_err(Error::store)?;
+            out.push((key.value().to_vec(), decode(value.value(), what)?));
+        }
+        Ok(out)
+    }
+}
+
+fn peer_key(key: &[u8]) -> Result<PeerId> {
+    // Keys are the 16 raw bytes of the ID, which is also its postcard encoding.
+    decode(key, "update report key")
 }
 
 impl Store for RedbStore {
@@ -103,6 +138,33 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn packages(&self) -> Result<Vec<PackageRecord>> {
+        Ok(self
+            .rows(PACKAGES, "package")?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    fn assignments(&self) -> Result<Vec<AssignmentRecord>> {
+        Ok(self
+            .rows(ASSIGNMENTS, "assignment")?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    fn update_reports(&self) -> Result<Vec<(PeerId, UpdateReportRecord)>> {
+        self.rows(UPDATE_REPORTS, "update report")?
+            .into_iter()
+            .map(|(key, report)| Ok((peer_key(&key)?, report)))
+            .collect()
+    }
+
+    fn hub_node(&self) -> Result<Option<PeerId>> {
+        self.meta("hub_node", "hub node")
+    }
+
     fn commit(&self, change: &Change) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::store)?;
         {
@@ -141,6 +203,11 @@ impl Store for RedbStore {
                 meta.insert("topology_version", encode(&version).as_slice())
                     .map_err(Error::store)?;
             }
+            if let Some(id) = change.hub_node {
+                meta.insert("hub_node", encode(&id).as_slice())
+                    .map_err(Error::store)?;
+            }
+            commit_updates(&txn, change)?;
             if let Some(entry) = &change.audit {
                 let head: AuditHead = match meta.get("audit_head").map_err(Error::store)? {
                     Some(v) => decode(v.value(), "audit head")?,
@@ -158,6 +225,29 @@ impl Store for RedbStore {
         }
         txn.commit().map_err(Error::store)
     }
+}
+
+/// Writes the update records of `change` inside the open transaction.
+fn commit_updates(txn: &redb::WriteTransaction, change: &Change) -> Result<()> {
+    let mut packages = txn.open_table(PACKAGES).map_err(Error::store)?;
+    for package in &change.packages {
+        packages
+            .insert(package.key().as_slice(), encode(package).as_slice())
+            .map_err(Error::store)?;
+    }
+    let mut assignments = txn.open_table(ASSIGNMENTS).map_err(Error::store)?;
+    for assignment in &change.assignments {
+        assignments
+            .insert(&assignment.node.0[..], encode(assignment).as_slice())
+            .map_err(Error::store)?;
+    }
+    let mut reports = txn.open_table(UPDATE_REPORTS).map_err(Error::store)?;
+    for (node, report) in &change.update_reports {
+        reports
+            .insert(&node.0[..], encode(report).as_slice())
+            .map_err(Error::store)?;
+    }
+    Ok(())
 }
 
 /// Decodes an audit entry stored by this module (for tools and tests that read the file).

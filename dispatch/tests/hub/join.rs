@@ -19,7 +19,8 @@ async fn join_returns_certificates_that_bind_the_keys() {
 
     let me = identity(1).public();
     assert_eq!(joined.node_id, me.peer_id());
-    assert_eq!(joined.virtual_ip.to_string(), "100.64.0.1");
+    // 100.64.0.1 is the hub's own mesh node.
+    assert_eq!(joined.virtual_ip.to_string(), "100.64.0.2");
     assert_eq!(joined.mesh_cidr, "100.64.0.0/10");
     let ca_der = pem_to_der(&joined.credentials.ca_pem).unwrap();
     assert_eq!(CaFingerprint::of_der(&ca_der), token.ca);
@@ -54,8 +55,12 @@ async fn join_returns_certificates_that_bind_the_keys() {
         .into_inner();
     let snapshot = feed.message().await.unwrap().unwrap();
     let peers = bauxite_dispatch_api::client::peers_from_snapshot(&snapshot, None).unwrap();
-    assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0].static_public, me.static_public);
+    // This node and the hub's mesh node (flagged as the hub).
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().any(|p| p.static_public == me.static_public));
+    let hub_peer = snapshot.peers.iter().find(|p| p.hub).unwrap();
+    assert_eq!(hub_peer.virtual_ip, "100.64.0.1");
+    assert_eq!(snapshot.peers.iter().filter(|p| p.hub).count(), 1);
 
     let metrics = hub.scrape();
     assert!(

@@ -91,7 +91,8 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
         .unwrap()
         .into_inner();
     let first = within(feed_b.message()).await.unwrap().unwrap();
-    assert_eq!(first.peers.len(), 2);
+    // The two robots and the hub's mesh node.
+    assert_eq!(first.peers.len(), 3);
     let mut feed_a = client_a
         .topology()
         .stream_topology(TopologyRequest {})
@@ -106,7 +107,7 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
     // B's stream delivers a newer snapshot without A.
     let next = within(feed_b.message()).await.unwrap().unwrap();
     assert!(next.version > first.version);
-    assert_eq!(next.peers.len(), 1);
+    assert_eq!(next.peers.len(), 2);
     assert!(
         next.peers
             .iter()

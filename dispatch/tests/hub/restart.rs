@@ -45,11 +45,11 @@ async fn hub_restart_keeps_state() {
     assert_eq!(policy.version, 1);
     // The token kept its remaining use: one more join, then it is used up.
     let b = hub.join(&token, 2).await.unwrap();
-    assert_eq!(b.virtual_ip.to_string(), "100.64.0.2");
+    assert_eq!(b.virtual_ip.to_string(), "100.64.0.3");
     assert!(hub.join(&token, 3).await.is_err());
     let verify = hub.admin_ok(&["audit", "verify"]);
-    // hub.start, token, provision, policy, hub.start, provision
-    assert!(verify.contains("OK: 6 entries"), "{verify}");
+    // hub.start, hub.mesh, token, provision, policy, hub.start, provision
+    assert!(verify.contains("OK: 7 entries"), "{verify}");
     // Structured logs: one JSON object per line.
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
     let line = log.lines().find(|l| l.contains("hub started")).unwrap();

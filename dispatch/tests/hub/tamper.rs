@@ -13,7 +13,11 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 
@@ -46,43 +50,43 @@ async fn edited_deleted_and_reordered_entries_are_named() {
     for name in ["a", "b", "c", "d"] {
         hub.token(&["--name", name]);
     }
-    // Entries: 0 hub.start, 1..=4 token.create.
-    assert!(hub.admin_ok(&["audit", "verify"]).contains("OK: 5 entries"));
+    // Entries: 0 hub.start, 1 hub.mesh (the hub's mesh node), 2..=5 token.create.
+    assert!(hub.admin_ok(&["audit", "verify"]).contains("OK: 6 entries"));
     hub.stop();
 
     let edited = tmp.path().join("edited");
     copy_dir(&original, &edited);
     tamper(&edited, |t| {
-        let mut e: AuditEntry = postcard::from_bytes(&read(t, 2)).unwrap();
+        let mut e: AuditEntry = postcard::from_bytes(&read(t, 3)).unwrap();
         e.body.detail = e.body.detail.replace("\"b\"", "\"evil\"");
-        t.insert(2, e.encode().as_slice()).unwrap();
+        t.insert(3, e.encode().as_slice()).unwrap();
     });
     let (ok, out) = verify(&edited);
     assert!(!ok);
     assert!(
-        out.contains("entry 2 (id ") && out.contains("edited"),
+        out.contains("entry 3 (id ") && out.contains("edited"),
         "{out}"
     );
 
     let deleted = tmp.path().join("deleted");
     copy_dir(&original, &deleted);
     tamper(&deleted, |t| {
-        t.remove(3).unwrap();
+        t.remove(4).unwrap();
     });
     let (ok, out) = verify(&deleted);
     assert!(!ok);
-    assert!(out.contains("entry 3 is missing"), "{out}");
+    assert!(out.contains("entry 4 is missing"), "{out}");
 
     let reordered = tmp.path().join("reordered");
     copy_dir(&original, &reordered);
     tamper(&reordered, |t| {
-        let (one, four) = (read(t, 1), read(t, 4));
-        t.insert(1, four.as_slice()).unwrap();
-        t.insert(4, one.as_slice()).unwrap();
+        let (two, five) = (read(t, 2), read(t, 5));
+        t.insert(2, five.as_slice()).unwrap();
+        t.insert(5, two.as_slice()).unwrap();
     });
     let (ok, out) = verify(&reordered);
     assert!(!ok);
-    assert!(out.contains("position 1 is entry 4"), "{out}");
+    assert!(out.contains("position 2 is entry 5"), "{out}");
 
     // The untouched original still verifies (and gained one hub.start per restart).
     let (ok, out) = verify(&original);
