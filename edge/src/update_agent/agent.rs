@@ -329,7 +329,7 @@ impl Agent {
         version: &str,
         detail: Option<String>,
     ) {
-        tracing::info!(state = %state, version, chunk = ?None::<u32>, detail = ?detail, "update state");
+        tracing::info!(state = %state, version = %version, chunk = ?None::<u32>, detail = ?detail, "update state");
         let mut ev = StateEvent::new(state, version, self.last_progress);
         ev.detail = detail;
         self.record(&ev);
@@ -478,6 +478,22 @@ impl Agent {
         self.current_update = Some((a.target.clone(), a.version.clone()));
         self.last_progress = Progress::default();
         let attempt = self.attempt;
+        let blocked = self.layout.as_ref().is_some_and(|l| {
+            Version::parse(&a.version).is_ok_and(|v| activate::is_blocked(l, &v).unwrap_or(false))
+        });
+        if blocked {
+            // Rolled back once: retrying would only loop (the watchdog's point).
+            self.set_phase(Phase::Failed);
+            self.status()
+                .update(|s| s.target_version = Some(a.version.clone()));
+            let detail = format!(
+                "version {} was rolled back earlier and is blocked; deploy a newer version",
+                a.version
+            );
+            tracing::warn!(version = %a.version, "update refused: the version is blocked");
+            self.daemon_state(UpdateState::Failed, &a.version, Some(detail));
+            return;
+        }
         self.status().update(|s| {
             s.target_version = Some(a.version.clone());
             s.progress = None;
@@ -625,7 +641,7 @@ impl Agent {
                 self.record(&ev);
             }
             TransferEvent::Held => {
-                self.set_phase(Phase::Held);
+                self.on_tick();
                 self.status().update(|s| {
                     s.detail = Some(
                         "downloaded and durable; held before the final verification and the \
@@ -711,7 +727,7 @@ impl Agent {
         let v = transfer::read(view);
         let probe = probe.as_ref().map(|(_, s)| gate::probe_stats(s));
         self.last_progress = v.progress;
-        let held = self.status().get().phase == Phase::Held;
+        // The transfer thread's phase is authoritative while it runs.
         self.status().update(|s| {
             s.progress = Some(ProgressView::from(&v.progress));
             s.fetch = Some(FetchView::from(&v.fetch));
@@ -719,9 +735,7 @@ impl Agent {
             if probe.is_some() {
                 s.probe = probe;
             }
-            if let Some(phase) = v.phase
-                && !held
-            {
+            if let Some(phase) = v.phase {
                 s.phase = phase;
             }
         });

@@ -35,9 +35,12 @@ impl Agent {
     fn apply(&mut self) -> Result<serde_json::Value, String> {
         let phase = self.status().get().phase;
         if phase == Phase::Held
-            && let Run::Transferring { control, .. } = &self.run
+            && let Run::Transferring { control, view, .. } = &self.run
         {
             control.send_modify(|c| c.release = true);
+            view.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .phase = Some(Phase::Verifying);
             tracing::info!("update: released from the hold point; verifying and activating");
             self.set_phase(Phase::Verifying);
             return Ok(json!({"resumed": true, "phase": "verifying"}));
