@@ -86,3 +86,55 @@ async fn scrape(
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update_agent::{Phase, UpdateStatus};
+
+    #[tokio::test]
+    async fn a_scrape_has_the_node_counters_and_the_update_gauges() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut status = UpdateStatus::disabled("");
+        status.phase = Phase::Transferring;
+        status.state = Some("PENDING_VALIDATION".into());
+        status.target_version = Some("2.0.0".into());
+        let shared = Arc::new(SharedStatus::new(status));
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::new(Metrics::default()),
+            "n1".into(),
+            Some(Arc::clone(&shared)),
+        ));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.unwrap();
+            body
+        };
+        let body = get("/metrics").await;
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(
+            body.contains("bauxite_tx_packets_total{node=\"n1\"} 0"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "bauxite_update_info{node=\"n1\",phase=\"transferring\",state=\"PENDING_VALIDATION\",active=\"\",target=\"2.0.0\"} 1"
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains("bauxite_update_state_code{node=\"n1\"} 0"),
+            "{body}"
+        );
+        shared.update(|s| s.state = Some("COMMITTED".into()));
+        assert!(get("/metrics").await.contains("state=\"COMMITTED\""));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        task.abort();
+    }
+}

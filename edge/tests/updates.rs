@@ -290,6 +290,19 @@ fn kill9_mid_transfer_resumes_from_the_checkpoint_without_refetching() {
     assert_eq!(robot.current(), None);
 
     robot.start();
+    // `update status --follow` without a terminal: plain progress lines until the update
+    // stops moving, then the status.
+    robot.wait_status("the resumed transfer", |s| {
+        s["phase"] == "transferring" || saw(s, "VALID", "2.0.0")
+    });
+    let out = bauxite(
+        &robot.config,
+        &["update", "status", "--follow", "--timeout", "120"],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("chunks") && t.contains("ETA"), "{t}");
+    assert!(t.contains("active:    2.0.0"), "{t}");
     let s = robot.wait_state("COMMITTED", "2.0.0");
     assert_eq!(
         states(&s, "2.0.0"),
