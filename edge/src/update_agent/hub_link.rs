@@ -174,6 +174,8 @@ impl HubLink {
             return end;
         }
         backoff.reset();
+        // Reports queued while the hub was away (or put back after a failed send) go now.
+        self.reports.ready.notify_one();
         loop {
             tokio::select! {
                 message = stream.message() => match message {
