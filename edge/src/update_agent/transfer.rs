@@ -111,7 +111,11 @@ pub(super) fn spawn(setup: Setup) -> std::io::Result<std::thread::JoinHandle<()>
                 .enable_time()
                 .build()
             {
-                Ok(rt) => rt.block_on(drive(setup)),
+                // A panic must still end the attempt, or the agent would wait forever.
+                Ok(rt) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    rt.block_on(drive(setup))
+                }))
+                .unwrap_or_else(|_| Err("the transfer thread panicked (see the log)".into())),
                 Err(e) => Err(format!("cannot start the transfer's runtime: {e}")),
             };
             let _ = events.blocking_send(super::Event::Transfer {
@@ -279,7 +283,11 @@ async fn drive(setup: Setup) -> Result<Outcome, String> {
                         None => std::future::pending().await,
                     }
                 };
+                // Datagrams already queued are taken before timers fire: after a slow
+                // disk step, their chunks' timers have expired although the fragments
+                // arrived, and firing first would re-request them (duplicates).
                 tokio::select! {
+                    biased;
                     changed = control.changed() => {
                         if changed.is_err() {
                             return Err("the update agent stopped".into());
@@ -294,6 +302,10 @@ async fn drive(setup: Setup) -> Result<Outcome, String> {
                                 d.drain(&mut agent).await?;
                                 return Err(e.to_string());
                             }
+                        }
+                        let now = clock::now();
+                        if agent.poll_timeout().is_some_and(|t| t <= now) {
+                            agent.handle_timeout(now);
                         }
                     }
                     () = sleep => agent.handle_timeout(clock::now()),
