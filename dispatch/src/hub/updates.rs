@@ -478,3 +478,6 @@ impl Hub {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

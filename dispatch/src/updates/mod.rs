@@ -277,3 +277,6 @@ fn contained(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf> {
 
 mod offline;
 mod refresh;
+
+#[cfg(test)]
+mod tests;
