@@ -46,6 +46,11 @@ pub struct JoinResult {
     pub node_id: PeerId,
     /// The mesh CIDR, e.g. `100.64.0.0/10`.
     pub mesh_cidr: String,
+    /// The update repository's TUF `root.json` as the hub published it (empty if the hub
+    /// hosts no updates): the node's initial update trust, received over the CA-pinned
+    /// channel. Nothing here is trusted beyond that: the TUF client checks it is signed by
+    /// its own root threshold.
+    pub update_root: Vec<u8>,
 }
 
 impl NodeCredentials {
@@ -150,5 +155,6 @@ pub async fn join(
         virtual_ip: expected.virtual_ip,
         node_id: expected.node_id,
         mesh_cidr: response.mesh_cidr,
+        update_root: response.update_root,
     })
 }
