@@ -240,3 +240,75 @@ async fn packages_are_created_listed_revoked_and_verify_with_tuf() {
     assert!(hub.admin_ok(&["audit", "verify"]).contains("OK"));
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3gib_virtual_package_builds_while_the_hub_answers_in_constant_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start(&tmp.path().join("hub"));
+    let mut create = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(&hub.dir)
+        .args([
+            "package",
+            "create",
+            "--virtual-size",
+            "3GiB",
+            "--seed",
+            "1",
+            "--version",
+            "3.0.0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the hub streams 3 GiB through its hashes, its other calls are answered.
+    let (joined, client) = hub.node(1).await;
+    hub.admin_ok(&["nodes", "list"]);
+    hub.token(&[]);
+    assert!(
+        create.try_wait().unwrap().is_none(),
+        "the package was still being built while those calls were answered"
+    );
+    let started = std::time::Instant::now();
+    while create.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "package create hung"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = create.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3221225472 bytes, 49152 chunks, virtual"),
+        "{stdout}"
+    );
+    eprintln!("{stdout}");
+    let (fw, index) = fetch_firmware(
+        &client,
+        tmp.path().join("tuf"),
+        joined.update_root,
+        "firmware/3.0.0.img",
+    )
+    .await
+    .unwrap();
+    assert_eq!(fw.info.chunk_count, 49_152);
+    assert_eq!(index.len(), 49_152 * 32);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", hub.pid())).unwrap();
+    let hwm: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("hub peak RSS after building a 3 GiB package: {hwm} KiB");
+    assert!(hwm < 64 * 1024, "{hwm} KiB");
+    hub.stop();
+}
