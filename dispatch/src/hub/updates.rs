@@ -228,6 +228,18 @@ impl Hub {
         name: &str,
         version: &str,
     ) -> Result<PackageRecord> {
+        self.revoke_package_as(now, &caller.actor(), name, version)
+    }
+
+    /// [`revoke_package`](Self::revoke_package) on behalf of `actor` (`hub` when the hub
+    /// completes a revoke a crash interrupted).
+    pub fn revoke_package_as(
+        &self,
+        now: UnixTime,
+        actor: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<PackageRecord> {
         let mut state = lock(&self.state);
         let mut record = state
             .updates
@@ -247,14 +259,7 @@ impl Hub {
             packages: vec![record.clone()],
             ..Change::default()
         };
-        self.commit_locked(
-            &mut state,
-            now,
-            &caller.actor(),
-            "package.revoke",
-            detail,
-            change,
-        )?;
+        self.commit_locked(&mut state, now, actor, "package.revoke", detail, change)?;
         Ok(record)
     }
 

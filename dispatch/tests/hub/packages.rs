@@ -147,11 +147,12 @@ async fn packages_are_created_listed_revoked_and_verify_with_tuf() {
     let copy = hub
         .dir
         .join(format!("updates/images/{}.img", expected.digest()));
-    assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());
 
     // Revoked: gone from the signed targets (the other version stays).
     let out = hub.admin_ok(&["package", "revoke", "robot-fw", "1.0.0"]);
     assert!(out.contains("revoked robot-fw 1.0.0"), "{out}");
+    assert!(!copy.exists(), "a revoked package's image copy is deleted");
     let err = fetch_firmware(
         &client,
         trust.clone(),
@@ -266,6 +267,20 @@ async fn a_3gib_virtual_package_builds_while_the_hub_answers_in_constant_memory(
     let (joined, client) = hub.node(1).await;
     hub.admin_ok(&["nodes", "list"]);
     hub.token(&[]);
+    // The same name and version again, while the first is being built: refused at once,
+    // never a second build that could overwrite or unpublish the first one's targets.
+    let twice = hub.cli(&[
+        "package",
+        "create",
+        "--virtual-size",
+        "1MiB",
+        "--seed",
+        "2",
+        "--version",
+        "3.0.0",
+    ]);
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("exists already"));
     assert!(
         create.try_wait().unwrap().is_none(),
         "the package was still being built while those calls were answered"
