@@ -2,6 +2,7 @@ use bauxite_conduit::identity::Identity;
 use zeroize::Zeroizing;
 
 use super::*;
+use crate::hub::{Deploy, DeployTo};
 use crate::hub::{NewToken, ProvisionInput};
 use crate::ipam::MeshCidr;
 use crate::pki::HubCa;
