@@ -186,17 +186,30 @@ impl Hosting {
         Ok(record)
     }
 
-    /// The unsigned next root (see [`UpdateRepo::export_root`]).
+    /// The unsigned next root (see [`UpdateRepo::export_root`]); audited, so the log shows
+    /// every root ceremony from its start.
     pub async fn export_root(
         &self,
+        caller: Caller,
         new_root_keys: Vec<[u8; 32]>,
         threshold: u64,
     ) -> Result<Vec<u8>> {
         let repo = self.repo.clone();
-        joined(
+        let rotating = new_root_keys.len();
+        let json = joined(
             spawn_blocking(move || repo.export_root(UnixTime::now(), &new_root_keys, threshold))
                 .await,
-        )
+        )?;
+        let detail = if rotating == 0 {
+            "next TUF root exported for offline signing".to_owned()
+        } else {
+            format!(
+                "next TUF root exported for offline signing, with {rotating} new root key(s), threshold {threshold}"
+            )
+        };
+        self.hub
+            .record_update_event(UnixTime::now(), caller, "update.root_export", detail)?;
+        Ok(json)
     }
 
     /// Imports and publishes a root signed offline; audited.

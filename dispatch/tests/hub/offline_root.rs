@@ -135,6 +135,7 @@ async fn offline_root_rotation_end_to_end() {
     );
 
     let audit = hub.admin_ok(&["audit", "show"]);
-    assert_eq!(audit.matches("update.root").count(), 1, "{audit}");
+    assert_eq!(audit.matches("update.root ").count(), 1, "{audit}");
+    assert_eq!(audit.matches("update.root_export").count(), 2, "{audit}");
     hub.stop();
 }
