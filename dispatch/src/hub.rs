@@ -8,16 +8,18 @@
 //!
 //! Method groups: [`Hub::open`] and the read accessors here; provisioning in `provision.rs`;
 //! operator actions in `admin.rs`; signaling relay in `signal.rs`; the hub's own mesh node
-//! in `mesh_node.rs`; packages, deployments and update reports in `updates.rs`.
+//! in `mesh_node.rs`; packages in `updates.rs`; deployments and update reports in
+//! `deploy.rs`.
 
 mod admin;
 pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
+mod deploy;
 mod mesh_node;
 pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 pub mod signal;
 pub mod updates;
-pub use self::updates::{Deploy, DeployTo, NodeUpdates};
+pub use self::deploy::{Deploy, DeployTo, NodeUpdates};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

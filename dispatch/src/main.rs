@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod updates_cli;
 
+use updates_cli::{PackageCommand, UpdateCommand};
+
 /// The Bauxite hub: provisioning, topology, policy, signaling and audit for a robot mesh.
 #[derive(Parser)]
 #[command(version, about)]
@@ -132,98 +134,6 @@ enum AuditCommand {
     Verify,
 }
 
-#[derive(Subcommand)]
-enum PackageCommand {
-    /// Build a package (chunk index, TUF targets) and publish it.
-    Create {
-        /// The firmware image file (read by the hub, which keeps a copy).
-        #[arg(long, conflicts_with_all = ["virtual_size", "seed"], required_unless_present = "virtual_size")]
-        image: Option<PathBuf>,
-        /// Version: one to four dot-separated numbers, e.g. 2.0.0.
-        #[arg(long)]
-        version: String,
-        /// Package name (the TUF target is NAME/VERSION.img).
-        #[arg(long, default_value = "firmware")]
-        name: String,
-        /// A deterministic virtual image of this size instead of a file (e.g. 3GiB),
-        /// generated chunk by chunk, never stored.
-        #[arg(long, value_parser = parse_size, requires = "seed")]
-        virtual_size: Option<u64>,
-        /// Seed of the virtual image.
-        #[arg(long)]
-        seed: Option<u64>,
-    },
-    /// List packages.
-    List,
-    /// Remove a package from the signed metadata (nodes stop accepting it).
-    Revoke {
-        /// Package name.
-        name: String,
-        /// Version.
-        version: String,
-    },
-    /// The update repository's root key, kept offline (docs/updates.md, "Key ceremony").
-    #[command(subcommand)]
-    Keys(KeysCommand),
-}
-
-// The variant names are the command names the documentation gives (`export-root`, ...).
-#[allow(clippy::enum_variant_names)]
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Write the unsigned next root to OUT (from the running hub).
-    ExportRoot {
-        /// Where to write it.
-        out: PathBuf,
-        /// Replace the root keys with these public key files (rotation; repeat for more).
-        #[arg(long = "root-key")]
-        root_keys: Vec<PathBuf>,
-        /// Signatures the new root keys require.
-        #[arg(long, default_value_t = 1)]
-        threshold: u32,
-    },
-    /// Add ROOT_KEY's signature to the root file FILE (offline; needs no hub).
-    SignRoot {
-        /// The root private key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// The exported root file, signed in place.
-        file: PathBuf,
-    },
-    /// Publish a root signed offline (to the running hub).
-    ImportRoot {
-        /// The signed root file.
-        file: PathBuf,
-    },
-    /// Make a new root key (offline; needs no hub): OUT (0600) and OUT.pub.
-    GenerateRoot {
-        /// The private key file to create.
-        out: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum UpdateCommand {
-    /// Assign a package version (or a rollback) to nodes.
-    Deploy {
-        /// Package name.
-        name: String,
-        /// Version.
-        version: String,
-        /// Node IDs (repeat for more).
-        #[arg(long = "node", required_unless_present = "all")]
-        nodes: Vec<String>,
-        /// Every active node.
-        #[arg(long, conflicts_with = "nodes")]
-        all: bool,
-        /// Roll back to the previous version instead.
-        #[arg(long)]
-        rollback: bool,
-    },
-    /// Every node's assignment and last reported state.
-    Status,
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -247,33 +157,6 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("{text:?} is too long"))
-}
-
-/// Parses `3GiB`, `512MiB`, `100MB`, `4096` (bytes).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected e.g. 3GiB, 512MiB, 1000000"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => {
-            return Err(format!(
-                "{text:?}: unit must be B, KiB, MiB, GiB, KB, MB or GB"
-            ));
-        }
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn init_logs(format: LogFormat) {

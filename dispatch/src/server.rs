@@ -186,6 +186,7 @@ impl BoundHub {
             .local_addr()
             .map_err(Error::io("read address of", "gRPC listener"))?;
         let repo = Arc::new(update_repo(dir, now, config.root_key_out.as_deref())?);
+        hosting::reconcile(&hub, &repo)?;
         let mesh_config = MeshConfig {
             listen: config.mesh_listen.unwrap_or(grpc_addr),
             advertise: config.mesh_advertise,
@@ -195,6 +196,7 @@ impl BoundHub {
             hub: hub.clone(),
             repo,
             mesh: mesh.handle(),
+            building: Arc::default(),
         };
         let metrics = match config.metrics_listen {
             Some(addr) => Some(

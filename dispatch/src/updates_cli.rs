@@ -3,19 +3,141 @@
 //! `package keys sign-root` and `generate-root` touch only local files, so they run on
 //! the offline machine that holds the root key; everything else calls the running hub.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use bauxite_dispatch::clock::{UnixTime, os_random};
+use bauxite_dispatch::clock::os_random;
 use bauxite_dispatch::pki::files;
 use bauxite_dispatch_api::proto::admin::{self as proto, create_package_request};
 use bauxite_forge::tuf::repo::{RoleKey, sign_root};
 use tonic::transport::Channel;
 
-use super::{KeysCommand, PackageCommand, UpdateCommand};
+use clap::Subcommand;
+
+mod tables;
+pub(crate) use tables::nodes as nodes_table;
 
 type Admin = proto::admin_service_client::AdminServiceClient<Channel>;
+
+#[derive(Subcommand)]
+pub(crate) enum PackageCommand {
+    /// Build a package (chunk index, TUF targets) and publish it.
+    Create {
+        /// The firmware image file (read by the hub, which keeps a copy).
+        #[arg(long, conflicts_with_all = ["virtual_size", "seed"], required_unless_present = "virtual_size")]
+        image: Option<PathBuf>,
+        /// Version: one to four dot-separated numbers, e.g. 2.0.0.
+        #[arg(long)]
+        version: String,
+        /// Package name (the TUF target is NAME/VERSION.img).
+        #[arg(long, default_value = "firmware")]
+        name: String,
+        /// A deterministic virtual image of this size instead of a file (e.g. 3GiB),
+        /// generated chunk by chunk, never stored.
+        #[arg(long, value_parser = parse_size, requires = "seed")]
+        virtual_size: Option<u64>,
+        /// Seed of the virtual image.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// List packages.
+    List,
+    /// Remove a package from the signed metadata (nodes stop accepting it).
+    Revoke {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// The update repository's root key, kept offline (docs/updates.md, "Key ceremony").
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+// The variant names are the command names the documentation gives (`export-root`, ...).
+#[allow(clippy::enum_variant_names)]
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Write the unsigned next root to OUT (from the running hub).
+    ExportRoot {
+        /// Where to write it.
+        out: PathBuf,
+        /// Replace the root keys with these public key files (rotation; repeat for more).
+        #[arg(long = "root-key")]
+        root_keys: Vec<PathBuf>,
+        /// Signatures the new root keys require.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+    },
+    /// Add ROOT_KEY's signature to the root file FILE (offline; needs no hub).
+    SignRoot {
+        /// The root private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The exported root file, signed in place.
+        file: PathBuf,
+    },
+    /// Publish a root signed offline (to the running hub).
+    ImportRoot {
+        /// The signed root file.
+        file: PathBuf,
+    },
+    /// Make a new root key (offline; needs no hub): OUT (0600) and OUT.pub.
+    GenerateRoot {
+        /// The private key file to create.
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UpdateCommand {
+    /// Assign a package version (or a rollback) to nodes.
+    Deploy {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Node IDs (repeat for more).
+        #[arg(long = "node", required_unless_present = "all")]
+        nodes: Vec<String>,
+        /// Every active node.
+        #[arg(long, conflicts_with = "nodes")]
+        all: bool,
+        /// Roll back to the previous version instead.
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Every node's assignment and last reported state.
+    Status,
+}
+
+/// Parses `3GiB`, `512MiB`, `100MB`, `4096` (bytes).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 3GiB, 512MiB, 1000000"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: unit must be B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
 
 /// Largest root file read (a root with many keys is a few KiB).
 const MAX_ROOT_FILE: u64 = 1 << 20;
@@ -68,14 +190,6 @@ fn public_key(path: &Path) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-fn size(bytes: u64) -> String {
-    if bytes >= 1 << 30 {
-        format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30))
-    } else {
-        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
-    }
-}
-
 /// `package ...` against the running hub.
 pub(crate) async fn run(admin: &mut Admin, command: &PackageCommand) -> Result<()> {
     match command {
@@ -111,7 +225,7 @@ pub(crate) async fn run(admin: &mut Admin, command: &PackageCommand) -> Result<(
                 "package {} {} created: {} ({} bytes, {} chunks, {}), index {} in {:.1} s",
                 p.name,
                 p.version,
-                size(p.length),
+                tables::size(p.length),
                 p.length,
                 p.chunk_count,
                 p.kind,
@@ -125,23 +239,7 @@ pub(crate) async fn run(admin: &mut Admin, command: &PackageCommand) -> Result<(
                 .await?
                 .into_inner()
                 .packages;
-            println!(
-                "{:<20}  {:<10}  {:<8}  {:>12}  {:>8}  {:<8}  {:<20}  INDEX",
-                "NAME", "VERSION", "KIND", "SIZE", "CHUNKS", "STATE", "CREATED"
-            );
-            for p in packages {
-                let state = if p.revoked { "revoked" } else { "active" };
-                println!(
-                    "{:<20}  {:<10}  {:<8}  {:>12}  {:>8}  {state:<8}  {:<20}  {}",
-                    p.name,
-                    p.version,
-                    p.kind,
-                    size(p.length),
-                    p.chunk_count,
-                    UnixTime(p.created_at_unix),
-                    p.index_digest.get(..16).unwrap_or(&p.index_digest)
-                );
-            }
+            print!("{}", tables::packages(&packages));
         }
         PackageCommand::Revoke { name, version } => {
             admin
@@ -231,74 +329,8 @@ pub(crate) async fn update(admin: &mut Admin, command: &UpdateCommand) -> Result
                 .await?
                 .into_inner()
                 .nodes;
-            println!(
-                "{:<32}  {:<16}  {:>4}  {:<10}  {:<26}  {:>7}  {:<10}  REPORTED",
-                "ID", "NAME", "SEQ", "VERSION", "STATE", "DONE", "ACTIVE"
-            );
-            for n in nodes {
-                println!(
-                    "{:<32}  {:<16}  {:>4}  {:<10}  {:<26}  {:>7}  {:<10}  {}",
-                    n.node_id,
-                    n.name,
-                    n.sequence,
-                    n.version,
-                    if n.state.is_empty() { "-" } else { &n.state },
-                    percent(n.chunks_done, n.chunks_total),
-                    n.active_version,
-                    if n.reported_at_unix == 0 {
-                        "-".to_owned()
-                    } else {
-                        UnixTime(n.reported_at_unix).to_string()
-                    }
-                );
-            }
+            print!("{}", tables::updates(&nodes));
         }
     }
     Ok(())
-}
-
-fn percent(done: u64, total: u64) -> String {
-    if total == 0 {
-        "-".to_owned()
-    } else {
-        format!("{:.1}%", done as f64 * 100.0 / total as f64)
-    }
-}
-
-/// `nodes list`: every node, the hub's own marked, with its update state.
-pub(crate) fn nodes_table(nodes: &[proto::NodeInfo], updates: &[proto::NodeUpdate]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<32}  {:<15}  {:<8}  {:<20}  {:<30}  NAME",
-        "ID", "VIRTUAL IP", "STATE", "JOINED", "UPDATE"
-    );
-    for n in nodes {
-        let state = match (n.hub, n.revoked) {
-            (true, _) => "hub",
-            (false, true) => "revoked",
-            (false, false) => "active",
-        };
-        let update = updates
-            .iter()
-            .find(|u| u.node_id == n.node_id && u.sequence > 0)
-            .map_or("-".to_owned(), |u| {
-                let state = if u.state.is_empty() {
-                    "assigned"
-                } else {
-                    &u.state
-                };
-                format!("{} {state}", u.version)
-            });
-        let _ = writeln!(
-            out,
-            "{:<32}  {:<15}  {state:<8}  {:<20}  {update:<30}  {}",
-            n.node_id,
-            n.virtual_ip,
-            UnixTime(n.joined_at_unix),
-            n.name
-        );
-    }
-    out
 }

@@ -307,7 +307,7 @@ impl AdminService for Admin {
         &self,
         request: Request<ExportRootRequest>,
     ) -> Result<Response<RootMetadata>, Status> {
-        auth::admin(&self.0, &request)?;
+        let caller = auth::admin(&self.0, &request)?;
         let req = request.into_inner();
         if req.root_keys.len() > MAX_ROOT_KEYS {
             return Err(Status::invalid_argument(format!(
@@ -324,7 +324,7 @@ impl AdminService for Admin {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let threshold = u64::from(req.threshold.max(1));
-        let json = self.1.export_root(keys, threshold).await?;
+        let json = self.1.export_root(caller, keys, threshold).await?;
         Ok(Response::new(RootMetadata { json }))
     }
 

@@ -3,10 +3,14 @@
 //!
 //! Invariant: file and signing work runs on blocking threads (`spawn_blocking`), so a
 //! package of any size never stalls the hub's other calls; a package is published in the
-//! signed metadata before the store records it, and served on the mesh only after both.
+//! signed metadata before the store records it, and served on the mesh only after both;
+//! one name and version is built by one call at a time (a second is refused while the
+//! first runs, so it can never overwrite or unpublish the first one's targets). A crash
+//! between publishing and recording is repaired at the next start ([`Hosting::reconcile`]).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::task::spawn_blocking;
 
@@ -14,6 +18,7 @@ use crate::clock::UnixTime;
 use crate::hub::updates::target_name;
 use crate::hub::{Caller, Hub};
 use crate::mesh::MeshHandle;
+use crate::store::updates::package_key;
 use crate::store::{PackageImage, PackageRecord};
 use crate::updates::UpdateRepo;
 use crate::updates::build::{self, Built};
@@ -43,6 +48,23 @@ pub struct Hosting {
     pub repo: Arc<UpdateRepo>,
     /// The mesh node serving images.
     pub mesh: MeshHandle,
+    /// Packages being built now, by store key.
+    pub building: Arc<Mutex<BTreeSet<Vec<u8>>>>,
+}
+
+/// Holds a package's name and version while it is built; released when dropped.
+struct Building {
+    set: Arc<Mutex<BTreeSet<Vec<u8>>>>,
+    key: Vec<u8>,
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
@@ -64,6 +86,19 @@ impl Hosting {
         image: NewImage,
     ) -> Result<PackageRecord> {
         self.hub.check_new_package(&name, &version)?;
+        let key = package_key(&name, &version);
+        if !self
+            .building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return Err(Error::PackageExists { name, version });
+        }
+        let _building = Building {
+            set: self.building.clone(),
+            key,
+        };
         let images = self.repo.images_dir();
         let started = bauxite_conduit::io::clock::now();
         let (built, image) = joined(
@@ -146,21 +181,35 @@ impl Hosting {
             .hub
             .revoke_package(UnixTime::now(), caller, name, version)?;
         self.mesh.remove_image(&record).await?;
+        remove_copy(&self.repo, &record);
         tracing::info!(package = %name, %version, "package revoked");
         Ok(record)
     }
 
-    /// The unsigned next root (see [`UpdateRepo::export_root`]).
+    /// The unsigned next root (see [`UpdateRepo::export_root`]); audited, so the log shows
+    /// every root ceremony from its start.
     pub async fn export_root(
         &self,
+        caller: Caller,
         new_root_keys: Vec<[u8; 32]>,
         threshold: u64,
     ) -> Result<Vec<u8>> {
         let repo = self.repo.clone();
-        joined(
+        let rotating = new_root_keys.len();
+        let json = joined(
             spawn_blocking(move || repo.export_root(UnixTime::now(), &new_root_keys, threshold))
                 .await,
-        )
+        )?;
+        let detail = if rotating == 0 {
+            "next TUF root exported for offline signing".to_owned()
+        } else {
+            format!(
+                "next TUF root exported for offline signing, with {rotating} new root key(s), threshold {threshold}"
+            )
+        };
+        self.hub
+            .record_update_event(UnixTime::now(), caller, "update.root_export", detail)?;
+        Ok(json)
     }
 
     /// Imports and publishes a root signed offline; audited.
@@ -206,5 +255,114 @@ impl Hosting {
                 () = crate::server::feeds::stopping(&mut closing) => return,
             }
         }
+    }
+}
+
+/// Deletes a revoked file package's image copy (the server may still hold it open until
+/// its queued jobs end; the bytes go with the last descriptor).
+fn remove_copy(repo: &UpdateRepo, record: &PackageRecord) {
+    if let PackageImage::File { file } = &record.image
+        && let Ok(path) = build::image_path(&repo.images_dir(), file)
+        && let Err(error) = std::fs::remove_file(&path)
+    {
+        tracing::warn!(path = %path.display(), %error, "revoked package's image copy not removed");
+    }
+}
+
+/// Repairs what a crash between two steps of create or revoke left: targets listed
+/// without an active package are unpublished, and an active package whose targets are
+/// gone (an interrupted revoke) is recorded as revoked. Runs at start, before the mesh
+/// node loads the images it serves.
+pub fn reconcile(hub: &Hub, repo: &UpdateRepo) -> Result<()> {
+    let packages = hub.packages();
+    let active: BTreeSet<String> = packages
+        .iter()
+        .filter(|p| p.revoked_at.is_none())
+        .map(|p| p.target.clone())
+        .collect();
+    let listed: BTreeSet<String> = repo.listed_targets().into_iter().collect();
+    for target in listed.iter().filter(|t| !t.ends_with(".chunks")) {
+        if !active.contains(target) {
+            tracing::warn!(%target, "unpublishing a target no active package records (an interrupted package create)");
+            repo.remove_firmware(target, UnixTime::now())?;
+        }
+    }
+    for p in packages.iter().filter(|p| p.revoked_at.is_none()) {
+        if !listed.contains(&p.target) {
+            tracing::warn!(package = %p.name, version = %p.version, "completing an interrupted revoke");
+            let record = hub.revoke_package_as(UnixTime::now(), "hub", &p.name, &p.version)?;
+            remove_copy(repo, &record);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::MeshCidr;
+    use crate::pki::HubCa;
+    use crate::store::MemoryStore;
+    use crate::updates::{KeySeeds, RootKeyOut};
+
+    const T0: UnixTime = UnixTime(1_780_000_000);
+
+    #[test]
+    fn reconcile_repairs_an_interrupted_create_and_an_interrupted_revoke() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seeds = || -> Result<KeySeeds> { Ok([[1; 32], [2; 32], [3; 32], [4; 32]]) };
+        let (repo, _) =
+            UpdateRepo::open_or_create(tmp.path(), T0, &RootKeyOut::DataDir, seeds).unwrap();
+        let hub = Hub::open(
+            Box::new(MemoryStore::new()),
+            HubCa::generate(T0).unwrap(),
+            MeshCidr::default(),
+            T0,
+        )
+        .unwrap();
+        let built = build::build_virtual(3 * 65536, 1).unwrap();
+        // Create interrupted after the publish: listed, never recorded.
+        repo.publish_firmware("fw/1.0.0.img", "1.0.0", &built, T0)
+            .unwrap();
+        // Revoke interrupted after the unpublish: recorded active, not listed.
+        let record = PackageRecord {
+            name: "fw".into(),
+            version: "2.0.0".into(),
+            target: target_name("fw", "2.0.0"),
+            image: PackageImage::Virtual {
+                size: built.length,
+                seed: 1,
+            },
+            length: built.length,
+            chunk_count: built.chunk_count(),
+            index_digest: built.digest.0,
+            created_at: T0,
+            revoked_at: None,
+        };
+        hub.record_package(T0, Caller::Admin, record).unwrap();
+        // A complete package stays as it is.
+        repo.publish_firmware("fw/3.0.0.img", "3.0.0", &built, T0)
+            .unwrap();
+        let mut complete = hub.package("fw", "2.0.0").unwrap();
+        complete.version = "3.0.0".into();
+        complete.target = target_name("fw", "3.0.0");
+        hub.record_package(T0, Caller::Admin, complete).unwrap();
+
+        reconcile(&hub, &repo).unwrap();
+        assert_eq!(
+            repo.listed_targets(),
+            vec!["fw/3.0.0.img".to_owned(), "fw/3.0.0.img.chunks".to_owned()]
+        );
+        assert!(hub.package("fw", "2.0.0").unwrap().revoked_at.is_some());
+        assert!(hub.package("fw", "3.0.0").unwrap().revoked_at.is_none());
+        let last = hub.audit_entries().unwrap().pop().unwrap();
+        assert_eq!(
+            (last.body.actor.as_str(), last.body.action.as_str()),
+            ("hub", "package.revoke")
+        );
+        // Nothing left to repair: a second pass changes nothing.
+        let before = hub.audit_entries().unwrap().len();
+        reconcile(&hub, &repo).unwrap();
+        assert_eq!(hub.audit_entries().unwrap().len(), before);
     }
 }

@@ -240,12 +240,14 @@ impl UpdateRepo {
         Ok(repo.publish(&self.keys.signers(), tuf_time(now))?)
     }
 
-    /// Target names listed by the top-level targets role.
+    /// Target names listed by the top-level targets role, sorted.
     pub fn listed_targets(&self) -> Vec<String> {
-        lock(&self.repo)
+        let mut names: Vec<String> = lock(&self.repo)
             .targets(TARGETS)
             .map(|t| t.targets.keys().map(|k| k.raw().to_owned()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     fn set_root(&self, repo: &Repository) {
@@ -277,3 +279,6 @@ fn contained(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf> {
 
 mod offline;
 mod refresh;
+
+#[cfg(test)]
+mod tests;

@@ -18,11 +18,18 @@ pub(crate) struct HubProc {
     pub(crate) dir: PathBuf,
     pub(crate) addr: String,
     pub(crate) metrics: String,
+    /// The hub's mesh node: virtual IP and UDP address.
+    pub(crate) mesh: (String, String),
 }
 
 impl HubProc {
     /// Starts `bauxite-dispatch serve` on `dir` and waits until it printed its addresses.
     pub(crate) fn start(dir: &Path) -> HubProc {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts `bauxite-dispatch serve` with `extra` arguments.
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> HubProc {
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -39,6 +46,7 @@ impl HubProc {
                 "--log-format",
                 "json",
             ])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir)
             .stdout(Stdio::piped())
@@ -52,8 +60,8 @@ impl HubProc {
                 let _ = tx.send(line);
             }
         });
-        let (mut addr, mut metrics) = (None, None);
-        while addr.is_none() || metrics.is_none() {
+        let (mut addr, mut metrics, mut mesh) = (None, None, None);
+        while addr.is_none() || metrics.is_none() || mesh.is_none() {
             let line = match rx.recv_timeout(DEADLINE) {
                 Ok(line) => line,
                 Err(_) => {
@@ -65,6 +73,12 @@ impl HubProc {
             };
             if let Some(a) = line.strip_prefix("bauxite-dispatch listening on ") {
                 addr = Some(a.to_owned());
+            }
+            // "mesh node 100.64.0.1 (<id>) on udp 127.0.0.1:PORT"
+            if let Some(m) = line.strip_prefix("mesh node ") {
+                let vip = m.split(' ').next().unwrap().to_owned();
+                let udp = m.rsplit(' ').next().unwrap().to_owned();
+                mesh = Some((vip, udp));
             }
             if let Some(m) = line.strip_prefix("metrics on ") {
                 metrics = Some(
@@ -79,6 +93,7 @@ impl HubProc {
             dir: dir.to_path_buf(),
             addr: format!("https://{}", addr.unwrap()),
             metrics: metrics.unwrap(),
+            mesh: mesh.unwrap(),
         }
     }
 
@@ -119,6 +134,11 @@ impl HubProc {
             assert!(start.elapsed() < limit, "hub did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The hub's process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn alive(&mut self) -> bool {

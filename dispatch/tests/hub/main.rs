@@ -3,10 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
+mod deploy;
 mod join;
 mod malformed;
+mod mesh;
 mod mtls;
+mod offline_root;
+mod packages;
 mod policy;
 mod restart;
 mod shutdown;
 mod tamper;
+mod tuf_grpc;

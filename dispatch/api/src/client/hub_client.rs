@@ -15,6 +15,7 @@ use crate::proto::node::metrics_service_client::MetricsServiceClient;
 use crate::proto::node::policy_service_client::PolicyServiceClient;
 use crate::proto::node::signaling_service_client::SignalingServiceClient;
 use crate::proto::node::topology_service_client::TopologyServiceClient;
+use crate::proto::node::update_service_client::UpdateServiceClient;
 use crate::proto::node::{Peer, TopologySnapshot};
 use crate::{Error, Result};
 
@@ -81,6 +82,11 @@ impl HubClient {
     /// Signaling relay (`ExchangeCandidates`).
     pub fn signaling(&self) -> SignalingServiceClient<Channel> {
         SignalingServiceClient::new(self.channel.clone())
+    }
+
+    /// Updates: TUF metadata and chunk indexes, the node's assignment feed, its reports.
+    pub fn updates(&self) -> UpdateServiceClient<Channel> {
+        UpdateServiceClient::new(self.channel.clone())
     }
 
     /// Admin commands (admin certificate only).

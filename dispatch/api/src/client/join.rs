@@ -46,9 +46,10 @@ pub struct JoinResult {
     pub node_id: PeerId,
     /// The mesh CIDR, e.g. `100.64.0.0/10`.
     pub mesh_cidr: String,
-    /// The update repository's TUF `root.json` as the hub sent it (empty: the hub has no
-    /// update repository). Not verified here: the caller checks its self-signature before
-    /// trusting it (`bauxite join` stores it as the initial update root).
+    /// The update repository's TUF `root.json` as the hub published it (empty if the hub
+    /// hosts no updates): the node's initial update trust, received over the CA-pinned
+    /// channel. Nothing here is trusted beyond that: the TUF client checks it is signed by
+    /// its own root threshold.
     pub update_root: Vec<u8>,
 }
 
