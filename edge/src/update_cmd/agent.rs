@@ -159,9 +159,9 @@ pub fn follow(
     let terminal = !json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let bar = terminal.then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
-        let style = ProgressStyle::with_template(
-            "{msg:28} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-        )
+        // Rate and ETA come from the daemon (its meter sees every datagram); indicatif's
+        // own estimate would start from the first poll, mid-transfer.
+        let style = ProgressStyle::with_template("[{bar:40}] {bytes}/{total_bytes} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);
@@ -175,15 +175,19 @@ pub fn follow(
         polls += 1;
         let s = control::query_update_status(socket)?;
         if let Some(bar) = &bar {
+            let (rate_text, eta_text) = s.progress.as_ref().map_or_else(
+                || ("-".to_owned(), "-".to_owned()),
+                |p| (rate(p.rate_bytes_per_sec), eta(p.eta_secs)),
+            );
+            bar.set_message(format!(
+                "{rate_text} ETA {eta_text}  {} {}",
+                s.state.as_deref().unwrap_or("-"),
+                phase_name(&s)
+            ));
             if let Some(p) = &s.progress {
                 bar.set_length(p.image_len);
                 bar.set_position(p.bytes_done);
             }
-            bar.set_message(format!(
-                "{} {}",
-                s.state.as_deref().unwrap_or("-"),
-                phase_name(&s)
-            ));
         } else if json {
             writeln!(out, "{}", serde_json::to_string(&s)?)?;
         } else {
