@@ -329,6 +329,42 @@ fn kill9_mid_transfer_resumes_from_the_checkpoint_without_refetching() {
     assert_image(&robot.root, "2.0.0", SIZE, 42);
     let log = robot.log();
     assert!(log.contains("state=CHECKPOINT_LOADED"), "{log}");
+
+    // Two recordings: the cut run's, readable up to its last flush (no summary), and the
+    // resumed run's, complete.
+    let mut files: Vec<_> = fs::read_dir(robot.root.join("forge/recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let cut = recorded_states(&fs::read(&files[0]).unwrap());
+    assert_eq!(
+        cut.first().map(String::as_str),
+        Some("PENDING_VALIDATION"),
+        "{cut:?}"
+    );
+    let resumed = recorded_states(&fs::read(&files[1]).unwrap());
+    assert_eq!(
+        resumed[..2],
+        ["POWER_FAILURE_CUT", "CHECKPOINT_LOADED"],
+        "{resumed:?}"
+    );
+    assert_eq!(resumed.last().map(String::as_str), Some("COMMITTED"));
+}
+
+/// The `/forge/state` names in a recording, up to its end or its first unreadable byte
+/// (a recording cut by `kill -9` has no summary).
+fn recorded_states(bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in mcap::MessageStream::new(bytes).unwrap() {
+        let Ok(m) = m else { break };
+        if m.channel.topic == "/forge/state" {
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            out.push(v["state"].as_str().unwrap().to_owned());
+        }
+    }
+    out
 }
 
 #[test]

@@ -51,6 +51,7 @@ impl Agent {
             self.attempt_failed = true;
         }
         self.telemetry.state(clock::unix_nanos(), ev);
+        self.telemetry.flush();
         let active = self.active().map(|v| v.to_string());
         self.status().update(|s| {
             s.active_version = active;

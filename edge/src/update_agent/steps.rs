@@ -308,6 +308,7 @@ impl Agent {
             return;
         }
         self.telemetry.progress(clock::unix_nanos(), &v.progress);
+        self.telemetry.flush();
         let state = self
             .status()
             .get()

@@ -4,7 +4,8 @@
 //! Invariant: a recording is a file of its own per update attempt
 //! (`update-<version>-<unix ms>.mcap` in the recording directory), so a daemon killed
 //! mid-write leaves at most that one file without its summary, never a corrupt earlier
-//! one; a write error stops the recording (logged once) and never the update.
+//! one, and that file is readable up to its last flush (every state change and once a
+//! second); a write error stops the recording (logged once) and never the update.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -79,6 +80,11 @@ impl Telemetry {
     /// Records one value of a series at `unix_nanos`.
     pub(super) fn series(&self, unix_nanos: u64, topic: &str, value: f64) {
         self.with("series", |r| r.record_series(unix_nanos, topic, value));
+    }
+
+    /// Makes everything recorded so far readable even if the process is killed next.
+    pub(super) fn flush(&self) {
+        self.with("flush", Recorder::flush);
     }
 
     /// Writes the summary and closes the file; returns its path.

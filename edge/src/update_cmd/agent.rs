@@ -162,8 +162,8 @@ pub fn follow(
         // Rate and ETA come from the daemon (its meter sees every datagram); indicatif's
         // own estimate would start from the first poll, mid-transfer.
         let style = ProgressStyle::with_template("[{bar:40}] {bytes}/{total_bytes} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
         bar.set_style(style);
         bar
     });
