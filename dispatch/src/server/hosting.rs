@@ -6,7 +6,7 @@
 //! signed metadata before the store records it, and served on the mesh only after both;
 //! one name and version is built by one call at a time (a second is refused while the
 //! first runs, so it can never overwrite or unpublish the first one's targets). A crash
-//! between publishing and recording is repaired at the next start ([`Hosting::reconcile`]).
+//! between publishing and recording is repaired at the next start ([`reconcile`]).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
