@@ -304,7 +304,12 @@ impl Agent {
                 s.phase = phase;
             }
         });
-        if v.progress.chunk_count == 0 {
+        self.refreshes += 1;
+        if v.progress.chunk_count == 0
+            || !self
+                .refreshes
+                .is_multiple_of(super::agent::REFRESHES_PER_REPORT)
+        {
             return;
         }
         self.telemetry.progress(clock::unix_nanos(), &v.progress);
