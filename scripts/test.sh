@@ -14,3 +14,5 @@ cargo clippy -p bauxite-conduit --no-default-features --all-targets --locked -- 
 bash scripts/check-deps.sh
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked
+# The OTA demonstration's quick mode: real hub and robot, the three phases on a 64 MiB package.
+bash scripts/ota-demo-quick.sh
