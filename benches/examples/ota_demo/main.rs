@@ -9,7 +9,12 @@
 //! ```text
 //! ota_demo --bauxite BIN --dispatch BIN --work DIR --out DIR [--trials N] [--size 3GiB]
 //!          [--seed N] [--idle-probes N] [--cut-at 47] [--timeout SECS]
+//!          [--hub-listen ADDR --hub-wrap CMD --robot-wrap CMD]
 //! ```
+//!
+//! The last three put hub and robot in network namespaces (`benches/netns/ota.sh`): the
+//! hub listens on ADDR and every command of each side runs under its wrap command
+//! (`ip netns exec NS`).
 
 mod phases;
 mod procs;
@@ -47,6 +52,9 @@ struct Args {
     idle_probes: u64,
     cut_at: f64,
     timeout_secs: u64,
+    hub_listen: String,
+    hub_wrap: Vec<String>,
+    robot_wrap: Vec<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -61,6 +69,9 @@ fn parse_args() -> Result<Args> {
         idle_probes: 3000,
         cut_at: 47.0,
         timeout_secs: 600,
+        hub_listen: "127.0.0.1:0".into(),
+        hub_wrap: Vec::new(),
+        robot_wrap: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +87,11 @@ fn parse_args() -> Result<Args> {
             "--idle-probes" => a.idle_probes = val()?.parse()?,
             "--cut-at" => a.cut_at = val()?.parse()?,
             "--timeout" => a.timeout_secs = val()?.parse()?,
+            "--hub-listen" => a.hub_listen = val()?,
+            "--hub-wrap" => a.hub_wrap = val()?.split_whitespace().map(String::from).collect(),
+            "--robot-wrap" => {
+                a.robot_wrap = val()?.split_whitespace().map(String::from).collect();
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -156,6 +172,9 @@ fn run(a: &Args) -> Result<bool> {
         bauxite: a.bauxite.clone(),
         dispatch: a.dispatch.clone(),
         work: a.work.clone(),
+        hub_listen: a.hub_listen.clone(),
+        hub_wrap: a.hub_wrap.clone(),
+        robot_wrap: a.robot_wrap.clone(),
     };
     let params = Params {
         idle_probes: a.idle_probes,
@@ -164,7 +183,8 @@ fn run(a: &Args) -> Result<bool> {
     };
 
     println!(
-        "hub: bauxite-dispatch serve on 127.0.0.1 (data in {})",
+        "hub: bauxite-dispatch serve --listen {} (data in {})",
+        a.hub_listen,
         a.work.join("hub").display()
     );
     let hub = Hub::start(&env)?;

@@ -64,6 +64,25 @@ pub(crate) struct Env {
     pub(crate) bauxite: PathBuf,
     pub(crate) dispatch: PathBuf,
     pub(crate) work: PathBuf,
+    /// Where the hub listens (`127.0.0.1:0`, or an address in a namespace).
+    pub(crate) hub_listen: String,
+    /// A program and arguments every hub-side command runs under (e.g. `ip netns exec
+    /// hubns`, which execs in place, so pids and `/proc` stay the real process's).
+    pub(crate) hub_wrap: Vec<String>,
+    /// The same for robot-side commands that use the network (`join`, `run`).
+    pub(crate) robot_wrap: Vec<String>,
+}
+
+/// `program` under `wrap` (nothing when empty).
+pub(crate) fn wrapped(wrap: &[String], program: &Path) -> Command {
+    match wrap.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+    }
 }
 
 impl Env {
@@ -157,8 +176,8 @@ impl Hub {
         let data = env.work.join("hub");
         let log = env.work.join("hub.log");
         let child = env.spawn(
-            Command::new(&env.dispatch)
-                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            wrapped(&env.hub_wrap, &env.dispatch)
+                .args(["serve", "--listen", &env.hub_listen, "--data-dir"])
                 .arg(&data),
             &log,
         )?;
@@ -184,7 +203,7 @@ impl Hub {
 
     /// Runs an admin command; returns its stdout.
     pub(crate) fn admin(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.env.dispatch)
+        let out = wrapped(&self.env.hub_wrap, &self.env.dispatch)
             .arg("--data-dir")
             .arg(&self.data)
             .args(args)
@@ -212,10 +231,15 @@ impl Robot {
     pub(crate) fn join(env: &Env, hub: &Hub, name: &str) -> Result<Self> {
         let token = hub.admin(&["token", "create", "--name", name])?;
         let root = env.work.join(name);
-        let out = Command::new(&env.bauxite)
+        let listen = if env.robot_wrap.is_empty() {
+            "127.0.0.1:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let out = wrapped(&env.robot_wrap, &env.bauxite)
             .args(["join", token.trim(), &hub.url, "--state-root"])
             .arg(&root)
-            .args(["--listen", "127.0.0.1:0", "--control-socket"])
+            .args(["--listen", listen, "--control-socket"])
             .arg(root.join("control.sock"))
             .output()?;
         if !out.status.success() {
@@ -244,7 +268,7 @@ impl Robot {
         self.starts += 1;
         let log = self.root.join(format!("run-{}.log", self.starts));
         let child = self.env.spawn(
-            Command::new(&self.env.bauxite)
+            wrapped(&self.env.robot_wrap, &self.env.bauxite)
                 .args(["run", "--config"])
                 .arg(&self.config),
             &log,
