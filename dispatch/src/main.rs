@@ -204,10 +204,9 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
             };
             let token = admin.create_token(request).await?.into_inner();
             eprintln!(
-                "token {} ({uses} use(s)) expires {} (unix {})",
+                "token {} ({uses} use(s)) expires {}",
                 token.token_id,
-                UnixTime(token.expires_at_unix),
-                token.expires_at_unix
+                UnixTime(token.expires_at_unix)
             );
             println!("{}", token.token);
         }
@@ -331,6 +330,22 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error and the causes its text does not already contain, on one line: typed errors
+/// that embed their cause (and wrappers that repeat it) are printed once.
+fn one_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -351,7 +366,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bauxite-dispatch: {e:#}");
+            eprintln!("bauxite-dispatch: {}", one_message(e.as_ref()));
             ExitCode::FAILURE
         }
     }

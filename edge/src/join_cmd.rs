@@ -44,9 +44,10 @@ pub enum JoinError {
         "{0} already holds a joined node; pass --force to replace its identity and certificates"
     )]
     AlreadyJoined(PathBuf),
-    /// The hub refused, or could not be reached or trusted.
+    /// The hub refused, or could not be reached or trusted. The client's error is the
+    /// whole message (not a source), so it is printed once.
     #[error("join failed: {0}")]
-    Hub(#[from] bauxite_dispatch_api::Error),
+    Hub(bauxite_dispatch_api::Error),
     /// The hub's answer is unusable.
     #[error("join failed: {0}")]
     Answer(String),
@@ -92,6 +93,12 @@ pub struct Joined {
     pub config: PathBuf,
 }
 
+impl From<bauxite_dispatch_api::Error> for JoinError {
+    fn from(e: bauxite_dispatch_api::Error) -> Self {
+        JoinError::Hub(e)
+    }
+}
+
 fn write_error(path: &Path, reason: impl std::fmt::Display) -> JoinError {
     JoinError::Write {
         path: path.to_path_buf(),
@@ -99,14 +106,20 @@ fn write_error(path: &Path, reason: impl std::fmt::Display) -> JoinError {
     }
 }
 
-/// The state root as an absolute path (relative paths are taken from the working directory).
+/// The state root as an absolute path (relative paths are taken from the working
+/// directory), without `.` components, since it is written into `config.toml`.
 fn absolute_root(root: &Path) -> Result<PathBuf, JoinError> {
-    if root.is_absolute() {
-        return Ok(root.to_path_buf());
-    }
-    std::env::current_dir()
-        .map(|cwd| cwd.join(root))
-        .map_err(|e| write_error(root, e))
+    let full = if root.is_absolute() {
+        root.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(root))
+            .map_err(|e| write_error(root, e))?
+    };
+    Ok(full
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
 }
 
 /// The prefix length of a CIDR such as `100.64.0.0/10`.

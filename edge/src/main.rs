@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         command => match run_tool(&cli.config, command, &clock) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", bauxite::error::one_message(e.as_ref()));
                 ExitCode::from(ExitStatus::Config.code())
             }
         },

@@ -213,31 +213,49 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     };
     let url = hub.url();
     let root = dir.path().join("root");
-    let refused = |token: &str, expect: &str| {
-        let (ok, out) = join(token, &url, &root, &[]);
+    let refused_at = |token: &str, url: &str, expect: &str| {
+        let (ok, out) = join(token, url, &root, &[]);
         assert!(!ok, "accepted: {out}");
         assert!(out.contains(expect), "expected {expect:?} in {out:?}");
+        // One clear message: one line, the hub's reason once (no repeated causes).
+        assert_eq!(out.trim().lines().count(), 1, "{out}");
+        assert_eq!(out.matches(expect).count(), 1, "{out}");
+        assert!(
+            !out.contains("status:") && !out.contains("transport error"),
+            "{out}"
+        );
         assert!(!root.exists(), "a refused join wrote {}", root.display());
     };
+    let refused = |token: &str, expect: &str| refused_at(token, &url, expect);
 
     let good = hub.token(&["--name", "robot"]);
-    refused(&with_part(&good, 2, flip_first_hex), "wrong secret");
+    refused(
+        &with_part(&good, 2, flip_first_hex),
+        "no join token with this ID and secret",
+    );
     refused(&with_part(&good, 3, flip_first_hex), "CA fingerprint");
     refused("bx1.not-a-token", "invalid join token");
+    // The hub speaks only TLS: `http://` and scheme-less URLs are refused with the fix,
+    // before the hub is contacted (the token is not spent: it joins below).
+    let addr = url.trim_start_matches("https://");
+    let fix = format!("use https://{addr}");
+    refused_at(&good, &format!("http://{addr}"), &fix);
+    refused_at(&good, addr, &fix);
 
     let short = hub.admin(&["token", "create", "--ttl", "1s"]);
     let short_token = String::from_utf8(short.stdout).unwrap().trim().to_string();
     let details = String::from_utf8(short.stderr).unwrap();
-    let expires: u64 = details
-        .rsplit("(unix ")
-        .next()
-        .and_then(|s| s.trim().trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no expiry in {details:?}"));
+    let date = details.rsplit("expires ").next().unwrap_or_default().trim();
+    let expires: u64 =
+        time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|t| t.unix_timestamp().try_into().ok())
+            .unwrap_or_else(|| panic!("no RFC 3339 expiry in {details:?}"));
     wait_for(LIMIT, "the short token to expire", || {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         (now > expires).then_some(())
     });
-    refused(&short_token, "expired");
+    refused(&short_token, "expired at 20");
 
     let (ok, out) = join(&good, &url, &root, &[]);
     assert!(ok, "{out}");

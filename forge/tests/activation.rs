@@ -13,7 +13,9 @@ use bauxite_forge::agent::{Outcome, UpdateAgent};
 use bauxite_forge::crash::{AtomicStep, CrashAt, CrashPoint, NoCrash};
 use bauxite_forge::image::CHUNK_SIZE;
 use bauxite_forge::watchdog::{RollbackReason, Watchdog, WatchdogAction, WatchdogConfig};
-use stage_common::drive::{Release, Root, assert_one_verified_active, cfg, fast_link, install, run};
+use stage_common::drive::{
+    Release, Root, assert_one_verified_active, cfg, fast_link, install, run,
+};
 use stage_common::link::origin;
 
 fn releases() -> (Release, Release) {

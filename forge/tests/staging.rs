@@ -20,7 +20,9 @@ use bauxite_forge::crash::{AtomicStep, CrashHook, CrashPoint, NoCrash};
 use bauxite_forge::image::CHUNK_SIZE;
 use bauxite_forge::layout::Layout;
 use bauxite_forge::staging::purge_version;
-use stage_common::drive::{Release, Root, assert_one_verified_active, cfg, fast_link, install, run};
+use stage_common::drive::{
+    Release, Root, assert_one_verified_active, cfg, fast_link, install, run,
+};
 use stage_common::link::origin;
 
 /// Records every crash point passed, crashing nowhere.

@@ -132,7 +132,7 @@ fn forged_unknown_and_wrong_hub_tokens_are_refused() {
     let t = token(&hub, 3600, 1, 1);
     let mut forged = request(&t, 1);
     forged.secret = Zeroizing::new([9; 32]);
-    assert_refused_changes_nothing(&hub, forged, T0, "wrong secret");
+    assert_refused_changes_nothing(&hub, forged.clone(), T0, "no join token with this ID");
     let mut wrong_hub = request(&t, 1);
     wrong_hub.ca = CaFingerprint([7; 32]);
     assert_refused_changes_nothing(&hub, wrong_hub, T0, "issued for the hub CA");
@@ -143,10 +143,14 @@ fn forged_unknown_and_wrong_hub_tokens_are_refused() {
         id: crate::token::TokenId([5; 8]),
         ..t.clone()
     };
+    let unknown_err = hub.provision(T0, request(&unknown, 1));
     assert!(matches!(
-        hub.provision(T0, request(&unknown, 1)),
+        unknown_err,
         Err(Error::TokenRejected(TokenRejected::Unknown(_)))
     ));
+    // The same words for an unknown ID and a wrong secret: nothing to probe IDs with.
+    let forged_err = hub.provision(T0, forged).unwrap_err();
+    assert_eq!(unknown_err.unwrap_err().to_string(), forged_err.to_string());
 }
 
 #[test]

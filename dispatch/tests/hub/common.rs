@@ -135,7 +135,8 @@ impl HubProc {
             .unwrap()
     }
 
-    /// `token create` with extra args; returns the token and its expiry (unix seconds).
+    /// `token create` with extra args; returns the token and its expiry (unix seconds),
+    /// read from the RFC 3339 date on stderr.
     pub(crate) fn token(&self, extra: &[&str]) -> (JoinToken, u64) {
         let mut args = vec!["token", "create"];
         args.extend_from_slice(extra);
@@ -147,14 +148,13 @@ impl HubProc {
         );
         let text = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8(out.stderr).unwrap();
-        let expires = stderr
-            .rsplit("(unix ")
-            .next()
-            .unwrap()
-            .trim()
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
+        let date = stderr.rsplit("expires ").next().unwrap().trim();
+        let expires =
+            time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("expiry {date:?} is not RFC 3339: {e}"))
+                .unix_timestamp()
+                .try_into()
+                .unwrap();
         (JoinToken::parse(text.trim()).unwrap(), expires)
     }
 

@@ -91,12 +91,25 @@ async fn token_rejections_are_clear_and_change_nothing() {
         ..fresh.clone()
     };
     let err = hub.join(&forged, 3).await.unwrap_err();
-    assert!(err.to_string().contains("wrong secret"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no join token with this ID and secret"),
+        "{err}"
+    );
     assert_eq!(
         err.refusal(),
         Some(Refusal::TokenUnknownOrWrongSecret),
         "{err}"
     );
+    // An unknown token ID gets exactly the same answer, text included: a caller without
+    // a secret cannot learn which IDs exist (docs/hub.md).
+    let unknown = JoinToken {
+        id: bauxite_dispatch_api::token::TokenId([0x5a; 8]),
+        ..forged.clone()
+    };
+    let unknown_err = hub.join(&unknown, 3).await.unwrap_err();
+    assert_eq!(unknown_err.to_string(), err.to_string());
+    assert_eq!(unknown_err.refusal(), err.refusal());
 
     // A token carrying another CA's fingerprint: refused by the client during TLS.
     let wrong_ca = JoinToken {
@@ -119,6 +132,10 @@ async fn token_rejections_are_clear_and_change_nothing() {
     }
     let err = hub.join(&short, 5).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
+    // The expiry is a date (RFC 3339, UTC), not a Unix time.
+    let date = bauxite_dispatch::clock::UnixTime(expires).to_string();
+    assert!(date.ends_with('Z') && date.contains('T'), "{date}");
+    assert!(err.to_string().contains(&date), "{err}");
     assert_eq!(err.refusal(), Some(Refusal::TokenExpired), "{err}");
 
     // None of the refusals changed nodes; the log grew only by the token creations.
@@ -130,7 +147,7 @@ async fn token_rejections_are_clear_and_change_nothing() {
     hub.join(&fresh, 6).await.unwrap();
     let metrics = hub.scrape();
     assert!(
-        metrics.contains("bauxite_dispatch_provisions_refused_total 3"),
+        metrics.contains("bauxite_dispatch_provisions_refused_total 4"),
         "{metrics}"
     );
 }

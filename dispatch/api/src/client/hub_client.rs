@@ -37,11 +37,12 @@ impl HubClient {
         })
     }
 
-    /// Connects as the operator with `data_dir/admin.{crt,key}`, to `hub` or, when `None`,
-    /// to the address the running hub wrote to `data_dir/hub.addr`.
+    /// Connects as the operator with `data_dir/admin.{crt,key}`, to `hub` (`host:port` or
+    /// `https://host:port`) or, when `None`, to the address the running hub wrote to
+    /// `data_dir/hub.addr`.
     pub async fn connect_admin(data_dir: &Path, hub: Option<&str>) -> Result<Self> {
         let addr = match hub {
-            Some(hub) => hub.to_owned(),
+            Some(hub) => hub.trim().to_owned(),
             None => files::read_text(&data_dir.join("hub.addr"))
                 .map_err(|_| Error::Connect {
                     addr: data_dir.join("hub.addr").display().to_string(),
@@ -55,7 +56,13 @@ impl HubClient {
             cert_pem: files::read_text(&data_dir.join("admin.crt"))?,
             key_pem: zeroize::Zeroizing::new(files::read_secret(&data_dir.join("admin.key"))?),
         };
-        Self::connect_mtls(&addr, &credentials).await
+        // `hub.addr` and `--hub` name an address, not a URL; the channel takes URLs.
+        let url = if addr.contains("://") {
+            addr
+        } else {
+            format!("https://{addr}")
+        };
+        Self::connect_mtls(&url, &credentials).await
     }
 
     /// The underlying channel.
