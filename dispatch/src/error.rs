@@ -203,6 +203,23 @@ pub enum CallRefused {
     /// The certificate names a known node but is not the one issued to it.
     #[error("this certificate is not the one issued to node {0}")]
     NotIssued(PeerId),
+    /// The node's registration is pending: only `ConfirmProvision` is accepted.
+    #[error(
+        "node {0} has not confirmed its registration; `bauxite join` confirms it after \
+         writing its credentials, and `bauxite run` does on its first connection"
+    )]
+    NotConfirmed(PeerId),
+    /// The registration was not confirmed in time and was deleted.
+    #[error(
+        "the registration of node {node} expired at {at} before it was confirmed; its \
+         address was freed: join again with a new token"
+    )]
+    RegistrationExpired {
+        /// The node.
+        node: PeerId,
+        /// When the confirmation window closed.
+        at: UnixTime,
+    },
 }
 
 impl TokenRejected {
@@ -241,6 +258,8 @@ impl CallRefused {
             CallRefused::UnknownNode(_) => Refusal::UnknownNode,
             CallRefused::Revoked { .. } => Refusal::Revoked,
             CallRefused::NotIssued(_) => Refusal::CertificateNotIssued,
+            CallRefused::NotConfirmed(_) => Refusal::NotConfirmed,
+            CallRefused::RegistrationExpired { .. } => Refusal::UnknownNode,
         }
     }
 }

@@ -11,6 +11,8 @@
 
 mod admin;
 pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
+mod confirm;
+pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod provision;
 pub mod signal;
 
@@ -28,7 +30,7 @@ use crate::ipam::MeshCidr;
 use crate::metrics::HubMetrics;
 use crate::pki::{CertRole, HubCa};
 use crate::proto;
-use crate::store::{Change, NodeRecord, Store};
+use crate::store::{Change, NodeRecord, PendingRecord, Store};
 use crate::{CallRefused, Result};
 
 /// Who made an authenticated call.
@@ -52,6 +54,9 @@ impl Caller {
 
 struct State {
     nodes: BTreeMap<PeerId, NodeRecord>,
+    /// Registrations waiting for confirmation: they hold addresses and keys but are in
+    /// no topology.
+    pending: BTreeMap<PeerId, PendingRecord>,
     topology_version: u64,
     audit_head: AuditHead,
 }
@@ -67,6 +72,8 @@ pub struct Hub {
     signals: Mutex<SignalRouter>,
     metrics: HubMetrics,
     closing: watch::Sender<bool>,
+    /// Seconds a new registration has to be confirmed.
+    confirm_window: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,8 +84,14 @@ impl Hub {
     /// Loads the hub's state from `store` and records the start in the audit log.
     pub fn open(store: Box<dyn Store>, ca: HubCa, cidr: MeshCidr, now: UnixTime) -> Result<Self> {
         let nodes = store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
+        let pending = store
+            .pending()?
+            .into_iter()
+            .map(|p| (p.node.id, p))
+            .collect();
         let state = State {
             nodes,
+            pending,
             topology_version: store.topology_version()?,
             audit_head: store.audit_head()?,
         };
@@ -97,6 +110,7 @@ impl Hub {
             signals: Mutex::new(SignalRouter::default()),
             metrics: HubMetrics::default(),
             closing: watch::channel(false).0,
+            confirm_window: DEFAULT_CONFIRM_WINDOW_SECS,
         };
         let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());
         hub.commit(now, "hub", "hub.start", detail, Change::default())?;
@@ -126,6 +140,15 @@ impl Hub {
             CertRole::Admin => Ok(Caller::Admin),
             CertRole::Node(binding) => {
                 let state = lock(&self.state);
+                let presented = crate::token::CaFingerprint::of_der(der);
+                if let Some(pending) = state.pending.get(&binding.node_id) {
+                    return Err(if presented.0 == pending.node.cert_sha256 {
+                        CallRefused::NotConfirmed(binding.node_id)
+                    } else {
+                        CallRefused::NotIssued(binding.node_id)
+                    }
+                    .into());
+                }
                 let node = state
                     .nodes
                     .get(&binding.node_id)
@@ -133,7 +156,6 @@ impl Hub {
                 if let Some(at) = node.revoked_at {
                     return Err(CallRefused::Revoked { node: node.id, at }.into());
                 }
-                let presented = crate::token::CaFingerprint::of_der(der);
                 if presented.0 != node.cert_sha256 {
                     return Err(CallRefused::NotIssued(node.id).into());
                 }
@@ -150,9 +172,15 @@ impl Hub {
             .is_some_and(|n| n.revoked_at.is_none())
     }
 
-    /// Every node, active and revoked, in peer-ID order.
+    /// Every node, active and revoked, in peer-ID order (pending registrations are in
+    /// [`pending`](Self::pending)).
     pub fn nodes(&self) -> Vec<NodeRecord> {
         lock(&self.state).nodes.values().cloned().collect()
+    }
+
+    /// Registrations waiting for confirmation, in peer-ID order.
+    pub fn pending(&self) -> Vec<PendingRecord> {
+        lock(&self.state).pending.values().cloned().collect()
     }
 
     /// A feed of topology snapshots (the current one first).
@@ -221,6 +249,12 @@ impl Hub {
         self.metrics
             .audit_entries
             .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        for id in &change.unpending {
+            state.pending.remove(id);
+        }
+        for pending in change.pending {
+            state.pending.insert(pending.node.id, pending);
+        }
         for node in change.nodes {
             state.nodes.insert(node.id, node);
         }

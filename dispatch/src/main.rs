@@ -45,6 +45,10 @@ enum Command {
         /// Prometheus endpoint address (GET /metrics).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// How long a joining node has to confirm it wrote its credentials before its
+        /// registration expires (its address freed, its token use given back): 90s, 10m.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        confirm_within: u64,
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -163,18 +167,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(
-    cli: &Cli,
-    listen: SocketAddr,
-    mesh_cidr: Option<MeshCidr>,
-    metrics_listen: Option<SocketAddr>,
-) -> Result<()> {
-    let config = ServeConfig {
-        listen,
-        data_dir: cli.data_dir.clone(),
-        mesh_cidr,
-        metrics_listen,
-    };
+async fn serve(cli: &Cli, config: ServeConfig) -> Result<()> {
     let bound = BoundHub::bind(&config).await?;
     let hub = bound.hub();
     println!("bauxite-dispatch listening on {}", bound.addr()?);
@@ -221,7 +214,11 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
                 "ID", "VIRTUAL IP", "STATE", "JOINED"
             );
             for n in nodes {
-                let state = if n.revoked { "revoked" } else { "active" };
+                let state = match (n.revoked, n.pending) {
+                    (true, _) => "revoked",
+                    (false, true) => "pending",
+                    (false, false) => "active",
+                };
                 println!(
                     "{:<32}  {:<15}  {state:<8}  {:<20}  {}",
                     n.node_id,
@@ -354,12 +351,18 @@ async fn main() -> ExitCode {
             listen,
             mesh_cidr,
             metrics_listen,
+            confirm_within,
             log_format,
         } => {
             init_logs(*log_format);
-            serve(&cli, *listen, *mesh_cidr, *metrics_listen)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            let config = ServeConfig {
+                listen: *listen,
+                data_dir: cli.data_dir.clone(),
+                mesh_cidr: *mesh_cidr,
+                metrics_listen: *metrics_listen,
+                confirm_window_secs: *confirm_within,
+            };
+            serve(&cli, config).await.map(|()| ExitCode::SUCCESS)
         }
         _ => admin(&cli).await,
     };

@@ -22,7 +22,8 @@ use bauxite_conduit::{Metrics, PeerId};
 use bauxite_dispatch_api::Refusal;
 use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapshot};
 use bauxite_dispatch_api::proto::node::{
-    Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest, TopologyRequest,
+    ConfirmProvisionRequest, Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest,
+    TopologyRequest,
 };
 use tokio::sync::mpsc;
 
@@ -187,6 +188,12 @@ impl HubConnector {
         let hub = HubClient::connect_mtls(&self.config.url, &self.credentials)
             .await
             .map_err(|e| from_error(e, "connect"))?;
+        // The second phase of provisioning, in case `join` could not reach the hub after
+        // writing the credentials; for a confirmed node it changes nothing.
+        hub.provisioning()
+            .confirm_provision(ConfirmProvisionRequest {})
+            .await
+            .map_err(|s| from_status(&s, "confirm registration"))?;
         if let Some(endpoint) = self.config.advertise {
             hub.topology()
                 .set_endpoint(SetEndpointRequest {

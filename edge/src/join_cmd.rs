@@ -4,7 +4,12 @@
 //!
 //! Invariant: nothing is written until the hub has accepted the token and the issued
 //! certificate has been checked, so a refused join (reused, expired or forged token, a
-//! hub whose CA does not match the token) leaves the state root as it was.
+//! hub whose CA does not match the token) leaves the state root as it was. And the hub is
+//! not contacted before the state root is known to be writable: a file in its place, or a
+//! directory this user cannot write, is refused first. Provisioning has two phases: the
+//! hub registers the node as pending, `join` writes the credentials, then confirms with
+//! the new certificate; a registration never confirmed (the node died, the disk failed)
+//! expires at the hub and gives its address and token use back.
 //!
 //! Layout under the state root:
 //!
@@ -20,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use bauxite_conduit::PeerId;
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch_api::client::join;
+use bauxite_dispatch_api::client::{confirm, join};
 use bauxite_dispatch_api::token::JoinToken;
 
 use crate::fsutil;
@@ -51,6 +56,16 @@ pub enum JoinError {
     /// The hub's answer is unusable.
     #[error("join failed: {0}")]
     Answer(String),
+    /// The state root cannot be written; the hub was not contacted.
+    #[error(
+        "cannot use {path} as the state root: {reason}; the hub was not contacted and the token is unspent"
+    )]
+    StateRoot {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong, with the fix.
+        reason: String,
+    },
     /// Writing the state root failed.
     #[error("could not write {path}: {reason}")]
     Write {
@@ -87,6 +102,13 @@ pub struct JoinOptions {
 pub struct Joined {
     /// The node's mesh ID.
     pub node_id: PeerId,
+    /// Its name in the mesh, when the hub confirmed the registration.
+    pub name: Option<String>,
+    /// Why the confirmation did not reach the hub, if it did not: `run` confirms on its
+    /// first connection, before [`confirm_by_unix`](Self::confirm_by_unix).
+    pub unconfirmed: Option<String>,
+    /// The hub's deadline for the confirmation (Unix seconds).
+    pub confirm_by_unix: u64,
     /// Its address with the mesh prefix, e.g. `100.64.0.2/10`.
     pub virtual_ip: String,
     /// The config file written.
@@ -200,6 +222,8 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
     let config_path = root.join(CONFIG_FILE);
     let identity_path = root.join(IDENTITY_FILE);
     let certs = root.join(CERTS_DIR);
+    bauxite_dispatch_api::client::hub_addr(&options.hub_url)?;
+    check_writable(&root)?;
     let joined_before =
         config_path.exists() || identity_path.exists() || certs.join("node.crt").exists();
     if joined_before && !options.force {
@@ -222,11 +246,94 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
     let text = render_config(&root, options, result.node_id, &virtual_ip);
     fsutil::write_atomic(&config_path, text.as_bytes(), 0o644)
         .map_err(|e| write_error(&config_path, e))?;
+    // Everything is durable (each file was fsynced): the second phase.
+    let (name, unconfirmed) = match confirm(&options.hub_url, &result.credentials).await {
+        Ok(name) => (Some(name), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Joined {
         node_id: result.node_id,
+        name,
+        unconfirmed,
+        confirm_by_unix: result.confirm_by_unix,
         virtual_ip,
         config: config_path,
     })
+}
+
+/// Refuses a state root this process cannot write — a file in its place or on its path,
+/// a read-only or foreign directory — by creating and removing a probe file in the
+/// deepest directory that exists, so the hub is never asked to register a node whose
+/// credentials cannot be kept. Creates nothing that stays.
+pub fn check_writable(root: &Path) -> Result<(), JoinError> {
+    let refuse = |path: &Path, reason: String| JoinError::StateRoot {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut dir = root;
+    loop {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                return Err(refuse(
+                    dir,
+                    format!(
+                        "{} is a file, not a directory; move it away or pass another --state-root",
+                        dir.display()
+                    ),
+                ));
+            }
+            // A missing directory, or a file on the way to it: look further up.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                match dir.parent() {
+                    Some(parent) => dir = parent,
+                    None => return Err(refuse(root, e.to_string())),
+                }
+            }
+            Err(e) => return Err(refuse(dir, e.to_string())),
+        }
+    }
+    for sub in [IDENTITY_FILE, CERTS_DIR] {
+        let path = root.join(sub);
+        let parent = if sub == CERTS_DIR {
+            Some(path.as_path())
+        } else {
+            path.parent()
+        };
+        if let Some(p) = parent
+            && p.exists()
+            && !p.is_dir()
+        {
+            return Err(refuse(
+                p,
+                format!("{} is a file, not a directory", p.display()),
+            ));
+        }
+    }
+    let probe = dir.join(format!(".bauxite-join-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(refuse(
+            dir,
+            format!(
+                "{} is not writable by this user ({e}); run as root or pass a --state-root it can write",
+                dir.display()
+            ),
+        )),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), JoinError> {
@@ -283,6 +390,44 @@ mod tests {
         assert_eq!(hub.url, "https://10.0.0.1:7443");
         assert_eq!(hub.certs_dir, root.join("certs"));
         assert_eq!(hub.advertise, Some("10.0.0.2:51820".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_state_root_that_cannot_be_written_is_refused_and_nothing_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("new/deeper/root");
+        check_writable(&fresh).unwrap();
+        assert!(
+            !dir.path().join("new").exists(),
+            "the check created nothing"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        for root in [file.clone(), file.join("root")] {
+            let e = check_writable(&root).unwrap_err().to_string();
+            assert!(e.contains("is a file, not a directory"), "{e}");
+            assert!(e.contains("not contacted"), "{e}");
+        }
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(CERTS_DIR), "x").unwrap();
+        let e = check_writable(&root).unwrap_err().to_string();
+        assert!(e.contains("certs is a file"), "{e}");
+
+        // Permission bits bind only a non-root user (root writes anyway).
+        if !rustix::process::geteuid().is_root() {
+            use std::os::unix::fs::PermissionsExt as _;
+            let locked = dir.path().join("locked");
+            std::fs::create_dir(&locked).unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+            let e = check_writable(&locked.join("root"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not writable"), "{e}");
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
     }
 
     #[test]

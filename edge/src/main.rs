@@ -154,6 +154,18 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 joined.virtual_ip,
                 joined.config.display()
             );
+            if let Some(why) = &joined.unconfirmed {
+                let by = time::OffsetDateTime::from_unix_timestamp(
+                    i64::try_from(joined.confirm_by_unix).unwrap_or(i64::MAX),
+                )
+                .map(precheck::fingerprint::rfc3339)
+                .unwrap_or_else(|_| joined.confirm_by_unix.to_string());
+                eprintln!(
+                    "warning: the hub has not confirmed this node yet ({why}); `bauxite run` \
+                     confirms it on its first connection, which must happen before {by}, \
+                     or the registration expires and the node must join again"
+                );
+            }
             println!(
                 "start the node with: bauxite run --config {}",
                 joined.config.display()

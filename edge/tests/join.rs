@@ -257,8 +257,28 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     });
     refused(&short_token, "expired at 20");
 
+    // A file where the state root should be: refused before the hub is contacted, so
+    // the hub registers nothing and the token is not spent (it joins below).
+    let blocker = dir.path().join("blocker");
+    fs::write(&blocker, "not a directory").unwrap();
+    for bad_root in [blocker.clone(), blocker.join("root")] {
+        let (ok, out) = join(&good, &url, &bad_root, &[]);
+        assert!(!ok && out.contains("is a file, not a directory"), "{out}");
+    }
+    let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
+    assert_eq!(nodes.lines().count(), 1, "only the header: {nodes}");
+
     let (ok, out) = join(&good, &url, &root, &[]);
     assert!(ok, "{out}");
+    assert!(
+        !out.contains("warning"),
+        "join confirmed the registration: {out}"
+    );
+    let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
+    assert!(
+        nodes.lines().any(|l| l.contains(" active ")),
+        "confirmed by join: {nodes}"
+    );
     let identity = root.join("identity/node.identity");
     let key = root.join("certs/node.key");
     for secret in [&identity, &key] {

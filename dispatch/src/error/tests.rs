@@ -29,6 +29,20 @@ fn every_refusal_keeps_its_code_and_carries_its_typed_reason() {
             Refusal::CertificateNotIssued,
         ),
         (
+            CallRefused::NotConfirmed(NODE).into(),
+            Code::FailedPrecondition,
+            Refusal::NotConfirmed,
+        ),
+        (
+            CallRefused::RegistrationExpired {
+                node: NODE,
+                at: UnixTime(5),
+            }
+            .into(),
+            Code::Unauthenticated,
+            Refusal::UnknownNode,
+        ),
+        (
             CallRefused::NoClientCertificate.into(),
             Code::Unauthenticated,
             Refusal::NoClientCertificate,

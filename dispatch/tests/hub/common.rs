@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch_api::client::{HubClient, JoinResult, join};
+use bauxite_dispatch_api::client::{HubClient, JoinResult, confirm, join};
 use bauxite_dispatch_api::token::JoinToken;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bauxite-dispatch");
@@ -23,6 +23,11 @@ pub(crate) struct HubProc {
 impl HubProc {
     /// Starts `bauxite-dispatch serve` on `dir` and waits until it printed its addresses.
     pub(crate) fn start(dir: &Path) -> HubProc {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`start`](Self::start) with more `serve` options.
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> HubProc {
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -41,6 +46,7 @@ impl HubProc {
             ])
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -168,7 +174,19 @@ impl HubProc {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Both phases of provisioning, as `bauxite join` does them: register, then confirm.
     pub(crate) async fn join(
+        &self,
+        token: &JoinToken,
+        seed: u8,
+    ) -> bauxite_dispatch_api::Result<JoinResult> {
+        let joined = self.register(token, seed).await?;
+        confirm(&self.addr, &joined.credentials).await?;
+        Ok(joined)
+    }
+
+    /// Only the first phase: the node is pending until it confirms.
+    pub(crate) async fn register(
         &self,
         token: &JoinToken,
         seed: u8,

@@ -13,6 +13,7 @@ use crate::pki::files;
 use crate::proto::admin::admin_service_client::AdminServiceClient;
 use crate::proto::node::metrics_service_client::MetricsServiceClient;
 use crate::proto::node::policy_service_client::PolicyServiceClient;
+use crate::proto::node::provisioning_service_client::ProvisioningServiceClient;
 use crate::proto::node::signaling_service_client::SignalingServiceClient;
 use crate::proto::node::topology_service_client::TopologyServiceClient;
 use crate::proto::node::{Peer, TopologySnapshot};
@@ -68,6 +69,11 @@ impl HubClient {
     /// The underlying channel.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Provisioning (`ConfirmProvision` over mutual TLS).
+    pub fn provisioning(&self) -> ProvisioningServiceClient<Channel> {
+        ProvisioningServiceClient::new(self.channel.clone())
     }
 
     /// Topology feed and endpoint updates.
