@@ -11,6 +11,7 @@
 
 mod admin;
 pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
+pub mod candidates;
 mod confirm;
 pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod provision;
@@ -57,6 +58,8 @@ struct State {
     /// Registrations waiting for confirmation: they hold addresses and keys but are in
     /// no topology.
     pending: BTreeMap<PeerId, PendingRecord>,
+    /// Where each node can be dialled besides its endpoint (`candidates.rs`; memory only).
+    candidates: BTreeMap<PeerId, Vec<std::net::SocketAddr>>,
     topology_version: u64,
     audit_head: AuditHead,
 }
@@ -92,6 +95,7 @@ impl Hub {
         let state = State {
             nodes,
             pending,
+            candidates: BTreeMap::new(),
             topology_version: store.topology_version()?,
             audit_head: store.audit_head()?,
         };
@@ -280,15 +284,26 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
             .nodes
             .values()
             .filter(|n| n.revoked_at.is_none())
-            .map(|n| proto::node::Peer {
-                node_id: n.id.to_string(),
-                name: n.name.clone(),
-                virtual_ip: n.virtual_ip.to_string(),
-                x25519_public: n.x25519.to_vec(),
-                ed25519_public: n.ed25519.to_vec(),
-                endpoint: n.endpoint.clone().unwrap_or_default(),
-                candidates: Vec::new(),
-                hub: false,
+            .map(|n| {
+                let endpoint = n.endpoint.clone().unwrap_or_default();
+                let candidates = state
+                    .candidates
+                    .get(&n.id)
+                    .into_iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .filter(|c| *c != endpoint)
+                    .collect();
+                proto::node::Peer {
+                    node_id: n.id.to_string(),
+                    name: n.name.clone(),
+                    virtual_ip: n.virtual_ip.to_string(),
+                    x25519_public: n.x25519.to_vec(),
+                    ed25519_public: n.ed25519.to_vec(),
+                    endpoint,
+                    candidates,
+                    hub: false,
+                }
             })
             .collect(),
     }

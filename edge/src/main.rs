@@ -72,6 +72,13 @@ fn main() -> ExitCode {
     let clock = SystemClock::new();
     match cli.command {
         Command::Precheck(args) => run_precheck(&cli.config, args, &clock),
+        Command::Run => match bauxite::run_cmd::run(&cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", bauxite::error::one_message(&e));
+                ExitCode::from(e.exit_code())
+            }
+        },
         command => match run_tool(&cli.config, command, &clock) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -171,7 +178,7 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 joined.config.display()
             );
         }
-        Command::Run => bauxite::run_cmd::run(config)?,
+        Command::Run => unreachable!("dispatched in main"),
         Command::Status(args) => {
             let run = RunConfig::load(config)?;
             let report = bauxite::control::query_status(&run.control_socket)?;

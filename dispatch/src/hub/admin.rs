@@ -131,6 +131,7 @@ impl Hub {
             detail,
             change,
         )?;
+        state.candidates.remove(&id);
         drop(state);
         self.signals().detach_all(id);
         Ok(record)

@@ -349,3 +349,52 @@ fn a_pending_registration_can_be_revoked() {
     ));
     assert!(hub.subscribe_topology().borrow().peers.is_empty());
 }
+
+#[test]
+fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
+    let hub = hub();
+    let t = token(&hub, 3600, 1, 1);
+    let a = join(&hub, T0, request(&t, 1));
+    let id = a.record.id;
+    let head = hub.store.audit_head().unwrap();
+    let observed: std::net::SocketAddr = "10.0.0.7:51820".parse().unwrap();
+    let local: std::net::SocketAddr = "192.168.1.7:51820".parse().unwrap();
+    let (version, published) = hub.set_candidates(id, vec![observed, local]).unwrap();
+    assert_eq!(published, vec![observed, local]);
+    let snapshot = hub.subscribe_topology().borrow().clone();
+    assert_eq!(snapshot.version, version);
+    assert_eq!(snapshot.peers[0].endpoint, "");
+    assert_eq!(
+        snapshot.peers[0].candidates,
+        vec![
+            "10.0.0.7:51820".to_string(),
+            "192.168.1.7:51820".to_string()
+        ]
+    );
+    assert_eq!(
+        hub.store.audit_head().unwrap(),
+        head,
+        "observations are not audited"
+    );
+    assert_eq!(
+        hub.store.topology_version().unwrap(),
+        version,
+        "versions only grow"
+    );
+    // The same report again changes nothing.
+    assert_eq!(
+        hub.set_candidates(id, vec![observed, local]).unwrap().0,
+        version
+    );
+    // An advertised endpoint comes first and is not repeated among the candidates.
+    hub.set_endpoint(T0, id, Some(local.to_string())).unwrap();
+    let (_, published) = hub.set_candidates(id, vec![observed, local]).unwrap();
+    assert_eq!(published, vec![local, observed]);
+    let peer = hub.subscribe_topology().borrow().peers[0].clone();
+    assert_eq!(peer.endpoint, local.to_string());
+    assert_eq!(peer.candidates, vec![observed.to_string()]);
+    // A revoked node's candidates go with it.
+    hub.revoke(T0.plus(1), Caller::Admin, &id.to_string())
+        .unwrap();
+    assert!(hub.subscribe_topology().borrow().peers.is_empty());
+}

@@ -110,7 +110,8 @@ fn key(bytes: &[u8], field: &'static str) -> Result<[u8; 32]> {
 }
 
 /// Converts one topology peer for conduit's `PeerRegistry`, checking that its ID derives
-/// from its Ed25519 key (so the hub cannot pair one node's ID with another's key).
+/// from its Ed25519 key (so the hub cannot pair one node's ID with another's key). Its
+/// `candidates` become [`PeerInfo::candidates`], tried after `endpoint`.
 pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
     let ip: std::net::Ipv4Addr = peer
         .virtual_ip
@@ -126,13 +127,21 @@ pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
             problem: format!("{text:?} is not ip:port"),
         })?),
     };
+    // A candidate that does not parse is skipped, not fatal: the others may work, and a
+    // whole topology refused over one address would cost more than it protects.
+    let candidates = peer
+        .candidates
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
     let info = PeerInfo::new(
         peer.name.clone(),
         VirtualIp::from(ip),
         key(&peer.x25519_public, "x25519_public")?,
         key(&peer.ed25519_public, "ed25519_public")?,
         endpoint,
-    );
+    )
+    .with_candidates(candidates);
     if PeerId::from_hex(&peer.node_id) != Some(info.id) {
         return Err(Error::InvalidArgument {
             field: "node_id",
@@ -155,4 +164,45 @@ pub fn peers_from_snapshot(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bauxite_conduit::identity::Identity;
+
+    #[test]
+    fn candidates_follow_the_endpoint_and_bad_ones_are_skipped() {
+        let public = Identity::from_secrets([1; 32], [2; 32]).public();
+        let peer = Peer {
+            node_id: PeerId::from_signing_public(&public.signing_public).to_string(),
+            name: "a".into(),
+            virtual_ip: "100.64.0.1".into(),
+            x25519_public: public.static_public.to_vec(),
+            ed25519_public: public.signing_public.to_vec(),
+            endpoint: String::new(),
+            candidates: vec![
+                "10.0.0.1:51820".into(),
+                "junk".into(),
+                "10.0.0.2:51820".into(),
+            ],
+            hub: false,
+        };
+        let info = peer_info(&peer).unwrap();
+        assert_eq!(info.endpoint, None);
+        assert_eq!(
+            info.dial_order(),
+            vec![
+                "10.0.0.1:51820".parse().unwrap(),
+                "10.0.0.2:51820".parse().unwrap()
+            ]
+        );
+        let with_endpoint = Peer {
+            endpoint: "203.0.113.1:51820".into(),
+            ..peer
+        };
+        let info = peer_info(&with_endpoint).unwrap();
+        assert_eq!(info.dial_order()[0], "203.0.113.1:51820".parse().unwrap());
+        assert_eq!(info.dial_order().len(), 3);
+    }
 }
