@@ -95,7 +95,10 @@ async fn main() {
         let endpoint = format!("192.0.2.1:{}", 5000 + round);
         clients[0]
             .topology()
-            .set_endpoint(SetEndpointRequest { endpoint })
+            .set_endpoint(SetEndpointRequest {
+                endpoint,
+                ..SetEndpointRequest::default()
+            })
             .await
             .unwrap();
         let mut tasks = Vec::with_capacity(n);
