@@ -365,3 +365,61 @@ fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
     assert!(status.contains("\"peers\""), "{status}");
     assert!(daemon.log().contains("bauxite running"), "{}", daemon.log());
 }
+
+#[test]
+fn a_daemon_cut_off_from_its_hub_says_so_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(hub) = Hub::start(dir.path()) else {
+        return;
+    };
+    let url = hub.url();
+    let root = dir.path().join("root");
+    let token = hub.token(&["--name", "robot-5"]);
+    let socket = dir.path().join("control.sock");
+    let out = Command::new(BAUXITE)
+        .args(["join", &token, &url, "--state-root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The hub goes away before the daemon starts: it keeps trying, and status says since
+    // when and why, in one line.
+    drop(hub);
+    let config = root.join("config.toml");
+    let mut daemon = Daemon::start(&config, dir.path().join("run.log"));
+    daemon.wait_status(&config);
+    let hub_state = wait_for(LIMIT, "the hub state to be reconnecting", || {
+        let out = Command::new(BAUXITE)
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (json["hub"]["state"] == "reconnecting").then(|| json["hub"].clone())
+    });
+    assert_eq!(hub_state["url"], url.as_str());
+    let since = hub_state["since"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.contains('T'), "{since}");
+    let error = hub_state["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("connect: could not connect to the hub"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("transport error") && !error.contains('\n'),
+        "{error}"
+    );
+    let text = Command::new(BAUXITE)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("hub  reconnecting to {url} since {since}"))),
+        "{text}"
+    );
+}
