@@ -190,7 +190,10 @@ pub enum CallRefused {
     #[error("this call needs the node's client certificate (mutual TLS); run `bauxite join` first")]
     NoClientCertificate,
     /// The certificate names a node this hub has no record of.
-    #[error("node {0} is not known to this hub")]
+    #[error(
+        "node {0} is not known to this hub: it was never registered here, or its \
+         registration expired unconfirmed; join again with a new token"
+    )]
     UnknownNode(PeerId),
     /// The node was revoked.
     #[error("node {node} was revoked at {at}; join again with a new identity and token")]

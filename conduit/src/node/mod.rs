@@ -32,7 +32,10 @@
 //! from anything unauthenticated. So one side knowing the other is enough: the other
 //! answers where the initiation came from, and follows it when its address changes
 //! (NAT rebinding). A node with no endpoint for a peer starts no handshake; it holds
-//! packets for that peer (the per-peer stage) and waits to be dialled.
+//! packets for that peer (the per-peer stage) and waits to be dialled. A peer with
+//! several configured addresses ([`PeerInfo::candidates`]) is tried at each in turn: an
+//! initiation unanswered after `rekey_timeout` is retried at the next one
+//! ([`PathTable::rotate`]); rekeys and keepalive timeouts stay on the working address.
 //! Submodules: `inbound` handles datagrams, `outbound`
 //! packets from TUN and transmission, `timers` the per-peer deadlines.
 
