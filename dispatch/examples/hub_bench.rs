@@ -54,11 +54,16 @@ async fn main() {
             .await
             .unwrap();
         joins.push(start.elapsed());
-        clients.push(
-            HubClient::connect_mtls(&addr, &joined.credentials)
-                .await
-                .unwrap(),
-        );
+        let client = HubClient::connect_mtls(&addr, &joined.credentials)
+            .await
+            .unwrap();
+        // The second phase of provisioning, on the node's own mTLS connection.
+        client
+            .provisioning()
+            .confirm_provision(bauxite_dispatch_api::proto::node::ConfirmProvisionRequest {})
+            .await
+            .unwrap();
+        clients.push(client);
     }
     joins.sort();
     println!(
@@ -90,7 +95,10 @@ async fn main() {
         let endpoint = format!("192.0.2.1:{}", 5000 + round);
         clients[0]
             .topology()
-            .set_endpoint(SetEndpointRequest { endpoint })
+            .set_endpoint(SetEndpointRequest {
+                endpoint,
+                ..SetEndpointRequest::default()
+            })
             .await
             .unwrap();
         let mut tasks = Vec::with_capacity(n);
@@ -141,6 +149,7 @@ async fn in_process_hub(dir: &tempfile::TempDir, n: usize) -> (String, JoinToken
         data_dir: dir.path().join("hub"),
         mesh_cidr: None,
         metrics_listen: None,
+        confirm_window_secs: bauxite_dispatch::hub::DEFAULT_CONFIRM_WINDOW_SECS,
     };
     let bound = BoundHub::bind(&config).await.unwrap();
     let hub = bound.hub();

@@ -45,6 +45,10 @@ enum Command {
         /// Prometheus endpoint address (GET /metrics).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// How long a joining node has to confirm it wrote its credentials before its
+        /// registration expires (its address freed, its token use given back): 90s, 10m.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        confirm_within: u64,
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -163,18 +167,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(
-    cli: &Cli,
-    listen: SocketAddr,
-    mesh_cidr: Option<MeshCidr>,
-    metrics_listen: Option<SocketAddr>,
-) -> Result<()> {
-    let config = ServeConfig {
-        listen,
-        data_dir: cli.data_dir.clone(),
-        mesh_cidr,
-        metrics_listen,
-    };
+async fn serve(cli: &Cli, config: ServeConfig) -> Result<()> {
     let bound = BoundHub::bind(&config).await?;
     let hub = bound.hub();
     println!("bauxite-dispatch listening on {}", bound.addr()?);
@@ -204,10 +197,9 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
             };
             let token = admin.create_token(request).await?.into_inner();
             eprintln!(
-                "token {} ({uses} use(s)) expires {} (unix {})",
+                "token {} ({uses} use(s)) expires {}",
                 token.token_id,
-                UnixTime(token.expires_at_unix),
-                token.expires_at_unix
+                UnixTime(token.expires_at_unix)
             );
             println!("{}", token.token);
         }
@@ -222,7 +214,11 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
                 "ID", "VIRTUAL IP", "STATE", "JOINED"
             );
             for n in nodes {
-                let state = if n.revoked { "revoked" } else { "active" };
+                let state = match (n.revoked, n.pending) {
+                    (true, _) => "revoked",
+                    (false, true) => "pending",
+                    (false, false) => "active",
+                };
                 println!(
                     "{:<32}  {:<15}  {state:<8}  {:<20}  {}",
                     n.node_id,
@@ -331,6 +327,22 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error and the causes its text does not already contain, on one line: typed errors
+/// that embed their cause (and wrappers that repeat it) are printed once.
+fn one_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -339,19 +351,25 @@ async fn main() -> ExitCode {
             listen,
             mesh_cidr,
             metrics_listen,
+            confirm_within,
             log_format,
         } => {
             init_logs(*log_format);
-            serve(&cli, *listen, *mesh_cidr, *metrics_listen)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            let config = ServeConfig {
+                listen: *listen,
+                data_dir: cli.data_dir.clone(),
+                mesh_cidr: *mesh_cidr,
+                metrics_listen: *metrics_listen,
+                confirm_window_secs: *confirm_within,
+            };
+            serve(&cli, config).await.map(|()| ExitCode::SUCCESS)
         }
         _ => admin(&cli).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bauxite-dispatch: {e:#}");
+            eprintln!("bauxite-dispatch: {}", one_message(e.as_ref()));
             ExitCode::FAILURE
         }
     }

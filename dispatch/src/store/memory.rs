@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use bauxite_conduit::PeerId;
 
-use super::{Change, NodeRecord, PolicyRecord, Store};
+use super::{Change, NodeRecord, PendingRecord, PolicyRecord, Store};
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
 use crate::{Error, Result};
@@ -14,6 +14,7 @@ use crate::{Error, Result};
 struct Inner {
     tokens: BTreeMap<TokenId, TokenRecord>,
     nodes: BTreeMap<PeerId, NodeRecord>,
+    pending: BTreeMap<PeerId, PendingRecord>,
     policy: Option<PolicyRecord>,
     topology_version: u64,
     audit: Vec<AuditEntry>,
@@ -45,6 +46,10 @@ impl Store for MemoryStore {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>> {
         Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    fn pending(&self) -> Result<Vec<PendingRecord>> {
+        Ok(self.lock().pending.values().cloned().collect())
     }
 
     fn policy(&self) -> Result<Option<PolicyRecord>> {
@@ -94,6 +99,12 @@ impl Store for MemoryStore {
         }
         for node in &change.nodes {
             inner.nodes.insert(node.id, node.clone());
+        }
+        for id in &change.unpending {
+            inner.pending.remove(id);
+        }
+        for pending in &change.pending {
+            inner.pending.insert(pending.node.id, pending.clone());
         }
         if let Some(policy) = &change.policy {
             inner.policy = Some(policy.clone());

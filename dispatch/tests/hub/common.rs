@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch_api::client::{HubClient, JoinResult, join};
+use bauxite_dispatch_api::client::{HubClient, JoinResult, confirm, join};
 use bauxite_dispatch_api::token::JoinToken;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bauxite-dispatch");
@@ -23,6 +23,11 @@ pub(crate) struct HubProc {
 impl HubProc {
     /// Starts `bauxite-dispatch serve` on `dir` and waits until it printed its addresses.
     pub(crate) fn start(dir: &Path) -> HubProc {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`start`](Self::start) with more `serve` options.
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> HubProc {
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -41,6 +46,7 @@ impl HubProc {
             ])
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -135,7 +141,8 @@ impl HubProc {
             .unwrap()
     }
 
-    /// `token create` with extra args; returns the token and its expiry (unix seconds).
+    /// `token create` with extra args; returns the token and its expiry (unix seconds),
+    /// read from the RFC 3339 date on stderr.
     pub(crate) fn token(&self, extra: &[&str]) -> (JoinToken, u64) {
         let mut args = vec!["token", "create"];
         args.extend_from_slice(extra);
@@ -147,14 +154,13 @@ impl HubProc {
         );
         let text = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8(out.stderr).unwrap();
-        let expires = stderr
-            .rsplit("(unix ")
-            .next()
-            .unwrap()
-            .trim()
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
+        let date = stderr.rsplit("expires ").next().unwrap().trim();
+        let expires =
+            time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("expiry {date:?} is not RFC 3339: {e}"))
+                .unix_timestamp()
+                .try_into()
+                .unwrap();
         (JoinToken::parse(text.trim()).unwrap(), expires)
     }
 
@@ -168,7 +174,19 @@ impl HubProc {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Both phases of provisioning, as `bauxite join` does them: register, then confirm.
     pub(crate) async fn join(
+        &self,
+        token: &JoinToken,
+        seed: u8,
+    ) -> bauxite_dispatch_api::Result<JoinResult> {
+        let joined = self.register(token, seed).await?;
+        confirm(&self.addr, &joined.credentials).await?;
+        Ok(joined)
+    }
+
+    /// Only the first phase: the node is pending until it confirms.
+    pub(crate) async fn register(
         &self,
         token: &JoinToken,
         seed: u8,
