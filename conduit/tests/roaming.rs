@@ -253,3 +253,66 @@ fn replayed_or_forged_packets_from_elsewhere_never_move_an_endpoint() {
     // Each replayed initiation was refused as stale, not answered.
     assert!(sum(|m| &m.handshakes_rejected) >= s.handshake_replays_injected);
 }
+
+/// A peer known by several candidate addresses (as the hub sends them: advertised,
+/// observed, local) of which only the last is where it listens: the retried handshake
+/// rotates through them and connects, with no endpoint on the other side at all.
+#[test]
+fn a_peer_with_three_candidates_of_which_only_the_last_works_connects() {
+    let timers = Timers::default();
+    let config = NodeConfig {
+        timers,
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::with_endpoints(
+        config,
+        LinkConfig::default(),
+        33,
+        Instant::now(),
+        [false, false],
+    );
+    let far = net.nodes[1].peer_id();
+    let dead = [moved(7), moved(8)];
+    let real = net.addrs[1];
+    let view = net.nodes[0].registry().by_id(far).cloned().unwrap();
+    let view = bauxite_conduit::peers::PeerInfo {
+        endpoint: Some(dead[0]),
+        ..view
+    }
+    .with_candidates(vec![dead[1], real]);
+    net.nodes[0].upsert_peer(view).unwrap();
+    assert_eq!(
+        net.nodes[0].paths().candidates(far),
+        &[dead[0], dead[1], real]
+    );
+    let t0 = net.now;
+    let p = udp(&net, 0, 1);
+    net.send_from(0, &p);
+    net.run_for(timers.rekey_timeout * 3);
+    // Two unanswered initiations (one per dead address), then the third answers: two
+    // retry intervals, then initiation, response and the staged packet (three trips).
+    assert_eq!(ids(&net, 1), vec![1], "the staged packet arrived");
+    assert!(net.nodes[0].is_connected(far, net.now));
+    assert_eq!(
+        net.stats.misaddressed, 2,
+        "one initiation to each dead address"
+    );
+    assert_eq!(
+        Metrics::get(&net.nodes[0].metrics().handshakes_initiated),
+        3
+    );
+    let done = net.delivered[1][0].at;
+    assert!(
+        done <= t0 + timers.rekey_timeout * 2 + LAT * 3 + SLACK,
+        "connected after {:?}",
+        done - t0
+    );
+    // The working address is where packets go now; the other side learned ours.
+    assert_eq!(endpoint(&net, 0).map(|e| e.addr), Some(real));
+    assert_eq!(endpoint(&net, 1), learned(net.addrs[0]));
+    // And the session carries traffic both ways.
+    let back = udp(&net, 1, 2);
+    net.send_from(1, &back);
+    net.run_for(LAT * 4);
+    assert_eq!(ids(&net, 0), vec![2]);
+}

@@ -16,8 +16,9 @@ use bauxite_conduit::io::Query;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::hub_state::HubState;
 use crate::status::StatusReport;
 
 /// Longest request line accepted.
@@ -118,8 +119,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Answers connections until the data-plane loop stops taking queries.
-pub async fn serve(listener: UnixListener, queries: mpsc::Sender<Query>, metrics: Arc<Metrics>) {
+/// Answers connections until the data-plane loop stops taking queries; `hub` is the
+/// hub connector's published state (`None` forever for a node without a hub).
+pub async fn serve(
+    listener: UnixListener,
+    queries: mpsc::Sender<Query>,
+    metrics: Arc<Metrics>,
+    hub: watch::Receiver<Option<HubState>>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -129,8 +136,9 @@ pub async fn serve(listener: UnixListener, queries: mpsc::Sender<Query>, metrics
             }
         };
         let (queries, metrics) = (queries.clone(), Arc::clone(&metrics));
+        let hub = hub.borrow().clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &queries, &metrics).await {
+            if let Err(error) = answer(stream, &queries, &metrics, hub).await {
                 tracing::debug!(%error, "control request failed");
             }
         });
@@ -141,6 +149,7 @@ async fn answer(
     stream: UnixStream,
     queries: &mpsc::Sender<Query>,
     metrics: &Metrics,
+    hub: Option<HubState>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -157,7 +166,7 @@ async fn answer(
             let status = rx
                 .await
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
-            serde_json::to_string(&StatusReport::new(&status, metrics))
+            serde_json::to_string(&StatusReport::new(&status, metrics, hub))
         }
         Err(e) => serde_json::to_string(&serde_json::json!({ "error": e.to_string() })),
     }

@@ -1,7 +1,8 @@
 //! `bauxite run`: the daemon — a node with static peers and, with a `[hub]` section, the
 //! [`HubConnector`](crate::hub::HubConnector) feeding it peers and policy, on a real UDP
 //! socket and TUN device, its control socket, the optional metrics listener, and clean
-//! shutdown on SIGTERM/SIGINT. A node revoked by the hub keeps running with no peers.
+//! shutdown on SIGTERM/SIGINT. A node revoked by the hub stops and exits with
+//! [`EXIT_REVOKED`] (the systemd unit does not restart it: `RestartPreventExitStatus=`).
 //!
 //! Start-up refuses, with the reason and the fix, everything no retry would cure: another
 //! daemon holding the node's [`RunLock`], a private key others can read (the identity or
@@ -21,17 +22,23 @@ use bauxite_conduit::node::{DEFAULT_MTU, NodeConfig};
 use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::tun::TunConfig;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use bauxite_conduit::error::KeyFileProblem;
 use bauxite_conduit::tun::TunCreateError;
 use bauxite_dispatch_api::client::NodeCredentials;
 
+use crate::candidates::MeshExclusion;
 use crate::config::{HubConfig, RunConfig};
 use crate::control::{self, ControlError};
 use crate::error::ConfigError;
+use crate::hub_state::HubState;
 use crate::metrics_http;
 use crate::run_lock::{LockError, RunLock, lock_path};
+
+/// The exit code of a daemon the hub revoked: `edge/systemd/bauxite.service` names it in
+/// `RestartPreventExitStatus=`, so a supervisor does not restart it into a refusal loop.
+pub const EXIT_REVOKED: u8 = 4;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +100,27 @@ pub enum RunError {
     /// The runtime, a signal handler or the metrics listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The hub revoked this node; it stopped and will not reconnect.
+    #[error(
+        "this node was revoked by the hub at {url}: {reason}; the daemon stopped and will not \
+         reconnect. To bring the robot back: a new token and `bauxite join --force`"
+    )]
+    Revoked {
+        /// The hub URL.
+        url: String,
+        /// The hub's message.
+        reason: String,
+    },
+}
+
+impl RunError {
+    /// The process exit code: [`EXIT_REVOKED`] for a revoked node, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Revoked { .. } => EXIT_REVOKED,
+            _ => 1,
+        }
+    }
 }
 
 impl RunError {
@@ -219,7 +247,9 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         .await
         .map_err(RunError::data_plane)?;
     let metrics = shell.metrics();
+    let listen = shell.local_addr()?;
     let (queries_tx, queries_rx) = mpsc::channel(16);
+    let (hub_state, hub_watch) = watch::channel(None);
     let hub_task = config
         .hub
         .clone()
@@ -238,6 +268,13 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     metrics: std::sync::Arc::clone(&metrics),
                     queries: queries_tx.clone(),
                     seed: seed.unwrap_or(u64::from(std::process::id())),
+                    listen,
+                    mesh: MeshExclusion {
+                        tun_name: config.tun_name.clone(),
+                        virtual_ip: config.virtual_ip,
+                        prefix: config.prefix,
+                    },
+                    state: hub_state,
                 }
                 .run(),
             )
@@ -247,6 +284,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         listener,
         queries_tx,
         std::sync::Arc::clone(&metrics),
+        hub_watch.clone(),
     ));
     let metrics_task = match config.metrics_listen {
         Some(addr) => {
@@ -261,10 +299,15 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut revoked = hub_watch.clone();
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+            // A node without a hub never gets here: its sender lives as long as `serve`.
+            Ok(_) = revoked.wait_for(|s| s.as_ref().is_some_and(HubState::is_revoked)) => {
+                tracing::error!("stopping: this node was revoked by the hub");
+            }
         }
     };
     tracing::info!(
@@ -288,5 +331,9 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     // A leftover socket file would only mislead `status`; a failure to remove it is harmless.
     let _ = std::fs::remove_file(&config.control_socket);
     drop(lock);
-    result.map(|_node| ()).map_err(RunError::from)
+    result.map_err(RunError::from)?;
+    match hub_watch.borrow().clone() {
+        Some(HubState::Revoked { url, reason, .. }) => Err(RunError::Revoked { url, reason }),
+        _ => Ok(()),
+    }
 }
