@@ -266,7 +266,9 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
         assert!(!ok && out.contains("is a file, not a directory"), "{out}");
     }
     let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
-    assert_eq!(nodes.lines().count(), 1, "only the header: {nodes}");
+    // The header and the hub's own mesh node: no robot.
+    let robots = nodes.lines().skip(1).filter(|l| !l.contains(" hub "));
+    assert_eq!(robots.count(), 0, "no robot registered: {nodes}");
 
     let (ok, out) = join(&good, &url, &root, &[]);
     assert!(ok, "{out}");
