@@ -63,6 +63,29 @@ pub(crate) enum Command {
     /// Over-the-air updates.
     #[command(subcommand)]
     Update(UpdateCommand),
+    /// Echo probes to a peer over the mesh on the Critical lane (sent by the running
+    /// daemon); reports sent, received, loss and round-trip p50/p99/max. Exit 1 when no
+    /// probe was answered.
+    Ping(PingArgs),
+}
+
+/// `bauxite ping` options.
+#[derive(Debug, Args)]
+pub(crate) struct PingArgs {
+    /// The peer: its name (as in `bauxite status`) or its virtual IP.
+    pub(crate) target: String,
+    /// Probes per second (0.1 to 10000).
+    #[arg(long, value_name = "HZ", default_value_t = 10.0)]
+    pub(crate) rate: f64,
+    /// Probes to send (1 to 1000000).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub(crate) count: u64,
+    /// Payload bytes per probe (24 to 1200).
+    #[arg(long, value_name = "BYTES", default_value_t = 36)]
+    pub(crate) size: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `bauxite update ...`.
@@ -71,6 +94,41 @@ pub(crate) enum UpdateCommand {
     /// A plain TUF client (the tuf-conformance client contract): `init ROOT_JSON`,
     /// `refresh`, `download`; exit 0 on success, 1 on any refusal.
     TufClient(TufClientArgs),
+    /// The update agent's state: phase, state, versions, progress, rate, ETA, bytes,
+    /// probe latency.
+    Status(UpdateStatusArgs),
+    /// Ask the daemon to refresh the update metadata and show what is assigned.
+    Check(JsonArg),
+    /// Start the assigned update now, resume it after a failure or a rejection, or go on
+    /// past the hold point (`[updates] hold_before_activate`).
+    Apply(JsonArg),
+    /// Restore the previous version and block the current one.
+    Rollback(JsonArg),
+    /// Report the new version's workload healthy (commits it while the watchdog waits).
+    Heartbeat(JsonArg),
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub(crate) struct JsonArg {
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `bauxite update status` options.
+#[derive(Debug, Args)]
+pub(crate) struct UpdateStatusArgs {
+    /// Print the status as JSON (with `--follow`: one JSON object per line).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Keep showing progress until nothing moves (a progress bar with rate and ETA on a
+    /// terminal, one line per second otherwise).
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// With `--follow`: give up after this many seconds (exit 1).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) timeout: Option<u64>,
 }
 
 /// `bauxite update tuf-client` options (given before the action, as the suite does).
@@ -136,6 +194,10 @@ pub(crate) struct JoinArgs {
     /// Replace the identity and certificates of an already joined state root.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Trust this TUF root.json for updates (obtained out of band) instead of the one the
+    /// hub sends.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) update_root: Option<PathBuf>,
 }
 
 /// `bauxite demo` options.

@@ -7,8 +7,13 @@
 //! only its own sections, and unknown keys are refused everywhere.
 
 mod run;
+mod updates;
 
-pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, HubConfig, RunConfig};
+pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, DeviceKind, HubConfig, RunConfig};
+pub use updates::{
+    DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_MAX_FAILED_STARTS, DEFAULT_RECORDING_DIR, MAX_PROBE_HZ,
+    UpdatesConfig,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +53,7 @@ struct RawConfig {
     #[serde(default)]
     peers: Vec<run::RawPeer>,
     hub: Option<run::RawHub>,
+    updates: Option<updates::RawUpdates>,
 }
 
 impl RawConfig {

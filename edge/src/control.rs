@@ -1,9 +1,13 @@
-//! The daemon's local control endpoint: a Unix socket where `bauxite status` asks and the
-//! daemon answers, one JSON line each way.
+//! The daemon's local control endpoint: a Unix socket where `bauxite status`, `bauxite
+//! ping` and `bauxite update ...` ask and the daemon answers, one JSON line each way.
 //!
-//! Invariant: the endpoint only reads state. A request is answered between two batches
-//! of the data-plane loop (through [`Query`]), so it never touches the node concurrently
-//! and never blocks packet forwarding for longer than building the report.
+//! Requests (`{"request": ...}`): `status`; `ping` with `target`, `rate_hz`, `count`,
+//! `size`; `update` with `command` = `status` | `check` | `apply` | `rollback` |
+//! `heartbeat`. A refused request is answered `{"error": "..."}`.
+//!
+//! Invariant: the node is only reached through [`Query`], answered between two batches
+//! of the data-plane loop, so a request never touches the node concurrently and never
+//! blocks packet forwarding for longer than building the answer.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
@@ -19,17 +23,62 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::hub_state::HubState;
+use crate::ping::{PingReport, PingRequest};
 use crate::status::StatusReport;
+use crate::update_agent::{UpdateCommand, UpdateHandle, UpdateStatus};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 4096;
+/// How long a client waits for an answer to anything but a ping.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request on the control socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// The node's status.
     Status,
+    /// Echo probes to a peer on the Critical lane.
+    Ping(PingRequest),
+    /// The update agent.
+    Update {
+        /// What to do; `status` reads the agent's status.
+        command: UpdateRequest,
+    },
+}
+
+/// `bauxite update ...` on the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateRequest {
+    /// The agent's status ([`UpdateStatus`]).
+    Status,
+    /// Refresh the metadata and show what is assigned.
+    Check,
+    /// Start now, resume, or go on past the hold point.
+    Apply,
+    /// Restore the previous version.
+    Rollback,
+    /// The new version's workload is healthy.
+    Heartbeat,
+}
+
+/// What the control socket serves from.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The shell's query channel.
+    pub queries: mpsc::Sender<Query>,
+    /// The node's counters.
+    pub metrics: Arc<Metrics>,
+    /// The update agent, when it runs.
+    pub updates: Option<UpdateHandle>,
+    /// Why it does not run (shown by `update status`).
+    pub updates_off: String,
+    /// The hub's mesh node, from topology (`bauxite ping hub`).
+    pub hub_peer: watch::Receiver<Option<bauxite_conduit::VirtualIp>>,
+    /// The hub connector's published state (`None` forever for a node without a hub),
+    /// shown by `bauxite status`.
+    pub hub: watch::Receiver<Option<HubState>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -75,6 +124,12 @@ pub enum ControlError {
         /// What was wrong.
         reason: String,
     },
+    /// The daemon refused the request.
+    #[error("{message}")]
+    Refused {
+        /// The daemon's reason, saying what to do.
+        message: String,
+    },
 }
 
 /// What to do about a control socket that cannot be created.
@@ -119,14 +174,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Answers connections until the data-plane loop stops taking queries; `hub` is the
-/// hub connector's published state (`None` forever for a node without a hub).
-pub async fn serve(
-    listener: UnixListener,
-    queries: mpsc::Sender<Query>,
-    metrics: Arc<Metrics>,
-    hub: watch::Receiver<Option<HubState>>,
-) {
+/// Answers connections until the data-plane loop stops taking queries.
+pub async fn serve(listener: UnixListener, context: Context) {
+    let context = Arc::new(context);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -135,61 +185,104 @@ pub async fn serve(
                 continue;
             }
         };
-        let (queries, metrics) = (queries.clone(), Arc::clone(&metrics));
-        let hub = hub.borrow().clone();
+        let context = Arc::clone(&context);
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &queries, &metrics, hub).await {
+            if let Err(error) = answer(stream, &context).await {
                 tracing::debug!(%error, "control request failed");
             }
         });
     }
 }
 
-async fn answer(
-    stream: UnixStream,
-    queries: &mpsc::Sender<Query>,
-    metrics: &Metrics,
-    hub: Option<HubState>,
-) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    tokio::io::AsyncReadExt::take(tokio::io::BufReader::new(read), MAX_REQUEST)
-        .read_line(&mut line)
-        .await?;
-    let reply = match serde_json::from_str::<Request>(line.trim()) {
-        Ok(Request::Status) => {
+fn refusal(message: impl std::fmt::Display) -> serde_json::Value {
+    serde_json::json!({ "error": message.to_string() })
+}
+
+async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_json::Value> {
+    let to_json =
+        |v: Result<serde_json::Value, serde_json::Error>| v.map_err(std::io::Error::other);
+    match request {
+        Request::Status => {
             let (tx, rx) = oneshot::channel();
-            queries
+            context
+                .queries
                 .send(Query::Status(tx))
                 .await
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
             let status = rx
                 .await
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
-            serde_json::to_string(&StatusReport::new(&status, metrics, hub))
+            let hub = context.hub.borrow().clone();
+            to_json(serde_json::to_value(StatusReport::new(
+                &status,
+                &context.metrics,
+                hub,
+            )))
         }
-        Err(e) => serde_json::to_string(&serde_json::json!({ "error": e.to_string() })),
+        Request::Ping(ping) => {
+            let hub = *context.hub_peer.borrow();
+            match crate::ping::run(&context.queries, &ping, hub).await {
+                Ok(report) => to_json(serde_json::to_value(report)),
+                Err(e) => Ok(refusal(e)),
+            }
+        }
+        Request::Update { command } => {
+            let Some(updates) = &context.updates else {
+                if command == UpdateRequest::Status {
+                    let off = UpdateStatus::disabled(&context.updates_off);
+                    return to_json(serde_json::to_value(off));
+                }
+                return Ok(refusal(format!(
+                    "the update agent is not running: {}",
+                    context.updates_off
+                )));
+            };
+            let command = match command {
+                UpdateRequest::Status => return to_json(serde_json::to_value(updates.status())),
+                UpdateRequest::Check => UpdateCommand::Check,
+                UpdateRequest::Apply => UpdateCommand::Apply,
+                UpdateRequest::Rollback => UpdateCommand::Rollback,
+                UpdateRequest::Heartbeat => UpdateCommand::Heartbeat,
+            };
+            Ok(updates.call(command).await.unwrap_or_else(refusal))
+        }
     }
-    .map_err(std::io::Error::other)?;
+}
+
+async fn answer(stream: UnixStream, context: &Context) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::AsyncReadExt::take(tokio::io::BufReader::new(read), MAX_REQUEST)
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(request) => reply_to(request, context).await?,
+        Err(e) => refusal(e),
+    };
+    let reply = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
 }
 
-/// Asks the daemon at `path` for its status (blocking; for the `status` command).
-pub fn query_status(path: &Path) -> Result<StatusReport, ControlError> {
+/// Sends `request` to the daemon at `path` and reads its answer, waiting at most
+/// `timeout` (blocking; for the commands).
+pub fn query<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T, ControlError> {
     let connect = |error| ControlError::Connect {
         path: path.to_path_buf(),
         error,
     };
-    let stream = std::os::unix::net::UnixStream::connect(path).map_err(connect)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(connect)?;
-    let request = serde_json::to_string(&Request::Status).map_err(|e| ControlError::Answer {
+    let bad = |reason: String| ControlError::Answer {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(connect)?;
+    stream.set_read_timeout(Some(timeout)).map_err(connect)?;
+    let request = serde_json::to_string(request).map_err(|e| bad(e.to_string()))?;
     (&stream)
         .write_all(format!("{request}\n").as_bytes())
         .map_err(connect)?;
@@ -197,8 +290,46 @@ pub fn query_status(path: &Path) -> Result<StatusReport, ControlError> {
     BufReader::new(&stream)
         .read_line(&mut line)
         .map_err(connect)?;
-    serde_json::from_str(&line).map_err(|e| ControlError::Answer {
-        path: path.to_path_buf(),
-        reason: format!("{e}: {}", line.trim()),
-    })
+    let value: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| bad(format!("{e}: {}", line.trim())))?;
+    if let Some(message) = value.get("error").and_then(|m| m.as_str()) {
+        return Err(ControlError::Refused {
+            message: message.to_owned(),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| bad(format!("{e}: {}", line.trim())))
+}
+
+/// Asks the daemon for a ping's report.
+pub fn query_ping(path: &Path, ping: &PingRequest) -> Result<PingReport, ControlError> {
+    let timeout = ping.duration_bound() + ANSWER_TIMEOUT;
+    query(path, &Request::Ping(ping.clone()), timeout)
+}
+
+/// Asks the update agent: its status.
+pub fn query_update_status(path: &Path) -> Result<UpdateStatus, ControlError> {
+    query(
+        path,
+        &Request::Update {
+            command: UpdateRequest::Status,
+        },
+        ANSWER_TIMEOUT,
+    )
+}
+
+/// Runs an update command; the answer is JSON.
+pub fn query_update(
+    path: &Path,
+    command: UpdateRequest,
+) -> Result<serde_json::Value, ControlError> {
+    query(
+        path,
+        &Request::Update { command },
+        crate::update_agent::COMMAND_TIMEOUT + ANSWER_TIMEOUT,
+    )
+}
+
+/// Asks the daemon at `path` for its status (blocking; for the `status` command).
+pub fn query_status(path: &Path) -> Result<StatusReport, ControlError> {
+    query(path, &Request::Status, ANSWER_TIMEOUT)
 }

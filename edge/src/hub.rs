@@ -163,6 +163,8 @@ pub struct HubConnector {
     pub mesh: MeshExclusion,
     /// Where the connector publishes its standing with the hub.
     pub state: watch::Sender<Option<HubState>>,
+    /// Where the hub's own mesh node is (`Peer.hub`), for the update agent.
+    pub hub_peer: watch::Sender<Option<bauxite_conduit::VirtualIp>>,
 }
 
 impl HubConnector {
@@ -277,6 +279,8 @@ impl HubConnector {
             .map_err(|s| from_status(&s, "policy stream"))?
             .into_inner();
         let mut metrics = hub.metrics();
+        // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
+        let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
         let mut report = tokio::time::interval(self.config.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(hub = %self.config.url, advertise = ?self.config.advertise, "connected to the hub");
@@ -293,7 +297,8 @@ impl HubConnector {
                         .map_err(|s| from_status(&s, "topology stream"))?
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
                     match peers_from_snapshot(&snapshot, Some(self.me)) {
-                        Ok(peers) => {
+                        Ok(mut peers) => {
+                            crate::hub_peer::apply(&snapshot, &mut peers, hub_udp, &self.hub_peer);
                             tracing::info!(version = snapshot.version, peers = peers.len(), "topology from the hub");
                             self.send(Query::ReplacePeers(peers)).await?;
                         }

@@ -18,6 +18,7 @@
 //! | `identity/node.identity` (0600) | the node's Ed25519 + X25519 identity |
 //! | `certs/ca.crt`, `certs/node.crt`, `certs/node.key` (0600) | mTLS with the hub |
 //! | `config.toml` | `[state_root]`, `[transport]`, `[node]`, `[hub]` for `run` and `precheck` |
+//! | `forge/tuf/root.json` (dir 0700) | the trusted TUF root for updates (see [`crate::update_agent::trust`]) |
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use bauxite_dispatch_api::client::{confirm, join};
 use bauxite_dispatch_api::token::JoinToken;
 
 use crate::fsutil;
+use crate::update_agent::trust::{self, RootOrigin, TrustError};
 
 mod writable;
 pub use writable::check_writable;
@@ -69,6 +71,9 @@ pub enum JoinError {
         /// What is wrong, with the fix.
         reason: String,
     },
+    /// The pinned update root is unreadable or not a valid TUF root.
+    #[error(transparent)]
+    UpdateRoot(#[from] TrustError),
     /// Writing the state root failed.
     #[error("could not write {path}: {reason}")]
     Write {
@@ -98,6 +103,8 @@ pub struct JoinOptions {
     pub control_socket: Option<PathBuf>,
     /// Replace an existing joined state root.
     pub force: bool,
+    /// A TUF root for updates pinned out of band (wins over the hub's).
+    pub update_root: Option<PathBuf>,
 }
 
 /// What a successful join produced.
@@ -116,6 +123,10 @@ pub struct Joined {
     pub virtual_ip: String,
     /// The config file written.
     pub config: PathBuf,
+    /// The update root installed, and where it came from.
+    pub update_root: Option<(PathBuf, RootOrigin)>,
+    /// Why no update root was installed, when none was.
+    pub update_root_warning: Option<String>,
 }
 
 impl From<bauxite_dispatch_api::Error> for JoinError {
@@ -232,10 +243,31 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
     if joined_before && !options.force {
         return Err(JoinError::AlreadyJoined(root));
     }
+    // A pinned root is checked before the hub is contacted, so a wrong file costs nothing.
+    let pinned = match &options.update_root {
+        Some(path) => {
+            let bytes = trust::read_pinned(path)?;
+            trust::check(&bytes, RootOrigin::Pinned)?;
+            Some(bytes)
+        }
+        None => None,
+    };
     let identity = Identity::generate_os()
         .map_err(|e| JoinError::Answer(format!("cannot generate the node identity: {e}")))?;
     let result = join(&token, &options.hub_url, &identity, &options.name).await?;
     let virtual_ip = format!("{}/{}", result.virtual_ip, prefix_of(&result.mesh_cidr)?);
+    // The pinned root wins; the hub's is used only if it verifies as a root.
+    let (update_root, update_root_warning) = match (pinned, result.update_root.is_empty()) {
+        (Some(bytes), _) => (Some((bytes, RootOrigin::Pinned)), None),
+        (None, true) => (
+            None,
+            Some("the hub serves no update repository; this node accepts no update until a root is installed (`bauxite join --force --update-root FILE`)".to_owned()),
+        ),
+        (None, false) => match trust::check(&result.update_root, RootOrigin::Hub) {
+            Ok(()) => (Some((result.update_root.clone(), RootOrigin::Hub)), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
 
     // The hub accepted us: now, and only now, write the state root.
     create_private_dir(&root)?;
@@ -249,6 +281,10 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
     let text = render_config(&root, options, result.node_id, &virtual_ip);
     fsutil::write_atomic(&config_path, text.as_bytes(), 0o644)
         .map_err(|e| write_error(&config_path, e))?;
+    let update_root = match update_root {
+        Some((bytes, origin)) => Some((trust::install(&root, &bytes, origin)?, origin)),
+        None => None,
+    };
     // Everything is durable (each file was fsynced): the second phase.
     let (name, unconfirmed) = match confirm(&options.hub_url, &result.credentials).await {
         Ok(name) => (Some(name), None),
@@ -261,6 +297,8 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
         confirm_by_unix: result.confirm_by_unix,
         virtual_ip,
         config: config_path,
+        update_root,
+        update_root_warning,
     })
 }
 
@@ -298,6 +336,7 @@ mod tests {
             advertise: Some("10.0.0.2:51820".parse().unwrap()),
             control_socket: Some(root.join("control.sock")),
             force: false,
+            update_root: None,
         }
     }
 

@@ -14,6 +14,11 @@
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
 //! - [`update_cmd`]: `bauxite update ...`; `tuf-client` is the plain TUF client.
+//! - [`update_agent`]: the daemon's update agent (TUF over gRPC, transfer on the mesh's
+//!   Bulk lane, staging, activation, watchdog, MCAP, warm start); [`hub_peer`]: where the
+//!   hub's own mesh node is dialled.
+//! - [`ping`] and [`probe`]: `bauxite ping` and the control-loop probe (echo on the
+//!   Critical lane); [`mesh_service`]: service sockets on the running shell.
 
 pub mod candidates;
 pub mod cert_cmd;
@@ -24,16 +29,21 @@ pub mod error;
 pub mod fingerprint_cmd;
 pub mod fsutil;
 pub mod hub;
+pub mod hub_peer;
 pub mod hub_state;
 pub mod join_cmd;
 pub mod keygen;
 pub mod manifest_cmd;
+pub mod mesh_service;
 pub mod metrics_http;
+pub mod ping;
 pub mod precheck;
+pub mod probe;
 pub mod run_cmd;
 pub mod run_lock;
 pub mod status;
 pub mod sys;
+pub mod update_agent;
 pub mod update_cmd;
 
 pub use error::Error;

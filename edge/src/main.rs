@@ -141,6 +141,29 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
             bauxite::demo::run(&mut std::io::stdout().lock(), options, start)?;
         }
         Command::Update(UpdateCommand::TufClient(args)) => run_tuf_client(args, clock)?,
+        Command::Update(command) => run_update(config, command)?,
+        Command::Ping(args) => {
+            let run = RunConfig::load(config)?;
+            let request = bauxite::ping::PingRequest {
+                target: args.target,
+                rate_hz: args.rate,
+                count: args.count,
+                size: args.size,
+            };
+            request.check().map_err(anyhow::Error::msg)?;
+            let report = bauxite::control::query_ping(&run.control_socket, &request)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            anyhow::ensure!(
+                report.stats.received > 0,
+                "no reply from {} to {} probes",
+                report.virtual_ip,
+                report.stats.sent
+            );
+        }
         Command::Join(args) => {
             // Without --name the hub names the node after the token (`token create --name`).
             let name = args.name.unwrap_or_default();
@@ -153,6 +176,7 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 advertise: args.advertise,
                 control_socket: args.control_socket,
                 force: args.force,
+                update_root: args.update_root,
             };
             let joined = bauxite::join_cmd::run_blocking(&options)?;
             println!(
@@ -172,6 +196,19 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                      confirms it on its first connection, which must happen before {by}, \
                      or the registration expires and the node must join again"
                 );
+            }
+            match (&joined.update_root, &joined.update_root_warning) {
+                (Some((path, origin)), _) => println!(
+                    "update root ({}) trusted: {}",
+                    match origin {
+                        bauxite::update_agent::trust::RootOrigin::Pinned =>
+                            "pinned with --update-root",
+                        bauxite::update_agent::trust::RootOrigin::Hub => "from the hub",
+                    },
+                    path.display()
+                ),
+                (None, Some(warning)) => eprintln!("warning: {warning}"),
+                (None, None) => {}
             }
             println!(
                 "start the node with: bauxite run --config {}",
@@ -253,6 +290,40 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 precheck::fingerprint::rfc3339(until)
             );
         }
+    }
+    Ok(())
+}
+
+fn run_update(config: &std::path::Path, command: UpdateCommand) -> anyhow::Result<()> {
+    use bauxite::control::UpdateRequest;
+    use bauxite::update_cmd::agent;
+    let socket = RunConfig::load(config)?.control_socket;
+    let (request, json) = match command {
+        UpdateCommand::TufClient(_) => unreachable!("dispatched in run_tool"),
+        UpdateCommand::Status(args) => {
+            let status = if args.follow {
+                let timeout = args.timeout.map(Duration::from_secs);
+                agent::follow(&socket, args.json, timeout, &mut std::io::stdout().lock())?
+            } else {
+                bauxite::control::query_update_status(&socket)?
+            };
+            if args.json && !args.follow {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else if !args.json {
+                print!("{}", agent::render_status(&status));
+            }
+            return Ok(());
+        }
+        UpdateCommand::Check(a) => (UpdateRequest::Check, a.json),
+        UpdateCommand::Apply(a) => (UpdateRequest::Apply, a.json),
+        UpdateCommand::Rollback(a) => (UpdateRequest::Rollback, a.json),
+        UpdateCommand::Heartbeat(a) => (UpdateRequest::Heartbeat, a.json),
+    };
+    let answer = agent::command(&socket, request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", agent::render_answer(request, &answer));
     }
     Ok(())
 }

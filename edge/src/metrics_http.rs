@@ -1,8 +1,9 @@
 //! The optional Prometheus endpoint: `GET /metrics` on `node.metrics_listen` returns the
-//! node's counters as text; anything else gets 404.
+//! node's counters as text, and the update agent's state, progress and probe round trips
+//! (`bauxite_update_*`) when it runs; anything else gets 404.
 //!
-//! Invariant: a scrape reads atomic counters only — it never waits for the data-plane
-//! loop, so a slow or hostile client cannot delay packets. Requests are bounded (8 KiB
+//! Invariant: a scrape reads atomic counters and a copy of the update status only — it
+//! never waits for the data-plane loop, so a slow or hostile client cannot delay packets. Requests are bounded (8 KiB
 //! head, 5 s) so a client that never finishes cannot pin memory.
 
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bauxite_conduit::Metrics;
+
+use crate::update_agent::SharedStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,16 +29,24 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves scrapes forever; `node` labels every series.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: String) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    node: String,
+    updates: Option<Arc<SharedStatus>>,
+) {
     let node: Arc<str> = node.into();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (metrics, node) = (Arc::clone(&metrics), Arc::clone(&node));
+        let (metrics, node, updates) = (Arc::clone(&metrics), Arc::clone(&node), updates.clone());
         tokio::spawn(async move {
-            let served =
-                tokio::time::timeout(Duration::from_secs(5), scrape(stream, &metrics, &node)).await;
+            let served = tokio::time::timeout(
+                Duration::from_secs(5),
+                scrape(stream, &metrics, &node, updates.as_deref()),
+            )
+            .await;
             if let Ok(Err(error)) = served {
                 tracing::debug!(%error, "metrics request failed");
             }
@@ -43,7 +54,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: String) {
     }
 }
 
-async fn scrape(mut stream: TcpStream, metrics: &Metrics, node: &str) -> std::io::Result<()> {
+async fn scrape(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    node: &str,
+    updates: Option<&SharedStatus>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
@@ -55,7 +71,11 @@ async fn scrape(mut stream: TcpStream, metrics: &Metrics, node: &str) -> std::io
     }
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, body) = if line.starts_with(b"GET /metrics ") {
-        ("200 OK", metrics.render_prometheus(node))
+        let mut body = metrics.render_prometheus(node);
+        if let Some(u) = updates {
+            body.push_str(&u.get().render_prometheus(node));
+        }
+        ("200 OK", body)
     } else {
         ("404 Not Found", "try GET /metrics\n".to_string())
     };
@@ -65,4 +85,56 @@ async fn scrape(mut stream: TcpStream, metrics: &Metrics, node: &str) -> std::io
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update_agent::{Phase, UpdateStatus};
+
+    #[tokio::test]
+    async fn a_scrape_has_the_node_counters_and_the_update_gauges() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut status = UpdateStatus::disabled("");
+        status.phase = Phase::Transferring;
+        status.state = Some("PENDING_VALIDATION".into());
+        status.target_version = Some("2.0.0".into());
+        let shared = Arc::new(SharedStatus::new(status));
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::new(Metrics::default()),
+            "n1".into(),
+            Some(Arc::clone(&shared)),
+        ));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.unwrap();
+            body
+        };
+        let body = get("/metrics").await;
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(
+            body.contains("bauxite_tx_packets_total{node=\"n1\"} 0"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "bauxite_update_info{node=\"n1\",phase=\"transferring\",state=\"PENDING_VALIDATION\",active=\"\",target=\"2.0.0\"} 1"
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains("bauxite_update_state_code{node=\"n1\"} 0"),
+            "{body}"
+        );
+        shared.update(|s| s.state = Some("COMMITTED".into()));
+        assert!(get("/metrics").await.contains("state=\"COMMITTED\""));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        task.abort();
+    }
 }

@@ -1,8 +1,14 @@
 //! `bauxite run`: the daemon — a node with static peers and, with a `[hub]` section, the
 //! [`HubConnector`](crate::hub::HubConnector) feeding it peers and policy, on a real UDP
-//! socket and TUN device, its control socket, the optional metrics listener, and clean
-//! shutdown on SIGTERM/SIGINT. A node revoked by the hub stops and exits with
-//! [`EXIT_REVOKED`] (the systemd unit does not restart it: `RestartPreventExitStatus=`).
+//! socket and TUN device, the echo service every node answers (`ServicePort::ECHO`), the
+//! [update agent](crate::update_agent) (with `[hub]` and `[state_root]`), its control
+//! socket, the optional metrics listener, and clean shutdown on SIGTERM/SIGINT. A node
+//! revoked by the hub stops and exits with [`EXIT_REVOKED`] (the systemd unit does not
+//! restart it: `RestartPreventExitStatus=`).
+//!
+//! Warm start: with `[hub]` and `[state_root]`, the peer table saved at the last shutdown
+//! (or before the last activation) is loaded before the shell starts, so the node dials
+//! its peers before the hub answers; the first topology snapshot replaces it.
 //!
 //! Start-up refuses, with the reason and the fix, everything no retry would cure: another
 //! daemon holding the node's [`RunLock`], a private key others can read (the identity or
@@ -17,9 +23,11 @@ use std::path::{Path, PathBuf};
 
 use bauxite_conduit::BauxiteNode;
 use bauxite_conduit::identity::Identity;
-use bauxite_conduit::io::{DeviceConfig, Shell, ShellConfig, clock};
+use bauxite_conduit::io::service::DEFAULT_RECV_QUEUE;
+use bauxite_conduit::io::{DeviceConfig, Shell, ShellConfig, clock, echo};
 use bauxite_conduit::node::{DEFAULT_MTU, NodeConfig};
 use bauxite_conduit::peers::PeerRegistry;
+use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::tun::TunConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -29,7 +37,7 @@ use bauxite_conduit::tun::TunCreateError;
 use bauxite_dispatch_api::client::NodeCredentials;
 
 use crate::candidates::MeshExclusion;
-use crate::config::{HubConfig, RunConfig};
+use crate::config::{DeviceKind, HubConfig, RunConfig};
 use crate::control::{self, ControlError};
 use crate::error::ConfigError;
 use crate::hub_state::HubState;
@@ -97,6 +105,9 @@ pub enum RunError {
     /// The control socket failed.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// A service port (echo) could not be bound.
+    #[error("cannot bind a service port: {0}")]
+    Service(#[from] bauxite_conduit::ServiceError),
     /// The runtime, a signal handler or the metrics listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -212,6 +223,9 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
     for peer in &config.peers {
         registry.insert(peer.clone())?;
     }
+    if let (Some(_), Some(root)) = (&config.hub, &config.state_root) {
+        crate::update_agent::warm_start::load_into(root, identity.peer_id(), &mut registry);
+    }
     let node_config = NodeConfig {
         suite: config.cipher,
         timers: config.timers,
@@ -228,38 +242,85 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
     ))
 }
 
+fn jitter_seed() -> u64 {
+    clock::os_seed()
+        .map(|s| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&s[..8]);
+            u64::from_le_bytes(bytes)
+        })
+        .unwrap_or(u64::from(std::process::id()))
+}
+
+/// Why the update agent does not run, or `None` when it does.
+fn updates_off(config: &RunConfig) -> Option<&'static str> {
+    if config.hub.is_none() {
+        Some("this node has no [hub] (a static mesh gets no updates)")
+    } else if config.state_root.is_none() {
+        Some("the config has no [state_root]: updates are staged under it")
+    } else if !config.updates.enabled {
+        Some("[updates] enabled = false")
+    } else {
+        None
+    }
+}
+
 async fn serve(config: RunConfig) -> Result<(), RunError> {
     // First, so a second daemon on this node is told so before it touches anything.
     let lock = RunLock::acquire(&lock_path(config.state_root.as_deref(), &config.identity))?;
     let node = build_node(&config)?;
     let credentials = config.hub.as_ref().map(load_hub_credentials).transpose()?;
     let peer_id = node.peer_id();
-    let shell_config = ShellConfig {
-        listen: config.listen,
-        device: DeviceConfig::TunOrMemory(TunConfig {
+    let virtual_ip = bauxite_conduit::VirtualIp::from(config.virtual_ip);
+    let device = match config.device {
+        DeviceKind::Auto => DeviceConfig::TunOrMemory(TunConfig {
             name: config.tun_name.clone(),
             mtu: u16::try_from(DEFAULT_MTU).unwrap_or(u16::MAX),
             address: config.virtual_ip,
             prefix: config.prefix,
         }),
+        DeviceKind::Memory => DeviceConfig::Memory { virtual_ip },
+        DeviceKind::None => DeviceConfig::None { virtual_ip },
     };
-    let shell = Shell::bind(node, &shell_config)
+    let shell_config = ShellConfig {
+        listen: config.listen,
+        device,
+    };
+    let mut shell = Shell::bind(node, &shell_config)
         .await
         .map_err(RunError::data_plane)?;
+    let echo_task = tokio::spawn(echo::serve(
+        shell.bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)?,
+    ));
     let metrics = shell.metrics();
     let listen = shell.local_addr()?;
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
+    let (hub_peer_tx, hub_peer_rx) = watch::channel(None);
+    let agent = match (
+        &config.hub,
+        &credentials,
+        &config.state_root,
+        updates_off(&config),
+    ) {
+        (Some(hub), Some(credentials), Some(root), None) => Some(crate::update_agent::spawn(
+            crate::update_agent::AgentSetup {
+                config: config.updates.clone(),
+                state_root: root.clone(),
+                hub: hub.clone(),
+                credentials: credentials.clone(),
+                queries: queries_tx.clone(),
+                hub_peer: hub_peer_rx.clone(),
+                seed: jitter_seed(),
+            },
+        )),
+        _ => None,
+    };
     let hub_task = config
         .hub
         .clone()
         .zip(credentials)
         .map(|(hub, credentials)| {
-            let seed = clock::os_seed().map(|s| {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(&s[..8]);
-                u64::from_le_bytes(bytes)
-            });
             tokio::spawn(
                 crate::hub::HubConnector {
                     config: hub,
@@ -267,7 +328,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     me: peer_id,
                     metrics: std::sync::Arc::clone(&metrics),
                     queries: queries_tx.clone(),
-                    seed: seed.unwrap_or(u64::from(std::process::id())),
+                    seed: jitter_seed(),
                     listen,
                     mesh: MeshExclusion {
                         tun_name: config.tun_name.clone(),
@@ -275,6 +336,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                         prefix: config.prefix,
                     },
                     state: hub_state,
+                    hub_peer: hub_peer_tx,
                 }
                 .run(),
             )
@@ -282,9 +344,14 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let listener = control::bind(&config.control_socket)?;
     let control_task = tokio::spawn(control::serve(
         listener,
-        queries_tx,
-        std::sync::Arc::clone(&metrics),
-        hub_watch.clone(),
+        control::Context {
+            queries: queries_tx,
+            metrics: std::sync::Arc::clone(&metrics),
+            updates: agent.as_ref().map(|(handle, _)| handle.clone()),
+            updates_off: updates_off(&config).unwrap_or_default().to_owned(),
+            hub_peer: hub_peer_rx,
+            hub: hub_watch.clone(),
+        },
     ));
     let metrics_task = match config.metrics_listen {
         Some(addr) => {
@@ -293,6 +360,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 listener,
                 std::sync::Arc::clone(&metrics),
                 peer_id.to_string(),
+                agent.as_ref().map(|(handle, _)| handle.shared()),
             )))
         }
         None => None,
@@ -316,12 +384,17 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         tun = ?shell.tun_kind(),
         peers = config.peers.len(),
         hub = config.hub.as_ref().map_or("none", |h| h.url.as_str()),
+        updates = updates_off(&config).unwrap_or("on"),
         control = %config.control_socket.display(),
         lock = %lock.path().display(),
         "bauxite running"
     );
     let result = shell.run(queries_rx, shutdown).await;
     control_task.abort();
+    echo_task.abort();
+    if let Some((_, task)) = agent {
+        task.stop().await;
+    }
     if let Some(task) = hub_task {
         task.abort();
     }
@@ -330,8 +403,14 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     }
     // A leftover socket file would only mislead `status`; a failure to remove it is harmless.
     let _ = std::fs::remove_file(&config.control_socket);
+    let node = result?;
+    if let (Some(_), Some(root)) = (&config.hub, &config.state_root) {
+        let snapshot = node.snapshot(clock::unix_nanos() / 1_000_000_000);
+        if let Err(error) = crate::update_agent::warm_start::save(root, &snapshot) {
+            tracing::warn!(%error, "warm-start snapshot not saved");
+        }
+    }
     drop(lock);
-    result.map_err(RunError::from)?;
     match hub_watch.borrow().clone() {
         Some(HubState::Revoked { url, reason, .. }) => Err(RunError::Revoked { url, reason }),
         _ => Ok(()),

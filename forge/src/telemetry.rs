@@ -220,6 +220,13 @@ impl Recorder {
         self.write(id, log_time_ns, &SeriesMsg { value })
     }
 
+    /// Ends the current chunk and hands everything recorded so far to the OS, so a
+    /// process killed later (a power cut in the demonstration) leaves a file readable up
+    /// to here, without its summary. Call it periodically (e.g. once a second).
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer.flush().map_err(|e| telemetry(&self.path, e))
+    }
+
     /// Writes the summary and closes the file.
     pub fn finish(mut self) -> Result<()> {
         self.writer.finish().map_err(|e| telemetry(&self.path, e))?;

@@ -151,6 +151,14 @@ pub enum Query {
     ReplacePeers(Vec<PeerInfo>),
     /// Install a firewall policy, or with `None` unload it (allow all).
     SetPolicy(Option<Policy>),
+    /// Capture the peer table as a [`StateSnapshot`](crate::snapshot::StateSnapshot)
+    /// taken at `unix_seconds` (for a warm start across an update).
+    Snapshot {
+        /// Wall-clock time recorded in the snapshot, seconds since the Unix epoch.
+        unix_seconds: u64,
+        /// Where the snapshot goes.
+        reply: oneshot::Sender<crate::snapshot::StateSnapshot>,
+    },
     /// Bind a service port on the running shell (see [`Shell::bind_service`]).
     BindService {
         /// The port.

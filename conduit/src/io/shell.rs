@@ -356,6 +356,13 @@ impl Shell {
                 self.node.policy_mut().clear();
                 tracing::info!("policy cleared (allow all)");
             }
+            Query::Snapshot {
+                unix_seconds,
+                reply,
+            } => {
+                // The asker may have given up; nothing to do then.
+                let _ = reply.send(self.node.snapshot(unix_seconds));
+            }
             Query::BindService {
                 port,
                 recv_queue,

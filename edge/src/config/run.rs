@@ -19,7 +19,8 @@ use bauxite_conduit::tun::DEFAULT_TUN_NAME;
 use bauxite_conduit::{PeerId, VirtualIp};
 use serde::Deserialize;
 
-use super::{RawConfig, absolute, read};
+use super::updates::parse_updates;
+use super::{RawConfig, UpdatesConfig, absolute, read};
 use crate::error::ConfigError;
 
 /// Where `run` listens for `status` when `node.control_socket` is not set.
@@ -35,6 +36,8 @@ pub(super) struct RawNode {
     cipher: Option<String>,
     #[serde(default)]
     tun_name: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
     #[serde(default)]
     control_socket: Option<String>,
     #[serde(default)]
@@ -86,6 +89,30 @@ pub struct HubConfig {
     pub report_interval: Duration,
 }
 
+/// `node.device`: which device carries the node's IP packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `auto` (default): the kernel TUN device, or the in-memory pipe without privilege.
+    Auto,
+    /// `memory`: the in-memory pipe only, never a kernel device, even as root (tests,
+    /// demos, several nodes on one machine).
+    Memory,
+    /// `none`: no IP device; the node carries only service datagrams (echo, updates).
+    None,
+}
+
+fn parse_device(value: Option<&str>) -> Result<DeviceKind, ConfigError> {
+    match value {
+        None | Some("auto") => Ok(DeviceKind::Auto),
+        Some("memory") => Ok(DeviceKind::Memory),
+        Some("none") => Ok(DeviceKind::None),
+        Some(other) => Err(invalid(
+            "node.device",
+            format!("{other:?} is not a device; use \"auto\", \"memory\" or \"none\""),
+        )),
+    }
+}
+
 /// The validated `[node]` section and peer list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -101,6 +128,8 @@ pub struct RunConfig {
     pub cipher: CipherSuite,
     /// TUN device name.
     pub tun_name: String,
+    /// Which device carries the node's IP packets.
+    pub device: DeviceKind,
     /// Unix socket where `bauxite status` asks the daemon.
     pub control_socket: PathBuf,
     /// Local address serving Prometheus text, if any.
@@ -115,6 +144,8 @@ pub struct RunConfig {
     pub hub: Option<HubConfig>,
     /// `[state_root] root`, when the file has one (`run` locks it).
     pub state_root: Option<PathBuf>,
+    /// `[updates]`: the update agent (runs with `[hub]` and `[state_root]`).
+    pub updates: UpdatesConfig,
 }
 
 impl RunConfig {
@@ -142,6 +173,7 @@ impl RunConfig {
             prefix,
             cipher: parse_cipher(node.cipher.as_deref())?,
             tun_name: parse_tun_name(node.tun_name.as_deref())?,
+            device: parse_device(node.device.as_deref())?,
             control_socket: match &node.control_socket {
                 Some(p) => absolute("node.control_socket", p)?,
                 None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
@@ -164,6 +196,7 @@ impl RunConfig {
                 .as_ref()
                 .map(|s| absolute("state_root.root", &s.root))
                 .transpose()?,
+            updates: parse_updates(raw.updates.as_ref())?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })

@@ -185,3 +185,17 @@ fn hub_url_must_be_https_with_a_port() {
         assert!(e.contains("https://"), "{bad}: the fix is named: {e}");
     }
 }
+
+#[test]
+fn device_defaults_to_auto_and_names_the_key_when_wrong() {
+    assert_eq!(parse(&good()).unwrap().device, DeviceKind::Auto);
+    for (word, kind) in [("memory", DeviceKind::Memory), ("none", DeviceKind::None)] {
+        let text = good().replace("cipher = ", &format!("device = \"{word}\"\ncipher = "));
+        assert_eq!(parse(&text).unwrap().device, kind);
+    }
+    let text = good().replace("cipher = ", "device = \"tap\"\ncipher = ");
+    match parse(&text) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "node.device"),
+        other => panic!("{other:?}"),
+    }
+}

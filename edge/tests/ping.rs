@@ -1,0 +1,117 @@
+//! `bauxite ping` between two real daemons on loopback (no root: the in-memory device):
+//! probes go to the peer's echo service on the Critical lane and come back; the report
+//! counts every probe, the round trips are real, and both nodes' Critical lanes carried
+//! them (per-lane counters), none went through Bulk. A ping to an unknown peer is refused
+//! with the peers the node knows; a ping by virtual IP works from the side that learned
+//! the other's endpoint from its handshake.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::fs;
+
+use support::{Daemon, bauxite, json, keygen, node_section, text};
+
+fn lane(status: &serde_json::Value, lane: &str, field: &str) -> u64 {
+    status["lanes"][lane][field].as_u64().unwrap()
+}
+
+#[test]
+fn ping_between_two_daemons_uses_the_critical_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |rel: &str| dir.path().join(rel);
+    let peer_a = keygen(&p("a/node.identity"), "robot-a");
+    let peer_b = keygen(&p("b/node.identity"), "robot-b");
+
+    // B knows A without an endpoint; it learns A's address from A's handshake.
+    let config_b = p("b/config.toml");
+    fs::write(
+        &config_b,
+        format!(
+            "{}\n{}\nvirtual_ip = \"100.64.0.1\"\n",
+            node_section(&p("b/node.identity"), "100.64.0.2/10", &p("b/control.sock")),
+            peer_a
+        ),
+    )
+    .unwrap();
+    let mut b = Daemon::start(&config_b, p("b.log"));
+    let listen_b = b.wait_running()["listen"].as_str().unwrap().to_owned();
+
+    let config_a = p("a/config.toml");
+    fs::write(
+        &config_a,
+        format!(
+            "{}\n{}\nvirtual_ip = \"100.64.0.2\"\nendpoint = \"{listen_b}\"\n",
+            node_section(&p("a/node.identity"), "100.64.0.1/10", &p("a/control.sock")),
+            peer_b
+        ),
+    )
+    .unwrap();
+    let mut a = Daemon::start(&config_a, p("a.log"));
+    let before = a.wait_running();
+
+    let report = json(
+        &config_a,
+        &["ping", "robot-b", "--count", "40", "--rate", "200"],
+    );
+    assert_eq!(report["name"], "robot-b");
+    assert_eq!(report["virtual_ip"], "100.64.0.2");
+    assert_eq!(report["lane"], "critical");
+    assert_eq!(report["sent"], 40);
+    assert_eq!(report["received"], 40, "loopback loses nothing: {report}");
+    assert_eq!(report["loss_percent"], 0.0);
+    let (p50, p99, max) = (
+        report["p50_us"].as_u64().unwrap(),
+        report["p99_us"].as_u64().unwrap(),
+        report["max_us"].as_u64().unwrap(),
+    );
+    assert!(p50 > 0 && p50 <= p99 && p99 <= max, "{report}");
+
+    let after = a.wait_running();
+    assert!(
+        lane(&after, "critical", "sent") >= lane(&before, "critical", "sent") + 40,
+        "{after}"
+    );
+    assert_eq!(
+        lane(&after, "bulk", "enqueued"),
+        lane(&before, "bulk", "enqueued"),
+        "no probe went through the bulk lane: {after}"
+    );
+    let b_status = b.wait_running();
+    assert!(
+        lane(&b_status, "critical", "sent") >= 40,
+        "B's replies: {b_status}"
+    );
+
+    // The other way, by virtual IP; text output.
+    let out = bauxite(
+        &config_b,
+        &["ping", "100.64.0.1", "--count", "5", "--rate", "50"],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("robot-a (100.64.0.1)") && t.contains("5 sent, 5 received, 0.0% loss"),
+        "{t}"
+    );
+
+    // An unknown peer: refused, naming the known ones.
+    let out = bauxite(&config_a, &["ping", "robot-z"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("robot-z") && t.contains("robot-b (100.64.0.2)"),
+        "{t}"
+    );
+    // Out-of-range options are refused before the daemon is asked.
+    let out = bauxite(&config_a, &["ping", "robot-b", "--rate", "100000"]);
+    assert!(
+        !out.status.success() && text(&out).contains("--rate"),
+        "{}",
+        text(&out)
+    );
+
+    a.stop();
+    b.stop();
+}
