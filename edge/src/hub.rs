@@ -1,10 +1,11 @@
 //! `HubConnector`: the daemon's side of the hub. It keeps an mTLS gRPC channel to the hub,
 //! confirms the node's registration, reports where the node can be dialled (its
-//! advertised endpoint, its interface addresses and its UDP port, see [`crate::candidates`]),
-//! turns the topology and policy streams into [`Query::ReplacePeers`] and
-//! [`Query::SetPolicy`] for the shell (the only owner of the node), reports the node's
-//! counters every `report_interval`, and reconnects with [`Backoff`] when the hub goes away.
-//! Its standing with the hub is published as a [`HubState`] for `bauxite status`.
+//! advertised endpoint, its interface addresses and its UDP port, see [`crate::candidates`])
+//! once the first topology snapshot is in the peer table, turns the topology and policy
+//! streams into [`Query::ReplacePeers`] and [`Query::SetPolicy`] for the shell (the only
+//! owner of the node), reports the node's counters every `report_interval`, and
+//! reconnects with [`Backoff`] when the hub goes away. Its standing with the hub is
+//! published as a [`HubState`] for `bauxite status`.
 //!
 //! Revocation: when the hub refuses a call with [`Refusal::Revoked`] in the status details
 //! (never inferred from the status code or text: a bare `PERMISSION_DENIED` is a generic
@@ -28,7 +29,7 @@ use bauxite_dispatch_api::Refusal;
 use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapshot};
 use bauxite_dispatch_api::proto::node::{
     ConfirmProvisionRequest, Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest,
-    TopologyRequest,
+    TopologyRequest, TopologySnapshot,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -230,6 +231,30 @@ impl HubConnector {
         self.queries.send(query).await.map_err(|_| End::ShellGone)
     }
 
+    /// Hands a topology snapshot to the shell; a snapshot that does not convert is
+    /// refused and the previous peer table kept.
+    async fn apply_topology(
+        &self,
+        snapshot: &TopologySnapshot,
+        hub_udp: Option<SocketAddr>,
+    ) -> Result<(), End> {
+        match peers_from_snapshot(snapshot, Some(self.me)) {
+            Ok(mut peers) => {
+                crate::hub_peer::apply(snapshot, &mut peers, hub_udp, &self.hub_peer);
+                tracing::info!(
+                    version = snapshot.version,
+                    peers = peers.len(),
+                    "topology from the hub"
+                );
+                self.send(Query::ReplacePeers(peers)).await
+            }
+            Err(error) => {
+                tracing::warn!(version = snapshot.version, %error, "topology refused; keeping the previous one");
+                Ok(())
+            }
+        }
+    }
+
     /// One connection: connect, advertise, stream until something fails.
     async fn session(&self, backoff: &mut Backoff) -> End {
         match self.session_inner(backoff).await {
@@ -248,6 +273,24 @@ impl HubConnector {
             .confirm_provision(ConfirmProvisionRequest {})
             .await
             .map_err(|s| from_status(&s, "confirm registration"))?;
+        // The peer table first, then where this node can be dialled: a peer that learns
+        // our address dials us at once, and a handshake from a key we do not know yet is
+        // refused — if that peer wins the simultaneous-initiation tie-break, it then
+        // ignores our own initiation until its retry (seconds later).
+        let mut topology = hub
+            .topology()
+            .stream_topology(TopologyRequest {})
+            .await
+            .map_err(|s| from_status(&s, "topology stream"))?
+            .into_inner();
+        // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
+        let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
+        let first = topology
+            .message()
+            .await
+            .map_err(|s| from_status(&s, "topology stream"))?
+            .ok_or_else(|| End::Lost("topology stream ended".into()))?;
+        self.apply_topology(&first, hub_udp).await?;
         // Interface addresses are read again on every connection: DHCP and roaming
         // change them.
         let report = self.endpoint_report();
@@ -266,12 +309,6 @@ impl HubConnector {
         } else {
             tracing::info!(candidates = ?answer.candidates, observed = %answer.observed_ip, "other nodes dial this node at these addresses, in order");
         }
-        let mut topology = hub
-            .topology()
-            .stream_topology(TopologyRequest {})
-            .await
-            .map_err(|s| from_status(&s, "topology stream"))?
-            .into_inner();
         let mut policy = hub
             .policy()
             .stream_policy(PolicyRequest {})
@@ -279,8 +316,6 @@ impl HubConnector {
             .map_err(|s| from_status(&s, "policy stream"))?
             .into_inner();
         let mut metrics = hub.metrics();
-        // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
-        let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
         let mut report = tokio::time::interval(self.config.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(hub = %self.config.url, advertise = ?self.config.advertise, "connected to the hub");
@@ -296,16 +331,7 @@ impl HubConnector {
                     let snapshot = message
                         .map_err(|s| from_status(&s, "topology stream"))?
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
-                    match peers_from_snapshot(&snapshot, Some(self.me)) {
-                        Ok(mut peers) => {
-                            crate::hub_peer::apply(&snapshot, &mut peers, hub_udp, &self.hub_peer);
-                            tracing::info!(version = snapshot.version, peers = peers.len(), "topology from the hub");
-                            self.send(Query::ReplacePeers(peers)).await?;
-                        }
-                        Err(error) => {
-                            tracing::warn!(version = snapshot.version, %error, "topology refused; keeping the previous one");
-                        }
-                    }
+                    self.apply_topology(&snapshot, hub_udp).await?;
                 }
                 message = policy.message() => {
                     let document = message
