@@ -1,7 +1,8 @@
 //! Endpoints on the simulator: one side knowing the other is enough, a node without an
-//! endpoint waits to be dialled, simultaneous initiations with a stale address never
-//! deadlock, a peer that moves (NAT rebinding) is followed after its next authenticated
-//! packet, and nothing unauthenticated or replayed moves an endpoint.
+//! endpoint waits to be dialled, simultaneous initiations with a stale address (or one the
+//! peer refused before it knew us) never deadlock, a peer that moves (NAT rebinding) is
+//! followed after its next authenticated packet, and nothing unauthenticated or replayed
+//! moves an endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
@@ -166,6 +167,84 @@ fn simultaneous_initiations_with_one_stale_endpoint_never_deadlock() {
         assert_eq!(ids(&net, stale), vec![1], "mover {mover}");
         assert_eq!(ids(&net, mover), vec![2], "mover {mover}");
         assert_eq!(endpoint(&net, stale), learned(new));
+    }
+    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+}
+
+/// One side's initiation is refused because the other does not know its key yet (its
+/// peer list from the hub has not arrived); once it has, the other side initiates. If the
+/// refused side is the leader (lower peer ID), its initiation is still pending and wins the
+/// tie-break: it must go again at once, not after its 5 s retry timer.
+#[test]
+fn an_initiation_refused_before_the_peer_knew_us_completes_when_the_peer_initiates() {
+    let mut orders = BTreeSet::new();
+    for refused in 0..2 {
+        let other = 1 - refused;
+        let link = LinkConfig::default();
+        let mut net = SimNet::new(NodeConfig::default(), link, 13, Instant::now());
+        orders.insert(lower(&net, refused));
+        let refused_id = net.nodes[refused].peer_id();
+        let info = net.nodes[other].remove_peer(refused_id).unwrap();
+        let t0 = net.now;
+        let p = udp(&net, refused, 1);
+        net.send_from(refused, &p);
+        net.run_until(t0 + LAT + SLACK);
+        let rejected =
+            |net: &SimNet, i: usize| Metrics::get(&net.nodes[i].metrics().handshakes_rejected);
+        assert_eq!(rejected(&net, other), 1, "refused {refused}: unknown key");
+
+        net.nodes[other].upsert_peer(info).unwrap();
+        let t1 = net.now;
+        let q = udp(&net, other, 2);
+        net.send_from(other, &q);
+        // Its initiation, the leader's (again), the response, the first data and the
+        // data that waited: a few one-way trips, far below the retry timer.
+        net.run_until(t1 + 5 * LAT + SLACK);
+        assert!(t1 + 5 * LAT + SLACK < t0 + Timers::default().rekey_timeout);
+        assert_eq!(ids(&net, other), vec![1], "refused {refused}");
+        assert_eq!(ids(&net, refused), vec![2], "refused {refused}");
+        for i in 0..2 {
+            let m = net.nodes[i].metrics();
+            assert_eq!(
+                Metrics::get(&m.handshakes_initiated),
+                1,
+                "refused {refused}: node {i} started no second handshake"
+            );
+            assert_eq!(Metrics::get(&m.tx_dropped), 0);
+        }
+        assert_eq!(rejected(&net, refused), 0, "refused {refused}");
+    }
+    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+}
+
+/// Both sides initiate at the same instant and both initiations arrive: the leader sends
+/// its own again when the follower's reaches it, and the follower, which has already
+/// answered the original, refuses the copy as stale. One session, no second handshake,
+/// no slower than before.
+#[test]
+fn crossing_initiations_form_one_session_and_the_resent_copy_is_refused_as_stale() {
+    let mut orders = BTreeSet::new();
+    for seed in 0..8 {
+        let link = LinkConfig::default();
+        let mut net = SimNet::new(NodeConfig::default(), link, seed, Instant::now());
+        let leader = usize::from(!lower(&net, 0));
+        let follower = 1 - leader;
+        orders.insert(leader);
+        let t0 = net.now;
+        let (p, q) = (udp(&net, 0, 1), udp(&net, 1, 2));
+        net.send_from(0, &p);
+        net.send_from(1, &q);
+        // Initiations cross, the leader's is answered, first data, the data that waited.
+        net.run_until(t0 + 4 * LAT + SLACK);
+        assert_eq!(ids(&net, 1), vec![1], "seed {seed}");
+        assert_eq!(ids(&net, 0), vec![2], "seed {seed}");
+        for i in 0..2 {
+            let m = net.nodes[i].metrics();
+            assert_eq!(Metrics::get(&m.handshakes_initiated), 1, "seed {seed}");
+            assert_eq!(Metrics::get(&m.handshakes_completed), 1, "seed {seed}");
+            let stale_copies = u64::from(i == follower);
+            assert_eq!(Metrics::get(&m.handshakes_rejected), stale_copies);
+        }
     }
     assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
 }
