@@ -10,7 +10,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -162,9 +162,13 @@ impl Identity {
             }
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(io("set mode 0700 on", dir))?;
+        // Directories we create are 0700; an existing one keeps its mode (it may be
+        // shared, like /etc or /tmp, and is the operator's to choose).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create directory", dir))?;
         let tmp = path.with_extension("key.tmp");
         let _ = fs::remove_file(&tmp);
         let mut file = OpenOptions::new()
@@ -232,6 +236,16 @@ mod tests {
 
     fn fixed() -> Identity {
         Identity::from_secrets([1u8; 32], [2u8; 32])
+    }
+
+    #[test]
+    fn saving_into_an_existing_shared_directory_leaves_its_mode_alone() {
+        // `bauxite keygen --identity /tmp/x.identity` must not chmod /tmp to 0700.
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        fixed().save(&dir.path().join("node.identity")).unwrap();
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777);
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! direct endpoint says where it came from ([`EndpointOrigin`]): configured (static
 //! config, hub topology) or learned from an authenticated packet (roaming).
 //!
+//! A peer may have several configured addresses to try — its advertised endpoint, the
+//! address the hub saw it at, its local interface addresses — best first
+//! ([`PathTable::set_candidates`]). The direct endpoint is one of them (or the learned
+//! one); when a handshake goes unanswered the owner calls [`PathTable::rotate`] to try
+//! the next, so a peer whose first addresses are unreachable is still found, and an
+//! authenticated answer from any address settles it (it is learned).
+//!
 //! Pacing the bulk lane against the network below lives in [`congestion`]: a
 //! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry.
 
@@ -81,10 +88,31 @@ impl PathState {
     }
 }
 
+/// The addresses to try for one peer: configured ones, best first, and the last one
+/// learned from the peer itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Candidates {
+    configured: Vec<SocketAddr>,
+    learned: Option<SocketAddr>,
+}
+
+impl Candidates {
+    /// The rotation order: the learned address first (it answered once), then the
+    /// configured ones.
+    fn cycle(&self) -> Vec<SocketAddr> {
+        let learned = self.learned.filter(|l| !self.configured.contains(l));
+        learned
+            .into_iter()
+            .chain(self.configured.iter().copied())
+            .collect()
+    }
+}
+
 /// Known paths, per peer, in ascending peer order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PathTable {
     paths: BTreeMap<PeerId, PathState>,
+    candidates: BTreeMap<PeerId, Candidates>,
 }
 
 impl PathTable {
@@ -103,11 +131,58 @@ impl PathTable {
         self.prune(peer);
     }
 
+    /// Sets the configured addresses of `peer`, best first (duplicates dropped); the
+    /// direct endpoint is not changed here (see [`set_direct`](Self::set_direct)).
+    pub fn set_candidates(&mut self, peer: PeerId, addrs: &[SocketAddr]) {
+        let mut configured: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if !configured.contains(addr) {
+                configured.push(*addr);
+            }
+        }
+        let entry = self.candidates.entry(peer).or_default();
+        entry.configured = configured;
+        if entry == &Candidates::default() {
+            self.candidates.remove(&peer);
+        }
+    }
+
+    /// The configured addresses of `peer`, best first.
+    pub fn candidates(&self, peer: PeerId) -> &[SocketAddr] {
+        self.candidates
+            .get(&peer)
+            .map_or(&[], |c| c.configured.as_slice())
+    }
+
+    /// A handshake to `peer` went unanswered: makes the next address of its rotation (the
+    /// learned one, then the configured ones in order, wrapping) the direct endpoint, and
+    /// returns it; `None` when there is no other address to try.
+    pub fn rotate(&mut self, peer: PeerId) -> Option<SocketAddr> {
+        let candidates = self.candidates.get(&peer)?;
+        let cycle = candidates.cycle();
+        if cycle.len() < 2 {
+            return None;
+        }
+        let current = self.direct(peer).map(|d| d.addr);
+        let next = match current.and_then(|c| cycle.iter().position(|a| *a == c)) {
+            Some(i) => cycle[(i + 1) % cycle.len()],
+            None => cycle[0],
+        };
+        let origin = if candidates.configured.contains(&next) {
+            EndpointOrigin::Configured
+        } else {
+            EndpointOrigin::Learned
+        };
+        self.paths.entry(peer).or_default().direct = Some(Endpoint { addr: next, origin });
+        Some(next)
+    }
+
     /// Records `addr` as where `peer` is, learned from one of its authenticated packets;
     /// true when that changed the direct path. The caller must have authenticated the
     /// packet: an address from anything else would let a forger redirect the peer's
     /// traffic.
     pub fn learn(&mut self, peer: PeerId, addr: SocketAddr) -> bool {
+        self.candidates.entry(peer).or_default().learned = Some(addr);
         let direct = &mut self.paths.entry(peer).or_default().direct;
         if direct.is_some_and(|d| d.addr == addr) {
             return false;
@@ -130,8 +205,9 @@ impl PathTable {
         self.prune(peer);
     }
 
-    /// Forgets every path to `peer`.
+    /// Forgets every path and candidate address of `peer`.
     pub fn remove(&mut self, peer: PeerId) -> Option<PathState> {
+        self.candidates.remove(&peer);
         self.paths.remove(&peer)
     }
 
@@ -231,6 +307,44 @@ mod tests {
         assert!(table.learn(peer(1), roamed));
         assert_eq!(table.select(peer(1)), Path::Direct(roamed));
         assert_eq!(EndpointOrigin::Learned.name(), "learned");
+    }
+
+    #[test]
+    fn rotation_tries_each_candidate_in_order_and_keeps_the_learned_one() {
+        let [a, b, c, nat]: [SocketAddr; 4] = [
+            "192.0.2.1:51820".parse().unwrap(),
+            "192.0.2.2:51820".parse().unwrap(),
+            "10.0.0.3:51820".parse().unwrap(),
+            "203.0.113.9:40000".parse().unwrap(),
+        ];
+        let mut table = PathTable::new();
+        assert_eq!(table.rotate(peer(1)), None, "nothing to rotate through");
+        table.set_candidates(peer(1), &[a, b, a, c]);
+        assert_eq!(table.candidates(peer(1)), &[a, b, c], "duplicates dropped");
+        table.set_direct(peer(1), Some(a));
+        assert_eq!(table.rotate(peer(1)), Some(b));
+        assert_eq!(table.rotate(peer(1)), Some(c));
+        assert_eq!(table.rotate(peer(1)), Some(a), "wraps around");
+        assert_eq!(
+            table.direct(peer(1)).unwrap().origin,
+            EndpointOrigin::Configured
+        );
+        // An address learned from the peer joins the rotation, first.
+        assert!(table.learn(peer(1), nat));
+        assert_eq!(table.rotate(peer(1)), Some(a));
+        assert_eq!(table.rotate(peer(1)), Some(b));
+        assert_eq!(table.rotate(peer(1)), Some(c));
+        assert_eq!(table.rotate(peer(1)), Some(nat));
+        assert_eq!(
+            table.direct(peer(1)).unwrap().origin,
+            EndpointOrigin::Learned
+        );
+        // One address only: nothing else to try.
+        table.set_candidates(peer(2), &[a]);
+        table.set_direct(peer(2), Some(a));
+        assert_eq!(table.rotate(peer(2)), None);
+        table.remove(peer(1));
+        assert!(table.candidates(peer(1)).is_empty());
     }
 
     #[test]

@@ -24,8 +24,11 @@ pub struct PeerInfo {
     pub static_public: [u8; 32],
     /// Ed25519 public key, from which `id` is derived.
     pub signing_public: [u8; 32],
-    /// Last known underlay endpoint, if any.
+    /// Last known underlay endpoint, if any: the first address to dial.
     pub endpoint: Option<SocketAddr>,
+    /// More addresses to try, best first, when the handshake to `endpoint` goes
+    /// unanswered (the hub's `Peer.candidates`); empty for a static peer.
+    pub candidates: Vec<SocketAddr>,
 }
 
 impl PeerInfo {
@@ -44,7 +47,25 @@ impl PeerInfo {
             static_public,
             signing_public,
             endpoint,
+            candidates: Vec::new(),
         }
+    }
+
+    /// The same record with `candidates` as the addresses to try after `endpoint`.
+    pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
+        self.candidates = candidates;
+        self
+    }
+
+    /// Every address to try, in order: `endpoint`, then `candidates`, without repeats.
+    pub fn dial_order(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::with_capacity(1 + self.candidates.len());
+        for addr in self.endpoint.iter().chain(&self.candidates) {
+            if !out.contains(addr) {
+                out.push(*addr);
+            }
+        }
+        out
     }
 }
 

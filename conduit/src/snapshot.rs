@@ -75,6 +75,8 @@ impl From<PeerSnapshot> for PeerInfo {
             static_public: peer.static_public,
             signing_public: peer.signing_public,
             endpoint: peer.endpoint,
+            // Candidate addresses are the hub's current view: the next topology brings them.
+            candidates: Vec::new(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Endpoints on the simulator: one side knowing the other is enough, a node without an
-//! endpoint waits to be dialled, simultaneous initiations with a stale address never
-//! deadlock, a peer that moves (NAT rebinding) is followed after its next authenticated
-//! packet, and nothing unauthenticated or replayed moves an endpoint.
+//! endpoint waits to be dialled, simultaneous initiations with a stale address (or one the
+//! peer refused before it knew us) never deadlock, a peer that moves (NAT rebinding) is
+//! followed after its next authenticated packet, and nothing unauthenticated or replayed
+//! moves an endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
@@ -170,6 +171,84 @@ fn simultaneous_initiations_with_one_stale_endpoint_never_deadlock() {
     assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
 }
 
+/// One side's initiation is refused because the other does not know its key yet (its
+/// peer list from the hub has not arrived); once it has, the other side initiates. If the
+/// refused side is the leader (lower peer ID), its initiation is still pending and wins the
+/// tie-break: it must go again at once, not after its 5 s retry timer.
+#[test]
+fn an_initiation_refused_before_the_peer_knew_us_completes_when_the_peer_initiates() {
+    let mut orders = BTreeSet::new();
+    for refused in 0..2 {
+        let other = 1 - refused;
+        let link = LinkConfig::default();
+        let mut net = SimNet::new(NodeConfig::default(), link, 13, Instant::now());
+        orders.insert(lower(&net, refused));
+        let refused_id = net.nodes[refused].peer_id();
+        let info = net.nodes[other].remove_peer(refused_id).unwrap();
+        let t0 = net.now;
+        let p = udp(&net, refused, 1);
+        net.send_from(refused, &p);
+        net.run_until(t0 + LAT + SLACK);
+        let rejected =
+            |net: &SimNet, i: usize| Metrics::get(&net.nodes[i].metrics().handshakes_rejected);
+        assert_eq!(rejected(&net, other), 1, "refused {refused}: unknown key");
+
+        net.nodes[other].upsert_peer(info).unwrap();
+        let t1 = net.now;
+        let q = udp(&net, other, 2);
+        net.send_from(other, &q);
+        // Its initiation, the leader's (again), the response, the first data and the
+        // data that waited: a few one-way trips, far below the retry timer.
+        net.run_until(t1 + 5 * LAT + SLACK);
+        assert!(t1 + 5 * LAT + SLACK < t0 + Timers::default().rekey_timeout);
+        assert_eq!(ids(&net, other), vec![1], "refused {refused}");
+        assert_eq!(ids(&net, refused), vec![2], "refused {refused}");
+        for i in 0..2 {
+            let m = net.nodes[i].metrics();
+            assert_eq!(
+                Metrics::get(&m.handshakes_initiated),
+                1,
+                "refused {refused}: node {i} started no second handshake"
+            );
+            assert_eq!(Metrics::get(&m.tx_dropped), 0);
+        }
+        assert_eq!(rejected(&net, refused), 0, "refused {refused}");
+    }
+    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+}
+
+/// Both sides initiate at the same instant and both initiations arrive: the leader sends
+/// its own again when the follower's reaches it, and the follower, which has already
+/// answered the original, refuses the copy as stale. One session, no second handshake,
+/// no slower than before.
+#[test]
+fn crossing_initiations_form_one_session_and_the_resent_copy_is_refused_as_stale() {
+    let mut orders = BTreeSet::new();
+    for seed in 0..8 {
+        let link = LinkConfig::default();
+        let mut net = SimNet::new(NodeConfig::default(), link, seed, Instant::now());
+        let leader = usize::from(!lower(&net, 0));
+        let follower = 1 - leader;
+        orders.insert(leader);
+        let t0 = net.now;
+        let (p, q) = (udp(&net, 0, 1), udp(&net, 1, 2));
+        net.send_from(0, &p);
+        net.send_from(1, &q);
+        // Initiations cross, the leader's is answered, first data, the data that waited.
+        net.run_until(t0 + 4 * LAT + SLACK);
+        assert_eq!(ids(&net, 1), vec![1], "seed {seed}");
+        assert_eq!(ids(&net, 0), vec![2], "seed {seed}");
+        for i in 0..2 {
+            let m = net.nodes[i].metrics();
+            assert_eq!(Metrics::get(&m.handshakes_initiated), 1, "seed {seed}");
+            assert_eq!(Metrics::get(&m.handshakes_completed), 1, "seed {seed}");
+            let stale_copies = u64::from(i == follower);
+            assert_eq!(Metrics::get(&m.handshakes_rejected), stale_copies);
+        }
+    }
+    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+}
+
 #[test]
 fn a_rebound_peer_is_followed_after_its_next_authenticated_packet() {
     let link = LinkConfig::default();
@@ -252,4 +331,67 @@ fn replayed_or_forged_packets_from_elsewhere_never_move_an_endpoint() {
     assert!(sum(|m| &m.rx_auth_failed) + sum(|m| &m.rx_unknown_session) > 0);
     // Each replayed initiation was refused as stale, not answered.
     assert!(sum(|m| &m.handshakes_rejected) >= s.handshake_replays_injected);
+}
+
+/// A peer known by several candidate addresses (as the hub sends them: advertised,
+/// observed, local) of which only the last is where it listens: the retried handshake
+/// rotates through them and connects, with no endpoint on the other side at all.
+#[test]
+fn a_peer_with_three_candidates_of_which_only_the_last_works_connects() {
+    let timers = Timers::default();
+    let config = NodeConfig {
+        timers,
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::with_endpoints(
+        config,
+        LinkConfig::default(),
+        33,
+        Instant::now(),
+        [false, false],
+    );
+    let far = net.nodes[1].peer_id();
+    let dead = [moved(7), moved(8)];
+    let real = net.addrs[1];
+    let view = net.nodes[0].registry().by_id(far).cloned().unwrap();
+    let view = bauxite_conduit::peers::PeerInfo {
+        endpoint: Some(dead[0]),
+        ..view
+    }
+    .with_candidates(vec![dead[1], real]);
+    net.nodes[0].upsert_peer(view).unwrap();
+    assert_eq!(
+        net.nodes[0].paths().candidates(far),
+        &[dead[0], dead[1], real]
+    );
+    let t0 = net.now;
+    let p = udp(&net, 0, 1);
+    net.send_from(0, &p);
+    net.run_for(timers.rekey_timeout * 3);
+    // Two unanswered initiations (one per dead address), then the third answers: two
+    // retry intervals, then initiation, response and the staged packet (three trips).
+    assert_eq!(ids(&net, 1), vec![1], "the staged packet arrived");
+    assert!(net.nodes[0].is_connected(far, net.now));
+    assert_eq!(
+        net.stats.misaddressed, 2,
+        "one initiation to each dead address"
+    );
+    assert_eq!(
+        Metrics::get(&net.nodes[0].metrics().handshakes_initiated),
+        3
+    );
+    let done = net.delivered[1][0].at;
+    assert!(
+        done <= t0 + timers.rekey_timeout * 2 + LAT * 3 + SLACK,
+        "connected after {:?}",
+        done - t0
+    );
+    // The working address is where packets go now; the other side learned ours.
+    assert_eq!(endpoint(&net, 0).map(|e| e.addr), Some(real));
+    assert_eq!(endpoint(&net, 1), learned(net.addrs[0]));
+    // And the session carries traffic both ways.
+    let back = udp(&net, 1, 2);
+    net.send_from(1, &back);
+    net.run_for(LAT * 4);
+    assert_eq!(ids(&net, 0), vec![2]);
 }

@@ -54,11 +54,16 @@ async fn main() {
             .await
             .unwrap();
         joins.push(start.elapsed());
-        clients.push(
-            HubClient::connect_mtls(&addr, &joined.credentials)
-                .await
-                .unwrap(),
-        );
+        let client = HubClient::connect_mtls(&addr, &joined.credentials)
+            .await
+            .unwrap();
+        // The second phase of provisioning, on the node's own mTLS connection.
+        client
+            .provisioning()
+            .confirm_provision(bauxite_dispatch_api::proto::node::ConfirmProvisionRequest {})
+            .await
+            .unwrap();
+        clients.push(client);
     }
     joins.sort();
     println!(
@@ -90,7 +95,10 @@ async fn main() {
         let endpoint = format!("192.0.2.1:{}", 5000 + round);
         clients[0]
             .topology()
-            .set_endpoint(SetEndpointRequest { endpoint })
+            .set_endpoint(SetEndpointRequest {
+                endpoint,
+                ..SetEndpointRequest::default()
+            })
             .await
             .unwrap();
         let mut tasks = Vec::with_capacity(n);

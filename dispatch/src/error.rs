@@ -142,23 +142,31 @@ pub enum Error {
     Updates(#[from] bauxite_forge::Error),
 }
 
+/// The one answer for an unknown token ID and for a known one with a wrong secret.
+const UNKNOWN_OR_WRONG_SECRET: &str = "this hub has no join token with this ID and secret \
+     (mistyped, forged, or for another hub); copy the whole token printed by \
+     `bauxite-dispatch token create`";
+
 /// Why the hub refused a join token. Refusals change nothing in the hub's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenRejected {
-    /// No token with this ID exists.
-    #[error("token {0} is unknown to this hub; create one with `bauxite-dispatch token create`")]
+    /// No token with this ID exists. Says exactly what [`WrongSecret`](Self::WrongSecret)
+    /// says, so a caller cannot tell which token IDs exist.
+    #[error("{}", UNKNOWN_OR_WRONG_SECRET)]
     Unknown(TokenId),
-    /// The secret does not match the stored hash.
-    #[error("token {0} has a wrong secret (forged or mistyped)")]
+    /// The secret does not match the stored hash (same message as [`Unknown`](Self::Unknown)).
+    #[error("{}", UNKNOWN_OR_WRONG_SECRET)]
     WrongSecret(TokenId),
     /// The token's lifetime is over.
-    #[error("token {id} expired at unix time {expired_at}; create a new one")]
+    #[error(
+        "token {id} expired at {expired_at}; create a new one with `bauxite-dispatch token create`"
+    )]
     Expired {
         /// The token.
         id: TokenId,
-        /// When it expired (unix seconds).
-        expired_at: u64,
+        /// When it expired (shown as RFC 3339 UTC).
+        expired_at: UnixTime,
     },
     /// The token was already used as often as allowed.
     #[error("token {id} was already used {uses} time(s), its limit; create a new one")]
@@ -222,7 +230,10 @@ pub enum CallRefused {
     #[error("this call needs the node's client certificate (mutual TLS); run `bauxite join` first")]
     NoClientCertificate,
     /// The certificate names a node this hub has no record of.
-    #[error("node {0} is not known to this hub")]
+    #[error(
+        "node {0} is not known to this hub: it was never registered here, or its \
+         registration expired unconfirmed; join again with a new token"
+    )]
     UnknownNode(PeerId),
     /// The node was revoked.
     #[error("node {node} was revoked at {at}; join again with a new identity and token")]
@@ -235,6 +246,23 @@ pub enum CallRefused {
     /// The certificate names a known node but is not the one issued to it.
     #[error("this certificate is not the one issued to node {0}")]
     NotIssued(PeerId),
+    /// The node's registration is pending: only `ConfirmProvision` is accepted.
+    #[error(
+        "node {0} has not confirmed its registration; `bauxite join` confirms it after \
+         writing its credentials, and `bauxite run` does on its first connection"
+    )]
+    NotConfirmed(PeerId),
+    /// The registration was not confirmed in time and was deleted.
+    #[error(
+        "the registration of node {node} expired at {at} before it was confirmed; its \
+         address was freed: join again with a new token"
+    )]
+    RegistrationExpired {
+        /// The node.
+        node: PeerId,
+        /// When the confirmation window closed.
+        at: UnixTime,
+    },
 }
 
 impl TokenRejected {
@@ -273,6 +301,8 @@ impl CallRefused {
             CallRefused::UnknownNode(_) => Refusal::UnknownNode,
             CallRefused::Revoked { .. } => Refusal::Revoked,
             CallRefused::NotIssued(_) => Refusal::CertificateNotIssued,
+            CallRefused::NotConfirmed(_) => Refusal::NotConfirmed,
+            CallRefused::RegistrationExpired { .. } => Refusal::UnknownNode,
         }
     }
 }
@@ -334,10 +364,12 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Status;
         let text = e.to_string();
+        // A refusal's own text: the client prints the refusal's meaning before it, so the
+        // outer "join token rejected: " would only say the same thing twice.
         match e {
-            Error::TokenRejected(r) => r.refusal().to_status(text),
-            Error::ProvisionRejected(r) => r.refusal().to_status(text),
-            Error::CallRefused(r) => r.refusal().to_status(text),
+            Error::TokenRejected(r) => r.refusal().to_status(r.to_string()),
+            Error::ProvisionRejected(r) => r.refusal().to_status(r.to_string()),
+            Error::CallRefused(r) => r.refusal().to_status(r.to_string()),
             Error::TokenFormat(_) | Error::InvalidArgument { .. } | Error::InvalidPolicy(_) => {
                 Status::invalid_argument(text)
             }

@@ -13,6 +13,9 @@
 
 mod admin;
 pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
+pub mod candidates;
+mod confirm;
+pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod deploy;
 mod mesh_node;
 pub use self::mesh_node::HUB_NODE_NAME;
@@ -35,7 +38,7 @@ use crate::ipam::MeshCidr;
 use crate::metrics::HubMetrics;
 use crate::pki::{CertRole, HubCa};
 use crate::proto;
-use crate::store::{Change, NodeRecord, Store};
+use crate::store::{Change, NodeRecord, PendingRecord, Store};
 use crate::{CallRefused, Result};
 
 /// Who made an authenticated call.
@@ -59,6 +62,11 @@ impl Caller {
 
 struct State {
     nodes: BTreeMap<PeerId, NodeRecord>,
+    /// Registrations waiting for confirmation: they hold addresses and keys but are in
+    /// no topology.
+    pending: BTreeMap<PeerId, PendingRecord>,
+    /// Where each node can be dialled besides its endpoint (`candidates.rs`; memory only).
+    candidates: BTreeMap<PeerId, Vec<std::net::SocketAddr>>,
     topology_version: u64,
     audit_head: AuditHead,
     /// The node record that is the hub's own mesh node.
@@ -77,6 +85,8 @@ pub struct Hub {
     signals: Mutex<SignalRouter>,
     metrics: HubMetrics,
     closing: watch::Sender<bool>,
+    /// Seconds a new registration has to be confirmed.
+    confirm_window: u64,
     /// Bumped whenever an update assignment changes (`WatchUpdates` streams wake on it).
     assignments: watch::Sender<u64>,
 }
@@ -89,8 +99,15 @@ impl Hub {
     /// Loads the hub's state from `store` and records the start in the audit log.
     pub fn open(store: Box<dyn Store>, ca: HubCa, cidr: MeshCidr, now: UnixTime) -> Result<Self> {
         let nodes = store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
+        let pending = store
+            .pending()?
+            .into_iter()
+            .map(|p| (p.node.id, p))
+            .collect();
         let state = State {
             nodes,
+            pending,
+            candidates: BTreeMap::new(),
             topology_version: store.topology_version()?,
             audit_head: store.audit_head()?,
             hub_node: store.hub_node()?,
@@ -111,6 +128,7 @@ impl Hub {
             signals: Mutex::new(SignalRouter::default()),
             metrics: HubMetrics::default(),
             closing: watch::channel(false).0,
+            confirm_window: DEFAULT_CONFIRM_WINDOW_SECS,
             assignments: watch::channel(0).0,
         };
         let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());
@@ -141,6 +159,15 @@ impl Hub {
             CertRole::Admin => Ok(Caller::Admin),
             CertRole::Node(binding) => {
                 let state = lock(&self.state);
+                let presented = crate::token::CaFingerprint::of_der(der);
+                if let Some(pending) = state.pending.get(&binding.node_id) {
+                    return Err(if presented.0 == pending.node.cert_sha256 {
+                        CallRefused::NotConfirmed(binding.node_id)
+                    } else {
+                        CallRefused::NotIssued(binding.node_id)
+                    }
+                    .into());
+                }
                 let node = state
                     .nodes
                     .get(&binding.node_id)
@@ -148,7 +175,6 @@ impl Hub {
                 if let Some(at) = node.revoked_at {
                     return Err(CallRefused::Revoked { node: node.id, at }.into());
                 }
-                let presented = crate::token::CaFingerprint::of_der(der);
                 if presented.0 != node.cert_sha256 {
                     return Err(CallRefused::NotIssued(node.id).into());
                 }
@@ -165,9 +191,15 @@ impl Hub {
             .is_some_and(|n| n.revoked_at.is_none())
     }
 
-    /// Every node, active and revoked, in peer-ID order.
+    /// Every node, active and revoked, in peer-ID order (pending registrations are in
+    /// [`pending`](Self::pending)).
     pub fn nodes(&self) -> Vec<NodeRecord> {
         lock(&self.state).nodes.values().cloned().collect()
+    }
+
+    /// Registrations waiting for confirmation, in peer-ID order.
+    pub fn pending(&self) -> Vec<PendingRecord> {
+        lock(&self.state).pending.values().cloned().collect()
     }
 
     /// A feed of topology snapshots (the current one first).
@@ -242,6 +274,12 @@ impl Hub {
         if state.updates.apply(&change) {
             self.assignments.send_modify(|n| *n += 1);
         }
+        for id in &change.unpending {
+            state.pending.remove(id);
+        }
+        for pending in change.pending {
+            state.pending.insert(pending.node.id, pending);
+        }
         for node in change.nodes {
             state.nodes.insert(node.id, node);
         }
@@ -267,15 +305,26 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
             .nodes
             .values()
             .filter(|n| n.revoked_at.is_none())
-            .map(|n| proto::node::Peer {
-                node_id: n.id.to_string(),
-                name: n.name.clone(),
-                virtual_ip: n.virtual_ip.to_string(),
-                x25519_public: n.x25519.to_vec(),
-                ed25519_public: n.ed25519.to_vec(),
-                endpoint: n.endpoint.clone().unwrap_or_default(),
-                candidates: Vec::new(),
-                hub: Some(n.id) == state.hub_node,
+            .map(|n| {
+                let endpoint = n.endpoint.clone().unwrap_or_default();
+                let candidates = state
+                    .candidates
+                    .get(&n.id)
+                    .into_iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .filter(|c| *c != endpoint)
+                    .collect();
+                proto::node::Peer {
+                    node_id: n.id.to_string(),
+                    name: n.name.clone(),
+                    virtual_ip: n.virtual_ip.to_string(),
+                    x25519_public: n.x25519.to_vec(),
+                    ed25519_public: n.ed25519.to_vec(),
+                    endpoint,
+                    candidates,
+                    hub: Some(n.id) == state.hub_node,
+                }
             })
             .collect(),
     }

@@ -49,6 +49,10 @@ enum Command {
         /// Prometheus endpoint address (GET /metrics).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// How long a joining node has to confirm it wrote its credentials before its
+        /// registration expires (its address freed, its token use given back): 90s, 10m.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        confirm_within: u64,
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -227,10 +231,9 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
             };
             let token = admin.create_token(request).await?.into_inner();
             eprintln!(
-                "token {} ({uses} use(s)) expires {} (unix {})",
+                "token {} ({uses} use(s)) expires {}",
                 token.token_id,
-                UnixTime(token.expires_at_unix),
-                token.expires_at_unix
+                UnixTime(token.expires_at_unix)
             );
             println!("{}", token.token);
         }
@@ -346,6 +349,22 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error and the causes its text does not already contain, on one line: typed errors
+/// that embed their cause (and wrappers that repeat it) are printed once.
+fn one_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -354,6 +373,7 @@ async fn main() -> ExitCode {
             listen,
             mesh_cidr,
             metrics_listen,
+            confirm_within,
             log_format,
             mesh_listen,
             mesh_advertise,
@@ -363,6 +383,7 @@ async fn main() -> ExitCode {
             let config = ServeConfig {
                 mesh_cidr: *mesh_cidr,
                 metrics_listen: *metrics_listen,
+                confirm_window_secs: *confirm_within,
                 mesh_listen: *mesh_listen,
                 mesh_advertise: *mesh_advertise,
                 root_key_out: root_key_out.clone(),
@@ -375,7 +396,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bauxite-dispatch: {e:#}");
+            eprintln!("bauxite-dispatch: {}", one_message(e.as_ref()));
             ExitCode::FAILURE
         }
     }

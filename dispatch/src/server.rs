@@ -67,6 +67,9 @@ pub struct ServeConfig {
     pub mesh_cidr: Option<MeshCidr>,
     /// Prometheus endpoint address, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a new registration has to be confirmed
+    /// ([`DEFAULT_CONFIRM_WINDOW_SECS`](crate::hub::DEFAULT_CONFIRM_WINDOW_SECS)).
+    pub confirm_window_secs: u64,
     /// UDP address of the hub's mesh node; `None`: the gRPC listener's IP and port.
     pub mesh_listen: Option<SocketAddr>,
     /// The mesh endpoint topology lists for the hub; `None` lists none, and nodes dial the
@@ -84,6 +87,7 @@ impl ServeConfig {
             data_dir,
             mesh_cidr: None,
             metrics_listen: None,
+            confirm_window_secs: crate::hub::DEFAULT_CONFIRM_WINDOW_SECS,
             mesh_listen: None,
             mesh_advertise: None,
             root_key_out: None,
@@ -172,7 +176,14 @@ impl BoundHub {
         let tls = tls::server_config(&ca, &ca.issue_server(now)?)?;
         let cidr = mesh_cidr(dir, config.mesh_cidr)?;
         let store = RedbStore::open(&dir.join("hub.db"))?;
-        let hub = Arc::new(Hub::open(Box::new(store), ca, cidr, now)?);
+        let hub = Arc::new(
+            Hub::open(Box::new(store), ca, cidr, now)?
+                .with_confirm_window(config.confirm_window_secs),
+        );
+        // Registrations that expired while the hub was down go first.
+        for node in hub.expire_pending(now)? {
+            tracing::info!(%node, "registration expired unconfirmed; address freed");
+        }
         match hub.verify_audit()? {
             (_, Err(problem)) => {
                 tracing::error!(%problem, "audit log verification failed; run `bauxite-dispatch audit verify`")
@@ -262,6 +273,7 @@ impl BoundHub {
                 self.hosting.mesh.clone(),
             ));
         }
+        let sweeper = tokio::spawn(expire_registrations(self.hub.clone()));
         let hub = self.hub;
         self.mesh.run(hub.clone());
         let hosting = self.hosting;
@@ -322,7 +334,29 @@ impl BoundHub {
                 Ok(())
             }
         };
+        sweeper.abort();
         let _ = std::fs::remove_file(&addr_file);
         result
+    }
+}
+
+/// Expires unconfirmed registrations when their window closes (checked every second:
+/// windows are whole seconds, and a sweep with nothing due only takes the lock).
+async fn expire_registrations(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if hub.next_expiry().is_none_or(|at| at > UnixTime::now()) {
+            continue;
+        }
+        match hub.expire_pending(UnixTime::now()) {
+            Ok(expired) => {
+                for node in expired {
+                    tracing::warn!(%node, "registration not confirmed in time; address freed");
+                }
+            }
+            Err(error) => tracing::error!(%error, "expiring registrations failed"),
+        }
     }
 }

@@ -50,6 +50,18 @@ pub struct NodeRecord {
     pub endpoint: Option<String>,
 }
 
+/// A registration waiting for the node to confirm that it wrote its credentials
+/// (two-phase provisioning). It holds its address and keys but is in no topology; if it is
+/// not confirmed by `expires_at`, it is deleted, its address freed and its token use given
+/// back (while the token is still valid).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// The node as it will be stored once confirmed.
+    pub node: NodeRecord,
+    /// The first instant at which the registration is no longer confirmable.
+    pub expires_at: UnixTime,
+}
+
 /// The mesh policy as set by the operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRecord {
@@ -71,6 +83,10 @@ pub struct Change {
     pub tokens: Vec<TokenRecord>,
     /// Nodes to create or overwrite.
     pub nodes: Vec<NodeRecord>,
+    /// Pending registrations to create or overwrite.
+    pub pending: Vec<PendingRecord>,
+    /// Pending registrations to delete (confirmed, expired or revoked).
+    pub unpending: Vec<PeerId>,
     /// New policy.
     pub policy: Option<PolicyRecord>,
     /// New topology version.
@@ -93,6 +109,8 @@ pub trait Store: Send + Sync {
     fn token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     /// Every node, active or revoked, in peer-ID order.
     fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Every pending registration, in peer-ID order.
+    fn pending(&self) -> Result<Vec<PendingRecord>>;
     /// The current policy, if one was ever set.
     fn policy(&self) -> Result<Option<PolicyRecord>>;
     /// The last topology version handed out (0 on a new hub).

@@ -48,7 +48,7 @@ impl TokenRecord {
         if now >= self.expires_at {
             return Err(TokenRejected::Expired {
                 id: self.id,
-                expired_at: self.expires_at.0,
+                expired_at: self.expires_at,
             });
         }
         if self.uses_left == 0 {

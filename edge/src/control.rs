@@ -20,8 +20,9 @@ use bauxite_conduit::io::Query;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::hub_state::HubState;
 use crate::ping::{PingReport, PingRequest};
 use crate::status::StatusReport;
 use crate::update_agent::{UpdateCommand, UpdateHandle, UpdateStatus};
@@ -74,7 +75,10 @@ pub struct Context {
     /// Why it does not run (shown by `update status`).
     pub updates_off: String,
     /// The hub's mesh node, from topology (`bauxite ping hub`).
-    pub hub_peer: tokio::sync::watch::Receiver<Option<bauxite_conduit::VirtualIp>>,
+    pub hub_peer: watch::Receiver<Option<bauxite_conduit::VirtualIp>>,
+    /// The hub connector's published state (`None` forever for a node without a hub),
+    /// shown by `bauxite status`.
+    pub hub: watch::Receiver<Option<HubState>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -208,9 +212,11 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
             let status = rx
                 .await
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
+            let hub = context.hub.borrow().clone();
             to_json(serde_json::to_value(StatusReport::new(
                 &status,
                 &context.metrics,
+                hub,
             )))
         }
         Request::Ping(ping) => {

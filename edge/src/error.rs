@@ -438,3 +438,47 @@ pub enum ToolError {
     #[error("OS random number generator failed: {0}")]
     Random(String),
 }
+
+/// An error and the causes its text does not already contain, on one line. Typed errors
+/// here embed their cause in their message; a wrapper that also exposes it as a source
+/// would otherwise print the same words two or three times.
+pub fn one_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod one_message_tests {
+    use super::one_message;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("join failed: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the hub refused: token used up")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not write /x")]
+    struct Write(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        assert_eq!(
+            one_message(&Outer(Inner)),
+            "join failed: the hub refused: token used up"
+        );
+        let io = Write(std::io::Error::other("disk full"));
+        assert_eq!(one_message(&io), "could not write /x: disk full");
+    }
+}

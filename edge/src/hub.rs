@@ -1,14 +1,18 @@
 //! `HubConnector`: the daemon's side of the hub. It keeps an mTLS gRPC channel to the hub,
-//! reports the node's advertised endpoint, turns the topology and policy streams into
-//! [`Query::ReplacePeers`] and [`Query::SetPolicy`] for the shell (the only owner of the
-//! node), reports the node's counters every `report_interval`, and reconnects with
-//! [`Backoff`] when the hub goes away.
+//! confirms the node's registration, reports where the node can be dialled (its
+//! advertised endpoint, its interface addresses and its UDP port, see [`crate::candidates`])
+//! once the first topology snapshot is in the peer table, turns the topology and policy
+//! streams into [`Query::ReplacePeers`] and [`Query::SetPolicy`] for the shell (the only
+//! owner of the node), reports the node's counters every `report_interval`, and
+//! reconnects with [`Backoff`] when the hub goes away. Its standing with the hub is
+//! published as a [`HubState`] for `bauxite status`.
 //!
 //! Revocation: when the hub refuses a call with [`Refusal::Revoked`] in the status details
 //! (never inferred from the status code or text: a bare `PERMISSION_DENIED` is a generic
 //! error and gets a reconnect), the connector logs an error, empties the peer table (every
-//! session torn down) and stops reconnecting. The daemon itself keeps running with no peers — its control socket still
-//! answers `status`, and an operator sees the error in the log — until it is stopped.
+//! session torn down), publishes [`HubState::Revoked`] and stops; the daemon then exits
+//! with [`EXIT_REVOKED`](crate::run_cmd::EXIT_REVOKED), which the systemd unit does not
+//! restart.
 //!
 //! Invariant: the connector never touches the node; every change goes through the shell's
 //! query channel and is applied between two batches of packets.
@@ -16,17 +20,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bauxite_conduit::io::Query;
+use std::net::SocketAddr;
+
+use bauxite_conduit::io::{Query, clock};
 use bauxite_conduit::policy::Policy;
 use bauxite_conduit::{Metrics, PeerId};
 use bauxite_dispatch_api::Refusal;
 use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapshot};
 use bauxite_dispatch_api::proto::node::{
-    Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest, TopologyRequest,
+    ConfirmProvisionRequest, Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest,
+    TopologyRequest, TopologySnapshot,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use crate::candidates::{self, MeshExclusion};
 use crate::config::HubConfig;
+use crate::hub_state::{HubState, stamp};
 
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -105,7 +114,11 @@ enum End {
 fn from_status(status: &tonic::Status, what: &str) -> End {
     match Refusal::from_status(status) {
         Some(Refusal::Revoked) => End::Revoked(status.message().to_string()),
-        _ => End::Lost(format!("{what}: {}", status.message())),
+        // The client's one-line wording: a refusal's meaning, or a lost connection's cause.
+        _ => End::Lost(format!(
+            "{what}: {}",
+            bauxite_dispatch_api::Error::from(status.clone())
+        )),
     }
 }
 
@@ -144,37 +157,102 @@ pub struct HubConnector {
     pub queries: mpsc::Sender<Query>,
     /// Seed of the backoff jitter.
     pub seed: u64,
+    /// The node's bound UDP address (its port is reported; a specific IP limits the
+    /// addresses reported to that one).
+    pub listen: SocketAddr,
+    /// The mesh's own addresses, never reported as underlay addresses.
+    pub mesh: MeshExclusion,
+    /// Where the connector publishes its standing with the hub.
+    pub state: watch::Sender<Option<HubState>>,
     /// Where the hub's own mesh node is (`Peer.hub`), for the update agent.
-    pub hub_peer: tokio::sync::watch::Sender<Option<bauxite_conduit::VirtualIp>>,
+    pub hub_peer: watch::Sender<Option<bauxite_conduit::VirtualIp>>,
 }
 
 impl HubConnector {
     /// Runs until the node is revoked or the shell stops; reconnects on every other error.
     pub async fn run(self) {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, self.seed);
+        let url = self.config.url.clone();
+        self.state.send_replace(Some(HubState::Connecting {
+            url: url.clone(),
+            since: stamp(clock::unix_nanos()),
+        }));
         loop {
             match self.session(&mut backoff).await {
                 End::Revoked(reason) => {
                     tracing::error!(
-                        hub = %self.config.url,
+                        hub = %url,
                         %reason,
                         "this node was revoked by the hub; dropping every peer and no longer reconnecting (re-join with `bauxite join --force`)"
                     );
                     let _ = self.queries.send(Query::ReplacePeers(Vec::new())).await;
+                    self.state.send_replace(Some(HubState::Revoked {
+                        url,
+                        since: stamp(clock::unix_nanos()),
+                        reason,
+                    }));
                     return;
                 }
                 End::ShellGone => return,
                 End::Lost(reason) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(hub = %self.config.url, %reason, ?delay, "hub connection lost; reconnecting");
+                    tracing::warn!(hub = %url, %reason, ?delay, "hub connection lost; reconnecting");
+                    let now = stamp(clock::unix_nanos());
+                    self.state.send_modify(|state| {
+                        *state = Some(HubState::lost(state.as_ref(), &url, &now, reason));
+                    });
                     tokio::time::sleep(delay).await;
                 }
             }
         }
     }
 
+    /// Where other nodes may dial this node, as reported to the hub.
+    fn endpoint_report(&self) -> SetEndpointRequest {
+        let hub_on_loopback = candidates::hub_on_loopback(&self.config.url);
+        let local = candidates::local_candidates(
+            &candidates::interfaces(),
+            self.listen,
+            hub_on_loopback,
+            &self.mesh,
+        );
+        SetEndpointRequest {
+            endpoint: self
+                .config
+                .advertise
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            local_addresses: local.iter().map(ToString::to_string).collect(),
+            listen_port: candidates::reportable_port(self.listen, hub_on_loopback),
+        }
+    }
+
     async fn send(&self, query: Query) -> Result<(), End> {
         self.queries.send(query).await.map_err(|_| End::ShellGone)
+    }
+
+    /// Hands a topology snapshot to the shell; a snapshot that does not convert is
+    /// refused and the previous peer table kept.
+    async fn apply_topology(
+        &self,
+        snapshot: &TopologySnapshot,
+        hub_udp: Option<SocketAddr>,
+    ) -> Result<(), End> {
+        match peers_from_snapshot(snapshot, Some(self.me)) {
+            Ok(mut peers) => {
+                crate::hub_peer::apply(snapshot, &mut peers, hub_udp, &self.hub_peer);
+                tracing::info!(
+                    version = snapshot.version,
+                    peers = peers.len(),
+                    "topology from the hub"
+                );
+                self.send(Query::ReplacePeers(peers)).await
+            }
+            Err(error) => {
+                tracing::warn!(version = snapshot.version, %error, "topology refused; keeping the previous one");
+                Ok(())
+            }
+        }
     }
 
     /// One connection: connect, advertise, stream until something fails.
@@ -189,20 +267,48 @@ impl HubConnector {
         let hub = HubClient::connect_mtls(&self.config.url, &self.credentials)
             .await
             .map_err(|e| from_error(e, "connect"))?;
-        if let Some(endpoint) = self.config.advertise {
-            hub.topology()
-                .set_endpoint(SetEndpointRequest {
-                    endpoint: endpoint.to_string(),
-                })
-                .await
-                .map_err(|s| from_status(&s, "set endpoint"))?;
-        }
+        // The second phase of provisioning, in case `join` could not reach the hub after
+        // writing the credentials; for a confirmed node it changes nothing.
+        hub.provisioning()
+            .confirm_provision(ConfirmProvisionRequest {})
+            .await
+            .map_err(|s| from_status(&s, "confirm registration"))?;
+        // The peer table first, then where this node can be dialled: a peer that learns
+        // our address dials us at once, and a handshake from a key we do not know yet is
+        // refused — if that peer wins the simultaneous-initiation tie-break, it then
+        // ignores our own initiation until its retry (seconds later).
         let mut topology = hub
             .topology()
             .stream_topology(TopologyRequest {})
             .await
             .map_err(|s| from_status(&s, "topology stream"))?
             .into_inner();
+        // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
+        let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
+        let first = topology
+            .message()
+            .await
+            .map_err(|s| from_status(&s, "topology stream"))?
+            .ok_or_else(|| End::Lost("topology stream ended".into()))?;
+        self.apply_topology(&first, hub_udp).await?;
+        // Interface addresses are read again on every connection: DHCP and roaming
+        // change them.
+        let report = self.endpoint_report();
+        let answer = hub
+            .topology()
+            .set_endpoint(report.clone())
+            .await
+            .map_err(|s| from_status(&s, "set endpoint"))?
+            .into_inner();
+        if answer.candidates.is_empty() {
+            tracing::warn!(
+                listen = %self.listen,
+                "no address another node could dial: other nodes reach this one only after it dials them; \
+                 set `advertise` in [hub] to an address they can reach, or listen on a reachable address"
+            );
+        } else {
+            tracing::info!(candidates = ?answer.candidates, observed = %answer.observed_ip, "other nodes dial this node at these addresses, in order");
+        }
         let mut policy = hub
             .policy()
             .stream_policy(PolicyRequest {})
@@ -210,11 +316,14 @@ impl HubConnector {
             .map_err(|s| from_status(&s, "policy stream"))?
             .into_inner();
         let mut metrics = hub.metrics();
-        // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
-        let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
         let mut report = tokio::time::interval(self.config.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(hub = %self.config.url, advertise = ?self.config.advertise, "connected to the hub");
+        self.state.send_replace(Some(HubState::Connected {
+            url: self.config.url.clone(),
+            since: stamp(clock::unix_nanos()),
+            candidates: answer.candidates,
+        }));
         backoff.reset();
         loop {
             tokio::select! {
@@ -222,16 +331,7 @@ impl HubConnector {
                     let snapshot = message
                         .map_err(|s| from_status(&s, "topology stream"))?
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
-                    match peers_from_snapshot(&snapshot, Some(self.me)) {
-                        Ok(mut peers) => {
-                            crate::hub_peer::apply(&snapshot, &mut peers, hub_udp, &self.hub_peer);
-                            tracing::info!(version = snapshot.version, peers = peers.len(), "topology from the hub");
-                            self.send(Query::ReplacePeers(peers)).await?;
-                        }
-                        Err(error) => {
-                            tracing::warn!(version = snapshot.version, %error, "topology refused; keeping the previous one");
-                        }
-                    }
+                    self.apply_topology(&snapshot, hub_udp).await?;
                 }
                 message = policy.message() => {
                     let document = message

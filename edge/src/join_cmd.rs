@@ -4,7 +4,12 @@
 //!
 //! Invariant: nothing is written until the hub has accepted the token and the issued
 //! certificate has been checked, so a refused join (reused, expired or forged token, a
-//! hub whose CA does not match the token) leaves the state root as it was.
+//! hub whose CA does not match the token) leaves the state root as it was. And the hub is
+//! not contacted before the state root is known to be writable: a file in its place, or a
+//! directory this user cannot write, is refused first. Provisioning has two phases: the
+//! hub registers the node as pending, `join` writes the credentials, then confirms with
+//! the new certificate; a registration never confirmed (the node died, the disk failed)
+//! expires at the hub and gives its address and token use back.
 //!
 //! Layout under the state root:
 //!
@@ -21,11 +26,14 @@ use std::path::{Path, PathBuf};
 
 use bauxite_conduit::PeerId;
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch_api::client::join;
+use bauxite_dispatch_api::client::{confirm, join};
 use bauxite_dispatch_api::token::JoinToken;
 
 use crate::fsutil;
 use crate::update_agent::trust::{self, RootOrigin, TrustError};
+
+mod writable;
+pub use writable::check_writable;
 
 /// Where a joined node keeps its identity, relative to the state root.
 pub const IDENTITY_FILE: &str = "identity/node.identity";
@@ -46,12 +54,23 @@ pub enum JoinError {
         "{0} already holds a joined node; pass --force to replace its identity and certificates"
     )]
     AlreadyJoined(PathBuf),
-    /// The hub refused, or could not be reached or trusted.
+    /// The hub refused, or could not be reached or trusted. The client's error is the
+    /// whole message (not a source), so it is printed once.
     #[error("join failed: {0}")]
-    Hub(#[from] bauxite_dispatch_api::Error),
+    Hub(bauxite_dispatch_api::Error),
     /// The hub's answer is unusable.
     #[error("join failed: {0}")]
     Answer(String),
+    /// The state root cannot be written; the hub was not contacted.
+    #[error(
+        "cannot use {path} as the state root: {reason}; the hub was not contacted and the token is unspent"
+    )]
+    StateRoot {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong, with the fix.
+        reason: String,
+    },
     /// The pinned update root is unreadable or not a valid TUF root.
     #[error(transparent)]
     UpdateRoot(#[from] TrustError),
@@ -93,6 +112,13 @@ pub struct JoinOptions {
 pub struct Joined {
     /// The node's mesh ID.
     pub node_id: PeerId,
+    /// Its name in the mesh, when the hub confirmed the registration.
+    pub name: Option<String>,
+    /// Why the confirmation did not reach the hub, if it did not: `run` confirms on its
+    /// first connection, before [`confirm_by_unix`](Self::confirm_by_unix).
+    pub unconfirmed: Option<String>,
+    /// The hub's deadline for the confirmation (Unix seconds).
+    pub confirm_by_unix: u64,
     /// Its address with the mesh prefix, e.g. `100.64.0.2/10`.
     pub virtual_ip: String,
     /// The config file written.
@@ -103,6 +129,12 @@ pub struct Joined {
     pub update_root_warning: Option<String>,
 }
 
+impl From<bauxite_dispatch_api::Error> for JoinError {
+    fn from(e: bauxite_dispatch_api::Error) -> Self {
+        JoinError::Hub(e)
+    }
+}
+
 fn write_error(path: &Path, reason: impl std::fmt::Display) -> JoinError {
     JoinError::Write {
         path: path.to_path_buf(),
@@ -110,14 +142,20 @@ fn write_error(path: &Path, reason: impl std::fmt::Display) -> JoinError {
     }
 }
 
-/// The state root as an absolute path (relative paths are taken from the working directory).
+/// The state root as an absolute path (relative paths are taken from the working
+/// directory), without `.` components, since it is written into `config.toml`.
 fn absolute_root(root: &Path) -> Result<PathBuf, JoinError> {
-    if root.is_absolute() {
-        return Ok(root.to_path_buf());
-    }
-    std::env::current_dir()
-        .map(|cwd| cwd.join(root))
-        .map_err(|e| write_error(root, e))
+    let full = if root.is_absolute() {
+        root.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(root))
+            .map_err(|e| write_error(root, e))?
+    };
+    Ok(full
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
 }
 
 /// The prefix length of a CIDR such as `100.64.0.0/10`.
@@ -198,6 +236,8 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
     let config_path = root.join(CONFIG_FILE);
     let identity_path = root.join(IDENTITY_FILE);
     let certs = root.join(CERTS_DIR);
+    bauxite_dispatch_api::client::hub_addr(&options.hub_url)?;
+    check_writable(&root)?;
     let joined_before =
         config_path.exists() || identity_path.exists() || certs.join("node.crt").exists();
     if joined_before && !options.force {
@@ -245,8 +285,16 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
         Some((bytes, origin)) => Some((trust::install(&root, &bytes, origin)?, origin)),
         None => None,
     };
+    // Everything is durable (each file was fsynced): the second phase.
+    let (name, unconfirmed) = match confirm(&options.hub_url, &result.credentials).await {
+        Ok(name) => (Some(name), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Joined {
         node_id: result.node_id,
+        name,
+        unconfirmed,
+        confirm_by_unix: result.confirm_by_unix,
         virtual_ip,
         config: config_path,
         update_root,

@@ -9,7 +9,8 @@
 //!   [`control`] socket for [`status`], the optional [`metrics_http`] listener and the
 //!   [`run_lock`] that keeps a second daemon off the same node.
 //! - [`join_cmd`]: `bauxite join`, provisioning with a hub; [`hub`]: the daemon's
-//!   `HubConnector` (topology, policy, metrics, reconnect with backoff).
+//!   `HubConnector` (topology, policy, metrics, reconnect with backoff), reporting the
+//!   addresses [`candidates`] chooses.
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
 //! - [`update_cmd`]: `bauxite update ...`; `tuf-client` is the plain TUF client.
@@ -19,6 +20,7 @@
 //! - [`ping`] and [`probe`]: `bauxite ping` and the control-loop probe (echo on the
 //!   Critical lane); [`mesh_service`]: service sockets on the running shell.
 
+pub mod candidates;
 pub mod cert_cmd;
 pub mod config;
 pub mod control;
@@ -28,6 +30,7 @@ pub mod fingerprint_cmd;
 pub mod fsutil;
 pub mod hub;
 pub mod hub_peer;
+pub mod hub_state;
 pub mod join_cmd;
 pub mod keygen;
 pub mod manifest_cmd;

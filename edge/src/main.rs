@@ -72,10 +72,17 @@ fn main() -> ExitCode {
     let clock = SystemClock::new();
     match cli.command {
         Command::Precheck(args) => run_precheck(&cli.config, args, &clock),
+        Command::Run => match bauxite::run_cmd::run(&cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", bauxite::error::one_message(&e));
+                ExitCode::from(e.exit_code())
+            }
+        },
         command => match run_tool(&cli.config, command, &clock) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", bauxite::error::one_message(e.as_ref()));
                 ExitCode::from(ExitStatus::Config.code())
             }
         },
@@ -178,6 +185,18 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 joined.virtual_ip,
                 joined.config.display()
             );
+            if let Some(why) = &joined.unconfirmed {
+                let by = time::OffsetDateTime::from_unix_timestamp(
+                    i64::try_from(joined.confirm_by_unix).unwrap_or(i64::MAX),
+                )
+                .map(precheck::fingerprint::rfc3339)
+                .unwrap_or_else(|_| joined.confirm_by_unix.to_string());
+                eprintln!(
+                    "warning: the hub has not confirmed this node yet ({why}); `bauxite run` \
+                     confirms it on its first connection, which must happen before {by}, \
+                     or the registration expires and the node must join again"
+                );
+            }
             match (&joined.update_root, &joined.update_root_warning) {
                 (Some((path, origin)), _) => println!(
                     "update root ({}) trusted: {}",
@@ -196,7 +215,7 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 joined.config.display()
             );
         }
-        Command::Run => bauxite::run_cmd::run(config)?,
+        Command::Run => unreachable!("dispatched in main"),
         Command::Status(args) => {
             let run = RunConfig::load(config)?;
             let report = bauxite::control::query_status(&run.control_socket)?;

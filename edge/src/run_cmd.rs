@@ -3,7 +3,8 @@
 //! socket and TUN device, the echo service every node answers (`ServicePort::ECHO`), the
 //! [update agent](crate::update_agent) (with `[hub]` and `[state_root]`), its control
 //! socket, the optional metrics listener, and clean shutdown on SIGTERM/SIGINT. A node
-//! revoked by the hub keeps running with no peers.
+//! revoked by the hub stops and exits with [`EXIT_REVOKED`] (the systemd unit does not
+//! restart it: `RestartPreventExitStatus=`).
 //!
 //! Warm start: with `[hub]` and `[state_root]`, the peer table saved at the last shutdown
 //! (or before the last activation) is loaded before the shell starts, so the node dials
@@ -29,17 +30,23 @@ use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::tun::TunConfig;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use bauxite_conduit::error::KeyFileProblem;
 use bauxite_conduit::tun::TunCreateError;
 use bauxite_dispatch_api::client::NodeCredentials;
 
+use crate::candidates::MeshExclusion;
 use crate::config::{DeviceKind, HubConfig, RunConfig};
 use crate::control::{self, ControlError};
 use crate::error::ConfigError;
+use crate::hub_state::HubState;
 use crate::metrics_http;
 use crate::run_lock::{LockError, RunLock, lock_path};
+
+/// The exit code of a daemon the hub revoked: `edge/systemd/bauxite.service` names it in
+/// `RestartPreventExitStatus=`, so a supervisor does not restart it into a refusal loop.
+pub const EXIT_REVOKED: u8 = 4;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +111,27 @@ pub enum RunError {
     /// The runtime, a signal handler or the metrics listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The hub revoked this node; it stopped and will not reconnect.
+    #[error(
+        "this node was revoked by the hub at {url}: {reason}; the daemon stopped and will not \
+         reconnect. To bring the robot back: a new token and `bauxite join --force`"
+    )]
+    Revoked {
+        /// The hub URL.
+        url: String,
+        /// The hub's message.
+        reason: String,
+    },
+}
+
+impl RunError {
+    /// The process exit code: [`EXIT_REVOKED`] for a revoked node, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Revoked { .. } => EXIT_REVOKED,
+            _ => 1,
+        }
+    }
 }
 
 impl RunError {
@@ -265,8 +293,10 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         shell.bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)?,
     ));
     let metrics = shell.metrics();
+    let listen = shell.local_addr()?;
     let (queries_tx, queries_rx) = mpsc::channel(16);
-    let (hub_peer_tx, hub_peer_rx) = tokio::sync::watch::channel(None);
+    let (hub_state, hub_watch) = watch::channel(None);
+    let (hub_peer_tx, hub_peer_rx) = watch::channel(None);
     let agent = match (
         &config.hub,
         &credentials,
@@ -299,6 +329,13 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     metrics: std::sync::Arc::clone(&metrics),
                     queries: queries_tx.clone(),
                     seed: jitter_seed(),
+                    listen,
+                    mesh: MeshExclusion {
+                        tun_name: config.tun_name.clone(),
+                        virtual_ip: config.virtual_ip,
+                        prefix: config.prefix,
+                    },
+                    state: hub_state,
                     hub_peer: hub_peer_tx,
                 }
                 .run(),
@@ -313,6 +350,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             updates: agent.as_ref().map(|(handle, _)| handle.clone()),
             updates_off: updates_off(&config).unwrap_or_default().to_owned(),
             hub_peer: hub_peer_rx,
+            hub: hub_watch.clone(),
         },
     ));
     let metrics_task = match config.metrics_listen {
@@ -329,10 +367,15 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut revoked = hub_watch.clone();
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+            // A node without a hub never gets here: its sender lives as long as `serve`.
+            Ok(_) = revoked.wait_for(|s| s.as_ref().is_some_and(HubState::is_revoked)) => {
+                tracing::error!("stopping: this node was revoked by the hub");
+            }
         }
     };
     tracing::info!(
@@ -368,5 +411,8 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         }
     }
     drop(lock);
-    Ok(())
+    match hub_watch.borrow().clone() {
+        Some(HubState::Revoked { url, reason, .. }) => Err(RunError::Revoked { url, reason }),
+        _ => Ok(()),
+    }
 }

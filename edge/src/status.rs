@@ -13,6 +13,8 @@ use bauxite_conduit::tun::TunKind;
 use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
 
+use crate::hub_state::HubState;
+
 /// The whole status of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -28,6 +30,9 @@ pub struct StatusReport {
     pub counters: BTreeMap<String, u64>,
     /// Per-lane counters: `critical`, `telemetry`, `bulk`.
     pub lanes: BTreeMap<String, LaneReport>,
+    /// The node's standing with its hub; absent for a node without `[hub]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubState>,
 }
 
 /// One peer's line.
@@ -59,8 +64,9 @@ pub struct LaneReport {
 }
 
 impl StatusReport {
-    /// Builds the report from the shell's answer and the node's counters.
-    pub fn new(status: &ShellStatus, metrics: &Metrics) -> Self {
+    /// Builds the report from the shell's answer, the node's counters and its standing
+    /// with the hub (if it has one).
+    pub fn new(status: &ShellStatus, metrics: &Metrics, hub: Option<HubState>) -> Self {
         let mut counters: BTreeMap<String, u64> = metrics
             .scalars()
             .into_iter()
@@ -121,6 +127,7 @@ impl StatusReport {
             peers,
             counters,
             lanes,
+            hub,
         }
     }
 
@@ -132,6 +139,9 @@ impl StatusReport {
             "node {}  listen {}  tun {}",
             self.peer_id, self.listen, self.tun
         );
+        if let Some(hub) = &self.hub {
+            let _ = writeln!(out, "hub  {}", hub.render());
+        }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {
             let state = if p.established {

@@ -350,4 +350,13 @@ fn systemd_units_order_precheck_before_daemon() {
             .lines()
             .any(|l| l.starts_with("After=bauxite-precheck.service"))
     );
+    // A revoked daemon exits with its own code, which systemd must not restart.
+    assert!(has(&daemon, "Restart=on-failure"));
+    assert!(has(
+        &daemon,
+        &format!(
+            "RestartPreventExitStatus={}",
+            bauxite::run_cmd::EXIT_REVOKED
+        )
+    ));
 }

@@ -213,34 +213,74 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     };
     let url = hub.url();
     let root = dir.path().join("root");
-    let refused = |token: &str, expect: &str| {
-        let (ok, out) = join(token, &url, &root, &[]);
+    let refused_at = |token: &str, url: &str, expect: &str| {
+        let (ok, out) = join(token, url, &root, &[]);
         assert!(!ok, "accepted: {out}");
         assert!(out.contains(expect), "expected {expect:?} in {out:?}");
+        // One clear message: one line, the hub's reason once (no repeated causes).
+        assert_eq!(out.trim().lines().count(), 1, "{out}");
+        assert_eq!(out.matches(expect).count(), 1, "{out}");
+        assert!(
+            !out.contains("status:") && !out.contains("transport error"),
+            "{out}"
+        );
         assert!(!root.exists(), "a refused join wrote {}", root.display());
     };
+    let refused = |token: &str, expect: &str| refused_at(token, &url, expect);
 
     let good = hub.token(&["--name", "robot"]);
-    refused(&with_part(&good, 2, flip_first_hex), "wrong secret");
+    refused(
+        &with_part(&good, 2, flip_first_hex),
+        "no join token with this ID and secret",
+    );
     refused(&with_part(&good, 3, flip_first_hex), "CA fingerprint");
     refused("bx1.not-a-token", "invalid join token");
+    // The hub speaks only TLS: `http://` and scheme-less URLs are refused with the fix,
+    // before the hub is contacted (the token is not spent: it joins below).
+    let addr = url.trim_start_matches("https://");
+    let fix = format!("use https://{addr}");
+    refused_at(&good, &format!("http://{addr}"), &fix);
+    refused_at(&good, addr, &fix);
 
     let short = hub.admin(&["token", "create", "--ttl", "1s"]);
     let short_token = String::from_utf8(short.stdout).unwrap().trim().to_string();
     let details = String::from_utf8(short.stderr).unwrap();
-    let expires: u64 = details
-        .rsplit("(unix ")
-        .next()
-        .and_then(|s| s.trim().trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no expiry in {details:?}"));
+    let date = details.rsplit("expires ").next().unwrap_or_default().trim();
+    let expires: u64 =
+        time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|t| t.unix_timestamp().try_into().ok())
+            .unwrap_or_else(|| panic!("no RFC 3339 expiry in {details:?}"));
     wait_for(LIMIT, "the short token to expire", || {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         (now > expires).then_some(())
     });
-    refused(&short_token, "expired");
+    refused(&short_token, "expired at 20");
+
+    // A file where the state root should be: refused before the hub is contacted, so
+    // the hub registers nothing and the token is not spent (it joins below).
+    let blocker = dir.path().join("blocker");
+    fs::write(&blocker, "not a directory").unwrap();
+    for bad_root in [blocker.clone(), blocker.join("root")] {
+        let (ok, out) = join(&good, &url, &bad_root, &[]);
+        assert!(!ok && out.contains("is a file, not a directory"), "{out}");
+    }
+    let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
+    // The header and the hub's own mesh node: no robot.
+    let robots = nodes.lines().skip(1).filter(|l| !l.contains(" hub "));
+    assert_eq!(robots.count(), 0, "no robot registered: {nodes}");
 
     let (ok, out) = join(&good, &url, &root, &[]);
     assert!(ok, "{out}");
+    assert!(
+        !out.contains("warning"),
+        "join confirmed the registration: {out}"
+    );
+    let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
+    assert!(
+        nodes.lines().any(|l| l.contains(" active ")),
+        "confirmed by join: {nodes}"
+    );
     let identity = root.join("identity/node.identity");
     let key = root.join("certs/node.key");
     for secret in [&identity, &key] {
@@ -326,4 +366,62 @@ fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
     let status = daemon.wait_status(&config);
     assert!(status.contains("\"peers\""), "{status}");
     assert!(daemon.log().contains("bauxite running"), "{}", daemon.log());
+}
+
+#[test]
+fn a_daemon_cut_off_from_its_hub_says_so_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(hub) = Hub::start(dir.path()) else {
+        return;
+    };
+    let url = hub.url();
+    let root = dir.path().join("root");
+    let token = hub.token(&["--name", "robot-5"]);
+    let socket = dir.path().join("control.sock");
+    let out = Command::new(BAUXITE)
+        .args(["join", &token, &url, "--state-root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The hub goes away before the daemon starts: it keeps trying, and status says since
+    // when and why, in one line.
+    drop(hub);
+    let config = root.join("config.toml");
+    let mut daemon = Daemon::start(&config, dir.path().join("run.log"));
+    daemon.wait_status(&config);
+    let hub_state = wait_for(LIMIT, "the hub state to be reconnecting", || {
+        let out = Command::new(BAUXITE)
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (json["hub"]["state"] == "reconnecting").then(|| json["hub"].clone())
+    });
+    assert_eq!(hub_state["url"], url.as_str());
+    let since = hub_state["since"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.contains('T'), "{since}");
+    let error = hub_state["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("connect: could not connect to the hub"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("transport error") && !error.contains('\n'),
+        "{error}"
+    );
+    let text = Command::new(BAUXITE)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("hub  reconnecting to {url} since {since}"))),
+        "{text}"
+    );
 }

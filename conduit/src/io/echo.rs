@@ -1,5 +1,4 @@
-//! The echo responder bound to [`ServicePort::ECHO`](crate::service::ServicePort::ECHO)
-//! on every node (robots and the hub).
+//! The echo responder bound to [`ServicePort::ECHO`](crate::service::ServicePort::ECHO) on every node (robots and the hub).
 //!
 //! Invariant: a reply carries exactly the request's bytes, goes back to the port it came
 //! from, and always travels on the Critical lane — a probe measures the path a control

@@ -375,7 +375,7 @@ impl Shell {
     }
 
     /// Applies a full peer list: removes the peers not in it, upserts the others, and
-    /// starts a handshake with every new or re-addressed peer that has an endpoint.
+    /// starts a handshake with every new or re-addressed peer that has an address to dial.
     fn replace_peers(&mut self, peers: Vec<PeerInfo>, now: Instant) {
         let keep: std::collections::HashSet<_> = peers.iter().map(|p| p.id).collect();
         let gone: Vec<_> = self
@@ -393,9 +393,11 @@ impl Shell {
         for peer in peers {
             let id = peer.id;
             let before = self.node.registry().by_id(id).cloned();
-            let dial = peer.endpoint.is_some()
+            let first = peer.dial_order().first().copied();
+            let dial = first.is_some()
                 && before.as_ref().is_none_or(|b| {
-                    b.endpoint != peer.endpoint || b.static_public != peer.static_public
+                    b.dial_order().first().copied() != first
+                        || b.static_public != peer.static_public
                 });
             let name = peer.name.clone();
             match self.node.upsert_peer(peer) {

@@ -110,15 +110,20 @@ impl BauxiteNode {
         // source address is where the peer is.
         tunnel.accept_timestamp(received.timestamp)?;
         if leader && tunnel.handshake_pending() {
-            // Both sides initiated at once: the lower peer ID wins (as in the seed's
-            // signalling), so only one session forms and both ends send on the same one.
-            // Ours completes the handshake — if it can reach the peer: when the peer
-            // dialled from elsewhere than where ours went, send ours there now.
-            if self.learn_endpoint(id, from) {
-                tracing::debug!(peer = %id, "simultaneous initiation; ours again, to where the peer is");
-                self.start_handshake(now, id);
-            } else {
-                tracing::debug!(peer = %id, "simultaneous initiation; ours wins");
+            // Both sides initiated: the lower peer ID wins (as in the seed's signalling),
+            // so only one session forms and both ends send on the same one. Ours completes
+            // it — if the peer has it: it may have refused it (it did not know our key
+            // yet), or it was lost or went to an address the peer has left. This
+            // initiation is authentic and fresh, so the peer knows us now and is at
+            // `from`: send ours again, the same bytes, rather than wait for our retry
+            // timer. If the peer already answered it, it refuses the copy as stale. One
+            // initiation in, at most one of the same size out, to a peer that proved its
+            // key; the follower answers and never resends, so nothing loops.
+            let resend = tunnel.resend_initiation(now);
+            self.learn_endpoint(id, from);
+            if let Some(msg) = resend {
+                tracing::debug!(peer = %id, "simultaneous initiation; ours wins, sent again");
+                self.control.push_back(Control::Init { peer: id, msg });
             }
             return Ok(());
         }

@@ -32,7 +32,10 @@
 //! from anything unauthenticated. So one side knowing the other is enough: the other
 //! answers where the initiation came from, and follows it when its address changes
 //! (NAT rebinding). A node with no endpoint for a peer starts no handshake; it holds
-//! packets for that peer (the per-peer stage) and waits to be dialled.
+//! packets for that peer (the per-peer stage) and waits to be dialled. A peer with
+//! several configured addresses ([`PeerInfo::candidates`]) is tried at each in turn: an
+//! initiation unanswered after `rekey_timeout` is retried at the next one
+//! ([`PathTable::rotate`]); rekeys and keepalive timeouts stay on the working address.
 //! Submodules: `inbound` handles datagrams, `outbound`
 //! packets from TUN and transmission, `timers` the per-peer deadlines.
 
@@ -203,7 +206,9 @@ impl BauxiteNode {
     ) -> Self {
         let mut paths = PathTable::new();
         for peer in registry.iter() {
-            paths.set_direct(peer.id, peer.endpoint);
+            let dial = peer.dial_order();
+            paths.set_candidates(peer.id, &dial);
+            paths.set_direct(peer.id, dial.first().copied());
         }
         let congestion: Box<dyn CongestionStrategy + Send> = match config.bulk_target {
             Some(target) => Box::new(Ledbat::new(LedbatConfig {
@@ -284,14 +289,21 @@ impl BauxiteNode {
     }
 
     /// Adds or updates a peer. Sessions with a peer whose static key changed are dropped.
-    /// A configured endpoint replaces the current one only when it is new or changed, so
-    /// a topology refresh repeating an old address does not undo roaming.
+    /// A configured endpoint (the first of [`PeerInfo::dial_order`]) replaces the current
+    /// one only when it is new or changed, so a topology refresh repeating an old address
+    /// does not undo roaming; the other addresses become the candidates a retried
+    /// handshake rotates through.
     pub fn upsert_peer(&mut self, peer: PeerInfo) -> Result<(), Error> {
         let id = peer.id;
-        let endpoint = peer.endpoint;
+        let dial = peer.dial_order();
+        let endpoint = dial.first().copied();
         let static_public = peer.static_public;
-        let before = self.registry.by_id(id).map(|p| p.endpoint);
+        let before = self
+            .registry
+            .by_id(id)
+            .map(|p| p.dial_order().first().copied());
         self.registry.upsert(peer)?;
+        self.paths.set_candidates(id, &dial);
         if self
             .tunnels
             .get(&id)

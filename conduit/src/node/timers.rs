@@ -34,11 +34,20 @@ impl BauxiteNode {
             let Some(tunnel) = self.tunnels.get_mut(&peer) else {
                 continue;
             };
+            let was_pending = tunnel.handshake_pending();
             let action = tunnel.handle_timeout(now, &timers);
+            // An initiation went unanswered (not a rekey, not a keepalive timeout):
+            // the peer may not be at this address; try its next candidate.
+            let retry = was_pending && tunnel.handshake_pending();
             self.forget_retired(peer);
             match action {
                 TimerAction::None => {}
-                TimerAction::Handshake => self.start_handshake(now, peer),
+                TimerAction::Handshake => {
+                    if retry && let Some(addr) = self.paths.rotate(peer) {
+                        tracing::debug!(%peer, endpoint = %addr, "handshake unanswered; trying the next address");
+                    }
+                    self.start_handshake(now, peer);
+                }
                 TimerAction::Keepalive => self.control.push_back(Control::Keepalive { peer }),
                 TimerAction::GaveUp(dropped) => {
                     Metrics::add(&self.metrics.tx_dropped, dropped as u64);

@@ -84,6 +84,8 @@ pub struct Opened {
 
 struct Pending {
     init: Initiation,
+    /// The initiation as sent, for [`Tunnel::resend_initiation`].
+    msg: [u8; INIT_LEN],
     sent_at: Instant,
     first_attempt: Instant,
 }
@@ -221,12 +223,22 @@ impl Tunnel {
         let first_attempt = self.pending.as_ref().map_or(now, |p| p.first_attempt);
         if let Some(old) = self.pending.replace(Pending {
             init,
+            msg: *out,
             sent_at: now,
             first_attempt,
         }) {
             self.retired.push(old.init.local_index);
         }
         Ok(())
+    }
+
+    /// The outstanding initiation, byte for byte, to send once more; its retry deadline
+    /// restarts from `now`. Not a new handshake: a peer that already answered it refuses
+    /// the copy as stale, exactly like a duplicate from the network. `None` without one.
+    pub fn resend_initiation(&mut self, now: Instant) -> Option<[u8; INIT_LEN]> {
+        let pending = self.pending.as_mut()?;
+        pending.sent_at = now;
+        Some(pending.msg)
     }
 
     /// There is nowhere to send an initiation: forget the outstanding one (its index is

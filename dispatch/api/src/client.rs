@@ -6,6 +6,7 @@
 //! let token = bauxite_dispatch_api::token::JoinToken::parse(token)?;
 //! let joined = join(&token, "https://hub.example:7443", identity, "robot-7").await?;
 //! joined.credentials.save(std::path::Path::new("/var/lib/bauxite/certs"))?;
+//! bauxite_dispatch_api::client::confirm("https://hub.example:7443", &joined.credentials).await?;
 //! let hub = HubClient::connect_mtls("https://hub.example:7443", &joined.credentials).await?;
 //! let mut feed = hub.topology().stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {}).await?.into_inner();
 //! while let Some(snapshot) = feed.message().await? {
@@ -22,4 +23,4 @@ pub mod tls;
 
 pub use channel::{CONNECT_TIMEOUT, connect, hub_addr};
 pub use hub_client::{HubClient, peer_info, peers_from_snapshot};
-pub use join::{JoinResult, NodeCredentials, join};
+pub use join::{JoinResult, NodeCredentials, confirm, join};

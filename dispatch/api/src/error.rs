@@ -67,8 +67,9 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
-    /// The hub refused the call and said why ([`Refusal`] from the status details).
-    #[error("hub refused: {message}")]
+    /// The hub refused the call and said why ([`Refusal`] from the status details): its
+    /// meaning, then the hub's particulars and fix.
+    #[error("{}: {message}", refusal.meaning())]
     Refused {
         /// The typed reason.
         refusal: Refusal,
@@ -77,7 +78,7 @@ pub enum Error {
     },
     /// The hub answered with an error status that carries no [`Refusal`] (a transport or
     /// server problem, or a hub that predates typed refusals).
-    #[error("hub refused: {}", .0.message())]
+    #[error("{}", rpc_text(.0))]
     Rpc(tonic::Status),
     /// A value has the wrong form (a URL, or a field the hub sent).
     #[error("invalid {field}: {problem}")]
@@ -130,6 +131,22 @@ pub enum ProofRejected {
         "proof of possession does not verify; the node must sign the challenge with its own Ed25519 key"
     )]
     BadProof,
+}
+
+/// One line for a status without a refusal: a transport failure's innermost cause, or
+/// the hub's code and message.
+fn rpc_text(status: &tonic::Status) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut innermost = None;
+    while let Some(c) = cause {
+        innermost = Some(c);
+        cause = c.source();
+    }
+    match innermost {
+        Some(inner) => format!("lost the connection to the hub: {inner}"),
+        None if status.message().is_empty() => format!("the hub answered {:?}", status.code()),
+        None => format!("the hub answered {:?}: {}", status.code(), status.message()),
+    }
 }
 
 /// A gRPC status becomes [`Error::Refused`] when it carries a [`Refusal`], else [`Error::Rpc`].

@@ -53,6 +53,9 @@ pub enum Refusal {
     MeshFull,
     /// The node name is empty, too long or has control characters.
     BadName,
+    /// The node's registration is not confirmed yet (two-phase provisioning): only
+    /// `ConfirmProvision` is accepted until it is.
+    NotConfirmed,
 }
 
 impl Refusal {
@@ -69,6 +72,7 @@ impl Refusal {
             | Refusal::TokenUsedUp
             | Refusal::CaMismatch => Code::PermissionDenied,
             Refusal::BadKey | Refusal::BadProof | Refusal::BadName => Code::InvalidArgument,
+            Refusal::NotConfirmed => Code::FailedPrecondition,
             Refusal::AlreadyJoined | Refusal::KeyInUse => Code::AlreadyExists,
             Refusal::MeshFull => Code::ResourceExhausted,
         }
@@ -93,6 +97,7 @@ impl Refusal {
             Refusal::KeyInUse => RefusalReason::KeyInUse,
             Refusal::MeshFull => RefusalReason::MeshFull,
             Refusal::BadName => RefusalReason::BadName,
+            Refusal::NotConfirmed => RefusalReason::NotConfirmed,
         }
     }
 
@@ -116,7 +121,32 @@ impl Refusal {
             RefusalReason::KeyInUse => Refusal::KeyInUse,
             RefusalReason::MeshFull => Refusal::MeshFull,
             RefusalReason::BadName => Refusal::BadName,
+            RefusalReason::NotConfirmed => Refusal::NotConfirmed,
         })
+    }
+
+    /// What the refusal means, in a few words for people; the hub's message then gives
+    /// the particulars and the fix ([`Error::Refused`](crate::Error::Refused) prints both).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Refusal::Revoked => "this node was revoked by the hub's operator",
+            Refusal::NoClientCertificate => "the hub needs this node's client certificate",
+            Refusal::UnknownNode => "the hub does not know this node",
+            Refusal::CertificateNotIssued => "the hub did not issue this certificate",
+            Refusal::AdminOnly => "only the hub's operator may do this",
+            Refusal::NodesOnly => "only nodes may do this",
+            Refusal::TokenUnknownOrWrongSecret => "the join token is not valid for this hub",
+            Refusal::TokenExpired => "the join token has expired",
+            Refusal::TokenUsedUp => "the join token is used up",
+            Refusal::CaMismatch => "the join token belongs to another hub",
+            Refusal::BadKey => "the hub refused one of this node's keys",
+            Refusal::BadProof => "the hub refused this node's proof of possession",
+            Refusal::AlreadyJoined => "this node has joined already",
+            Refusal::KeyInUse => "another node holds one of this node's keys",
+            Refusal::MeshFull => "the mesh has no free address left",
+            Refusal::BadName => "the hub refused the node name",
+            Refusal::NotConfirmed => "this node's registration is not confirmed yet",
+        }
     }
 
     /// The status the hub answers with: [`code`](Self::code), `message` for people, and

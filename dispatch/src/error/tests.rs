@@ -29,6 +29,20 @@ fn every_refusal_keeps_its_code_and_carries_its_typed_reason() {
             Refusal::CertificateNotIssued,
         ),
         (
+            CallRefused::NotConfirmed(NODE).into(),
+            Code::FailedPrecondition,
+            Refusal::NotConfirmed,
+        ),
+        (
+            CallRefused::RegistrationExpired {
+                node: NODE,
+                at: UnixTime(5),
+            }
+            .into(),
+            Code::Unauthenticated,
+            Refusal::UnknownNode,
+        ),
+        (
             CallRefused::NoClientCertificate.into(),
             Code::Unauthenticated,
             Refusal::NoClientCertificate,
@@ -51,7 +65,7 @@ fn every_refusal_keeps_its_code_and_carries_its_typed_reason() {
         (
             TokenRejected::Expired {
                 id: token,
-                expired_at: 9,
+                expired_at: UnixTime(9),
             }
             .into(),
             Code::PermissionDenied,
@@ -106,7 +120,14 @@ fn every_refusal_keeps_its_code_and_carries_its_typed_reason() {
         let text = error.to_string();
         let status = status(error);
         assert_eq!(status.code(), code, "{text}");
-        assert_eq!(status.message(), text);
+        // The refusal's own text, without the outer "join token rejected: " prefix (the
+        // client prints the refusal's meaning before it).
+        assert!(text.ends_with(status.message()), "{text}");
+        assert!(
+            !status.message().contains("rejected: "),
+            "{}",
+            status.message()
+        );
         assert_eq!(Refusal::from_status(&status), Some(refusal), "{text}");
     }
 }

@@ -96,10 +96,14 @@ impl Hub {
     pub fn revoke(&self, now: UnixTime, caller: Caller, node: &str) -> Result<NodeRecord> {
         let id = PeerId::from_hex(node).ok_or_else(|| Error::UnknownNode(node.to_owned()))?;
         let mut state = lock(&self.state);
+        // A pending registration can be revoked too: it becomes a revoked node, so its
+        // keys cannot join again and its address is never reused.
+        let pending = state.pending.get(&id).map(|p| p.node.clone());
         let mut record = state
             .nodes
             .get(&id)
             .cloned()
+            .or(pending)
             .ok_or_else(|| Error::UnknownNode(node.to_owned()))?;
         if record.revoked_at.is_some() {
             return Ok(record);
@@ -112,8 +116,14 @@ impl Hub {
             "node {id} {:?} ({}) revoked",
             record.name, record.virtual_ip
         );
+        let unpending = if state.pending.contains_key(&id) {
+            vec![id]
+        } else {
+            Vec::new()
+        };
         let change = Change {
             nodes: vec![record.clone()],
+            unpending,
             ..Change::default()
         };
         self.commit_locked(
@@ -124,6 +134,7 @@ impl Hub {
             detail,
             change,
         )?;
+        state.candidates.remove(&id);
         drop(state);
         self.signals().detach_all(id);
         Ok(record)

@@ -58,18 +58,23 @@ impl Hub {
             self.commit_locked(&mut state, now, "hub", "hub.mesh", detail, change)?;
             return Ok(record);
         }
-        if state.nodes.contains_key(&id)
-            || state
-                .nodes
-                .values()
-                .any(|n| n.x25519 == identity.static_public)
+        // Robots, and registrations still waiting for confirmation, hold their keys and
+        // addresses.
+        let held: Vec<&NodeRecord> = state
+            .nodes
+            .values()
+            .chain(state.pending.values().map(|p| &p.node))
+            .collect();
+        if held
+            .iter()
+            .any(|n| n.id == id || n.x25519 == identity.static_public)
         {
             return Err(Error::InvalidArgument {
                 field: "mesh.identity",
                 problem: format!("node {id} (or its key) is already a robot of this hub"),
             });
         }
-        let used = state.nodes.values().map(|n| n.virtual_ip).collect();
+        let used = held.iter().map(|n| n.virtual_ip).collect();
         let virtual_ip = self
             .cidr
             .allocate(&used)

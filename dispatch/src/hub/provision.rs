@@ -2,7 +2,10 @@
 //!
 //! A refused request changes nothing: no token use is spent, no address is taken, and
 //! nothing is appended to the audit log (so unauthenticated callers cannot grow it;
-//! refusals are logged and counted instead).
+//! refusals are logged and counted instead). An accepted one is only the first phase: the
+//! node is recorded as *pending* (address and keys held, in no topology) until it
+//! confirms with its new certificate that it wrote its credentials (`confirm.rs`), or
+//! its registration expires.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +17,7 @@ use crate::clock::UnixTime;
 use crate::error::{ProvisionRejected, TokenRejected};
 use crate::pki::NodeBinding;
 use crate::proof::{self, NodeKeys};
-use crate::store::{Change, NodeRecord};
+use crate::store::{Change, NodeRecord, PendingRecord};
 use crate::token::{CaFingerprint, TokenId};
 use crate::{Error, Result};
 
@@ -35,13 +38,16 @@ pub struct ProvisionInput {
     pub proof: Vec<u8>,
 }
 
-/// A provisioned node: its record and its certificate.
+/// A provisioned (pending) node: its record, its certificate and its confirmation
+/// deadline.
 #[derive(Clone, Debug)]
 pub struct Provisioned {
-    /// What the hub stored.
+    /// What the hub stored (as pending).
     pub record: NodeRecord,
     /// The issued client certificate (PEM).
     pub cert_pem: String,
+    /// The node must confirm before this instant, or the registration expires.
+    pub confirm_by: UnixTime,
 }
 
 /// The name a node is registered under: its own when it sent one, else the name the
@@ -79,6 +85,9 @@ impl Hub {
     }
 
     fn try_provision(&self, now: UnixTime, req: ProvisionInput) -> Result<Provisioned> {
+        // Registrations past their window free their address (and maybe a token use)
+        // before this one is checked.
+        self.expire_pending(now)?;
         let hub_ca = self.ca.fingerprint();
         if !req.ca.matches(&hub_ca) {
             return Err(TokenRejected::WrongHub {
@@ -114,10 +123,14 @@ impl Hub {
         let name = node_name(&req.name, &token.name, id);
 
         let mut state = lock(&self.state);
-        if state.nodes.contains_key(&id) {
+        if state.nodes.contains_key(&id) || state.pending.contains_key(&id) {
             return Err(ProvisionRejected::AlreadyJoined(id.to_string()).into());
         }
-        for node in state.nodes.values() {
+        let held = state
+            .nodes
+            .values()
+            .chain(state.pending.values().map(|p| &p.node));
+        for node in held.clone() {
             if node.x25519 == req.keys.x25519 {
                 return Err(key_in_use("x25519 key", node.id));
             }
@@ -125,7 +138,7 @@ impl Hub {
                 return Err(key_in_use("TLS key", node.id));
             }
         }
-        let used: BTreeSet<_> = state.nodes.values().map(|n| n.virtual_ip).collect();
+        let used: BTreeSet<_> = held.map(|n| n.virtual_ip).collect();
         let virtual_ip = self
             .cidr
             .allocate(&used)
@@ -145,13 +158,17 @@ impl Hub {
             revoked_at: None,
             endpoint: None,
         };
+        let confirm_by = now.plus(self.confirm_window);
         let change = Change {
             redeem: Some((token.clone(), token.redeemed())),
-            nodes: vec![record.clone()],
+            pending: vec![PendingRecord {
+                node: record.clone(),
+                expires_at: confirm_by,
+            }],
             ..Change::default()
         };
         let detail = format!(
-            "node {id} {:?} got {virtual_ip} with token {} ({} use(s) left)",
+            "node {id} {:?} got {virtual_ip} with token {} ({} use(s) left); pending until confirmed, at the latest {confirm_by}",
             record.name,
             token.id,
             token.uses_left.saturating_sub(1)
@@ -167,6 +184,7 @@ impl Hub {
         Ok(Provisioned {
             record,
             cert_pem: issued.cert_pem,
+            confirm_by,
         })
     }
 }

@@ -53,6 +53,13 @@ fn named_request(token: &JoinToken, seed: u8, name: &str) -> ProvisionInput {
     }
 }
 
+/// Both phases: register, then confirm (as `bauxite join` does).
+fn join(hub: &Hub, at: UnixTime, req: ProvisionInput) -> Provisioned {
+    let done = hub.provision(at, req).unwrap();
+    hub.confirm(at, done.record.id).unwrap();
+    done
+}
+
 #[test]
 fn a_node_without_a_name_takes_the_tokens_name() {
     let hub = hub();
@@ -132,7 +139,7 @@ fn forged_unknown_and_wrong_hub_tokens_are_refused() {
     let t = token(&hub, 3600, 1, 1);
     let mut forged = request(&t, 1);
     forged.secret = Zeroizing::new([9; 32]);
-    assert_refused_changes_nothing(&hub, forged, T0, "wrong secret");
+    assert_refused_changes_nothing(&hub, forged.clone(), T0, "no join token with this ID");
     let mut wrong_hub = request(&t, 1);
     wrong_hub.ca = CaFingerprint([7; 32]);
     assert_refused_changes_nothing(&hub, wrong_hub, T0, "issued for the hub CA");
@@ -143,18 +150,22 @@ fn forged_unknown_and_wrong_hub_tokens_are_refused() {
         id: crate::token::TokenId([5; 8]),
         ..t.clone()
     };
+    let unknown_err = hub.provision(T0, request(&unknown, 1));
     assert!(matches!(
-        hub.provision(T0, request(&unknown, 1)),
+        unknown_err,
         Err(Error::TokenRejected(TokenRejected::Unknown(_)))
     ));
+    // The same words for an unknown ID and a wrong secret: nothing to probe IDs with.
+    let forged_err = hub.provision(T0, forged).unwrap_err();
+    assert_eq!(unknown_err.unwrap_err().to_string(), forged_err.to_string());
 }
 
 #[test]
 fn multi_use_token_assigns_distinct_addresses_and_refuses_rejoin() {
     let hub = hub();
     let t = token(&hub, 3600, 3, 1);
-    let a = hub.provision(T0, request(&t, 1)).unwrap();
-    let b = hub.provision(T0, request(&t, 2)).unwrap();
+    let a = join(&hub, T0, request(&t, 1));
+    let b = join(&hub, T0, request(&t, 2));
     assert_ne!(a.record.virtual_ip, b.record.virtual_ip);
     assert!(matches!(
         hub.provision(T0, request(&t, 1)),
@@ -169,8 +180,8 @@ fn multi_use_token_assigns_distinct_addresses_and_refuses_rejoin() {
 fn revocation_refuses_calls_and_leaves_topology() {
     let hub = hub();
     let t = token(&hub, 3600, 2, 1);
-    let a = hub.provision(T0, request(&t, 1)).unwrap();
-    hub.provision(T0, request(&t, 2)).unwrap();
+    let a = join(&hub, T0, request(&t, 1));
+    join(&hub, T0, request(&t, 2));
     let der = crate::pki::pem_to_der(&a.cert_pem).unwrap();
     assert_eq!(
         hub.authorize(Some(&der)).unwrap(),
@@ -215,4 +226,175 @@ fn policy_is_validated_versioned_and_audited() {
     let (count, result) = hub.verify_audit().unwrap();
     assert_eq!(count, 2, "hub.start + policy.set");
     assert!(result.is_ok());
+}
+
+#[test]
+fn a_registration_is_pending_until_confirmed_and_then_in_the_topology() {
+    let hub = hub();
+    let t = token(&hub, 3600, 1, 1);
+    let done = hub.provision(T0, request(&t, 1)).unwrap();
+    assert_eq!(done.confirm_by, T0.plus(DEFAULT_CONFIRM_WINDOW_SECS));
+    let id = done.record.id;
+    assert!(hub.nodes().is_empty(), "pending is not a node yet");
+    assert_eq!(hub.pending().len(), 1);
+    assert!(hub.subscribe_topology().borrow().peers.is_empty());
+    // The new certificate may confirm, and nothing else.
+    let der = crate::pki::pem_to_der(&done.cert_pem).unwrap();
+    assert!(matches!(
+        hub.authorize(Some(&der)),
+        Err(Error::CallRefused(CallRefused::NotConfirmed(_)))
+    ));
+    assert_eq!(hub.authorize_confirm(Some(&der)).unwrap(), Caller::Node(id));
+    hub.confirm(T0.plus(5), id).unwrap();
+    assert_eq!(hub.authorize(Some(&der)).unwrap(), Caller::Node(id));
+    assert!(hub.pending().is_empty());
+    let peers = hub.subscribe_topology().borrow().peers.clone();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].node_id, id.to_string());
+    // Confirming again changes nothing; expiry later touches nothing.
+    let head = hub.store.audit_head().unwrap();
+    hub.confirm(T0.plus(6), id).unwrap();
+    assert!(hub.expire_pending(T0.plus(10_000)).unwrap().is_empty());
+    assert_eq!(hub.store.audit_head().unwrap(), head);
+    let actions: Vec<_> = hub
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body.action)
+        .collect();
+    assert!(actions.ends_with(&["node.provision".into(), "node.confirm".into()]));
+}
+
+#[test]
+fn an_unconfirmed_registration_expires_frees_its_address_and_returns_the_token_use() {
+    let hub = hub().with_confirm_window(60);
+    let t = token(&hub, 3600, 1, 1);
+    let ghost = hub.provision(T0, request(&t, 1)).unwrap();
+    assert_eq!(hub.next_expiry(), Some(T0.plus(60)));
+    // The single use is spent while the registration is pending.
+    assert!(matches!(
+        hub.provision(T0.plus(1), request(&t, 2)),
+        Err(Error::TokenRejected(TokenRejected::UsedUp { .. }))
+    ));
+    assert!(hub.expire_pending(T0.plus(59)).unwrap().is_empty());
+    assert_eq!(
+        hub.expire_pending(T0.plus(60)).unwrap(),
+        vec![ghost.record.id]
+    );
+    assert!(hub.pending().is_empty() && hub.nodes().is_empty());
+    assert_eq!(hub.next_expiry(), None);
+    // A late confirmation is refused: the node must join again.
+    assert!(matches!(
+        hub.confirm(T0.plus(61), ghost.record.id),
+        Err(Error::CallRefused(CallRefused::UnknownNode(_)))
+    ));
+    let der = crate::pki::pem_to_der(&ghost.cert_pem).unwrap();
+    assert!(hub.authorize_confirm(Some(&der)).is_err());
+    // The token got its use back and the address is free again.
+    let again = join(&hub, T0.plus(70), request(&t, 2));
+    assert_eq!(again.record.virtual_ip, ghost.record.virtual_ip);
+    let actions: Vec<_> = hub
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "hub.start",
+            "token.create",
+            "node.provision",
+            "node.expire",
+            "node.provision",
+            "node.confirm"
+        ]
+    );
+}
+
+#[test]
+fn an_expired_token_does_not_get_its_use_back_and_a_late_confirm_expires_now() {
+    let hub = hub().with_confirm_window(600);
+    let t = token(&hub, 100, 1, 1);
+    let ghost = hub.provision(T0, request(&t, 1)).unwrap();
+    // Confirming after the window expires the registration on the spot.
+    assert!(matches!(
+        hub.confirm(T0.plus(600), ghost.record.id),
+        Err(Error::CallRefused(CallRefused::RegistrationExpired { .. }))
+    ));
+    assert!(hub.pending().is_empty());
+    let record = hub.store.token(t.id).unwrap().unwrap();
+    assert_eq!(record.uses_left, 0, "the token itself expired at T0+100");
+    let detail = hub.audit_entries().unwrap().pop().unwrap().body.detail;
+    assert!(detail.contains("not restored"), "{detail}");
+}
+
+#[test]
+fn a_pending_registration_can_be_revoked() {
+    let hub = hub();
+    let t = token(&hub, 3600, 1, 1);
+    let pending = hub.provision(T0, request(&t, 1)).unwrap();
+    let id = pending.record.id.to_string();
+    let revoked = hub.revoke(T0.plus(1), Caller::Admin, &id).unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(hub.pending().is_empty());
+    assert!(matches!(
+        hub.confirm(T0.plus(2), pending.record.id),
+        Err(Error::CallRefused(CallRefused::Revoked { .. }))
+    ));
+    let der = crate::pki::pem_to_der(&pending.cert_pem).unwrap();
+    assert!(matches!(
+        hub.authorize_confirm(Some(&der)),
+        Err(Error::CallRefused(CallRefused::Revoked { .. }))
+    ));
+    assert!(hub.subscribe_topology().borrow().peers.is_empty());
+}
+
+#[test]
+fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
+    let hub = hub();
+    let t = token(&hub, 3600, 1, 1);
+    let a = join(&hub, T0, request(&t, 1));
+    let id = a.record.id;
+    let head = hub.store.audit_head().unwrap();
+    let observed: std::net::SocketAddr = "10.0.0.7:51820".parse().unwrap();
+    let local: std::net::SocketAddr = "192.168.1.7:51820".parse().unwrap();
+    let (version, published) = hub.set_candidates(id, vec![observed, local]).unwrap();
+    assert_eq!(published, vec![observed, local]);
+    let snapshot = hub.subscribe_topology().borrow().clone();
+    assert_eq!(snapshot.version, version);
+    assert_eq!(snapshot.peers[0].endpoint, "");
+    assert_eq!(
+        snapshot.peers[0].candidates,
+        vec![
+            "10.0.0.7:51820".to_string(),
+            "192.168.1.7:51820".to_string()
+        ]
+    );
+    assert_eq!(
+        hub.store.audit_head().unwrap(),
+        head,
+        "observations are not audited"
+    );
+    assert_eq!(
+        hub.store.topology_version().unwrap(),
+        version,
+        "versions only grow"
+    );
+    // The same report again changes nothing.
+    assert_eq!(
+        hub.set_candidates(id, vec![observed, local]).unwrap().0,
+        version
+    );
+    // An advertised endpoint comes first and is not repeated among the candidates.
+    hub.set_endpoint(T0, id, Some(local.to_string())).unwrap();
+    let (_, published) = hub.set_candidates(id, vec![observed, local]).unwrap();
+    assert_eq!(published, vec![local, observed]);
+    let peer = hub.subscribe_topology().borrow().peers[0].clone();
+    assert_eq!(peer.endpoint, local.to_string());
+    assert_eq!(peer.candidates, vec![observed.to_string()]);
+    // A revoked node's candidates go with it.
+    hub.revoke(T0.plus(1), Caller::Admin, &id.to_string())
+        .unwrap();
+    assert!(hub.subscribe_topology().borrow().peers.is_empty());
 }

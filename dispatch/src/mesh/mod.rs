@@ -177,6 +177,14 @@ impl BoundMesh {
         let local_addr = shell
             .local_addr()
             .map_err(Error::io("read address of", "mesh socket"))?;
+        // A specific listen address is also where nodes can dial the hub (a wildcard one
+        // says nothing: nodes then use the advertised endpoint or the hub URL's host).
+        let candidates = if local_addr.ip().is_unspecified() {
+            Vec::new()
+        } else {
+            vec![local_addr]
+        };
+        hub.set_candidates(record.id, candidates)?;
         let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let handle = MeshHandle {
             record,

@@ -75,20 +75,30 @@ impl AdminService for Admin {
         request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         auth::admin(&self.0, &request)?;
-        let nodes = self
+        let info = |n: crate::store::NodeRecord, confirm_by: Option<UnixTime>| NodeInfo {
+            node_id: n.id.to_string(),
+            name: n.name,
+            virtual_ip: n.virtual_ip.to_string(),
+            revoked: n.revoked_at.is_some(),
+            joined_at_unix: n.joined_at.0,
+            token_id: n.token.to_string(),
+            pending: confirm_by.is_some(),
+            confirm_by_unix: confirm_by.map_or(0, |t| t.0),
+            hub: self.0.is_hub_node(n.id),
+        };
+        let mut nodes: Vec<NodeInfo> = self
             .0
             .nodes()
             .into_iter()
-            .map(|n| NodeInfo {
-                node_id: n.id.to_string(),
-                name: n.name,
-                virtual_ip: n.virtual_ip.to_string(),
-                revoked: n.revoked_at.is_some(),
-                joined_at_unix: n.joined_at.0,
-                token_id: n.token.to_string(),
-                hub: self.0.is_hub_node(n.id),
-            })
+            .map(|n| info(n, None))
+            .chain(
+                self.0
+                    .pending()
+                    .into_iter()
+                    .map(|p| info(p.node, Some(p.expires_at))),
+            )
             .collect();
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(Response::new(ListNodesResponse { nodes }))
     }
 

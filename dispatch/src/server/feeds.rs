@@ -19,6 +19,7 @@ use bauxite_dispatch_api::Refusal;
 
 use super::auth;
 use crate::clock::UnixTime;
+use crate::hub::candidates::candidate_list;
 use crate::hub::{Caller, Hub};
 use crate::proto::node::policy_service_server::PolicyService;
 use crate::proto::node::topology_service_server::TopologyService;
@@ -101,10 +102,23 @@ impl TopologyService for Topology {
         request: Request<SetEndpointRequest>,
     ) -> Result<Response<SetEndpointResponse>, Status> {
         let node = auth::node(&self.0, &request)?;
-        let endpoint = request.into_inner().endpoint;
-        let endpoint = (!endpoint.is_empty()).then_some(endpoint);
-        let version = self.0.set_endpoint(UnixTime::now(), node, endpoint)?;
-        Ok(Response::new(SetEndpointResponse { version }))
+        let observed = request
+            .extensions()
+            .get::<super::tls::ConnInfo>()
+            .map(|info| info.remote.ip().to_canonical());
+        let report = request.into_inner();
+        let endpoint = (!report.endpoint.is_empty()).then_some(report.endpoint);
+        let candidates = candidate_list(observed, report.listen_port, &report.local_addresses)?;
+        self.0.set_endpoint(UnixTime::now(), node, endpoint)?;
+        let (version, published) = self.0.set_candidates(node, candidates)?;
+        if published.is_empty() {
+            tracing::warn!(%node, "no address another node could dial; it can only be reached once it dials them");
+        }
+        Ok(Response::new(SetEndpointResponse {
+            version,
+            candidates: published.iter().map(ToString::to_string).collect(),
+            observed_ip: observed.map(|ip| ip.to_string()).unwrap_or_default(),
+        }))
     }
 }
 

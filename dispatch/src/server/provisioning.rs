@@ -1,4 +1,6 @@
-//! `ProvisioningService`: the only call that needs no client certificate.
+//! `ProvisioningService`: `ProvisionNode`, the only call that needs no client
+//! certificate, and `ConfirmProvision`, the second phase, authenticated by the
+//! certificate the first phase issued.
 
 use std::sync::Arc;
 
@@ -9,7 +11,9 @@ use crate::clock::UnixTime;
 use crate::hub::{Hub, ProvisionInput};
 use crate::proof::NodeKeys;
 use crate::proto::node::provisioning_service_server::ProvisioningService;
-use crate::proto::node::{ProvisionRequest, ProvisionResponse};
+use crate::proto::node::{
+    ConfirmProvisionRequest, ConfirmProvisionResponse, ProvisionRequest, ProvisionResponse,
+};
 use crate::token::{CaFingerprint, TokenId};
 use crate::updates::UpdateRepo;
 
@@ -53,7 +57,7 @@ impl ProvisioningService for Provisioning {
         let token = input.token_id;
         match self.0.provision(UnixTime::now(), input) {
             Ok(done) => {
-                tracing::info!(node = %done.record.id, ip = %done.record.virtual_ip, %token, %remote, "node provisioned");
+                tracing::info!(node = %done.record.id, ip = %done.record.virtual_ip, %token, %remote, confirm_by = %done.confirm_by, "node registered; waiting for its confirmation");
                 Ok(Response::new(ProvisionResponse {
                     ca_pem: self.0.ca().cert_pem().to_owned(),
                     cert_pem: done.cert_pem,
@@ -61,6 +65,7 @@ impl ProvisioningService for Provisioning {
                     node_id: done.record.id.to_string(),
                     mesh_cidr: self.0.cidr().to_string(),
                     update_root: self.1.root_json().to_vec(),
+                    confirm_by_unix: done.confirm_by.0,
                 }))
             }
             Err(e) => {
@@ -68,5 +73,40 @@ impl ProvisioningService for Provisioning {
                 Err(e.into())
             }
         }
+    }
+
+    async fn confirm_provision(
+        &self,
+        request: Request<ConfirmProvisionRequest>,
+    ) -> Result<Response<ConfirmProvisionResponse>, Status> {
+        let cert = request
+            .extensions()
+            .get::<super::tls::ConnInfo>()
+            .and_then(|info| info.client_cert.clone());
+        let refused = |e: crate::Error| {
+            self.0
+                .metrics()
+                .calls_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(error = %e, "confirmation refused");
+            Status::from(e)
+        };
+        let node = match self
+            .0
+            .authorize_confirm(cert.as_deref().map(Vec::as_slice))
+            .map_err(refused)?
+        {
+            crate::hub::Caller::Node(id) => id,
+            crate::hub::Caller::Admin => {
+                return Err(bauxite_dispatch_api::Refusal::NodesOnly
+                    .to_status("this call is for nodes, not the admin certificate"));
+            }
+        };
+        let record = self.0.confirm(UnixTime::now(), node).map_err(refused)?;
+        tracing::info!(node = %record.id, ip = %record.virtual_ip, name = %record.name, "node confirmed");
+        Ok(Response::new(ConfirmProvisionResponse {
+            node_id: record.id.to_string(),
+            name: record.name,
+        }))
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use bauxite_conduit::PeerId;
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PolicyRecord, Store, UpdateReportRecord,
+    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
+    UpdateReportRecord,
 };
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
@@ -16,6 +17,7 @@ use crate::{Error, Result};
 struct Inner {
     tokens: BTreeMap<TokenId, TokenRecord>,
     nodes: BTreeMap<PeerId, NodeRecord>,
+    pending: BTreeMap<PeerId, PendingRecord>,
     policy: Option<PolicyRecord>,
     topology_version: u64,
     audit: Vec<AuditEntry>,
@@ -51,6 +53,10 @@ impl Store for MemoryStore {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>> {
         Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    fn pending(&self) -> Result<Vec<PendingRecord>> {
+        Ok(self.lock().pending.values().cloned().collect())
     }
 
     fn policy(&self) -> Result<Option<PolicyRecord>> {
@@ -121,6 +127,12 @@ impl Store for MemoryStore {
         }
         for node in &change.nodes {
             inner.nodes.insert(node.id, node.clone());
+        }
+        for id in &change.unpending {
+            inner.pending.remove(id);
+        }
+        for pending in &change.pending {
+            inner.pending.insert(pending.node.id, pending.clone());
         }
         if let Some(policy) = &change.policy {
             inner.policy = Some(policy.clone());

@@ -7,8 +7,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use bauxite_conduit::PeerId;
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PolicyRecord, Store, UpdateReportRecord,
-    decode, encode,
+    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
+    UpdateReportRecord, decode, encode,
 };
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
@@ -20,6 +20,8 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
 /// Node records by 16-byte peer ID.
 pub const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
+/// Pending registrations (two-phase provisioning) by 16-byte peer ID.
+pub const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// Audit entries by index (postcard-encoded [`AuditEntry`]).
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Update packages by `name NUL version`.
@@ -49,6 +51,7 @@ impl RedbStore {
         txn.open_table(META).map_err(Error::store)?;
         txn.open_table(TOKENS).map_err(Error::store)?;
         txn.open_table(NODES).map_err(Error::store)?;
+        txn.open_table(PENDING).map_err(Error::store)?;
         txn.open_table(AUDIT).map_err(Error::store)?;
         txn.open_table(PACKAGES).map_err(Error::store)?;
         txn.open_table(ASSIGNMENTS).map_err(Error::store)?;
@@ -113,6 +116,17 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn pending(&self) -> Result<Vec<PendingRecord>> {
+        let txn = self.db.begin_read().map_err(Error::store)?;
+        let table = txn.open_table(PENDING).map_err(Error::store)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(Error::store)? {
+            let (_, value) = row.map_err(Error::store)?;
+            out.push(decode(value.value(), "pending registration")?);
+        }
+        Ok(out)
+    }
+
     fn policy(&self) -> Result<Option<PolicyRecord>> {
         self.meta("policy", "policy")
     }
@@ -171,6 +185,7 @@ impl Store for RedbStore {
             let mut meta = txn.open_table(META).map_err(Error::store)?;
             let mut tokens = txn.open_table(TOKENS).map_err(Error::store)?;
             let mut nodes = txn.open_table(NODES).map_err(Error::store)?;
+            let mut pending = txn.open_table(PENDING).map_err(Error::store)?;
             let mut audit = txn.open_table(AUDIT).map_err(Error::store)?;
             if let Some((checked, redeemed)) = &change.redeem {
                 let stored: Option<TokenRecord> =
@@ -193,6 +208,14 @@ impl Store for RedbStore {
             for node in &change.nodes {
                 nodes
                     .insert(&node.id.0[..], encode(node).as_slice())
+                    .map_err(Error::store)?;
+            }
+            for id in &change.unpending {
+                pending.remove(&id.0[..]).map_err(Error::store)?;
+            }
+            for record in &change.pending {
+                pending
+                    .insert(&record.node.id.0[..], encode(record).as_slice())
                     .map_err(Error::store)?;
             }
             if let Some(policy) = &change.policy {

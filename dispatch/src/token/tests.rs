@@ -22,7 +22,7 @@ fn check_order_and_limits_with_injected_clock() {
         rec.check(&secret, UnixTime(2000)),
         Err(TokenRejected::Expired {
             id: rec.id,
-            expired_at: 2000
+            expired_at: UnixTime(2000)
         })
     );
     // A wrong secret is reported as such even after expiry: no state leaks.

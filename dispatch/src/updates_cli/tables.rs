@@ -85,10 +85,11 @@ pub(crate) fn nodes(nodes: &[proto::NodeInfo], updates: &[proto::NodeUpdate]) ->
         "ID", "VIRTUAL IP", "STATE", "JOINED", "UPDATE"
     );
     for n in nodes {
-        let state = match (n.hub, n.revoked) {
-            (true, _) => "hub",
-            (false, true) => "revoked",
-            (false, false) => "active",
+        let state = match (n.hub, n.revoked, n.pending) {
+            (true, _, _) => "hub",
+            (false, true, _) => "revoked",
+            (false, false, true) => "pending",
+            (false, false, false) => "active",
         };
         let update = updates
             .iter()

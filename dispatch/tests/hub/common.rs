@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::identity::Identity;
-use bauxite_dispatch_api::client::{HubClient, JoinResult, join};
+use bauxite_dispatch_api::client::{HubClient, JoinResult, confirm, join};
 use bauxite_dispatch_api::token::JoinToken;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bauxite-dispatch");
@@ -28,7 +28,7 @@ impl HubProc {
         Self::start_with(dir, &[])
     }
 
-    /// Starts `bauxite-dispatch serve` with `extra` arguments.
+    /// [`start`](Self::start) with more `serve` options.
     pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> HubProc {
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -46,9 +46,9 @@ impl HubProc {
                 "--log-format",
                 "json",
             ])
-            .args(extra)
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -155,7 +155,8 @@ impl HubProc {
             .unwrap()
     }
 
-    /// `token create` with extra args; returns the token and its expiry (unix seconds).
+    /// `token create` with extra args; returns the token and its expiry (unix seconds),
+    /// read from the RFC 3339 date on stderr.
     pub(crate) fn token(&self, extra: &[&str]) -> (JoinToken, u64) {
         let mut args = vec!["token", "create"];
         args.extend_from_slice(extra);
@@ -167,14 +168,13 @@ impl HubProc {
         );
         let text = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8(out.stderr).unwrap();
-        let expires = stderr
-            .rsplit("(unix ")
-            .next()
-            .unwrap()
-            .trim()
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
+        let date = stderr.rsplit("expires ").next().unwrap().trim();
+        let expires =
+            time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("expiry {date:?} is not RFC 3339: {e}"))
+                .unix_timestamp()
+                .try_into()
+                .unwrap();
         (JoinToken::parse(text.trim()).unwrap(), expires)
     }
 
@@ -188,7 +188,19 @@ impl HubProc {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Both phases of provisioning, as `bauxite join` does them: register, then confirm.
     pub(crate) async fn join(
+        &self,
+        token: &JoinToken,
+        seed: u8,
+    ) -> bauxite_dispatch_api::Result<JoinResult> {
+        let joined = self.register(token, seed).await?;
+        confirm(&self.addr, &joined.credentials).await?;
+        Ok(joined)
+    }
+
+    /// Only the first phase: the node is pending until it confirms.
+    pub(crate) async fn register(
         &self,
         token: &JoinToken,
         seed: u8,

@@ -96,12 +96,25 @@ async fn token_rejections_are_clear_and_change_nothing() {
         ..fresh.clone()
     };
     let err = hub.join(&forged, 3).await.unwrap_err();
-    assert!(err.to_string().contains("wrong secret"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no join token with this ID and secret"),
+        "{err}"
+    );
     assert_eq!(
         err.refusal(),
         Some(Refusal::TokenUnknownOrWrongSecret),
         "{err}"
     );
+    // An unknown token ID gets exactly the same answer, text included: a caller without
+    // a secret cannot learn which IDs exist (docs/hub.md).
+    let unknown = JoinToken {
+        id: bauxite_dispatch_api::token::TokenId([0x5a; 8]),
+        ..forged.clone()
+    };
+    let unknown_err = hub.join(&unknown, 3).await.unwrap_err();
+    assert_eq!(unknown_err.to_string(), err.to_string());
+    assert_eq!(unknown_err.refusal(), err.refusal());
 
     // A token carrying another CA's fingerprint: refused by the client during TLS.
     let wrong_ca = JoinToken {
@@ -124,6 +137,10 @@ async fn token_rejections_are_clear_and_change_nothing() {
     }
     let err = hub.join(&short, 5).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
+    // The expiry is a date (RFC 3339, UTC), not a Unix time.
+    let date = bauxite_dispatch::clock::UnixTime(expires).to_string();
+    assert!(date.ends_with('Z') && date.contains('T'), "{date}");
+    assert!(err.to_string().contains(&date), "{err}");
     assert_eq!(err.refusal(), Some(Refusal::TokenExpired), "{err}");
 
     // None of the refusals changed nodes; the log grew only by the token creations.
@@ -135,7 +152,7 @@ async fn token_rejections_are_clear_and_change_nothing() {
     hub.join(&fresh, 6).await.unwrap();
     let metrics = hub.scrape();
     assert!(
-        metrics.contains("bauxite_dispatch_provisions_refused_total 3"),
+        metrics.contains("bauxite_dispatch_provisions_refused_total 4"),
         "{metrics}"
     );
 }
@@ -156,4 +173,58 @@ async fn multi_use_token_and_cli_validation() {
     let bad = hub.cli(&["token", "create", "--ttl", "90d"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("ttl"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_registration_expires_freeing_its_address_and_token_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start_with(&tmp.path().join("hub"), &["--confirm-within", "2s"]);
+    let (token, _) = hub.token(&["--name", "ghost"]);
+    // Phase one only, as a node that could not write its credentials would leave it.
+    let ghost = hub.register(&token, 1).await.unwrap();
+    let id = ghost.node_id.to_string();
+    let listed = hub.admin_ok(&["nodes", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("pending")),
+        "{listed}"
+    );
+    // Pending: its certificate opens nothing but ConfirmProvision.
+    let client =
+        bauxite_dispatch_api::client::HubClient::connect_mtls(&hub.addr, &ghost.credentials)
+            .await
+            .unwrap();
+    let status = client
+        .topology()
+        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(Refusal::from_status(&status), Some(Refusal::NotConfirmed));
+    // The hub's own timer expires it; no request is needed to trigger it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while hub.admin_ok(&["nodes", "list"]).contains(&id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registration never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = hub.admin_ok(&["audit", "show"]);
+    assert!(audit.contains("node.expire"), "{audit}");
+    // A late confirmation is refused; the single-use token got its use back and the next
+    // node gets the freed address.
+    let late = bauxite_dispatch_api::client::confirm(&hub.addr, &ghost.credentials)
+        .await
+        .unwrap_err();
+    assert_eq!(late.refusal(), Some(Refusal::UnknownNode), "{late}");
+    let next = hub.join(&token, 2).await.unwrap();
+    assert_eq!(next.virtual_ip, ghost.virtual_ip);
+    let listed = hub.admin_ok(&["nodes", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&next.node_id.to_string()) && l.contains("active")),
+        "{listed}"
+    );
 }

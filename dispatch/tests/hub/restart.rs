@@ -48,8 +48,8 @@ async fn hub_restart_keeps_state() {
     assert_eq!(b.virtual_ip.to_string(), "100.64.0.3");
     assert!(hub.join(&token, 3).await.is_err());
     let verify = hub.admin_ok(&["audit", "verify"]);
-    // hub.start, hub.mesh, token, provision, policy, hub.start, provision
-    assert!(verify.contains("OK: 7 entries"), "{verify}");
+    // hub.start, hub.mesh, token, provision, confirm, policy, hub.start, provision, confirm
+    assert!(verify.contains("OK: 9 entries"), "{verify}");
     // Structured logs: one JSON object per line.
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
     let line = log.lines().find(|l| l.contains("hub started")).unwrap();

@@ -210,17 +210,11 @@ impl RunConfig {
 
 fn parse_hub(hub: &RawHub) -> Result<HubConfig, ConfigError> {
     let url = hub.url.trim();
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url)
-        .trim_end_matches('/');
-    if rest.is_empty() || !rest.contains(':') || rest.contains('/') {
-        return Err(invalid(
-            "hub.url",
-            format!("{url:?} is not of the form https://host:port"),
-        ));
-    }
+    // The client's own check, so `run` refuses exactly the URLs `join` refuses.
+    bauxite_dispatch_api::client::hub_addr(url).map_err(|e| match e {
+        bauxite_dispatch_api::Error::InvalidArgument { problem, .. } => invalid("hub.url", problem),
+        other => invalid("hub.url", other.to_string()),
+    })?;
     Ok(HubConfig {
         url: url.to_string(),
         certs_dir: absolute("hub.certs_dir", &hub.certs_dir)?,

@@ -10,6 +10,7 @@
 
 mod capture;
 mod hub;
+mod quickstart;
 mod support;
 
 use std::io::{Read as _, Write as _};

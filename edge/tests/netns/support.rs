@@ -327,11 +327,15 @@ impl Node {
 
     /// Waits (bounded) for the daemon to exit on its own; returns whether it succeeded.
     pub(crate) fn wait_exit(&mut self) -> bool {
+        self.wait_exit_status().success()
+    }
+
+    /// Waits (bounded) for the daemon to exit on its own; returns its exit status.
+    pub(crate) fn wait_exit_status(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node not running");
-        let status = wait_for(Duration::from_secs(20), "the daemon to exit", || {
+        wait_for(Duration::from_secs(20), "the daemon to exit", || {
             child.try_wait().unwrap()
-        });
-        status.success()
+        })
     }
 
     /// The daemon's log so far (for failure messages).

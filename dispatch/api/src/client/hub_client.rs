@@ -13,6 +13,7 @@ use crate::pki::files;
 use crate::proto::admin::admin_service_client::AdminServiceClient;
 use crate::proto::node::metrics_service_client::MetricsServiceClient;
 use crate::proto::node::policy_service_client::PolicyServiceClient;
+use crate::proto::node::provisioning_service_client::ProvisioningServiceClient;
 use crate::proto::node::signaling_service_client::SignalingServiceClient;
 use crate::proto::node::topology_service_client::TopologyServiceClient;
 use crate::proto::node::update_service_client::UpdateServiceClient;
@@ -38,11 +39,12 @@ impl HubClient {
         })
     }
 
-    /// Connects as the operator with `data_dir/admin.{crt,key}`, to `hub` or, when `None`,
-    /// to the address the running hub wrote to `data_dir/hub.addr`.
+    /// Connects as the operator with `data_dir/admin.{crt,key}`, to `hub` (`host:port` or
+    /// `https://host:port`) or, when `None`, to the address the running hub wrote to
+    /// `data_dir/hub.addr`.
     pub async fn connect_admin(data_dir: &Path, hub: Option<&str>) -> Result<Self> {
         let addr = match hub {
-            Some(hub) => hub.to_owned(),
+            Some(hub) => hub.trim().to_owned(),
             None => files::read_text(&data_dir.join("hub.addr"))
                 .map_err(|_| Error::Connect {
                     addr: data_dir.join("hub.addr").display().to_string(),
@@ -56,12 +58,23 @@ impl HubClient {
             cert_pem: files::read_text(&data_dir.join("admin.crt"))?,
             key_pem: zeroize::Zeroizing::new(files::read_secret(&data_dir.join("admin.key"))?),
         };
-        Self::connect_mtls(&addr, &credentials).await
+        // `hub.addr` and `--hub` name an address, not a URL; the channel takes URLs.
+        let url = if addr.contains("://") {
+            addr
+        } else {
+            format!("https://{addr}")
+        };
+        Self::connect_mtls(&url, &credentials).await
     }
 
     /// The underlying channel.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Provisioning (`ConfirmProvision` over mutual TLS).
+    pub fn provisioning(&self) -> ProvisioningServiceClient<Channel> {
+        ProvisioningServiceClient::new(self.channel.clone())
     }
 
     /// Topology feed and endpoint updates.
@@ -103,7 +116,8 @@ fn key(bytes: &[u8], field: &'static str) -> Result<[u8; 32]> {
 }
 
 /// Converts one topology peer for conduit's `PeerRegistry`, checking that its ID derives
-/// from its Ed25519 key (so the hub cannot pair one node's ID with another's key).
+/// from its Ed25519 key (so the hub cannot pair one node's ID with another's key). Its
+/// `candidates` become [`PeerInfo::candidates`], tried after `endpoint`.
 pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
     let ip: std::net::Ipv4Addr = peer
         .virtual_ip
@@ -119,13 +133,21 @@ pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
             problem: format!("{text:?} is not ip:port"),
         })?),
     };
+    // A candidate that does not parse is skipped, not fatal: the others may work, and a
+    // whole topology refused over one address would cost more than it protects.
+    let candidates = peer
+        .candidates
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
     let info = PeerInfo::new(
         peer.name.clone(),
         VirtualIp::from(ip),
         key(&peer.x25519_public, "x25519_public")?,
         key(&peer.ed25519_public, "ed25519_public")?,
         endpoint,
-    );
+    )
+    .with_candidates(candidates);
     if PeerId::from_hex(&peer.node_id) != Some(info.id) {
         return Err(Error::InvalidArgument {
             field: "node_id",
@@ -148,4 +170,45 @@ pub fn peers_from_snapshot(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bauxite_conduit::identity::Identity;
+
+    #[test]
+    fn candidates_follow_the_endpoint_and_bad_ones_are_skipped() {
+        let public = Identity::from_secrets([1; 32], [2; 32]).public();
+        let peer = Peer {
+            node_id: PeerId::from_signing_public(&public.signing_public).to_string(),
+            name: "a".into(),
+            virtual_ip: "100.64.0.1".into(),
+            x25519_public: public.static_public.to_vec(),
+            ed25519_public: public.signing_public.to_vec(),
+            endpoint: String::new(),
+            candidates: vec![
+                "10.0.0.1:51820".into(),
+                "junk".into(),
+                "10.0.0.2:51820".into(),
+            ],
+            hub: false,
+        };
+        let info = peer_info(&peer).unwrap();
+        assert_eq!(info.endpoint, None);
+        assert_eq!(
+            info.dial_order(),
+            vec![
+                "10.0.0.1:51820".parse().unwrap(),
+                "10.0.0.2:51820".parse().unwrap()
+            ]
+        );
+        let with_endpoint = Peer {
+            endpoint: "203.0.113.1:51820".into(),
+            ..peer
+        };
+        let info = peer_info(&with_endpoint).unwrap();
+        assert_eq!(info.dial_order()[0], "203.0.113.1:51820".parse().unwrap());
+        assert_eq!(info.dial_order().len(), 3);
+    }
 }

@@ -1,5 +1,7 @@
 //! `join`: a node's first contact with the hub. The node's keys are made on the node; only
-//! public keys and a proof of possession travel.
+//! public keys and a proof of possession travel. Provisioning has two phases: [`join`]
+//! registers the node (pending), and [`confirm`], once the caller has written the
+//! credentials, makes it a member.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,6 +48,9 @@ pub struct JoinResult {
     pub node_id: PeerId,
     /// The mesh CIDR, e.g. `100.64.0.0/10`.
     pub mesh_cidr: String,
+    /// The registration is pending until [`confirm`] succeeds, at the latest by this time
+    /// (Unix seconds); then the hub deletes it and frees the address.
+    pub confirm_by_unix: u64,
     /// The update repository's TUF `root.json` as the hub published it (empty if the hub
     /// hosts no updates): the node's initial update trust, received over the CA-pinned
     /// channel. Nothing here is trusted beyond that: the TUF client checks it is signed by
@@ -155,6 +160,22 @@ pub async fn join(
         virtual_ip: expected.virtual_ip,
         node_id: expected.node_id,
         mesh_cidr: response.mesh_cidr,
+        confirm_by_unix: response.confirm_by_unix,
         update_root: response.update_root,
     })
+}
+
+/// The second phase of provisioning: tells the hub, over mutual TLS with the certificate
+/// [`join`] obtained, that this node has written its credentials, so it becomes a member
+/// (until then it is in no topology, and an unconfirmed registration expires). Call it
+/// after the credentials are durable; confirming again is harmless. Returns the node's
+/// name in the mesh.
+pub async fn confirm(hub: &str, credentials: &NodeCredentials) -> Result<String> {
+    let client = super::HubClient::connect_mtls(hub, credentials).await?;
+    let answer = client
+        .provisioning()
+        .confirm_provision(crate::proto::node::ConfirmProvisionRequest {})
+        .await?
+        .into_inner();
+    Ok(answer.name)
 }

@@ -2,7 +2,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::{Error, Result};
@@ -90,9 +90,29 @@ pub fn read_text(path: &Path) -> Result<String> {
     read_capped_text(path)
 }
 
-/// Creates a directory (and parents) with mode 0700.
+/// Creates a directory (and missing parents) with mode 0700. An existing directory keeps
+/// its mode: it may be shared (`/tmp`, `/etc`) and is the operator's to choose.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(Error::io("set mode 0700 on", dir))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("create directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_dir_is_created_0700_and_an_existing_shared_one_keeps_its_mode() {
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/b");
+        create_private_dir(&fresh).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&fresh), 0o700);
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        create_private_dir(root.path()).unwrap();
+        assert_eq!(mode(root.path()), 0o1777);
+    }
 }

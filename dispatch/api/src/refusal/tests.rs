@@ -1,7 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
-const ALL: [Refusal; 16] = [
+const ALL: [Refusal; 17] = [
     Refusal::Revoked,
     Refusal::NoClientCertificate,
     Refusal::UnknownNode,
@@ -18,6 +18,7 @@ const ALL: [Refusal; 16] = [
     Refusal::KeyInUse,
     Refusal::MeshFull,
     Refusal::BadName,
+    Refusal::NotConfirmed,
 ];
 
 /// What a client receives: the status re-read from its wire form (code, message and the

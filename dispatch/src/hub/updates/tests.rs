@@ -43,7 +43,9 @@ fn hub_with_nodes(n: u8) -> (Hub, Vec<PeerId>) {
             name: "r".into(),
             proof: proof.to_vec(),
         };
-        ids.push(hub.provision(T0, input).unwrap().record.id);
+        let id = hub.provision(T0, input).unwrap().record.id;
+        hub.confirm(T0, id).unwrap();
+        ids.push(id);
     }
     (hub, ids)
 }

@@ -163,6 +163,30 @@ fn unknown_keys_are_refused() {
 }
 
 #[test]
+fn hub_url_must_be_https_with_a_port() {
+    let with_hub = |url: &str| {
+        format!(
+            "{}\n[hub]\nurl = \"{url}\"\ncerts_dir = \"/var/lib/bauxite/certs\"\n",
+            good()
+        )
+    };
+    let hub = parse(&with_hub("https://hub.example:7443/"))
+        .unwrap()
+        .hub
+        .unwrap();
+    assert_eq!(hub.url, "https://hub.example:7443/");
+    for bad in [
+        "http://hub.example:7443",
+        "hub.example:7443",
+        "https://hub.example",
+    ] {
+        let e = parse(&with_hub(bad)).unwrap_err().to_string();
+        assert!(e.contains("hub.url"), "{bad}: {e}");
+        assert!(e.contains("https://"), "{bad}: the fix is named: {e}");
+    }
+}
+
+#[test]
 fn device_defaults_to_auto_and_names_the_key_when_wrong() {
     assert_eq!(parse(&good()).unwrap().device, DeviceKind::Auto);
     for (word, kind) in [("memory", DeviceKind::Memory), ("none", DeviceKind::None)] {
