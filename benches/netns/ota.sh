@@ -65,7 +65,7 @@ echo "link: veth $A <-> $B, tbf $rate burst 32kbit latency 400ms on both ends"
 
 "$bin/examples/ota_demo" --bauxite "$bin/bauxite" --dispatch "$bin/bauxite-dispatch" \
   --work "$work" --out "$out" --trials "$trials" --size "$size" --timeout 900 \
-  --hub-listen 10.89.0.1:0 --hub-wrap "ip netns exec $A" --robot-wrap "ip netns exec $B" &
+  --hub-listen 10.89.0.1:0 --robot-listen 0.0.0.0:0 --hub-wrap "ip netns exec $A" --robot-wrap "ip netns exec $B" &
 orchestrator=$!
 wait "$orchestrator"
 ip -n "$A" -s qdisc show dev "$VA"

@@ -9,12 +9,13 @@
 //! ```text
 //! ota_demo --bauxite BIN --dispatch BIN --work DIR --out DIR [--trials N] [--size 3GiB]
 //!          [--seed N] [--idle-probes N] [--cut-at 47] [--timeout SECS]
-//!          [--hub-listen ADDR --hub-wrap CMD --robot-wrap CMD]
+//!          [--hub-listen ADDR] [--robot-listen ADDR] [--hub-wrap CMD] [--robot-wrap CMD]
 //! ```
 //!
-//! The last three put hub and robot in network namespaces (`benches/netns/ota.sh`): the
-//! hub listens on ADDR and every command of each side runs under its wrap command
-//! (`ip netns exec NS`).
+//! The last four put hub and robot in network namespaces (`benches/netns/ota.sh`: the
+//! hub listens on ADDR, each side's processes start under `ip netns exec NS`) or at
+//! real-time priority (`run.sh --rt`: `chrt -f 10`, as the systemd unit runs the
+//! daemon). A wrap command must exec the program in place, so pids stay the real ones.
 
 mod phases;
 mod procs;
@@ -53,6 +54,7 @@ struct Args {
     cut_at: f64,
     timeout_secs: u64,
     hub_listen: String,
+    robot_listen: String,
     hub_wrap: Vec<String>,
     robot_wrap: Vec<String>,
 }
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Args> {
         cut_at: 47.0,
         timeout_secs: 600,
         hub_listen: "127.0.0.1:0".into(),
+        robot_listen: "127.0.0.1:0".into(),
         hub_wrap: Vec::new(),
         robot_wrap: Vec::new(),
     };
@@ -88,6 +91,7 @@ fn parse_args() -> Result<Args> {
             "--cut-at" => a.cut_at = val()?.parse()?,
             "--timeout" => a.timeout_secs = val()?.parse()?,
             "--hub-listen" => a.hub_listen = val()?,
+            "--robot-listen" => a.robot_listen = val()?,
             "--hub-wrap" => a.hub_wrap = val()?.split_whitespace().map(String::from).collect(),
             "--robot-wrap" => {
                 a.robot_wrap = val()?.split_whitespace().map(String::from).collect();
@@ -173,6 +177,7 @@ fn run(a: &Args) -> Result<bool> {
         dispatch: a.dispatch.clone(),
         work: a.work.clone(),
         hub_listen: a.hub_listen.clone(),
+        robot_listen: a.robot_listen.clone(),
         hub_wrap: a.hub_wrap.clone(),
         robot_wrap: a.robot_wrap.clone(),
     };

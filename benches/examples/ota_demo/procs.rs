@@ -66,6 +66,8 @@ pub(crate) struct Env {
     pub(crate) work: PathBuf,
     /// Where the hub listens (`127.0.0.1:0`, or an address in a namespace).
     pub(crate) hub_listen: String,
+    /// Where the robot's daemon listens (`127.0.0.1:0` on loopback).
+    pub(crate) robot_listen: String,
     /// A program and arguments every hub-side command runs under (e.g. `ip netns exec
     /// hubns`, which execs in place, so pids and `/proc` stay the real process's).
     pub(crate) hub_wrap: Vec<String>,
@@ -231,15 +233,10 @@ impl Robot {
     pub(crate) fn join(env: &Env, hub: &Hub, name: &str) -> Result<Self> {
         let token = hub.admin(&["token", "create", "--name", name])?;
         let root = env.work.join(name);
-        let listen = if env.robot_wrap.is_empty() {
-            "127.0.0.1:0"
-        } else {
-            "0.0.0.0:0"
-        };
         let out = wrapped(&env.robot_wrap, &env.bauxite)
             .args(["join", token.trim(), &hub.url, "--state-root"])
             .arg(&root)
-            .args(["--listen", listen, "--control-socket"])
+            .args(["--listen", &env.robot_listen, "--control-socket"])
             .arg(root.join("control.sock"))
             .output()?;
         if !out.status.success() {

@@ -7,7 +7,7 @@
 # results table and the timeline from measured values and writes an MCAP recording.
 #
 #   docs/demos/ota_resilient/run.sh [--trials N] [--size 3GiB] [--quick] [--keep]
-#                                    [--seed N] [--out DIR] [--debug]
+#                                    [--seed N] [--out DIR] [--debug] [--rt]
 #
 #   --trials N   trials of the three phases (default 10, as the seed)
 #   --size S     the virtual package's size (default 3GiB; KiB/MiB/GiB suffixes)
@@ -16,12 +16,14 @@
 #   --seed N     the virtual images' seed (default 2026)
 #   --out DIR    where the recording and tables go (default target/ota_resilient/<time>)
 #   --debug      build and use debug binaries (faster to build, slower to run)
+#   --rt         hub and robot daemon at SCHED_FIFO 10 (chrt), as edge/systemd/bauxite.service
+#                runs the daemon; needs root or an RLIMIT_RTPRIO of at least 10
 #
 # Exit status 0 only when every phase of every trial passed its checks.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
-trials=10 size=3GiB seed=2026 keep=0 profile=release out="" idle=3000 timeout=600
+trials=10 size=3GiB seed=2026 keep=0 profile=release out="" idle=3000 timeout=600 wrap=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --trials) trials="$2"; shift 2 ;;
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
         --quick) size=64MiB idle=500 timeout=300; shift ;;
         --keep) keep=1; shift ;;
         --debug) profile=debug; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --rt) wrap=(--hub-wrap "chrt -f 10" --robot-wrap "chrt -f 10"); shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,6 +72,6 @@ trap 'exit 143' TERM
 
 "$bin/examples/ota_demo" --bauxite "$bin/bauxite" --dispatch "$bin/bauxite-dispatch" \
     --work "$work" --out "$out" --trials "$trials" --size "$size" --seed "$seed" \
-    --idle-probes "$idle" --timeout "$timeout" &
+    --idle-probes "$idle" --timeout "$timeout" ${wrap[@]+"${wrap[@]}"} &
 orchestrator=$!
 wait "$orchestrator"
