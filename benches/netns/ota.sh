@@ -59,8 +59,8 @@ ip link set "$VA" netns "$A"; ip link set "$VB" netns "$B"
 ip -n "$A" addr add 10.89.0.1/24 dev "$VA"; ip -n "$B" addr add 10.89.0.2/24 dev "$VB"
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
-ip -n "$A" qdisc add dev "$VA" root tbf rate "$rate" burst 32kbit latency 400ms
-ip -n "$B" qdisc add dev "$VB" root tbf rate "$rate" burst 32kbit latency 400ms
+ip netns exec "$A" tc qdisc add dev "$VA" root tbf rate "$rate" burst 32kbit latency 400ms
+ip netns exec "$B" tc qdisc add dev "$VB" root tbf rate "$rate" burst 32kbit latency 400ms
 echo "link: veth $A <-> $B, tbf $rate burst 32kbit latency 400ms on both ends"
 
 "$bin/examples/ota_demo" --bauxite "$bin/bauxite" --dispatch "$bin/bauxite-dispatch" \
@@ -68,4 +68,4 @@ echo "link: veth $A <-> $B, tbf $rate burst 32kbit latency 400ms on both ends"
   --hub-listen 10.89.0.1:0 --robot-listen 0.0.0.0:0 --hub-wrap "ip netns exec $A" --robot-wrap "ip netns exec $B" &
 orchestrator=$!
 wait "$orchestrator"
-ip -n "$A" -s qdisc show dev "$VA"
+ip netns exec "$A" tc -s qdisc show dev "$VA"
