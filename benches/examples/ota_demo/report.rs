@@ -105,9 +105,11 @@ pub(crate) fn results_table(trials: &[Trial], facts: &RunFacts) -> String {
                 &metric(trials, Clean, "deploy_to_committed_s"),
                 |v| format!("{v:.1}")
             ),
-            fmt_summary(&metric(trials, Clean, "throughput_mb_s"), |v| format!(
-                "{v:.0}"
-            )),
+            fmt_summary(&metric(trials, Clean, "throughput_mb_s"), |v| if v < 10.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.0}")
+            }),
             fmt_summary(&metric(trials, Clean, "transfer_s"), |v| format!("{v:.1}")),
         ),
     ));
