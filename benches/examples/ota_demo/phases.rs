@@ -349,7 +349,10 @@ pub(crate) fn power_cut(
     let mut samples = Vec::new();
     let cut = p.cut_at_percent;
     let before = watch(robot, version, p.limit, &mut samples, |s| {
-        s["target_version"] == version && s["progress"]["percent"].as_f64().unwrap_or(0.0) >= cut
+        let percent = s["progress"]["percent"].as_f64().unwrap_or(0.0);
+        s["target_version"] == version
+            && s["phase"] == "transferring"
+            && (cut..100.0).contains(&percent)
     })?;
     if saw(&before, "VALID", version) {
         bail!("the transfer of {version} ended before the cut at {cut} %; use a larger --size");
@@ -374,6 +377,12 @@ pub(crate) fn power_cut(
         percent: Some(cut_percent),
         refetched: pr["verified_bytes_refetched"].as_u64(),
     });
+    // A status read long after the mark (a starved orchestrator) is not "about 47 %".
+    check(
+        &mut o,
+        cut_percent <= cut + 5.0,
+        format!("the cut came late, at {cut_percent:.1} % (status read too late)"),
+    );
     let checkpoint = robot
         .root
         .join(format!("versions/{version}/checkpoint.bin"));
@@ -441,11 +450,22 @@ pub(crate) fn power_cut(
         current.as_deref() == Some(version),
         format!("current is {current:?}, not {version}"),
     );
-    o.verdict = format!(
-        "cut at {cut_percent:.1} %, CHECKPOINT_LOADED ({resumed} chunks), {refetched} verified \
-         bytes retransferred, VALID, active {}",
-        current.as_deref().unwrap_or("none")
-    );
+    o.verdict = if saw(&s, "CHECKPOINT_LOADED", version) {
+        format!(
+            "cut at {cut_percent:.1} %, CHECKPOINT_LOADED ({resumed} chunks), {refetched} \
+             verified bytes retransferred, VALID, active {}",
+            current.as_deref().unwrap_or("none")
+        )
+    } else {
+        format!(
+            "cut at {cut_percent:.1} %, then states {:?}, active {}",
+            o.events
+                .iter()
+                .map(|e| e.state.as_str())
+                .collect::<Vec<_>>(),
+            current.as_deref().unwrap_or("none")
+        )
+    };
     Ok(o)
 }
 

@@ -77,6 +77,8 @@ fn bytes(b: f64) -> String {
         format!("{:.2} GiB", b / f64::from(1u32 << 30))
     } else if b >= f64::from(1u32 << 20) {
         format!("{:.1} MiB", b / f64::from(1u32 << 20))
+    } else if b >= 1024.0 {
+        format!("{:.0} KiB", b / 1024.0)
     } else {
         format!("{b:.0} B")
     }
@@ -331,12 +333,66 @@ pub(crate) fn timeline(trials: &[Trial]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::summary;
+    use super::*;
+    use crate::phases::Event;
 
     #[test]
     fn summary_is_median_and_range() {
         assert_eq!(summary(&[]), None);
         assert_eq!(summary(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
         assert_eq!(summary(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(summary(&[f64::NAN, 5.0]), Some((5.0, 5.0, 5.0)));
+    }
+
+    fn event(key: &str, ms: u64, chunk: u64) -> Event {
+        Event {
+            key: key.into(),
+            state: key.into(),
+            unix_ms: ms,
+            chunk: Some(chunk),
+            percent: Some(chunk as f64),
+            refetched: Some(0),
+        }
+    }
+
+    fn power_cut(t0: u64, cut: f64, refetched: f64) -> Trial {
+        let mut o = Outcome {
+            t0_ms: t0,
+            ..Outcome::default()
+        };
+        // Two states of one instant keep the agent's order.
+        o.events = vec![
+            event("PENDING_VALIDATION", t0 + 10, 0),
+            event("POWER_FAILURE_CUT", t0 + 4000, 47),
+            event("CHECKPOINT_LOADED", t0 + 4000, 47),
+            event("VALID", t0 + 9000, 100),
+        ];
+        o.metrics.insert("cut_percent", cut);
+        o.metrics.insert("verified_bytes_refetched", refetched);
+        let mut t = Trial::default();
+        t.phases.insert(Kind::PowerCut, o);
+        t
+    }
+
+    #[test]
+    fn tables_show_medians_ranges_and_the_agent_order() {
+        let trials = [
+            power_cut(1_000, 47.0, 0.0),
+            power_cut(50_000, 48.0, 0.0),
+            power_cut(90_000, 47.5, 0.0),
+        ];
+        let table = results_table(&trials, &RunFacts::default());
+        assert!(table.contains("cut at 47.5 [47.0–48.0] %"), "{table}");
+        assert!(table.contains("| 0 B of verified chunks"), "{table}");
+        // A phase that did not run is not measured, never zero.
+        assert!(table.contains("not measured"), "{table}");
+        let tl = timeline(&trials);
+        let cut = tl.find("POWER_FAILURE_CUT").unwrap();
+        let loaded = tl.find("CHECKPOINT_LOADED").unwrap();
+        assert!(cut < loaded, "{tl}");
+        assert!(
+            tl.contains("| 4.00 | Power Cut | 47 | 47.0 | POWER_FAILURE_CUT | 0 |"),
+            "{tl}"
+        );
     }
 }

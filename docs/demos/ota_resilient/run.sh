@@ -17,13 +17,13 @@
 #   --out DIR    where the recording and tables go (default target/ota_resilient/<time>)
 #   --debug      build and use debug binaries (faster to build, slower to run)
 #   --rt         hub and robot daemon at SCHED_FIFO 10 (chrt), as edge/systemd/bauxite.service
-#                runs the daemon; needs root or an RLIMIT_RTPRIO of at least 10
+#                runs the daemon (the orchestrator at 20); needs root or an RLIMIT_RTPRIO of 20
 #
 # Exit status 0 only when every phase of every trial passed its checks.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
-trials=10 size=3GiB seed=2026 keep=0 profile=release out="" idle=3000 timeout=600 wrap=()
+trials=10 size=3GiB seed=2026 keep=0 profile=release out="" idle=3000 timeout=600 wrap=() rt=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --trials) trials="$2"; shift 2 ;;
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
         --quick) size=64MiB idle=500 timeout=300; shift ;;
         --keep) keep=1; shift ;;
         --debug) profile=debug; shift ;;
-        --rt) wrap=(--hub-wrap "chrt -f 10" --robot-wrap "chrt -f 10"); shift ;;
+        --rt) wrap=(--hub-wrap "chrt -f 10" --robot-wrap "chrt -f 10") rt=(chrt -f 20); shift ;;
         -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -70,7 +70,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$bin/examples/ota_demo" --bauxite "$bin/bauxite" --dispatch "$bin/bauxite-dispatch" \
+# With --rt the orchestrator (and the status commands it runs) sits above the daemons, so
+# two real-time daemons on two cores cannot starve the reads the power cut is timed by.
+${rt[@]+"${rt[@]}"} "$bin/examples/ota_demo" --bauxite "$bin/bauxite" --dispatch "$bin/bauxite-dispatch" \
     --work "$work" --out "$out" --trials "$trials" --size "$size" --seed "$seed" \
     --idle-probes "$idle" --timeout "$timeout" ${wrap[@]+"${wrap[@]}"} &
 orchestrator=$!
