@@ -82,7 +82,8 @@ pub(super) struct Agent {
     /// The update the current run installs: (target, version).
     pub(super) current_update: Option<(String, String)>,
     pub(super) last_progress: Progress,
-    /// Status refreshes so far (every [`REFRESHES_PER_REPORT`]th one also reports).
+    /// Status refreshes of this attempt (the first and every
+    /// [`REFRESHES_PER_REPORT`]th after it also report).
     pub(super) refreshes: u64,
 }
 

@@ -42,6 +42,7 @@ impl Agent {
         self.retry = None;
         self.current_update = Some((a.target.clone(), a.version.clone()));
         self.last_progress = Progress::default();
+        self.refreshes = 0;
         let attempt = self.attempt;
         let blocked = self.layout.as_ref().is_some_and(|l| {
             Version::parse(&a.version).is_ok_and(|v| activate::is_blocked(l, &v).unwrap_or(false))
@@ -304,12 +305,10 @@ impl Agent {
                 s.phase = phase;
             }
         });
+        // The first refresh of an attempt reports too, so a transfer shorter than a
+        // second still leaves a progress sample in its recording.
         self.refreshes += 1;
-        if v.progress.chunk_count == 0
-            || !self
-                .refreshes
-                .is_multiple_of(super::agent::REFRESHES_PER_REPORT)
-        {
+        if v.progress.chunk_count == 0 || self.refreshes % super::agent::REFRESHES_PER_REPORT != 1 {
             return;
         }
         self.telemetry.progress(clock::unix_nanos(), &v.progress);
