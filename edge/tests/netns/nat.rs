@@ -121,3 +121,41 @@ fn cone_nat_on_both_sides_gives_a_direct_path() {
         );
     }
 }
+
+/// The port of a `direct IP:PORT` path to site `site`'s router, if it is one.
+fn direct_port(path: &str, lab: &NatLab, site: usize) -> Option<u16> {
+    let addr: std::net::SocketAddr = path.strip_prefix("direct ")?.parse().ok()?;
+    (addr.ip() == lab.router_ip(site)).then_some(addr.port())
+}
+
+#[test]
+fn cone_nats_that_change_the_port_are_crossed_with_the_hubs_stun() {
+    if !can_run() {
+        return;
+    }
+    let Some(bin) = dispatch_binary() else {
+        return;
+    };
+    // Neither NAT keeps the node's port: the hub's guess (the IP it saw the gRPC call
+    // come from, with the listen port) is wrong, only the STUN answer is right.
+    let ranges = [(30000, 30099), (40000, 40099)];
+    let mesh = NatMesh::start(&bin, ranges.map(|(low, high)| Nat::ConePorts(low, high)));
+    mesh.wait_established(LIMIT);
+    assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
+    assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
+    for i in 0..2 {
+        // What the node tells the hub first is its NAT's mapping, learned over STUN.
+        let status = mesh.nodes[i].status().unwrap();
+        let first = status["hub"]["candidates"][0].as_str().unwrap_or_default();
+        let (low, high) = ranges[i];
+        assert!(
+            direct_port(&format!("direct {first}"), &mesh.lab, i)
+                .is_some_and(|p| (low..=high).contains(&p)),
+            "site{i} reports {first} first\n{status}\n{}",
+            mesh.logs()
+        );
+        // And the other node reaches it there, directly.
+        let path = mesh.path_to_other(1 - i).unwrap_or_default();
+        assert_eq!(path, format!("direct {first}"), "{}", mesh.logs());
+    }
+}
