@@ -159,3 +159,52 @@ fn cone_nats_that_change_the_port_are_crossed_with_the_hubs_stun() {
         assert_eq!(path, format!("direct {first}"), "{}", mesh.logs());
     }
 }
+
+#[test]
+fn traffic_resumes_after_a_nat_rebinding() {
+    if !can_run() {
+        return;
+    }
+    let Some(bin) = dispatch_binary() else {
+        return;
+    };
+    let mesh = NatMesh::start(&bin, [Nat::ConePorts(30000, 30099), Nat::Cone]);
+    mesh.wait_established(LIMIT);
+    assert!(mesh.ping(0, 2), "site0 -> site1\n{}", mesh.logs());
+    assert!(mesh.ping(1, 2), "site1 -> site0\n{}", mesh.logs());
+    let before = mesh.path_to_other(1).unwrap_or_default();
+    assert!(
+        direct_port(&before, &mesh.lab, 0).is_some_and(|p| (30000..=30099).contains(&p)),
+        "{before}\n{}",
+        mesh.logs()
+    );
+
+    // Site 0's router forgets every mapping and hands out ports from another range:
+    // packets to the old mapping die at the router, and site 1's router drops what comes
+    // from the new one until site 1 sends there.
+    mesh.lab.set_nat(0, Nat::ConePorts(31000, 31099));
+    mesh.lab.flush_mappings(0);
+
+    // Site 0 learns its new mapping from the hub's STUN (at the latest one refresh
+    // later), reports it, site 1 dials it: both directions work again.
+    let resumed = Duration::from_secs(45);
+    #[allow(clippy::disallowed_methods)] // a test's stopwatch, reported, not asserted
+    let start = std::time::Instant::now();
+    wait_for(resumed, "traffic both ways after the rebinding", || {
+        (mesh.ping(0, 1) && mesh.ping(1, 1)).then_some(())
+    });
+    eprintln!("traffic resumed {:?} after the rebinding", start.elapsed());
+    let after = mesh.path_to_other(1).unwrap_or_default();
+    assert!(
+        direct_port(&after, &mesh.lab, 0).is_some_and(|p| (31000..=31099).contains(&p)),
+        "site1 reaches site0 at {after}\n{}",
+        mesh.logs()
+    );
+    assert!(
+        mesh.nodes[0]
+            .log()
+            .contains("server-reflexive address learned over STUN"),
+        "{}",
+        mesh.logs()
+    );
+}
