@@ -77,6 +77,7 @@ mod tests {
             endpoint: endpoint.into(),
             candidates: Vec::new(),
             hub,
+            candidate_kinds: Vec::new(),
         }
     }
 

@@ -143,11 +143,10 @@ fn cone_nats_that_change_the_port_are_crossed_with_the_hubs_stun() {
     mesh.wait_established(LIMIT);
     assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
     assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
-    for i in 0..2 {
+    for (i, &(low, high)) in ranges.iter().enumerate() {
         // What the node tells the hub first is its NAT's mapping, learned over STUN.
         let status = mesh.nodes[i].status().unwrap();
         let first = status["hub"]["candidates"][0].as_str().unwrap_or_default();
-        let (low, high) = ranges[i];
         assert!(
             direct_port(&format!("direct {first}"), &mesh.lab, i)
                 .is_some_and(|p| (low..=high).contains(&p)),

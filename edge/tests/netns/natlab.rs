@@ -128,7 +128,7 @@ impl NatLab {
         let cidr = format!("{}/24", Self::PUBLIC_IP);
         sh("ip", &["-n", &public, "addr", "add", &cidr, "dev", "br0"]);
         sh("ip", &["-n", &public, "link", "set", "br0", "up"]);
-        for i in 0..2 {
+        for (i, nat) in nat.into_iter().enumerate() {
             let (router, site) = (lab.routers[i].clone(), lab.sites[i].clone());
             // wan: router <-> the public bridge.
             let (wan, port) = (format!("bxl{tag}w{i}"), format!("bxl{tag}b{i}"));
@@ -188,7 +188,7 @@ impl NatLab {
                     "net.ipv4.ip_forward=1",
                 ],
             );
-            lab.nft(i, &Self::ruleset(nat[i]));
+            lab.nft(i, &Self::ruleset(nat));
         }
         lab
     }
@@ -271,7 +271,14 @@ impl NatLab {
     /// Loads an nftables script into site `i`'s router.
     fn nft(&self, site: usize, script: &str) {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.routers[site], "nft", "-f", "-"])
+            .args([
+                "netns",
+                "exec",
+                self.ns(Host::Router(site)),
+                "nft",
+                "-f",
+                "-",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -306,7 +313,13 @@ impl NatLab {
     pub(crate) fn flush_mappings(&self, site: usize) {
         sh(
             "ip",
-            &["netns", "exec", &self.routers[site], "conntrack", "-F"],
+            &[
+                "netns",
+                "exec",
+                self.ns(Host::Router(site)),
+                "conntrack",
+                "-F",
+            ],
         );
     }
 

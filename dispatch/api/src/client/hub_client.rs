@@ -193,6 +193,7 @@ mod tests {
                 "10.0.0.2:51820".into(),
             ],
             hub: false,
+            candidate_kinds: Vec::new(),
         };
         let info = peer_info(&peer).unwrap();
         assert_eq!(info.endpoint, None);
