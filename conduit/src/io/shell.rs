@@ -497,9 +497,12 @@ impl Shell {
                     if before.is_none() {
                         tracing::info!(peer = %id, %name, "peer added");
                     }
+                    // A new first address: dial it now, even over an initiation in
+                    // flight to the old one (behind a NAT, the old one is where the
+                    // peer is not).
                     if dial
                         && !self.node.is_connected(id, now)
-                        && let Err(error) = self.node.connect(now, id)
+                        && let Err(error) = self.node.redial(now, id)
                     {
                         tracing::warn!(peer = %id, %error, "cannot start handshake");
                     }

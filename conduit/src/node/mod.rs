@@ -404,6 +404,24 @@ impl BauxiteNode {
         Ok(())
     }
 
+    /// Like [`connect`](Self::connect), for a peer whose first address just changed (a
+    /// topology update): an initiation in flight went to the old address, where the peer
+    /// may not be, so a new one replaces it now instead of after its retry timeout
+    /// (which would also move on to the next candidate). Its retry schedule and give-up
+    /// deadline continue from the first attempt.
+    pub fn redial(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
+        let in_flight = self
+            .tunnels
+            .get(&peer)
+            .is_some_and(|t| t.handshake_pending() && !t.is_established(now, &self.config.timers));
+        if !in_flight {
+            return self.connect(now, peer);
+        }
+        self.start_handshake(now, peer);
+        self.forget_retired(peer);
+        Ok(())
+    }
+
     /// A snapshot of the peer table for a warm start; holds no session keys.
     pub fn snapshot(&self, unix_seconds: u64) -> StateSnapshot {
         StateSnapshot::capture(self.peer_id(), &self.registry, unix_seconds)

@@ -67,12 +67,18 @@ impl NatMesh {
 
     /// Waits until both nodes have a session with each other.
     fn wait_established(&self, limit: Duration) {
+        #[allow(clippy::disallowed_methods)] // a test's stopwatch, reported, not asserted
+        let start = std::time::Instant::now();
         for i in 0..2 {
             let other = NAMES[1 - i];
             wait_for(limit, &format!("{} to reach {other}", NAMES[i]), || {
                 established_with(&self.nodes[i], other)
             });
         }
+        eprintln!(
+            "sessions up {:?} after the daemons started",
+            start.elapsed()
+        );
     }
 
     /// `ping` from site `from` to the other node's virtual IP.
