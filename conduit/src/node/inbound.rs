@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
-use super::{BauxiteNode, Control, Event};
+use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
 use crate::path::feedback::{AckFrame, is_control_frame};
 use crate::policy::{Flow, Verdict};
@@ -103,9 +103,11 @@ impl BauxiteNode {
         let (id, remote_static) = (peer.id, peer.static_public);
         let leader = self.peer_id() < id;
         let tunnel = self
-            .tunnels
-            .entry(id)
-            .or_insert_with(|| Tunnel::new(id, remote_static, leader));
+            .peers
+            .get_mut(&id)
+            .ok_or(PeerMisbehaved::UnknownStaticKey)?
+            .tunnel
+            .get_or_insert_with(|| Tunnel::new(id, remote_static, leader));
         // From here the initiation is authentic and fresh (a replay stops here), so its
         // source address is where the peer is.
         tunnel.accept_timestamp(received.timestamp)?;
@@ -129,7 +131,7 @@ impl BauxiteNode {
         }
         let ephemeral = self.random_bytes();
         let index = self.allocate_index(id);
-        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+        let Some(tunnel) = tunnel_mut(&mut self.peers, id) else {
             self.indices.remove(&index);
             return Ok(());
         };
@@ -166,9 +168,7 @@ impl BauxiteNode {
             .indices
             .get(&index)
             .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
-        let tunnel = self
-            .tunnels
-            .get_mut(&peer)
+        let tunnel = tunnel_mut(&mut self.peers, peer)
             .filter(|t| t.pending_index() == Some(index))
             .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
         tunnel.on_resp(&self.identity, self.config.suite, msg, now)?;
@@ -210,7 +210,7 @@ impl BauxiteNode {
         let Some(peer) = self.indices.get(&header.receiver_index).copied() else {
             return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
         };
-        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+        let Some(tunnel) = tunnel_mut(&mut self.peers, peer) else {
             return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
         };
         let (range, confirmed) = match tunnel.open(header, datagram, now, &self.config.timers) {
@@ -230,11 +230,12 @@ impl BauxiteNode {
         if is_control_frame(&datagram[range.clone()]) {
             return self.on_control(now, peer, &datagram[range]);
         }
-        let feedback = self.feedback.entry(peer).or_default();
-        if feedback
-            .acks
-            .on_packet(header.receiver_index, header.counter)
-        {
+        let owed = self.peers.get_mut(&peer).is_some_and(|s| {
+            s.feedback
+                .acks
+                .on_packet(header.receiver_index, header.counter)
+        });
+        if owed {
             self.control.push_back(Control::Ack { peer });
         }
         self.admit(peer, datagram, range)
@@ -247,9 +248,9 @@ impl BauxiteNode {
             Err(e) => return self.malformed(e),
         };
         let sample = self
-            .feedback
+            .peers
             .get_mut(&peer)
-            .and_then(|f| f.sent.as_mut())
+            .and_then(|s| s.feedback.sent.as_mut())
             .and_then(|log| log.on_ack(ack, now));
         if let Some(sample) = sample {
             Metrics::inc(&self.metrics.acks_received);

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{BauxiteNode, Control, Event};
+use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::Metrics;
 use crate::session::TimerAction;
 
@@ -13,9 +13,9 @@ impl BauxiteNode {
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timers = &self.config.timers;
-        self.tunnels
+        self.peers
             .values()
-            .filter_map(|t| t.poll_timeout(timers))
+            .filter_map(|s| s.tunnel.as_ref()?.poll_timeout(timers))
             .chain(self.congestion.poll_timeout())
             .min()
     }
@@ -25,13 +25,18 @@ impl BauxiteNode {
         self.congestion.handle_timeout(now);
         let timers = self.config.timers;
         let due: Vec<_> = self
-            .tunnels
+            .peers
             .iter()
-            .filter(|(_, t)| t.poll_timeout(&timers).is_some_and(|at| at <= now))
+            .filter(|(_, s)| {
+                s.tunnel
+                    .as_ref()
+                    .and_then(|t| t.poll_timeout(&timers))
+                    .is_some_and(|at| at <= now)
+            })
             .map(|(peer, _)| *peer)
             .collect();
         for peer in due {
-            let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+            let Some(tunnel) = tunnel_mut(&mut self.peers, peer) else {
                 continue;
             };
             let was_pending = tunnel.handshake_pending();
@@ -43,7 +48,9 @@ impl BauxiteNode {
             match action {
                 TimerAction::None => {}
                 TimerAction::Handshake => {
-                    if retry && let Some(addr) = self.paths.rotate(peer) {
+                    if retry
+                        && let Some(addr) = self.peers.get_mut(&peer).and_then(|s| s.path.rotate())
+                    {
                         tracing::debug!(%peer, endpoint = %addr, "handshake unanswered; trying the next address");
                     }
                     self.start_handshake(now, peer);
