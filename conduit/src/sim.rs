@@ -276,6 +276,29 @@ impl SimNet {
         self.nodes[i] = self.setup.node(i, seed, self.now);
     }
 
+    /// What the hub would list for node `i`: its keys, name and virtual IP, at its
+    /// current address.
+    pub fn view_of(&self, i: usize) -> PeerInfo {
+        PeerInfo {
+            endpoint: Some(self.addrs[i]),
+            ..self.setup.views[1 - i].clone()
+        }
+    }
+
+    /// Node `i` restarts with a new static (X25519) key and the same signing key, so the
+    /// same peer ID: a re-provisioned robot. The other node is not told; returns what the
+    /// hub would list for node `i` now (hand it to the other's `replace_peers`).
+    pub fn rotate_static_key(&mut self, i: usize) -> PeerInfo {
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
+        self.setup.secrets[i].1 = key;
+        let (signing, static_secret) = self.setup.secrets[i];
+        let public = Identity::from_secrets(signing, static_secret).public();
+        self.setup.views[1 - i].static_public = public.static_public;
+        self.restart(i);
+        self.view_of(i)
+    }
+
     /// Node `i` moves to `addr` (NAT rebinding, roaming): what it sends leaves from there,
     /// and what is sent to its old address, or still on the way there, is lost.
     pub fn rebind(&mut self, i: usize, addr: SocketAddr) {

@@ -45,7 +45,6 @@ use super::service::{ServiceSocket, Services};
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, Received};
-use crate::peers::PeerInfo;
 use crate::service::ServicePort;
 use crate::stun::{self, BindingClient, BindingTimers};
 use crate::tun::TunKind;
@@ -412,6 +411,16 @@ impl Shell {
                 Event::HandshakeGaveUp { peer, dropped } => {
                     tracing::warn!(%peer, dropped, "handshake gave up");
                 }
+                Event::PeerAdded { peer, name } => tracing::info!(%peer, %name, "peer added"),
+                Event::PeerRemoved { peer, name } => {
+                    tracing::info!(%peer, %name, "peer removed");
+                }
+                Event::PeerKeyChanged { peer } => {
+                    tracing::info!(%peer, "peer key changed; old session dropped");
+                }
+                Event::PeerRefused { peer, reason } => {
+                    tracing::warn!(%peer, %reason, "peer refused");
+                }
             }
         }
     }
@@ -433,7 +442,7 @@ impl Shell {
                 // The asker may have given up; nothing to do then.
                 let _ = reply.send(status);
             }
-            Query::ReplacePeers(peers) => self.replace_peers(peers, now),
+            Query::ReplacePeers(peers) => self.node.replace_peers(now, peers),
             Query::Stun(server) => {
                 if server.is_none() {
                     self.reflexive.send_replace(None);
@@ -462,52 +471,6 @@ impl Shell {
             } => {
                 // The asker may have given up; the socket then unbinds as it drops.
                 let _ = reply.send(self.services.bind(port, recv_queue));
-            }
-        }
-    }
-
-    /// Applies a full peer list: removes the peers not in it, upserts the others, and
-    /// starts a handshake with every new or re-addressed peer that has an address to dial.
-    fn replace_peers(&mut self, peers: Vec<PeerInfo>, now: Instant) {
-        let keep: std::collections::HashSet<_> = peers.iter().map(|p| p.id).collect();
-        let gone: Vec<_> = self
-            .node
-            .registry()
-            .iter()
-            .map(|p| p.id)
-            .filter(|id| !keep.contains(id))
-            .collect();
-        for id in gone {
-            if let Some(peer) = self.node.remove_peer(id) {
-                tracing::info!(peer = %id, name = %peer.name, "peer removed");
-            }
-        }
-        for peer in peers {
-            let id = peer.id;
-            let before = self.node.registry().by_id(id).cloned();
-            let first = peer.dial_order().first().copied();
-            let dial = first.is_some()
-                && before.as_ref().is_none_or(|b| {
-                    b.dial_order().first().copied() != first
-                        || b.static_public != peer.static_public
-                });
-            let name = peer.name.clone();
-            match self.node.upsert_peer(peer) {
-                Ok(()) => {
-                    if before.is_none() {
-                        tracing::info!(peer = %id, %name, "peer added");
-                    }
-                    // A new first address: dial it now, even over an initiation in
-                    // flight to the old one (behind a NAT, the old one is where the
-                    // peer is not).
-                    if dial
-                        && !self.node.is_connected(id, now)
-                        && let Err(error) = self.node.redial(now, id)
-                    {
-                        tracing::warn!(peer = %id, %error, "cannot start handshake");
-                    }
-                }
-                Err(error) => tracing::warn!(peer = %id, %error, "peer refused"),
             }
         }
     }

@@ -43,6 +43,7 @@ mod inbound;
 mod outbound;
 mod peer;
 mod timers;
+mod topology;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -128,6 +129,34 @@ pub enum Event {
         peer: PeerId,
         /// Packets dropped with it.
         dropped: usize,
+    },
+    /// The topology added a peer ([`BauxiteNode::replace_peers`]).
+    PeerAdded {
+        /// The peer.
+        peer: PeerId,
+        /// Its name (from the hub, not trusted).
+        name: String,
+    },
+    /// The topology no longer lists a peer: it and its sessions are gone.
+    PeerRemoved {
+        /// The peer.
+        peer: PeerId,
+        /// Its name (from the hub, not trusted).
+        name: String,
+    },
+    /// The topology gave a peer a new static key: the session under the old key is gone
+    /// and a handshake under the new one starts.
+    PeerKeyChanged {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The topology listed a peer whose virtual IP or key belongs to another peer (or
+    /// whose ID does not match its key); the peer table keeps its previous record.
+    PeerRefused {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: crate::peers::PeerConflict,
     },
 }
 
