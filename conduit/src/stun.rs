@@ -88,8 +88,12 @@ pub struct BindingTimers {
     pub attempts: u32,
     /// Pause after an unanswered transaction before a new one.
     pub retry: Duration,
-    /// Pause after an answer before asking again (how soon a rebinding is noticed).
+    /// Pause after an answer before asking again (how soon a rebinding is noticed
+    /// when nothing else says so; see [`BindingClient::reprobe`]).
     pub refresh: Duration,
+    /// Least time between the starts of two transactions that
+    /// [`reprobe`](BindingClient::reprobe) asks for.
+    pub reprobe_gap: Duration,
 }
 
 impl Default for BindingTimers {
@@ -99,6 +103,7 @@ impl Default for BindingTimers {
             attempts: 5,
             retry: Duration::from_secs(5),
             refresh: Duration::from_secs(15),
+            reprobe_gap: Duration::from_secs(1),
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct BindingClient {
     server: Option<SocketAddr>,
     state: State,
     reflexive: Option<SocketAddr>,
+    /// When the last transaction started.
+    started: Option<Instant>,
     rng: u64,
 }
 
@@ -147,6 +154,7 @@ impl BindingClient {
             server: None,
             state: State::Off,
             reflexive: None,
+            started: None,
             rng: seed,
         }
     }
@@ -162,6 +170,21 @@ impl BindingClient {
             Some(_) => State::Idle { due: now },
             None => State::Off,
         };
+    }
+
+    /// The mapping may have changed (a session went quiet): asks again now instead of at
+    /// the next refresh — or, if a transaction started less than `reprobe_gap` ago, at
+    /// the end of that gap. Nothing changes while a transaction is out (its answer is as
+    /// fresh) or without a server.
+    pub fn reprobe(&mut self, now: Instant) {
+        if let State::Idle { due } = self.state {
+            let earliest = self
+                .started
+                .map_or(now, |s| now.max(s + self.timers.reprobe_gap));
+            self.state = State::Idle {
+                due: due.min(earliest),
+            };
+        }
     }
 
     /// The server-reflexive address from the last answer, if any.
@@ -182,7 +205,10 @@ impl BindingClient {
         let server = self.server?;
         let (id, sent) = match self.state {
             State::Off => return None,
-            State::Idle { due } if now >= due => (self.next_id(), 0),
+            State::Idle { due } if now >= due => {
+                self.started = Some(now);
+                (self.next_id(), 0)
+            }
             State::Waiting { id, sent, due } if now >= due => {
                 if sent >= self.timers.attempts {
                     // Unanswered: the mapping is unknown until a later answer.
@@ -280,7 +306,48 @@ mod tests {
             attempts: 3,
             retry: Duration::from_secs(1),
             refresh: Duration::from_secs(10),
+            reprobe_gap: Duration::from_millis(500),
         }
+    }
+
+    #[test]
+    fn a_reprobe_asks_at_once_but_not_more_often_than_the_gap_nor_over_a_transaction() {
+        let t0 = base();
+        let server = addr("198.18.0.1:7443");
+        let mut client = BindingClient::new(timers(), 3);
+        client.reprobe(t0);
+        assert_eq!(client.poll_timeout(), None, "no server: nothing to ask");
+        client.probe(t0, Some(server));
+        let (_, first) = client.poll_transmit(t0).unwrap();
+        // A transaction is out: its answer is as fresh as a new one would be.
+        client.reprobe(t0);
+        assert_eq!(client.poll_timeout(), Some(t0 + timers().rto));
+        let at = t0 + Duration::from_millis(10);
+        client.handle(
+            at,
+            server,
+            &answer(&first, addr("198.18.0.2:30001")).unwrap(),
+        );
+        assert_eq!(client.poll_timeout(), Some(at + timers().refresh));
+        // Quiet right after the answer: asked again once the gap since the last start
+        // has passed, not at the refresh.
+        client.reprobe(at);
+        assert_eq!(client.poll_timeout(), Some(t0 + timers().reprobe_gap));
+        assert_eq!(client.poll_transmit(at), None, "not before the gap");
+        let later = t0 + timers().reprobe_gap;
+        let (_, second) = client.poll_transmit(later).unwrap();
+        let two = addr("198.18.0.2:30002");
+        let seen = client.handle(later, server, &answer(&second, two).unwrap());
+        assert_eq!(
+            seen.map(|o| o.reflexive),
+            Some(two),
+            "the rebinding, noticed"
+        );
+        // Long after the last start: at once.
+        let much_later = later + Duration::from_secs(5);
+        client.reprobe(much_later);
+        assert_eq!(client.poll_timeout(), Some(much_later));
+        assert!(client.poll_transmit(much_later).is_some());
     }
 
     #[test]

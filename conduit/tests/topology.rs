@@ -289,3 +289,37 @@ fn a_conflicting_peer_is_refused_and_reported() {
     assert_eq!(net.nodes[0].registry().len(), 1);
     assert!(net.nodes[0].is_connected(far, net.now), "the session stays");
 }
+
+/// A connected peer whose first address moves (its NAT rebound and the hub reports the
+/// new mapping) is not redialled, but gets a keepalive at its new address at once: behind
+/// a NAT, that packet is what lets the peer's packets in again.
+#[test]
+fn a_connected_peer_that_moved_gets_a_keepalive_at_its_new_address_at_once() {
+    let mut net = net(57, [true, true]);
+    connected(&mut net);
+    let far = net.nodes[1].peer_id();
+    let new = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 77), 40077));
+    net.rebind(1, new);
+    let view = net.view_of(1);
+    assert_eq!(view.endpoint, Some(new));
+    let (now, before) = (net.now, initiated(&net, 0));
+    net.nodes[0].replace_peers(now, vec![view]);
+    let mut buf = vec![0u8; NodeConfig::default().datagram_capacity()];
+    let sent = net.nodes[0].poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(
+        sent.dst, new,
+        "sent to the new address before anything else"
+    );
+    assert_eq!(
+        Metrics::get(&net.nodes[0].metrics().keepalives_sent),
+        1,
+        "a keepalive"
+    );
+    assert_eq!(
+        initiated(&net, 0),
+        before,
+        "the session is kept, not redialled"
+    );
+    assert!(net.nodes[0].is_connected(far, now));
+    assert_eq!(events(&mut net, 0), Vec::new());
+}

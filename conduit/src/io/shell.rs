@@ -235,7 +235,7 @@ impl Shell {
             }
             let pumped = self.services.pump(&mut self.node, now);
             self.flush(now);
-            self.log_events();
+            self.log_events(now);
             // Service datagrams that could move now (budget spent, or their lane drained
             // by the flush): go again rather than sleep.
             self.send_stun(now);
@@ -402,7 +402,7 @@ impl Shell {
         }
     }
 
-    fn log_events(&mut self) {
+    fn log_events(&mut self, now: Instant) {
         while let Some(event) = self.node.poll_event() {
             match event {
                 Event::HandshakeCompleted { peer, initiator } => {
@@ -420,6 +420,12 @@ impl Shell {
                 }
                 Event::PeerRefused { peer, reason } => {
                     tracing::warn!(%peer, %reason, "peer refused");
+                }
+                Event::PathQuiet { peer } => {
+                    // Our NAT may have rebound: learn the mapping now, not at the next
+                    // refresh, so the hub can tell the peer where we are.
+                    tracing::info!(%peer, "path quiet; asking STUN again");
+                    self.stun.reprobe(now);
                 }
             }
         }

@@ -168,11 +168,29 @@ impl BauxiteNode {
             .indices
             .get(&index)
             .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
-        let tunnel = tunnel_mut(&mut self.peers, peer)
+        let timers = self.config.timers;
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
+        let tunnel = state
+            .tunnel
+            .as_mut()
             .filter(|t| t.pending_index() == Some(index))
             .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
+        let was_usable = tunnel.is_established(now, &timers);
+        let times = tunnel.pending_times();
         tunnel.on_resp(&self.identity, self.config.suite, msg, now)?;
         let (staged, keepalive) = (tunnel.has_staged(), tunnel.keepalive_due());
+        if let Some((sent_at, first_attempt)) = times {
+            state
+                .measured
+                .sample_rtt(now.saturating_duration_since(sent_at));
+            state.measured.connect_time = Some(now.saturating_duration_since(first_attempt));
+        }
+        if !was_usable {
+            state.measured.connected_since = Some(now);
+        }
         self.forget_retired(peer);
         self.learn_endpoint(peer, from);
         Metrics::inc(&self.metrics.handshakes_completed);
@@ -210,14 +228,21 @@ impl BauxiteNode {
         let Some(peer) = self.indices.get(&header.receiver_index).copied() else {
             return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
         };
-        let Some(tunnel) = tunnel_mut(&mut self.peers, peer) else {
+        let Some(state) = self.peers.get_mut(&peer) else {
             return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
         };
+        let Some(tunnel) = state.tunnel.as_mut() else {
+            return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
+        };
+        let was_usable = tunnel.is_established(now, &self.config.timers);
         let (range, confirmed) = match tunnel.open(header, datagram, now, &self.config.timers) {
             Ok(opened) => (opened.range, opened.confirmed),
             Err(e) => return refuse(self, e),
         };
         let staged = tunnel.has_staged();
+        if confirmed && !was_usable {
+            state.measured.connected_since = Some(now);
+        }
         self.forget_retired(peer);
         // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
         self.learn_endpoint(peer, from);
@@ -247,12 +272,16 @@ impl BauxiteNode {
             Ok(ack) => ack,
             Err(e) => return self.malformed(e),
         };
-        let sample = self
-            .peers
-            .get_mut(&peer)
-            .and_then(|s| s.feedback.sent.as_mut())
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return Received::Consumed;
+        };
+        let sample = state
+            .feedback
+            .sent
+            .as_mut()
             .and_then(|log| log.on_ack(ack, now));
         if let Some(sample) = sample {
+            state.measured.sample_rtt(sample.round_trip);
             Metrics::inc(&self.metrics.acks_received);
             if sample.from_bulk {
                 self.congestion

@@ -71,6 +71,10 @@ pub use peer::Paths;
 
 use peer::{PeerState, Peers, tunnel_mut};
 
+/// How long data sent to a peer may go without any authenticated packet back (every data
+/// packet is acknowledged) before the path counts as quiet ([`Event::PathQuiet`]).
+pub const QUIET_AFTER: Duration = Duration::from_secs(1);
+
 /// The MTU of `bauxite0`: the largest IP packet the node carries.
 pub const DEFAULT_MTU: usize = 1350;
 
@@ -129,6 +133,13 @@ pub enum Event {
         peer: PeerId,
         /// Packets dropped with it.
         dropped: usize,
+    },
+    /// Data went to `peer` and nothing authenticated came back for [`QUIET_AFTER`]: the
+    /// path may be broken — our NAT may have rebound, so the shell asks STUN again at
+    /// once. Reported once until the peer is heard from again.
+    PathQuiet {
+        /// The peer.
+        peer: PeerId,
     },
     /// The topology added a peer ([`BauxiteNode::replace_peers`]).
     PeerAdded {
@@ -333,6 +344,7 @@ impl BauxiteNode {
         let dial = peer.dial_order();
         let endpoint = dial.first().copied();
         let static_public = peer.static_public;
+        let kinds = peer.candidate_kinds.clone();
         let before = self
             .registry
             .by_id(id)
@@ -340,6 +352,7 @@ impl BauxiteNode {
         self.registry.upsert(peer)?;
         let state = self.peers.entry(id).or_default();
         state.path.set_candidates(&dial);
+        state.kinds = kinds;
         if state
             .tunnel
             .as_ref()
@@ -365,6 +378,7 @@ impl BauxiteNode {
         let Some(state) = self.peers.get_mut(&peer) else {
             return false;
         };
+        state.measured.heard();
         if let Some(tunnel) = state.tunnel.as_mut() {
             tunnel.endpoint_known();
         }
@@ -387,6 +401,7 @@ impl BauxiteNode {
     fn drop_tunnel(&mut self, id: PeerId) {
         if let Some(state) = self.peers.get_mut(&id) {
             let (tunnel, feedback) = (state.tunnel.take(), std::mem::take(&mut state.feedback));
+            state.measured = peer::Measured::default();
             self.release(tunnel, feedback);
         }
     }
@@ -426,16 +441,30 @@ impl BauxiteNode {
             .map(|p| {
                 let state = self.peers.get(&p.id);
                 let tunnel = state.and_then(|s| s.tunnel.as_ref());
+                let direct = state.and_then(|s| s.path.direct());
+                let established =
+                    tunnel.is_some_and(|t| t.is_established(now, &self.config.timers));
+                let measured = state.map(|s| &s.measured);
                 PeerStatus {
                     id: p.id,
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
                     path: peer::select(&self.peers, p.id),
-                    endpoint_origin: state.and_then(|s| s.path.direct()).map(|d| d.origin),
-                    established: tunnel.is_some_and(|t| t.is_established(now, &self.config.timers)),
+                    endpoint_origin: direct.map(|d| d.origin),
+                    endpoint_kind: direct.and_then(|d| {
+                        let kinds = &state?.kinds;
+                        kinds.iter().find(|(a, _)| *a == d.addr).map(|(_, k)| *k)
+                    }),
+                    established,
                     handshake_age: tunnel
                         .and_then(Tunnel::established_at)
                         .map(|at| now.saturating_duration_since(at)),
+                    connected_for: measured
+                        .and_then(|m| m.connected_since)
+                        .filter(|_| established)
+                        .map(|at| now.saturating_duration_since(at)),
+                    connect_time: measured.and_then(|m| m.connect_time),
+                    rtt: measured.and_then(|m| m.rtt),
                 }
             })
             .collect()
@@ -591,8 +620,18 @@ pub struct PeerStatus {
     pub path: crate::path::Path,
     /// Where the direct endpoint came from, if there is one.
     pub endpoint_origin: Option<crate::path::EndpointOrigin>,
+    /// What the hub says the direct endpoint is (host, server-reflexive, observed), when
+    /// it is one of the addresses the hub labelled.
+    pub endpoint_kind: Option<crate::peers::CandidateKind>,
     /// Whether a session can carry data.
     pub established: bool,
-    /// Time since the current session's handshake.
-    pub handshake_age: Option<std::time::Duration>,
+    /// Time since the current session's handshake (rekeys restart it).
+    pub handshake_age: Option<Duration>,
+    /// Time since the session became usable (rekeys do not restart it).
+    pub connected_for: Option<Duration>,
+    /// From our first initiation to its response, for the last handshake this node
+    /// started (retries at other addresses included); `None` when the peer dialled.
+    pub connect_time: Option<Duration>,
+    /// Smoothed round trip over the session (handshakes and acknowledged packets).
+    pub rtt: Option<Duration>,
 }

@@ -302,6 +302,8 @@ impl BauxiteNode {
         let index = crate::wire::u32_le(&out[1..5]);
         let counter = crate::wire::u64_le(&out[5..DATA_HEADER_LEN]);
         if let Some(state) = self.peers.get_mut(&peer) {
+            // The peer acknowledges every data packet: from here we expect to hear back.
+            state.measured.awaiting_since.get_or_insert(now);
             state
                 .feedback
                 .sent

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::PeerId;
 use crate::path::{AckState, Endpoint, Path, PathState, PeerPaths, SendLog};
+use crate::peers::CandidateKind;
 use crate::session::Tunnel;
 
 /// Per-peer acknowledgement state: what we sent (for the delay signal) and what we owe.
@@ -28,6 +30,49 @@ pub(super) struct PeerState {
     pub(super) tunnel: Option<Tunnel>,
     /// Acknowledgements of the current session.
     pub(super) feedback: Feedback,
+    /// What the hub says the peer's addresses are (status output only).
+    pub(super) kinds: Vec<(SocketAddr, CandidateKind)>,
+    /// What the node measured of the session (status output, quiet detection).
+    pub(super) measured: Measured,
+}
+
+/// Measurements of one peer's session. Reset when the session is torn down.
+#[derive(Debug, Default)]
+pub(super) struct Measured {
+    /// Smoothed round trip (handshakes and acknowledged data packets).
+    pub(super) rtt: Option<Duration>,
+    /// From our first initiation to its response, for the last handshake we started.
+    pub(super) connect_time: Option<Duration>,
+    /// When the session went from unusable to usable.
+    pub(super) connected_since: Option<Instant>,
+    /// When we sent the first data packet (which the peer acknowledges) since the last
+    /// authenticated packet from the peer.
+    pub(super) awaiting_since: Option<Instant>,
+    /// Whether [`Event::PathQuiet`](super::Event::PathQuiet) went out for `awaiting_since`.
+    pub(super) quiet_reported: bool,
+}
+
+impl Measured {
+    /// A round-trip sample: smoothed with gain 1/8 (TCP's SRTT), the first one taken whole.
+    pub(super) fn sample_rtt(&mut self, sample: Duration) {
+        self.rtt = Some(match self.rtt {
+            Some(rtt) => (rtt * 7 + sample) / 8,
+            None => sample,
+        });
+    }
+
+    /// An authenticated packet came from the peer: the path works.
+    pub(super) fn heard(&mut self) {
+        self.awaiting_since = None;
+        self.quiet_reported = false;
+    }
+
+    /// When the path counts as quiet, if it is not reported yet.
+    pub(super) fn quiet_at(&self, after: Duration) -> Option<Instant> {
+        self.awaiting_since
+            .filter(|_| !self.quiet_reported)
+            .map(|since| since + after)
+    }
 }
 
 /// The per-peer records, by peer.

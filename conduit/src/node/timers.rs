@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{BauxiteNode, Control, Event, tunnel_mut};
+use super::{BauxiteNode, Control, Event, QUIET_AFTER, tunnel_mut};
 use crate::Metrics;
 use crate::session::TimerAction;
 
@@ -17,12 +17,27 @@ impl BauxiteNode {
             .values()
             .filter_map(|s| s.tunnel.as_ref()?.poll_timeout(timers))
             .chain(self.congestion.poll_timeout())
+            .chain(
+                self.peers
+                    .values()
+                    .filter_map(|s| s.measured.quiet_at(QUIET_AFTER)),
+            )
             .min()
     }
 
     /// Runs every timer due at `now`: retries, rekeys, keepalives, expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.congestion.handle_timeout(now);
+        for (&peer, state) in &mut self.peers {
+            if state
+                .measured
+                .quiet_at(QUIET_AFTER)
+                .is_some_and(|at| at <= now)
+            {
+                state.measured.quiet_reported = true;
+                self.events.push_back(Event::PathQuiet { peer });
+            }
+        }
         let timers = self.config.timers;
         let due: Vec<_> = self
             .peers

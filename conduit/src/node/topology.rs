@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::{BauxiteNode, Event};
+use super::{BauxiteNode, Control, Event};
 use crate::peers::PeerInfo;
 use crate::{Error, PeerId};
 
@@ -16,7 +16,8 @@ impl BauxiteNode {
     /// updates the others, and dials at once every listed peer that has an address and is
     /// new, has a new static key, or has a new first address — even over an initiation in
     /// flight to the old address, where (behind a NAT) the peer is not. A connected peer is
-    /// not redialled: its session already follows it. Each change is reported as an
+    /// not redialled (its session already follows it); one whose first address moved gets
+    /// a keepalive there at once, which opens our NAT to the peer's new mapping. Each change is reported as an
     /// [`Event`] ([`PeerAdded`](Event::PeerAdded), [`PeerRemoved`](Event::PeerRemoved),
     /// [`PeerKeyChanged`](Event::PeerKeyChanged), [`PeerRefused`](Event::PeerRefused)).
     pub fn replace_peers(&mut self, now: Instant, peers: Vec<PeerInfo>) {
@@ -70,7 +71,13 @@ impl BauxiteNode {
         } else if key_changed {
             self.events.push_back(Event::PeerKeyChanged { peer: id });
         }
-        if dial
+        if dial && self.is_connected(id, now) && moved && !key_changed {
+            // The session follows the peer, but behind a NAT the peer only gets through
+            // once we have sent to its new address (our router drops the rest as
+            // unsolicited): a keepalive there at once opens the way — after a NAT
+            // rebinding, without it, nothing would until our next packet to the peer.
+            self.control.push_back(Control::Keepalive { peer: id });
+        } else if dial
             && !self.is_connected(id, now)
             && let Err(error) = self.redial(now, id)
         {
