@@ -9,7 +9,8 @@ declare -A needs=(
   [ping]=iputils-ping
   [tcpdump]=tcpdump   # the namespace tests capture a data packet to replay it
   [iperf3]=iperf3     # benches/netns: throughput through the tunnel
-  [nft]=nftables
+  [nft]=nftables       # edge/tests/netns/natlab.rs: the NAT routers
+  [conntrack]=conntrack # natlab: flushing a router's NAT mappings (rebinding)
   [wg]=wireguard-tools # benches/netns: configures boringtun, the reference VPN
 )
 

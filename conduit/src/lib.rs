@@ -22,6 +22,8 @@ pub mod service;
 pub mod session;
 pub mod sim;
 pub mod snapshot;
+#[cfg(feature = "stun")]
+pub mod stun;
 pub mod tun;
 pub mod types;
 pub mod wire;

@@ -29,6 +29,31 @@ pub struct PeerInfo {
     /// More addresses to try, best first, when the handshake to `endpoint` goes
     /// unanswered (the hub's `Peer.candidates`); empty for a static peer.
     pub candidates: Vec<SocketAddr>,
+    /// Where the hub says some of these addresses come from (`Peer.candidate_kinds`), for
+    /// status output only: path selection never trusts it.
+    pub candidate_kinds: Vec<(SocketAddr, CandidateKind)>,
+}
+
+/// Where a candidate address of a peer comes from, as the hub labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CandidateKind {
+    /// An address of one of the peer's interfaces.
+    Host,
+    /// The peer's NAT mapping, as the hub's STUN answer showed it.
+    ServerReflexive,
+    /// The IP the hub saw the peer's connection come from, with its listen port.
+    Observed,
+}
+
+impl CandidateKind {
+    /// Short name for status output (`host`, `srflx`, `observed`), as ICE spells them.
+    pub fn name(self) -> &'static str {
+        match self {
+            CandidateKind::Host => "host",
+            CandidateKind::ServerReflexive => "srflx",
+            CandidateKind::Observed => "observed",
+        }
+    }
 }
 
 impl PeerInfo {
@@ -48,12 +73,19 @@ impl PeerInfo {
             signing_public,
             endpoint,
             candidates: Vec::new(),
+            candidate_kinds: Vec::new(),
         }
     }
 
     /// The same record with `candidates` as the addresses to try after `endpoint`.
     pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
         self.candidates = candidates;
+        self
+    }
+
+    /// The same record with the hub's labels for its addresses.
+    pub fn with_candidate_kinds(mut self, kinds: Vec<(SocketAddr, CandidateKind)>) -> Self {
+        self.candidate_kinds = kinds;
         self
     }
 

@@ -1,9 +1,13 @@
-//! A simulated network: two [`BauxiteNode`]s joined by a link that can lose, duplicate,
-//! reorder and rate-limit datagrams, with an on-path attacker that replays and tampers
+//! A simulated network: [`BauxiteNode`]s (two by default, `N` with [`SimNet::build`]),
+//! each optionally behind its own NAT box ([`NatBehaviour`]: mapping × filtering), joined
+//! by links that can lose, duplicate, reorder and rate-limit datagrams, with an on-path attacker that replays and tampers
 //! (from the sender's address or its own), all driven by a virtual clock that jumps
 //! straight to the next deadline. A node's address can change mid-run (NAT rebinding),
 //! and datagrams reach a node only when sent to its current address; a node may start
-//! without an endpoint for the other ([`SimNet::with_endpoints`]).
+//! without an endpoint for the other ([`SimNet::with_endpoints`]). A datagram goes to the
+//! node whose address (or NAT box's outside address) it is sent to; a NAT box drops what
+//! its filtering does not admit, and [`direct_path_expected`] is the oracle that says
+//! which pairs of boxes a direct path must cross.
 //!
 //! Invariant: a run is a pure function of its configuration and seed — no wall clock, no
 //! threads, no sleeps — so a failing test replays exactly. The sender only polls a node
@@ -12,7 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
@@ -23,6 +27,43 @@ use crate::node::{BauxiteNode, NodeConfig, Received};
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::wire::{self, Message};
 use crate::{Lane, VirtualIp};
+
+mod nat;
+
+use nat::NatBox;
+pub use nat::{Filtering, Mapping, NatBehaviour, direct_path_expected, initiation_crosses};
+
+/// Where NATed nodes' boxes first send (the hub, or a STUN server): the address whose
+/// mapping the hub reports as a node's server-reflexive address.
+const HUB: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 250), 3478));
+
+/// How one node of a [`SimNet::build`] network is set up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeSpec {
+    /// Whether the node is configured with every other node's endpoint (else it must
+    /// be dialled first, and learns it).
+    pub knows_endpoints: bool,
+    /// The NAT box in front of the node, if any.
+    pub nat: Option<NatBehaviour>,
+}
+
+impl NodeSpec {
+    /// A node on a public address that knows every other node's endpoint.
+    pub fn public() -> Self {
+        Self {
+            knows_endpoints: true,
+            nat: None,
+        }
+    }
+
+    /// A node behind a NAT box that knows every other node's endpoint.
+    pub fn behind(nat: NatBehaviour) -> Self {
+        Self {
+            knows_endpoints: true,
+            nat: Some(nat),
+        }
+    }
+}
 
 /// Impairments of the link, applied independently to each direction.
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +141,8 @@ pub struct SimStats {
     pub misaddressed: u64,
     /// Handshake initiations the attacker re-injected.
     pub handshake_replays_injected: u64,
+    /// Datagrams a NAT box refused (no mapping, or not admitted by its filtering).
+    pub nat_dropped: u64,
 }
 
 /// A packet delivered to a node's TUN device, with the virtual time it arrived.
@@ -114,7 +157,8 @@ pub struct Delivered {
 struct InFlight {
     at: Instant,
     seq: u64,
-    to: usize,
+    /// The node it was meant for, for the ground-truth counts.
+    to: Option<usize>,
     from: SocketAddr,
     /// The address it was sent to: a node that moved away no longer gets it.
     dst: SocketAddr,
@@ -138,19 +182,20 @@ impl Ord for InFlight {
     }
 }
 
-/// Two nodes, one link, one clock.
-pub struct SimNet {
+/// `N` nodes (two by default), each with its uplink, one clock.
+pub struct SimNet<const N: usize = 2> {
     /// Virtual time.
     pub now: Instant,
-    /// The two nodes.
-    pub nodes: [BauxiteNode; 2],
-    /// Underlay address of each node (see [`rebind`](Self::rebind)).
-    pub addrs: [SocketAddr; 2],
+    /// The nodes.
+    pub nodes: [BauxiteNode; N],
+    /// Underlay address of each node (see [`rebind`](Self::rebind)); behind a NAT box,
+    /// its inside address.
+    pub addrs: [SocketAddr; N],
     /// Virtual IP of each node.
-    pub vips: [VirtualIp; 2],
+    pub vips: [VirtualIp; N],
     /// Packets delivered to each node's TUN.
-    pub delivered: [Vec<Delivered>; 2],
-    /// Link impairments.
+    pub delivered: [Vec<Delivered>; N],
+    /// Link impairments, the same on every uplink.
     pub link: LinkConfig,
     /// Attacker behaviour.
     pub attacker: Attacker,
@@ -159,7 +204,8 @@ pub struct SimNet {
     /// Ground truth.
     pub stats: SimStats,
     flight: BinaryHeap<Reverse<InFlight>>,
-    link_free: [Instant; 2],
+    link_free: [Instant; N],
+    nats: [Option<NatBox>; N],
     rng: ChaCha20Rng,
     seq: u64,
     data_seen: usize,
@@ -170,21 +216,32 @@ pub struct SimNet {
 
 /// What it takes to (re)build a node.
 struct Setup {
-    secrets: [([u8; 32], [u8; 32]); 2],
-    /// What node `i` is configured to know of the other node.
-    views: [PeerInfo; 2],
+    secrets: Vec<([u8; 32], [u8; 32])>,
+    /// What the hub lists of each node, without an endpoint.
+    infos: Vec<PeerInfo>,
+    /// Whether node `i` is configured with the others' endpoints.
+    knows: Vec<bool>,
+    /// Each node's address as the hub saw it at the start (behind a NAT box, the
+    /// server-reflexive one).
+    seen: Vec<SocketAddr>,
     config: NodeConfig,
     start: Instant,
 }
 
 impl Setup {
-    /// Node `i`, knowing the other node as configured, started at `now`.
+    /// Node `i`, knowing the others as configured, started at `now`.
     fn node(&self, i: usize, seed: [u8; 32], now: Instant) -> BauxiteNode {
         const UNIX_AT_START: u64 = 1_800_000_000_000_000_000;
         let (signing, static_secret) = self.secrets[i];
         let mut registry = PeerRegistry::new();
-        // Two distinct generated peers never conflict.
-        let _ = registry.insert(self.views[i].clone());
+        for (j, info) in self.infos.iter().enumerate().filter(|(j, _)| *j != i) {
+            let view = PeerInfo {
+                endpoint: self.knows[i].then_some(self.seen[j]),
+                ..info.clone()
+            };
+            // Distinct generated peers never conflict.
+            let _ = registry.insert(view);
+        }
         let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
         BauxiteNode::new(
             Identity::from_secrets(signing, static_secret),
@@ -212,53 +269,93 @@ impl SimNet {
         start: Instant,
         knows: [bool; 2],
     ) -> Self {
+        let spec = |knows_endpoints| NodeSpec {
+            knows_endpoints,
+            nat: None,
+        };
+        Self::build(config, link, seed, start, [spec(knows[0]), spec(knows[1])])
+    }
+
+    /// Which lane node `i` would put `packet` in (for reports).
+    pub fn lane_of(packet: &[u8]) -> Lane {
+        crate::scheduler::classify(packet)
+    }
+}
+
+impl<const N: usize> SimNet<N> {
+    /// `N` nodes (at most 200) that all know each other's keys, node `i` at
+    /// 100.64.0.`i+1`; a public node's address is 192.0.2.`i+1`:51820, a NATed one's is
+    /// 10.0.`i+1`.2:51820 behind a box at 203.0.113.`i+1` whose first mapping went to the
+    /// hub (so the hub saw, and lists, the server-reflexive address).
+    pub fn build(
+        config: NodeConfig,
+        link: LinkConfig,
+        seed: u64,
+        start: Instant,
+        specs: [NodeSpec; N],
+    ) -> Self {
+        assert!(N <= 200, "addresses are numbered by one octet");
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut secret = || {
             let mut b = [0u8; 32];
             rng.fill_bytes(&mut b);
             b
         };
-        let secrets = [(secret(), secret()), (secret(), secret())];
-        let seeds = [secret(), secret()];
-        let addrs = [sock(1, 51820), sock(2, 51820)];
-        let vips = [
-            VirtualIp::from(Ipv4Addr::new(100, 64, 0, 1)),
-            VirtualIp::from(Ipv4Addr::new(100, 64, 0, 2)),
-        ];
-        // What node `viewer` knows of the other node.
-        let view = |viewer: usize| {
-            let i = 1 - viewer;
-            let public = Identity::from_secrets(secrets[i].0, secrets[i].1).public();
-            PeerInfo::new(
-                format!("node-{i}"),
-                vips[i],
-                public.static_public,
-                public.signing_public,
-                knows[viewer].then_some(addrs[i]),
-            )
-        };
+        let secrets: Vec<_> = (0..N).map(|_| (secret(), secret())).collect();
+        let seeds: [[u8; 32]; N] = std::array::from_fn(|_| secret());
+        let host = |i: usize| u8::try_from(i + 1).unwrap_or(u8::MAX);
+        let mut nats: [Option<NatBox>; N] = std::array::from_fn(|i| {
+            specs[i].nat.map(|behaviour| {
+                let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, host(i)));
+                NatBox::new(behaviour, public, 40000)
+            })
+        });
+        let addrs: [SocketAddr; N] = std::array::from_fn(|i| match specs[i].nat {
+            Some(_) => SocketAddr::from((Ipv4Addr::new(10, 0, host(i), 2), 51820)),
+            None => sock(host(i), 51820),
+        });
+        let seen = (0..N)
+            .map(|i| match nats[i].as_mut() {
+                Some(nat) => nat.outbound(addrs[i], HUB),
+                None => addrs[i],
+            })
+            .collect();
+        let vips: [VirtualIp; N] =
+            std::array::from_fn(|i| VirtualIp::from(Ipv4Addr::new(100, 64, 0, host(i))));
+        let infos = (0..N)
+            .map(|i| {
+                let public = Identity::from_secrets(secrets[i].0, secrets[i].1).public();
+                PeerInfo::new(
+                    format!("node-{i}"),
+                    vips[i],
+                    public.static_public,
+                    public.signing_public,
+                    None,
+                )
+            })
+            .collect();
         let setup = Setup {
             secrets,
-            views: [view(0), view(1)],
+            infos,
+            knows: specs.iter().map(|s| s.knows_endpoints).collect(),
+            seen,
             config: config.clone(),
             start,
         };
-        let nodes = [
-            setup.node(0, seeds[0], start),
-            setup.node(1, seeds[1], start),
-        ];
+        let nodes = std::array::from_fn(|i| setup.node(i, seeds[i], start));
         Self {
             now: start,
             nodes,
             addrs,
             vips,
-            delivered: [Vec::new(), Vec::new()],
+            delivered: std::array::from_fn(|_| Vec::new()),
             link,
             attacker: Attacker::default(),
             impostor: None,
             stats: SimStats::default(),
             flight: BinaryHeap::new(),
-            link_free: [start, start],
+            link_free: [start; N],
+            nats,
             rng,
             seq: 0,
             data_seen: 0,
@@ -276,6 +373,33 @@ impl SimNet {
         self.nodes[i] = self.setup.node(i, seed, self.now);
     }
 
+    /// What the hub would list for node `i`: its keys, name and virtual IP, at its
+    /// current address.
+    pub fn view_of(&self, i: usize) -> PeerInfo {
+        let endpoint = match self.nats[i] {
+            Some(_) => self.setup.seen[i],
+            None => self.addrs[i],
+        };
+        PeerInfo {
+            endpoint: Some(endpoint),
+            ..self.setup.infos[i].clone()
+        }
+    }
+
+    /// Node `i` restarts with a new static (X25519) key and the same signing key, so the
+    /// same peer ID: a re-provisioned robot. The other node is not told; returns what the
+    /// hub would list for node `i` now (hand it to the other's `replace_peers`).
+    pub fn rotate_static_key(&mut self, i: usize) -> PeerInfo {
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
+        self.setup.secrets[i].1 = key;
+        let (signing, static_secret) = self.setup.secrets[i];
+        let public = Identity::from_secrets(signing, static_secret).public();
+        self.setup.infos[i].static_public = public.static_public;
+        self.restart(i);
+        self.view_of(i)
+    }
+
     /// Node `i` moves to `addr` (NAT rebinding, roaming): what it sends leaves from there,
     /// and what is sent to its old address, or still on the way there, is lost.
     pub fn rebind(&mut self, i: usize, addr: SocketAddr) {
@@ -286,8 +410,8 @@ impl SimNet {
     pub fn in_flight_data(&self) -> BTreeSet<(usize, u32, u64)> {
         self.flight
             .iter()
-            .filter_map(|Reverse(f)| match wire::parse(&f.bytes) {
-                Ok(Message::Data(h)) => Some((f.to, h.receiver_index, h.counter)),
+            .filter_map(|Reverse(f)| match (f.to, wire::parse(&f.bytes)) {
+                (Some(to), Ok(Message::Data(h))) => Some((to, h.receiver_index, h.counter)),
                 _ => None,
             })
             .collect()
@@ -316,7 +440,7 @@ impl SimNet {
     /// One step: transmit what the links accept, then jump to the next event before
     /// `deadline` and process it. Returns false when there is none.
     pub fn step(&mut self, deadline: Instant) -> bool {
-        for i in 0..2 {
+        for i in 0..N {
             self.transmit(i);
         }
         let next_flight = self.flight.peek().map(|Reverse(f)| f.at);
@@ -325,7 +449,7 @@ impl SimNet {
             .iter()
             .filter_map(BauxiteNode::poll_timeout)
             .min();
-        let next_link = (0..2)
+        let next_link = (0..N)
             .filter(|&i| self.link_free[i] > self.now && !self.nodes[i].scheduler().is_empty())
             .map(|i| self.link_free[i])
             .min();
@@ -368,14 +492,24 @@ impl SimNet {
         true
     }
 
+    /// The node a datagram to `dst` reaches now: the one at that address, or behind the
+    /// NAT box at that IP (whose mappings decide the rest on delivery).
+    fn route(&self, dst: SocketAddr) -> Option<usize> {
+        (0..N).find(|&j| match &self.nats[j] {
+            Some(nat) => nat.public == dst.ip(),
+            None => self.addrs[j] == dst,
+        })
+    }
+
     fn transmit(&mut self, i: usize) {
-        let to = 1 - i;
         let buffered = self.link.queue_limit.is_some();
         while buffered || self.link_free[i] <= self.now {
             let Some(t) = self.nodes[i].poll_transmit(self.now, &mut self.buf) else {
                 return;
             };
             let bytes = self.buf[..t.len].to_vec();
+            // Two nodes: what is not for one is meant for the other, even where it is not.
+            let to = self.route(t.dst).or((N == 2).then(|| 1 - i));
             let serialization = self.serialization(t.len);
             if let Some(limit) = self.link.queue_limit {
                 // The bytes still waiting in the link's buffer, from when it drains.
@@ -385,7 +519,7 @@ impl SimNet {
                 });
                 if queued + t.len > limit {
                     self.stats.queue_drops += 1;
-                    if let Ok(Message::Data(h)) = wire::parse(&bytes) {
+                    if let (Some(to), Ok(Message::Data(h))) = (to, wire::parse(&bytes)) {
                         let key = (to, h.receiver_index, h.counter);
                         self.stats.data_sent.insert(key);
                         self.stats.data_lost.insert(key);
@@ -395,8 +529,13 @@ impl SimNet {
             }
             self.link_free[i] = self.link_free[i].max(self.now) + serialization;
             let departs = self.link_free[i];
+            // The node's own NAT box, if any, rewrites the source on the way out.
+            let src = match self.nats[i].as_mut() {
+                Some(nat) => nat.outbound(self.addrs[i], t.dst),
+                None => self.addrs[i],
+            };
             let (data_key, is_init) = match wire::parse(&bytes) {
-                Ok(Message::Data(h)) => (Some((to, h.receiver_index, h.counter)), false),
+                Ok(Message::Data(h)) => (to.map(|to| (to, h.receiver_index, h.counter)), false),
                 Ok(Message::Init(_)) => (None, true),
                 _ => (None, false),
             };
@@ -410,8 +549,13 @@ impl SimNet {
                 continue;
             }
             // The attacker sits after the lossy segment: it copies what really got through.
-            if data_key.is_some() {
-                self.attack(to, &bytes, departs);
+            if let (Some(to), Some(_)) = (to, data_key) {
+                let dst = if self.nats[to].is_some() {
+                    t.dst
+                } else {
+                    self.addrs[to]
+                };
+                self.attack(to, src, dst, &bytes, departs);
             }
             if let Some(impostor) = self.impostor.filter(|m| is_init && m.replay_handshakes) {
                 self.stats.handshake_replays_injected += 1;
@@ -425,9 +569,9 @@ impl SimNet {
             if self.chance(self.link.duplicate) {
                 self.stats.duplicates_injected += 1;
                 let dup = at + Duration::from_micros(1);
-                self.schedule_from(dup, to, self.addrs[i], t.dst, bytes.clone());
+                self.schedule_from(dup, to, src, t.dst, bytes.clone());
             }
-            self.schedule_from(at, to, self.addrs[i], t.dst, bytes);
+            self.schedule_from(at, to, src, t.dst, bytes);
         }
     }
 
@@ -437,12 +581,20 @@ impl SimNet {
         })
     }
 
-    fn attack(&mut self, to: usize, bytes: &[u8], departs: Instant) {
+    /// Copies of a data packet from `src` to node `to` at `dst`, as the attacker likes.
+    fn attack(
+        &mut self,
+        to: usize,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: &[u8],
+        departs: Instant,
+    ) {
         self.data_seen += 1;
         let n = self.data_seen;
         let a = self.attacker;
-        let from = self.impostor.map_or(self.addrs[1 - to], |m| m.from);
-        let dst = self.addrs[to];
+        let from = self.impostor.map_or(src, |m| m.from);
+        let to = Some(to);
         if a.replay_every > 0 && n.is_multiple_of(a.replay_every) {
             self.stats.replays_injected += 1;
             let at = departs + self.link.latency * 2;
@@ -463,7 +615,7 @@ impl SimNet {
     fn schedule_from(
         &mut self,
         at: Instant,
-        to: usize,
+        to: Option<usize>,
         from: SocketAddr,
         dst: SocketAddr,
         bytes: Vec<u8>,
@@ -480,24 +632,42 @@ impl SimNet {
     }
 
     fn deliver(&mut self, mut f: InFlight) {
-        let key = match wire::parse(&f.bytes) {
-            Ok(Message::Data(h)) => Some((f.to, h.receiver_index, h.counter)),
+        let key = match (f.to, wire::parse(&f.bytes)) {
+            (Some(to), Ok(Message::Data(h))) => Some((to, h.receiver_index, h.counter)),
             _ => None,
         };
-        if f.dst != self.addrs[f.to] {
-            // Sent to where the node was, or never was: nobody receives it.
-            self.stats.misaddressed += 1;
+        let lost = |net: &mut Self| {
             if let Some(key) = key {
-                self.stats.data_lost.insert(key);
+                net.stats.data_lost.insert(key);
             }
-            return;
+        };
+        let Some(to) = self.route(f.dst) else {
+            // Sent to where no node is (any more): nobody receives it.
+            self.stats.misaddressed += 1;
+            return lost(self);
+        };
+        let inside = match &self.nats[to] {
+            Some(nat) => match nat.inbound(f.dst.port(), f.from) {
+                Some(inside) => inside,
+                None => {
+                    // Unsolicited: no mapping there, or the filter does not admit the sender.
+                    self.stats.nat_dropped += 1;
+                    return lost(self);
+                }
+            },
+            None => f.dst,
+        };
+        if inside != self.addrs[to] {
+            // Mapped to where the node was before it moved.
+            self.stats.misaddressed += 1;
+            return lost(self);
         }
-        match self.nodes[f.to].handle_datagram(self.now, f.from, &mut f.bytes) {
+        match self.nodes[to].handle_datagram(self.now, f.from, &mut f.bytes) {
             Received::Deliver(range) => {
                 if let Some(key) = key {
                     self.stats.data_accepted.insert(key);
                 }
-                self.delivered[f.to].push(Delivered {
+                self.delivered[to].push(Delivered {
                     at: self.now,
                     packet: f.bytes[range].to_vec(),
                 });
@@ -513,11 +683,6 @@ impl SimNet {
 
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
-    }
-
-    /// Which lane node `i` would put `packet` in (for reports).
-    pub fn lane_of(packet: &[u8]) -> Lane {
-        crate::scheduler::classify(packet)
     }
 }
 

@@ -77,6 +77,7 @@ impl From<PeerSnapshot> for PeerInfo {
             endpoint: peer.endpoint,
             // Candidate addresses are the hub's current view: the next topology brings them.
             candidates: Vec::new(),
+            candidate_kinds: Vec::new(),
         }
     }
 }

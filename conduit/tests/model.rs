@@ -1,14 +1,17 @@
 //! Model-based test of the mesh session state machine: random sequences of transitions
 //! (traffic either way, time jumps, link outages, loss, node crashes and restarts, node 0
-//! changing address) are applied to two simulated nodes — node 1 configured with node
-//! 0's endpoint or not — and the invariants are checked after every step:
+//! changing address, and the hub's topology removing a peer, listing it again — with its
+//! current address — or giving it a new static key) are applied to two simulated nodes —
+//! node 1 configured with node 0's endpoint or not — and the invariants are checked after
+//! every step:
 //!
 //! - safety: no packet is ever delivered twice, and only packets that were sent arrive;
-//! - ground truth (runs without restarts): every data datagram the link did not lose (or
+//! - ground truth (runs without restarts or peers removed): every data datagram the link did not lose (or
 //!   send to an address nobody has any more) was accepted by the receiver;
 //! - liveness: whatever state the sequence left the nodes in, once the link heals a new
 //!   packet from node 0 (which always knows where node 1 is) gets through, and then one
-//!   from node 1, which by then has learned where node 0 is.
+//!   from node 1, which by then has learned where node 0 is — after the hub has listed
+//!   each node to the other once more.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::NodeConfig;
+use bauxite_conduit::peers::PeerInfo;
 use bauxite_conduit::session::Timers;
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use proptest::prelude::*;
@@ -37,6 +41,14 @@ enum Transition {
     Restart { node: usize },
     /// Node 0's address changes (NAT rebinding, roaming); node 1 must learn the new one.
     Rebind { port: u16 },
+    /// The hub's topology for node `node` no longer lists the other node.
+    RemovePeer { node: usize },
+    /// The hub lists the other node to node `node` (again), at its current address if
+    /// `node` is configured with addresses: adds a removed peer, or changes its path.
+    ListPeer { node: usize },
+    /// Node `node` is re-provisioned with a new static key (a restart), and the hub lists
+    /// it so to the other node at once.
+    KeyChange { node: usize },
 }
 
 fn transition() -> impl Strategy<Value = Transition> {
@@ -48,6 +60,9 @@ fn transition() -> impl Strategy<Value = Transition> {
         1 => (0..30u8).prop_map(Transition::Loss),
         1 => (0..2usize).prop_map(|node| Transition::Restart { node }),
         1 => (1024..u16::MAX).prop_map(|port| Transition::Rebind { port }),
+        1 => (0..2usize).prop_map(|node| Transition::RemovePeer { node }),
+        1 => (0..2usize).prop_map(|node| Transition::ListPeer { node }),
+        1 => (0..2usize).prop_map(|node| Transition::KeyChange { node }),
     ]
 }
 
@@ -55,10 +70,28 @@ struct Model {
     net: SimNet,
     next_id: u32,
     sent: [BTreeSet<u32>; 2],
+    /// Whether a node restarted or dropped its peer: sessions were lost, so datagrams
+    /// on the wire may be refused.
     restarted: bool,
+    /// Which nodes are configured with the other's address.
+    knows: [bool; 2],
 }
 
 impl Model {
+    /// What the hub lists of the other node to node `node`.
+    fn view_for(&self, node: usize) -> PeerInfo {
+        let view = self.net.view_of(1 - node);
+        PeerInfo {
+            endpoint: view.endpoint.filter(|_| self.knows[node]),
+            ..view
+        }
+    }
+
+    fn list(&mut self, node: usize) {
+        let (now, view) = (self.net.now, self.view_for(node));
+        self.net.nodes[node].replace_peers(now, vec![view]);
+    }
+
     fn send(&mut self, from: usize, size: u16) {
         let id = self.next_id;
         self.next_id += 1;
@@ -131,6 +164,7 @@ proptest! {
             next_id: 0,
             sent: [BTreeSet::new(), BTreeSet::new()],
             restarted: false,
+            knows,
         };
         for t in transitions {
             match t {
@@ -151,6 +185,17 @@ proptest! {
                 Transition::Rebind { port } => {
                     m.net.rebind(0, SocketAddr::from(([198, 51, 100, 1], port)));
                 }
+                Transition::RemovePeer { node } => {
+                    let now = m.net.now;
+                    m.net.nodes[node].replace_peers(now, Vec::new());
+                    m.restarted = true;
+                }
+                Transition::ListPeer { node } => m.list(node),
+                Transition::KeyChange { node } => {
+                    m.net.rotate_static_key(node);
+                    m.list(1 - node);
+                    m.restarted = true;
+                }
             }
             m.net.run_for(Duration::from_millis(1));
             m.check_safety();
@@ -160,6 +205,8 @@ proptest! {
         // (it knows where node 1 is), then one from node 1 (it learns where node 0 is from
         // node 0's authenticated packets, whatever it was configured with).
         m.net.link.loss = 0.0;
+        m.list(0);
+        m.list(1);
         m.net.run_for(Duration::from_secs(120));
         let before = [m.net.delivered[0].len(), m.net.delivered[1].len()];
         m.send(0, 100);

@@ -395,3 +395,58 @@ fn a_peer_with_three_candidates_of_which_only_the_last_works_connects() {
     net.run_for(LAT * 4);
     assert_eq!(ids(&net, 0), vec![2]);
 }
+
+/// A topology update that puts a new address first while an initiation is in flight to
+/// the old one (a node behind NAT reported its server-reflexive address a moment after
+/// its peer dialled the guess): `redial` sends a new initiation there at once, rather
+/// than after the retry timeout — which would also have rotated to the next candidate.
+#[test]
+fn a_new_first_address_is_dialled_at_once_over_an_initiation_in_flight() {
+    let timers = Timers::default();
+    let config = NodeConfig {
+        timers,
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::with_endpoints(
+        config,
+        LinkConfig::default(),
+        34,
+        Instant::now(),
+        [false, false],
+    );
+    let far = net.nodes[1].peer_id();
+    let (guess, real) = (moved(9), net.addrs[1]);
+    let view = net.nodes[0].registry().by_id(far).cloned().unwrap();
+    let stale = bauxite_conduit::peers::PeerInfo {
+        endpoint: Some(guess),
+        ..view.clone()
+    };
+    net.nodes[0].upsert_peer(stale).unwrap();
+    let p = udp(&net, 0, 1);
+    net.send_from(0, &p);
+    net.run_for(LAT * 2);
+    assert_eq!(
+        net.stats.misaddressed, 1,
+        "the first initiation went to the guess"
+    );
+    assert!(!net.nodes[0].is_connected(far, net.now));
+
+    let t0 = net.now;
+    let fixed = bauxite_conduit::peers::PeerInfo {
+        endpoint: Some(real),
+        ..view
+    }
+    .with_candidates(vec![guess]);
+    net.nodes[0].upsert_peer(fixed).unwrap();
+    net.nodes[0].redial(t0, far).unwrap();
+    net.run_for(LAT * 4);
+    assert_eq!(ids(&net, 1), vec![1], "the staged packet arrived");
+    assert!(net.nodes[0].is_connected(far, net.now));
+    assert!(
+        net.delivered[1][0].at <= t0 + LAT * 3 + SLACK,
+        "connected {:?} after the update",
+        net.delivered[1][0].at - t0
+    );
+    assert_eq!(net.stats.misaddressed, 1, "nothing more to the guess");
+    assert_eq!(endpoint(&net, 0).map(|e| e.addr), Some(real));
+}

@@ -66,7 +66,7 @@ struct State {
     /// no topology.
     pending: BTreeMap<PeerId, PendingRecord>,
     /// Where each node can be dialled besides its endpoint (`candidates.rs`; memory only).
-    candidates: BTreeMap<PeerId, Vec<std::net::SocketAddr>>,
+    candidates: BTreeMap<PeerId, Vec<candidates::Candidate>>,
     topology_version: u64,
     audit_head: AuditHead,
     /// The node record that is the hub's own mesh node.
@@ -307,14 +307,14 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
             .filter(|n| n.revoked_at.is_none())
             .map(|n| {
                 let endpoint = n.endpoint.clone().unwrap_or_default();
-                let candidates = state
+                let (candidates, candidate_kinds) = state
                     .candidates
                     .get(&n.id)
                     .into_iter()
                     .flatten()
-                    .map(ToString::to_string)
-                    .filter(|c| *c != endpoint)
-                    .collect();
+                    .map(|c| (c.addr.to_string(), i32::from(c.kind)))
+                    .filter(|(c, _)| *c != endpoint)
+                    .unzip();
                 proto::node::Peer {
                     node_id: n.id.to_string(),
                     name: n.name.clone(),
@@ -324,6 +324,7 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                     endpoint,
                     candidates,
                     hub: Some(n.id) == state.hub_node,
+                    candidate_kinds,
                 }
             })
             .collect(),

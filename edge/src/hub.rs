@@ -166,6 +166,9 @@ pub struct HubConnector {
     pub state: watch::Sender<Option<HubState>>,
     /// Where the hub's own mesh node is (`Peer.hub`), for the update agent.
     pub hub_peer: watch::Sender<Option<bauxite_conduit::VirtualIp>>,
+    /// The node's server-reflexive address as the hub's STUN answers show it
+    /// ([`Shell::reflexive`](bauxite_conduit::io::Shell::reflexive)), reported to the hub.
+    pub reflexive: watch::Receiver<Option<SocketAddr>>,
 }
 
 impl HubConnector {
@@ -208,7 +211,7 @@ impl HubConnector {
     }
 
     /// Where other nodes may dial this node, as reported to the hub.
-    fn endpoint_report(&self) -> SetEndpointRequest {
+    fn endpoint_report(&self, reflexive: Option<SocketAddr>) -> SetEndpointRequest {
         let hub_on_loopback = candidates::hub_on_loopback(&self.config.url);
         let local = candidates::local_candidates(
             &candidates::interfaces(),
@@ -224,7 +227,32 @@ impl HubConnector {
                 .unwrap_or_default(),
             local_addresses: local.iter().map(ToString::to_string).collect(),
             listen_port: candidates::reportable_port(self.listen, hub_on_loopback),
+            reflexive_addresses: reflexive.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// Reports where this node can be dialled; returns what others will dial.
+    async fn report_endpoint(
+        &self,
+        hub: &HubClient,
+        reflexive: Option<SocketAddr>,
+    ) -> Result<Vec<String>, End> {
+        let answer = hub
+            .topology()
+            .set_endpoint(self.endpoint_report(reflexive))
+            .await
+            .map_err(|s| from_status(&s, "set endpoint"))?
+            .into_inner();
+        if answer.candidates.is_empty() {
+            tracing::warn!(
+                listen = %self.listen,
+                "no address another node could dial: other nodes reach this one only after it dials them; \
+                 set `advertise` in [hub] to an address they can reach, or listen on a reachable address"
+            );
+        } else {
+            tracing::info!(candidates = ?answer.candidates, observed = %answer.observed_ip, "other nodes dial this node at these addresses, in order");
+        }
+        Ok(answer.candidates)
     }
 
     async fn send(&self, query: Query) -> Result<(), End> {
@@ -232,15 +260,22 @@ impl HubConnector {
     }
 
     /// Hands a topology snapshot to the shell; a snapshot that does not convert is
-    /// refused and the previous peer table kept.
+    /// refused and the previous peer table kept. When the hub's mesh endpoint differs
+    /// from `stun` (`None` forces it), the shell is told to ask it for this node's
+    /// server-reflexive address, and `stun` is updated.
     async fn apply_topology(
         &self,
         snapshot: &TopologySnapshot,
         hub_udp: Option<SocketAddr>,
+        stun: &mut Option<SocketAddr>,
     ) -> Result<(), End> {
         match peers_from_snapshot(snapshot, Some(self.me)) {
             Ok(mut peers) => {
-                crate::hub_peer::apply(snapshot, &mut peers, hub_udp, &self.hub_peer);
+                let server = crate::hub_peer::apply(snapshot, &mut peers, hub_udp, &self.hub_peer);
+                if server.is_some() && server != *stun {
+                    *stun = server;
+                    self.send(Query::Stun(server)).await?;
+                }
                 tracing::info!(
                     version = snapshot.version,
                     peers = peers.len(),
@@ -253,6 +288,14 @@ impl HubConnector {
                 Ok(())
             }
         }
+    }
+
+    fn publish_connected(&self, since: &str, candidates: Vec<String>) {
+        self.state.send_replace(Some(HubState::Connected {
+            url: self.config.url.clone(),
+            since: since.to_string(),
+            candidates,
+        }));
     }
 
     /// One connection: connect, advertise, stream until something fails.
@@ -290,25 +333,14 @@ impl HubConnector {
             .await
             .map_err(|s| from_status(&s, "topology stream"))?
             .ok_or_else(|| End::Lost("topology stream ended".into()))?;
-        self.apply_topology(&first, hub_udp).await?;
+        // A new connection may mean a new NAT mapping: ask the hub's STUN again at once.
+        let mut stun = None;
+        self.apply_topology(&first, hub_udp, &mut stun).await?;
         // Interface addresses are read again on every connection: DHCP and roaming
-        // change them.
-        let report = self.endpoint_report();
-        let answer = hub
-            .topology()
-            .set_endpoint(report.clone())
-            .await
-            .map_err(|s| from_status(&s, "set endpoint"))?
-            .into_inner();
-        if answer.candidates.is_empty() {
-            tracing::warn!(
-                listen = %self.listen,
-                "no address another node could dial: other nodes reach this one only after it dials them; \
-                 set `advertise` in [hub] to an address they can reach, or listen on a reachable address"
-            );
-        } else {
-            tracing::info!(candidates = ?answer.candidates, observed = %answer.observed_ip, "other nodes dial this node at these addresses, in order");
-        }
+        // change them. The reflexive address follows when STUN answers (below).
+        let mut reflexive = self.reflexive.clone();
+        let current = *reflexive.borrow_and_update();
+        let mut candidates = self.report_endpoint(&hub, current).await?;
         let mut policy = hub
             .policy()
             .stream_policy(PolicyRequest {})
@@ -319,11 +351,8 @@ impl HubConnector {
         let mut report = tokio::time::interval(self.config.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(hub = %self.config.url, advertise = ?self.config.advertise, "connected to the hub");
-        self.state.send_replace(Some(HubState::Connected {
-            url: self.config.url.clone(),
-            since: stamp(clock::unix_nanos()),
-            candidates: answer.candidates,
-        }));
+        let since = stamp(clock::unix_nanos());
+        self.publish_connected(&since, candidates.clone());
         backoff.reset();
         loop {
             tokio::select! {
@@ -331,7 +360,18 @@ impl HubConnector {
                     let snapshot = message
                         .map_err(|s| from_status(&s, "topology stream"))?
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
-                    self.apply_topology(&snapshot, hub_udp).await?;
+                    self.apply_topology(&snapshot, hub_udp, &mut stun).await?;
+                }
+                changed = reflexive.changed() => {
+                    if changed.is_err() {
+                        return Err(End::ShellGone);
+                    }
+                    let now = *reflexive.borrow_and_update();
+                    let updated = self.report_endpoint(&hub, now).await?;
+                    if updated != candidates {
+                        candidates = updated;
+                        self.publish_connected(&since, candidates.clone());
+                    }
                 }
                 message = policy.message() => {
                     let document = message

@@ -26,13 +26,14 @@ pub async fn hub_udp_addr(url: &str) -> Option<SocketAddr> {
 }
 
 /// Applies the rule to `peers` (converted from `snapshot`) and publishes the hub
-/// node's virtual IP on `hub_peer`.
+/// node's virtual IP on `hub_peer`. Returns where the hub's mesh node is dialled (its
+/// mesh port, which also answers STUN), if the topology has one.
 pub fn apply(
     snapshot: &TopologySnapshot,
     peers: &mut [PeerInfo],
     hub_udp: Option<SocketAddr>,
     hub_peer: &watch::Sender<Option<VirtualIp>>,
-) {
+) -> Option<SocketAddr> {
     let hub = snapshot
         .peers
         .iter()
@@ -50,6 +51,11 @@ pub fn apply(
         *v = hub;
         changed
     });
+    let ip = hub?;
+    peers
+        .iter()
+        .find(|p| p.virtual_ip == ip)
+        .and_then(|p| p.dial_order().first().copied())
 }
 
 #[cfg(test)]
@@ -71,6 +77,7 @@ mod tests {
             endpoint: endpoint.into(),
             candidates: Vec::new(),
             hub,
+            candidate_kinds: Vec::new(),
         }
     }
 
@@ -93,7 +100,11 @@ mod tests {
         };
         let mut peers = peers_from_snapshot(&snapshot, None).unwrap();
         let (tx, rx) = watch::channel(None);
-        apply(&snapshot, &mut peers, udp, &tx);
+        assert_eq!(
+            apply(&snapshot, &mut peers, udp, &tx),
+            udp,
+            "the STUN server"
+        );
         assert_eq!(peers[0].endpoint, udp);
         assert_eq!(peers[1].endpoint, None, "only the hub's entry is filled in");
         assert_eq!(
@@ -107,14 +118,17 @@ mod tests {
             peers: vec![peer(1, "100.64.0.1", "192.0.2.1:9000", true)],
         };
         let mut peers = peers_from_snapshot(&advertised, None).unwrap();
-        apply(&advertised, &mut peers, udp, &tx);
+        assert_eq!(
+            apply(&advertised, &mut peers, udp, &tx),
+            Some("192.0.2.1:9000".parse().unwrap())
+        );
         assert_eq!(peers[0].endpoint, Some("192.0.2.1:9000".parse().unwrap()));
         let none = TopologySnapshot {
             version: 5,
             peers: vec![peer(3, "100.64.0.2", "", false)],
         };
         let mut peers = peers_from_snapshot(&none, None).unwrap();
-        apply(&none, &mut peers, udp, &tx);
+        assert_eq!(apply(&none, &mut peers, udp, &tx), None);
         assert_eq!(*rx.borrow(), None);
     }
 }

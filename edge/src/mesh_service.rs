@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use bauxite_conduit::io::{Query, ServiceSocket};
+use bauxite_conduit::node::PeerStatus;
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::snapshot::StateSnapshot;
 use bauxite_conduit::{ServiceError, VirtualIp};
@@ -59,6 +60,13 @@ async fn ask<T>(
         .await
         .map_err(|_| MeshError::Shell)?
         .map_err(|_| MeshError::Shell)
+}
+
+/// The node's status of the peer at `ip`, if the shell answers and knows it.
+pub async fn peer_status(queries: &mpsc::Sender<Query>, ip: VirtualIp) -> Option<PeerStatus> {
+    let (reply, rx) = oneshot::channel();
+    let status = ask(queries, Query::Status(reply), rx).await.ok()?;
+    status.peers.into_iter().find(|p| p.virtual_ip == ip)
 }
 
 /// Binds `port` on the running shell.

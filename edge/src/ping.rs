@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::mesh_service::{self, MeshError};
 use crate::probe::{ProbeStats, Prober};
+use crate::status;
 
 /// Most probes one ping sends.
 pub const MAX_COUNT: u64 = 1_000_000;
@@ -82,6 +83,46 @@ pub struct PingReport {
     /// Sent, received, loss, round trips.
     #[serde(flatten)]
     pub stats: ProbeStats,
+    /// The paths the replies took, in the order first seen, with how many replies took
+    /// each (see [`PATH_SAMPLE`]).
+    #[serde(default)]
+    pub paths: Vec<PathReplies>,
+}
+
+/// Replies that came over one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathReplies {
+    /// As [`status::path_phrase`] says it: `direct 203.0.113.2:51820 (srflx)`.
+    pub path: String,
+    /// Replies that arrived while the session was on it.
+    pub replies: u64,
+}
+
+/// How often the path of arriving replies is read from the node (at most): a reply's
+/// path is the session's path when it arrived — the node follows the source address of
+/// every authenticated packet, so that is where the reply came from — read at most this
+/// often, so a fast ping does not flood the shell with status queries.
+pub const PATH_SAMPLE: Duration = Duration::from_millis(100);
+
+/// Counts replies per path, in the order the paths were first seen.
+#[derive(Debug, Default)]
+struct PathTally {
+    paths: Vec<PathReplies>,
+}
+
+impl PathTally {
+    fn add(&mut self, path: &str, replies: u64) {
+        if replies == 0 {
+            return;
+        }
+        match self.paths.iter_mut().find(|p| p.path == path) {
+            Some(p) => p.replies += replies,
+            None => self.paths.push(PathReplies {
+                path: path.to_owned(),
+                replies,
+            }),
+        }
+    }
 }
 
 impl PingReport {
@@ -93,14 +134,16 @@ impl PingReport {
             None => self.virtual_ip.clone(),
         };
         let ms = |us: u64| us as f64 / 1e3;
-        format!(
-            "PING {who} over the mesh, {} lane: {} probes of {} bytes at {} Hz\n\
-             {} sent, {} received, {:.1}% loss\n\
+        let mut out = format!(
+            "PING {who} over the mesh, {} lane: {} probes of {} bytes at {} Hz\n",
+            self.lane, s.sent, self.size, self.rate_hz,
+        );
+        for p in &self.paths {
+            out.push_str(&format!("{} replies via {}\n", p.replies, p.path));
+        }
+        out.push_str(&format!(
+            "{} sent, {} received, {:.1}% loss\n\
              rtt min/p50/p99/max = {:.3}/{:.3}/{:.3}/{:.3} ms\n",
-            self.lane,
-            s.sent,
-            self.size,
-            self.rate_hz,
             s.sent,
             s.received,
             s.loss_percent,
@@ -108,7 +151,8 @@ impl PingReport {
             ms(s.p50_us),
             ms(s.p99_us),
             ms(s.max_us),
-        )
+        ));
+        out
     }
 }
 
@@ -138,6 +182,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / req.rate_hz));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut grace_until = None;
+    let mut tally = PathTally::default();
+    let mut path: Option<(std::time::Instant, String)> = None;
     // Bounded: each turn sends one of `count` probes or handles replies, and the
     // grace period ends the loop once the last probe is out.
     loop {
@@ -163,10 +209,23 @@ pub async fn run(
             received = socket.recv_batch(&mut batch) => {
                 received.map_err(|e| e.to_string())?;
                 let now = clock::now();
+                let mut replies = 0;
                 for d in batch.iter() {
-                    if d.src_ip == ip && d.src_port == ServicePort::ECHO.get() {
-                        prober.handle_reply(now, d.payload);
+                    if d.src_ip == ip
+                        && d.src_port == ServicePort::ECHO.get()
+                        && prober.handle_reply(now, d.payload).is_some()
+                    {
+                        replies += 1;
                     }
+                }
+                if replies > 0 && path.as_ref().is_none_or(|(at, _)| now >= *at + PATH_SAMPLE) {
+                    let phrase = mesh_service::peer_status(queries, ip)
+                        .await
+                        .map_or_else(|| "unknown".to_owned(), |p| status::path_phrase(&p));
+                    path = Some((now, phrase));
+                }
+                if let Some((_, phrase)) = &path {
+                    tally.add(phrase, replies);
                 }
             }
             () = grace => break,
@@ -180,5 +239,6 @@ pub async fn run(
         rate_hz: req.rate_hz,
         size: req.size,
         stats: prober.stats(),
+        paths: tally.paths,
     })
 }

@@ -294,6 +294,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     ));
     let metrics = shell.metrics();
     let listen = shell.local_addr()?;
+    let reflexive = shell.reflexive();
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
     let (hub_peer_tx, hub_peer_rx) = watch::channel(None);
@@ -337,6 +338,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     },
                     state: hub_state,
                     hub_peer: hub_peer_tx,
+                    reflexive,
                 }
                 .run(),
             )

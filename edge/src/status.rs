@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use bauxite_conduit::io::ShellStatus;
-use bauxite_conduit::path::Path as MeshPath;
+use bauxite_conduit::node::PeerStatus;
+use bauxite_conduit::path::{EndpointOrigin, Path as MeshPath};
 use bauxite_conduit::tun::TunKind;
 use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
@@ -46,10 +48,57 @@ pub struct PeerReport {
     pub virtual_ip: String,
     /// `direct ADDR`, `relay ADDR` or `none`.
     pub path: String,
+    /// `direct`, `relay` or `none`.
+    #[serde(default)]
+    pub path_type: String,
+    /// The selected endpoint (`ip:port`), if there is a path.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Where the direct endpoint comes from: `host`, `srflx` (the peer's NAT mapping,
+    /// from the hub's STUN), `observed` (the hub's guess) as the hub labels it, else
+    /// `learned` (from the peer's authenticated packets) or `configured`.
+    #[serde(default)]
+    pub endpoint_kind: Option<String>,
     /// Whether a session can carry data now.
     pub established: bool,
-    /// Milliseconds since the current session's handshake.
+    /// Milliseconds since the current session's handshake (rekeys restart it).
     pub handshake_age_ms: Option<u64>,
+    /// Milliseconds since the session became usable (rekeys do not restart it).
+    #[serde(default)]
+    pub connected_for_ms: Option<u64>,
+    /// Milliseconds from this node's first initiation to the handshake's completion
+    /// (absent when the peer dialled).
+    #[serde(default)]
+    pub connect_ms: Option<u64>,
+    /// Smoothed round trip over the session, microseconds.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
+}
+
+/// The name of the kind of `p`'s direct endpoint (see [`PeerReport::endpoint_kind`]).
+pub fn endpoint_kind(p: &PeerStatus) -> Option<&'static str> {
+    if !matches!(p.path, MeshPath::Direct(_)) {
+        return None;
+    }
+    match (p.endpoint_kind, p.endpoint_origin?) {
+        (Some(kind), _) => Some(kind.name()),
+        (None, EndpointOrigin::Learned) => Some("learned"),
+        (None, EndpointOrigin::Configured) => Some("configured"),
+    }
+}
+
+/// The path to `p` as one phrase: `direct 203.0.113.2:51820 (srflx)`, `relay ADDR`, `none`.
+pub fn path_phrase(p: &PeerStatus) -> String {
+    match (p.path, endpoint_kind(p)) {
+        (MeshPath::Direct(a), Some(kind)) => format!("direct {a} ({kind})"),
+        (MeshPath::Direct(a), None) => format!("direct {a}"),
+        (MeshPath::Relay(a), _) => format!("relay {a}"),
+        (MeshPath::Drop, _) => "none".to_string(),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One lane's counters.
@@ -110,10 +159,24 @@ impl StatusReport {
                     MeshPath::Relay(a) => format!("relay {a}"),
                     MeshPath::Drop => "none".to_string(),
                 },
+                path_type: match p.path {
+                    MeshPath::Direct(_) => "direct",
+                    MeshPath::Relay(_) => "relay",
+                    MeshPath::Drop => "none",
+                }
+                .to_string(),
+                endpoint: match p.path {
+                    MeshPath::Direct(a) | MeshPath::Relay(a) => Some(a.to_string()),
+                    MeshPath::Drop => None,
+                },
+                endpoint_kind: endpoint_kind(p).map(str::to_string),
                 established: p.established,
-                handshake_age_ms: p
-                    .handshake_age
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                handshake_age_ms: p.handshake_age.map(millis),
+                connected_for_ms: p.connected_for.map(millis),
+                connect_ms: p.connect_time.map(millis),
+                rtt_us: p
+                    .rtt
+                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             })
             .collect();
         Self {
@@ -149,13 +212,27 @@ impl StatusReport {
             } else {
                 "not connected"
             };
-            let age = p.handshake_age_ms.map_or_else(String::new, |ms| {
-                format!("  handshake {:.1} s ago", ms as f64 / 1e3)
-            });
+            let mut path = p.path.clone();
+            if let Some(kind) = &p.endpoint_kind {
+                let _ = write!(path, " ({kind})");
+            }
+            let mut detail = String::new();
+            if let Some(us) = p.rtt_us {
+                let _ = write!(detail, "  rtt {:.1} ms", us as f64 / 1e3);
+            }
+            if let Some(ms) = p.connected_for_ms {
+                let _ = write!(detail, "  up {:.1} s", ms as f64 / 1e3);
+            }
+            if let Some(ms) = p.connect_ms {
+                let _ = write!(detail, "  connected in {ms} ms");
+            }
+            if let Some(ms) = p.handshake_age_ms {
+                let _ = write!(detail, "  handshake {:.1} s ago", ms as f64 / 1e3);
+            }
             let _ = writeln!(
                 out,
-                "  {:<12} {:<15} {:<28} {state}{age}",
-                p.name, p.virtual_ip, p.path
+                "  {:<12} {:<15} {:<36} {state}{detail}",
+                p.name, p.virtual_ip, path
             );
         }
         let _ = writeln!(out, "\nlanes:      enqueued        sent     dropped");

@@ -67,6 +67,12 @@ fn ping_between_two_daemons_uses_the_critical_lane() {
         report["max_us"].as_u64().unwrap(),
     );
     assert!(p50 > 0 && p50 <= p99 && p99 <= max, "{report}");
+    // Every reply came straight from B's socket, the address A was configured with.
+    assert_eq!(
+        report["paths"],
+        serde_json::json!([{"path": format!("direct {listen_b} (configured)"), "replies": 40}]),
+        "{report}"
+    );
 
     let after = a.wait_running();
     assert!(
@@ -84,6 +90,30 @@ fn ping_between_two_daemons_uses_the_critical_lane() {
         "B's replies: {b_status}"
     );
 
+    // Status shows each side's path, where its endpoint came from, the round trip the
+    // session measured and how the session came up: A dialled (so it timed the
+    // handshake), B learned A's address from A's packets.
+    let to_b = &after["peers"][0];
+    assert_eq!(to_b["name"], "robot-b");
+    assert_eq!(to_b["path_type"], "direct", "{after}");
+    assert_eq!(to_b["endpoint"], listen_b.as_str());
+    assert_eq!(to_b["endpoint_kind"], "configured");
+    let rtt = to_b["rtt_us"].as_u64().unwrap();
+    assert!(rtt > 0 && rtt <= max.max(1_000_000), "{after}");
+    assert!(to_b["connect_ms"].is_u64(), "{after}");
+    assert!(to_b["connected_for_ms"].is_u64(), "{after}");
+    let to_a = &b_status["peers"][0];
+    assert_eq!(to_a["path_type"], "direct", "{b_status}");
+    assert_eq!(to_a["endpoint_kind"], "learned", "{b_status}");
+    assert!(to_a["connect_ms"].is_null(), "B did not dial: {b_status}");
+    assert!(to_a["rtt_us"].as_u64().is_some_and(|r| r > 0), "{b_status}");
+    let out = bauxite(&config_a, &["status"]);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("direct {listen_b} (configured)")) && t.contains("rtt "),
+        "{t}"
+    );
+
     // The other way, by virtual IP; text output.
     let out = bauxite(
         &config_b,
@@ -92,7 +122,10 @@ fn ping_between_two_daemons_uses_the_critical_lane() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(
-        t.contains("robot-a (100.64.0.1)") && t.contains("5 sent, 5 received, 0.0% loss"),
+        t.contains("robot-a (100.64.0.1)")
+            && t.contains("5 sent, 5 received, 0.0% loss")
+            && t.contains("5 replies via direct ")
+            && t.contains("(learned)"),
         "{t}"
     );
 

@@ -149,6 +149,10 @@ pub enum Query {
     /// and dialled, changed ones updated, and peers not in the list removed with their
     /// sessions torn down (revocation).
     ReplacePeers(Vec<PeerInfo>),
+    /// Ask this STUN server (the hub's mesh endpoint) for the node's server-reflexive
+    /// address now, and again every refresh; `None` stops asking. Answers are published
+    /// on [`Shell::reflexive`].
+    Stun(Option<SocketAddr>),
     /// Install a firewall policy, or with `None` unload it (allow all).
     SetPolicy(Option<Policy>),
     /// Capture the peer table as a [`StateSnapshot`](crate::snapshot::StateSnapshot)
@@ -173,7 +177,9 @@ pub enum Query {
 /// Counters of things only the shell sees (the node's own are in [`crate::Metrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShellCounters {
-    /// STUN messages received and ignored (no ICE agent yet).
+    /// STUN messages that changed nothing: neither an answer that changed the
+    /// server-reflexive address (a refresh that finds the same one counts here) nor, on a
+    /// STUN-serving shell, a Binding request that was answered.
     pub stun_ignored: u64,
     /// Datagrams the OS refused to send (unreachable, no route, ...).
     pub udp_send_errors: u64,

@@ -38,15 +38,15 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 #[cfg(feature = "tun")]
 use tokio::net::UnixDatagram;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::device::Device;
 use super::service::{ServiceSocket, Services};
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, Received};
-use crate::peers::PeerInfo;
 use crate::service::ServicePort;
+use crate::stun::{self, BindingClient, BindingTimers};
 use crate::tun::TunKind;
 use crate::{BauxiteNode, Error, Metrics, ServiceError, VirtualIp};
 
@@ -58,6 +58,31 @@ enum Wake {
     Timer,
     Service,
     Query(Option<Query>),
+}
+
+/// The shell's STUN parts, borrowed beside the socket's receive buffers.
+struct StunSide<'a> {
+    client: &'a mut BindingClient,
+    reflexive: &'a watch::Sender<Option<SocketAddr>>,
+    serve: bool,
+    counters: &'a mut ShellCounters,
+}
+
+impl StunSide<'_> {
+    /// A STUN datagram: an answer for the binding client, or a request to answer (when
+    /// serving); returns the answer to send. Anything else is counted and ignored.
+    fn on_datagram(self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        if let Some(seen) = self.client.handle(now, from, bytes) {
+            tracing::info!(reflexive = %seen.reflexive, previous = ?seen.previous, server = %from, "server-reflexive address learned over STUN");
+            self.reflexive.send_replace(Some(seen.reflexive));
+            return None;
+        }
+        let reply = self.serve.then(|| stun::answer(bytes, from)).flatten();
+        if reply.is_none() {
+            self.counters.stun_ignored += 1;
+        }
+        reply
+    }
 }
 
 /// A node with its socket and device. Build with [`Shell::bind`], drive with
@@ -72,6 +97,11 @@ pub struct Shell {
     app: Option<UnixDatagram>,
     services: Services,
     counters: ShellCounters,
+    /// Whether STUN Binding requests on the mesh port are answered (the hub).
+    stun_server: bool,
+    /// Learns this node's server-reflexive address from the server [`Query::Stun`] names.
+    stun: BindingClient,
+    reflexive: watch::Sender<Option<SocketAddr>>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -122,7 +152,28 @@ impl Shell {
             #[cfg(feature = "tun")]
             app: opened.app,
             counters: ShellCounters::default(),
+            stun_server: false,
+            // Unpredictable transaction IDs: an off-path sender cannot forge an answer.
+            stun: BindingClient::new(
+                BindingTimers::default(),
+                clock::os_seed().map_or(0, |s| {
+                    u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
+                }),
+            ),
+            reflexive: watch::Sender::new(None),
         })
+    }
+
+    /// Answers STUN Binding requests on the mesh port with the sender's address (what
+    /// the hub does, so nodes learn their server-reflexive address from it).
+    pub fn serve_stun(&mut self) {
+        self.stun_server = true;
+    }
+
+    /// This node's server-reflexive address as the STUN server of [`Query::Stun`] last
+    /// answered it (`None` until an answer, or with no server).
+    pub fn reflexive(&self) -> watch::Receiver<Option<SocketAddr>> {
+        self.reflexive.subscribe()
     }
 
     /// The bound UDP address.
@@ -184,13 +235,17 @@ impl Shell {
             }
             let pumped = self.services.pump(&mut self.node, now);
             self.flush(now);
-            self.log_events();
+            self.log_events(now);
             // Service datagrams that could move now (budget spent, or their lane drained
             // by the flush): go again rather than sleep.
+            self.send_stun(now);
             let deadline = if pumped.again(&self.node) {
                 Some(now)
             } else {
-                self.node.poll_timeout()
+                [self.node.poll_timeout(), self.stun.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
             };
             sleep
                 .as_mut()
@@ -251,6 +306,7 @@ impl Shell {
     /// (or sooner when the batch fills).
     async fn on_datagrams(&mut self, now: Instant) {
         let mut handled = 0;
+        let mut stun_replies = Vec::new();
         // Every call handles a datagram or counts an error, so this ends.
         for _ in 0..BATCH {
             if handled >= BATCH {
@@ -278,7 +334,17 @@ impl Shell {
                             self.device.deliver(packet, &mut self.counters).await;
                         }
                     }
-                    Received::Stun => self.counters.stun_ignored += 1,
+                    Received::Stun => {
+                        let stun = StunSide {
+                            client: &mut self.stun,
+                            reflexive: &self.reflexive,
+                            serve: self.stun_server,
+                            counters: &mut self.counters,
+                        };
+                        if let Some(reply) = stun.on_datagram(now, from, datagram.bytes) {
+                            stun_replies.push((from, reply));
+                        }
+                    }
                     Received::Consumed => {}
                     Received::Dropped(reason) => {
                         tracing::trace!(%from, ?reason, len, "datagram dropped");
@@ -288,6 +354,25 @@ impl Shell {
             self.device.flush(&mut self.counters).await;
         }
         self.services.notify_receivers();
+        for (to, reply) in stun_replies {
+            self.send_datagram(to, &reply);
+        }
+    }
+
+    /// Sends the binding client's due request, if any.
+    fn send_stun(&mut self, now: Instant) {
+        if let Some((to, request)) = self.stun.poll_transmit(now) {
+            self.send_datagram(to, &request);
+        }
+    }
+
+    /// One datagram straight to the socket, outside the GSO batches (STUN: rare, tiny).
+    /// A full socket drops it: STUN retransmits.
+    fn send_datagram(&mut self, to: SocketAddr, bytes: &[u8]) {
+        if let Err(error) = self.udp.socket.try_send_to(bytes, to) {
+            self.counters.udp_send_errors += 1;
+            tracing::debug!(%to, %error, "STUN datagram not sent");
+        }
     }
 
     /// Packets from the device into the node's lanes, until [`BATCH`] are handled or
@@ -317,7 +402,7 @@ impl Shell {
         }
     }
 
-    fn log_events(&mut self) {
+    fn log_events(&mut self, now: Instant) {
         while let Some(event) = self.node.poll_event() {
             match event {
                 Event::HandshakeCompleted { peer, initiator } => {
@@ -325,6 +410,22 @@ impl Shell {
                 }
                 Event::HandshakeGaveUp { peer, dropped } => {
                     tracing::warn!(%peer, dropped, "handshake gave up");
+                }
+                Event::PeerAdded { peer, name } => tracing::info!(%peer, %name, "peer added"),
+                Event::PeerRemoved { peer, name } => {
+                    tracing::info!(%peer, %name, "peer removed");
+                }
+                Event::PeerKeyChanged { peer } => {
+                    tracing::info!(%peer, "peer key changed; old session dropped");
+                }
+                Event::PeerRefused { peer, reason } => {
+                    tracing::warn!(%peer, %reason, "peer refused");
+                }
+                Event::PathQuiet { peer } => {
+                    // Our NAT may have rebound: learn the mapping now, not at the next
+                    // refresh, so the hub can tell the peer where we are.
+                    tracing::info!(%peer, "path quiet; asking STUN again");
+                    self.stun.reprobe(now);
                 }
             }
         }
@@ -347,7 +448,13 @@ impl Shell {
                 // The asker may have given up; nothing to do then.
                 let _ = reply.send(status);
             }
-            Query::ReplacePeers(peers) => self.replace_peers(peers, now),
+            Query::ReplacePeers(peers) => self.node.replace_peers(now, peers),
+            Query::Stun(server) => {
+                if server.is_none() {
+                    self.reflexive.send_replace(None);
+                }
+                self.stun.probe(now, server);
+            }
             Query::SetPolicy(Some(policy)) => match self.node.policy_mut().load(policy) {
                 Ok(()) => tracing::info!("policy loaded"),
                 Err(error) => tracing::warn!(%error, "policy refused; keeping the previous one"),
@@ -370,49 +477,6 @@ impl Shell {
             } => {
                 // The asker may have given up; the socket then unbinds as it drops.
                 let _ = reply.send(self.services.bind(port, recv_queue));
-            }
-        }
-    }
-
-    /// Applies a full peer list: removes the peers not in it, upserts the others, and
-    /// starts a handshake with every new or re-addressed peer that has an address to dial.
-    fn replace_peers(&mut self, peers: Vec<PeerInfo>, now: Instant) {
-        let keep: std::collections::HashSet<_> = peers.iter().map(|p| p.id).collect();
-        let gone: Vec<_> = self
-            .node
-            .registry()
-            .iter()
-            .map(|p| p.id)
-            .filter(|id| !keep.contains(id))
-            .collect();
-        for id in gone {
-            if let Some(peer) = self.node.remove_peer(id) {
-                tracing::info!(peer = %id, name = %peer.name, "peer removed");
-            }
-        }
-        for peer in peers {
-            let id = peer.id;
-            let before = self.node.registry().by_id(id).cloned();
-            let first = peer.dial_order().first().copied();
-            let dial = first.is_some()
-                && before.as_ref().is_none_or(|b| {
-                    b.dial_order().first().copied() != first
-                        || b.static_public != peer.static_public
-                });
-            let name = peer.name.clone();
-            match self.node.upsert_peer(peer) {
-                Ok(()) => {
-                    if before.is_none() {
-                        tracing::info!(peer = %id, %name, "peer added");
-                    }
-                    if dial
-                        && !self.node.is_connected(id, now)
-                        && let Err(error) = self.node.connect(now, id)
-                    {
-                        tracing::warn!(peer = %id, %error, "cannot start handshake");
-                    }
-                }
-                Err(error) => tracing::warn!(peer = %id, %error, "peer refused"),
             }
         }
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
-use super::{BauxiteNode, Control, Event};
+use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
 use crate::path::feedback::{AckFrame, is_control_frame};
 use crate::policy::{Flow, Verdict};
@@ -103,9 +103,11 @@ impl BauxiteNode {
         let (id, remote_static) = (peer.id, peer.static_public);
         let leader = self.peer_id() < id;
         let tunnel = self
-            .tunnels
-            .entry(id)
-            .or_insert_with(|| Tunnel::new(id, remote_static, leader));
+            .peers
+            .get_mut(&id)
+            .ok_or(PeerMisbehaved::UnknownStaticKey)?
+            .tunnel
+            .get_or_insert_with(|| Tunnel::new(id, remote_static, leader));
         // From here the initiation is authentic and fresh (a replay stops here), so its
         // source address is where the peer is.
         tunnel.accept_timestamp(received.timestamp)?;
@@ -129,7 +131,7 @@ impl BauxiteNode {
         }
         let ephemeral = self.random_bytes();
         let index = self.allocate_index(id);
-        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+        let Some(tunnel) = tunnel_mut(&mut self.peers, id) else {
             self.indices.remove(&index);
             return Ok(());
         };
@@ -166,13 +168,29 @@ impl BauxiteNode {
             .indices
             .get(&index)
             .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
-        let tunnel = self
-            .tunnels
+        let timers = self.config.timers;
+        let state = self
+            .peers
             .get_mut(&peer)
+            .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
+        let tunnel = state
+            .tunnel
+            .as_mut()
             .filter(|t| t.pending_index() == Some(index))
             .ok_or(PeerMisbehaved::UnexpectedResponse(index))?;
+        let was_usable = tunnel.is_established(now, &timers);
+        let times = tunnel.pending_times();
         tunnel.on_resp(&self.identity, self.config.suite, msg, now)?;
         let (staged, keepalive) = (tunnel.has_staged(), tunnel.keepalive_due());
+        if let Some((sent_at, first_attempt)) = times {
+            state
+                .measured
+                .sample_rtt(now.saturating_duration_since(sent_at));
+            state.measured.connect_time = Some(now.saturating_duration_since(first_attempt));
+        }
+        if !was_usable {
+            state.measured.connected_since = Some(now);
+        }
         self.forget_retired(peer);
         self.learn_endpoint(peer, from);
         Metrics::inc(&self.metrics.handshakes_completed);
@@ -210,14 +228,21 @@ impl BauxiteNode {
         let Some(peer) = self.indices.get(&header.receiver_index).copied() else {
             return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
         };
-        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+        let Some(state) = self.peers.get_mut(&peer) else {
             return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
         };
+        let Some(tunnel) = state.tunnel.as_mut() else {
+            return refuse(self, PeerMisbehaved::UnknownSession(header.receiver_index));
+        };
+        let was_usable = tunnel.is_established(now, &self.config.timers);
         let (range, confirmed) = match tunnel.open(header, datagram, now, &self.config.timers) {
             Ok(opened) => (opened.range, opened.confirmed),
             Err(e) => return refuse(self, e),
         };
         let staged = tunnel.has_staged();
+        if confirmed && !was_usable {
+            state.measured.connected_since = Some(now);
+        }
         self.forget_retired(peer);
         // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
         self.learn_endpoint(peer, from);
@@ -230,11 +255,12 @@ impl BauxiteNode {
         if is_control_frame(&datagram[range.clone()]) {
             return self.on_control(now, peer, &datagram[range]);
         }
-        let feedback = self.feedback.entry(peer).or_default();
-        if feedback
-            .acks
-            .on_packet(header.receiver_index, header.counter)
-        {
+        let owed = self.peers.get_mut(&peer).is_some_and(|s| {
+            s.feedback
+                .acks
+                .on_packet(header.receiver_index, header.counter)
+        });
+        if owed {
             self.control.push_back(Control::Ack { peer });
         }
         self.admit(peer, datagram, range)
@@ -246,12 +272,16 @@ impl BauxiteNode {
             Ok(ack) => ack,
             Err(e) => return self.malformed(e),
         };
-        let sample = self
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return Received::Consumed;
+        };
+        let sample = state
             .feedback
-            .get_mut(&peer)
-            .and_then(|f| f.sent.as_mut())
+            .sent
+            .as_mut()
             .and_then(|log| log.on_ack(ack, now));
         if let Some(sample) = sample {
+            state.measured.sample_rtt(sample.round_trip);
             Metrics::inc(&self.metrics.acks_received);
             if sample.from_bulk {
                 self.congestion

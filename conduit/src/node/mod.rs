@@ -35,15 +35,17 @@
 //! packets for that peer (the per-peer stage) and waits to be dialled. A peer with
 //! several configured addresses ([`PeerInfo::candidates`]) is tried at each in turn: an
 //! initiation unanswered after `rekey_timeout` is retried at the next one
-//! ([`PathTable::rotate`]); rekeys and keepalive timeouts stay on the working address.
+//! ([`PeerPaths::rotate`](crate::path::PeerPaths::rotate)); rekeys and keepalive timeouts stay on the working address.
 //! Submodules: `inbound` handles datagrams, `outbound`
 //! packets from TUN and transmission, `timers` the per-peer deadlines.
 
 mod inbound;
 mod outbound;
+mod peer;
 mod timers;
+mod topology;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
-    AckState, CongestionStrategy, Ledbat, LedbatConfig, NullCongestionStrategy, PathTable, SendLog,
+    CongestionStrategy, Ledbat, LedbatConfig, NullCongestionStrategy, PeerPaths, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -65,6 +67,13 @@ use crate::{Error, Metrics, PeerId};
 
 pub use inbound::{DropReason, Received};
 pub use outbound::{Transmit, TunVerdict};
+pub use peer::Paths;
+
+use peer::{PeerState, Peers, tunnel_mut};
+
+/// How long data sent to a peer may go without any authenticated packet back (every data
+/// packet is acknowledged) before the path counts as quiet ([`Event::PathQuiet`]).
+pub const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 /// The MTU of `bauxite0`: the largest IP packet the node carries.
 pub const DEFAULT_MTU: usize = 1350;
@@ -125,6 +134,41 @@ pub enum Event {
         /// Packets dropped with it.
         dropped: usize,
     },
+    /// Data went to `peer` and nothing authenticated came back for [`QUIET_AFTER`]: the
+    /// path may be broken — our NAT may have rebound, so the shell asks STUN again at
+    /// once. Reported once until the peer is heard from again.
+    PathQuiet {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The topology added a peer ([`BauxiteNode::replace_peers`]).
+    PeerAdded {
+        /// The peer.
+        peer: PeerId,
+        /// Its name (from the hub, not trusted).
+        name: String,
+    },
+    /// The topology no longer lists a peer: it and its sessions are gone.
+    PeerRemoved {
+        /// The peer.
+        peer: PeerId,
+        /// Its name (from the hub, not trusted).
+        name: String,
+    },
+    /// The topology gave a peer a new static key: the session under the old key is gone
+    /// and a handshake under the new one starts.
+    PeerKeyChanged {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The topology listed a peer whose virtual IP or key belongs to another peer (or
+    /// whose ID does not match its key); the peer table keeps its previous record.
+    PeerRefused {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: crate::peers::PeerConflict,
+    },
 }
 
 /// Maps wall-clock time onto the monotonic `now` the node is driven with.
@@ -151,13 +195,6 @@ enum Control {
     Ack { peer: PeerId },
 }
 
-/// Per-peer acknowledgement state: what we sent (for the delay signal) and what we owe.
-#[derive(Debug, Default)]
-struct Feedback {
-    sent: Option<SendLog>,
-    acks: AckState,
-}
-
 /// A mesh node's data plane. See the module documentation for how to drive it.
 pub struct BauxiteNode {
     identity: Identity,
@@ -165,11 +202,10 @@ pub struct BauxiteNode {
     registry: PeerRegistry,
     policy: PolicyEngine,
     scheduler: DataPlaneScheduler,
-    paths: PathTable,
     congestion: Box<dyn CongestionStrategy + Send>,
     metrics: Arc<Metrics>,
-    tunnels: BTreeMap<PeerId, Tunnel>,
-    feedback: HashMap<PeerId, Feedback>,
+    /// One record per registered peer: paths, session, acknowledgements.
+    peers: Peers,
     /// Our session indices (live sessions and pending initiations) to their peer.
     indices: HashMap<u32, PeerId>,
     /// Peers whose staged packets can be sent now.
@@ -187,7 +223,10 @@ impl std::fmt::Debug for BauxiteNode {
         f.debug_struct("BauxiteNode")
             .field("peer_id", &self.identity.peer_id())
             .field("peers", &self.registry.len())
-            .field("tunnels", &self.tunnels.len())
+            .field(
+                "tunnels",
+                &self.peers.values().filter(|s| s.tunnel.is_some()).count(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -204,11 +243,19 @@ impl BauxiteNode {
         now: Instant,
         unix_nanos: u64,
     ) -> Self {
-        let mut paths = PathTable::new();
+        let mut peers = Peers::new();
         for peer in registry.iter() {
             let dial = peer.dial_order();
-            paths.set_candidates(peer.id, &dial);
-            paths.set_direct(peer.id, dial.first().copied());
+            let mut path = PeerPaths::new();
+            path.set_candidates(&dial);
+            path.set_direct(dial.first().copied());
+            peers.insert(
+                peer.id,
+                PeerState {
+                    path,
+                    ..PeerState::default()
+                },
+            );
         }
         let congestion: Box<dyn CongestionStrategy + Send> = match config.bulk_target {
             Some(target) => Box::new(Ledbat::new(LedbatConfig {
@@ -224,11 +271,9 @@ impl BauxiteNode {
             registry,
             policy: PolicyEngine::new(),
             scheduler: DataPlaneScheduler::new(),
-            paths,
             congestion,
             metrics: Arc::new(Metrics::default()),
-            tunnels: BTreeMap::new(),
-            feedback: HashMap::new(),
+            peers,
             indices: HashMap::new(),
             ready: VecDeque::new(),
             control: VecDeque::new(),
@@ -273,14 +318,15 @@ impl BauxiteNode {
         &mut self.policy
     }
 
-    /// The path table (ICE and relays update it).
-    pub fn paths_mut(&mut self) -> &mut PathTable {
-        &mut self.paths
+    /// The paths of a registered peer (ICE and relays update them); `None` for a peer
+    /// not in the registry.
+    pub fn path_mut(&mut self, peer: PeerId) -> Option<&mut PeerPaths> {
+        self.peers.get_mut(&peer).map(|s| &mut s.path)
     }
 
-    /// The path table, read-only: each peer's endpoint and where it came from.
-    pub fn paths(&self) -> &PathTable {
-        &self.paths
+    /// Every peer's paths, read-only: each peer's endpoint and where it came from.
+    pub fn paths(&self) -> Paths<'_> {
+        Paths { peers: &self.peers }
     }
 
     /// The outbound scheduler, read-only.
@@ -298,22 +344,28 @@ impl BauxiteNode {
         let dial = peer.dial_order();
         let endpoint = dial.first().copied();
         let static_public = peer.static_public;
+        let kinds = peer.candidate_kinds.clone();
         let before = self
             .registry
             .by_id(id)
             .map(|p| p.dial_order().first().copied());
         self.registry.upsert(peer)?;
-        self.paths.set_candidates(id, &dial);
-        if self
-            .tunnels
-            .get(&id)
+        let state = self.peers.entry(id).or_default();
+        state.path.set_candidates(&dial);
+        state.kinds = kinds;
+        if state
+            .tunnel
+            .as_ref()
             .is_some_and(|t| t.remote_static != static_public)
         {
             self.drop_tunnel(id);
         }
-        if endpoint.is_some() && before != Some(endpoint) {
-            self.paths.set_direct(id, endpoint);
-            if let Some(tunnel) = self.tunnels.get_mut(&id) {
+        if endpoint.is_some()
+            && before != Some(endpoint)
+            && let Some(state) = self.peers.get_mut(&id)
+        {
+            state.path.set_direct(endpoint);
+            if let Some(tunnel) = state.tunnel.as_mut() {
                 tunnel.endpoint_known();
             }
         }
@@ -323,10 +375,14 @@ impl BauxiteNode {
     /// Records where `peer` is, from the source of one of its authenticated packets; a
     /// tunnel waiting for the peer may handshake again. True when the endpoint changed.
     fn learn_endpoint(&mut self, peer: PeerId, from: std::net::SocketAddr) -> bool {
-        if let Some(tunnel) = self.tunnels.get_mut(&peer) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        state.measured.heard();
+        if let Some(tunnel) = state.tunnel.as_mut() {
             tunnel.endpoint_known();
         }
-        let changed = self.paths.learn(peer, from);
+        let changed = state.path.learn(from);
         if changed {
             tracing::info!(%peer, endpoint = %from, "peer endpoint learned");
         }
@@ -335,18 +391,28 @@ impl BauxiteNode {
 
     /// Removes a peer and tears down its sessions (revocation).
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
-        self.drop_tunnel(id);
-        self.paths.remove(id);
+        if let Some(state) = self.peers.remove(&id) {
+            self.release(state.tunnel, state.feedback);
+        }
         self.registry.remove(id)
     }
 
+    /// Tears down the session with `id`, keeping the peer and its paths.
     fn drop_tunnel(&mut self, id: PeerId) {
-        if let Some(mut feedback) = self.feedback.remove(&id) {
-            // Bulk in flight to a peer that is gone will never be acknowledged.
-            let outstanding = feedback.sent.as_mut().map_or(0, SendLog::settle_all);
-            self.congestion.forget(outstanding);
+        if let Some(state) = self.peers.get_mut(&id) {
+            let (tunnel, feedback) = (state.tunnel.take(), std::mem::take(&mut state.feedback));
+            state.measured = peer::Measured::default();
+            self.release(tunnel, feedback);
         }
-        if let Some(mut tunnel) = self.tunnels.remove(&id) {
+    }
+
+    /// Forgets a torn-down session's indices, drops its staged packets (counted) and
+    /// settles its bulk in flight.
+    fn release(&mut self, tunnel: Option<Tunnel>, mut feedback: peer::Feedback) {
+        // Bulk in flight to a peer that is gone will never be acknowledged.
+        let outstanding = feedback.sent.as_mut().map_or(0, SendLog::settle_all);
+        self.congestion.forget(outstanding);
+        if let Some(mut tunnel) = tunnel {
             for index in tunnel.live_indices().collect::<Vec<_>>() {
                 self.indices.remove(&index);
             }
@@ -362,8 +428,9 @@ impl BauxiteNode {
 
     /// Whether a session with `peer` can carry data now.
     pub fn is_connected(&self, peer: PeerId, now: Instant) -> bool {
-        self.tunnels
+        self.peers
             .get(&peer)
+            .and_then(|s| s.tunnel.as_ref())
             .is_some_and(|t| t.is_established(now, &self.config.timers))
     }
 
@@ -372,17 +439,32 @@ impl BauxiteNode {
         self.registry
             .iter()
             .map(|p| {
-                let tunnel = self.tunnels.get(&p.id);
+                let state = self.peers.get(&p.id);
+                let tunnel = state.and_then(|s| s.tunnel.as_ref());
+                let direct = state.and_then(|s| s.path.direct());
+                let established =
+                    tunnel.is_some_and(|t| t.is_established(now, &self.config.timers));
+                let measured = state.map(|s| &s.measured);
                 PeerStatus {
                     id: p.id,
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
-                    path: self.paths.select(p.id),
-                    endpoint_origin: self.paths.direct(p.id).map(|d| d.origin),
-                    established: tunnel.is_some_and(|t| t.is_established(now, &self.config.timers)),
+                    path: peer::select(&self.peers, p.id),
+                    endpoint_origin: direct.map(|d| d.origin),
+                    endpoint_kind: direct.and_then(|d| {
+                        let kinds = &state?.kinds;
+                        kinds.iter().find(|(a, _)| *a == d.addr).map(|(_, k)| *k)
+                    }),
+                    established,
                     handshake_age: tunnel
                         .and_then(Tunnel::established_at)
                         .map(|at| now.saturating_duration_since(at)),
+                    connected_for: measured
+                        .and_then(|m| m.connected_since)
+                        .filter(|_| established)
+                        .map(|at| now.saturating_duration_since(at)),
+                    connect_time: measured.and_then(|m| m.connect_time),
+                    rtt: measured.and_then(|m| m.rtt),
                 }
             })
             .collect()
@@ -395,12 +477,33 @@ impl BauxiteNode {
         let remote_static = info.static_public;
         let leader = self.peer_id() < peer;
         let tunnel = self
-            .tunnels
-            .entry(peer)
-            .or_insert_with(|| Tunnel::new(peer, remote_static, leader));
+            .peers
+            .get_mut(&peer)
+            .ok_or(Error::UnknownPeer(peer))?
+            .tunnel
+            .get_or_insert_with(|| Tunnel::new(peer, remote_static, leader));
         if tunnel.wants_handshake(now, &self.config.timers) {
             self.start_handshake(now, peer);
         }
+        Ok(())
+    }
+
+    /// Like [`connect`](Self::connect), for a peer whose first address just changed (a
+    /// topology update): an initiation in flight went to the old address, where the peer
+    /// may not be, so a new one replaces it now instead of after its retry timeout
+    /// (which would also move on to the next candidate). Its retry schedule and give-up
+    /// deadline continue from the first attempt.
+    pub fn redial(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
+        let in_flight = self
+            .peers
+            .get(&peer)
+            .and_then(|s| s.tunnel.as_ref())
+            .is_some_and(|t| t.handshake_pending() && !t.is_established(now, &self.config.timers));
+        if !in_flight {
+            return self.connect(now, peer);
+        }
+        self.start_handshake(now, peer);
+        self.forget_retired(peer);
         Ok(())
     }
 
@@ -439,8 +542,8 @@ impl BauxiteNode {
     /// Queues a new initiation to `peer` (whose tunnel must exist), or, with nowhere to
     /// send it, makes the tunnel wait for the peer to dial.
     fn start_handshake(&mut self, now: Instant, peer: PeerId) {
-        if self.paths.select(peer) == crate::path::Path::Drop {
-            if let Some(tunnel) = self.tunnels.get_mut(&peer) {
+        if peer::select(&self.peers, peer) == crate::path::Path::Drop {
+            if let Some(tunnel) = tunnel_mut(&mut self.peers, peer) {
                 if !tunnel.is_waiting_for_peer() {
                     tracing::debug!(%peer, "no endpoint; waiting for the peer to dial");
                 }
@@ -452,7 +555,7 @@ impl BauxiteNode {
         let ephemeral = self.random_bytes();
         let index = self.allocate_index(peer);
         let timestamp = self.next_timestamp(now);
-        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+        let Some(tunnel) = tunnel_mut(&mut self.peers, peer) else {
             self.indices.remove(&index);
             return;
         };
@@ -482,7 +585,7 @@ impl BauxiteNode {
     }
 
     fn forget_retired(&mut self, peer: PeerId) {
-        if let Some(tunnel) = self.tunnels.get_mut(&peer) {
+        if let Some(tunnel) = tunnel_mut(&mut self.peers, peer) {
             for index in tunnel.drain_retired() {
                 self.indices.remove(&index);
             }
@@ -517,8 +620,18 @@ pub struct PeerStatus {
     pub path: crate::path::Path,
     /// Where the direct endpoint came from, if there is one.
     pub endpoint_origin: Option<crate::path::EndpointOrigin>,
+    /// What the hub says the direct endpoint is (host, server-reflexive, observed), when
+    /// it is one of the addresses the hub labelled.
+    pub endpoint_kind: Option<crate::peers::CandidateKind>,
     /// Whether a session can carry data.
     pub established: bool,
-    /// Time since the current session's handshake.
-    pub handshake_age: Option<std::time::Duration>,
+    /// Time since the current session's handshake (rekeys restart it).
+    pub handshake_age: Option<Duration>,
+    /// Time since the session became usable (rekeys do not restart it).
+    pub connected_for: Option<Duration>,
+    /// From our first initiation to its response, for the last handshake this node
+    /// started (retries at other addresses included); `None` when the peer dialled.
+    pub connect_time: Option<Duration>,
+    /// Smoothed round trip over the session (handshakes and acknowledged packets).
+    pub rtt: Option<Duration>,
 }

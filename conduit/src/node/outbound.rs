@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use super::{BauxiteNode, Control};
+use super::{BauxiteNode, Control, peer, tunnel_mut};
 use crate::ip::IpView;
 use crate::path::feedback::is_control_frame;
 use crate::path::{Path, SendLog};
@@ -159,7 +159,7 @@ impl BauxiteNode {
     /// Sends packets that waited for a session that is now established.
     fn poll_staged(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         while let Some(peer) = self.ready.front().copied() {
-            let Some((lane, buf)) = self.tunnels.get_mut(&peer).and_then(Tunnel::take_staged)
+            let Some((lane, buf)) = tunnel_mut(&mut self.peers, peer).and_then(Tunnel::take_staged)
             else {
                 self.ready.pop_front();
                 continue;
@@ -177,7 +177,7 @@ impl BauxiteNode {
                     });
                 }
                 Sealed::NoSession => {
-                    if let Some(t) = self.tunnels.get_mut(&peer) {
+                    if let Some(t) = tunnel_mut(&mut self.peers, peer) {
                         t.unstage_front(lane, buf);
                     }
                     self.ready.pop_front();
@@ -200,7 +200,11 @@ impl BauxiteNode {
                     }
                 }
                 Control::Ack { peer } => {
-                    let Some(ack) = self.feedback.get_mut(&peer).and_then(|f| f.acks.take()) else {
+                    let Some(ack) = self
+                        .peers
+                        .get_mut(&peer)
+                        .and_then(|s| s.feedback.acks.take())
+                    else {
                         continue;
                     };
                     match self.seal_control(now, peer, &ack.encode(), out, |m| &m.acks_sent) {
@@ -209,7 +213,11 @@ impl BauxiteNode {
                     }
                 }
             };
-            match self.paths.select_counted(peer, &self.metrics) {
+            let path = peer::select(&self.peers, peer);
+            if path == Path::Drop {
+                Metrics::inc(&self.metrics.tx_dropped);
+            }
+            match path {
                 Path::Direct(dst) | Path::Relay(dst) => {
                     return Some(Transmit {
                         dst,
@@ -248,19 +256,18 @@ impl BauxiteNode {
 
     /// Seals `packet` for `peer` into `out`.
     fn seal_packet(&mut self, now: Instant, peer: PeerId, packet: &[u8], out: &mut [u8]) -> Sealed {
-        let Some(tunnel) = self
-            .tunnels
-            .get_mut(&peer)
+        let path = peer::select(&self.peers, peer);
+        let Some(tunnel) = tunnel_mut(&mut self.peers, peer)
             .filter(|t| t.is_established(now, &self.config.timers))
         else {
             // Staged until a session exists, whether or not there is a path yet: a peer
             // without an endpoint may dial us.
             return Sealed::NoSession;
         };
-        let dst = match self.paths.select(peer) {
+        let dst = match path {
             Path::Direct(dst) | Path::Relay(dst) => dst,
             Path::Drop => {
-                let _ = self.paths.select_counted(peer, &self.metrics);
+                Metrics::inc(&self.metrics.tx_dropped);
                 return Sealed::Dropped;
             }
         };
@@ -294,12 +301,15 @@ impl BauxiteNode {
     fn log_sent(&mut self, now: Instant, peer: PeerId, out: &[u8], bulk: usize) {
         let index = crate::wire::u32_le(&out[1..5]);
         let counter = crate::wire::u64_le(&out[5..DATA_HEADER_LEN]);
-        self.feedback
-            .entry(peer)
-            .or_default()
-            .sent
-            .get_or_insert_with(SendLog::new)
-            .record(index, counter, now, bulk);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            // The peer acknowledges every data packet: from here we expect to hear back.
+            state.measured.awaiting_since.get_or_insert(now);
+            state
+                .feedback
+                .sent
+                .get_or_insert_with(SendLog::new)
+                .record(index, counter, now, bulk);
+        }
     }
 
     /// Holds a packet of `lane` until `peer`'s session exists, starting a handshake if
@@ -311,10 +321,14 @@ impl BauxiteNode {
             return;
         };
         let leader = self.peer_id() < peer;
-        let tunnel = self
-            .tunnels
-            .entry(peer)
-            .or_insert_with(|| Tunnel::new(peer, remote_static, leader));
+        let Some(state) = self.peers.get_mut(&peer) else {
+            Metrics::inc(&self.metrics.tx_dropped);
+            self.recycle(buf);
+            return;
+        };
+        let tunnel = state
+            .tunnel
+            .get_or_insert_with(|| Tunnel::new(peer, remote_static, leader));
         let evicted = tunnel.stage(lane, buf);
         let wants = tunnel.wants_handshake(now, &self.config.timers);
         if let Some(old) = evicted {

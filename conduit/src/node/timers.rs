@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{BauxiteNode, Control, Event};
+use super::{BauxiteNode, Control, Event, QUIET_AFTER, tunnel_mut};
 use crate::Metrics;
 use crate::session::TimerAction;
 
@@ -13,25 +13,45 @@ impl BauxiteNode {
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timers = &self.config.timers;
-        self.tunnels
+        self.peers
             .values()
-            .filter_map(|t| t.poll_timeout(timers))
+            .filter_map(|s| s.tunnel.as_ref()?.poll_timeout(timers))
             .chain(self.congestion.poll_timeout())
+            .chain(
+                self.peers
+                    .values()
+                    .filter_map(|s| s.measured.quiet_at(QUIET_AFTER)),
+            )
             .min()
     }
 
     /// Runs every timer due at `now`: retries, rekeys, keepalives, expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.congestion.handle_timeout(now);
+        for (&peer, state) in &mut self.peers {
+            if state
+                .measured
+                .quiet_at(QUIET_AFTER)
+                .is_some_and(|at| at <= now)
+            {
+                state.measured.quiet_reported = true;
+                self.events.push_back(Event::PathQuiet { peer });
+            }
+        }
         let timers = self.config.timers;
         let due: Vec<_> = self
-            .tunnels
+            .peers
             .iter()
-            .filter(|(_, t)| t.poll_timeout(&timers).is_some_and(|at| at <= now))
+            .filter(|(_, s)| {
+                s.tunnel
+                    .as_ref()
+                    .and_then(|t| t.poll_timeout(&timers))
+                    .is_some_and(|at| at <= now)
+            })
             .map(|(peer, _)| *peer)
             .collect();
         for peer in due {
-            let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+            let Some(tunnel) = tunnel_mut(&mut self.peers, peer) else {
                 continue;
             };
             let was_pending = tunnel.handshake_pending();
@@ -43,7 +63,9 @@ impl BauxiteNode {
             match action {
                 TimerAction::None => {}
                 TimerAction::Handshake => {
-                    if retry && let Some(addr) = self.paths.rotate(peer) {
+                    if retry
+                        && let Some(addr) = self.peers.get_mut(&peer).and_then(|s| s.path.rotate())
+                    {
                         tracing::debug!(%peer, endpoint = %addr, "handshake unanswered; trying the next address");
                     }
                     self.start_handshake(now, peer);

@@ -172,6 +172,12 @@ impl Tunnel {
         self.current.as_ref().map(|c| c.created)
     }
 
+    /// The outstanding initiation's send time and its handshake's first attempt (retries
+    /// keep it), for timing the handshake when the response comes.
+    pub fn pending_times(&self) -> Option<(Instant, Instant)> {
+        self.pending.as_ref().map(|p| (p.sent_at, p.first_attempt))
+    }
+
     /// When the last authenticated packet arrived.
     pub fn last_received(&self) -> Option<Instant> {
         self.last_received

@@ -359,7 +359,13 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
     let head = hub.store.audit_head().unwrap();
     let observed: std::net::SocketAddr = "10.0.0.7:51820".parse().unwrap();
     let local: std::net::SocketAddr = "192.168.1.7:51820".parse().unwrap();
-    let (version, published) = hub.set_candidates(id, vec![observed, local]).unwrap();
+    use super::candidates::Candidate;
+    use bauxite_dispatch_api::proto::node::CandidateKind;
+    let list = vec![
+        Candidate::new(observed, CandidateKind::Observed),
+        Candidate::new(local, CandidateKind::Host),
+    ];
+    let (version, published) = hub.set_candidates(id, list.clone()).unwrap();
     assert_eq!(published, vec![observed, local]);
     let snapshot = hub.subscribe_topology().borrow().clone();
     assert_eq!(snapshot.version, version);
@@ -369,6 +375,13 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
         vec![
             "10.0.0.7:51820".to_string(),
             "192.168.1.7:51820".to_string()
+        ]
+    );
+    assert_eq!(
+        snapshot.peers[0].candidate_kinds,
+        vec![
+            i32::from(CandidateKind::Observed),
+            i32::from(CandidateKind::Host)
         ]
     );
     assert_eq!(
@@ -382,17 +395,18 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
         "versions only grow"
     );
     // The same report again changes nothing.
-    assert_eq!(
-        hub.set_candidates(id, vec![observed, local]).unwrap().0,
-        version
-    );
+    assert_eq!(hub.set_candidates(id, list.clone()).unwrap().0, version);
     // An advertised endpoint comes first and is not repeated among the candidates.
     hub.set_endpoint(T0, id, Some(local.to_string())).unwrap();
-    let (_, published) = hub.set_candidates(id, vec![observed, local]).unwrap();
+    let (_, published) = hub.set_candidates(id, list).unwrap();
     assert_eq!(published, vec![local, observed]);
     let peer = hub.subscribe_topology().borrow().peers[0].clone();
     assert_eq!(peer.endpoint, local.to_string());
     assert_eq!(peer.candidates, vec![observed.to_string()]);
+    assert_eq!(
+        peer.candidate_kinds,
+        vec![i32::from(CandidateKind::Observed)]
+    );
     // A revoked node's candidates go with it.
     hub.revoke(T0.plus(1), Caller::Admin, &id.to_string())
         .unwrap();

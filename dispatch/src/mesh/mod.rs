@@ -25,6 +25,7 @@ use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::{BauxiteNode, Metrics, VirtualIp};
 use bauxite_dispatch_api::client::peers_from_snapshot;
+use bauxite_dispatch_api::proto::node::CandidateKind;
 use bauxite_forge::chunk::IndexDigest;
 use bauxite_forge::fetch::{ServerCounters, TransferId};
 use bauxite_forge::image::{FileImage, VirtualImage};
@@ -33,6 +34,7 @@ use tokio::sync::mpsc;
 pub use self::serve::{ImageCommand, PackageSource};
 use crate::clock::UnixTime;
 use crate::hub::Hub;
+use crate::hub::candidates::Candidate;
 use crate::store::{NodeRecord, PackageImage, PackageRecord};
 use crate::updates::build::image_path;
 use crate::{Error, Result};
@@ -172,6 +174,8 @@ impl BoundMesh {
                     problem: e.to_string(),
                 })
         };
+        // Nodes learn their server-reflexive address (their NAT's mapping) here.
+        shell.serve_stun();
         let echo = bind(&mut shell, ServicePort::ECHO)?;
         let forge = bind(&mut shell, ServicePort::FORGE)?;
         let local_addr = shell
@@ -182,7 +186,7 @@ impl BoundMesh {
         let candidates = if local_addr.ip().is_unspecified() {
             Vec::new()
         } else {
-            vec![local_addr]
+            vec![Candidate::new(local_addr, CandidateKind::Host)]
         };
         hub.set_candidates(record.id, candidates)?;
         let (tx, commands) = mpsc::channel(COMMAND_QUEUE);

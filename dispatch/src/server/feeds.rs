@@ -108,7 +108,12 @@ impl TopologyService for Topology {
             .map(|info| info.remote.ip().to_canonical());
         let report = request.into_inner();
         let endpoint = (!report.endpoint.is_empty()).then_some(report.endpoint);
-        let candidates = candidate_list(observed, report.listen_port, &report.local_addresses)?;
+        let candidates = candidate_list(
+            observed,
+            report.listen_port,
+            &report.reflexive_addresses,
+            &report.local_addresses,
+        )?;
         self.0.set_endpoint(UnixTime::now(), node, endpoint)?;
         let (version, published) = self.0.set_candidates(node, candidates)?;
         if published.is_empty() {

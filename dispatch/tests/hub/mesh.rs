@@ -373,3 +373,60 @@ async fn after_a_restart_the_hub_is_the_same_mesh_node_and_serves_its_packages_a
     node.stop().await;
     hub.stop();
 }
+
+/// The hub's mesh port answers STUN Binding requests with the sender's address: a
+/// node's shell asked to use it (`Query::Stun`) publishes its own socket address as
+/// its server-reflexive address (loopback: no NAT in between), and a raw request from
+/// another socket gets that socket's address back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_mesh_port_answers_stun_and_a_shell_learns_its_mapping_there() {
+    use bauxite_conduit::io::Query;
+    use bauxite_conduit::stun::{BindingClient, BindingTimers};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start(&tmp.path().join("hub"));
+    let server: SocketAddr = hub.mesh.1.parse().unwrap();
+
+    let node = BauxiteNode::new(
+        identity(9),
+        PeerRegistry::new(),
+        NodeConfig::default(),
+        [9; 32],
+        clock::now(),
+        clock::unix_nanos(),
+    );
+    let config = ShellConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        device: DeviceConfig::Memory {
+            virtual_ip: VirtualIp::from(std::net::Ipv4Addr::new(100, 64, 0, 9)),
+        },
+    };
+    let shell = Shell::bind(node, &config).await.unwrap();
+    let own = shell.local_addr().unwrap();
+    let mut reflexive = shell.reflexive();
+    let (queries, queries_rx) = mpsc::channel(4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(shell.run(queries_rx, async move {
+        let _ = stopped.await;
+    }));
+    queries.send(Query::Stun(Some(server))).await.unwrap();
+    let learned = within(reflexive.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(learned, own);
+
+    // The same from a bare socket, driving the sans-IO client by hand.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut client = BindingClient::new(BindingTimers::default(), 1);
+    client.probe(clock::now(), Some(server));
+    let (to, request) = client.poll_transmit(clock::now()).unwrap();
+    socket.send_to(&request, to).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (len, from) = within(socket.recv_from(&mut buf)).await.unwrap();
+    let seen = client.handle(clock::now(), from, &buf[..len]).unwrap();
+    assert_eq!(seen.reflexive, socket.local_addr().unwrap());
+
+    let _ = stop.send(());
+    within(task).await.unwrap().unwrap();
+}

@@ -23,7 +23,7 @@ use crate::support::{BAUXITE, NetPair, Node, PORT, can_run, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn dispatch_binary() -> Option<PathBuf> {
+pub(crate) fn dispatch_binary() -> Option<PathBuf> {
     let path = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
     if path.exists() {
         Some(path)
@@ -37,7 +37,7 @@ fn dispatch_binary() -> Option<PathBuf> {
 }
 
 /// A `bauxite-dispatch serve` process in a namespace. Killed on drop.
-struct Hub {
+pub(crate) struct Hub {
     bin: PathBuf,
     ns: String,
     data: PathBuf,
@@ -46,7 +46,7 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(bin: &Path, ns: &str, dir: &Path, listen: &str) -> Self {
+    pub(crate) fn start(bin: &Path, ns: &str, dir: &Path, listen: &str) -> Self {
         let mut hub = Self {
             bin: bin.to_path_buf(),
             ns: ns.to_string(),
@@ -109,7 +109,7 @@ impl Hub {
     }
 
     /// The address in `hub.addr` once the hub has written it.
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         wait_for(LIMIT, "hub.addr", || {
             let text = fs::read_to_string(self.data.join("hub.addr")).ok()?;
             let text = text.trim().to_string();
@@ -118,7 +118,7 @@ impl Hub {
     }
 
     /// An admin command (retried until the hub answers); its stdout.
-    fn admin(&self, args: &[&str]) -> String {
+    pub(crate) fn admin(&self, args: &[&str]) -> String {
         wait_for(LIMIT, &format!("hub admin {args:?}"), || {
             let out = Command::new("ip")
                 .args(["netns", "exec", &self.ns])
@@ -134,14 +134,14 @@ impl Hub {
         })
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -152,14 +152,15 @@ impl Drop for Hub {
     }
 }
 
-/// `bauxite join` in namespace `ns`; the command's output and success.
-fn join(
+/// `bauxite join` in namespace `ns` (with `--advertise` when given); the command's output
+/// and success.
+pub(crate) fn join(
     ns: &str,
     token: &str,
     url: &str,
     root: &Path,
     name: &str,
-    advertise: &str,
+    advertise: Option<&str>,
 ) -> (bool, String) {
     let out = Command::new("ip")
         .args([
@@ -174,7 +175,8 @@ fn join(
         ])
         .arg(root)
         .args(["--name", name, "--listen", &format!("0.0.0.0:{PORT}")])
-        .args(["--advertise", advertise, "--control-socket"])
+        .args(advertise.map(|a| ["--advertise", a]).into_iter().flatten())
+        .arg("--control-socket")
         .arg(root.join("control.sock"))
         .output()
         .unwrap();
@@ -187,7 +189,7 @@ fn join(
 }
 
 /// The node ID from `joined as <id> with ...`.
-fn node_id(join_output: &str) -> String {
+pub(crate) fn node_id(join_output: &str) -> String {
     join_output
         .split_whitespace()
         .skip_while(|w| *w != "as")
@@ -208,7 +210,7 @@ fn peer_names(status: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn established_with(node: &Node, name: &str) -> Option<()> {
+pub(crate) fn established_with(node: &Node, name: &str) -> Option<()> {
     let status = node.status()?;
     status["peers"]
         .as_array()?
@@ -237,18 +239,25 @@ fn nodes_join_learn_each_other_survive_a_hub_restart_and_revocation() {
     for i in 0..2 {
         let token = hub.admin(&["token", "create", "--name", names[i]]);
         let advertise = net.endpoint(i).to_string();
-        let (ok, out) = join(&net.ns[i], &token, &url, &roots[i], names[i], &advertise);
+        let (ok, out) = join(
+            &net.ns[i],
+            &token,
+            &url,
+            &roots[i],
+            names[i],
+            Some(&advertise),
+        );
         assert!(ok, "join {}: {out}\n--- hub ---\n{}", names[i], hub.log());
         ids.push(node_id(&out));
         if i == 0 {
             // The token is single-use: a second join is refused and writes nothing.
             let spare = dir.path().join("reused");
-            let (ok, out) = join(&net.ns[1], &token, &url, &spare, "reused", &advertise);
+            let (ok, out) = join(&net.ns[1], &token, &url, &spare, "reused", Some(&advertise));
             assert!(!ok, "a reused token was accepted: {out}");
             assert!(out.contains("already used"), "{out}");
             assert!(!spare.exists(), "a refused join wrote {}", spare.display());
             // And a joined state root is not overwritten without --force.
-            let (ok, out) = join(&net.ns[0], &token, &url, &roots[0], "a", &advertise);
+            let (ok, out) = join(&net.ns[0], &token, &url, &roots[0], "a", Some(&advertise));
             assert!(!ok && out.contains("--force"), "{out}");
         }
         let mode = fs::metadata(roots[i].join("identity/node.identity"))
@@ -348,7 +357,7 @@ fn nodes_join_learn_each_other_survive_a_hub_restart_and_revocation() {
 }
 
 /// A node's virtual IP, from the config `join` wrote.
-fn vip_of(node: &Node) -> String {
+pub(crate) fn vip_of(node: &Node) -> String {
     let text = fs::read_to_string(&node.config).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("virtual_ip = \""))

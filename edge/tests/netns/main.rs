@@ -10,6 +10,8 @@
 
 mod capture;
 mod hub;
+mod nat;
+mod natlab;
 mod quickstart;
 mod support;
 

@@ -140,6 +140,14 @@ pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
         .iter()
         .filter_map(|c| c.parse().ok())
         .collect();
+    // Kinds pair with `candidates` by position (before junk is skipped); an unknown or
+    // missing kind leaves the address unlabelled.
+    let kinds = peer
+        .candidates
+        .iter()
+        .zip(&peer.candidate_kinds)
+        .filter_map(|(c, k)| Some((c.parse().ok()?, candidate_kind(*k)?)))
+        .collect();
     let info = PeerInfo::new(
         peer.name.clone(),
         VirtualIp::from(ip),
@@ -147,7 +155,8 @@ pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
         key(&peer.ed25519_public, "ed25519_public")?,
         endpoint,
     )
-    .with_candidates(candidates);
+    .with_candidates(candidates)
+    .with_candidate_kinds(kinds);
     if PeerId::from_hex(&peer.node_id) != Some(info.id) {
         return Err(Error::InvalidArgument {
             field: "node_id",
@@ -155,6 +164,17 @@ pub fn peer_info(peer: &Peer) -> Result<PeerInfo> {
         });
     }
     Ok(info)
+}
+
+/// The data plane's name for a `CandidateKind` number; `None` for unspecified or unknown.
+fn candidate_kind(kind: i32) -> Option<bauxite_conduit::peers::CandidateKind> {
+    use bauxite_conduit::peers::CandidateKind as Kind;
+    match crate::proto::node::CandidateKind::try_from(kind).ok()? {
+        crate::proto::node::CandidateKind::Host => Some(Kind::Host),
+        crate::proto::node::CandidateKind::ServerReflexive => Some(Kind::ServerReflexive),
+        crate::proto::node::CandidateKind::Observed => Some(Kind::Observed),
+        crate::proto::node::CandidateKind::Unspecified => None,
+    }
 }
 
 /// Converts a snapshot, skipping `me` (a node does not peer with itself).
@@ -193,6 +213,7 @@ mod tests {
                 "10.0.0.2:51820".into(),
             ],
             hub: false,
+            candidate_kinds: Vec::new(),
         };
         let info = peer_info(&peer).unwrap();
         assert_eq!(info.endpoint, None);
@@ -210,5 +231,25 @@ mod tests {
         let info = peer_info(&with_endpoint).unwrap();
         assert_eq!(info.dial_order()[0], "203.0.113.1:51820".parse().unwrap());
         assert_eq!(info.dial_order().len(), 3);
+        assert_eq!(info.candidate_kinds, [], "an older hub labels nothing");
+
+        // Kinds pair with candidates by position, junk and unspecified ones unlabelled.
+        use crate::proto::node::CandidateKind as K;
+        let labelled = Peer {
+            candidate_kinds: vec![
+                K::ServerReflexive as i32,
+                K::Host as i32,
+                K::Unspecified as i32,
+            ],
+            ..with_endpoint
+        };
+        let info = peer_info(&labelled).unwrap();
+        assert_eq!(
+            info.candidate_kinds,
+            [(
+                "10.0.0.1:51820".parse().unwrap(),
+                bauxite_conduit::peers::CandidateKind::ServerReflexive
+            )]
+        );
     }
 }

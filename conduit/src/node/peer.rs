@@ -1,0 +1,128 @@
+//! The node's per-peer record: everything it keeps about one peer besides the peer's
+//! registry entry (which is indexed by virtual IP and static key too) and its session
+//! indices (keyed by receiver index).
+//!
+//! Invariant: a registered peer has exactly one record and an unregistered one none, so
+//! removing a peer is one removal from the map plus its session indices.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::PeerId;
+use crate::path::{AckState, Endpoint, Path, PathState, PeerPaths, SendLog};
+use crate::peers::CandidateKind;
+use crate::session::Tunnel;
+
+/// Per-peer acknowledgement state: what we sent (for the delay signal) and what we owe.
+#[derive(Debug, Default)]
+pub(super) struct Feedback {
+    pub(super) sent: Option<SendLog>,
+    pub(super) acks: AckState,
+}
+
+/// What the node knows about one registered peer.
+#[derive(Debug, Default)]
+pub(super) struct PeerState {
+    /// Its paths and the addresses to try.
+    pub(super) path: PeerPaths,
+    /// The session (live, pending or waiting), created on first use.
+    pub(super) tunnel: Option<Tunnel>,
+    /// Acknowledgements of the current session.
+    pub(super) feedback: Feedback,
+    /// What the hub says the peer's addresses are (status output only).
+    pub(super) kinds: Vec<(SocketAddr, CandidateKind)>,
+    /// What the node measured of the session (status output, quiet detection).
+    pub(super) measured: Measured,
+}
+
+/// Measurements of one peer's session. Reset when the session is torn down.
+#[derive(Debug, Default)]
+pub(super) struct Measured {
+    /// Smoothed round trip (handshakes and acknowledged data packets).
+    pub(super) rtt: Option<Duration>,
+    /// From our first initiation to its response, for the last handshake we started.
+    pub(super) connect_time: Option<Duration>,
+    /// When the session went from unusable to usable.
+    pub(super) connected_since: Option<Instant>,
+    /// When we sent the first data packet (which the peer acknowledges) since the last
+    /// authenticated packet from the peer.
+    pub(super) awaiting_since: Option<Instant>,
+    /// Whether [`Event::PathQuiet`](super::Event::PathQuiet) went out for `awaiting_since`.
+    pub(super) quiet_reported: bool,
+}
+
+impl Measured {
+    /// A round-trip sample: smoothed with gain 1/8 (TCP's SRTT), the first one taken whole.
+    pub(super) fn sample_rtt(&mut self, sample: Duration) {
+        self.rtt = Some(match self.rtt {
+            Some(rtt) => (rtt * 7 + sample) / 8,
+            None => sample,
+        });
+    }
+
+    /// An authenticated packet came from the peer: the path works.
+    pub(super) fn heard(&mut self) {
+        self.awaiting_since = None;
+        self.quiet_reported = false;
+    }
+
+    /// When the path counts as quiet, if it is not reported yet.
+    pub(super) fn quiet_at(&self, after: Duration) -> Option<Instant> {
+        self.awaiting_since
+            .filter(|_| !self.quiet_reported)
+            .map(|since| since + after)
+    }
+}
+
+/// The per-peer records, by peer.
+pub(super) type Peers = BTreeMap<PeerId, PeerState>;
+
+/// The tunnel of `peer`, if it has one.
+pub(super) fn tunnel_mut(peers: &mut Peers, peer: PeerId) -> Option<&mut Tunnel> {
+    peers.get_mut(&peer).and_then(|s| s.tunnel.as_mut())
+}
+
+/// The path to `peer` now ([`Path::Drop`] for an unknown peer).
+pub(super) fn select(peers: &Peers, peer: PeerId) -> Path {
+    peers.get(&peer).map_or(Path::Drop, |s| s.path.select())
+}
+
+/// A read-only view of every peer's paths, for status and tests.
+#[derive(Clone, Copy, Debug)]
+pub struct Paths<'a> {
+    pub(super) peers: &'a Peers,
+}
+
+impl<'a> Paths<'a> {
+    /// The paths of `peer` (all `None` if unknown).
+    pub fn get(&self, peer: PeerId) -> PathState {
+        self.peers
+            .get(&peer)
+            .map(|s| s.path.get())
+            .unwrap_or_default()
+    }
+
+    /// The direct endpoint of `peer`, with its origin.
+    pub fn direct(&self, peer: PeerId) -> Option<Endpoint> {
+        self.get(peer).direct
+    }
+
+    /// The configured addresses of `peer`, best first.
+    pub fn candidates(&self, peer: PeerId) -> &'a [SocketAddr] {
+        self.peers.get(&peer).map_or(&[], |s| s.path.candidates())
+    }
+
+    /// The path for the next packet to `peer`.
+    pub fn select(&self, peer: PeerId) -> Path {
+        select(self.peers, peer)
+    }
+
+    /// Peers with at least one path, with their paths, in ascending peer order.
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, PathState)> + 'a {
+        self.peers
+            .iter()
+            .map(|(&peer, s)| (peer, s.path.get()))
+            .filter(|(_, state)| *state != PathState::default())
+    }
+}
