@@ -76,10 +76,11 @@ fn quickstart(hub_md: &str) -> &str {
     &hub_md[start..start + len]
 }
 
-/// The ```sh block of README.md that runs the hub.
+/// The ```sh block of README.md that runs the hub: the first block with a line that
+/// starts `bauxite-dispatch serve` (prose elsewhere may name the command too).
 fn readme_hub_block(readme: &str) -> Vec<Step> {
     let at = readme
-        .find("bauxite-dispatch serve")
+        .find("\nbauxite-dispatch serve ")
         .expect("README.md shows the hub");
     let start = readme[..at].rfind("```sh").expect("inside a sh block");
     let len = readme[start + 5..].find("```").expect("the block ends") + 5 + 3;
