@@ -263,6 +263,17 @@ pub enum CallRefused {
         /// When the confirmation window closed.
         at: UnixTime,
     },
+    /// The certificate presented for renewal has expired.
+    #[error(
+        "the certificate of node {node} expired at {at} and cannot be renewed; join again \
+         with a new token (`bauxite join --force`)"
+    )]
+    CertificateExpired {
+        /// The node.
+        node: PeerId,
+        /// The certificate's notAfter.
+        at: UnixTime,
+    },
 }
 
 impl TokenRejected {
@@ -303,6 +314,7 @@ impl CallRefused {
             CallRefused::NotIssued(_) => Refusal::CertificateNotIssued,
             CallRefused::NotConfirmed(_) => Refusal::NotConfirmed,
             CallRefused::RegistrationExpired { .. } => Refusal::UnknownNode,
+            CallRefused::CertificateExpired { .. } => Refusal::CertificateExpired,
         }
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Method groups: [`Hub::open`] and the read accessors here; provisioning in `provision.rs`;
 //! operator actions in `admin.rs`; signaling relay in `signal.rs`; the hub's own mesh node
-//! in `mesh_node.rs`; packages in `updates.rs`; deployments and update reports in
+//! in `mesh_node.rs`; certificate renewal in `renew.rs`; packages in `updates.rs`; deployments and update reports in
 //! `deploy.rs`.
 
 mod admin;
@@ -20,6 +20,8 @@ mod deploy;
 mod mesh_node;
 pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
+mod renew;
+pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
 pub mod signal;
 pub mod updates;
 pub use self::deploy::{Deploy, DeployTo, NodeUpdates};
@@ -87,6 +89,8 @@ pub struct Hub {
     closing: watch::Sender<bool>,
     /// Seconds a new registration has to be confirmed.
     confirm_window: u64,
+    /// Lifetime of the node certificates this hub issues (provisioning and renewal).
+    node_cert_validity: u64,
     /// Bumped whenever an update assignment changes (`WatchUpdates` streams wake on it).
     assignments: watch::Sender<u64>,
 }
@@ -129,6 +133,7 @@ impl Hub {
             metrics: HubMetrics::default(),
             closing: watch::channel(false).0,
             confirm_window: DEFAULT_CONFIRM_WINDOW_SECS,
+            node_cert_validity: crate::pki::ca::LEAF_LIFETIME_SECS,
             assignments: watch::channel(0).0,
         };
         let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());

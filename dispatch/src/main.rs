@@ -53,6 +53,11 @@ enum Command {
         /// registration expires (its address freed, its token use given back): 90s, 10m.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         confirm_within: u64,
+        /// Lifetime of the node certificates this hub issues (at least 60s): 90d, 365d.
+        /// Nodes renew theirs over mutual TLS when a third of it is left (or 7 days,
+        /// whichever comes first).
+        #[arg(long, default_value = "3650d", value_parser = parse_duration)]
+        node_cert_validity: u64,
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -374,6 +379,7 @@ async fn main() -> ExitCode {
             mesh_cidr,
             metrics_listen,
             confirm_within,
+            node_cert_validity,
             log_format,
             mesh_listen,
             mesh_advertise,
@@ -384,6 +390,7 @@ async fn main() -> ExitCode {
                 mesh_cidr: *mesh_cidr,
                 metrics_listen: *metrics_listen,
                 confirm_window_secs: *confirm_within,
+                node_cert_validity_secs: *node_cert_validity,
                 mesh_listen: *mesh_listen,
                 mesh_advertise: *mesh_advertise,
                 root_key_out: root_key_out.clone(),

@@ -4,6 +4,6 @@
 pub mod ca;
 
 pub use bauxite_dispatch_api::pki::{
-    ADMIN_URI, CertRole, NodeBinding, SERVER_NAME, binding, files, pem_to_der,
+    ADMIN_URI, CertRole, LeafFacts, NodeBinding, SERVER_NAME, binding, files, pem_to_der,
 };
 pub use ca::{HubCa, Issued};

@@ -70,6 +70,10 @@ pub struct ServeConfig {
     /// Seconds a new registration has to be confirmed
     /// ([`DEFAULT_CONFIRM_WINDOW_SECS`](crate::hub::DEFAULT_CONFIRM_WINDOW_SECS)).
     pub confirm_window_secs: u64,
+    /// Lifetime of issued node certificates in seconds
+    /// ([`LEAF_LIFETIME_SECS`](crate::pki::ca::LEAF_LIFETIME_SECS) by default); nodes renew
+    /// theirs when a third of it is left, or 7 days, whichever comes first.
+    pub node_cert_validity_secs: u64,
     /// UDP address of the hub's mesh node; `None`: the gRPC listener's IP and port.
     pub mesh_listen: Option<SocketAddr>,
     /// The mesh endpoint topology lists for the hub; `None` lists none, and nodes dial the
@@ -88,6 +92,7 @@ impl ServeConfig {
             mesh_cidr: None,
             metrics_listen: None,
             confirm_window_secs: crate::hub::DEFAULT_CONFIRM_WINDOW_SECS,
+            node_cert_validity_secs: crate::pki::ca::LEAF_LIFETIME_SECS,
             mesh_listen: None,
             mesh_advertise: None,
             root_key_out: None,
@@ -178,7 +183,8 @@ impl BoundHub {
         let store = RedbStore::open(&dir.join("hub.db"))?;
         let hub = Arc::new(
             Hub::open(Box::new(store), ca, cidr, now)?
-                .with_confirm_window(config.confirm_window_secs),
+                .with_confirm_window(config.confirm_window_secs)
+                .with_node_cert_validity(config.node_cert_validity_secs),
         );
         // Registrations that expired while the hub was down go first.
         for node in hub.expire_pending(now)? {

@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::hub_state::HubState;
+use crate::hub_state::{CertState, HubState};
 use crate::ping::{PingReport, PingRequest};
 use crate::status::StatusReport;
 use crate::update_agent::{UpdateCommand, UpdateHandle, UpdateStatus};
@@ -79,6 +79,8 @@ pub struct Context {
     /// The hub connector's published state (`None` forever for a node without a hub),
     /// shown by `bauxite status`.
     pub hub: watch::Receiver<Option<HubState>>,
+    /// The hub certificate's expiry and renewal (`None` without a hub), for `status`.
+    pub cert: watch::Receiver<Option<CertState>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -213,10 +215,12 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
                 .await
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
             let hub = context.hub.borrow().clone();
+            let cert = context.cert.borrow().clone();
             to_json(serde_json::to_value(StatusReport::new(
                 &status,
                 &context.metrics,
                 hub,
+                cert,
             )))
         }
         Request::Ping(ping) => {

@@ -14,6 +14,16 @@
 //! with [`EXIT_REVOKED`](crate::run_cmd::EXIT_REVOKED), which the systemd unit does not
 //! restart.
 //!
+//! Certificate renewal: on every connection, and then on a timer, the connector renews
+//! the node's client certificate when [`Renewal`] says it is due (a third of its validity
+//! left, or 7 days), over the same mTLS channel (`RenewCertificate`, proof signed by the
+//! node's identity key). The new certificate is written atomically to `certs_dir/node.crt`
+//! (temp file, fsync, rename, fsync of the directory; mode 0644, the key is untouched),
+//! published to the update agent, and used at once: the connector reconnects with it.
+//! A failure (the hub down, a write error) is retried with jittered backoff; the old
+//! certificate can still renew while unexpired, so a lost answer never locks the node out.
+//! A [`Refusal::Revoked`] answer is handled like any other revocation.
+//!
 //! Invariant: the connector never touches the node; every change goes through the shell's
 //! query channel and is applied between two batches of packets.
 
@@ -22,11 +32,13 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
+use bauxite_conduit::identity::Identity;
 use bauxite_conduit::io::{Query, clock};
 use bauxite_conduit::policy::Policy;
 use bauxite_conduit::{Metrics, PeerId};
 use bauxite_dispatch_api::Refusal;
 use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapshot};
+use bauxite_dispatch_api::pki::{LeafFacts, files};
 use bauxite_dispatch_api::proto::node::{
     ConfirmProvisionRequest, Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest,
     TopologyRequest, TopologySnapshot,
@@ -35,7 +47,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::candidates::{self, MeshExclusion};
 use crate::config::HubConfig;
-use crate::hub_state::{HubState, stamp};
+use crate::hub_state::{CertState, HubState, stamp};
+use crate::renewal::Renewal;
 
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -107,6 +120,8 @@ enum End {
     Revoked(String),
     /// The connection or a stream failed: try again after a delay.
     Lost(String),
+    /// The certificate was renewed: reconnect at once with the new one.
+    Renewed,
     /// The shell stopped: nothing left to feed.
     ShellGone,
 }
@@ -147,8 +162,14 @@ pub struct HubConnector {
     /// Where and how to connect.
     pub config: HubConfig,
     /// The node's mTLS files, loaded (and their modes checked) once at start: a local
-    /// file problem is refused there, never retried here as if the hub were down.
-    pub credentials: NodeCredentials,
+    /// file problem is refused there, never retried here as if the hub were down. The
+    /// connector replaces them when it renews the certificate (the update agent reads
+    /// them from here on every connect).
+    pub credentials: watch::Sender<NodeCredentials>,
+    /// The node's identity, which signs the renewal proof.
+    pub identity: Arc<Identity>,
+    /// Where the connector publishes the certificate's expiry and renewal for `status`.
+    pub cert: watch::Sender<Option<CertState>>,
     /// This node (skipped in topology snapshots).
     pub me: PeerId,
     /// The node's counters, reported to the hub.
@@ -175,13 +196,16 @@ impl HubConnector {
     /// Runs until the node is revoked or the shell stops; reconnects on every other error.
     pub async fn run(self) {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, self.seed);
+        let mut renewal = Renewal::new(self.seed.rotate_left(17) ^ 0x5eed);
         let url = self.config.url.clone();
         self.state.send_replace(Some(HubState::Connecting {
             url: url.clone(),
             since: stamp(clock::unix_nanos()),
         }));
         loop {
-            match self.session(&mut backoff).await {
+            self.publish_cert(&renewal, None);
+            match self.session(&mut backoff, &mut renewal).await {
+                End::Renewed => continue,
                 End::Revoked(reason) => {
                     tracing::error!(
                         hub = %url,
@@ -298,18 +322,90 @@ impl HubConnector {
         }));
     }
 
+    /// Publishes the current certificate's expiry and renewal time for `status`.
+    fn publish_cert(&self, renewal: &Renewal, last_error: Option<String>) {
+        let facts = LeafFacts::from_pem(&self.credentials.borrow().cert_pem).ok();
+        let state = facts.map(|facts| CertState {
+            expires: stamp(facts.not_after.saturating_mul(1_000_000_000)),
+            renews_from: stamp(renewal.due_at(&facts).saturating_mul(1_000_000_000)),
+            last_error,
+        });
+        self.cert.send_replace(state);
+    }
+
+    /// Seconds until `credentials`' certificate is due for renewal (`None`: unreadable,
+    /// so never renewed here; precheck reports it).
+    fn renew_in(&self, credentials: &NodeCredentials, renewal: &Renewal) -> Option<Duration> {
+        let facts = LeafFacts::from_pem(&credentials.cert_pem).ok()?;
+        let now = clock::unix_nanos() / 1_000_000_000;
+        Some(Duration::from_secs(
+            renewal.due_at(&facts).saturating_sub(now),
+        ))
+    }
+
+    /// Renews the certificate over `hub`. `Err(End::Renewed)` once the new one is on disk
+    /// (the caller reconnects with it), `Err(End::Revoked)` for a revoked node, and `Ok`
+    /// after a failure, with the retry scheduled in `renewal`.
+    async fn renew(
+        &self,
+        hub: &HubClient,
+        credentials: &NodeCredentials,
+        renewal: &mut Renewal,
+    ) -> Result<(), End> {
+        let now = clock::unix_nanos() / 1_000_000_000;
+        let error = match bauxite_dispatch_api::client::renew(hub, &self.identity, credentials)
+            .await
+        {
+            Ok(renewed) => {
+                let path = self.config.certs_dir.join("node.crt");
+                match files::write_atomic(&path, renewed.cert_pem.as_bytes(), 0o644) {
+                    Ok(()) => {
+                        renewal.succeeded(now);
+                        let expires = LeafFacts::from_pem(&renewed.cert_pem)
+                            .map(|f| stamp(f.not_after.saturating_mul(1_000_000_000)))
+                            .unwrap_or_default();
+                        self.credentials.send_replace(renewed);
+                        self.publish_cert(renewal, None);
+                        tracing::info!(path = %path.display(), %expires, "hub certificate renewed; reconnecting with it");
+                        return Err(End::Renewed);
+                    }
+                    Err(e) => format!("the renewed certificate could not be written: {e}"),
+                }
+            }
+            Err(bauxite_dispatch_api::Error::Refused {
+                refusal: Refusal::Revoked,
+                message,
+            }) => return Err(End::Revoked(message)),
+            Err(e) => e.to_string(),
+        };
+        let delay = renewal.failed(now);
+        tracing::warn!(%error, retry_in = ?delay, "hub certificate renewal failed; retrying later");
+        self.publish_cert(renewal, Some(error));
+        Ok(())
+    }
+
     /// One connection: connect, advertise, stream until something fails.
-    async fn session(&self, backoff: &mut Backoff) -> End {
-        match self.session_inner(backoff).await {
+    async fn session(&self, backoff: &mut Backoff, renewal: &mut Renewal) -> End {
+        match self.session_inner(backoff, renewal).await {
             Ok(never) => match never {},
             Err(end) => end,
         }
     }
 
-    async fn session_inner(&self, backoff: &mut Backoff) -> Result<std::convert::Infallible, End> {
-        let hub = HubClient::connect_mtls(&self.config.url, &self.credentials)
+    async fn session_inner(
+        &self,
+        backoff: &mut Backoff,
+        renewal: &mut Renewal,
+    ) -> Result<std::convert::Infallible, End> {
+        let credentials = self.credentials.borrow().clone();
+        let hub = HubClient::connect_mtls(&self.config.url, &credentials)
             .await
             .map_err(|e| from_error(e, "connect"))?;
+        // A due certificate is renewed first: if an earlier renewal reached the hub but
+        // not the disk, only renewal still accepts the old certificate.
+        if self.renew_in(&credentials, renewal) == Some(Duration::ZERO) {
+            self.renew(&hub, &credentials, renewal).await?;
+        }
         // The second phase of provisioning, in case `join` could not reach the hub after
         // writing the credentials; for a confirmed node it changes nothing.
         hub.provisioning()
@@ -354,8 +450,17 @@ impl HubConnector {
         let since = stamp(clock::unix_nanos());
         self.publish_connected(&since, candidates.clone());
         backoff.reset();
+        // Far in the future when the certificate cannot be read (never renewed here).
+        let far = Duration::from_secs(365 * 86_400);
+        let renew_timer = tokio::time::sleep(self.renew_in(&credentials, renewal).unwrap_or(far));
+        tokio::pin!(renew_timer);
         loop {
             tokio::select! {
+                () = &mut renew_timer => {
+                    self.renew(&hub, &credentials, renewal).await?;
+                    let next = self.renew_in(&credentials, renewal).unwrap_or(far);
+                    renew_timer.set(tokio::time::sleep(next));
+                }
                 message = topology.message() => {
                     let snapshot = message
                         .map_err(|s| from_status(&s, "topology stream"))?

@@ -97,6 +97,33 @@ impl HubState {
     }
 }
 
+/// The node's hub certificate as `bauxite status` shows it (JSON key `certificate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertState {
+    /// The certificate's notAfter (RFC 3339 UTC).
+    pub expires: String,
+    /// When the daemon renews it (RFC 3339 UTC): a third of its validity before expiry,
+    /// or 7 days, whichever comes first (or the next retry after a failure).
+    pub renews_from: String,
+    /// The last renewal that failed, if the latest attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl CertState {
+    /// One line for `status`.
+    pub fn render(&self) -> String {
+        let mut line = format!(
+            "valid until {}; renews from {}",
+            self.expires, self.renews_from
+        );
+        if let Some(error) = &self.last_error {
+            line.push_str(&format!("; last renewal failed: {error}"));
+        }
+        line
+    }
+}
+
 /// `unix_nanos` as RFC 3339 UTC with whole seconds.
 pub fn stamp(unix_nanos: u64) -> String {
     let secs = i64::try_from(unix_nanos / 1_000_000_000).unwrap_or(i64::MAX);

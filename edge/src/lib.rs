@@ -39,6 +39,7 @@ pub mod metrics_http;
 pub mod ping;
 pub mod precheck;
 pub mod probe;
+pub mod renewal;
 pub mod run_cmd;
 pub mod run_lock;
 pub mod status;

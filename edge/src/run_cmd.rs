@@ -297,6 +297,15 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let reflexive = shell.reflexive();
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
+    let (cert_tx, cert_rx) = watch::channel(None);
+    // The connector renews the certificate and replaces the credentials here; the update
+    // agent reads them on every connect.
+    let credentials = credentials.map(watch::channel);
+    // The identity signs renewal proofs (the node holds its own copy).
+    let renew_identity = match &credentials {
+        Some(_) => Some(std::sync::Arc::new(load_identity(&config.identity)?)),
+        None => None,
+    };
     let (hub_peer_tx, hub_peer_rx) = watch::channel(None);
     let agent = match (
         &config.hub,
@@ -309,7 +318,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 config: config.updates.clone(),
                 state_root: root.clone(),
                 hub: hub.clone(),
-                credentials: credentials.clone(),
+                credentials: credentials.1.clone(),
                 queries: queries_tx.clone(),
                 hub_peer: hub_peer_rx.clone(),
                 seed: jitter_seed(),
@@ -320,12 +329,15 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let hub_task = config
         .hub
         .clone()
-        .zip(credentials)
-        .map(|(hub, credentials)| {
+        .zip(credentials.map(|(tx, _)| tx))
+        .zip(renew_identity)
+        .map(|((hub, credentials), identity)| {
             tokio::spawn(
                 crate::hub::HubConnector {
                     config: hub,
                     credentials,
+                    identity,
+                    cert: cert_tx,
                     me: peer_id,
                     metrics: std::sync::Arc::clone(&metrics),
                     queries: queries_tx.clone(),
@@ -353,6 +365,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             updates_off: updates_off(&config).unwrap_or_default().to_owned(),
             hub_peer: hub_peer_rx,
             hub: hub_watch.clone(),
+            cert: cert_rx,
         },
     ));
     let metrics_task = match config.metrics_listen {

@@ -15,7 +15,7 @@ use bauxite_conduit::tun::TunKind;
 use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
 
-use crate::hub_state::HubState;
+use crate::hub_state::{CertState, HubState};
 
 /// The whole status of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,9 @@ pub struct StatusReport {
     /// The node's standing with its hub; absent for a node without `[hub]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubState>,
+    /// The node's hub certificate: expiry and renewal; absent without `[hub]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertState>,
 }
 
 /// One peer's line.
@@ -115,7 +118,12 @@ pub struct LaneReport {
 impl StatusReport {
     /// Builds the report from the shell's answer, the node's counters and its standing
     /// with the hub (if it has one).
-    pub fn new(status: &ShellStatus, metrics: &Metrics, hub: Option<HubState>) -> Self {
+    pub fn new(
+        status: &ShellStatus,
+        metrics: &Metrics,
+        hub: Option<HubState>,
+        certificate: Option<CertState>,
+    ) -> Self {
         let mut counters: BTreeMap<String, u64> = metrics
             .scalars()
             .into_iter()
@@ -191,6 +199,7 @@ impl StatusReport {
             counters,
             lanes,
             hub,
+            certificate,
         }
     }
 
@@ -204,6 +213,9 @@ impl StatusReport {
         );
         if let Some(hub) = &self.hub {
             let _ = writeln!(out, "hub  {}", hub.render());
+        }
+        if let Some(cert) = &self.certificate {
+            let _ = writeln!(out, "cert {}", cert.render());
         }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {

@@ -41,6 +41,11 @@ struct Hub {
 
 impl Hub {
     fn start(dir: &Path) -> Option<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`start`](Self::start) with more `serve` options.
+    fn start_with(dir: &Path, extra: &[&str]) -> Option<Self> {
         let bin = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
         if !bin.exists() {
             eprintln!(
@@ -53,6 +58,7 @@ impl Hub {
         let child = Command::new(&bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -153,6 +159,19 @@ impl Daemon {
             Command::new(BAUXITE)
         };
         let child = command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// `bauxite run` in the test's own network namespace (for the in-memory device).
+    fn start_here(config: &Path, log: PathBuf) -> Self {
+        let child = Command::new(BAUXITE)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -422,6 +441,101 @@ fn a_daemon_cut_off_from_its_hub_says_so_in_status() {
     assert!(
         text.lines()
             .any(|l| l.starts_with(&format!("hub  reconnecting to {url} since {since}"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_daemon_renews_a_certificate_inside_the_renewal_window_on_connect() {
+    use bauxite_dispatch_api::pki::LeafFacts;
+    let dir = tempfile::tempdir().unwrap();
+    // Ten-minute certificates: a fresh one is already inside the renewal window (a third of
+    // its validity, at least half of it for short ones), so the daemon renews at once.
+    let Some(hub) = Hub::start_with(dir.path(), &["--node-cert-validity", "10m"]) else {
+        return;
+    };
+    let url = hub.url();
+    let root = dir.path().join("root");
+    let token = hub.token(&["--name", "robot-r"]);
+    let socket = dir.path().join("control.sock");
+    let out = Command::new(BAUXITE)
+        .args(["join", &token, &url, "--state-root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let config = root.join("config.toml");
+    let certs = root.join("certs");
+    let cert_path = certs.join("node.crt");
+    let key_path = certs.join("node.key");
+    let old_pem = fs::read_to_string(&cert_path).unwrap();
+    let key_before = fs::read(&key_path).unwrap();
+    let old = LeafFacts::from_pem(&old_pem).unwrap();
+
+    // The in-memory device, in this network namespace: the daemon must reach the hub on
+    // loopback (as root, `Daemon::start` would move it into a namespace of its own).
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("[node]\n", "[node]\ndevice = \"memory\"\n");
+    fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start_here(&config, dir.path().join("run.log"));
+    daemon.wait_status(&config);
+    let new_pem = wait_for(LIMIT, "node.crt to be renewed on disk", || {
+        let now = fs::read_to_string(&cert_path).ok()?;
+        (now != old_pem).then_some(now)
+    });
+    let new = LeafFacts::from_pem(&new_pem).unwrap();
+    assert!(new.not_after > old.not_after, "{new:?} vs {old:?}");
+    assert_eq!(new.public_key, old.public_key, "same TLS key");
+    assert_eq!(
+        fs::read(&key_path).unwrap(),
+        key_before,
+        "node.key untouched"
+    );
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cert_path), 0o644);
+    assert_eq!(mode(&key_path), 0o600);
+    assert!(
+        !cert_path.with_extension("tmp").exists(),
+        "no temp file left"
+    );
+    // The hub audited it, and the daemon reconnected with the new certificate (the hub
+    // refuses the old one for everything but renewal).
+    let audit = String::from_utf8(hub.admin(&["audit", "show"]).stdout).unwrap();
+    assert!(audit.contains("node.cert_renewed"), "{audit}");
+    wait_for(LIMIT, "a connection after the renewal", || {
+        let log = daemon.log();
+        let renewed = log.find("hub certificate renewed")?;
+        log.rfind("connected to the hub")
+            .filter(|at| *at > renewed)
+            .map(|_| ())
+    });
+    // `status` shows the certificate's expiry (whichever renewal is current by then).
+    let expires = wait_for(LIMIT, "status to show the certificate", || {
+        let out = Command::new(BAUXITE)
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let current = LeafFacts::from_pem(&fs::read_to_string(&cert_path).ok()?).ok()?;
+        let expires = json["certificate"]["expires"].as_str()?.to_owned();
+        let shown =
+            time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+        (u64::try_from(shown.unix_timestamp()).ok()? == current.not_after).then_some(expires)
+    });
+    let text = Command::new(BAUXITE)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("cert valid until {expires}"))),
         "{text}"
     );
 }

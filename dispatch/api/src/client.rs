@@ -19,8 +19,10 @@
 mod channel;
 mod hub_client;
 mod join;
+mod renew;
 pub mod tls;
 
 pub use channel::{CONNECT_TIMEOUT, connect, hub_addr};
 pub use hub_client::{HubClient, peer_info, peers_from_snapshot};
 pub use join::{JoinResult, NodeCredentials, confirm, join};
+pub use renew::renew;

@@ -4,8 +4,10 @@
 
 pub mod binding;
 pub mod files;
+pub mod validity;
 
 pub use binding::{ADMIN_URI, CertRole, NodeBinding};
+pub use validity::LeafFacts;
 
 use crate::{Error, Result};
 

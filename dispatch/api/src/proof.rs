@@ -62,6 +62,38 @@ pub fn verify(
         .map_err(|_| ProofRejected::BadProof)
 }
 
+/// Domain separator at the start of every certificate-renewal challenge.
+pub const RENEW_CONTEXT: &[u8] = b"bauxite-dispatch 2026 renew v1\0";
+
+/// The bytes a node signs to renew its certificate: the hub CA, the node's keys and the
+/// SHA-256 of the certificate it presents over mutual TLS, so a proof is good for that
+/// one certificate at that one hub.
+pub fn renew_challenge(ca: &CaFingerprint, keys: &NodeKeys, presented: &CaFingerprint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RENEW_CONTEXT.len() + 32 * 5);
+    out.extend_from_slice(RENEW_CONTEXT);
+    out.extend_from_slice(&ca.0);
+    out.extend_from_slice(&keys.ed25519);
+    out.extend_from_slice(&keys.x25519);
+    out.extend_from_slice(&keys.tls);
+    out.extend_from_slice(&presented.0);
+    out
+}
+
+/// Checks a renewal proof (strict Ed25519 verification).
+pub fn verify_renewal(
+    ca: &CaFingerprint,
+    keys: &NodeKeys,
+    presented: &CaFingerprint,
+    proof: &[u8],
+) -> Result<(), ProofRejected> {
+    let key = VerifyingKey::from_bytes(&keys.ed25519).map_err(|_| ProofRejected::BadKey {
+        field: "ed25519_public",
+    })?;
+    let signature = Signature::from_slice(proof).map_err(|_| ProofRejected::BadProof)?;
+    key.verify_strict(&renew_challenge(ca, keys, presented), &signature)
+        .map_err(|_| ProofRejected::BadProof)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +144,35 @@ mod tests {
         );
         assert_eq!(verify(tok, &ca, &keys, "r8", &proof), bad);
         assert_eq!(verify(tok, &ca, &keys, "r7", &proof[..10]), bad);
+    }
+
+    #[test]
+    fn renewal_proof_binds_hub_keys_and_certificate() {
+        let id = Identity::from_secrets([1; 32], [2; 32]);
+        let keys = NodeKeys {
+            ed25519: id.public().signing_public,
+            x25519: id.public().static_public,
+            tls: [5; 32],
+        };
+        let (ca, cert) = (CaFingerprint([4; 32]), CaFingerprint([6; 32]));
+        let proof = id.sign(&renew_challenge(&ca, &keys, &cert));
+        assert_eq!(verify_renewal(&ca, &keys, &cert, &proof), Ok(()));
+        let bad = Err(ProofRejected::BadProof);
+        assert_eq!(
+            verify_renewal(&CaFingerprint([9; 32]), &keys, &cert, &proof),
+            bad
+        );
+        assert_eq!(
+            verify_renewal(&ca, &keys, &CaFingerprint([9; 32]), &proof),
+            bad
+        );
+        let swapped = NodeKeys {
+            tls: [9; 32],
+            ..keys
+        };
+        assert_eq!(verify_renewal(&ca, &swapped, &cert, &proof), bad);
+        // A provisioning proof is no renewal proof (domain separation).
+        let provision = id.sign(&challenge(TokenId([3; 8]), &ca, &keys, ""));
+        assert_eq!(verify_renewal(&ca, &keys, &cert, &provision), bad);
     }
 }

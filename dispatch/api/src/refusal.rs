@@ -56,6 +56,8 @@ pub enum Refusal {
     /// The node's registration is not confirmed yet (two-phase provisioning): only
     /// `ConfirmProvision` is accepted until it is.
     NotConfirmed,
+    /// The presented certificate has expired, so it cannot be renewed.
+    CertificateExpired,
 }
 
 impl Refusal {
@@ -73,6 +75,7 @@ impl Refusal {
             | Refusal::CaMismatch => Code::PermissionDenied,
             Refusal::BadKey | Refusal::BadProof | Refusal::BadName => Code::InvalidArgument,
             Refusal::NotConfirmed => Code::FailedPrecondition,
+            Refusal::CertificateExpired => Code::Unauthenticated,
             Refusal::AlreadyJoined | Refusal::KeyInUse => Code::AlreadyExists,
             Refusal::MeshFull => Code::ResourceExhausted,
         }
@@ -98,6 +101,7 @@ impl Refusal {
             Refusal::MeshFull => RefusalReason::MeshFull,
             Refusal::BadName => RefusalReason::BadName,
             Refusal::NotConfirmed => RefusalReason::NotConfirmed,
+            Refusal::CertificateExpired => RefusalReason::CertificateExpired,
         }
     }
 
@@ -122,6 +126,7 @@ impl Refusal {
             RefusalReason::MeshFull => Refusal::MeshFull,
             RefusalReason::BadName => Refusal::BadName,
             RefusalReason::NotConfirmed => Refusal::NotConfirmed,
+            RefusalReason::CertificateExpired => Refusal::CertificateExpired,
         })
     }
 
@@ -146,6 +151,7 @@ impl Refusal {
             Refusal::MeshFull => "the mesh has no free address left",
             Refusal::BadName => "the hub refused the node name",
             Refusal::NotConfirmed => "this node's registration is not confirmed yet",
+            Refusal::CertificateExpired => "this node's certificate has expired",
         }
     }
 

@@ -43,6 +43,15 @@ fn every_refusal_keeps_its_code_and_carries_its_typed_reason() {
             Refusal::UnknownNode,
         ),
         (
+            CallRefused::CertificateExpired {
+                node: NODE,
+                at: UnixTime(5),
+            }
+            .into(),
+            Code::Unauthenticated,
+            Refusal::CertificateExpired,
+        ),
+        (
             CallRefused::NoClientCertificate.into(),
             Code::Unauthenticated,
             Refusal::NoClientCertificate,

@@ -144,7 +144,9 @@ impl Hub {
             .allocate(&used)
             .ok_or_else(|| ProvisionRejected::MeshFull(self.cidr.to_string()))?;
         let binding = NodeBinding::new(req.keys.ed25519, req.keys.x25519, virtual_ip);
-        let issued = self.ca.issue_node(&binding, &req.keys.tls, now)?;
+        let issued = self
+            .ca
+            .issue_node(&binding, &req.keys.tls, now, self.node_cert_validity)?;
         let record = NodeRecord {
             id,
             name,

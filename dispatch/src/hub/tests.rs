@@ -412,3 +412,71 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
         .unwrap();
     assert!(hub.subscribe_topology().borrow().peers.is_empty());
 }
+
+/// The renewal proof node `seed` of [`named_request`] makes for `cert_pem`.
+fn renew_proof(hub: &Hub, seed: u8, cert_pem: &str) -> (Vec<u8>, Vec<u8>) {
+    let id = Identity::from_secrets([seed; 32], [seed.wrapping_add(100); 32]);
+    let tls = Identity::from_secrets([seed.wrapping_add(50); 32], [0; 32])
+        .public()
+        .signing_public;
+    let keys = NodeKeys {
+        ed25519: id.public().signing_public,
+        x25519: id.public().static_public,
+        tls,
+    };
+    let der = crate::pki::pem_to_der(cert_pem).unwrap();
+    let presented = CaFingerprint::of_der(&der);
+    let proof = id.sign(&proof::renew_challenge(
+        &hub.ca().fingerprint(),
+        &keys,
+        &presented,
+    ));
+    (der, proof.to_vec())
+}
+
+#[test]
+fn renewal_is_decided_at_now_and_only_for_active_nodes() {
+    let hub = hub().with_node_cert_validity(1000);
+    let t = token(&hub, 3600, 2, 1);
+    let a = join(&hub, T0, request(&t, 1));
+    let (der, good) = renew_proof(&hub, 1, &a.cert_pem);
+    let old = crate::pki::LeafFacts::from_der(&der).unwrap();
+    assert_eq!(old.not_after, T0.0 + 1000);
+
+    let renewed = hub.renew(T0.plus(700), Some(&der), &good).unwrap();
+    assert_eq!(renewed.not_after, T0.plus(1700));
+    assert_eq!(renewed.record.virtual_ip, a.record.virtual_ip);
+    // Only the new certificate is accepted for ordinary calls from now on...
+    let new_der = crate::pki::pem_to_der(&renewed.cert_pem).unwrap();
+    assert_eq!(
+        hub.authorize(Some(&new_der)).unwrap(),
+        Caller::Node(a.record.id)
+    );
+    assert!(matches!(
+        hub.authorize(Some(&der)),
+        Err(Error::CallRefused(CallRefused::NotIssued(_)))
+    ));
+    // ...but the old one may still renew while unexpired (a lost answer is no lockout),
+    // and not once it has expired.
+    assert!(hub.renew(T0.plus(800), Some(&der), &good).is_ok());
+    assert!(matches!(
+        hub.renew(T0.plus(1000), Some(&der), &good),
+        Err(Error::CallRefused(CallRefused::CertificateExpired { .. }))
+    ));
+    // A proof by another identity is refused.
+    let (_, other) = renew_proof(&hub, 2, &a.cert_pem);
+    assert!(hub.renew(T0.plus(800), Some(&der), &other).is_err());
+
+    hub.revoke(T0.plus(900), Caller::Admin, &a.record.id.to_string())
+        .unwrap();
+    let before = hub.verify_audit().unwrap().0;
+    assert!(matches!(
+        hub.renew(T0.plus(901), Some(&new_der), &good),
+        Err(Error::CallRefused(CallRefused::Revoked { .. }))
+    ));
+    assert_eq!(
+        hub.verify_audit().unwrap().0,
+        before,
+        "nothing issued or audited"
+    );
+}

@@ -20,7 +20,8 @@ use crate::token::CaFingerprint;
 use crate::{Error, Result};
 
 const DAY: u64 = 86_400;
-/// Lifetime of node and admin certificates.
+/// Lifetime of admin and server certificates, and of node certificates unless the hub is
+/// told otherwise (`serve --node-cert-validity`); nodes renew theirs before expiry.
 pub const LEAF_LIFETIME_SECS: u64 = 10 * 365 * DAY;
 const CA_LIFETIME_SECS: u64 = 30 * 365 * DAY;
 /// Backdating of `notBefore`, for robots whose clocks lag.
@@ -82,14 +83,19 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn leaf_params(now: UnixTime, common_name: &str, serial_seed: &[u8]) -> CertificateParams {
+fn leaf_params(
+    now: UnixTime,
+    lifetime_secs: u64,
+    common_name: &str,
+    serial_seed: &[u8],
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "bauxite mesh");
     params.distinguished_name = dn;
     params.not_before = at(UnixTime(now.0.saturating_sub(SKEW_SECS)));
-    params.not_after = at(now.plus(LEAF_LIFETIME_SECS));
+    params.not_after = at(now.plus(lifetime_secs));
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let mut hasher = blake3::Hasher::new_derive_key("bauxite-dispatch 2026 serial");
@@ -158,14 +164,16 @@ impl HubCa {
         self.fingerprint
     }
 
-    /// Issues a node's client certificate for its TLS key, binding its identity.
+    /// Issues a node's client certificate for its TLS key, binding its identity, valid
+    /// from `now` (backdated by the clock-skew allowance) for `lifetime_secs`.
     pub fn issue_node(
         &self,
         binding: &NodeBinding,
         tls_key: &[u8; 32],
         now: UnixTime,
+        lifetime_secs: u64,
     ) -> Result<Issued> {
-        let mut params = leaf_params(now, &binding.node_id.to_string(), tls_key);
+        let mut params = leaf_params(now, lifetime_secs, &binding.node_id.to_string(), tls_key);
         params.subject_alt_names = binding.sans()?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params
@@ -212,7 +220,7 @@ impl HubCa {
         usage: ExtendedKeyUsagePurpose,
     ) -> Result<Issued> {
         let key = KeyPair::generate_for(&PKCS_ED25519).map_err(cert_err)?;
-        let mut params = leaf_params(now, common_name, key.public_key_raw());
+        let mut params = leaf_params(now, LEAF_LIFETIME_SECS, common_name, key.public_key_raw());
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).map_err(cert_err)?;

@@ -1,6 +1,6 @@
 //! `ProvisioningService`: `ProvisionNode`, the only call that needs no client
-//! certificate, and `ConfirmProvision`, the second phase, authenticated by the
-//! certificate the first phase issued.
+//! certificate, `ConfirmProvision`, the second phase, authenticated by the certificate
+//! the first phase issued, and `RenewCertificate`, a node's renewal over mutual TLS.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use crate::proof::NodeKeys;
 use crate::proto::node::provisioning_service_server::ProvisioningService;
 use crate::proto::node::{
     ConfirmProvisionRequest, ConfirmProvisionResponse, ProvisionRequest, ProvisionResponse,
+    RenewCertificateRequest, RenewCertificateResponse,
 };
 use crate::token::{CaFingerprint, TokenId};
 use crate::updates::UpdateRepo;
@@ -108,5 +109,45 @@ impl ProvisioningService for Provisioning {
             node_id: record.id.to_string(),
             name: record.name,
         }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let cert = request
+            .extensions()
+            .get::<super::tls::ConnInfo>()
+            .and_then(|info| info.client_cert.clone());
+        if let Some(der) = &cert
+            && matches!(
+                crate::pki::CertRole::from_der(der),
+                Ok(crate::pki::CertRole::Admin)
+            )
+        {
+            return Err(bauxite_dispatch_api::Refusal::NodesOnly
+                .to_status("this call is for nodes, not the admin certificate"));
+        }
+        let proof = request.into_inner().proof;
+        match self
+            .0
+            .renew(UnixTime::now(), cert.as_deref().map(Vec::as_slice), &proof)
+        {
+            Ok(renewed) => {
+                tracing::info!(node = %renewed.record.id, not_after = %renewed.not_after, "node certificate renewed");
+                Ok(Response::new(RenewCertificateResponse {
+                    cert_pem: renewed.cert_pem,
+                    not_after_unix: renewed.not_after.0,
+                }))
+            }
+            Err(e) => {
+                self.0
+                    .metrics()
+                    .calls_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(error = %e, "certificate renewal refused");
+                Err(e.into())
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ mod mtls;
 mod offline_root;
 mod packages;
 mod policy;
+mod renew;
 mod restart;
 mod shutdown;
 mod tamper;

@@ -45,7 +45,9 @@ async fn calls_without_a_hub_issued_certificate_are_refused() {
     let raw: [u8; 32] = key.public_key_raw().try_into().unwrap();
     let id = identity(9).public();
     let binding = NodeBinding::new(id.signing_public, id.static_public, VirtualIp(0x6440_0009));
-    let forged = other.issue_node(&binding, &raw, UnixTime::now()).unwrap();
+    let forged = other
+        .issue_node(&binding, &raw, UnixTime::now(), 3600)
+        .unwrap();
     let ca_pem = std::fs::read_to_string(hub.dir.join("ca.crt")).unwrap();
     let creds = NodeCredentials {
         ca_pem,

@@ -94,8 +94,9 @@ impl ReportQueue {
 pub(super) struct HubLink {
     /// Where the hub is.
     pub config: HubConfig,
-    /// The node's mTLS credentials (loaded and checked at start).
-    pub credentials: NodeCredentials,
+    /// The node's current mTLS credentials (loaded and checked at start; the hub
+    /// connector replaces them when it renews the certificate, read on every connect).
+    pub credentials: watch::Receiver<NodeCredentials>,
     /// Events for the agent.
     pub events: mpsc::Sender<super::Event>,
     /// The connected client (for TUF files), `None` while down.
@@ -156,7 +157,8 @@ impl HubLink {
     }
 
     async fn session(&self, backoff: &mut Backoff) -> End {
-        let hub = match HubClient::connect_mtls(&self.config.url, &self.credentials).await {
+        let credentials = self.credentials.borrow().clone();
+        let hub = match HubClient::connect_mtls(&self.config.url, &credentials).await {
             Ok(hub) => hub,
             Err(bauxite_dispatch_api::Error::Refused {
                 refusal: Refusal::Revoked,

@@ -126,8 +126,8 @@ pub struct AgentSetup {
     pub state_root: PathBuf,
     /// `[hub]`.
     pub hub: HubConfig,
-    /// The node's mTLS credentials (checked at start).
-    pub credentials: NodeCredentials,
+    /// The node's current mTLS credentials (checked at start; replaced on renewal).
+    pub credentials: watch::Receiver<NodeCredentials>,
     /// The shell's query channel (service sockets, snapshots, peers).
     pub queries: mpsc::Sender<Query>,
     /// The hub's mesh node, from topology.

@@ -1,7 +1,8 @@
 use super::*;
 use proptest::prelude::*;
 
-const ALL: [Refusal; 17] = [
+const ALL: [Refusal; 18] = [
+    Refusal::CertificateExpired,
     Refusal::Revoked,
     Refusal::NoClientCertificate,
     Refusal::UnknownNode,

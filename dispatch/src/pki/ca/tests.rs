@@ -46,7 +46,9 @@ fn node_cert_binds_keys_and_verifies_after_reload() {
     let mut tls_raw = [0u8; 32];
     tls_raw.copy_from_slice(tls.public_key_raw());
     let binding = NodeBinding::new([7; 32], [8; 32], VirtualIp(0x6440_0001));
-    let issued = reloaded.issue_node(&binding, &tls_raw, NOW).unwrap();
+    let issued = reloaded
+        .issue_node(&binding, &tls_raw, NOW, LEAF_LIFETIME_SECS)
+        .unwrap();
     assert!(issued.key_pem.is_none(), "the hub never holds a node key");
     assert_eq!(
         CertRole::from_der(&issued.cert_der).unwrap(),
