@@ -348,8 +348,10 @@ impl<A: Clone + Eq> UpdateAgent<A> {
             return Ok(Work::Done(Outcome::Failed));
         };
         let index = self.plan.index.clone();
-        self.buf.resize(CHUNK_SIZE, 0);
         let batch = self.cfg.verify_batch.max(1);
+        // One read per thread for the whole batch (`verify_batch` x 64 KiB, 4 MiB by
+        // default), only while verifying.
+        self.buf.resize(CHUNK_SIZE * batch as usize, 0);
         if let Some(bad) = staging.verify_range(&index, next, batch, &mut self.buf)? {
             self.state(UpdateState::InvalidSignatureRejected, |e| {
                 e.chunk(bad)
@@ -377,6 +379,7 @@ impl<A: Clone + Eq> UpdateAgent<A> {
             self.phase = Phase::Verifying { next };
             return Ok(Work::Busy);
         }
+        self.buf = Vec::new();
         self.state(UpdateState::Valid, |e| e);
         self.phase = Phase::Activating;
         Ok(Work::Busy)
