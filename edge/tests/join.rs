@@ -4,7 +4,7 @@
 //! and a `config.toml` that `run` accepts; a joined state root is kept unless `--force`.
 //!
 //! Needs `target/<profile>/bauxite-dispatch` next to `bauxite` (`cargo build -p
-//! bauxite-dispatch`, or any `cargo test --workspace`); without it the test prints SKIPPED.
+//! bauxite-dispatch`, or any `cargo test --workspace`); without it the tests fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,20 +40,18 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(dir: &Path) -> Option<Self> {
+    fn start(dir: &Path) -> Self {
         Self::start_with(dir, &[])
     }
 
     /// [`start`](Self::start) with more `serve` options.
-    fn start_with(dir: &Path, extra: &[&str]) -> Option<Self> {
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let bin = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
-        if !bin.exists() {
-            eprintln!(
-                "SKIPPED: {} not built; run `cargo build -p bauxite-dispatch` first",
-                bin.display()
-            );
-            return None;
-        }
+        assert!(
+            bin.exists(),
+            "{} not built; `cargo test --workspace` builds it (or `cargo build -p bauxite-dispatch`)",
+            bin.display()
+        );
         let data = dir.join("hub-data");
         let child = Command::new(&bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -63,7 +61,7 @@ impl Hub {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Some(Self { bin, data, child })
+        Self { bin, data, child }
     }
 
     fn url(&self) -> String {
@@ -227,9 +225,7 @@ fn flip_first_hex(part: &str) -> String {
 #[allow(clippy::disallowed_methods)] // compares with the hub's wall-clock expiry
 fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let url = hub.url();
     let root = dir.path().join("root");
     let refused_at = |token: &str, url: &str, expect: &str| {
@@ -337,9 +333,7 @@ fn refused_tokens_write_nothing_and_a_good_one_writes_a_runnable_state_root() {
 #[test]
 fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let url = hub.url();
     let root = dir.path().join("root");
     // As a new user does it: a named token, and `join` without `--name`.
@@ -390,9 +384,7 @@ fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
 #[test]
 fn a_daemon_cut_off_from_its_hub_says_so_in_status() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let url = hub.url();
     let root = dir.path().join("root");
     let token = hub.token(&["--name", "robot-5"]);
@@ -451,9 +443,7 @@ fn a_daemon_renews_a_certificate_inside_the_renewal_window_on_connect() {
     let dir = tempfile::tempdir().unwrap();
     // Ten-minute certificates: a fresh one is already inside the renewal window (a third of
     // its validity, at least half of it for short ones), so the daemon renews at once.
-    let Some(hub) = Hub::start_with(dir.path(), &["--node-cert-validity", "10m"]) else {
-        return;
-    };
+    let hub = Hub::start_with(dir.path(), &["--node-cert-validity", "10m"]);
     let url = hub.url();
     let root = dir.path().join("root");
     let token = hub.token(&["--name", "robot-r"]);

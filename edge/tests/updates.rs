@@ -19,8 +19,8 @@
 //! - Warm start: the peer table saved at shutdown is back at start while the hub is down.
 //!
 //! Needs `target/<profile>/bauxite-dispatch` next to `bauxite` (`cargo build -p
-//! bauxite-dispatch`, or any `cargo test --workspace`); without it each test prints
-//! SKIPPED.
+//! bauxite-dispatch`, or any `cargo test --workspace`); without it each test
+//! fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,9 +104,7 @@ fn lane(config: &Path, lane: &str, field: &str) -> u64 {
 #[test]
 fn join_stores_the_hub_update_root_or_the_pinned_one() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     // From the hub.
     let root = dir.path().join("from-hub");
     let out = join(&hub, &hub.token("a"), &root, &[]);
@@ -126,7 +124,7 @@ fn join_stores_the_hub_update_root_or_the_pinned_one() {
     // root the release team handed over.
     let other_dir = dir.path().join("other");
     fs::create_dir(&other_dir).unwrap();
-    let other = Hub::start(&other_dir).unwrap();
+    let other = Hub::start(&other_dir);
     let pinned = dir.path().join("pinned-root.json");
     fs::write(&pinned, other.root_json()).unwrap();
     assert_ne!(other.root_json(), hub.root_json());
@@ -179,9 +177,7 @@ fn join_stores_the_hub_update_root_or_the_pinned_one() {
 #[test]
 fn an_assigned_package_is_fetched_on_the_bulk_lane_verified_activated_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let mut robot = Robot::join(&hub, dir.path(), "robot", "probe_hz = 200");
     robot.start();
     let id = robot.peer_id();
@@ -272,9 +268,7 @@ fn an_assigned_package_is_fetched_on_the_bulk_lane_verified_activated_and_report
 #[test]
 fn kill9_mid_transfer_resumes_from_the_checkpoint_without_refetching() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let mut robot = Robot::join(&hub, dir.path(), "robot", "");
     robot.start();
     const SIZE: u64 = 160;
@@ -370,9 +364,7 @@ fn recorded_states(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn bytes_changed_in_the_staged_image_are_rejected_and_current_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let mut robot = Robot::join(&hub, dir.path(), "robot", "hold_before_activate = true");
     robot.start();
     package(&hub, "1.0.0", 4, 1);
@@ -451,9 +443,7 @@ fn bytes_changed_in_the_staged_image_are_rejected_and_current_stays() {
 #[test]
 fn the_watchdog_rolls_back_a_version_without_heartbeat_and_commits_one_with() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let hub = Hub::start(dir.path());
     let mut robot = Robot::join(
         &hub,
         dir.path(),
@@ -510,9 +500,7 @@ fn the_watchdog_rolls_back_a_version_without_heartbeat_and_commits_one_with() {
 #[test]
 fn warm_start_restores_the_peer_table_before_the_hub_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut hub) = Hub::start(dir.path()) else {
-        return;
-    };
+    let mut hub = Hub::start(dir.path());
     let mut robot = Robot::join(&hub, dir.path(), "robot", "");
     robot.start();
     let peers = json(&robot.config, &["status"])["peers"].clone();

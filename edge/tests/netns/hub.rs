@@ -8,7 +8,7 @@
 //! daemon exits with status 4.
 //!
 //! The hub binary must sit next to `bauxite` (`cargo build -p bauxite-dispatch`, or any
-//! `cargo test --workspace`); without it the test prints SKIPPED.
+//! `cargo test --workspace`); without it the test fails.
 
 use std::fs;
 use std::io::{Read as _, Write as _};
@@ -23,17 +23,16 @@ use crate::support::{BAUXITE, NetPair, Node, PORT, can_run, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-pub(crate) fn dispatch_binary() -> Option<PathBuf> {
+/// The hub binary beside `bauxite`; a missing one fails the test rather than skip it, so
+/// a build that forgot the hub cannot pass by testing nothing.
+pub(crate) fn dispatch_binary() -> PathBuf {
     let path = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "SKIPPED: {} not built; run `cargo build -p bauxite-dispatch` first",
-            path.display()
-        );
-        None
-    }
+    assert!(
+        path.exists(),
+        "{} not built; `cargo test --workspace` builds it (or `cargo build -p bauxite-dispatch`)",
+        path.display()
+    );
+    path
 }
 
 /// A `bauxite-dispatch serve` process in a namespace. Killed on drop.
@@ -224,9 +223,7 @@ fn nodes_join_learn_each_other_survive_a_hub_restart_and_revocation() {
     if !can_run() {
         return;
     }
-    let Some(bin) = dispatch_binary() else {
-        return;
-    };
+    let bin = dispatch_binary();
     let net = NetPair::new();
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start(&bin, &net.ns[0], dir.path(), &format!("{}:0", net.addr[0]));

@@ -149,7 +149,7 @@ pub fn node_section(identity: &Path, virtual_ip: &str, socket: &Path) -> String 
 }
 
 /// A real `bauxite-dispatch serve` on loopback (its mesh node on the same port over
-/// UDP); `None` (test SKIPPED) when the hub binary was not built.
+/// UDP). A hub binary that was not built fails the test.
 pub struct Hub {
     pub bin: PathBuf,
     pub data: PathBuf,
@@ -158,15 +158,13 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn start(dir: &Path) -> Option<Self> {
+    pub fn start(dir: &Path) -> Self {
         let bin = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
-        if !bin.exists() {
-            eprintln!(
-                "SKIPPED: {} not built; run `cargo build -p bauxite-dispatch` first",
-                bin.display()
-            );
-            return None;
-        }
+        assert!(
+            bin.exists(),
+            "{} not built; `cargo test --workspace` builds it (or `cargo build -p bauxite-dispatch`)",
+            bin.display()
+        );
         let data = dir.join("hub-data");
         let child = Command::new(&bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -181,12 +179,12 @@ impl Hub {
             let text = text.trim().to_string();
             (!text.is_empty()).then_some(text)
         });
-        Some(Self {
+        Self {
             bin,
             data,
             child,
             url: format!("https://{addr}"),
-        })
+        }
     }
 
     /// Runs an admin command (retried until the hub answers); returns stdout.
