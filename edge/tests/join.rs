@@ -120,6 +120,19 @@ fn join(token: &str, url: &str, root: &Path, extra: &[&str]) -> (bool, String) {
 
 /// `bauxite precheck` on a fake OS (os-release in `dir`) with this kernel release;
 /// returns whether it exited 0, and its log.
+/// `join` as docs/hub.md shows it (no `--name`: the token names the node), with a
+/// control socket of the test's own; panics with the output unless it succeeds.
+fn join_as_documented(token: &str, url: &str, root: &Path, socket: &Path) {
+    let out = Command::new(BAUXITE)
+        .args(["join", token, url, "--state-root"])
+        .arg(root)
+        .args(["--listen", "127.0.0.1:0", "--control-socket"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 fn precheck(config: &Path, dir: &Path, kernel: &str) -> (bool, String) {
     fs::write(dir.join("os-release"), "ID=ubuntu\n").unwrap();
     let out = Command::new(BAUXITE)
@@ -338,15 +351,7 @@ fn a_joined_node_survives_a_kernel_change_and_its_daemon_starts() {
     let root = dir.path().join("root");
     // As a new user does it: a named token, and `join` without `--name`.
     let token = hub.token(&["--name", "robot-9"]);
-    let socket = dir.path().join("control.sock");
-    let out = Command::new(BAUXITE)
-        .args(["join", &token, &url, "--state-root"])
-        .arg(&root)
-        .args(["--listen", "127.0.0.1:0", "--control-socket"])
-        .arg(&socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    join_as_documented(&token, &url, &root, &dir.path().join("control.sock"));
     let nodes = String::from_utf8(hub.admin(&["nodes", "list"]).stdout).unwrap();
     assert!(
         nodes.lines().any(|l| l.trim_end().ends_with("robot-9")),
@@ -388,15 +393,7 @@ fn a_daemon_cut_off_from_its_hub_says_so_in_status() {
     let url = hub.url();
     let root = dir.path().join("root");
     let token = hub.token(&["--name", "robot-5"]);
-    let socket = dir.path().join("control.sock");
-    let out = Command::new(BAUXITE)
-        .args(["join", &token, &url, "--state-root"])
-        .arg(&root)
-        .args(["--listen", "127.0.0.1:0", "--control-socket"])
-        .arg(&socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    join_as_documented(&token, &url, &root, &dir.path().join("control.sock"));
     // The hub goes away before the daemon starts: it keeps trying, and status says since
     // when and why, in one line.
     drop(hub);
@@ -447,15 +444,7 @@ fn a_daemon_renews_a_certificate_inside_the_renewal_window_on_connect() {
     let url = hub.url();
     let root = dir.path().join("root");
     let token = hub.token(&["--name", "robot-r"]);
-    let socket = dir.path().join("control.sock");
-    let out = Command::new(BAUXITE)
-        .args(["join", &token, &url, "--state-root"])
-        .arg(&root)
-        .args(["--listen", "127.0.0.1:0", "--control-socket"])
-        .arg(&socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    join_as_documented(&token, &url, &root, &dir.path().join("control.sock"));
     let config = root.join("config.toml");
     let certs = root.join("certs");
     let cert_path = certs.join("node.crt");
