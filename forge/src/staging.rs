@@ -1,19 +1,28 @@
 //! An isolated staging directory, `versions/<version>/`, filled chunk by chunk.
 //!
 //! Invariants: (1) only chunks that matched the index are written, each at its offset;
-//! (2) `checkpoint.bin` is rewritten (atomically) only after `fdatasync` of the image, so
-//! it never vouches for a chunk that a power cut could lose; (3) staging never writes
+//! (2) `checkpoint.bin` is rewritten (atomically) only after an `fdatasync` of the image
+//! that began after every chunk it adds was written, so it never vouches for a chunk that
+//! a power cut could lose; (3) staging never writes
 //! into the version `current` points to; (4) before activation the whole image is read
 //! back and verified again ([`Staging::verify_chunk`], [`Staging::verified`]), so bytes
 //! changed on disk after download are caught.
 //!
+//! Durability batches run on a thread of their own ([`Staging::begin_flush`]): the
+//! `fdatasync` of a 16 MiB batch takes milliseconds, and the download goes on writing
+//! the next batch meanwhile. The batch's chunk set is fixed when it begins, so chunks
+//! written during the sync wait for the next checkpoint even when that sync happened to
+//! carry them. One batch is in flight at a time.
+//!
 //! Methods by group: [`Staging::open`] (create or resume); the download path
-//! (`write_chunk`, `flush`); the final check (`verify_chunk`, `verified`); the ends
+//! (`write_chunk`, `begin_flush`, `settle`, `flush`); the final check (`verify_chunk`, `verified`); the ends
 //! (`purge`, or [`activate`](crate::activate::activate) with the [`VerifiedStage`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use crate::checkpoint::{Checkpoint, Rejection, UpdateBinding};
 use crate::chunk::{ChunkIndex, ChunkNo};
@@ -69,7 +78,30 @@ pub struct Staging {
     /// Threads hashing the final verification (the cores available, at most
     /// [`VERIFY_THREADS`]).
     threads: u32,
-    hook: Box<dyn CrashHook>,
+    /// The durability batch in flight, if any.
+    syncing: Option<Syncing>,
+    hook: SharedHook,
+}
+
+/// A durability batch made durable on a thread of its own.
+struct Syncing {
+    /// What `checkpoint.bin` says once the batch settled: the durable chunks and the
+    /// batch.
+    covers: ChunkSet,
+    job: JoinHandle<Result<()>>,
+}
+
+/// The crash hook, shared by the download (chunk writes) and the durability thread.
+#[derive(Clone)]
+struct SharedHook(Arc<Mutex<Box<dyn CrashHook>>>);
+
+impl CrashHook for SharedHook {
+    fn before(&mut self, point: CrashPoint) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .before(point)
+    }
 }
 
 impl std::fmt::Debug for Staging {
@@ -78,6 +110,7 @@ impl std::fmt::Debug for Staging {
             .field("dir", &self.dir)
             .field("durable", &self.durable.count())
             .field("written", &self.written.count())
+            .field("syncing", &self.syncing.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +187,8 @@ impl Staging {
                 written,
                 verified_upto: 0,
                 threads: verify_threads(),
-                hook,
+                syncing: None,
+                hook: SharedHook(Arc::new(Mutex::new(hook))),
             },
             resume,
         ))
@@ -170,9 +204,14 @@ impl Staging {
         &self.durable
     }
 
-    /// Chunks written since the last flush (not yet durable).
+    /// Chunks written and in no durability batch yet.
     pub fn unflushed(&self) -> u32 {
         self.written.count()
+    }
+
+    /// Whether a durability batch is in flight.
+    pub fn syncing(&self) -> bool {
+        self.syncing.is_some()
     }
 
     /// Writes a verified chunk at its offset. The caller got `bytes` from a
@@ -194,36 +233,84 @@ impl Staging {
         Ok(())
     }
 
-    /// Makes every written chunk durable: `fdatasync` of the image, then an atomic
-    /// rewrite of `checkpoint.bin` that adds them. Does nothing when nothing was written.
+    /// Starts making every chunk written so far durable, on a thread of its own:
+    /// `fdatasync` of the image, then an atomic rewrite of `checkpoint.bin` that adds
+    /// them. Settles the batch in flight first, if any, and returns the count of durable
+    /// chunks it left ([`settle`](Self::settle)). Starts nothing when nothing was written.
+    pub fn begin_flush(&mut self) -> Result<Option<u32>> {
+        let settled = self.settle()?;
+        if self.written.count() == 0 {
+            return Ok(settled);
+        }
+        let (covers, checkpoint) = self.next_checkpoint();
+        let image = self
+            .image
+            .try_clone()
+            .map_err(io("duplicate", &self.image_path))?;
+        let (image_path, checkpoint_path) = (self.image_path.clone(), self.checkpoint_path.clone());
+        let mut hook = self.hook.clone();
+        let job = std::thread::Builder::new()
+            .name("forge-sync".into())
+            .spawn(move || {
+                make_durable(
+                    &image,
+                    &image_path,
+                    &checkpoint_path,
+                    &checkpoint,
+                    &mut hook,
+                )
+            })
+            .map_err(io("start the durability thread for", &self.image_path))?;
+        self.syncing = Some(Syncing { covers, job });
+        self.written = ChunkSet::new(self.binding.chunk_count);
+        Ok(settled)
+    }
+
+    /// Waits for the durability batch in flight, if any. Returns the count of durable
+    /// chunks once it settled, or `None` when none was in flight. A batch that failed
+    /// leaves the durable set as it was (its checkpoint may or may not be on disk; either
+    /// way it vouches only for synced chunks).
+    pub fn settle(&mut self) -> Result<Option<u32>> {
+        let Some(Syncing { covers, job }) = self.syncing.take() else {
+            return Ok(None);
+        };
+        // A panic on the durability thread is a bug: pass it on, as if it happened here.
+        job.join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        self.durable = covers;
+        Ok(Some(self.durable.count()))
+    }
+
+    /// Makes every written chunk durable before returning: settles the batch in flight,
+    /// then syncs what was written since on this thread.
     pub fn flush(&mut self) -> Result<()> {
+        self.settle()?;
         if self.written.count() == 0 {
             return Ok(());
         }
-        self.hook
-            .before(CrashPoint::ImageSync)
-            .map_err(io("fdatasync", &self.image_path))?;
-        self.image
-            .sync_data()
-            .map_err(io("fdatasync", &self.image_path))?;
-        let mut durable = self.durable.clone();
-        durable.union_with(&self.written);
-        let bytes = Checkpoint {
-            binding: self.binding.clone(),
-            durable: durable.clone(),
-        }
-        .emit();
-        write_atomic(
+        let (covers, checkpoint) = self.next_checkpoint();
+        make_durable(
+            &self.image,
+            &self.image_path,
             &self.checkpoint_path,
-            &bytes,
-            0o644,
-            &mut *self.hook,
-            CrashPoint::Checkpoint,
-        )
-        .map_err(|e| io_error("write", &self.checkpoint_path, e))?;
-        self.durable = durable;
+            &checkpoint,
+            &mut self.hook,
+        )?;
+        self.durable = covers;
         self.written = ChunkSet::new(self.binding.chunk_count);
         Ok(())
+    }
+
+    /// The durable set once the written chunks are added, and its checkpoint's bytes.
+    fn next_checkpoint(&self) -> (ChunkSet, Vec<u8>) {
+        let mut covers = self.durable.clone();
+        covers.union_with(&self.written);
+        let bytes = Checkpoint {
+            binding: self.binding.clone(),
+            durable: covers.clone(),
+        }
+        .emit();
+        (covers, bytes)
     }
 
     /// Reads chunk `no` back from disk into `buf` and checks it against `index`.
@@ -372,14 +459,49 @@ impl Staging {
 
     /// The crash hook, for the activation that follows a verification.
     pub(crate) fn hook(&mut self) -> &mut dyn CrashHook {
-        &mut *self.hook
+        &mut self.hook
     }
 
     /// Deletes the staging: checkpoint first (so it never outlives the data it vouches
-    /// for), then the image, then the directory.
+    /// for), then the image, then the directory. A batch in flight ends first, so no
+    /// checkpoint is written after the purge.
     pub fn purge(mut self) -> Result<()> {
-        purge_version(&self.layout, &self.binding.version, &mut *self.hook)
+        // The staging goes whatever that batch's fate: its error no longer matters.
+        let _ = self.settle();
+        purge_version(&self.layout, &self.binding.version, &mut self.hook)
     }
+}
+
+impl Drop for Staging {
+    /// Waits for the batch in flight: nothing of a dropped staging may still be
+    /// writing its checkpoint (a resume or a purge could follow at once).
+    fn drop(&mut self) {
+        if let Some(s) = self.syncing.take() {
+            let _ = s.job.join();
+        }
+    }
+}
+
+/// One durability batch: `fdatasync` of the image, then `checkpoint` written atomically.
+/// The chunks the checkpoint adds were all written before this began.
+fn make_durable(
+    image: &File,
+    image_path: &Path,
+    checkpoint_path: &Path,
+    checkpoint: &[u8],
+    hook: &mut dyn CrashHook,
+) -> Result<()> {
+    hook.before(CrashPoint::ImageSync)
+        .map_err(io("fdatasync", image_path))?;
+    image.sync_data().map_err(io("fdatasync", image_path))?;
+    write_atomic(
+        checkpoint_path,
+        checkpoint,
+        0o644,
+        hook,
+        CrashPoint::Checkpoint,
+    )
+    .map_err(|e| io_error("write", checkpoint_path, e))
 }
 
 /// Most threads the final verification uses.
@@ -394,7 +516,7 @@ fn verify_threads() -> u32 {
 
 /// Creates an empty image of `len` bytes, reserving the blocks up front (`fallocate`),
 /// so a full disk shows up now, as [`Error::NoSpace`].
-fn create_image(path: &std::path::Path, len: u64) -> Result<File> {
+fn create_image(path: &Path, len: u64) -> Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)

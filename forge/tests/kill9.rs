@@ -121,14 +121,15 @@ fn stage(root: &Layout, rel: (&str, u64, u64), hook: Box<dyn CrashHook>) {
     let mut server = FetchServer::new(ServerConfig::default());
     server.add_image(transfer, image);
     let mut buf = vec![0u8; 1500];
-    let mut out = std::io::stdout().lock();
     // Bounded: a 12 MiB image takes a few thousand rounds of this loop.
+    // stdout is locked per line, never across a call into the agent: the hook may pause
+    // on the durability thread (holding the hook) and say so on stdout.
     for _ in 0..10_000_000 {
         let now = Instant::now();
         while let Some(t) = agent.poll_transmit(now, &mut buf) {
             if let Ok(Datagram::Request(r)) = wire::parse(&buf[..t.len]) {
                 for e in r.entries() {
-                    writeln!(out, "REQ {}", e.chunk).unwrap();
+                    println!("REQ {}", e.chunk);
                 }
             }
             server.handle_datagram(now, 0u8, &buf[..t.len]);
@@ -143,27 +144,27 @@ fn stage(root: &Layout, rel: (&str, u64, u64), hook: Box<dyn CrashHook>) {
         while let Some(e) = agent.poll_event() {
             match e {
                 AgentEvent::State(s) => {
-                    writeln!(out, "STATE {} {}", s.state, s.progress.chunks_done).unwrap();
+                    println!("STATE {} {}", s.state, s.progress.chunks_done);
                 }
                 AgentEvent::Checkpointed { durable, .. } => {
-                    writeln!(out, "CKPT {durable}").unwrap();
+                    println!("CKPT {durable}");
                 }
                 _ => {}
             }
         }
-        out.flush().unwrap();
+        std::io::stdout().flush().unwrap();
         match agent.poll_work(now).unwrap() {
             Work::Done(o) => {
                 let p = agent.progress();
-                writeln!(out, "REFETCHED {}", p.verified_bytes_refetched).unwrap();
+                println!("REFETCHED {}", p.verified_bytes_refetched);
                 let word = match o {
                     Outcome::Activated(_) => "activated",
                     Outcome::AlreadyActive { .. } => "already_active",
                     Outcome::Rejected { .. } => "rejected",
                     Outcome::Failed => "failed",
                 };
-                writeln!(out, "DONE {word}").unwrap();
-                out.flush().unwrap();
+                println!("DONE {word}");
+                std::io::stdout().flush().unwrap();
                 return;
             }
             Work::Busy | Work::Idle => {}

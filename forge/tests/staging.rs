@@ -16,70 +16,98 @@ use std::sync::{Arc, Mutex};
 
 use bauxite_forge::Error;
 use bauxite_forge::agent::{Outcome, UpdateAgent};
+use bauxite_forge::checkpoint::{Checkpoint, UpdateBinding};
+use bauxite_forge::chunk::ChunkNo;
 use bauxite_forge::crash::{AtomicStep, CrashHook, CrashPoint, NoCrash};
 use bauxite_forge::image::CHUNK_SIZE;
+use bauxite_forge::image::ChunkSource as _;
 use bauxite_forge::layout::Layout;
-use bauxite_forge::staging::purge_version;
+use bauxite_forge::staging::{Resume, Staging, purge_version};
 use stage_common::drive::{
     Release, Root, assert_one_verified_active, cfg, fast_link, install, run,
 };
 use stage_common::link::origin;
 
-/// Records every crash point passed, crashing nowhere.
+/// What the recorder saw: a crash point passed, or a checkpoint just renamed into place
+/// vouching for this many chunks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Seen {
+    Point(CrashPoint),
+    Vouched(u32),
+}
+
+/// Records every crash point passed, crashing nowhere; reads each checkpoint back once it
+/// is renamed into place.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<CrashPoint>>>);
+struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    checkpoint: Option<PathBuf>,
+}
+
+impl Recorder {
+    fn points(&self) -> Vec<CrashPoint> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::Point(p) => Some(*p),
+                Seen::Vouched(_) => None,
+            })
+            .collect()
+    }
+}
 
 impl CrashHook for Recorder {
     fn before(&mut self, point: CrashPoint) -> std::io::Result<()> {
-        self.0.lock().unwrap().push(point);
+        let mut seen = self.seen.lock().unwrap();
+        if let (CrashPoint::Checkpoint(AtomicStep::SyncDir), Some(path)) = (point, &self.checkpoint)
+        {
+            let c = Checkpoint::parse(&fs::read(path)?).unwrap();
+            seen.push(Seen::Vouched(c.durable.count()));
+        }
+        seen.push(Seen::Point(point));
         Ok(())
     }
 }
 
 #[test]
-fn a_checkpoint_is_written_only_after_the_data_it_vouches_for_is_synced() {
+fn a_checkpoint_vouches_only_for_chunks_written_before_its_sync_began() {
     let root = Root::new();
     let (a, b) = (
         Release::new("1.0.0", 1, 3 * CHUNK_SIZE as u64),
         Release::new("2.0.0", 2, 30 * CHUNK_SIZE as u64 - 1),
     );
     install(&root, &a);
-    let rec = Recorder::default();
+    let rec = Recorder {
+        checkpoint: Some(root.layout.checkpoint_path(b.version())),
+        ..Recorder::default()
+    };
     let r = run(&root, &b, fast_link(), Box::new(rec.clone()), 2);
     assert!(matches!(r.result, Ok(Outcome::Activated(_))));
-    let points = rec.0.lock().unwrap().clone();
-    let mut writes_since_sync = 0;
-    let mut synced = false;
-    let mut checkpoints = 0;
-    for p in &points {
-        match p {
-            CrashPoint::ChunkWrite => {
-                writes_since_sync += 1;
-                synced = false;
-            }
-            CrashPoint::ImageSync => {
-                writes_since_sync = 0;
-                synced = true;
-            }
-            CrashPoint::Checkpoint(AtomicStep::CreateTmp) => {
+    // Batches sync on a thread of their own while the download goes on, so chunk writes
+    // may interleave with a sync; what each checkpoint vouches for must still have been
+    // written before the fdatasync that precedes it began.
+    let seen = rec.seen.lock().unwrap().clone();
+    let (mut written, mut synced_upto, mut vouched) = (0u32, 0u32, Vec::new());
+    for s in &seen {
+        match s {
+            Seen::Point(CrashPoint::ChunkWrite) => written += 1,
+            Seen::Point(CrashPoint::ImageSync) => synced_upto = written,
+            Seen::Vouched(n) => {
                 assert!(
-                    synced && writes_since_sync == 0,
-                    "checkpoint before fdatasync"
+                    *n <= synced_upto,
+                    "a checkpoint vouches for {n} chunks; only {synced_upto} were written before its sync: {seen:?}"
                 );
-                checkpoints += 1;
+                vouched.push(*n);
             }
-            _ => {}
+            Seen::Point(_) => {}
         }
     }
-    assert_eq!(
-        points
-            .iter()
-            .filter(|p| **p == CrashPoint::ChunkWrite)
-            .count(),
-        30
-    );
-    assert_eq!(checkpoints, 8, "30 chunks in batches of 4");
+    assert_eq!(written, 30);
+    assert_eq!(vouched.len(), 8, "30 chunks in batches of 4: {vouched:?}");
+    assert!(vouched.is_sorted(), "{vouched:?}");
+    assert_eq!(vouched.last(), Some(&30));
     // Activation comes last, in protocol order.
+    let points = rec.points();
     let tail: Vec<_> = points
         .iter()
         .skip_while(|p| **p != CrashPoint::Verified)
@@ -96,6 +124,72 @@ fn a_checkpoint_is_written_only_after_the_data_it_vouches_for_is_synced() {
             CrashPoint::RootSync,
             CrashPoint::Cleanup
         ]
+    );
+}
+
+#[test]
+fn chunks_written_while_a_batch_syncs_wait_for_the_next_checkpoint() {
+    let root = Root::new();
+    let b = Release::new("2.0.0", 2, 8 * CHUNK_SIZE as u64);
+    let index = &b.plan.index;
+    let binding = UpdateBinding {
+        target: b.plan.target.clone(),
+        version: b.version().clone(),
+        image_len: index.image_len(),
+        chunk_count: index.chunk_count(),
+        index_digest: index.digest(),
+    };
+    let (mut staging, resume) =
+        Staging::open(&root.layout, binding.clone(), Box::new(NoCrash)).unwrap();
+    assert_eq!(resume, Resume::Fresh);
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut write = |staging: &mut Staging, i: u32| {
+        let n = b.image.read_chunk(ChunkNo(i), &mut buf).unwrap();
+        staging.write_chunk(ChunkNo(i), &buf[..n]).unwrap();
+    };
+    let on_disk = || {
+        let bytes = fs::read(root.layout.checkpoint_path(b.version())).unwrap();
+        let c = Checkpoint::parse(&bytes).unwrap();
+        c.durable.iter().map(|c| c.0).collect::<Vec<_>>()
+    };
+    for i in 0..3 {
+        write(&mut staging, i);
+    }
+    assert_eq!(
+        staging.begin_flush().unwrap(),
+        None,
+        "nothing was in flight"
+    );
+    assert!(staging.syncing());
+    // Written while the batch may still be syncing: not in its checkpoint.
+    for i in 3..5 {
+        write(&mut staging, i);
+    }
+    assert_eq!(staging.settle().unwrap(), Some(3));
+    assert!(!staging.syncing());
+    assert_eq!(on_disk(), [0, 1, 2]);
+    assert_eq!(staging.unflushed(), 2);
+    // The next batch takes the two; the one after it settles it first.
+    assert_eq!(staging.begin_flush().unwrap(), None);
+    write(&mut staging, 5);
+    assert_eq!(
+        staging.begin_flush().unwrap(),
+        Some(5),
+        "the batch before settled first"
+    );
+    assert_eq!(staging.settle().unwrap(), Some(6));
+    assert_eq!(on_disk(), [0, 1, 2, 3, 4, 5]);
+    // A dropped staging waits for its batch: the checkpoint is whole when drop returns.
+    write(&mut staging, 6);
+    staging.begin_flush().unwrap();
+    drop(staging);
+    let (_, resume) = Staging::open(&root.layout, binding, Box::new(NoCrash)).unwrap();
+    let Resume::Loaded { durable } = resume else {
+        panic!("{resume:?}")
+    };
+    assert_eq!(
+        durable.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5, 6]
     );
 }
 

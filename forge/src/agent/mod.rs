@@ -324,15 +324,16 @@ impl<A: Clone + Eq> UpdateAgent<A> {
                     || self
                         .unflushed_since
                         .is_some_and(|t| now >= t + self.cfg.flush_interval);
+                // A batch starts syncing in the background; the one before it settles
+                // first (it had a whole batch's download to finish in).
                 if due && let Some(s) = self.staging.as_mut() {
-                    s.flush()?;
-                    let durable = s.durable().count();
+                    let settled = s.begin_flush()?;
                     self.unflushed_since = None;
-                    let progress = self.progress();
-                    self.events
-                        .push_back(AgentEvent::Checkpointed { durable, progress });
+                    self.checkpointed(settled);
                 }
                 if complete && self.staging.as_ref().is_some_and(|s| s.unflushed() == 0) {
+                    let settled = self.staging.as_mut().map(Staging::settle).transpose()?;
+                    self.checkpointed(settled.flatten());
                     self.phase = Phase::Verifying { next: 0 };
                     return Ok(Work::Busy);
                 }
@@ -340,6 +341,15 @@ impl<A: Clone + Eq> UpdateAgent<A> {
             }
             Phase::Verifying { next } => self.verify(next),
             Phase::Activating => self.activate(now),
+        }
+    }
+
+    /// Reports a durability batch that settled with `durable` chunks durable.
+    fn checkpointed(&mut self, durable: Option<u32>) {
+        if let Some(durable) = durable {
+            let progress = self.progress();
+            self.events
+                .push_back(AgentEvent::Checkpointed { durable, progress });
         }
     }
 
