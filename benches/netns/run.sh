@@ -88,28 +88,47 @@ throughput() {
   fi
 }
 
-# latency DST: p50 / p99 / max of 1000 pings at 200 Hz, and loss.
-latency() {
-  ip netns exec "$A" ping -n -c 1000 -i 0.005 -W 1 -s 56 "$1" > "$WORK/ping.txt" 2>&1 || true
-  awk -F'time=' '/time=/ {split($2, a, " "); print a[1]}' "$WORK/ping.txt" | sort -g > "$WORK/rtt.txt"
+# pings DST: 1000 pings at 200 Hz into $WORK/ping.txt, each reply with its arrival time
+# (-D: [unix seconds]).
+pings() {
+  ip netns exec "$A" ping -D -n -c 1000 -i 0.005 -W 1 -s 56 "$1" > "$WORK/ping.txt" 2>&1 || true
+}
+
+# ping_stats [UNTIL]: p50 / p99 / max and loss of $WORK/ping.txt; with UNTIL (unix
+# seconds), only the replies that arrived by then count, and the line says how many.
+ping_stats() {
+  local until=${1:-}
+  awk -v until="$until" -F'time=' '/time=/ {
+      t = substr($1, 2, index($1, "]") - 2) + 0
+      if (until == "" || t <= until + 0) { split($2, a, " "); print a[1] }
+    }' "$WORK/ping.txt" | sort -g > "$WORK/rtt.txt"
   local n loss
   n=$(wc -l < "$WORK/rtt.txt")
   loss=$(grep -oE '[0-9.]+% packet loss' "$WORK/ping.txt" | cut -d% -f1)
   [ "$n" -gt 0 ] || { echo "no replies"; return; }
-  awk -v n="$n" -v loss="$loss" '{v[NR]=$1} END {
+  awk -v n="$n" -v loss="$loss" -v until="$until" '{v[NR]=$1} END {
     p50=v[int(n*0.50)>0?int(n*0.50):1]; p99=v[int(n*0.99)>0?int(n*0.99):1];
-    printf "p50 %.3f / p99 %.3f / max %.3f ms, %s%% lost", p50, p99, v[n], loss}' "$WORK/rtt.txt"
+    printf "p50 %.3f / p99 %.3f / max %.3f ms, %s%% lost", p50, p99, v[n], loss
+    if (until != "") printf " (%d of 1000 replies while the flow ran)", n}' "$WORK/rtt.txt"
 }
 
-# loaded_latency DST: latency while one cubic flow saturates the same path. The flow
-# outlasts the 5 s of pings and ends by itself, so iperf3 reports its goodput and the
-# server is free for the next run.
+# latency DST: p50 / p99 / max of 1000 pings at 200 Hz, and loss.
+latency() {
+  pings "$1"
+  ping_stats
+}
+
+# loaded_latency DST: latency while one cubic flow saturates the same path. Under load
+# ping paces itself by the replies it awaits, so 1000 pings take up to ~10 s: the flow
+# runs 20 s, twice that, ends by itself (iperf3 reports its goodput, the server is free
+# for the next run), and only the replies that arrived before it ended count.
 loaded_latency() {
-  ip netns exec "$A" iperf3 -c "$1" -C cubic -t 9 > "$WORK/bulk.txt" 2>&1 &
+  ip netns exec "$A" iperf3 -c "$1" -C cubic -t 20 > "$WORK/bulk.txt" 2>&1 &
   local bulk=$!
   sleep 2 # let the flow reach steady state before probing
-  latency "$1"
+  pings "$1"
   wait "$bulk" || true
+  ping_stats "$(date +%s.%N)"
 }
 
 # shaped DST: 20 Mbit/s tbf on a's veth; latency idle and under load, and bulk goodput.
