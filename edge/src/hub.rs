@@ -190,6 +190,8 @@ pub struct HubConnector {
     /// The node's server-reflexive address as the hub's STUN answers show it
     /// ([`Shell::reflexive`](bauxite_conduit::io::Shell::reflexive)), reported to the hub.
     pub reflexive: watch::Receiver<Option<SocketAddr>>,
+    /// The ROS 2 discovery server's gauges, reported with the counters when it runs.
+    pub ros: Option<crate::ros_cmd::RosGauges>,
 }
 
 impl HubConnector {
@@ -499,6 +501,7 @@ impl HubConnector {
                             .scalars()
                             .into_iter()
                             .map(|(name, _, value)| Metric { name: name.to_string(), value: value as f64 })
+                            .chain(self.ros.iter().flat_map(|r| r.metrics()).map(|(name, value)| Metric { name: name.to_string(), value }))
                             .collect(),
                     };
                     metrics

@@ -2,7 +2,8 @@
 //! [`HubConnector`](crate::hub::HubConnector) feeding it peers and policy, on a real UDP
 //! socket and TUN device, the echo service every node answers (`ServicePort::ECHO`), the
 //! [update agent](crate::update_agent) (with `[hub]` and `[state_root]`), its control
-//! socket, the optional metrics listener, and clean shutdown on SIGTERM/SIGINT. A node
+//! socket, the optional metrics listener, the supervised ROS 2 discovery server of
+//! `[ros.server]` ([`crate::ros_cmd`]), and clean shutdown on SIGTERM/SIGINT. A node
 //! revoked by the hub stops and exits with [`EXIT_REVOKED`] (the systemd unit does not
 //! restart it: `RestartPreventExitStatus=`).
 //!
@@ -292,6 +293,9 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let echo_task = tokio::spawn(echo::serve(
         shell.bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)?,
     ));
+    // After the shell: the server listens on the virtual IP, which the TUN device carries.
+    let ros_server = crate::ros_cmd::start_server(&config, jitter_seed());
+    let ros_gauges = ros_server.as_ref().map(crate::ros_cmd::RosGauges::of);
     let metrics = shell.metrics();
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
@@ -351,6 +355,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     state: hub_state,
                     hub_peer: hub_peer_tx,
                     reflexive,
+                    ros: ros_gauges.clone(),
                 }
                 .run(),
             )
@@ -366,6 +371,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             hub_peer: hub_peer_rx,
             hub: hub_watch.clone(),
             cert: cert_rx,
+            ros: ros_gauges.clone(),
         },
     ));
     let metrics_task = match config.metrics_listen {
@@ -376,6 +382,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 std::sync::Arc::clone(&metrics),
                 peer_id.to_string(),
                 agent.as_ref().map(|(handle, _)| handle.shared()),
+                ros_gauges,
             )))
         }
         None => None,
@@ -407,6 +414,10 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let result = shell.run(queries_rx, shutdown).await;
     control_task.abort();
     echo_task.abort();
+    if let Some(server) = ros_server {
+        let last = server.stop().await;
+        tracing::info!(state = last.phase.name(), "ROS 2 discovery server stopped");
+    }
     if let Some((_, task)) = agent {
         task.stop().await;
     }

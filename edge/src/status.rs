@@ -38,6 +38,9 @@ pub struct StatusReport {
     /// The node's hub certificate: expiry and renewal; absent without `[hub]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertState>,
+    /// The ROS 2 discovery server this node runs (`[ros.server]`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ros: Option<crate::ros_cmd::RosReport>,
 }
 
 /// One peer's line.
@@ -200,6 +203,7 @@ impl StatusReport {
             lanes,
             hub,
             certificate,
+            ros: None,
         }
     }
 
@@ -216,6 +220,9 @@ impl StatusReport {
         }
         if let Some(cert) = &self.certificate {
             let _ = writeln!(out, "cert {}", cert.render());
+        }
+        if let Some(ros) = &self.ros {
+            let _ = writeln!(out, "ros  {}", ros.render());
         }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {

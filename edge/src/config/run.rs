@@ -19,6 +19,7 @@ use bauxite_conduit::tun::DEFAULT_TUN_NAME;
 use bauxite_conduit::{PeerId, VirtualIp};
 use serde::Deserialize;
 
+use super::ros::{RosConfig, parse_ros};
 use super::updates::parse_updates;
 use super::{RawConfig, UpdatesConfig, absolute, read};
 use crate::error::ConfigError;
@@ -146,6 +147,8 @@ pub struct RunConfig {
     pub state_root: Option<PathBuf>,
     /// `[updates]`: the update agent (runs with `[hub]` and `[state_root]`).
     pub updates: UpdatesConfig,
+    /// `[ros]`: ROS 2 discovery over the mesh, if configured.
+    pub ros: Option<RosConfig>,
 }
 
 impl RunConfig {
@@ -197,6 +200,7 @@ impl RunConfig {
                 .map(|s| absolute("state_root.root", &s.root))
                 .transpose()?,
             updates: parse_updates(raw.updates.as_ref())?,
+            ros: parse_ros(raw.ros.as_ref())?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })

@@ -1,0 +1,335 @@
+//! `bauxite ros env` and `bauxite ros exec`: the environment that points a robot's ROS 2
+//! processes at the fleet's discovery servers across the mesh, and the daemon's side of
+//! citadel: the supervised discovery server of `[ros.server]` ([`start_server`]).
+//!
+//! Servers come from `[ros.server]` (this node, on its virtual IP) and `[[ros.servers]]`:
+//! by virtual IP, or by peer name — a static peer's, else the running daemon's peer table
+//! (which the hub's topology fills), so a fleet names its server node once and no robot
+//! carries an address.
+//!
+//! Invariant: `exec` replaces this process with the command, no shell in between; the
+//! command keeps the caller's environment plus exactly the two ROS variables.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
+
+use bauxite_citadel::{
+    DiscoveryServer, DiscoveryServerConfig, RosEnv, ServerAddr, ServerHandle, SupervisorStatus,
+    TokioSpawner,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::{RosConfig, RunConfig, ServerTarget};
+use crate::control::{self, ControlError};
+
+/// Why the ROS environment cannot be given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RosError {
+    /// The config has no `[ros]` section.
+    #[error(
+        "the config has no [ros] section; add `[ros.server]` on the node that runs the discovery server, or `[[ros.servers]]` with `peer = \"NAME\"` on the others (see docs/ros2.md)"
+    )]
+    NotConfigured,
+    /// A server named by peer is neither a static peer nor known to the daemon.
+    #[error(
+        "no peer named {name:?} for [[ros.servers]]: it is not among the static peers and the running daemon does not know it; check the name with `bauxite status`"
+    )]
+    UnknownPeer {
+        /// The name.
+        name: String,
+    },
+    /// The daemon had to be asked for a peer's address and could not be.
+    #[error("cannot resolve [[ros.servers]] peer {name:?}: {error}")]
+    Daemon {
+        /// The name.
+        name: String,
+        /// Why the daemon did not answer.
+        error: ControlError,
+    },
+    /// The servers or domain are inconsistent.
+    #[error(transparent)]
+    Citadel(#[from] bauxite_citadel::Error),
+    /// The command could not be executed.
+    #[error("cannot run {program:?}: {error}; check that it is installed and on the PATH")]
+    Exec {
+        /// The program.
+        program: OsString,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// `exec` was given no command.
+    #[error("no command given; use `bauxite ros exec -- COMMAND [ARGS...]`")]
+    NoCommand,
+}
+
+/// The environment for `config`'s node; `peers` gives `(name, virtual IP)` of the mesh's
+/// peers and is only called when a server is named by a peer unknown to the config.
+pub fn resolve(
+    config: &RunConfig,
+    peers: impl FnOnce() -> Result<Vec<(String, IpAddr)>, ControlError>,
+) -> Result<RosEnv, RosError> {
+    let ros = config.ros.as_ref().ok_or(RosError::NotConfigured)?;
+    let mut servers = Vec::new();
+    if let Some(own) = &ros.server {
+        servers.push(ServerAddr {
+            id: own.id,
+            addr: SocketAddr::new(IpAddr::V4(config.virtual_ip), own.port),
+        });
+    }
+    let mut daemon_peers = None;
+    let mut peers = Some(peers);
+    for r in &ros.servers {
+        let ip = match &r.target {
+            ServerTarget::Address(ip) => *ip,
+            ServerTarget::Peer(name) => {
+                let static_ip = config
+                    .peers
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .map(|p| IpAddr::V4(p.virtual_ip.addr()));
+                match static_ip {
+                    Some(ip) => ip,
+                    None => {
+                        if daemon_peers.is_none() {
+                            let ask = peers
+                                .take()
+                                .ok_or_else(|| RosError::UnknownPeer { name: name.clone() })?;
+                            daemon_peers = Some(ask().map_err(|error| RosError::Daemon {
+                                name: name.clone(),
+                                error,
+                            })?);
+                        }
+                        daemon_peers
+                            .iter()
+                            .flatten()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, ip)| *ip)
+                            .ok_or_else(|| RosError::UnknownPeer { name: name.clone() })?
+                    }
+                }
+            }
+        };
+        servers.push(ServerAddr {
+            id: r.id,
+            addr: SocketAddr::new(ip, r.port),
+        });
+    }
+    Ok(RosEnv::new(servers, u32::from(ros.domain_id))?)
+}
+
+/// The running daemon's peers, `(name, virtual IP)`, from its status.
+pub fn daemon_peers(config: &RunConfig) -> Result<Vec<(String, IpAddr)>, ControlError> {
+    let status = control::query_status(&config.control_socket)?;
+    Ok(status
+        .peers
+        .into_iter()
+        .filter_map(|p| Some((p.name, p.virtual_ip.parse().ok()?)))
+        .collect())
+}
+
+/// Replaces this process with `command`, its environment extended by `env`. Returns
+/// only on failure.
+pub fn exec(env: &RosEnv, command: &[OsString]) -> RosError {
+    let Some((program, args)) = command.split_first() else {
+        return RosError::NoCommand;
+    };
+    let error = std::process::Command::new(program)
+        .args(args)
+        .envs(env.vars())
+        .exec();
+    RosError::Exec {
+        program: program.clone(),
+        error,
+    }
+}
+
+/// Starts the supervised discovery server of `[ros.server]` on the node's virtual IP,
+/// if the config has one; `seed` drives the restart jitter.
+pub fn start_server(config: &RunConfig, seed: u64) -> Option<ServerHandle> {
+    let ros: &RosConfig = config.ros.as_ref()?;
+    let server = ros.server.as_ref()?;
+    let settings = DiscoveryServerConfig {
+        program: server.program.clone(),
+        listen: IpAddr::V4(config.virtual_ip),
+        port: server.port,
+        server_id: server.id,
+        supervisor: server.supervisor,
+    };
+    tracing::info!(
+        program = %settings.program.display(),
+        address = %settings.address().addr,
+        id = server.id,
+        "starting the ROS 2 discovery server"
+    );
+    Some(DiscoveryServer::spawn(TokioSpawner, settings, seed))
+}
+
+/// The discovery server's state as the node reports it: Prometheus gauges,
+/// `ReportMetrics`, and `bauxite status`.
+#[derive(Debug, Clone)]
+pub struct RosGauges {
+    /// The server's UDP port.
+    pub port: u16,
+    /// The supervisor's status.
+    pub status: watch::Receiver<SupervisorStatus>,
+}
+
+impl RosGauges {
+    /// The gauges of a started server.
+    pub fn of(handle: &ServerHandle) -> Self {
+        Self {
+            port: handle.address().addr.port(),
+            status: handle.watch(),
+        }
+    }
+
+    /// `ros_discovery_port`, `ros_discovery_status` and `ros_discovery_restarts` for
+    /// `ReportMetrics`.
+    pub fn metrics(&self) -> [(&'static str, f64); 3] {
+        let status = self.status.borrow();
+        [
+            ("ros_discovery_port", f64::from(self.port)),
+            ("ros_discovery_status", f64::from(status.phase.code())),
+            ("ros_discovery_restarts", f64::from(status.restarts)),
+        ]
+    }
+
+    /// The Prometheus text, labelled with `node`.
+    pub fn render_prometheus(&self, node: &str) -> String {
+        bauxite_citadel::render_prometheus(node, self.port, &self.status.borrow())
+    }
+
+    /// The `ros` part of `bauxite status`.
+    pub fn report(&self) -> RosReport {
+        let status = self.status.borrow();
+        RosReport {
+            port: self.port,
+            state: status.phase.name().to_string(),
+            pid: match status.phase {
+                bauxite_citadel::Phase::Running { pid, .. } => Some(pid),
+                _ => None,
+            },
+            restarts: status.restarts,
+            last_exit: status.last_exit.clone(),
+            failure: status.failure.clone(),
+        }
+    }
+}
+
+/// The discovery server in `bauxite status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosReport {
+    /// Its UDP port.
+    pub port: u16,
+    /// `running`, `starting`, `restarting`, `failed`, `stopping` or `stopped`.
+    pub state: String,
+    /// Its process ID while it runs.
+    pub pid: Option<u32>,
+    /// Restarts after a crash.
+    pub restarts: u32,
+    /// How its last run ended.
+    pub last_exit: Option<String>,
+    /// Why it was given up, once it was.
+    pub failure: Option<String>,
+}
+
+impl RosReport {
+    /// One status line.
+    pub fn render(&self) -> String {
+        let mut line = format!("discovery server {} on port {}", self.state, self.port);
+        if let Some(pid) = self.pid {
+            line.push_str(&format!(" (pid {pid})"));
+        }
+        line.push_str(&format!(", {} restarts", self.restarts));
+        if let Some(exit) = &self.last_exit {
+            line.push_str(&format!(", last exit: {exit}"));
+        }
+        if let Some(failure) = &self.failure {
+            line.push_str(&format!("; gave up: {failure}"));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[node]
+identity = "/var/lib/bauxite/identity/node.identity"
+listen = "0.0.0.0:51820"
+virtual_ip = "100.64.0.2/10"
+"#;
+
+    const PEER: &str = r#"
+[[peers]]
+name = "base"
+static_public = "1111111111111111111111111111111111111111111111111111111111111111"
+signing_public = "2222222222222222222222222222222222222222222222222222222222222222"
+virtual_ip = "100.64.0.1"
+"#;
+
+    fn config(extra: &str) -> RunConfig {
+        RunConfig::parse(&format!("{BASE}{extra}"), Path::new("c.toml")).unwrap()
+    }
+
+    fn no_daemon() -> Result<Vec<(String, IpAddr)>, ControlError> {
+        panic!("the daemon must not be asked")
+    }
+
+    #[test]
+    fn own_server_and_static_peer_by_name() {
+        let c = config(&format!(
+            "[ros.server]\nid = 1\n[[ros.servers]]\npeer = \"base\"\n{PEER}"
+        ));
+        let env = resolve(&c, no_daemon).unwrap();
+        assert_eq!(env.discovery_server(), "100.64.0.1:11811;100.64.0.2:11811");
+        assert_eq!(env.domain_id(), 42);
+    }
+
+    #[test]
+    fn a_peer_from_the_hub_is_asked_of_the_daemon_once() {
+        let c = config(
+            "[ros]\ndomain_id = 3\n[[ros.servers]]\npeer = \"hub-base\"\n[[ros.servers]]\npeer = \"other\"\nid = 1\n",
+        );
+        let mut asked = 0;
+        let env = resolve(&c, || {
+            asked += 1;
+            Ok(vec![
+                ("hub-base".into(), "100.64.0.5".parse().unwrap()),
+                ("other".into(), "100.64.0.6".parse().unwrap()),
+            ])
+        })
+        .unwrap();
+        assert_eq!(asked, 1);
+        assert_eq!(env.discovery_server(), "100.64.0.5:11811;100.64.0.6:11811");
+        assert_eq!(env.domain_id(), 3);
+        let e = resolve(&c, || Ok(vec![])).unwrap_err();
+        assert!(
+            matches!(e, RosError::UnknownPeer { ref name } if name == "hub-base"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_ros_section_says_what_to_add() {
+        let e = resolve(&config(""), no_daemon).unwrap_err();
+        assert!(e.to_string().contains("[ros.server]"), "{e}");
+        let e = resolve(&config("[ros]\n"), no_daemon).unwrap_err();
+        assert!(e.to_string().contains("no ROS discovery server"), "{e}");
+    }
+
+    #[test]
+    fn exec_without_a_command_or_with_a_missing_one_fails_clearly() {
+        let env = resolve(&config("[ros.server]\n"), no_daemon).unwrap();
+        assert!(matches!(exec(&env, &[]), RosError::NoCommand));
+        let e = exec(&env, &["/nonexistent/talker".into()]);
+        assert!(e.to_string().contains("/nonexistent/talker"), "{e}");
+    }
+}
