@@ -5,6 +5,15 @@
 //! wrapper forks it and leaves it running when the wrapper is killed, so a supervisor
 //! could neither see it crash nor stop it.
 //!
+//! With a [`DiscoveryServerConfig::backup_dir`] the server runs as a Fast DDS *backup*
+//! server (`-b`, its database in that directory). That is what makes a restart useful:
+//! a restarted server keeps its GUID, so clients that outlived it keep their state about
+//! it and drop everything the fresh server sends with sequence numbers they have already
+//! seen; endpoint discovery then stays broken until the clients restart. A backup server
+//! resumes its history where the crash left it. (Measured with Fast DDS 2.9: without
+//! `-b` a subscriber started after a `kill -9` and restart matched the publisher's
+//! writer but the writer never learned of the reader; with `-b` samples flowed.)
+//!
 //! Invariant: at most one server process per handle runs at a time, and after
 //! [`ServerHandle::stop`] returns none does.
 
@@ -37,6 +46,9 @@ pub struct DiscoveryServerConfig {
     pub port: u16,
     /// Its server ID (its position in `ROS_DISCOVERY_SERVER`).
     pub server_id: u8,
+    /// Where it keeps its backup database (`-b`, the working directory); `None` runs
+    /// it without one, and clients older than a restart stop discovering (module docs).
+    pub backup_dir: Option<PathBuf>,
     /// Restart and stop tuning.
     pub supervisor: SupervisorConfig,
 }
@@ -49,6 +61,7 @@ impl DiscoveryServerConfig {
             listen,
             port: DEFAULT_PORT,
             server_id: 0,
+            backup_dir: None,
             supervisor: SupervisorConfig::default(),
         }
     }
@@ -64,7 +77,7 @@ impl DiscoveryServerConfig {
     /// The command line, with an empty environment (Fast DDS would otherwise pick up a
     /// stray `ROS_DISCOVERY_SERVER` or XML profile from the node's environment).
     pub fn spec(&self) -> SpawnSpec {
-        let args = [
+        let mut args = vec![
             "-i".to_string(),
             self.server_id.to_string(),
             "-l".to_string(),
@@ -72,10 +85,14 @@ impl DiscoveryServerConfig {
             "-p".to_string(),
             self.port.to_string(),
         ];
+        if self.backup_dir.is_some() {
+            args.push("-b".to_string());
+        }
         SpawnSpec {
             program: self.program.clone(),
             args: args.into_iter().map(OsString::from).collect(),
             env: BTreeMap::new(),
+            cwd: self.backup_dir.clone(),
             package: "fastdds-tools",
         }
     }
@@ -203,6 +220,11 @@ mod tests {
         let args: Vec<_> = spec.args.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(args, ["-i", "3", "-l", "100.64.0.7", "-p", "11900"]);
         assert!(spec.env.is_empty());
+        assert_eq!(spec.cwd, None);
+        config.backup_dir = Some("/var/lib/bauxite/citadel".into());
+        let spec = config.spec();
+        assert_eq!(spec.args.last().unwrap(), "-b");
+        assert_eq!(spec.cwd, config.backup_dir);
         assert_eq!(config.address().addr.to_string(), "100.64.0.7:11900");
         assert_eq!(config.address().id, 3);
     }

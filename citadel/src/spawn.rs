@@ -31,6 +31,8 @@ pub struct SpawnSpec {
     pub args: Vec<OsString>,
     /// Its whole environment (the node's own is not inherited).
     pub env: BTreeMap<OsString, OsString>,
+    /// Its working directory (`None`: the node's).
+    pub cwd: Option<PathBuf>,
     /// The Debian package that provides `program`, named when it cannot be started.
     pub package: &'static str,
 }
@@ -151,6 +153,9 @@ impl ProcessSpawner for TokioSpawner {
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(dir) = &spec.cwd {
+            command.current_dir(dir);
+        }
         set_death_signal(&mut command);
         let child = command.spawn().map_err(|source| Error::Spawn {
             program: spec.program.clone(),

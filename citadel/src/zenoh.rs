@@ -48,6 +48,7 @@ pub fn bridge_spec(program: PathBuf, domain: u16, listen: IpAddr, port: u16) -> 
             .map(Into::into)
             .collect(),
         env: BTreeMap::from([("ROS_DOMAIN_ID".into(), domain.to_string().into())]),
+        cwd: None,
         package: "zenoh-bridge-ros2dds",
     }
 }

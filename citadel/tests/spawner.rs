@@ -67,6 +67,8 @@ async fn the_real_server_comes_back_after_kill_9_and_stops_with_the_handle() {
     let mut config = DiscoveryServerConfig::new("127.0.0.1".parse().unwrap());
     config.port = free_udp_port();
     config.server_id = 1;
+    let backup = tempfile::tempdir().unwrap();
+    config.backup_dir = Some(backup.path().to_path_buf());
     config.supervisor = SupervisorConfig {
         backoff_base: Duration::from_millis(50),
         ..SupervisorConfig::default()
@@ -123,6 +125,7 @@ async fn a_child_gets_exactly_the_given_environment() {
         program: "/usr/bin/sleep".into(),
         args: vec!["60".into()],
         env: BTreeMap::from([("ROS_DOMAIN_ID".into(), "42".into())]),
+        cwd: None,
         package: "coreutils",
     };
     let mut child = TokioSpawner.spawn(&spec).unwrap();
@@ -150,6 +153,7 @@ fn a_child_dies_with_the_thread_that_spawned_it() {
         program: "/usr/bin/sleep".into(),
         args: vec!["600".into()],
         env: BTreeMap::new(),
+        cwd: None,
         package: "coreutils",
     };
     // The node's thread goes away without dropping the handle (as under `kill -9`).

@@ -12,7 +12,9 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 
 use bauxite_citadel::{
     DiscoveryServer, DiscoveryServerConfig, RosEnv, ServerAddr, ServerHandle, SupervisorStatus,
@@ -146,16 +148,41 @@ pub fn exec(env: &RosEnv, command: &[OsString]) -> RosError {
     }
 }
 
+/// Where the server keeps its backup database: `[ros.server] backup_dir`, else
+/// `citadel/` under the state root, else `citadel/` beside the identity file.
+pub fn backup_dir(config: &RunConfig) -> Option<PathBuf> {
+    let server = config.ros.as_ref()?.server.as_ref()?;
+    server.backup_dir.clone().or_else(|| {
+        let base = config
+            .state_root
+            .clone()
+            .or_else(|| config.identity.parent().map(Path::to_path_buf))?;
+        Some(base.join("citadel"))
+    })
+}
+
 /// Starts the supervised discovery server of `[ros.server]` on the node's virtual IP,
-/// if the config has one; `seed` drives the restart jitter.
+/// if the config has one; `seed` drives the restart jitter. Its backup directory is
+/// created (0700) first; without one the server runs without a backup and says so.
 pub fn start_server(config: &RunConfig, seed: u64) -> Option<ServerHandle> {
     let ros: &RosConfig = config.ros.as_ref()?;
     let server = ros.server.as_ref()?;
+    let backup = backup_dir(config).filter(|dir| {
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+        if let Err(error) = &made {
+            tracing::warn!(dir = %dir.display(), %error, "no backup for the discovery server: clients older than a restart will stop discovering");
+        }
+        made.is_ok()
+    });
     let settings = DiscoveryServerConfig {
         program: server.program.clone(),
         listen: IpAddr::V4(config.virtual_ip),
         port: server.port,
         server_id: server.id,
+        backup_dir: backup,
         supervisor: server.supervisor,
     };
     tracing::info!(
@@ -256,8 +283,6 @@ impl RosReport {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     const BASE: &str = r#"
@@ -315,6 +340,20 @@ virtual_ip = "100.64.0.1"
             matches!(e, RosError::UnknownPeer { ref name } if name == "hub-base"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_backup_lives_under_the_state_root_else_beside_the_identity() {
+        let c = config("[ros.server]\n");
+        assert_eq!(
+            backup_dir(&c),
+            Some(PathBuf::from("/var/lib/bauxite/identity/citadel"))
+        );
+        let c = config("[state_root]\nroot = \"/srv/bx\"\n[ros.server]\n");
+        assert_eq!(backup_dir(&c), Some(PathBuf::from("/srv/bx/citadel")));
+        let c = config("[ros.server]\nbackup_dir = \"/x\"\n");
+        assert_eq!(backup_dir(&c), Some(PathBuf::from("/x")));
+        assert_eq!(backup_dir(&config("")), None);
     }
 
     #[test]

@@ -214,6 +214,7 @@ fn spec() -> SpawnSpec {
         program: "/usr/bin/fast-discovery-server".into(),
         args: vec![],
         env: Default::default(),
+        cwd: None,
         package: "fastdds-tools",
     }
 }

@@ -41,6 +41,8 @@ struct RawServer {
     max_crashes: Option<u32>,
     #[serde(default)]
     crash_window_secs: Option<u64>,
+    #[serde(default)]
+    backup_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +78,9 @@ pub struct RosServer {
     pub port: u16,
     /// The server binary.
     pub program: PathBuf,
+    /// Where it keeps its backup database (`None`: `citadel/` under the state root,
+    /// else beside the identity file).
+    pub backup_dir: Option<PathBuf>,
     /// Restart and give-up tuning.
     pub supervisor: SupervisorConfig,
 }
@@ -198,6 +203,11 @@ fn parse_server(raw: &RawServer) -> Result<RosServer, ConfigError> {
             Some(p) => absolute("ros.server.program", p)?,
             None => PathBuf::from(DEFAULT_PROGRAM),
         },
+        backup_dir: raw
+            .backup_dir
+            .as_deref()
+            .map(|d| absolute("ros.server.backup_dir", d))
+            .transpose()?,
         supervisor: SupervisorConfig {
             max_crashes,
             crash_window,
@@ -278,6 +288,11 @@ mod tests {
             (
                 "[ros.server]\nprogram = \"fds\"\n",
                 "ros.server.program",
+                "absolute",
+            ),
+            (
+                "[ros.server]\nbackup_dir = \"db\"\n",
+                "ros.server.backup_dir",
                 "absolute",
             ),
         ] {
