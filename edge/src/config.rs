@@ -6,6 +6,7 @@
 //! `run` and `status` read `[node]` and `[[peers]]` ([`RunConfig`]). Each command requires
 //! only its own sections, and unknown keys are refused everywhere.
 
+mod lanes;
 mod ros;
 mod run;
 mod updates;
@@ -57,6 +58,8 @@ struct RawConfig {
     hub: Option<run::RawHub>,
     updates: Option<updates::RawUpdates>,
     ros: Option<ros::RawRos>,
+    #[serde(default)]
+    lanes: Vec<lanes::RawLane>,
 }
 
 impl RawConfig {

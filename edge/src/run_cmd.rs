@@ -233,14 +233,16 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         mtu: DEFAULT_MTU,
         bulk_target: config.bulk_target,
     };
-    Ok(BauxiteNode::new(
+    let mut node = BauxiteNode::new(
         identity,
         registry,
         node_config,
         clock::os_seed()?,
         clock::now(),
         clock::unix_nanos(),
-    ))
+    );
+    node.set_lane_rules(config.lane_rules.clone());
+    Ok(node)
 }
 
 fn jitter_seed() -> u64 {

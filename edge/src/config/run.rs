@@ -19,6 +19,7 @@ use bauxite_conduit::tun::DEFAULT_TUN_NAME;
 use bauxite_conduit::{PeerId, VirtualIp};
 use serde::Deserialize;
 
+use super::lanes::parse_lanes;
 use super::ros::{RosConfig, parse_ros};
 use super::updates::parse_updates;
 use super::{RawConfig, UpdatesConfig, absolute, read};
@@ -149,6 +150,8 @@ pub struct RunConfig {
     pub updates: UpdatesConfig,
     /// `[ros]`: ROS 2 discovery over the mesh, if configured.
     pub ros: Option<RosConfig>,
+    /// `[[lanes]]`: the operator's port-to-lane rules.
+    pub lane_rules: bauxite_conduit::scheduler::LaneRules,
 }
 
 impl RunConfig {
@@ -201,6 +204,7 @@ impl RunConfig {
                 .transpose()?,
             updates: parse_updates(raw.updates.as_ref())?,
             ros: parse_ros(raw.ros.as_ref())?,
+            lane_rules: parse_lanes(&raw.lanes)?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })

@@ -8,6 +8,7 @@
 //! `bauxite ros exec`, so their only configuration is what Bauxite injects. Each namespace
 //! drops every underlay packet that is not mesh UDP (nftables), and the participants use
 //! UDP on their virtual IP only, so discovery and samples can only cross the mesh.
+//! The publisher's node maps domain 42's RTPS ports to the telemetry lane (`[[lanes]]`).
 //! Then the server is killed with SIGKILL: citadel restarts it, and a new subscriber
 //! finds the still-running publisher. Stopping `s`'s daemon stops its server.
 
@@ -261,9 +262,14 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     let dir = tempfile::tempdir().unwrap();
     let keys = NAMES.map(|n| keygen(dir.path(), n));
     let client = "[[ros.servers]]\npeer = \"s\"\n";
+    // The publisher's node puts domain 42's RTPS ports (17900-18149) on the telemetry
+    // lane, which nothing else here uses.
+    let publisher_node = format!(
+        "{client}\n[[lanes]]\nprotocol = \"udp\"\nports = \"17900-18149\"\nlane = \"telemetry\"\n"
+    );
     let configs = [
         config(dir.path(), &keys, 0, "[ros.server]\nid = 0\n"),
-        config(dir.path(), &keys, 1, client),
+        config(dir.path(), &keys, 1, &publisher_node),
         config(dir.path(), &keys, 2, client),
     ];
     let mut nodes: Vec<Node> = (0..3)
@@ -337,8 +343,13 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     let got = subscriber.output();
     assert!(got.contains("subscribed to chatter in domain 42"), "{got}");
     assert_eq!(got.matches("received sample ").count(), 5, "{got}");
-    // The samples crossed the mesh: q's node delivered packets from its peers.
+    // The samples crossed the mesh, and the publisher's RTPS traffic took the lane its
+    // node's [[lanes]] rule names.
     assert!(nodes[2].counter("rx_packets") > 0);
+    let lanes = nodes[1].status().unwrap()["lanes"].clone();
+    assert!(lanes["telemetry"]["enqueued"].as_u64().unwrap() > 0, "{lanes}");
+    let lanes = nodes[2].status().unwrap()["lanes"].clone();
+    assert_eq!(lanes["telemetry"]["enqueued"], 0, "q has no rule: {lanes}");
 
     // The server dies; citadel brings it back under a new PID.
     kill_process(
