@@ -106,9 +106,11 @@ mod tests {
         assert_eq!(classify(&[0xff; 500]), Lane::Bulk, "not IP");
     }
 
+    use std::ops::RangeInclusive;
+
     use crate::scheduler::{LaneProtocol, LaneRule, LaneRules};
 
-    fn rule(protocol: LaneProtocol, ports: std::ops::RangeInclusive<u16>, lane: Lane) -> LaneRule {
+    fn rule(protocol: LaneProtocol, ports: RangeInclusive<u16>, lane: Lane) -> LaneRule {
         LaneRule {
             protocol,
             ports,
@@ -170,7 +172,7 @@ mod tests {
     fn bad_rule_lists_are_refused_by_index() {
         let e = LaneRules::new(vec![
             rule(LaneProtocol::Any, 1..=2, Lane::Bulk),
-            rule(LaneProtocol::Udp, 9..=3, Lane::Critical),
+            rule(LaneProtocol::Udp, RangeInclusive::new(9, 3), Lane::Critical),
         ])
         .unwrap_err();
         assert!(e.contains("lane rule 1") && e.contains("backwards"), "{e}");

@@ -347,7 +347,10 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     // node's [[lanes]] rule names.
     assert!(nodes[2].counter("rx_packets") > 0);
     let lanes = nodes[1].status().unwrap()["lanes"].clone();
-    assert!(lanes["telemetry"]["enqueued"].as_u64().unwrap() > 0, "{lanes}");
+    assert!(
+        lanes["telemetry"]["enqueued"].as_u64().unwrap() > 0,
+        "{lanes}"
+    );
     let lanes = nodes[2].status().unwrap()["lanes"].clone();
     assert_eq!(lanes["telemetry"]["enqueued"], 0, "q has no rule: {lanes}");
 
