@@ -192,6 +192,8 @@ pub struct HubConnector {
     pub reflexive: watch::Receiver<Option<SocketAddr>>,
     /// The ROS 2 discovery server's gauges, reported with the counters when it runs.
     pub ros: Option<crate::ros_cmd::RosGauges>,
+    /// Where the connector publishes the discovery servers the topology announces.
+    pub ros_servers: watch::Sender<Vec<bauxite_citadel::ServerAddr>>,
 }
 
 impl HubConnector {
@@ -295,6 +297,12 @@ impl HubConnector {
         hub_udp: Option<SocketAddr>,
         stun: &mut Option<SocketAddr>,
     ) -> Result<(), End> {
+        let ros = crate::ros_cmd::RosGauges::servers_in(snapshot);
+        self.ros_servers.send_if_modified(|v| {
+            let changed = *v != ros;
+            *v = ros;
+            changed
+        });
         match peers_from_snapshot(snapshot, Some(self.me)) {
             Ok(mut peers) => {
                 let server = crate::hub_peer::apply(snapshot, &mut peers, hub_udp, &self.hub_peer);

@@ -144,7 +144,7 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
         Command::Update(command) => run_update(config, command)?,
         Command::Ros(command) => {
             let run = RunConfig::load(config)?;
-            let env = bauxite::ros_cmd::resolve(&run, || bauxite::ros_cmd::daemon_peers(&run))?;
+            let env = bauxite::ros_cmd::resolve(&run, || bauxite::ros_cmd::daemon_view(&run))?;
             match command {
                 RosCommand::Env => print!("{}", env.exports()),
                 RosCommand::Exec { command } => {

@@ -123,6 +123,7 @@ mod tests {
             Some(Arc::clone(&shared)),
             Some(RosGauges {
                 port: 11811,
+                server_id: 0,
                 status: ros,
             }),
         ));

@@ -67,11 +67,22 @@ pub enum RosError {
     NoCommand,
 }
 
-/// The environment for `config`'s node; `peers` gives `(name, virtual IP)` of the mesh's
-/// peers and is only called when a server is named by a peer unknown to the config.
+/// What the running daemon knows that the config does not: its peers (static or from
+/// the hub) and the discovery servers the hub's topology announces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonView {
+    /// `(name, virtual IP)` of each peer.
+    pub peers: Vec<(String, IpAddr)>,
+    /// Discovery servers from the hub's topology.
+    pub servers: Vec<ServerAddr>,
+}
+
+/// The environment for `config`'s node. `daemon` is asked at most once, and only when a
+/// `[[ros.servers]]` peer is not a static peer, or when no `[[ros.servers]]` is
+/// configured (the servers then come from the hub's topology).
 pub fn resolve(
     config: &RunConfig,
-    peers: impl FnOnce() -> Result<Vec<(String, IpAddr)>, ControlError>,
+    daemon: impl FnOnce() -> Result<DaemonView, ControlError>,
 ) -> Result<RosEnv, RosError> {
     let ros = config.ros.as_ref().ok_or(RosError::NotConfigured)?;
     let mut servers = Vec::new();
@@ -81,8 +92,26 @@ pub fn resolve(
             addr: SocketAddr::new(IpAddr::V4(config.virtual_ip), own.port),
         });
     }
-    let mut daemon_peers = None;
-    let mut peers = Some(peers);
+    let mut daemon = Some(daemon);
+    if ros.servers.is_empty() {
+        if let Some(ask) = daemon.take() {
+            match ask() {
+                Ok(view) => servers.extend(view.servers),
+                // This node's own server is enough to go on; without it, say why.
+                Err(error) if servers.is_empty() => {
+                    return Err(RosError::Daemon {
+                        name: "(servers from the hub's topology)".into(),
+                        error,
+                    });
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "no servers from the hub; using this node's own");
+                }
+            }
+        }
+        return Ok(RosEnv::new(servers, u32::from(ros.domain_id))?);
+    }
+    let mut daemon_peers: Option<Vec<(String, IpAddr)>> = None;
     for r in &ros.servers {
         let ip = match &r.target {
             ServerTarget::Address(ip) => *ip,
@@ -96,13 +125,14 @@ pub fn resolve(
                     Some(ip) => ip,
                     None => {
                         if daemon_peers.is_none() {
-                            let ask = peers
+                            let ask = daemon
                                 .take()
                                 .ok_or_else(|| RosError::UnknownPeer { name: name.clone() })?;
-                            daemon_peers = Some(ask().map_err(|error| RosError::Daemon {
+                            let view = ask().map_err(|error| RosError::Daemon {
                                 name: name.clone(),
                                 error,
-                            })?);
+                            })?;
+                            daemon_peers = Some(view.peers);
                         }
                         daemon_peers
                             .iter()
@@ -122,14 +152,26 @@ pub fn resolve(
     Ok(RosEnv::new(servers, u32::from(ros.domain_id))?)
 }
 
-/// The running daemon's peers, `(name, virtual IP)`, from its status.
-pub fn daemon_peers(config: &RunConfig) -> Result<Vec<(String, IpAddr)>, ControlError> {
+/// What the running daemon knows, from its status.
+pub fn daemon_view(config: &RunConfig) -> Result<DaemonView, ControlError> {
     let status = control::query_status(&config.control_socket)?;
-    Ok(status
-        .peers
-        .into_iter()
-        .filter_map(|p| Some((p.name, p.virtual_ip.parse().ok()?)))
-        .collect())
+    Ok(DaemonView {
+        peers: status
+            .peers
+            .into_iter()
+            .filter_map(|p| Some((p.name, p.virtual_ip.parse().ok()?)))
+            .collect(),
+        servers: status
+            .ros_servers
+            .iter()
+            .filter_map(|s| {
+                Some(ServerAddr {
+                    id: s.id,
+                    addr: s.address.parse().ok()?,
+                })
+            })
+            .collect(),
+    })
 }
 
 /// Replaces this process with `command`, its environment extended by `env`. Returns
@@ -200,6 +242,8 @@ pub fn start_server(config: &RunConfig, seed: u64) -> Option<ServerHandle> {
 pub struct RosGauges {
     /// The server's UDP port.
     pub port: u16,
+    /// Its server ID.
+    pub server_id: u8,
     /// The supervisor's status.
     pub status: watch::Receiver<SupervisorStatus>,
 }
@@ -209,19 +253,40 @@ impl RosGauges {
     pub fn of(handle: &ServerHandle) -> Self {
         Self {
             port: handle.address().addr.port(),
+            server_id: handle.address().id,
             status: handle.watch(),
         }
     }
 
-    /// `ros_discovery_port`, `ros_discovery_status` and `ros_discovery_restarts` for
-    /// `ReportMetrics`.
-    pub fn metrics(&self) -> [(&'static str, f64); 3] {
+    /// `ros_discovery_port`, `ros_discovery_status`, `ros_discovery_server_id` and
+    /// `ros_discovery_restarts` for `ReportMetrics` (the hub publishes the role from them).
+    pub fn metrics(&self) -> [(&'static str, f64); 4] {
         let status = self.status.borrow();
         [
             ("ros_discovery_port", f64::from(self.port)),
             ("ros_discovery_status", f64::from(status.phase.code())),
+            ("ros_discovery_server_id", f64::from(self.server_id)),
             ("ros_discovery_restarts", f64::from(status.restarts)),
         ]
+    }
+
+    /// The discovery servers a topology snapshot announces.
+    pub fn servers_in(
+        snapshot: &bauxite_dispatch_api::proto::node::TopologySnapshot,
+    ) -> Vec<ServerAddr> {
+        snapshot
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let port = u16::try_from(p.ros_discovery_port)
+                    .ok()
+                    .filter(|p| *p > 0)?;
+                Some(ServerAddr {
+                    id: u8::try_from(p.ros_discovery_server_id).ok()?,
+                    addr: SocketAddr::new(p.virtual_ip.parse().ok()?, port),
+                })
+            })
+            .collect()
     }
 
     /// The Prometheus text, labelled with `node`.
@@ -244,6 +309,15 @@ impl RosGauges {
             failure: status.failure.clone(),
         }
     }
+}
+
+/// A discovery server the hub's topology announces, in `bauxite status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosServerEntry {
+    /// Its server ID.
+    pub id: u8,
+    /// `virtual-ip:port`.
+    pub address: String,
 }
 
 /// The discovery server in `bauxite status`.
@@ -304,7 +378,7 @@ virtual_ip = "100.64.0.1"
         RunConfig::parse(&format!("{BASE}{extra}"), Path::new("c.toml")).unwrap()
     }
 
-    fn no_daemon() -> Result<Vec<(String, IpAddr)>, ControlError> {
+    fn no_daemon() -> Result<DaemonView, ControlError> {
         panic!("the daemon must not be asked")
     }
 
@@ -326,16 +400,19 @@ virtual_ip = "100.64.0.1"
         let mut asked = 0;
         let env = resolve(&c, || {
             asked += 1;
-            Ok(vec![
-                ("hub-base".into(), "100.64.0.5".parse().unwrap()),
-                ("other".into(), "100.64.0.6".parse().unwrap()),
-            ])
+            Ok(DaemonView {
+                peers: vec![
+                    ("hub-base".into(), "100.64.0.5".parse().unwrap()),
+                    ("other".into(), "100.64.0.6".parse().unwrap()),
+                ],
+                servers: vec![],
+            })
         })
         .unwrap();
         assert_eq!(asked, 1);
         assert_eq!(env.discovery_server(), "100.64.0.5:11811;100.64.0.6:11811");
         assert_eq!(env.domain_id(), 3);
-        let e = resolve(&c, || Ok(vec![])).unwrap_err();
+        let e = resolve(&c, || Ok(DaemonView::default())).unwrap_err();
         assert!(
             matches!(e, RosError::UnknownPeer { ref name } if name == "hub-base"),
             "{e}"
@@ -357,16 +434,60 @@ virtual_ip = "100.64.0.1"
     }
 
     #[test]
-    fn no_ros_section_says_what_to_add() {
-        let e = resolve(&config(""), no_daemon).unwrap_err();
-        assert!(e.to_string().contains("[ros.server]"), "{e}");
-        let e = resolve(&config("[ros]\n"), no_daemon).unwrap_err();
+    fn without_server_entries_the_hubs_topology_names_the_servers() {
+        let hub_servers = || {
+            Ok(DaemonView {
+                peers: vec![],
+                servers: vec![ServerAddr {
+                    id: 0,
+                    addr: "100.64.0.7:11811".parse().unwrap(),
+                }],
+            })
+        };
+        let env = resolve(&config("[ros]\n"), hub_servers).unwrap();
+        assert_eq!(env.discovery_server(), "100.64.0.7:11811");
+        // The server node itself: its own entry and the hub's agree on position 0.
+        let own = config("[ros.server]\n");
+        let env = resolve(&own, || {
+            Ok(DaemonView {
+                peers: vec![],
+                servers: vec![ServerAddr {
+                    id: 0,
+                    addr: "100.64.0.2:11811".parse().unwrap(),
+                }],
+            })
+        })
+        .unwrap();
+        assert_eq!(env.discovery_server(), "100.64.0.2:11811");
+        // No daemon: its own server is enough; with none, the error says why.
+        let down = || {
+            Err(ControlError::Refused {
+                message: "down".into(),
+            })
+        };
+        assert_eq!(
+            resolve(&own, down).unwrap().discovery_server(),
+            "100.64.0.2:11811"
+        );
+        let e = resolve(&config("[ros]\n"), down).unwrap_err();
+        assert!(e.to_string().contains("hub's topology"), "{e}");
+        let e = resolve(&config("[ros]\n"), || Ok(DaemonView::default())).unwrap_err();
         assert!(e.to_string().contains("no ROS discovery server"), "{e}");
     }
 
     #[test]
+    fn no_ros_section_says_what_to_add() {
+        let e = resolve(&config(""), no_daemon).unwrap_err();
+        assert!(e.to_string().contains("[ros.server]"), "{e}");
+    }
+
+    #[test]
     fn exec_without_a_command_or_with_a_missing_one_fails_clearly() {
-        let env = resolve(&config("[ros.server]\n"), no_daemon).unwrap();
+        let env = resolve(
+            &config("[ros]\n[[ros.servers]]\naddress = \"100.64.0.1\"\n"),
+            no_daemon,
+        )
+        .unwrap();
         assert!(matches!(exec(&env, &[]), RosError::NoCommand));
         let e = exec(&env, &["/nonexistent/talker".into()]);
         assert!(e.to_string().contains("/nonexistent/talker"), "{e}");

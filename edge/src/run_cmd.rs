@@ -313,6 +313,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         None => None,
     };
     let (hub_peer_tx, hub_peer_rx) = watch::channel(None);
+    let (ros_servers_tx, ros_servers_rx) = watch::channel(Vec::new());
     let agent = match (
         &config.hub,
         &credentials,
@@ -358,6 +359,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     hub_peer: hub_peer_tx,
                     reflexive,
                     ros: ros_gauges.clone(),
+                    ros_servers: ros_servers_tx,
                 }
                 .run(),
             )
@@ -374,6 +376,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             hub: hub_watch.clone(),
             cert: cert_rx,
             ros: ros_gauges.clone(),
+            ros_servers: ros_servers_rx,
         },
     ));
     let metrics_task = match config.metrics_listen {

@@ -41,6 +41,9 @@ pub struct StatusReport {
     /// The ROS 2 discovery server this node runs (`[ros.server]`); absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ros: Option<crate::ros_cmd::RosReport>,
+    /// ROS 2 discovery servers the hub's topology announces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ros_servers: Vec<crate::ros_cmd::RosServerEntry>,
 }
 
 /// One peer's line.
@@ -204,6 +207,7 @@ impl StatusReport {
             hub,
             certificate,
             ros: None,
+            ros_servers: Vec::new(),
         }
     }
 
@@ -223,6 +227,14 @@ impl StatusReport {
         }
         if let Some(ros) = &self.ros {
             let _ = writeln!(out, "ros  {}", ros.render());
+        }
+        if !self.ros_servers.is_empty() {
+            let list: Vec<String> = self
+                .ros_servers
+                .iter()
+                .map(|s| format!("{} (id {})", s.address, s.id))
+                .collect();
+            let _ = writeln!(out, "ros  fleet discovery servers: {}", list.join(", "));
         }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {
