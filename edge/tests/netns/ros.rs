@@ -391,3 +391,60 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     );
     nodes.clear();
 }
+
+/// With a hub, a robot needs no `[[ros.servers]]`: the node running the server reports it
+/// with its metrics, the hub puts it in the topology, and `bauxite ros env` on another
+/// robot names it at its position.
+#[test]
+fn the_hub_tells_robots_where_the_discovery_server_runs() {
+    if !can_run() {
+        return;
+    }
+    let bin = crate::hub::dispatch_binary();
+    let net = crate::support::NetPair::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = crate::hub::Hub::start(&bin, &net.ns[0], dir.path(), &format!("{}:0", net.addr[0]));
+    let url = format!("https://{}", hub.addr());
+    let names = ["base", "robot"];
+    // `join` writes [hub] last, so a line appended lands in it.
+    let extra = [
+        "report_secs = 1\n\n[ros.server]\nid = 2\n",
+        "report_secs = 1\n\n[ros]\n",
+    ];
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let token = hub.admin(&["token", "create", "--name", names[i]]);
+        let root = dir.path().join(names[i]);
+        let advertise = net.endpoint(i).to_string();
+        let (ok, out) =
+            crate::hub::join(&net.ns[i], &token, &url, &root, names[i], Some(&advertise));
+        assert!(ok, "join {}: {out}\n--- hub ---\n{}", names[i], hub.log());
+        let config = root.join("config.toml");
+        let mut text = fs::read_to_string(&config).unwrap();
+        text.push_str(extra[i]);
+        fs::write(&config, text).unwrap();
+        nodes.push(Node::from_config(
+            &net.ns[i],
+            config,
+            dir.path().join(format!("{}.log", names[i])),
+        ));
+    }
+    let base_vip = crate::hub::vip_of(&nodes[0]);
+    let want = format!("{base_vip}:11811");
+    let servers = wait_for(LIMIT, "the hub's topology to name base's server", || {
+        let status = nodes[1].status()?;
+        let servers = status["ros_servers"].as_array()?.clone();
+        (servers.len() == 1 && servers[0]["address"] == want.as_str()).then_some(servers)
+    });
+    assert_eq!(servers[0]["id"], 2);
+    let env = sh(
+        BAUXITE,
+        &["--config", nodes[1].config.to_str().unwrap(), "ros", "env"],
+    );
+    assert_eq!(
+        env,
+        format!("export ROS_DISCOVERY_SERVER=';;{want}'\nexport ROS_DOMAIN_ID='42'\n"),
+        "{}",
+        nodes[1].log()
+    );
+}
