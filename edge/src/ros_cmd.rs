@@ -236,6 +236,32 @@ pub fn start_server(config: &RunConfig, seed: u64) -> Option<ServerHandle> {
     Some(DiscoveryServer::spawn(TokioSpawner, settings, seed))
 }
 
+/// Starts the supervised zenoh bridge when `[ros] zenoh_bridge = true`; an error when no
+/// bridge is on the `PATH` (`bauxite run` refuses to start: the operator asked for it).
+#[cfg(feature = "zenoh")]
+pub fn start_zenoh(config: &RunConfig, seed: u64) -> Result<Option<ServerHandle>, RosError> {
+    let Some(ros) = config.ros.as_ref().filter(|r| r.zenoh_bridge) else {
+        return Ok(None);
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let handle = bauxite_citadel::zenoh::spawn_bridge(
+        TokioSpawner,
+        &path,
+        ros.domain_id,
+        IpAddr::V4(config.virtual_ip),
+        bauxite_citadel::SupervisorConfig::default(),
+        seed,
+    )?;
+    tracing::info!(address = %handle.address().addr, "zenoh bridge started");
+    Ok(Some(handle))
+}
+
+/// Without the `zenoh` feature the config parser refuses `zenoh_bridge = true`.
+#[cfg(not(feature = "zenoh"))]
+pub fn start_zenoh(_config: &RunConfig, _seed: u64) -> Result<Option<ServerHandle>, RosError> {
+    Ok(None)
+}
+
 /// The discovery server's state as the node reports it: Prometheus gauges,
 /// `ReportMetrics`, and `bauxite status`.
 #[derive(Debug, Clone)]

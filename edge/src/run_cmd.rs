@@ -109,6 +109,9 @@ pub enum RunError {
     /// A service port (echo) could not be bound.
     #[error("cannot bind a service port: {0}")]
     Service(#[from] bauxite_conduit::ServiceError),
+    /// A ROS 2 helper asked for in `[ros]` cannot run (the zenoh bridge is not installed).
+    #[error(transparent)]
+    Ros(#[from] crate::ros_cmd::RosError),
     /// The runtime, a signal handler or the metrics listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -298,6 +301,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     // After the shell: the server listens on the virtual IP, which the TUN device carries.
     let ros_server = crate::ros_cmd::start_server(&config, jitter_seed());
     let ros_gauges = ros_server.as_ref().map(crate::ros_cmd::RosGauges::of);
+    let zenoh_bridge = crate::ros_cmd::start_zenoh(&config, jitter_seed())?;
     let metrics = shell.metrics();
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
@@ -422,6 +426,9 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     if let Some(server) = ros_server {
         let last = server.stop().await;
         tracing::info!(state = last.phase.name(), "ROS 2 discovery server stopped");
+    }
+    if let Some(bridge) = zenoh_bridge {
+        bridge.stop().await;
     }
     if let Some((_, task)) = agent {
         task.stop().await;

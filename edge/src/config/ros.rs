@@ -26,6 +26,8 @@ pub(super) struct RawRos {
     server: Option<RawServer>,
     #[serde(default)]
     servers: Vec<RawServerRef>,
+    #[serde(default)]
+    zenoh_bridge: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +69,8 @@ pub struct RosConfig {
     pub server: Option<RosServer>,
     /// The fleet's discovery servers on other nodes.
     pub servers: Vec<ServerRef>,
+    /// Supervise a zenoh ROS 2 bridge on this node (needs the `zenoh` build feature).
+    pub zenoh_bridge: bool,
 }
 
 /// `[ros.server]`: the discovery server this node runs on its virtual IP.
@@ -163,10 +167,18 @@ pub(super) fn parse_ros(raw: Option<&RawRos>) -> Result<Option<RosConfig>, Confi
             port: r.port.unwrap_or(DEFAULT_PORT),
         });
     }
+    let zenoh_bridge = raw.zenoh_bridge.unwrap_or(false);
+    if zenoh_bridge && !cfg!(feature = "zenoh") {
+        return Err(invalid(
+            "ros.zenoh_bridge",
+            "this bauxite was built without the zenoh bridge; rebuild with `cargo build --features zenoh` or remove the key".into(),
+        ));
+    }
     Ok(Some(RosConfig {
         domain_id,
         server,
         servers,
+        zenoh_bridge,
     }))
 }
 
@@ -257,6 +269,18 @@ mod tests {
                 port: 11900
             }
         );
+    }
+
+    #[test]
+    fn the_zenoh_bridge_needs_the_feature() {
+        let parsed = parse("[ros]\nzenoh_bridge = true\n");
+        if cfg!(feature = "zenoh") {
+            assert!(parsed.unwrap().unwrap().zenoh_bridge);
+        } else {
+            let e = parsed.unwrap_err();
+            assert!(e.to_string().contains("--features zenoh"), "{e}");
+        }
+        assert!(!parse("[ros]\n").unwrap().unwrap().zenoh_bridge);
     }
 
     #[test]
