@@ -6,6 +6,11 @@
 //! `SIGKILL` from the kernel when the spawning thread dies (`PR_SET_PDEATHSIG`, which also
 //! covers a node killed with `kill -9`), and dropping its handle kills the group.
 //! Its environment is exactly [`SpawnSpec::env`]: nothing leaks in from the node's.
+//!
+//! The parent-death signal fires when the *thread* that spawned the child ends, not the
+//! process: spawn from a thread that lives as long as the node (`bauxite run` runs one
+//! current-thread runtime on its main thread; a multi-thread runtime's workers also live
+//! as long as the runtime).
 
 mod mock;
 

@@ -98,6 +98,27 @@ mod tests {
         assert_eq!(RosDiscovery::from_report(&restarting).unwrap().server_id, 0);
     }
 
+    proptest::proptest! {
+        /// A node's report is untrusted: any values give a role in range or none.
+        #[test]
+        fn any_report_gives_a_valid_role_or_none(
+            port in proptest::num::f64::ANY,
+            status in proptest::num::f64::ANY,
+            id in proptest::num::f64::ANY,
+        ) {
+            let r = report(&[
+                ("ros_discovery_port", port),
+                ("ros_discovery_status", status),
+                ("ros_discovery_server_id", id),
+            ]);
+            if let Some(role) = RosDiscovery::from_report(&r) {
+                proptest::prop_assert!(role.port > 0);
+                proptest::prop_assert_eq!(f64::from(role.port), port);
+                proptest::prop_assert_eq!(f64::from(role.server_id), id);
+            }
+        }
+    }
+
     #[test]
     fn failed_stopped_absent_or_nonsense_is_no_role() {
         for r in [

@@ -355,6 +355,8 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     assert_eq!(lanes["telemetry"]["enqueued"], 0, "q has no rule: {lanes}");
 
     // The server dies; citadel brings it back under a new PID.
+    #[allow(clippy::disallowed_methods)] // measured for docs/benchmarks.md, not asserted
+    let killed = std::time::Instant::now();
     kill_process(
         Pid::from_raw(i32::try_from(first_pid).unwrap()).unwrap(),
         Signal::KILL,
@@ -370,6 +372,7 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     wait_for(LIMIT, "the restarted server's socket", || {
         listening(second_pid, 11811).then_some(())
     });
+    let back = killed.elapsed();
 
     // A new subscriber finds the publisher that outlived the old server.
     let mut late = Participant::start(
@@ -381,6 +384,10 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     if !late.finished(LIMIT) {
         diagnose("subscriber after the restart", &late, &publisher, &nodes);
     }
+    eprintln!(
+        "measured: server listening again {back:?} after kill -9; new subscriber had 3 samples {:?} after kill -9",
+        killed.elapsed()
+    );
     assert_eq!(late.output().matches("received sample ").count(), 3);
 
     // The server stops with its node.
