@@ -10,7 +10,7 @@
 //! - [`supervisor`]: the sans-IO [`Supervisor`] (restart with capped, jittered backoff,
 //!   give up after N crashes in a window, clean stop) and [`supervise`], its async driver;
 //! - [`server`]: [`DiscoveryServer`], the managed `fast-discovery-server`;
-//! - [`env`]: [`RosEnv`], `ROS_DISCOVERY_SERVER` and `ROS_DOMAIN_ID` for ROS processes;
+//! - [`env`](mod@env): [`RosEnv`], `ROS_DISCOVERY_SERVER` and `ROS_DOMAIN_ID` for ROS processes;
 //! - [`rtps`]: the UDP ports RTPS uses in a domain (for lane rules and firewalls);
 //! - `zenoh` (feature): the supervised `zenoh-bridge-ros2dds`.
 //!
