@@ -17,7 +17,6 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -31,13 +30,11 @@ const VIPS: [&str; 3] = ["100.64.0.1", "100.64.0.2", "100.64.0.3"];
 const LIMIT: Duration = Duration::from_secs(60);
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// The test participant, compiled once per test run into a directory that lives as long
-/// as the process (a few hundred KB).
-fn participant() -> &'static Path {
-    static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("participant");
+/// Compiles the test participant into `dir` (about 3 s; the test's temporary directory,
+/// so nothing outlives the run).
+fn build_participant(dir: &Path) -> PathBuf {
+    {
+        let out = dir.join("participant");
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/ros/participant.cpp");
         let header = Path::new("/usr/include/fastdds/dds/domain/DomainParticipantFactory.hpp");
         assert!(
@@ -56,9 +53,8 @@ fn participant() -> &'static Path {
                 "-lfastcdr",
             ],
         );
-        (dir, out)
-    });
-    path
+        out
+    }
 }
 
 /// Three namespaces on a bridge in a fourth, each filtering its underlay to mesh UDP.
@@ -180,12 +176,12 @@ struct Participant {
 }
 
 impl Participant {
-    fn start(ns: &str, config: &Path, out: PathBuf, args: &[&str]) -> Self {
+    fn start(program: &Path, ns: &str, config: &Path, out: PathBuf, args: &[&str]) -> Self {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, BAUXITE, "--config"])
             .arg(config)
             .args(["ros", "exec", "--"])
-            .arg(participant())
+            .arg(program)
             .args(args)
             .stdout(fs::File::create(&out).unwrap())
             .stderr(Stdio::null())
@@ -257,9 +253,9 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     if !can_run() {
         return;
     }
-    participant();
     let trio = Trio::new();
     let dir = tempfile::tempdir().unwrap();
+    let program = build_participant(dir.path());
     let keys = NAMES.map(|n| keygen(dir.path(), n));
     let client = "[[ros.servers]]\npeer = \"s\"\n";
     // The publisher's node puts domain 42's RTPS ports (17900-18149) on the telemetry
@@ -312,12 +308,14 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
     );
 
     let publisher = Participant::start(
+        &program,
         &trio.ns[1],
         &configs[1],
         dir.path().join("pub.out"),
         &["pub", "chatter", VIPS[1]],
     );
     let mut subscriber = Participant::start(
+        &program,
         &trio.ns[2],
         &configs[2],
         dir.path().join("sub1.out"),
@@ -376,6 +374,7 @@ fn ros_participants_discover_each_other_through_the_citadel_server_across_the_me
 
     // A new subscriber finds the publisher that outlived the old server.
     let mut late = Participant::start(
+        &program,
         &trio.ns[2],
         &configs[2],
         dir.path().join("sub2.out"),
