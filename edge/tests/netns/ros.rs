@@ -33,28 +33,26 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// Compiles the test participant into `dir` (about 3 s; the test's temporary directory,
 /// so nothing outlives the run).
 fn build_participant(dir: &Path) -> PathBuf {
-    {
-        let out = dir.join("participant");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/ros/participant.cpp");
-        let header = Path::new("/usr/include/fastdds/dds/domain/DomainParticipantFactory.hpp");
-        assert!(
-            header.exists(),
-            "libfastrtps-dev is not installed; run scripts/setup.sh"
-        );
-        sh(
-            "g++",
-            &[
-                "-std=c++17",
-                "-O1",
-                "-o",
-                out.to_str().unwrap(),
-                source.to_str().unwrap(),
-                "-lfastrtps",
-                "-lfastcdr",
-            ],
-        );
-        out
-    }
+    let out = dir.join("participant");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/ros/participant.cpp");
+    let header = Path::new("/usr/include/fastdds/dds/domain/DomainParticipantFactory.hpp");
+    assert!(
+        header.exists(),
+        "libfastrtps-dev is not installed; run scripts/setup.sh"
+    );
+    sh(
+        "g++",
+        &[
+            "-std=c++17",
+            "-O1",
+            "-o",
+            out.to_str().unwrap(),
+            source.to_str().unwrap(),
+            "-lfastrtps",
+            "-lfastcdr",
+        ],
+    );
+    out
 }
 
 /// Three namespaces on a bridge in a fourth, each filtering its underlay to mesh UDP.
