@@ -205,3 +205,56 @@ impl RosReport {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bauxite_citadel::Phase;
+
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // any instant will do for a backoff deadline
+    fn gauges_and_the_status_line_follow_the_supervisor() {
+        let (tx, status) = watch::channel(SupervisorStatus {
+            phase: Phase::Idle,
+            restarts: 0,
+            last_exit: None,
+            failure: None,
+        });
+        let gauges = RosGauges {
+            port: 11811,
+            server_id: 3,
+            status,
+        };
+        tx.send_replace(SupervisorStatus {
+            phase: Phase::Backoff {
+                until: std::time::Instant::now(),
+            },
+            restarts: 2,
+            last_exit: Some("killed by SIGKILL".into()),
+            failure: None,
+        });
+        assert_eq!(
+            gauges.metrics(),
+            [
+                ("ros_discovery_port", 11811.0),
+                ("ros_discovery_status", 2.0),
+                ("ros_discovery_server_id", 3.0),
+                ("ros_discovery_restarts", 2.0),
+            ]
+        );
+        assert_eq!(
+            gauges.report().render(),
+            "discovery server restarting on port 11811, 2 restarts, last exit: killed by SIGKILL"
+        );
+        tx.send_replace(SupervisorStatus {
+            phase: Phase::Failed,
+            restarts: 4,
+            last_exit: Some("exit code 1".into()),
+            failure: Some("5 crashes within 60s".into()),
+        });
+        let report = gauges.report();
+        assert_eq!(report.state, "failed");
+        assert!(report.render().ends_with("; gave up: 5 crashes within 60s"));
+    }
+}
