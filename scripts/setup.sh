@@ -12,11 +12,21 @@ declare -A needs=(
   [nft]=nftables       # edge/tests/netns/natlab.rs: the NAT routers
   [conntrack]=conntrack # natlab: flushing a router's NAT mappings (rebinding)
   [wg]=wireguard-tools # benches/netns: configures boringtun, the reference VPN
+  [fast-discovery-server]=fastdds-tools # citadel: the ROS 2 discovery server it supervises
+  [g++]=g++            # edge/tests/netns/ros.rs: builds the Fast DDS test participants
+)
+
+# header -> Debian package (libraries have no command to look for)
+declare -A headers=(
+  [/usr/include/fastdds/dds/domain/DomainParticipantFactory.hpp]=libfastrtps-dev
 )
 
 missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+for file in "${!headers[@]}"; do
+  [ -e "$file" ] || missing+=("${headers[$file]}")
 done
 
 if ((${#missing[@]})); then

@@ -22,6 +22,7 @@
 
 mod classify;
 mod drr;
+mod rules;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -29,8 +30,9 @@ use std::fmt;
 use ringbuf::HeapRb;
 use ringbuf::traits::Observer;
 
-pub use classify::{SMALL_PACKET_BYTES, TELEMETRY_PORT, classify};
+pub use classify::{SMALL_PACKET_BYTES, TELEMETRY_PORT, classify, classify_with};
 use drr::Drr;
+pub use rules::{LaneProtocol, LaneRule, LaneRules, MAX_LANE_RULES};
 
 use crate::{Lane, Metrics};
 
@@ -114,6 +116,8 @@ pub struct DataPlaneScheduler {
     stats: [LaneStats; 3],
     /// Counts already added to a `Metrics`, so `publish` adds only the difference.
     published: [LaneStats; 3],
+    /// The operator's port rules ([`classify_with`]).
+    rules: LaneRules,
 }
 
 impl Default for DataPlaneScheduler {
@@ -141,12 +145,18 @@ impl DataPlaneScheduler {
             bytes: [0; 3],
             stats: [LaneStats::default(); 3],
             published: [LaneStats::default(); 3],
+            rules: LaneRules::default(),
         }
     }
 
-    /// Classifies `packet` with [`classify()`] and queues it.
+    /// Replaces the operator's port-to-lane rules used by [`DataPlaneScheduler::enqueue`].
+    pub fn set_lane_rules(&mut self, rules: LaneRules) {
+        self.rules = rules;
+    }
+
+    /// Classifies `packet` with [`classify_with`] and the configured rules and queues it.
     pub fn enqueue(&mut self, packet: Vec<u8>) -> Enqueue {
-        let lane = classify(&packet);
+        let lane = classify_with(&self.rules, &packet);
         self.enqueue_in(lane, packet)
     }
 

@@ -15,6 +15,7 @@ mod admin;
 pub use self::admin::{MAX_TOKEN_TTL_SECS, NewToken};
 pub mod candidates;
 mod confirm;
+pub mod ros;
 pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod deploy;
 mod mesh_node;
@@ -69,6 +70,8 @@ struct State {
     pending: BTreeMap<PeerId, PendingRecord>,
     /// Where each node can be dialled besides its endpoint (`candidates.rs`; memory only).
     candidates: BTreeMap<PeerId, Vec<candidates::Candidate>>,
+    /// The ROS 2 discovery servers nodes report running (`ros.rs`; memory only).
+    ros_discovery: BTreeMap<PeerId, ros::RosDiscovery>,
     topology_version: u64,
     audit_head: AuditHead,
     /// The node record that is the hub's own mesh node.
@@ -112,6 +115,7 @@ impl Hub {
             nodes,
             pending,
             candidates: BTreeMap::new(),
+            ros_discovery: BTreeMap::new(),
             topology_version: store.topology_version()?,
             audit_head: store.audit_head()?,
             hub_node: store.hub_node()?,
@@ -330,6 +334,14 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                     candidates,
                     hub: Some(n.id) == state.hub_node,
                     candidate_kinds,
+                    ros_discovery_port: state
+                        .ros_discovery
+                        .get(&n.id)
+                        .map_or(0, |r| u32::from(r.port)),
+                    ros_discovery_server_id: state
+                        .ros_discovery
+                        .get(&n.id)
+                        .map_or(0, |r| u32::from(r.server_id)),
                 }
             })
             .collect(),

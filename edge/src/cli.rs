@@ -67,6 +67,30 @@ pub(crate) enum Command {
     /// daemon); reports sent, received, loss and round-trip p50/p99/max. Exit 1 when no
     /// probe was answered.
     Ping(PingArgs),
+    /// ROS 2 over the mesh: the environment that points ROS processes at the fleet's
+    /// discovery servers (`[ros]` in the config; see docs/ros2.md).
+    #[command(subcommand)]
+    Ros(RosCommand),
+}
+
+/// `bauxite ros ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RosCommand {
+    /// Print `export` lines for ROS_DISCOVERY_SERVER and ROS_DOMAIN_ID
+    /// (`eval "$(bauxite ros env)"`).
+    Env,
+    /// Run COMMAND with ROS_DISCOVERY_SERVER and ROS_DOMAIN_ID added to the environment
+    /// (executed directly, no shell): `bauxite ros exec -- ros2 run demo_nodes_cpp talker`.
+    Exec {
+        /// The command and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `bauxite ping` options.

@@ -6,9 +6,12 @@
 //! `run` and `status` read `[node]` and `[[peers]]` ([`RunConfig`]). Each command requires
 //! only its own sections, and unknown keys are refused everywhere.
 
+mod lanes;
+mod ros;
 mod run;
 mod updates;
 
+pub use ros::{RosConfig, RosServer, ServerRef, ServerTarget};
 pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, DeviceKind, HubConfig, RunConfig};
 pub use updates::{
     DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_MAX_FAILED_STARTS, DEFAULT_RECORDING_DIR, MAX_PROBE_HZ,
@@ -54,6 +57,9 @@ struct RawConfig {
     peers: Vec<run::RawPeer>,
     hub: Option<run::RawHub>,
     updates: Option<updates::RawUpdates>,
+    ros: Option<ros::RawRos>,
+    #[serde(default)]
+    lanes: Vec<lanes::RawLane>,
 }
 
 impl RawConfig {

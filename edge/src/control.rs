@@ -81,6 +81,10 @@ pub struct Context {
     pub hub: watch::Receiver<Option<HubState>>,
     /// The hub certificate's expiry and renewal (`None` without a hub), for `status`.
     pub cert: watch::Receiver<Option<CertState>>,
+    /// The ROS 2 discovery server (`None` without `[ros.server]`), for `status`.
+    pub ros: Option<crate::ros_cmd::RosGauges>,
+    /// The discovery servers the hub's topology announces, for `status` and `ros env`.
+    pub ros_servers: watch::Receiver<Vec<bauxite_citadel::ServerAddr>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -216,12 +220,18 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
             let hub = context.hub.borrow().clone();
             let cert = context.cert.borrow().clone();
-            to_json(serde_json::to_value(StatusReport::new(
-                &status,
-                &context.metrics,
-                hub,
-                cert,
-            )))
+            let mut report = StatusReport::new(&status, &context.metrics, hub, cert);
+            report.ros = context.ros.as_ref().map(crate::ros_cmd::RosGauges::report);
+            report.ros_servers = context
+                .ros_servers
+                .borrow()
+                .iter()
+                .map(|s| crate::ros_cmd::RosServerEntry {
+                    id: s.id,
+                    address: s.addr.to_string(),
+                })
+                .collect();
+            to_json(serde_json::to_value(report))
         }
         Request::Ping(ping) => {
             let hub = *context.hub_peer.borrow();

@@ -190,6 +190,10 @@ pub struct HubConnector {
     /// The node's server-reflexive address as the hub's STUN answers show it
     /// ([`Shell::reflexive`](bauxite_conduit::io::Shell::reflexive)), reported to the hub.
     pub reflexive: watch::Receiver<Option<SocketAddr>>,
+    /// The ROS 2 discovery server's gauges, reported with the counters when it runs.
+    pub ros: Option<crate::ros_cmd::RosGauges>,
+    /// Where the connector publishes the discovery servers the topology announces.
+    pub ros_servers: watch::Sender<Vec<bauxite_citadel::ServerAddr>>,
 }
 
 impl HubConnector {
@@ -293,6 +297,12 @@ impl HubConnector {
         hub_udp: Option<SocketAddr>,
         stun: &mut Option<SocketAddr>,
     ) -> Result<(), End> {
+        let ros = crate::ros_cmd::RosGauges::servers_in(snapshot);
+        self.ros_servers.send_if_modified(|v| {
+            let changed = *v != ros;
+            *v = ros;
+            changed
+        });
         match peers_from_snapshot(snapshot, Some(self.me)) {
             Ok(mut peers) => {
                 let server = crate::hub_peer::apply(snapshot, &mut peers, hub_udp, &self.hub_peer);
@@ -499,6 +509,7 @@ impl HubConnector {
                             .scalars()
                             .into_iter()
                             .map(|(name, _, value)| Metric { name: name.to_string(), value: value as f64 })
+                            .chain(self.ros.iter().flat_map(|r| r.metrics()).map(|(name, value)| Metric { name: name.to_string(), value }))
                             .collect(),
                     };
                     metrics

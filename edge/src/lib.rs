@@ -19,6 +19,8 @@
 //!   hub's own mesh node is dialled.
 //! - [`ping`] and [`probe`]: `bauxite ping` and the control-loop probe (echo on the
 //!   Critical lane); [`mesh_service`]: service sockets on the running shell.
+//! - [`ros_cmd`]: `bauxite ros env` / `bauxite ros exec` and the daemon's supervised
+//!   ROS 2 discovery server (`bauxite-citadel`).
 
 pub mod candidates;
 pub mod cert_cmd;
@@ -40,6 +42,7 @@ pub mod ping;
 pub mod precheck;
 pub mod probe;
 pub mod renewal;
+pub mod ros_cmd;
 pub mod run_cmd;
 pub mod run_lock;
 pub mod status;

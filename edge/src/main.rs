@@ -19,8 +19,8 @@ use bauxite::precheck::state_root::{SKIP_MOUNT_CHECK_ENV, StateRoot};
 use bauxite::precheck::{self, Clock};
 use bauxite::{cert_cmd, fingerprint_cmd, keygen, manifest_cmd};
 use cli::{
-    CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand, TufClientAction,
-    UpdateCommand,
+    CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand, RosCommand,
+    TufClientAction, UpdateCommand,
 };
 
 /// The real clocks; the only place the binary reads time.
@@ -142,6 +142,16 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
         }
         Command::Update(UpdateCommand::TufClient(args)) => run_tuf_client(args, clock)?,
         Command::Update(command) => run_update(config, command)?,
+        Command::Ros(command) => {
+            let run = RunConfig::load(config)?;
+            let env = bauxite::ros_cmd::resolve(&run, || bauxite::ros_cmd::daemon_view(&run))?;
+            match command {
+                RosCommand::Env => print!("{}", env.exports()),
+                RosCommand::Exec { command } => {
+                    return Err(bauxite::ros_cmd::exec(&env, &command).into());
+                }
+            }
+        }
         Command::Ping(args) => {
             let run = RunConfig::load(config)?;
             let request = bauxite::ping::PingRequest {

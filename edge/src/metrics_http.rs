@@ -1,6 +1,8 @@
 //! The optional Prometheus endpoint: `GET /metrics` on `node.metrics_listen` returns the
 //! node's counters as text, and the update agent's state, progress and probe round trips
-//! (`bauxite_update_*`) when it runs; anything else gets 404.
+//! (`bauxite_update_*`) when it runs, and the ROS 2 discovery server's gauges
+//! (`ros_discovery_port`, `ros_discovery_status`) when `[ros.server]` runs one; anything
+//! else gets 404.
 //!
 //! Invariant: a scrape reads atomic counters and a copy of the update status only — it
 //! never waits for the data-plane loop, so a slow or hostile client cannot delay packets. Requests are bounded (8 KiB
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use bauxite_conduit::Metrics;
 
+use crate::ros_cmd::RosGauges;
 use crate::update_agent::SharedStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +37,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     node: String,
     updates: Option<Arc<SharedStatus>>,
+    ros: Option<RosGauges>,
 ) {
     let node: Arc<str> = node.into();
     loop {
@@ -41,10 +45,11 @@ pub async fn serve(
             continue;
         };
         let (metrics, node, updates) = (Arc::clone(&metrics), Arc::clone(&node), updates.clone());
+        let ros = ros.clone();
         tokio::spawn(async move {
             let served = tokio::time::timeout(
                 Duration::from_secs(5),
-                scrape(stream, &metrics, &node, updates.as_deref()),
+                scrape(stream, &metrics, &node, updates.as_deref(), ros.as_ref()),
             )
             .await;
             if let Ok(Err(error)) = served {
@@ -59,6 +64,7 @@ async fn scrape(
     metrics: &Metrics,
     node: &str,
     updates: Option<&SharedStatus>,
+    ros: Option<&RosGauges>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -74,6 +80,9 @@ async fn scrape(
         let mut body = metrics.render_prometheus(node);
         if let Some(u) = updates {
             body.push_str(&u.get().render_prometheus(node));
+        }
+        if let Some(ros) = ros {
+            body.push_str(&ros.render_prometheus(node));
         }
         ("200 OK", body)
     } else {
@@ -101,11 +110,22 @@ mod tests {
         status.state = Some("PENDING_VALIDATION".into());
         status.target_version = Some("2.0.0".into());
         let shared = Arc::new(SharedStatus::new(status));
+        let (_ros_tx, ros) = tokio::sync::watch::channel(bauxite_citadel::SupervisorStatus {
+            phase: bauxite_citadel::Phase::Failed,
+            restarts: 5,
+            last_exit: Some("exit code 1".into()),
+            failure: Some("5 crashes".into()),
+        });
         let task = tokio::spawn(serve(
             listener,
             Arc::new(Metrics::default()),
             "n1".into(),
             Some(Arc::clone(&shared)),
+            Some(RosGauges {
+                port: 11811,
+                server_id: 0,
+                status: ros,
+            }),
         ));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
@@ -130,6 +150,14 @@ mod tests {
         );
         assert!(
             body.contains("bauxite_update_state_code{node=\"n1\"} 0"),
+            "{body}"
+        );
+        assert!(
+            body.contains("ros_discovery_port{node=\"n1\"} 11811\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("ros_discovery_status{node=\"n1\",phase=\"failed\"} 3\n"),
             "{body}"
         );
         shared.update(|s| s.state = Some("COMMITTED".into()));

@@ -2,7 +2,8 @@
 //! [`HubConnector`](crate::hub::HubConnector) feeding it peers and policy, on a real UDP
 //! socket and TUN device, the echo service every node answers (`ServicePort::ECHO`), the
 //! [update agent](crate::update_agent) (with `[hub]` and `[state_root]`), its control
-//! socket, the optional metrics listener, and clean shutdown on SIGTERM/SIGINT. A node
+//! socket, the optional metrics listener, the supervised ROS 2 discovery server of
+//! `[ros.server]` ([`crate::ros_cmd`]), and clean shutdown on SIGTERM/SIGINT. A node
 //! revoked by the hub stops and exits with [`EXIT_REVOKED`] (the systemd unit does not
 //! restart it: `RestartPreventExitStatus=`).
 //!
@@ -108,6 +109,9 @@ pub enum RunError {
     /// A service port (echo) could not be bound.
     #[error("cannot bind a service port: {0}")]
     Service(#[from] bauxite_conduit::ServiceError),
+    /// A ROS 2 helper asked for in `[ros]` cannot run (the zenoh bridge is not installed).
+    #[error(transparent)]
+    Ros(#[from] crate::ros_cmd::RosError),
     /// The runtime, a signal handler or the metrics listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -232,14 +236,16 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         mtu: DEFAULT_MTU,
         bulk_target: config.bulk_target,
     };
-    Ok(BauxiteNode::new(
+    let mut node = BauxiteNode::new(
         identity,
         registry,
         node_config,
         clock::os_seed()?,
         clock::now(),
         clock::unix_nanos(),
-    ))
+    );
+    node.set_lane_rules(config.lane_rules.clone());
+    Ok(node)
 }
 
 fn jitter_seed() -> u64 {
@@ -292,6 +298,10 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let echo_task = tokio::spawn(echo::serve(
         shell.bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)?,
     ));
+    // After the shell: the server listens on the virtual IP, which the TUN device carries.
+    let ros_server = crate::ros_cmd::start_server(&config, jitter_seed());
+    let ros_gauges = ros_server.as_ref().map(crate::ros_cmd::RosGauges::of);
+    let zenoh_bridge = crate::ros_cmd::start_zenoh(&config, jitter_seed())?;
     let metrics = shell.metrics();
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
@@ -307,6 +317,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         None => None,
     };
     let (hub_peer_tx, hub_peer_rx) = watch::channel(None);
+    let (ros_servers_tx, ros_servers_rx) = watch::channel(Vec::new());
     let agent = match (
         &config.hub,
         &credentials,
@@ -351,6 +362,8 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     state: hub_state,
                     hub_peer: hub_peer_tx,
                     reflexive,
+                    ros: ros_gauges.clone(),
+                    ros_servers: ros_servers_tx,
                 }
                 .run(),
             )
@@ -366,6 +379,8 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             hub_peer: hub_peer_rx,
             hub: hub_watch.clone(),
             cert: cert_rx,
+            ros: ros_gauges.clone(),
+            ros_servers: ros_servers_rx,
         },
     ));
     let metrics_task = match config.metrics_listen {
@@ -376,6 +391,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 std::sync::Arc::clone(&metrics),
                 peer_id.to_string(),
                 agent.as_ref().map(|(handle, _)| handle.shared()),
+                ros_gauges,
             )))
         }
         None => None,
@@ -407,6 +423,13 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let result = shell.run(queries_rx, shutdown).await;
     control_task.abort();
     echo_task.abort();
+    if let Some(server) = ros_server {
+        let last = server.stop().await;
+        tracing::info!(state = last.phase.name(), "ROS 2 discovery server stopped");
+    }
+    if let Some(bridge) = zenoh_bridge {
+        bridge.stop().await;
+    }
     if let Some((_, task)) = agent {
         task.stop().await;
     }

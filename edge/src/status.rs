@@ -38,6 +38,12 @@ pub struct StatusReport {
     /// The node's hub certificate: expiry and renewal; absent without `[hub]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertState>,
+    /// The ROS 2 discovery server this node runs (`[ros.server]`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ros: Option<crate::ros_cmd::RosReport>,
+    /// ROS 2 discovery servers the hub's topology announces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ros_servers: Vec<crate::ros_cmd::RosServerEntry>,
 }
 
 /// One peer's line.
@@ -200,6 +206,8 @@ impl StatusReport {
             lanes,
             hub,
             certificate,
+            ros: None,
+            ros_servers: Vec::new(),
         }
     }
 
@@ -216,6 +224,17 @@ impl StatusReport {
         }
         if let Some(cert) = &self.certificate {
             let _ = writeln!(out, "cert {}", cert.render());
+        }
+        if let Some(ros) = &self.ros {
+            let _ = writeln!(out, "ros  {}", ros.render());
+        }
+        if !self.ros_servers.is_empty() {
+            let list: Vec<String> = self
+                .ros_servers
+                .iter()
+                .map(|s| format!("{} (id {})", s.address, s.id))
+                .collect();
+            let _ = writeln!(out, "ros  fleet discovery servers: {}", list.join(", "));
         }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {

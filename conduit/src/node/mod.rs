@@ -334,6 +334,11 @@ impl BauxiteNode {
         &self.scheduler
     }
 
+    /// Sets the operator's port-to-lane rules (`[[lanes]]` in the edge config).
+    pub fn set_lane_rules(&mut self, rules: crate::scheduler::LaneRules) {
+        self.scheduler.set_lane_rules(rules);
+    }
+
     /// Adds or updates a peer. Sessions with a peer whose static key changed are dropped.
     /// A configured endpoint (the first of [`PeerInfo::dial_order`]) replaces the current
     /// one only when it is new or changed, so a topology refresh repeating an old address

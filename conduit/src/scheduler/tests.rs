@@ -271,3 +271,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn configured_lane_rules_steer_enqueue() {
+    use crate::scheduler::{LaneProtocol, LaneRule, LaneRules};
+    let mut sched = DataPlaneScheduler::new();
+    let mut pkt = Vec::new();
+    build::ipv4_udp(
+        Ipv4Addr::new(100, 64, 0, 1),
+        Ipv4Addr::new(100, 64, 0, 2),
+        40000,
+        17911,
+        &[0; 300],
+        &mut pkt,
+    );
+    assert_eq!(sched.enqueue(pkt.clone()), Enqueue::Queued(Lane::Bulk));
+    sched.set_lane_rules(
+        LaneRules::new(vec![LaneRule {
+            protocol: LaneProtocol::Udp,
+            ports: 17911..=17911,
+            lane: Lane::Critical,
+        }])
+        .unwrap(),
+    );
+    assert_eq!(sched.enqueue(pkt), Enqueue::Queued(Lane::Critical));
+}

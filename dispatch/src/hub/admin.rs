@@ -135,6 +135,7 @@ impl Hub {
             change,
         )?;
         state.candidates.remove(&id);
+        state.ros_discovery.remove(&id);
         drop(state);
         self.signals().detach_all(id);
         Ok(record)

@@ -480,3 +480,33 @@ fn renewal_is_decided_at_now_and_only_for_active_nodes() {
         "nothing issued or audited"
     );
 }
+
+#[test]
+fn a_reported_discovery_server_is_in_the_topology_until_it_stops() {
+    use super::ros::RosDiscovery;
+    let hub = hub();
+    let t = token(&hub, 3600, 1, 1);
+    let id = join(&hub, T0, request(&t, 1)).record.id;
+    let head = hub.store.audit_head().unwrap();
+    let before = hub.subscribe_topology().borrow().version;
+    let role = RosDiscovery {
+        port: 11811,
+        server_id: 1,
+    };
+    hub.set_ros_discovery(id, Some(role)).unwrap();
+    let snapshot = hub.subscribe_topology().borrow().clone();
+    assert_eq!(snapshot.version, before + 1);
+    assert_eq!(snapshot.peers[0].ros_discovery_port, 11811);
+    assert_eq!(snapshot.peers[0].ros_discovery_server_id, 1);
+    // The same report again is no new topology; no report is audited.
+    hub.set_ros_discovery(id, Some(role)).unwrap();
+    assert_eq!(hub.subscribe_topology().borrow().version, before + 1);
+    assert_eq!(hub.store.audit_head().unwrap(), head);
+    hub.set_ros_discovery(id, None).unwrap();
+    assert_eq!(
+        hub.subscribe_topology().borrow().peers[0].ros_discovery_port,
+        0
+    );
+    let stranger = bauxite_conduit::PeerId::from_signing_public(&[9; 32]);
+    assert!(hub.set_ros_discovery(stranger, Some(role)).is_err());
+}

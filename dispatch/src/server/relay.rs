@@ -28,11 +28,16 @@ impl MetricsService for Metrics {
         request: Request<ReportMetricsRequest>,
     ) -> Result<Response<ReportMetricsResponse>, Status> {
         let node = auth::node(&self.0, &request)?;
-        let report = request
+        let report: Vec<(String, f64)> = request
             .into_inner()
             .metrics
             .into_iter()
-            .map(|m| (m.name, m.value));
+            .map(|m| (m.name, m.value))
+            .collect();
+        let ros = crate::hub::ros::RosDiscovery::from_report(&report);
+        if let Err(error) = self.0.set_ros_discovery(node, ros) {
+            tracing::warn!(%node, %error, "ROS discovery role not recorded");
+        }
         self.0.metrics().record_report(node, report);
         Ok(Response::new(ReportMetricsResponse {}))
     }

@@ -19,6 +19,8 @@ use bauxite_conduit::tun::DEFAULT_TUN_NAME;
 use bauxite_conduit::{PeerId, VirtualIp};
 use serde::Deserialize;
 
+use super::lanes::parse_lanes;
+use super::ros::{RosConfig, parse_ros};
 use super::updates::parse_updates;
 use super::{RawConfig, UpdatesConfig, absolute, read};
 use crate::error::ConfigError;
@@ -146,6 +148,10 @@ pub struct RunConfig {
     pub state_root: Option<PathBuf>,
     /// `[updates]`: the update agent (runs with `[hub]` and `[state_root]`).
     pub updates: UpdatesConfig,
+    /// `[ros]`: ROS 2 discovery over the mesh, if configured.
+    pub ros: Option<RosConfig>,
+    /// `[[lanes]]`: the operator's port-to-lane rules.
+    pub lane_rules: bauxite_conduit::scheduler::LaneRules,
 }
 
 impl RunConfig {
@@ -197,6 +203,8 @@ impl RunConfig {
                 .map(|s| absolute("state_root.root", &s.root))
                 .transpose()?,
             updates: parse_updates(raw.updates.as_ref())?,
+            ros: parse_ros(raw.ros.as_ref())?,
+            lane_rules: parse_lanes(&raw.lanes)?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         Ok(Self { peers, ..config })

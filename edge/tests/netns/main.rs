@@ -13,6 +13,7 @@ mod hub;
 mod nat;
 mod natlab;
 mod quickstart;
+mod ros;
 mod support;
 
 use std::io::{Read as _, Write as _};
