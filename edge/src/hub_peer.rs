@@ -78,6 +78,7 @@ mod tests {
             candidates: Vec::new(),
             hub,
             candidate_kinds: Vec::new(),
+            operator_signature: Vec::new(),
         }
     }
 

@@ -164,7 +164,9 @@ pub enum KeyRecordRejected {
     #[error("the operator key is not a valid Ed25519 public key")]
     BadOperatorKey,
     /// The signature does not verify under the operator key the record names.
-    #[error("the operator signature does not verify; sign the record again with `bauxite operator sign`")]
+    #[error(
+        "the operator signature does not verify; sign the record again with `bauxite operator sign`"
+    )]
     BadSignature,
     /// An operator key file lists no key.
     #[error("no operator key: the file must hold at least one 64-hex-digit Ed25519 public key")]
@@ -178,7 +180,9 @@ pub enum KeyRecordRejected {
 #[non_exhaustive]
 pub enum LockRefusal {
     /// The hub sent no operator signature for the peer.
-    #[error("key not signed by operator (sign it: `bauxite operator sign`, then `bauxite-dispatch nodes sign`)")]
+    #[error(
+        "key not signed by operator (sign it: `bauxite operator sign`, then `bauxite-dispatch nodes sign`)"
+    )]
     Unsigned,
     /// The signature field is not a signed record.
     #[error("operator signature malformed: {0}")]

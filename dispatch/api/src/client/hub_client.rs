@@ -214,6 +214,7 @@ mod tests {
             ],
             hub: false,
             candidate_kinds: Vec::new(),
+            operator_signature: Vec::new(),
         };
         let info = peer_info(&peer).unwrap();
         assert_eq!(info.endpoint, None);

@@ -158,10 +158,7 @@ fn expired_unsigned_and_malformed_are_refused() {
             not_after: NOW + 3600
         })
     );
-    assert_eq!(
-        lock.check(&facts(1), &[], NOW),
-        Err(LockRefusal::Unsigned)
-    );
+    assert_eq!(lock.check(&facts(1), &[], NOW), Err(LockRefusal::Unsigned));
     assert_eq!(
         LockRefusal::Unsigned.to_string().split(" (").next(),
         Some("key not signed by operator")
