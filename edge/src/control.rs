@@ -81,6 +81,8 @@ pub struct Context {
     pub hub: watch::Receiver<Option<HubState>>,
     /// The hub certificate's expiry and renewal (`None` without a hub), for `status`.
     pub cert: watch::Receiver<Option<CertState>>,
+    /// The operator lock's report (`None` while the lock is off), for `status`.
+    pub operator_lock: watch::Receiver<Option<crate::operator_lock::LockReport>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -216,12 +218,10 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
             let hub = context.hub.borrow().clone();
             let cert = context.cert.borrow().clone();
-            to_json(serde_json::to_value(StatusReport::new(
-                &status,
-                &context.metrics,
-                hub,
-                cert,
-            )))
+            let lock = context.operator_lock.borrow().clone();
+            let report =
+                StatusReport::new(&status, &context.metrics, hub, cert).with_operator_lock(lock);
+            to_json(serde_json::to_value(report))
         }
         Request::Ping(ping) => {
             let hub = *context.hub_peer.borrow();

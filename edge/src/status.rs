@@ -16,6 +16,7 @@ use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
 
 use crate::hub_state::{CertState, HubState};
+use crate::operator_lock::LockReport;
 
 /// The whole status of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct StatusReport {
     /// The node's hub certificate: expiry and renewal; absent without `[hub]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertState>,
+    /// The operator lock: pinned keys and the peers refused; absent while it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_lock: Option<LockReport>,
 }
 
 /// One peer's line.
@@ -200,7 +204,21 @@ impl StatusReport {
             lanes,
             hub,
             certificate,
+            operator_lock: None,
         }
+    }
+
+    /// Adds the operator lock's report, and its counters (`operator_refused_peers`: refused
+    /// in the last topology; `operator_refusals_total`: since start).
+    pub fn with_operator_lock(mut self, lock: Option<LockReport>) -> Self {
+        if let Some(lock) = &lock {
+            self.counters
+                .insert("operator_refused_peers".into(), lock.refused.len() as u64);
+            self.counters
+                .insert("operator_refusals_total".into(), lock.refusals_total);
+        }
+        self.operator_lock = lock;
+        self
     }
 
     /// Human-readable form.
@@ -216,6 +234,9 @@ impl StatusReport {
         }
         if let Some(cert) = &self.certificate {
             let _ = writeln!(out, "cert {}", cert.render());
+        }
+        if let Some(lock) = &self.operator_lock {
+            out.push_str(&lock.render());
         }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {
