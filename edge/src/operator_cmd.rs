@@ -111,6 +111,30 @@ pub fn read_operator_keys(path: &Path) -> Result<Vec<[u8; 32]>, ToolError> {
     parse_operator_keys(text).map_err(|e| bad_key(path, e))
 }
 
+/// Reads the node's pinned keys (`hub.operator_keys`). With a state root, the file's real
+/// path (symlinks resolved) must lie inside the root's real path: the config check is
+/// lexical, this one catches a link that leads out.
+pub fn read_pinned_keys(
+    path: &Path,
+    state_root: Option<&Path>,
+) -> Result<Vec<[u8; 32]>, ToolError> {
+    if let Some(root) = state_root {
+        let real = std::fs::canonicalize(path).map_err(io("resolve", path))?;
+        let real_root = std::fs::canonicalize(root).map_err(io("resolve", root))?;
+        if !real.starts_with(&real_root) {
+            return Err(bad_key(
+                path,
+                format!(
+                    "it resolves to {}, outside the state root {}",
+                    real.display(),
+                    real_root.display()
+                ),
+            ));
+        }
+    }
+    read_operator_keys(path)
+}
+
 /// The keys of every file in `files`, in order, without repeats.
 pub fn collect_operator_keys(files: &[PathBuf]) -> Result<Vec<[u8; 32]>, ToolError> {
     let mut keys = Vec::new();
@@ -189,6 +213,17 @@ mod tests {
             sign(&key, "bxkr1.00", 1, 1),
             Err(ToolError::Argument(_))
         ));
+
+        // Pinned keys must resolve inside the state root.
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("trust")).unwrap();
+        let inside = root.join("trust/operator.keys");
+        std::fs::copy(&trust, &inside).unwrap();
+        assert_eq!(read_pinned_keys(&inside, Some(&root)).unwrap(), keys);
+        let link = root.join("trust/link.keys");
+        std::os::unix::fs::symlink(&trust, &link).unwrap();
+        let e = read_pinned_keys(&link, Some(&root)).unwrap_err();
+        assert!(e.to_string().contains("outside the state root"), "{e}");
 
         // A private key others can read is refused.
         std::fs::set_permissions(&paths.private, std::fs::Permissions::from_mode(0o644)).unwrap();

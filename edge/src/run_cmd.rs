@@ -279,7 +279,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         .as_ref()
         .and_then(|hub| hub.operator_keys.as_deref())
         .map(|path| {
-            crate::operator_cmd::read_operator_keys(path)
+            crate::operator_cmd::read_pinned_keys(path, config.state_root.as_deref())
                 .map(bauxite_dispatch_api::operator::OperatorLock::new)
                 .map_err(RunError::OperatorKeys)
         })
