@@ -124,6 +124,18 @@ async fn signed_key_records_are_checked_stored_and_distributed() {
     assert!(lock.check(&facts, &carried, unix_now()).is_ok());
     let audit = hub.admin_ok(&["audit", "show"]);
     assert!(audit.contains("node.operator_sign"), "{audit}");
+    // `nodes list` shows until when each node is signed (`-`: not at all).
+    let listed = hub.admin_ok(&["nodes", "list"]);
+    let line = |id: PeerId| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(&id.to_string()))
+            .unwrap()
+            .to_owned()
+    };
+    let until = bauxite_dispatch::clock::UnixTime(good.record.not_after).to_string();
+    assert!(line(b.node_id).contains(&until), "{listed}");
+    assert!(!line(a.node_id).contains(&until), "{listed}");
 
     // It survives a restart (stored in hub.db), and the audit chain still verifies.
     hub.stop();
