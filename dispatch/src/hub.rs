@@ -7,7 +7,7 @@
 //! the OS RNG, the logic here never does.
 //!
 //! Method groups: [`Hub::open`] and the read accessors here; provisioning in `provision.rs`;
-//! operator actions in `admin.rs`; signaling relay in `signal.rs`; the hub's own mesh node
+//! operator actions in `admin.rs`; operator-signed key records in `operator.rs`; signaling relay in `signal.rs`; the hub's own mesh node
 //! in `mesh_node.rs`; certificate renewal in `renew.rs`; packages in `updates.rs`; deployments and update reports in
 //! `deploy.rs`.
 
@@ -19,6 +19,7 @@ pub mod ros;
 pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod deploy;
 mod mesh_node;
+mod operator;
 pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
@@ -77,6 +78,8 @@ struct State {
     /// The node record that is the hub's own mesh node.
     hub_node: Option<PeerId>,
     updates: updates::UpdateBook,
+    /// Operator-signed key records by node, distributed with them (`operator.rs`).
+    signatures: BTreeMap<PeerId, Vec<u8>>,
 }
 
 /// The hub: store, CA, in-memory view and change feeds.
@@ -120,6 +123,7 @@ impl Hub {
             audit_head: store.audit_head()?,
             hub_node: store.hub_node()?,
             updates: updates::UpdateBook::load(store.as_ref())?,
+            signatures: store.operator_signatures()?.into_iter().collect(),
         };
         let policy = store.policy()?.map(|p| proto::node::PolicyDocument {
             version: p.version,
@@ -267,7 +271,7 @@ impl Hub {
         mut change: Change,
     ) -> Result<()> {
         let entry = AuditEntry::next(&state.audit_head, now, actor, action, detail);
-        let topology_changed = !change.nodes.is_empty();
+        let topology_changed = !change.nodes.is_empty() || !change.operator_signatures.is_empty();
         if topology_changed {
             change.topology_version = Some(state.topology_version + 1);
         }
@@ -291,6 +295,9 @@ impl Hub {
         }
         for node in change.nodes {
             state.nodes.insert(node.id, node);
+        }
+        for (node, signature) in change.operator_signatures {
+            state.signatures.insert(node, signature);
         }
         if let Some(version) = change.topology_version {
             state.topology_version = version;
@@ -342,6 +349,7 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                         .ros_discovery
                         .get(&n.id)
                         .map_or(0, |r| u32::from(r.server_id)),
+                    operator_signature: state.signatures.get(&n.id).cloned().unwrap_or_default(),
                 }
             })
             .collect(),

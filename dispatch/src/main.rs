@@ -118,6 +118,19 @@ enum NodesCommand {
         /// The node's 32-hex-digit ID.
         id: String,
     },
+    /// Upload an operator-signed key record (`bauxite operator sign` prints it); the hub
+    /// distributes it with the node so nodes with the operator lock on accept it.
+    Sign {
+        /// The signed record (`bxop1.…`), or `-` to read it from stdin.
+        record: String,
+    },
+    /// Print the node's key request (`bxkr1.…`) as the hub holds it, for `bauxite
+    /// operator sign`. Prefer the one the node prints itself (`bauxite operator request`):
+    /// this one is only as trustworthy as the hub.
+    KeyRequest {
+        /// The node's 32-hex-digit ID.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -263,6 +276,34 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
                 .await?;
             println!("revoked {id}");
         }
+        Command::Nodes(NodesCommand::Sign { record }) => {
+            let text = if record == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                record.clone()
+            };
+            let answer = admin
+                .sign_node(proto::SignNodeRequest {
+                    signed_record: text.trim().to_owned(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "operator signature stored for {} (topology version {})",
+                answer.node_id, answer.version
+            );
+        }
+        Command::Nodes(NodesCommand::KeyRequest { id }) => {
+            let nodes = admin
+                .list_nodes(proto::ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            let Some(node) = nodes.iter().find(|n| n.node_id == *id) else {
+                bail!("no node with ID {id}; see `bauxite-dispatch nodes list`");
+            };
+            println!("{}", key_request(node)?);
+        }
         Command::Policy(PolicyCommand::Set { file, dry_run }) => {
             let policy = policy_review::load(file)?;
             let current = admin
@@ -352,6 +393,29 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `bxkr1.` request for a listed node.
+fn key_request(node: &proto::NodeInfo) -> Result<String> {
+    use bauxite_dispatch_api::operator::NodeKeyFacts;
+    let key = |bytes: &[u8], what: &str| -> Result<[u8; 32]> {
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the hub sent a {}-byte {what}", bytes.len()))
+    };
+    let facts = NodeKeyFacts {
+        node_id: bauxite_conduit::PeerId::from_hex(&node.node_id)
+            .ok_or_else(|| anyhow::anyhow!("the hub sent a bad node ID {:?}", node.node_id))?,
+        ed25519: key(&node.ed25519_public, "Ed25519 key")?,
+        x25519: key(&node.x25519_public, "X25519 key")?,
+        virtual_ip: node
+            .virtual_ip
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| anyhow::anyhow!("the hub sent a bad address {:?}", node.virtual_ip))?
+            .into(),
+    };
+    // Re-parsed so a node ID that does not derive from its key is refused here too.
+    Ok(NodeKeyFacts::from_text(&facts.to_text())?.to_text())
 }
 
 /// An error and the causes its text does not already contain, on one line: typed errors

@@ -101,6 +101,9 @@ pub struct Change {
     pub update_reports: Vec<(PeerId, UpdateReportRecord)>,
     /// The node record that is the hub's own mesh node (set once).
     pub hub_node: Option<PeerId>,
+    /// Operator-signed key records to store, by node (encoded `SignedKeyRecord`s, kept
+    /// as uploaded: the hub relays them and cannot make them).
+    pub operator_signatures: Vec<(PeerId, Vec<u8>)>,
 }
 
 /// The hub's durable state.
@@ -127,6 +130,8 @@ pub trait Store: Send + Sync {
     fn update_reports(&self) -> Result<Vec<(PeerId, UpdateReportRecord)>>;
     /// The ID of the hub's own mesh node, once it registered.
     fn hub_node(&self) -> Result<Option<PeerId>>;
+    /// Every stored operator-signed key record, by node, in peer-ID order.
+    fn operator_signatures(&self) -> Result<Vec<(PeerId, Vec<u8>)>>;
     /// Applies a change atomically.
     fn commit(&self, change: &Change) -> Result<()>;
 }

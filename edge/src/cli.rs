@@ -71,6 +71,10 @@ pub(crate) enum Command {
     /// discovery servers (`[ros]` in the config; see docs/ros2.md).
     #[command(subcommand)]
     Ros(RosCommand),
+    /// The operator lock: an operator key held off the hub signs each node's keys; nodes
+    /// that pin it (`join --operator-key`) accept only signed peers.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
 }
 
 /// `bauxite ros ...`.
@@ -90,6 +94,41 @@ pub(crate) enum RosCommand {
             value_name = "COMMAND"
         )]
         command: Vec<std::ffi::OsString>,
+    },
+}
+
+/// `bauxite operator ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OperatorCommand {
+    /// Create an operator key pair: DIR/operator.key (0600) and DIR/operator.pub. Keep
+    /// the private key off the hub (an offline machine, a token).
+    Keygen {
+        /// Directory receiving the key files (created 0700).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Overwrite existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// On a node: print its key request (`bxkr1.…`: node ID, keys, virtual IP) from the
+    /// config's identity and address, for the operator to sign.
+    Request,
+    /// Sign a node's key request; prints the signed record (`bxop1.…`) to upload with
+    /// `bauxite-dispatch nodes sign`.
+    Sign {
+        /// The operator's private key (`operator.key`, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The node's key request (`bxkr1.…`), or `-` to read it from stdin.
+        #[arg(long, value_name = "TEXT")]
+        request: String,
+        /// Days the signature stays valid (1 to 3650); re-sign before it ends.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        valid_days: u64,
+        /// The record's serial (default: the current Unix time, so a later signature has
+        /// a higher one).
+        #[arg(long, value_name = "N")]
+        serial: Option<u64>,
     },
 }
 
@@ -222,6 +261,11 @@ pub(crate) struct JoinArgs {
     /// hub sends.
     #[arg(long, value_name = "FILE")]
     pub(crate) update_root: Option<PathBuf>,
+    /// Turn the operator lock on: pin the operator public key(s) in FILE
+    /// (`operator.pub`); peers are then accepted only with a key record signed by one of
+    /// them. Repeat for several files.
+    #[arg(long = "operator-key", value_name = "FILE")]
+    pub(crate) operator_keys: Vec<PathBuf>,
 }
 
 /// `bauxite demo` options.

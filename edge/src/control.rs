@@ -85,6 +85,8 @@ pub struct Context {
     pub ros: Option<crate::ros_cmd::RosGauges>,
     /// The discovery servers the hub's topology announces, for `status` and `ros env`.
     pub ros_servers: watch::Receiver<Vec<bauxite_citadel::ServerAddr>>,
+    /// The operator lock's report (`None` while the lock is off), for `status`.
+    pub operator_lock: watch::Receiver<Option<crate::operator_lock::LockReport>>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -220,7 +222,9 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
             let hub = context.hub.borrow().clone();
             let cert = context.cert.borrow().clone();
-            let mut report = StatusReport::new(&status, &context.metrics, hub, cert);
+            let lock = context.operator_lock.borrow().clone();
+            let mut report =
+                StatusReport::new(&status, &context.metrics, hub, cert).with_operator_lock(lock);
             report.ros = context.ros.as_ref().map(crate::ros_cmd::RosGauges::report);
             report.ros_servers = context
                 .ros_servers

@@ -148,6 +148,13 @@ fn from_error(error: bauxite_dispatch_api::Error, what: &str) -> End {
     }
 }
 
+/// How long until Unix second `at` (zero if it passed); `None` for no instant.
+fn until_unix(at: Option<u64>) -> Option<Duration> {
+    let now = clock::unix_nanos() / 1_000_000_000;
+    // One second late: the record is refused from `at` on, so the re-screen must not run before it.
+    at.map(|at| Duration::from_secs(at.saturating_sub(now).saturating_add(1)))
+}
+
 /// Parses a hub policy document: empty means "no policy" (allow all).
 pub fn parse_policy(json: &str) -> Result<Option<Policy>, serde_json::Error> {
     if json.trim().is_empty() {
@@ -194,6 +201,9 @@ pub struct HubConnector {
     pub ros: Option<crate::ros_cmd::RosGauges>,
     /// Where the connector publishes the discovery servers the topology announces.
     pub ros_servers: watch::Sender<Vec<bauxite_citadel::ServerAddr>>,
+    /// The operator lock, when the node pins operator keys: only peers with a valid
+    /// operator-signed key record reach the shell ([`crate::operator_lock`]).
+    pub lock: Option<crate::operator_lock::LockSetup>,
 }
 
 impl HubConnector {
@@ -291,12 +301,23 @@ impl HubConnector {
     /// refused and the previous peer table kept. When the hub's mesh endpoint differs
     /// from `stun` (`None` forces it), the shell is told to ask it for this node's
     /// server-reflexive address, and `stun` is updated.
+    ///
+    /// With the operator lock on, the snapshot is screened first (refused peers never
+    /// reach the shell) and the earliest expiry of an accepted record is returned: the
+    /// caller screens the same snapshot again then.
     async fn apply_topology(
         &self,
         snapshot: &TopologySnapshot,
         hub_udp: Option<SocketAddr>,
         stun: &mut Option<SocketAddr>,
-    ) -> Result<(), End> {
+    ) -> Result<Option<u64>, End> {
+        let screened = self
+            .lock
+            .as_ref()
+            .map(|lock| lock.apply(snapshot, clock::unix_nanos() / 1_000_000_000));
+        let next_expiry = screened.as_ref().and_then(|s| s.next_expiry);
+        let snapshot = screened.as_ref().map_or(snapshot, |s| &s.snapshot);
+        // Discovery servers only among the peers the lock let through.
         let ros = crate::ros_cmd::RosGauges::servers_in(snapshot);
         self.ros_servers.send_if_modified(|v| {
             let changed = *v != ros;
@@ -315,11 +336,12 @@ impl HubConnector {
                     peers = peers.len(),
                     "topology from the hub"
                 );
-                self.send(Query::ReplacePeers(peers)).await
+                self.send(Query::ReplacePeers(peers)).await?;
+                Ok(next_expiry)
             }
             Err(error) => {
                 tracing::warn!(version = snapshot.version, %error, "topology refused; keeping the previous one");
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -441,7 +463,8 @@ impl HubConnector {
             .ok_or_else(|| End::Lost("topology stream ended".into()))?;
         // A new connection may mean a new NAT mapping: ask the hub's STUN again at once.
         let mut stun = None;
-        self.apply_topology(&first, hub_udp, &mut stun).await?;
+        let mut expiry = self.apply_topology(&first, hub_udp, &mut stun).await?;
+        let mut last = first;
         // Interface addresses are read again on every connection: DHCP and roaming
         // change them. The reflexive address follows when STUN answers (below).
         let mut reflexive = self.reflexive.clone();
@@ -464,6 +487,8 @@ impl HubConnector {
         let far = Duration::from_secs(365 * 86_400);
         let renew_timer = tokio::time::sleep(self.renew_in(&credentials, renewal).unwrap_or(far));
         tokio::pin!(renew_timer);
+        let expiry_timer = tokio::time::sleep(until_unix(expiry).unwrap_or(far));
+        tokio::pin!(expiry_timer);
         loop {
             tokio::select! {
                 () = &mut renew_timer => {
@@ -475,7 +500,14 @@ impl HubConnector {
                     let snapshot = message
                         .map_err(|s| from_status(&s, "topology stream"))?
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
-                    self.apply_topology(&snapshot, hub_udp, &mut stun).await?;
+                    expiry = self.apply_topology(&snapshot, hub_udp, &mut stun).await?;
+                    expiry_timer.set(tokio::time::sleep(until_unix(expiry).unwrap_or(far)));
+                    last = snapshot;
+                }
+                // An operator signature expired: the same topology, screened again.
+                () = &mut expiry_timer => {
+                    expiry = self.apply_topology(&last, hub_udp, &mut stun).await?;
+                    expiry_timer.set(tokio::time::sleep(until_unix(expiry).unwrap_or(far)));
                 }
                 changed = reflexive.changed() => {
                     if changed.is_err() {

@@ -19,6 +19,7 @@
 //! | `certs/ca.crt`, `certs/node.crt`, `certs/node.key` (0600) | mTLS with the hub |
 //! | `config.toml` | `[state_root]`, `[transport]`, `[node]`, `[hub]` for `run` and `precheck` |
 //! | `forge/tuf/root.json` (dir 0700) | the trusted TUF root for updates (see [`crate::update_agent::trust`]) |
+//! | `trust/operator.keys` | with `--operator-key`: the pinned operator keys (the operator lock, [`crate::operator_lock`]) |
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -27,9 +28,11 @@ use std::path::{Path, PathBuf};
 use bauxite_conduit::PeerId;
 use bauxite_conduit::identity::Identity;
 use bauxite_dispatch_api::client::{confirm, join};
+use bauxite_dispatch_api::operator::NodeKeyFacts;
 use bauxite_dispatch_api::token::JoinToken;
 
 use crate::fsutil;
+use crate::operator_cmd::{TRUST_FILE, collect_operator_keys, trust_file_text};
 use crate::update_agent::trust::{self, RootOrigin, TrustError};
 
 mod writable;
@@ -71,6 +74,9 @@ pub enum JoinError {
         /// What is wrong, with the fix.
         reason: String,
     },
+    /// An operator key file is unreadable or holds no valid key.
+    #[error("operator key: {0}; the hub was not contacted")]
+    OperatorKey(crate::error::ToolError),
     /// The pinned update root is unreadable or not a valid TUF root.
     #[error(transparent)]
     UpdateRoot(#[from] TrustError),
@@ -105,6 +111,8 @@ pub struct JoinOptions {
     pub force: bool,
     /// A TUF root for updates pinned out of band (wins over the hub's).
     pub update_root: Option<PathBuf>,
+    /// Operator public key files to pin: turns the operator lock on.
+    pub operator_keys: Vec<PathBuf>,
 }
 
 /// What a successful join produced.
@@ -127,6 +135,10 @@ pub struct Joined {
     pub update_root: Option<(PathBuf, RootOrigin)>,
     /// Why no update root was installed, when none was.
     pub update_root_warning: Option<String>,
+    /// The pinned operator keys' file and how many keys it holds (the lock is on).
+    pub operator_keys: Option<(PathBuf, usize)>,
+    /// This node's key request (`bxkr1.…`) for the operator to sign.
+    pub key_request: String,
 }
 
 impl From<bauxite_dispatch_api::Error> for JoinError {
@@ -225,6 +237,13 @@ pub fn render_config(
     if let Some(advertise) = options.advertise {
         let _ = writeln!(text, "advertise = {}", toml_string(&advertise.to_string()));
     }
+    if !options.operator_keys.is_empty() {
+        let _ = writeln!(
+            text,
+            "# The operator lock: peers are accepted only with a key record signed by one of these keys.\noperator_keys = {}",
+            path(TRUST_FILE)
+        );
+    }
     text
 }
 
@@ -251,6 +270,11 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
             Some(bytes)
         }
         None => None,
+    };
+    let operator_keys = if options.operator_keys.is_empty() {
+        Vec::new()
+    } else {
+        collect_operator_keys(&options.operator_keys).map_err(JoinError::OperatorKey)?
     };
     let identity = Identity::generate_os()
         .map_err(|e| JoinError::Answer(format!("cannot generate the node identity: {e}")))?;
@@ -285,6 +309,17 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
         Some((bytes, origin)) => Some((trust::install(&root, &bytes, origin)?, origin)),
         None => None,
     };
+    let operator_keys = if operator_keys.is_empty() {
+        None
+    } else {
+        let path = root.join(TRUST_FILE);
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir)?;
+        }
+        fsutil::write_atomic(&path, trust_file_text(&operator_keys).as_bytes(), 0o644)
+            .map_err(|e| write_error(&path, e))?;
+        Some((path, operator_keys.len()))
+    };
     // Everything is durable (each file was fsynced): the second phase.
     let (name, unconfirmed) = match confirm(&options.hub_url, &result.credentials).await {
         Ok(name) => (Some(name), None),
@@ -299,6 +334,14 @@ pub async fn run(options: &JoinOptions) -> Result<Joined, JoinError> {
         config: config_path,
         update_root,
         update_root_warning,
+        operator_keys,
+        key_request: NodeKeyFacts {
+            node_id: result.node_id,
+            ed25519: identity.public().signing_public,
+            x25519: identity.public().static_public,
+            virtual_ip: result.virtual_ip,
+        }
+        .to_text(),
     })
 }
 
@@ -337,6 +380,7 @@ mod tests {
             control_socket: Some(root.join("control.sock")),
             force: false,
             update_root: None,
+            operator_keys: Vec::new(),
         }
     }
 
@@ -357,6 +401,26 @@ mod tests {
         assert_eq!(hub.url, "https://10.0.0.1:7443");
         assert_eq!(hub.certs_dir, root.join("certs"));
         assert_eq!(hub.advertise, Some("10.0.0.2:51820".parse().unwrap()));
+        assert_eq!(hub.operator_keys, None);
+
+        // With --operator-key, the lock's file is inside the state root.
+        let mut locked = options(root);
+        locked.operator_keys = vec![PathBuf::from("/tmp/operator.pub")];
+        let text = render_config(root, &locked, id, "100.64.0.2/10");
+        let hub = RunConfig::parse(&text, path).unwrap().hub.unwrap();
+        assert_eq!(hub.operator_keys, Some(root.join(TRUST_FILE)));
+        // A lock file outside the state root, or with `..`, is refused by name.
+        for outside in [
+            "/etc/operator.keys",
+            "/var/lib/bauxite test \"quoted\"/../x",
+        ] {
+            let bad = text.replace(
+                &toml_string(&root.join(TRUST_FILE).display().to_string()),
+                &toml_string(outside),
+            );
+            let e = RunConfig::parse(&bad, path).unwrap_err();
+            assert!(e.to_string().contains("hub.operator_keys"), "{e}");
+        }
     }
 
     #[test]

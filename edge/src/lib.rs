@@ -11,6 +11,8 @@
 //! - [`join_cmd`]: `bauxite join`, provisioning with a hub; [`hub`]: the daemon's
 //!   `HubConnector` (topology, policy, metrics, reconnect with backoff), reporting the
 //!   addresses [`candidates`] chooses.
+//! - [`operator_cmd`] and [`operator_lock`]: the operator lock's tools (`bauxite
+//!   operator keygen|request|sign`) and the daemon's check of the hub's topology.
 //! - [`keygen`], [`manifest_cmd`], [`cert_cmd`], [`fingerprint_cmd`]: the tools that
 //!   make the OS-replacement tutorial runnable with nothing but `bauxite`.
 //! - [`update_cmd`]: `bauxite update ...`; `tuf-client` is the plain TUF client.
@@ -38,6 +40,8 @@ pub mod keygen;
 pub mod manifest_cmd;
 pub mod mesh_service;
 pub mod metrics_http;
+pub mod operator_cmd;
+pub mod operator_lock;
 pub mod ping;
 pub mod precheck;
 pub mod probe;

@@ -19,8 +19,8 @@ use bauxite::precheck::state_root::{SKIP_MOUNT_CHECK_ENV, StateRoot};
 use bauxite::precheck::{self, Clock};
 use bauxite::{cert_cmd, fingerprint_cmd, keygen, manifest_cmd};
 use cli::{
-    CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand, RosCommand,
-    TufClientAction, UpdateCommand,
+    CertCommand, Cli, Command, FingerprintCommand, LogFormat, ManifestCommand, OperatorCommand,
+    RosCommand, TufClientAction, UpdateCommand,
 };
 
 /// The real clocks; the only place the binary reads time.
@@ -117,6 +117,64 @@ fn run_precheck(
     }
 }
 
+fn run_operator(
+    config: &std::path::Path,
+    command: OperatorCommand,
+    clock: &SystemClock,
+) -> anyhow::Result<()> {
+    use bauxite::operator_cmd;
+    match command {
+        OperatorCommand::Keygen { out, force } => {
+            let paths = operator_cmd::keygen(&out, &bauxite::keygen::os_seed()?, force)?;
+            println!("operator public key:  {}", paths.public.display());
+            println!(
+                "operator private key: {} (mode 0600; keep it off the hub)",
+                paths.private.display()
+            );
+        }
+        OperatorCommand::Request => {
+            let run = RunConfig::load(config)?;
+            let identity = bauxite_conduit::identity::Identity::load(&run.identity)
+                .with_context(|| format!("reading {}", run.identity.display()))?;
+            let facts = bauxite::operator_lock::own_facts(&identity.public(), run.virtual_ip);
+            println!("{}", facts.to_text());
+        }
+        OperatorCommand::Sign {
+            key,
+            request,
+            valid_days,
+            serial,
+        } => {
+            anyhow::ensure!(
+                (1..=3650).contains(&valid_days),
+                "--valid-days must be 1 to 3650"
+            );
+            let request = if request == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                request
+            };
+            let key = operator_cmd::load_signing_key(&key)?;
+            let now = u64::try_from(clock.now().unix_timestamp()).unwrap_or(0);
+            let signed = operator_cmd::sign(
+                &key,
+                &request,
+                now.saturating_add(valid_days * 86_400),
+                serial.unwrap_or(now),
+            )?;
+            eprintln!(
+                "signed node {} ({}) until unix {}, serial {}",
+                signed.record.facts.node_id,
+                signed.record.facts.virtual_ip,
+                signed.record.not_after,
+                signed.record.serial
+            );
+            println!("{}", signed.to_text());
+        }
+    }
+    Ok(())
+}
+
 fn state_root_of(config: &std::path::Path, explicit: Option<PathBuf>) -> anyhow::Result<StateRoot> {
     let root = match explicit {
         Some(r) => r,
@@ -187,6 +245,7 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 control_socket: args.control_socket,
                 force: args.force,
                 update_root: args.update_root,
+                operator_keys: args.operator_keys,
             };
             let joined = bauxite::join_cmd::run_blocking(&options)?;
             println!(
@@ -220,12 +279,21 @@ fn run_tool(config: &std::path::Path, command: Command, clock: &SystemClock) -> 
                 (None, Some(warning)) => eprintln!("warning: {warning}"),
                 (None, None) => {}
             }
+            if let Some((path, keys)) = &joined.operator_keys {
+                println!(
+                    "operator lock on: {keys} operator key(s) pinned in {}; peers are accepted only \
+                     with a signed key record. This node's own request, for the operator to sign: {}",
+                    path.display(),
+                    joined.key_request
+                );
+            }
             println!(
                 "start the node with: bauxite run --config {}",
                 joined.config.display()
             );
         }
         Command::Run => unreachable!("dispatched in main"),
+        Command::Operator(command) => run_operator(config, command, clock)?,
         Command::Status(args) => {
             let run = RunConfig::load(config)?;
             let report = bauxite::control::query_status(&run.control_socket)?;

@@ -97,6 +97,10 @@ pub enum RunError {
         /// What went wrong (part of the message, so not repeated as a source).
         error: bauxite_dispatch_api::Error,
     },
+    /// The operator lock's key file (`hub.operator_keys`) is unreadable or holds no valid
+    /// key: the node refuses to run unlocked when the operator asked for the lock.
+    #[error("operator lock: {0}; fix the file or remove `operator_keys` from [hub]")]
+    OperatorKeys(crate::error::ToolError),
     /// The kernel TUN device could not be created for a reason other than privilege.
     #[error(transparent)]
     Tun(Box<TunCreateError>),
@@ -276,6 +280,16 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let lock = RunLock::acquire(&lock_path(config.state_root.as_deref(), &config.identity))?;
     let node = build_node(&config)?;
     let credentials = config.hub.as_ref().map(load_hub_credentials).transpose()?;
+    let operator_lock = config
+        .hub
+        .as_ref()
+        .and_then(|hub| hub.operator_keys.as_deref())
+        .map(|path| {
+            crate::operator_cmd::read_pinned_keys(path, config.state_root.as_deref())
+                .map(bauxite_dispatch_api::operator::OperatorLock::new)
+                .map_err(RunError::OperatorKeys)
+        })
+        .transpose()?;
     let peer_id = node.peer_id();
     let virtual_ip = bauxite_conduit::VirtualIp::from(config.virtual_ip);
     let device = match config.device {
@@ -308,6 +322,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
     let (cert_tx, cert_rx) = watch::channel(None);
+    let (lock_tx, lock_rx) = watch::channel(None);
     // The connector renews the certificate and replaces the credentials here; the update
     // agent reads them on every connect.
     let credentials = credentials.map(watch::channel);
@@ -343,6 +358,18 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         .zip(credentials.map(|(tx, _)| tx))
         .zip(renew_identity)
         .map(|((hub, credentials), identity)| {
+            let lock = operator_lock.map(|lock| {
+                tracing::info!(
+                    keys = lock.keys().len(),
+                    "operator lock on: peers need an operator-signed key record"
+                );
+                lock_tx.send_replace(Some(crate::operator_lock::LockReport::new(&lock)));
+                crate::operator_lock::LockSetup {
+                    lock,
+                    me: crate::operator_lock::own_facts(&identity.public(), config.virtual_ip),
+                    report: lock_tx,
+                }
+            });
             tokio::spawn(
                 crate::hub::HubConnector {
                     config: hub,
@@ -364,6 +391,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     reflexive,
                     ros: ros_gauges.clone(),
                     ros_servers: ros_servers_tx,
+                    lock,
                 }
                 .run(),
             )
@@ -381,6 +409,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             cert: cert_rx,
             ros: ros_gauges.clone(),
             ros_servers: ros_servers_rx,
+            operator_lock: lock_rx,
         },
     ));
     let metrics_task = match config.metrics_listen {

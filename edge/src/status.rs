@@ -16,6 +16,7 @@ use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
 
 use crate::hub_state::{CertState, HubState};
+use crate::operator_lock::LockReport;
 
 /// The whole status of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ pub struct StatusReport {
     /// ROS 2 discovery servers the hub's topology announces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ros_servers: Vec<crate::ros_cmd::RosServerEntry>,
+    /// The operator lock: pinned keys and the peers refused; absent while it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_lock: Option<LockReport>,
 }
 
 /// One peer's line.
@@ -208,7 +212,21 @@ impl StatusReport {
             certificate,
             ros: None,
             ros_servers: Vec::new(),
+            operator_lock: None,
         }
+    }
+
+    /// Adds the operator lock's report, and its counters (`operator_refused_peers`: refused
+    /// in the last topology; `operator_refusals_total`: since start).
+    pub fn with_operator_lock(mut self, lock: Option<LockReport>) -> Self {
+        if let Some(lock) = &lock {
+            self.counters
+                .insert("operator_refused_peers".into(), lock.refused.len() as u64);
+            self.counters
+                .insert("operator_refusals_total".into(), lock.refusals_total);
+        }
+        self.operator_lock = lock;
+        self
     }
 
     /// Human-readable form.
@@ -235,6 +253,9 @@ impl StatusReport {
                 .map(|s| format!("{} (id {})", s.address, s.id))
                 .collect();
             let _ = writeln!(out, "ros  fleet discovery servers: {}", list.join(", "));
+        }
+        if let Some(lock) = &self.operator_lock {
+            out.push_str(&lock.render());
         }
         let _ = writeln!(out, "\npeers:");
         for p in &self.peers {

@@ -133,6 +133,94 @@ pub enum ProofRejected {
     BadProof,
 }
 
+/// Why a key record's bytes or text are not a record ([`crate::operator`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRecordRejected {
+    /// The text does not start with the expected prefix.
+    #[error("expected text starting with {expected:?}; copy the whole line the command printed")]
+    Prefix {
+        /// The prefix required.
+        expected: &'static str,
+    },
+    /// The text after the prefix is not lower-case hex.
+    #[error("not lower-case hex; copy the whole line the command printed")]
+    Hex,
+    /// The bytes have the wrong length.
+    #[error("{found} bytes where a record has {expected}")]
+    Length {
+        /// The layout's length.
+        expected: usize,
+        /// What was given.
+        found: usize,
+    },
+    /// An unknown layout version.
+    #[error("layout version {0} is not known; upgrade this node or the tool that signed it")]
+    Version(u8),
+    /// The node ID does not derive from the record's Ed25519 key.
+    #[error("node ID {0} does not derive from the record's Ed25519 key")]
+    NodeIdMismatch(bauxite_conduit::PeerId),
+    /// The operator key is not a valid or is a weak Ed25519 key.
+    #[error("the operator key is not a valid Ed25519 public key")]
+    BadOperatorKey,
+    /// The signature does not verify under the operator key the record names.
+    #[error(
+        "the operator signature does not verify; sign the record again with `bauxite operator sign`"
+    )]
+    BadSignature,
+    /// An operator key file lists no key.
+    #[error("no operator key: the file must hold at least one 64-hex-digit Ed25519 public key")]
+    NoOperatorKey,
+}
+
+/// Why a node with the operator lock on refuses a peer the hub listed
+/// ([`crate::operator::OperatorLock::check`]). The text is what `bauxite status` shows
+/// after `refused: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockRefusal {
+    /// The hub sent no operator signature for the peer.
+    #[error(
+        "key not signed by operator (sign it: `bauxite operator sign`, then `bauxite-dispatch nodes sign`)"
+    )]
+    Unsigned,
+    /// The signature field is not a signed record.
+    #[error("operator signature malformed: {0}")]
+    Malformed(KeyRecordRejected),
+    /// Signed by a key this node does not trust (its first 8 bytes, hex).
+    #[error("key signed by operator key {0}..., which this node does not trust")]
+    UnknownOperator(String),
+    /// The signature does not verify.
+    #[error("operator signature does not verify (forged or corrupted)")]
+    BadSignature,
+    /// The hub's entry differs from the signed record: substituted keys or address.
+    #[error("the hub's {field} differs from the operator-signed record (substituted by the hub?)")]
+    KeysMismatch {
+        /// Which fact differs.
+        field: &'static str,
+    },
+    /// The signed record expired.
+    #[error("operator signature expired at unix {not_after}; re-sign the node's record")]
+    Expired {
+        /// Its expiry (Unix seconds).
+        not_after: u64,
+    },
+}
+
+impl LockRefusal {
+    /// A stable one-word code for scripts (`status --json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            LockRefusal::Unsigned => "unsigned",
+            LockRefusal::Malformed(_) => "malformed",
+            LockRefusal::UnknownOperator(_) => "unknown_operator",
+            LockRefusal::BadSignature => "bad_signature",
+            LockRefusal::KeysMismatch { .. } => "keys_mismatch",
+            LockRefusal::Expired { .. } => "expired",
+        }
+    }
+}
+
 /// One line for a status without a refusal: a transport failure's innermost cause, or
 /// the hub's code and message.
 fn rpc_text(status: &tonic::Status) -> String {

@@ -8,6 +8,7 @@
 //!   `AdminService`); client stubs with the `client` feature, server stubs with `server`;
 //! - [`token`]: the join token's text format; [`proof`]: the proof-of-possession challenge;
 //!   [`pki`]: what a hub-issued certificate binds, and the key-file rules both sides keep;
+//! - [`operator`]: the operator lock's signed node key records and their check;
 //! - [`refusal`]: why the hub refused a call, as a typed value in the gRPC status details
 //!   (the hub builds statuses with [`Refusal::to_status`], clients read them back with
 //!   [`Refusal::from_status`]);
@@ -19,11 +20,12 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod error;
+pub mod operator;
 pub mod pki;
 pub mod proof;
 pub mod proto;
 pub mod refusal;
 pub mod token;
 
-pub use error::{Error, ProofRejected, Result, TokenFormat};
+pub use error::{Error, KeyRecordRejected, LockRefusal, ProofRejected, Result, TokenFormat};
 pub use refusal::Refusal;

@@ -12,7 +12,7 @@ use crate::proto::admin::admin_service_server::AdminService;
 use crate::proto::admin::{
     AuditEntry, CreateTokenRequest, CreateTokenResponse, ListNodesRequest, ListNodesResponse,
     NodeInfo, RevokeNodeRequest, RevokeNodeResponse, SetPolicyRequest, ShowAuditRequest,
-    ShowAuditResponse, VerifyAuditRequest, VerifyAuditResponse,
+    ShowAuditResponse, SignNodeRequest, SignNodeResponse, VerifyAuditRequest, VerifyAuditResponse,
 };
 use crate::proto::admin::{
     CreatePackageRequest, DeployUpdateRequest, DeployUpdateResponse, ExportRootRequest,
@@ -85,6 +85,9 @@ impl AdminService for Admin {
             pending: confirm_by.is_some(),
             confirm_by_unix: confirm_by.map_or(0, |t| t.0),
             hub: self.0.is_hub_node(n.id),
+            ed25519_public: n.ed25519.to_vec(),
+            x25519_public: n.x25519.to_vec(),
+            operator_signature: self.0.operator_signature(n.id),
         };
         let mut nodes: Vec<NodeInfo> = self
             .0
@@ -113,6 +116,20 @@ impl AdminService for Admin {
         self.0.metrics().forget(node.id);
         tracing::info!(node = %node.id, "node revoked");
         Ok(Response::new(RevokeNodeResponse {}))
+    }
+
+    async fn sign_node(
+        &self,
+        request: Request<SignNodeRequest>,
+    ) -> Result<Response<SignNodeResponse>, Status> {
+        let caller = auth::admin(&self.0, &request)?;
+        let text = request.into_inner().signed_record;
+        let (node, version) = self.0.sign_node(UnixTime::now(), caller, &text)?;
+        tracing::info!(%node, version, "operator-signed key record stored");
+        Ok(Response::new(SignNodeResponse {
+            node_id: node.to_string(),
+            version,
+        }))
     }
 
     async fn set_policy(

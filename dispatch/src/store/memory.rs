@@ -25,6 +25,7 @@ struct Inner {
     assignments: BTreeMap<PeerId, AssignmentRecord>,
     reports: BTreeMap<PeerId, UpdateReportRecord>,
     hub_node: Option<PeerId>,
+    signatures: BTreeMap<PeerId, Vec<u8>>,
 }
 
 /// A store that forgets everything when dropped.
@@ -106,6 +107,15 @@ impl Store for MemoryStore {
         Ok(self.lock().hub_node)
     }
 
+    fn operator_signatures(&self) -> Result<Vec<(PeerId, Vec<u8>)>> {
+        Ok(self
+            .lock()
+            .signatures
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect())
+    }
+
     fn commit(&self, change: &Change) -> Result<()> {
         let mut inner = self.lock();
         if let Some((checked, _)) = &change.redeem
@@ -153,6 +163,9 @@ impl Store for MemoryStore {
         }
         if let Some(id) = change.hub_node {
             inner.hub_node = Some(id);
+        }
+        for (node, signature) in &change.operator_signatures {
+            inner.signatures.insert(*node, signature.clone());
         }
         if let Some(entry) = &change.audit {
             inner.audit.push(entry.clone());

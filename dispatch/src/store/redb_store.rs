@@ -31,6 +31,10 @@ pub const ASSIGNMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ass
 /// Each node's last stored update report, by 16-byte peer ID.
 pub const UPDATE_REPORTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("update_reports");
 
+/// Operator-signed key records (raw `SignedKeyRecord` bytes) by 16-byte peer ID.
+pub const OPERATOR_SIGNATURES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("operator_signatures");
+
 /// The embedded default store.
 pub struct RedbStore {
     db: Database,
@@ -56,6 +60,7 @@ impl RedbStore {
         txn.open_table(PACKAGES).map_err(Error::store)?;
         txn.open_table(ASSIGNMENTS).map_err(Error::store)?;
         txn.open_table(UPDATE_REPORTS).map_err(Error::store)?;
+        txn.open_table(OPERATOR_SIGNATURES).map_err(Error::store)?;
         txn.commit().map_err(Error::store)?;
         Ok(Self { db })
     }
@@ -92,7 +97,7 @@ impl RedbStore {
 
 fn peer_key(key: &[u8]) -> Result<PeerId> {
     // Keys are the 16 raw bytes of the ID, which is also its postcard encoding.
-    decode(key, "update report key")
+    decode(key, "peer ID key")
 }
 
 impl Store for RedbStore {
@@ -177,6 +182,17 @@ impl Store for RedbStore {
 
     fn hub_node(&self) -> Result<Option<PeerId>> {
         self.meta("hub_node", "hub node")
+    }
+
+    fn operator_signatures(&self) -> Result<Vec<(PeerId, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(Error::store)?;
+        let table = txn.open_table(OPERATOR_SIGNATURES).map_err(Error::store)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(Error::store)? {
+            let (key, value) = row.map_err(Error::store)?;
+            out.push((peer_key(key.value())?, value.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn commit(&self, change: &Change) -> Result<()> {
@@ -268,6 +284,12 @@ fn commit_updates(txn: &redb::WriteTransaction, change: &Change) -> Result<()> {
     for (node, report) in &change.update_reports {
         reports
             .insert(&node.0[..], encode(report).as_slice())
+            .map_err(Error::store)?;
+    }
+    let mut signatures = txn.open_table(OPERATOR_SIGNATURES).map_err(Error::store)?;
+    for (node, signature) in &change.operator_signatures {
+        signatures
+            .insert(&node.0[..], signature.as_slice())
             .map_err(Error::store)?;
     }
     Ok(())

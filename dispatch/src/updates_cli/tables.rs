@@ -81,8 +81,8 @@ pub(crate) fn nodes(nodes: &[proto::NodeInfo], updates: &[proto::NodeUpdate]) ->
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32}  {:<15}  {:<8}  {:<20}  {:<30}  NAME",
-        "ID", "VIRTUAL IP", "STATE", "JOINED", "UPDATE"
+        "{:<32}  {:<15}  {:<8}  {:<20}  {:<30}  {:<20}  NAME",
+        "ID", "VIRTUAL IP", "STATE", "JOINED", "UPDATE", "OPERATOR-SIGNED"
     );
     for n in nodes {
         let state = match (n.hub, n.revoked, n.pending) {
@@ -102,9 +102,17 @@ pub(crate) fn nodes(nodes: &[proto::NodeInfo], updates: &[proto::NodeUpdate]) ->
                 };
                 format!("{} {state}", u.version)
             });
+        // Until when the operator lock's signature vouches for the node (`-`: unsigned).
+        let signed = match n.operator_signature.as_slice() {
+            [] => "-".to_owned(),
+            bytes => bauxite_dispatch_api::operator::SignedKeyRecord::parse(bytes)
+                .map_or("malformed".to_owned(), |r| {
+                    UnixTime(r.record.not_after).to_string()
+                }),
+        };
         let _ = writeln!(
             out,
-            "{:<32}  {:<15}  {state:<8}  {:<20}  {update:<30}  {}",
+            "{:<32}  {:<15}  {state:<8}  {:<20}  {update:<30}  {signed:<20}  {}",
             n.node_id,
             n.virtual_ip,
             UnixTime(n.joined_at_unix),

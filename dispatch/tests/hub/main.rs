@@ -9,6 +9,7 @@ mod malformed;
 mod mesh;
 mod mtls;
 mod offline_root;
+mod operator;
 mod packages;
 mod policy;
 mod renew;

@@ -75,6 +75,8 @@ pub(super) struct RawHub {
     advertise: Option<String>,
     #[serde(default)]
     report_secs: Option<u64>,
+    #[serde(default)]
+    operator_keys: Option<String>,
 }
 
 /// The `[hub]` section, written by `bauxite join`: where the hub is and the node's
@@ -89,6 +91,10 @@ pub struct HubConfig {
     pub advertise: Option<SocketAddr>,
     /// Interval between `ReportMetrics` calls.
     pub report_interval: Duration,
+    /// The operator lock: the file of pinned operator public keys (`hub.operator_keys`,
+    /// inside the state root). When set, a peer from the hub is accepted only with a
+    /// key record signed by one of them.
+    pub operator_keys: Option<PathBuf>,
 }
 
 /// `node.device`: which device carries the node's IP packets.
@@ -196,7 +202,7 @@ impl RunConfig {
                 Some(us) => Some(Duration::from_micros(us)),
             },
             peers: Vec::new(),
-            hub: raw.hub.as_ref().map(parse_hub).transpose()?,
+            hub: None,
             state_root: raw
                 .state_root
                 .as_ref()
@@ -207,7 +213,16 @@ impl RunConfig {
             lane_rules: parse_lanes(&raw.lanes)?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
-        Ok(Self { peers, ..config })
+        let hub = raw
+            .hub
+            .as_ref()
+            .map(|h| parse_hub(h, config.state_root.as_deref()))
+            .transpose()?;
+        Ok(Self {
+            peers,
+            hub,
+            ..config
+        })
     }
 
     /// Reads and parses the config file at `path`.
@@ -216,7 +231,36 @@ impl RunConfig {
     }
 }
 
-fn parse_hub(hub: &RawHub) -> Result<HubConfig, ConfigError> {
+/// `hub.operator_keys`: an absolute path without `..`, inside the state root when the
+/// file names one (the trust anchor lives with the node's other state, where precheck
+/// and backups look).
+fn parse_operator_keys(value: &str, state_root: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    let path = absolute("hub.operator_keys", value)?;
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(invalid(
+            "hub.operator_keys",
+            format!("{value:?} must not contain `..`"),
+        ));
+    }
+    if let Some(root) = state_root
+        && !path.starts_with(root)
+    {
+        return Err(invalid(
+            "hub.operator_keys",
+            format!(
+                "{value:?} is outside the state root {}; keep it there (`bauxite join --operator-key` writes {}/trust/operator.keys)",
+                root.display(),
+                root.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+fn parse_hub(hub: &RawHub, state_root: Option<&Path>) -> Result<HubConfig, ConfigError> {
     let url = hub.url.trim();
     // The client's own check, so `run` refuses exactly the URLs `join` refuses.
     bauxite_dispatch_api::client::hub_addr(url).map_err(|e| match e {
@@ -235,6 +279,11 @@ fn parse_hub(hub: &RawHub) -> Result<HubConfig, ConfigError> {
             "hub.report_secs",
             hub.report_secs.unwrap_or(DEFAULT_REPORT_SECS),
         )?,
+        operator_keys: hub
+            .operator_keys
+            .as_deref()
+            .map(|v| parse_operator_keys(v, state_root))
+            .transpose()?,
     })
 }
 

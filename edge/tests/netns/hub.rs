@@ -39,7 +39,7 @@ pub(crate) fn dispatch_binary() -> PathBuf {
 pub(crate) struct Hub {
     bin: PathBuf,
     ns: String,
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -57,7 +57,7 @@ impl Hub {
         hub
     }
 
-    fn spawn(&mut self, listen: &str) {
+    pub(crate) fn spawn(&mut self, listen: &str) {
         assert!(self.child.is_none(), "hub already running");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -85,7 +85,7 @@ impl Hub {
     }
 
     /// The hub's stdout (this run's only).
-    fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.data.with_file_name("hub.out")
     }
 

@@ -12,6 +12,7 @@ mod capture;
 mod hub;
 mod nat;
 mod natlab;
+mod operator;
 mod quickstart;
 mod ros;
 mod support;
