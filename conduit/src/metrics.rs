@@ -66,6 +66,20 @@ counters! {
     acks_sent,
     /// Acknowledgement frames received and matched to a packet we sent.
     acks_received,
+    /// Path MTU probes sent.
+    pmtu_probes_sent,
+    /// Path MTU probes the peer acknowledged.
+    pmtu_probes_acked,
+    /// Path MTU black holes detected (a confirmed size stopped passing; back to the base).
+    pmtu_black_holes,
+    /// Outbound packets larger than the peer's path carries, refused with an ICMP answer.
+    tx_too_big,
+    /// ICMP "fragmentation needed" / "packet too big" messages written back to TUN.
+    icmp_too_big_sent,
+    /// Outbound IPv4 packets without DF fragmented to fit the peer's path.
+    tx_fragmented,
+    /// TCP SYN / SYN-ACK whose MSS option was lowered to fit the peer's path.
+    mss_clamped,
     /// Service datagrams from in-process users queued in a lane.
     service_tx_packets,
     /// Service datagrams from in-process users refused by the node (no route, policy).

@@ -17,13 +17,16 @@
 
 pub mod congestion;
 pub mod feedback;
+pub mod frame;
 pub mod ledbat;
+pub mod pmtu;
 
 use std::net::SocketAddr;
 
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
+pub use pmtu::{Pmtu, PmtuPhase};
 
 use crate::Metrics;
 

@@ -196,6 +196,21 @@ impl Pmtu {
         }
     }
 
+    /// Whether the first answer about sizes above the base is still out: the first probe
+    /// of the base, or (nothing having failed in this search) the first probe of the
+    /// maximum, is due or in flight. A packet larger than [`plpmtu`](Self::plpmtu) may
+    /// wait for it rather than have its sender told a size that is about to grow.
+    pub fn undecided(&self) -> bool {
+        let first_try =
+            (self.in_flight.is_some() && self.attempts == 1) || (self.due && self.attempts == 0);
+        let fresh = self.too_big > self.max;
+        match self.phase {
+            PmtuPhase::Base => fresh && first_try,
+            PmtuPhase::Searching => fresh && self.target == self.max && first_try,
+            _ => false,
+        }
+    }
+
     /// The probe to send now, if one is due; counts it as sent. `rtt` sets its timeout.
     pub fn take_probe(&mut self, now: Instant, rtt: Option<Duration>) -> Option<ProbeSpec> {
         if !self.due {

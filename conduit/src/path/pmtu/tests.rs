@@ -112,6 +112,26 @@ fn ipv6_uses_its_own_base_and_headers() {
 }
 
 #[test]
+fn undecided_until_the_first_answer_about_the_maximum() {
+    let mut now = origin();
+    let mut pmtu = Pmtu::default();
+    assert!(!pmtu.undecided(), "idle: nothing to wait for");
+    pmtu.start(false, MAX_DATAGRAM);
+    assert!(pmtu.undecided());
+    let base = pmtu.take_probe(now, Some(RTT)).unwrap();
+    assert!(pmtu.undecided());
+    now += RTT;
+    pmtu.on_probe_ack(now, base.id);
+    let max = pmtu.take_probe(now, Some(RTT)).unwrap();
+    assert_eq!(max.size, 1407);
+    assert!(pmtu.undecided(), "the maximum is in flight");
+    // Lost once: the path is narrow until shown otherwise.
+    let deadline = pmtu.poll_timeout().unwrap();
+    assert!(pmtu.handle_timeout(deadline));
+    assert!(!pmtu.undecided());
+}
+
+#[test]
 fn a_stale_or_forged_ack_changes_nothing() {
     let now = origin();
     let mut pmtu = Pmtu::default();
