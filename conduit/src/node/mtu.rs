@@ -250,6 +250,12 @@ impl BauxiteNode {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
+        if let Some(sent_at) = state.pmtu.probe_sent_at(id) {
+            // The responder of a session may have no other sample: probe timeouts need one.
+            state
+                .measured
+                .sample_rtt(now.saturating_duration_since(sent_at));
+        }
         let undecided = state.pmtu.undecided();
         let more = state.pmtu.on_probe_ack(now, id);
         Metrics::inc(&self.metrics.pmtu_probes_acked);

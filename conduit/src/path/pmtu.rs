@@ -112,6 +112,7 @@ pub struct ProbeSpec {
 struct InFlight {
     id: u32,
     size: u16,
+    sent_at: Instant,
     deadline: Instant,
 }
 
@@ -225,6 +226,7 @@ impl Pmtu {
         self.in_flight = Some(InFlight {
             id: self.next_id,
             size: self.target,
+            sent_at: now,
             deadline: now + timeout,
         });
         Some(ProbeSpec {
@@ -242,6 +244,12 @@ impl Pmtu {
         };
         self.in_flight = None;
         self.passed(now, probe.size)
+    }
+
+    /// When the probe in flight with `id` left (its acknowledgement is a round-trip
+    /// sample).
+    pub fn probe_sent_at(&self, id: u32) -> Option<Instant> {
+        self.in_flight.filter(|p| p.id == id).map(|p| p.sent_at)
     }
 
     /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work.
