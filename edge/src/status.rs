@@ -76,6 +76,13 @@ pub struct PeerReport {
     /// Smoothed round trip over the session, microseconds.
     #[serde(default)]
     pub rtt_us: Option<u64>,
+    /// The path MTU discovery confirmed (IP packet bytes on the underlay); the largest
+    /// packet through the tunnel is this minus 57 (IPv4) or 77 (IPv6).
+    #[serde(default)]
+    pub path_mtu: Option<u16>,
+    /// Where path MTU discovery stands: `idle`, `base`, `searching`, `complete`, `error`.
+    #[serde(default)]
+    pub pmtu: Option<String>,
 }
 
 /// The name of the kind of `p`'s direct endpoint (see [`PeerReport::endpoint_kind`]).
@@ -185,6 +192,8 @@ impl StatusReport {
                 rtt_us: p
                     .rtt
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                path_mtu: p.path_mtu,
+                pmtu: Some(p.pmtu_phase.name().to_string()),
             })
             .collect();
         Self {
@@ -231,6 +240,12 @@ impl StatusReport {
             let mut detail = String::new();
             if let Some(us) = p.rtt_us {
                 let _ = write!(detail, "  rtt {:.1} ms", us as f64 / 1e3);
+            }
+            if let Some(mtu) = p.path_mtu {
+                let _ = write!(detail, "  pmtu {mtu}");
+                if let Some(phase) = p.pmtu.as_deref().filter(|&ph| ph != "complete") {
+                    let _ = write!(detail, " ({phase})");
+                }
             }
             if let Some(ms) = p.connected_for_ms {
                 let _ = write!(detail, "  up {:.1} s", ms as f64 / 1e3);

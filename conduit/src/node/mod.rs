@@ -399,6 +399,7 @@ impl BauxiteNode {
             state.path.set_direct(endpoint);
             // A new path: what discovery learned of the old one does not hold.
             state.pmtu = crate::path::Pmtu::default();
+            self.metrics.path_mtu.set(id, None);
             if let Some(tunnel) = state.tunnel.as_mut() {
                 tunnel.endpoint_known();
             }
@@ -428,6 +429,7 @@ impl BauxiteNode {
     /// Removes a peer and tears down its sessions (revocation).
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
+            self.metrics.path_mtu.set(id, None);
             self.release(state.tunnel, state.feedback);
         }
         self.registry.remove(id)
@@ -439,6 +441,7 @@ impl BauxiteNode {
             let (tunnel, feedback) = (state.tunnel.take(), std::mem::take(&mut state.feedback));
             state.measured = peer::Measured::default();
             state.pmtu = crate::path::Pmtu::default();
+            self.metrics.path_mtu.set(id, None);
             self.release(tunnel, feedback);
         }
     }

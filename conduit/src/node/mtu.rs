@@ -186,6 +186,7 @@ impl BauxiteNode {
         if state.pmtu.start(v6, max_datagram) {
             self.control.push_back(Control::Probe { peer });
         }
+        self.metrics.path_mtu.set(peer, state.pmtu.plpmtu());
     }
 
     /// Forgets what discovery learned of `peer`'s path (a new endpoint is a new path).
@@ -193,6 +194,7 @@ impl BauxiteNode {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.pmtu = Pmtu::default();
         }
+        self.metrics.path_mtu.set(peer, None);
     }
 
     /// Runs the discovery timers due at `now`, queueing the probes they ask for.
@@ -211,6 +213,9 @@ impl BauxiteNode {
                 self.ready.push_back(peer);
             }
             let after = (state.pmtu.phase(), state.pmtu.plpmtu());
+            if after.1 != before.1 {
+                self.metrics.path_mtu.set(peer, after.1);
+            }
             if after.0 == PmtuPhase::Base
                 && matches!(before.0, PmtuPhase::Searching | PmtuPhase::Complete)
             {
@@ -265,6 +270,7 @@ impl BauxiteNode {
         if more {
             self.control.push_back(Control::Probe { peer });
         }
+        self.metrics.path_mtu.set(peer, state.pmtu.plpmtu());
         if !more {
             let (path_mtu, phase) = (state.pmtu.plpmtu(), state.pmtu.phase());
             tracing::debug!(%peer, ?path_mtu, phase = phase.name(), "path MTU");
