@@ -112,9 +112,9 @@ fn a_1200_byte_path_is_discovered_and_a_large_tcp_transfer_completes() {
 
     // The SYNs were clamped to the path (1200 - 28 - 29 - 40), so the hosts never sent
     // more than fits.
-    for i in 0..2 {
-        let clamped = mesh.nodes[i].counter("mss_clamped");
-        assert!(clamped >= 1, "{} clamped no SYN\n{}", NAMES[i], mesh.logs());
+    for (node, name) in mesh.nodes.iter().zip(NAMES) {
+        let clamped = node.counter("mss_clamped");
+        assert!(clamped >= 1, "{name} clamped no SYN\n{}", mesh.logs());
     }
     // Nothing but probes ever left site 0 too large for its uplink: the router refused
     // (FragFails) no more packets than the node's lost probes, and none during the

@@ -181,7 +181,7 @@ proptest! {
         options.extend_from_slice(&tail);
         while options.len() % 4 != 0 { options.push(0); }
         let mut tcp = syn[20..40].to_vec();
-        tcp[12] = ((20 + options.len()) / 4 << 4) as u8;
+        tcp[12] = (((20 + options.len()) / 4) << 4) as u8;
         tcp[16..18].copy_from_slice(&[0, 0]);
         tcp.extend_from_slice(&options);
         let sum = l4_checksum_v4(A, B, PROTO_TCP, &tcp);
