@@ -277,3 +277,65 @@ impl StatusReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(path_mtu: Option<u16>, pmtu: &str) -> PeerReport {
+        PeerReport {
+            id: "00".into(),
+            name: "b".into(),
+            virtual_ip: "100.64.0.2".into(),
+            path: "direct 198.18.0.3:51820".into(),
+            path_type: "direct".into(),
+            endpoint: Some("198.18.0.3:51820".into()),
+            endpoint_kind: None,
+            established: true,
+            handshake_age_ms: None,
+            connected_for_ms: None,
+            connect_ms: None,
+            rtt_us: None,
+            path_mtu,
+            pmtu: Some(pmtu.into()),
+        }
+    }
+
+    fn report(peers: Vec<PeerReport>) -> StatusReport {
+        StatusReport {
+            peer_id: "aa".into(),
+            listen: "0.0.0.0:51820".into(),
+            tun: "kernel bauxite0".into(),
+            peers,
+            counters: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+            hub: None,
+            certificate: None,
+        }
+    }
+
+    #[test]
+    fn path_mtu_is_shown_with_its_phase_until_complete() {
+        let text = report(vec![peer(Some(1200), "complete")]).render_text();
+        assert!(text.contains("  pmtu 1200"), "{text}");
+        assert!(!text.contains("(complete)"), "{text}");
+        let text = report(vec![peer(Some(1200), "searching")]).render_text();
+        assert!(text.contains("pmtu 1200 (searching)"), "{text}");
+        let text = report(vec![peer(None, "idle")]).render_text();
+        assert!(!text.contains("pmtu"), "{text}");
+    }
+
+    #[test]
+    fn json_carries_the_path_mtu_and_reads_old_reports() {
+        let json = serde_json::to_value(report(vec![peer(Some(1200), "complete")])).unwrap();
+        assert_eq!(json["peers"][0]["path_mtu"], 1200);
+        assert_eq!(json["peers"][0]["pmtu"], "complete");
+        // A report from a daemon without path MTU discovery still parses.
+        let mut old = json;
+        let entry = old["peers"][0].as_object_mut().unwrap();
+        entry.remove("path_mtu");
+        entry.remove("pmtu");
+        let parsed: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.peers[0].path_mtu, None);
+    }
+}
