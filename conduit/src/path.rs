@@ -13,7 +13,9 @@
 //! authenticated answer from any address settles it (it is learned).
 //!
 //! Pacing the bulk lane against the network below lives in [`congestion`]: a
-//! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry.
+//! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry. How
+//! large a datagram each path carries is discovered by [`pmtu`], with the probe frames of
+//! [`frame`].
 
 pub mod congestion;
 pub mod feedback;

@@ -1,6 +1,6 @@
 //! A simulated network: [`BauxiteNode`]s (two by default, `N` with [`SimNet::build`]),
 //! each optionally behind its own NAT box ([`NatBehaviour`]: mapping × filtering), joined
-//! by links that can lose, duplicate, reorder and rate-limit datagrams, with an on-path attacker that replays and tampers
+//! by links that can lose, duplicate, reorder, rate-limit and (above an MTU) drop datagrams, with an on-path attacker that replays and tampers
 //! (from the sender's address or its own), all driven by a virtual clock that jumps
 //! straight to the next deadline. A node's address can change mid-run (NAT rebinding),
 //! and datagrams reach a node only when sent to its current address; a node may start

@@ -14,6 +14,8 @@
 //!    batch leaves in one GSO send — until the node has nothing more or the socket is
 //!    full. Only one batch is ever gathered before it is sent, so a critical packet
 //!    sealed after a bulk batch waits for one send, not for a queue in the shell.
+//!    Path MTU probes leave on their own, outside the batch. Then the packets the node
+//!    addresses to the local host (ICMP too-big answers) go to the device.
 //! 4. Wait for the first of: shutdown, room in the socket (only while a batch is
 //!    parked), a query, input on the socket or the device, a service socket's new
 //!    datagrams, the node's next deadline — or do not wait, when service datagrams

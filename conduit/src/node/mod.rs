@@ -16,6 +16,7 @@
 //!     node.handle_timeout(now)                        // when poll_timeout() is reached
 //!     while let Some(t) = node.poll_transmit(now, &mut buf) { send buf[..t.len] to t.dst }
 //!     while let Some(e) = node.poll_event() { log e }
+//!     while let Some(len) = node.poll_local_packet(&mut buf) { write buf[..len] to TUN }
 //!     sleep until node.poll_timeout() or the next input
 //! }
 //! ```
@@ -37,7 +38,9 @@
 //! initiation unanswered after `rekey_timeout` is retried at the next one
 //! ([`PeerPaths::rotate`](crate::path::PeerPaths::rotate)); rekeys and keepalive timeouts stay on the working address.
 //! Submodules: `inbound` handles datagrams, `outbound`
-//! packets from TUN and transmission, `timers` the per-peer deadlines.
+//! packets from TUN and transmission, `timers` the per-peer deadlines, `mtu` path MTU
+//! discovery and packets too large for a peer's path (ICMP answers, which
+//! `poll_local_packet` hands out, fragmentation, MSS clamping).
 
 mod inbound;
 mod mtu;

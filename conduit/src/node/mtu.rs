@@ -77,31 +77,53 @@ pub(super) enum Fit {
     Hold,
 }
 
+/// What one peer's path allows an inner packet.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Largest inner packet that may be sent.
+    send: usize,
+    /// The MTU SYNs are clamped to, if any.
+    mss: Option<usize>,
+    /// Discovery's first answer above the base is still out.
+    undecided: bool,
+}
+
 impl BauxiteNode {
     /// The largest inner IP packet the path to `peer` carries now; the device MTU while
     /// no discovery runs on it.
     pub fn path_inner_mtu(&self, peer: PeerId) -> usize {
-        self.peers
-            .get(&peer)
-            .and_then(|s| s.pmtu.max_datagram())
-            .map_or(self.config.mtu, |d| {
-                d.saturating_sub(DATA_OVERHEAD).min(self.config.mtu)
-            })
+        self.limits(peer).send
     }
 
-    /// The MTU TCP SYNs to or from `peer` are clamped to, once its path is known to be
-    /// narrower than the device (before that the device MTU, which the hosts' own MSS
-    /// already respects, stands).
-    fn mss_mtu(&self, peer: PeerId) -> Option<usize> {
-        self.peers
-            .get(&peer)
-            .filter(|s| s.pmtu.narrower_than_max())
-            .map(|_| self.path_inner_mtu(peer))
+    /// What `peer`'s path allows, from one look at its record (this runs per packet).
+    fn limits(&self, peer: PeerId) -> Limits {
+        let device = self.config.mtu;
+        let Some(pmtu) = self.peers.get(&peer).map(|s| &s.pmtu) else {
+            return Limits {
+                send: device,
+                mss: None,
+                undecided: false,
+            };
+        };
+        let send = pmtu
+            .max_datagram()
+            .map_or(device, |d| d.saturating_sub(DATA_OVERHEAD).min(device));
+        Limits {
+            send,
+            // Before the path is known to be narrower than the device, the hosts' own
+            // MSS (from the device MTU) stands.
+            mss: pmtu.narrower_than_max().then_some(send),
+            undecided: pmtu.undecided(),
+        }
     }
 
     /// Clamps the MSS of a TCP SYN between us and `peer`.
     pub(super) fn clamp(&self, peer: PeerId, packet: &mut [u8]) {
-        if let Some(mtu) = self.mss_mtu(peer)
+        self.clamp_to(peer, self.limits(peer).mss, packet);
+    }
+
+    fn clamp_to(&self, peer: PeerId, mss_mtu: Option<usize>, packet: &mut [u8]) {
+        if let Some(mtu) = mss_mtu
             && let Some(old) = clamp_mss(packet, mtu)
         {
             Metrics::inc(&self.metrics.mss_clamped);
@@ -112,12 +134,13 @@ impl BauxiteNode {
     /// Checks a packet leaving its lane for `peer` against the path: clamps, fragments
     /// or answers with ICMP (see the module documentation).
     pub(super) fn fit(&mut self, now: Instant, peer: PeerId, lane: Lane, buf: &mut [u8]) -> Fit {
-        self.clamp(peer, buf);
-        let limit = self.path_inner_mtu(peer);
+        let limits = self.limits(peer);
+        self.clamp_to(peer, limits.mss, buf);
+        let limit = limits.send;
         if buf.len() <= limit {
             return Fit::Send;
         }
-        if self.peers.get(&peer).is_some_and(|s| s.pmtu.undecided()) {
+        if limits.undecided {
             return Fit::Hold;
         }
         if !dont_fragment(buf)
