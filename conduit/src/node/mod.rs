@@ -399,10 +399,13 @@ impl BauxiteNode {
             && before != Some(endpoint)
             && let Some(state) = self.peers.get_mut(&id)
         {
+            let moved = state.path.direct().map(|d| d.addr) != endpoint;
             state.path.set_direct(endpoint);
-            // A new path: what discovery learned of the old one does not hold.
-            state.pmtu = crate::path::Pmtu::default();
-            self.metrics.path_mtu.set(id, None);
+            if moved {
+                // A new path: what discovery learned of the old one does not hold.
+                state.pmtu = crate::path::Pmtu::default();
+                self.metrics.path_mtu.set(id, None);
+            }
             if let Some(tunnel) = state.tunnel.as_mut() {
                 tunnel.endpoint_known();
             }
