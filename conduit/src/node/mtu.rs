@@ -186,6 +186,14 @@ impl BauxiteNode {
 
     /// Starts discovery on `peer`'s path if its session is usable and none runs.
     pub(super) fn ensure_pmtu(&mut self, now: Instant, peer: PeerId) {
+        // Runs for every authenticated packet: the common case (running) returns first.
+        if self
+            .peers
+            .get(&peer)
+            .is_none_or(|s| s.pmtu.phase() != PmtuPhase::Idle)
+        {
+            return;
+        }
         let max_datagram = self.config.mtu + DATA_OVERHEAD;
         let timers = self.config.timers;
         let dst = match super::peer::select(&self.peers, peer) {
@@ -199,7 +207,7 @@ impl BauxiteNode {
             .tunnel
             .as_ref()
             .is_some_and(|t| t.is_established(now, &timers));
-        if !usable || state.pmtu.phase() != PmtuPhase::Idle {
+        if !usable {
             return;
         }
         let v6 = match dst {
