@@ -140,11 +140,22 @@ impl NodePair {
         };
         // The first packet stages, starts the handshake, and goes out once it completes.
         pair.nodes[0].handle_tun_packet(now, &icmp_echo(84, 0));
-        // Initiation, response, then the staged packet (which confirms the session).
-        for _ in 0..4 {
+        // Initiation, response, then the staged packet (which confirms the session), and
+        // path MTU discovery's probes and answers until both sides are done (two sizes
+        // each on this lossless path): a leftover probe would interleave with the
+        // measured packets.
+        for _ in 0..16 {
             pair.shuttle(now);
         }
         let (p0, p1) = (pair.nodes[0].peer_id(), pair.nodes[1].peer_id());
+        let discovered = pair.nodes.iter().all(|n| {
+            n.peer_status(now)
+                .iter()
+                .all(|p| p.pmtu_phase == bauxite_conduit::path::PmtuPhase::Complete)
+        });
+        if !discovered {
+            return Err(NotConnected("path MTU discovery did not finish"));
+        }
         if pair.nodes[0].is_connected(p1, now) && pair.nodes[1].is_connected(p0, now) {
             Ok(pair)
         } else {

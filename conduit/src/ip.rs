@@ -14,6 +14,7 @@
 //!   lies inside the packet's declared length.
 
 pub mod build;
+pub mod mtu;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

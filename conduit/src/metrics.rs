@@ -6,7 +6,37 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::Lane;
+use crate::{Lane, PeerId};
+
+/// Each peer's confirmed path MTU, for the metrics endpoint. Written only when discovery
+/// changes a size (a handful of times per path, never per packet), so a short lock costs
+/// the data plane nothing.
+#[derive(Debug, Default)]
+pub struct PathMtus(std::sync::Mutex<std::collections::BTreeMap<PeerId, u16>>);
+
+impl PathMtus {
+    /// Records `peer`'s path MTU, or forgets it (`None`).
+    pub fn set(&self, peer: PeerId, mtu: Option<u16>) {
+        // A writer that panicked left a plain map behind: still usable.
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match mtu {
+            Some(mtu) => map.insert(peer, mtu),
+            None => map.remove(&peer),
+        };
+    }
+
+    /// Every peer's path MTU, in peer order.
+    pub fn snapshot(&self) -> Vec<(PeerId, u16)> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(&p, &m)| (p, m)).collect()
+    }
+}
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
@@ -20,6 +50,8 @@ macro_rules! counters {
             pub lane_sent: [AtomicU64; 3],
             /// Per-lane packets dropped by the scheduler (overflow or eviction).
             pub lane_dropped: [AtomicU64; 3],
+            /// Each peer's confirmed path MTU (a gauge, not a counter).
+            pub path_mtu: PathMtus,
         }
 
         impl Metrics {
@@ -66,6 +98,20 @@ counters! {
     acks_sent,
     /// Acknowledgement frames received and matched to a packet we sent.
     acks_received,
+    /// Path MTU probes sent.
+    pmtu_probes_sent,
+    /// Path MTU probes the peer acknowledged.
+    pmtu_probes_acked,
+    /// Path MTU black holes detected (a confirmed size stopped passing; back to the base).
+    pmtu_black_holes,
+    /// Outbound packets larger than the peer's path carries, refused with an ICMP answer.
+    tx_too_big,
+    /// ICMP "fragmentation needed" / "packet too big" messages written back to TUN.
+    icmp_too_big_sent,
+    /// Outbound IPv4 packets without DF fragmented to fit the peer's path.
+    tx_fragmented,
+    /// TCP SYN / SYN-ACK whose MSS option was lowered to fit the peer's path.
+    mss_clamped,
     /// Service datagrams from in-process users queued in a lane.
     service_tx_packets,
     /// Service datagrams from in-process users refused by the node (no route, policy).
@@ -131,6 +177,20 @@ impl Metrics {
                 );
             }
         }
+        let mtus = self.path_mtu.snapshot();
+        if !mtus.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP bauxite_path_mtu_bytes Path MTU discovery confirmed per peer (IP packet bytes on the underlay)."
+            );
+            let _ = writeln!(out, "# TYPE bauxite_path_mtu_bytes gauge");
+            for (peer, mtu) in mtus {
+                let _ = writeln!(
+                    out,
+                    "bauxite_path_mtu_bytes{{node=\"{node}\",peer=\"{peer}\"}} {mtu}"
+                );
+            }
+        }
         out
     }
 }
@@ -149,5 +209,17 @@ mod tests {
         assert!(text.contains("bauxite_lane_dropped_total{node=\"n1\",lane=\"bulk\"} 1"));
         assert!(text.contains("# TYPE bauxite_rx_replayed_total counter"));
         assert!(text.contains("# HELP bauxite_tx_packets_total Packets sent to peers."));
+        assert!(
+            !text.contains("bauxite_path_mtu_bytes"),
+            "no peer, no gauge"
+        );
+        let peer = PeerId::from_signing_public(&[7; 32]);
+        m.path_mtu.set(peer, Some(1200));
+        let text = m.render_prometheus("n1");
+        assert!(text.contains(&format!(
+            "bauxite_path_mtu_bytes{{node=\"n1\",peer=\"{peer}\"}} 1200"
+        )));
+        m.path_mtu.set(peer, None);
+        assert!(m.path_mtu.snapshot().is_empty());
     }
 }

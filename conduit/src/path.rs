@@ -13,17 +13,22 @@
 //! authenticated answer from any address settles it (it is learned).
 //!
 //! Pacing the bulk lane against the network below lives in [`congestion`]: a
-//! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry.
+//! [`CongestionStrategy`] that can hold bulk back but never critical or telemetry. How
+//! large a datagram each path carries is discovered by [`pmtu`], with the probe frames of
+//! [`frame`].
 
 pub mod congestion;
 pub mod feedback;
+pub mod frame;
 pub mod ledbat;
+pub mod pmtu;
 
 use std::net::SocketAddr;
 
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
+pub use pmtu::{Pmtu, PmtuPhase};
 
 use crate::Metrics;
 

@@ -1,6 +1,6 @@
 //! A simulated network: [`BauxiteNode`]s (two by default, `N` with [`SimNet::build`]),
 //! each optionally behind its own NAT box ([`NatBehaviour`]: mapping × filtering), joined
-//! by links that can lose, duplicate, reorder and rate-limit datagrams, with an on-path attacker that replays and tampers
+//! by links that can lose, duplicate, reorder, rate-limit and (above an MTU) drop datagrams, with an on-path attacker that replays and tampers
 //! (from the sender's address or its own), all driven by a virtual clock that jumps
 //! straight to the next deadline. A node's address can change mid-run (NAT rebinding),
 //! and datagrams reach a node only when sent to its current address; a node may start
@@ -84,6 +84,10 @@ pub struct LinkConfig {
     /// uplink; datagrams that do not fit are dropped. `None`: no buffer below the node —
     /// the node sends only when the link is free, so its lanes hold every queue.
     pub queue_limit: Option<usize>,
+    /// Largest IP packet the link carries (the simulated underlay is IPv4: a datagram
+    /// plus 28 header bytes). Larger ones are dropped, as on a path that filters
+    /// fragments or ICMP, with DF set. `None`: no limit. May change mid-run.
+    pub mtu: Option<usize>,
 }
 
 impl Default for LinkConfig {
@@ -96,6 +100,7 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(3),
             rate_bps: None,
             queue_limit: None,
+            mtu: None,
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct SimStats {
     pub handshake_replays_injected: u64,
     /// Datagrams a NAT box refused (no mapping, or not admitted by its filtering).
     pub nat_dropped: u64,
+    /// Datagrams larger than the link's MTU, dropped (path MTU probes among them).
+    pub mtu_dropped: u64,
 }
 
 /// A packet delivered to a node's TUN device, with the virtual time it arrived.
@@ -195,6 +202,8 @@ pub struct SimNet<const N: usize = 2> {
     pub vips: [VirtualIp; N],
     /// Packets delivered to each node's TUN.
     pub delivered: [Vec<Delivered>; N],
+    /// Packets each node wrote back to its own TUN (ICMP too-big answers).
+    pub local: [Vec<Delivered>; N],
     /// Link impairments, the same on every uplink.
     pub link: LinkConfig,
     /// Attacker behaviour.
@@ -349,6 +358,7 @@ impl<const N: usize> SimNet<N> {
             addrs,
             vips,
             delivered: std::array::from_fn(|_| Vec::new()),
+            local: std::array::from_fn(|_| Vec::new()),
             link,
             attacker: Attacker::default(),
             impostor: None,
@@ -442,6 +452,12 @@ impl<const N: usize> SimNet<N> {
     pub fn step(&mut self, deadline: Instant) -> bool {
         for i in 0..N {
             self.transmit(i);
+            while let Some(len) = self.nodes[i].poll_local_packet(&mut self.buf) {
+                self.local[i].push(Delivered {
+                    at: self.now,
+                    packet: self.buf[..len].to_vec(),
+                });
+            }
         }
         let next_flight = self.flight.peek().map(|Reverse(f)| f.at);
         let next_timer = self
@@ -541,6 +557,13 @@ impl<const N: usize> SimNet<N> {
             };
             if let Some(key) = data_key {
                 self.stats.data_sent.insert(key);
+            }
+            if self.link.mtu.is_some_and(|mtu| t.len + 28 > mtu) {
+                self.stats.mtu_dropped += 1;
+                if let Some(key) = data_key {
+                    self.stats.data_lost.insert(key);
+                }
+                continue;
             }
             if self.chance(self.link.loss) {
                 if let Some(key) = data_key {

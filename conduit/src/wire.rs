@@ -15,8 +15,9 @@
 //!
 //! A keepalive is a data packet with an empty plaintext, so it is authenticated and
 //! replay-checked like any other. A plaintext whose first byte is below `0x10` (no IP
-//! version) is a control frame: the acknowledgements of
-//! [`path::feedback`](crate::path::feedback) that pace the bulk lane.
+//! version) is a control frame ([`path::frame`](crate::path::frame)): the
+//! acknowledgements of [`path::feedback`](crate::path::feedback) that pace the bulk lane,
+//! and the probes of path MTU discovery ([`path::pmtu`](crate::path::pmtu)).
 
 use crate::MalformedPacket;
 use crate::cipher::TAG_LEN;

@@ -86,6 +86,13 @@ pub struct PeerReport {
     /// Smoothed round trip over the session, microseconds.
     #[serde(default)]
     pub rtt_us: Option<u64>,
+    /// The path MTU discovery confirmed (IP packet bytes on the underlay); the largest
+    /// packet through the tunnel is this minus 57 (IPv4) or 77 (IPv6).
+    #[serde(default)]
+    pub path_mtu: Option<u16>,
+    /// Where path MTU discovery stands: `idle`, `base`, `searching`, `complete`, `error`.
+    #[serde(default)]
+    pub pmtu: Option<String>,
 }
 
 /// The name of the kind of `p`'s direct endpoint (see [`PeerReport::endpoint_kind`]).
@@ -195,6 +202,8 @@ impl StatusReport {
                 rtt_us: p
                     .rtt
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                path_mtu: p.path_mtu,
+                pmtu: Some(p.pmtu_phase.name().to_string()),
             })
             .collect();
         Self {
@@ -272,6 +281,12 @@ impl StatusReport {
             if let Some(us) = p.rtt_us {
                 let _ = write!(detail, "  rtt {:.1} ms", us as f64 / 1e3);
             }
+            if let Some(mtu) = p.path_mtu {
+                let _ = write!(detail, "  pmtu {mtu}");
+                if let Some(phase) = p.pmtu.as_deref().filter(|&ph| ph != "complete") {
+                    let _ = write!(detail, " ({phase})");
+                }
+            }
             if let Some(ms) = p.connected_for_ms {
                 let _ = write!(detail, "  up {:.1} s", ms as f64 / 1e3);
             }
@@ -300,5 +315,70 @@ impl StatusReport {
             let _ = writeln!(out, "  {name:<20} {value}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(path_mtu: Option<u16>, pmtu: &str) -> PeerReport {
+        PeerReport {
+            id: "00".into(),
+            name: "b".into(),
+            virtual_ip: "100.64.0.2".into(),
+            path: "direct 198.18.0.3:51820".into(),
+            path_type: "direct".into(),
+            endpoint: Some("198.18.0.3:51820".into()),
+            endpoint_kind: None,
+            established: true,
+            handshake_age_ms: None,
+            connected_for_ms: None,
+            connect_ms: None,
+            rtt_us: None,
+            path_mtu,
+            pmtu: Some(pmtu.into()),
+        }
+    }
+
+    fn report(peers: Vec<PeerReport>) -> StatusReport {
+        StatusReport {
+            peer_id: "aa".into(),
+            listen: "0.0.0.0:51820".into(),
+            tun: "kernel bauxite0".into(),
+            peers,
+            counters: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+            hub: None,
+            certificate: None,
+            ros: None,
+            ros_servers: Vec::new(),
+            operator_lock: None,
+        }
+    }
+
+    #[test]
+    fn path_mtu_is_shown_with_its_phase_until_complete() {
+        let text = report(vec![peer(Some(1200), "complete")]).render_text();
+        assert!(text.contains("  pmtu 1200"), "{text}");
+        assert!(!text.contains("(complete)"), "{text}");
+        let text = report(vec![peer(Some(1200), "searching")]).render_text();
+        assert!(text.contains("pmtu 1200 (searching)"), "{text}");
+        let text = report(vec![peer(None, "idle")]).render_text();
+        assert!(!text.contains("pmtu"), "{text}");
+    }
+
+    #[test]
+    fn json_carries_the_path_mtu_and_reads_old_reports() {
+        let json = serde_json::to_value(report(vec![peer(Some(1200), "complete")])).unwrap();
+        assert_eq!(json["peers"][0]["path_mtu"], 1200);
+        assert_eq!(json["peers"][0]["pmtu"], "complete");
+        // A report from a daemon without path MTU discovery still parses.
+        let mut old = json;
+        let entry = old["peers"][0].as_object_mut().unwrap();
+        entry.remove("path_mtu");
+        entry.remove("pmtu");
+        let parsed: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.peers[0].path_mtu, None);
     }
 }

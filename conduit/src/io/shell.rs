@@ -14,6 +14,8 @@
 //!    batch leaves in one GSO send — until the node has nothing more or the socket is
 //!    full. Only one batch is ever gathered before it is sent, so a critical packet
 //!    sealed after a bulk batch waits for one send, not for a queue in the shell.
+//!    Path MTU probes leave on their own, outside the batch. Then the packets the node
+//!    addresses to the local host (ICMP too-big answers) go to the device.
 //! 4. Wait for the first of: shutdown, room in the socket (only while a batch is
 //!    parked), a query, input on the socket or the device, a service socket's new
 //!    datagrams, the node's next deadline — or do not wait, when service datagrams
@@ -102,6 +104,8 @@ pub struct Shell {
     /// Learns this node's server-reflexive address from the server [`Query::Stun`] names.
     stun: BindingClient,
     reflexive: watch::Sender<Option<SocketAddr>>,
+    /// Where the node's packets for the local host are copied on their way to the device.
+    local_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -137,6 +141,7 @@ impl Shell {
             udp_gso_segments = udp.max_gso_segments(),
             "batched IO"
         );
+        let node_mtu = node.config().mtu;
         let services = Services::new(
             config.device.virtual_ip(),
             node.config().mtu,
@@ -161,6 +166,7 @@ impl Shell {
                 }),
             ),
             reflexive: watch::Sender::new(None),
+            local_buf: vec![0; node_mtu],
         })
     }
 
@@ -235,6 +241,7 @@ impl Shell {
             }
             let pumped = self.services.pump(&mut self.node, now);
             self.flush(now);
+            self.answer_local().await;
             self.log_events(now);
             // Service datagrams that could move now (budget spent, or their lane drained
             // by the flush): go again rather than sleep.
@@ -395,10 +402,34 @@ impl Shell {
                 continue;
             };
             match self.node.poll_transmit(now, tail) {
+                Some(t) if t.probe => {
+                    // On its own: a probe the local interface refuses must not take the
+                    // batch's data with it. A full socket loses it, which the prober
+                    // counts like any lost probe (it retries).
+                    let probe = tail.get(..t.len).unwrap_or_default();
+                    if let Err(error) = self.udp.socket.try_send_to(probe, t.dst) {
+                        self.counters.udp_send_errors += 1;
+                        tracing::debug!(dst = %t.dst, %error, len = t.len, "path MTU probe not sent");
+                    }
+                }
                 Some(t) => self.udp.batch.push(t.dst, t.len),
                 None if self.udp.batch.is_empty() => return,
                 None => self.udp.batch.finish(),
             }
+        }
+    }
+
+    /// Writes what the node addresses to the local host (ICMP too-big answers to packets
+    /// the peer's path cannot carry) to the device.
+    async fn answer_local(&mut self) {
+        let mut wrote = false;
+        while let Some(len) = self.node.poll_local_packet(&mut self.local_buf) {
+            let packet = self.local_buf.get(..len).unwrap_or_default();
+            self.device.deliver(packet, &mut self.counters).await;
+            wrote = true;
+        }
+        if wrote {
+            self.device.flush(&mut self.counters).await;
         }
     }
 

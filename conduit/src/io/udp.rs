@@ -75,7 +75,7 @@ impl UdpIo {
         size_receive_buffer(&socket);
         size_send_buffer(&socket);
         let state = UdpSocketState::new((&socket).into())?;
-        keep_default_pmtu(&socket);
+        probe_pmtu(&socket);
         // A GRO buffer holds up to `gro_segments` datagrams (the kernel's UDP_GRO_CNT_MAX);
         // quinn sizes its buffers the same way.
         let slot = MAX_DATAGRAM.max(state.gro_segments() * capacity);
@@ -246,20 +246,27 @@ fn size_send_buffer(socket: &UdpSocket) {
     }
 }
 
-/// Undoes quinn-udp's "never fragment": QUIC probes the path MTU itself, the mesh does
-/// not, so the socket keeps the kernel's default — DF set, and local fragmentation once
-/// ICMP has taught a path MTU below the datagram size — rather than dropping full-size
-/// datagrams on such a path. (quinn-udp's `IPV6_DONTFRAG` stays: rustix cannot unset it.)
-fn keep_default_pmtu(socket: &UdpSocket) {
+/// Sets DF on every datagram and keeps the kernel out of path MTU decisions
+/// (`IP_PMTUDISC_PROBE`): the node discovers each peer path's MTU itself with probes
+/// (`path::pmtu`, RFC 8899) and never sends data above what a probe confirmed, so DF
+/// costs no ordinary datagram, and a probe larger than the path is dropped on the way —
+/// which is the answer the probe asks for — instead of being fragmented (a fragment
+/// filter downstream would lose it silently, and fragments are lost whole on any loss)
+/// or refused locally because an ICMP, which anyone can forge, lowered the kernel's
+/// cached path MTU. A datagram above the local interface's MTU is still refused with
+/// `EMSGSIZE`.
+fn probe_pmtu(socket: &UdpSocket) {
     use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
     // On an IPv6 socket the IPv4 option still governs IPv4-mapped destinations.
-    let v4 = sockopt::set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::WANT);
+    let v4 = sockopt::set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE);
     let v6 = match socket.local_addr() {
-        Ok(SocketAddr::V6(_)) => sockopt::set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::WANT),
+        Ok(SocketAddr::V6(_)) => {
+            sockopt::set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::PROBE)
+        }
         _ => Ok(()),
     };
     if let Err(error) = v4.and(v6) {
-        tracing::debug!(%error, "cannot restore path MTU discovery default");
+        tracing::warn!(%error, "cannot set DF on the mesh socket; path MTU probes may be fragmented");
     }
 }
 
@@ -323,8 +330,8 @@ mod tests {
         let dst = rx.socket.local_addr().unwrap();
         assert_eq!(
             rustix::net::sockopt::ip_mtu_discover(&tx.socket).unwrap(),
-            rustix::net::sockopt::Ipv4PathMtuDiscovery::WANT,
-            "the kernel's default, not quinn-udp's"
+            rustix::net::sockopt::Ipv4PathMtuDiscovery::PROBE,
+            "DF set, the path MTU is the node's business"
         );
         let lens = [1200, 1200, 1200, 1200, 700];
         for (i, &len) in lens.iter().enumerate() {

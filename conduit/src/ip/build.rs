@@ -85,6 +85,30 @@ pub fn ipv4_tcp(
     out[IPV4_MIN_HEADER + 16..IPV4_MIN_HEADER + 18].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// Builds an IPv4 TCP SYN (or SYN-ACK with `ack`) carrying an MSS option, with a valid
+/// checksum: what MSS clamping rewrites.
+pub fn ipv4_tcp_syn(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    mss: u16,
+    ack: bool,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    push_ipv4_header(src, dst, PROTO_TCP, 28, out);
+    out.extend_from_slice(&ports.0.to_be_bytes());
+    out.extend_from_slice(&ports.1.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0x10, 0, 0, 0, 0, 0]); // sequence and acknowledgement numbers
+    let flags = if ack { 0x12 } else { 0x02 };
+    out.extend_from_slice(&[7 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]); // offset, flags, window
+    out.extend_from_slice(&[2, 4]); // MSS option
+    out.extend_from_slice(&mss.to_be_bytes());
+    out.extend_from_slice(&[1, 1, 1, 0]); // NOP, NOP, NOP, end of options
+    let sum = l4_checksum_v4(src, dst, PROTO_TCP, &out[IPV4_MIN_HEADER..]);
+    out[IPV4_MIN_HEADER + 16..IPV4_MIN_HEADER + 18].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// Builds an IPv4 ICMP echo request with a valid ICMP checksum.
 ///
 /// # Panics
@@ -141,7 +165,7 @@ fn push_ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: usize, o
     out[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
 }
 
-fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
+pub(crate) fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
     let mut pseudo = [0u8; 12];
     pseudo[..4].copy_from_slice(&src.octets());
     pseudo[4..8].copy_from_slice(&dst.octets());
@@ -151,7 +175,7 @@ fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) ->
     fold(ones_sum(segment, ones_sum(&pseudo, 0)))
 }
 
-fn ones_sum(data: &[u8], mut acc: u64) -> u64 {
+pub(crate) fn ones_sum(data: &[u8], mut acc: u64) -> u64 {
     let mut pairs = data.chunks_exact(2);
     for pair in &mut pairs {
         acc += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
@@ -162,7 +186,7 @@ fn ones_sum(data: &[u8], mut acc: u64) -> u64 {
     acc
 }
 
-fn fold(mut acc: u64) -> u16 {
+pub(crate) fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
-use crate::path::feedback::{AckFrame, is_control_frame};
+use crate::path::feedback::is_control_frame;
+use crate::path::frame::ControlFrame;
 use crate::policy::{Flow, Verdict};
 use crate::session::Tunnel;
 use crate::session::noise;
@@ -193,6 +194,7 @@ impl BauxiteNode {
         }
         self.forget_retired(peer);
         self.learn_endpoint(peer, from);
+        self.ensure_pmtu(now, peer);
         Metrics::inc(&self.metrics.handshakes_completed);
         self.events.push_back(Event::HandshakeCompleted {
             peer,
@@ -246,6 +248,7 @@ impl BauxiteNode {
         self.forget_retired(peer);
         // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
         self.learn_endpoint(peer, from);
+        self.ensure_pmtu(now, peer);
         if confirmed {
             self.on_confirmed(peer, staged);
         }
@@ -266,10 +269,19 @@ impl BauxiteNode {
         self.admit(peer, datagram, range)
     }
 
-    /// An authenticated control frame: today only acknowledgements.
+    /// An authenticated control frame: acknowledgements, path MTU probes and their
+    /// answers.
     fn on_control(&mut self, now: Instant, peer: PeerId, frame: &[u8]) -> Received {
-        let ack = match AckFrame::parse(frame) {
-            Ok(ack) => ack,
+        let ack = match ControlFrame::parse(frame) {
+            Ok(ControlFrame::Ack(ack)) => ack,
+            Ok(ControlFrame::Probe { id }) => {
+                self.control.push_back(Control::ProbeAck { peer, id });
+                return Received::Consumed;
+            }
+            Ok(ControlFrame::ProbeAck { id }) => {
+                self.on_probe_ack(now, peer, id);
+                return Received::Consumed;
+            }
             Err(e) => return self.malformed(e),
         };
         let Some(state) = self.peers.get_mut(&peer) else {
@@ -282,6 +294,7 @@ impl BauxiteNode {
             .and_then(|log| log.on_ack(ack, now));
         if let Some(sample) = sample {
             state.measured.sample_rtt(sample.round_trip);
+            state.pmtu.on_acked(sample.len);
             Metrics::inc(&self.metrics.acks_received);
             if sample.from_bulk {
                 self.congestion
@@ -307,7 +320,10 @@ impl BauxiteNode {
     }
 
     /// Applies the anti-spoofing and policy checks to a decrypted packet.
-    fn admit(&mut self, peer: PeerId, datagram: &[u8], range: Range<usize>) -> Received {
+    fn admit(&mut self, peer: PeerId, datagram: &mut [u8], range: Range<usize>) -> Received {
+        // A SYN from the peer: the local host answers with segments that must fit the path
+        // back to the peer.
+        self.clamp(peer, &mut datagram[range.clone()]);
         let packet = &datagram[range.clone()];
         let drop = |node: &Self, reason| {
             Metrics::inc(&node.metrics.rx_dropped);

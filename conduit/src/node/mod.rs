@@ -16,6 +16,7 @@
 //!     node.handle_timeout(now)                        // when poll_timeout() is reached
 //!     while let Some(t) = node.poll_transmit(now, &mut buf) { send buf[..t.len] to t.dst }
 //!     while let Some(e) = node.poll_event() { log e }
+//!     while let Some(len) = node.poll_local_packet(&mut buf) { write buf[..len] to TUN }
 //!     sleep until node.poll_timeout() or the next input
 //! }
 //! ```
@@ -37,9 +38,12 @@
 //! initiation unanswered after `rekey_timeout` is retried at the next one
 //! ([`PeerPaths::rotate`](crate::path::PeerPaths::rotate)); rekeys and keepalive timeouts stay on the working address.
 //! Submodules: `inbound` handles datagrams, `outbound`
-//! packets from TUN and transmission, `timers` the per-peer deadlines.
+//! packets from TUN and transmission, `timers` the per-peer deadlines, `mtu` path MTU
+//! discovery and packets too large for a peer's path (ICMP answers, which
+//! `poll_local_packet` hands out, fragmentation, MSS clamping).
 
 mod inbound;
+mod mtu;
 mod outbound;
 mod peer;
 mod timers;
@@ -66,6 +70,7 @@ use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
 pub use inbound::{DropReason, Received};
+pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
 pub use peer::Paths;
 
@@ -189,10 +194,28 @@ impl Clock {
 /// Control messages waiting for `poll_transmit`.
 #[derive(Clone, Copy, Debug)]
 enum Control {
-    Init { peer: PeerId, msg: [u8; INIT_LEN] },
-    Resp { peer: PeerId, msg: [u8; RESP_LEN] },
-    Keepalive { peer: PeerId },
-    Ack { peer: PeerId },
+    Init {
+        peer: PeerId,
+        msg: [u8; INIT_LEN],
+    },
+    Resp {
+        peer: PeerId,
+        msg: [u8; RESP_LEN],
+    },
+    Keepalive {
+        peer: PeerId,
+    },
+    Ack {
+        peer: PeerId,
+    },
+    /// The peer's path MTU discovery wants a probe.
+    Probe {
+        peer: PeerId,
+    },
+    ProbeAck {
+        peer: PeerId,
+        id: u32,
+    },
 }
 
 /// A mesh node's data plane. See the module documentation for how to drive it.
@@ -213,6 +236,13 @@ pub struct BauxiteNode {
     control: VecDeque<Control>,
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
+    /// Fragments of an IPv4 packet too large for its peer's path, sent before the lanes.
+    fragments: VecDeque<(PeerId, crate::Lane, Vec<u8>)>,
+    /// Packets for the local host (ICMP too-big answers), for `poll_local_packet`.
+    local: VecDeque<Vec<u8>>,
+    icmp_limit: mtu::IcmpLimit,
+    /// The padding of path MTU probes, allocated once.
+    probe_pad: Vec<u8>,
     rng: ChaCha20Rng,
     clock: Clock,
     last_timestamp: u64,
@@ -257,6 +287,7 @@ impl BauxiteNode {
                 },
             );
         }
+        let mtu = config.mtu;
         let congestion: Box<dyn CongestionStrategy + Send> = match config.bulk_target {
             Some(target) => Box::new(Ledbat::new(LedbatConfig {
                 target,
@@ -279,6 +310,10 @@ impl BauxiteNode {
             control: VecDeque::new(),
             events: VecDeque::new(),
             pool: Vec::new(),
+            fragments: VecDeque::new(),
+            local: VecDeque::new(),
+            icmp_limit: mtu::IcmpLimit::default(),
+            probe_pad: Vec::with_capacity(mtu),
             rng: ChaCha20Rng::from_seed(seed),
             clock: Clock {
                 origin: now,
@@ -369,7 +404,13 @@ impl BauxiteNode {
             && before != Some(endpoint)
             && let Some(state) = self.peers.get_mut(&id)
         {
+            let moved = state.path.direct().map(|d| d.addr) != endpoint;
             state.path.set_direct(endpoint);
+            if moved {
+                // A new path: what discovery learned of the old one does not hold.
+                state.pmtu = crate::path::Pmtu::default();
+                self.metrics.path_mtu.set(id, None);
+            }
             if let Some(tunnel) = state.tunnel.as_mut() {
                 tunnel.endpoint_known();
             }
@@ -384,12 +425,14 @@ impl BauxiteNode {
             return false;
         };
         state.measured.heard();
+        state.pmtu.on_heard();
         if let Some(tunnel) = state.tunnel.as_mut() {
             tunnel.endpoint_known();
         }
         let changed = state.path.learn(from);
         if changed {
             tracing::info!(%peer, endpoint = %from, "peer endpoint learned");
+            self.reset_pmtu(peer);
         }
         changed
     }
@@ -397,6 +440,7 @@ impl BauxiteNode {
     /// Removes a peer and tears down its sessions (revocation).
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
+            self.metrics.path_mtu.set(id, None);
             self.release(state.tunnel, state.feedback);
         }
         self.registry.remove(id)
@@ -407,6 +451,8 @@ impl BauxiteNode {
         if let Some(state) = self.peers.get_mut(&id) {
             let (tunnel, feedback) = (state.tunnel.take(), std::mem::take(&mut state.feedback));
             state.measured = peer::Measured::default();
+            state.pmtu = crate::path::Pmtu::default();
+            self.metrics.path_mtu.set(id, None);
             self.release(tunnel, feedback);
         }
     }
@@ -470,6 +516,8 @@ impl BauxiteNode {
                         .map(|at| now.saturating_duration_since(at)),
                     connect_time: measured.and_then(|m| m.connect_time),
                     rtt: measured.and_then(|m| m.rtt),
+                    path_mtu: state.and_then(|s| s.pmtu.plpmtu()),
+                    pmtu_phase: state.map_or(crate::path::PmtuPhase::Idle, |s| s.pmtu.phase()),
                 }
             })
             .collect()
@@ -639,4 +687,9 @@ pub struct PeerStatus {
     pub connect_time: Option<Duration>,
     /// Smoothed round trip over the session (handshakes and acknowledged packets).
     pub rtt: Option<Duration>,
+    /// The path MTU discovery confirmed (whole IP packets on the underlay); `None` until
+    /// a session started discovery.
+    pub path_mtu: Option<u16>,
+    /// Where path MTU discovery stands.
+    pub pmtu_phase: crate::path::PmtuPhase,
 }

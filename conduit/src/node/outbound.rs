@@ -9,9 +9,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use super::mtu::Fit;
 use super::{BauxiteNode, Control, peer, tunnel_mut};
 use crate::ip::IpView;
 use crate::path::feedback::is_control_frame;
+use crate::path::frame::probe_ack;
 use crate::path::{Path, SendLog};
 use crate::policy::{Flow, Verdict};
 use crate::scheduler::Enqueue;
@@ -28,6 +30,9 @@ pub struct Transmit {
     pub len: usize,
     /// The lane of the packet inside, or `None` for handshakes and keepalives.
     pub lane: Option<Lane>,
+    /// A path MTU probe: larger than what the path is known to carry, so it may be lost
+    /// (or refused by the local interface). Send it on its own, not in a batch with data.
+    pub probe: bool,
 }
 
 /// What became of a packet read from TUN.
@@ -119,6 +124,9 @@ impl BauxiteNode {
             if let Some(t) = self.poll_staged(now, out) {
                 return Some(t);
             }
+            if let Some(t) = self.poll_fragments(now, out) {
+                return Some(t);
+            }
             let congestion = &self.congestion;
             let (lane, buf) = self
                 .scheduler
@@ -134,6 +142,18 @@ impl BauxiteNode {
                 self.recycle(buf);
                 continue;
             };
+            let mut buf = buf;
+            match self.fit(now, peer, lane, &mut buf) {
+                Fit::Send => {}
+                Fit::Consumed => {
+                    self.recycle(buf);
+                    continue;
+                }
+                Fit::Hold => {
+                    self.stage(now, peer, lane, buf);
+                    continue;
+                }
+            }
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst) => {
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
@@ -141,12 +161,13 @@ impl BauxiteNode {
                     if bulk > 0 {
                         self.congestion.on_sent(now, bulk);
                     }
-                    self.log_sent(now, peer, out, bulk);
+                    self.log_sent(now, peer, out, len, bulk);
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
                         len,
                         lane: Some(lane),
+                        probe: false,
                     });
                 }
                 // Staging may queue a handshake: the next turn sends it.
@@ -159,21 +180,39 @@ impl BauxiteNode {
     /// Sends packets that waited for a session that is now established.
     fn poll_staged(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         while let Some(peer) = self.ready.front().copied() {
-            let Some((lane, buf)) = tunnel_mut(&mut self.peers, peer).and_then(Tunnel::take_staged)
+            let Some((lane, mut buf)) =
+                tunnel_mut(&mut self.peers, peer).and_then(Tunnel::take_staged)
             else {
                 self.ready.pop_front();
                 continue;
             };
+            // A session exists (the peer is ready), so its path's size is known.
+            self.ensure_pmtu(now, peer);
+            match self.fit(now, peer, lane, &mut buf) {
+                Fit::Send => {}
+                Fit::Consumed => {
+                    self.recycle(buf);
+                    continue;
+                }
+                Fit::Hold => {
+                    if let Some(t) = tunnel_mut(&mut self.peers, peer) {
+                        t.unstage_front(lane, buf);
+                    }
+                    self.ready.pop_front();
+                    continue;
+                }
+            }
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst) => {
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
                     // Staged packets bypassed the bulk window, so they settle no bulk bytes.
-                    self.log_sent(now, peer, out, 0);
+                    self.log_sent(now, peer, out, len, 0);
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
                         len,
                         lane: Some(lane),
+                        probe: false,
                     });
                 }
                 Sealed::NoSession => {
@@ -182,6 +221,29 @@ impl BauxiteNode {
                     }
                     self.ready.pop_front();
                 }
+                Sealed::Dropped => self.recycle(buf),
+            }
+        }
+        None
+    }
+
+    /// Sends the fragments of a packet too large for its peer's path (already checked
+    /// against it; fragments do not shrink again).
+    fn poll_fragments(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        while let Some((peer, lane, buf)) = self.fragments.pop_front() {
+            match self.seal_packet(now, peer, &buf, out) {
+                Sealed::Sent(len, dst) => {
+                    Metrics::inc_lane(&self.metrics.lane_sent, lane);
+                    self.log_sent(now, peer, out, len, 0);
+                    self.recycle(buf);
+                    return Some(Transmit {
+                        dst,
+                        len,
+                        lane: Some(lane),
+                        probe: false,
+                    });
+                }
+                Sealed::NoSession => self.stage(now, peer, lane, buf),
                 Sealed::Dropped => self.recycle(buf),
             }
         }
@@ -212,6 +274,17 @@ impl BauxiteNode {
                         None => continue,
                     }
                 }
+                Control::Probe { peer } => match self.seal_probe(now, peer, out) {
+                    Some(t) => return Some(t),
+                    None => continue,
+                },
+                Control::ProbeAck { peer, id } => {
+                    let ack = probe_ack(id);
+                    match self.seal_control(now, peer, &ack, out, |m| &m.acks_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
+                    }
+                }
             };
             let path = peer::select(&self.peers, peer);
             if path == Path::Drop {
@@ -223,6 +296,7 @@ impl BauxiteNode {
                         dst,
                         len,
                         lane: None,
+                        probe: false,
                     });
                 }
                 Path::Drop => continue,
@@ -233,7 +307,7 @@ impl BauxiteNode {
 
     /// Seals a keepalive (empty) or control frame for `peer` and counts it in `counter`;
     /// `None` if there is no session or path to send it on.
-    fn seal_control(
+    pub(super) fn seal_control(
         &mut self,
         now: Instant,
         peer: PeerId,
@@ -248,6 +322,7 @@ impl BauxiteNode {
                     dst,
                     len,
                     lane: None,
+                    probe: false,
                 })
             }
             Sealed::NoSession | Sealed::Dropped => None,
@@ -297,18 +372,20 @@ impl BauxiteNode {
     }
 
     /// Remembers a sealed data packet (its header is at the start of `out`) so the peer's
-    /// acknowledgement of it yields a delay sample and settles `bulk` bytes.
-    fn log_sent(&mut self, now: Instant, peer: PeerId, out: &[u8], bulk: usize) {
+    /// acknowledgement of it yields a delay sample and settles `bulk` bytes; `len` is its
+    /// length, which path MTU black-hole detection watches.
+    fn log_sent(&mut self, now: Instant, peer: PeerId, out: &[u8], len: usize, bulk: usize) {
         let index = crate::wire::u32_le(&out[1..5]);
         let counter = crate::wire::u64_le(&out[5..DATA_HEADER_LEN]);
         if let Some(state) = self.peers.get_mut(&peer) {
             // The peer acknowledges every data packet: from here we expect to hear back.
             state.measured.awaiting_since.get_or_insert(now);
+            state.pmtu.on_sent(now, len);
             state
                 .feedback
                 .sent
                 .get_or_insert_with(SendLog::new)
-                .record(index, counter, now, bulk);
+                .record(index, counter, now, bulk, len);
         }
     }
 

@@ -34,6 +34,8 @@ pub(super) struct PeerState {
     pub(super) kinds: Vec<(SocketAddr, CandidateKind)>,
     /// What the node measured of the session (status output, quiet detection).
     pub(super) measured: Measured,
+    /// Path MTU discovery on the current path.
+    pub(super) pmtu: crate::path::Pmtu,
 }
 
 /// Measurements of one peer's session. Reset when the session is torn down.

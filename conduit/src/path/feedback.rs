@@ -97,6 +97,8 @@ pub struct AckSample {
     /// more on the wire than a 64-byte one, which a delay controller would take for a
     /// queue.
     pub from_bulk: bool,
+    /// Length of the acknowledged datagram (path MTU black-hole detection).
+    pub len: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +109,7 @@ struct Slot {
     /// Bulk bytes sent to this peer up to and including this packet.
     bulk_through: u64,
     bulk: bool,
+    len: usize,
 }
 
 /// The sender's memory of recent data packets to one peer.
@@ -134,8 +137,16 @@ impl SendLog {
     }
 
     /// Records a data packet sealed for session `index` (the peer's index, as written in
-    /// the header) with `counter`; `bulk_bytes` is its size if it came from the bulk lane.
-    pub fn record(&mut self, index: u32, counter: u64, sent_at: Instant, bulk_bytes: usize) {
+    /// the header) with `counter`; `bulk_bytes` is its size if it came from the bulk lane;
+    /// `len` is the sealed datagram's length.
+    pub fn record(
+        &mut self,
+        index: u32,
+        counter: u64,
+        sent_at: Instant,
+        bulk_bytes: usize,
+        len: usize,
+    ) {
         self.bulk_sent = self.bulk_sent.saturating_add(bulk_bytes as u64);
         let slot = (counter % SEND_LOG_SLOTS as u64) as usize;
         self.slots[slot] = Some(Slot {
@@ -144,6 +155,7 @@ impl SendLog {
             sent_at,
             bulk_through: self.bulk_sent,
             bulk: bulk_bytes > 0,
+            len,
         });
     }
 
@@ -159,6 +171,7 @@ impl SendLog {
             bulk_bytes: usize::try_from(newly).unwrap_or(usize::MAX),
             round_trip: now.saturating_duration_since(entry.sent_at),
             from_bulk: entry.bulk,
+            len: entry.len,
         })
     }
 
@@ -224,7 +237,7 @@ mod tests {
         let mut log = SendLog::new();
         for counter in 0..10u64 {
             let bulk = if counter % 2 == 0 { 1000 } else { 0 };
-            log.record(7, counter, t0 + Duration::from_millis(counter), bulk);
+            log.record(7, counter, t0 + Duration::from_millis(counter), bulk, 100);
         }
         assert_eq!(log.bulk_unsettled(), 5000);
         let ack = AckFrame {
@@ -271,7 +284,7 @@ mod tests {
     fn unknown_or_overwritten_packets_are_ignored() {
         let t0 = origin();
         let mut log = SendLog::new();
-        log.record(7, 3, t0, 100);
+        log.record(7, 3, t0, 100, 129);
         assert!(
             log.on_ack(
                 AckFrame {
@@ -292,7 +305,7 @@ mod tests {
             )
             .is_none()
         );
-        log.record(7, 3 + SEND_LOG_SLOTS as u64, t0, 100);
+        log.record(7, 3 + SEND_LOG_SLOTS as u64, t0, 100, 129);
         assert!(
             log.on_ack(
                 AckFrame {
@@ -370,7 +383,7 @@ mod tests {
             let t0 = origin();
             let mut log = SendLog::new();
             for (counter, &size) in sizes.iter().enumerate() {
-                log.record(1, counter as u64, t0, size);
+                log.record(1, counter as u64, t0, size, size);
             }
             let total: usize = sizes.iter().sum();
             let mut settled = 0usize;

@@ -10,6 +10,7 @@
 
 mod capture;
 mod hub;
+mod mtu;
 mod nat;
 mod natlab;
 mod operator;

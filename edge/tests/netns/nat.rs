@@ -15,20 +15,24 @@ use crate::hub::{Hub, dispatch_binary, established_with, join, vip_of};
 use crate::natlab::{Host, Nat, NatLab};
 use crate::support::{Node, PORT, can_run, wait_for};
 
-const LIMIT: Duration = Duration::from_secs(30);
-const NAMES: [&str; 2] = ["site0", "site1"];
+pub(crate) const LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const NAMES: [&str; 2] = ["site0", "site1"];
 
 /// A hub on the public network and one joined, running node in each site.
-struct NatMesh {
-    nodes: [Node; 2],
-    hub: Hub,
-    lab: NatLab,
+pub(crate) struct NatMesh {
+    pub(crate) nodes: [Node; 2],
+    pub(crate) hub: Hub,
+    pub(crate) lab: NatLab,
     _dir: tempfile::TempDir,
 }
 
 impl NatMesh {
     fn start(bin: &Path, nat: [Nat; 2]) -> Self {
-        let lab = NatLab::new(nat);
+        Self::start_in(bin, NatLab::new(nat))
+    }
+
+    /// Starts the hub and the nodes in a laboratory the caller prepared.
+    pub(crate) fn start_in(bin: &Path, lab: NatLab) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::start(
             bin,
@@ -56,7 +60,7 @@ impl NatMesh {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         format!(
             "--- site0 ---\n{}\n--- site1 ---\n{}\n--- hub ---\n{}",
             self.nodes[0].log(),
@@ -66,7 +70,7 @@ impl NatMesh {
     }
 
     /// Waits until both nodes have a session with each other.
-    fn wait_established(&self, limit: Duration) {
+    pub(crate) fn wait_established(&self, limit: Duration) {
         #[allow(clippy::disallowed_methods)] // a test's stopwatch, reported, not asserted
         let start = std::time::Instant::now();
         for i in 0..2 {
@@ -96,7 +100,7 @@ impl NatMesh {
     }
 }
 
-fn peer_entry<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn peer_entry<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
     status["peers"]
         .as_array()?
         .iter()

@@ -323,6 +323,44 @@ impl NatLab {
         );
     }
 
+    /// Narrows the link between site `i`'s router and the public network to `mtu` bytes
+    /// (both ends of the veth; the public bridge follows its narrowest port). The router
+    /// refuses to forward larger packets with DF set (ICMP "fragmentation needed", which
+    /// the mesh ignores); larger frames bridged toward it are dropped without a word.
+    pub(crate) fn set_wan_mtu(&self, site: usize, mtu: u16) {
+        let mtu = mtu.to_string();
+        let port = format!("port{site}");
+        sh(
+            "ip",
+            &["-n", &self.routers[site], "link", "set", "wan", "mtu", &mtu],
+        );
+        sh(
+            "ip",
+            &["-n", &self.public, "link", "set", &port, "mtu", &mtu],
+        );
+    }
+
+    /// A counter of `host`'s IP or TCP statistics (`/proc/net/snmp`, e.g. `Ip`
+    /// `FragFails`: packets dropped because they needed fragmenting and had DF set).
+    pub(crate) fn snmp(&self, host: Host, group: &str, name: &str) -> u64 {
+        // /proc/thread-self, not /proc/self: the thread moved into the namespace.
+        let text = self.within(host, || {
+            fs::read_to_string("/proc/thread-self/net/snmp").unwrap()
+        });
+        let prefix = format!("{group}:");
+        let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+        let (names, values) = (
+            lines.next().unwrap_or_default(),
+            lines.next().unwrap_or_default(),
+        );
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {group} {name} in\n{text}"))
+    }
+
     /// Drops every UDP packet the router of site `i` forwards, in and out.
     pub(crate) fn block_udp(&self, site: usize) {
         self.nft(site, "add rule ip natlab block meta l4proto udp drop\n");
