@@ -246,3 +246,6 @@ pub fn audit(hub: &Hub) -> Result<AuditView> {
         rows,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bauxite_dispatch_api::proto::node::{Metric, ReportMetricsRequest};
 use bauxite_dispatch_api::token::JoinToken;
@@ -190,13 +190,24 @@ async fn fill(c: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
-async fn click(c: &Client, css: &str) {
+/// Clicks a form's submit button and waits (bounded) for the answer page: the old
+/// document's root element goes stale once the browser replaced it.
+async fn submit(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
     c.find(Locator::Css(css))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+    let start = Instant::now();
+    while old.tag_name().await.is_ok() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no new page after clicking {css}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn set_password(dir: &Path) {
@@ -317,11 +328,11 @@ async fn the_admin_ui_works_in_headless_chromium() {
     assert_eq!(path_of(&c).await, "/login");
     screenshot(&c, &shots, "login").await;
     fill(&c, "#password", "not the password").await;
-    click(&c, "#login").await;
+    submit(&c, "#login").await;
     assert!(text_of(&c, "#error").await.contains("Wrong password"));
     assert_eq!(path_of(&c).await, "/login");
     fill(&c, "#password", PASSWORD).await;
-    click(&c, "#login").await;
+    submit(&c, "#login").await;
     assert_eq!(text_of(&c, "h1").await, "Nodes");
     assert_eq!(path_of(&c).await, "/nodes");
 
@@ -368,7 +379,7 @@ async fn the_admin_ui_works_in_headless_chromium() {
     within(c.goto(&format!("{ui}/tokens"))).await.unwrap();
     fill(&c, "#token-name", "robot-7").await;
     fill(&c, "#token-uses", "2").await;
-    click(&c, "#create-token").await;
+    submit(&c, "#create-token").await;
     let token_text = text_of(&c, "#new-token").await;
     let token = JoinToken::parse(token_text.trim()).expect("the page shows a valid join token");
     let token_id = token.id.to_string();
@@ -423,7 +434,7 @@ async fn the_admin_ui_works_in_headless_chromium() {
         r#"{"rules": [{"protocol": "tcp", "ports": "99999"}]}"#,
     )
     .await;
-    click(&c, "#save-policy").await;
+    submit(&c, "#save-policy").await;
     let error = text_of(&c, "#error").await;
     assert!(
         error.contains("Invalid policy, nothing was saved"),
@@ -434,7 +445,7 @@ async fn the_admin_ui_works_in_headless_chromium() {
     // A valid one is saved through the hub and pushed (version 1).
     let valid = r#"{"rules": [{"protocol": "icmp"}, {"protocol": "tcp", "ports": "22"}]}"#;
     fill(&c, "#policy-json", valid).await;
-    click(&c, "#save-policy").await;
+    submit(&c, "#save-policy").await;
     let saved = text_of(&c, "#saved").await;
     assert!(saved.contains("Policy version 1 saved"), "{saved}");
     // The same lint as `policy set`: tcp 22 with no reply rule.
@@ -478,7 +489,7 @@ async fn the_admin_ui_works_in_headless_chromium() {
     assert!(cli_audit.contains("audit log OK"), "{cli_audit}");
 
     // Logout ends the session: the old cookie no longer opens a page.
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
     assert_eq!(text_of(&c, "h1").await, "Log in");
     let (status, _) = http(&ui, "GET", "/nodes", &[("Cookie", cookie.as_str())], "");
     assert_eq!(status, 303);
