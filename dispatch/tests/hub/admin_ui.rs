@@ -263,6 +263,64 @@ fn the_ui_refuses_non_loopback_addresses_and_a_missing_password() {
     assert!(err.contains("not a loopback address"), "{err}");
 }
 
+/// The value of `name=` in the response's `Set-Cookie` headers.
+fn set_cookie(response: &str, name: &str) -> Option<String> {
+    response
+        .lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn logins_need_the_form_token_and_are_rate_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    set_password(&dir);
+    let hub = HubProc::start_with(&dir, &["--admin-ui-listen", "127.0.0.1:0"]);
+    let ui = hub.admin_ui.clone().unwrap();
+
+    let (status, page) = http(&ui, "GET", "/login", &[], "");
+    assert_eq!(status, 200);
+    for header in [
+        "content-security-policy: default-src 'none'",
+        "x-frame-options: DENY",
+        "cache-control: no-store",
+    ] {
+        assert!(page.contains(header), "{header} missing:\n{page}");
+    }
+    let token = set_cookie(&page, "bx_login").expect("login form cookie");
+    assert!(page.contains(&format!(r#"name="csrf" value="{token}""#)));
+    let cookie = format!("bx_login={token}");
+    let form = |password: &str| format!("csrf={token}&password={}", password.replace(' ', "+"));
+    let headers = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    // Without the cookie (a cross-site form) the right password is refused.
+    let (status, _) = http(
+        &ui,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form(PASSWORD),
+    );
+    assert_eq!(status, 403);
+    for attempt in 0..5 {
+        let (status, text) = http(&ui, "POST", "/login", &headers, &form("wrong password"));
+        assert_eq!(status, 401, "attempt {attempt}: {text}");
+        assert!(set_cookie(&text, "bx_session").is_none());
+    }
+    // Five failures within a minute: even the right password waits.
+    let (status, text) = http(&ui, "POST", "/login", &headers, &form(PASSWORD));
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("Too many failed logins") && set_cookie(&text, "bx_session").is_none());
+    let audit = hub.admin_ok(&["audit", "show"]);
+    assert_eq!(audit.matches("admin-ui.login-failed").count(), 5, "{audit}");
+    assert!(!audit.contains("admin-ui.login "), "{audit}");
+    hub.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_ui_works_in_headless_chromium() {
     let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
