@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
@@ -37,6 +37,8 @@ pub fn router(ui: Arc<AdminUi>) -> Router {
         .route("/tokens", get(tokens).post(create_token))
         .route("/policy", get(policy).post(set_policy))
         .route("/audit", get(audit))
+        // The admin RPC decodes at most this much: a policy the UI accepts fits it too.
+        .layer(DefaultBodyLimit::max(crate::server::MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn(guard))
         .with_state(ui)
 }
