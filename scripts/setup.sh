@@ -14,6 +14,8 @@ declare -A needs=(
   [wg]=wireguard-tools # benches/netns: configures boringtun, the reference VPN
   [fast-discovery-server]=fastdds-tools # citadel: the ROS 2 discovery server it supervises
   [g++]=g++            # edge/tests/netns/ros.rs: builds the Fast DDS test participants
+  [chromium]=chromium  # dispatch/tests/hub/admin_ui.rs: the admin web UI in a real browser
+  [chromedriver]=chromium-driver # ...driven through WebDriver
 )
 
 # header -> Debian package (libraries have no command to look for)

@@ -140,6 +140,26 @@ pub enum Error {
     /// The update repository (TUF metadata, keys, package images) failed.
     #[error("update repository: {0}")]
     Updates(#[from] bauxite_forge::Error),
+    /// The admin UI was turned on but no admin password was set.
+    #[error(
+        "the admin UI needs a password and {} does not exist: set one with `bauxite-dispatch --data-dir DIR admin-password set` (it reads the password from stdin)",
+        path.display()
+    )]
+    NoAdminPassword {
+        /// Where the password hash is expected.
+        path: std::path::PathBuf,
+    },
+    /// The stored admin password hash is unusable.
+    #[error(
+        "admin password hash in {}: {problem}; set the password again with `bauxite-dispatch admin-password set`",
+        path.display()
+    )]
+    AdminPasswordFile {
+        /// The hash file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// The one answer for an unknown token ID and for a known one with a wrong secret.

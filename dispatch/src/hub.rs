@@ -52,6 +52,8 @@ pub enum Caller {
     Node(PeerId),
     /// The operator.
     Admin,
+    /// The operator, logged in to the admin web UI (audited apart from the certificate).
+    AdminUi,
 }
 
 impl Caller {
@@ -60,6 +62,7 @@ impl Caller {
         match self {
             Caller::Node(id) => format!("node:{id}"),
             Caller::Admin => "admin".to_owned(),
+            Caller::AdminUi => "admin:web-ui".to_owned(),
         }
     }
 }

@@ -11,10 +11,12 @@
 //!
 //! Sans-IO logic: [`token`], [`ipam`], [`audit`], [`hub`] (state and rules, with time and
 //! randomness as arguments), [`policy_review`] (what `policy set` shows),
-//! [`updates::resign`] and [`updates::names`]. IO shell: [`server`] (TLS listener, gRPC
+//! [`updates::resign`] and [`updates::names`], [`admin_ui::session`]. IO shell: [`server`] (TLS listener, gRPC
 //! services, metrics endpoint), [`store`] (redb), [`updates`] (the TUF repository and
-//! package images on disk), [`mesh`] (the hub's own mesh node serving images).
+//! package images on disk), [`mesh`] (the hub's own mesh node serving images),
+//! [`admin_ui`] (the admin web UI on its own loopback listener).
 
+pub mod admin_ui;
 pub mod audit;
 pub mod clock;
 pub mod error;

@@ -72,7 +72,14 @@ enum Command {
         /// it offline) instead of DATA_DIR/updates/root.key.
         #[arg(long)]
         root_key_out: Option<PathBuf>,
+        /// Serve the admin web UI on this loopback address (plain HTTP; port 0 picks one,
+        /// printed on stdout). Needs `admin-password set` first. Off by default.
+        #[arg(long)]
+        admin_ui_listen: Option<SocketAddr>,
     },
+    /// The admin web UI's password.
+    #[command(subcommand)]
+    AdminPassword(AdminPasswordCommand),
     /// Join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -107,6 +114,13 @@ enum TokenCommand {
         #[arg(long, default_value = "")]
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminPasswordCommand {
+    /// Read a new password from stdin (first line, 12 to 1024 characters) and store its
+    /// argon2 hash in DATA_DIR/admin-ui.passwd (0600). A running hub reads it at start.
+    Set,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +227,9 @@ async fn serve(cli: &Cli, config: ServeConfig) -> Result<()> {
     if let Some(addr) = bound.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
+    if let Some(addr) = bound.admin_ui_addr() {
+        println!("admin UI on http://{addr}/");
+    }
     let mesh = bound.mesh();
     println!(
         "mesh node {} ({}) on udp {}",
@@ -238,7 +255,9 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
     let mut admin = hub.admin();
     match &cli.command {
-        Command::Serve { .. } => bail!("serve is not an admin command"),
+        Command::Serve { .. } | Command::AdminPassword(_) => {
+            bail!("not a command for a running hub")
+        }
         Command::Package(command) => updates_cli::run(&mut admin, command).await?,
         Command::Update(command) => updates_cli::update(&mut admin, command).await?,
         Command::Token(TokenCommand::Create { ttl, uses, name }) => {
@@ -395,6 +414,21 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `admin-password set`: the first line of stdin, hashed into the data dir.
+fn set_admin_password(cli: &Cli) -> Result<ExitCode> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    let mut salt = [0u8; 16];
+    bauxite_dispatch::clock::os_random(&mut salt)?;
+    bauxite_dispatch::admin_ui::password::set(&cli.data_dir, password, &salt)?;
+    println!(
+        "admin UI password set in {}; restart the hub to use it",
+        bauxite_dispatch::admin_ui::password::path(&cli.data_dir).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The `bxkr1.` request for a listed node.
 fn key_request(node: &proto::NodeInfo) -> Result<String> {
     use bauxite_dispatch_api::operator::NodeKeyFacts;
@@ -448,6 +482,7 @@ async fn main() -> ExitCode {
             mesh_listen,
             mesh_advertise,
             root_key_out,
+            admin_ui_listen,
         } => {
             init_logs(*log_format);
             let config = ServeConfig {
@@ -458,10 +493,12 @@ async fn main() -> ExitCode {
                 mesh_listen: *mesh_listen,
                 mesh_advertise: *mesh_advertise,
                 root_key_out: root_key_out.clone(),
+                admin_ui_listen: *admin_ui_listen,
                 ..ServeConfig::new(*listen, cli.data_dir.clone())
             };
             serve(&cli, config).await.map(|()| ExitCode::SUCCESS)
         }
+        Command::AdminPassword(AdminPasswordCommand::Set) => set_admin_password(&cli),
         _ => admin(&cli).await,
     };
     match result {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bauxite_conduit::PeerId;
 use bauxite_forge::fetch::ServerCounters;
 
+use crate::clock::UnixTime;
 use crate::hub::NodeUpdates;
 use crate::store::UpdateReportRecord;
 
@@ -37,6 +38,8 @@ pub struct HubMetrics {
     /// Audit log length.
     pub audit_entries: AtomicU64,
     reports: Mutex<BTreeMap<PeerId, BTreeMap<String, f64>>>,
+    /// When each node last reported (the admin UI's "last seen").
+    seen: Mutex<BTreeMap<PeerId, UnixTime>>,
 }
 
 fn sanitize(name: &str) -> String {
@@ -68,9 +71,39 @@ impl HubMetrics {
             .insert(node, report);
     }
 
+    /// Records that `node` reported at `now`.
+    pub fn record_seen(&self, node: PeerId, now: UnixTime) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, now);
+    }
+
+    /// When `node` last reported, if it did since the hub started.
+    pub fn last_seen(&self, node: PeerId) -> Option<UnixTime> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .copied()
+    }
+
+    /// The last report of `node`, if any.
+    pub fn report(&self, node: PeerId) -> Option<BTreeMap<String, f64>> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
+    }
+
     /// Forgets a node's report (revoked nodes).
     pub fn forget(&self, node: PeerId) {
         self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node);
+        self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&node);

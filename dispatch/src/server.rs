@@ -8,6 +8,7 @@
 //! | `admin.crt`, `admin.key` (0600) | the operator's client certificate for admin commands |
 //! | `hub.db` | redb database: tokens, nodes, policy, audit log |
 //! | `mesh.cidr` | the mesh CIDR chosen on first start |
+//! | `admin-ui.passwd` (0600) | the admin web UI's argon2 password hash (`admin-password set`) |
 //! | `hub.addr` | the address the running hub listens on (for admin commands) |
 //! | `mesh.identity` (0600) | the hub's own mesh node identity (conduit `Identity`) |
 //! | `updates/` | the update repository, its online keys and package images ([`crate::updates`]) |
@@ -81,6 +82,8 @@ pub struct ServeConfig {
     pub mesh_advertise: Option<SocketAddr>,
     /// Where the update root key goes on first start; `None`: `updates/root.key`.
     pub root_key_out: Option<PathBuf>,
+    /// The admin web UI's address (loopback only); `None`: no UI.
+    pub admin_ui_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -96,6 +99,7 @@ impl ServeConfig {
             mesh_listen: None,
             mesh_advertise: None,
             root_key_out: None,
+            admin_ui_listen: None,
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct BoundHub {
     hub: Arc<Hub>,
     grpc: TcpListener,
     metrics: Option<TcpListener>,
+    admin_ui: Option<(TcpListener, Arc<crate::admin_ui::AdminUi>)>,
     tls: rustls::ServerConfig,
     data_dir: PathBuf,
     mesh: BoundMesh,
@@ -223,6 +228,15 @@ impl BoundHub {
             ),
             None => None,
         };
+        let admin_ui = match config.admin_ui_listen {
+            Some(addr) => {
+                // A missing password stops the start: a UI nobody can log in to is a mistake.
+                let phc = crate::admin_ui::password::load(dir)?;
+                let ui = Arc::new(crate::admin_ui::AdminUi::new(hub.clone(), &phc)?);
+                Some((crate::admin_ui::bind(addr).await?, ui))
+            }
+            None => None,
+        };
         // Written before anyone is told the hub is up, so admin commands can always find it.
         let addr = grpc
             .local_addr()
@@ -232,6 +246,7 @@ impl BoundHub {
             hub,
             grpc,
             metrics,
+            admin_ui,
             tls,
             data_dir: dir.clone(),
             mesh,
@@ -249,6 +264,13 @@ impl BoundHub {
     /// The metrics address actually bound.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The admin web UI's address actually bound, if it is on.
+    pub fn admin_ui_addr(&self) -> Option<SocketAddr> {
+        self.admin_ui
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The hub.
@@ -278,6 +300,9 @@ impl BoundHub {
                 self.hub.clone(),
                 self.hosting.mesh.clone(),
             ));
+        }
+        if let Some((listener, ui)) = self.admin_ui {
+            tokio::spawn(crate::admin_ui::serve(listener, ui));
         }
         let sweeper = tokio::spawn(expire_registrations(self.hub.clone()));
         let hub = self.hub;

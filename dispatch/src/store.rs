@@ -110,6 +110,8 @@ pub struct Change {
 pub trait Store: Send + Sync {
     /// A token by ID.
     fn token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+    /// Every token, used up and expired ones too, in ID order (the admin UI lists them).
+    fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Every node, active or revoked, in peer-ID order.
     fn nodes(&self) -> Result<Vec<NodeRecord>>;
     /// Every pending registration, in peer-ID order.

@@ -92,6 +92,23 @@ impl Hub {
         Ok((token, record))
     }
 
+    /// Every join token (hashes stay inside: callers render the other fields).
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.store.tokens()
+    }
+
+    /// Records an admin UI event (login, failed login, logout) in the audit log; it
+    /// changes nothing else.
+    pub fn audit_event(
+        &self,
+        now: UnixTime,
+        caller: Caller,
+        action: &str,
+        detail: String,
+    ) -> Result<()> {
+        self.commit(now, &caller.actor(), action, detail, Change::default())
+    }
+
     /// Revokes a node: it is refused from its next call on and leaves every topology.
     pub fn revoke(&self, now: UnixTime, caller: Caller, node: &str) -> Result<NodeRecord> {
         let id = PeerId::from_hex(node).ok_or_else(|| Error::UnknownNode(node.to_owned()))?;

@@ -26,7 +26,7 @@ pub(crate) fn caller<T>(hub: &Hub, request: &Request<T>) -> Result<Caller, Statu
 pub(crate) fn node<T>(hub: &Hub, request: &Request<T>) -> Result<PeerId, Status> {
     match caller(hub, request)? {
         Caller::Node(id) => Ok(id),
-        Caller::Admin => {
+        Caller::Admin | Caller::AdminUi => {
             Err(Refusal::NodesOnly.to_status("this call is for nodes, not the admin certificate"))
         }
     }
@@ -35,7 +35,7 @@ pub(crate) fn node<T>(hub: &Hub, request: &Request<T>) -> Result<PeerId, Status>
 /// Requires the admin certificate.
 pub(crate) fn admin<T>(hub: &Hub, request: &Request<T>) -> Result<Caller, Status> {
     match caller(hub, request)? {
-        Caller::Admin => Ok(Caller::Admin),
+        caller @ (Caller::Admin | Caller::AdminUi) => Ok(caller),
         Caller::Node(id) => {
             Err(Refusal::AdminOnly
                 .to_status(format!("node {id} is not allowed to run admin commands")))

@@ -98,7 +98,7 @@ impl ProvisioningService for Provisioning {
             .map_err(refused)?
         {
             crate::hub::Caller::Node(id) => id,
-            crate::hub::Caller::Admin => {
+            crate::hub::Caller::Admin | crate::hub::Caller::AdminUi => {
                 return Err(bauxite_dispatch_api::Refusal::NodesOnly
                     .to_status("this call is for nodes, not the admin certificate"));
             }

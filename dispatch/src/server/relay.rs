@@ -39,6 +39,9 @@ impl MetricsService for Metrics {
             tracing::warn!(%node, %error, "ROS discovery role not recorded");
         }
         self.0.metrics().record_report(node, report);
+        self.0
+            .metrics()
+            .record_seen(node, crate::clock::UnixTime::now());
         Ok(Response::new(ReportMetricsResponse {}))
     }
 }

@@ -52,6 +52,10 @@ impl Store for MemoryStore {
         Ok(self.lock().tokens.get(&id).cloned())
     }
 
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        Ok(self.lock().tokens.values().cloned().collect())
+    }
+
     fn nodes(&self) -> Result<Vec<NodeRecord>> {
         Ok(self.lock().nodes.values().cloned().collect())
     }

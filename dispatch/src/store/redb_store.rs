@@ -110,6 +110,17 @@ impl Store for RedbStore {
         decode(value.value(), "token").map(Some)
     }
 
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let txn = self.db.begin_read().map_err(Error::store)?;
+        let table = txn.open_table(TOKENS).map_err(Error::store)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(Error::store)? {
+            let (_, value) = row.map_err(Error::store)?;
+            out.push(decode(value.value(), "token")?);
+        }
+        Ok(out)
+    }
+
     fn nodes(&self) -> Result<Vec<NodeRecord>> {
         let txn = self.db.begin_read().map_err(Error::store)?;
         let table = txn.open_table(NODES).map_err(Error::store)?;

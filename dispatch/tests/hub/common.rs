@@ -20,6 +20,8 @@ pub(crate) struct HubProc {
     pub(crate) metrics: String,
     /// The hub's mesh node: virtual IP and UDP address.
     pub(crate) mesh: (String, String),
+    /// The admin web UI's base URL, when started with `--admin-ui-listen`.
+    pub(crate) admin_ui: Option<String>,
 }
 
 impl HubProc {
@@ -60,7 +62,7 @@ impl HubProc {
                 let _ = tx.send(line);
             }
         });
-        let (mut addr, mut metrics, mut mesh) = (None, None, None);
+        let (mut addr, mut metrics, mut mesh, mut admin_ui) = (None, None, None, None);
         while addr.is_none() || metrics.is_none() || mesh.is_none() {
             let line = match rx.recv_timeout(DEADLINE) {
                 Ok(line) => line,
@@ -80,6 +82,9 @@ impl HubProc {
                 let udp = m.rsplit(' ').next().unwrap().to_owned();
                 mesh = Some((vip, udp));
             }
+            if let Some(ui) = line.strip_prefix("admin UI on ") {
+                admin_ui = Some(ui.trim_end_matches('/').to_owned());
+            }
             if let Some(m) = line.strip_prefix("metrics on ") {
                 metrics = Some(
                     m.trim_start_matches("http://")
@@ -94,6 +99,7 @@ impl HubProc {
             addr: format!("https://{}", addr.unwrap()),
             metrics: metrics.unwrap(),
             mesh: mesh.unwrap(),
+            admin_ui,
         }
     }
 

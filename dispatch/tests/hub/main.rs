@@ -2,6 +2,7 @@
 // Test harness: panicking on a broken fixture is the point, and the process shell reads the clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+mod admin_ui;
 mod common;
 mod deploy;
 mod join;
