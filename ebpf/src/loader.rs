@@ -59,8 +59,9 @@ pub struct AttachOptions {
     /// The link header before the IP header; `None`: read the interface's type from sysfs
     /// (which shows the namespace sysfs was mounted in, so name it in other namespaces).
     pub link: Option<LinkKind>,
-    /// Replace the root qdisc with `prio`, whose default priomap serves the lanes' bands
-    /// in order (the kernel queue then honours the lanes).
+    /// Replace the root qdisc with `prio` (or `pfifo_fast` where the kernel has no
+    /// `sch_prio`), whose default priomap serves the lanes' bands in order, so the kernel
+    /// queue honours the lanes.
     pub prio_qdisc: bool,
 }
 
@@ -178,7 +179,7 @@ pub struct LaneClassifier {
     interface: String,
     mode: AttachMode,
     link: Option<SchedClassifierLinkId>,
-    prio_qdisc: bool,
+    qdisc: Option<&'static str>,
     stale_removed: bool,
 }
 
@@ -187,7 +188,7 @@ impl std::fmt::Debug for LaneClassifier {
         f.debug_struct("LaneClassifier")
             .field("interface", &self.interface)
             .field("mode", &self.mode)
-            .field("prio_qdisc", &self.prio_qdisc)
+            .field("qdisc", &self.qdisc)
             .finish_non_exhaustive()
     }
 }
@@ -225,12 +226,11 @@ impl LaneClassifier {
             interface: interface.to_string(),
             mode,
             link: Some(link),
-            prio_qdisc: false,
+            qdisc: None,
             stale_removed,
         };
         if options.prio_qdisc {
-            install_prio_qdisc(interface)?;
-            classifier.prio_qdisc = true;
+            classifier.qdisc = Some(install_prio_qdisc(interface)?);
         }
         Ok(classifier)
     }
@@ -255,6 +255,12 @@ impl LaneClassifier {
         &self.interface
     }
 
+    /// The root qdisc installed so the kernel queue honours the lanes (`prio` or
+    /// `pfifo_fast`), if one was asked for.
+    pub fn qdisc(&self) -> Option<&'static str> {
+        self.qdisc
+    }
+
     /// Whether a stale clsact filter of ours was found and removed before attaching.
     pub fn stale_removed(&self) -> bool {
         self.stale_removed
@@ -269,7 +275,7 @@ impl Drop for LaneClassifier {
         {
             tracing::warn!(interface = %self.interface, %error, "lane classifier detach failed");
         }
-        if self.prio_qdisc {
+        if self.qdisc.is_some() {
             // Back to the kernel's default root qdisc; the interface may be gone already.
             let _ = run_tc(&["qdisc", "del", "dev", &self.interface, "root"]);
         }
@@ -348,10 +354,20 @@ fn link_kind(interface: &str) -> Result<LinkKind, Error> {
     }
 }
 
-fn install_prio_qdisc(interface: &str) -> Result<(), Error> {
-    run_tc(&["qdisc", "replace", "dev", interface, "root", "prio"]).map_err(|detail| Error::Qdisc {
+/// Installs `prio`, or `pfifo_fast` where the kernel lacks `sch_prio`: both map
+/// `skb->priority` to three bands with the default priomap (6 -> 0, 4 -> 1, 2 -> 2) and
+/// always serve the lowest non-empty band first. Returns the kind installed.
+fn install_prio_qdisc(interface: &str) -> Result<&'static str, Error> {
+    let mut failures = Vec::new();
+    for kind in ["prio", "pfifo_fast"] {
+        match run_tc(&["qdisc", "replace", "dev", interface, "root", kind]) {
+            Ok(()) => return Ok(kind),
+            Err(detail) => failures.push(format!("{kind}: {detail}")),
+        }
+    }
+    Err(Error::Qdisc {
         interface: interface.to_string(),
-        detail,
+        detail: failures.join("; "),
     })
 }
 

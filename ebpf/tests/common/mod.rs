@@ -63,8 +63,30 @@ impl VethPair {
                 "netns", &pair.ns_b,
             ],
         );
-        run("ip", &["-n", &pair.ns_a, "addr", "add", "10.77.0.1/24", "dev", "bxa"]);
-        run("ip", &["-n", &pair.ns_b, "addr", "add", "10.77.0.2/24", "dev", "bxb"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &pair.ns_a,
+                "addr",
+                "add",
+                "10.77.0.1/24",
+                "dev",
+                "bxa",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &pair.ns_b,
+                "addr",
+                "add",
+                "10.77.0.2/24",
+                "dev",
+                "bxb",
+            ],
+        );
         run("ip", &["-n", &pair.ns_a, "link", "set", "bxa", "up"]);
         run("ip", &["-n", &pair.ns_b, "link", "set", "bxb", "up"]);
         pair
