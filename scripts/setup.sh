@@ -12,12 +12,18 @@ declare -A needs=(
   [nft]=nftables       # edge/tests/netns/natlab.rs: the NAT routers
   [conntrack]=conntrack # natlab: flushing a router's NAT mappings (rebinding)
   [wg]=wireguard-tools # benches/netns: configures boringtun, the reference VPN
+  [clang]=clang        # ebpf/build.rs: compiles the kernel lane classifier (-target bpf)
+  [setpriv]=util-linux # ebpf/tests/netns.rs: the no-permission fallback runs as nobody
 )
 
 missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
+
+# Headers the BPF program includes (<bpf/bpf_helpers.h>, <linux/bpf.h>).
+[ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+[ -e /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then

@@ -37,7 +37,7 @@ impl OffloadKind {
 }
 
 /// The lane classification in effect for the TUN device's outbound packets.
-pub trait DataPlaneOffload: Send + Sync {
+pub trait DataPlaneOffload: Send + Sync + std::fmt::Debug {
     /// Which classifier is in charge.
     fn kind(&self) -> OffloadKind;
     /// Where it is attached, or why the kernel path is off.

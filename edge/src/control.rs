@@ -81,6 +81,8 @@ pub struct Context {
     pub hub: watch::Receiver<Option<HubState>>,
     /// The hub certificate's expiry and renewal (`None` without a hub), for `status`.
     pub cert: watch::Receiver<Option<CertState>>,
+    /// The lane classifier in effect (kernel or userspace), for `status`.
+    pub offload: Arc<dyn bauxite_conduit::offload::DataPlaneOffload>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -216,12 +218,10 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
                 .map_err(|_| std::io::Error::other("data plane stopped"))?;
             let hub = context.hub.borrow().clone();
             let cert = context.cert.borrow().clone();
-            to_json(serde_json::to_value(StatusReport::new(
-                &status,
-                &context.metrics,
-                hub,
-                cert,
-            )))
+            to_json(serde_json::to_value(
+                StatusReport::new(&status, &context.metrics, hub, cert)
+                    .with_offload(context.offload.as_ref()),
+            ))
         }
         Request::Ping(ping) => {
             let hub = *context.hub_peer.borrow();

@@ -36,6 +36,7 @@ pub mod keygen;
 pub mod manifest_cmd;
 pub mod mesh_service;
 pub mod metrics_http;
+pub mod offload;
 pub mod ping;
 pub mod precheck;
 pub mod probe;

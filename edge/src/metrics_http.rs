@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bauxite_conduit::Metrics;
+use bauxite_conduit::offload::DataPlaneOffload;
 
 use crate::update_agent::SharedStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -34,6 +35,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     node: String,
     updates: Option<Arc<SharedStatus>>,
+    offload: Option<Arc<dyn DataPlaneOffload>>,
 ) {
     let node: Arc<str> = node.into();
     loop {
@@ -41,10 +43,17 @@ pub async fn serve(
             continue;
         };
         let (metrics, node, updates) = (Arc::clone(&metrics), Arc::clone(&node), updates.clone());
+        let offload = offload.clone();
         tokio::spawn(async move {
             let served = tokio::time::timeout(
                 Duration::from_secs(5),
-                scrape(stream, &metrics, &node, updates.as_deref()),
+                scrape(
+                    stream,
+                    &metrics,
+                    &node,
+                    updates.as_deref(),
+                    offload.as_deref(),
+                ),
             )
             .await;
             if let Ok(Err(error)) = served {
@@ -59,6 +68,7 @@ async fn scrape(
     metrics: &Metrics,
     node: &str,
     updates: Option<&SharedStatus>,
+    offload: Option<&dyn DataPlaneOffload>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -74,6 +84,9 @@ async fn scrape(
         let mut body = metrics.render_prometheus(node);
         if let Some(u) = updates {
             body.push_str(&u.get().render_prometheus(node));
+        }
+        if let Some(offload) = offload {
+            body.push_str(&crate::offload::render_prometheus(offload, node));
         }
         ("200 OK", body)
     } else {
@@ -106,6 +119,9 @@ mod tests {
             Arc::new(Metrics::default()),
             "n1".into(),
             Some(Arc::clone(&shared)),
+            Some(Arc::new(bauxite_conduit::offload::UserspaceOnly::new(
+                "test",
+            ))),
         ));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
@@ -130,6 +146,10 @@ mod tests {
         );
         assert!(
             body.contains("bauxite_update_state_code{node=\"n1\"} 0"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bauxite_lane_classifier{node=\"n1\",classifier=\"userspace\"} 1"),
             "{body}"
         );
         shared.update(|s| s.state = Some("COMMITTED".into()));

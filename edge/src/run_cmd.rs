@@ -293,6 +293,9 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         shell.bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)?,
     ));
     let metrics = shell.metrics();
+    // Kernel lane classification on the TUN device, or one log line saying why not; it is
+    // detached when `offload` is dropped at the end of `serve`.
+    let offload = crate::offload::start(shell.tun_kind());
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
     let (queries_tx, queries_rx) = mpsc::channel(16);
@@ -366,6 +369,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             hub_peer: hub_peer_rx,
             hub: hub_watch.clone(),
             cert: cert_rx,
+            offload: std::sync::Arc::clone(&offload),
         },
     ));
     let metrics_task = match config.metrics_listen {
@@ -376,6 +380,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 std::sync::Arc::clone(&metrics),
                 peer_id.to_string(),
                 agent.as_ref().map(|(handle, _)| handle.shared()),
+                Some(std::sync::Arc::clone(&offload)),
             )))
         }
         None => None,
@@ -400,6 +405,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         peers = config.peers.len(),
         hub = config.hub.as_ref().map_or("none", |h| h.url.as_str()),
         updates = updates_off(&config).unwrap_or("on"),
+        classifier = offload.kind().name(),
         control = %config.control_socket.display(),
         lock = %lock.path().display(),
         "bauxite running"
@@ -416,6 +422,8 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     if let Some(task) = metrics_task {
         task.abort();
     }
+    // Detach the kernel classifier now (the control task that shared it is stopped).
+    drop(offload);
     // A leftover socket file would only mislead `status`; a failure to remove it is harmless.
     let _ = std::fs::remove_file(&config.control_socket);
     let node = result?;

@@ -15,7 +15,10 @@ use bauxite_conduit::tun::TunKind;
 use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
 
+use bauxite_conduit::offload::DataPlaneOffload;
+
 use crate::hub_state::{CertState, HubState};
+use crate::offload::OffloadReport;
 
 /// The whole status of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,9 @@ pub struct StatusReport {
     /// The node's hub certificate: expiry and renewal; absent without `[hub]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertState>,
+    /// The lane classifier (kernel eBPF or userspace) and the kernel's lane counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadReport>,
 }
 
 /// One peer's line.
@@ -200,7 +206,14 @@ impl StatusReport {
             lanes,
             hub,
             certificate,
+            offload: None,
         }
+    }
+
+    /// Adds the lane classifier's state and kernel counters, read now.
+    pub fn with_offload(mut self, offload: &dyn DataPlaneOffload) -> Self {
+        self.offload = Some(OffloadReport::new(offload));
+        self
     }
 
     /// Human-readable form.
@@ -254,6 +267,9 @@ impl StatusReport {
                 "  {name:<9} {:>10}  {:>10}  {:>10}",
                 l.enqueued, l.sent, l.dropped
             );
+        }
+        if let Some(offload) = &self.offload {
+            offload.render_text(&mut out);
         }
         let _ = writeln!(out, "\ncounters:");
         for (name, value) in &self.counters {

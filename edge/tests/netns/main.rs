@@ -12,6 +12,7 @@ mod capture;
 mod hub;
 mod nat;
 mod natlab;
+mod offload;
 mod quickstart;
 mod support;
 
