@@ -63,7 +63,7 @@ pub enum Error {
     UnsupportedLink {
         /// The interface named.
         interface: String,
-        /// Its ARPHRD_* type from /sys/class/net/<if>/type.
+        /// Its `ARPHRD_*` type from `/sys/class/net/<if>/type`.
         link_type: u32,
     },
 

@@ -4,6 +4,8 @@
 //! conduit's `classify` (default rules) and with `LaneRules::classify` (random rules,
 //! written to the map of the already loaded program). Needs root (CAP_BPF).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -3,6 +3,8 @@
 //! `prio` qdisc's bands, a stale attachment from a killed loader, and the fallback when the
 //! process lacks permission. Needs root.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
