@@ -8,6 +8,15 @@ use std::process::{Command, Output};
 
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
+/// Whether the kernel tests can run (they need root: BPF, namespaces); prints why not.
+pub fn can_run() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: kernel classifier tests need root (CI runs them as root)");
+        return false;
+    }
+    true
+}
+
 /// Runs `program args`, panicking with its stderr when it fails.
 pub fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
