@@ -230,7 +230,12 @@ impl LaneClassifier {
             stale_removed,
         };
         if options.prio_qdisc {
-            classifier.qdisc = Some(install_prio_qdisc(interface)?);
+            // Classification and counters still hold without it (and a TUN driver that
+            // drops in its own ring never lets the qdisc queue anyway: docs/ebpf.md).
+            match install_prio_qdisc(interface) {
+                Ok(kind) => classifier.qdisc = Some(kind),
+                Err(error) => tracing::warn!(%error, "lanes not honoured by the kernel queue"),
+            }
         }
         Ok(classifier)
     }
@@ -256,7 +261,7 @@ impl LaneClassifier {
     }
 
     /// The root qdisc installed so the kernel queue honours the lanes (`prio` or
-    /// `pfifo_fast`), if one was asked for.
+    /// `pfifo_fast`), if one was asked for and `tc` could install it.
     pub fn qdisc(&self) -> Option<&'static str> {
         self.qdisc
     }
