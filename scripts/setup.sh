@@ -21,6 +21,8 @@ declare -A needs=(
 # header -> Debian package (libraries have no command to look for)
 declare -A headers=(
   [/usr/include/fastdds/dds/domain/DomainParticipantFactory.hpp]=libfastrtps-dev
+  [clang]=clang        # ebpf/build.rs: compiles the kernel lane classifier (-target bpf)
+  [setpriv]=util-linux # ebpf/tests/netns.rs: the no-permission fallback runs as nobody
 )
 
 missing=()
@@ -30,6 +32,10 @@ done
 for file in "${!headers[@]}"; do
   [ -e "$file" ] || missing+=("${headers[$file]}")
 done
+
+# Headers the BPF program includes (<bpf/bpf_helpers.h>, <linux/bpf.h>).
+[ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+[ -e /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then

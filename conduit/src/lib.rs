@@ -13,6 +13,7 @@ pub mod io;
 pub mod ip;
 pub mod metrics;
 pub mod node;
+pub mod offload;
 pub mod path;
 pub mod peers;
 pub mod policy;

@@ -87,6 +87,8 @@ pub struct Context {
     pub ros_servers: watch::Receiver<Vec<bauxite_citadel::ServerAddr>>,
     /// The operator lock's report (`None` while the lock is off), for `status`.
     pub operator_lock: watch::Receiver<Option<crate::operator_lock::LockReport>>,
+    /// The lane classifier in effect (kernel or userspace), for `status`.
+    pub offload: Arc<dyn bauxite_conduit::offload::DataPlaneOffload>,
 }
 
 /// Control-socket failures, naming the socket.
@@ -223,8 +225,9 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
             let hub = context.hub.borrow().clone();
             let cert = context.cert.borrow().clone();
             let lock = context.operator_lock.borrow().clone();
-            let mut report =
-                StatusReport::new(&status, &context.metrics, hub, cert).with_operator_lock(lock);
+            let mut report = StatusReport::new(&status, &context.metrics, hub, cert)
+                .with_operator_lock(lock)
+                .with_offload(context.offload.as_ref());
             report.ros = context.ros.as_ref().map(crate::ros_cmd::RosGauges::report);
             report.ros_servers = context
                 .ros_servers

@@ -40,6 +40,7 @@ pub mod keygen;
 pub mod manifest_cmd;
 pub mod mesh_service;
 pub mod metrics_http;
+pub mod offload;
 pub mod operator_cmd;
 pub mod operator_lock;
 pub mod ping;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bauxite_conduit::Metrics;
+use bauxite_conduit::offload::DataPlaneOffload;
 
 use crate::ros_cmd::RosGauges;
 use crate::update_agent::SharedStatus;
@@ -38,6 +39,7 @@ pub async fn serve(
     node: String,
     updates: Option<Arc<SharedStatus>>,
     ros: Option<RosGauges>,
+    offload: Option<Arc<dyn DataPlaneOffload>>,
 ) {
     let node: Arc<str> = node.into();
     loop {
@@ -46,10 +48,18 @@ pub async fn serve(
         };
         let (metrics, node, updates) = (Arc::clone(&metrics), Arc::clone(&node), updates.clone());
         let ros = ros.clone();
+        let offload = offload.clone();
         tokio::spawn(async move {
             let served = tokio::time::timeout(
                 Duration::from_secs(5),
-                scrape(stream, &metrics, &node, updates.as_deref(), ros.as_ref()),
+                scrape(
+                    stream,
+                    &metrics,
+                    &node,
+                    updates.as_deref(),
+                    ros.as_ref(),
+                    offload.as_deref(),
+                ),
             )
             .await;
             if let Ok(Err(error)) = served {
@@ -65,6 +75,7 @@ async fn scrape(
     node: &str,
     updates: Option<&SharedStatus>,
     ros: Option<&RosGauges>,
+    offload: Option<&dyn DataPlaneOffload>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -83,6 +94,9 @@ async fn scrape(
         }
         if let Some(ros) = ros {
             body.push_str(&ros.render_prometheus(node));
+        }
+        if let Some(offload) = offload {
+            body.push_str(&crate::offload::render_prometheus(offload, node));
         }
         ("200 OK", body)
     } else {
@@ -126,6 +140,9 @@ mod tests {
                 server_id: 0,
                 status: ros,
             }),
+            Some(Arc::new(bauxite_conduit::offload::UserspaceOnly::new(
+                "test",
+            ))),
         ));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
@@ -158,6 +175,10 @@ mod tests {
         );
         assert!(
             body.contains("ros_discovery_status{node=\"n1\",phase=\"failed\"} 3\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bauxite_lane_classifier{node=\"n1\",classifier=\"userspace\"} 1"),
             "{body}"
         );
         shared.update(|s| s.state = Some("COMMITTED".into()));

@@ -317,6 +317,9 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let ros_gauges = ros_server.as_ref().map(crate::ros_cmd::RosGauges::of);
     let zenoh_bridge = crate::ros_cmd::start_zenoh(&config, jitter_seed())?;
     let metrics = shell.metrics();
+    // Kernel lane classification on the TUN device, or one log line saying why not; it is
+    // detached when `offload` is dropped at the end of `serve`.
+    let offload = crate::offload::start(shell.tun_kind());
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
     let (queries_tx, queries_rx) = mpsc::channel(16);
@@ -410,6 +413,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             ros: ros_gauges.clone(),
             ros_servers: ros_servers_rx,
             operator_lock: lock_rx,
+            offload: std::sync::Arc::clone(&offload),
         },
     ));
     let metrics_task = match config.metrics_listen {
@@ -421,6 +425,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 peer_id.to_string(),
                 agent.as_ref().map(|(handle, _)| handle.shared()),
                 ros_gauges,
+                Some(std::sync::Arc::clone(&offload)),
             )))
         }
         None => None,
@@ -445,6 +450,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         peers = config.peers.len(),
         hub = config.hub.as_ref().map_or("none", |h| h.url.as_str()),
         updates = updates_off(&config).unwrap_or("on"),
+        classifier = offload.kind().name(),
         control = %config.control_socket.display(),
         lock = %lock.path().display(),
         "bauxite running"
@@ -468,6 +474,8 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     if let Some(task) = metrics_task {
         task.abort();
     }
+    // Detach the kernel classifier now (the control task that shared it is stopped).
+    drop(offload);
     // A leftover socket file would only mislead `status`; a failure to remove it is harmless.
     let _ = std::fs::remove_file(&config.control_socket);
     let node = result?;

@@ -15,7 +15,10 @@ use bauxite_conduit::tun::TunKind;
 use bauxite_conduit::{Lane, Metrics};
 use serde::{Deserialize, Serialize};
 
+use bauxite_conduit::offload::DataPlaneOffload;
+
 use crate::hub_state::{CertState, HubState};
+use crate::offload::OffloadReport;
 use crate::operator_lock::LockReport;
 
 /// The whole status of a node.
@@ -48,6 +51,9 @@ pub struct StatusReport {
     /// The operator lock: pinned keys and the peers refused; absent while it is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_lock: Option<LockReport>,
+    /// The lane classifier (kernel eBPF or userspace) and the kernel's lane counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadReport>,
 }
 
 /// One peer's line.
@@ -222,6 +228,7 @@ impl StatusReport {
             ros: None,
             ros_servers: Vec::new(),
             operator_lock: None,
+            offload: None,
         }
     }
 
@@ -235,6 +242,12 @@ impl StatusReport {
                 .insert("operator_refusals_total".into(), lock.refusals_total);
         }
         self.operator_lock = lock;
+        self
+    }
+
+    /// Adds the lane classifier's state and kernel counters, read now.
+    pub fn with_offload(mut self, offload: &dyn DataPlaneOffload) -> Self {
+        self.offload = Some(OffloadReport::new(offload));
         self
     }
 
@@ -310,6 +323,9 @@ impl StatusReport {
                 l.enqueued, l.sent, l.dropped
             );
         }
+        if let Some(offload) = &self.offload {
+            offload.render_text(&mut out);
+        }
         let _ = writeln!(out, "\ncounters:");
         for (name, value) in &self.counters {
             let _ = writeln!(out, "  {name:<20} {value}");
@@ -354,6 +370,7 @@ mod tests {
             ros: None,
             ros_servers: Vec::new(),
             operator_lock: None,
+            offload: None,
         }
     }
 

@@ -13,6 +13,7 @@ mod hub;
 mod mtu;
 mod nat;
 mod natlab;
+mod offload;
 mod operator;
 mod quickstart;
 mod ros;

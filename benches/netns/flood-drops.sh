@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Where do pings die under an unresponsive flood? Two namespaces joined by a veth, two
+# `bauxite run` daemons, `iperf3 -u -b 0 -l 1200` from a to b through the tunnel and 600
+# pings at 200 Hz beside it; prints the kernel's drop counters on each hop of the ping's
+# round trip (before/after deltas) and the daemons' lane counters. With the kernel
+# classifier loaded, `kernel_critical_packets` (counted at bauxite0's egress, before the
+# TUN driver's ring) minus the daemon's `lane_critical_enqueued` is what the ring dropped.
+#
+#   sudo BAUXITE=target/release/bauxite benches/netns/flood-drops.sh [--seconds N]
+#
+# Needs root, iproute2, iperf3, iputils-ping, nstat (iproute2). Cleans up on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=6
+[ "${1:-}" = "--seconds" ] && SECS=$2
+BAUXITE="${BAUXITE:-${CARGO_TARGET_DIR:-target}/release/bauxite}"
+[ -x "$BAUXITE" ] || { echo "no bauxite binary at $BAUXITE (set BAUXITE)" >&2; exit 1; }
+WORK="$(mktemp -d)"
+P="${BXFLOOD_PREFIX:-bxflood}"; A=$P-a; B=$P-b; VA=${P}va; VB=${P}vb
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+ip netns add "$A"; ip netns add "$B"
+ip link add "$VA" type veth peer name "$VB"
+ip link set "$VA" netns "$A"; ip link set "$VB" netns "$B"
+ip -n "$A" addr add 10.88.0.1/24 dev "$VA"; ip -n "$B" addr add 10.88.0.2/24 dev "$VB"
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
+
+for side in a b; do "$BAUXITE" keygen --identity "$WORK/$side.key" --name "$side" | grep -v '^#' | sed 's/ *#.*$//' > "$WORK/$side.entry"; done
+mk() { # me peer my-vip peer-vip peer-underlay
+  { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n\n' \
+      "$WORK/$1.key" "$3" "$WORK/$1.sock"
+    sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
+}
+mk a b 100.64.0.1 100.64.0.2 10.88.0.2; mk b a 100.64.0.2 100.64.0.1 10.88.0.1
+ip netns exec "$A" "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!)
+ip netns exec "$B" "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!)
+up=0
+for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.2 100.64.0.2 >/dev/null 2>&1 && { up=1; break; }; done
+[ "$up" = 1 ] || { echo "tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1; }
+ip netns exec "$B" iperf3 -s -D -I "$WORK/iperf3.pid"
+for _ in $(seq 100); do [ -s "$WORK/iperf3.pid" ] && break; sleep 0.1; done
+PIDS+=("$(cat "$WORK/iperf3.pid")")
+
+# snapshot NAME: the counters of every hop, one "key value" per line.
+snapshot() {
+  local ns side
+  for side in a b; do
+    ns=$A; [ $side = b ] && ns=$B
+    ip netns exec "$ns" nstat -asz 2>/dev/null | awk -v s=$side '$1 ~ /^(UdpRcvbufErrors|UdpInErrors|UdpSndbufErrors|IcmpInEchoReps|IcmpOutEchos|IcmpInEchos|IcmpOutEchoReps)$/ {print s"."$1, $2}'
+    for dev in bauxite0 $( [ $side = a ] && echo "$VA" || echo "$VB"); do
+      ip -n "$ns" -s link show "$dev" | awk -v k="$side.$dev" '/RX:/ {getline; print k".rx_dropped", $4} /TX:/ {getline; print k".tx_dropped", $4}'
+      tc -n "$ns" -s qdisc show dev "$dev" | awk -v k="$side.$dev" '/dropped/ {gsub(",", ""); for (i=1;i<=NF;i++) if ($i=="dropped") d+=$(i+1)} END {print k".qdisc_dropped", d+0}'
+    done
+    "$BAUXITE" status --json --config "$WORK/$side.toml" 2>/dev/null | python3 -c '
+import json,sys
+s=json.load(sys.stdin); side=sys.argv[1]
+for lane,v in s["lanes"].items():
+    print(f"{side}.lane_{lane}_dropped", v["dropped"])
+    print(f"{side}.lane_{lane}_enqueued", v["enqueued"])
+for lane,v in s.get("offload",{}).get("kernel_lanes",{}).items():
+    print(f"{side}.kernel_{lane}_packets", v["packets"])
+for k,v in s["counters"].items():
+    if "drop" in k or "error" in k or "full" in k: print(f"{side}.{k}", v)
+print(f"{side}.classifier", s.get("offload",{}).get("classifier","none"))
+' "$side"
+  done | sort
+}
+snapshot > "$WORK/before"
+ip netns exec "$A" iperf3 -c 100.64.0.2 -u -b 0 -l 1200 -t $((SECS + 2)) > "$WORK/iperf.txt" 2>&1 &
+FLOOD=$!
+sleep 1 # let the flood reach its steady state before the pings start
+ip netns exec "$A" ping -n -q -c 600 -i 0.005 -W 1 -s 56 100.64.0.2 > "$WORK/ping.txt" 2>&1 || true
+wait "$FLOOD" || true
+snapshot > "$WORK/after"
+echo "commit $(git rev-parse --short HEAD), kernel $(uname -r), $(nproc) cores, binary $BAUXITE"
+grep -E 'packet loss|rtt' "$WORK/ping.txt"
+awk '/receiver/ {print "flood received:", $(NF-5), $(NF-4), "lost", $(NF-1), $NF}' "$WORK/iperf.txt"
+echo "counter deltas (non-zero):"
+join "$WORK/before" "$WORK/after" | awk '$2 ~ /^[0-9]+$/ && $3 - $2 != 0 {printf "  %-40s %d\n", $1, $3 - $2} $2 !~ /^[0-9]+$/ {print "  "$1, $3}'

@@ -1,0 +1,77 @@
+//! The daemon's choice: the kernel classifier when it loads, else userspace only.
+
+use bauxite_conduit::offload::{DataPlaneOffload, LaneCount, OffloadKind, UserspaceOnly};
+
+use crate::{AttachOptions, Error, LaneClassifier};
+
+/// The kernel classifier as conduit's [`DataPlaneOffload`].
+#[derive(Debug)]
+pub struct KernelOffload {
+    classifier: LaneClassifier,
+    detail: String,
+}
+
+impl KernelOffload {
+    /// Wraps an attached classifier.
+    pub fn new(classifier: LaneClassifier) -> Self {
+        let detail = format!(
+            "{} egress via {:?}",
+            classifier.interface(),
+            classifier.mode()
+        );
+        Self { classifier, detail }
+    }
+
+    /// The classifier, to change its rules.
+    pub fn classifier_mut(&mut self) -> &mut LaneClassifier {
+        &mut self.classifier
+    }
+}
+
+impl DataPlaneOffload for KernelOffload {
+    fn kind(&self) -> OffloadKind {
+        OffloadKind::Kernel
+    }
+
+    fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    fn lane_counts(&self) -> Option<[LaneCount; 3]> {
+        match self.classifier.counts() {
+            Ok(counts) => Some(counts),
+            Err(error) => {
+                tracing::debug!(%error, "lane counters unreadable");
+                None
+            }
+        }
+    }
+}
+
+/// Attaches the kernel classifier to `interface` when permitted and supported; otherwise
+/// logs one line saying why and returns the userspace-only fallback.
+pub fn attach_or_fallback(interface: &str, options: &AttachOptions) -> Box<dyn DataPlaneOffload> {
+    match LaneClassifier::attach(interface, options) {
+        Ok(classifier) => {
+            let offload = KernelOffload::new(classifier);
+            tracing::info!(detail = offload.detail(), "kernel lane classifier attached");
+            Box::new(offload)
+        }
+        Err(error) => {
+            let reason = fallback_reason(&error);
+            tracing::warn!(%interface, %error, "kernel lane classifier off, userspace classifier only");
+            Box::new(UserspaceOnly::new(reason))
+        }
+    }
+}
+
+/// A short reason for status output.
+fn fallback_reason(error: &Error) -> String {
+    match error {
+        Error::Load { .. } => {
+            "the kernel refused to load the program (no CAP_BPF/CAP_NET_ADMIN or no BPF support)"
+                .into()
+        }
+        other => other.to_string(),
+    }
+}
