@@ -452,6 +452,9 @@ impl Shell {
                 Event::PeerRefused { peer, reason } => {
                     tracing::warn!(%peer, %reason, "peer refused");
                 }
+                Event::HubRelay { peer, active } => {
+                    tracing::info!(%peer, active, "hub relay");
+                }
                 Event::PathQuiet { peer } => {
                     // Our NAT may have rebound: learn the mapping now, not at the next
                     // refresh, so the hub can tell the peer where we are.
