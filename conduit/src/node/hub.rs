@@ -142,7 +142,11 @@ impl BauxiteNode {
         let due: Vec<(PeerId, bool)> = self
             .peers
             .iter()
-            .filter(|(_, s)| s.hub.deadline(s.path.on_hub(), after).is_some_and(|at| at <= now))
+            .filter(|(_, s)| {
+                s.hub
+                    .deadline(s.path.on_hub(), after)
+                    .is_some_and(|at| at <= now)
+            })
             .map(|(&peer, s)| (peer, s.path.on_hub()))
             .collect();
         for (peer, on_hub) in due {
