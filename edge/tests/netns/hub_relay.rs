@@ -43,8 +43,8 @@ fn blocked_udp_goes_through_the_hub_and_upgrades_to_direct_without_losing_a_ping
     lab.block_udp(0);
     let mesh = NatMesh::start_in(&bin, lab);
     mesh.wait_established(LIMIT);
-    for i in 0..2 {
-        wait_for(LIMIT, &format!("{} on the hub relay", NAMES[i]), || {
+    for (i, name) in NAMES.iter().enumerate() {
+        wait_for(LIMIT, &format!("{name} on the hub relay"), || {
             (path_type(&mesh, i).as_deref() == Some("hub")).then_some(())
         });
     }
@@ -74,10 +74,10 @@ fn blocked_udp_goes_through_the_hub_and_upgrades_to_direct_without_losing_a_ping
     mesh.lab.unblock_udp(0);
     #[allow(clippy::disallowed_methods)] // a test's stopwatch, reported, not asserted
     let lifted = std::time::Instant::now();
-    for i in 0..2 {
+    for (i, name) in NAMES.iter().enumerate() {
         wait_for(
             Duration::from_secs(20),
-            &format!("{} back on a direct path", NAMES[i]),
+            &format!("{name} back on a direct path"),
             || (path_type(&mesh, i).as_deref() == Some("direct")).then_some(()),
         );
     }
