@@ -1,7 +1,10 @@
 //! Path selection: which underlay address carries a peer's packets.
 //!
 //! Invariant: a validated direct path always wins over a relay, a relay over nothing, and a
-//! packet with no path is dropped *and counted* (`tx_dropped`), never silently lost. A
+//! packet with no path is dropped *and counted* (`tx_dropped`), never silently lost. The
+//! hub relay ([`Path::Hub`]: the hub's data channel over the node's TCP/TLS connection) is
+//! the owner's decision ([`PeerPaths::set_hub`]): taken when no UDP path answers, left as
+//! soon as one does. A
 //! direct endpoint says where it came from ([`EndpointOrigin`]): configured (static
 //! config, hub topology) or learned from an authenticated packet (roaming).
 //!
@@ -66,8 +69,10 @@ pub struct Endpoint {
 pub struct PathState {
     /// A direct endpoint (configured, ICE-validated, or learned from the peer).
     pub direct: Option<Endpoint>,
-    /// The relay (TURN server or hub channel) that forwards to the peer.
+    /// The relay (TURN server) that forwards to the peer.
     pub relay: Option<SocketAddr>,
+    /// Whether packets go through the hub's data channel (no UDP path answered).
+    pub hub: bool,
 }
 
 /// Where to send a packet for a peer.
@@ -77,6 +82,8 @@ pub enum Path {
     Direct(SocketAddr),
     /// Through a relay.
     Relay(SocketAddr),
+    /// Through the hub's data channel (over the node's TCP/TLS connection to the hub).
+    Hub,
     /// No usable path: drop the packet.
     Drop,
 }
@@ -84,6 +91,9 @@ pub enum Path {
 impl PathState {
     /// The best available path: direct, then relay, then drop.
     pub fn best(&self) -> Path {
+        if self.hub {
+            return Path::Hub;
+        }
         match (self.direct, self.relay) {
             (Some(direct), _) => Path::Direct(direct.addr),
             (None, Some(addr)) => Path::Relay(addr),
@@ -200,6 +210,16 @@ impl PeerPaths {
         self.state.relay = addr;
     }
 
+    /// Puts the peer on the hub relay (`true`) or back on its UDP paths (`false`).
+    pub fn set_hub(&mut self, on: bool) {
+        self.state.hub = on;
+    }
+
+    /// Whether the peer is on the hub relay.
+    pub fn on_hub(&self) -> bool {
+        self.state.hub
+    }
+
     /// The candidate paths (all `None` if none is known).
     pub fn get(&self) -> PathState {
         self.state
@@ -208,6 +228,15 @@ impl PeerPaths {
     /// The path for the next packet.
     pub fn select(&self) -> Path {
         self.state.best()
+    }
+
+    /// Like [`select`](Self::select), but a peer with no UDP path at all goes through the
+    /// hub when `hub_fallback` (the node has a hub relay) rather than nowhere.
+    pub fn select_or_hub(&self, hub_fallback: bool) -> Path {
+        match self.select() {
+            Path::Drop if hub_fallback => Path::Hub,
+            path => path,
+        }
     }
 
     /// Like [`select`](Self::select), and counts a [`Path::Drop`] in `metrics.tx_dropped`.
@@ -244,6 +273,13 @@ mod tests {
             "falls back when ICE fails"
         );
         assert_eq!(Metrics::get(&metrics.tx_dropped), 1);
+        table.set_hub(true);
+        assert_eq!(table.select(), Path::Hub, "the owner chose the hub relay");
+        table.set_hub(false);
+        assert_eq!(table.select(), Path::Relay(relay));
+        let empty = PeerPaths::new();
+        assert_eq!(empty.select_or_hub(false), Path::Drop);
+        assert_eq!(empty.select_or_hub(true), Path::Hub, "no UDP path: the hub");
     }
 
     #[test]

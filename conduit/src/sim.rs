@@ -7,7 +7,10 @@
 //! without an endpoint for the other ([`SimNet::with_endpoints`]). A datagram goes to the
 //! node whose address (or NAT box's outside address) it is sent to; a NAT box drops what
 //! its filtering does not admit, and [`direct_path_expected`] is the oracle that says
-//! which pairs of boxes a direct path must cross.
+//! which pairs of boxes a direct path must cross. A site can block UDP
+//! ([`SimNet::udp_blocked`]: everything it sends or is sent on UDP is lost), and transmits
+//! through the hub ([`Via::Hub`]) reach their peer over a lossless, slower channel (the
+//! hub's data channel over TCP: [`HUB_DELAY`] each way), never blocked.
 //!
 //! Invariant: a run is a pure function of its configuration and seed — no wall clock, no
 //! threads, no sleeps — so a failing test replays exactly. The sender only polls a node
@@ -23,7 +26,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::identity::Identity;
-use crate::node::{BauxiteNode, NodeConfig, Received};
+use crate::node::{BauxiteNode, HUB_ENDPOINT, NodeConfig, Received, Via};
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::wire::{self, Message};
 use crate::{Lane, VirtualIp};
@@ -36,6 +39,10 @@ pub use nat::{Filtering, Mapping, NatBehaviour, direct_path_expected, initiation
 /// Where NATed nodes' boxes first send (the hub, or a STUN server): the address whose
 /// mapping the hub reports as a node's server-reflexive address.
 const HUB: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 250), 3478));
+
+/// One-way delay of the hub's data channel, node to hub to node (a TCP stream to a hub
+/// further away than the peer).
+pub const HUB_DELAY: Duration = Duration::from_millis(30);
 
 /// How one node of a [`SimNet::build`] network is set up.
 #[derive(Clone, Copy, Debug, Default)]
@@ -150,6 +157,10 @@ pub struct SimStats {
     pub nat_dropped: u64,
     /// Datagrams larger than the link's MTU, dropped (path MTU probes among them).
     pub mtu_dropped: u64,
+    /// UDP datagrams lost to a site's UDP block.
+    pub udp_blocked: u64,
+    /// Datagrams relayed through the hub.
+    pub hub_relayed: u64,
 }
 
 /// A packet delivered to a node's TUN device, with the virtual time it arrived.
@@ -170,6 +181,8 @@ struct InFlight {
     /// The address it was sent to: a node that moved away no longer gets it.
     dst: SocketAddr,
     bytes: Vec<u8>,
+    /// Relayed by the hub: handed to node `to` directly, from [`HUB_ENDPOINT`].
+    hub: bool,
 }
 
 impl PartialEq for InFlight {
@@ -212,6 +225,8 @@ pub struct SimNet<const N: usize = 2> {
     pub impostor: Option<Impostor>,
     /// Ground truth.
     pub stats: SimStats,
+    /// Sites whose UDP is blocked (both ways); the hub relay still works for them.
+    pub udp_blocked: [bool; N],
     flight: BinaryHeap<Reverse<InFlight>>,
     link_free: [Instant; N],
     nats: [Option<NatBox>; N],
@@ -363,6 +378,7 @@ impl<const N: usize> SimNet<N> {
             attacker: Attacker::default(),
             impostor: None,
             stats: SimStats::default(),
+            udp_blocked: [false; N],
             flight: BinaryHeap::new(),
             link_free: [start; N],
             nats,
@@ -524,6 +540,10 @@ impl<const N: usize> SimNet<N> {
                 return;
             };
             let bytes = self.buf[..t.len].to_vec();
+            if let Via::Hub(peer) = t.via {
+                self.relay(i, peer, t.len, bytes);
+                continue;
+            }
             // Two nodes: what is not for one is meant for the other, even where it is not.
             let to = self.route(t.dst).or((N == 2).then(|| 1 - i));
             let serialization = self.serialization(t.len);
@@ -557,6 +577,13 @@ impl<const N: usize> SimNet<N> {
             };
             if let Some(key) = data_key {
                 self.stats.data_sent.insert(key);
+            }
+            if self.udp_blocked[i] || to.is_some_and(|to| self.udp_blocked[to]) {
+                self.stats.udp_blocked += 1;
+                if let Some(key) = data_key {
+                    self.stats.data_lost.insert(key);
+                }
+                continue;
             }
             if self.link.mtu.is_some_and(|mtu| t.len + 28 > mtu) {
                 self.stats.mtu_dropped += 1;
@@ -596,6 +623,39 @@ impl<const N: usize> SimNet<N> {
             }
             self.schedule_from(at, to, src, t.dst, bytes);
         }
+    }
+
+    /// Sends `bytes` from node `i` through the hub to the node whose ID is `peer`: over
+    /// node `i`'s uplink, then lossless, in order, after [`HUB_DELAY`].
+    fn relay(&mut self, i: usize, peer: crate::PeerId, len: usize, bytes: Vec<u8>) {
+        let to = (0..N).find(|&j| self.nodes[j].peer_id() == peer);
+        self.link_free[i] = self.link_free[i].max(self.now) + self.serialization(len);
+        let key = match (to, wire::parse(&bytes)) {
+            (Some(to), Ok(Message::Data(h))) => Some((to, h.receiver_index, h.counter)),
+            _ => None,
+        };
+        if let Some(key) = key {
+            self.stats.data_sent.insert(key);
+        }
+        let Some(to) = to else {
+            // The hub drops frames for a node it does not know.
+            if let Some(key) = key {
+                self.stats.data_lost.insert(key);
+            }
+            return;
+        };
+        self.stats.hub_relayed += 1;
+        let at = self.link_free[i] + HUB_DELAY;
+        self.seq += 1;
+        self.flight.push(Reverse(InFlight {
+            at,
+            seq: self.seq,
+            to: Some(to),
+            from: HUB_ENDPOINT,
+            dst: HUB_ENDPOINT,
+            bytes,
+            hub: true,
+        }));
     }
 
     fn serialization(&self, len: usize) -> Duration {
@@ -651,10 +711,11 @@ impl<const N: usize> SimNet<N> {
             from,
             dst,
             bytes,
+            hub: false,
         }));
     }
 
-    fn deliver(&mut self, mut f: InFlight) {
+    fn deliver(&mut self, f: InFlight) {
         let key = match (f.to, wire::parse(&f.bytes)) {
             (Some(to), Ok(Message::Data(h))) => Some((to, h.receiver_index, h.counter)),
             _ => None,
@@ -664,11 +725,18 @@ impl<const N: usize> SimNet<N> {
                 net.stats.data_lost.insert(key);
             }
         };
+        if let (true, Some(to)) = (f.hub, f.to) {
+            return self.accept(to, f.from, key, f.bytes);
+        }
         let Some(to) = self.route(f.dst) else {
             // Sent to where no node is (any more): nobody receives it.
             self.stats.misaddressed += 1;
             return lost(self);
         };
+        if self.udp_blocked[to] {
+            self.stats.udp_blocked += 1;
+            return lost(self);
+        }
         let inside = match &self.nats[to] {
             Some(nat) => match nat.inbound(f.dst.port(), f.from) {
                 Some(inside) => inside,
@@ -685,14 +753,25 @@ impl<const N: usize> SimNet<N> {
             self.stats.misaddressed += 1;
             return lost(self);
         }
-        match self.nodes[to].handle_datagram(self.now, f.from, &mut f.bytes) {
+        self.accept(to, f.from, key, f.bytes);
+    }
+
+    /// Hands a datagram that reached node `to` to it.
+    fn accept(
+        &mut self,
+        to: usize,
+        from: SocketAddr,
+        key: Option<(usize, u32, u64)>,
+        mut bytes: Vec<u8>,
+    ) {
+        match self.nodes[to].handle_datagram(self.now, from, &mut bytes) {
             Received::Deliver(range) => {
                 if let Some(key) = key {
                     self.stats.data_accepted.insert(key);
                 }
                 self.delivered[to].push(Delivered {
                     at: self.now,
-                    packet: f.bytes[range].to_vec(),
+                    packet: bytes[range].to_vec(),
                 });
             }
             Received::Consumed => {

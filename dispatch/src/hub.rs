@@ -24,6 +24,7 @@ pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
 pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
+pub mod relay;
 pub mod signal;
 pub mod updates;
 pub use self::deploy::{Deploy, DeployTo, NodeUpdates};
@@ -35,6 +36,7 @@ use bauxite_conduit::PeerId;
 use tokio::sync::watch;
 
 pub use self::provision::{ProvisionInput, Provisioned};
+use self::relay::DatagramRelay;
 use self::signal::SignalRouter;
 use crate::audit::{AuditEntry, AuditHead};
 use crate::clock::UnixTime;
@@ -94,6 +96,7 @@ pub struct Hub {
     topology: watch::Sender<Arc<proto::node::TopologySnapshot>>,
     policy: watch::Sender<Arc<proto::node::PolicyDocument>>,
     signals: Mutex<SignalRouter>,
+    relays: Mutex<DatagramRelay>,
     metrics: HubMetrics,
     closing: watch::Sender<bool>,
     /// Seconds a new registration has to be confirmed.
@@ -141,6 +144,7 @@ impl Hub {
             topology: watch::channel(topology).0,
             policy: watch::channel(Arc::new(policy.unwrap_or_default())).0,
             signals: Mutex::new(SignalRouter::default()),
+            relays: Mutex::new(DatagramRelay::default()),
             metrics: HubMetrics::default(),
             closing: watch::channel(false).0,
             confirm_window: DEFAULT_CONFIRM_WINDOW_SECS,
@@ -239,6 +243,7 @@ impl Hub {
     pub fn begin_shutdown(&self) {
         self.closing.send_replace(true);
         self.signals().close_all();
+        self.relays().close_all();
     }
 
     /// Becomes `true` when [`begin_shutdown`](Self::begin_shutdown) was called.
@@ -249,6 +254,11 @@ impl Hub {
     /// The signaling relay.
     pub fn signals(&self) -> MutexGuard<'_, SignalRouter> {
         lock(&self.signals)
+    }
+
+    /// The data channel: mesh datagrams relayed between nodes.
+    pub fn relays(&self) -> MutexGuard<'_, DatagramRelay> {
+        lock(&self.relays)
     }
 
     /// Commits `change` plus an audit entry, then updates memory and feeds.

@@ -33,6 +33,13 @@ pub struct HubMetrics {
     pub topology_snapshots_sent: AtomicU64,
     /// Signaling messages relayed or queued.
     pub signals_relayed: AtomicU64,
+    /// Mesh datagrams relayed on the data channel.
+    pub relay_frames: AtomicU64,
+    /// Bytes of mesh datagrams relayed on the data channel.
+    pub relay_bytes: AtomicU64,
+    /// Mesh datagrams the data channel dropped (offline or slow destination, over budget,
+    /// oversized, self-addressed, revoked sender).
+    pub relay_dropped: AtomicU64,
     /// Metric reports received.
     pub metric_reports: AtomicU64,
     /// Audit log length.
@@ -112,7 +119,7 @@ impl HubMetrics {
     /// Prometheus text exposition; `nodes_active` is supplied by the caller.
     pub fn render(&self, nodes_active: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             ("provisions_total", "Nodes provisioned", &self.provisions),
             (
                 "provisions_refused_total",
@@ -138,6 +145,21 @@ impl HubMetrics {
                 "signals_relayed_total",
                 "Signaling messages relayed or queued",
                 &self.signals_relayed,
+            ),
+            (
+                "relay_frames_total",
+                "Mesh datagrams relayed between nodes",
+                &self.relay_frames,
+            ),
+            (
+                "relay_bytes_total",
+                "Bytes of mesh datagrams relayed between nodes",
+                &self.relay_bytes,
+            ),
+            (
+                "relay_dropped_total",
+                "Mesh datagrams the hub relay dropped",
+                &self.relay_dropped,
             ),
             (
                 "metric_reports_total",

@@ -42,6 +42,7 @@ use crate::proto::admin::admin_service_server::AdminServiceServer;
 use crate::proto::node::metrics_service_server::MetricsServiceServer;
 use crate::proto::node::policy_service_server::PolicyServiceServer;
 use crate::proto::node::provisioning_service_server::ProvisioningServiceServer;
+use crate::proto::node::relay_service_server::RelayServiceServer;
 use crate::proto::node::signaling_service_server::SignalingServiceServer;
 use crate::proto::node::topology_service_server::TopologyServiceServer;
 use crate::proto::node::update_service_server::UpdateServiceServer;
@@ -337,6 +338,10 @@ impl BoundHub {
             )
             .add_service(
                 SignalingServiceServer::new(relay::Signaling(hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                RelayServiceServer::new(relay::Relay(hub.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(

@@ -204,6 +204,9 @@ pub struct HubConnector {
     /// The operator lock, when the node pins operator keys: only peers with a valid
     /// operator-signed key record reach the shell ([`crate::operator_lock`]).
     pub lock: Option<crate::operator_lock::LockSetup>,
+    /// The shell's hub-relay port ([`Shell::hub_relay`](bauxite_conduit::io::Shell::hub_relay)):
+    /// the connector runs the hub's data channel with it on every connection.
+    pub relay: Option<crate::hub_relay::RelayLink>,
 }
 
 impl HubConnector {
@@ -476,6 +479,12 @@ impl HubConnector {
             .await
             .map_err(|s| from_status(&s, "policy stream"))?
             .into_inner();
+        // The data channel; a hub without it (or a failure to open it) costs only the
+        // fallback, never the connection.
+        let mut relay = match &self.relay {
+            Some(link) => link.open(&hub).await,
+            None => None,
+        };
         let mut metrics = hub.metrics();
         let mut report = tokio::time::interval(self.config.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -533,6 +542,11 @@ impl HubConnector {
                             tracing::warn!(version = document.version, %error, "policy refused; keeping the previous one");
                         }
                     }
+                }
+                ended = crate::hub_relay::pump(&mut relay) => {
+                    // The relay stream ended while the others live: the hub stopped it
+                    // (revocation or shutdown ends the other streams too) — reconnect.
+                    return Err(End::Lost(ended));
                 }
                 _ = report.tick() => {
                     let request = ReportMetricsRequest {

@@ -34,6 +34,7 @@ pub mod fingerprint_cmd;
 pub mod fsutil;
 pub mod hub;
 pub mod hub_peer;
+pub mod hub_relay;
 pub mod hub_state;
 pub mod join_cmd;
 pub mod keygen;

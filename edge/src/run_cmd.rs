@@ -239,6 +239,11 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         timers: config.timers,
         mtu: DEFAULT_MTU,
         bulk_target: config.bulk_target,
+        // With a hub, its data channel carries a peer's packets when UDP does not.
+        hub_relay_after: config
+            .hub
+            .is_some()
+            .then_some(bauxite_conduit::node::DEFAULT_HUB_RELAY_AFTER),
     };
     let mut node = BauxiteNode::new(
         identity,
@@ -322,6 +327,10 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let offload = crate::offload::start(shell.tun_kind());
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
+    let relay = config
+        .hub
+        .is_some()
+        .then(|| crate::hub_relay::RelayLink::new(shell.hub_relay()));
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
     let (cert_tx, cert_rx) = watch::channel(None);
@@ -395,6 +404,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     ros: ros_gauges.clone(),
                     ros_servers: ros_servers_tx,
                     lock,
+                    relay,
                 }
                 .run(),
             )

@@ -65,9 +65,9 @@ pub struct PeerReport {
     pub name: String,
     /// Its virtual IP.
     pub virtual_ip: String,
-    /// `direct ADDR`, `relay ADDR` or `none`.
+    /// `direct ADDR`, `relay ADDR`, `hub` or `none`.
     pub path: String,
-    /// `direct`, `relay` or `none`.
+    /// `direct`, `relay`, `hub` or `none`.
     #[serde(default)]
     pub path_type: String,
     /// The selected endpoint (`ip:port`), if there is a path.
@@ -113,12 +113,14 @@ pub fn endpoint_kind(p: &PeerStatus) -> Option<&'static str> {
     }
 }
 
-/// The path to `p` as one phrase: `direct 203.0.113.2:51820 (srflx)`, `relay ADDR`, `none`.
+/// The path to `p` as one phrase: `direct 203.0.113.2:51820 (srflx)`, `relay ADDR`, `hub …`,
+/// `none`.
 pub fn path_phrase(p: &PeerStatus) -> String {
     match (p.path, endpoint_kind(p)) {
         (MeshPath::Direct(a), Some(kind)) => format!("direct {a} ({kind})"),
         (MeshPath::Direct(a), None) => format!("direct {a}"),
         (MeshPath::Relay(a), _) => format!("relay {a}"),
+        (MeshPath::Hub, _) => "hub (relayed over the hub connection)".to_string(),
         (MeshPath::Drop, _) => "none".to_string(),
     }
 }
@@ -188,17 +190,19 @@ impl StatusReport {
                 path: match p.path {
                     MeshPath::Direct(a) => format!("direct {a}"),
                     MeshPath::Relay(a) => format!("relay {a}"),
+                    MeshPath::Hub => "hub".to_string(),
                     MeshPath::Drop => "none".to_string(),
                 },
                 path_type: match p.path {
                     MeshPath::Direct(_) => "direct",
                     MeshPath::Relay(_) => "relay",
+                    MeshPath::Hub => "hub",
                     MeshPath::Drop => "none",
                 }
                 .to_string(),
                 endpoint: match p.path {
                     MeshPath::Direct(a) | MeshPath::Relay(a) => Some(a.to_string()),
-                    MeshPath::Drop => None,
+                    MeshPath::Hub | MeshPath::Drop => None,
                 },
                 endpoint_kind: endpoint_kind(p).map(str::to_string),
                 established: p.established,

@@ -84,7 +84,7 @@ use crate::tun::TunKind;
 use crate::{PeerId, ServiceError, VirtualIp};
 
 pub use service::{IncomingBatch, OutgoingBatch, ServiceSender, ServiceSocket};
-pub use shell::Shell;
+pub use shell::{HUB_RELAY_QUEUE, HubRelayPort, RelayDatagram, Shell};
 
 /// Datagrams, and packets, handled per wake-up before timers and transmission get a
 /// turn. No new receive call starts past it; one call may overshoot it (a GRO receive
@@ -200,6 +200,12 @@ pub struct ShellCounters {
     pub udp_gro_datagrams: u64,
     /// Packets read from the device as part of a TSO/USO super-packet.
     pub tun_gso_packets: u64,
+    /// Datagrams handed to the hub connector for the hub relay.
+    pub hub_relay_sent: u64,
+    /// Datagrams for the hub relay dropped: no connector, or its queue was full.
+    pub hub_relay_dropped: u64,
+    /// Datagrams that arrived through the hub relay.
+    pub hub_relay_received: u64,
 }
 
 /// A running node's state, for `bauxite status`.

@@ -46,14 +46,31 @@ use super::device::Device;
 use super::service::{ServiceSocket, Services};
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
-use crate::node::{Event, Received};
+use crate::node::{Event, HUB_ENDPOINT, Received, Via};
 use crate::service::ServicePort;
 use crate::stun::{self, BindingClient, BindingTimers};
 use crate::tun::TunKind;
 use crate::{BauxiteNode, Error, Metrics, ServiceError, VirtualIp};
 
+/// Datagrams queued between the shell and the hub connector, each way.
+pub const HUB_RELAY_QUEUE: usize = 1024;
+
+/// A mesh datagram on the hub relay, with the peer it goes to (outbound) or the peer the
+/// hub says it came from (inbound: not trusted; the session authenticates the bytes).
+pub type RelayDatagram = (crate::PeerId, Vec<u8>);
+
+/// The hub connector's ends of the relay channels ([`Shell::hub_relay`]).
+#[derive(Debug)]
+pub struct HubRelayPort {
+    /// Datagrams the node sends through the hub.
+    pub outbound: mpsc::Receiver<RelayDatagram>,
+    /// Datagrams the hub relayed to this node.
+    pub inbound: mpsc::Sender<RelayDatagram>,
+}
+
 /// What woke the loop.
 enum Wake {
+    Relayed(Option<RelayDatagram>),
     Shutdown,
     Writable(io::Result<()>),
     Input(io::Result<()>),
@@ -106,6 +123,10 @@ pub struct Shell {
     reflexive: watch::Sender<Option<SocketAddr>>,
     /// Where the node's packets for the local host are copied on their way to the device.
     local_buf: Vec<u8>,
+    /// To the hub connector: datagrams for the hub relay.
+    relay_out: Option<mpsc::Sender<RelayDatagram>>,
+    /// From the hub connector: datagrams the hub relayed.
+    relay_in: Option<mpsc::Receiver<RelayDatagram>>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -167,7 +188,25 @@ impl Shell {
             ),
             reflexive: watch::Sender::new(None),
             local_buf: vec![0; node_mtu],
+            relay_out: None,
+            relay_in: None,
         })
+    }
+
+    /// Connects the hub relay: the node's hub transmits go to the returned port's
+    /// `outbound`, and datagrams sent to its `inbound` enter the node as relayed. The
+    /// node relays only with [`NodeConfig::hub_relay_after`](crate::node::NodeConfig)
+    /// set. Without a connector (or while its queue is full) hub transmits are dropped
+    /// and counted.
+    pub fn hub_relay(&mut self) -> HubRelayPort {
+        let (out_tx, out_rx) = mpsc::channel(HUB_RELAY_QUEUE);
+        let (in_tx, in_rx) = mpsc::channel(HUB_RELAY_QUEUE);
+        self.relay_out = Some(out_tx);
+        self.relay_in = Some(in_rx);
+        HubRelayPort {
+            outbound: out_rx,
+            inbound: in_tx,
+        }
     }
 
     /// Answers STUN Binding requests on the mesh port with the sender's address (what
@@ -262,6 +301,7 @@ impl Shell {
                 () = &mut shutdown => Wake::Shutdown,
                 r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
+                r = recv_relayed(&mut self.relay_in), if self.relay_in.is_some() => Wake::Relayed(r),
                 r = self.udp.socket.readable() => Wake::Input(r),
                 r = self.device.readable() => Wake::Input(r),
                 () = service_wake.notified() => Wake::Service,
@@ -287,6 +327,10 @@ impl Shell {
                     self.on_datagrams(clock::now()).await;
                     self.on_packets(clock::now());
                 }
+                Wake::Relayed(Some((_, mut datagram))) => {
+                    self.on_relayed(clock::now(), &mut datagram).await;
+                }
+                Wake::Relayed(None) => self.relay_in = None,
                 Wake::Query(Some(query)) => self.answer(query, clock::now()),
                 Wake::Query(None) => queries_open = false,
             }
@@ -366,6 +410,41 @@ impl Shell {
         }
     }
 
+    /// A datagram the hub relayed: into the node as from [`HUB_ENDPOINT`].
+    async fn on_relayed(&mut self, now: Instant, datagram: &mut [u8]) {
+        self.counters.hub_relay_received += 1;
+        match self.node.handle_datagram(now, HUB_ENDPOINT, datagram) {
+            Received::Deliver(range) => {
+                let packet = datagram.get(range).unwrap_or_default();
+                if self.services.is_empty() || !self.services.deliver(packet) {
+                    self.device.deliver(packet, &mut self.counters).await;
+                }
+                self.device.flush(&mut self.counters).await;
+                self.services.notify_receivers();
+            }
+            Received::Stun | Received::Consumed => {}
+            Received::Dropped(reason) => {
+                tracing::trace!(?reason, "relayed datagram dropped");
+            }
+        }
+    }
+
+    /// A hub transmit to the hub connector.
+    fn send_relayed(&mut self, peer: crate::PeerId, datagram: Vec<u8>) {
+        let sent = self
+            .relay_out
+            .as_ref()
+            .is_some_and(|tx| tx.try_send((peer, datagram)).is_ok());
+        if sent {
+            self.counters.hub_relay_sent += 1;
+        } else {
+            // The node decided on the hub; with no connector, or one that is behind,
+            // the datagram is lost like one a full socket refuses.
+            self.counters.hub_relay_dropped += 1;
+            Metrics::inc(&self.node.metrics().tx_dropped);
+        }
+    }
+
     /// Sends the binding client's due request, if any.
     fn send_stun(&mut self, now: Instant) {
         if let Some((to, request)) = self.stun.poll_transmit(now) {
@@ -402,6 +481,12 @@ impl Shell {
                 continue;
             };
             match self.node.poll_transmit(now, tail) {
+                Some(t) if t.via != Via::Udp => {
+                    if let Via::Hub(peer) = t.via {
+                        let datagram = tail.get(..t.len).unwrap_or_default().to_vec();
+                        self.send_relayed(peer, datagram);
+                    }
+                }
                 Some(t) if t.probe => {
                     // On its own: a probe the local interface refuses must not take the
                     // batch's data with it. A full socket loses it, which the prober
@@ -451,6 +536,9 @@ impl Shell {
                 }
                 Event::PeerRefused { peer, reason } => {
                     tracing::warn!(%peer, %reason, "peer refused");
+                }
+                Event::HubRelay { peer, active } => {
+                    tracing::info!(%peer, active, "hub relay");
                 }
                 Event::PathQuiet { peer } => {
                     // Our NAT may have rebound: learn the mapping now, not at the next
@@ -510,5 +598,13 @@ impl Shell {
                 let _ = reply.send(self.services.bind(port, recv_queue));
             }
         }
+    }
+}
+
+/// The next relayed datagram; pending forever without a connector (the caller guards).
+async fn recv_relayed(rx: &mut Option<mpsc::Receiver<RelayDatagram>>) -> Option<RelayDatagram> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -123,7 +123,7 @@ impl BauxiteNode {
             // initiation in, at most one of the same size out, to a peer that proved its
             // key; the follower answers and never resends, so nothing loops.
             let resend = tunnel.resend_initiation(now);
-            self.learn_endpoint(id, from);
+            self.learn_endpoint(now, id, from);
             if let Some(msg) = resend {
                 tracing::debug!(peer = %id, "simultaneous initiation; ours wins, sent again");
                 self.control.push_back(Control::Init { peer: id, msg });
@@ -150,7 +150,7 @@ impl BauxiteNode {
             return Err(e);
         }
         self.forget_retired(id);
-        self.learn_endpoint(id, from);
+        self.learn_endpoint(now, id, from);
         self.control.push_back(Control::Resp {
             peer: id,
             msg: resp,
@@ -193,7 +193,7 @@ impl BauxiteNode {
             state.measured.connected_since = Some(now);
         }
         self.forget_retired(peer);
-        self.learn_endpoint(peer, from);
+        self.learn_endpoint(now, peer, from);
         self.ensure_pmtu(now, peer);
         Metrics::inc(&self.metrics.handshakes_completed);
         self.events.push_back(Event::HandshakeCompleted {
@@ -247,7 +247,7 @@ impl BauxiteNode {
         }
         self.forget_retired(peer);
         // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
-        self.learn_endpoint(peer, from);
+        self.learn_endpoint(now, peer, from);
         self.ensure_pmtu(now, peer);
         if confirmed {
             self.on_confirmed(peer, staged);

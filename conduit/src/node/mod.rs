@@ -42,6 +42,7 @@
 //! discovery and packets too large for a peer's path (ICMP answers, which
 //! `poll_local_packet` hands out, fragmentation, MSS clamping).
 
+mod hub;
 mod inbound;
 mod mtu;
 mod outbound;
@@ -69,6 +70,7 @@ use crate::snapshot::StateSnapshot;
 use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
+pub use hub::{DEFAULT_HUB_RELAY_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
@@ -95,6 +97,10 @@ pub struct NodeConfig {
     /// Queueing delay the bulk lane may add below the lanes (LEDBAT's target), or `None`
     /// to send bulk unpaced. See [`DEFAULT_BULK_TARGET`].
     pub bulk_target: Option<Duration>,
+    /// Relay a peer's packets through the hub's data channel when nothing sent to it on
+    /// UDP was answered for this long (or it has no UDP path), or `None` when the node has
+    /// no hub relay. See [`DEFAULT_HUB_RELAY_AFTER`].
+    pub hub_relay_after: Option<Duration>,
 }
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
@@ -111,6 +117,7 @@ impl Default for NodeConfig {
             timers: Timers::default(),
             mtu: DEFAULT_MTU,
             bulk_target: Some(DEFAULT_BULK_TARGET),
+            hub_relay_after: None,
         }
     }
 }
@@ -145,6 +152,13 @@ pub enum Event {
     PathQuiet {
         /// The peer.
         peer: PeerId,
+    },
+    /// A peer's packets now go through the hub relay (`active`), or back on UDP.
+    HubRelay {
+        /// The peer.
+        peer: PeerId,
+        /// Whether the hub relay carries the peer's packets now.
+        active: bool,
     },
     /// The topology added a peer ([`BauxiteNode::replace_peers`]).
     PeerAdded {
@@ -206,6 +220,10 @@ enum Control {
         peer: PeerId,
     },
     Ack {
+        peer: PeerId,
+    },
+    /// A keepalive to a direct candidate of a peer on the hub relay.
+    DirectProbe {
         peer: PeerId,
     },
     /// The peer's path MTU discovery wants a probe.
@@ -361,7 +379,10 @@ impl BauxiteNode {
 
     /// Every peer's paths, read-only: each peer's endpoint and where it came from.
     pub fn paths(&self) -> Paths<'_> {
-        Paths { peers: &self.peers }
+        Paths {
+            peers: &self.peers,
+            hub: self.hub_enabled(),
+        }
     }
 
     /// The outbound scheduler, read-only.
@@ -420,7 +441,8 @@ impl BauxiteNode {
 
     /// Records where `peer` is, from the source of one of its authenticated packets; a
     /// tunnel waiting for the peer may handshake again. True when the endpoint changed.
-    fn learn_endpoint(&mut self, peer: PeerId, from: std::net::SocketAddr) -> bool {
+    fn learn_endpoint(&mut self, now: Instant, peer: PeerId, from: std::net::SocketAddr) -> bool {
+        let udp = self.heard_on(now, peer, from);
         let Some(state) = self.peers.get_mut(&peer) else {
             return false;
         };
@@ -429,7 +451,8 @@ impl BauxiteNode {
         if let Some(tunnel) = state.tunnel.as_mut() {
             tunnel.endpoint_known();
         }
-        let changed = state.path.learn(from);
+        // The hub's pseudo-endpoint is no address to send to.
+        let changed = udp && state.path.learn(from);
         if changed {
             tracing::info!(%peer, endpoint = %from, "peer endpoint learned");
             self.reset_pmtu(peer);
@@ -500,7 +523,7 @@ impl BauxiteNode {
                     id: p.id,
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
-                    path: peer::select(&self.peers, p.id),
+                    path: peer::select(&self.peers, p.id, self.hub_enabled()),
                     endpoint_origin: direct.map(|d| d.origin),
                     endpoint_kind: direct.and_then(|d| {
                         let kinds = &state?.kinds;
@@ -595,7 +618,7 @@ impl BauxiteNode {
     /// Queues a new initiation to `peer` (whose tunnel must exist), or, with nowhere to
     /// send it, makes the tunnel wait for the peer to dial.
     fn start_handshake(&mut self, now: Instant, peer: PeerId) {
-        if peer::select(&self.peers, peer) == crate::path::Path::Drop {
+        if peer::select(&self.peers, peer, self.hub_enabled()) == crate::path::Path::Drop {
             if let Some(tunnel) = tunnel_mut(&mut self.peers, peer) {
                 if !tunnel.is_waiting_for_peer() {
                     tracing::debug!(%peer, "no endpoint; waiting for the peer to dial");

@@ -196,9 +196,10 @@ impl BauxiteNode {
         }
         let max_datagram = self.config.mtu + DATA_OVERHEAD;
         let timers = self.config.timers;
-        let dst = match super::peer::select(&self.peers, peer) {
+        // The hub's data channel is a TCP stream: it carries any datagram, nothing to probe.
+        let dst = match super::peer::select(&self.peers, peer, self.hub_enabled()) {
             crate::path::Path::Direct(dst) | crate::path::Path::Relay(dst) => dst,
-            crate::path::Path::Drop => return,
+            crate::path::Path::Hub | crate::path::Path::Drop => return,
         };
         let Some(state) = self.peers.get_mut(&peer) else {
             return;

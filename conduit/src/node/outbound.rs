@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use super::hub::{HUB_ENDPOINT, Via};
 use super::mtu::Fit;
 use super::{BauxiteNode, Control, peer, tunnel_mut};
 use crate::ip::IpView;
@@ -24,8 +25,10 @@ use crate::{Lane, Metrics, PeerId};
 /// A datagram `poll_transmit` wrote into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    /// Where to send it.
+    /// Where to send it ([`HUB_ENDPOINT`] when it goes through the hub).
     pub dst: SocketAddr,
+    /// On UDP, or through the hub's data channel to a peer.
+    pub via: Via,
     /// Its length at the start of the buffer.
     pub len: usize,
     /// The lane of the packet inside, or `None` for handshakes and keepalives.
@@ -155,7 +158,7 @@ impl BauxiteNode {
                 }
             }
             match self.seal_packet(now, peer, &buf, out) {
-                Sealed::Sent(len, dst) => {
+                Sealed::Sent(len, dst, via) => {
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
                     let bulk = if lane == Lane::Bulk { len } else { 0 };
                     if bulk > 0 {
@@ -165,6 +168,7 @@ impl BauxiteNode {
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
+                        via,
                         len,
                         lane: Some(lane),
                         probe: false,
@@ -203,13 +207,14 @@ impl BauxiteNode {
                 }
             }
             match self.seal_packet(now, peer, &buf, out) {
-                Sealed::Sent(len, dst) => {
+                Sealed::Sent(len, dst, via) => {
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
                     // Staged packets bypassed the bulk window, so they settle no bulk bytes.
                     self.log_sent(now, peer, out, len, 0);
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
+                        via,
                         len,
                         lane: Some(lane),
                         probe: false,
@@ -232,12 +237,13 @@ impl BauxiteNode {
     fn poll_fragments(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         while let Some((peer, lane, buf)) = self.fragments.pop_front() {
             match self.seal_packet(now, peer, &buf, out) {
-                Sealed::Sent(len, dst) => {
+                Sealed::Sent(len, dst, via) => {
                     Metrics::inc_lane(&self.metrics.lane_sent, lane);
                     self.log_sent(now, peer, out, len, 0);
                     self.recycle(buf);
                     return Some(Transmit {
                         dst,
+                        via,
                         len,
                         lane: Some(lane),
                         probe: false,
@@ -278,6 +284,25 @@ impl BauxiteNode {
                     Some(t) => return Some(t),
                     None => continue,
                 },
+                Control::DirectProbe { peer } => {
+                    let Some(direct) = self.peers.get(&peer).and_then(|s| s.path.direct()) else {
+                        continue;
+                    };
+                    let path = Path::Direct(direct.addr);
+                    match self.seal_packet_on(now, peer, path, &[], out) {
+                        Sealed::Sent(len, dst, via) => {
+                            Metrics::inc(&self.metrics.keepalives_sent);
+                            return Some(Transmit {
+                                dst,
+                                via,
+                                len,
+                                lane: None,
+                                probe: false,
+                            });
+                        }
+                        Sealed::NoSession | Sealed::Dropped => continue,
+                    }
+                }
                 Control::ProbeAck { peer, id } => {
                     let ack = probe_ack(id);
                     match self.seal_control(now, peer, &ack, out, |m| &m.acks_sent) {
@@ -286,21 +311,22 @@ impl BauxiteNode {
                     }
                 }
             };
-            let path = peer::select(&self.peers, peer);
-            if path == Path::Drop {
+            let path = peer::select(&self.peers, peer, self.hub_enabled());
+            let Some((dst, via)) = target(path, peer) else {
                 Metrics::inc(&self.metrics.tx_dropped);
+                continue;
+            };
+            if via == Via::Udp {
+                // Handshake messages are answered (a response, a confirming packet).
+                self.sent_expecting_answer(now, peer);
             }
-            match path {
-                Path::Direct(dst) | Path::Relay(dst) => {
-                    return Some(Transmit {
-                        dst,
-                        len,
-                        lane: None,
-                        probe: false,
-                    });
-                }
-                Path::Drop => continue,
-            }
+            return Some(Transmit {
+                dst,
+                via,
+                len,
+                lane: None,
+                probe: false,
+            });
         }
         None
     }
@@ -316,10 +342,11 @@ impl BauxiteNode {
         counter: fn(&Metrics) -> &AtomicU64,
     ) -> Option<Transmit> {
         match self.seal_packet(now, peer, payload, out) {
-            Sealed::Sent(len, dst) => {
+            Sealed::Sent(len, dst, via) => {
                 Metrics::inc(counter(&self.metrics));
                 Some(Transmit {
                     dst,
+                    via,
                     len,
                     lane: None,
                     probe: false,
@@ -329,9 +356,21 @@ impl BauxiteNode {
         }
     }
 
-    /// Seals `packet` for `peer` into `out`.
+    /// Seals `packet` for `peer` into `out`, for the peer's selected path.
     fn seal_packet(&mut self, now: Instant, peer: PeerId, packet: &[u8], out: &mut [u8]) -> Sealed {
-        let path = peer::select(&self.peers, peer);
+        let path = peer::select(&self.peers, peer, self.hub_enabled());
+        self.seal_packet_on(now, peer, path, packet, out)
+    }
+
+    /// Seals `packet` for `peer` into `out`, for `path`.
+    fn seal_packet_on(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        path: Path,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Sealed {
         let Some(tunnel) = tunnel_mut(&mut self.peers, peer)
             .filter(|t| t.is_established(now, &self.config.timers))
         else {
@@ -339,12 +378,9 @@ impl BauxiteNode {
             // without an endpoint may dial us.
             return Sealed::NoSession;
         };
-        let dst = match path {
-            Path::Direct(dst) | Path::Relay(dst) => dst,
-            Path::Drop => {
-                Metrics::inc(&self.metrics.tx_dropped);
-                return Sealed::Dropped;
-            }
+        let Some((dst, via)) = target(path, peer) else {
+            Metrics::inc(&self.metrics.tx_dropped);
+            return Sealed::Dropped;
         };
         let Some(body) = out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
             Metrics::inc(&self.metrics.tx_dropped);
@@ -354,7 +390,8 @@ impl BauxiteNode {
         match tunnel.seal(out, packet.len(), now, &self.config.timers) {
             None => Sealed::NoSession,
             Some(Ok(len)) => {
-                if !packet.is_empty() && !is_control_frame(packet) {
+                let data = !packet.is_empty() && !is_control_frame(packet);
+                if data {
                     Metrics::inc(&self.metrics.tx_packets);
                     Metrics::add(&self.metrics.tx_bytes, packet.len() as u64);
                 }
@@ -362,7 +399,11 @@ impl BauxiteNode {
                 if rekey {
                     self.start_handshake(now, peer);
                 }
-                Sealed::Sent(len, dst)
+                if data && via == Via::Udp {
+                    // Every data packet is acknowledged: we expect to hear back.
+                    self.sent_expecting_answer(now, peer);
+                }
+                Sealed::Sent(len, dst, via)
             }
             Some(Err(_)) => {
                 Metrics::inc(&self.metrics.tx_dropped);
@@ -419,9 +460,18 @@ impl BauxiteNode {
 }
 
 enum Sealed {
-    Sent(usize, SocketAddr),
+    Sent(usize, SocketAddr, Via),
     NoSession,
     Dropped,
+}
+
+/// Where a datagram for `peer` on `path` goes; `None` for [`Path::Drop`].
+fn target(path: Path, peer: PeerId) -> Option<(SocketAddr, Via)> {
+    match path {
+        Path::Direct(dst) | Path::Relay(dst) => Some((dst, Via::Udp)),
+        Path::Hub => Some((HUB_ENDPOINT, Via::Hub(peer))),
+        Path::Drop => None,
+    }
 }
 
 /// `out` was checked to hold `datagram_capacity`, which covers both handshake messages.

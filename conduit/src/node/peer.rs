@@ -36,6 +36,8 @@ pub(super) struct PeerState {
     pub(super) measured: Measured,
     /// Path MTU discovery on the current path.
     pub(super) pmtu: crate::path::Pmtu,
+    /// When to move onto the hub relay, and when to probe off it.
+    pub(super) hub: super::hub::HubWatch,
 }
 
 /// Measurements of one peer's session. Reset when the session is torn down.
@@ -85,15 +87,20 @@ pub(super) fn tunnel_mut(peers: &mut Peers, peer: PeerId) -> Option<&mut Tunnel>
     peers.get_mut(&peer).and_then(|s| s.tunnel.as_mut())
 }
 
-/// The path to `peer` now ([`Path::Drop`] for an unknown peer).
-pub(super) fn select(peers: &Peers, peer: PeerId) -> Path {
-    peers.get(&peer).map_or(Path::Drop, |s| s.path.select())
+/// The path to `peer` now ([`Path::Drop`] for an unknown peer); a peer with no UDP path
+/// goes through the hub if the node has a hub relay (`hub`).
+pub(super) fn select(peers: &Peers, peer: PeerId, hub: bool) -> Path {
+    peers
+        .get(&peer)
+        .map_or(Path::Drop, |s| s.path.select_or_hub(hub))
 }
 
 /// A read-only view of every peer's paths, for status and tests.
 #[derive(Clone, Copy, Debug)]
 pub struct Paths<'a> {
     pub(super) peers: &'a Peers,
+    /// Whether the node has a hub relay.
+    pub(super) hub: bool,
 }
 
 impl<'a> Paths<'a> {
@@ -117,7 +124,7 @@ impl<'a> Paths<'a> {
 
     /// The path for the next packet to `peer`.
     pub fn select(&self, peer: PeerId) -> Path {
-        select(self.peers, peer)
+        select(self.peers, peer, self.hub)
     }
 
     /// Peers with at least one path, with their paths, in ascending peer order.

@@ -17,6 +17,7 @@ impl BauxiteNode {
             .values()
             .filter_map(|s| s.tunnel.as_ref()?.poll_timeout(timers))
             .chain(self.congestion.poll_timeout())
+            .chain(self.hub_timeout())
             .chain(self.peers.values().filter_map(|s| s.pmtu.poll_timeout()))
             .chain(
                 self.peers
@@ -30,6 +31,7 @@ impl BauxiteNode {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.congestion.handle_timeout(now);
         self.pmtu_timeouts(now);
+        self.hub_timeouts(now);
         for (&peer, state) in &mut self.peers {
             if state
                 .measured

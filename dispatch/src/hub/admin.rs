@@ -155,6 +155,7 @@ impl Hub {
         state.ros_discovery.remove(&id);
         drop(state);
         self.signals().detach_all(id);
+        self.relays().detach_all(id);
         Ok(record)
     }
 

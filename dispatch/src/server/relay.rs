@@ -1,9 +1,10 @@
-//! `MetricsService` and `SignalingService`: node-only calls.
+//! `MetricsService`, `SignalingService` and `RelayService`: node-only calls.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bauxite_conduit::PeerId;
+use bauxite_dispatch_api::Refusal;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -11,15 +12,20 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth;
 use super::feeds::Feed;
 use crate::hub::Hub;
+use crate::hub::relay::RelayDrop;
 use crate::proto::node::metrics_service_server::MetricsService;
+use crate::proto::node::relay_service_server::RelayService;
 use crate::proto::node::signaling_service_server::SignalingService;
-use crate::proto::node::{ReportMetricsRequest, ReportMetricsResponse, Signal};
+use crate::proto::node::{RelayFrame, ReportMetricsRequest, ReportMetricsResponse, Signal};
 
 /// Serves `ReportMetrics`.
 pub struct Metrics(pub Arc<Hub>);
 
 /// Serves `ExchangeCandidates`.
 pub struct Signaling(pub Arc<Hub>);
+
+/// Serves `Relay`: the data channel.
+pub struct Relay(pub Arc<Hub>);
 
 #[tonic::async_trait]
 impl MetricsService for Metrics {
@@ -88,6 +94,72 @@ impl SignalingService for Signaling {
                 }
             }
             hub.signals().detach(me, stream_no);
+        });
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(outbound).map(Ok),
+        )))
+    }
+}
+
+/// The IO shell's clock for the relay's rate budgets.
+#[allow(clippy::disallowed_methods)] // The relay stream task is an IO shell.
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+#[tonic::async_trait]
+impl RelayService for Relay {
+    type RelayStream = Feed<RelayFrame>;
+
+    /// Frames that break the relay rules are dropped and counted (and the first of each
+    /// stream logged); the stream stays. A revoked node's stream ends.
+    async fn relay(
+        &self,
+        request: Request<Streaming<RelayFrame>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        let me = auth::node(&self.0, &request)?;
+        let (stream_no, outbound) = self.0.relays().attach(me, now());
+        // A revocation between the certificate check and the attach would leave the
+        // revoked node attached: check again now that it is.
+        if !self.0.is_active(me) {
+            self.0.relays().detach(me, stream_no);
+            return Err(Refusal::Revoked
+                .to_status("this node was revoked; it must join again with a new identity"));
+        }
+        let mut inbound = request.into_inner();
+        let hub = self.0.clone();
+        let mut closing = hub.closing();
+        tokio::spawn(async move {
+            let mut logged = false;
+            loop {
+                let frame = tokio::select! {
+                    frame = inbound.message() => frame,
+                    () = super::feeds::stopping(&mut closing) => break,
+                };
+                let Ok(Some(frame)) = frame else { break };
+                let len = frame.datagram.len() as u64;
+                let routed = hub.relays().route(now(), me, stream_no, frame);
+                let metrics = hub.metrics();
+                match routed {
+                    Ok(()) => {
+                        metrics.relay_frames.fetch_add(1, Ordering::Relaxed);
+                        metrics.relay_bytes.fetch_add(len, Ordering::Relaxed);
+                    }
+                    // Detached: replaced by a newer stream, revoked, or the hub stops.
+                    Err(RelayDrop::SenderDetached) => {
+                        metrics.relay_dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(reason) => {
+                        metrics.relay_dropped.fetch_add(1, Ordering::Relaxed);
+                        if !logged {
+                            logged = true;
+                            tracing::info!(from = %me, ?reason, "relay frame dropped (further drops are only counted)");
+                        }
+                    }
+                }
+            }
+            hub.relays().detach(me, stream_no);
         });
         Ok(Response::new(Box::pin(
             ReceiverStream::new(outbound).map(Ok),

@@ -13,6 +13,7 @@ mod offline_root;
 mod operator;
 mod packages;
 mod policy;
+mod relay;
 mod renew;
 mod restart;
 mod shutdown;

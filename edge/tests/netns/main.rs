@@ -10,6 +10,7 @@
 
 mod capture;
 mod hub;
+mod hub_relay;
 mod mtu;
 mod nat;
 mod natlab;

@@ -14,6 +14,7 @@ use crate::proto::admin::admin_service_client::AdminServiceClient;
 use crate::proto::node::metrics_service_client::MetricsServiceClient;
 use crate::proto::node::policy_service_client::PolicyServiceClient;
 use crate::proto::node::provisioning_service_client::ProvisioningServiceClient;
+use crate::proto::node::relay_service_client::RelayServiceClient;
 use crate::proto::node::signaling_service_client::SignalingServiceClient;
 use crate::proto::node::topology_service_client::TopologyServiceClient;
 use crate::proto::node::update_service_client::UpdateServiceClient;
@@ -95,6 +96,11 @@ impl HubClient {
     /// Signaling relay (`ExchangeCandidates`).
     pub fn signaling(&self) -> SignalingServiceClient<Channel> {
         SignalingServiceClient::new(self.channel.clone())
+    }
+
+    /// The data channel (`Relay`): mesh datagrams through the hub when UDP is blocked.
+    pub fn relay(&self) -> RelayServiceClient<Channel> {
+        RelayServiceClient::new(self.channel.clone())
     }
 
     /// Updates: TUF metadata and chunk indexes, the node's assignment feed, its reports.
