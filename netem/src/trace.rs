@@ -93,13 +93,7 @@ pub fn format(profile: &Profile) -> String {
     let mut out = String::from("# time_ms rate_kbit delay_ms\n");
     for s in &profile.steps {
         let kbit = s.rate_bps.map_or(u64::MAX / 1000, |bps| bps / 1000);
-        let _ = writeln!(
-            out,
-            "{} {} {}",
-            s.at.as_millis(),
-            kbit,
-            s.delay.as_millis()
-        );
+        let _ = writeln!(out, "{} {} {}", s.at.as_millis(), kbit, s.delay.as_millis());
     }
     if let Some(p) = profile.period {
         let _ = writeln!(out, "period {}", p.as_millis());

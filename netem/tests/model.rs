@@ -158,7 +158,11 @@ fn blackouts_and_outage_steps_drop_everything() {
         let elapsed = Duration::from_millis(ms);
         let v = link.offer(t0 + elapsed, 100, &profile.at(elapsed), &mut r);
         let dark = (1000..1500).contains(&ms);
-        assert_eq!(matches!(v, Verdict::Drop(Drop::Blackout)), dark, "at {ms} ms");
+        assert_eq!(
+            matches!(v, Verdict::Drop(Drop::Blackout)),
+            dark,
+            "at {ms} ms"
+        );
     }
     let outage = trace::parse("0 1000 5\n100 0 5\n200 1000 5\n", Impairments::default()).unwrap();
     assert!(outage.at(Duration::from_millis(150)).blackout);
@@ -174,7 +178,10 @@ fn mtu_drops_larger_datagrams_only() {
     };
     let mut link = Link::new(t0);
     let mut r = rng(7);
-    assert!(matches!(link.offer(t0, 1500, &imp, &mut r), Verdict::Deliver(_)));
+    assert!(matches!(
+        link.offer(t0, 1500, &imp, &mut r),
+        Verdict::Deliver(_)
+    ));
     assert_eq!(link.offer(t0, 1501, &imp, &mut r), Verdict::Drop(Drop::Mtu));
 }
 
@@ -237,7 +244,10 @@ fn presets_follow_their_schedules() {
         assert_eq!(imp.jitter, Duration::from_millis(5));
     }
     // The schedule repeats every 6 s.
-    assert_eq!(lte.at(Duration::from_millis(1500)), lte.at(Duration::from_millis(7500)));
+    assert_eq!(
+        lte.at(Duration::from_millis(1500)),
+        lte.at(Duration::from_millis(7500))
+    );
     let wifi = Profile::wifi();
     assert!(wifi.at(Duration::from_millis(19_950)).blackout);
     assert!(!wifi.at(Duration::from_millis(19_850)).blackout);

@@ -209,7 +209,8 @@ impl Forwarder {
                 Ok(_) => self.stats[dir].written += 1,
                 Err(_) => self.stats[dir].write_errors += 1,
             }
-            self.late.record(Instant::now().saturating_duration_since(d.at));
+            self.late
+                .record(Instant::now().saturating_duration_since(d.at));
             self.pool.free.push(d.slot);
         }
     }
@@ -250,9 +251,7 @@ impl Forwarder {
         self.pool.lens[slot as usize] = len;
         let stats = &mut self.stats[side];
         stats.received += 1;
-        let imp = self
-            .profile
-            .at(now.saturating_duration_since(self.start));
+        let imp = self.profile.at(now.saturating_duration_since(self.start));
         let to = 1 - side as u8;
         match self.links[side].offer(now, len, &imp, &mut self.rngs[side]) {
             Verdict::Deliver(d) => {

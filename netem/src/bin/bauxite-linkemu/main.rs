@@ -36,7 +36,8 @@ fn main() -> anyhow::Result<()> {
         d.set_nonblocking(true).context("non-blocking TUN")?;
     }
     eprintln!("bauxite-linkemu: {}", cli::describe(&profile));
-    let mut emu = forward::Forwarder::new(profile, args.seed, args.slots, usize::from(args.dev_mtu));
+    let mut emu =
+        forward::Forwarder::new(profile, args.seed, args.slots, usize::from(args.dev_mtu));
     let stats = emu.run(&devices, !args.no_stdin, || {
         // The profile's clock starts now; the harness may start sending once it reads this.
         let mut out = std::io::stdout().lock();
