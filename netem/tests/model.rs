@@ -1,6 +1,8 @@
 //! The link model, driven by a virtual clock and a seeded RNG: every figure below is a
 //! property of the model, checked over many datagrams, and replays exactly.
 
+#![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
+
 use std::time::{Duration, Instant};
 
 use bauxite_netem::{Drop, GilbertElliott, Impairments, Link, Profile, Verdict, trace};

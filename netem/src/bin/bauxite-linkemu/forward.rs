@@ -180,8 +180,8 @@ impl Forwarder {
                     watch_stdin && readable(&fds[2]),
                 )
             };
-            for side in 0..2 {
-                if ready_dev[side] {
+            for (side, readable) in ready_dev.into_iter().enumerate() {
+                if readable {
                     self.read_side(devs, side)?;
                 }
             }
