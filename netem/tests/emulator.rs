@@ -149,6 +149,35 @@ impl Lab {
         self.within(side, || UdpSocket::bind(format!("{ip}:0")).unwrap())
     }
 
+    /// `ping` from side A to B: every reply's RTT, in order.
+    fn ping_each(&self, count: u32, interval: &str) -> Vec<Duration> {
+        let c = count.to_string();
+        let out = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns[0],
+                "ping",
+                "-n",
+                "-c",
+                &c,
+                "-i",
+                interval,
+                "-W",
+                "5",
+                B,
+            ],
+        );
+        out.lines()
+            .filter_map(|l| l.split_once("time=").map(|(_, t)| t))
+            .map(|t| {
+                let ms: f64 = t.trim_end_matches(" ms").parse().unwrap();
+                Duration::from_secs_f64(ms / 1000.0)
+            })
+            .collect()
+    }
+
     /// `ping` from side A to B: (min, max) RTT of the replies, which must be at least
     /// `least`.
     fn ping(&self, count: u32, least: u32, interval: &str) -> (Duration, Duration) {
@@ -422,4 +451,59 @@ fn buffer_depth_bounds_the_queueing_delay() {
     assert!(max <= bound, "max RTT {max:?} above {bound:?}: {stats}");
     // The flood's receiver lived to here, so B never answered it with ICMP errors.
     drop(rx);
+}
+
+#[test]
+fn trace_file_steps_the_delay() {
+    if !can_run() {
+        return;
+    }
+    // 1 s at 5 ms each way, 1 s at 30 ms, repeating.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steps.trace");
+    std::fs::write(
+        &path,
+        "# time_ms rate_kbit delay_ms\n0 100000 5\n1000 100000 30\nperiod 2000\n",
+    )
+    .unwrap();
+    let mut lab = Lab::new(&["--trace", path.to_str().unwrap()]);
+    let rtts = lab.ping_each(150, "0.02");
+    let stats = lab.stop();
+    let slack = 2 * lateness_max(&stats) + STACK;
+    assert!(rtts.len() >= 145, "{} replies: {stats}", rtts.len());
+    // Every RTT is one of the two steps' (or a mix at a step boundary): within
+    // [2 x 5 ms, 2 x 30 ms + slack]; and both steps show.
+    for rtt in &rtts {
+        assert!(*rtt >= Duration::from_millis(10), "{rtt:?}");
+        assert!(
+            *rtt <= Duration::from_millis(60) + slack,
+            "{rtt:?}: {stats}"
+        );
+    }
+    let low = rtts
+        .iter()
+        .filter(|r| **r <= Duration::from_millis(10) + slack)
+        .count();
+    let high = rtts
+        .iter()
+        .filter(|r| **r >= Duration::from_millis(60))
+        .count();
+    assert!(
+        low >= 20 && high >= 20,
+        "{low} at 10 ms, {high} at 60 ms: {rtts:?}"
+    );
+}
+
+#[test]
+fn lte_profile_keeps_rtts_within_its_delay_range() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(&["--profile", "lte", "--seed", "5"]);
+    let (min, max) = lab.ping(100, 90, "0.02");
+    let stats = lab.stop();
+    // One way: 20-40 ms base, ±5 ms jitter, an idle buffer (84-byte pings).
+    assert!(min >= Duration::from_millis(30), "min RTT {min:?}");
+    let bound = Duration::from_millis(90) + 2 * lateness_max(&stats) + STACK;
+    assert!(max <= bound, "max RTT {max:?} above {bound:?}: {stats}");
 }

@@ -113,7 +113,9 @@ impl Args {
         b.jitter_reorders |= self.jitter_reorders;
         if let Some(kbit) = self.rate_kbit {
             b.rate_bps = Some(kbit.saturating_mul(1000));
-            profile.steps.clear();
+            // An explicit rate wins over the preset's rate steps (its delay steps stay).
+            let rate = b.rate_bps;
+            profile.steps.iter_mut().for_each(|s| s.rate_bps = rate);
         }
         let b = &mut profile.base;
         if let Some(p) = self.loss {
