@@ -1,6 +1,8 @@
 //! A simulated network: [`BauxiteNode`]s (two by default, `N` with [`SimNet::build`]),
 //! each optionally behind its own NAT box ([`NatBehaviour`]: mapping × filtering), joined
-//! by links that can lose, duplicate, reorder, rate-limit and (above an MTU) drop datagrams, with an on-path attacker that replays and tampers
+//! by links that can lose, duplicate, reorder, rate-limit and (above an MTU) drop datagrams
+//! — the per-datagram physics is `bauxite_netem`'s [`Link`] model, the one the
+//! `bauxite-linkemu` emulator drives between real processes —, with an on-path attacker that replays and tampers
 //! (from the sender's address or its own), all driven by a virtual clock that jumps
 //! straight to the next deadline. A node's address can change mid-run (NAT rebinding),
 //! and datagrams reach a node only when sent to its current address; a node may start
@@ -22,6 +24,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use bauxite_netem::{Drop as LinkDrop, GilbertElliott, Impairments, Link, Verdict};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -96,6 +99,27 @@ pub struct LinkConfig {
     /// fragments or ICMP, with DF set. `None`: no limit. May change mid-run.
     pub mtu: Option<usize>,
 }
+
+impl LinkConfig {
+    /// The shared link model's view of this configuration (one direction).
+    fn impairments(&self) -> Impairments {
+        Impairments {
+            rate_bps: self.rate_bps,
+            delay: self.latency,
+            reorder: self.reorder,
+            reorder_delay: self.reorder_delay,
+            loss: GilbertElliott::bernoulli(self.loss),
+            duplicate: self.duplicate,
+            buffer_bytes: self.queue_limit,
+            // The model limits the datagram; the underlay adds its IPv4 and UDP headers.
+            mtu: self.mtu.map(|mtu| mtu.saturating_sub(UNDERLAY_HEADERS)),
+            ..Impairments::default()
+        }
+    }
+}
+
+/// IPv4 and UDP header bytes the simulated underlay adds to a datagram.
+const UNDERLAY_HEADERS: usize = 28;
 
 impl Default for LinkConfig {
     fn default() -> Self {
@@ -228,7 +252,7 @@ pub struct SimNet<const N: usize = 2> {
     /// Sites whose UDP is blocked (both ways); the hub relay still works for them.
     pub udp_blocked: [bool; N],
     flight: BinaryHeap<Reverse<InFlight>>,
-    link_free: [Instant; N],
+    links: [Link; N],
     nats: [Option<NatBox>; N],
     rng: ChaCha20Rng,
     seq: u64,
@@ -380,7 +404,7 @@ impl<const N: usize> SimNet<N> {
             stats: SimStats::default(),
             udp_blocked: [false; N],
             flight: BinaryHeap::new(),
-            link_free: [start; N],
+            links: std::array::from_fn(|_| Link::new(start)),
             nats,
             rng,
             seq: 0,
@@ -482,8 +506,10 @@ impl<const N: usize> SimNet<N> {
             .filter_map(BauxiteNode::poll_timeout)
             .min();
         let next_link = (0..N)
-            .filter(|&i| self.link_free[i] > self.now && !self.nodes[i].scheduler().is_empty())
-            .map(|i| self.link_free[i])
+            .filter(|&i| {
+                self.links[i].free_at() > self.now && !self.nodes[i].scheduler().is_empty()
+            })
+            .map(|i| self.links[i].free_at())
             .min();
         let Some(next) = [next_flight, next_timer, next_link]
             .into_iter()
@@ -535,7 +561,8 @@ impl<const N: usize> SimNet<N> {
 
     fn transmit(&mut self, i: usize) {
         let buffered = self.link.queue_limit.is_some();
-        while buffered || self.link_free[i] <= self.now {
+        let imp = self.link.impairments();
+        while buffered || self.links[i].free_at() <= self.now {
             let Some(t) = self.nodes[i].poll_transmit(self.now, &mut self.buf) else {
                 return;
             };
@@ -546,30 +573,6 @@ impl<const N: usize> SimNet<N> {
             }
             // Two nodes: what is not for one is meant for the other, even where it is not.
             let to = self.route(t.dst).or((N == 2).then(|| 1 - i));
-            let serialization = self.serialization(t.len);
-            if let Some(limit) = self.link.queue_limit {
-                // The bytes still waiting in the link's buffer, from when it drains.
-                let backlog = self.link_free[i].saturating_duration_since(self.now);
-                let queued = self.link.rate_bps.map_or(0, |bps| {
-                    (backlog.as_nanos() * u128::from(bps) / 8_000_000_000) as usize
-                });
-                if queued + t.len > limit {
-                    self.stats.queue_drops += 1;
-                    if let (Some(to), Ok(Message::Data(h))) = (to, wire::parse(&bytes)) {
-                        let key = (to, h.receiver_index, h.counter);
-                        self.stats.data_sent.insert(key);
-                        self.stats.data_lost.insert(key);
-                    }
-                    continue;
-                }
-            }
-            self.link_free[i] = self.link_free[i].max(self.now) + serialization;
-            let departs = self.link_free[i];
-            // The node's own NAT box, if any, rewrites the source on the way out.
-            let src = match self.nats[i].as_mut() {
-                Some(nat) => nat.outbound(self.addrs[i], t.dst),
-                None => self.addrs[i],
-            };
             let (data_key, is_init) = match wire::parse(&bytes) {
                 Ok(Message::Data(h)) => (to.map(|to| (to, h.receiver_index, h.counter)), false),
                 Ok(Message::Init(_)) => (None, true),
@@ -585,19 +588,27 @@ impl<const N: usize> SimNet<N> {
                 }
                 continue;
             }
-            if self.link.mtu.is_some_and(|mtu| t.len + 28 > mtu) {
-                self.stats.mtu_dropped += 1;
-                if let Some(key) = data_key {
-                    self.stats.data_lost.insert(key);
+            // The link's physics is the model the real-process emulator drives too.
+            let delivery = match self.links[i].offer(self.now, t.len, &imp, &mut self.rng) {
+                Verdict::Deliver(delivery) => delivery,
+                Verdict::Drop(why) => {
+                    match why {
+                        LinkDrop::Buffer => self.stats.queue_drops += 1,
+                        LinkDrop::Mtu => self.stats.mtu_dropped += 1,
+                        LinkDrop::Loss | LinkDrop::Blackout => {}
+                    }
+                    if let Some(key) = data_key {
+                        self.stats.data_lost.insert(key);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if self.chance(self.link.loss) {
-                if let Some(key) = data_key {
-                    self.stats.data_lost.insert(key);
-                }
-                continue;
-            }
+            };
+            let departs = delivery.departs;
+            // The node's own NAT box, if any, rewrites the source on the way out.
+            let src = match self.nats[i].as_mut() {
+                Some(nat) => nat.outbound(self.addrs[i], t.dst),
+                None => self.addrs[i],
+            };
             // The attacker sits after the lossy segment: it copies what really got through.
             if let (Some(to), Some(_)) = (to, data_key) {
                 let dst = if self.nats[to].is_some() {
@@ -612,24 +623,27 @@ impl<const N: usize> SimNet<N> {
                 let at = departs + self.link.latency * 2;
                 self.schedule_from(at, to, impostor.from, t.dst, bytes.clone());
             }
-            let mut at = departs + self.link.latency;
-            if self.chance(self.link.reorder) {
-                at += self.link.reorder_delay;
-            }
-            if self.chance(self.link.duplicate) {
+            if let Some(dup) = delivery.duplicate_at {
                 self.stats.duplicates_injected += 1;
-                let dup = at + Duration::from_micros(1);
                 self.schedule_from(dup, to, src, t.dst, bytes.clone());
             }
-            self.schedule_from(at, to, src, t.dst, bytes);
+            self.schedule_from(delivery.at, to, src, t.dst, bytes);
         }
     }
 
     /// Sends `bytes` from node `i` through the hub to the node whose ID is `peer`: over
-    /// node `i`'s uplink, then lossless, in order, after [`HUB_DELAY`].
+    /// node `i`'s uplink (its rate only), then lossless, in order, after [`HUB_DELAY`].
     fn relay(&mut self, i: usize, peer: crate::PeerId, len: usize, bytes: Vec<u8>) {
         let to = (0..N).find(|&j| self.nodes[j].peer_id() == peer);
-        self.link_free[i] = self.link_free[i].max(self.now) + self.serialization(len);
+        let uplink = Impairments {
+            rate_bps: self.link.rate_bps,
+            ..Impairments::default()
+        };
+        let departs = match self.links[i].offer(self.now, len, &uplink, &mut self.rng) {
+            Verdict::Deliver(d) => d.departs,
+            // A rate-only uplink with no buffer limit drops nothing.
+            Verdict::Drop(_) => self.now,
+        };
         let key = match (to, wire::parse(&bytes)) {
             (Some(to), Ok(Message::Data(h))) => Some((to, h.receiver_index, h.counter)),
             _ => None,
@@ -645,7 +659,7 @@ impl<const N: usize> SimNet<N> {
             return;
         };
         self.stats.hub_relayed += 1;
-        let at = self.link_free[i] + HUB_DELAY;
+        let at = departs + HUB_DELAY;
         self.seq += 1;
         self.flight.push(Reverse(InFlight {
             at,
@@ -656,12 +670,6 @@ impl<const N: usize> SimNet<N> {
             bytes,
             hub: true,
         }));
-    }
-
-    fn serialization(&self, len: usize) -> Duration {
-        self.link.rate_bps.map_or(Duration::ZERO, |bps| {
-            Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1))
-        })
     }
 
     /// Copies of a data packet from `src` to node `to` at `dst`, as the attacker likes.
@@ -781,10 +789,6 @@ impl<const N: usize> SimNet<N> {
             }
             Received::Stun | Received::Dropped(_) => {}
         }
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
     }
 }
 

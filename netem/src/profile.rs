@@ -1,0 +1,141 @@
+//! What a link does over time: fixed [`Impairments`] plus a schedule of rate and delay
+//! steps and blackout intervals, optionally repeating.
+
+use std::time::Duration;
+
+use crate::{Error, GilbertElliott, Impairments};
+
+/// From `at` (since the start, within the period) on, the link runs at `rate_bps` with
+/// base delay `delay`, until the next step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// When the step starts.
+    pub at: Duration,
+    /// Rate in bits per second (`None`: unlimited; `Some(0)`: outage).
+    pub rate_bps: Option<u64>,
+    /// One-way base delay.
+    pub delay: Duration,
+}
+
+/// A link's behaviour over time, for one direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// Everything that does not change over time; its rate and delay apply before the
+    /// first step (or always, without steps).
+    pub base: Impairments,
+    /// Rate and delay steps, sorted by `at`.
+    pub steps: Vec<Step>,
+    /// Outages as (start, length), sorted by start.
+    pub blackouts: Vec<(Duration, Duration)>,
+    /// The steps and blackouts repeat with this period (`None`: they play once and the
+    /// last step stays in force).
+    pub period: Option<Duration>,
+}
+
+const MBIT: u64 = 1_000_000;
+
+impl Profile {
+    /// The same impairments all the time.
+    pub fn fixed(base: Impairments) -> Self {
+        Self {
+            base,
+            steps: Vec::new(),
+            blackouts: Vec::new(),
+            period: None,
+        }
+    }
+
+    /// A synthetic LTE-like link, the figures of issue 14's acceptance: the rate steps
+    /// every second through 30, 20, 10, 5, 15 and 25 Mbit/s (cell load and channel
+    /// quality changing the scheduler's grants) with base delay 20–40 ms moving with it
+    /// (a loaded cell queues longer), ±5 ms jitter without reordering (the bearer is
+    /// in-order: jitter comes from TTI scheduling and HARQ retransmissions), 1 % loss in
+    /// bursts of 3 datagrams on average (losses left after HARQ/RLC cluster in fades), and
+    /// a 150 kB buffer (40 ms at 30 Mbit/s, 240 ms at 5 Mbit/s: the deep eNodeB queues that
+    /// cause LTE's bufferbloat). The schedule repeats every 6 s.
+    pub fn lte() -> Self {
+        let steps = [(30, 20), (20, 25), (10, 30), (5, 40), (15, 35), (25, 25)];
+        Self {
+            base: Impairments {
+                rate_bps: Some(30 * MBIT),
+                delay: Duration::from_millis(20),
+                jitter: Duration::from_millis(5),
+                loss: GilbertElliott::bursty(0.01, 3.0),
+                buffer_bytes: Some(150_000),
+                mtu: Some(1500),
+                ..Impairments::default()
+            },
+            steps: stepped(Duration::from_secs(1), &steps),
+            blackouts: Vec::new(),
+            period: Some(Duration::from_secs(6)),
+        }
+    }
+
+    /// A synthetic busy Wi-Fi link: rate adaptation steps every 500 ms through 60, 40,
+    /// 80, 20 and 50 Mbit/s, 2–6 ms base delay, ±3 ms jitter (contention and A-MPDU
+    /// aggregation) without reordering, 0.5 % loss in bursts of 2 (what is left after MAC
+    /// retries, clustered by interference), a 64 kB buffer, and a 100 ms outage every 10 s
+    /// (a background scan or roam between access points).
+    pub fn wifi() -> Self {
+        let steps = [(60, 2), (40, 3), (80, 2), (20, 6), (50, 3)];
+        Self {
+            base: Impairments {
+                rate_bps: Some(60 * MBIT),
+                delay: Duration::from_millis(2),
+                jitter: Duration::from_millis(3),
+                loss: GilbertElliott::bursty(0.005, 2.0),
+                buffer_bytes: Some(64_000),
+                mtu: Some(1500),
+                ..Impairments::default()
+            },
+            steps: stepped(Duration::from_millis(500), &steps),
+            blackouts: vec![(Duration::from_millis(9_900), Duration::from_millis(100))],
+            period: Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// A preset by name: `lte`, `wifi`, or `fixed` (no impairment at all).
+    pub fn named(name: &str) -> Result<Self, Error> {
+        match name {
+            "lte" => Ok(Self::lte()),
+            "wifi" => Ok(Self::wifi()),
+            "fixed" => Ok(Self::fixed(Impairments::default())),
+            other => Err(Error::UnknownProfile(other.to_string())),
+        }
+    }
+
+    /// The impairments at `elapsed` since the start.
+    pub fn at(&self, elapsed: Duration) -> Impairments {
+        let t = match self.period {
+            Some(p) if !p.is_zero() => {
+                Duration::from_nanos((elapsed.as_nanos() % p.as_nanos()) as u64)
+            }
+            _ => elapsed,
+        };
+        let mut imp = self.base;
+        let i = self.steps.partition_point(|s| s.at <= t);
+        if let Some(step) = i.checked_sub(1).and_then(|i| self.steps.get(i)) {
+            imp.rate_bps = step.rate_bps;
+            imp.delay = step.delay;
+        }
+        let b = self.blackouts.partition_point(|(start, _)| *start <= t);
+        if let Some((start, len)) = b.checked_sub(1).and_then(|b| self.blackouts.get(b)) {
+            imp.blackout |= t < *start + *len;
+        }
+        imp.blackout |= imp.rate_bps == Some(0);
+        imp
+    }
+}
+
+/// Steps of `every` each, from (Mbit/s, delay ms) pairs.
+fn stepped(every: Duration, steps: &[(u64, u64)]) -> Vec<Step> {
+    steps
+        .iter()
+        .zip(0u32..)
+        .map(|(&(mbit, ms), i)| Step {
+            at: every * i,
+            rate_bps: Some(mbit * MBIT),
+            delay: Duration::from_millis(ms),
+        })
+        .collect()
+}
