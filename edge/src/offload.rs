@@ -8,14 +8,26 @@ use std::sync::Arc;
 
 use bauxite_conduit::Lane;
 use bauxite_conduit::offload::{DataPlaneOffload, UserspaceOnly};
+use bauxite_conduit::scheduler::LaneRules;
 use bauxite_conduit::tun::TunKind;
 use bauxite_ebpf::{AttachOptions, LinkKind};
 use serde::{Deserialize, Serialize};
 
+/// Why the kernel classifier stays off while `[[lanes]]` rules are configured.
+const LANE_RULES_NOT_MIRRORED: &str = "[[lanes]] rules are configured and the kernel \
+    classifier does not mirror them yet (its map holds single ports): userspace \
+    classifier only, so kernel priorities and counters never disagree with the lanes";
+
 /// Starts the offload for the device the shell opened. Only a kernel TUN device has a
-/// kernel queue to prioritise; the in-memory pipe and service-only nodes get the fallback.
-pub fn start(tun: &TunKind) -> Arc<dyn DataPlaneOffload> {
+/// kernel queue to prioritise; the in-memory pipe and service-only nodes get the fallback,
+/// and so does a node with `[[lanes]]` rules (`lane_rules`), which the kernel program
+/// does not express yet.
+pub fn start(tun: &TunKind, lane_rules: &LaneRules) -> Arc<dyn DataPlaneOffload> {
     match tun {
+        TunKind::Kernel(name) if !lane_rules.rules().is_empty() => {
+            tracing::warn!(interface = %name, "kernel lane classifier off: {LANE_RULES_NOT_MIRRORED}");
+            Arc::new(UserspaceOnly::new(LANE_RULES_NOT_MIRRORED))
+        }
         TunKind::Kernel(name) => {
             let options = AttachOptions {
                 link: Some(LinkKind::Tun),
@@ -137,6 +149,26 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn lane_rules_keep_the_kernel_classifier_off() {
+        use bauxite_conduit::scheduler::{LaneProtocol, LaneRule};
+        let rules = LaneRules::new(vec![LaneRule {
+            protocol: LaneProtocol::Udp,
+            ports: 7410..=7411,
+            lane: Lane::Critical,
+        }])
+        .unwrap();
+        // Decided before any BPF call: no device of that name needs to exist.
+        let offload = start(&TunKind::Kernel("bx-no-such-dev".into()), &rules);
+        assert_eq!(offload.kind(), OffloadKind::Userspace);
+        assert!(
+            offload.detail().contains("[[lanes]]"),
+            "{}",
+            offload.detail()
+        );
+        assert!(offload.lane_counts().is_none());
+    }
+
     #[derive(Debug)]
     struct Fixed;
 
@@ -178,7 +210,7 @@ mod tests {
 
     #[test]
     fn the_fallback_shows_its_reason_and_no_kernel_series() {
-        let offload = start(&TunKind::Memory("asked for".into()));
+        let offload = start(&TunKind::Memory("asked for".into()), &LaneRules::default());
         let report = OffloadReport::new(offload.as_ref());
         assert_eq!(report.classifier, "userspace");
         assert_eq!(report.detail, "no kernel TUN device to attach to");

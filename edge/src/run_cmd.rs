@@ -324,7 +324,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let metrics = shell.metrics();
     // Kernel lane classification on the TUN device, or one log line saying why not; it is
     // detached when `offload` is dropped at the end of `serve`.
-    let offload = crate::offload::start(shell.tun_kind());
+    let offload = crate::offload::start(shell.tun_kind(), &config.lane_rules);
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
     let relay = config
