@@ -159,20 +159,12 @@ impl BauxiteNode {
             }
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst, via) => {
-                    Metrics::inc_lane(&self.metrics.lane_sent, lane);
                     let bulk = if lane == Lane::Bulk { len } else { 0 };
                     if bulk > 0 {
                         self.congestion.on_sent(now, bulk);
                     }
-                    self.log_sent(now, peer, out, len, bulk);
                     self.recycle(buf);
-                    return Some(Transmit {
-                        dst,
-                        via,
-                        len,
-                        lane: Some(lane),
-                        probe: false,
-                    });
+                    return Some(self.lane_sent(now, peer, out, lane, (len, dst, via), bulk));
                 }
                 // Staging may queue a handshake: the next turn sends it.
                 Sealed::NoSession => self.stage(now, peer, lane, buf),
@@ -208,17 +200,9 @@ impl BauxiteNode {
             }
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst, via) => {
-                    Metrics::inc_lane(&self.metrics.lane_sent, lane);
-                    // Staged packets bypassed the bulk window, so they settle no bulk bytes.
-                    self.log_sent(now, peer, out, len, 0);
                     self.recycle(buf);
-                    return Some(Transmit {
-                        dst,
-                        via,
-                        len,
-                        lane: Some(lane),
-                        probe: false,
-                    });
+                    // Staged packets bypassed the bulk window, so they settle no bulk bytes.
+                    return Some(self.lane_sent(now, peer, out, lane, (len, dst, via), 0));
                 }
                 Sealed::NoSession => {
                     if let Some(t) = tunnel_mut(&mut self.peers, peer) {
@@ -238,16 +222,8 @@ impl BauxiteNode {
         while let Some((peer, lane, buf)) = self.fragments.pop_front() {
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst, via) => {
-                    Metrics::inc_lane(&self.metrics.lane_sent, lane);
-                    self.log_sent(now, peer, out, len, 0);
                     self.recycle(buf);
-                    return Some(Transmit {
-                        dst,
-                        via,
-                        len,
-                        lane: Some(lane),
-                        probe: false,
-                    });
+                    return Some(self.lane_sent(now, peer, out, lane, (len, dst, via), 0));
                 }
                 Sealed::NoSession => self.stage(now, peer, lane, buf),
                 Sealed::Dropped => self.recycle(buf),
@@ -415,6 +391,28 @@ impl BauxiteNode {
     /// Remembers a sealed data packet (its header is at the start of `out`) so the peer's
     /// acknowledgement of it yields a delay sample and settles `bulk` bytes; `len` is its
     /// length, which path MTU black-hole detection watches.
+    /// Books a sealed packet of `lane` (its lane counter and the send log, settling `bulk`
+    /// bytes of the bulk window) and says where it goes.
+    fn lane_sent(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        out: &[u8],
+        lane: Lane,
+        (len, dst, via): (usize, SocketAddr, Via),
+        bulk: usize,
+    ) -> Transmit {
+        Metrics::inc_lane(&self.metrics.lane_sent, lane);
+        self.log_sent(now, peer, out, len, bulk);
+        Transmit {
+            dst,
+            via,
+            len,
+            lane: Some(lane),
+            probe: false,
+        }
+    }
+
     fn log_sent(&mut self, now: Instant, peer: PeerId, out: &[u8], len: usize, bulk: usize) {
         let index = crate::wire::u32_le(&out[1..5]);
         let counter = crate::wire::u64_le(&out[5..DATA_HEADER_LEN]);
