@@ -370,4 +370,4 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

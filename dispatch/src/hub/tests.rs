@@ -30,7 +30,9 @@ fn request(token: &JoinToken, seed: u8) -> ProvisionInput {
     named_request(token, seed, "robot")
 }
 
-fn named_request(token: &JoinToken, seed: u8, name: &str) -> ProvisionInput {
+/// A provisioning request for `name` with keys derived from `seed`, proving possession
+/// (also used by the admin UI's view tests).
+pub(crate) fn named_request(token: &JoinToken, seed: u8, name: &str) -> ProvisionInput {
     let id = Identity::from_secrets([seed; 32], [seed.wrapping_add(100); 32]);
     let tls = Identity::from_secrets([seed.wrapping_add(50); 32], [0; 32])
         .public()

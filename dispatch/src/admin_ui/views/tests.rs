@@ -1,11 +1,10 @@
-use bauxite_conduit::identity::Identity;
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::hub::{Caller, NewToken, ProvisionInput};
+use crate::hub::tests::named_request;
+use crate::hub::{Caller, NewToken};
 use crate::ipam::MeshCidr;
 use crate::pki::HubCa;
-use crate::proof::{self, NodeKeys};
 use crate::store::MemoryStore;
 use crate::token::JoinToken;
 
@@ -27,29 +26,6 @@ fn token(hub: &Hub, ttl: u64, uses: u32, seed: u8, name: &str) -> JoinToken {
     hub.create_token(T0, Caller::AdminUi, new).unwrap().0
 }
 
-fn request(token: &JoinToken, seed: u8, name: &str) -> ProvisionInput {
-    let id = Identity::from_secrets([seed; 32], [seed.wrapping_add(100); 32]);
-    let tls = Identity::from_secrets([seed.wrapping_add(50); 32], [0; 32])
-        .public()
-        .signing_public;
-    let keys = NodeKeys {
-        ed25519: id.public().signing_public,
-        x25519: id.public().static_public,
-        tls,
-    };
-    let proof = id
-        .sign(&proof::challenge(token.id, &token.ca, &keys, name))
-        .to_vec();
-    ProvisionInput {
-        token_id: token.id,
-        secret: token.secret.clone(),
-        ca: token.ca,
-        keys,
-        name: name.into(),
-        proof,
-    }
-}
-
 fn status_of<'a>(rows: &'a [NodeRow], name: &str) -> &'a str {
     rows.iter().find(|r| r.name == name).unwrap().status
 }
@@ -58,9 +34,12 @@ fn status_of<'a>(rows: &'a [NodeRow], name: &str) -> &'a str {
 fn node_status_follows_reports_pending_and_revocation() {
     let hub = hub();
     let tok = token(&hub, 3600, 3, 1, "t");
-    let arm = hub.provision(T0, request(&tok, 1, "arm")).unwrap().record;
+    let arm = hub
+        .provision(T0, named_request(&tok, 1, "arm"))
+        .unwrap()
+        .record;
     hub.confirm(T0, arm.id).unwrap();
-    hub.provision(T0, request(&tok, 2, "cart")).unwrap();
+    hub.provision(T0, named_request(&tok, 2, "cart")).unwrap();
     let (rows, online) = nodes(&hub, T0);
     assert_eq!(status_of(&rows, "arm"), "no report");
     assert_eq!(status_of(&rows, "cart"), "pending");
@@ -103,7 +82,9 @@ fn token_rows_say_active_used_up_or_expired_newest_first() {
     assert_eq!(by("short"), "expired");
     assert_eq!(by("long"), "active");
 
-    let node = hub.provision(T0.plus(1), request(&short, 3, "n")).unwrap();
+    let node = hub
+        .provision(T0.plus(1), named_request(&short, 3, "n"))
+        .unwrap();
     hub.confirm(T0.plus(1), node.record.id).unwrap();
     let rows = tokens(&hub, T0.plus(2)).unwrap();
     let row = rows.iter().find(|r| r.name == "short").unwrap();
@@ -118,7 +99,10 @@ fn the_topology_lists_who_sees_whom() {
     let hub = hub();
     let tok = token(&hub, 3600, 3, 1, "t");
     for (seed, name) in [(1, "a"), (2, "b"), (3, "c")] {
-        let rec = hub.provision(T0, request(&tok, seed, name)).unwrap().record;
+        let rec = hub
+            .provision(T0, named_request(&tok, seed, name))
+            .unwrap()
+            .record;
         hub.confirm(T0, rec.id).unwrap();
     }
     let (version, rows) = topology(&hub);
