@@ -55,9 +55,9 @@ fn moved(host: u8) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(198, 51, 100, host), 40000 + u16::from(host)))
 }
 
-/// Whether node `i` has the lower peer ID (it wins simultaneous initiations).
+/// Whether node `i` has the lower static key (it wins simultaneous initiations).
 fn lower(net: &SimNet, i: usize) -> bool {
-    net.nodes[i].peer_id() < net.nodes[1 - i].peer_id()
+    net.nodes[i].static_public() < net.nodes[1 - i].static_public()
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn one_side_knowing_the_other_is_enough_whichever_sends_first() {
             assert_eq!(Metrics::get(&m.tx_dropped), 0);
         }
     }
-    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+    assert_eq!(orders.len(), 2, "both key orders were exercised");
 }
 
 #[test]
@@ -168,12 +168,12 @@ fn simultaneous_initiations_with_one_stale_endpoint_never_deadlock() {
         assert_eq!(ids(&net, mover), vec![2], "mover {mover}");
         assert_eq!(endpoint(&net, stale), learned(new));
     }
-    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+    assert_eq!(orders.len(), 2, "both key orders were exercised");
 }
 
 /// One side's initiation is refused because the other does not know its key yet (its
 /// peer list from the hub has not arrived); once it has, the other side initiates. If the
-/// refused side is the leader (lower peer ID), its initiation is still pending and wins the
+/// refused side is the leader (lower static key), its initiation is still pending and wins the
 /// tie-break: it must go again at once, not after its 5 s retry timer.
 #[test]
 fn an_initiation_refused_before_the_peer_knew_us_completes_when_the_peer_initiates() {
@@ -214,7 +214,7 @@ fn an_initiation_refused_before_the_peer_knew_us_completes_when_the_peer_initiat
         }
         assert_eq!(rejected(&net, refused), 0, "refused {refused}");
     }
-    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+    assert_eq!(orders.len(), 2, "both key orders were exercised");
 }
 
 /// Both sides initiate at the same instant and both initiations arrive: the leader sends
@@ -246,7 +246,7 @@ fn crossing_initiations_form_one_session_and_the_resent_copy_is_refused_as_stale
             assert_eq!(Metrics::get(&m.handshakes_rejected), stale_copies);
         }
     }
-    assert_eq!(orders.len(), 2, "both peer-ID orders were exercised");
+    assert_eq!(orders.len(), 2, "both key orders were exercised");
 }
 
 #[test]

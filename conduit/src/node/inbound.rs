@@ -102,7 +102,7 @@ impl BauxiteNode {
             .by_static_public(&received.initiator_static)
             .ok_or(PeerMisbehaved::UnknownStaticKey)?;
         let (id, remote_static) = (peer.id, peer.static_public);
-        let leader = self.peer_id() < id;
+        let leader = self.leads(&remote_static);
         let tunnel = self
             .peers
             .get_mut(&id)
@@ -113,7 +113,7 @@ impl BauxiteNode {
         // source address is where the peer is.
         tunnel.accept_timestamp(received.timestamp)?;
         if leader && tunnel.handshake_pending() {
-            // Both sides initiated: the lower peer ID wins (as in the seed's signalling),
+            // Both sides initiated: the lower static key wins (`leads`),
             // so only one session forms and both ends send on the same one. Ours completes
             // it — if the peer has it: it may have refused it (it did not know our key
             // yet), or it was lost or went to an address the peer has left. This

@@ -351,6 +351,20 @@ impl BauxiteNode {
         self.identity.peer_id()
     }
 
+    /// Whether this node wins simultaneous initiations with the peer whose X25519 static
+    /// key is `remote_static`: the lower static key leads. Both ends compare the same two
+    /// keys — the ones the handshake authenticates — so they always agree, even when
+    /// their views of each other's peer ID differ (a peer listed under a substituted key:
+    /// two "leaders" would each resend and never answer).
+    fn leads(&self, remote_static: &[u8; 32]) -> bool {
+        self.static_public() < *remote_static
+    }
+
+    /// The node's X25519 static public key (the one its peers list it under).
+    pub fn static_public(&self) -> [u8; 32] {
+        self.identity.public().static_public
+    }
+
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config
@@ -551,7 +565,7 @@ impl BauxiteNode {
     pub fn connect(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
         let info = self.registry.by_id(peer).ok_or(Error::UnknownPeer(peer))?;
         let remote_static = info.static_public;
-        let leader = self.peer_id() < peer;
+        let leader = self.leads(&remote_static);
         let tunnel = self
             .peers
             .get_mut(&peer)

@@ -436,7 +436,7 @@ impl BauxiteNode {
             self.recycle(buf);
             return;
         };
-        let leader = self.peer_id() < peer;
+        let leader = self.leads(&remote_static);
         let Some(state) = self.peers.get_mut(&peer) else {
             Metrics::inc(&self.metrics.tx_dropped);
             self.recycle(buf);

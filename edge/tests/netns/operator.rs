@@ -17,7 +17,7 @@ use bauxite_dispatch::store::{Change, RedbStore, Store};
 use serde_json::Value;
 
 use crate::hub::{Hub, dispatch_binary, established_with, node_id, vip_of};
-use crate::support::{BAUXITE, NetPair, Node, PORT, can_run, keygen, wait_for};
+use crate::support::{BAUXITE, NetPair, Node, PORT, can_run, keygen, wait_for, wait_for_or};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -322,10 +322,21 @@ fn the_operator_lock_refuses_a_static_key_the_hub_substituted() {
     assert_ne!(unlocked, config, "the lock line was not in the config");
     fs::write(&nodes[0].config, unlocked).unwrap();
     nodes[0].restart();
-    wait_for(LIMIT, "the attacker's session with the unlocked a", || {
-        let status = intruder.status()?;
-        (status["peers"][0]["established"] == true).then_some(())
-    });
+    wait_for_or(
+        LIMIT,
+        "the attacker's session with the unlocked a",
+        || {
+            let status = intruder.status()?;
+            (status["peers"][0]["established"] == true).then_some(())
+        },
+        || {
+            format!(
+                "{}\n--- attacker ---\n{}",
+                logs(&nodes, &hub),
+                intruder.log()
+            )
+        },
+    );
     wait_for(LIMIT, "the unlocked a to list the attacker as b", || {
         established_with(&nodes[0], "b")
     });

@@ -50,17 +50,29 @@ pub(crate) fn sh(program: &str, args: &[&str]) -> String {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
+pub(crate) fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(limit, what, f, String::new)
+}
+
+/// [`wait_for`], and on timeout the panic message adds `explain()` (logs read then).
 #[allow(clippy::disallowed_methods)] // a test's deadline is wall time by nature
-pub(crate) fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for_or<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
