@@ -1,8 +1,9 @@
 //! The optional Prometheus endpoint: `GET /metrics` on `node.metrics_listen` returns the
 //! node's counters as text, and the update agent's state, progress and probe round trips
 //! (`bauxite_update_*`) when it runs, and the ROS 2 discovery server's gauges
-//! (`ros_discovery_port`, `ros_discovery_status`) when `[ros.server]` runs one; anything
-//! else gets 404.
+//! (`ros_discovery_port`, `ros_discovery_status`) when `[ros.server]` runs one, the lane
+//! classifier's state, and the operator lock's refusals (`bauxite_operator_*`) when the lock
+//! is on; anything else gets 404.
 //!
 //! Invariant: a scrape reads atomic counters and a copy of the update status only — it
 //! never waits for the data-plane loop, so a slow or hostile client cannot delay packets. Requests are bounded (8 KiB
@@ -15,10 +16,12 @@ use std::time::Duration;
 use bauxite_conduit::Metrics;
 use bauxite_conduit::offload::DataPlaneOffload;
 
+use crate::operator_lock::LockReport;
 use crate::ros_cmd::RosGauges;
 use crate::update_agent::SharedStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const MAX_HEAD: usize = 8192;
 
@@ -32,34 +35,37 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
+/// What a scrape reports besides the data plane's counters; each part is optional because
+/// each runs only when configured.
+#[derive(Clone, Default)]
+pub struct Sources {
+    /// The update agent's status.
+    pub updates: Option<Arc<SharedStatus>>,
+    /// The ROS 2 discovery server's gauges.
+    pub ros: Option<RosGauges>,
+    /// The lane classifier.
+    pub offload: Option<Arc<dyn DataPlaneOffload>>,
+    /// The operator lock's report (`None` inside while the lock is off).
+    pub operator_lock: Option<watch::Receiver<Option<LockReport>>>,
+}
+
 /// Serves scrapes forever; `node` labels every series.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    node: String,
-    updates: Option<Arc<SharedStatus>>,
-    ros: Option<RosGauges>,
-    offload: Option<Arc<dyn DataPlaneOffload>>,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: String, sources: Sources) {
     let node: Arc<str> = node.into();
+    let sources = Arc::new(sources);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (metrics, node, updates) = (Arc::clone(&metrics), Arc::clone(&node), updates.clone());
-        let ros = ros.clone();
-        let offload = offload.clone();
+        let (metrics, node, sources) = (
+            Arc::clone(&metrics),
+            Arc::clone(&node),
+            Arc::clone(&sources),
+        );
         tokio::spawn(async move {
             let served = tokio::time::timeout(
                 Duration::from_secs(5),
-                scrape(
-                    stream,
-                    &metrics,
-                    &node,
-                    updates.as_deref(),
-                    ros.as_ref(),
-                    offload.as_deref(),
-                ),
+                scrape(stream, &metrics, &node, &sources),
             )
             .await;
             if let Ok(Err(error)) = served {
@@ -73,9 +79,7 @@ async fn scrape(
     mut stream: TcpStream,
     metrics: &Metrics,
     node: &str,
-    updates: Option<&SharedStatus>,
-    ros: Option<&RosGauges>,
-    offload: Option<&dyn DataPlaneOffload>,
+    sources: &Sources,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -89,14 +93,21 @@ async fn scrape(
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, body) = if line.starts_with(b"GET /metrics ") {
         let mut body = metrics.render_prometheus(node);
-        if let Some(u) = updates {
+        if let Some(u) = &sources.updates {
             body.push_str(&u.get().render_prometheus(node));
         }
-        if let Some(ros) = ros {
+        if let Some(ros) = &sources.ros {
             body.push_str(&ros.render_prometheus(node));
         }
-        if let Some(offload) = offload {
-            body.push_str(&crate::offload::render_prometheus(offload, node));
+        if let Some(offload) = &sources.offload {
+            body.push_str(&crate::offload::render_prometheus(offload.as_ref(), node));
+        }
+        if let Some(lock) = sources
+            .operator_lock
+            .as_ref()
+            .and_then(|l| l.borrow().clone())
+        {
+            body.push_str(&lock.render_prometheus(node));
         }
         ("200 OK", body)
     } else {
@@ -130,19 +141,33 @@ mod tests {
             last_exit: Some("exit code 1".into()),
             failure: Some("5 crashes".into()),
         });
+        let lock = bauxite_dispatch_api::operator::OperatorLock::new(vec![[7u8; 32]]);
+        let mut report = LockReport::new(&lock);
+        report.refusals_total = 3;
+        report.refused.push(crate::operator_lock::RefusedPeer {
+            id: "ab".into(),
+            name: "rogue".into(),
+            virtual_ip: "100.64.0.9".into(),
+            code: "unsigned".into(),
+            reason: "no operator signature".into(),
+        });
+        let (_lock_tx, operator_lock) = watch::channel(Some(report));
         let task = tokio::spawn(serve(
             listener,
             Arc::new(Metrics::default()),
             "n1".into(),
-            Some(Arc::clone(&shared)),
-            Some(RosGauges {
-                port: 11811,
-                server_id: 0,
-                status: ros,
-            }),
-            Some(Arc::new(bauxite_conduit::offload::UserspaceOnly::new(
-                "test",
-            ))),
+            Sources {
+                updates: Some(Arc::clone(&shared)),
+                ros: Some(RosGauges {
+                    port: 11811,
+                    server_id: 0,
+                    status: ros,
+                }),
+                offload: Some(Arc::new(bauxite_conduit::offload::UserspaceOnly::new(
+                    "test",
+                ))),
+                operator_lock: Some(operator_lock),
+            },
         ));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
@@ -179,6 +204,14 @@ mod tests {
         );
         assert!(
             body.contains("bauxite_lane_classifier{node=\"n1\",classifier=\"userspace\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bauxite_operator_refused_peers{node=\"n1\"} 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bauxite_operator_refusals_total{node=\"n1\"} 3\n"),
             "{body}"
         );
         shared.update(|s| s.state = Some("COMMITTED".into()));

@@ -227,6 +227,20 @@ impl LockReport {
         (fresh, own_changed)
     }
 
+    /// The lock's series for `/metrics`: refused in the last topology, refusals since start.
+    pub fn render_prometheus(&self, node: &str) -> String {
+        format!(
+            "# HELP bauxite_operator_refused_peers Peers of the last topology refused by the operator lock.\n\
+             # TYPE bauxite_operator_refused_peers gauge\n\
+             bauxite_operator_refused_peers{{node=\"{node}\"}} {}\n\
+             # HELP bauxite_operator_refusals_total Peers refused by the operator lock since the daemon started.\n\
+             # TYPE bauxite_operator_refusals_total counter\n\
+             bauxite_operator_refusals_total{{node=\"{node}\"}} {}\n",
+            self.refused.len(),
+            self.refusals_total
+        )
+    }
+
     /// Lines for `status` (after the hub line).
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -422,7 +422,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             cert: cert_rx,
             ros: ros_gauges.clone(),
             ros_servers: ros_servers_rx,
-            operator_lock: lock_rx,
+            operator_lock: lock_rx.clone(),
             offload: std::sync::Arc::clone(&offload),
         },
     ));
@@ -433,9 +433,12 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                 listener,
                 std::sync::Arc::clone(&metrics),
                 peer_id.to_string(),
-                agent.as_ref().map(|(handle, _)| handle.shared()),
-                ros_gauges,
-                Some(std::sync::Arc::clone(&offload)),
+                metrics_http::Sources {
+                    updates: agent.as_ref().map(|(handle, _)| handle.shared()),
+                    ros: ros_gauges,
+                    offload: Some(std::sync::Arc::clone(&offload)),
+                    operator_lock: Some(lock_rx),
+                },
             )))
         }
         None => None,
