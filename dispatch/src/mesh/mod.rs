@@ -7,9 +7,15 @@
 //! reach it by dialling the hub's advertised endpoint, or the hub URL's host on the UDP
 //! port of the same number when it advertises none. Images leave only on the Bulk lane.
 //!
+//! A node whose UDP is blocked reaches the hub's node through the hub's data channel like
+//! any other peer: the mesh node is attached to the hub's
+//! [`DatagramRelay`](crate::hub::relay::DatagramRelay) in-process (no
+//! gRPC stream), under the same rules and rate budget as a node's stream, and relays to a
+//! node after [`DEFAULT_HUB_RELAY_AFTER`] without a direct answer, as nodes do.
+//!
 //! Tasks, all ending when the hub shuts down: the shell, the echo responder
 //! (`ServicePort::ECHO`, Critical lane), the forge server (`ServicePort::FORGE`, see
-//! [`serve`]), and the topology follower.
+//! [`serve`]), the topology follower, and the relay pump.
 
 pub mod serve;
 
@@ -19,8 +25,10 @@ use std::sync::{Arc, Mutex};
 
 use bauxite_conduit::identity::Identity;
 use bauxite_conduit::io::service::DEFAULT_RECV_QUEUE;
-use bauxite_conduit::io::{DeviceConfig, Query, ServiceSocket, Shell, ShellConfig, clock, echo};
-use bauxite_conduit::node::NodeConfig;
+use bauxite_conduit::io::{
+    DeviceConfig, HubRelayPort, Query, ServiceSocket, Shell, ShellConfig, clock, echo,
+};
+use bauxite_conduit::node::{DEFAULT_HUB_RELAY_AFTER, NodeConfig};
 use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::{BauxiteNode, Metrics, VirtualIp};
@@ -35,6 +43,8 @@ pub use self::serve::{ImageCommand, PackageSource};
 use crate::clock::UnixTime;
 use crate::hub::Hub;
 use crate::hub::candidates::Candidate;
+use crate::hub::relay::RelayDrop;
+use crate::proto::node::RelayFrame;
 use crate::store::{NodeRecord, PackageImage, PackageRecord};
 use crate::updates::build::image_path;
 use crate::{Error, Result};
@@ -58,6 +68,7 @@ pub struct MeshConfig {
 /// A mesh node whose socket is bound, ready to [`run`](BoundMesh::run).
 pub struct BoundMesh {
     shell: Shell,
+    relay: HubRelayPort,
     echo: ServiceSocket,
     forge: ServiceSocket,
     commands: mpsc::Receiver<ImageCommand>,
@@ -149,7 +160,10 @@ impl BoundMesh {
         let node = BauxiteNode::new(
             identity,
             PeerRegistry::new(),
-            NodeConfig::default(),
+            NodeConfig {
+                hub_relay_after: Some(DEFAULT_HUB_RELAY_AFTER),
+                ..NodeConfig::default()
+            },
             seed,
             clock::now(),
             clock::unix_nanos(),
@@ -176,6 +190,7 @@ impl BoundMesh {
         };
         // Nodes learn their server-reflexive address (their NAT's mapping) here.
         shell.serve_stun();
+        let relay = shell.hub_relay();
         let echo = bind(&mut shell, ServicePort::ECHO)?;
         let forge = bind(&mut shell, ServicePort::FORGE)?;
         let local_addr = shell
@@ -214,6 +229,7 @@ impl BoundMesh {
         }
         Ok(Self {
             shell,
+            relay,
             echo,
             forge,
             commands,
@@ -250,7 +266,57 @@ impl BoundMesh {
             self.commands,
             self.handle.counters.clone(),
         ));
+        tokio::spawn(pump_relay(Arc::clone(&hub), me, self.relay));
         tokio::spawn(follow_topology(hub, me, queries));
+    }
+}
+
+/// The IO shell's clock for the relay's rate budget.
+#[allow(clippy::disallowed_methods)] // The relay pump is an IO shell.
+fn relay_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Moves datagrams between the mesh node's hub-relay port and the hub's relay, in both
+/// directions, until the hub stops. Drops are counted as a node stream's are; a full
+/// inbound port drops (a late datagram is worth nothing; the session retransmits).
+async fn pump_relay(hub: Arc<Hub>, me: bauxite_conduit::PeerId, mut port: HubRelayPort) {
+    let (stream, mut inbound) = hub.relays().attach(me, relay_now());
+    let mut closing = hub.closing();
+    loop {
+        tokio::select! {
+            out = port.outbound.recv() => {
+                let Some((to, datagram)) = out else { break };
+                let frame = RelayFrame { peer_id: to.0.to_vec(), datagram };
+                let len = frame.datagram.len() as u64;
+                let routed = hub.relays().route(relay_now(), me, stream, frame);
+                count_routed(&hub, routed, len);
+                if routed == Err(RelayDrop::SenderDetached) {
+                    break;
+                }
+            }
+            frame = inbound.recv() => {
+                let Some(frame) = frame else { break };
+                let Ok(from) = <[u8; 16]>::try_from(frame.peer_id.as_slice()) else { continue };
+                let _ = port.inbound.try_send((bauxite_conduit::PeerId(from), frame.datagram));
+            }
+            () = crate::server::feeds::stopping(&mut closing) => break,
+        }
+    }
+    hub.relays().detach(me, stream);
+}
+
+fn count_routed(hub: &Hub, routed: std::result::Result<(), RelayDrop>, len: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let metrics = hub.metrics();
+    match routed {
+        Ok(()) => {
+            metrics.relay_frames.fetch_add(1, Relaxed);
+            metrics.relay_bytes.fetch_add(len, Relaxed);
+        }
+        Err(_) => {
+            metrics.relay_dropped.fetch_add(1, Relaxed);
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! packet (its node's gRPC to the hub is TCP and still passes). The two nodes' session
 //! comes up through the hub's data channel (`status` path type `hub`) and pings cross it;
 //! when the block lifts, both nodes move to the direct path by themselves while a ping
-//! stream runs, and no ping of it is lost.
+//! stream runs, and no ping of it is lost. The hub's own mesh node is reached the same
+//! way: site 0 pings it (`bauxite ping hub`) while its UDP is blocked.
 //!
 //! The hub binary must sit next to `bauxite` (`cargo build -p bauxite-dispatch`); without
 //! root the test prints SKIPPED.
@@ -13,12 +14,17 @@ use std::time::Duration;
 use crate::hub::{dispatch_binary, vip_of};
 use crate::nat::{LIMIT, NAMES, NatMesh, peer_entry};
 use crate::natlab::{Host, Nat, NatLab};
-use crate::support::{can_run, wait_for};
+use crate::support::{BAUXITE, can_run, wait_for};
 
 /// The `path_type` node `i` reports for the other node.
 fn path_type(mesh: &NatMesh, i: usize) -> Option<String> {
+    path_type_to(mesh, i, NAMES[1 - i])
+}
+
+/// The `path_type` node `i` reports for the peer named `name`.
+fn path_type_to(mesh: &NatMesh, i: usize, name: &str) -> Option<String> {
     let status = mesh.nodes[i].status()?;
-    peer_entry(&status, NAMES[1 - i])?["path_type"]
+    peer_entry(&status, name)?["path_type"]
         .as_str()
         .map(str::to_string)
 }
@@ -54,6 +60,23 @@ fn blocked_udp_goes_through_the_hub_and_upgrades_to_direct_without_losing_a_ping
     };
     assert!(ping(0, 3), "site0 -> site1 over the hub\n{}", mesh.logs());
     assert!(ping(1, 3), "site1 -> site0 over the hub\n{}", mesh.logs());
+
+    // The hub's own mesh node (echo, update images) through its own data channel.
+    wait_for(LIMIT, "site0 on the hub relay to the hub's node", || {
+        (path_type_to(&mesh, 0, "hub").as_deref() == Some("hub")).then_some(())
+    });
+    let echo = Command::new(BAUXITE)
+        .args(["ping", "hub", "--count", "3", "--rate", "5", "--config"])
+        .arg(&mesh.nodes[0].config)
+        .output()
+        .unwrap();
+    assert!(
+        echo.status.success(),
+        "site0 -> the hub's node over the hub relay: {}{}\n{}",
+        String::from_utf8_lossy(&echo.stdout),
+        String::from_utf8_lossy(&echo.stderr),
+        mesh.logs()
+    );
 
     // A ping stream across the switch: 100 pings, 5 a second, each waited for 2 s.
     let stream = Command::new("ip")
