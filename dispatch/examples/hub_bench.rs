@@ -8,6 +8,11 @@
 //! `... -- N --hub https://ADDR --token TOKEN` drives a separately running
 //! `bauxite-dispatch serve` instead (token from `token create --uses N`), so the hub's
 //! own memory can be read from its `/proc/PID/status` while the N clients stay connected.
+//!
+//! Clients ask for topology deltas and apply them, as `bauxite run` does; `--full` makes
+//! them ask for full snapshots (the behaviour before deltas), for comparison. Above ~1000
+//! nodes raise the descriptor limit first (`ulimit -n 65536`): each node holds a socket
+//! here and one in the hub.
 // A benchmark shell: reads the clock and panics on a broken fixture.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
@@ -76,18 +81,19 @@ async fn main() {
         ms(joins[n - 1])
     );
 
+    let deltas = !args.iter().any(|a| a == "--full");
     let mut feeds = Vec::with_capacity(n);
     let mut version = 0;
     for client in &clients {
         let mut feed = client
             .topology()
-            .stream_topology(TopologyRequest {})
+            .stream_topology(TopologyRequest { deltas })
             .await
             .unwrap()
             .into_inner();
         let first = feed.message().await.unwrap().unwrap();
         version = version.max(first.version);
-        feeds.push(feed);
+        feeds.push((feed, first));
     }
 
     for round in 0..5 {
@@ -102,12 +108,13 @@ async fn main() {
             .await
             .unwrap();
         let mut tasks = Vec::with_capacity(n);
-        for mut feed in feeds.drain(..) {
+        for (mut feed, mut held) in feeds.drain(..) {
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let snapshot = feed.message().await.unwrap().unwrap();
-                    if snapshot.version > version + round {
-                        return (feed, start.elapsed());
+                    let update = feed.message().await.unwrap().unwrap();
+                    bauxite_dispatch_api::topology::apply(&mut held, update).unwrap();
+                    if held.version > version + round {
+                        return ((feed, held), start.elapsed());
                     }
                 }
             }));
@@ -120,7 +127,12 @@ async fn main() {
         }
         arrivals.sort();
         println!(
-            "topology change -> {n} streams (each snapshot {n} peers): first {}  p50 {}  last {}",
+            "topology change -> {n} streams ({}): first {}  p50 {}  last {}",
+            if deltas {
+                "deltas"
+            } else {
+                "full snapshots of all peers"
+            },
             ms(arrivals[0]),
             ms(percentile(&arrivals, 0.5)),
             ms(arrivals[n - 1])

@@ -18,6 +18,7 @@ mod confirm;
 pub mod ros;
 pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod deploy;
+pub mod journal;
 mod mesh_node;
 mod operator;
 pub use self::mesh_node::HUB_NODE_NAME;
@@ -94,6 +95,8 @@ pub struct Hub {
     cidr: MeshCidr,
     state: Mutex<State>,
     topology: watch::Sender<Arc<proto::node::TopologySnapshot>>,
+    /// The deltas of the last topology changes (published with `topology`, under `state`).
+    journal: Mutex<journal::TopologyJournal>,
     policy: watch::Sender<Arc<proto::node::PolicyDocument>>,
     signals: Mutex<SignalRouter>,
     relays: Mutex<DatagramRelay>,
@@ -142,6 +145,7 @@ impl Hub {
             cidr,
             state: Mutex::new(state),
             topology: watch::channel(topology).0,
+            journal: Mutex::new(journal::TopologyJournal::default()),
             policy: watch::channel(Arc::new(policy.unwrap_or_default())).0,
             signals: Mutex::new(SignalRouter::default()),
             relays: Mutex::new(DatagramRelay::default()),
@@ -225,6 +229,24 @@ impl Hub {
     /// A feed of topology snapshots (the current one first).
     pub fn subscribe_topology(&self) -> watch::Receiver<Arc<proto::node::TopologySnapshot>> {
         self.topology.subscribe()
+    }
+
+    /// The deltas from topology version `held` to the newest, or `None` when the journal
+    /// does not reach back that far (send a full snapshot).
+    pub fn topology_deltas_since(
+        &self,
+        held: u64,
+    ) -> Option<Vec<Arc<proto::node::TopologySnapshot>>> {
+        lock(&self.journal).since(held)
+    }
+
+    /// Publishes `state`'s topology to the feeds, with its delta in the journal. Called with
+    /// the state lock held, so publications keep the order of changes.
+    fn publish_topology(&self, state: &State) {
+        let new = Arc::new(snapshot(state));
+        let old = self.topology.borrow().clone();
+        lock(&self.journal).record(&old, &new);
+        self.topology.send_replace(new);
     }
 
     /// A feed of policy documents (the current one first).
@@ -314,7 +336,7 @@ impl Hub {
         }
         if let Some(version) = change.topology_version {
             state.topology_version = version;
-            self.topology.send_replace(Arc::new(snapshot(state)));
+            self.publish_topology(state);
         }
         if let Some(policy) = change.policy {
             self.policy
@@ -366,6 +388,7 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                 }
             })
             .collect(),
+        ..proto::node::TopologySnapshot::default()
     }
 }
 

@@ -29,8 +29,10 @@ pub struct HubMetrics {
     pub calls_refused: AtomicU64,
     /// Open topology streams.
     pub topology_streams: AtomicU64,
-    /// Topology snapshots sent.
+    /// Full topology snapshots sent.
     pub topology_snapshots_sent: AtomicU64,
+    /// Topology deltas sent (to clients that asked for them).
+    pub topology_deltas_sent: AtomicU64,
     /// Signaling messages relayed or queued.
     pub signals_relayed: AtomicU64,
     /// Mesh datagrams relayed on the data channel.
@@ -119,7 +121,7 @@ impl HubMetrics {
     /// Prometheus text exposition; `nodes_active` is supplied by the caller.
     pub fn render(&self, nodes_active: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             ("provisions_total", "Nodes provisioned", &self.provisions),
             (
                 "provisions_refused_total",
@@ -138,8 +140,13 @@ impl HubMetrics {
             ),
             (
                 "topology_snapshots_sent_total",
-                "Topology snapshots sent",
+                "Full topology snapshots sent",
                 &self.topology_snapshots_sent,
+            ),
+            (
+                "topology_deltas_sent_total",
+                "Topology deltas sent",
+                &self.topology_deltas_sent,
             ),
             (
                 "signals_relayed_total",

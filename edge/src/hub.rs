@@ -453,7 +453,8 @@ impl HubConnector {
         // ignores our own initiation until its retry (seconds later).
         let mut topology = hub
             .topology()
-            .stream_topology(TopologyRequest {})
+            // After the first full snapshot, each change comes as what changed.
+            .stream_topology(TopologyRequest { deltas: true })
             .await
             .map_err(|s| from_status(&s, "topology stream"))?
             .into_inner();
@@ -506,12 +507,15 @@ impl HubConnector {
                     renew_timer.set(tokio::time::sleep(next));
                 }
                 message = topology.message() => {
-                    let snapshot = message
+                    let update = message
                         .map_err(|s| from_status(&s, "topology stream"))?
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
-                    expiry = self.apply_topology(&snapshot, hub_udp, &mut stun).await?;
+                    // A delta for another version means a message was lost: reconnecting
+                    // starts again from a full snapshot.
+                    bauxite_dispatch_api::topology::apply(&mut last, update)
+                        .map_err(|e| End::Lost(e.to_string()))?;
+                    expiry = self.apply_topology(&last, hub_udp, &mut stun).await?;
                     expiry_timer.set(tokio::time::sleep(until_unix(expiry).unwrap_or(far)));
-                    last = snapshot;
                 }
                 // An operator signature expired: the same topology, screened again.
                 () = &mut expiry_timer => {

@@ -98,6 +98,7 @@ mod tests {
                 peer(1, "100.64.0.1", "", true),
                 peer(3, "100.64.0.2", "", false),
             ],
+            ..TopologySnapshot::default()
         };
         let mut peers = peers_from_snapshot(&snapshot, None).unwrap();
         let (tx, rx) = watch::channel(None);
@@ -117,6 +118,7 @@ mod tests {
         let advertised = TopologySnapshot {
             version: 4,
             peers: vec![peer(1, "100.64.0.1", "192.0.2.1:9000", true)],
+            ..TopologySnapshot::default()
         };
         let mut peers = peers_from_snapshot(&advertised, None).unwrap();
         assert_eq!(
@@ -127,6 +129,7 @@ mod tests {
         let none = TopologySnapshot {
             version: 5,
             peers: vec![peer(3, "100.64.0.2", "", false)],
+            ..TopologySnapshot::default()
         };
         let mut peers = peers_from_snapshot(&none, None).unwrap();
         assert_eq!(apply(&none, &mut peers, udp, &tx), None);

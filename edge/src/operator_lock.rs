@@ -118,6 +118,7 @@ pub fn screen(
         snapshot: TopologySnapshot {
             version: snapshot.version,
             peers: Vec::with_capacity(snapshot.peers.len()),
+            ..TopologySnapshot::default()
         },
         refused: Vec::new(),
         own: None,
@@ -315,6 +316,7 @@ mod tests {
         let snapshot = TopologySnapshot {
             version: 4,
             peers: vec![own.clone(), signed.clone(), unsigned, swapped],
+            ..TopologySnapshot::default()
         };
         let screened = screen(&lock, &snapshot, &me, NOW);
         assert_eq!(screened.snapshot.peers, vec![own, signed]);
@@ -359,6 +361,7 @@ mod tests {
         let one = |peer: Peer| TopologySnapshot {
             version: 1,
             peers: vec![peer],
+            ..TopologySnapshot::default()
         };
         let s = screen(&lock, &one(substituted), &me, NOW);
         assert!(s.own.unwrap().contains("another X25519 static key"));

@@ -8,7 +8,7 @@
 //! joined.credentials.save(std::path::Path::new("/var/lib/bauxite/certs"))?;
 //! bauxite_dispatch_api::client::confirm("https://hub.example:7443", &joined.credentials).await?;
 //! let hub = HubClient::connect_mtls("https://hub.example:7443", &joined.credentials).await?;
-//! let mut feed = hub.topology().stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {}).await?.into_inner();
+//! let mut feed = hub.topology().stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest::default()).await?.into_inner();
 //! while let Some(snapshot) = feed.message().await? {
 //!     let peers = peers_from_snapshot(&snapshot, Some(joined.node_id))?; // -> PeerRegistry::replace_all
 //! #   let _ = peers;

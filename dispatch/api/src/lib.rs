@@ -9,6 +9,7 @@
 //! - [`token`]: the join token's text format; [`proof`]: the proof-of-possession challenge;
 //!   [`pki`]: what a hub-issued certificate binds, and the key-file rules both sides keep;
 //! - [`operator`]: the operator lock's signed node key records and their check;
+//! - [`topology`]: topology deltas (computed by the hub, applied by the node);
 //! - [`refusal`]: why the hub refused a call, as a typed value in the gRPC status details
 //!   (the hub builds statuses with [`Refusal::to_status`], clients read them back with
 //!   [`Refusal::from_status`]);
@@ -26,6 +27,7 @@ pub mod proof;
 pub mod proto;
 pub mod refusal;
 pub mod token;
+pub mod topology;
 
 pub use error::{Error, KeyRecordRejected, LockRefusal, ProofRejected, Result, TokenFormat};
 pub use refusal::Refusal;

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use bauxite_conduit::PeerId;
 use bauxite_dispatch_api::proto::node::CandidateKind;
 
-use super::{Hub, lock, snapshot};
+use super::{Hub, lock};
 use crate::store::Change;
 use crate::{Error, Result};
 
@@ -142,8 +142,7 @@ impl Hub {
         })?;
         state.candidates.insert(node, candidates);
         state.topology_version = version;
-        self.topology
-            .send_replace(std::sync::Arc::new(snapshot(&state)));
+        self.publish_topology(&state);
         Ok((version, published))
     }
 }

@@ -9,7 +9,7 @@
 
 use bauxite_conduit::PeerId;
 
-use super::{Hub, lock, snapshot};
+use super::{Hub, lock};
 use crate::error::{Error, Result};
 use crate::store::Change;
 
@@ -62,8 +62,7 @@ impl Hub {
             None => state.ros_discovery.remove(&node),
         };
         state.topology_version = version;
-        self.topology
-            .send_replace(std::sync::Arc::new(snapshot(&state)));
+        self.publish_topology(&state);
         Ok(())
     }
 }

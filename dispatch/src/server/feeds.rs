@@ -1,7 +1,11 @@
 //! `TopologyService` and `PolicyService`: snapshots first, then one message per change.
 //!
 //! Each stream runs in its own task that waits on the hub's watch channels; a slow client
-//! only ever misses intermediate versions (it gets the newest), never blocks the hub. A
+//! never blocks the hub or another stream (each task owns a 2-message queue). A topology
+//! client that asked for deltas gets, after its first full snapshot, the deltas from the
+//! version it holds (the hub's journal, shared by every stream); one that fell further
+//! behind than the journal gets a full snapshot again (a resync). Other clients get the
+//! newest full snapshot and miss intermediate versions. A
 //! node's stream ends with `PERMISSION_DENIED` and [`Refusal::Revoked`] in the status details
 //! as soon as the node is revoked, and with `UNAVAILABLE` as soon as the hub starts shutting
 //! down.
@@ -61,6 +65,7 @@ impl TopologyService for Topology {
         request: Request<TopologyRequest>,
     ) -> Result<Response<Self::StreamTopologyStream>, Status> {
         let caller = auth::caller(&self.0, &request)?;
+        let deltas = request.get_ref().deltas;
         let hub = self.0.clone();
         let mut topology = hub.subscribe_topology();
         let mut closing = hub.closing();
@@ -69,18 +74,33 @@ impl TopologyService for Topology {
             hub.metrics()
                 .topology_streams
                 .fetch_add(1, Ordering::Relaxed);
-            loop {
+            // The version the client holds, once it got a full snapshot.
+            let mut held: Option<u64> = None;
+            'feed: loop {
+                // Marked seen before the journal is read: a change after this wakes us.
                 let snapshot = topology.borrow_and_update().clone();
                 if revoked(&hub, caller) {
                     let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
                 }
-                if tx.send(Ok((*snapshot).clone())).await.is_err() {
-                    break;
+                let journal = held
+                    .filter(|_| deltas)
+                    .and_then(|v| hub.topology_deltas_since(v));
+                let (messages, counter) = match journal {
+                    Some(journal) => (journal, &hub.metrics().topology_deltas_sent),
+                    None if deltas && held == Some(snapshot.version) => {
+                        (Vec::new(), &hub.metrics().topology_deltas_sent)
+                    }
+                    None => (vec![snapshot], &hub.metrics().topology_snapshots_sent),
+                };
+                for message in messages {
+                    let version = message.version;
+                    if tx.send(Ok((*message).clone())).await.is_err() {
+                        break 'feed;
+                    }
+                    held = Some(version);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-                hub.metrics()
-                    .topology_snapshots_sent
-                    .fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     changed = topology.changed() => if changed.is_err() { break },
                     () = tx.closed() => break,

@@ -49,7 +49,7 @@ async fn join_returns_certificates_that_bind_the_keys() {
         .unwrap();
     let mut feed = client
         .topology()
-        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {})
+        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -197,7 +197,7 @@ async fn an_unconfirmed_registration_expires_freeing_its_address_and_token_use()
             .unwrap();
     let status = client
         .topology()
-        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest {})
+        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest::default())
         .await
         .unwrap_err();
     assert_eq!(Refusal::from_status(&status), Some(Refusal::NotConfirmed));

@@ -75,7 +75,7 @@ impl MeshNode {
         let snapshot = within(
             client
                 .topology()
-                .stream_topology(TopologyRequest {})
+                .stream_topology(TopologyRequest::default())
                 .await
                 .unwrap()
                 .into_inner()

@@ -88,7 +88,7 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
 
     let mut feed_b = client_b
         .topology()
-        .stream_topology(TopologyRequest {})
+        .stream_topology(TopologyRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -97,7 +97,7 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
     assert_eq!(first.peers.len(), 3);
     let mut feed_a = client_a
         .topology()
-        .stream_topology(TopologyRequest {})
+        .stream_topology(TopologyRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -130,6 +130,71 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
     assert_eq!(Refusal::from_status(&status), Some(Refusal::Revoked));
     let list = hub.admin_ok(&["nodes", "list"]);
     assert!(list.contains("revoked"), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_subscriber_gets_what_changed_and_ends_with_the_full_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = HubProc::start(&tmp.path().join("hub"));
+    let (a, client_a) = hub.node(1).await;
+    let (_b, client_b) = hub.node(2).await;
+    let mut deltas = client_b
+        .topology()
+        .stream_topology(TopologyRequest { deltas: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut held = within(deltas.message()).await.unwrap().unwrap();
+    assert!(!held.delta, "the first message is a full snapshot");
+    assert_eq!(held.peers.len(), 3);
+
+    // A changes its endpoint, a third node joins, A is revoked: three changes.
+    client_a
+        .topology()
+        .set_endpoint(bauxite_dispatch_api::proto::node::SetEndpointRequest {
+            endpoint: "192.0.2.7:51820".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (c, _client_c) = hub.node(3).await;
+    hub.admin_ok(&["nodes", "revoke", &a.node_id.to_string()]);
+
+    // Every later message is a delta carrying only what changed; applied in order they
+    // give what a full-snapshot subscriber sees.
+    let mut full = client_b
+        .topology()
+        .stream_topology(TopologyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let want = within(full.message()).await.unwrap().unwrap();
+    while held.version < want.version {
+        let update = within(deltas.message()).await.unwrap().unwrap();
+        assert!(update.delta, "{update:?}");
+        assert!(
+            update.peers.len() <= 1,
+            "one peer changed per change: {update:?}"
+        );
+        bauxite_dispatch_api::topology::apply(&mut held, update).unwrap();
+    }
+    assert_eq!(held, want);
+    assert_eq!(held.peers.len(), 3, "B, C and the hub");
+    assert!(
+        held.peers
+            .iter()
+            .any(|p| p.node_id == c.node_id.to_string())
+    );
+    assert!(
+        held.peers
+            .iter()
+            .all(|p| p.node_id != a.node_id.to_string())
+    );
+    let metrics = hub.scrape();
+    assert!(
+        !metrics.contains("bauxite_dispatch_topology_deltas_sent_total 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use crate::common::{HubProc, identity, within};
 async fn topology(client: &HubClient) -> TopologySnapshot {
     let mut feed = client
         .topology()
-        .stream_topology(TopologyRequest {})
+        .stream_topology(TopologyRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -35,7 +35,7 @@ async fn sigterm_ends_open_streams_and_the_hub_exits_promptly() {
         let (_, client) = hub.node(seed).await;
         let mut t = client
             .topology()
-            .stream_topology(TopologyRequest {})
+            .stream_topology(TopologyRequest::default())
             .await
             .unwrap()
             .into_inner();
