@@ -51,7 +51,7 @@ const HUB: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2
 
 /// The simulated TURN server's IP; node `i`'s allocation is at port
 /// `TURN_PORT_BASE + i` ([`SimNet::relay_addr`]).
-const TURN_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const TURN_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
 const TURN_PORT_BASE: u16 = 50000;
 
 /// One-way delay of the hub's data channel, node to hub to node (a TCP stream to a hub
@@ -611,7 +611,7 @@ impl<const N: usize> SimNet<N> {
     /// The node a datagram to `dst` reaches now: the one at that address, or behind the
     /// NAT box at that IP (whose mappings decide the rest on delivery).
     fn route(&self, dst: SocketAddr) -> Option<usize> {
-        if dst.ip() == IpAddr::V4(TURN_IP) {
+        if self.turn && dst.ip() == IpAddr::V4(TURN_IP) {
             return self.allocation(dst);
         }
         (0..N).find(|&j| match &self.nats[j] {
@@ -636,7 +636,7 @@ impl<const N: usize> SimNet<N> {
                 // No allocation to send through.
                 continue;
             }
-            let to_server = t.via == Via::Turn || t.dst.ip() == IpAddr::V4(TURN_IP);
+            let to_server = t.via == Via::Turn || self.allocation(t.dst).is_some();
             // Two nodes: what is not for one is meant for the other, even where it is not.
             let to = self.route(t.dst).or((N == 2).then(|| 1 - i));
             let (data_key, is_init) = match wire::parse(&bytes) {
