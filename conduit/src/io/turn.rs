@@ -160,10 +160,10 @@ impl TurnClient {
 
     /// Carries datagrams between `port` and the allocation, creating a permission for
     /// every IP `permits` lists, until `shutdown` completes or the shell drops its ends.
-    /// Then releases the allocation.
+    /// Then releases the allocation; `port` stays usable for the next allocation.
     pub async fn run(
         mut self,
-        mut port: TurnRelayPort,
+        port: &mut TurnRelayPort,
         mut permits: watch::Receiver<Vec<IpAddr>>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {

@@ -1,0 +1,128 @@
+//! The node's TURN side: the hub's time-limited credentials in, one allocation out
+//! ([`TurnClient`]), its relayed address published to the hub as a `relay` candidate.
+//!
+//! Invariant: at most one allocation lives at a time, made with the newest credentials;
+//! new credentials (the hub connector asks again before they expire) replace it, and the
+//! relayed address published is always the live allocation's (`None` between two).
+//! The password is never logged.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bauxite_conduit::io::turn::{TurnClient, TurnRelayPort, TurnServer};
+use tokio::sync::watch;
+
+/// How long one allocation attempt may take.
+const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to wait before trying the servers again after every one failed.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The hub connector's handles on the TURN task.
+#[derive(Debug)]
+pub struct TurnLink {
+    /// The servers to allocate on, with their credentials (empty: none).
+    pub servers: watch::Sender<Vec<TurnServer>>,
+    /// The live allocation's relayed address.
+    pub relayed: watch::Receiver<Option<SocketAddr>>,
+    /// The peers' candidate IPs, which the allocation holds permissions for.
+    pub permits: watch::Sender<Vec<IpAddr>>,
+}
+
+/// Starts the TURN task on the shell's TURN port; it idles until servers arrive.
+pub fn start(port: TurnRelayPort) -> TurnLink {
+    let (servers_tx, servers_rx) = watch::channel(Vec::new());
+    let (relayed_tx, relayed_rx) = watch::channel(None);
+    let (permits_tx, permits_rx) = watch::channel(Vec::new());
+    tokio::spawn(run(port, servers_rx, permits_rx, relayed_tx));
+    TurnLink {
+        servers: servers_tx,
+        relayed: relayed_rx,
+        permits: permits_tx,
+    }
+}
+
+/// `turn:host:port` URLs with one set of credentials, as [`TurnServer`]s (resolved;
+/// unusable URLs are logged and skipped).
+pub async fn servers(urls: &[String], username: &str, password: &str) -> Vec<TurnServer> {
+    let mut out = Vec::new();
+    for url in urls {
+        let Some(host) = url
+            .strip_prefix("turn:")
+            .map(|h| h.strip_suffix("?transport=udp").unwrap_or(h))
+        else {
+            tracing::warn!(%url, "not a turn: URL; skipped");
+            continue;
+        };
+        match tokio::net::lookup_host(host).await.map(|mut a| a.next()) {
+            Ok(Some(addr)) => out.push(TurnServer {
+                addr,
+                username: username.to_owned(),
+                password: password.to_owned(),
+                realm: String::new(),
+            }),
+            Ok(None) | Err(_) => tracing::warn!(%url, "TURN server name does not resolve; skipped"),
+        }
+    }
+    out
+}
+
+async fn run(
+    mut port: TurnRelayPort,
+    mut servers: watch::Receiver<Vec<TurnServer>>,
+    permits: watch::Receiver<Vec<IpAddr>>,
+    relayed: watch::Sender<Option<SocketAddr>>,
+) {
+    loop {
+        let list = servers.borrow_and_update().clone();
+        let mut client = None;
+        for server in &list {
+            let bind = SocketAddr::new(
+                if server.addr.is_ipv4() {
+                    IpAddr::from([0, 0, 0, 0])
+                } else {
+                    IpAddr::from([0u16; 8])
+                },
+                0,
+            );
+            match TurnClient::allocate(server, bind, ALLOCATE_TIMEOUT).await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, "TURN allocation failed"),
+            }
+        }
+        let Some(client) = client else {
+            // No server, or none answered: wait for new credentials, or retry.
+            let wait = if list.is_empty() {
+                None
+            } else {
+                Some(RETRY_AFTER)
+            };
+            let changed = match wait {
+                None => servers.changed().await.is_ok(),
+                Some(after) => tokio::time::timeout(after, servers.changed())
+                    .await
+                    .map_or(true, |r| r.is_ok()),
+            };
+            if !changed {
+                return;
+            }
+            continue;
+        };
+        let addr = client.relayed_addr();
+        tracing::info!(relayed = %addr, "TURN allocation ready");
+        relayed.send_replace(Some(addr));
+        let mut renewed = servers.clone();
+        client
+            .run(&mut port, permits.clone(), async move {
+                let _ = renewed.changed().await;
+            })
+            .await;
+        relayed.send_replace(None);
+        if servers.has_changed().is_err() {
+            return;
+        }
+    }
+}
