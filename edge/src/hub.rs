@@ -364,15 +364,25 @@ impl HubConnector {
                     "topology from the hub"
                 );
                 if let Some(turn) = &self.turn {
-                    // A peer behind a NAT sends from its router's IP, on any port.
-                    let mut ips: Vec<std::net::IpAddr> = peers
+                    // A peer's packets reach the TURN server from its public address: its
+                    // NAT's IP (server-reflexive, observed) or its advertised endpoint, on
+                    // whatever port. Host addresses are left out: coturn drops an
+                    // allocation whose send to an unroutable address fails.
+                    use bauxite_conduit::peers::CandidateKind;
+                    let addrs: Vec<SocketAddr> = peers
                         .iter()
-                        .flat_map(|p| p.endpoint.iter().chain(&p.candidates))
-                        .map(SocketAddr::ip)
+                        .flat_map(|p| {
+                            p.endpoint.into_iter().chain(
+                                p.candidate_kinds
+                                    .iter()
+                                    .filter(|(_, k)| {
+                                        matches!(k, CandidateKind::ServerReflexive | CandidateKind::Observed)
+                                    })
+                                    .map(|(a, _)| *a),
+                            )
+                        })
                         .collect();
-                    ips.sort();
-                    ips.dedup();
-                    turn.permits.send_replace(ips);
+                    turn.permits.send_replace(addrs);
                 }
                 self.send(Query::ReplacePeers(peers)).await?;
                 Ok(next_expiry)

@@ -25,8 +25,8 @@ pub struct TurnLink {
     pub servers: watch::Sender<Vec<TurnServer>>,
     /// The live allocation's relayed address.
     pub relayed: watch::Receiver<Option<SocketAddr>>,
-    /// The peers' candidate IPs, which the allocation holds permissions for.
-    pub permits: watch::Sender<Vec<IpAddr>>,
+    /// The peers' candidate addresses, whose IPs the allocation holds permissions for.
+    pub permits: watch::Sender<Vec<SocketAddr>>,
 }
 
 /// Starts the TURN task on the shell's TURN port; it idles until servers arrive.
@@ -70,7 +70,7 @@ pub async fn servers(urls: &[String], username: &str, password: &str) -> Vec<Tur
 async fn run(
     mut port: TurnRelayPort,
     mut servers: watch::Receiver<Vec<TurnServer>>,
-    permits: watch::Receiver<Vec<IpAddr>>,
+    permits: watch::Receiver<Vec<SocketAddr>>,
     relayed: watch::Sender<Option<SocketAddr>>,
 ) {
     loop {

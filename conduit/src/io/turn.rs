@@ -12,10 +12,13 @@
 //! batched IO and its STUN demultiplexing stay as they are, and a peer reaches the
 //! relayed address from its mesh socket like any UDP address. A TURN server relays only
 //! from IP addresses it holds a permission for; permissions are per IP, so
-//! [`TurnClient::run`] creates one for each address in the `permits` list (the peers'
-//! candidate IPs: a peer behind a NAT sends from its router's IP, whichever port its
-//! NAT picks) by sending one byte to that IP's discard port (9) through the allocation —
-//! the `turn` client has no bare CreatePermission call.
+//! [`TurnClient::run`] creates one for each IP in the `permits` list (the peers'
+//! candidate addresses: a peer behind a NAT sends from its router's IP, whichever port
+//! its NAT picks) by sending one zero byte through the allocation to the first listed
+//! address with that IP — the `turn` client has no bare CreatePermission call. That byte
+//! goes to the peer's own mesh port (a STUN-tagged byte the peer ignores), never to a
+//! port that may be closed: coturn drops an allocation whose relay socket gets an ICMP
+//! port-unreachable back.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -37,9 +40,6 @@ pub type TurnDatagram = (SocketAddr, Vec<u8>);
 
 /// The largest datagram the client reads from the server.
 const MAX_DATAGRAM: usize = 65_535;
-
-/// The discard port: the one-byte datagram that creates a permission goes there.
-const PERMISSION_PORT: u16 = 9;
 
 /// How to reach and authenticate to a TURN server.
 #[derive(Clone, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl TurnClient {
     pub async fn run(
         mut self,
         port: &mut TurnRelayPort,
-        mut permits: watch::Receiver<Vec<IpAddr>>,
+        mut permits: watch::Receiver<Vec<SocketAddr>>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -212,18 +212,18 @@ impl TurnClient {
         }
     }
 
-    /// Creates a permission for each IP of `ips` not permitted yet. The client refreshes
-    /// permissions it holds by itself.
-    async fn permit(&mut self, ips: &[IpAddr]) {
-        for ip in ips {
-            if self.permitted.contains(ip) || ip.is_unspecified() {
+    /// Creates a permission for each IP of `addrs` not permitted yet. The client
+    /// refreshes permissions it holds by itself.
+    async fn permit(&mut self, addrs: &[SocketAddr]) {
+        for to in addrs {
+            let ip = to.ip();
+            if self.permitted.contains(&ip) || ip.is_unspecified() || to.port() == 0 {
                 continue;
             }
-            let to = SocketAddr::new(*ip, PERMISSION_PORT);
-            match self.conn.send_to(&[0], to).await {
+            match self.conn.send_to(&[0], *to).await {
                 Ok(_) => {
                     tracing::debug!(%ip, "TURN permission created");
-                    self.permitted.insert(*ip);
+                    self.permitted.insert(ip);
                 }
                 Err(error) => tracing::warn!(%ip, %error, "TURN permission refused"),
             }
