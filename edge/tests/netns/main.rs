@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
+mod connect_bench;
 mod coturn;
 mod hub;
 mod hub_relay;
