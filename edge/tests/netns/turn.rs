@@ -103,7 +103,8 @@ fn symmetric_nat_on_one_side_runs_through_turn() {
     let started = std::time::Instant::now();
     let entries = assert_path(&mesh, &coturn, "turn");
     eprintln!("both on TURN {:?} after the daemons started", started.elapsed());
-    for entry in &entries {
+    for (i, entry) in entries.iter().enumerate() {
+        eprintln!("site{i} sends to {} ({})", entry["endpoint"], entry["endpoint_kind"]);
         assert_turn_endpoint(entry, &coturn, &mesh);
     }
     // Each node published its relayed address on coturn to the hub.
@@ -124,7 +125,8 @@ fn symmetric_nat_on_both_sides_runs_through_turn() {
     }
     let (mesh, coturn) = start([Nat::Symmetric, Nat::Symmetric]);
     let entries = assert_path(&mesh, &coturn, "turn");
-    for entry in &entries {
+    for (i, entry) in entries.iter().enumerate() {
+        eprintln!("site{i} sends to {} ({})", entry["endpoint"], entry["endpoint_kind"]);
         assert_turn_endpoint(entry, &coturn, &mesh);
     }
     assert!(
