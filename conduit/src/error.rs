@@ -28,7 +28,9 @@ pub enum Error {
     },
 
     /// The TURN server refused or did not answer.
-    #[error("cannot {action} TURN server {server}: {problem}; check the server address and the credentials (`[turn]` on the hub)")]
+    #[error(
+        "cannot {action} TURN server {server}: {problem}; check the server address and the credentials (`[turn]` on the hub)"
+    )]
     Turn {
         /// The server.
         server: std::net::SocketAddr,

@@ -128,10 +128,7 @@ impl PathState {
         if self.hub {
             return Path::Hub;
         }
-        let turn = self
-            .turn
-            .map(Path::Turn)
-            .or(self.relay.map(Path::Relay));
+        let turn = self.turn.map(Path::Turn).or(self.relay.map(Path::Relay));
         if self.on_turn
             && let Some(path) = turn
         {
@@ -343,7 +340,11 @@ mod tests {
         table.set_hub(false);
         assert_eq!(table.select(), Path::Relay(relay));
         table.set_on_turn(true);
-        assert_eq!(table.select(), Path::Relay(relay), "chosen TURN beats direct");
+        assert_eq!(
+            table.select(),
+            Path::Relay(relay),
+            "chosen TURN beats direct"
+        );
         let through: SocketAddr = "203.0.113.5:40001".parse().unwrap();
         table.set_turn(Some(through));
         assert_eq!(
@@ -354,7 +355,11 @@ mod tests {
         assert_eq!(table.select().kind(), "turn");
         table.set_on_turn(false);
         table.set_direct(Some(direct));
-        assert_eq!(table.select(), Path::Direct(direct), "direct again once left");
+        assert_eq!(
+            table.select(),
+            Path::Direct(direct),
+            "direct again once left"
+        );
         assert_eq!(table.select().kind(), "direct");
         let empty = PeerPaths::new();
         assert_eq!(empty.select_or_hub(false), Path::Drop);

@@ -128,7 +128,9 @@ fn every_pair_of_nat_boxes_connects_direct_when_the_oracle_says_so_and_through_t
             let kinds_now = (path(&net, 0).kind(), path(&net, 1).kind());
             let want = if direct { "direct" } else { "turn" };
             if !up || kinds_now != (want, want) {
-                wrong.push(format!("{a:?} / {b:?}: up {up}, paths {kinds_now:?}, want {want}"));
+                wrong.push(format!(
+                    "{a:?} / {b:?}: up {up}, paths {kinds_now:?}, want {want}"
+                ));
                 continue;
             }
             via_turn += usize::from(!direct);
@@ -142,8 +144,16 @@ fn every_pair_of_nat_boxes_connects_direct_when_the_oracle_says_so_and_through_t
             }
         }
     }
-    assert!(wrong.is_empty(), "{} pairs wrong:\n{}", wrong.len(), wrong.join("\n"));
-    assert!(via_turn > 0, "some pairs have no direct path and ran through TURN");
+    assert!(
+        wrong.is_empty(),
+        "{} pairs wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(
+        via_turn > 0,
+        "some pairs have no direct path and ran through TURN"
+    );
 }
 
 #[test]
@@ -163,7 +173,12 @@ fn symmetric_nat_on_both_sides_goes_through_turn_with_a_ping_each_way() {
         "TURN is chosen within its detection time ({took:?})"
     );
     for i in 0..2 {
-        assert_eq!(path(&net, i).kind(), "turn", "node {i}: {:?}", path(&net, i));
+        assert_eq!(
+            path(&net, i).kind(),
+            "turn",
+            "node {i}: {:?}",
+            path(&net, i)
+        );
         assert!(
             events(&mut net, i).contains(&Event::TurnRelay {
                 peer: net.nodes[1 - i].peer_id(),
@@ -173,7 +188,10 @@ fn symmetric_nat_on_both_sides_goes_through_turn_with_a_ping_each_way() {
         );
     }
     assert!(net.stats.turn_relayed > 0);
-    assert!(net.stats.nat_dropped > 0, "the boxes refused the direct attempts");
+    assert!(
+        net.stats.nat_dropped > 0,
+        "the boxes refused the direct attempts"
+    );
 }
 
 #[test]
@@ -187,7 +205,10 @@ fn a_session_on_turn_moves_to_direct_when_it_opens_without_handshake_or_loss() {
     assert!(net.now - start <= DEFAULT_TURN_AFTER + Duration::from_secs(1));
     // A while on TURN: direct probes keep failing, nothing moves.
     stream_until(&mut net, &mut next, Duration::from_secs(3), |_| false);
-    assert_eq!((path(&net, 0).kind(), path(&net, 1).kind()), ("turn", "turn"));
+    assert_eq!(
+        (path(&net, 0).kind(), path(&net, 1).kind()),
+        ("turn", "turn")
+    );
     let first_on_turn = next;
     let before = handshakes(&net);
 
@@ -202,7 +223,11 @@ fn a_session_on_turn_moves_to_direct_when_it_opens_without_handshake_or_loss() {
     let last = next;
     stream_until(&mut net, &mut next, Duration::from_secs(1), |_| false);
     net.run_for(Duration::from_secs(1));
-    assert_eq!(handshakes(&net), before, "no new handshake: the session moved as is");
+    assert_eq!(
+        handshakes(&net),
+        before,
+        "no new handshake: the session moved as is"
+    );
     for i in 0..2 {
         assert!(matches!(path(&net, i), Path::Direct(_)));
         assert!(events(&mut net, i).contains(&Event::TurnRelay {

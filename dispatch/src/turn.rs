@@ -88,7 +88,9 @@ impl TurnConfig {
                 field: "turn-secret-file",
                 problem: format!(
                     "the TURN secret is empty; put coturn's static-auth-secret in {} or in ${SECRET_ENV}",
-                    secret_file.map_or_else(|| PathBuf::from("a file"), Path::to_path_buf).display()
+                    secret_file
+                        .map_or_else(|| PathBuf::from("a file"), Path::to_path_buf)
+                        .display()
                 ),
             });
         }
@@ -114,13 +116,15 @@ impl TurnConfig {
 
 /// The `host:port` of a `turn:host:port` URL (UDP only: `?transport=udp` is accepted).
 pub fn turn_host(url: &str) -> Result<&str> {
-    let rest = url.strip_prefix("turn:").ok_or_else(|| Error::InvalidArgument {
-        field: "turn-url",
-        problem: format!("{url:?} is not a turn:host:port URL (turns: and TCP are not supported)"),
-    })?;
-    let host = rest
-        .strip_suffix("?transport=udp")
-        .unwrap_or(rest);
+    let rest = url
+        .strip_prefix("turn:")
+        .ok_or_else(|| Error::InvalidArgument {
+            field: "turn-url",
+            problem: format!(
+                "{url:?} is not a turn:host:port URL (turns: and TCP are not supported)"
+            ),
+        })?;
+    let host = rest.strip_suffix("?transport=udp").unwrap_or(rest);
     if host.is_empty() || host.contains('?') || !host.contains(':') {
         return Err(Error::InvalidArgument {
             field: "turn-url",
@@ -171,13 +175,22 @@ mod tests {
         if let Some(expected) = openssl_password("north-wind-secret", &c.username) {
             assert_eq!(c.password, expected, "OpenSSL agrees");
         }
-        assert!(!format!("{config:?}").contains("north-wind"), "Debug hides the secret");
-        assert!(!format!("{c:?}").contains(&c.password), "Debug hides the password");
+        assert!(
+            !format!("{config:?}").contains("north-wind"),
+            "Debug hides the secret"
+        );
+        assert!(
+            !format!("{c:?}").contains(&c.password),
+            "Debug hides the password"
+        );
     }
 
     #[test]
     fn urls_and_secrets_are_checked() {
-        assert_eq!(turn_host("turn:198.51.100.1:3478").unwrap(), "198.51.100.1:3478");
+        assert_eq!(
+            turn_host("turn:198.51.100.1:3478").unwrap(),
+            "198.51.100.1:3478"
+        );
         assert_eq!(
             turn_host("turn:relay.example:3478?transport=udp").unwrap(),
             "relay.example:3478"

@@ -376,7 +376,11 @@ impl HubConnector {
                                 p.candidate_kinds
                                     .iter()
                                     .filter(|(_, k)| {
-                                        matches!(k, CandidateKind::ServerReflexive | CandidateKind::Observed)
+                                        matches!(
+                                            k,
+                                            CandidateKind::ServerReflexive
+                                                | CandidateKind::Observed
+                                        )
                                     })
                                     .map(|(a, _)| *a),
                             )

@@ -35,7 +35,6 @@ pub mod fsutil;
 pub mod hub;
 pub mod hub_peer;
 pub mod hub_relay;
-pub mod turn;
 pub mod hub_state;
 pub mod join_cmd;
 pub mod keygen;
@@ -54,6 +53,7 @@ pub mod run_cmd;
 pub mod run_lock;
 pub mod status;
 pub mod sys;
+pub mod turn;
 pub mod update_agent;
 pub mod update_cmd;
 

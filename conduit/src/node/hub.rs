@@ -102,7 +102,10 @@ impl HubWatch {
             .next_probe
             .filter(|_| r.on_turn)
             .map(|at| (at, Due::Probe));
-        [escalate, probe].into_iter().flatten().min_by_key(|(at, _)| *at)
+        [escalate, probe]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     /// When this peer's relay state has work, if ever.

@@ -217,8 +217,14 @@ mod tests {
             ]
         );
         // A NAT that keeps the port: the observed guess is the reflexive address, once.
-        let list =
-            candidate_list(ip("198.18.0.2"), 51820, &["198.18.0.2:51820".into()], &[], &[]).unwrap();
+        let list = candidate_list(
+            ip("198.18.0.2"),
+            51820,
+            &["198.18.0.2:51820".into()],
+            &[],
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             list,
             [Candidate::new(
@@ -245,15 +251,19 @@ mod tests {
             "nope",
             "10.0.0.1",
         ] {
-            let e = candidate_list(None, 1, &[], &[bad.into()])
+            let e = candidate_list(None, 1, &[], &[bad.into()], &[])
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("local_addresses"), "{bad}: {e}");
-            let e = candidate_list(None, 1, &[bad.into()], &[])
+            let e = candidate_list(None, 1, &[bad.into()], &[], &[])
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("reflexive_addresses"), "{bad}: {e}");
+            let e = candidate_list(None, 1, &[], &[], &[bad.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("relay_addresses"), "{bad}: {e}");
         }
-        assert!(candidate_list(None, 70_000, &[], &[]).is_err());
+        assert!(candidate_list(None, 70_000, &[], &[], &[]).is_err());
     }
 }

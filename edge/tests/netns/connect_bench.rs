@@ -42,7 +42,10 @@ fn trial(mesh: &mut NatMesh) -> (Duration, String) {
     let ns = mesh.lab.ns(Host::Site(0)).to_string();
     let mut ok = false;
     while !ok && start.elapsed() < LIMIT {
-        let left = (LIMIT.saturating_sub(start.elapsed())).as_secs().max(1).to_string();
+        let left = (LIMIT.saturating_sub(start.elapsed()))
+            .as_secs()
+            .max(1)
+            .to_string();
         ok = Command::new("ip")
             .args(["netns", "exec", &ns, "ping", "-n", "-q"])
             .args(["-c", "1", "-i", "0.01", "-w", &left, &dst])

@@ -36,7 +36,11 @@ impl Coturn {
         );
         // A free port in the namespace, found by binding port 0 there.
         let port = lab.within(Host::Public, || {
-            UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+            UdpSocket::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
         });
         let dir = tempfile::tempdir().unwrap();
         let secret = format!("lab-secret-{}-{port}", std::process::id());
@@ -96,7 +100,11 @@ impl Coturn {
     /// Its log (files whose name starts with `turn`, coturn adds a date to the name).
     pub(crate) fn log(&self) -> String {
         let mut out = String::new();
-        for entry in fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+        for entry in fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("turn") && name.ends_with(".log") {
                 out.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());

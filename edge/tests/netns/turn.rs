@@ -11,8 +11,6 @@
 //! The hub binary must sit next to `bauxite`; coturn must be installed (scripts/setup.sh);
 //! without root they print SKIPPED.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::coturn::Coturn;
@@ -52,9 +50,14 @@ fn entry_when(
         },
         || {
             let status = [0, 1].map(|i| mesh.nodes[i].status().unwrap_or_default());
-            format!("{}
+            format!(
+                "{}
 {}
-{}", status[0], status[1], logs(mesh, coturn))
+{}",
+                status[0],
+                status[1],
+                logs(mesh, coturn)
+            )
         },
     )
 }
@@ -73,7 +76,12 @@ fn assert_path(mesh: &NatMesh, coturn: &Coturn, path_type: &str) -> [Value; 2] {
     for (i, before) in entries.iter().enumerate() {
         let status = mesh.nodes[i].status().unwrap();
         let now = peer_entry(&status, NAMES[1 - i]).unwrap();
-        assert_eq!(now["path_type"], path_type, "{status}\n{}", logs(mesh, coturn));
+        assert_eq!(
+            now["path_type"],
+            path_type,
+            "{status}\n{}",
+            logs(mesh, coturn)
+        );
         assert_eq!(before["path_type"], path_type);
     }
     entries
@@ -102,9 +110,15 @@ fn symmetric_nat_on_one_side_runs_through_turn() {
     #[allow(clippy::disallowed_methods)] // a test's stopwatch, reported, not asserted
     let started = std::time::Instant::now();
     let entries = assert_path(&mesh, &coturn, "turn");
-    eprintln!("both on TURN {:?} after the daemons started", started.elapsed());
+    eprintln!(
+        "both on TURN {:?} after the daemons started",
+        started.elapsed()
+    );
     for (i, entry) in entries.iter().enumerate() {
-        eprintln!("site{i} sends to {} ({})", entry["endpoint"], entry["endpoint_kind"]);
+        eprintln!(
+            "site{i} sends to {} ({})",
+            entry["endpoint"], entry["endpoint_kind"]
+        );
         assert_turn_endpoint(entry, &coturn, &mesh);
     }
     // Each node published its relayed address on coturn to the hub.
@@ -126,7 +140,10 @@ fn symmetric_nat_on_both_sides_runs_through_turn() {
     let (mesh, coturn) = start([Nat::Symmetric, Nat::Symmetric]);
     let entries = assert_path(&mesh, &coturn, "turn");
     for (i, entry) in entries.iter().enumerate() {
-        eprintln!("site{i} sends to {} ({})", entry["endpoint"], entry["endpoint_kind"]);
+        eprintln!(
+            "site{i} sends to {} ({})",
+            entry["endpoint"], entry["endpoint_kind"]
+        );
         assert_turn_endpoint(entry, &coturn, &mesh);
     }
     assert!(
@@ -155,12 +172,18 @@ fn cone_nat_on_both_sides_stays_direct_with_turn_available() {
     for (i, entry) in entries.iter().enumerate() {
         let want = format!("{}:", mesh.lab.router_ip(1 - i));
         assert!(
-            entry["endpoint"].as_str().unwrap_or_default().starts_with(&want),
+            entry["endpoint"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&want),
             "{entry}"
         );
     }
     // And it stays direct past TURN's detection time.
     assert!(mesh.ping(0, 5), "{}", logs(&mesh, &coturn));
     let status = mesh.nodes[0].status().unwrap();
-    assert_eq!(peer_entry(&status, NAMES[1]).unwrap()["path_type"], "direct");
+    assert_eq!(
+        peer_entry(&status, NAMES[1]).unwrap()["path_type"],
+        "direct"
+    );
 }
