@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::Error;
-use bauxite_conduit::io::turn::{TurnClient, TurnRelayPort, TurnServer};
+use bauxite_conduit::io::turn::{TurnClient, TurnEnd, TurnRelayPort, TurnServer};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -126,7 +126,7 @@ async fn relays_both_ways_through_a_real_coturn() {
             .run(&mut port, permits, async {
                 let _ = stop_rx.await;
             })
-            .await;
+            .await
     });
 
     // The permission is created by a zero byte to the peer, from the relayed address.
@@ -158,5 +158,6 @@ async fn relays_both_ways_through_a_real_coturn() {
     assert_eq!((&buf[..len], from), (&b"world"[..], relayed));
 
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
+    let end = tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
+    assert_eq!(end, TurnEnd::Shutdown);
 }

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bauxite_conduit::io::turn::{TurnClient, TurnRelayPort, TurnServer};
+use bauxite_conduit::io::turn::{TurnClient, TurnEnd, TurnRelayPort, TurnServer};
 use tokio::sync::watch;
 
 /// How long one allocation attempt may take.
@@ -115,13 +115,13 @@ async fn run(
         tracing::info!(relayed = %addr, "TURN allocation ready");
         relayed.send_replace(Some(addr));
         let mut renewed = servers.clone();
-        client
+        let end = client
             .run(&mut port, permits.clone(), async move {
                 let _ = renewed.changed().await;
             })
             .await;
         relayed.send_replace(None);
-        if servers.has_changed().is_err() {
+        if end == TurnEnd::ShellGone || servers.has_changed().is_err() {
             return;
         }
     }

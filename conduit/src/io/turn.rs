@@ -74,6 +74,17 @@ pub struct TurnRelayPort {
     pub inbound: mpsc::Sender<TurnDatagram>,
 }
 
+/// Why [`TurnClient::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The `shutdown` future completed (new credentials, the daemon stopping).
+    Shutdown,
+    /// The shell dropped its ends of the port: nothing left to carry.
+    ShellGone,
+    /// The allocation's connection failed; allocate again.
+    AllocationLost,
+}
+
 /// A live allocation. Build with [`TurnClient::allocate`], drive with [`TurnClient::run`].
 pub struct TurnClient {
     client: turn::client::Client,
@@ -159,33 +170,37 @@ impl TurnClient {
     }
 
     /// Carries datagrams between `port` and the allocation, creating a permission for
-    /// every IP `permits` lists, until `shutdown` completes or the shell drops its ends.
-    /// Then releases the allocation; `port` stays usable for the next allocation.
+    /// every IP `permits` lists, until `shutdown` completes, the shell drops its ends or
+    /// the allocation fails; then releases the allocation and says which
+    /// (`port` stays usable for the next allocation).
     pub async fn run(
         mut self,
         port: &mut TurnRelayPort,
         mut permits: watch::Receiver<Vec<SocketAddr>>,
         shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    ) -> TurnEnd {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let initial = permits.borrow_and_update().clone();
         self.permit(&initial).await;
         let conn = Arc::clone(&self.conn);
-        loop {
+        // Without its sender the list cannot change: stop watching it (a closed watch
+        // would wake the loop forever).
+        let mut permits_open = true;
+        let end = loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
-                changed = permits.changed() => {
+                () = &mut shutdown => break TurnEnd::Shutdown,
+                changed = permits.changed(), if permits_open => {
                     if changed.is_err() {
-                        // The list's owner is gone: keep what is permitted.
+                        permits_open = false;
                         continue;
                     }
                     let list = permits.borrow_and_update().clone();
                     self.permit(&list).await;
                 }
                 out = port.outbound.recv() => {
-                    let Some((dst, bytes)) = out else { break };
+                    let Some((dst, bytes)) = out else { break TurnEnd::ShellGone };
                     if let Err(error) = conn.send_to(&bytes, dst).await {
                         tracing::debug!(%dst, %error, "TURN send failed");
                     }
@@ -194,22 +209,23 @@ impl TurnClient {
                     Ok((len, from)) => {
                         let datagram = buf.get(..len).unwrap_or_default().to_vec();
                         if port.inbound.send((from, datagram)).await.is_err() {
-                            break;
+                            break TurnEnd::ShellGone;
                         }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "TURN allocation closed");
-                        break;
+                        break TurnEnd::AllocationLost;
                     }
                 },
             }
-        }
+        };
         if let Err(error) = self.conn.close().await {
             tracing::debug!(%error, "TURN allocation not released");
         }
         if let Err(error) = self.client.close().await {
             tracing::debug!(%error, "TURN client not closed");
         }
+        end
     }
 
     /// Creates a permission for each IP of `addrs` not permitted yet. The client
