@@ -482,10 +482,17 @@ impl HubConnector {
             .map_err(|s| from_status(&s, "get TURN credentials"))?
             .into_inner();
         if answer.urls.is_empty() {
-            turn.servers.send_replace(Vec::new());
+            // Only the configured servers; unchanged, the allocation stays.
+            turn.servers.send_if_modified(|s| {
+                let changed = *s != turn.configured;
+                s.clone_from(&turn.configured);
+                changed
+            });
             return Ok(None);
         }
-        let servers = crate::turn::servers(&answer.urls, &answer.username, &answer.password).await;
+        let mut servers =
+            crate::turn::servers(&answer.urls, &answer.username, &answer.password).await;
+        servers.extend(turn.configured.iter().cloned());
         tracing::info!(urls = ?answer.urls, expires_unix = answer.expires_unix, "TURN credentials from the hub");
         turn.servers.send_replace(servers);
         let left = until_unix(Some(answer.expires_unix)).unwrap_or(Duration::ZERO);

@@ -334,10 +334,14 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         .hub
         .is_some()
         .then(|| crate::hub_relay::RelayLink::new(shell.hub_relay()));
-    let turn = config
-        .hub
-        .is_some()
-        .then(|| crate::turn::start(shell.turn_relay()));
+    // Peers learn a relayed address only through the hub, so TURN needs one.
+    let turn = match config.hub {
+        Some(_) => {
+            let configured = crate::turn::configured(&config.turn).await;
+            Some(crate::turn::start(shell.turn_relay(), configured))
+        }
+        None => None,
+    };
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
     let (cert_tx, cert_rx) = watch::channel(None);

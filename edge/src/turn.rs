@@ -21,6 +21,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The hub connector's handles on the TURN task.
 #[derive(Debug)]
 pub struct TurnLink {
+    /// `[[turn]]` servers from the node's config, tried after the hub's.
+    pub configured: Vec<TurnServer>,
     /// The servers to allocate on, with their credentials (empty: none).
     pub servers: watch::Sender<Vec<TurnServer>>,
     /// The live allocation's relayed address.
@@ -29,17 +31,41 @@ pub struct TurnLink {
     pub permits: watch::Sender<Vec<SocketAddr>>,
 }
 
-/// Starts the TURN task on the shell's TURN port; it idles until servers arrive.
-pub fn start(port: TurnRelayPort) -> TurnLink {
-    let (servers_tx, servers_rx) = watch::channel(Vec::new());
+/// Starts the TURN task on the shell's TURN port with the `configured` servers; it idles
+/// until there are servers (configured ones, or the hub's).
+pub fn start(port: TurnRelayPort, configured: Vec<TurnServer>) -> TurnLink {
+    let (servers_tx, servers_rx) = watch::channel(configured.clone());
     let (relayed_tx, relayed_rx) = watch::channel(None);
     let (permits_tx, permits_rx) = watch::channel(Vec::new());
     tokio::spawn(run(port, servers_rx, permits_rx, relayed_tx));
     TurnLink {
+        configured,
         servers: servers_tx,
         relayed: relayed_rx,
         permits: permits_tx,
     }
+}
+
+/// The `[[turn]]` servers of the config, with their passwords read from their files
+/// (an unreadable file or an unresolvable name is logged and the entry skipped).
+pub async fn configured(entries: &[crate::config::StaticTurn]) -> Vec<TurnServer> {
+    let mut out = Vec::new();
+    for entry in entries {
+        let password = match std::fs::read_to_string(&entry.password_file) {
+            Ok(text) => text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned(),
+            Err(error) => {
+                tracing::warn!(file = %entry.password_file.display(), %error, "TURN password file unreadable; server skipped");
+                continue;
+            }
+        };
+        out.extend(servers(std::slice::from_ref(&entry.url), &entry.username, &password).await);
+    }
+    out
 }
 
 /// `turn:host:port` URLs with one set of credentials, as [`TurnServer`]s (resolved;
