@@ -2,7 +2,8 @@
 //! allocates with long-term credentials, creates a permission for a peer's address, hands
 //! what the peer sends to the relayed address to the shell's port with the peer's address,
 //! and sends what the shell addresses through it to the peer from the relayed address.
-//! A wrong password is refused with the typed error. Needs `turnserver` (Debian `coturn`,
+//! A wrong password is refused with the typed error, and a permission whose byte meets a
+//! closed port does not cost the allocation. Needs `turnserver` (Debian `coturn`,
 //! `scripts/setup.sh`); without it the test prints SKIPPED. Every wait is for a condition
 //! with a bounded deadline.
 
@@ -119,7 +120,13 @@ async fn relays_both_ways_through_a_real_coturn() {
         outbound: out_rx,
         inbound: in_tx,
     };
-    let (_permits_tx, permits) = watch::channel(vec![peer_addr]);
+    // A permission whose byte goes to a closed port first: the ICMP port-unreachable
+    // that comes back to coturn does not cost the allocation.
+    let closed = StdUdpSocket::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_permits_tx, permits) = watch::channel(vec![closed, peer_addr]);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         client

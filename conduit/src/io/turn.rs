@@ -16,9 +16,9 @@
 //! candidate addresses: a peer behind a NAT sends from its router's IP, whichever port
 //! its NAT picks) by sending one zero byte through the allocation to the first listed
 //! address with that IP — the `turn` client has no bare CreatePermission call. That byte
-//! goes to the peer's own mesh port (a STUN-tagged byte the peer ignores), never to a
-//! port that may be closed: coturn drops an allocation whose relay socket gets an ICMP
-//! port-unreachable back.
+//! goes to the peer's own mesh port (a STUN-tagged byte the peer ignores). The caller
+//! lists only addresses the TURN server can route to (the peers' public ones): coturn
+//! drops an allocation whose send to an unroutable address fails.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
