@@ -11,6 +11,7 @@ declare -A needs=(
   [iperf3]=iperf3     # benches/netns: throughput through the tunnel
   [nft]=nftables       # edge/tests/netns/natlab.rs: the NAT routers
   [conntrack]=conntrack # natlab: flushing a router's NAT mappings (rebinding)
+  [turnserver]=coturn  # edge/tests/netns/turn.rs: the TURN server of the NAT lab
   [wg]=wireguard-tools # benches/netns: configures boringtun, the reference VPN
   [fast-discovery-server]=fastdds-tools # citadel: the ROS 2 discovery server it supervises
   [g++]=g++            # edge/tests/netns/ros.rs: builds the Fast DDS test participants

@@ -27,6 +27,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The TURN server refused or did not answer.
+    #[error(
+        "cannot {action} TURN server {server}: {problem}; check the server address and the credentials (`[turn]` on the hub)"
+    )]
+    Turn {
+        /// The server.
+        server: std::net::SocketAddr,
+        /// What was being done ("allocate on", ...).
+        action: &'static str,
+        /// What went wrong.
+        problem: String,
+    },
+
     /// A socket could not be opened or configured.
     #[error("cannot {action} UDP socket {addr}: {source}; pick a free address for `listen`")]
     Socket {

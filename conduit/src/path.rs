@@ -4,7 +4,9 @@
 //! packet with no path is dropped *and counted* (`tx_dropped`), never silently lost. The
 //! hub relay ([`Path::Hub`]: the hub's data channel over the node's TCP/TLS connection) is
 //! the owner's decision ([`PeerPaths::set_hub`]): taken when no UDP path answers, left as
-//! soon as one does. A
+//! soon as one does. TURN sits between them: the owner moves a peer onto it
+//! ([`PeerPaths::set_on_turn`]) when no direct pair answers and the peer has a relayed
+//! address ([`Path::Relay`]) or reached us through ours ([`Path::Turn`]). A
 //! direct endpoint says where it came from ([`EndpointOrigin`]): configured (static
 //! config, hub topology) or learned from an authenticated packet (roaming).
 //!
@@ -69,8 +71,14 @@ pub struct Endpoint {
 pub struct PathState {
     /// A direct endpoint (configured, ICE-validated, or learned from the peer).
     pub direct: Option<Endpoint>,
-    /// The relay (TURN server) that forwards to the peer.
+    /// The peer's relayed address on its TURN server (its `relay` candidate): sent to
+    /// from the mesh socket like any UDP address, the server forwards to the peer.
     pub relay: Option<SocketAddr>,
+    /// Where the peer's authenticated packets came from through this node's own TURN
+    /// allocation: answered through it ([`Path::Turn`]).
+    pub turn: Option<SocketAddr>,
+    /// Whether packets go through TURN (no direct pair answered).
+    pub on_turn: bool,
     /// Whether packets go through the hub's data channel (no UDP path answered).
     pub hub: bool,
 }
@@ -80,25 +88,63 @@ pub struct PathState {
 pub enum Path {
     /// Straight to the peer's endpoint.
     Direct(SocketAddr),
-    /// Through a relay.
+    /// To the peer's relayed address on its TURN server, from the mesh socket.
     Relay(SocketAddr),
+    /// Through this node's own TURN allocation, to this address of the peer (as the
+    /// TURN server sees it).
+    Turn(SocketAddr),
     /// Through the hub's data channel (over the node's TCP/TLS connection to the hub).
     Hub,
     /// No usable path: drop the packet.
     Drop,
 }
 
+impl Path {
+    /// The path type for status output: `direct`, `turn` (either way through a TURN
+    /// server), `hub` or `drop`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Path::Direct(_) => "direct",
+            Path::Relay(_) | Path::Turn(_) => "turn",
+            Path::Hub => "hub",
+            Path::Drop => "drop",
+        }
+    }
+
+    /// The underlay address packets go to, if any.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Path::Direct(a) | Path::Relay(a) | Path::Turn(a) => Some(a),
+            Path::Hub | Path::Drop => None,
+        }
+    }
+}
+
 impl PathState {
-    /// The best available path: direct, then relay, then drop.
+    /// The best available path: the hub when the owner chose it; TURN when the owner
+    /// chose it (through our allocation when the peer reached us there, else to its
+    /// relayed address); else direct, then TURN, then drop.
     pub fn best(&self) -> Path {
         if self.hub {
             return Path::Hub;
         }
-        match (self.direct, self.relay) {
+        let turn = self.turn.map(Path::Turn).or(self.relay.map(Path::Relay));
+        if self.on_turn
+            && let Some(path) = turn
+        {
+            return path;
+        }
+        match (self.direct, turn) {
             (Some(direct), _) => Path::Direct(direct.addr),
-            (None, Some(addr)) => Path::Relay(addr),
+            (None, Some(path)) => path,
             (None, None) => Path::Drop,
         }
+    }
+
+    /// Whether a TURN path exists (the peer's relayed address, or one that reached us
+    /// through our allocation).
+    pub fn has_turn(&self) -> bool {
+        self.relay.is_some() || self.turn.is_some()
     }
 }
 
@@ -210,6 +256,22 @@ impl PeerPaths {
         self.state.relay = addr;
     }
 
+    /// Records where the peer's authenticated packets came from through this node's own
+    /// TURN allocation (`None`: forget it).
+    pub fn set_turn(&mut self, from: Option<SocketAddr>) {
+        self.state.turn = from;
+    }
+
+    /// Puts the peer on TURN (`true`) or back on its direct path (`false`).
+    pub fn set_on_turn(&mut self, on: bool) {
+        self.state.on_turn = on;
+    }
+
+    /// Whether the peer is on TURN.
+    pub fn on_turn(&self) -> bool {
+        self.state.on_turn
+    }
+
     /// Puts the peer on the hub relay (`true`) or back on its UDP paths (`false`).
     pub fn set_hub(&mut self, on: bool) {
         self.state.hub = on;
@@ -277,6 +339,28 @@ mod tests {
         assert_eq!(table.select(), Path::Hub, "the owner chose the hub relay");
         table.set_hub(false);
         assert_eq!(table.select(), Path::Relay(relay));
+        table.set_on_turn(true);
+        assert_eq!(
+            table.select(),
+            Path::Relay(relay),
+            "chosen TURN beats direct"
+        );
+        let through: SocketAddr = "203.0.113.5:40001".parse().unwrap();
+        table.set_turn(Some(through));
+        assert_eq!(
+            table.select(),
+            Path::Turn(through),
+            "a peer that reached us through our allocation is answered through it"
+        );
+        assert_eq!(table.select().kind(), "turn");
+        table.set_on_turn(false);
+        table.set_direct(Some(direct));
+        assert_eq!(
+            table.select(),
+            Path::Direct(direct),
+            "direct again once left"
+        );
+        assert_eq!(table.select().kind(), "direct");
         let empty = PeerPaths::new();
         assert_eq!(empty.select_or_hub(false), Path::Drop);
         assert_eq!(empty.select_or_hub(true), Path::Hub, "no UDP path: the hub");

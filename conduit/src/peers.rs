@@ -43,15 +43,20 @@ pub enum CandidateKind {
     ServerReflexive,
     /// The IP the hub saw the peer's connection come from, with its listen port.
     Observed,
+    /// The peer's relayed address on its TURN server: reached through the server, never
+    /// dialled as a direct address.
+    Relay,
 }
 
 impl CandidateKind {
-    /// Short name for status output (`host`, `srflx`, `observed`), as ICE spells them.
+    /// Short name for status output (`host`, `srflx`, `observed`, `relay`), as ICE
+    /// spells them.
     pub fn name(self) -> &'static str {
         match self {
             CandidateKind::Host => "host",
             CandidateKind::ServerReflexive => "srflx",
             CandidateKind::Observed => "observed",
+            CandidateKind::Relay => "relay",
         }
     }
 }
@@ -89,15 +94,27 @@ impl PeerInfo {
         self
     }
 
-    /// Every address to try, in order: `endpoint`, then `candidates`, without repeats.
+    /// Every address to dial directly, in order: `endpoint`, then `candidates`, without
+    /// repeats and without the relay candidate (see [`relay_candidate`](Self::relay_candidate)).
     pub fn dial_order(&self) -> Vec<SocketAddr> {
+        let relay = self.relay_candidate();
         let mut out: Vec<SocketAddr> = Vec::with_capacity(1 + self.candidates.len());
         for addr in self.endpoint.iter().chain(&self.candidates) {
-            if !out.contains(addr) {
+            if !out.contains(addr) && Some(*addr) != relay {
                 out.push(*addr);
             }
         }
         out
+    }
+
+    /// The peer's relayed address on its TURN server: the first candidate the hub labels
+    /// [`CandidateKind::Relay`]. The label only sorts the address onto the TURN rung of
+    /// path selection (below direct); whatever arrives from there still authenticates.
+    pub fn relay_candidate(&self) -> Option<SocketAddr> {
+        self.candidate_kinds
+            .iter()
+            .find(|(addr, kind)| *kind == CandidateKind::Relay && self.candidates.contains(addr))
+            .map(|(addr, _)| *addr)
     }
 }
 

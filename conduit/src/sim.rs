@@ -12,7 +12,13 @@
 //! which pairs of boxes a direct path must cross. A site can block UDP
 //! ([`SimNet::udp_blocked`]: everything it sends or is sent on UDP is lost), and transmits
 //! through the hub ([`Via::Hub`]) reach their peer over a lossless, slower channel (the
-//! hub's data channel over TCP: [`HUB_DELAY`] each way), never blocked.
+//! hub's data channel over TCP: [`HUB_DELAY`] each way), never blocked. With
+//! [`SimNet::enable_turn`] a TURN server gives every node an allocation
+//! ([`SimNet::relay_addr`], listed to the others as a `relay` candidate): a datagram sent
+//! to a relayed address reaches its node through the server (one more link latency) as
+//! arrived through TURN, and a [`Via::Turn`] transmit leaves the server from the sender's
+//! relayed address, through the receiver's NAT box like any datagram.
+//! [`SimNet::direct_blocked`] loses every UDP datagram that is not to or from the server.
 //!
 //! Invariant: a run is a pure function of its configuration and seed — no wall clock, no
 //! threads, no sleeps — so a failing test replays exactly. The sender only polls a node
@@ -42,6 +48,11 @@ pub use nat::{Filtering, Mapping, NatBehaviour, direct_path_expected, initiation
 /// Where NATed nodes' boxes first send (the hub, or a STUN server): the address whose
 /// mapping the hub reports as a node's server-reflexive address.
 const HUB: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 250), 3478));
+
+/// The simulated TURN server's IP; node `i`'s allocation is at port
+/// `TURN_PORT_BASE + i` ([`SimNet::relay_addr`]).
+const TURN_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
+const TURN_PORT_BASE: u16 = 50000;
 
 /// One-way delay of the hub's data channel, node to hub to node (a TCP stream to a hub
 /// further away than the peer).
@@ -185,6 +196,8 @@ pub struct SimStats {
     pub udp_blocked: u64,
     /// Datagrams relayed through the hub.
     pub hub_relayed: u64,
+    /// Datagrams relayed by the TURN server (either way).
+    pub turn_relayed: u64,
 }
 
 /// A packet delivered to a node's TUN device, with the virtual time it arrived.
@@ -207,6 +220,9 @@ struct InFlight {
     bytes: Vec<u8>,
     /// Relayed by the hub: handed to node `to` directly, from [`HUB_ENDPOINT`].
     hub: bool,
+    /// Relayed by the TURN server to node `to`'s allocation: handed to it as arrived
+    /// through TURN, from `from`.
+    turn: bool,
 }
 
 impl PartialEq for InFlight {
@@ -251,6 +267,11 @@ pub struct SimNet<const N: usize = 2> {
     pub stats: SimStats,
     /// Sites whose UDP is blocked (both ways); the hub relay still works for them.
     pub udp_blocked: [bool; N],
+    /// Whether UDP between nodes is lost unless it goes to or comes from the TURN
+    /// server (a firewall that lets only the TURN server through).
+    pub direct_blocked: bool,
+    /// Whether the TURN server runs ([`enable_turn`](Self::enable_turn)).
+    turn: bool,
     flight: BinaryHeap<Reverse<InFlight>>,
     links: [Link; N],
     nats: [Option<NatBox>; N],
@@ -403,6 +424,8 @@ impl<const N: usize> SimNet<N> {
             impostor: None,
             stats: SimStats::default(),
             udp_blocked: [false; N],
+            direct_blocked: false,
+            turn: false,
             flight: BinaryHeap::new(),
             links: std::array::from_fn(|_| Link::new(start)),
             nats,
@@ -413,6 +436,41 @@ impl<const N: usize> SimNet<N> {
             setup,
             stalled: 0,
         }
+    }
+
+    /// Node `i`'s relayed address on the TURN server.
+    pub fn relay_addr(i: usize) -> SocketAddr {
+        let port = TURN_PORT_BASE.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+        SocketAddr::from((TURN_IP, port))
+    }
+
+    /// Starts the TURN server: every node gets an allocation, and every node's peers
+    /// list it with its relayed address as a `relay` candidate (as the hub would).
+    pub fn enable_turn(&mut self) {
+        self.turn = true;
+        for i in 0..N {
+            for j in (0..N).filter(|&j| j != i) {
+                let id = self.nodes[j].peer_id();
+                let Some(mut info) = self.nodes[i].registry().by_id(id).cloned() else {
+                    continue;
+                };
+                let relay = Self::relay_addr(j);
+                info.candidates.push(relay);
+                info.candidate_kinds
+                    .push((relay, crate::peers::CandidateKind::Relay));
+                // The same keys and address: no conflict.
+                let _ = self.nodes[i].upsert_peer(info);
+            }
+        }
+    }
+
+    /// The node whose allocation is at `dst`, when the TURN server runs.
+    fn allocation(&self, dst: SocketAddr) -> Option<usize> {
+        if !self.turn || dst.ip() != IpAddr::V4(TURN_IP) {
+            return None;
+        }
+        let i = usize::from(dst.port().checked_sub(TURN_PORT_BASE)?);
+        (i < N).then_some(i)
     }
 
     /// Simulates a crash and restart of node `i`: same identity and peers, every
@@ -553,6 +611,9 @@ impl<const N: usize> SimNet<N> {
     /// The node a datagram to `dst` reaches now: the one at that address, or behind the
     /// NAT box at that IP (whose mappings decide the rest on delivery).
     fn route(&self, dst: SocketAddr) -> Option<usize> {
+        if self.turn && dst.ip() == IpAddr::V4(TURN_IP) {
+            return self.allocation(dst);
+        }
         (0..N).find(|&j| match &self.nats[j] {
             Some(nat) => nat.public == dst.ip(),
             None => self.addrs[j] == dst,
@@ -571,6 +632,11 @@ impl<const N: usize> SimNet<N> {
                 self.relay(i, peer, t.len, bytes);
                 continue;
             }
+            if t.via == Via::Turn && !self.turn {
+                // No allocation to send through.
+                continue;
+            }
+            let to_server = t.via == Via::Turn || self.allocation(t.dst).is_some();
             // Two nodes: what is not for one is meant for the other, even where it is not.
             let to = self.route(t.dst).or((N == 2).then(|| 1 - i));
             let (data_key, is_init) = match wire::parse(&bytes) {
@@ -581,7 +647,10 @@ impl<const N: usize> SimNet<N> {
             if let Some(key) = data_key {
                 self.stats.data_sent.insert(key);
             }
-            if self.udp_blocked[i] || to.is_some_and(|to| self.udp_blocked[to]) {
+            let blocked = self.udp_blocked[i]
+                || to.is_some_and(|to| self.udp_blocked[to])
+                || (self.direct_blocked && !to_server);
+            if blocked {
                 self.stats.udp_blocked += 1;
                 if let Some(key) = data_key {
                     self.stats.data_lost.insert(key);
@@ -604,6 +673,14 @@ impl<const N: usize> SimNet<N> {
                 }
             };
             let departs = delivery.departs;
+            if t.via == Via::Turn {
+                // Out of the allocation's own socket to the server, then from the relayed
+                // address to the peer: one more hop.
+                self.stats.turn_relayed += 1;
+                let at = delivery.at + self.link.latency;
+                self.schedule_from(at, to, Self::relay_addr(i), t.dst, bytes);
+                continue;
+            }
             // The node's own NAT box, if any, rewrites the source on the way out.
             let src = match self.nats[i].as_mut() {
                 Some(nat) => nat.outbound(self.addrs[i], t.dst),
@@ -669,6 +746,7 @@ impl<const N: usize> SimNet<N> {
             dst: HUB_ENDPOINT,
             bytes,
             hub: true,
+            turn: false,
         }));
     }
 
@@ -720,6 +798,7 @@ impl<const N: usize> SimNet<N> {
             dst,
             bytes,
             hub: false,
+            turn: false,
         }));
     }
 
@@ -735,6 +814,28 @@ impl<const N: usize> SimNet<N> {
         };
         if let (true, Some(to)) = (f.hub, f.to) {
             return self.accept(to, f.from, key, f.bytes);
+        }
+        if f.turn {
+            if let Some(to) = f.to.filter(|&to| !self.udp_blocked[to]) {
+                return self.accept_turn(to, f.from, key, f.bytes);
+            }
+            return lost(self);
+        }
+        if let Some(to) = self.allocation(f.dst) {
+            // At the TURN server: on to the allocation's node, one more hop.
+            self.stats.turn_relayed += 1;
+            self.seq += 1;
+            self.flight.push(Reverse(InFlight {
+                at: self.now + self.link.latency,
+                seq: self.seq,
+                to: Some(to),
+                from: f.from,
+                dst: f.dst,
+                bytes: f.bytes,
+                hub: false,
+                turn: true,
+            }));
+            return;
         }
         let Some(to) = self.route(f.dst) else {
             // Sent to where no node is (any more): nobody receives it.
@@ -764,6 +865,18 @@ impl<const N: usize> SimNet<N> {
         self.accept(to, f.from, key, f.bytes);
     }
 
+    /// Hands a datagram that reached node `to` through its TURN allocation to it.
+    fn accept_turn(
+        &mut self,
+        to: usize,
+        from: SocketAddr,
+        key: Option<(usize, u32, u64)>,
+        mut bytes: Vec<u8>,
+    ) {
+        let received = self.nodes[to].handle_turn_datagram(self.now, from, &mut bytes);
+        self.received(to, key, received, bytes);
+    }
+
     /// Hands a datagram that reached node `to` to it.
     fn accept(
         &mut self,
@@ -772,7 +885,19 @@ impl<const N: usize> SimNet<N> {
         key: Option<(usize, u32, u64)>,
         mut bytes: Vec<u8>,
     ) {
-        match self.nodes[to].handle_datagram(self.now, from, &mut bytes) {
+        let received = self.nodes[to].handle_datagram(self.now, from, &mut bytes);
+        self.received(to, key, received, bytes);
+    }
+
+    /// Books what node `to` made of a datagram.
+    fn received(
+        &mut self,
+        to: usize,
+        key: Option<(usize, u32, u64)>,
+        received: Received,
+        bytes: Vec<u8>,
+    ) {
+        match received {
             Received::Deliver(range) => {
                 if let Some(key) = key {
                     self.stats.data_accepted.insert(key);

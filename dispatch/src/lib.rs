@@ -29,6 +29,7 @@ pub mod policy_review;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod turn;
 pub mod updates;
 
 pub(crate) use bauxite_dispatch_api::{proof, proto};

@@ -76,6 +76,17 @@ enum Command {
         /// printed on stdout). Needs `admin-password set` first. Off by default.
         #[arg(long)]
         admin_ui_listen: Option<SocketAddr>,
+        /// A TURN server nodes get time-limited credentials for (`turn:host:port`, UDP;
+        /// repeat for several). Needs the secret it shares with them (coturn's
+        /// `static-auth-secret`) in --turn-secret-file or $BAUXITE_TURN_SECRET.
+        #[arg(long = "turn-url")]
+        turn_urls: Vec<String>,
+        /// File holding the TURN shared secret (never logged).
+        #[arg(long)]
+        turn_secret_file: Option<PathBuf>,
+        /// Lifetime of the TURN credentials handed to nodes: 1h, 24h.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        turn_ttl: u64,
     },
     /// The admin web UI's password.
     #[command(subcommand)]
@@ -483,8 +494,26 @@ async fn main() -> ExitCode {
             mesh_advertise,
             root_key_out,
             admin_ui_listen,
+            turn_urls,
+            turn_secret_file,
+            turn_ttl,
         } => {
             init_logs(*log_format);
+            let turn = if turn_urls.is_empty() {
+                None
+            } else {
+                match bauxite_dispatch::turn::TurnConfig::load(
+                    turn_urls.clone(),
+                    turn_secret_file.as_deref(),
+                    *turn_ttl,
+                ) {
+                    Ok(turn) => Some(turn),
+                    Err(e) => {
+                        eprintln!("bauxite-dispatch: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
             let config = ServeConfig {
                 mesh_cidr: *mesh_cidr,
                 metrics_listen: *metrics_listen,
@@ -494,6 +523,7 @@ async fn main() -> ExitCode {
                 mesh_advertise: *mesh_advertise,
                 root_key_out: root_key_out.clone(),
                 admin_ui_listen: *admin_ui_listen,
+                turn,
                 ..ServeConfig::new(*listen, cli.data_dir.clone())
             };
             serve(&cli, config).await.map(|()| ExitCode::SUCCESS)

@@ -85,6 +85,8 @@ pub struct ServeConfig {
     pub root_key_out: Option<PathBuf>,
     /// The admin web UI's address (loopback only); `None`: no UI.
     pub admin_ui_listen: Option<SocketAddr>,
+    /// TURN servers whose time-limited credentials nodes get; `None`: no TURN.
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 impl ServeConfig {
@@ -101,6 +103,7 @@ impl ServeConfig {
             mesh_advertise: None,
             root_key_out: None,
             admin_ui_listen: None,
+            turn: None,
         }
     }
 }
@@ -115,6 +118,7 @@ pub struct BoundHub {
     data_dir: PathBuf,
     mesh: BoundMesh,
     hosting: hosting::Hosting,
+    turn: Option<Arc<crate::turn::TurnConfig>>,
 }
 
 fn key_seeds() -> Result<KeySeeds> {
@@ -252,6 +256,7 @@ impl BoundHub {
             data_dir: dir.clone(),
             mesh,
             hosting,
+            turn: config.turn.clone().map(Arc::new),
         })
     }
 
@@ -325,7 +330,7 @@ impl BoundHub {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                TopologyServiceServer::new(feeds::Topology(hub.clone()))
+                TopologyServiceServer::new(feeds::Topology(hub.clone(), self.turn.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(

@@ -9,10 +9,12 @@
 mod lanes;
 mod ros;
 mod run;
+mod turn;
 mod updates;
 
 pub use ros::{RosConfig, RosServer, ServerRef, ServerTarget};
 pub use run::{DEFAULT_CONTROL_SOCKET, DEFAULT_REPORT_SECS, DeviceKind, HubConfig, RunConfig};
+pub use turn::{MAX_TURN_SERVERS, StaticTurn};
 pub use updates::{
     DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_MAX_FAILED_STARTS, DEFAULT_RECORDING_DIR, MAX_PROBE_HZ,
     UpdatesConfig,
@@ -60,6 +62,8 @@ struct RawConfig {
     ros: Option<ros::RawRos>,
     #[serde(default)]
     lanes: Vec<lanes::RawLane>,
+    #[serde(default)]
+    turn: Vec<turn::RawTurn>,
 }
 
 impl RawConfig {

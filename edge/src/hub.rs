@@ -41,7 +41,7 @@ use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapsh
 use bauxite_dispatch_api::pki::{LeafFacts, files};
 use bauxite_dispatch_api::proto::node::{
     ConfirmProvisionRequest, Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest,
-    TopologyRequest, TopologySnapshot,
+    TopologyRequest, TopologySnapshot, TurnCredentialsRequest,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -49,6 +49,20 @@ use crate::candidates::{self, MeshExclusion};
 use crate::config::HubConfig;
 use crate::hub_state::{CertState, HubState, stamp};
 use crate::renewal::Renewal;
+
+/// A timer that does not fire in practice.
+fn far_future() -> Duration {
+    Duration::from_secs(365 * 86_400)
+}
+
+/// Whether the TURN task published a new relayed address (`false`: it is gone);
+/// pending forever without one.
+async fn relayed_changed(rx: &mut Option<watch::Receiver<Option<SocketAddr>>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
 
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -207,6 +221,9 @@ pub struct HubConnector {
     /// The shell's hub-relay port ([`Shell::hub_relay`](bauxite_conduit::io::Shell::hub_relay)):
     /// the connector runs the hub's data channel with it on every connection.
     pub relay: Option<crate::hub_relay::RelayLink>,
+    /// The TURN task ([`crate::turn`]): the connector hands it the hub's credentials,
+    /// publishes its relayed address and tells it the peers' IPs to permit.
+    pub turn: Option<crate::turn::TurnLink>,
 }
 
 impl HubConnector {
@@ -269,6 +286,13 @@ impl HubConnector {
             local_addresses: local.iter().map(ToString::to_string).collect(),
             listen_port: candidates::reportable_port(self.listen, hub_on_loopback),
             reflexive_addresses: reflexive.iter().map(ToString::to_string).collect(),
+            relay_addresses: self
+                .turn
+                .as_ref()
+                .and_then(|t| *t.relayed.borrow())
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 
@@ -339,6 +363,31 @@ impl HubConnector {
                     peers = peers.len(),
                     "topology from the hub"
                 );
+                if let Some(turn) = &self.turn {
+                    // A peer's packets reach the TURN server from its public address: its
+                    // NAT's IP (server-reflexive, observed) or its advertised endpoint, on
+                    // whatever port. Host addresses are left out: coturn drops an
+                    // allocation whose send to an unroutable address fails.
+                    use bauxite_conduit::peers::CandidateKind;
+                    let addrs: Vec<SocketAddr> = peers
+                        .iter()
+                        .flat_map(|p| {
+                            p.endpoint.into_iter().chain(
+                                p.candidate_kinds
+                                    .iter()
+                                    .filter(|(_, k)| {
+                                        matches!(
+                                            k,
+                                            CandidateKind::ServerReflexive
+                                                | CandidateKind::Observed
+                                        )
+                                    })
+                                    .map(|(a, _)| *a),
+                            )
+                        })
+                        .collect();
+                    turn.permits.send_replace(addrs);
+                }
                 self.send(Query::ReplacePeers(peers)).await?;
                 Ok(next_expiry)
             }
@@ -420,6 +469,36 @@ impl HubConnector {
     }
 
     /// One connection: connect, advertise, stream until something fails.
+    /// Asks the hub for TURN credentials and hands them to the TURN task; returns when
+    /// to ask again (`None`: no TURN task, or the hub has no TURN server).
+    async fn refresh_turn(&self, hub: &HubClient) -> Result<Option<Duration>, End> {
+        let Some(turn) = &self.turn else {
+            return Ok(None);
+        };
+        let answer = hub
+            .topology()
+            .get_turn_credentials(TurnCredentialsRequest {})
+            .await
+            .map_err(|s| from_status(&s, "get TURN credentials"))?
+            .into_inner();
+        if answer.urls.is_empty() {
+            // Only the configured servers; unchanged, the allocation stays.
+            turn.servers.send_if_modified(|s| {
+                let changed = *s != turn.configured;
+                s.clone_from(&turn.configured);
+                changed
+            });
+            return Ok(None);
+        }
+        let mut servers =
+            crate::turn::servers(&answer.urls, &answer.username, &answer.password).await;
+        servers.extend(turn.configured.iter().cloned());
+        tracing::info!(urls = ?answer.urls, expires_unix = answer.expires_unix, "TURN credentials from the hub");
+        turn.servers.send_replace(servers);
+        let left = until_unix(Some(answer.expires_unix)).unwrap_or(Duration::ZERO);
+        Ok(Some((left * 3 / 4).max(Duration::from_secs(30))))
+    }
+
     async fn session(&self, backoff: &mut Backoff, renewal: &mut Renewal) -> End {
         match self.session_inner(backoff, renewal).await {
             Ok(never) => match never {},
@@ -487,6 +566,11 @@ impl HubConnector {
             None => None,
         };
         let mut metrics = hub.metrics();
+        // TURN credentials, asked again when a quarter of their lifetime is left.
+        let turn_in = self.refresh_turn(&hub).await?;
+        let turn_timer = tokio::time::sleep(turn_in.unwrap_or(far_future()));
+        tokio::pin!(turn_timer);
+        let mut relayed = self.turn.as_ref().map(|t| t.relayed.clone());
         let mut report = tokio::time::interval(self.config.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(hub = %self.config.url, advertise = ?self.config.advertise, "connected to the hub");
@@ -521,6 +605,22 @@ impl HubConnector {
                 () = &mut expiry_timer => {
                     expiry = self.apply_topology(&last, hub_udp, &mut stun).await?;
                     expiry_timer.set(tokio::time::sleep(until_unix(expiry).unwrap_or(far)));
+                }
+                () = &mut turn_timer => {
+                    let next = self.refresh_turn(&hub).await?;
+                    turn_timer.set(tokio::time::sleep(next.unwrap_or(far_future())));
+                }
+                changed = relayed_changed(&mut relayed) => {
+                    if !changed {
+                        relayed = None;
+                        continue;
+                    }
+                    let now = *reflexive.borrow();
+                    let updated = self.report_endpoint(&hub, now).await?;
+                    if updated != candidates {
+                        candidates = updated;
+                        self.publish_connected(&since, candidates.clone());
+                    }
                 }
                 changed = reflexive.changed() => {
                     if changed.is_err() {

@@ -53,6 +53,7 @@ pub mod run_cmd;
 pub mod run_lock;
 pub mod status;
 pub mod sys;
+pub mod turn;
 pub mod update_agent;
 pub mod update_cmd;
 

@@ -244,6 +244,9 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
             .hub
             .is_some()
             .then_some(bauxite_conduit::node::DEFAULT_HUB_RELAY_AFTER),
+        // TURN is chosen only for peers that publish a relay candidate (or reach us
+        // through our allocation): harmless without TURN servers.
+        turn_after: Some(bauxite_conduit::node::DEFAULT_TURN_AFTER),
     };
     let mut node = BauxiteNode::new(
         identity,
@@ -331,6 +334,14 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         .hub
         .is_some()
         .then(|| crate::hub_relay::RelayLink::new(shell.hub_relay()));
+    // Peers learn a relayed address only through the hub, so TURN needs one.
+    let turn = match config.hub {
+        Some(_) => {
+            let configured = crate::turn::configured(&config.turn).await;
+            Some(crate::turn::start(shell.turn_relay(), configured))
+        }
+        None => None,
+    };
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let (hub_state, hub_watch) = watch::channel(None);
     let (cert_tx, cert_rx) = watch::channel(None);
@@ -405,6 +416,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     ros_servers: ros_servers_tx,
                     lock,
                     relay,
+                    turn,
                 }
                 .run(),
             )

@@ -65,9 +65,9 @@ pub struct PeerReport {
     pub name: String,
     /// Its virtual IP.
     pub virtual_ip: String,
-    /// `direct ADDR`, `relay ADDR`, `hub` or `none`.
+    /// `direct ADDR`, `turn ADDR`, `hub` or `none`.
     pub path: String,
-    /// `direct`, `relay`, `hub` or `none`.
+    /// `direct`, `turn`, `hub` or `none`.
     #[serde(default)]
     pub path_type: String,
     /// The selected endpoint (`ip:port`), if there is a path.
@@ -75,7 +75,9 @@ pub struct PeerReport {
     pub endpoint: Option<String>,
     /// Where the direct endpoint comes from: `host`, `srflx` (the peer's NAT mapping,
     /// from the hub's STUN), `observed` (the hub's guess) as the hub labels it, else
-    /// `learned` (from the peer's authenticated packets) or `configured`.
+    /// `learned` (from the peer's authenticated packets) or `configured`; on TURN,
+    /// `relay` (the peer's relayed address, sent to from the mesh socket) or `turn-peer`
+    /// (the peer's address as our TURN server sees it, sent to through our allocation).
     #[serde(default)]
     pub endpoint_kind: Option<String>,
     /// Whether a session can carry data now.
@@ -103,8 +105,13 @@ pub struct PeerReport {
 
 /// The name of the kind of `p`'s direct endpoint (see [`PeerReport::endpoint_kind`]).
 pub fn endpoint_kind(p: &PeerStatus) -> Option<&'static str> {
-    if !matches!(p.path, MeshPath::Direct(_)) {
-        return None;
+    match p.path {
+        MeshPath::Direct(_) => {}
+        // The peer's relayed address on its TURN server.
+        MeshPath::Relay(_) => return Some("relay"),
+        // Where the peer's packets came from through our own allocation.
+        MeshPath::Turn(_) => return Some("turn-peer"),
+        MeshPath::Hub | MeshPath::Drop => return None,
     }
     match (p.endpoint_kind, p.endpoint_origin?) {
         (Some(kind), _) => Some(kind.name()),
@@ -113,13 +120,14 @@ pub fn endpoint_kind(p: &PeerStatus) -> Option<&'static str> {
     }
 }
 
-/// The path to `p` as one phrase: `direct 203.0.113.2:51820 (srflx)`, `relay ADDR`, `hub …`,
-/// `none`.
+/// The path to `p` as one phrase: `direct 203.0.113.2:51820 (srflx)`, `turn ADDR (relay)`,
+/// `hub …`, `none`.
 pub fn path_phrase(p: &PeerStatus) -> String {
     match (p.path, endpoint_kind(p)) {
         (MeshPath::Direct(a), Some(kind)) => format!("direct {a} ({kind})"),
         (MeshPath::Direct(a), None) => format!("direct {a}"),
-        (MeshPath::Relay(a), _) => format!("relay {a}"),
+        (MeshPath::Relay(a), _) => format!("turn {a} (the peer's relay)"),
+        (MeshPath::Turn(a), _) => format!("turn {a} (through our relay)"),
         (MeshPath::Hub, _) => "hub (relayed over the hub connection)".to_string(),
         (MeshPath::Drop, _) => "none".to_string(),
     }
@@ -189,19 +197,21 @@ impl StatusReport {
                 virtual_ip: p.virtual_ip.to_string(),
                 path: match p.path {
                     MeshPath::Direct(a) => format!("direct {a}"),
-                    MeshPath::Relay(a) => format!("relay {a}"),
+                    MeshPath::Relay(a) | MeshPath::Turn(a) => format!("turn {a}"),
                     MeshPath::Hub => "hub".to_string(),
                     MeshPath::Drop => "none".to_string(),
                 },
                 path_type: match p.path {
                     MeshPath::Direct(_) => "direct",
-                    MeshPath::Relay(_) => "relay",
+                    MeshPath::Relay(_) | MeshPath::Turn(_) => "turn",
                     MeshPath::Hub => "hub",
                     MeshPath::Drop => "none",
                 }
                 .to_string(),
                 endpoint: match p.path {
-                    MeshPath::Direct(a) | MeshPath::Relay(a) => Some(a.to_string()),
+                    MeshPath::Direct(a) | MeshPath::Relay(a) | MeshPath::Turn(a) => {
+                        Some(a.to_string())
+                    }
                     MeshPath::Hub | MeshPath::Drop => None,
                 },
                 endpoint_kind: endpoint_kind(p).map(str::to_string),

@@ -1,5 +1,5 @@
-//! Any datagram at the node's UDP port, before or after a session exists, must be
-//! refused or handled without panicking.
+//! Any datagram at the node's UDP port or through its TURN allocation, before or after a
+//! session exists, must be refused or handled without panicking.
 #![no_main]
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -28,4 +28,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     net.run_for(Duration::from_millis(100));
     let mut bytes = data.to_vec();
     let _ = net.nodes[1].handle_datagram(net.now, from, &mut bytes);
+    let mut bytes = data.to_vec();
+    let _ = net.nodes[1].handle_turn_datagram(net.now, from, &mut bytes);
 });

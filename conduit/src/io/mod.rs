@@ -68,6 +68,7 @@ pub mod echo;
 mod gso;
 pub mod service;
 mod shell;
+pub mod turn;
 mod udp;
 
 use std::net::SocketAddr;
@@ -206,6 +207,12 @@ pub struct ShellCounters {
     pub hub_relay_dropped: u64,
     /// Datagrams that arrived through the hub relay.
     pub hub_relay_received: u64,
+    /// Datagrams handed to the TURN client.
+    pub turn_sent: u64,
+    /// Datagrams for TURN dropped: no TURN client, or its queue was full.
+    pub turn_dropped: u64,
+    /// Datagrams that arrived through this node's TURN allocation.
+    pub turn_received: u64,
 }
 
 /// A running node's state, for `bauxite status`.

@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::device::Device;
 use super::service::{ServiceSocket, Services};
+use super::turn::{TURN_QUEUE, TurnDatagram, TurnRelayPort};
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
 use crate::node::{Event, HUB_ENDPOINT, Received, Via};
@@ -71,6 +72,7 @@ pub struct HubRelayPort {
 /// What woke the loop.
 enum Wake {
     Relayed(Option<RelayDatagram>),
+    Turned(Option<TurnDatagram>),
     Shutdown,
     Writable(io::Result<()>),
     Input(io::Result<()>),
@@ -127,6 +129,10 @@ pub struct Shell {
     relay_out: Option<mpsc::Sender<RelayDatagram>>,
     /// From the hub connector: datagrams the hub relayed.
     relay_in: Option<mpsc::Receiver<RelayDatagram>>,
+    /// To the TURN client: datagrams for the allocation.
+    turn_out: Option<mpsc::Sender<TurnDatagram>>,
+    /// From the TURN client: datagrams the TURN server relayed.
+    turn_in: Option<mpsc::Receiver<TurnDatagram>>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -190,6 +196,8 @@ impl Shell {
             local_buf: vec![0; node_mtu],
             relay_out: None,
             relay_in: None,
+            turn_out: None,
+            turn_in: None,
         })
     }
 
@@ -204,6 +212,21 @@ impl Shell {
         self.relay_out = Some(out_tx);
         self.relay_in = Some(in_rx);
         HubRelayPort {
+            outbound: out_rx,
+            inbound: in_tx,
+        }
+    }
+
+    /// Connects a TURN client ([`TurnClient::run`](super::turn::TurnClient::run)): the
+    /// node's [`Via::Turn`] transmits go to the returned port's `outbound`, and datagrams
+    /// sent to its `inbound` enter the node as arrived through the allocation. Without a
+    /// client (or while its queue is full) TURN transmits are dropped and counted.
+    pub fn turn_relay(&mut self) -> TurnRelayPort {
+        let (out_tx, out_rx) = mpsc::channel(TURN_QUEUE);
+        let (in_tx, in_rx) = mpsc::channel(TURN_QUEUE);
+        self.turn_out = Some(out_tx);
+        self.turn_in = Some(in_rx);
+        TurnRelayPort {
             outbound: out_rx,
             inbound: in_tx,
         }
@@ -302,6 +325,7 @@ impl Shell {
                 r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
                 r = recv_relayed(&mut self.relay_in), if self.relay_in.is_some() => Wake::Relayed(r),
+                r = recv_relayed(&mut self.turn_in), if self.turn_in.is_some() => Wake::Turned(r),
                 r = self.udp.socket.readable() => Wake::Input(r),
                 r = self.device.readable() => Wake::Input(r),
                 () = service_wake.notified() => Wake::Service,
@@ -331,6 +355,10 @@ impl Shell {
                     self.on_relayed(clock::now(), &mut datagram).await;
                 }
                 Wake::Relayed(None) => self.relay_in = None,
+                Wake::Turned(Some((from, mut datagram))) => {
+                    self.on_turned(clock::now(), from, &mut datagram).await;
+                }
+                Wake::Turned(None) => self.turn_in = None,
                 Wake::Query(Some(query)) => self.answer(query, clock::now()),
                 Wake::Query(None) => queries_open = false,
             }
@@ -429,6 +457,39 @@ impl Shell {
         }
     }
 
+    /// A datagram the TURN server relayed from `from`: into the node as such.
+    async fn on_turned(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
+        self.counters.turn_received += 1;
+        match self.node.handle_turn_datagram(now, from, datagram) {
+            Received::Deliver(range) => {
+                let packet = datagram.get(range).unwrap_or_default();
+                if self.services.is_empty() || !self.services.deliver(packet) {
+                    self.device.deliver(packet, &mut self.counters).await;
+                }
+                self.device.flush(&mut self.counters).await;
+                self.services.notify_receivers();
+            }
+            Received::Stun | Received::Consumed => {}
+            Received::Dropped(reason) => {
+                tracing::trace!(%from, ?reason, "datagram through TURN dropped");
+            }
+        }
+    }
+
+    /// A TURN transmit to the TURN client.
+    fn send_turned(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        let sent = self
+            .turn_out
+            .as_ref()
+            .is_some_and(|tx| tx.try_send((to, datagram)).is_ok());
+        if sent {
+            self.counters.turn_sent += 1;
+        } else {
+            self.counters.turn_dropped += 1;
+            Metrics::inc(&self.node.metrics().tx_dropped);
+        }
+    }
+
     /// A hub transmit to the hub connector.
     fn send_relayed(&mut self, peer: crate::PeerId, datagram: Vec<u8>) {
         let sent = self
@@ -482,9 +543,11 @@ impl Shell {
             };
             match self.node.poll_transmit(now, tail) {
                 Some(t) if t.via != Via::Udp => {
-                    if let Via::Hub(peer) = t.via {
-                        let datagram = tail.get(..t.len).unwrap_or_default().to_vec();
-                        self.send_relayed(peer, datagram);
+                    let datagram = tail.get(..t.len).unwrap_or_default().to_vec();
+                    match t.via {
+                        Via::Hub(peer) => self.send_relayed(peer, datagram),
+                        Via::Turn => self.send_turned(t.dst, datagram),
+                        Via::Udp => {}
                     }
                 }
                 Some(t) if t.probe => {
@@ -539,6 +602,9 @@ impl Shell {
                 }
                 Event::HubRelay { peer, active } => {
                     tracing::info!(%peer, active, "hub relay");
+                }
+                Event::TurnRelay { peer, active } => {
+                    tracing::info!(%peer, active, "TURN relay");
                 }
                 Event::PathQuiet { peer } => {
                     // Our NAT may have rebound: learn the mapping now, not at the next
@@ -602,7 +668,7 @@ impl Shell {
 }
 
 /// The next relayed datagram; pending forever without a connector (the caller guards).
-async fn recv_relayed(rx: &mut Option<mpsc::Receiver<RelayDatagram>>) -> Option<RelayDatagram> {
+async fn recv_relayed<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

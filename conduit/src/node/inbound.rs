@@ -84,6 +84,23 @@ impl BauxiteNode {
         })
     }
 
+    /// Processes one datagram that came through this node's own TURN allocation from
+    /// `from` (the peer's address as the TURN server saw it). Like
+    /// [`handle_datagram`](Self::handle_datagram), except that an authenticated peer is
+    /// answered through the allocation ([`Via::Turn`](super::Via::Turn)) instead of having
+    /// `from` learned as its direct endpoint.
+    pub fn handle_turn_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Received {
+        self.arrival_turn = true;
+        let received = self.handle_datagram(now, from, datagram);
+        self.arrival_turn = false;
+        received
+    }
+
     fn malformed(&self, e: MalformedPacket) -> Received {
         Metrics::inc(&self.metrics.rx_malformed);
         Metrics::inc(&self.metrics.rx_dropped);

@@ -70,7 +70,7 @@ use crate::snapshot::StateSnapshot;
 use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
-pub use hub::{DEFAULT_HUB_RELAY_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
+pub use hub::{DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
@@ -101,6 +101,10 @@ pub struct NodeConfig {
     /// UDP was answered for this long (or it has no UDP path), or `None` when the node has
     /// no hub relay. See [`DEFAULT_HUB_RELAY_AFTER`].
     pub hub_relay_after: Option<Duration>,
+    /// Move a peer that has a TURN path onto it when nothing sent to it directly was
+    /// answered for this long, or `None` never to choose TURN by timeout (a peer that
+    /// reaches us through TURN is still answered there). See [`DEFAULT_TURN_AFTER`].
+    pub turn_after: Option<Duration>,
 }
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
@@ -118,6 +122,7 @@ impl Default for NodeConfig {
             mtu: DEFAULT_MTU,
             bulk_target: Some(DEFAULT_BULK_TARGET),
             hub_relay_after: None,
+            turn_after: Some(DEFAULT_TURN_AFTER),
         }
     }
 }
@@ -152,6 +157,13 @@ pub enum Event {
     PathQuiet {
         /// The peer.
         peer: PeerId,
+    },
+    /// A peer's packets now go through TURN (`active`), or back on the direct path.
+    TurnRelay {
+        /// The peer.
+        peer: PeerId,
+        /// Whether TURN carries the peer's packets now.
+        active: bool,
     },
     /// A peer's packets now go through the hub relay (`active`), or back on UDP.
     HubRelay {
@@ -263,6 +275,9 @@ pub struct BauxiteNode {
     probe_pad: Vec<u8>,
     rng: ChaCha20Rng,
     clock: Clock,
+    /// Whether the datagram being handled came through this node's TURN allocation
+    /// ([`BauxiteNode::handle_turn_datagram`]).
+    arrival_turn: bool,
     last_timestamp: u64,
 }
 
@@ -297,6 +312,7 @@ impl BauxiteNode {
             let mut path = PeerPaths::new();
             path.set_candidates(&dial);
             path.set_direct(dial.first().copied());
+            path.set_relay(peer.relay_candidate());
             peers.insert(
                 peer.id,
                 PeerState {
@@ -338,6 +354,7 @@ impl BauxiteNode {
                 origin_unix_nanos: unix_nanos,
             },
             last_timestamp: 0,
+            arrival_turn: false,
         }
     }
 
@@ -420,6 +437,7 @@ impl BauxiteNode {
         let endpoint = dial.first().copied();
         let static_public = peer.static_public;
         let kinds = peer.candidate_kinds.clone();
+        let relay = peer.relay_candidate();
         let before = self
             .registry
             .by_id(id)
@@ -427,6 +445,7 @@ impl BauxiteNode {
         self.registry.upsert(peer)?;
         let state = self.peers.entry(id).or_default();
         state.path.set_candidates(&dial);
+        state.path.set_relay(relay);
         state.kinds = kinds;
         if state
             .tunnel
@@ -539,6 +558,7 @@ impl BauxiteNode {
                     virtual_ip: p.virtual_ip,
                     path: peer::select(&self.peers, p.id, self.hub_enabled()),
                     endpoint_origin: direct.map(|d| d.origin),
+                    relay: state.and_then(|s| s.path.get().relay),
                     endpoint_kind: direct.and_then(|d| {
                         let kinds = &state?.kinds;
                         kinds.iter().find(|(a, _)| *a == d.addr).map(|(_, k)| *k)
@@ -708,6 +728,8 @@ pub struct PeerStatus {
     pub virtual_ip: crate::VirtualIp,
     /// The path packets would take now.
     pub path: crate::path::Path,
+    /// The peer's relayed address on its TURN server (its `relay` candidate), if any.
+    pub relay: Option<std::net::SocketAddr>,
     /// Where the direct endpoint came from, if there is one.
     pub endpoint_origin: Option<crate::path::EndpointOrigin>,
     /// What the hub says the direct endpoint is (host, server-reflexive, observed), when

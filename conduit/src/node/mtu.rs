@@ -199,7 +199,11 @@ impl BauxiteNode {
         // The hub's data channel is a TCP stream: it carries any datagram, nothing to probe.
         let dst = match super::peer::select(&self.peers, peer, self.hub_enabled()) {
             crate::path::Path::Direct(dst) | crate::path::Path::Relay(dst) => dst,
-            crate::path::Path::Hub | crate::path::Path::Drop => return,
+            // Through our TURN allocation the shell's TURN client frames the datagram:
+            // not ours to probe.
+            crate::path::Path::Turn(_) | crate::path::Path::Hub | crate::path::Path::Drop => {
+                return;
+            }
         };
         let Some(state) = self.peers.get_mut(&peer) else {
             return;

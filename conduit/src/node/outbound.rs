@@ -292,7 +292,7 @@ impl BauxiteNode {
                 Metrics::inc(&self.metrics.tx_dropped);
                 continue;
             };
-            if via == Via::Udp {
+            if !matches!(via, Via::Hub(_)) {
                 // Handshake messages are answered (a response, a confirming packet).
                 self.sent_expecting_answer(now, peer);
             }
@@ -375,7 +375,7 @@ impl BauxiteNode {
                 if rekey {
                     self.start_handshake(now, peer);
                 }
-                if data && via == Via::Udp {
+                if data && !matches!(via, Via::Hub(_)) {
                     // Every data packet is acknowledged: we expect to hear back.
                     self.sent_expecting_answer(now, peer);
                 }
@@ -467,6 +467,7 @@ enum Sealed {
 fn target(path: Path, peer: PeerId) -> Option<(SocketAddr, Via)> {
     match path {
         Path::Direct(dst) | Path::Relay(dst) => Some((dst, Via::Udp)),
+        Path::Turn(dst) => Some((dst, Via::Turn)),
         Path::Hub => Some((HUB_ENDPOINT, Via::Hub(peer))),
         Path::Drop => None,
     }

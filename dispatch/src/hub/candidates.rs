@@ -50,13 +50,15 @@ fn dialable(addr: &SocketAddr) -> bool {
 /// The candidates of a node, best first: the server-reflexive addresses it learned over
 /// STUN (its NAT's mapping, verified on the UDP path), `observed` (the IP its gRPC
 /// connection came from) with `listen_port` (0: do not pair; a guess that is right when
-/// the NAT keeps the port), then `local` as reported. Unparsable or undialable reported
+/// the NAT keeps the port), the TURN-relayed `relay` addresses, then `local` as
+/// reported. Unparsable or undialable reported
 /// addresses are refused with the offending text.
 pub fn candidate_list(
     observed: Option<IpAddr>,
     listen_port: u32,
     reflexive: &[String],
     local: &[String],
+    relay: &[String],
 ) -> Result<Vec<Candidate>> {
     let port = u16::try_from(listen_port).map_err(|_| Error::InvalidArgument {
         field: "listen_port",
@@ -68,11 +70,19 @@ pub fn candidate_list(
         .filter(dialable);
     let reflexive = parse_all("reflexive_addresses", reflexive)?;
     let local = parse_all("local_addresses", local)?;
+    let relay = parse_all("relay_addresses", relay)?;
     let mut out: Vec<Candidate> = Vec::new();
     let all = reflexive
         .into_iter()
         .map(|a| Candidate::new(a, CandidateKind::ServerReflexive))
         .chain(observed.map(|a| Candidate::new(a, CandidateKind::Observed)))
+        // Before the host addresses, so the cap never cuts the TURN path off; nodes do
+        // not dial it directly whatever its place.
+        .chain(
+            relay
+                .into_iter()
+                .map(|a| Candidate::new(a, CandidateKind::Relay)),
+        )
         .chain(
             local
                 .into_iter()
@@ -166,6 +176,7 @@ mod tests {
             51820,
             &[],
             &["10.0.0.7:51820".into(), "192.168.1.7:51820".into()],
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -182,11 +193,17 @@ mod tests {
             51820,
             &["198.18.0.2:30007".into()],
             &["10.1.0.2:51820".into()],
+            &["203.0.113.1:49160".into()],
         )
         .unwrap();
         assert_eq!(
             addrs(&list),
-            ["198.18.0.2:30007", "198.18.0.2:51820", "10.1.0.2:51820"]
+            [
+                "198.18.0.2:30007",
+                "198.18.0.2:51820",
+                "203.0.113.1:49160",
+                "10.1.0.2:51820"
+            ]
         );
         let kinds: Vec<_> = list.iter().map(|c| c.kind).collect();
         assert_eq!(
@@ -194,12 +211,19 @@ mod tests {
             [
                 CandidateKind::ServerReflexive,
                 CandidateKind::Observed,
+                CandidateKind::Relay,
                 CandidateKind::Host
             ]
         );
         // A NAT that keeps the port: the observed guess is the reflexive address, once.
-        let list =
-            candidate_list(ip("198.18.0.2"), 51820, &["198.18.0.2:51820".into()], &[]).unwrap();
+        let list = candidate_list(
+            ip("198.18.0.2"),
+            51820,
+            &["198.18.0.2:51820".into()],
+            &[],
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             list,
             [Candidate::new(
@@ -208,11 +232,11 @@ mod tests {
             )]
         );
         // Port 0: the node's socket cannot be reached at the observed address.
-        let list = candidate_list(ip("10.0.0.7"), 0, &[], &[]).unwrap();
+        let list = candidate_list(ip("10.0.0.7"), 0, &[], &[], &[]).unwrap();
         assert!(list.is_empty());
         let many: Vec<String> = (1..=20).map(|i| format!("10.1.0.{i}:1")).collect();
         assert_eq!(
-            candidate_list(None, 0, &[], &many).unwrap().len(),
+            candidate_list(None, 0, &[], &many, &[]).unwrap().len(),
             MAX_CANDIDATES
         );
     }
@@ -226,15 +250,19 @@ mod tests {
             "nope",
             "10.0.0.1",
         ] {
-            let e = candidate_list(None, 1, &[], &[bad.into()])
+            let e = candidate_list(None, 1, &[], &[bad.into()], &[])
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("local_addresses"), "{bad}: {e}");
-            let e = candidate_list(None, 1, &[bad.into()], &[])
+            let e = candidate_list(None, 1, &[bad.into()], &[], &[])
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("reflexive_addresses"), "{bad}: {e}");
+            let e = candidate_list(None, 1, &[], &[], &[bad.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("relay_addresses"), "{bad}: {e}");
         }
-        assert!(candidate_list(None, 70_000, &[], &[]).is_err());
+        assert!(candidate_list(None, 70_000, &[], &[], &[]).is_err());
     }
 }

@@ -29,14 +29,14 @@ use crate::proto::node::policy_service_server::PolicyService;
 use crate::proto::node::topology_service_server::TopologyService;
 use crate::proto::node::{
     PolicyDocument, PolicyRequest, SetEndpointRequest, SetEndpointResponse, TopologyRequest,
-    TopologySnapshot,
+    TopologySnapshot, TurnCredentials, TurnCredentialsRequest,
 };
 
 /// A server-streaming response.
 pub type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Serves the topology feed and endpoint updates.
-pub struct Topology(pub Arc<Hub>);
+/// Serves the topology feed, endpoint updates and TURN credentials.
+pub struct Topology(pub Arc<Hub>, pub Option<Arc<crate::turn::TurnConfig>>);
 
 /// Serves the policy document and its feed.
 pub struct Policy(pub Arc<Hub>);
@@ -133,6 +133,7 @@ impl TopologyService for Topology {
             report.listen_port,
             &report.reflexive_addresses,
             &report.local_addresses,
+            &report.relay_addresses,
         )?;
         self.0.set_endpoint(UnixTime::now(), node, endpoint)?;
         let (version, published) = self.0.set_candidates(node, candidates)?;
@@ -144,6 +145,32 @@ impl TopologyService for Topology {
             candidates: published.iter().map(ToString::to_string).collect(),
             observed_ip: observed.map(|ip| ip.to_string()).unwrap_or_default(),
         }))
+    }
+
+    async fn get_turn_credentials(
+        &self,
+        request: Request<TurnCredentialsRequest>,
+    ) -> Result<Response<TurnCredentials>, Status> {
+        let node = auth::node(&self.0, &request)?;
+        Ok(Response::new(
+            self.turn_credentials(node, UnixTime::now().0),
+        ))
+    }
+}
+
+impl Topology {
+    /// Time-limited TURN credentials for `node` (none without TURN servers).
+    fn turn_credentials(&self, node: bauxite_conduit::PeerId, now_unix: u64) -> TurnCredentials {
+        let Some(turn) = &self.1 else {
+            return TurnCredentials::default();
+        };
+        let c = turn.credentials(node, now_unix);
+        TurnCredentials {
+            urls: turn.urls.clone(),
+            username: c.username,
+            password: c.password,
+            expires_unix: c.expires_unix,
+        }
     }
 }
 

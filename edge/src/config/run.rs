@@ -158,6 +158,8 @@ pub struct RunConfig {
     pub ros: Option<RosConfig>,
     /// `[[lanes]]`: the operator's port-to-lane rules.
     pub lane_rules: bauxite_conduit::scheduler::LaneRules,
+    /// `[[turn]]`: TURN servers with static credentials, after the hub's.
+    pub turn: Vec<super::StaticTurn>,
 }
 
 impl RunConfig {
@@ -211,6 +213,7 @@ impl RunConfig {
             updates: parse_updates(raw.updates.as_ref())?,
             ros: parse_ros(raw.ros.as_ref())?,
             lane_rules: parse_lanes(&raw.lanes)?,
+            turn: super::turn::parse_turn(&raw.turn)?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw

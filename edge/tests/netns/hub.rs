@@ -42,16 +42,30 @@ pub(crate) struct Hub {
     pub(crate) data: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// More `serve` arguments (TURN settings), on every spawn.
+    extra: Vec<String>,
 }
 
 impl Hub {
     pub(crate) fn start(bin: &Path, ns: &str, dir: &Path, listen: &str) -> Self {
+        Self::start_with(bin, ns, dir, listen, Vec::new())
+    }
+
+    /// Like [`start`](Self::start), with more `serve` arguments.
+    pub(crate) fn start_with(
+        bin: &Path,
+        ns: &str,
+        dir: &Path,
+        listen: &str,
+        extra: Vec<String>,
+    ) -> Self {
         let mut hub = Self {
             bin: bin.to_path_buf(),
             ns: ns.to_string(),
             data: dir.join("hub-data"),
             log: dir.join("hub.log"),
             child: None,
+            extra,
         };
         hub.spawn(listen);
         hub
@@ -76,6 +90,7 @@ impl Hub {
             ])
             .arg("--data-dir")
             .arg(&self.data)
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(fs::File::create(self.out()).unwrap())
             .stderr(log)

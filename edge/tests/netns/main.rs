@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
+mod connect_bench;
+mod coturn;
 mod hub;
 mod hub_relay;
 mod mtu;
@@ -19,6 +21,7 @@ mod operator;
 mod quickstart;
 mod ros;
 mod support;
+mod turn;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -33,12 +33,18 @@ impl NatMesh {
 
     /// Starts the hub and the nodes in a laboratory the caller prepared.
     pub(crate) fn start_in(bin: &Path, lab: NatLab) -> Self {
+        Self::start_with(bin, lab, Vec::new())
+    }
+
+    /// Like [`start_in`](Self::start_in), with more arguments for the hub's `serve`.
+    pub(crate) fn start_with(bin: &Path, lab: NatLab, hub_args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let hub = Hub::start(
+        let hub = Hub::start_with(
             bin,
             lab.ns(Host::Public),
             dir.path(),
             &format!("{}:0", NatLab::PUBLIC_IP),
+            hub_args,
         );
         let url = format!("https://{}", hub.addr());
         let nodes = [0, 1].map(|i| {
@@ -86,13 +92,13 @@ impl NatMesh {
     }
 
     /// `ping` from site `from` to the other node's virtual IP.
-    fn ping(&self, from: usize, count: u32) -> bool {
+    pub(crate) fn ping(&self, from: usize, count: u32) -> bool {
         self.lab
             .ping(Host::Site(from), &vip_of(&self.nodes[1 - from]), count)
     }
 
     /// The `path` node `i` reports for the other node.
-    fn path_to_other(&self, i: usize) -> Option<String> {
+    pub(crate) fn path_to_other(&self, i: usize) -> Option<String> {
         let status = self.nodes[i].status()?;
         peer_entry(&status, NAMES[1 - i])?["path"]
             .as_str()

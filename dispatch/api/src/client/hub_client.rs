@@ -179,6 +179,7 @@ fn candidate_kind(kind: i32) -> Option<bauxite_conduit::peers::CandidateKind> {
         crate::proto::node::CandidateKind::Host => Some(Kind::Host),
         crate::proto::node::CandidateKind::ServerReflexive => Some(Kind::ServerReflexive),
         crate::proto::node::CandidateKind::Observed => Some(Kind::Observed),
+        crate::proto::node::CandidateKind::Relay => Some(Kind::Relay),
         crate::proto::node::CandidateKind::Unspecified => None,
     }
 }

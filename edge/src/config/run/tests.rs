@@ -199,3 +199,51 @@ fn device_defaults_to_auto_and_names_the_key_when_wrong() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn turn_servers_are_checked_and_name_their_key() {
+    let with = |entry: &str| format!("{}\n[[turn]]\n{entry}\n", good());
+    let ok = parse(&with(
+        "url = \"turn:203.0.113.5:3478\"\nusername = \"r1\"\npassword_file = \"/var/lib/bauxite/turn.pw\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.turn,
+        [crate::config::StaticTurn {
+            url: "turn:203.0.113.5:3478".into(),
+            username: "r1".into(),
+            password_file: "/var/lib/bauxite/turn.pw".into(),
+        }]
+    );
+    assert!(parse(&good()).unwrap().turn.is_empty(), "none by default");
+    for (entry, key) in [
+        (
+            "url = \"turns:h:5349\"\nusername = \"r\"\npassword_file = \"/p\"",
+            "turn.url",
+        ),
+        (
+            "url = \"turn:h\"\nusername = \"r\"\npassword_file = \"/p\"",
+            "turn.url",
+        ),
+        (
+            "url = \"turn:h:3478?transport=tcp\"\nusername = \"r\"\npassword_file = \"/p\"",
+            "turn.url",
+        ),
+        (
+            "url = \"turn:h:3478\"\nusername = \" \"\npassword_file = \"/p\"",
+            "turn.username",
+        ),
+        (
+            "url = \"turn:h:3478\"\nusername = \"r\"\npassword_file = \"p\"",
+            "turn.password_file",
+        ),
+    ] {
+        match parse(&with(entry)) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{entry}"),
+            other => panic!("{entry}: {other:?}"),
+        }
+    }
+    let unknown =
+        with("url = \"turn:h:3478\"\nusername = \"r\"\npassword_file = \"/p\"\npassword = \"x\"");
+    assert!(parse(&unknown).is_err(), "no inline password");
+}
