@@ -20,6 +20,7 @@
 //! large a datagram each path carries is discovered by [`pmtu`], with the probe frames of
 //! [`frame`].
 
+pub mod adaptive;
 pub mod congestion;
 pub mod feedback;
 pub mod frame;
@@ -28,6 +29,7 @@ pub mod pmtu;
 
 use std::net::SocketAddr;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};

@@ -60,7 +60,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
-    CongestionStrategy, Ledbat, LedbatConfig, NullCongestionStrategy, PeerPaths, SendLog,
+    AdaptiveConfig, AdaptiveLedbat, CongestionStrategy, NullCongestionStrategy, PeerPaths, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -307,10 +307,10 @@ impl BauxiteNode {
         }
         let mtu = config.mtu;
         let congestion: Box<dyn CongestionStrategy + Send> = match config.bulk_target {
-            Some(target) => Box::new(Ledbat::new(LedbatConfig {
-                target,
+            Some(target) => Box::new(AdaptiveLedbat::new(AdaptiveConfig {
+                min_target: target,
                 mss: config.mtu,
-                ..LedbatConfig::default()
+                ..AdaptiveConfig::default()
             })),
             None => Box::new(NullCongestionStrategy),
         };

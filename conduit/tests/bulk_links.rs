@@ -1,0 +1,231 @@
+//! Bulk beside a 1 kHz control loop on the links robots live on: the simulator plays
+//! `bauxite_netem`'s LTE and Wi-Fi profiles (rate steps, base delay moving with the rate,
+//! in-order jitter, bursty loss, deep buffers, outages), and the bulk controller must take
+//! most of the capacity while the control loop's p99 stays near the idle link's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use bauxite_conduit::ip::build;
+use bauxite_conduit::node::{NodeConfig, TunVerdict};
+use bauxite_conduit::sim::{LinkConfig, SimNet};
+use bauxite_conduit::{Lane, VirtualIp};
+use bauxite_netem::Profile;
+
+/// Bulk packets kept queued at the sender: always more than the link takes in a tick.
+const BULK_BACKLOG: usize = 256;
+/// Inner bulk packet size: the TUN MTU.
+const BULK_LEN: usize = 1350;
+
+fn ip(v: VirtualIp) -> Ipv4Addr {
+    v.addr()
+}
+
+/// What one run measured.
+struct Run {
+    /// One-way delays of the control loop's packets, sorted.
+    delays: Vec<Duration>,
+    lost: usize,
+    /// Inner bulk bytes delivered per second while the loop ran, in bit/s.
+    goodput: f64,
+    /// The profile's average rate over the same interval (blackouts count as 0), bit/s.
+    capacity: f64,
+}
+
+impl Run {
+    fn p(&self, q: usize) -> Duration {
+        self.delays[(self.delays.len() * q / 100).min(self.delays.len() - 1)]
+    }
+}
+
+/// The profile's mean rate over `[from, to)` since its start, sampled every millisecond.
+fn mean_rate(profile: &Profile, from: Duration, to: Duration) -> f64 {
+    let ms = (to - from).as_millis() as u64;
+    let sum: f64 = (0..ms)
+        .map(|i| {
+            let imp = profile.at(from + Duration::from_millis(i));
+            if imp.blackout {
+                0.0
+            } else {
+                imp.rate_bps.unwrap_or(0) as f64
+            }
+        })
+        .sum();
+    sum / ms as f64
+}
+
+/// Runs a 1 kHz control loop (64-byte ICMP echoes on the critical lane) from node 0 to
+/// node 1 for `seconds`, beside a saturating bulk stream when `bulk`, after `warmup` of
+/// the same (so the controller has found the link), on `profile`.
+fn control_loop(
+    config: NodeConfig,
+    profile: &Profile,
+    bulk: bool,
+    warmup: Duration,
+    seconds: u64,
+    seed: u64,
+) -> Run {
+    let start = Instant::now();
+    let config_target = config.bulk_target;
+    let mut net = SimNet::new(config, LinkConfig::default(), seed, start);
+    net.profile = Some(profile.clone());
+    if let (Ok(_), Some(target)) = (std::env::var("BX_OLD"), config_target) {
+        net.nodes[0].set_congestion(Box::new(bauxite_conduit::path::Ledbat::new(
+            bauxite_conduit::path::LedbatConfig {
+                target,
+                ..Default::default()
+            },
+        )));
+    }
+    let mut bulk_packet = Vec::new();
+    build::ipv4_udp(
+        ip(net.vips[0]),
+        ip(net.vips[1]),
+        40000,
+        9000,
+        &[0u8; BULK_LEN - 28],
+        &mut bulk_packet,
+    );
+    // The session comes up before anything is measured.
+    let mut hello = Vec::new();
+    build::ipv4_icmp_echo(
+        ip(net.vips[0]),
+        ip(net.vips[1]),
+        7,
+        1,
+        &[0xff; 36],
+        &mut hello,
+    );
+    net.send_from(0, &hello);
+    let mut tick = 0u32;
+    let mut sent_at = Vec::new();
+    let mut measuring = false;
+    let mut first = 0;
+    let mut begin = start;
+    let total = warmup + Duration::from_secs(seconds);
+    while net.now < start + total {
+        if !measuring && net.now >= start + warmup {
+            measuring = true;
+            first = net.delivered[1].len();
+            begin = net.now;
+        }
+        if bulk {
+            while net.nodes[0].scheduler().len(Lane::Bulk) < BULK_BACKLOG {
+                assert_eq!(
+                    net.send_from(0, &bulk_packet),
+                    TunVerdict::Queued(Lane::Bulk)
+                );
+            }
+        }
+        if measuring {
+            let mut payload = [0u8; 36];
+            payload[..4].copy_from_slice(&tick.to_be_bytes());
+            let mut ping = Vec::new();
+            build::ipv4_icmp_echo(ip(net.vips[0]), ip(net.vips[1]), 7, 1, &payload, &mut ping);
+            assert_eq!(net.send_from(0, &ping), TunVerdict::Queued(Lane::Critical));
+            sent_at.push(net.now);
+            tick += 1;
+        }
+        // An idle net does not move its clock by itself.
+        let next = net.now + Duration::from_millis(1);
+        net.run_until(next);
+        net.now = net.now.max(next);
+    }
+    let end = net.now;
+    if std::env::var("BX_DEBUG").is_ok() {
+        let m = net.nodes[0].metrics();
+        eprintln!(
+            "too_big {} fragmented {} inner mtu {} queue drops {}",
+            bauxite_conduit::metrics::Metrics::get(&m.tx_too_big),
+            bauxite_conduit::metrics::Metrics::get(&m.tx_fragmented),
+            net.nodes[0].path_inner_mtu(net.nodes[1].peer_id()),
+            net.stats.queue_drops,
+        );
+    }
+    net.profile = None;
+    net.run_for(Duration::from_secs(1));
+    let mut delays = Vec::new();
+    let mut bulk_bytes = 0usize;
+    for d in &net.delivered[1][first..] {
+        if d.packet[9] == 1 && d.packet[28] != 0xff {
+            let id = u32::from_be_bytes(d.packet[28..32].try_into().unwrap()) as usize;
+            delays.push(d.at - sent_at[id]);
+        } else if d.at <= end {
+            bulk_bytes += d.packet.len();
+        }
+    }
+    delays.sort();
+    let secs = (end - begin).as_secs_f64();
+    Run {
+        lost: sent_at.len() - delays.len(),
+        goodput: bulk_bytes as f64 * 8.0 / secs,
+        capacity: mean_rate(profile, begin - start, end - start),
+        delays,
+    }
+}
+
+fn report(name: &str, idle: &Run, loaded: &Run) {
+    eprintln!(
+        "{name}: idle p50/p99 {:.2}/{:.2} ms; loaded p50/p99 {:.2}/{:.2} ms (lost {} of {}); \
+         bulk {:.2} of {:.2} Mbit/s = {:.0} %",
+        idle.p(50).as_secs_f64() * 1e3,
+        idle.p(99).as_secs_f64() * 1e3,
+        loaded.p(50).as_secs_f64() * 1e3,
+        loaded.p(99).as_secs_f64() * 1e3,
+        loaded.lost,
+        loaded.delays.len() + loaded.lost,
+        loaded.goodput / 1e6,
+        loaded.capacity / 1e6,
+        100.0 * loaded.goodput / loaded.capacity,
+    );
+}
+
+/// Prints the figures of every controller setting on every profile (the diagnosis of
+/// issue 14's collapse); run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a report, not a check: prints figures"]
+fn diagnose() {
+    let fixed2 = Profile::fixed(bauxite_netem::Impairments {
+        delay: Duration::from_millis(2),
+        ..Default::default()
+    });
+    let fixed2_rate = Profile::fixed(bauxite_netem::Impairments {
+        delay: Duration::from_millis(2),
+        rate_bps: Some(50_000_000),
+        buffer_bytes: Some(150_000),
+        ..Default::default()
+    });
+    let targets: Vec<Option<Duration>> = std::env::var("BX_TARGETS")
+        .unwrap_or_else(|_| "250".into())
+        .split(',')
+        .map(|us| match us.parse::<u64>().unwrap() {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        })
+        .collect();
+    let only = std::env::var("BX_PROFILES").unwrap_or_default();
+    let secs: u64 = std::env::var("BX_SECS").map_or(12, |s| s.parse().unwrap());
+    let warm = Duration::from_secs(std::env::var("BX_WARM").map_or(6, |s| s.parse().unwrap()));
+    for (name, profile) in [
+        ("fixed2rate", fixed2_rate),
+        ("lte", Profile::lte()),
+        ("wifi", Profile::wifi()),
+        ("fixed2", fixed2),
+    ] {
+        if !only.is_empty() && !only.split(',').any(|o| o == name) {
+            continue;
+        }
+        let idle = control_loop(NodeConfig::default(), &profile, false, warm, secs, 3);
+        for &target in &targets {
+            let config = NodeConfig {
+                bulk_target: target,
+                ..NodeConfig::default()
+            };
+            let loaded = control_loop(config, &profile, true, warm, secs, 3);
+            report(&format!("{name}, target {target:?}"), &idle, &loaded);
+        }
+    }
+}
