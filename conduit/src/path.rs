@@ -25,6 +25,7 @@ pub mod congestion;
 pub mod feedback;
 pub mod frame;
 pub mod ledbat;
+pub mod per_peer;
 pub mod pmtu;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
+pub use per_peer::{MakeStrategy, PeerCongestion};
 pub use pmtu::{Pmtu, PmtuPhase};
 
 use crate::Metrics;

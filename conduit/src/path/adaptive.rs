@@ -285,8 +285,11 @@ impl CongestionStrategy for AdaptiveLedbat {
         }
         #[cfg(debug_assertions)]
         if std::env::var("BX_TRACE").is_ok() {
+            static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+            let t0 = *T0.get_or_init(|| now);
             eprintln!(
-                "trace cwnd {:.0} flight {} base {:?} q {:?} target {:?} jitter {:?} srtt {:?}",
+                "trace {:.3} cwnd {:.0} flight {} base {:?} q {:?} target {:?} jitter {:?} srtt {:?}",
+                now.saturating_duration_since(t0).as_secs_f64(),
                 self.cwnd / self.config.mss as f64,
                 self.flight / self.config.mss,
                 self.base_delay(),
