@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::{NodeConfig, TunVerdict};
+use bauxite_conduit::path::{AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy};
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use bauxite_conduit::{Lane, VirtualIp};
 use bauxite_netem::Profile;
@@ -59,9 +60,11 @@ fn mean_rate(profile: &Profile, from: Duration, to: Duration) -> f64 {
 
 /// Runs a 1 kHz control loop (64-byte ICMP echoes on the critical lane) from node 0 to
 /// node 1 for `seconds`, beside a saturating bulk stream when `bulk`, after `warmup` of
-/// the same (so the controller has found the link), on `profile`.
+/// the same (so the controller has found the link), on `profile`; node 0's bulk
+/// controllers come from `make` if given.
 fn control_loop(
     config: NodeConfig,
+    make: Option<MakeStrategy>,
     profile: &Profile,
     bulk: bool,
     warmup: Duration,
@@ -69,30 +72,10 @@ fn control_loop(
     seed: u64,
 ) -> Run {
     let start = Instant::now();
-    let config_target = config.bulk_target;
     let mut net = SimNet::new(config, LinkConfig::default(), seed, start);
     net.profile = Some(profile.clone());
-    if let (Ok(gain), Some(target)) = (std::env::var("BX_GAIN"), config_target) {
-        let ramp: f64 = std::env::var("BX_RAMP").map_or(0.5, |s| s.parse().unwrap());
-        let config = bauxite_conduit::path::AdaptiveConfig {
-            min_target: target,
-            jitter_gain: gain.parse().unwrap(),
-            ramp,
-            ..Default::default()
-        };
-        net.nodes[0].set_congestion(Box::new(move || {
-            Box::new(bauxite_conduit::path::AdaptiveLedbat::new(config))
-        }));
-    }
-    if let (Ok(_), Some(target)) = (std::env::var("BX_OLD"), config_target) {
-        net.nodes[0].set_congestion(Box::new(move || {
-            Box::new(bauxite_conduit::path::Ledbat::new(
-                bauxite_conduit::path::LedbatConfig {
-                    target,
-                    ..Default::default()
-                },
-            ))
-        }));
+    if let Some(make) = make {
+        net.nodes[0].set_congestion(make);
     }
     let mut bulk_packet = Vec::new();
     build::ipv4_udp(
@@ -149,16 +132,6 @@ fn control_loop(
         net.now = net.now.max(next);
     }
     let end = net.now;
-    if std::env::var("BX_DEBUG").is_ok() {
-        let m = net.nodes[0].metrics();
-        eprintln!(
-            "too_big {} fragmented {} inner mtu {} queue drops {}",
-            bauxite_conduit::metrics::Metrics::get(&m.tx_too_big),
-            bauxite_conduit::metrics::Metrics::get(&m.tx_fragmented),
-            net.nodes[0].path_inner_mtu(net.nodes[1].peer_id()),
-            net.stats.queue_drops,
-        );
-    }
     net.profile = None;
     net.run_for(Duration::from_secs(1));
     let mut delays = Vec::new();
@@ -197,8 +170,38 @@ fn report(name: &str, idle: &Run, loaded: &Run) {
     );
 }
 
-/// Prints the figures of every controller setting on every profile (the diagnosis of
-/// issue 14's collapse); run with `--ignored --nocapture`.
+/// RFC 6817 LEDBAT with `target`, the controller before issue 14.
+fn rfc_ledbat(target: Duration) -> MakeStrategy {
+    Box::new(move || {
+        Box::new(Ledbat::new(LedbatConfig {
+            target,
+            ..LedbatConfig::default()
+        }))
+    })
+}
+
+/// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_GAIN` and `BX_RAMP` set the
+/// adaptive controller's `jitter_gain` and `ramp`.
+fn strategy_from_env(target: Duration) -> Option<MakeStrategy> {
+    if std::env::var("BX_OLD").is_ok() {
+        return Some(rfc_ledbat(target));
+    }
+    let defaults = AdaptiveConfig::default();
+    let knob =
+        |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+    let config = AdaptiveConfig {
+        min_target: target,
+        jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
+        ramp: knob("BX_RAMP", defaults.ramp),
+        ..defaults
+    };
+    Some(Box::new(move || Box::new(AdaptiveLedbat::new(config))))
+}
+
+/// Prints the figures of controller settings on the profiles (the diagnosis of issue
+/// 14's collapse); run with `--ignored --nocapture`. Knobs: `BX_PROFILES` (tbf,
+/// fixed2rate, lte, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
+/// and those of [`strategy_from_env`].
 #[test]
 #[ignore = "a report, not a check: prints figures"]
 fn diagnose() {
@@ -223,7 +226,14 @@ fn diagnose() {
     let only = std::env::var("BX_PROFILES").unwrap_or_default();
     let secs: u64 = std::env::var("BX_SECS").map_or(12, |s| s.parse().unwrap());
     let warm = Duration::from_secs(std::env::var("BX_WARM").map_or(6, |s| s.parse().unwrap()));
+    let tbf = Profile::fixed(bauxite_netem::Impairments {
+        delay: Duration::from_micros(50),
+        rate_bps: Some(20_000_000),
+        buffer_bytes: Some(1_000_000),
+        ..Default::default()
+    });
     for (name, profile) in [
+        ("tbf", tbf),
         ("fixed2rate", fixed2_rate),
         ("lte", Profile::lte()),
         ("wifi", Profile::wifi()),
@@ -232,13 +242,14 @@ fn diagnose() {
         if !only.is_empty() && !only.split(',').any(|o| o == name) {
             continue;
         }
-        let idle = control_loop(NodeConfig::default(), &profile, false, warm, secs, 3);
+        let idle = control_loop(NodeConfig::default(), None, &profile, false, warm, secs, 3);
         for &target in &targets {
             let config = NodeConfig {
                 bulk_target: target,
                 ..NodeConfig::default()
             };
-            let loaded = control_loop(config, &profile, true, warm, secs, 3);
+            let make = target.and_then(|target| strategy_from_env(target));
+            let loaded = control_loop(config, make, &profile, true, warm, secs, 3);
             report(&format!("{name}, target {target:?}"), &idle, &loaded);
         }
     }
@@ -343,4 +354,50 @@ fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
         slow > 0.5e6 && slow < 2e6,
         "the slow peer still gets bulk: {slow}"
     );
+}
+
+/// Issue 14's profiles with the default configuration: beside saturating bulk, the 1 kHz
+/// control loop's p99 stays within 2 ms of the idle link's, and bulk gets many times what
+/// RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two packets per
+/// round trip). Issue 14 asks for 80 % of the capacity; this controller does not reach it
+/// (docs/congestion.md: 37 % on LTE, 28 % on Wi-Fi, and why), so the check is the
+/// improvement and a floor below the measured share, not the goal.
+#[test]
+fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
+    for (name, profile) in [("lte", Profile::lte()), ("wifi", Profile::wifi())] {
+        let warm = Duration::from_secs(6);
+        let config = NodeConfig::default;
+        let idle = control_loop(config(), None, &profile, false, warm, 12, 3);
+        let loaded = control_loop(config(), None, &profile, true, warm, 12, 3);
+        report(name, &idle, &loaded);
+        let target = config().bulk_target.unwrap();
+        let rfc = control_loop(
+            config(),
+            Some(rfc_ledbat(target)),
+            &profile,
+            true,
+            warm,
+            12,
+            3,
+        );
+        report(&format!("{name}, RFC LEDBAT"), &idle, &rfc);
+        assert!(
+            loaded.p(99) <= idle.p(99) + Duration::from_millis(2),
+            "{name}: p99 {:?} against {:?} idle",
+            loaded.p(99),
+            idle.p(99)
+        );
+        assert!(
+            loaded.goodput >= 0.25 * loaded.capacity,
+            "{name}: bulk {} of {}",
+            loaded.goodput,
+            loaded.capacity
+        );
+        assert!(
+            loaded.goodput >= 5.0 * rfc.goodput,
+            "{name}: {} against RFC LEDBAT's {}",
+            loaded.goodput,
+            rfc.goodput
+        );
+    }
 }

@@ -306,7 +306,7 @@ impl BauxiteNode {
                 // loop most acks name a control packet, so the bytes still count.
                 self.congestion
                     .peer(peer)
-                    .on_settled(now, sample.bulk_bytes);
+                    .on_settled(now, sample.bulk_bytes, sample.round_trip);
             }
         }
         Received::Consumed

@@ -1,33 +1,38 @@
 //! An adaptive scavenger window for the bulk lane: LEDBAT (RFC 6817) whose delay target
 //! follows the path's measured jitter and whose base delay follows the path's drift, so a
-//! jittery radio link (LTE, Wi-Fi) gets most of its capacity with no hand tuning while the
-//! queue bulk builds below the node stays near the noise the path makes anyway.
+//! jittery radio link (LTE, Wi-Fi) is not read as a permanent queue, while on a quiet path
+//! the controller is exactly RFC 6817's with the configured target.
 //!
-//! Invariant: the window stays within `min_cwnd_packets..=max_cwnd_packets` segments; it
-//! grows only while the filtered queuing delay is under the current target and shrinks,
-//! by up to half a window per round trip, while it is above; the target never leaves
-//! `min_target..=max_target`.
+//! Invariant: the window stays within `min_cwnd_packets..=max_cwnd_packets` segments and
+//! grows only while the filtered queuing delay is under the current target; the target
+//! never leaves `min_target..=max_target`; on a path whose measured jitter keeps the target
+//! below twice `min_target` ("quiet") every rule is the RFC's.
 //!
-//! What differs from [`Ledbat`](super::Ledbat), and why (docs/congestion.md has the
-//! evidence from the simulator):
-//! - **Current delay**: the minimum of the last [`FILTER`] samples, not 4. With ±5 ms of
-//!   in-order jitter the minimum of 4 samples sits milliseconds above the path's floor,
-//!   which a sub-millisecond target reads as a queue.
-//! - **Target**: `jitter_gain` times the measured jitter (the mean of each sample's height
-//!   above the running minimum), within `min_target..=max_target`. What the filter cannot
-//!   see through is noise the control loop suffers idle too; a target below it starves bulk
-//!   (two packets per round trip), a target far above it is a standing queue.
+//! What differs on a jittery path, and why (docs/congestion.md has the simulator's
+//! evidence):
+//! - **Target**: `jitter_gain` times the measured jitter: the mean distance of the last
+//!   [`FILTER`] round trips from their least-squares line over time (the noise WebRTC's
+//!   trendline filter sees through). A queue we build grows or drains smoothly and stays
+//!   on the line; jitter does not. A fixed sub-millisecond target reads ±5 ms of LTE
+//!   jitter as a queue and holds bulk at two packets per round trip.
+//! - **Current delay**: the minimum of the newest [`MIN_FILTER`] samples and of any other
+//!   of the last [`FILTER`] from the last half round trip, so it sees through jitter
+//!   without lagging many round trips on a slow path.
+//! - **Samples from small packets**: an ack names the newest packet, so under a 1 kHz
+//!   control loop most acks name a control packet. Their round trips show the same queue
+//!   but less time on the wire, so they go through a filter of their own (own base), used
+//!   when no bulk sample is fresh, and their bytes still move the window.
 //! - **Base delay drift** (LEDBAT++'s slowdown, triggered by evidence instead of a clock):
-//!   when the window is back near its floor and the delay still sits above the target for
-//!   `rebase_after` smoothed round trips, the queue is not ours (two packets cannot hold
-//!   it): the path got longer (LTE: a loaded cell), so the base is re-measured as the
-//!   current filtered delay. The RFC's ten-minute minimum would starve bulk for ten minutes
-//!   after every such step.
-//! - **Growth and decrease are multiplicative** (LEDBAT++'s slowed start and
-//!   multiplicative decrease): below the target the window grows by up to `ramp` of itself
-//!   per round trip (scaled by how far below), above it shrinks by up to half per round
-//!   trip. The RFC's one segment per round trip takes seconds to fill a 30 Mbit/s, 60 ms
-//!   path, longer than an LTE cell keeps its rate.
+//!   when the window has sat at its floor with the delay above target for `rebase_after`
+//!   smoothed round trips, two packets cannot be holding that queue: the path got longer
+//!   (LTE: a loaded cell), so the base is re-measured. The RFC's ten-minute minimum would
+//!   starve bulk for ten minutes after every such step.
+//! - **Growth and decrease scale with the window** (LEDBAT++'s slowed start and
+//!   multiplicative decrease): below the target the window grows per round trip by the
+//!   larger of one segment and `ramp` of itself (doubling until the delay first nears the
+//!   target); above it, it sheds the excess queue within about a round trip, at most half
+//!   the window. One segment per round trip takes seconds to fill a 30 Mbit/s, 60 ms path,
+//!   longer than an LTE cell keeps its rate.
 //!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
@@ -36,10 +41,14 @@ use std::time::{Duration, Instant};
 
 use super::CongestionStrategy;
 
-/// Delay samples the current-delay filter takes the minimum of.
+mod delay;
+
+use delay::DelayFilter;
+
+/// Most delay samples the current-delay filter takes the minimum of.
 pub const FILTER: usize = 16;
-const BASE_HISTORY: usize = 10;
-const BASE_BUCKET: Duration = Duration::from_secs(60);
+/// Fewest: the RFC's CURRENT_FILTER.
+pub const MIN_FILTER: usize = 4;
 
 /// Parameters of [`AdaptiveLedbat`]; [`Default`] needs no tuning per link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,7 +62,7 @@ pub struct AdaptiveConfig {
     pub jitter_gain: f64,
     /// Growth per round trip far below the target, as a fraction of the window.
     pub ramp: f64,
-    /// Smoothed round trips near the window's floor, above the target, before the base
+    /// Smoothed round trips at the window's floor, above the target, before the base
     /// delay is re-measured.
     pub rebase_after: u32,
     /// Segment size in bytes (the mesh MTU).
@@ -75,8 +84,8 @@ impl Default for AdaptiveConfig {
         Self {
             min_target: Duration::from_micros(250),
             max_target: Duration::from_millis(25),
-            jitter_gain: 2.0,
-            ramp: 0.5,
+            jitter_gain: 3.0,
+            ramp: 0.25,
             rebase_after: 2,
             mss: 1350,
             init_cwnd_packets: 2,
@@ -95,21 +104,18 @@ pub struct AdaptiveLedbat {
     cwnd: f64,
     flight: usize,
     flight_after_send: usize,
-    recent: [Duration; FILTER],
-    /// When each of `recent` arrived.
-    recent_at: [Option<Instant>; FILTER],
-    recent_next: usize,
-    base_delays: [Duration; BASE_HISTORY],
-    base_tail: usize,
-    last_rollover: Option<Instant>,
-    /// Mean height of a sample above the running minimum, in seconds (EWMA, 1/16).
-    jitter: f64,
+    /// Round trips of acks that named a bulk packet.
+    bulk: DelayFilter,
+    /// Round trips of acks that named a small (critical, telemetry) packet: a queue below
+    /// the node delays them as much, but they spend less time on the wire, so they are
+    /// filtered apart and never compared with bulk's.
+    small: DelayFilter,
     smoothed: Option<Duration>,
     last_progress: Option<Instant>,
-    /// Since when the window has sat near its floor with the delay above target.
+    /// Since when the window has sat at its floor with the delay above target.
     pinned_since: Option<Instant>,
-    /// Since when the queue has stayed well under the target.
-    empty_since: Option<Instant>,
+    /// Whether the delay has ever come near the target (ends the slowed start).
+    started: bool,
 }
 
 impl Default for AdaptiveLedbat {
@@ -127,17 +133,12 @@ impl AdaptiveLedbat {
             cwnd: init as f64,
             flight: 0,
             flight_after_send: 0,
-            recent: [Duration::MAX; FILTER],
-            recent_at: [None; FILTER],
-            recent_next: 0,
-            base_delays: [Duration::MAX; BASE_HISTORY],
-            base_tail: 0,
-            last_rollover: None,
-            jitter: 0.0,
+            bulk: DelayFilter::default(),
+            small: DelayFilter::default(),
             smoothed: None,
             last_progress: None,
             pinned_since: None,
-            empty_since: None,
+            started: false,
         }
     }
 
@@ -146,27 +147,70 @@ impl AdaptiveLedbat {
         self.cwnd as usize
     }
 
-    /// The smallest delay of the base history (the uncongested path delay as last
+    /// The smallest bulk round trip of the base history (the uncongested path as last
     /// measured).
     pub fn base_delay(&self) -> Option<Duration> {
-        min_of(&self.base_delays)
+        self.bulk.base().or(self.small.base())
     }
 
-    /// Filtered current delay minus base delay.
+    /// How long the current-delay filter looks back beyond its last [`MIN_FILTER`]
+    /// samples: half a smoothed round trip on a jittery path, nothing on a quiet one.
+    fn horizon(&self) -> Duration {
+        if self.jittery() {
+            self.smoothed.unwrap_or_default() / 2
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The filters with a sample in the last smoothed round trip (or the newest one).
+    fn fresh(&self) -> impl Iterator<Item = &DelayFilter> {
+        let newest = [&self.bulk, &self.small]
+            .into_iter()
+            .filter_map(DelayFilter::newest_at)
+            .max();
+        let window = self.smoothed.unwrap_or_default();
+        [&self.bulk, &self.small].into_iter().filter(move |f| {
+            f.newest_at()
+                .zip(newest)
+                .is_some_and(|(at, newest)| newest.saturating_duration_since(at) <= window)
+        })
+    }
+
+    /// The queue below the node, from bulk's own round trips while they come, else from
+    /// the small packets' (an ack names the newest packet, so under a 1 kHz control loop
+    /// most acks name a control packet).
     pub fn queuing_delay(&self) -> Option<Duration> {
-        Some(min_of(&self.recent)?.saturating_sub(self.base_delay()?))
+        let horizon = self.horizon();
+        let mut fresh = self.fresh();
+        let first = fresh.next()?;
+        match first.queuing(horizon) {
+            Some(q) if std::ptr::eq(first, &self.bulk) => Some(q),
+            other => fresh.next().and_then(|f| f.queuing(horizon)).or(other),
+        }
     }
 
-    /// The measured jitter: how far a sample sits above the running minimum, on average.
+    /// Whether the path's own noise raised the target well above its floor: a radio
+    /// link, where the adaptive parts (longer filter, ramp, multiplicative decrease,
+    /// re-measured base) apply. On a quiet path the controller is RFC 6817's.
+    fn jittery(&self) -> bool {
+        self.target() >= self.config.min_target * 2
+    }
+
+    /// The measured jitter: the noise around the trend of the fresh sample streams.
     pub fn jitter(&self) -> Duration {
-        Duration::from_secs_f64(self.jitter)
+        let jitter = self
+            .fresh()
+            .map(DelayFilter::jitter)
+            .fold(f64::NAN, f64::min);
+        Duration::from_secs_f64(if jitter.is_nan() { 0.0 } else { jitter })
     }
 
     /// The delay target now: the jitter times `jitter_gain`, within the configured bounds.
     pub fn target(&self) -> Duration {
         let lo = self.config.min_target;
         let hi = self.config.max_target.max(lo);
-        Duration::from_secs_f64(self.jitter * self.config.jitter_gain).clamp(lo, hi)
+        Duration::from_secs_f64(self.jitter().as_secs_f64() * self.config.jitter_gain).clamp(lo, hi)
     }
 
     /// The current ack timeout: three smoothed round trips plus 2 ms, within
@@ -183,81 +227,86 @@ impl AdaptiveLedbat {
         (self.config.min_cwnd_packets * self.config.mss) as f64
     }
 
-    fn update_base(&mut self, now: Instant, delay: Duration) {
-        let rolled = self
-            .last_rollover
-            .is_none_or(|at| now.saturating_duration_since(at) >= BASE_BUCKET);
-        if rolled {
-            self.last_rollover = Some(now);
-            if self.base_delays[self.base_tail] != Duration::MAX {
-                self.base_tail = (self.base_tail + 1) % BASE_HISTORY;
-            }
-            self.base_delays[self.base_tail] = delay;
-        } else {
-            let tail = &mut self.base_delays[self.base_tail];
-            *tail = (*tail).min(delay);
-        }
-    }
-
-    /// The mean absolute distance of the recent samples from their least-squares line
-    /// over time, in seconds (WebRTC's trendline filter, used for its noise): a queue we
-    /// build grows smoothly and stays on the line, jitter does not.
-    fn trend_residual(&self, now: Instant) -> Option<f64> {
-        let mut points = [(0.0f64, 0.0f64); FILTER];
-        let mut n = 0;
-        for (delay, at) in self.recent.iter().zip(&self.recent_at) {
-            if let Some(at) = at {
-                points[n] = (
-                    -now.saturating_duration_since(*at).as_secs_f64(),
-                    delay.as_secs_f64(),
-                );
-                n += 1;
-            }
-        }
-        if n < FILTER {
-            return None;
-        }
-        let points = &points[..n];
-        let count = n as f64;
-        let mean_t = points.iter().map(|p| p.0).sum::<f64>() / count;
-        let mean_d = points.iter().map(|p| p.1).sum::<f64>() / count;
-        let (mut cov, mut var) = (0.0, 0.0);
-        for (t, d) in points {
-            cov += (t - mean_t) * (d - mean_d);
-            var += (t - mean_t) * (t - mean_t);
-        }
-        let slope = if var > 0.0 { cov / var } else { 0.0 };
-        let residual = points
-            .iter()
-            .map(|(t, d)| (d - mean_d - slope * (t - mean_t)).abs())
-            .sum::<f64>()
-            / count;
-        Some(residual)
-    }
-
-    /// The path got longer: forget the old minimum, start again from `delay`.
-    fn rebase(&mut self, delay: Duration) {
-        self.base_delays = [Duration::MAX; BASE_HISTORY];
-        self.base_tail = 0;
-        self.base_delays[0] = delay;
-        self.pinned_since = None;
-    }
-
-    /// Tracks how long the window has been near its floor with the delay above target;
-    /// re-measures the base once that lasted `rebase_after` round trips.
+    /// Tracks how long the window has sat at its floor with the delay above target, and
+    /// re-measures the base once that lasted `rebase_after` smoothed round trips: two
+    /// packets in flight cannot hold that queue, so the path got longer.
     fn check_drift(&mut self, now: Instant, queuing: Duration, target: Duration) {
-        let near_floor = self.cwnd <= 2.0 * self.min_cwnd();
-        if !(near_floor && queuing > target) {
+        // At the floor only: on a slow, short path even four packets are a queue of
+        // milliseconds, which a re-measured base would then hide for good.
+        let at_floor = self.cwnd <= self.min_cwnd() + 1.0;
+        if !(at_floor && queuing > target && self.jittery()) {
             self.pinned_since = None;
             return;
         }
         let since = *self.pinned_since.get_or_insert(now);
         let srtt = self.smoothed.unwrap_or(self.config.cto);
-        if now.saturating_duration_since(since) >= srtt * self.config.rebase_after
-            && let Some(current) = min_of(&self.recent)
-        {
-            self.rebase(current);
+        if now.saturating_duration_since(since) >= srtt * self.config.rebase_after {
+            let horizon = self.horizon();
+            self.bulk.rebase(horizon);
+            self.small.rebase(horizon);
+            self.pinned_since = None;
         }
+    }
+
+    fn sample(&mut self, now: Instant, round_trip: Duration, bulk: bool) {
+        self.last_progress = Some(now);
+        self.smoothed = Some(match self.smoothed {
+            None => round_trip,
+            Some(srtt) => (srtt * 7 + round_trip) / 8,
+        });
+        if bulk {
+            self.bulk.on_sample(now, round_trip);
+        } else {
+            self.small.on_sample(now, round_trip);
+        }
+    }
+
+    /// The window update for `bytes` settled, against the current delay estimate.
+    fn update_window(&mut self, now: Instant, bytes: usize) {
+        let queuing = self.queuing_delay().unwrap_or_default();
+        let target = self.target();
+        self.check_drift(now, queuing, target);
+        let queuing = self.queuing_delay().unwrap_or_default().as_secs_f64();
+        let t = target.as_secs_f64().max(f64::MIN_POSITIVE);
+        let srtt = self
+            .smoothed
+            .unwrap_or(self.config.cto)
+            .as_secs_f64()
+            .max(1e-4);
+        let acked = bytes as f64;
+        if queuing > t / 2.0 {
+            self.started = true;
+        }
+        if queuing <= t {
+            let below = (t - queuing) / t;
+            let mss = self.config.mss as f64;
+            // Per round trip: the RFC's one segment, or `ramp` of the window where that is
+            // more (a window of a hundred segments on a 60 ms LTE path must not take a
+            // hundred round trips to rebuild); doubling until the delay first comes near
+            // the target (LEDBAT++'s slowed start).
+            let ramp = match (self.jittery(), self.started) {
+                (false, _) => 0.0,
+                (true, true) => self.config.ramp,
+                (true, false) => 1.0,
+            };
+            self.cwnd += below * acked * (mss / self.cwnd).max(ramp);
+        } else if self.jittery() {
+            // Remove the excess queue within about a round trip, at most half the window
+            // per round trip (LEDBAT++'s multiplicative decrease); the RFC's one segment
+            // per round trip takes seconds to drain a large window.
+            self.cwnd -= acked * ((queuing - t) / srtt).min(0.5);
+        } else {
+            let mss = self.config.mss as f64;
+            self.cwnd -= ((queuing - t) / t) * acked * mss / self.cwnd;
+        }
+        let max_allowed = (self.flight.max(self.flight_after_send) + self.config.mss) as f64;
+        let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
+        self.cwnd = self
+            .cwnd
+            .min(max_allowed)
+            .min(max_cwnd)
+            .max(self.min_cwnd());
+        self.flight = self.flight.saturating_sub(bytes);
     }
 }
 
@@ -270,45 +319,13 @@ impl CongestionStrategy for AdaptiveLedbat {
         self.flight_after_send = self.flight;
     }
 
-    fn on_ack(&mut self, now: Instant, bytes: usize, one_way_delay: Duration) {
-        self.last_progress = Some(now);
-        self.smoothed = Some(match self.smoothed {
-            None => one_way_delay,
-            Some(srtt) => (srtt * 7 + one_way_delay) / 8,
-        });
-        self.update_base(now, one_way_delay);
-        self.recent[self.recent_next] = one_way_delay;
-        self.recent_at[self.recent_next] = Some(now);
-        self.recent_next = (self.recent_next + 1) % FILTER;
-        if let Some(residual) = self.trend_residual(now) {
-            self.jitter += (residual - self.jitter) / 16.0;
-        }
-        #[cfg(debug_assertions)]
-        if std::env::var("BX_TRACE").is_ok() {
-            static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-            let t0 = *T0.get_or_init(|| now);
-            eprintln!(
-                "trace {:.3} cwnd {:.0} flight {} base {:?} q {:?} target {:?} jitter {:?} srtt {:?}",
-                now.saturating_duration_since(t0).as_secs_f64(),
-                self.cwnd / self.config.mss as f64,
-                self.flight / self.config.mss,
-                self.base_delay(),
-                self.queuing_delay(),
-                self.target(),
-                self.jitter(),
-                self.smoothed
-            );
-        }
-
+    fn on_ack(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.sample(now, round_trip, true);
         self.update_window(now, bytes);
     }
 
-    fn on_settled(&mut self, now: Instant, bytes: usize) {
-        if self.smoothed.is_none() {
-            self.forget(bytes);
-            return;
-        }
-        self.last_progress = Some(now);
+    fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.sample(now, round_trip, false);
         self.update_window(now, bytes);
     }
 
@@ -323,6 +340,7 @@ impl CongestionStrategy for AdaptiveLedbat {
     }
 
     fn can_send_bulk(&self, _now: Instant, bytes: usize) -> bool {
+        // An empty pipe always admits one packet, so an oversized packet cannot wedge bulk.
         self.flight == 0 || (self.flight.saturating_add(bytes)) as f64 <= self.cwnd
     }
 
@@ -344,60 +362,6 @@ impl CongestionStrategy for AdaptiveLedbat {
             self.last_progress = Some(now);
         }
     }
-}
-
-impl AdaptiveLedbat {
-    /// The window update for `bytes` settled, against the current delay estimate.
-    fn update_window(&mut self, now: Instant, bytes: usize) {
-        let queuing = self.queuing_delay().unwrap_or_default();
-        let target = self.target();
-        self.check_drift(now, queuing, target);
-        let queuing = self.queuing_delay().unwrap_or_default().as_secs_f64();
-        let t = target.as_secs_f64().max(f64::MIN_POSITIVE);
-        let srtt = self
-            .smoothed
-            .unwrap_or(self.config.cto)
-            .as_secs_f64()
-            .max(1e-4);
-        let acked = bytes as f64;
-        if queuing <= t {
-            let below = (t - queuing) / t;
-            let mss = self.config.mss as f64;
-            // Fill the queue up to the target within a round trip, and probe for more
-            // capacity multiplicatively once the queue has stayed empty for a round trip
-            // (the link got faster, or we backed off too far).
-            let empty = queuing < t / 4.0;
-            let since = *self.empty_since.get_or_insert(now);
-            let empty_rounds = now.saturating_duration_since(since).as_secs_f64() / srtt;
-            if !empty {
-                self.empty_since = None;
-            }
-            // Convex: the longer the queue stays empty, the faster the probe, so a window
-            // that has just backed off does not overshoot again straight away.
-            let ramp = if empty {
-                (self.config.ramp * (empty_rounds - 1.0) / 4.0).clamp(0.0, self.config.ramp)
-            } else {
-                0.0
-            };
-            self.cwnd += acked * (below * mss / self.cwnd + (t - queuing) / srtt + ramp);
-        } else {
-            self.empty_since = None;
-            // Remove the excess queue within about a round trip, at most half the window.
-            self.cwnd -= acked * ((queuing - t) / srtt).min(0.5);
-        }
-        let max_allowed = (self.flight.max(self.flight_after_send) + self.config.mss) as f64;
-        let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
-        self.cwnd = self
-            .cwnd
-            .min(max_allowed)
-            .min(max_cwnd)
-            .max(self.min_cwnd());
-        self.flight = self.flight.saturating_sub(bytes);
-    }
-}
-
-fn min_of(delays: &[Duration]) -> Option<Duration> {
-    delays.iter().copied().min().filter(|&d| d != Duration::MAX)
 }
 
 #[cfg(test)]
