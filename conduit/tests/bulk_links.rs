@@ -182,9 +182,9 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 
 /// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_GAIN` and `BX_RAMP` set the
 /// adaptive controller's `jitter_gain` and `ramp`.
-fn strategy_from_env(target: Duration) -> Option<MakeStrategy> {
+fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
-        return Some(rfc_ledbat(target));
+        return rfc_ledbat(target);
     }
     let defaults = AdaptiveConfig::default();
     let knob =
@@ -195,7 +195,7 @@ fn strategy_from_env(target: Duration) -> Option<MakeStrategy> {
         ramp: knob("BX_RAMP", defaults.ramp),
         ..defaults
     };
-    Some(Box::new(move || Box::new(AdaptiveLedbat::new(config))))
+    Box::new(move || Box::new(AdaptiveLedbat::new(config)))
 }
 
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
@@ -248,7 +248,7 @@ fn diagnose() {
                 bulk_target: target,
                 ..NodeConfig::default()
             };
-            let make = target.and_then(|target| strategy_from_env(target));
+            let make = target.map(strategy_from_env);
             let loaded = control_loop(config, make, &profile, true, warm, secs, 3);
             report(&format!("{name}, target {target:?}"), &idle, &loaded);
         }

@@ -106,9 +106,10 @@ pub struct NodeConfig {
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
 /// the lanes, but below them (socket buffers, a slow link's queue, a CPU-bound receiver)
-/// they wait behind whatever bulk is in flight; LEDBAT keeps that wait near this target.
-/// On links whose delay jitters by more than this (LTE, Wi-Fi), bulk backs off to its
-/// minimum window; raise the target there.
+/// they wait behind whatever bulk is in flight; each peer's bulk controller
+/// ([`AdaptiveLedbat`]) keeps that wait near this target. On links whose delay jitters by
+/// more (LTE, Wi-Fi) the controller raises its target with the measured jitter, so this
+/// is a floor, not a setting to retune per link (docs/congestion.md).
 pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 
 impl Default for NodeConfig {
