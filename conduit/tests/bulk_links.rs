@@ -201,6 +201,7 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
 /// 14's collapse); run with `--ignored --nocapture`. Knobs: `BX_PROFILES` (tbf,
 /// fixed2rate, lte, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
+/// `BX_SEED`,
 /// and those of [`strategy_from_env`].
 #[test]
 #[ignore = "a report, not a check: prints figures"]
@@ -226,6 +227,7 @@ fn diagnose() {
     let only = std::env::var("BX_PROFILES").unwrap_or_default();
     let secs: u64 = std::env::var("BX_SECS").map_or(12, |s| s.parse().unwrap());
     let warm = Duration::from_secs(std::env::var("BX_WARM").map_or(6, |s| s.parse().unwrap()));
+    let seed: u64 = std::env::var("BX_SEED").map_or(3, |s| s.parse().unwrap());
     let tbf = Profile::fixed(bauxite_netem::Impairments {
         delay: Duration::from_micros(50),
         rate_bps: Some(20_000_000),
@@ -242,14 +244,22 @@ fn diagnose() {
         if !only.is_empty() && !only.split(',').any(|o| o == name) {
             continue;
         }
-        let idle = control_loop(NodeConfig::default(), None, &profile, false, warm, secs, 3);
+        let idle = control_loop(
+            NodeConfig::default(),
+            None,
+            &profile,
+            false,
+            warm,
+            secs,
+            seed,
+        );
         for &target in &targets {
             let config = NodeConfig {
                 bulk_target: target,
                 ..NodeConfig::default()
             };
             let make = target.map(strategy_from_env);
-            let loaded = control_loop(config, make, &profile, true, warm, secs, 3);
+            let loaded = control_loop(config, make, &profile, true, warm, secs, seed);
             report(&format!("{name}, target {target:?}"), &idle, &loaded);
         }
     }
@@ -356,48 +366,50 @@ fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
     );
 }
 
-/// Issue 14's profiles with the default configuration: beside saturating bulk, the 1 kHz
-/// control loop's p99 stays within 2 ms of the idle link's, and bulk gets many times what
-/// RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two packets per
-/// round trip). Issue 14 asks for 80 % of the capacity; this controller does not reach it
-/// (docs/congestion.md: 37 % on LTE, 28 % on Wi-Fi, and why), so the check is the
-/// improvement and a floor below the measured share, not the goal.
+/// Issue 14's profiles with the default configuration, two seeds: beside saturating bulk,
+/// the 1 kHz control loop's p99 stays within 2 ms of the idle link's, and bulk gets many
+/// times what RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two
+/// packets per round trip). Issue 14 asks for 80 % of the capacity; this controller does
+/// not reach it (docs/congestion.md: 17–37 %, and why), so the share is checked against a
+/// floor below what was measured, not against the goal.
 #[test]
 fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
-    for (name, profile) in [("lte", Profile::lte()), ("wifi", Profile::wifi())] {
-        let warm = Duration::from_secs(6);
-        let config = NodeConfig::default;
-        let idle = control_loop(config(), None, &profile, false, warm, 12, 3);
-        let loaded = control_loop(config(), None, &profile, true, warm, 12, 3);
-        report(name, &idle, &loaded);
-        let target = config().bulk_target.unwrap();
-        let rfc = control_loop(
-            config(),
-            Some(rfc_ledbat(target)),
-            &profile,
-            true,
-            warm,
-            12,
-            3,
-        );
-        report(&format!("{name}, RFC LEDBAT"), &idle, &rfc);
-        assert!(
-            loaded.p(99) <= idle.p(99) + Duration::from_millis(2),
-            "{name}: p99 {:?} against {:?} idle",
-            loaded.p(99),
-            idle.p(99)
-        );
-        assert!(
-            loaded.goodput >= 0.25 * loaded.capacity,
-            "{name}: bulk {} of {}",
-            loaded.goodput,
-            loaded.capacity
-        );
-        assert!(
-            loaded.goodput >= 5.0 * rfc.goodput,
-            "{name}: {} against RFC LEDBAT's {}",
-            loaded.goodput,
-            rfc.goodput
-        );
+    for seed in [3, 5] {
+        for (name, profile) in [("lte", Profile::lte()), ("wifi", Profile::wifi())] {
+            let warm = Duration::from_secs(6);
+            let config = NodeConfig::default;
+            let idle = control_loop(config(), None, &profile, false, warm, 12, seed);
+            let loaded = control_loop(config(), None, &profile, true, warm, 12, seed);
+            report(&format!("{name}, seed {seed}"), &idle, &loaded);
+            let target = config().bulk_target.unwrap();
+            let rfc = control_loop(
+                config(),
+                Some(rfc_ledbat(target)),
+                &profile,
+                true,
+                warm,
+                12,
+                seed,
+            );
+            report(&format!("{name}, seed {seed}, RFC LEDBAT"), &idle, &rfc);
+            assert!(
+                loaded.p(99) <= idle.p(99) + Duration::from_millis(2),
+                "{name}: p99 {:?} against {:?} idle",
+                loaded.p(99),
+                idle.p(99)
+            );
+            assert!(
+                loaded.goodput >= 0.15 * loaded.capacity,
+                "{name}: bulk {} of {}",
+                loaded.goodput,
+                loaded.capacity
+            );
+            assert!(
+                loaded.goodput >= 5.0 * rfc.goodput,
+                "{name}: {} against RFC LEDBAT's {}",
+                loaded.goodput,
+                rfc.goodput
+            );
+        }
     }
 }

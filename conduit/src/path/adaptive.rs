@@ -84,7 +84,7 @@ impl Default for AdaptiveConfig {
         Self {
             min_target: Duration::from_micros(250),
             max_target: Duration::from_millis(25),
-            jitter_gain: 3.0,
+            jitter_gain: 2.5,
             ramp: 0.25,
             rebase_after: 2,
             mss: 1350,
