@@ -3,14 +3,17 @@
 //! Invariants:
 //! - while a critical packet is queued, [`DataPlaneScheduler::dequeue`] returns nothing else;
 //! - no lane ever holds more than its capacity ([`CRITICAL_CAPACITY`], [`TELEMETRY_CAPACITY`],
-//!   [`BULK_CAPACITY`]); packets leave a lane in the order they entered it;
+//!   [`BULK_CAPACITY`]); packets leave a lane in the order they entered it (in the bulk
+//!   lane: each peer's packets, in the order they entered);
 //! - every packet handed in is counted once in [`LaneStats::enqueued`] and ends up exactly
 //!   once as sent, dropped, or still queued (`enqueued == sent + dropped + queued`).
 //!
 //! Overflow: the critical lane evicts its *oldest* packet (a control loop wants the freshest
-//! command); telemetry and bulk refuse the *new* packet (tail drop). Either way the buffer
-//! that lost comes back in [`Enqueue`], so the caller can recycle it: the lanes allocate once
-//! at construction and never again.
+//! command); telemetry refuses the *new* packet (tail drop); bulk refuses it too unless the
+//! packet's peer has fewer packets queued than the fullest peer, whose oldest is then
+//! evicted instead. Either way the buffer that lost comes back in [`Enqueue`], so the caller
+//! can recycle it: the lanes allocate their slots once at construction, and the bulk lane
+//! a small record the first time it sees a peer.
 //!
 //! Between telemetry and bulk a byte-based deficit round robin ([`TELEMETRY_QUANTUM`] :
 //! [`BULK_QUANTUM`], 3 : 1) shares the link, so a continuous telemetry stream delays bulk but
@@ -73,9 +76,11 @@ pub struct LaneStats {
 pub enum Enqueue {
     /// The packet was queued in this lane.
     Queued(Lane),
-    /// The packet was queued; the lane was full, so its oldest packet was evicted.
+    /// The packet was queued; the lane was full, so an older packet was evicted: the
+    /// critical lane's oldest, or in the bulk lane the oldest packet of the peer with the
+    /// most queued.
     Evicted {
-        /// The lane (always critical).
+        /// The lane (critical or bulk).
         lane: Lane,
         /// The evicted buffer, for recycling.
         oldest: Vec<u8>,
