@@ -22,17 +22,21 @@
 //! large a datagram each path carries is discovered by [`pmtu`], with the probe frames of
 //! [`frame`].
 
+pub mod adaptive;
 pub mod congestion;
 pub mod feedback;
 pub mod frame;
 pub mod ledbat;
+pub mod per_peer;
 pub mod pmtu;
 
 use std::net::SocketAddr;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
+pub use per_peer::{MakeStrategy, PeerCongestion};
 pub use pmtu::{Pmtu, PmtuPhase};
 
 use crate::Metrics;

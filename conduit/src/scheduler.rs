@@ -3,23 +3,30 @@
 //! Invariants:
 //! - while a critical packet is queued, [`DataPlaneScheduler::dequeue`] returns nothing else;
 //! - no lane ever holds more than its capacity ([`CRITICAL_CAPACITY`], [`TELEMETRY_CAPACITY`],
-//!   [`BULK_CAPACITY`]); packets leave a lane in the order they entered it;
+//!   [`BULK_CAPACITY`]); packets leave a lane in the order they entered it (in the bulk
+//!   lane: each peer's packets, in the order they entered);
 //! - every packet handed in is counted once in [`LaneStats::enqueued`] and ends up exactly
 //!   once as sent, dropped, or still queued (`enqueued == sent + dropped + queued`).
 //!
 //! Overflow: the critical lane evicts its *oldest* packet (a control loop wants the freshest
-//! command); telemetry and bulk refuse the *new* packet (tail drop). Either way the buffer
-//! that lost comes back in [`Enqueue`], so the caller can recycle it: the lanes allocate once
-//! at construction and never again.
+//! command); telemetry refuses the *new* packet (tail drop); bulk refuses it too unless the
+//! packet's peer has fewer packets queued than the fullest peer, whose oldest is then
+//! evicted instead. Either way the buffer that lost comes back in [`Enqueue`], so the caller
+//! can recycle it: the lanes allocate their slots once at construction, and the bulk lane
+//! a small record the first time it sees a peer.
 //!
 //! Between telemetry and bulk a byte-based deficit round robin ([`TELEMETRY_QUANTUM`] :
 //! [`BULK_QUANTUM`], 3 : 1) shares the link, so a continuous telemetry stream delays bulk but
-//! never starves it. Pacing bulk against the network below is the caller's job (see
-//! [`crate::path::CongestionStrategy`] and [`DataPlaneScheduler::dequeue_paced`]).
+//! never starves it. Inside the bulk lane each peer has its own FIFO, and a second deficit
+//! round robin ([`BULK_PEER_QUANTUM`] bytes per peer per round) shares bulk between peers,
+//! all in one pool of [`BULK_CAPACITY`] slots (see `bulk.rs` for why one shared pool).
+//! Pacing bulk against the network below is the caller's job, per peer (see
+//! [`crate::path::PeerCongestion`] and [`DataPlaneScheduler::dequeue_paced`]).
 //!
 //! Driving it: `enqueue` each packet read from the TUN device (recycle what comes back), then
 //! call `dequeue_paced` until it returns `None`; call `publish` once per loop iteration.
 
+mod bulk;
 mod classify;
 mod drr;
 mod rules;
@@ -30,11 +37,12 @@ use std::fmt;
 use ringbuf::HeapRb;
 use ringbuf::traits::Observer;
 
+use bulk::{BulkLane, Push};
 pub use classify::{SMALL_PACKET_BYTES, TELEMETRY_PORT, classify, classify_with};
 use drr::Drr;
 pub use rules::{LaneProtocol, LaneRule, LaneRules, MAX_LANE_RULES};
 
-use crate::{Lane, Metrics};
+use crate::{Lane, Metrics, PeerId};
 
 /// Critical lane capacity, in packets.
 pub const CRITICAL_CAPACITY: usize = 1024;
@@ -46,6 +54,10 @@ pub const BULK_CAPACITY: usize = 4096;
 pub const TELEMETRY_QUANTUM: usize = 3 * 1500;
 /// Default bytes of credit bulk gets per round robin turn.
 pub const BULK_QUANTUM: usize = 1500;
+/// Bytes of credit each peer's bulk queue gets per round robin turn inside the bulk lane.
+pub const BULK_PEER_QUANTUM: usize = 1500;
+/// The peer bulk is queued for when the caller does not say ([`DataPlaneScheduler::enqueue`]).
+pub const ANY_PEER: PeerId = PeerId([0; 16]);
 
 /// Per-lane packet counts kept by the scheduler.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,9 +76,11 @@ pub struct LaneStats {
 pub enum Enqueue {
     /// The packet was queued in this lane.
     Queued(Lane),
-    /// The packet was queued; the lane was full, so its oldest packet was evicted.
+    /// The packet was queued; the lane was full, so an older packet was evicted: the
+    /// critical lane's oldest, or in the bulk lane the oldest packet of the peer with the
+    /// most queued.
     Evicted {
-        /// The lane (always critical).
+        /// The lane (critical or bulk).
         lane: Lane,
         /// The evicted buffer, for recycling.
         oldest: Vec<u8>,
@@ -110,7 +124,7 @@ impl Enqueue {
 pub struct DataPlaneScheduler {
     critical: VecDeque<Vec<u8>>,
     telemetry: HeapRb<Vec<u8>>,
-    bulk: HeapRb<Vec<u8>>,
+    bulk: BulkLane,
     drr: Drr,
     bytes: [usize; 3],
     stats: [LaneStats; 3],
@@ -140,7 +154,7 @@ impl DataPlaneScheduler {
         Self {
             critical: VecDeque::with_capacity(CRITICAL_CAPACITY),
             telemetry: HeapRb::new(TELEMETRY_CAPACITY),
-            bulk: HeapRb::new(BULK_CAPACITY),
+            bulk: BulkLane::new(BULK_CAPACITY, BULK_PEER_QUANTUM),
             drr: Drr::new(telemetry_quantum.max(1), bulk_quantum.max(1)),
             bytes: [0; 3],
             stats: [LaneStats::default(); 3],
@@ -160,8 +174,22 @@ impl DataPlaneScheduler {
         self.enqueue_in(lane, packet)
     }
 
-    /// Queues `packet` in `lane` without classifying it (OTA chunks are forced into bulk).
+    /// Queues `packet` in `lane` without classifying it (OTA chunks are forced into bulk);
+    /// bulk goes to the queue of [`ANY_PEER`].
     pub fn enqueue_in(&mut self, lane: Lane, packet: Vec<u8>) -> Enqueue {
+        self.enqueue_for(ANY_PEER, lane, packet)
+    }
+
+    /// Classifies `packet` and queues it for `peer` (whose bulk queue it joins if bulk).
+    pub fn enqueue_to(&mut self, peer: PeerId, packet: Vec<u8>) -> Enqueue {
+        let lane = classify_with(&self.rules, &packet);
+        self.enqueue_for(peer, lane, packet)
+    }
+
+    /// Queues `packet` for `peer` in `lane` without classifying it. When the bulk lane is
+    /// full, a peer with fewer packets queued than the fullest one evicts that one's oldest
+    /// packet ([`Enqueue::Evicted`]); the fullest peer's own new packet is refused.
+    pub fn enqueue_for(&mut self, peer: PeerId, lane: Lane, packet: Vec<u8>) -> Enqueue {
         let stats = &mut self.stats[lane.index()];
         stats.enqueued += 1;
         let len = packet.len();
@@ -182,7 +210,14 @@ impl DataPlaneScheduler {
                 }
             }
             Lane::Telemetry => push_or_refuse(&mut self.telemetry, lane, packet),
-            Lane::Bulk => push_or_refuse(&mut self.bulk, lane, packet),
+            Lane::Bulk => match self.bulk.push(peer, packet) {
+                Push::Queued => Enqueue::Queued(lane),
+                Push::Evicted(oldest) => {
+                    self.bytes[lane.index()] -= oldest.len();
+                    Enqueue::Evicted { lane, oldest }
+                }
+                Push::Refused(packet) => Enqueue::Dropped { lane, packet },
+            },
         };
         if outcome.is_queued() {
             self.bytes[lane.index()] += len;
@@ -193,36 +228,50 @@ impl DataPlaneScheduler {
         outcome
     }
 
-    /// Takes the next packet: critical first, then telemetry and bulk by deficit round robin.
+    /// Takes the next packet: critical first, then telemetry and bulk by deficit round robin,
+    /// bulk by round robin across peers.
     pub fn dequeue(&mut self) -> Option<(Lane, Vec<u8>)> {
-        self.dequeue_paced(|_| true)
+        self.dequeue_paced(|_, _| true)
     }
 
-    /// Like [`dequeue`](Self::dequeue), but a bulk packet leaves only if `bulk_may_send`
-    /// (given its length) agrees; while bulk is held back, telemetry may use the link.
+    /// Like [`dequeue`](Self::dequeue), but a peer's bulk packet leaves only if
+    /// `bulk_may_send(peer, len)` agrees; a peer held back loses its turn to the next
+    /// peer, and while every peer's bulk is held back telemetry may use the link.
     /// Critical and telemetry packets are never held back.
     pub fn dequeue_paced(
         &mut self,
-        bulk_may_send: impl FnOnce(usize) -> bool,
+        bulk_may_send: impl FnMut(PeerId, usize) -> bool,
     ) -> Option<(Lane, Vec<u8>)> {
-        let (lane, drr) = self.plan()?;
-        if lane == Lane::Bulk {
-            let len = self.bulk.try_peek().map_or(0, Vec::len);
-            if !bulk_may_send(len) {
+        if !self.critical.is_empty() {
+            return self.pop(Lane::Critical);
+        }
+        let telemetry = self.telemetry.try_peek().map(Vec::len);
+        let bulk = match self.bulk.len() {
+            0 => None,
+            _ => match self.bulk.pick(bulk_may_send) {
+                Some(len) => Some(len),
                 // Bulk is throttled below us: it is not competing now, so telemetry takes
                 // the turn without being charged for it.
-                return self.pop(Lane::Telemetry);
-            }
-        }
+                None => return self.pop(Lane::Telemetry),
+            },
+        };
+        let (lane, drr) = self.drr.next(telemetry, bulk)?;
         self.drr = drr;
         self.pop(lane)
     }
 
-    /// The lane the next `dequeue` would take from, without taking anything.
+    /// The lane the next `dequeue` would take from, without taking anything (bulk as the
+    /// peer at the front of the bulk round offers it).
     ///
     /// Takes `&mut self` only because `ringbuf` 0.6 peeks through `&mut`; nothing changes.
     pub fn peek_lane(&mut self) -> Option<Lane> {
-        self.plan().map(|(lane, _)| lane)
+        if !self.critical.is_empty() {
+            return Some(Lane::Critical);
+        }
+        let telemetry = self.telemetry.try_peek().map(Vec::len);
+        self.drr
+            .next(telemetry, self.bulk.front_len())
+            .map(|(lane, _)| lane)
     }
 
     /// Packets `lane` holds at most.
@@ -245,8 +294,27 @@ impl DataPlaneScheduler {
         match lane {
             Lane::Critical => self.critical.len(),
             Lane::Telemetry => self.telemetry.occupied_len(),
-            Lane::Bulk => self.bulk.occupied_len(),
+            Lane::Bulk => self.bulk.len(),
         }
+    }
+
+    /// Bulk packets queued for `peer`.
+    pub fn bulk_len_for(&self, peer: PeerId) -> usize {
+        self.bulk.len_of(peer)
+    }
+
+    /// Takes every bulk packet queued for `peer` (it was removed) and hands each to
+    /// `recycle`; they count as dropped.
+    pub fn remove_peer(&mut self, peer: PeerId, mut recycle: impl FnMut(Vec<u8>)) {
+        let (bytes, stats) = (
+            &mut self.bytes[Lane::Bulk.index()],
+            &mut self.stats[Lane::Bulk.index()],
+        );
+        self.bulk.drain_peer(peer, |packet| {
+            *bytes -= packet.len();
+            stats.dropped += 1;
+            recycle(packet);
+        });
     }
 
     /// Whether all three lanes are empty.
@@ -285,21 +353,11 @@ impl DataPlaneScheduler {
         }
     }
 
-    /// Decides the next lane and the round robin state after taking from it.
-    fn plan(&mut self) -> Option<(Lane, Drr)> {
-        if !self.critical.is_empty() {
-            return Some((Lane::Critical, self.drr));
-        }
-        let telemetry = self.telemetry.try_peek().map(Vec::len);
-        let bulk = self.bulk.try_peek().map(Vec::len);
-        self.drr.next(telemetry, bulk)
-    }
-
     fn pop(&mut self, lane: Lane) -> Option<(Lane, Vec<u8>)> {
         let packet = match lane {
             Lane::Critical => self.critical.pop_front(),
             Lane::Telemetry => self.telemetry.try_pop(),
-            Lane::Bulk => self.bulk.try_pop(),
+            Lane::Bulk => self.bulk.pop().map(|(_, packet)| packet),
         }?;
         self.bytes[lane.index()] -= packet.len();
         self.stats[lane.index()].sent += 1;

@@ -30,7 +30,9 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use bauxite_netem::{Drop as LinkDrop, GilbertElliott, Impairments, Link, Verdict};
+use std::collections::BTreeMap;
+
+use bauxite_netem::{Drop as LinkDrop, GilbertElliott, Impairments, Link, Profile, Verdict};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -259,6 +261,10 @@ pub struct SimNet<const N: usize = 2> {
     pub local: [Vec<Delivered>; N],
     /// Link impairments, the same on every uplink.
     pub link: LinkConfig,
+    /// A time-varying link (an LTE or Wi-Fi [`Profile`], its clock starting when the net
+    /// was built) that replaces `link`'s impairments on every uplink, each direction with
+    /// its own state and random draws, as `bauxite-linkemu` plays it between real nodes.
+    pub profile: Option<Profile>,
     /// Attacker behaviour.
     pub attacker: Attacker,
     /// Where the attacker sends from, if not from the real sender's address.
@@ -274,6 +280,8 @@ pub struct SimNet<const N: usize = 2> {
     turn: bool,
     flight: BinaryHeap<Reverse<InFlight>>,
     links: [Link; N],
+    /// Extra hops in series after the sender's uplink, per (sender, receiver).
+    hops: BTreeMap<(usize, usize), (Link, Impairments)>,
     nats: [Option<NatBox>; N],
     rng: ChaCha20Rng,
     seq: u64,
@@ -420,6 +428,7 @@ impl<const N: usize> SimNet<N> {
             delivered: std::array::from_fn(|_| Vec::new()),
             local: std::array::from_fn(|_| Vec::new()),
             link,
+            profile: None,
             attacker: Attacker::default(),
             impostor: None,
             stats: SimStats::default(),
@@ -428,6 +437,7 @@ impl<const N: usize> SimNet<N> {
             turn: false,
             flight: BinaryHeap::new(),
             links: std::array::from_fn(|_| Link::new(start)),
+            hops: BTreeMap::new(),
             nats,
             rng,
             seq: 0,
@@ -506,6 +516,13 @@ impl<const N: usize> SimNet<N> {
         self.setup.infos[i].static_public = public.static_public;
         self.restart(i);
         self.view_of(i)
+    }
+
+    /// Puts a hop with impairments `imp` (a slower, lossier link: a robot on a bad radio)
+    /// after node `from`'s uplink on the way to node `to` only; the uplink still carries
+    /// it first.
+    pub fn set_hop(&mut self, from: usize, to: usize, imp: Impairments) {
+        self.hops.insert((from, to), (Link::new(self.now), imp));
     }
 
     /// Node `i` moves to `addr` (NAT rebinding, roaming): what it sends leaves from there,
@@ -621,8 +638,11 @@ impl<const N: usize> SimNet<N> {
     }
 
     fn transmit(&mut self, i: usize) {
-        let buffered = self.link.queue_limit.is_some();
-        let imp = self.link.impairments();
+        let imp = match &self.profile {
+            Some(profile) => profile.at(self.now.saturating_duration_since(self.setup.start)),
+            None => self.link.impairments(),
+        };
+        let buffered = imp.buffer_bytes.is_some();
         while buffered || self.links[i].free_at() <= self.now {
             let Some(t) = self.nodes[i].poll_transmit(self.now, &mut self.buf) else {
                 return;
@@ -658,7 +678,23 @@ impl<const N: usize> SimNet<N> {
                 continue;
             }
             // The link's physics is the model the real-process emulator drives too.
-            let delivery = match self.links[i].offer(self.now, t.len, &imp, &mut self.rng) {
+            let verdict = self.links[i].offer(self.now, t.len, &imp, &mut self.rng);
+            let verdict = match (verdict, to.and_then(|to| self.hops.get_mut(&(i, to)))) {
+                (Verdict::Deliver(first), Some((hop, hop_imp))) => {
+                    // The hop takes the datagram when the uplink has sent it, and adds
+                    // its own queue and delay to the uplink's.
+                    match hop.offer(first.departs, t.len, hop_imp, &mut self.rng) {
+                        Verdict::Deliver(second) => Verdict::Deliver(bauxite_netem::Delivery {
+                            at: second.at + (first.at - first.departs),
+                            duplicate_at: None,
+                            ..first
+                        }),
+                        dropped => dropped,
+                    }
+                }
+                (verdict, _) => verdict,
+            };
+            let delivery = match verdict {
                 Verdict::Deliver(delivery) => delivery,
                 Verdict::Drop(why) => {
                     match why {

@@ -18,7 +18,7 @@ use bauxite_conduit::io::{
 };
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::NodeConfig;
-use bauxite_conduit::path::{CongestionStrategy, EndpointOrigin, Path};
+use bauxite_conduit::path::{CongestionStrategy, EndpointOrigin, MakeStrategy, Path};
 use bauxite_conduit::peers::{PeerInfo, PeerRegistry};
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::tun::TunKind;
@@ -90,7 +90,7 @@ async fn start_with(
     n: u8,
     device: Device,
     config: NodeConfig,
-    congestion: Option<Box<dyn CongestionStrategy + Send>>,
+    congestion: Option<MakeStrategy>,
 ) -> (Running, Shell) {
     let identity = Identity::from_secrets([n; 32], [n.wrapping_add(100); 32]);
     let public = identity.public();
@@ -407,13 +407,14 @@ impl CongestionStrategy for Trickle {
 /// waits, and every datagram arrives.
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_bulk_lane_backpressures_the_sender_without_loss() {
-    let trickle = Trickle {
-        gap: Duration::from_micros(20),
-        next: None,
-        armed: false,
-    };
-    let (mut a, mut shell_a) =
-        start_with(1, memory, NodeConfig::default(), Some(Box::new(trickle))).await;
+    let trickle: MakeStrategy = Box::new(|| {
+        Box::new(Trickle {
+            gap: Duration::from_micros(20),
+            next: None,
+            armed: false,
+        })
+    });
+    let (mut a, mut shell_a) = start_with(1, memory, NodeConfig::default(), Some(trickle)).await;
     let (mut b, mut shell_b) = start(2, no_device, NodeConfig::default()).await;
     let sock_a = shell_a.bind_service(port(), 16).unwrap();
     let mut sock_b = shell_b.bind_service(port(), 10_000).unwrap();

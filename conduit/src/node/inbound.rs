@@ -315,11 +315,15 @@ impl BauxiteNode {
             Metrics::inc(&self.metrics.acks_received);
             if sample.from_bulk {
                 self.congestion
+                    .peer(peer)
                     .on_ack(now, sample.bulk_bytes, sample.round_trip);
             } else {
                 // A small packet's round trip is not comparable with bulk's (less time on
-                // the wire); settle the bytes without a delay sample.
-                self.congestion.forget(sample.bulk_bytes);
+                // the wire); settle the bytes without a delay sample. Under a 1 kHz control
+                // loop most acks name a control packet, so the bytes still count.
+                self.congestion
+                    .peer(peer)
+                    .on_settled(now, sample.bulk_bytes, sample.round_trip);
             }
         }
         Received::Consumed

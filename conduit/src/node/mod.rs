@@ -60,7 +60,8 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
-    CongestionStrategy, Ledbat, LedbatConfig, NullCongestionStrategy, PeerPaths, SendLog,
+    AdaptiveConfig, AdaptiveLedbat, MakeStrategy, NullCongestionStrategy, PeerCongestion,
+    PeerPaths, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -109,9 +110,10 @@ pub struct NodeConfig {
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
 /// the lanes, but below them (socket buffers, a slow link's queue, a CPU-bound receiver)
-/// they wait behind whatever bulk is in flight; LEDBAT keeps that wait near this target.
-/// On links whose delay jitters by more than this (LTE, Wi-Fi), bulk backs off to its
-/// minimum window; raise the target there.
+/// they wait behind whatever bulk is in flight; each peer's bulk controller
+/// ([`AdaptiveLedbat`]) keeps that wait near this target. On links whose delay jitters by
+/// more (LTE, Wi-Fi) the controller raises its target with the measured jitter, so this
+/// is a floor, not a setting to retune per link (docs/congestion.md).
 pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 
 impl Default for NodeConfig {
@@ -255,7 +257,8 @@ pub struct BauxiteNode {
     registry: PeerRegistry,
     policy: PolicyEngine,
     scheduler: DataPlaneScheduler,
-    congestion: Box<dyn CongestionStrategy + Send>,
+    /// One bulk controller per peer.
+    congestion: PeerCongestion,
     metrics: Arc<Metrics>,
     /// One record per registered peer: paths, session, acknowledgements.
     peers: Peers,
@@ -322,14 +325,18 @@ impl BauxiteNode {
             );
         }
         let mtu = config.mtu;
-        let congestion: Box<dyn CongestionStrategy + Send> = match config.bulk_target {
-            Some(target) => Box::new(Ledbat::new(LedbatConfig {
-                target,
-                mss: config.mtu,
-                ..LedbatConfig::default()
-            })),
-            None => Box::new(NullCongestionStrategy),
+        let make: MakeStrategy = match config.bulk_target {
+            Some(target) => {
+                let adaptive = AdaptiveConfig {
+                    min_target: target,
+                    mss: config.mtu,
+                    ..AdaptiveConfig::default()
+                };
+                Box::new(move || Box::new(AdaptiveLedbat::new(adaptive)))
+            }
+            None => Box::new(|| Box::new(NullCongestionStrategy)),
         };
+        let congestion = PeerCongestion::new(make);
         Self {
             identity,
             config,
@@ -358,9 +365,11 @@ impl BauxiteNode {
         }
     }
 
-    /// Replaces the bulk-lane congestion strategy.
-    pub fn set_congestion(&mut self, strategy: Box<dyn CongestionStrategy + Send>) {
-        self.congestion = strategy;
+    /// Replaces the bulk-lane congestion strategy: `make` builds each peer's controller
+    /// (existing controllers are dropped; each peer gets a fresh one on its next bulk
+    /// packet).
+    pub fn set_congestion(&mut self, make: MakeStrategy) {
+        self.congestion = PeerCongestion::new(make);
     }
 
     /// This node's mesh ID.
@@ -497,7 +506,14 @@ impl BauxiteNode {
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
             self.metrics.path_mtu.set(id, None);
-            self.release(state.tunnel, state.feedback);
+            self.release(id, state.tunnel, state.feedback);
+        }
+        self.congestion.remove(id);
+        let mut spare = Vec::new();
+        self.scheduler.remove_peer(id, |buf| spare.push(buf));
+        for buf in spare {
+            Metrics::inc(&self.metrics.tx_dropped);
+            self.recycle(buf);
         }
         self.registry.remove(id)
     }
@@ -509,16 +525,16 @@ impl BauxiteNode {
             state.measured = peer::Measured::default();
             state.pmtu = crate::path::Pmtu::default();
             self.metrics.path_mtu.set(id, None);
-            self.release(tunnel, feedback);
+            self.release(id, tunnel, feedback);
         }
     }
 
     /// Forgets a torn-down session's indices, drops its staged packets (counted) and
     /// settles its bulk in flight.
-    fn release(&mut self, tunnel: Option<Tunnel>, mut feedback: peer::Feedback) {
+    fn release(&mut self, id: PeerId, tunnel: Option<Tunnel>, mut feedback: peer::Feedback) {
         // Bulk in flight to a peer that is gone will never be acknowledged.
         let outstanding = feedback.sent.as_mut().map_or(0, SendLog::settle_all);
-        self.congestion.forget(outstanding);
+        self.congestion.peer(id).forget(outstanding);
         if let Some(mut tunnel) = tunnel {
             for index in tunnel.live_indices().collect::<Vec<_>>() {
                 self.indices.remove(&index);

@@ -65,16 +65,19 @@ impl BauxiteNode {
     }
 
     fn route_packet(&mut self, packet: &[u8], lane: Option<Lane>) -> TunVerdict {
-        let verdict = self.check_outbound(packet);
-        if verdict != TunVerdict::Queued(Lane::Bulk) {
-            Metrics::inc(&self.metrics.tx_dropped);
-            return verdict;
-        }
+        let peer = match self.check_outbound(packet) {
+            Ok(peer) => peer,
+            Err(verdict) => {
+                Metrics::inc(&self.metrics.tx_dropped);
+                return verdict;
+            }
+        };
         let mut buf = self.take_buffer();
         buf.extend_from_slice(packet);
+        // Bulk joins its peer's own queue in the bulk lane (round robin across peers).
         let outcome = match lane {
-            Some(lane) => self.scheduler.enqueue_in(lane, buf),
-            None => self.scheduler.enqueue(buf),
+            Some(lane) => self.scheduler.enqueue_for(peer, lane, buf),
+            None => self.scheduler.enqueue_to(peer, buf),
         };
         let lane = outcome.lane();
         Metrics::inc_lane(&self.metrics.lane_enqueued, lane);
@@ -92,25 +95,25 @@ impl BauxiteNode {
         verdict
     }
 
-    /// Checks a packet can be routed; `Queued(Bulk)` is a placeholder for "accepted".
-    fn check_outbound(&self, packet: &[u8]) -> TunVerdict {
+    /// Checks a packet can be routed: the peer it goes to, or why it is dropped.
+    fn check_outbound(&self, packet: &[u8]) -> Result<PeerId, TunVerdict> {
         if packet.len() > self.config.mtu {
-            return TunVerdict::Malformed;
+            return Err(TunVerdict::Malformed);
         }
         let Ok(view) = IpView::parse(packet) else {
-            return TunVerdict::Malformed;
+            return Err(TunVerdict::Malformed);
         };
         let Some(peer) = view.dst_v4().and_then(|ip| self.registry.by_ip(ip)) else {
-            return TunVerdict::NoRoute;
+            return Err(TunVerdict::NoRoute);
         };
         if self
             .policy
             .check_counted(Flow::Outbound, peer.id, &view, &self.metrics)
             == Verdict::Deny
         {
-            return TunVerdict::Denied;
+            return Err(TunVerdict::Denied);
         }
-        TunVerdict::Queued(Lane::Bulk)
+        Ok(peer.id)
     }
 
     /// Writes the next datagram to send into `out` (at least
@@ -130,10 +133,12 @@ impl BauxiteNode {
             if let Some(t) = self.poll_fragments(now, out) {
                 return Some(t);
             }
+            // Each peer's bulk is paced by its own controller; the scheduler's round robin
+            // skips a peer held back and serves the next.
             let congestion = &self.congestion;
             let (lane, buf) = self
                 .scheduler
-                .dequeue_paced(|bytes| congestion.can_send_bulk(now, bytes))?;
+                .dequeue_paced(|peer, bytes| congestion.can_send_bulk(peer, now, bytes))?;
             let Some(peer) = IpView::parse(&buf)
                 .ok()
                 .and_then(|v| v.dst_v4())
@@ -161,7 +166,7 @@ impl BauxiteNode {
                 Sealed::Sent(len, dst, via) => {
                     let bulk = if lane == Lane::Bulk { len } else { 0 };
                     if bulk > 0 {
-                        self.congestion.on_sent(now, bulk);
+                        self.congestion.peer(peer).on_sent(now, bulk);
                     }
                     self.recycle(buf);
                     return Some(self.lane_sent(now, peer, out, lane, (len, dst, via), bulk));

@@ -26,6 +26,15 @@ pub trait CongestionStrategy {
     /// `bytes` of bulk traffic were acknowledged; `one_way_delay` is the delay sample.
     fn on_ack(&mut self, now: Instant, bytes: usize, one_way_delay: Duration);
 
+    /// `bytes` of bulk traffic were acknowledged by an ack that named a small packet
+    /// (critical, telemetry): its `round_trip` is not comparable with bulk's (less time on
+    /// the wire) but shows the same queue. The default only settles the bytes, as
+    /// [`forget`](Self::forget).
+    fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        let _ = (now, round_trip);
+        self.forget(bytes);
+    }
+
     /// `bytes` of bulk traffic are known lost.
     fn on_loss(&mut self, now: Instant, bytes: usize);
 

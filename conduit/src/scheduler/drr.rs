@@ -5,7 +5,7 @@
 //! forfeits its credit, so idle time cannot be saved up into a burst.
 //!
 //! `next` is a pure function of the state and the two head-of-line sizes, which lets
-//! `peek_lane` predict exactly what `dequeue` will do.
+//! `peek_lane` predict the lane `dequeue` will take from.
 
 use crate::Lane;
 

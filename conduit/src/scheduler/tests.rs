@@ -105,22 +105,22 @@ fn critical_preempts_and_bulk_pacing_never_blocks_others() {
     let _ = sched.enqueue_in(Lane::Critical, tagged(3, 10));
     assert_eq!(sched.peek_lane(), Some(Lane::Critical));
     assert_eq!(
-        sched.dequeue_paced(|_| false).map(|(l, _)| l),
+        sched.dequeue_paced(|_, _| false).map(|(l, _)| l),
         Some(Lane::Critical)
     );
     // Whatever DRR prefers, a throttled bulk lane yields to telemetry.
     assert_eq!(
-        sched.dequeue_paced(|_| false).map(|(l, _)| l),
+        sched.dequeue_paced(|_, _| false).map(|(l, _)| l),
         Some(Lane::Telemetry)
     );
     assert_eq!(
-        sched.dequeue_paced(|_| false),
+        sched.dequeue_paced(|_, _| false),
         None,
         "only throttled bulk left"
     );
     assert_eq!(sched.len(Lane::Bulk), 1);
     assert_eq!(
-        sched.dequeue_paced(|len| len == 1000).map(|(l, _)| l),
+        sched.dequeue_paced(|_, len| len == 1000).map(|(l, _)| l),
         Some(Lane::Bulk)
     );
     assert!(sched.is_empty());
@@ -204,7 +204,7 @@ proptest! {
                 Op::Drain { count, throttle_bulk } => for _ in 0..count {
                     let predicted = sched.peek_lane();
                     let critical_waiting = !model[Lane::Critical.index()].is_empty();
-                    let Some((lane, packet)) = sched.dequeue_paced(|_| !throttle_bulk) else {
+                    let Some((lane, packet)) = sched.dequeue_paced(|_, _| !throttle_bulk) else {
                         prop_assert!(model[0].is_empty() && model[1].is_empty());
                         prop_assert!(throttle_bulk || model[2].is_empty());
                         break;
@@ -295,4 +295,62 @@ fn configured_lane_rules_steer_enqueue() {
         .unwrap(),
     );
     assert_eq!(sched.enqueue(pkt), Enqueue::Queued(Lane::Critical));
+}
+
+#[test]
+fn bulk_is_shared_across_peers_and_a_held_back_peer_does_not_block_others() {
+    let (slow, fast) = (PeerId([1; 16]), PeerId([2; 16]));
+    let mut sched = DataPlaneScheduler::new();
+    for id in 0..100 {
+        let _ = sched.enqueue_for(slow, Lane::Bulk, tagged(id, 1000));
+        let _ = sched.enqueue_for(fast, Lane::Bulk, tagged(1000 + id, 1000));
+    }
+    assert_eq!(sched.bulk_len_for(slow), 100);
+    // The slow peer's controller holds it back: the fast one is served every turn.
+    for id in 0..50 {
+        let (lane, packet) = sched.dequeue_paced(|peer, _| peer == fast).unwrap();
+        assert_eq!((lane, id_of(&packet)), (Lane::Bulk, 1000 + id));
+    }
+    // Both allowed: they alternate.
+    let mut served = [0; 2];
+    for _ in 0..40 {
+        let (_, packet) = sched.dequeue().unwrap();
+        served[usize::from(id_of(&packet) >= 1000)] += 1;
+    }
+    assert_eq!(served, [20, 20]);
+    // Removing a peer drops its queue, counted, and keeps the lane's totals right.
+    let mut recycled = 0;
+    sched.remove_peer(slow, |_| recycled += 1);
+    assert_eq!((recycled, sched.bulk_len_for(slow)), (80, 0));
+    let stats = sched.stats(Lane::Bulk);
+    assert_eq!(
+        stats.enqueued,
+        stats.sent + stats.dropped + sched.len(Lane::Bulk) as u64
+    );
+    assert_eq!(sched.bulk_bytes_queued(), sched.len(Lane::Bulk) * 1000);
+}
+
+#[test]
+fn a_full_bulk_lane_makes_room_for_a_peer_with_less_queued() {
+    let (hog, other) = (PeerId([1; 16]), PeerId([2; 16]));
+    let mut sched = DataPlaneScheduler::new();
+    for id in 0..BULK_CAPACITY as u32 {
+        assert!(
+            sched
+                .enqueue_for(hog, Lane::Bulk, tagged(id, 8))
+                .is_queued()
+        );
+    }
+    assert!(matches!(
+        sched.enqueue_for(hog, Lane::Bulk, tagged(0, 8)),
+        Enqueue::Dropped { .. }
+    ));
+    match sched.enqueue_for(other, Lane::Bulk, tagged(7, 8)) {
+        Enqueue::Evicted { lane, oldest } => {
+            assert_eq!((lane, id_of(&oldest)), (Lane::Bulk, 0), "the hog's oldest")
+        }
+        other => panic!("expected an eviction, got {other:?}"),
+    }
+    assert_eq!(sched.len(Lane::Bulk), BULK_CAPACITY);
+    assert_eq!(sched.bulk_len_for(other), 1);
 }

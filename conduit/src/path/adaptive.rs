@@ -1,0 +1,368 @@
+//! An adaptive scavenger window for the bulk lane: LEDBAT (RFC 6817) whose delay target
+//! follows the path's measured jitter and whose base delay follows the path's drift, so a
+//! jittery radio link (LTE, Wi-Fi) is not read as a permanent queue, while on a quiet path
+//! the controller is exactly RFC 6817's with the configured target.
+//!
+//! Invariant: the window stays within `min_cwnd_packets..=max_cwnd_packets` segments and
+//! grows only while the filtered queuing delay is under the current target; the target
+//! never leaves `min_target..=max_target`; on a path whose measured jitter keeps the target
+//! below twice `min_target` ("quiet") every rule is the RFC's.
+//!
+//! What differs on a jittery path, and why (docs/congestion.md has the simulator's
+//! evidence):
+//! - **Target**: `jitter_gain` times the measured jitter: the mean distance of the last
+//!   [`FILTER`] round trips from their least-squares line over time (the noise WebRTC's
+//!   trendline filter sees through). A queue we build grows or drains smoothly and stays
+//!   on the line; jitter does not. A fixed sub-millisecond target reads ±5 ms of LTE
+//!   jitter as a queue and holds bulk at two packets per round trip.
+//! - **Current delay**: the minimum of the newest [`MIN_FILTER`] samples and of any other
+//!   of the last [`FILTER`] from the last half round trip, so it sees through jitter
+//!   without lagging many round trips on a slow path.
+//! - **Samples from small packets**: an ack names the newest packet, so under a 1 kHz
+//!   control loop most acks name a control packet. Their round trips show the same queue
+//!   but less time on the wire, so they go through a filter of their own (own base), used
+//!   when no bulk sample is fresh, and their bytes still move the window.
+//! - **Base delay drift** (LEDBAT++'s slowdown, triggered by evidence instead of a clock):
+//!   when the window has sat at its floor with the delay above target for `rebase_after`
+//!   smoothed round trips, two packets cannot be holding that queue: the path got longer
+//!   (LTE: a loaded cell), so the base is re-measured. The RFC's ten-minute minimum would
+//!   starve bulk for ten minutes after every such step.
+//! - **Growth and decrease scale with the window** (LEDBAT++'s slowed start and
+//!   multiplicative decrease): below the target the window grows per round trip by the
+//!   larger of one segment and `ramp` of itself (doubling until the delay first nears the
+//!   target); above it, it sheds the excess queue within about a round trip, at most half
+//!   the window. One segment per round trip takes seconds to fill a 30 Mbit/s, 60 ms path,
+//!   longer than an LTE cell keeps its rate.
+//!
+//! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
+//! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
+
+use std::time::{Duration, Instant};
+
+use super::CongestionStrategy;
+
+mod delay;
+
+use delay::DelayFilter;
+
+/// Most delay samples the current-delay filter takes the minimum of.
+pub const FILTER: usize = 16;
+/// Fewest: the RFC's CURRENT_FILTER.
+pub const MIN_FILTER: usize = 4;
+
+/// Parameters of [`AdaptiveLedbat`]; [`Default`] needs no tuning per link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Smallest delay target: the queue bulk may always build (the node's
+    /// `bulk_target`, 250 µs by default).
+    pub min_target: Duration,
+    /// Largest delay target, however jittery the path.
+    pub max_target: Duration,
+    /// Target per unit of measured jitter.
+    pub jitter_gain: f64,
+    /// Growth per round trip far below the target, as a fraction of the window.
+    pub ramp: f64,
+    /// Smoothed round trips at the window's floor, above the target, before the base
+    /// delay is re-measured.
+    pub rebase_after: u32,
+    /// Segment size in bytes (the mesh MTU).
+    pub mss: usize,
+    /// Initial window, in segments.
+    pub init_cwnd_packets: usize,
+    /// Smallest window, in segments.
+    pub min_cwnd_packets: usize,
+    /// Largest window, in segments (see [`LedbatConfig::max_cwnd_packets`](super::LedbatConfig::max_cwnd_packets)).
+    pub max_cwnd_packets: usize,
+    /// Longest time without ACKs before in-flight bytes are presumed lost.
+    pub cto: Duration,
+    /// Shortest such time once round trips are measured.
+    pub min_cto: Duration,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            min_target: Duration::from_micros(250),
+            max_target: Duration::from_millis(25),
+            jitter_gain: 2.5,
+            ramp: 0.25,
+            rebase_after: 2,
+            mss: 1350,
+            init_cwnd_packets: 2,
+            min_cwnd_packets: 2,
+            max_cwnd_packets: 960,
+            cto: Duration::from_secs(1),
+            min_cto: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The adaptive bulk-lane sender. See the module docs.
+#[derive(Clone, Debug)]
+pub struct AdaptiveLedbat {
+    config: AdaptiveConfig,
+    cwnd: f64,
+    flight: usize,
+    flight_after_send: usize,
+    /// Round trips of acks that named a bulk packet.
+    bulk: DelayFilter,
+    /// Round trips of acks that named a small (critical, telemetry) packet: a queue below
+    /// the node delays them as much, but they spend less time on the wire, so they are
+    /// filtered apart and never compared with bulk's.
+    small: DelayFilter,
+    smoothed: Option<Duration>,
+    last_progress: Option<Instant>,
+    /// Since when the window has sat at its floor with the delay above target.
+    pinned_since: Option<Instant>,
+    /// Whether the delay has ever come near the target (ends the slowed start).
+    started: bool,
+}
+
+impl Default for AdaptiveLedbat {
+    fn default() -> Self {
+        Self::new(AdaptiveConfig::default())
+    }
+}
+
+impl AdaptiveLedbat {
+    /// A sender with an initial window of `init_cwnd_packets` segments and no history.
+    pub fn new(config: AdaptiveConfig) -> Self {
+        let init = config.init_cwnd_packets.max(config.min_cwnd_packets) * config.mss;
+        Self {
+            config,
+            cwnd: init as f64,
+            flight: 0,
+            flight_after_send: 0,
+            bulk: DelayFilter::default(),
+            small: DelayFilter::default(),
+            smoothed: None,
+            last_progress: None,
+            pinned_since: None,
+            started: false,
+        }
+    }
+
+    /// The congestion window in bytes.
+    pub fn cwnd(&self) -> usize {
+        self.cwnd as usize
+    }
+
+    /// The smallest bulk round trip of the base history (the uncongested path as last
+    /// measured).
+    pub fn base_delay(&self) -> Option<Duration> {
+        self.bulk.base().or(self.small.base())
+    }
+
+    /// How long the current-delay filter looks back beyond its last [`MIN_FILTER`]
+    /// samples: half a smoothed round trip on a jittery path, nothing on a quiet one.
+    fn horizon(&self) -> Duration {
+        if self.jittery() {
+            self.smoothed.unwrap_or_default() / 2
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The filters with a sample in the last smoothed round trip (or the newest one).
+    fn fresh(&self) -> impl Iterator<Item = &DelayFilter> {
+        let newest = [&self.bulk, &self.small]
+            .into_iter()
+            .filter_map(DelayFilter::newest_at)
+            .max();
+        let window = self.smoothed.unwrap_or_default();
+        [&self.bulk, &self.small].into_iter().filter(move |f| {
+            f.newest_at()
+                .zip(newest)
+                .is_some_and(|(at, newest)| newest.saturating_duration_since(at) <= window)
+        })
+    }
+
+    /// The queue below the node, from bulk's own round trips while they come, else from
+    /// the small packets' (an ack names the newest packet, so under a 1 kHz control loop
+    /// most acks name a control packet).
+    pub fn queuing_delay(&self) -> Option<Duration> {
+        let horizon = self.horizon();
+        let mut fresh = self.fresh();
+        let first = fresh.next()?;
+        match first.queuing(horizon) {
+            Some(q) if std::ptr::eq(first, &self.bulk) => Some(q),
+            other => fresh.next().and_then(|f| f.queuing(horizon)).or(other),
+        }
+    }
+
+    /// Whether the path's own noise raised the target well above its floor: a radio
+    /// link, where the adaptive parts (longer filter, ramp, multiplicative decrease,
+    /// re-measured base) apply. On a quiet path the controller is RFC 6817's.
+    fn jittery(&self) -> bool {
+        self.target() >= self.config.min_target * 2
+    }
+
+    /// The measured jitter: the noise around the trend of the fresh sample streams.
+    pub fn jitter(&self) -> Duration {
+        let jitter = self
+            .fresh()
+            .map(DelayFilter::jitter)
+            .fold(f64::NAN, f64::min);
+        Duration::from_secs_f64(if jitter.is_nan() { 0.0 } else { jitter })
+    }
+
+    /// The delay target now: the jitter times `jitter_gain`, within the configured bounds.
+    pub fn target(&self) -> Duration {
+        let lo = self.config.min_target;
+        let hi = self.config.max_target.max(lo);
+        Duration::from_secs_f64(self.jitter().as_secs_f64() * self.config.jitter_gain).clamp(lo, hi)
+    }
+
+    /// The current ack timeout: three smoothed round trips plus 2 ms, within
+    /// `min_cto..=cto`.
+    pub fn cto(&self) -> Duration {
+        match self.smoothed {
+            None => self.config.cto,
+            Some(srtt) => (srtt * 3 + Duration::from_millis(2))
+                .clamp(self.config.min_cto.min(self.config.cto), self.config.cto),
+        }
+    }
+
+    fn min_cwnd(&self) -> f64 {
+        (self.config.min_cwnd_packets * self.config.mss) as f64
+    }
+
+    /// Tracks how long the window has sat at its floor with the delay above target, and
+    /// re-measures the base once that lasted `rebase_after` smoothed round trips: two
+    /// packets in flight cannot hold that queue, so the path got longer.
+    fn check_drift(&mut self, now: Instant, queuing: Duration, target: Duration) {
+        // At the floor only: on a slow, short path even four packets are a queue of
+        // milliseconds, which a re-measured base would then hide for good.
+        let at_floor = self.cwnd <= self.min_cwnd() + 1.0;
+        if !(at_floor && queuing > target && self.jittery()) {
+            self.pinned_since = None;
+            return;
+        }
+        let since = *self.pinned_since.get_or_insert(now);
+        let srtt = self.smoothed.unwrap_or(self.config.cto);
+        if now.saturating_duration_since(since) >= srtt * self.config.rebase_after {
+            let horizon = self.horizon();
+            self.bulk.rebase(horizon);
+            self.small.rebase(horizon);
+            self.pinned_since = None;
+        }
+    }
+
+    fn sample(&mut self, now: Instant, round_trip: Duration, bulk: bool) {
+        self.last_progress = Some(now);
+        self.smoothed = Some(match self.smoothed {
+            None => round_trip,
+            Some(srtt) => (srtt * 7 + round_trip) / 8,
+        });
+        if bulk {
+            self.bulk.on_sample(now, round_trip);
+        } else {
+            self.small.on_sample(now, round_trip);
+        }
+    }
+
+    /// The window update for `bytes` settled, against the current delay estimate.
+    fn update_window(&mut self, now: Instant, bytes: usize) {
+        let queuing = self.queuing_delay().unwrap_or_default();
+        let target = self.target();
+        self.check_drift(now, queuing, target);
+        let queuing = self.queuing_delay().unwrap_or_default().as_secs_f64();
+        let t = target.as_secs_f64().max(f64::MIN_POSITIVE);
+        let srtt = self
+            .smoothed
+            .unwrap_or(self.config.cto)
+            .as_secs_f64()
+            .max(1e-4);
+        let acked = bytes as f64;
+        if queuing > t / 2.0 {
+            self.started = true;
+        }
+        if queuing <= t {
+            let below = (t - queuing) / t;
+            let mss = self.config.mss as f64;
+            // Per round trip: the RFC's one segment, or `ramp` of the window where that is
+            // more (a window of a hundred segments on a 60 ms LTE path must not take a
+            // hundred round trips to rebuild); doubling until the delay first comes near
+            // the target (LEDBAT++'s slowed start).
+            let ramp = match (self.jittery(), self.started) {
+                (false, _) => 0.0,
+                (true, true) => self.config.ramp,
+                (true, false) => 1.0,
+            };
+            self.cwnd += below * acked * (mss / self.cwnd).max(ramp);
+        } else if self.jittery() {
+            // Remove the excess queue within about a round trip, at most half the window
+            // per round trip (LEDBAT++'s multiplicative decrease); the RFC's one segment
+            // per round trip takes seconds to drain a large window.
+            self.cwnd -= acked * ((queuing - t) / srtt).min(0.5);
+        } else {
+            let mss = self.config.mss as f64;
+            self.cwnd -= ((queuing - t) / t) * acked * mss / self.cwnd;
+        }
+        let max_allowed = (self.flight.max(self.flight_after_send) + self.config.mss) as f64;
+        let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
+        self.cwnd = self
+            .cwnd
+            .min(max_allowed)
+            .min(max_cwnd)
+            .max(self.min_cwnd());
+        self.flight = self.flight.saturating_sub(bytes);
+    }
+}
+
+impl CongestionStrategy for AdaptiveLedbat {
+    fn on_sent(&mut self, now: Instant, bytes: usize) {
+        if self.flight == 0 {
+            self.last_progress = Some(now);
+        }
+        self.flight = self.flight.saturating_add(bytes);
+        self.flight_after_send = self.flight;
+    }
+
+    fn on_ack(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.sample(now, round_trip, true);
+        self.update_window(now, bytes);
+    }
+
+    fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.sample(now, round_trip, false);
+        self.update_window(now, bytes);
+    }
+
+    fn on_loss(&mut self, now: Instant, bytes: usize) {
+        let _ = now;
+        self.flight = self.flight.saturating_sub(bytes);
+        self.cwnd = (self.cwnd / 2.0).max(self.min_cwnd());
+    }
+
+    fn forget(&mut self, bytes: usize) {
+        self.flight = self.flight.saturating_sub(bytes);
+    }
+
+    fn can_send_bulk(&self, _now: Instant, bytes: usize) -> bool {
+        // An empty pipe always admits one packet, so an oversized packet cannot wedge bulk.
+        self.flight == 0 || (self.flight.saturating_add(bytes)) as f64 <= self.cwnd
+    }
+
+    fn bytes_in_flight(&self) -> usize {
+        self.flight
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.flight == 0 {
+            return None;
+        }
+        self.last_progress.map(|at| at + self.cto())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|deadline| deadline <= now) {
+            self.flight = 0;
+            self.cwnd = self.min_cwnd();
+            self.last_progress = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::Lane;
+use crate::path::{Ledbat, LedbatConfig};
+
+const MSS: usize = 1350;
+
+/// Some origin for test time; only differences from it matter.
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A deterministic jitter source: uniform in `±amplitude`, from a fixed LCG.
+struct Jitter {
+    state: u64,
+    amplitude: Duration,
+}
+
+impl Jitter {
+    fn new(amplitude: Duration) -> Self {
+        Self {
+            state: 0x2545_f491_4f6c_dd1d,
+            amplitude,
+        }
+    }
+
+    fn around(&mut self, base: Duration) -> Duration {
+        self.state = self
+            .state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let unit = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        let offset = self.amplitude.as_secs_f64() * (2.0 * unit - 1.0);
+        Duration::from_secs_f64(base.as_secs_f64() + offset)
+    }
+}
+
+/// One round trip of an ack-clocked sender that always has data: every segment in flight
+/// is acknowledged with a sample from `delay`, and the window refilled after each ACK.
+fn round(
+    c: &mut dyn CongestionStrategy,
+    now: Instant,
+    rtt: Duration,
+    mut delay: impl FnMut() -> Duration,
+) -> Instant {
+    fill(c, now);
+    let later = now + rtt;
+    for _ in 0..c.bytes_in_flight() / MSS {
+        c.on_ack(later, MSS, delay());
+        fill(c, later);
+    }
+    later
+}
+
+fn fill(c: &mut dyn CongestionStrategy, now: Instant) {
+    while c.can_send_bulk(now, MSS) {
+        c.on_sent(now, MSS);
+    }
+}
+
+#[test]
+fn on_a_quiet_path_it_is_rfc_ledbat() {
+    let mut adaptive = AdaptiveLedbat::default();
+    let mut rfc = Ledbat::new(LedbatConfig {
+        target: Duration::from_micros(250),
+        ..LedbatConfig::default()
+    });
+    let (mut a, mut b) = (origin(), origin());
+    // Uncongested, then a queue well above the target. (A step in the delay reads as
+    // noise for the next FILTER samples, so the comparison stops at the first one.)
+    for (rounds, delay) in [(30, ms(10)), (20, ms(12))] {
+        for _ in 0..rounds {
+            a = round(&mut adaptive, a, ms(10), || delay);
+            b = round(&mut rfc, b, ms(10), || delay);
+            assert!(
+                adaptive.cwnd().abs_diff(rfc.cwnd()) <= 1,
+                "{} vs {}",
+                adaptive.cwnd(),
+                rfc.cwnd()
+            );
+        }
+    }
+    assert_eq!(adaptive.target(), Duration::from_micros(250));
+}
+
+/// The diagnosis of issue 14 in one test: ±5 ms of jitter on a 50 ms round trip with no
+/// queue at all holds RFC LEDBAT with a 250 µs target at its two-packet floor; the
+/// adaptive target follows the jitter and the window opens.
+#[test]
+fn jitter_raises_the_target_instead_of_starving_bulk() {
+    let mut adaptive = AdaptiveLedbat::default();
+    let mut rfc = Ledbat::new(LedbatConfig {
+        target: Duration::from_micros(250),
+        ..LedbatConfig::default()
+    });
+    let mut jitter = Jitter::new(ms(5));
+    let (mut a, mut b) = (origin(), origin());
+    for _ in 0..100 {
+        a = round(&mut adaptive, a, ms(50), || jitter.around(ms(50)));
+        b = round(&mut rfc, b, ms(50), || jitter.around(ms(50)));
+    }
+    assert!(rfc.cwnd() <= 3 * MSS, "RFC LEDBAT starves: {}", rfc.cwnd());
+    let target = adaptive.target();
+    assert!(
+        target > ms(2) && target <= AdaptiveConfig::default().max_target,
+        "target {target:?} follows the jitter ({:?})",
+        adaptive.jitter()
+    );
+    assert!(
+        adaptive.cwnd() >= 20 * MSS,
+        "adaptive window {} segments",
+        adaptive.cwnd() / MSS
+    );
+}
+
+#[test]
+fn a_longer_path_is_re_measured_not_taken_for_a_queue() {
+    let mut c = AdaptiveLedbat::default();
+    let mut jitter = Jitter::new(ms(2));
+    let mut now = origin();
+    for _ in 0..50 {
+        now = round(&mut c, now, ms(20), || jitter.around(ms(20)));
+    }
+    let before = c.cwnd();
+    assert!(c.base_delay().is_some_and(|b| b < ms(20)));
+    // The path gets 20 ms longer for good (a loaded LTE cell): at first that reads as a
+    // queue and the window falls...
+    for _ in 0..5 {
+        now = round(&mut c, now, ms(40), || jitter.around(ms(40)));
+    }
+    assert!(c.cwnd() < before);
+    // ...to its floor, where two packets cannot hold 20 ms of queue: the base is
+    // re-measured within a few round trips and the window opens again.
+    let mut rounds = 0;
+    while c.base_delay().is_some_and(|b| b < ms(35)) {
+        now = round(&mut c, now, ms(40), || jitter.around(ms(40)));
+        rounds += 1;
+        assert!(rounds < 50, "base never re-measured: {:?}", c.base_delay());
+    }
+    let floor = c.cwnd();
+    for _ in 0..30 {
+        now = round(&mut c, now, ms(40), || jitter.around(ms(40)));
+    }
+    assert!(c.cwnd() > 4 * floor.max(MSS), "{} after {floor}", c.cwnd());
+}
+
+#[test]
+fn small_packet_samples_move_the_window_when_no_bulk_sample_is_fresh() {
+    let mut c = AdaptiveLedbat::default();
+    let mut now = origin();
+    // Acks name bulk and control packets in turn; a control packet spends less time on
+    // the wire (9 ms against 10).
+    for _ in 0..8 {
+        fill(&mut c, now);
+        now += ms(10);
+        for i in 0..c.bytes_in_flight() / MSS {
+            if i % 2 == 0 {
+                c.on_ack(now, MSS, ms(10));
+            } else {
+                c.on_settled(now, MSS, ms(9));
+            }
+            fill(&mut c, now);
+        }
+    }
+    let grown = c.cwnd();
+    // Then every ack names a control packet, whose round trip shows a 5 ms queue.
+    for _ in 0..10 {
+        fill(&mut c, now);
+        now += ms(15);
+        for _ in 0..c.bytes_in_flight() / MSS {
+            c.on_settled(now, MSS, ms(14));
+            fill(&mut c, now);
+        }
+    }
+    assert!(c.cwnd() < grown, "{} vs {grown}", c.cwnd());
+}
+
+#[test]
+fn never_blocks_critical_or_telemetry_and_a_silence_collapses_the_window() {
+    let mut c = AdaptiveLedbat::default();
+    let now = origin();
+    c.on_sent(now, 100 * MSS);
+    assert!(!c.can_send(now, Lane::Bulk, MSS));
+    assert!(c.can_send(now, Lane::Critical, MSS));
+    assert!(c.can_send(now, Lane::Telemetry, MSS));
+    let deadline = c.poll_timeout().unwrap();
+    assert_eq!(deadline, now + Duration::from_secs(1), "no round trip yet");
+    c.handle_timeout(deadline);
+    assert_eq!((c.bytes_in_flight(), c.cwnd()), (0, 2 * MSS));
+    assert_eq!(c.poll_timeout(), None);
+}
