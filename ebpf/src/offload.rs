@@ -1,5 +1,7 @@
 //! The daemon's choice: the kernel classifier when it loads, else userspace only.
 
+use std::os::fd::BorrowedFd;
+
 use bauxite_conduit::offload::{DataPlaneOffload, LaneCount, OffloadKind, UserspaceOnly};
 
 use crate::{AttachOptions, Error, LaneClassifier};
@@ -49,11 +51,29 @@ impl DataPlaneOffload for KernelOffload {
 }
 
 /// Attaches the kernel classifier to `interface` when permitted and supported; otherwise
-/// logs one line saying why and returns the userspace-only fallback.
-pub fn attach_or_fallback(interface: &str, options: &AttachOptions) -> Box<dyn DataPlaneOffload> {
+/// logs one line saying why and returns the userspace-only fallback. With `steering` (a
+/// queue of the multi-queue TUN device `interface`), also attaches the TUN steering
+/// program so Critical packets get their own queue; if that fails the classifier still
+/// runs, one log line says why, and the detail in `status` says "one TUN queue".
+pub fn attach_or_fallback(
+    interface: &str,
+    options: &AttachOptions,
+    steering: Option<BorrowedFd<'_>>,
+) -> Box<dyn DataPlaneOffload> {
     match LaneClassifier::attach(interface, options) {
-        Ok(classifier) => {
-            let offload = KernelOffload::new(classifier);
+        Ok(mut classifier) => {
+            let steered = match steering {
+                Some(queue) => match classifier.steer_tun(queue) {
+                    Ok(()) => "Critical TUN queue",
+                    Err(error) => {
+                        tracing::warn!(%interface, %error, "TUN steering off");
+                        "one TUN queue: steering refused"
+                    }
+                },
+                None => "one TUN queue",
+            };
+            let mut offload = KernelOffload::new(classifier);
+            offload.detail = format!("{}, {steered}", offload.detail);
             tracing::info!(detail = offload.detail(), "kernel lane classifier attached");
             Box::new(offload)
         }

@@ -324,7 +324,16 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let metrics = shell.metrics();
     // Kernel lane classification on the TUN device, or one log line saying why not; it is
     // detached when `offload` is dropped at the end of `serve`.
-    let offload = crate::offload::start(shell.tun_kind(), &config.lane_rules);
+    let offload = if config.kernel_offload {
+        crate::offload::start(
+            shell.tun_kind(),
+            &config.lane_rules,
+            shell.tun_steering_fd(),
+        )
+    } else {
+        shell.single_queue();
+        crate::offload::off()
+    };
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
     let relay = config

@@ -28,8 +28,11 @@ pub(super) enum Device {
 /// A TUN device and the batches its reads and writes reuse.
 #[cfg(feature = "tun")]
 pub(super) struct TunSide {
-    /// The device.
+    /// The device; on a multi-queue kernel device, queue 0: the Critical queue
+    /// ([`crate::tun::queues`]), read first. All writes go through it.
     device: TunDevice,
+    /// The kernel device's other queue, when it has two.
+    other: Option<TunDevice>,
     /// Packets of the last read.
     rx: RecvBatch,
     /// Decrypted packets for the next write.
@@ -65,7 +68,9 @@ impl Device {
                     path: tun.name.clone().into(),
                     source,
                 })?;
-                Ok(Self::tun(device, kind, app, usize::from(tun.mtu)))
+                let mut opened = Self::tun(device, kind, app, usize::from(tun.mtu));
+                opened.device.open_other_queue();
+                Ok(opened)
             }
             #[cfg(feature = "tun")]
             DeviceConfig::Tun(tun) => {
@@ -75,12 +80,10 @@ impl Device {
                     source,
                 })?;
                 let kind = TunKind::Kernel(tun.name.clone());
-                Ok(Self::tun(
-                    TunDevice::Kernel(device),
-                    kind,
-                    None,
-                    usize::from(tun.mtu),
-                ))
+                let mut opened =
+                    Self::tun(TunDevice::Kernel(device), kind, None, usize::from(tun.mtu));
+                opened.device.open_other_queue();
+                Ok(opened)
             }
             #[cfg(feature = "tun")]
             DeviceConfig::Memory { .. } => {
@@ -100,11 +103,51 @@ impl Device {
         Opened {
             device: Device::Tun(Box::new(TunSide {
                 device,
+                other: None,
                 rx: RecvBatch::new(mtu),
                 tx: SendBatch::new(super::TUN_WRITE_BATCH),
             })),
             kind,
             app,
+        }
+    }
+
+    /// Attaches the kernel device's second queue ([`crate::tun::queues`]); on a
+    /// single-queue device (or any failure) logs one line and keeps one queue.
+    fn open_other_queue(&mut self) {
+        #[cfg(feature = "tun")]
+        if let Device::Tun(side) = self {
+            if let TunDevice::Kernel(critical) = &side.device {
+                match crate::tun::queues::open_other(critical) {
+                    Ok(other) => side.other = Some(TunDevice::Kernel(other)),
+                    Err(error) => tracing::info!(
+                        %error,
+                        "one TUN queue: Critical packets share the driver's ring with bulk"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Detaches the kernel device's second queue: one queue again.
+    pub(super) fn close_other_queue(&mut self) {
+        #[cfg(feature = "tun")]
+        if let Device::Tun(side) = self {
+            side.other = None;
+        }
+    }
+
+    /// The Critical queue's descriptor, for attaching a steering program — only when the
+    /// device has its two queues.
+    #[cfg(feature = "tun")]
+    pub(super) fn steering_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Device::Tun(side) => match (&side.device, &side.other) {
+                (TunDevice::Kernel(critical), Some(_)) => Some((**critical).as_fd()),
+                _ => None,
+            },
+            Device::None => None,
         }
     }
 
@@ -122,13 +165,21 @@ impl Device {
     pub(super) async fn readable(&self) -> io::Result<()> {
         match self {
             #[cfg(feature = "tun")]
-            Device::Tun(side) => side.device.readable().await,
+            Device::Tun(side) => match &side.other {
+                Some(other) => tokio::select! {
+                    r = side.device.readable() => r,
+                    r = other.readable() => r,
+                },
+                None => side.device.readable().await,
+            },
             Device::None => std::future::pending().await,
         }
     }
 
     /// Packets from the device into the node's lanes, until `limit` are handled or none
-    /// is left (one offloaded read may bring dozens).
+    /// is left (one offloaded read may bring dozens). With two queues the Critical queue
+    /// is drained first (it only ever holds Critical packets, so this is bounded by what
+    /// the Critical lane carries), then the other queue up to `limit`.
     pub(super) fn read_into(
         &mut self,
         node: &mut BauxiteNode,
@@ -139,25 +190,15 @@ impl Device {
         match self {
             #[cfg(feature = "tun")]
             Device::Tun(side) => {
-                let TunSide { device, rx, .. } = &mut **side;
-                let mut handled = 0;
-                while handled < limit {
-                    let n = match device.try_recv_batch(rx) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(error) => {
-                            tracing::debug!(%error, "tun read failed");
-                            return;
-                        }
-                    };
-                    if n > 1 {
-                        counters.tun_gso_packets += n as u64;
+                let TunSide {
+                    device, other, rx, ..
+                } = &mut **side;
+                match other {
+                    Some(other) => {
+                        read_queue(device, rx, node, now, limit, counters);
+                        read_queue(other, rx, node, now, limit, counters);
                     }
-                    for packet in rx.packets(n) {
-                        let verdict = node.handle_tun_packet(now, packet);
-                        tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
-                    }
-                    handled += n.max(1);
+                    None => read_queue(device, rx, node, now, limit, counters),
                 }
             }
             Device::None => {
@@ -206,5 +247,36 @@ impl Device {
                 let _ = counters;
             }
         }
+    }
+}
+
+/// Reads one queue into the node's lanes until `limit` packets or `WouldBlock`.
+#[cfg(feature = "tun")]
+fn read_queue(
+    device: &TunDevice,
+    rx: &mut RecvBatch,
+    node: &mut BauxiteNode,
+    now: std::time::Instant,
+    limit: usize,
+    counters: &mut ShellCounters,
+) {
+    let mut handled = 0;
+    while handled < limit {
+        let n = match device.try_recv_batch(rx) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(error) => {
+                tracing::debug!(%error, "tun read failed");
+                return;
+            }
+        };
+        if n > 1 {
+            counters.tun_gso_packets += n as u64;
+        }
+        for packet in rx.packets(n) {
+            let verdict = node.handle_tun_packet(now, packet);
+            tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
+        }
+        handled += n.max(1);
     }
 }

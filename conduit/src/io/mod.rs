@@ -63,6 +63,7 @@
 //! datagrams for a bound port go to its socket, not to the device.
 
 pub mod clock;
+mod critical_rx;
 mod device;
 pub mod echo;
 mod gso;

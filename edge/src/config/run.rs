@@ -50,6 +50,8 @@ pub(super) struct RawNode {
     rekey_timeout_secs: Option<u64>,
     #[serde(default)]
     bulk_target_delay_us: Option<u64>,
+    #[serde(default)]
+    kernel_offload: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +160,10 @@ pub struct RunConfig {
     pub ros: Option<RosConfig>,
     /// `[[lanes]]`: the operator's port-to-lane rules.
     pub lane_rules: bauxite_conduit::scheduler::LaneRules,
+    /// `node.kernel_offload` (default true): the kernel's part of the lanes — the TC
+    /// classifier, the TUN steering program and the Critical socket. `false` leaves the
+    /// userspace classifier alone (to compare, or on a kernel that misbehaves).
+    pub kernel_offload: bool,
 }
 
 impl RunConfig {
@@ -211,6 +217,7 @@ impl RunConfig {
             updates: parse_updates(raw.updates.as_ref())?,
             ros: parse_ros(raw.ros.as_ref())?,
             lane_rules: parse_lanes(&raw.lanes)?,
+            kernel_offload: node.kernel_offload.unwrap_or(true),
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw
