@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
+mod flood;
 mod hub;
 mod hub_relay;
 mod mtu;
