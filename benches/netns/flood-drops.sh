@@ -53,8 +53,8 @@ mk() { # me peer my-vip peer-vip peer-underlay
     sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
 }
 mk a b 100.64.0.1 100.64.0.2 10.88.0.2; mk b a 100.64.0.2 100.64.0.1 10.88.0.1
-ip netns exec "$A" "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!)
-ip netns exec "$B" "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!)
+ip netns exec "$A" ${BXFLOOD_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!)
+ip netns exec "$B" ${BXFLOOD_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!)
 up=0
 for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.2 100.64.0.2 >/dev/null 2>&1 && { up=1; break; }; done
 [ "$up" = 1 ] || { echo "tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1; }
@@ -81,11 +81,13 @@ for lane,v in s["lanes"].items():
 for lane,v in s.get("offload",{}).get("kernel_lanes",{}).items():
     print(f"{side}.kernel_{lane}_packets", v["packets"])
 for k,v in s["counters"].items():
-    if "drop" in k or "error" in k or "full" in k or k in ("tx_packets", "rx_packets"): print(f"{side}.{k}", v)
+    if "drop" in k or "error" in k or "full" in k or "critical" in k or k in ("tx_packets", "rx_packets"): print(f"{side}.{k}", v)
 print(f"{side}.classifier", s.get("offload",{}).get("classifier","none"))
 ' "$side"
     # utime + stime of the daemon, in clock ticks.
     awk -v s=$side '{print s".cpu_ticks", $14 + $15}' "/proc/${PIDS[$([ $side = a ] && echo 0 || echo 1)]}/stat"
+    # Time spent runnable but waiting for a CPU (ns), and how many times it ran.
+    awk -v s=$side '{print s".runqueue_wait_ns", $2; print s".timeslices", $3}' "/proc/${PIDS[$([ $side = a ] && echo 0 || echo 1)]}/schedstat"
   done | sort
 }
 [ "$TBF" = 1 ] && ip netns exec "$A" tc qdisc add dev "$VA" root tbf rate 20mbit burst 32kbit latency 400ms
@@ -117,5 +119,9 @@ join "$WORK/before" "$WORK/after" | awk -v hz="$HZ" '$2 ~ /^[0-9]+$/ {d[$1] = $3
   END {split("a b", sides, " ");
        for (i = 1; i <= 2; i++) { x = sides[i]; n = d[x".tx_packets"] + d[x".rx_packets"];
          if (n > 0) printf "cpu %s: %.2f us per packet (%d packets, %.2f s)\n", x, d[x".cpu_ticks"] / hz * 1e6 / n, n, d[x".cpu_ticks"] / hz } }'
+join "$WORK/before" "$WORK/after" | awk '$2 ~ /^[0-9]+$/ {d[$1] = $3 - $2}
+  END {split("a b", sides, " ");
+       for (i = 1; i <= 2; i++) { x = sides[i]; if (d[x".timeslices"] > 0)
+         printf "scheduling %s: waited for a CPU %.3f ms per wake-up on average (%d wake-ups)\n", x, d[x".runqueue_wait_ns"] / d[x".timeslices"] / 1e6, d[x".timeslices"] } }'
 echo "counter deltas (non-zero):"
 join "$WORK/before" "$WORK/after" | awk '$2 ~ /^[0-9]+$/ && $3 - $2 != 0 {printf "  %-40s %d\n", $1, $3 - $2} $2 !~ /^[0-9]+$/ {print "  "$1, $3}'

@@ -195,10 +195,13 @@ impl Device {
                 } = &mut **side;
                 match other {
                     Some(other) => {
-                        read_queue(device, rx, node, now, limit, counters);
+                        let critical = read_queue(device, rx, node, now, limit, counters);
+                        counters.tun_critical_packets += critical as u64;
                         read_queue(other, rx, node, now, limit, counters);
                     }
-                    None => read_queue(device, rx, node, now, limit, counters),
+                    None => {
+                        read_queue(device, rx, node, now, limit, counters);
+                    }
                 }
             }
             Device::None => {
@@ -250,7 +253,8 @@ impl Device {
     }
 }
 
-/// Reads one queue into the node's lanes until `limit` packets or `WouldBlock`.
+/// Reads one queue into the node's lanes until `limit` packets or `WouldBlock`; returns
+/// how many it read.
 #[cfg(feature = "tun")]
 fn read_queue(
     device: &TunDevice,
@@ -259,15 +263,15 @@ fn read_queue(
     now: std::time::Instant,
     limit: usize,
     counters: &mut ShellCounters,
-) {
+) -> usize {
     let mut handled = 0;
     while handled < limit {
         let n = match device.try_recv_batch(rx) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handled,
             Err(error) => {
                 tracing::debug!(%error, "tun read failed");
-                return;
+                return handled;
             }
         };
         if n > 1 {
@@ -279,4 +283,5 @@ fn read_queue(
         }
         handled += n.max(1);
     }
+    handled
 }

@@ -207,6 +207,10 @@ pub struct ShellCounters {
     pub hub_relay_dropped: u64,
     /// Datagrams that arrived through the hub relay.
     pub hub_relay_received: u64,
+    /// Datagrams read from the mesh port's Critical socket (small ones, read first).
+    pub udp_critical_datagrams: u64,
+    /// Packets read from the TUN device's Critical queue (read first).
+    pub tun_critical_packets: u64,
 }
 
 /// A running node's state, for `bauxite status`.

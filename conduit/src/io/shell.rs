@@ -415,7 +415,7 @@ impl Shell {
     async fn on_datagrams(&mut self, now: Instant) {
         let mut handled = 0;
         let mut stun_replies = Vec::new();
-        let mut critical = 0;
+        let mut critical: u64 = 0;
         for _ in 0..BATCH {
             let (from, bytes) = match self.udp.recv_critical() {
                 Ok(datagram) => datagram,
@@ -442,6 +442,7 @@ impl Shell {
                 stun_replies.push(reply);
             }
         }
+        self.counters.udp_critical_datagrams += critical;
         if critical > 0 {
             // Out to the device now, not behind the bulk datagrams read next.
             self.device.flush(&mut self.counters).await;
