@@ -180,9 +180,14 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            let (from, bytes) = loop {
+            // Readiness may wake spuriously; a few tries, each waiting with a deadline.
+            let mut got = None;
+            for _ in 0..100 {
                 match critical.recv() {
-                    Ok((from, bytes)) => break (from, bytes.to_vec()),
+                    Ok((from, bytes)) => {
+                        got = Some((from, bytes.to_vec()));
+                        break;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         tokio::time::timeout(deadline, critical.readable())
                             .await
@@ -191,7 +196,8 @@ mod tests {
                     }
                     Err(e) => panic!("{e}"),
                 }
-            };
+            }
+            let (from, bytes) = got.expect("a datagram on the Critical socket");
             assert_eq!(from, tx.local_addr().unwrap());
             assert_eq!((bytes.len(), bytes[0]), (small, round));
         }

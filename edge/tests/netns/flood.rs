@@ -133,6 +133,14 @@ fn pings_survive_an_unresponsive_flood() {
     let detail = status["offload"]["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("Critical TUN queue"), "{status}");
 
+    let critical_reads = |node: usize| {
+        (
+            mesh.nodes[node].counter("tun_critical_packets"),
+            mesh.nodes[node].counter("udp_critical_datagrams"),
+        )
+    };
+    let (a_tun, _) = critical_reads(0);
+    let (_, b_udp) = critical_reads(1);
     for shaped in [false, true] {
         if shaped {
             let veth = &mesh.net.veth[0];
@@ -174,4 +182,8 @@ fn pings_survive_an_unresponsive_flood() {
             mesh.logs()
         );
     }
+    // The pings took the Critical paths: a read its requests from the Critical TUN queue,
+    // b its datagrams from the Critical socket (idle and flood runs, both links: 4 x 600).
+    assert!(critical_reads(0).0 >= a_tun + 4 * u64::from(PINGS));
+    assert!(critical_reads(1).1 >= b_udp + 4 * u64::from(PINGS));
 }
