@@ -124,4 +124,4 @@ join "$WORK/before" "$WORK/after" | awk '$2 ~ /^[0-9]+$/ {d[$1] = $3 - $2}
        for (i = 1; i <= 2; i++) { x = sides[i]; if (d[x".timeslices"] > 0)
          printf "scheduling %s: waited for a CPU %.3f ms per wake-up on average (%d wake-ups)\n", x, d[x".runqueue_wait_ns"] / d[x".timeslices"] / 1e6, d[x".timeslices"] } }'
 echo "counter deltas (non-zero):"
-join "$WORK/before" "$WORK/after" | awk '$2 ~ /^[0-9]+$/ && $3 - $2 != 0 {printf "  %-40s %d\n", $1, $3 - $2} $2 !~ /^[0-9]+$/ {print "  "$1, $3}'
+join "$WORK/before" "$WORK/after" | awk '$2 ~ /^[0-9]+$/ && $3 - $2 != 0 {printf "  %-40s %.0f\n", $1, $3 - $2} $2 !~ /^[0-9]+$/ {print "  "$1, $3}'

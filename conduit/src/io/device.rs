@@ -161,16 +161,21 @@ impl Device {
     }
 
     /// Waits until a packet may be read (cancel safe; may wake spuriously). Never
-    /// completes without a device.
-    pub(super) async fn readable(&self) -> io::Result<()> {
+    /// completes without a device. With two queues, the other queue counts only when
+    /// `bulk_room` (the bulk lane can take a packet): while it is full, bulk waits in
+    /// the kernel's ring instead of being read and dropped, and the loop sleeps until a
+    /// Critical packet, a timer or the socket wakes it — a daemon that is not busy
+    /// dropping a flood is woken at once when a ping arrives, even without real-time
+    /// priority.
+    pub(super) async fn readable(&self, bulk_room: bool) -> io::Result<()> {
         match self {
             #[cfg(feature = "tun")]
             Device::Tun(side) => match &side.other {
-                Some(other) => tokio::select! {
+                Some(other) if bulk_room => tokio::select! {
                     r = side.device.readable() => r,
                     r = other.readable() => r,
                 },
-                None => side.device.readable().await,
+                _ => side.device.readable().await,
             },
             Device::None => std::future::pending().await,
         }
@@ -179,7 +184,8 @@ impl Device {
     /// Packets from the device into the node's lanes, until `limit` are handled or none
     /// is left (one offloaded read may bring dozens). With two queues the Critical queue
     /// is drained first (it only ever holds Critical packets, so this is bounded by what
-    /// the Critical lane carries), then the other queue up to `limit`.
+    /// the Critical lane carries), then the other queue up to `limit` or until the bulk
+    /// lane is full (see [`Device::readable`]).
     pub(super) fn read_into(
         &mut self,
         node: &mut BauxiteNode,
@@ -195,12 +201,12 @@ impl Device {
                 } = &mut **side;
                 match other {
                     Some(other) => {
-                        let critical = read_queue(device, rx, node, now, limit, counters);
+                        let critical = read_queue(device, rx, node, now, limit, false, counters);
                         counters.tun_critical_packets += critical as u64;
-                        read_queue(other, rx, node, now, limit, counters);
+                        read_queue(other, rx, node, now, limit, true, counters);
                     }
                     None => {
-                        read_queue(device, rx, node, now, limit, counters);
+                        read_queue(device, rx, node, now, limit, false, counters);
                     }
                 }
             }
@@ -253,8 +259,8 @@ impl Device {
     }
 }
 
-/// Reads one queue into the node's lanes until `limit` packets or `WouldBlock`; returns
-/// how many it read.
+/// Reads one queue into the node's lanes until `limit` packets or `WouldBlock` — or,
+/// with `while_bulk_room`, until the bulk lane is full; returns how many it read.
 #[cfg(feature = "tun")]
 fn read_queue(
     device: &TunDevice,
@@ -262,10 +268,14 @@ fn read_queue(
     node: &mut BauxiteNode,
     now: std::time::Instant,
     limit: usize,
+    while_bulk_room: bool,
     counters: &mut ShellCounters,
 ) -> usize {
     let mut handled = 0;
     while handled < limit {
+        if while_bulk_room && node.scheduler().room(crate::Lane::Bulk) == 0 {
+            return handled;
+        }
         let n = match device.try_recv_batch(rx) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handled,

@@ -352,6 +352,7 @@ impl Shell {
             sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline.unwrap_or(now)));
+            let bulk_room = self.node.scheduler().room(crate::Lane::Bulk) > 0;
             let wake = tokio::select! {
                 biased;
                 () = &mut shutdown => Wake::Shutdown,
@@ -359,7 +360,7 @@ impl Shell {
                 q = queries.recv(), if queries_open => Wake::Query(q),
                 r = recv_relayed(&mut self.relay_in), if self.relay_in.is_some() => Wake::Relayed(r),
                 r = self.udp.readable() => Wake::Input(r),
-                r = self.device.readable() => Wake::Input(r),
+                r = self.device.readable(bulk_room) => Wake::Input(r),
                 () = service_wake.notified() => Wake::Service,
                 () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
