@@ -28,6 +28,11 @@
 //!    node's lanes. Checking readiness costs no syscall, and serving both keeps a
 //!    saturated direction from starving the other — a biased `select!` alone would
 //!    always pick the socket.
+//!    Critical first on both sides: the mesh port's Critical socket before the main
+//!    one (`critical_rx`), the TUN device's Critical queue before the other
+//!    ([`crate::tun::queues`]); and while the bulk lane is full the other TUN queue is
+//!    neither read nor waited on, so a flood stays in the kernel's ring instead of
+//!    keeping the loop busy reading packets it would drop.
 //!
 //! [`GsoBatch`]: super::gso::GsoBatch
 
