@@ -28,29 +28,31 @@ const OFFLOAD_OFF: &str = "node.kernel_offload = false: userspace classifier onl
 /// and so does a node with `[[lanes]]` rules (`lane_rules`), which the kernel program
 /// does not express yet. With the classifier attached and the device's two queues open
 /// (`steering`: its Critical queue), the classifier's steering program gives Critical
-/// packets their own TUN queue; when that fails, one log line says so.
+/// packets their own TUN queue; when that fails, one log line says so. Returns the
+/// offload and whether the steering program is attached (if not, the caller goes back to
+/// one TUN queue).
 pub fn start(
     tun: &TunKind,
     lane_rules: &LaneRules,
     steering: Option<BorrowedFd<'_>>,
-) -> Arc<dyn DataPlaneOffload> {
+) -> (Arc<dyn DataPlaneOffload>, bool) {
     match tun {
         TunKind::Kernel(name) if !lane_rules.rules().is_empty() => {
             tracing::warn!(interface = %name, "kernel lane classifier off: {LANE_RULES_NOT_MIRRORED}");
-            Arc::new(UserspaceOnly::new(LANE_RULES_NOT_MIRRORED))
+            (Arc::new(UserspaceOnly::new(LANE_RULES_NOT_MIRRORED)), false)
         }
         TunKind::Kernel(name) => {
             let options = AttachOptions {
                 link: Some(LinkKind::Tun),
                 ..AttachOptions::default()
             };
-            Arc::from(bauxite_ebpf::offload::attach_or_fallback(
-                name, &options, steering,
-            ))
+            let started = bauxite_ebpf::offload::attach_or_fallback(name, &options, steering);
+            (Arc::from(started.offload), started.steered)
         }
-        TunKind::Memory(_) | TunKind::None => {
-            Arc::new(UserspaceOnly::new("no kernel TUN device to attach to"))
-        }
+        TunKind::Memory(_) | TunKind::None => (
+            Arc::new(UserspaceOnly::new("no kernel TUN device to attach to")),
+            false,
+        ),
     }
 }
 
@@ -178,7 +180,7 @@ mod tests {
         }])
         .unwrap();
         // Decided before any BPF call: no device of that name needs to exist.
-        let offload = start(&TunKind::Kernel("bx-no-such-dev".into()), &rules, None);
+        let (offload, _) = start(&TunKind::Kernel("bx-no-such-dev".into()), &rules, None);
         assert_eq!(offload.kind(), OffloadKind::Userspace);
         assert!(
             offload.detail().contains("[[lanes]]"),
@@ -229,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_fallback_shows_its_reason_and_no_kernel_series() {
-        let offload = start(
+        let (offload, _) = start(
             &TunKind::Memory("asked for".into()),
             &LaneRules::default(),
             None,

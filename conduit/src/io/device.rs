@@ -68,9 +68,7 @@ impl Device {
                     path: tun.name.clone().into(),
                     source,
                 })?;
-                let mut opened = Self::tun(device, kind, app, usize::from(tun.mtu));
-                opened.device.open_other_queue();
-                Ok(opened)
+                Ok(Self::tun(device, kind, app, usize::from(tun.mtu)))
             }
             #[cfg(feature = "tun")]
             DeviceConfig::Tun(tun) => {
@@ -80,10 +78,12 @@ impl Device {
                     source,
                 })?;
                 let kind = TunKind::Kernel(tun.name.clone());
-                let mut opened =
-                    Self::tun(TunDevice::Kernel(device), kind, None, usize::from(tun.mtu));
-                opened.device.open_other_queue();
-                Ok(opened)
+                Ok(Self::tun(
+                    TunDevice::Kernel(device),
+                    kind,
+                    None,
+                    usize::from(tun.mtu),
+                ))
             }
             #[cfg(feature = "tun")]
             DeviceConfig::Memory { .. } => {
@@ -112,14 +112,21 @@ impl Device {
         }
     }
 
-    /// Attaches the kernel device's second queue ([`crate::tun::queues`]); on a
-    /// single-queue device (or any failure) logs one line and keeps one queue.
-    fn open_other_queue(&mut self) {
+    /// Attaches the kernel device's second queue ([`crate::tun::queues`]); returns
+    /// whether the device has two now. On a single-queue device (or any failure) logs
+    /// one line and keeps one queue.
+    pub(super) fn open_other_queue(&mut self) -> bool {
         #[cfg(feature = "tun")]
         if let Device::Tun(side) = self {
+            if side.other.is_some() {
+                return true;
+            }
             if let TunDevice::Kernel(critical) = &side.device {
                 match crate::tun::queues::open_other(critical) {
-                    Ok(other) => side.other = Some(TunDevice::Kernel(other)),
+                    Ok(other) => {
+                        side.other = Some(TunDevice::Kernel(other));
+                        return true;
+                    }
                     Err(error) => tracing::info!(
                         %error,
                         "one TUN queue: Critical packets share the driver's ring with bulk"
@@ -127,6 +134,7 @@ impl Device {
                 }
             }
         }
+        false
     }
 
     /// Detaches the kernel device's second queue: one queue again.

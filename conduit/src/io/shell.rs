@@ -276,6 +276,22 @@ impl Shell {
         &self.tun_kind
     }
 
+    /// Gives the kernel TUN device its second queue ([`crate::tun::queues`]): from now
+    /// on the shell reads queue 0 first and, while the bulk lane is full, leaves queue 1
+    /// to the kernel. Only useful with a steering program that sends Critical packets to
+    /// queue 0 ([`Shell::tun_steering_fd`]); without one, undo it with
+    /// [`Shell::close_critical_tun_queue`], or the kernel's flow hash may put a ping in
+    /// the queue a flood holds. Returns whether the device has two queues (false, with a
+    /// log line, on the in-memory pipe or a kernel that refuses).
+    pub fn open_critical_tun_queue(&mut self) -> bool {
+        self.device.open_other_queue()
+    }
+
+    /// Back to one TUN queue, read as one.
+    pub fn close_critical_tun_queue(&mut self) {
+        self.device.close_other_queue();
+    }
+
     /// The TUN device's Critical queue (queue 0 of [`crate::tun::queues`]), to attach a
     /// steering program to (`TUNSETSTEERINGEBPF`); `None` unless the kernel device has
     /// its two queues. Attach before [`Shell::run`] (which takes the shell).
@@ -284,12 +300,10 @@ impl Shell {
         self.device.steering_fd()
     }
 
-    /// Closes the Critical paths the shell opened: the mesh port's Critical socket (see
-    /// `critical_rx`) and the TUN device's second queue ([`crate::tun::queues`]), so
-    /// every datagram and packet waits in one buffer, as on a node without them.
-    pub fn single_queue(&mut self) {
+    /// Closes the mesh port's Critical socket (see `critical_rx`, opened by
+    /// [`Shell::bind`]): every datagram waits in the main socket's buffer again.
+    pub fn single_socket(&mut self) {
         self.udp.close_critical();
-        self.device.close_other_queue();
     }
 
     /// The node's virtual IP.

@@ -10,9 +10,10 @@
 //!
 //! Invariant: queue [`CRITICAL_QUEUE`] is the handle [`TunDevice::open_kernel`]
 //! returns (the kernel numbers queues in the order they attach); queue [`OTHER_QUEUE`]
-//! is the one [`open_other`] attaches. Without a steering program the kernel spreads
-//! flows over both by hash and the shell still reads both, so nothing is lost by having
-//! two.
+//! is the one [`open_other`] attaches. The shell opens the second queue only when asked
+//! (`Shell::open_critical_tun_queue`), and the daemon closes it again when the steering
+//! program cannot be attached: without one the kernel spreads flows over both queues by
+//! hash, and a ping could land in the queue the shell leaves to a flood.
 //!
 //! [`TunDevice::open_kernel`]: super::TunDevice::open_kernel
 
