@@ -164,6 +164,11 @@ impl TunDevice {
                 .build_async()
         };
         let multi_queue = |offload: bool| match build(offload, true) {
+            // On a multi-queue device that exists, TUNSETIFF attaches one more queue instead
+            // of failing as busy: a second daemon would share the first one's device.
+            Ok(_) if queues::held_elsewhere(&config.name) => {
+                Err(io::Error::from_raw_os_error(libc::EBUSY))
+            }
             Ok(device) => Ok(device),
             // Privilege and a missing /dev/net/tun fail the same either way; anything else
             // may be a kernel without multi-queue TUN: one queue still carries everything.
@@ -179,6 +184,7 @@ impl TunDevice {
         };
         match multi_queue(true) {
             Ok(device) => Ok(device),
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => Err(error),
             Err(error) => {
                 tracing::info!(
                     name = %config.name,

@@ -29,3 +29,14 @@ pub const OTHER_QUEUE: u32 = 1;
 pub fn open_other(critical: &tun_rs::AsyncDevice) -> io::Result<tun_rs::AsyncDevice> {
     critical.try_clone()
 }
+
+/// Whether the multi-queue device `name`, just opened with one queue by this process,
+/// has more than one queue attached: another process holds it. Read from sysfs
+/// (`queues/tx-1` exists when the kernel counts two), which shows the namespace it was
+/// mounted in; where it does not show the device, the answer is "no".
+pub(crate) fn held_elsewhere(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(name)
+        .join("queues/tx-1")
+        .exists()
+}
