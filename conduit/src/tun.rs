@@ -151,7 +151,7 @@ impl TunDevice {
     /// Creates the kernel device only: with TSO/USO offload when the kernel allows it,
     /// else (with an INFO line) without, one packet per read and write. The device is
     /// multi-queue (`IFF_MULTI_QUEUE`) when the kernel allows it, so the shell can open
-    /// its second queue ([`queues::open_second`]); the returned handle is queue 0, the
+    /// its second queue ([`queues::open_other`]); the returned handle is queue 0, the
     /// Critical queue once a steering program is attached.
     pub fn open_kernel(config: &TunConfig) -> io::Result<tun_rs::AsyncDevice> {
         let build = |offload: bool, multi_queue: bool| {

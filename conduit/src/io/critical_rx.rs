@@ -47,7 +47,7 @@ const RECV_BUFFER: usize = 256 << 10;
 /// Binds a non-blocking UDP socket on `addr` with `SO_REUSEPORT`, so the Critical socket
 /// can join it later. Must run inside a tokio runtime.
 pub(super) fn bind_main(addr: SocketAddr) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(bind_reuseport(addr)?.into())
+    UdpSocket::from_std(bind_reuseport(addr)?)
 }
 
 /// The Critical socket with its read buffer.
@@ -65,7 +65,7 @@ impl CriticalRx {
         let _ = sockopt::set_socket_recv_buffer_size(&socket, RECV_BUFFER);
         attach_selector(&socket)?;
         Ok(Self {
-            socket: UdpSocket::from_std(socket.into())?,
+            socket: UdpSocket::from_std(socket)?,
             buf: vec![0; MAX_DATAGRAM],
         })
     }
