@@ -29,6 +29,8 @@
 
 #[cfg(feature = "tun")]
 mod batch;
+#[cfg(feature = "tun")]
+pub mod queues;
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -147,25 +149,49 @@ impl TunDevice {
     }
 
     /// Creates the kernel device only: with TSO/USO offload when the kernel allows it,
-    /// else (with an INFO line) without, one packet per read and write.
+    /// else (with an INFO line) without, one packet per read and write. The device is
+    /// multi-queue (`IFF_MULTI_QUEUE`) when the kernel allows it, so the shell can open
+    /// its second queue ([`queues::open_other`]); the returned handle is queue 0, the
+    /// Critical queue once a steering program is attached.
     pub fn open_kernel(config: &TunConfig) -> io::Result<tun_rs::AsyncDevice> {
-        let build = |offload: bool| {
+        let build = |offload: bool, multi_queue: bool| {
             tun_rs::DeviceBuilder::new()
                 .name(&config.name)
                 .mtu(config.mtu)
                 .ipv4(config.address, config.prefix, None)
                 .offload(offload)
+                .multi_queue(multi_queue)
                 .build_async()
         };
-        match build(true) {
+        let multi_queue = |offload: bool| match build(offload, true) {
+            // On a multi-queue device that exists, TUNSETIFF attaches one more queue instead
+            // of failing as busy: a second daemon would share the first one's device.
+            Ok(_) if queues::held_elsewhere(&config.name) => {
+                Err(io::Error::from_raw_os_error(libc::EBUSY))
+            }
             Ok(device) => Ok(device),
+            // Privilege and a missing /dev/net/tun fail the same either way; anything else
+            // may be a kernel without multi-queue TUN: one queue still carries everything.
+            Err(error) if kernel_tun_unavailable(&error) => Err(error),
+            Err(error) => {
+                tracing::info!(
+                    name = %config.name,
+                    %error,
+                    "multi-queue TUN unavailable; one queue, Critical packets share the ring with bulk"
+                );
+                build(offload, false)
+            }
+        };
+        match multi_queue(true) {
+            Ok(device) => Ok(device),
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => Err(error),
             Err(error) => {
                 tracing::info!(
                     name = %config.name,
                     %error,
                     "TUN offload unavailable; reading and writing one packet per syscall"
                 );
-                build(false)
+                multi_queue(false)
             }
         }
     }

@@ -14,6 +14,11 @@
 // It writes the lane's priority into skb->priority (so a prio qdisc serves Critical first),
 // counts packets and IP bytes per lane, and always returns TC_ACT_OK: it never drops.
 //
+// The same `classify` also runs as `bauxite_steer`, the TUN device's steering program
+// (TUNSETSTEERINGEBPF, a socket filter whose return value is the queue index): Critical
+// packets go to queue 0, everything else to queue 1, so a bulk flood that fills its own
+// ring in the TUN driver cannot drop a Critical packet (docs/ebpf.md).
+//
 // The layouts of the map values are mirrored by ebpf/src/abi.rs (repr(C)); keep them equal.
 
 #include <linux/bpf.h>
@@ -172,6 +177,21 @@ int bauxite_lanes(struct __sk_buff *skb)
 		count->bytes += len;
 	}
 	return TC_ACT_OK;
+}
+
+// Queue indexes of a two-queue bauxite0 (abi.rs `STEER_QUEUE_*`): the daemon opens the
+// Critical queue first (index 0) and reads it before the other.
+#define STEER_QUEUE_CRITICAL 0
+#define STEER_QUEUE_OTHER 1
+
+// The TUN driver runs this in tun_select_queue for every packet bauxite0 transmits (the
+// skb starts at the IP header: a TUN device has no link header) and takes the result
+// modulo its number of queues. It neither counts nor writes the skb: the TC program on
+// the same egress does both.
+SEC("socket")
+int bauxite_steer(struct __sk_buff *skb)
+{
+	return classify(skb, 0, skb->len) == LANE_CRITICAL ? STEER_QUEUE_CRITICAL : STEER_QUEUE_OTHER;
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

@@ -12,6 +12,14 @@ pub const LANE_COUNT: usize = 3;
 /// left by a killed daemon is found.
 pub const PROGRAM_NAME: &str = "bauxite_lanes";
 
+/// Name of the TUN steering program (its `SEC("socket")` function): returns
+/// [`STEER_QUEUE_CRITICAL`] for a Critical packet, [`STEER_QUEUE_OTHER`] for any other.
+pub const STEER_PROGRAM_NAME: &str = "bauxite_steer";
+/// The queue the steering program gives Critical packets (conduit's `CRITICAL_QUEUE`).
+pub const STEER_QUEUE_CRITICAL: u32 = 0;
+/// The queue the steering program gives every other packet (conduit's `OTHER_QUEUE`).
+pub const STEER_QUEUE_OTHER: u32 = 1;
+
 /// Array map (one entry) holding [`Config`].
 pub const CONFIG_MAP: &str = "BAUXITE_CONFIG";
 /// Hash map: port (host order, `u16`) -> lane index (`u32`).

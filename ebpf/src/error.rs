@@ -15,6 +15,20 @@ pub enum Error {
         source: aya::EbpfError,
     },
 
+    /// The TUN device refused the steering program.
+    #[error(
+        "cannot attach the TUN steering program to {interface}: {source}; Critical packets \
+         share the TUN driver's ring with bulk (needs a multi-queue TUN device and \
+         CAP_NET_ADMIN)"
+    )]
+    Steer {
+        /// The TUN interface.
+        interface: String,
+        /// The ioctl's answer.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A program operation failed.
     #[error(
         "lane classifier: cannot {action} on {interface}: {source}; check that the interface \

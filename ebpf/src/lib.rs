@@ -12,6 +12,7 @@ mod error;
 mod loader;
 pub mod offload;
 mod rules;
+mod steer;
 
 pub use error::Error;
 pub use loader::{AttachMode, AttachOptions, LaneClassifier, LinkKind, ProgramTester};

@@ -6,13 +6,15 @@ use std::process::Command;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
+use aya::programs::{
+    LinkOrder, SchedClassifier, SocketFilter, TcAttachType, TestRun, TestRunOptions,
+};
 use aya::{Ebpf, include_bytes_aligned};
 use bauxite_conduit::Lane;
 use bauxite_conduit::offload::LaneCount as Count;
 
 use crate::Error;
-use crate::abi::{self, Config, LANE_COUNT, LaneCount, PROGRAM_NAME};
+use crate::abi::{self, Config, LANE_COUNT, LaneCount, PROGRAM_NAME, STEER_PROGRAM_NAME};
 use crate::rules::LaneRules;
 
 /// The object `build.rs` compiled from `bpf/classifier.c`.
@@ -106,6 +108,23 @@ impl Loaded {
             action: "find",
             detail: "not in the embedded object; rebuild bauxite-ebpf".into(),
         })
+    }
+
+    /// The TUN steering program, loaded into the kernel on first use.
+    fn steering_program(&mut self, interface: &str) -> Result<&mut SocketFilter, Error> {
+        let program = self
+            .ebpf
+            .program_mut(STEER_PROGRAM_NAME)
+            .and_then(|p| <&mut SocketFilter>::try_from(p).ok())
+            .ok_or(Error::MissingProgram(STEER_PROGRAM_NAME))?;
+        if program.fd().is_err() {
+            program.load().map_err(|source| Error::Program {
+                action: "load the TUN steering program",
+                interface: interface.to_string(),
+                source,
+            })?;
+        }
+        Ok(program)
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, Error> {
@@ -248,6 +267,22 @@ impl LaneClassifier {
     /// Packets and bytes per lane since the program was loaded, by [`Lane::index`].
     pub fn counts(&self) -> Result<[Count; LANE_COUNT], Error> {
         self.loaded.counts()
+    }
+
+    /// Makes `bauxite_steer` the steering program of the multi-queue TUN device `queue`
+    /// is a queue of (`TUNSETSTEERINGEBPF`): Critical packets to queue 0, the rest to
+    /// queue 1 (conduit's `tun::queues`). The device keeps its own reference to the
+    /// program, until it is destroyed or another program replaces it.
+    pub fn steer_tun(&mut self, queue: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+        let interface = self.interface.clone();
+        let program = self.loaded.steering_program(&interface)?;
+        let fd = program.fd().map_err(|source| Error::Program {
+            action: "get the TUN steering program's descriptor",
+            interface: interface.clone(),
+            source,
+        })?;
+        crate::steer::set_tun_steering(queue, std::os::fd::AsFd::as_fd(fd))
+            .map_err(|source| Error::Steer { interface, source })
     }
 
     /// How the program is attached.
@@ -464,5 +499,25 @@ impl ProgramTester {
     /// The per-lane counters (test runs count too).
     pub fn counts(&self) -> Result<[Count; LANE_COUNT], Error> {
         self.loaded.counts()
+    }
+
+    /// Runs the TUN steering program once on `ip_packet`; returns the queue it picks.
+    pub fn steer_queue_of(&mut self, ip_packet: &[u8]) -> Result<u32, Error> {
+        let mut frame = vec![0u8; ETH_HLEN as usize];
+        // As in `lane_of`; a socket filter's test run starts the skb after this header.
+        frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        frame.extend_from_slice(ip_packet);
+        let program = self.loaded.steering_program("BPF_PROG_TEST_RUN")?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| Error::Program {
+                action: "run BPF_PROG_TEST_RUN on the steering program",
+                interface: "none".into(),
+                source,
+            })?;
+        Ok(result.return_value)
     }
 }

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use bauxite_conduit::Lane;
 use bauxite_conduit::ip::{PROTO_TCP, PROTO_UDP, build};
 use bauxite_conduit::scheduler::{TELEMETRY_PORT, classify};
-use bauxite_ebpf::{LaneRules, ProgramTester};
+use bauxite_ebpf::{LaneRules, ProgramTester, abi};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -175,6 +175,35 @@ fn kernel_agrees_with_the_rules_it_was_given_without_reload() {
             Ok(())
         })
         .unwrap();
+}
+
+/// The TUN steering program classifies with the same code: queue 0 exactly for the
+/// packets `classify` calls Critical, under random rules too.
+#[test]
+fn steering_program_sends_exactly_the_critical_packets_to_queue_0() {
+    if !common::can_run() {
+        return;
+    }
+    let tester = RefCell::new(ProgramTester::load(&LaneRules::default()).unwrap());
+    let seen = RefCell::new([0usize; 2]);
+    runner()
+        .run(&(rules(), packet()), |(rules, pkt)| {
+            let mut tester = tester.borrow_mut();
+            tester.set_rules(&rules).unwrap();
+            let queue = tester.steer_queue_of(&pkt).unwrap();
+            let critical = rules.classify(&pkt) == Lane::Critical;
+            let expected = if critical {
+                abi::STEER_QUEUE_CRITICAL
+            } else {
+                abi::STEER_QUEUE_OTHER
+            };
+            prop_assert_eq!(queue, expected, "rules {:?} packet {:02x?}", rules, pkt);
+            seen.borrow_mut()[usize::from(critical)] += 1;
+            Ok(())
+        })
+        .unwrap();
+    let seen = seen.into_inner();
+    assert!(seen.iter().all(|n| *n >= 100), "queues seen: {seen:?}");
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn child_attach_and_wait() {
 #[test]
 #[ignore = "helper process started by other tests"]
 fn child_fallback() {
-    let offload = attach_or_fallback("lo", &options(None, false));
+    let offload = attach_or_fallback("lo", &options(None, false), None).offload;
     println!("KIND {}", offload.kind().name());
     println!("DETAIL {}", offload.detail());
 }
@@ -260,7 +260,8 @@ fn without_permission_the_userspace_classifier_takes_over() {
 #[test]
 fn an_interface_that_is_not_there_falls_back() {
     // The TUN device failed to come up, or is named wrongly: the daemon keeps running.
-    let offload = attach_or_fallback("tunl-does-not-exist", &AttachOptions::default());
+    let offload =
+        attach_or_fallback("tunl-does-not-exist", &AttachOptions::default(), None).offload;
     assert_eq!(offload.kind(), OffloadKind::Userspace);
     assert!(
         offload.detail().contains("tunl-does-not-exist"),

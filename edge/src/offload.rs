@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use bauxite_conduit::Lane;
@@ -18,27 +19,47 @@ const LANE_RULES_NOT_MIRRORED: &str = "[[lanes]] rules are configured and the ke
     classifier does not mirror them yet (its map holds single ports): userspace \
     classifier only, so kernel priorities and counters never disagree with the lanes";
 
+/// Why the kernel classifier is off with `node.kernel_offload = false`.
+const OFFLOAD_OFF: &str = "node.kernel_offload = false: userspace classifier only, one TUN \
+    queue read as one, one mesh socket";
+
 /// Starts the offload for the device the shell opened. Only a kernel TUN device has a
 /// kernel queue to prioritise; the in-memory pipe and service-only nodes get the fallback,
 /// and so does a node with `[[lanes]]` rules (`lane_rules`), which the kernel program
-/// does not express yet.
-pub fn start(tun: &TunKind, lane_rules: &LaneRules) -> Arc<dyn DataPlaneOffload> {
+/// does not express yet. With the classifier attached and the device's two queues open
+/// (`steering`: its Critical queue), the classifier's steering program gives Critical
+/// packets their own TUN queue; when that fails, one log line says so. Returns the
+/// offload and whether the steering program is attached (if not, the caller goes back to
+/// one TUN queue).
+pub fn start(
+    tun: &TunKind,
+    lane_rules: &LaneRules,
+    steering: Option<BorrowedFd<'_>>,
+) -> (Arc<dyn DataPlaneOffload>, bool) {
     match tun {
         TunKind::Kernel(name) if !lane_rules.rules().is_empty() => {
             tracing::warn!(interface = %name, "kernel lane classifier off: {LANE_RULES_NOT_MIRRORED}");
-            Arc::new(UserspaceOnly::new(LANE_RULES_NOT_MIRRORED))
+            (Arc::new(UserspaceOnly::new(LANE_RULES_NOT_MIRRORED)), false)
         }
         TunKind::Kernel(name) => {
             let options = AttachOptions {
                 link: Some(LinkKind::Tun),
                 ..AttachOptions::default()
             };
-            Arc::from(bauxite_ebpf::offload::attach_or_fallback(name, &options))
+            let started = bauxite_ebpf::offload::attach_or_fallback(name, &options, steering);
+            (Arc::from(started.offload), started.steered)
         }
-        TunKind::Memory(_) | TunKind::None => {
-            Arc::new(UserspaceOnly::new("no kernel TUN device to attach to"))
-        }
+        TunKind::Memory(_) | TunKind::None => (
+            Arc::new(UserspaceOnly::new("no kernel TUN device to attach to")),
+            false,
+        ),
     }
+}
+
+/// The offload when `node.kernel_offload = false`: userspace only, with the reason.
+pub fn off() -> Arc<dyn DataPlaneOffload> {
+    tracing::info!("{OFFLOAD_OFF}");
+    Arc::new(UserspaceOnly::new(OFFLOAD_OFF))
 }
 
 /// The offload's part of `bauxite status`.
@@ -159,7 +180,7 @@ mod tests {
         }])
         .unwrap();
         // Decided before any BPF call: no device of that name needs to exist.
-        let offload = start(&TunKind::Kernel("bx-no-such-dev".into()), &rules);
+        let (offload, _) = start(&TunKind::Kernel("bx-no-such-dev".into()), &rules, None);
         assert_eq!(offload.kind(), OffloadKind::Userspace);
         assert!(
             offload.detail().contains("[[lanes]]"),
@@ -210,7 +231,11 @@ mod tests {
 
     #[test]
     fn the_fallback_shows_its_reason_and_no_kernel_series() {
-        let offload = start(&TunKind::Memory("asked for".into()), &LaneRules::default());
+        let (offload, _) = start(
+            &TunKind::Memory("asked for".into()),
+            &LaneRules::default(),
+            None,
+        );
         let report = OffloadReport::new(offload.as_ref());
         assert_eq!(report.classifier, "userspace");
         assert_eq!(report.detail, "no kernel TUN device to attach to");

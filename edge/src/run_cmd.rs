@@ -327,7 +327,23 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let metrics = shell.metrics();
     // Kernel lane classification on the TUN device, or one log line saying why not; it is
     // detached when `offload` is dropped at the end of `serve`.
-    let offload = crate::offload::start(shell.tun_kind(), &config.lane_rules);
+    let offload = if config.kernel_offload {
+        // A second TUN queue for Critical packets, kept only if the steering program that
+        // fills it attaches (without it the kernel would spread flows over both by hash).
+        shell.open_critical_tun_queue();
+        let (offload, steered) = crate::offload::start(
+            shell.tun_kind(),
+            &config.lane_rules,
+            shell.tun_steering_fd(),
+        );
+        if !steered {
+            shell.close_critical_tun_queue();
+        }
+        offload
+    } else {
+        shell.single_socket();
+        crate::offload::off()
+    };
     let listen = shell.local_addr()?;
     let reflexive = shell.reflexive();
     let relay = config

@@ -173,6 +173,8 @@ impl StatusReport {
             ("udp_gso_datagrams", c.udp_gso_datagrams),
             ("udp_gro_datagrams", c.udp_gro_datagrams),
             ("tun_gso_packets", c.tun_gso_packets),
+            ("udp_critical_datagrams", c.udp_critical_datagrams),
+            ("tun_critical_packets", c.tun_critical_packets),
         ] {
             counters.insert(name.to_string(), value);
         }

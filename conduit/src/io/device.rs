@@ -28,8 +28,11 @@ pub(super) enum Device {
 /// A TUN device and the batches its reads and writes reuse.
 #[cfg(feature = "tun")]
 pub(super) struct TunSide {
-    /// The device.
+    /// The device; on a multi-queue kernel device, queue 0: the Critical queue
+    /// ([`crate::tun::queues`]), read first. All writes go through it.
     device: TunDevice,
+    /// The kernel device's other queue, when it has two.
+    other: Option<TunDevice>,
     /// Packets of the last read.
     rx: RecvBatch,
     /// Decrypted packets for the next write.
@@ -100,11 +103,59 @@ impl Device {
         Opened {
             device: Device::Tun(Box::new(TunSide {
                 device,
+                other: None,
                 rx: RecvBatch::new(mtu),
                 tx: SendBatch::new(super::TUN_WRITE_BATCH),
             })),
             kind,
             app,
+        }
+    }
+
+    /// Attaches the kernel device's second queue ([`crate::tun::queues`]); returns
+    /// whether the device has two now. On a single-queue device (or any failure) logs
+    /// one line and keeps one queue.
+    pub(super) fn open_other_queue(&mut self) -> bool {
+        #[cfg(feature = "tun")]
+        if let Device::Tun(side) = self {
+            if side.other.is_some() {
+                return true;
+            }
+            if let TunDevice::Kernel(critical) = &side.device {
+                match crate::tun::queues::open_other(critical) {
+                    Ok(other) => {
+                        side.other = Some(TunDevice::Kernel(other));
+                        return true;
+                    }
+                    Err(error) => tracing::info!(
+                        %error,
+                        "one TUN queue: Critical packets share the driver's ring with bulk"
+                    ),
+                }
+            }
+        }
+        false
+    }
+
+    /// Detaches the kernel device's second queue: one queue again.
+    pub(super) fn close_other_queue(&mut self) {
+        #[cfg(feature = "tun")]
+        if let Device::Tun(side) = self {
+            side.other = None;
+        }
+    }
+
+    /// The Critical queue's descriptor, for attaching a steering program — only when the
+    /// device has its two queues.
+    #[cfg(feature = "tun")]
+    pub(super) fn steering_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Device::Tun(side) => match (&side.device, &side.other) {
+                (TunDevice::Kernel(critical), Some(_)) => Some((**critical).as_fd()),
+                _ => None,
+            },
+            Device::None => None,
         }
     }
 
@@ -118,17 +169,31 @@ impl Device {
     }
 
     /// Waits until a packet may be read (cancel safe; may wake spuriously). Never
-    /// completes without a device.
-    pub(super) async fn readable(&self) -> io::Result<()> {
+    /// completes without a device. With two queues, the other queue counts only when
+    /// `bulk_room` (the bulk lane can take a packet): while it is full, bulk waits in
+    /// the kernel's ring instead of being read and dropped, and the loop sleeps until a
+    /// Critical packet, a timer or the socket wakes it — a daemon that is not busy
+    /// dropping a flood is woken at once when a ping arrives, even without real-time
+    /// priority.
+    pub(super) async fn readable(&self, bulk_room: bool) -> io::Result<()> {
         match self {
             #[cfg(feature = "tun")]
-            Device::Tun(side) => side.device.readable().await,
+            Device::Tun(side) => match &side.other {
+                Some(other) if bulk_room => tokio::select! {
+                    r = side.device.readable() => r,
+                    r = other.readable() => r,
+                },
+                _ => side.device.readable().await,
+            },
             Device::None => std::future::pending().await,
         }
     }
 
     /// Packets from the device into the node's lanes, until `limit` are handled or none
-    /// is left (one offloaded read may bring dozens).
+    /// is left (one offloaded read may bring dozens). With two queues the Critical queue
+    /// is drained first (it only ever holds Critical packets, so this is bounded by what
+    /// the Critical lane carries), then the other queue up to `limit` or until the bulk
+    /// lane is full (see [`Device::readable`]).
     pub(super) fn read_into(
         &mut self,
         node: &mut BauxiteNode,
@@ -139,25 +204,18 @@ impl Device {
         match self {
             #[cfg(feature = "tun")]
             Device::Tun(side) => {
-                let TunSide { device, rx, .. } = &mut **side;
-                let mut handled = 0;
-                while handled < limit {
-                    let n = match device.try_recv_batch(rx) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(error) => {
-                            tracing::debug!(%error, "tun read failed");
-                            return;
-                        }
-                    };
-                    if n > 1 {
-                        counters.tun_gso_packets += n as u64;
+                let TunSide {
+                    device, other, rx, ..
+                } = &mut **side;
+                match other {
+                    Some(other) => {
+                        let critical = read_queue(device, rx, node, now, limit, false, counters);
+                        counters.tun_critical_packets += critical as u64;
+                        read_queue(other, rx, node, now, limit, true, counters);
                     }
-                    for packet in rx.packets(n) {
-                        let verdict = node.handle_tun_packet(now, packet);
-                        tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
+                    None => {
+                        read_queue(device, rx, node, now, limit, false, counters);
                     }
-                    handled += n.max(1);
                 }
             }
             Device::None => {
@@ -207,4 +265,41 @@ impl Device {
             }
         }
     }
+}
+
+/// Reads one queue into the node's lanes until `limit` packets or `WouldBlock` — or,
+/// with `while_bulk_room`, until the bulk lane is full; returns how many it read.
+#[cfg(feature = "tun")]
+fn read_queue(
+    device: &TunDevice,
+    rx: &mut RecvBatch,
+    node: &mut BauxiteNode,
+    now: std::time::Instant,
+    limit: usize,
+    while_bulk_room: bool,
+    counters: &mut ShellCounters,
+) -> usize {
+    let mut handled = 0;
+    while handled < limit {
+        if while_bulk_room && node.scheduler().room(crate::Lane::Bulk) == 0 {
+            return handled;
+        }
+        let n = match device.try_recv_batch(rx) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handled,
+            Err(error) => {
+                tracing::debug!(%error, "tun read failed");
+                return handled;
+            }
+        };
+        if n > 1 {
+            counters.tun_gso_packets += n as u64;
+        }
+        for packet in rx.packets(n) {
+            let verdict = node.handle_tun_packet(now, packet);
+            tracing::trace!(len = packet.len(), ?verdict, "packet from tun");
+        }
+        handled += n.max(1);
+    }
+    handled
 }

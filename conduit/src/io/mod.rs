@@ -63,6 +63,7 @@
 //! datagrams for a bound port go to its socket, not to the device.
 
 pub mod clock;
+mod critical_rx;
 mod device;
 pub mod echo;
 mod gso;
@@ -213,6 +214,10 @@ pub struct ShellCounters {
     pub turn_dropped: u64,
     /// Datagrams that arrived through this node's TURN allocation.
     pub turn_received: u64,
+    /// Datagrams read from the mesh port's Critical socket (small ones, read first).
+    pub udp_critical_datagrams: u64,
+    /// Packets read from the TUN device's Critical queue (read first).
+    pub tun_critical_packets: u64,
 }
 
 /// A running node's state, for `bauxite status`.

@@ -28,6 +28,11 @@
 //!    node's lanes. Checking readiness costs no syscall, and serving both keeps a
 //!    saturated direction from starving the other — a biased `select!` alone would
 //!    always pick the socket.
+//!    Critical first on both sides: the mesh port's Critical socket before the main
+//!    one (`critical_rx`), the TUN device's Critical queue before the other
+//!    ([`crate::tun::queues`]); and while the bulk lane is full the other TUN queue is
+//!    neither read nor waited on, so a flood stays in the kernel's ring instead of
+//!    keeping the loop busy reading packets it would drop.
 //!
 //! [`GsoBatch`]: super::gso::GsoBatch
 
@@ -37,7 +42,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 #[cfg(feature = "tun")]
 use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, watch};
@@ -106,6 +110,45 @@ impl StunSide<'_> {
     }
 }
 
+/// The parts one received datagram reaches, borrowed beside the socket's buffers.
+struct Inbound<'a> {
+    node: &'a mut BauxiteNode,
+    services: &'a mut Services,
+    device: &'a mut Device,
+    stun: StunSide<'a>,
+}
+
+impl Inbound<'_> {
+    /// One datagram into the node: its packet to a service socket or queued for the
+    /// device, a STUN message to the binding client. Returns a STUN answer to send.
+    async fn on_datagram(
+        self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &mut [u8],
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let len = bytes.len();
+        match self.node.handle_datagram(now, from, bytes) {
+            Received::Deliver(range) => {
+                let packet = bytes.get(range).unwrap_or_default();
+                if self.services.is_empty() || !self.services.deliver(packet) {
+                    self.device.deliver(packet, self.stun.counters).await;
+                }
+                None
+            }
+            Received::Stun => self
+                .stun
+                .on_datagram(now, from, bytes)
+                .map(|reply| (from, reply)),
+            Received::Consumed => None,
+            Received::Dropped(reason) => {
+                tracing::trace!(%from, ?reason, len, "datagram dropped");
+                None
+            }
+        }
+    }
+}
+
 /// A node with its socket and device. Build with [`Shell::bind`], drive with
 /// [`Shell::run`].
 pub struct Shell {
@@ -149,23 +192,25 @@ impl Shell {
     /// device `config` asks for (a TUN device with offload where the kernel allows it).
     /// Allocates every buffer the loop will use. Must run inside a tokio runtime.
     pub async fn bind(node: BauxiteNode, config: &ShellConfig) -> Result<Self, Error> {
-        let socket = UdpSocket::bind(config.listen)
-            .await
-            .map_err(|source| Error::Socket {
+        // SO_REUSEPORT, so the Critical socket can join the port (critical_rx).
+        let socket =
+            super::critical_rx::bind_main(config.listen).map_err(|source| Error::Socket {
                 action: "bind",
                 addr: config.listen,
                 source,
             })?;
         let capacity = node.config().datagram_capacity();
-        let udp = UdpIo::new(socket, capacity).map_err(|source| Error::Socket {
+        let mut udp = UdpIo::new(socket, capacity).map_err(|source| Error::Socket {
             action: "configure",
             addr: config.listen,
             source,
         })?;
+        udp.open_critical();
         let opened = Device::open(&config.device, node.config().mtu)?;
         tracing::info!(
             tun_offload = opened.device.offload(),
             udp_gso_segments = udp.max_gso_segments(),
+            critical_socket = udp.has_critical(),
             "batched IO"
         );
         let node_mtu = node.config().mtu;
@@ -254,6 +299,36 @@ impl Shell {
         &self.tun_kind
     }
 
+    /// Gives the kernel TUN device its second queue ([`crate::tun::queues`]): from now
+    /// on the shell reads queue 0 first and, while the bulk lane is full, leaves queue 1
+    /// to the kernel. Only useful with a steering program that sends Critical packets to
+    /// queue 0 ([`Shell::tun_steering_fd`]); without one, undo it with
+    /// [`Shell::close_critical_tun_queue`], or the kernel's flow hash may put a ping in
+    /// the queue a flood holds. Returns whether the device has two queues (false, with a
+    /// log line, on the in-memory pipe or a kernel that refuses).
+    pub fn open_critical_tun_queue(&mut self) -> bool {
+        self.device.open_other_queue()
+    }
+
+    /// Back to one TUN queue, read as one.
+    pub fn close_critical_tun_queue(&mut self) {
+        self.device.close_other_queue();
+    }
+
+    /// The TUN device's Critical queue (queue 0 of [`crate::tun::queues`]), to attach a
+    /// steering program to (`TUNSETSTEERINGEBPF`); `None` unless the kernel device has
+    /// its two queues. Attach before [`Shell::run`] (which takes the shell).
+    #[cfg(feature = "tun")]
+    pub fn tun_steering_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.device.steering_fd()
+    }
+
+    /// Closes the mesh port's Critical socket (see `critical_rx`, opened by
+    /// [`Shell::bind`]): every datagram waits in the main socket's buffer again.
+    pub fn single_socket(&mut self) {
+        self.udp.close_critical();
+    }
+
     /// The node's virtual IP.
     pub fn virtual_ip(&self) -> VirtualIp {
         self.virtual_ip
@@ -319,6 +394,7 @@ impl Shell {
             sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline.unwrap_or(now)));
+            let bulk_room = self.node.scheduler().room(crate::Lane::Bulk) > 0;
             let wake = tokio::select! {
                 biased;
                 () = &mut shutdown => Wake::Shutdown,
@@ -326,8 +402,8 @@ impl Shell {
                 q = queries.recv(), if queries_open => Wake::Query(q),
                 r = recv_relayed(&mut self.relay_in), if self.relay_in.is_some() => Wake::Relayed(r),
                 r = recv_relayed(&mut self.turn_in), if self.turn_in.is_some() => Wake::Turned(r),
-                r = self.udp.socket.readable() => Wake::Input(r),
-                r = self.device.readable() => Wake::Input(r),
+                r = self.udp.readable() => Wake::Input(r),
+                r = self.device.readable(bulk_room) => Wake::Input(r),
                 () = service_wake.notified() => Wake::Service,
                 () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
@@ -382,10 +458,43 @@ impl Shell {
 
     /// Datagrams from the socket into the node, until [`BATCH`] are handled or none is
     /// left; decrypted packets go to the device in one batched write per receive call
-    /// (or sooner when the batch fills).
+    /// (or sooner when the batch fills). The Critical socket is drained first (it only
+    /// holds small datagrams, a trickle next to a flood; bounded by [`BATCH`] too).
     async fn on_datagrams(&mut self, now: Instant) {
         let mut handled = 0;
         let mut stun_replies = Vec::new();
+        let mut critical: u64 = 0;
+        for _ in 0..BATCH {
+            let (from, bytes) = match self.udp.recv_critical() {
+                Ok(datagram) => datagram,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    self.counters.udp_recv_errors += 1;
+                    tracing::debug!(%error, "udp receive failed (critical socket)");
+                    continue;
+                }
+            };
+            let sink = Inbound {
+                node: &mut self.node,
+                services: &mut self.services,
+                device: &mut self.device,
+                stun: StunSide {
+                    client: &mut self.stun,
+                    reflexive: &self.reflexive,
+                    serve: self.stun_server,
+                    counters: &mut self.counters,
+                },
+            };
+            critical += 1;
+            if let Some(reply) = sink.on_datagram(now, from, bytes).await {
+                stun_replies.push(reply);
+            }
+        }
+        self.counters.udp_critical_datagrams += critical;
+        if critical > 0 {
+            // Out to the device now, not behind the bulk datagrams read next.
+            self.device.flush(&mut self.counters).await;
+        }
         // Every call handles a datagram or counts an error, so this ends.
         for _ in 0..BATCH {
             if handled >= BATCH {
@@ -405,29 +514,19 @@ impl Shell {
                 if datagram.coalesced {
                     self.counters.udp_gro_datagrams += 1;
                 }
-                let (from, len) = (datagram.from, datagram.bytes.len());
-                match self.node.handle_datagram(now, from, datagram.bytes) {
-                    Received::Deliver(range) => {
-                        let packet = datagram.bytes.get(range).unwrap_or_default();
-                        if self.services.is_empty() || !self.services.deliver(packet) {
-                            self.device.deliver(packet, &mut self.counters).await;
-                        }
-                    }
-                    Received::Stun => {
-                        let stun = StunSide {
-                            client: &mut self.stun,
-                            reflexive: &self.reflexive,
-                            serve: self.stun_server,
-                            counters: &mut self.counters,
-                        };
-                        if let Some(reply) = stun.on_datagram(now, from, datagram.bytes) {
-                            stun_replies.push((from, reply));
-                        }
-                    }
-                    Received::Consumed => {}
-                    Received::Dropped(reason) => {
-                        tracing::trace!(%from, ?reason, len, "datagram dropped");
-                    }
+                let sink = Inbound {
+                    node: &mut self.node,
+                    services: &mut self.services,
+                    device: &mut self.device,
+                    stun: StunSide {
+                        client: &mut self.stun,
+                        reflexive: &self.reflexive,
+                        serve: self.stun_server,
+                        counters: &mut self.counters,
+                    },
+                };
+                if let Some(reply) = sink.on_datagram(now, datagram.from, datagram.bytes).await {
+                    stun_replies.push(reply);
                 }
             }
             self.device.flush(&mut self.counters).await;

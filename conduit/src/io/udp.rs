@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::ShellCounters;
+use super::critical_rx::CriticalRx;
 use super::gso::{GsoBatch, MAX_BATCH_BYTES};
 
 /// Receive buffers per `recvmmsg`. Each takes one datagram, or with GRO up to 64
@@ -66,6 +67,8 @@ pub(super) struct UdpIo {
     pub(super) batch: GsoBatch,
     /// The last send found the socket full.
     blocked: bool,
+    /// The Critical datagrams' own socket on the same port, when it could join.
+    critical: Option<CriticalRx>,
 }
 
 impl UdpIo {
@@ -92,7 +95,50 @@ impl UdpIo {
             metas: [RecvMeta::default(); RX_SLOTS],
             batch: GsoBatch::new(capacity),
             blocked: false,
+            critical: None,
         })
+    }
+
+    /// Opens the Critical socket beside the main one ([`CriticalRx`]); on failure logs
+    /// one line and keeps the main socket alone.
+    pub(super) fn open_critical(&mut self) {
+        match CriticalRx::join(&self.socket) {
+            Ok(critical) => self.critical = Some(critical),
+            Err(error) => tracing::info!(
+                %error,
+                "one mesh socket: Critical datagrams share the receive buffer with bulk"
+            ),
+        }
+    }
+
+    /// Closes the Critical socket: every datagram goes to the main socket again.
+    pub(super) fn close_critical(&mut self) {
+        self.critical = None;
+    }
+
+    /// Whether the Critical socket is open.
+    pub(super) fn has_critical(&self) -> bool {
+        self.critical.is_some()
+    }
+
+    /// Waits until either socket may be read (cancel safe; may wake spuriously).
+    pub(super) async fn readable(&self) -> io::Result<()> {
+        match &self.critical {
+            Some(critical) => tokio::select! {
+                r = critical.readable() => r,
+                r = self.socket.readable() => r,
+            },
+            None => self.socket.readable().await,
+        }
+    }
+
+    /// One datagram from the Critical socket without waiting; `WouldBlock` when none is
+    /// queued or there is no Critical socket.
+    pub(super) fn recv_critical(&mut self) -> io::Result<(SocketAddr, &mut [u8])> {
+        match &mut self.critical {
+            Some(critical) => critical.recv(),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     /// Segments one send may carry now (1 without GSO, or once the OS refused it).

@@ -50,6 +50,8 @@ pub(super) struct RawNode {
     rekey_timeout_secs: Option<u64>,
     #[serde(default)]
     bulk_target_delay_us: Option<u64>,
+    #[serde(default)]
+    kernel_offload: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +162,10 @@ pub struct RunConfig {
     pub lane_rules: bauxite_conduit::scheduler::LaneRules,
     /// `[[turn]]`: TURN servers with static credentials, after the hub's.
     pub turn: Vec<super::StaticTurn>,
+    /// `node.kernel_offload` (default true): the kernel's part of the lanes — the TC
+    /// classifier, the TUN steering program and the Critical socket. `false` leaves the
+    /// userspace classifier alone (to compare, or on a kernel that misbehaves).
+    pub kernel_offload: bool,
 }
 
 impl RunConfig {
@@ -214,6 +220,7 @@ impl RunConfig {
             ros: parse_ros(raw.ros.as_ref())?,
             lane_rules: parse_lanes(&raw.lanes)?,
             turn: super::turn::parse_turn(&raw.turn)?,
+            kernel_offload: node.kernel_offload.unwrap_or(true),
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw

@@ -11,6 +11,7 @@
 mod capture;
 mod connect_bench;
 mod coturn;
+mod flood;
 mod hub;
 mod hub_relay;
 mod mtu;
