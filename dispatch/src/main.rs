@@ -76,6 +76,19 @@ enum Command {
         /// printed on stdout). Needs `admin-password set` first. Off by default.
         #[arg(long)]
         admin_ui_listen: Option<SocketAddr>,
+        /// Keep the hub's state in this PostgreSQL database (`postgresql://user@host/db`),
+        /// shared by every replica given the same URL, instead of DATA_DIR/hub.db. Prefer
+        /// the environment variable: a URL with a password on the command line is visible
+        /// to every local user.
+        #[arg(long, env = "BAUXITE_DISPATCH_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+    },
+    /// Apply the PostgreSQL schema migrations this hub needs (`serve --postgres` also does
+    /// at start); prints each one applied.
+    Migrate {
+        /// The database (see `serve --postgres`).
+        #[arg(long, env = "BAUXITE_DISPATCH_POSTGRES", hide_env_values = true)]
+        postgres: String,
     },
     /// The admin web UI's password.
     #[command(subcommand)]
@@ -255,7 +268,7 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
     let mut admin = hub.admin();
     match &cli.command {
-        Command::Serve { .. } | Command::AdminPassword(_) => {
+        Command::Serve { .. } | Command::AdminPassword(_) | Command::Migrate { .. } => {
             bail!("not a command for a running hub")
         }
         Command::Package(command) => updates_cli::run(&mut admin, command).await?,
@@ -414,6 +427,16 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `migrate`: the schema up to date, each applied migration named.
+fn migrate(url: &str) -> Result<ExitCode> {
+    let applied = bauxite_dispatch::store::postgres::migrate(url)?;
+    for name in &applied {
+        println!("applied {name}");
+    }
+    println!("PostgreSQL schema up to date ({} applied)", applied.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `admin-password set`: the first line of stdin, hashed into the data dir.
 fn set_admin_password(cli: &Cli) -> Result<ExitCode> {
     let mut line = zeroize::Zeroizing::new(String::new());
@@ -483,6 +506,7 @@ async fn main() -> ExitCode {
             mesh_advertise,
             root_key_out,
             admin_ui_listen,
+            postgres,
         } => {
             init_logs(*log_format);
             let config = ServeConfig {
@@ -494,11 +518,13 @@ async fn main() -> ExitCode {
                 mesh_advertise: *mesh_advertise,
                 root_key_out: root_key_out.clone(),
                 admin_ui_listen: *admin_ui_listen,
+                postgres: postgres.clone(),
                 ..ServeConfig::new(*listen, cli.data_dir.clone())
             };
             serve(&cli, config).await.map(|()| ExitCode::SUCCESS)
         }
         Command::AdminPassword(AdminPasswordCommand::Set) => set_admin_password(&cli),
+        Command::Migrate { postgres } => migrate(postgres),
         _ => admin(&cli).await,
     };
     match result {
