@@ -168,6 +168,8 @@ impl Hub {
             .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
         let canonical =
             serde_json::to_string(&policy).map_err(|e| Error::InvalidPolicy(e.to_string()))?;
+        // Under the write lock: two operators (or two replicas) never hand out one version.
+        let mut state = self.write()?;
         let version = self.policy().version + 1;
         let record = PolicyRecord {
             version,
@@ -179,7 +181,8 @@ impl Hub {
             policy: Some(record.clone()),
             ..Change::default()
         };
-        self.commit(now, &caller.actor(), "policy.set", detail, change)?;
+        let actor = caller.actor();
+        self.commit_locked(&mut state, now, &actor, "policy.set", detail, change)?;
         Ok(record)
     }
 

@@ -9,7 +9,7 @@ use postgres::{Client, Transaction};
 
 use super::{CHANNEL, head_of};
 use crate::audit::AuditHead;
-use crate::store::{Change, decode, encode};
+use crate::store::{Change, PolicyRecord, decode, encode};
 use crate::token::TokenRecord;
 use crate::{Error, Result};
 
@@ -76,6 +76,16 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
         upsert(&mut tx, "pending", &record.node.id.0, &encode(record))?;
     }
     if let Some(policy) = &change.policy {
+        let stored = tx
+            .query_opt("SELECT value FROM meta WHERE key = 'policy'", &[])
+            .map_err(Error::postgres("read the policy"))?;
+        let stored: Option<PolicyRecord> = stored
+            .map(|row| decode(row.get::<_, &[u8]>(0), "policy"))
+            .transpose()?;
+        // Nodes keep the highest policy version they saw: one version, one document.
+        if stored.is_some_and(|s| s.version >= policy.version) {
+            return Err(Error::Conflict("policy version"));
+        }
         set_meta(&mut tx, "policy", &encode(policy))?;
     }
     if let Some(version) = change.topology_version {
