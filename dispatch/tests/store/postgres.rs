@@ -79,7 +79,7 @@ fn two_writers_on_one_head_append_exactly_once() {
         let head = stores[0].audit_head().unwrap();
         assert_eq!(head.len, round);
         let barrier = Arc::new(Barrier::new(2));
-        let outcomes: Vec<_> = stores
+        let writers: Vec<_> = stores
             .iter()
             .enumerate()
             .map(|(i, store)| {
@@ -94,8 +94,8 @@ fn two_writers_on_one_head_append_exactly_once() {
                     store.commit(&change)
                 })
             })
-            .map(|t| t.join().unwrap())
             .collect();
+        let outcomes: Vec<_> = writers.into_iter().map(|t| t.join().unwrap()).collect();
         let won = outcomes.iter().filter(|o| o.is_ok()).count();
         assert_eq!(won, 1, "round {round}: {outcomes:?}");
         assert!(
