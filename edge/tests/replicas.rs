@@ -188,8 +188,8 @@ fn killing_a_hub_replica_moves_its_node_to_another_and_loses_nothing() {
 
     // Joined through A; B listed as the other replica; the in-memory device, so the
     // daemon reaches the replicas on this namespace's loopback.
-    let token = String::from_utf8(a.admin(&["token", "create", "--name", "robot-7"]).stdout)
-        .unwrap();
+    let token =
+        String::from_utf8(a.admin(&["token", "create", "--name", "robot-7"]).stdout).unwrap();
     let root = dir.path().join("root");
     let out = Command::new(BAUXITE)
         .args(["join", token.trim(), &a_url, "--state-root"])
@@ -251,7 +251,12 @@ fn killing_a_hub_replica_moves_its_node_to_another_and_loses_nothing() {
     let audit = b.stdout(&["audit", "verify"]);
     assert!(audit.contains("audit log OK"), "{audit}");
     let entries = b.stdout(&["audit", "show"]);
-    for action in ["token.create", "node.provision", "node.confirm", "policy.set"] {
+    for action in [
+        "token.create",
+        "node.provision",
+        "node.confirm",
+        "policy.set",
+    ] {
         assert!(entries.contains(action), "{action} in {entries}");
     }
     // And B goes on serving it.

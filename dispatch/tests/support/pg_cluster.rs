@@ -87,7 +87,15 @@ impl PgCluster {
             .command("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["-U", USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .output()
             .unwrap();
         assert!(

@@ -24,7 +24,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A running listener; dropping it stops the thread (within [`TICK`]).
+/// A running listener; dropping it stops the thread (within 200 ms).
 pub struct Listener {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
