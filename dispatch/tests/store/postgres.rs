@@ -180,3 +180,80 @@ fn hubs_writing_at_once_on_one_database_keep_one_chain_and_every_version() {
     }
     assert_eq!(hubs[0].tokens().unwrap().len(), 2 * usize::from(EACH));
 }
+
+/// The backend PIDs of every connection waiting in `LISTEN`.
+fn listeners(admin: &mut ::postgres::Client) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' ORDER BY pid",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Polls `f` every 20 ms until it holds, or panics after 30 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_replica_follows_the_others_and_resyncs_after_losing_its_listen_connection() {
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_db("follow");
+    let keys = tempfile::tempdir().unwrap();
+    let open = || {
+        let ca = HubCa::load_or_create(keys.path(), T0).unwrap();
+        Arc::new(
+            Hub::open(
+                Box::new(PgStore::open(&url).unwrap()),
+                ca,
+                MeshCidr::default(),
+                T0,
+            )
+            .unwrap(),
+        )
+    };
+    let (writer, follower) = (open(), open());
+    let mut feed = follower.subscribe_policy();
+    let following = follower.clone();
+    let _listener =
+        postgres::listen::Listener::start(&url, move || following.sync().map(drop)).unwrap();
+    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    eventually("the listener to LISTEN", || {
+        listeners(&mut admin).len() == 1
+    });
+
+    // A commit on the writer reaches the follower's subscribers, without any call on it.
+    writer.set_policy(T0, Caller::Admin, "{}").unwrap();
+    eventually("policy 1 on the follower's feed", || {
+        feed.borrow_and_update().version == 1
+    });
+
+    // The listener's connection dies; a commit made meanwhile is not announced to it, and
+    // still reaches the follower once it has reconnected.
+    let before = listeners(&mut admin);
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&before[0]])
+        .unwrap();
+    writer
+        .set_policy(T0, Caller::Admin, r#"{"rules": []}"#)
+        .unwrap();
+    eventually("a new LISTEN connection", || {
+        let now = listeners(&mut admin);
+        now.len() == 1 && now != before
+    });
+    eventually("policy 2 on the follower's feed", || {
+        feed.borrow_and_update().version == 2
+    });
+    assert_eq!(follower.policy().version, 2);
+}
