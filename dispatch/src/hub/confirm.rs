@@ -38,6 +38,10 @@ impl Hub {
     /// (confirming twice is harmless), with exactly the certificate issued to it; the
     /// admin certificate is returned as such for the caller to refuse.
     pub fn authorize_confirm(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
+        self.fresh(|| self.authorize_confirm_now(cert_der))
+    }
+
+    fn authorize_confirm_now(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
         let der = cert_der.ok_or(CallRefused::NoClientCertificate)?;
         let CertRole::Node(binding) = CertRole::from_der(der)? else {
             return Ok(Caller::Admin);

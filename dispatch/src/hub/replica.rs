@@ -13,7 +13,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, MutexGuard};
 
 use super::{Hub, State, lock, policy_document, snapshot};
-use crate::Result;
+use crate::{CallRefused, Error, Result};
 
 /// The hub's state, locked for a mutation; on a shared store, also the store's writers.
 pub(super) struct WriteGuard<'a> {
@@ -67,6 +67,21 @@ impl Hub {
     pub fn sync(&self) -> Result<bool> {
         let mut state = lock(&self.state);
         self.refresh(&mut state)
+    }
+
+    /// Runs `check`, and once more after a [`sync`](Self::sync) when it refused a caller
+    /// that another replica may have just changed (a node provisioned, confirmed or
+    /// renewed there, not yet announced here), so a node that moves between replicas is
+    /// not refused for this replica's lag.
+    pub(super) fn fresh<T>(&self, check: impl Fn() -> Result<T>) -> Result<T> {
+        match check() {
+            Err(Error::CallRefused(
+                CallRefused::UnknownNode(_)
+                | CallRefused::NotConfirmed(_)
+                | CallRefused::NotIssued(_),
+            )) if self.sync().unwrap_or(false) => check(),
+            other => other,
+        }
     }
 
     fn refresh(&self, state: &mut State) -> Result<bool> {
