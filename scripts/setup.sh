@@ -37,6 +37,8 @@ done
 # Headers the BPF program includes (<bpf/bpf_helpers.h>, <linux/bpf.h>).
 [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 [ -e /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
+# dispatch/tests/hub/postgres.rs: a throwaway PostgreSQL cluster (initdb, pg_ctl).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then

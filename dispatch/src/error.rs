@@ -52,6 +52,25 @@ pub enum Error {
     /// The embedded database failed.
     #[error("database error: {0}")]
     Store(#[from] Box<redb::Error>),
+    /// PostgreSQL failed or could not be reached (the URL is never repeated: it may hold a
+    /// password).
+    #[error(
+        "PostgreSQL: could not {action}: {source}; check that the database is up and reachable with the configured URL"
+    )]
+    Postgres {
+        /// What was being done.
+        action: &'static str,
+        /// The client's error.
+        source: Box<postgres::Error>,
+    },
+    /// A PostgreSQL schema migration failed; nothing after it was applied.
+    #[error(
+        "PostgreSQL migration failed: {0}; fix the database and run `bauxite-dispatch migrate`"
+    )]
+    Migrate(Box<refinery::Error>),
+    /// The store's database thread is gone (the hub is stopping or it crashed).
+    #[error("the store is closed; restart the hub")]
+    StoreClosed,
     /// A stored record could not be decoded (corrupt or written by a newer hub).
     #[error("stored {what} could not be decoded: {source}")]
     Decode {
@@ -385,6 +404,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn postgres(action: &'static str) -> impl FnOnce(postgres::Error) -> Error {
+        move |source| Error::Postgres {
+            action,
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn store(e: impl Into<redb::Error>) -> Error {
         Error::Store(Box::new(e.into()))
     }
@@ -415,6 +441,8 @@ impl From<Error> for tonic::Status {
                 Status::failed_precondition(text)
             }
             Error::Conflict(_) => Status::aborted(text),
+            // The node retries, possibly on another replica.
+            Error::Postgres { .. } | Error::StoreClosed => Status::unavailable(text),
             _ => Status::internal(text),
         }
     }

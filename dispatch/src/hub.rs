@@ -24,6 +24,7 @@ mod operator;
 pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
+mod replica;
 pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
 pub mod relay;
 pub mod signal;
@@ -117,27 +118,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Hub {
     /// Loads the hub's state from `store` and records the start in the audit log.
     pub fn open(store: Box<dyn Store>, ca: HubCa, cidr: MeshCidr, now: UnixTime) -> Result<Self> {
-        let nodes = store.nodes()?.into_iter().map(|n| (n.id, n)).collect();
-        let pending = store
-            .pending()?
-            .into_iter()
-            .map(|p| (p.node.id, p))
-            .collect();
-        let state = State {
-            nodes,
-            pending,
-            candidates: BTreeMap::new(),
-            ros_discovery: BTreeMap::new(),
-            topology_version: store.topology_version()?,
-            audit_head: store.audit_head()?,
-            hub_node: store.hub_node()?,
-            updates: updates::UpdateBook::load(store.as_ref())?,
-            signatures: store.operator_signatures()?.into_iter().collect(),
-        };
-        let policy = store.policy()?.map(|p| proto::node::PolicyDocument {
-            version: p.version,
-            json: p.json,
-        });
+        let state = State::load(store.as_ref())?;
+        let policy = policy_document(store.as_ref())?;
         let topology = Arc::new(snapshot(&state));
         let hub = Self {
             store,
@@ -146,7 +128,7 @@ impl Hub {
             state: Mutex::new(state),
             topology: watch::channel(topology).0,
             journal: Mutex::new(journal::TopologyJournal::default()),
-            policy: watch::channel(Arc::new(policy.unwrap_or_default())).0,
+            policy: watch::channel(Arc::new(policy)).0,
             signals: Mutex::new(SignalRouter::default()),
             relays: Mutex::new(DatagramRelay::default()),
             metrics: HubMetrics::default(),
@@ -178,6 +160,10 @@ impl Hub {
     /// Decides who presented `cert_der` (already verified against the CA by TLS), checking
     /// revocation against the current state on every call.
     pub fn authorize(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
+        self.fresh(|| self.authorize_now(cert_der))
+    }
+
+    fn authorize_now(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
         let der = cert_der.ok_or(CallRefused::NoClientCertificate)?;
         match CertRole::from_der(der)? {
             CertRole::Admin => Ok(Caller::Admin),
@@ -292,7 +278,7 @@ impl Hub {
         detail: String,
         change: Change,
     ) -> Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         self.commit_locked(&mut state, now, actor, action, detail, change)
     }
 
@@ -347,6 +333,38 @@ impl Hub {
         }
         Ok(())
     }
+}
+
+impl State {
+    /// The durable part of the state as stored; nothing memory-only.
+    fn load(store: &dyn Store) -> Result<Self> {
+        Ok(State {
+            nodes: store.nodes()?.into_iter().map(|n| (n.id, n)).collect(),
+            pending: store
+                .pending()?
+                .into_iter()
+                .map(|p| (p.node.id, p))
+                .collect(),
+            candidates: BTreeMap::new(),
+            ros_discovery: BTreeMap::new(),
+            topology_version: store.topology_version()?,
+            audit_head: store.audit_head()?,
+            hub_node: store.hub_node()?,
+            updates: updates::UpdateBook::load(store)?,
+            signatures: store.operator_signatures()?.into_iter().collect(),
+        })
+    }
+}
+
+/// The stored policy as nodes get it (version 0 and empty when none was set).
+fn policy_document(store: &dyn Store) -> Result<proto::node::PolicyDocument> {
+    Ok(store
+        .policy()?
+        .map(|p| proto::node::PolicyDocument {
+            version: p.version,
+            json: p.json,
+        })
+        .unwrap_or_default())
 }
 
 fn snapshot(state: &State) -> proto::node::TopologySnapshot {

@@ -87,6 +87,19 @@ enum Command {
         /// Lifetime of the TURN credentials handed to nodes: 1h, 24h.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         turn_ttl: u64,
+        /// Keep the hub's state in this PostgreSQL database (`postgresql://user@host/db`),
+        /// shared by every replica given the same URL, instead of DATA_DIR/hub.db. Prefer
+        /// the environment variable: a URL with a password on the command line is visible
+        /// to every local user.
+        #[arg(long, env = "BAUXITE_DISPATCH_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+    },
+    /// Apply the PostgreSQL schema migrations this hub needs (`serve --postgres` also does
+    /// at start); prints each one applied.
+    Migrate {
+        /// The database (see `serve --postgres`).
+        #[arg(long, env = "BAUXITE_DISPATCH_POSTGRES", hide_env_values = true)]
+        postgres: String,
     },
     /// The admin web UI's password.
     #[command(subcommand)]
@@ -266,7 +279,7 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
     let mut admin = hub.admin();
     match &cli.command {
-        Command::Serve { .. } | Command::AdminPassword(_) => {
+        Command::Serve { .. } | Command::AdminPassword(_) | Command::Migrate { .. } => {
             bail!("not a command for a running hub")
         }
         Command::Package(command) => updates_cli::run(&mut admin, command).await?,
@@ -425,6 +438,16 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `migrate`: the schema up to date, each applied migration named.
+fn migrate(url: &str) -> Result<ExitCode> {
+    let applied = bauxite_dispatch::store::postgres::migrate(url)?;
+    for name in &applied {
+        println!("applied {name}");
+    }
+    println!("PostgreSQL schema up to date ({} applied)", applied.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `admin-password set`: the first line of stdin, hashed into the data dir.
 fn set_admin_password(cli: &Cli) -> Result<ExitCode> {
     let mut line = zeroize::Zeroizing::new(String::new());
@@ -497,6 +520,7 @@ async fn main() -> ExitCode {
             turn_urls,
             turn_secret_file,
             turn_ttl,
+            postgres,
         } => {
             init_logs(*log_format);
             let turn = if turn_urls.is_empty() {
@@ -524,11 +548,13 @@ async fn main() -> ExitCode {
                 root_key_out: root_key_out.clone(),
                 admin_ui_listen: *admin_ui_listen,
                 turn,
+                postgres: postgres.clone(),
                 ..ServeConfig::new(*listen, cli.data_dir.clone())
             };
             serve(&cli, config).await.map(|()| ExitCode::SUCCESS)
         }
         Command::AdminPassword(AdminPasswordCommand::Set) => set_admin_password(&cli),
+        Command::Migrate { postgres } => migrate(postgres),
         _ => admin(&cli).await,
     };
     match result {

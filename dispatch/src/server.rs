@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `ca.crt`, `ca.key` (0600) | the hub CA; its fingerprint is in every join token |
 //! | `admin.crt`, `admin.key` (0600) | the operator's client certificate for admin commands |
-//! | `hub.db` | redb database: tokens, nodes, policy, audit log |
+//! | `hub.db` | redb database: tokens, nodes, policy, audit log (not with `--postgres`) |
 //! | `mesh.cidr` | the mesh CIDR chosen on first start |
 //! | `admin-ui.passwd` (0600) | the admin web UI's argon2 password hash (`admin-password set`) |
 //! | `hub.addr` | the address the running hub listens on (for admin commands) |
@@ -46,7 +46,7 @@ use crate::proto::node::relay_service_server::RelayServiceServer;
 use crate::proto::node::signaling_service_server::SignalingServiceServer;
 use crate::proto::node::topology_service_server::TopologyServiceServer;
 use crate::proto::node::update_service_server::UpdateServiceServer;
-use crate::store::RedbStore;
+use crate::store::{PgStore, RedbStore, Store};
 use crate::updates::{KeySeeds, Opened, RootKeyOut, UpdateRepo};
 use crate::{Error, Result};
 
@@ -87,6 +87,9 @@ pub struct ServeConfig {
     pub admin_ui_listen: Option<SocketAddr>,
     /// TURN servers whose time-limited credentials nodes get; `None`: no TURN.
     pub turn: Option<crate::turn::TurnConfig>,
+    /// A PostgreSQL URL: keep the state there, shared with other replicas, instead of in
+    /// `hub.db` ([`crate::store::PgStore`]).
+    pub postgres: Option<String>,
 }
 
 impl ServeConfig {
@@ -104,6 +107,7 @@ impl ServeConfig {
             root_key_out: None,
             admin_ui_listen: None,
             turn: None,
+            postgres: None,
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct BoundHub {
     mesh: BoundMesh,
     hosting: hosting::Hosting,
     turn: Option<Arc<crate::turn::TurnConfig>>,
+    /// Follows the other replicas' commits (PostgreSQL only); stops when dropped.
+    replicas: Option<crate::store::postgres::listen::Listener>,
 }
 
 fn key_seeds() -> Result<KeySeeds> {
@@ -190,12 +196,25 @@ impl BoundHub {
         }
         let tls = tls::server_config(&ca, &ca.issue_server(now)?)?;
         let cidr = mesh_cidr(dir, config.mesh_cidr)?;
-        let store = RedbStore::open(&dir.join("hub.db"))?;
+        let store: Box<dyn Store> = match &config.postgres {
+            Some(url) => Box::new(PgStore::open(url)?),
+            None => Box::new(RedbStore::open(&dir.join("hub.db"))?),
+        };
         let hub = Arc::new(
-            Hub::open(Box::new(store), ca, cidr, now)?
+            Hub::open(store, ca, cidr, now)?
                 .with_confirm_window(config.confirm_window_secs)
                 .with_node_cert_validity(config.node_cert_validity_secs),
         );
+        let replicas = match &config.postgres {
+            Some(url) => {
+                let follower = hub.clone();
+                Some(crate::store::postgres::listen::Listener::start(
+                    url,
+                    move || follower.sync().map(drop),
+                )?)
+            }
+            None => None,
+        };
         // Registrations that expired while the hub was down go first.
         for node in hub.expire_pending(now)? {
             tracing::info!(%node, "registration expired unconfirmed; address freed");
@@ -257,6 +276,7 @@ impl BoundHub {
             mesh,
             hosting,
             turn: config.turn.clone().map(Arc::new),
+            replicas,
         })
     }
 
@@ -300,6 +320,8 @@ impl BoundHub {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let addr = self.addr()?;
         let addr_file = self.data_dir.join("hub.addr");
+        // Other replicas' changes keep reaching this one's nodes until it has stopped.
+        let _replicas = self.replicas;
         if let Some(listener) = self.metrics {
             tokio::spawn(metrics_http::serve(
                 listener,

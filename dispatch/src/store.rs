@@ -5,10 +5,13 @@
 //! the check saw (so two nodes cannot both spend the last use), and an audit entry must
 //! extend the current head. Either everything in a `Change` is written or nothing is.
 //!
-//! [`RedbStore`] (one file, zero setup) is the default. A PostgreSQL store for several hub
-//! replicas implements the same trait with `SELECT … FOR UPDATE` for the two guards.
+//! [`RedbStore`] (one file, zero setup) is the default. [`PgStore`] serves several hub
+//! replicas from one PostgreSQL database: its commits lock the audit head row
+//! (`SELECT … FOR UPDATE`), and its writers take a database lock
+//! ([`Store::lock_writers`]) so each replica decides on a fresh view.
 
 mod memory;
+pub mod postgres;
 pub mod redb_store;
 pub mod updates;
 
@@ -16,6 +19,7 @@ use bauxite_conduit::{PeerId, VirtualIp};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
+pub use self::postgres::PgStore;
 pub use self::redb_store::RedbStore;
 pub use self::updates::{AssignmentRecord, PackageImage, PackageRecord, UpdateReportRecord};
 use crate::Result;
@@ -136,6 +140,15 @@ pub trait Store: Send + Sync {
     fn operator_signatures(&self) -> Result<Vec<(PeerId, Vec<u8>)>>;
     /// Applies a change atomically.
     fn commit(&self, change: &Change) -> Result<()>;
+    /// Waits until this process is the only writer among all processes sharing the store,
+    /// and says whether the store is shared at all (`false`: only one process opens it, so
+    /// nothing was locked). The hub re-reads its view after a `true`, decides, commits, and
+    /// then calls [`unlock_writers`](Self::unlock_writers).
+    fn lock_writers(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Ends what a `true` from [`lock_writers`](Self::lock_writers) started.
+    fn unlock_writers(&self) {}
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -127,6 +127,59 @@ impl Backoff {
     }
 }
 
+/// The hub replicas a node may use, sans IO: which one to dial next.
+///
+/// Invariant: [`fail_over`](Self::fail_over) walks the list once from the replica that
+/// last served the node, then returns `None` (time to back off) and starts the next round
+/// from the one after; a replica that served the node ([`Replicas::connected`]) starts a
+/// new round, so one flapping replica never makes the node skip the backoff for ever.
+#[derive(Debug)]
+pub struct Replicas {
+    urls: Vec<String>,
+    at: usize,
+    tried: usize,
+}
+
+impl Replicas {
+    /// The replicas in order; `first` when the list is empty.
+    pub fn new(urls: Vec<String>, first: &str) -> Self {
+        let urls = if urls.is_empty() {
+            vec![first.to_owned()]
+        } else {
+            urls
+        };
+        Self {
+            urls,
+            at: 0,
+            tried: 0,
+        }
+    }
+
+    /// The replica to dial now.
+    pub fn current(&self) -> &str {
+        self.urls
+            .get(self.at % self.urls.len().max(1))
+            .map_or("", String::as_str)
+    }
+
+    /// The current replica failed: the next one to try at once, or `None` when every
+    /// replica failed in this round (back off, then try the next one).
+    pub fn fail_over(&mut self) -> Option<&str> {
+        self.at = (self.at + 1) % self.urls.len().max(1);
+        self.tried += 1;
+        if self.tried >= self.urls.len() {
+            self.tried = 0;
+            return None;
+        }
+        Some(self.current())
+    }
+
+    /// The current replica served the node: a later failure starts a new round.
+    pub fn connected(&mut self) {
+        self.tried = 0;
+    }
+}
+
 /// How one connection to the hub ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -228,15 +281,18 @@ pub struct HubConnector {
 
 impl HubConnector {
     /// Runs until the node is revoked or the shell stops; reconnects on every other error.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, self.seed);
         let mut renewal = Renewal::new(self.seed.rotate_left(17) ^ 0x5eed);
-        let url = self.config.url.clone();
+        let mut replicas = Replicas::new(self.config.urls.clone(), &self.config.url);
         self.state.send_replace(Some(HubState::Connecting {
-            url: url.clone(),
+            url: self.config.url.clone(),
             since: stamp(clock::unix_nanos()),
         }));
         loop {
+            // Every session talks to one replica: `config.url` names it for the session.
+            self.config.url = replicas.current().to_owned();
+            let url = self.config.url.clone();
             self.publish_cert(&renewal, None);
             match self.session(&mut backoff, &mut renewal).await {
                 End::Renewed => continue,
@@ -256,12 +312,20 @@ impl HubConnector {
                 }
                 End::ShellGone => return,
                 End::Lost(reason) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(hub = %url, %reason, ?delay, "hub connection lost; reconnecting");
+                    if matches!(*self.state.borrow(), Some(HubState::Connected { .. })) {
+                        replicas.connected();
+                    }
                     let now = stamp(clock::unix_nanos());
                     self.state.send_modify(|state| {
-                        *state = Some(HubState::lost(state.as_ref(), &url, &now, reason));
+                        *state = Some(HubState::lost(state.as_ref(), &url, &now, reason.clone()));
                     });
+                    // The next replica at once; the backoff only once every one failed.
+                    if let Some(next) = replicas.fail_over() {
+                        tracing::warn!(hub = %url, %reason, next = %next, "hub connection lost; trying the next hub replica");
+                        continue;
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(hub = %url, %reason, ?delay, "hub connection lost; reconnecting");
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -675,6 +739,30 @@ impl HubConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_are_walked_once_per_round_and_a_served_node_starts_a_new_round() {
+        let urls = ["https://a:1", "https://b:1", "https://c:1"].map(String::from);
+        let mut replicas = Replicas::new(urls.to_vec(), "https://a:1");
+        assert_eq!(replicas.current(), "https://a:1");
+        assert_eq!(replicas.fail_over(), Some("https://b:1"));
+        assert_eq!(replicas.fail_over(), Some("https://c:1"));
+        // Every one failed: back off, then go on from the next one.
+        assert_eq!(replicas.fail_over(), None);
+        assert_eq!(replicas.current(), "https://a:1");
+        // b serves the node, then dies: a fresh round, c and a are tried at once.
+        assert_eq!(replicas.fail_over(), Some("https://b:1"));
+        replicas.connected();
+        assert_eq!(replicas.fail_over(), Some("https://c:1"));
+        assert_eq!(replicas.fail_over(), Some("https://a:1"));
+        assert_eq!(replicas.fail_over(), None);
+        assert_eq!(replicas.current(), "https://b:1");
+        // One URL: every failure backs off.
+        let mut one = Replicas::new(Vec::new(), "https://only:1");
+        assert_eq!(one.current(), "https://only:1");
+        assert_eq!(one.fail_over(), None);
+        assert_eq!(one.current(), "https://only:1");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_within_jitter() {

@@ -5,7 +5,7 @@ use bauxite_conduit::PeerId;
 use bauxite_conduit::policy::Policy;
 use zeroize::Zeroizing;
 
-use super::{Caller, Hub, lock};
+use super::{Caller, Hub};
 use crate::audit::{self, AuditEntry, AuditHead, AuditProblem};
 use crate::clock::UnixTime;
 use crate::store::{Change, NodeRecord, PolicyRecord, decode};
@@ -112,7 +112,7 @@ impl Hub {
     /// Revokes a node: it is refused from its next call on and leaves every topology.
     pub fn revoke(&self, now: UnixTime, caller: Caller, node: &str) -> Result<NodeRecord> {
         let id = PeerId::from_hex(node).ok_or_else(|| Error::UnknownNode(node.to_owned()))?;
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         // A pending registration can be revoked too: it becomes a revoked node, so its
         // keys cannot join again and its address is never reused.
         let pending = state.pending.get(&id).map(|p| p.node.clone());
@@ -168,6 +168,8 @@ impl Hub {
             .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
         let canonical =
             serde_json::to_string(&policy).map_err(|e| Error::InvalidPolicy(e.to_string()))?;
+        // Under the write lock: two operators (or two replicas) never hand out one version.
+        let mut state = self.write()?;
         let version = self.policy().version + 1;
         let record = PolicyRecord {
             version,
@@ -179,7 +181,8 @@ impl Hub {
             policy: Some(record.clone()),
             ..Change::default()
         };
-        self.commit(now, &caller.actor(), "policy.set", detail, change)?;
+        let actor = caller.actor();
+        self.commit_locked(&mut state, now, &actor, "policy.set", detail, change)?;
         Ok(record)
     }
 
@@ -197,7 +200,7 @@ impl Hub {
                     problem: format!("{ep:?} is not ip:port"),
                 })?;
         }
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let mut record = state
             .nodes
             .get(&node)

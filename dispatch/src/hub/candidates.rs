@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use bauxite_conduit::PeerId;
 use bauxite_dispatch_api::proto::node::CandidateKind;
 
-use super::{Hub, lock};
+use super::Hub;
 use crate::store::Change;
 use crate::{Error, Result};
 
@@ -124,7 +124,7 @@ impl Hub {
         node: PeerId,
         candidates: Vec<Candidate>,
     ) -> Result<(u64, Vec<SocketAddr>)> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let record = state
             .nodes
             .get(&node)

@@ -38,6 +38,10 @@ impl Hub {
     /// (confirming twice is harmless), with exactly the certificate issued to it; the
     /// admin certificate is returned as such for the caller to refuse.
     pub fn authorize_confirm(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
+        self.fresh(|| self.authorize_confirm_now(cert_der))
+    }
+
+    fn authorize_confirm_now(&self, cert_der: Option<&[u8]>) -> Result<Caller> {
         let der = cert_der.ok_or(CallRefused::NoClientCertificate)?;
         let CertRole::Node(binding) = CertRole::from_der(der)? else {
             return Ok(Caller::Admin);
@@ -65,7 +69,7 @@ impl Hub {
     /// changes nothing, a revoked one is refused, and a registration past its window is
     /// expired now and refused.
     pub fn confirm(&self, now: UnixTime, node: PeerId) -> Result<NodeRecord> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         if let Some(known) = state.nodes.get(&node) {
             return match known.revoked_at {
                 Some(at) => Err(CallRefused::Revoked { node, at }.into()),
@@ -123,7 +127,7 @@ impl Hub {
     /// address and giving its token the use back while the token is still valid; each in
     /// its own audited commit. Returns the expired nodes.
     pub fn expire_pending(&self, now: UnixTime) -> Result<Vec<PeerId>> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let due: Vec<_> = state
             .pending
             .values()

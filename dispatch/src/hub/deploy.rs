@@ -61,7 +61,7 @@ fn clip(text: &str, max: usize) -> String {
 impl Hub {
     /// changed. One audit entry names them all.
     pub fn deploy(&self, now: UnixTime, caller: Caller, deploy: &Deploy) -> Result<Vec<PeerId>> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let target = if deploy.rollback && deploy.name.is_empty() {
             String::new()
         } else {
@@ -216,7 +216,7 @@ impl Hub {
                 problem: "empty; send a forge UpdateState name".into(),
             });
         }
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let previous = state.updates.reports.get(&node);
         let transition =
             previous.is_none_or(|p| p.state != report.state || p.sequence != report.sequence);

@@ -31,7 +31,7 @@ impl Hub {
         endpoint: Option<String>,
     ) -> Result<NodeRecord> {
         let id = identity.peer_id();
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         if let Some(existing) = state.hub_node {
             let mut record = state
                 .nodes

@@ -32,7 +32,7 @@ impl Hub {
             .map_err(|e| invalid(e.to_string()))?;
         let facts = signed.record.facts;
         let id = facts.node_id;
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let node = state
             .nodes
             .get(&id)

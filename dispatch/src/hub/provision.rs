@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use bauxite_conduit::PeerId;
 use zeroize::Zeroizing;
 
-use super::{Hub, lock};
+use super::Hub;
 use crate::clock::UnixTime;
 use crate::error::{ProvisionRejected, TokenRejected};
 use crate::pki::NodeBinding;
@@ -122,7 +122,7 @@ impl Hub {
         let id = PeerId::from_signing_public(&req.keys.ed25519);
         let name = node_name(&req.name, &token.name, id);
 
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         if state.nodes.contains_key(&id) || state.pending.contains_key(&id) {
             return Err(ProvisionRejected::AlreadyJoined(id.to_string()).into());
         }

@@ -13,7 +13,7 @@
 
 use bauxite_dispatch_api::pki::LeafFacts;
 
-use super::{Hub, lock};
+use super::Hub;
 use crate::clock::UnixTime;
 use crate::error::{CallRefused, ProvisionRejected};
 use crate::pki::CertRole;
@@ -62,7 +62,7 @@ impl Hub {
         };
         let id = binding.node_id;
         let facts = LeafFacts::from_der(der)?;
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         if state.pending.contains_key(&id) {
             return Err(CallRefused::NotConfirmed(id).into());
         }

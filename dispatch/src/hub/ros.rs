@@ -9,7 +9,7 @@
 
 use bauxite_conduit::PeerId;
 
-use super::{Hub, lock};
+use super::Hub;
 use crate::error::{Error, Result};
 use crate::store::Change;
 
@@ -45,7 +45,7 @@ impl Hub {
     /// Records `node`'s discovery-server role (`None`: it runs none) and publishes a new
     /// topology when it changed.
     pub fn set_ros_discovery(&self, node: PeerId, role: Option<RosDiscovery>) -> Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         if !state.nodes.contains_key(&node) {
             return Err(Error::UnknownNode(node.to_string()));
         }

@@ -143,7 +143,7 @@ impl Hub {
         caller: Caller,
         record: PackageRecord,
     ) -> Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         if state.updates.packages.contains_key(&record.key()) {
             return Err(Error::PackageExists {
                 name: record.name,
@@ -193,7 +193,7 @@ impl Hub {
         name: &str,
         version: &str,
     ) -> Result<PackageRecord> {
-        let mut state = lock(&self.state);
+        let mut state = self.write()?;
         let mut record = state
             .updates
             .packages

@@ -72,6 +72,10 @@ pub const DEFAULT_REPORT_SECS: u64 = 30;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHub {
     url: String,
+    /// More replicas of the same hub (one PostgreSQL behind them), tried in turn after
+    /// `url` when the connected one goes away.
+    #[serde(default)]
+    urls: Vec<String>,
     certs_dir: String,
     #[serde(default)]
     advertise: Option<String>,
@@ -87,6 +91,9 @@ pub(super) struct RawHub {
 pub struct HubConfig {
     /// The hub URL, `https://host:port`.
     pub url: String,
+    /// Every replica of the hub, `url` first then `hub.urls` (duplicates dropped): the
+    /// connector moves to the next one when the connected one goes away.
+    pub urls: Vec<String>,
     /// Directory holding `ca.crt`, `node.crt` and `node.key` (0600).
     pub certs_dir: PathBuf,
     /// The UDP endpoint other nodes should dial, reported to the hub (`SetEndpoint`).
@@ -270,15 +277,28 @@ fn parse_operator_keys(value: &str, state_root: Option<&Path>) -> Result<PathBuf
     Ok(path)
 }
 
-fn parse_hub(hub: &RawHub, state_root: Option<&Path>) -> Result<HubConfig, ConfigError> {
-    let url = hub.url.trim();
-    // The client's own check, so `run` refuses exactly the URLs `join` refuses.
+/// A hub URL as the client accepts it, so `run` refuses exactly the URLs `join` refuses.
+fn hub_url(key: &'static str, url: &str) -> Result<String, ConfigError> {
+    let url = url.trim();
     bauxite_dispatch_api::client::hub_addr(url).map_err(|e| match e {
-        bauxite_dispatch_api::Error::InvalidArgument { problem, .. } => invalid("hub.url", problem),
-        other => invalid("hub.url", other.to_string()),
+        bauxite_dispatch_api::Error::InvalidArgument { problem, .. } => invalid(key, problem),
+        other => invalid(key, other.to_string()),
     })?;
+    Ok(url.to_owned())
+}
+
+fn parse_hub(hub: &RawHub, state_root: Option<&Path>) -> Result<HubConfig, ConfigError> {
+    let url = hub_url("hub.url", &hub.url)?;
+    let mut urls = vec![url.clone()];
+    for more in &hub.urls {
+        let more = hub_url("hub.urls", more)?;
+        if !urls.contains(&more) {
+            urls.push(more);
+        }
+    }
     Ok(HubConfig {
-        url: url.to_string(),
+        url,
+        urls,
         certs_dir: absolute("hub.certs_dir", &hub.certs_dir)?,
         advertise: hub
             .advertise

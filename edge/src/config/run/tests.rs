@@ -175,6 +175,7 @@ fn hub_url_must_be_https_with_a_port() {
         .hub
         .unwrap();
     assert_eq!(hub.url, "https://hub.example:7443/");
+    assert_eq!(hub.urls, ["https://hub.example:7443/"]);
     for bad in [
         "http://hub.example:7443",
         "hub.example:7443",
@@ -184,6 +185,35 @@ fn hub_url_must_be_https_with_a_port() {
         assert!(e.contains("hub.url"), "{bad}: {e}");
         assert!(e.contains("https://"), "{bad}: the fix is named: {e}");
     }
+}
+
+#[test]
+fn hub_replicas_follow_the_main_url_once_each_and_are_checked_alike() {
+    let with_urls = |urls: &str| {
+        format!(
+            "{}\n[hub]\nurl = \"https://a.example:7443\"\nurls = [{urls}]\ncerts_dir = \"/var/lib/bauxite/certs\"\n",
+            good()
+        )
+    };
+    let hub = parse(&with_urls(
+        r#""https://b.example:7443", "https://a.example:7443", "https://c.example:7443""#,
+    ))
+    .unwrap()
+    .hub
+    .unwrap();
+    assert_eq!(hub.url, "https://a.example:7443");
+    assert_eq!(
+        hub.urls,
+        [
+            "https://a.example:7443",
+            "https://b.example:7443",
+            "https://c.example:7443"
+        ]
+    );
+    let e = parse(&with_urls(r#""http://b.example:7443""#))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hub.urls") && e.contains("https://"), "{e}");
 }
 
 #[test]

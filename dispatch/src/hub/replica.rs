@@ -1,0 +1,112 @@
+//! Several hubs on one shared store (PostgreSQL replicas): writing on a fresh view, and
+//! following the other replicas' commits.
+//!
+//! Invariant: on a shared store, every mutation decides on the state as stored at that
+//! moment: [`Hub::write`] takes the store's writers lock first and then re-reads whatever
+//! another replica committed, and the lock is held until the mutation's commit is done
+//! (the guard's drop). A replica that only reads (topology, authorisation) may lag until
+//! [`Hub::sync`] runs, which the replica listener calls after every announced commit.
+//! Memory-only state (ICE candidates, ROS discovery roles) stays with the replica that
+//! received it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, MutexGuard};
+
+use super::{Hub, State, lock, policy_document};
+use crate::{CallRefused, Error, Result};
+
+/// The hub's state, locked for a mutation; on a shared store, also the store's writers.
+pub(super) struct WriteGuard<'a> {
+    hub: &'a Hub,
+    state: MutexGuard<'a, State>,
+    shared: bool,
+}
+
+impl Deref for WriteGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if self.shared {
+            self.hub.store.unlock_writers();
+        }
+    }
+}
+
+impl Hub {
+    /// Locks the state for a mutation; on a shared store also the store's writers, and
+    /// then brings the state up to date with the store.
+    pub(super) fn write(&self) -> Result<WriteGuard<'_>> {
+        let state = lock(&self.state);
+        let shared = self.store.lock_writers()?;
+        let mut guard = WriteGuard {
+            hub: self,
+            state,
+            shared,
+        };
+        if shared {
+            self.refresh(&mut guard.state)?;
+        }
+        Ok(guard)
+    }
+
+    /// Re-reads the store if another process committed since this hub last looked, and
+    /// publishes what changed to this hub's subscribers (topology, policy, assignments).
+    /// Returns whether anything was re-read. Replica listeners call it; a hub alone on its
+    /// store never needs to.
+    pub fn sync(&self) -> Result<bool> {
+        let mut state = lock(&self.state);
+        self.refresh(&mut state)
+    }
+
+    /// Runs `check`, and once more after a [`sync`](Self::sync) when it refused a caller
+    /// that another replica may have just changed (a node provisioned, confirmed or
+    /// renewed there, not yet announced here), so a node that moves between replicas is
+    /// not refused for this replica's lag.
+    pub(super) fn fresh<T>(&self, check: impl Fn() -> Result<T>) -> Result<T> {
+        match check() {
+            Err(Error::CallRefused(
+                CallRefused::UnknownNode(_)
+                | CallRefused::NotConfirmed(_)
+                | CallRefused::NotIssued(_),
+            )) if self.sync().unwrap_or(false) => check(),
+            other => other,
+        }
+    }
+
+    fn refresh(&self, state: &mut State) -> Result<bool> {
+        let head = self.store.audit_head()?;
+        let version = self.store.topology_version()?;
+        if head == state.audit_head && version == state.topology_version {
+            return Ok(false);
+        }
+        let mut fresh = State::load(self.store.as_ref())?;
+        fresh.candidates = std::mem::take(&mut state.candidates);
+        fresh.ros_discovery = std::mem::take(&mut state.ros_discovery);
+        let topology_moved = fresh.topology_version != state.topology_version;
+        *state = fresh;
+        self.metrics
+            .audit_entries
+            .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        if topology_moved {
+            self.publish_topology(state);
+        }
+        let policy = policy_document(self.store.as_ref())?;
+        if policy.version != self.policy.borrow().version {
+            self.policy.send_replace(Arc::new(policy));
+        }
+        // Streams compare their node's assignment before sending: a spurious wake is free.
+        self.assignments.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+}
