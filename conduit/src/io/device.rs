@@ -176,6 +176,9 @@ impl Device {
     /// dropping a flood is woken at once when a ping arrives, even without real-time
     /// priority.
     pub(super) async fn readable(&self, bulk_room: bool) -> io::Result<()> {
+        // Only a TUN device has a second queue to hold back.
+        #[cfg(not(feature = "tun"))]
+        let _ = bulk_room;
         match self {
             #[cfg(feature = "tun")]
             Device::Tun(side) => match &side.other {
