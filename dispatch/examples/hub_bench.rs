@@ -93,7 +93,14 @@ async fn main() {
             .await
             .unwrap()
             .into_inner();
-        let first = feed.message().await.unwrap().unwrap();
+        // A large first topology comes in pages: read all of it.
+        let mut first = feed.message().await.unwrap().unwrap();
+        while first.more {
+            let page = feed.message().await.unwrap().unwrap();
+            let more = page.more;
+            bauxite_dispatch_api::topology::apply(&mut first, page).unwrap();
+            first.more = more;
+        }
         version = version.max(first.version);
         // One client keeps the whole topology; the rest keep its version.
         let keep = feeds.is_empty();

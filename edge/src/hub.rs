@@ -603,15 +603,24 @@ impl HubConnector {
             .into_inner();
         // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
         let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
-        let first = topology
-            .message()
-            .await
-            .map_err(|s| from_status(&s, "topology stream"))?
-            .ok_or_else(|| End::Lost("topology stream ended".into()))?;
+        // The first topology may come in pages: wait for the whole of it.
+        let mut follower = bauxite_dispatch_api::topology::TopologyFollower::default();
+        let first = loop {
+            let message = topology
+                .message()
+                .await
+                .map_err(|s| from_status(&s, "topology stream"))?
+                .ok_or_else(|| End::Lost("topology stream ended".into()))?;
+            let complete = follower
+                .push(message)
+                .map_err(|e| End::Lost(e.to_string()))?;
+            if let Some(first) = complete {
+                break first.clone();
+            }
+        };
         // A new connection may mean a new NAT mapping: ask the hub's STUN again at once.
         let mut stun = None;
         let mut expiry = self.apply_topology(&first, hub_udp, &mut stun).await?;
-        let mut last = first;
         // Interface addresses are read again on every connection: DHCP and roaming
         // change them. The reflexive address follows when STUN answers (below).
         let mut reflexive = self.reflexive.clone();
@@ -660,14 +669,18 @@ impl HubConnector {
                         .ok_or_else(|| End::Lost("topology stream ended".into()))?;
                     // A delta for another version means a message was lost: reconnecting
                     // starts again from a full snapshot.
-                    bauxite_dispatch_api::topology::apply(&mut last, update)
-                        .map_err(|e| End::Lost(e.to_string()))?;
-                    expiry = self.apply_topology(&last, hub_udp, &mut stun).await?;
+                    let complete = follower
+                        .push(update)
+                        .map_err(|e| End::Lost(e.to_string()))?
+                        .cloned();
+                    let Some(current) = complete else { continue };
+                    expiry = self.apply_topology(&current, hub_udp, &mut stun).await?;
                     expiry_timer.set(tokio::time::sleep(until_unix(expiry).unwrap_or(far)));
                 }
                 // An operator signature expired: the same topology, screened again.
                 () = &mut expiry_timer => {
-                    expiry = self.apply_topology(&last, hub_udp, &mut stun).await?;
+                    let current = follower.current().clone();
+                    expiry = self.apply_topology(&current, hub_udp, &mut stun).await?;
                     expiry_timer.set(tokio::time::sleep(until_unix(expiry).unwrap_or(far)));
                 }
                 () = &mut turn_timer => {

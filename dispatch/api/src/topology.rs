@@ -6,8 +6,14 @@
 //! holds ([`apply`]) and gets exactly the hub's new snapshot, or an error when it does not
 //! hold the delta's base (it then resubscribes and starts again from a full snapshot).
 //!
-//! Invariant (property-tested): for snapshots `a` and `b` with peers in node-ID order,
-//! `apply(a, delta(a, b))` yields `b`.
+//! A full snapshot for a delta client goes out in [`pages`] of at most [`PAGE_PEERS`]
+//! peers: tonic keeps each stream's encode buffer as large as the largest message it sent,
+//! so one N-peer message per stream made the hub's memory grow as N². A
+//! [`TopologyFollower`] holds pages until the version is complete.
+//!
+//! Invariants (property-tested): for snapshots `a` and `b` with peers in node-ID order,
+//! `apply(a, delta(a, b))` yields `b`, and pushing `pages(b)` into a follower yields `b`
+//! exactly once, at the last page.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +53,7 @@ pub fn delta(old: &TopologySnapshot, new: &TopologySnapshot) -> TopologySnapshot
             .filter(|p| !after.contains_key(p.node_id.as_str()))
             .map(|p| p.node_id.clone())
             .collect(),
+        more: false,
     }
 }
 
@@ -76,6 +83,62 @@ pub fn apply(held: &mut TopologySnapshot, update: TopologySnapshot) -> Result<()
     held.peers = peers.into_values().collect();
     held.version = update.version;
     Ok(())
+}
+
+/// Peers per page of a full snapshot sent to a delta client (about 100 KB).
+pub const PAGE_PEERS: usize = 256;
+
+/// `snapshot` as pages of at most `page` peers: a full snapshot with the first peers, then
+/// deltas from the same version adding the rest; every page but the last says `more`.
+pub fn pages(snapshot: &TopologySnapshot, page: usize) -> Vec<TopologySnapshot> {
+    let page = page.max(1);
+    let chunks: Vec<&[Peer]> = snapshot.peers.chunks(page).collect();
+    let last = chunks.len().saturating_sub(1);
+    if chunks.is_empty() {
+        return vec![TopologySnapshot {
+            peers: Vec::new(),
+            more: false,
+            ..snapshot.clone()
+        }];
+    }
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, peers)| TopologySnapshot {
+            version: snapshot.version,
+            peers: peers.to_vec(),
+            delta: i > 0,
+            base_version: if i > 0 { snapshot.version } else { 0 },
+            removed: Vec::new(),
+            more: i < last,
+        })
+        .collect()
+}
+
+/// Follows a topology stream: applies each message and hands out the topology only when
+/// its version is complete (not in the middle of a paged snapshot).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopologyFollower {
+    held: TopologySnapshot,
+}
+
+impl TopologyFollower {
+    /// Applies `update`; returns the whole topology when it is complete. On error nothing
+    /// changed and the stream must be opened again.
+    pub fn push(
+        &mut self,
+        update: TopologySnapshot,
+    ) -> Result<Option<&TopologySnapshot>, DeltaMismatch> {
+        let more = update.more;
+        apply(&mut self.held, update)?;
+        self.held.more = more;
+        Ok((!more).then_some(&self.held))
+    }
+
+    /// The last complete topology (empty before the first).
+    pub fn current(&self) -> &TopologySnapshot {
+        &self.held
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +178,32 @@ mod tests {
             let mut held = old.clone();
             apply(&mut held, d).unwrap();
             prop_assert_eq!(held, new);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_paged_snapshot_is_whole_exactly_at_its_last_page(
+            b in proptest::collection::btree_map(any::<u8>(), 0u16..4, 0..40),
+            page in 1usize..12,
+            version in 1u64..1000,
+        ) {
+            let want = snapshot(version, &b);
+            let sent = pages(&want, page);
+            prop_assert_eq!(sent.len(), b.len().div_ceil(page).max(1));
+            prop_assert!(sent.iter().all(|p| p.peers.len() <= page));
+            let mut follower = TopologyFollower::default();
+            for (i, p) in sent.into_iter().enumerate() {
+                let last = !p.more;
+                let got = follower.push(p).unwrap().cloned();
+                prop_assert_eq!(got.is_some(), last, "page {}", i);
+                if let Some(got) = got {
+                    prop_assert_eq!(got, want.clone());
+                }
+            }
+            // A delta after it applies as usual.
+            let next = snapshot(version + 1, &BTreeMap::new());
+            prop_assert_eq!(follower.push(delta(&want, &next)).unwrap().cloned(), Some(next));
         }
     }
 

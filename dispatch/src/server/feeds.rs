@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use bauxite_dispatch_api::Refusal;
+use bauxite_dispatch_api::topology;
 
 use super::auth;
 use crate::clock::UnixTime;
@@ -86,20 +87,32 @@ impl TopologyService for Topology {
                 let journal = held
                     .filter(|_| deltas)
                     .and_then(|v| hub.topology_deltas_since(v));
-                let (messages, counter) = match journal {
-                    Some(journal) => (journal, &hub.metrics().topology_deltas_sent),
-                    None if deltas && held == Some(snapshot.version) => {
-                        (Vec::new(), &hub.metrics().topology_deltas_sent)
-                    }
-                    None => (vec![snapshot], &hub.metrics().topology_snapshots_sent),
+                let messages = match journal {
+                    Some(journal) => journal,
+                    None if deltas && held == Some(snapshot.version) => Vec::new(),
+                    // In pages: tonic keeps a stream's encode buffer as large as the
+                    // largest message, so a whole-fleet message per stream costs N².
+                    None if deltas => topology::pages(&snapshot, topology::PAGE_PEERS)
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                    None => vec![snapshot],
                 };
                 for message in messages {
-                    let version = message.version;
+                    let (version, page) =
+                        (message.version, message.base_version == message.version);
+                    let counter = match (message.delta, page) {
+                        (false, _) => Some(&hub.metrics().topology_snapshots_sent),
+                        (true, false) => Some(&hub.metrics().topology_deltas_sent),
+                        (true, true) => None,
+                    };
                     if tx.send(Ok((*message).clone())).await.is_err() {
                         break 'feed;
                     }
                     held = Some(version);
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(counter) = counter {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 tokio::select! {
                     changed = topology.changed() => if changed.is_err() { break },
