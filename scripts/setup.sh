@@ -17,13 +17,13 @@ declare -A needs=(
   [g++]=g++            # edge/tests/netns/ros.rs: builds the Fast DDS test participants
   [chromium]=chromium  # dispatch/tests/hub/admin_ui.rs: the admin web UI in a real browser
   [chromedriver]=chromium-driver # ...driven through WebDriver
+  [clang]=clang        # ebpf/build.rs: compiles the kernel lane classifier (-target bpf)
+  [setpriv]=util-linux # ebpf/tests/netns.rs: the no-permission fallback runs as nobody
 )
 
 # header -> Debian package (libraries have no command to look for)
 declare -A headers=(
   [/usr/include/fastdds/dds/domain/DomainParticipantFactory.hpp]=libfastrtps-dev
-  [clang]=clang        # ebpf/build.rs: compiles the kernel lane classifier (-target bpf)
-  [setpriv]=util-linux # ebpf/tests/netns.rs: the no-permission fallback runs as nobody
 )
 
 missing=()
