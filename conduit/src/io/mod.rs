@@ -86,7 +86,7 @@ use crate::tun::TunKind;
 use crate::{PeerId, ServiceError, VirtualIp};
 
 pub use service::{IncomingBatch, OutgoingBatch, ServiceSender, ServiceSocket};
-pub use shell::{HUB_RELAY_QUEUE, HubRelayPort, RelayDatagram, Shell};
+pub use shell::{HUB_RELAY_QUEUE, HubRelayPort, RelayDatagram, RelayPort, Shell};
 
 /// Datagrams, and packets, handled per wake-up before timers and transmission get a
 /// turn. No new receive call starts past it; one call may overshoot it (a GRO receive

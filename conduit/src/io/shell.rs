@@ -64,13 +64,52 @@ pub const HUB_RELAY_QUEUE: usize = 1024;
 /// hub says it came from (inbound: not trusted; the session authenticates the bytes).
 pub type RelayDatagram = (crate::PeerId, Vec<u8>);
 
-/// The hub connector's ends of the relay channels ([`Shell::hub_relay`]).
+/// A relay's ends of the shell's channels (the hub connector's, [`Shell::hub_relay`];
+/// the TURN client's, [`Shell::turn_relay`]); `A` says where a datagram goes or came from.
 #[derive(Debug)]
-pub struct HubRelayPort {
-    /// Datagrams the node sends through the hub.
-    pub outbound: mpsc::Receiver<RelayDatagram>,
-    /// Datagrams the hub relayed to this node.
-    pub inbound: mpsc::Sender<RelayDatagram>,
+pub struct RelayPort<A> {
+    /// Datagrams the node sends through the relay.
+    pub outbound: mpsc::Receiver<(A, Vec<u8>)>,
+    /// Datagrams the relay forwarded to this node.
+    pub inbound: mpsc::Sender<(A, Vec<u8>)>,
+}
+
+/// The hub connector's ends of the relay channels ([`Shell::hub_relay`]).
+pub type HubRelayPort = RelayPort<crate::PeerId>;
+
+/// The shell's ends of a relay's channels; both `None` until a relay is connected.
+#[derive(Debug)]
+struct RelayLink<A> {
+    out: Option<mpsc::Sender<(A, Vec<u8>)>>,
+    inbound: Option<mpsc::Receiver<(A, Vec<u8>)>>,
+}
+
+impl<A> RelayLink<A> {
+    fn none() -> Self {
+        Self {
+            out: None,
+            inbound: None,
+        }
+    }
+
+    /// New channels of `queue` datagrams each way; returns the relay's ends.
+    fn connect(&mut self, queue: usize) -> RelayPort<A> {
+        let (out_tx, out_rx) = mpsc::channel(queue);
+        let (in_tx, in_rx) = mpsc::channel(queue);
+        self.out = Some(out_tx);
+        self.inbound = Some(in_rx);
+        RelayPort {
+            outbound: out_rx,
+            inbound: in_tx,
+        }
+    }
+
+    /// Hands a datagram to the relay; `false` without one, or while its queue is full.
+    fn try_send(&self, to: A, datagram: Vec<u8>) -> bool {
+        self.out
+            .as_ref()
+            .is_some_and(|tx| tx.try_send((to, datagram)).is_ok())
+    }
 }
 
 /// What woke the loop.
@@ -168,14 +207,10 @@ pub struct Shell {
     reflexive: watch::Sender<Option<SocketAddr>>,
     /// Where the node's packets for the local host are copied on their way to the device.
     local_buf: Vec<u8>,
-    /// To the hub connector: datagrams for the hub relay.
-    relay_out: Option<mpsc::Sender<RelayDatagram>>,
-    /// From the hub connector: datagrams the hub relayed.
-    relay_in: Option<mpsc::Receiver<RelayDatagram>>,
-    /// To the TURN client: datagrams for the allocation.
-    turn_out: Option<mpsc::Sender<TurnDatagram>>,
-    /// From the TURN client: datagrams the TURN server relayed.
-    turn_in: Option<mpsc::Receiver<TurnDatagram>>,
+    /// Datagrams to and from the hub connector (the hub relay).
+    relay: RelayLink<crate::PeerId>,
+    /// Datagrams to and from the TURN client (this node's allocation).
+    turn: RelayLink<SocketAddr>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -239,10 +274,8 @@ impl Shell {
             ),
             reflexive: watch::Sender::new(None),
             local_buf: vec![0; node_mtu],
-            relay_out: None,
-            relay_in: None,
-            turn_out: None,
-            turn_in: None,
+            relay: RelayLink::none(),
+            turn: RelayLink::none(),
         })
     }
 
@@ -252,14 +285,7 @@ impl Shell {
     /// set. Without a connector (or while its queue is full) hub transmits are dropped
     /// and counted.
     pub fn hub_relay(&mut self) -> HubRelayPort {
-        let (out_tx, out_rx) = mpsc::channel(HUB_RELAY_QUEUE);
-        let (in_tx, in_rx) = mpsc::channel(HUB_RELAY_QUEUE);
-        self.relay_out = Some(out_tx);
-        self.relay_in = Some(in_rx);
-        HubRelayPort {
-            outbound: out_rx,
-            inbound: in_tx,
-        }
+        self.relay.connect(HUB_RELAY_QUEUE)
     }
 
     /// Connects a TURN client ([`TurnClient::run`](super::turn::TurnClient::run)): the
@@ -267,14 +293,7 @@ impl Shell {
     /// sent to its `inbound` enter the node as arrived through the allocation. Without a
     /// client (or while its queue is full) TURN transmits are dropped and counted.
     pub fn turn_relay(&mut self) -> TurnRelayPort {
-        let (out_tx, out_rx) = mpsc::channel(TURN_QUEUE);
-        let (in_tx, in_rx) = mpsc::channel(TURN_QUEUE);
-        self.turn_out = Some(out_tx);
-        self.turn_in = Some(in_rx);
-        TurnRelayPort {
-            outbound: out_rx,
-            inbound: in_tx,
-        }
+        self.turn.connect(TURN_QUEUE)
     }
 
     /// Answers STUN Binding requests on the mesh port with the sender's address (what
@@ -400,8 +419,8 @@ impl Shell {
                 () = &mut shutdown => Wake::Shutdown,
                 r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
-                r = recv_relayed(&mut self.relay_in), if self.relay_in.is_some() => Wake::Relayed(r),
-                r = recv_relayed(&mut self.turn_in), if self.turn_in.is_some() => Wake::Turned(r),
+                r = recv_relayed(&mut self.relay.inbound), if self.relay.inbound.is_some() => Wake::Relayed(r),
+                r = recv_relayed(&mut self.turn.inbound), if self.turn.inbound.is_some() => Wake::Turned(r),
                 r = self.udp.readable() => Wake::Input(r),
                 r = self.device.readable(bulk_room) => Wake::Input(r),
                 () = service_wake.notified() => Wake::Service,
@@ -430,11 +449,11 @@ impl Shell {
                 Wake::Relayed(Some((_, mut datagram))) => {
                     self.on_relayed(clock::now(), &mut datagram).await;
                 }
-                Wake::Relayed(None) => self.relay_in = None,
+                Wake::Relayed(None) => self.relay.inbound = None,
                 Wake::Turned(Some((from, mut datagram))) => {
                     self.on_turned(clock::now(), from, &mut datagram).await;
                 }
-                Wake::Turned(None) => self.turn_in = None,
+                Wake::Turned(None) => self.turn.inbound = None,
                 Wake::Query(Some(query)) => self.answer(query, clock::now()),
                 Wake::Query(None) => queries_open = false,
             }
@@ -540,26 +559,21 @@ impl Shell {
     /// A datagram the hub relayed: into the node as from [`HUB_ENDPOINT`].
     async fn on_relayed(&mut self, now: Instant, datagram: &mut [u8]) {
         self.counters.hub_relay_received += 1;
-        match self.node.handle_datagram(now, HUB_ENDPOINT, datagram) {
-            Received::Deliver(range) => {
-                let packet = datagram.get(range).unwrap_or_default();
-                if self.services.is_empty() || !self.services.deliver(packet) {
-                    self.device.deliver(packet, &mut self.counters).await;
-                }
-                self.device.flush(&mut self.counters).await;
-                self.services.notify_receivers();
-            }
-            Received::Stun | Received::Consumed => {}
-            Received::Dropped(reason) => {
-                tracing::trace!(?reason, "relayed datagram dropped");
-            }
-        }
+        let received = self.node.handle_datagram(now, HUB_ENDPOINT, datagram);
+        self.take_forwarded(received, datagram, "hub relay").await;
     }
 
     /// A datagram the TURN server relayed from `from`: into the node as such.
     async fn on_turned(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
         self.counters.turn_received += 1;
-        match self.node.handle_turn_datagram(now, from, datagram) {
+        let received = self.node.handle_turn_datagram(now, from, datagram);
+        self.take_forwarded(received, datagram, "TURN").await;
+    }
+
+    /// What the node made of a datagram a relay (the hub, TURN) forwarded: a packet is
+    /// delivered at once (relayed datagrams come one at a time, not in batches).
+    async fn take_forwarded(&mut self, received: Received, datagram: &[u8], via: &'static str) {
+        match received {
             Received::Deliver(range) => {
                 let packet = datagram.get(range).unwrap_or_default();
                 if self.services.is_empty() || !self.services.deliver(packet) {
@@ -570,18 +584,14 @@ impl Shell {
             }
             Received::Stun | Received::Consumed => {}
             Received::Dropped(reason) => {
-                tracing::trace!(%from, ?reason, "datagram through TURN dropped");
+                tracing::trace!(via, ?reason, "forwarded datagram dropped");
             }
         }
     }
 
     /// A TURN transmit to the TURN client.
     fn send_turned(&mut self, to: SocketAddr, datagram: Vec<u8>) {
-        let sent = self
-            .turn_out
-            .as_ref()
-            .is_some_and(|tx| tx.try_send((to, datagram)).is_ok());
-        if sent {
+        if self.turn.try_send(to, datagram) {
             self.counters.turn_sent += 1;
         } else {
             self.counters.turn_dropped += 1;
@@ -591,11 +601,7 @@ impl Shell {
 
     /// A hub transmit to the hub connector.
     fn send_relayed(&mut self, peer: crate::PeerId, datagram: Vec<u8>) {
-        let sent = self
-            .relay_out
-            .as_ref()
-            .is_some_and(|tx| tx.try_send((peer, datagram)).is_ok());
-        if sent {
+        if self.relay.try_send(peer, datagram) {
             self.counters.hub_relay_sent += 1;
         } else {
             // The node decided on the hub; with no connector, or one that is behind,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use webrtc_util::Conn;
 
 use crate::Error;
@@ -66,13 +66,7 @@ impl std::fmt::Debug for TurnServer {
 }
 
 /// The TURN client's ends of the shell's channels ([`Shell::turn_relay`](super::Shell::turn_relay)).
-#[derive(Debug)]
-pub struct TurnRelayPort {
-    /// Datagrams the node sends through the allocation.
-    pub outbound: mpsc::Receiver<TurnDatagram>,
-    /// Datagrams the server relayed to this node.
-    pub inbound: mpsc::Sender<TurnDatagram>,
-}
+pub type TurnRelayPort = super::shell::RelayPort<SocketAddr>;
 
 /// Why [`TurnClient::run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
