@@ -54,6 +54,9 @@ pub struct StatusReport {
     /// The lane classifier (kernel eBPF or userspace) and the kernel's lane counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<OffloadReport>,
+    /// The data plane thread's CPU scheduling (`SCHED_FIFO 10 (raised by the daemon)`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<String>,
 }
 
 /// One peer's line.
@@ -245,6 +248,7 @@ impl StatusReport {
             ros_servers: Vec::new(),
             operator_lock: None,
             offload: None,
+            scheduling: None,
         }
     }
 
@@ -275,6 +279,9 @@ impl StatusReport {
             "node {}  listen {}  tun {}",
             self.peer_id, self.listen, self.tun
         );
+        if let Some(scheduling) = &self.scheduling {
+            let _ = writeln!(out, "cpu  {scheduling}");
+        }
         if let Some(hub) = &self.hub {
             let _ = writeln!(out, "hub  {}", hub.render());
         }
@@ -387,7 +394,17 @@ mod tests {
             ros_servers: Vec::new(),
             operator_lock: None,
             offload: None,
+            scheduling: Some("SCHED_FIFO 10 (raised by the daemon)".into()),
         }
+    }
+
+    #[test]
+    fn the_data_plane_scheduling_has_its_line() {
+        let text = report(Vec::new()).render_text();
+        assert!(
+            text.contains("cpu  SCHED_FIFO 10 (raised by the daemon)"),
+            "{text}"
+        );
     }
 
     #[test]

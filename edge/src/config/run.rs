@@ -52,6 +52,8 @@ pub(super) struct RawNode {
     bulk_target_delay_us: Option<u64>,
     #[serde(default)]
     kernel_offload: Option<bool>,
+    #[serde(default)]
+    realtime_priority: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +175,9 @@ pub struct RunConfig {
     /// classifier, the TUN steering program and the Critical socket. `false` leaves the
     /// userspace classifier alone (to compare, or on a kernel that misbehaves).
     pub kernel_offload: bool,
+    /// `node.realtime_priority` (default [`crate::realtime::DEFAULT_PRIORITY`], 0 = off):
+    /// the `SCHED_FIFO` priority the daemon asks for its data-plane thread.
+    pub realtime_priority: u8,
 }
 
 impl RunConfig {
@@ -228,6 +233,7 @@ impl RunConfig {
             lane_rules: parse_lanes(&raw.lanes)?,
             turn: super::turn::parse_turn(&raw.turn)?,
             kernel_offload: node.kernel_offload.unwrap_or(true),
+            realtime_priority: parse_realtime_priority(node.realtime_priority)?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw
@@ -335,6 +341,18 @@ fn positive_secs(key: &'static str, secs: u64) -> Result<Duration, ConfigError> 
         return Err(invalid(key, "must be at least 1 second".into()));
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// `node.realtime_priority`: a `SCHED_FIFO` priority (1–99), 0 for the default policy.
+fn parse_realtime_priority(value: Option<u8>) -> Result<u8, ConfigError> {
+    match value {
+        None => Ok(crate::realtime::DEFAULT_PRIORITY),
+        Some(p) if p <= 99 => Ok(p),
+        Some(p) => Err(invalid(
+            "node.realtime_priority",
+            format!("{p} is not a SCHED_FIFO priority: use 1-99, or 0 for the default policy"),
+        )),
+    }
 }
 
 fn parse_cidr(value: &str) -> Result<(Ipv4Addr, u8), ConfigError> {

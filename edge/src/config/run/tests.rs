@@ -67,6 +67,36 @@ fn bulk_pacing_defaults_on_and_zero_turns_it_off() {
 }
 
 #[test]
+fn realtime_priority_defaults_to_fifo_10_and_is_checked() {
+    let with =
+        |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
+    assert_eq!(
+        parse(&good()).unwrap().realtime_priority,
+        crate::realtime::DEFAULT_PRIORITY
+    );
+    assert_eq!(
+        parse(&with("realtime_priority = 0"))
+            .unwrap()
+            .realtime_priority,
+        0
+    );
+    assert_eq!(
+        parse(&with("realtime_priority = 99"))
+            .unwrap()
+            .realtime_priority,
+        99
+    );
+    let err = parse(&with("realtime_priority = 100"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node.realtime_priority") && err.contains("1-99"),
+        "{err}"
+    );
+    assert!(parse(&with("realtime_priority = -1")).is_err());
+}
+
+#[test]
 fn precheck_sections_may_sit_beside_node() {
     let text = format!(
         "{}\n[state_root]\nroot = \"/var/lib/bauxite\"\n[transport]\ncert_file = \"/a\"\nkey_file = \"/b\"\nca_file = \"/c\"\n",
