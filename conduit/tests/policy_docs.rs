@@ -8,9 +8,7 @@
 use std::path::Path;
 
 use bauxite_conduit::PeerId;
-use bauxite_conduit::policy::{
-    Direction, PeerMatch, Policy, Protocol, Redundancy, Rule, Verdict,
-};
+use bauxite_conduit::policy::{Direction, PeerMatch, Policy, Protocol, Redundancy, Rule, Verdict};
 use proptest::prelude::*;
 use serde_json::Value;
 

@@ -394,7 +394,10 @@ mod tests {
         let json = serde_json::to_value(report(vec![bonded])).unwrap();
         assert_eq!(json["peers"][0]["secondary"], "198.19.0.3:51820");
         let plain = serde_json::to_value(report(vec![peer(None, "idle")])).unwrap();
-        assert!(plain["peers"][0].get("secondary").is_none(), "absent unless bonded");
+        assert!(
+            plain["peers"][0].get("secondary").is_none(),
+            "absent unless bonded"
+        );
     }
 
     fn report(peers: Vec<PeerReport>) -> StatusReport {

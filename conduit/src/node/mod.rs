@@ -76,8 +76,8 @@ pub use hub::{DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ENDPOINT, HUB_PRO
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
-pub use redundancy::{MAX_PENDING_COPIES, REPEAT_GAP};
 pub use peer::Paths;
+pub use redundancy::{MAX_PENDING_COPIES, REPEAT_GAP};
 
 use peer::{PeerState, Peers, tunnel_mut};
 

@@ -111,7 +111,9 @@ impl BondPaths {
     pub fn secondary(&self, primary: Option<SocketAddr>, now: Instant) -> Option<SocketAddr> {
         self.heard
             .iter()
-            .filter(|(a, at)| Some(*a) != primary && now.saturating_duration_since(*at) < BOND_ALIVE)
+            .filter(|(a, at)| {
+                Some(*a) != primary && now.saturating_duration_since(*at) < BOND_ALIVE
+            })
             .max_by_key(|(_, at)| *at)
             .map(|(a, _)| *a)
     }
@@ -202,13 +204,23 @@ mod tests {
         bond.heard(addr(7), t0);
         let targets = bond.probe_targets(&[addr(1), addr(2), addr(3)]);
         assert_eq!(targets, vec![addr(1), addr(2), addr(3), addr(7)]);
-        assert_eq!(bond.probe_targets(&[addr(4), addr(5)]).len(), MAX_BOND_PATHS);
+        assert_eq!(
+            bond.probe_targets(&[addr(4), addr(5)]).len(),
+            MAX_BOND_PATHS
+        );
         assert_eq!(bond.next_probe(), None);
         bond.arm(t0);
         bond.arm(t0 + Duration::from_secs(9));
-        assert_eq!(bond.next_probe(), Some(t0 + BOND_PROBE_INTERVAL), "arming twice keeps the first");
+        assert_eq!(
+            bond.next_probe(),
+            Some(t0 + BOND_PROBE_INTERVAL),
+            "arming twice keeps the first"
+        );
         bond.probed(t0 + Duration::from_secs(1));
-        assert_eq!(bond.next_probe(), Some(t0 + Duration::from_secs(1) + BOND_PROBE_INTERVAL));
+        assert_eq!(
+            bond.next_probe(),
+            Some(t0 + Duration::from_secs(1) + BOND_PROBE_INTERVAL)
+        );
     }
 
     #[test]

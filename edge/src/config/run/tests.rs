@@ -288,7 +288,10 @@ fn bonding_defaults_off_and_peers_take_more_addresses() {
         parse(&with("bonding = \"critical\"")).unwrap().bonding,
         Bonding::Critical
     );
-    assert_eq!(parse(&with("bonding = \"all\"")).unwrap().bonding, Bonding::All);
+    assert_eq!(
+        parse(&with("bonding = \"all\"")).unwrap().bonding,
+        Bonding::All
+    );
     let Err(ConfigError::Invalid { key, reason }) = parse(&with("bonding = \"both\"")) else {
         panic!("an unknown mode is refused");
     };
@@ -299,7 +302,10 @@ fn bonding_defaults_off_and_peers_take_more_addresses() {
         "endpoint = \"10.0.0.2:51820\"\ncandidates = [\"10.9.0.2:51820\"]",
     );
     let c = parse(&two).unwrap();
-    assert_eq!(c.peers[0].candidates, vec!["10.9.0.2:51820".parse().unwrap()]);
+    assert_eq!(
+        c.peers[0].candidates,
+        vec!["10.9.0.2:51820".parse().unwrap()]
+    );
     assert_eq!(c.peers[0].dial_order().len(), 2);
     let bad = good().replace(
         "endpoint = \"10.0.0.2:51820\"",
