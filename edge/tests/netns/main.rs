@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bonding;
 mod capture;
 mod connect_bench;
 mod coturn;
