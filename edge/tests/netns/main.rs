@@ -20,6 +20,7 @@ mod nat;
 mod natlab;
 mod offload;
 mod operator;
+mod path_bench;
 mod quickstart;
 mod ros;
 mod support;
