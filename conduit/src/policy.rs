@@ -351,15 +351,18 @@ impl PolicyEngine {
     /// rule that lets it out asks for it. Costs one pass over the rules, only when the
     /// policy has such a rule.
     pub fn redundancy(&self, peer: PeerId, packet: &IpView<'_>) -> Redundancy {
-        match &self.policy {
-            Some(policy) if self.any_redundancy => policy
-                .rules
-                .iter()
-                .filter(|rule| rule.redundancy == Redundancy::Duplicate)
-                .any(|rule| rule.matches(Flow::Outbound, peer, packet))
-                .then_some(Redundancy::Duplicate)
-                .unwrap_or_default(),
-            _ => Redundancy::None,
+        let Some(policy) = self.policy.as_ref().filter(|_| self.any_redundancy) else {
+            return Redundancy::None;
+        };
+        let asked = policy
+            .rules
+            .iter()
+            .filter(|rule| rule.redundancy == Redundancy::Duplicate)
+            .any(|rule| rule.matches(Flow::Outbound, peer, packet));
+        if asked {
+            Redundancy::Duplicate
+        } else {
+            Redundancy::None
         }
     }
 

@@ -4,6 +4,9 @@
 //! and without a policy rule's `redundancy = "duplicate"`. Every assertion counts what
 //! the run really delivered, by packet id.
 
+#![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

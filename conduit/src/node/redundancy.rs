@@ -164,7 +164,7 @@ impl BauxiteNode {
         let timers = self.config.timers;
         let mut probes = Vec::new();
         for (&peer, state) in &mut self.peers {
-            if !state.bond.next_probe().is_some_and(|at| at <= now) {
+            if state.bond.next_probe().is_none_or(|at| at > now) {
                 continue;
             }
             state.bond.probed(now);
