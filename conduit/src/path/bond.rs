@@ -202,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn probes_go_to_every_other_address_once() {
+    fn probes_go_to_every_address_once() {
         let t0 = origin();
         let mut bond = BondPaths::new();
         bond.heard(addr(3), t0);
@@ -227,6 +227,37 @@ mod tests {
             bond.next_probe(),
             Some(t0 + Duration::from_secs(1) + BOND_PROBE_INTERVAL)
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever is heard when, the table stays bounded, the second path is never the
+        /// primary and is always alive, and probes go to each address once.
+        #[test]
+        fn the_second_path_is_live_and_never_the_primary(
+            steps in proptest::collection::vec((0u8..8, 0u64..400), 1..200),
+            primary in 0u8..8,
+        ) {
+            let t0 = origin();
+            let mut now = t0;
+            let mut bond = BondPaths::new();
+            for (host, advance_ms) in steps {
+                now += Duration::from_millis(advance_ms);
+                bond.heard(addr(host), now);
+                proptest::prop_assert!(bond.heard.len() <= MAX_BOND_PATHS);
+                proptest::prop_assert!(bond.alive(addr(host), now), "just heard: alive");
+                let second = bond.secondary(Some(addr(primary)), now);
+                if let Some(second) = second {
+                    proptest::prop_assert_ne!(second, addr(primary));
+                    proptest::prop_assert!(bond.alive(second, now));
+                }
+                let targets = bond.probe_targets(&[addr(primary), addr(host)]);
+                proptest::prop_assert!(targets.len() <= MAX_BOND_PATHS);
+                let mut unique = targets.clone();
+                unique.sort();
+                unique.dedup();
+                proptest::prop_assert_eq!(unique.len(), targets.len());
+            }
+        }
     }
 
     #[test]
