@@ -255,6 +255,7 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         // TURN is chosen only for peers that publish a relay candidate (or reach us
         // through our allocation): harmless without TURN servers.
         turn_after: Some(bauxite_conduit::node::DEFAULT_TURN_AFTER),
+        bonding: config.bonding,
     };
     let mut node = BauxiteNode::new(
         identity,

@@ -104,6 +104,10 @@ pub struct PeerReport {
     /// Where path MTU discovery stands: `idle`, `base`, `searching`, `complete`, `error`.
     #[serde(default)]
     pub pmtu: Option<String>,
+    /// The peer's second live direct path (`ip:port`) with `node.bonding` on: copies go
+    /// there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<String>,
 }
 
 /// The name of the kind of `p`'s direct endpoint (see [`PeerReport::endpoint_kind`]).
@@ -229,6 +233,7 @@ impl StatusReport {
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                 path_mtu: p.path_mtu,
                 pmtu: Some(p.pmtu_phase.name().to_string()),
+                secondary: p.secondary.map(|a| a.to_string()),
             })
             .collect();
         Self {
@@ -313,6 +318,9 @@ impl StatusReport {
             if let Some(kind) = &p.endpoint_kind {
                 let _ = write!(path, " ({kind})");
             }
+            if let Some(second) = &p.secondary {
+                let _ = write!(path, " + bonded {second}");
+            }
             let mut detail = String::new();
             if let Some(us) = p.rtt_us {
                 let _ = write!(detail, "  rtt {:.1} ms", us as f64 / 1e3);
@@ -377,7 +385,26 @@ mod tests {
             rtt_us: None,
             path_mtu,
             pmtu: Some(pmtu.into()),
+            secondary: None,
         }
+    }
+
+    #[test]
+    fn a_bonded_peer_shows_its_second_path() {
+        let mut bonded = peer(None, "idle");
+        bonded.secondary = Some("198.19.0.3:51820".into());
+        let text = report(vec![bonded.clone()]).render_text();
+        assert!(
+            text.contains("direct 198.18.0.3:51820 + bonded 198.19.0.3:51820"),
+            "{text}"
+        );
+        let json = serde_json::to_value(report(vec![bonded])).unwrap();
+        assert_eq!(json["peers"][0]["secondary"], "198.19.0.3:51820");
+        let plain = serde_json::to_value(report(vec![peer(None, "idle")])).unwrap();
+        assert!(
+            plain["peers"][0].get("secondary").is_none(),
+            "absent unless bonded"
+        );
     }
 
     fn report(peers: Vec<PeerReport>) -> StatusReport {

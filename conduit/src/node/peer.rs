@@ -38,6 +38,8 @@ pub(super) struct PeerState {
     pub(super) pmtu: crate::path::Pmtu,
     /// When to move onto the hub relay, and when to probe off it.
     pub(super) hub: super::hub::HubWatch,
+    /// The direct addresses the peer was heard from: its second path (bonding).
+    pub(super) bond: crate::path::BondPaths,
 }
 
 /// Measurements of one peer's session. Reset when the session is torn down.

@@ -54,6 +54,7 @@ pub(super) struct RawNode {
     kernel_offload: Option<bool>,
     #[serde(default)]
     realtime_priority: Option<u8>,
+    bonding: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +66,10 @@ pub(super) struct RawPeer {
     virtual_ip: String,
     #[serde(default)]
     endpoint: Option<String>,
+    /// More addresses of the peer (another uplink), tried after `endpoint` and kept
+    /// alive as a second path with `node.bonding`.
+    #[serde(default)]
+    candidates: Vec<String>,
 }
 
 /// How often a node reports its counters to the hub when `hub.report_secs` is not set.
@@ -178,6 +183,9 @@ pub struct RunConfig {
     /// `node.realtime_priority` (default [`crate::realtime::DEFAULT_PRIORITY`], 0 = off):
     /// the `SCHED_FIFO` priority the daemon asks for its data-plane thread.
     pub realtime_priority: u8,
+    /// `node.bonding` (default off): keep a peer's second direct path alive and send
+    /// copies over it.
+    pub bonding: bauxite_conduit::path::Bonding,
 }
 
 impl RunConfig {
@@ -234,6 +242,7 @@ impl RunConfig {
             turn: super::turn::parse_turn(&raw.turn)?,
             kernel_offload: node.kernel_offload.unwrap_or(true),
             realtime_priority: parse_realtime_priority(node.realtime_priority)?,
+            bonding: parse_bonding(node.bonding.as_deref())?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw
@@ -385,6 +394,19 @@ fn parse_cipher(value: Option<&str>) -> Result<CipherSuite, ConfigError> {
     }
 }
 
+fn parse_bonding(value: Option<&str>) -> Result<bauxite_conduit::path::Bonding, ConfigError> {
+    use bauxite_conduit::path::Bonding;
+    match value {
+        None | Some("off") => Ok(Bonding::Off),
+        Some("critical") => Ok(Bonding::Critical),
+        Some("all") => Ok(Bonding::All),
+        Some(other) => Err(invalid(
+            "node.bonding",
+            format!("{other:?} is not a bonding mode; use \"off\", \"critical\" or \"all\""),
+        )),
+    }
+}
+
 fn parse_tun_name(value: Option<&str>) -> Result<String, ConfigError> {
     let name = value.unwrap_or(DEFAULT_TUN_NAME);
     let valid = !name.is_empty()
@@ -471,13 +493,23 @@ fn parse_peers(raw: &[RawPeer], node: &RunConfig) -> Result<Vec<PeerInfo>, Confi
                 })
             })
             .transpose()?;
-        let info = PeerInfo::new(
+        let mut candidates = Vec::with_capacity(p.candidates.len());
+        for c in &p.candidates {
+            candidates.push(c.parse::<SocketAddr>().map_err(|_| {
+                bad(
+                    "candidates",
+                    format!("{c:?} is not an IP:port address, e.g. \"198.51.100.7:51820\""),
+                )
+            })?);
+        }
+        let mut info = PeerInfo::new(
             p.name.clone(),
             VirtualIp::from(ip),
             static_public,
             signing_public,
             endpoint,
         );
+        info.candidates = candidates;
         if !ids.insert(info.id) {
             return Err(bad(
                 "signing_public",

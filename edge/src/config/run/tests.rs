@@ -307,3 +307,39 @@ fn turn_servers_are_checked_and_name_their_key() {
         with("url = \"turn:h:3478\"\nusername = \"r\"\npassword_file = \"/p\"\npassword = \"x\"");
     assert!(parse(&unknown).is_err(), "no inline password");
 }
+
+#[test]
+fn bonding_defaults_off_and_peers_take_more_addresses() {
+    use bauxite_conduit::path::Bonding;
+    assert_eq!(parse(&good()).unwrap().bonding, Bonding::Off);
+    let with =
+        |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
+    assert_eq!(
+        parse(&with("bonding = \"critical\"")).unwrap().bonding,
+        Bonding::Critical
+    );
+    assert_eq!(
+        parse(&with("bonding = \"all\"")).unwrap().bonding,
+        Bonding::All
+    );
+    let Err(ConfigError::Invalid { key, reason }) = parse(&with("bonding = \"both\"")) else {
+        panic!("an unknown mode is refused");
+    };
+    assert_eq!(key, "node.bonding");
+    assert!(reason.contains("\"critical\""), "{reason}");
+    let two = good().replace(
+        "endpoint = \"10.0.0.2:51820\"",
+        "endpoint = \"10.0.0.2:51820\"\ncandidates = [\"10.9.0.2:51820\"]",
+    );
+    let c = parse(&two).unwrap();
+    assert_eq!(
+        c.peers[0].candidates,
+        vec!["10.9.0.2:51820".parse().unwrap()]
+    );
+    assert_eq!(c.peers[0].dial_order().len(), 2);
+    let bad = good().replace(
+        "endpoint = \"10.0.0.2:51820\"",
+        "endpoint = \"10.0.0.2:51820\"\ncandidates = [\"uplink-2\"]",
+    );
+    assert!(parse(&bad).is_err(), "a candidate must be IP:port");
+}
