@@ -67,6 +67,7 @@ mod critical_rx;
 mod device;
 pub mod echo;
 mod gso;
+pub mod ice;
 pub mod service;
 mod shell;
 pub mod turn;

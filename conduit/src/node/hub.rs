@@ -195,7 +195,7 @@ impl BauxiteNode {
         true
     }
 
-    fn go_turn(&mut self, now: Instant, peer: PeerId, why: &'static str) {
+    pub(super) fn go_turn(&mut self, now: Instant, peer: PeerId, why: &'static str) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -214,7 +214,7 @@ impl BauxiteNode {
         }
     }
 
-    fn go_hub(&mut self, now: Instant, peer: PeerId, why: &'static str) {
+    pub(super) fn go_hub(&mut self, now: Instant, peer: PeerId, why: &'static str) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };

@@ -43,6 +43,8 @@
 //! `poll_local_packet` hands out, fragmentation, MSS clamping).
 
 mod hub;
+mod ice;
+mod ice_signal;
 mod inbound;
 mod mtu;
 mod outbound;
@@ -72,6 +74,8 @@ use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
 pub use hub::{DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
+pub use ice::{ConnectStages, IceAction, IceKind, IcePhase, IceReport, IceStatus};
+pub use ice_signal::{IceSignal, MAX_SIGNAL, SignalRefused, SignedSignal};
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
@@ -282,6 +286,10 @@ pub struct BauxiteNode {
     /// ([`BauxiteNode::handle_turn_datagram`]).
     arrival_turn: bool,
     last_timestamp: u64,
+    /// Whether ICE sessions run ([`BauxiteNode::enable_ice`]).
+    ice_enabled: bool,
+    /// What the shell must do for ICE ([`BauxiteNode::poll_ice`]).
+    ice_actions: VecDeque<ice::IceAction>,
 }
 
 impl std::fmt::Debug for BauxiteNode {
@@ -362,6 +370,8 @@ impl BauxiteNode {
             },
             last_timestamp: 0,
             arrival_turn: false,
+            ice_enabled: false,
+            ice_actions: VecDeque::new(),
         }
     }
 
@@ -505,6 +515,9 @@ impl BauxiteNode {
     /// Removes a peer and tears down its sessions (revocation).
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
+            if state.ice.is_some() {
+                self.ice_actions.push_back(IceAction::Close { peer: id });
+            }
             self.metrics.path_mtu.set(id, None);
             self.release(id, state.tunnel, state.feedback);
         }
@@ -591,6 +604,10 @@ impl BauxiteNode {
                     rtt: measured.and_then(|m| m.rtt),
                     path_mtu: state.and_then(|s| s.pmtu.plpmtu()),
                     pmtu_phase: state.map_or(crate::path::PmtuPhase::Idle, |s| s.pmtu.phase()),
+                    ice: state.and_then(|s| {
+                        let up = s.measured.connected_since.filter(|_| established);
+                        s.ice.as_ref().map(|i| i.status(up))
+                    }),
                 }
             })
             .collect()
@@ -767,4 +784,6 @@ pub struct PeerStatus {
     pub path_mtu: Option<u16>,
     /// Where path MTU discovery stands.
     pub pmtu_phase: crate::path::PmtuPhase,
+    /// The peer's ICE session (selected pair, per-stage connect timings), when ICE is on.
+    pub ice: Option<IceStatus>,
 }
