@@ -476,6 +476,9 @@ impl BauxiteNode {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
+        if let Some(tunnel) = state.tunnel.as_mut() {
+            tunnel.endpoint_known();
+        }
         if state.path.direct().map(|d| d.addr) != Some(remote) {
             state.path.set_direct(Some(remote));
             state.pmtu = crate::path::Pmtu::default();
