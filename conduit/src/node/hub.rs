@@ -176,7 +176,13 @@ impl BauxiteNode {
             return false;
         };
         if relayed {
-            if !state.path.on_turn() {
+            // Packets the peer sent through TURN before its agent selected the pair are
+            // still arriving: they do not undo a pair ICE proved.
+            let pair_works = state
+                .ice
+                .as_ref()
+                .is_some_and(super::ice::IceSession::pair_works);
+            if !state.path.on_turn() && !pair_works {
                 self.go_turn(now, peer, "the peer reaches us through TURN");
             } else if state.hub.next_probe.is_none() {
                 state.hub.next_probe = Some(now + HUB_PROBE_INTERVAL);

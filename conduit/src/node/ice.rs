@@ -213,6 +213,11 @@ impl IceSession {
         }
     }
 
+    /// Whether the agents proved a direct pair that has not stopped answering since.
+    pub(super) fn pair_works(&self) -> bool {
+        self.phase == IcePhase::Connected && self.pair.is_some_and(|(_, _, k)| k != IceKind::Relay)
+    }
+
     /// Status, with `connected_since` the instant the peer's session became usable.
     pub(super) fn status(&self, connected_since: Option<Instant>) -> IceStatus {
         let since = |a: Option<Instant>, b: Option<Instant>| {
@@ -449,7 +454,14 @@ impl BauxiteNode {
                 s.first_local.get_or_insert(now);
                 self.send_signal(peer, session, IceSignal::Candidate(line));
             }
-            IceReport::GatheringDone | IceReport::Disconnected => {}
+            IceReport::GatheringDone => {}
+            IceReport::Disconnected => {
+                // The pair is proven no more; the node's own quiet detection and relay
+                // ladder take it from here.
+                if s.phase == IcePhase::Connected {
+                    s.phase = IcePhase::Checking;
+                }
+            }
             IceReport::Selected {
                 local,
                 remote,
