@@ -345,6 +345,12 @@ fn stages_add_up_to_the_connect_time_on_the_virtual_clock() {
         Some(SIGNAL_DELAY * 2 + CHECKS + handshake),
         "{stages:?}"
     );
+    // The metrics endpoint has the same numbers.
+    let peer = net.nodes[1 - lo].peer_id();
+    assert_eq!(
+        net.nodes[lo].metrics().connect_stages.snapshot(),
+        vec![(peer, stages)]
+    );
 }
 
 fn node(n: u8) -> (BauxiteNode, Identity, PeerInfo) {

@@ -350,6 +350,15 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
         .hub
         .is_some()
         .then(|| crate::hub_relay::RelayLink::new(shell.hub_relay()));
+    // ICE signals travel through the hub, so ICE needs one.
+    let signals = match (&config.hub, config.ice) {
+        (Some(_), true) => Some(crate::hub_signal::SignalLink::new(
+            shell
+                .enable_ice(bauxite_conduit::io::IceConfig::default())
+                .map_err(RunError::data_plane)?,
+        )),
+        _ => None,
+    };
     // Peers learn a relayed address only through the hub, so TURN needs one.
     let turn = match config.hub {
         Some(_) => {
@@ -432,6 +441,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
                     ros_servers: ros_servers_tx,
                     lock,
                     relay,
+                    signals,
                     turn,
                 }
                 .run(),

@@ -439,6 +439,7 @@ impl BauxiteNode {
             .and_then(|s| s.ice.take())
             .is_some()
         {
+            self.metrics.connect_stages.set(peer, None);
             self.ice_actions.push_back(IceAction::Close { peer });
         }
     }
@@ -475,11 +476,26 @@ impl BauxiteNode {
                 if remote_kind != IceKind::Relay {
                     self.take_pair(now, peer, remote);
                 }
+                self.ice_gauges(peer);
             }
             IceReport::Failed => {
                 s.phase = IcePhase::Failed;
                 self.ice_failed(now, peer);
             }
+        }
+    }
+
+    /// Publishes `peer`'s connect stages to the metrics (forgets them without a session).
+    pub(super) fn ice_gauges(&self, peer: PeerId) {
+        let Some(state) = self.peers.get(&peer) else {
+            return;
+        };
+        let stages = state
+            .ice
+            .as_ref()
+            .map(|i| i.status(state.measured.connected_since).stages);
+        if stages.is_some() || state.ice.is_none() {
+            self.metrics.connect_stages.set(peer, stages);
         }
     }
 

@@ -212,6 +212,7 @@ impl BauxiteNode {
         self.forget_retired(peer);
         self.learn_endpoint(now, peer, from);
         self.ensure_pmtu(now, peer);
+        self.ice_gauges(peer);
         Metrics::inc(&self.metrics.handshakes_completed);
         self.events.push_back(Event::HandshakeCompleted {
             peer,
@@ -266,6 +267,7 @@ impl BauxiteNode {
         // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
         self.learn_endpoint(now, peer, from);
         self.ensure_pmtu(now, peer);
+        self.ice_gauges(peer);
         if confirmed {
             self.on_confirmed(peer, staged);
         }

@@ -516,6 +516,7 @@ impl BauxiteNode {
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
             if state.ice.is_some() {
+                self.metrics.connect_stages.set(id, None);
                 self.ice_actions.push_back(IceAction::Close { peer: id });
             }
             self.metrics.path_mtu.set(id, None);

@@ -52,6 +52,8 @@ pub(super) struct RawNode {
     bulk_target_delay_us: Option<u64>,
     #[serde(default)]
     kernel_offload: Option<bool>,
+    #[serde(default)]
+    ice: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +175,10 @@ pub struct RunConfig {
     /// classifier, the TUN steering program and the Critical socket. `false` leaves the
     /// userspace classifier alone (to compare, or on a kernel that misbehaves).
     pub kernel_offload: bool,
+    /// `node.ice` (default false): ICE sessions with every peer, signaled through the
+    /// hub (needs `[hub]`): a webrtc-ice agent per peer on the mesh port finds the direct
+    /// pair, TURN carries the session while the checks run.
+    pub ice: bool,
 }
 
 impl RunConfig {
@@ -228,6 +234,7 @@ impl RunConfig {
             lane_rules: parse_lanes(&raw.lanes)?,
             turn: super::turn::parse_turn(&raw.turn)?,
             kernel_offload: node.kernel_offload.unwrap_or(true),
+            ice: node.ice.unwrap_or(false),
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw
