@@ -85,6 +85,7 @@ async fn start(n: u8) -> (Running, IceSignalPort) {
     let port = shell
         .enable_ice(IceConfig {
             include_loopback: true,
+            ..IceConfig::default()
         })
         .unwrap();
     let addr = shell.local_addr().unwrap();

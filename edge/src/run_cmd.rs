@@ -354,7 +354,12 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
     let signals = match (&config.hub, config.ice) {
         (Some(_), true) => Some(crate::hub_signal::SignalLink::new(
             shell
-                .enable_ice(bauxite_conduit::io::IceConfig::default())
+                .enable_ice(bauxite_conduit::io::IceConfig {
+                    include_loopback: false,
+                    // Never a candidate on the mesh itself (checks would cross the tunnel).
+                    exclude_interface: Some(config.tun_name.clone()),
+                    exclude_net: Some((config.virtual_ip, config.prefix)),
+                })
                 .map_err(RunError::data_plane)?,
         )),
         _ => None,

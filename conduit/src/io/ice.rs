@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{Mutex, mpsc};
 use webrtc_ice::agent::Agent;
-use webrtc_ice::agent::agent_config::AgentConfig;
+use webrtc_ice::agent::agent_config::{AgentConfig, InterfaceFilterFn, IpFilterFn};
 use webrtc_ice::candidate::candidate_base::{CandidateBaseConfig, unmarshal_candidate};
 use webrtc_ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
 use webrtc_ice::candidate::{Candidate, CandidateType};
@@ -197,6 +197,11 @@ pub struct IceSettings {
     pub local_pwd: String,
     /// Whether loopback addresses are host candidates (tests on one machine).
     pub include_loopback: bool,
+    /// An interface whose addresses are never host candidates (the mesh's TUN device).
+    pub exclude_interface: Option<String>,
+    /// An IPv4 network (address, prefix length) never used for host candidates (the
+    /// mesh's range).
+    pub exclude_net: Option<(std::net::Ipv4Addr, u8)>,
     /// How long checks may find nothing before the agent reports failure.
     pub failed_timeout: Duration,
     /// Pace of connectivity checks.
@@ -210,6 +215,8 @@ impl Default for IceSettings {
             local_ufrag: String::new(),
             local_pwd: String::new(),
             include_loopback: false,
+            exclude_interface: None,
+            exclude_net: None,
             failed_timeout: Duration::from_secs(5),
             check_interval: Duration::from_millis(50),
         }
@@ -267,8 +274,19 @@ impl IceAgent {
         } else {
             vec![NetworkType::Udp4, NetworkType::Udp6]
         };
+        let interface_filter: Option<InterfaceFilterFn> =
+            settings.exclude_interface.clone().map(|name| {
+                let filter: InterfaceFilterFn = Box::new(move |interface: &str| interface != name);
+                filter
+            });
+        let ip_filter: Option<IpFilterFn> = settings.exclude_net.map(|(net, prefix)| {
+            let filter: IpFilterFn = Box::new(move |ip: std::net::IpAddr| !in_net(ip, net, prefix));
+            filter
+        });
         let config = AgentConfig {
             udp_network: UDPNetwork::Muxed(mux.mux.clone()),
+            interface_filter: Arc::new(interface_filter),
+            ip_filter: Arc::new(ip_filter),
             local_ufrag: settings.local_ufrag.clone(),
             local_pwd: settings.local_pwd.clone(),
             multicast_dns_mode: MulticastDnsMode::Disabled,
@@ -422,6 +440,17 @@ impl IceAgent {
             tracing::debug!(peer = %self.peer, %error, "ICE agent close");
         }
     }
+}
+
+/// Whether `ip` lies in the IPv4 network `net`/`prefix`.
+fn in_net(ip: std::net::IpAddr, net: std::net::Ipv4Addr, prefix: u8) -> bool {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return false;
+    };
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    u32::from(v4) & mask == u32::from(net) & mask
 }
 
 /// The SDP `candidate` text of this node's server-reflexive address `reflexive` (learned

@@ -44,6 +44,12 @@ pub struct IceSignalPort {
 pub struct IceConfig {
     /// Whether loopback addresses are host candidates (tests on one machine).
     pub include_loopback: bool,
+    /// The mesh's own TUN device, never a host candidate: checks through the tunnel
+    /// would "succeed" and route the mesh over itself.
+    pub exclude_interface: Option<String>,
+    /// The mesh's address range (network, prefix length), never a host candidate, for
+    /// the same reason.
+    pub exclude_net: Option<(std::net::Ipv4Addr, u8)>,
 }
 
 /// The agents and their channels.
@@ -155,6 +161,8 @@ impl IceIo {
             local_ufrag: ufrag,
             local_pwd: pwd,
             include_loopback: self.config.include_loopback,
+            exclude_interface: self.config.exclude_interface.clone(),
+            exclude_net: self.config.exclude_net,
             ..IceSettings::default()
         };
         match IceAgent::new(&self.mux, peer, &settings, self.reports_tx.clone()).await {

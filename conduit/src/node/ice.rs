@@ -473,7 +473,15 @@ impl BauxiteNode {
                 s.phase = IcePhase::Connected;
                 s.pair = Some((local, remote, remote_kind));
                 s.rtt = rtt.or(s.rtt);
-                if remote_kind != IceKind::Relay {
+                // A pair into the mesh's own addresses would route the mesh over itself
+                // (a peer's agent gathered its TUN address): never a path.
+                let into_mesh = match remote.ip() {
+                    std::net::IpAddr::V4(ip) => {
+                        self.registry.by_ip(crate::VirtualIp::from(ip)).is_some()
+                    }
+                    std::net::IpAddr::V6(_) => false,
+                };
+                if remote_kind != IceKind::Relay && !into_mesh {
                     self.take_pair(now, peer, remote);
                 }
                 self.ice_gauges(peer);
