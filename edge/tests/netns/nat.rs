@@ -52,6 +52,11 @@ impl NatMesh {
 
     /// Like [`start_in`](Self::start_in), with more arguments for the hub's `serve`.
     pub(crate) fn start_with(bin: &Path, lab: NatLab, hub_args: Vec<String>) -> Self {
+        Self::start_ice(bin, lab, hub_args, ice_on())
+    }
+
+    /// Like [`start_with`](Self::start_with), with ICE on or off whatever the environment says.
+    pub(crate) fn start_ice(bin: &Path, lab: NatLab, hub_args: Vec<String>, ice: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::start_with(
             bin,
@@ -66,7 +71,7 @@ impl NatMesh {
             let root = dir.path().join(NAMES[i]);
             let (ok, out) = join(lab.ns(Host::Site(i)), &token, &url, &root, NAMES[i], None);
             assert!(ok, "join {}: {out}\n--- hub ---\n{}", NAMES[i], hub.log());
-            if ice_on() {
+            if ice {
                 enable_ice(&root.join("config.toml"));
             }
             Node::from_config(
