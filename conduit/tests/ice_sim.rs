@@ -182,7 +182,10 @@ fn lower(net: &SimNet) -> usize {
 fn the_lower_id_invites_the_other_offers_and_answers_and_both_trickle() {
     let (net, ice) = ice_net(None, None, NodeConfig::default(), false);
     let (lo, hi) = (lower(&net), 1 - lower(&net));
-    assert_eq!(ice.count(lo, |s| matches!(s, IceSignal::Invite { .. })), 1);
+    // The other side's BYE (sent as it learned of the inviter) found the INVITE still
+    // unanswered: the same INVITE went again, and its copy was ignored (one OFFER).
+    assert_eq!(ice.count(hi, |s| matches!(s, IceSignal::Bye)), 1);
+    assert_eq!(ice.count(lo, |s| matches!(s, IceSignal::Invite { .. })), 2);
     assert_eq!(ice.count(hi, |s| matches!(s, IceSignal::Invite { .. })), 0);
     assert_eq!(ice.count(hi, |s| matches!(s, IceSignal::Offer { .. })), 1);
     assert_eq!(ice.count(hi, |s| matches!(s, IceSignal::Answer)), 1);
@@ -438,4 +441,44 @@ fn signals_that_break_the_roles_the_session_or_the_signature_are_refused() {
             peer: lo_id.peer_id()
         })
     );
+}
+
+#[test]
+fn a_restarted_controlled_node_gets_a_new_invite_and_the_session_comes_back() {
+    let (mut net, mut ice) = ice_net(None, None, NodeConfig::default(), false);
+    let (lo, hi) = (lower(&net), 1 - lower(&net));
+    report_checks(&mut net, true, [None, None]);
+    ice.settle(&mut net);
+    let both = |net: &SimNet| {
+        let (x, y) = (net.nodes[0].peer_id(), net.nodes[1].peer_id());
+        net.nodes[0].is_connected(y, net.now) && net.nodes[1].is_connected(x, net.now)
+    };
+    let mut next = 0;
+    assert!(stream_until(
+        &mut net,
+        &mut next,
+        Duration::from_secs(1),
+        both
+    ));
+    let invites = ice.count(lo, |s| matches!(s, IceSignal::Invite { .. }));
+    // The controlled node crashes and comes back: it knows the inviter again and says so.
+    net.restart(hi);
+    net.nodes[hi].enable_ice(true);
+    ice.started[hi] = None;
+    let peer = net.nodes[lo].peer_id();
+    net.nodes[hi].ice_begin(net.now, peer).unwrap();
+    ice.settle(&mut net);
+    // The inviter dropped the session it had and invited anew; the checks run again.
+    assert_eq!(
+        ice.count(lo, |s| matches!(s, IceSignal::Invite { .. })),
+        invites + 1
+    );
+    assert_eq!(ice.closed[lo], 1, "the old agent closed");
+    assert!(ice.started[hi].is_some(), "the restarted node checks again");
+    let status = net.nodes[hi].peer_status(net.now);
+    assert_eq!(
+        status[0].ice.as_ref().map(|i| i.phase),
+        Some(IcePhase::Checking)
+    );
+    assert!(ice.refused.is_empty(), "{:?}", ice.refused);
 }

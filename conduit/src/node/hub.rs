@@ -127,7 +127,14 @@ impl BauxiteNode {
             on_turn: state.path.on_turn(),
             has_turn: state.path.get().has_turn(),
             hub_after: self.config.hub_relay_after,
-            turn_after: self.config.turn_after,
+            // ICE checks every pair at once: no need to wait as long for a direct answer.
+            turn_after: match &state.ice {
+                Some(ice) if !ice.pair_works() => self
+                    .config
+                    .turn_after
+                    .map(|after| after.min(super::ice::ICE_TURN_AFTER)),
+                _ => self.config.turn_after,
+            },
         }
     }
 

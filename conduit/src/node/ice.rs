@@ -8,9 +8,10 @@
 //! ([`SignedSignal::open`]). A pair the agents selected proved that both directions work
 //! on that exact address pair from the mesh socket, so it becomes the peer's direct path
 //! at once and takes the peer off TURN and the hub (direct > TURN > hub); a failed agent
-//! moves the peer onto TURN (or the hub) at once instead of after `turn_after`. A peer
-//! with a TURN path also starts its handshake on TURN when the session begins, so the
-//! session comes up on TURN while the checks run and moves to the pair when one works.
+//! moves the peer onto TURN (or the hub) at once instead of after `turn_after`; while the
+//! checks run without a pair, a peer with a TURN path moves onto it after
+//! [`ICE_TURN_AFTER`] without a direct answer (not `turn_after`), so the session comes up
+//! on TURN while the checks go on, and moves to the pair when one works.
 //!
 //! # Driving
 //!
@@ -30,6 +31,13 @@ use rand_core::Rng;
 use super::ice_signal::{IceSignal, SignedSignal};
 use super::{BauxiteNode, Control, Event};
 use crate::{Error, PeerId};
+
+/// How long a peer whose ICE checks run may go without an answer on a direct address
+/// before it moves onto TURN (instead of [`NodeConfig::turn_after`](super::NodeConfig::turn_after)):
+/// the checks try every pair at once, and a direct pair that works answers within a few
+/// check intervals (50 ms) — so a peer behind a symmetric NAT reaches TURN this soon,
+/// while one that can go direct is not pushed through TURN first.
+pub const ICE_TURN_AFTER: Duration = Duration::from_millis(300);
 
 /// What kind of candidate the remote end of a pair is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +200,8 @@ pub(super) struct IceSession {
     first_pair: Option<Instant>,
     pair: Option<(SocketAddr, SocketAddr, IceKind)>,
     rtt: Option<Duration>,
+    /// What this side sent to open the session (the INVITE, or the OFFER), to send again.
+    opening: Option<IceSignal>,
 }
 
 impl IceSession {
@@ -210,6 +220,7 @@ impl IceSession {
             first_pair: None,
             pair: None,
             rtt: None,
+            opening: None,
         }
     }
 
@@ -287,13 +298,20 @@ impl BauxiteNode {
     }
 
     /// Starts a session with `peer` if ICE is on, this node controls, and none runs:
-    /// creates the agent and sends the INVITE. The other side waits for our INVITE.
+    /// creates the agent and sends the INVITE. The other side waits for our INVITE, and
+    /// sends a BYE first: if the controlling side still holds a session from before this
+    /// node (re)started, it invites again instead of checking against credentials that
+    /// are gone.
     pub fn ice_begin(&mut self, now: Instant, peer: PeerId) -> Result<(), Error> {
-        if !self.ice_enabled || !self.ice_controls(peer) {
+        if !self.ice_enabled {
             return Ok(());
         }
         let state = self.peers.get(&peer).ok_or(Error::UnknownPeer(peer))?;
         if state.ice.is_some() {
+            return Ok(());
+        }
+        if !self.ice_controls(peer) {
+            self.send_signal(peer, 0, IceSignal::Bye);
             return Ok(());
         }
         let session = self.rng.next_u64();
@@ -305,7 +323,11 @@ impl BauxiteNode {
             ufrag.clone(),
             pwd.clone(),
         );
-        self.send_signal(peer, session, IceSignal::Invite { ufrag, pwd });
+        let invite = IceSignal::Invite { ufrag, pwd };
+        if let Some(s) = self.peers.get_mut(&peer).and_then(|s| s.ice.as_mut()) {
+            s.opening = Some(invite.clone());
+        }
+        self.send_signal(peer, session, invite);
         Ok(())
     }
 
@@ -332,14 +354,6 @@ impl BauxiteNode {
             ufrag,
             pwd,
         });
-        let parallel_turn = state.path.get().has_turn() && !state.path.on_turn();
-        if parallel_turn && !self.is_connected(peer, now) {
-            self.go_turn(
-                now,
-                peer,
-                "ICE checks run; TURN carries the session meanwhile",
-            );
-        }
         if !self.is_connected(peer, now)
             && let Err(error) = self.connect(now, peer)
         {
@@ -384,6 +398,10 @@ impl BauxiteNode {
                         "an INVITE from the higher peer ID: we invite".into(),
                     ));
                 }
+                if current == Some(session) {
+                    // The same INVITE again (our BYE crossed it): the session runs.
+                    return Ok(());
+                }
                 let (lu, lp) = (credential(&mut self.rng, 16), credential(&mut self.rng, 32));
                 self.open_session(
                     now,
@@ -399,6 +417,25 @@ impl BauxiteNode {
                     ufrag,
                     pwd,
                 });
+            }
+            IceSignal::Bye if self.ice_controls(from) => {
+                // The controlled side (re)started or gave up. While our INVITE is
+                // unanswered it goes again, the same (the peer may have refused it before
+                // it knew us; if not, it ignores the copy); a session it answered before
+                // is gone on its side: a new one.
+                let pending = self
+                    .peers
+                    .get(&from)
+                    .and_then(|s| s.ice.as_ref())
+                    .filter(|s| s.phase == IcePhase::Inviting)
+                    .map(|s| (s.session, s.opening.clone()));
+                match pending {
+                    Some((session, Some(invite))) => self.send_signal(from, session, invite),
+                    _ => {
+                        self.ice_close(from);
+                        self.ice_begin(now, from)?;
+                    }
+                }
             }
             _ if current != Some(session) => {
                 return Err(refuse(format!("session {session} is not the current one")));

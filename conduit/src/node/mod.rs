@@ -74,7 +74,7 @@ use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
 pub use hub::{DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
-pub use ice::{ConnectStages, IceAction, IceKind, IcePhase, IceReport, IceStatus};
+pub use ice::{ConnectStages, ICE_TURN_AFTER, IceAction, IceKind, IcePhase, IceReport, IceStatus};
 pub use ice_signal::{IceSignal, MAX_SIGNAL, SignalRefused, SignedSignal};
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
