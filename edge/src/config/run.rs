@@ -177,7 +177,8 @@ pub struct RunConfig {
     pub kernel_offload: bool,
     /// `node.ice` (default false): ICE sessions with every peer, signaled through the
     /// hub (needs `[hub]`): a webrtc-ice agent per peer on the mesh port finds the direct
-    /// pair, TURN carries the session while the checks run.
+    /// pair; TURN takes the session after 300 ms without a direct answer while the checks
+    /// run.
     pub ice: bool,
 }
 
