@@ -69,6 +69,7 @@ pub mod echo;
 mod gso;
 pub mod ice;
 mod ice_driver;
+mod ice_mux;
 pub mod service;
 mod shell;
 pub mod turn;

@@ -45,6 +45,7 @@
 mod hub;
 mod ice;
 mod ice_signal;
+mod ice_types;
 mod inbound;
 mod mtu;
 mod outbound;
