@@ -125,9 +125,12 @@ pub struct IceView {
     pub signaling_us: Option<u64>,
     /// First remote candidate to the first working pair, microseconds.
     pub checks_us: Option<u64>,
-    /// First working pair to the session being usable, microseconds.
+    /// First working pair to the session being usable, microseconds (absent when the
+    /// session was usable before the ICE session began: the hub's candidates answered
+    /// first).
     pub handshake_us: Option<u64>,
-    /// Session start (INVITE) to the session being usable, microseconds.
+    /// Session start (INVITE sent or received) to the session being usable, microseconds
+    /// (absent like `handshake_us`).
     pub total_us: Option<u64>,
 }
 

@@ -139,6 +139,8 @@ pub struct ConnectStages {
     /// was, on a relay).
     pub handshake: Option<Duration>,
     /// From the session's start (INVITE sent or received) to the session being usable.
+    /// `None` (and `handshake` too) when the session was usable before the ICE session
+    /// began: the hub's candidates answered first.
     pub total: Option<Duration>,
 }
 

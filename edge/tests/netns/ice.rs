@@ -53,9 +53,15 @@ fn ice_through_the_hub_finds_the_server_reflexive_pair_behind_port_changing_cone
             "{entry}"
         );
         assert_eq!(entry["path"], format!("direct {remote}"), "{entry}");
-        for stage in ["checks_us", "total_us"] {
-            assert!(ice[stage].is_u64(), "{stage}: {entry}");
-        }
+        assert!(ice["checks_us"].is_u64(), "{entry}");
+        // The handshake and total stages are there unless the session was up before this
+        // side's ICE session began (the hub's candidates answered first: the invited side
+        // often handshakes before the INVITE reaches it).
+        assert_eq!(
+            ice["total_us"].is_u64(),
+            ice["handshake_us"].is_u64(),
+            "{entry}"
+        );
     }
     assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
     assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
