@@ -33,7 +33,7 @@ impl IceKind {
     }
 }
 
-/// What an agent found out (the shell hands these to [`BauxiteNode::handle_ice`]).
+/// What an agent found out (the shell hands these to [`BauxiteNode::handle_ice`](crate::BauxiteNode::handle_ice)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IceReport {
     /// A local candidate (SDP `candidate` text) to send to the peer.
@@ -57,7 +57,7 @@ pub enum IceReport {
     Failed,
 }
 
-/// What the node asks the shell to do ([`BauxiteNode::poll_ice`]).
+/// What the node asks the shell to do ([`BauxiteNode::poll_ice`](crate::BauxiteNode::poll_ice)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IceAction {
     /// Create `peer`'s agent with these settings (closing an older one).
@@ -77,7 +77,7 @@ pub enum IceAction {
         peer: PeerId,
         /// The node.proto `SignalKind` number.
         kind: i32,
-        /// The `Signal.payload` bytes ([`SignedSignal::encode`]).
+        /// The `Signal.payload` bytes ([`SignedSignal::encode`](crate::node::SignedSignal::encode)).
         payload: Vec<u8>,
     },
     /// Give `peer`'s agent a candidate the peer sent.
