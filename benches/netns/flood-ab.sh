@@ -6,19 +6,22 @@
 # table; the full outputs go to $OUT_DIR (default: a temp dir it names).
 #
 #   sudo BAUXITE=target/release/bauxite benches/netns/flood-ab.sh [--seconds N] [--wrap 'chrt -f 10']
+#        [--node 'realtime_priority = 0']   (a line for both daemons' [node] section)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=6
 WRAP=""
+NODE=""
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) SECS=$2; shift 2 ;;
     --wrap) WRAP=$2; shift 2 ;;
+    --node) NODE=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 OUT_DIR="${OUT_DIR:-$(mktemp -d)}"
-echo "commit $(git rev-parse --short HEAD), kernel $(uname -r), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), daemons ${WRAP:-default scheduling}; outputs in $OUT_DIR"
+echo "commit $(git rev-parse --short HEAD), kernel $(uname -r), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), daemons ${WRAP:-started without chrt}${NODE:+, $NODE}; outputs in $OUT_DIR"
 echo
 echo "| load | link | offload | pings lost | ping p99 idle → loaded (ms) | CPU per packet a / b (µs) | a bauxite0 tx_dropped | b UdpRcvbufErrors |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -29,7 +32,7 @@ for load in udp tcp; do
       [ "$load" = tcp ] && args+=(--tcp)
       [ "$link" = tbf ] && args+=(--tbf)
       out="$OUT_DIR/$load-$link-$offload.txt"
-      BXFLOOD_WRAP="$WRAP" BXFLOOD_NODE_EXTRA="kernel_offload = $offload" BXFLOOD_PREFIX="bxab" \
+      BXFLOOD_WRAP="$WRAP" BXFLOOD_NODE_EXTRA="kernel_offload = $offload${NODE:+\\n$NODE}" BXFLOOD_PREFIX="bxab" \
         bash benches/netns/flood-drops.sh "${args[@]}" > "$out" 2>&1 || true
       lost=$(awk -F', ' '/^flood:/ {split($2, r, " "); split($1, t, " "); print t[2] - r[1] " / " t[2]}' "$out")
       idle=$(grep -oE '^idle: .*p99 [0-9.]+' "$out" | grep -oE '[0-9.]+$')

@@ -185,6 +185,10 @@ pub enum PeerMisbehaved {
     /// Sequence number already seen or older than the anti-replay window.
     #[error("replayed or stale sequence number {0}")]
     Replay(u64),
+    /// Sequence number already received, inside the anti-replay window: a copy over a
+    /// second path, a link duplicate, or a recent packet replayed. Dropped, nothing to do.
+    #[error("sequence number {0} already received (a redundant copy); dropped")]
+    Duplicate(u64),
     /// Data for a session index we do not hold.
     #[error("unknown session index {0:#010x}")]
     UnknownSession(u32),

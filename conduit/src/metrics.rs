@@ -82,8 +82,13 @@ counters! {
     rx_bytes,
     /// Inbound packets dropped for any reason.
     rx_dropped,
-    /// Inbound packets refused as replays or older than the window.
+    /// Inbound packets refused as older than the anti-replay window (or past the
+    /// session's message limit).
     rx_replayed,
+    /// Inbound packets whose counter was already received: the second copy of a packet
+    /// sent over two bonded paths or repeated for redundancy, a link duplicate, or a
+    /// recent packet replayed (harmless: dropped before decryption).
+    rx_duplicates,
     /// Inbound packets whose authentication tag failed (tampered or forged).
     rx_auth_failed,
     /// Inbound datagrams that are not mesh packets or are malformed.
@@ -100,6 +105,13 @@ counters! {
     handshakes_initiated,
     /// Keepalives sent.
     keepalives_sent,
+    /// Redundant copies sent: on a peer's second path (bonding) or repeated on the same
+    /// path (a policy rule's `redundancy`).
+    tx_redundant,
+    /// Datagram bytes of the redundant copies (the cost of redundancy on the wire).
+    tx_redundant_bytes,
+    /// Keepalives sent to a peer's other direct addresses to keep a second path alive.
+    bond_probes_sent,
     /// Acknowledgement frames sent (the bulk lane's delay signal for the peer).
     acks_sent,
     /// Acknowledgement frames received and matched to a packet we sent.

@@ -23,6 +23,7 @@
 //! [`frame`].
 
 pub mod adaptive;
+pub mod bond;
 pub mod congestion;
 pub mod feedback;
 pub mod frame;
@@ -33,6 +34,7 @@ pub mod pmtu;
 use std::net::SocketAddr;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
+pub use bond::{BOND_ALIVE, BOND_PROBE_INTERVAL, BondPaths, Bonding};
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckState, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};

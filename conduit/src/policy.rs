@@ -94,6 +94,31 @@ pub struct Rule {
     /// Which traffic direction.
     #[serde(default)]
     pub direction: Direction,
+    /// Whether the Critical-lane packets this rule lets out are sent redundantly (off
+    /// unless asked for: it costs a second datagram per packet).
+    #[serde(default, skip_serializing_if = "Redundancy::is_none")]
+    pub redundancy: Redundancy,
+}
+
+/// How the Critical-lane packets a rule lets out are protected against loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redundancy {
+    /// Each packet is sent once.
+    #[default]
+    None,
+    /// Each packet is sent twice: the copy goes over the peer's second direct path when
+    /// one is alive, else on the same path a short gap later
+    /// ([`REPEAT_GAP`](crate::node::REPEAT_GAP)), so one loss burst rarely takes both.
+    /// The receiver's anti-replay window drops the copy that comes second.
+    Duplicate,
+}
+
+impl Redundancy {
+    /// Whether this is [`Redundancy::None`].
+    pub fn is_none(&self) -> bool {
+        *self == Redundancy::None
+    }
 }
 
 /// Which remote peer a rule applies to.
@@ -234,6 +259,9 @@ impl fmt::Display for Rule {
             Direction::Inbound => fields.push("\"direction\":\"inbound\"".into()),
             Direction::Outbound => fields.push("\"direction\":\"outbound\"".into()),
         }
+        if self.redundancy == Redundancy::Duplicate {
+            fields.push("\"redundancy\":\"duplicate\"".into());
+        }
         write!(f, "{{{}}}", fields.join(","))
     }
 }
@@ -273,6 +301,9 @@ impl Rule {
 #[derive(Clone, Debug, Default)]
 pub struct PolicyEngine {
     policy: Option<Policy>,
+    /// Whether a rule of `policy` asks for redundancy (the per-packet check is skipped
+    /// otherwise).
+    any_redundancy: bool,
 }
 
 impl PolicyEngine {
@@ -284,6 +315,7 @@ impl PolicyEngine {
     /// Validates and installs `policy`, replacing any previous one; on error keeps the old.
     pub fn load(&mut self, policy: Policy) -> Result<(), Error> {
         policy.validate()?;
+        self.any_redundancy = policy.rules.iter().any(|r| !r.redundancy.is_none());
         self.policy = Some(policy);
         Ok(())
     }
@@ -291,6 +323,7 @@ impl PolicyEngine {
     /// Unloads the policy: back to allow-all.
     pub fn clear(&mut self) {
         self.policy = None;
+        self.any_redundancy = false;
     }
 
     /// The installed policy, if any.
@@ -312,6 +345,30 @@ impl PolicyEngine {
         } else {
             policy.default
         }
+    }
+
+    /// How an outbound packet to `peer` is protected: [`Redundancy::Duplicate`] when a
+    /// rule that lets it out asks for it. Costs one pass over the rules, only when the
+    /// policy has such a rule.
+    pub fn redundancy(&self, peer: PeerId, packet: &IpView<'_>) -> Redundancy {
+        let Some(policy) = self.policy.as_ref().filter(|_| self.any_redundancy) else {
+            return Redundancy::None;
+        };
+        let asked = policy
+            .rules
+            .iter()
+            .filter(|rule| rule.redundancy == Redundancy::Duplicate)
+            .any(|rule| rule.matches(Flow::Outbound, peer, packet));
+        if asked {
+            Redundancy::Duplicate
+        } else {
+            Redundancy::None
+        }
+    }
+
+    /// Whether any rule of the installed policy asks for redundancy.
+    pub fn has_redundancy(&self) -> bool {
+        self.any_redundancy
     }
 
     /// Like [`check`](Self::check), and counts a denial in `metrics.policy_denied`.

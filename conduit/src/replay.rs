@@ -54,6 +54,16 @@ impl ReplayWindow {
         self.bitmap[word] & bit == 0
     }
 
+    /// Whether `counter` was already accepted and is still inside the window (a
+    /// duplicate), as opposed to older than the window (stale).
+    pub fn seen(&self, counter: u64) -> bool {
+        if !self.any || counter > self.last || self.last - counter > WINDOW {
+            return false;
+        }
+        let (word, bit) = position(counter);
+        self.bitmap[word] & bit != 0
+    }
+
     /// Records `counter` as received. Call only after [`check`](Self::check) passed and the
     /// packet authenticated; returns false (and changes nothing) if it is a replay.
     pub fn commit(&mut self, counter: u64) -> bool {
@@ -167,6 +177,8 @@ mod tests {
                 let expect = !seen.contains(&c)
                     && match last { None => true, Some(l) => c > l || l - c <= WINDOW };
                 prop_assert_eq!(w.check(c), expect);
+                let in_window = last.is_some_and(|l| c <= l && l - c <= WINDOW);
+                prop_assert_eq!(w.seen(c), seen.contains(&c) && in_window);
                 prop_assert_eq!(w.commit(c), expect);
                 if expect {
                     seen.insert(c);

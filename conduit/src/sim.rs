@@ -43,9 +43,11 @@ use crate::wire::{self, Message};
 use crate::{Lane, VirtualIp};
 
 mod nat;
+mod paths;
 
 use nat::NatBox;
 pub use nat::{Filtering, Mapping, NatBehaviour, direct_path_expected, initiation_crosses};
+pub use paths::{PathCounts, TwoPathNet};
 
 /// Where NATed nodes' boxes first send (the hub, or a STUN server): the address whose
 /// mapping the hub reports as a node's server-reflexive address.

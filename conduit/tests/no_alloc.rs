@@ -192,3 +192,73 @@ fn service_datagram_path_does_not_allocate() {
     assert_eq!(allocations() - before, 0, "service datagram path allocated");
     assert_eq!(received, 1000 * 64 + 9000 * 1322);
 }
+
+#[test]
+fn bonded_copies_do_not_allocate() {
+    use bauxite_conduit::path::Bonding;
+    use bauxite_conduit::sim::TwoPathNet;
+    let start = Instant::now();
+    let config = NodeConfig {
+        bonding: Bonding::All,
+        ..NodeConfig::default()
+    };
+    let imp = bauxite_netem::Impairments {
+        delay: std::time::Duration::from_millis(5),
+        ..bauxite_netem::Impairments::default()
+    };
+    let mut net = TwoPathNet::new(config, imp, true, 3, start);
+    let peer = net.nodes[1].peer_id();
+    net.nodes[0].connect(net.now, peer).unwrap();
+    let mut bonded = false;
+    for _ in 0..100 {
+        net.run_for(std::time::Duration::from_millis(50));
+        bonded = net.nodes[0]
+            .peer_status(net.now)
+            .iter()
+            .all(|s| s.secondary.is_some());
+        if bonded {
+            break;
+        }
+    }
+    assert!(bonded, "a second path within 5 s");
+    let mut packet = Vec::new();
+    build::ipv4_udp(
+        net.vips[0].addr(),
+        net.vips[1].addr(),
+        4000,
+        9000,
+        &[7u8; 64],
+        &mut packet,
+    );
+    let mut datagram = vec![0u8; NodeConfig::default().datagram_capacity()];
+    let now = net.now;
+    let [a, b] = &mut net.nodes;
+    let mut run = |rounds: u32| {
+        let (mut delivered, mut copies) = (0, 0);
+        for _ in 0..rounds {
+            a.handle_tun_packet_in(now, Lane::Critical, &packet);
+            while let Some(t) = a.poll_transmit(now, &mut datagram) {
+                // The copy leaves from A's address on the path it is sent on.
+                let path = usize::from(t.dst == TwoPathNet::addr(1, 1));
+                let from = TwoPathNet::addr(0, path);
+                match b.handle_datagram(now, from, &mut datagram[..t.len]) {
+                    Received::Deliver(_) => delivered += 1,
+                    Received::Dropped(_) => copies += 1,
+                    _ => {}
+                }
+            }
+            while let Some(t) = b.poll_transmit(now, &mut datagram) {
+                a.handle_datagram(now, TwoPathNet::addr(1, 0), &mut datagram[..t.len]);
+            }
+        }
+        (delivered, copies)
+    };
+    assert_eq!(
+        run(100),
+        (100, 100),
+        "warm-up: each packet once, each copy dropped"
+    );
+    let before = allocations();
+    assert_eq!(run(10_000), (10_000, 10_000));
+    assert_eq!(allocations() - before, 0, "bonded copies allocated");
+}

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use bauxite_conduit::PeerId;
-use bauxite_conduit::policy::{Direction, PeerMatch, Policy, Protocol, Rule, Verdict};
+use bauxite_conduit::policy::{Direction, PeerMatch, Policy, Protocol, Redundancy, Rule, Verdict};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -122,12 +122,16 @@ fn any_rule() -> impl Strategy<Value = Rule> {
     ];
     let ports =
         proptest::option::of((any::<u16>(), any::<u16>()).prop_map(|(a, b)| a.min(b)..=a.max(b)));
-    (peer, protocol, ports, direction).prop_map(|(peer, protocol, ports, direction)| Rule {
-        peer,
-        protocol,
-        ports,
-        direction,
-    })
+    let redundancy = prop_oneof![Just(Redundancy::None), Just(Redundancy::Duplicate)];
+    (peer, protocol, ports, direction, redundancy).prop_map(
+        |(peer, protocol, ports, direction, redundancy)| Rule {
+            peer,
+            protocol,
+            ports,
+            direction,
+            redundancy,
+        },
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {

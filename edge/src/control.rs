@@ -89,6 +89,8 @@ pub struct Context {
     pub operator_lock: watch::Receiver<Option<crate::operator_lock::LockReport>>,
     /// The lane classifier in effect (kernel or userspace), for `status`.
     pub offload: Arc<dyn bauxite_conduit::offload::DataPlaneOffload>,
+    /// The data plane's CPU scheduling ([`crate::realtime`]), for `status`.
+    pub scheduling: String,
 }
 
 /// Control-socket failures, naming the socket.
@@ -228,6 +230,7 @@ async fn reply_to(request: Request, context: &Context) -> std::io::Result<serde_
             let mut report = StatusReport::new(&status, &context.metrics, hub, cert)
                 .with_operator_lock(lock)
                 .with_offload(context.offload.as_ref());
+            report.scheduling = Some(context.scheduling.clone());
             report.ros = context.ros.as_ref().map(crate::ros_cmd::RosGauges::report);
             report.ros_servers = context
                 .ros_servers

@@ -136,7 +136,8 @@ pub fn run(
     report.attacks = (s.replays_injected, s.tampers_injected);
     let sum = |f: fn(&Metrics) -> u64| net.nodes.iter().map(|n| f(n.metrics())).sum::<u64>();
     report.refused = (
-        sum(|m| Metrics::get(&m.rx_replayed)),
+        // A replay of a recent packet is refused before decryption as a duplicate.
+        sum(|m| Metrics::get(&m.rx_replayed) + Metrics::get(&m.rx_duplicates)),
         sum(|m| Metrics::get(&m.rx_auth_failed) + Metrics::get(&m.rx_unknown_session)),
     );
     writeln!(

@@ -48,6 +48,7 @@ pub mod operator_lock;
 pub mod ping;
 pub mod precheck;
 pub mod probe;
+pub mod realtime;
 pub mod renewal;
 pub mod ros_cmd;
 pub mod run_cmd;

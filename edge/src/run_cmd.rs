@@ -179,11 +179,19 @@ impl RunError {
 /// Loads the config at `config_path` and runs the node until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> Result<(), RunError> {
     let config = RunConfig::load(config_path)?;
+    // Before the runtime exists: every thread it starts later keeps the default policy.
+    let scheduling = crate::realtime::raise(config.realtime_priority);
+    match &scheduling {
+        crate::realtime::Scheduling::Refused { .. } => {
+            tracing::warn!(scheduling = %scheduling, "data plane runs without real-time priority")
+        }
+        _ => tracing::info!(scheduling = %scheduling, "data plane scheduling"),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, scheduling))
 }
 
 /// Loads the identity, naming the fix for the two mistakes an operator makes most: no
@@ -247,6 +255,7 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         // TURN is chosen only for peers that publish a relay candidate (or reach us
         // through our allocation): harmless without TURN servers.
         turn_after: Some(bauxite_conduit::node::DEFAULT_TURN_AFTER),
+        bonding: config.bonding,
     };
     let mut node = BauxiteNode::new(
         identity,
@@ -283,7 +292,7 @@ fn updates_off(config: &RunConfig) -> Option<&'static str> {
     }
 }
 
-async fn serve(config: RunConfig) -> Result<(), RunError> {
+async fn serve(config: RunConfig, scheduling: crate::realtime::Scheduling) -> Result<(), RunError> {
     // First, so a second daemon on this node is told so before it touches anything.
     let lock = RunLock::acquire(&lock_path(config.state_root.as_deref(), &config.identity))?;
     let node = build_node(&config)?;
@@ -467,6 +476,7 @@ async fn serve(config: RunConfig) -> Result<(), RunError> {
             ros_servers: ros_servers_rx,
             operator_lock: lock_rx.clone(),
             offload: std::sync::Arc::clone(&offload),
+            scheduling: scheduling.to_string(),
         },
     ));
     let metrics_task = match config.metrics_listen {

@@ -54,6 +54,9 @@ pub struct StatusReport {
     /// The lane classifier (kernel eBPF or userspace) and the kernel's lane counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<OffloadReport>,
+    /// The data plane thread's CPU scheduling (`SCHED_FIFO 10 (raised by the daemon)`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<String>,
 }
 
 /// One peer's line.
@@ -105,6 +108,10 @@ pub struct PeerReport {
     /// connect timings.
     #[serde(default)]
     pub ice: Option<IceView>,
+    /// The peer's second live direct path (`ip:port`) with `node.bonding` on: copies go
+    /// there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<String>,
 }
 
 /// One peer's ICE session in `bauxite status`.
@@ -300,6 +307,7 @@ impl StatusReport {
                 path_mtu: p.path_mtu,
                 pmtu: Some(p.pmtu_phase.name().to_string()),
                 ice: p.ice.as_ref().map(IceView::new),
+                secondary: p.secondary.map(|a| a.to_string()),
             })
             .collect();
         Self {
@@ -319,6 +327,7 @@ impl StatusReport {
             ros_servers: Vec::new(),
             operator_lock: None,
             offload: None,
+            scheduling: None,
         }
     }
 
@@ -349,6 +358,9 @@ impl StatusReport {
             "node {}  listen {}  tun {}",
             self.peer_id, self.listen, self.tun
         );
+        if let Some(scheduling) = &self.scheduling {
+            let _ = writeln!(out, "cpu  {scheduling}");
+        }
         if let Some(hub) = &self.hub {
             let _ = writeln!(out, "hub  {}", hub.render());
         }
@@ -379,6 +391,9 @@ impl StatusReport {
             let mut path = p.path.clone();
             if let Some(kind) = &p.endpoint_kind {
                 let _ = write!(path, " ({kind})");
+            }
+            if let Some(second) = &p.secondary {
+                let _ = write!(path, " + bonded {second}");
             }
             let mut detail = String::new();
             if let Some(us) = p.rtt_us {
@@ -448,7 +463,26 @@ mod tests {
             path_mtu,
             pmtu: Some(pmtu.into()),
             ice: None,
+            secondary: None,
         }
+    }
+
+    #[test]
+    fn a_bonded_peer_shows_its_second_path() {
+        let mut bonded = peer(None, "idle");
+        bonded.secondary = Some("198.19.0.3:51820".into());
+        let text = report(vec![bonded.clone()]).render_text();
+        assert!(
+            text.contains("direct 198.18.0.3:51820 + bonded 198.19.0.3:51820"),
+            "{text}"
+        );
+        let json = serde_json::to_value(report(vec![bonded])).unwrap();
+        assert_eq!(json["peers"][0]["secondary"], "198.19.0.3:51820");
+        let plain = serde_json::to_value(report(vec![peer(None, "idle")])).unwrap();
+        assert!(
+            plain["peers"][0].get("secondary").is_none(),
+            "absent unless bonded"
+        );
     }
 
     fn report(peers: Vec<PeerReport>) -> StatusReport {
@@ -465,6 +499,7 @@ mod tests {
             ros_servers: Vec::new(),
             operator_lock: None,
             offload: None,
+            scheduling: Some("SCHED_FIFO 10 (raised by the daemon)".into()),
         }
     }
 
@@ -495,6 +530,15 @@ mod tests {
         old["peers"][0].as_object_mut().unwrap().remove("ice");
         let parsed: StatusReport = serde_json::from_value(old).unwrap();
         assert_eq!(parsed.peers[0].ice, None);
+    }
+
+    #[test]
+    fn the_data_plane_scheduling_has_its_line() {
+        let text = report(Vec::new()).render_text();
+        assert!(
+            text.contains("cpu  SCHED_FIFO 10 (raised by the daemon)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -237,6 +237,14 @@ impl BauxiteNode {
         datagram: &mut [u8],
     ) -> Received {
         let refuse = |node: &Self, e: PeerMisbehaved| {
+            if let PeerMisbehaved::Duplicate(counter) = e {
+                // Expected with bonding or redundancy: not an attack, not worth a log line
+                // above trace.
+                Metrics::inc(&node.metrics.rx_duplicates);
+                Metrics::inc(&node.metrics.rx_dropped);
+                tracing::trace!(%from, counter, "duplicate dropped");
+                return Received::Dropped(DropReason::Misbehaved(e));
+            }
             let counter = match e {
                 PeerMisbehaved::Replay(_) => &node.metrics.rx_replayed,
                 PeerMisbehaved::UnknownSession(_) => &node.metrics.rx_unknown_session,

@@ -50,6 +50,7 @@ mod inbound;
 mod mtu;
 mod outbound;
 mod peer;
+mod redundancy;
 mod timers;
 mod topology;
 
@@ -81,6 +82,7 @@ pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
 pub use peer::Paths;
+pub use redundancy::{MAX_PENDING_COPIES, REPEAT_GAP};
 
 use peer::{PeerState, Peers, tunnel_mut};
 
@@ -111,6 +113,9 @@ pub struct NodeConfig {
     /// answered for this long, or `None` never to choose TURN by timeout (a peer that
     /// reaches us through TURN is still answered there). See [`DEFAULT_TURN_AFTER`].
     pub turn_after: Option<Duration>,
+    /// Whether a peer's second direct path is kept alive and carries copies
+    /// ([`Bonding`](crate::path::Bonding); default off).
+    pub bonding: crate::path::Bonding,
 }
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
@@ -130,6 +135,7 @@ impl Default for NodeConfig {
             bulk_target: Some(DEFAULT_BULK_TARGET),
             hub_relay_after: None,
             turn_after: Some(DEFAULT_TURN_AFTER),
+            bonding: crate::path::Bonding::Off,
         }
     }
 }
@@ -245,6 +251,12 @@ enum Control {
     DirectProbe {
         peer: PeerId,
     },
+    /// A keepalive to one of a peer's direct addresses, keeping it alive as a second
+    /// path (bonding).
+    BondProbe {
+        peer: PeerId,
+        addr: std::net::SocketAddr,
+    },
     /// The peer's path MTU discovery wants a probe.
     Probe {
         peer: PeerId,
@@ -276,6 +288,8 @@ pub struct BauxiteNode {
     pool: Vec<Vec<u8>>,
     /// Fragments of an IPv4 packet too large for its peer's path, sent before the lanes.
     fragments: VecDeque<(PeerId, crate::Lane, Vec<u8>)>,
+    /// Redundant copies of sealed packets waiting to go out (bonding, redundancy rules).
+    copies: redundancy::Copies,
     /// Packets for the local host (ICMP too-big answers), for `poll_local_packet`.
     local: VecDeque<Vec<u8>>,
     icmp_limit: mtu::IcmpLimit,
@@ -361,6 +375,7 @@ impl BauxiteNode {
             events: VecDeque::new(),
             pool: Vec::new(),
             fragments: VecDeque::new(),
+            copies: redundancy::Copies::default(),
             local: VecDeque::new(),
             icmp_limit: mtu::IcmpLimit::default(),
             probe_pad: Vec::with_capacity(mtu),
@@ -504,8 +519,21 @@ impl BauxiteNode {
         if let Some(tunnel) = state.tunnel.as_mut() {
             tunnel.endpoint_known();
         }
+        if udp && state.path.get().relay != Some(from) {
+            state.bond.heard(from, now);
+            if self.config.bonding != crate::path::Bonding::Off {
+                state.bond.arm(now);
+            }
+        }
+        // With bonding, a packet on the second path does not move the primary while the
+        // primary is still heard from; once it is not (a cut uplink), the next one does.
+        let keep = self.config.bonding != crate::path::Bonding::Off
+            && state
+                .path
+                .direct()
+                .is_some_and(|d| d.addr != from && state.bond.alive(d.addr, now));
         // The hub's pseudo-endpoint is no address to send to.
-        let changed = udp && state.path.learn(from);
+        let changed = udp && !keep && state.path.learn(from);
         if changed {
             tracing::info!(%peer, endpoint = %from, "peer endpoint learned");
             self.reset_pmtu(peer);
@@ -539,6 +567,7 @@ impl BauxiteNode {
             let (tunnel, feedback) = (state.tunnel.take(), std::mem::take(&mut state.feedback));
             state.measured = peer::Measured::default();
             state.pmtu = crate::path::Pmtu::default();
+            state.bond.clear();
             self.metrics.path_mtu.set(id, None);
             self.release(id, tunnel, feedback);
         }
@@ -588,6 +617,10 @@ impl BauxiteNode {
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
                     path: peer::select(&self.peers, p.id, self.hub_enabled()),
+                    secondary: state.and_then(|s| {
+                        let primary = s.path.select().addr();
+                        s.bond.secondary(primary, now)
+                    }),
                     endpoint_origin: direct.map(|d| d.origin),
                     relay: state.and_then(|s| s.path.get().relay),
                     endpoint_kind: direct.and_then(|d| {
@@ -763,6 +796,8 @@ pub struct PeerStatus {
     pub virtual_ip: crate::VirtualIp,
     /// The path packets would take now.
     pub path: crate::path::Path,
+    /// The peer's second live direct address (bonding): copies go there.
+    pub secondary: Option<std::net::SocketAddr>,
     /// The peer's relayed address on its TURN server (its `relay` candidate), if any.
     pub relay: Option<std::net::SocketAddr>,
     /// Where the direct endpoint came from, if there is one.

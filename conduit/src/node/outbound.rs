@@ -124,6 +124,10 @@ impl BauxiteNode {
             return None;
         }
         loop {
+            // A copy goes right after its original, before anything else queues up.
+            if let Some(t) = self.poll_copies(now, out) {
+                return Some(t);
+            }
             if let Some(t) = self.poll_control(now, out) {
                 return Some(t);
             }
@@ -162,6 +166,7 @@ impl BauxiteNode {
                     continue;
                 }
             }
+            let by_rule = self.rule_duplicates(peer, lane, &buf);
             match self.seal_packet(now, peer, &buf, out) {
                 Sealed::Sent(len, dst, via) => {
                     let bulk = if lane == Lane::Bulk { len } else { 0 };
@@ -169,6 +174,7 @@ impl BauxiteNode {
                         self.congestion.peer(peer).on_sent(now, bulk);
                     }
                     self.recycle(buf);
+                    self.plan_copy(now, peer, lane, by_rule, &out[..len], (dst, via));
                     return Some(self.lane_sent(now, peer, out, lane, (len, dst, via), bulk));
                 }
                 // Staging may queue a handshake: the next turn sends it.
@@ -273,6 +279,21 @@ impl BauxiteNode {
                     match self.seal_packet_on(now, peer, path, &[], out) {
                         Sealed::Sent(len, dst, via) => {
                             Metrics::inc(&self.metrics.keepalives_sent);
+                            return Some(Transmit {
+                                dst,
+                                via,
+                                len,
+                                lane: None,
+                                probe: false,
+                            });
+                        }
+                        Sealed::NoSession | Sealed::Dropped => continue,
+                    }
+                }
+                Control::BondProbe { peer, addr } => {
+                    match self.seal_packet_on(now, peer, Path::Direct(addr), &[], out) {
+                        Sealed::Sent(len, dst, via) => {
+                            Metrics::inc(&self.metrics.bond_probes_sent);
                             return Some(Transmit {
                                 dst,
                                 via,

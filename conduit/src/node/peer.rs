@@ -40,6 +40,8 @@ pub(super) struct PeerState {
     pub(super) hub: super::hub::HubWatch,
     /// The ICE session, while one runs.
     pub(super) ice: Option<super::ice::IceSession>,
+    /// The direct addresses the peer was heard from: its second path (bonding).
+    pub(super) bond: crate::path::BondPaths,
 }
 
 /// Measurements of one peer's session. Reset when the session is torn down.

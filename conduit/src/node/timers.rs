@@ -19,6 +19,8 @@ impl BauxiteNode {
             .chain(self.congestion.poll_timeout())
             .chain(self.hub_timeout())
             .chain(self.peers.values().filter_map(|s| s.pmtu.poll_timeout()))
+            .chain(self.peers.values().filter_map(|s| s.bond.next_probe()))
+            .chain(self.copies.deadline())
             .chain(
                 self.peers
                     .values()
@@ -32,6 +34,7 @@ impl BauxiteNode {
         self.congestion.handle_timeout(now);
         self.pmtu_timeouts(now);
         self.hub_timeouts(now);
+        self.bond_timeouts(now);
         for (&peer, state) in &mut self.peers {
             if state
                 .measured

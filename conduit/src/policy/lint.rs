@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use super::{Direction, PeerMatch, Policy, Protocol, Rule, Verdict};
+use super::{Direction, PeerMatch, Policy, Protocol, Redundancy, Rule, Verdict};
 use crate::PeerId;
 use crate::ip::{PROTO_TCP, PROTO_UDP};
 
@@ -168,6 +168,7 @@ impl Policy {
                     protocol: *protocol,
                     ports: Some(EPHEMERAL_PORTS),
                     direction: *direction,
+                    redundancy: Redundancy::None,
                 };
                 self.rules.iter().any(|r| r.covers(&reply))
             })

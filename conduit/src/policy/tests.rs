@@ -33,6 +33,7 @@ fn rule(
         protocol,
         ports,
         direction,
+        redundancy: Redundancy::None,
     }
 }
 
@@ -303,6 +304,7 @@ fn any_rule() -> impl Strategy<Value = Rule> {
             protocol,
             ports,
             direction,
+            redundancy: Redundancy::None,
         }
     })
 }

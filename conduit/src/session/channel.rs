@@ -109,8 +109,16 @@ impl SecureChannel {
         header: DataHeader,
         datagram: &mut [u8],
     ) -> Result<Range<usize>, PeerMisbehaved> {
-        if header.counter >= REJECT_AFTER_MESSAGES || !self.replay.check(header.counter) {
+        if header.counter >= REJECT_AFTER_MESSAGES {
             return Err(PeerMisbehaved::Replay(header.counter));
+        }
+        if !self.replay.check(header.counter) {
+            // A counter still in the window was received: a bonded or repeated copy.
+            return Err(if self.replay.seen(header.counter) {
+                PeerMisbehaved::Duplicate(header.counter)
+            } else {
+                PeerMisbehaved::Replay(header.counter)
+            });
         }
         let (head, body) = datagram.split_at_mut(DATA_HEADER_LEN);
         let len = self.recv.open_split(header.counter, head, body)?;
@@ -188,8 +196,8 @@ mod tests {
             b"one",
             "reordered is fine"
         );
-        assert_eq!(recv(&mut b, p1), Err(PeerMisbehaved::Replay(0)));
-        assert_eq!(recv(&mut b, p2), Err(PeerMisbehaved::Replay(1)));
+        assert_eq!(recv(&mut b, p1), Err(PeerMisbehaved::Duplicate(0)));
+        assert_eq!(recv(&mut b, p2), Err(PeerMisbehaved::Duplicate(1)));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub(super) struct RawNode {
     kernel_offload: Option<bool>,
     #[serde(default)]
     ice: Option<bool>,
+    realtime_priority: Option<u8>,
+    bonding: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +67,10 @@ pub(super) struct RawPeer {
     virtual_ip: String,
     #[serde(default)]
     endpoint: Option<String>,
+    /// More addresses of the peer (another uplink), tried after `endpoint` and kept
+    /// alive as a second path with `node.bonding`.
+    #[serde(default)]
+    candidates: Vec<String>,
 }
 
 /// How often a node reports its counters to the hub when `hub.report_secs` is not set.
@@ -180,6 +186,12 @@ pub struct RunConfig {
     /// pair; TURN takes the session after 300 ms without a direct answer while the checks
     /// run.
     pub ice: bool,
+    /// `node.realtime_priority` (default [`crate::realtime::DEFAULT_PRIORITY`], 0 = off):
+    /// the `SCHED_FIFO` priority the daemon asks for its data-plane thread.
+    pub realtime_priority: u8,
+    /// `node.bonding` (default off): keep a peer's second direct path alive and send
+    /// copies over it.
+    pub bonding: bauxite_conduit::path::Bonding,
 }
 
 impl RunConfig {
@@ -236,6 +248,8 @@ impl RunConfig {
             turn: super::turn::parse_turn(&raw.turn)?,
             kernel_offload: node.kernel_offload.unwrap_or(true),
             ice: node.ice.unwrap_or(false),
+            realtime_priority: parse_realtime_priority(node.realtime_priority)?,
+            bonding: parse_bonding(node.bonding.as_deref())?,
         };
         let peers = parse_peers(&raw.peers, &config)?;
         let hub = raw
@@ -345,6 +359,18 @@ fn positive_secs(key: &'static str, secs: u64) -> Result<Duration, ConfigError> 
     Ok(Duration::from_secs(secs))
 }
 
+/// `node.realtime_priority`: a `SCHED_FIFO` priority (1–99), 0 for the default policy.
+fn parse_realtime_priority(value: Option<u8>) -> Result<u8, ConfigError> {
+    match value {
+        None => Ok(crate::realtime::DEFAULT_PRIORITY),
+        Some(p) if p <= 99 => Ok(p),
+        Some(p) => Err(invalid(
+            "node.realtime_priority",
+            format!("{p} is not a SCHED_FIFO priority: use 1-99, or 0 for the default policy"),
+        )),
+    }
+}
+
 fn parse_cidr(value: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
     let bad = || {
         invalid(
@@ -371,6 +397,19 @@ fn parse_cipher(value: Option<&str>) -> Result<CipherSuite, ConfigError> {
         Some(other) => Err(invalid(
             "node.cipher",
             format!("{other:?} is not a cipher; use \"chacha20-poly1305\" or \"aes-256-gcm\""),
+        )),
+    }
+}
+
+fn parse_bonding(value: Option<&str>) -> Result<bauxite_conduit::path::Bonding, ConfigError> {
+    use bauxite_conduit::path::Bonding;
+    match value {
+        None | Some("off") => Ok(Bonding::Off),
+        Some("critical") => Ok(Bonding::Critical),
+        Some("all") => Ok(Bonding::All),
+        Some(other) => Err(invalid(
+            "node.bonding",
+            format!("{other:?} is not a bonding mode; use \"off\", \"critical\" or \"all\""),
         )),
     }
 }
@@ -461,13 +500,23 @@ fn parse_peers(raw: &[RawPeer], node: &RunConfig) -> Result<Vec<PeerInfo>, Confi
                 })
             })
             .transpose()?;
-        let info = PeerInfo::new(
+        let mut candidates = Vec::with_capacity(p.candidates.len());
+        for c in &p.candidates {
+            candidates.push(c.parse::<SocketAddr>().map_err(|_| {
+                bad(
+                    "candidates",
+                    format!("{c:?} is not an IP:port address, e.g. \"198.51.100.7:51820\""),
+                )
+            })?);
+        }
+        let mut info = PeerInfo::new(
             p.name.clone(),
             VirtualIp::from(ip),
             static_public,
             signing_public,
             endpoint,
         );
+        info.candidates = candidates;
         if !ids.insert(info.id) {
             return Err(bad(
                 "signing_public",

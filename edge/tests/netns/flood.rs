@@ -123,6 +123,17 @@ fn under_flood(mesh: &Mesh) -> Pings {
     ping_run(mesh)
 }
 
+/// A process's scheduling policy and real-time priority: fields 41 and 40 of
+/// `/proc/PID/stat` (`1` is `SCHED_FIFO`), counted after the command's closing parenthesis.
+fn policy_of(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    // Fields from the third (state) on: rt_priority is field 40, policy field 41.
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |n: usize| fields[n - 3].parse::<u64>().unwrap();
+    (field(41), field(40))
+}
+
 #[test]
 fn pings_survive_an_unresponsive_flood() {
     if !can_run() || iperf3_missing() {
@@ -132,6 +143,15 @@ fn pings_survive_an_unresponsive_flood() {
     let status = mesh.nodes[0].status().unwrap();
     let detail = status["offload"]["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("Critical TUN queue"), "{status}");
+    // Started without chrt, the daemon raises its own thread (node.realtime_priority's
+    // default), and says so.
+    let scheduling = status["scheduling"].as_str().unwrap_or_default();
+    assert_eq!(
+        scheduling, "SCHED_FIFO 10 (raised by the daemon)",
+        "{status}"
+    );
+    let (policy, priority) = policy_of(mesh.nodes[0].pid());
+    assert_eq!((policy, priority), (1, 10), "SCHED_FIFO 10 in /proc");
 
     let critical_reads = |node: usize| {
         (

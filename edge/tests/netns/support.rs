@@ -279,6 +279,11 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// The daemon's process ID (`ip netns exec` execs it in place).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
     /// `bauxite status --json`, or `None` while the daemon is not answering.
     pub(crate) fn status(&self) -> Option<Value> {
         let out = Command::new(BAUXITE)

@@ -166,6 +166,7 @@ fn any_rule() -> impl Strategy<Value = Rule> {
             ports
         },
         direction,
+        redundancy: crate::policy::Redundancy::None,
     })
 }
 

@@ -67,6 +67,36 @@ fn bulk_pacing_defaults_on_and_zero_turns_it_off() {
 }
 
 #[test]
+fn realtime_priority_defaults_to_fifo_10_and_is_checked() {
+    let with =
+        |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
+    assert_eq!(
+        parse(&good()).unwrap().realtime_priority,
+        crate::realtime::DEFAULT_PRIORITY
+    );
+    assert_eq!(
+        parse(&with("realtime_priority = 0"))
+            .unwrap()
+            .realtime_priority,
+        0
+    );
+    assert_eq!(
+        parse(&with("realtime_priority = 99"))
+            .unwrap()
+            .realtime_priority,
+        99
+    );
+    let err = parse(&with("realtime_priority = 100"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node.realtime_priority") && err.contains("1-99"),
+        "{err}"
+    );
+    assert!(parse(&with("realtime_priority = -1")).is_err());
+}
+
+#[test]
 fn precheck_sections_may_sit_beside_node() {
     let text = format!(
         "{}\n[state_root]\nroot = \"/var/lib/bauxite\"\n[transport]\ncert_file = \"/a\"\nkey_file = \"/b\"\nca_file = \"/c\"\n",
@@ -276,4 +306,40 @@ fn turn_servers_are_checked_and_name_their_key() {
     let unknown =
         with("url = \"turn:h:3478\"\nusername = \"r\"\npassword_file = \"/p\"\npassword = \"x\"");
     assert!(parse(&unknown).is_err(), "no inline password");
+}
+
+#[test]
+fn bonding_defaults_off_and_peers_take_more_addresses() {
+    use bauxite_conduit::path::Bonding;
+    assert_eq!(parse(&good()).unwrap().bonding, Bonding::Off);
+    let with =
+        |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
+    assert_eq!(
+        parse(&with("bonding = \"critical\"")).unwrap().bonding,
+        Bonding::Critical
+    );
+    assert_eq!(
+        parse(&with("bonding = \"all\"")).unwrap().bonding,
+        Bonding::All
+    );
+    let Err(ConfigError::Invalid { key, reason }) = parse(&with("bonding = \"both\"")) else {
+        panic!("an unknown mode is refused");
+    };
+    assert_eq!(key, "node.bonding");
+    assert!(reason.contains("\"critical\""), "{reason}");
+    let two = good().replace(
+        "endpoint = \"10.0.0.2:51820\"",
+        "endpoint = \"10.0.0.2:51820\"\ncandidates = [\"10.9.0.2:51820\"]",
+    );
+    let c = parse(&two).unwrap();
+    assert_eq!(
+        c.peers[0].candidates,
+        vec!["10.9.0.2:51820".parse().unwrap()]
+    );
+    assert_eq!(c.peers[0].dial_order().len(), 2);
+    let bad = good().replace(
+        "endpoint = \"10.0.0.2:51820\"",
+        "endpoint = \"10.0.0.2:51820\"\ncandidates = [\"uplink-2\"]",
+    );
+    assert!(parse(&bad).is_err(), "a candidate must be IP:port");
 }
