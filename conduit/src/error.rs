@@ -27,6 +27,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An ICE agent could not be built, given a candidate or started.
+    #[error(
+        "ICE with peer {peer}: cannot {action}: {problem}; the session stays on the relay paths (TURN, hub) until a new INVITE"
+    )]
+    Ice {
+        /// The peer of the session.
+        peer: crate::PeerId,
+        /// What was being done ("create the agent", "add a remote candidate", ...).
+        action: &'static str,
+        /// What went wrong (the agent's error, or the offending candidate text).
+        problem: String,
+    },
+
     /// The TURN server refused or did not answer.
     #[error(
         "cannot {action} TURN server {server}: {problem}; check the server address and the credentials (`[turn]` on the hub)"

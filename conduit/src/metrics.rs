@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Lane, PeerId};
 
+mod stages;
+
+pub use stages::ConnectStageGauges;
+
 /// Each peer's confirmed path MTU, for the metrics endpoint. Written only when discovery
 /// changes a size (a handful of times per path, never per packet), so a short lock costs
 /// the data plane nothing.
@@ -52,6 +56,8 @@ macro_rules! counters {
             pub lane_dropped: [AtomicU64; 3],
             /// Each peer's confirmed path MTU (a gauge, not a counter).
             pub path_mtu: PathMtus,
+            /// Each peer's per-stage connect timings (ICE; gauges).
+            pub connect_stages: ConnectStageGauges,
         }
 
         impl Metrics {
@@ -203,6 +209,7 @@ impl Metrics {
                 );
             }
         }
+        self.connect_stages.render_prometheus(node, &mut out);
         out
     }
 }

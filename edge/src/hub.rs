@@ -274,6 +274,9 @@ pub struct HubConnector {
     /// The shell's hub-relay port ([`Shell::hub_relay`](bauxite_conduit::io::Shell::hub_relay)):
     /// the connector runs the hub's data channel with it on every connection.
     pub relay: Option<crate::hub_relay::RelayLink>,
+    /// The shell's ICE signaling port ([`Shell::enable_ice`](bauxite_conduit::io::Shell::enable_ice)):
+    /// the connector runs the hub's `ExchangeCandidates` stream with it on every connection.
+    pub signals: Option<crate::hub_signal::SignalLink>,
     /// The TURN task ([`crate::turn`]): the connector hands it the hub's credentials,
     /// publishes its relayed address and tells it the peers' IPs to permit.
     pub turn: Option<crate::turn::TurnLink>,
@@ -638,6 +641,10 @@ impl HubConnector {
             Some(link) => link.open(&hub).await,
             None => None,
         };
+        let mut signals = match &self.signals {
+            Some(link) => link.open(&hub).await,
+            None => None,
+        };
         let mut metrics = hub.metrics();
         // TURN credentials, asked again when a quarter of their lifetime is left.
         let turn_in = self.refresh_turn(&hub).await?;
@@ -723,6 +730,10 @@ impl HubConnector {
                             tracing::warn!(version = document.version, %error, "policy refused; keeping the previous one");
                         }
                     }
+                }
+                ended = crate::hub_signal::pump(&mut signals) => {
+                    // Like the relay stream: the hub stopped it — reconnect.
+                    return Err(End::Lost(ended));
                 }
                 ended = crate::hub_relay::pump(&mut relay) => {
                     // The relay stream ended while the others live: the hub stopped it

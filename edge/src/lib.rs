@@ -35,6 +35,7 @@ pub mod fsutil;
 pub mod hub;
 pub mod hub_peer;
 pub mod hub_relay;
+pub mod hub_signal;
 pub mod hub_state;
 pub mod join_cmd;
 pub mod keygen;

@@ -359,6 +359,20 @@ async fn serve(config: RunConfig, scheduling: crate::realtime::Scheduling) -> Re
         .hub
         .is_some()
         .then(|| crate::hub_relay::RelayLink::new(shell.hub_relay()));
+    // ICE signals travel through the hub, so ICE needs one.
+    let signals = match (&config.hub, config.ice) {
+        (Some(_), true) => Some(crate::hub_signal::SignalLink::new(
+            shell
+                .enable_ice(bauxite_conduit::io::IceConfig {
+                    include_loopback: false,
+                    // Never a candidate on the mesh itself (checks would cross the tunnel).
+                    exclude_interface: Some(config.tun_name.clone()),
+                    exclude_net: Some((config.virtual_ip, config.prefix)),
+                })
+                .map_err(RunError::data_plane)?,
+        )),
+        _ => None,
+    };
     // Peers learn a relayed address only through the hub, so TURN needs one.
     let turn = match config.hub {
         Some(_) => {
@@ -441,6 +455,7 @@ async fn serve(config: RunConfig, scheduling: crate::realtime::Scheduling) -> Re
                     ros_servers: ros_servers_tx,
                     lock,
                     relay,
+                    signals,
                     turn,
                 }
                 .run(),

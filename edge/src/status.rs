@@ -104,10 +104,83 @@ pub struct PeerReport {
     /// Where path MTU discovery stands: `idle`, `base`, `searching`, `complete`, `error`.
     #[serde(default)]
     pub pmtu: Option<String>,
+    /// The peer's ICE session (`node.ice = true`): its selected pair and per-stage
+    /// connect timings.
+    #[serde(default)]
+    pub ice: Option<IceView>,
     /// The peer's second live direct path (`ip:port`) with `node.bonding` on: copies go
     /// there too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<String>,
+}
+
+/// One peer's ICE session in `bauxite status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceView {
+    /// `inviting`, `checking`, `connected` or `failed`.
+    pub phase: String,
+    /// Whether this node controls (it has the lower peer ID and sent the INVITE).
+    pub controlling: bool,
+    /// The selected pair, `LOCAL -> REMOTE`, and the kind of the peer's end
+    /// (`host`, `srflx`, `prflx`, `relay`).
+    pub pair: Option<String>,
+    /// Kind of the peer's end of the pair.
+    pub remote_kind: Option<String>,
+    /// The pair's round trip as the checks measured it, microseconds.
+    pub pair_rtt_us: Option<u64>,
+    /// First candidate sent to first candidate received, microseconds.
+    pub signaling_us: Option<u64>,
+    /// First remote candidate to the first working pair, microseconds.
+    pub checks_us: Option<u64>,
+    /// First working pair to the session being usable, microseconds (absent when the
+    /// session was usable before the ICE session began: the hub's candidates answered
+    /// first).
+    pub handshake_us: Option<u64>,
+    /// Session start (INVITE sent or received) to the session being usable, microseconds
+    /// (absent like `handshake_us`).
+    pub total_us: Option<u64>,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl IceView {
+    fn new(ice: &bauxite_conduit::node::IceStatus) -> Self {
+        Self {
+            phase: ice.phase.name().to_string(),
+            controlling: ice.controlling,
+            pair: ice.pair.map(|(l, r, _)| format!("{l} -> {r}")),
+            remote_kind: ice.pair.map(|(_, _, k)| k.name().to_string()),
+            pair_rtt_us: ice.rtt.map(micros),
+            signaling_us: ice.stages.signaling.map(micros),
+            checks_us: ice.stages.checks.map(micros),
+            handshake_us: ice.stages.handshake.map(micros),
+            total_us: ice.stages.total.map(micros),
+        }
+    }
+
+    /// `ice connected pair A -> B (srflx)  signaling 12.0 ms  checks 3.1 ms  handshake 1.0 ms`.
+    fn render(&self) -> String {
+        let mut out = format!("ice {}", self.phase);
+        if let Some(pair) = &self.pair {
+            let _ = write!(out, " pair {pair}");
+            if let Some(kind) = &self.remote_kind {
+                let _ = write!(out, " ({kind})");
+            }
+        }
+        for (name, us) in [
+            ("signaling", self.signaling_us),
+            ("checks", self.checks_us),
+            ("handshake", self.handshake_us),
+            ("total", self.total_us),
+        ] {
+            if let Some(us) = us {
+                let _ = write!(out, "  {name} {:.1} ms", us as f64 / 1e3);
+            }
+        }
+        out
+    }
 }
 
 /// The name of the kind of `p`'s direct endpoint (see [`PeerReport::endpoint_kind`]).
@@ -233,6 +306,7 @@ impl StatusReport {
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                 path_mtu: p.path_mtu,
                 pmtu: Some(p.pmtu_phase.name().to_string()),
+                ice: p.ice.as_ref().map(IceView::new),
                 secondary: p.secondary.map(|a| a.to_string()),
             })
             .collect();
@@ -345,6 +419,9 @@ impl StatusReport {
                 "  {:<12} {:<15} {:<36} {state}{detail}",
                 p.name, p.virtual_ip, path
             );
+            if let Some(ice) = &p.ice {
+                let _ = writeln!(out, "  {:<12} {}", "", ice.render());
+            }
         }
         let _ = writeln!(out, "\nlanes:      enqueued        sent     dropped");
         for (name, l) in &self.lanes {
@@ -385,6 +462,7 @@ mod tests {
             rtt_us: None,
             path_mtu,
             pmtu: Some(pmtu.into()),
+            ice: None,
             secondary: None,
         }
     }
@@ -423,6 +501,35 @@ mod tests {
             offload: None,
             scheduling: Some("SCHED_FIFO 10 (raised by the daemon)".into()),
         }
+    }
+
+    #[test]
+    fn ice_stages_are_shown_under_the_peer_and_in_json() {
+        let mut p = peer(None, "idle");
+        p.ice = Some(IceView {
+            phase: "connected".into(),
+            controlling: true,
+            pair: Some("10.0.1.2:51820 -> 203.0.113.2:40000".into()),
+            remote_kind: Some("srflx".into()),
+            pair_rtt_us: Some(2_000),
+            signaling_us: Some(51_000),
+            checks_us: Some(3_100),
+            handshake_us: Some(1_000),
+            total_us: Some(55_100),
+        });
+        let r = report(vec![p]);
+        let text = r.render_text();
+        assert!(
+            text.contains("ice connected pair 10.0.1.2:51820 -> 203.0.113.2:40000 (srflx)  signaling 51.0 ms  checks 3.1 ms  handshake 1.0 ms  total 55.1 ms"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["peers"][0]["ice"]["checks_us"], 3_100);
+        // A report from a node without ICE reads back without it.
+        let mut old = json.clone();
+        old["peers"][0].as_object_mut().unwrap().remove("ice");
+        let parsed: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.peers[0].ice, None);
     }
 
     #[test]

@@ -67,6 +67,9 @@ mod critical_rx;
 mod device;
 pub mod echo;
 mod gso;
+pub mod ice;
+mod ice_driver;
+mod ice_mux;
 pub mod service;
 mod shell;
 pub mod turn;
@@ -85,6 +88,7 @@ use crate::tun::TunConfig;
 use crate::tun::TunKind;
 use crate::{PeerId, ServiceError, VirtualIp};
 
+pub use ice_driver::{ICE_SIGNAL_QUEUE, IceConfig, IceSignalPort, OutgoingSignal};
 pub use service::{IncomingBatch, OutgoingBatch, ServiceSender, ServiceSocket};
 pub use shell::{HUB_RELAY_QUEUE, HubRelayPort, RelayDatagram, RelayPort, Shell};
 
@@ -218,6 +222,15 @@ pub struct ShellCounters {
     pub udp_critical_datagrams: u64,
     /// Packets read from the TUN device's Critical queue (read first).
     pub tun_critical_packets: u64,
+    /// STUN datagrams on the mesh port passed to the ICE agents.
+    pub ice_stun_received: u64,
+    /// ICE STUN datagrams dropped because the agents' queue was full.
+    pub ice_stun_dropped: u64,
+    /// ICE signals dropped because the hub connector's queue was full.
+    pub ice_signals_dropped: u64,
+    /// ICE signals from the hub refused: bad signature (rewritten on the way), wrong
+    /// role, or another session.
+    pub ice_signals_refused: u64,
 }
 
 /// A running node's state, for `bauxite status`.

@@ -47,6 +47,8 @@ use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, watch};
 
 use super::device::Device;
+use super::ice::{IceInbox, is_ice_stun};
+use super::ice_driver::{IceConfig, IceIo, IceSignalPort};
 use super::service::{ServiceSocket, Services};
 use super::turn::{TURN_QUEUE, TurnDatagram, TurnRelayPort};
 use super::udp::UdpIo;
@@ -114,6 +116,8 @@ impl<A> RelayLink<A> {
 
 /// What woke the loop.
 enum Wake {
+    IceReport(Option<(crate::PeerId, crate::node::IceReport)>),
+    IceSignal(Option<(crate::PeerId, Vec<u8>)>),
     Relayed(Option<RelayDatagram>),
     Turned(Option<TurnDatagram>),
     Shutdown,
@@ -129,6 +133,8 @@ struct StunSide<'a> {
     client: &'a mut BindingClient,
     reflexive: &'a watch::Sender<Option<SocketAddr>>,
     serve: bool,
+    /// The ICE agents' inbox, when ICE is on.
+    ice: Option<&'a IceInbox>,
     counters: &'a mut ShellCounters,
 }
 
@@ -139,6 +145,14 @@ impl StunSide<'_> {
         if let Some(seen) = self.client.handle(now, from, bytes) {
             tracing::info!(reflexive = %seen.reflexive, previous = ?seen.previous, server = %from, "server-reflexive address learned over STUN");
             self.reflexive.send_replace(Some(seen.reflexive));
+            return None;
+        }
+        if let Some(inbox) = self.ice.filter(|_| is_ice_stun(bytes)) {
+            if inbox.offer(from, bytes) {
+                self.counters.ice_stun_received += 1;
+            } else {
+                self.counters.ice_stun_dropped += 1;
+            }
             return None;
         }
         let reply = self.serve.then(|| stun::answer(bytes, from)).flatten();
@@ -211,6 +225,8 @@ pub struct Shell {
     relay: RelayLink<crate::PeerId>,
     /// Datagrams to and from the TURN client (this node's allocation).
     turn: RelayLink<SocketAddr>,
+    /// The ICE agents, when ICE is on ([`Shell::enable_ice`]).
+    ice: Option<IceIo>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -276,6 +292,7 @@ impl Shell {
             local_buf: vec![0; node_mtu],
             relay: RelayLink::none(),
             turn: RelayLink::none(),
+            ice: None,
         })
     }
 
@@ -294,6 +311,23 @@ impl Shell {
     /// client (or while its queue is full) TURN transmits are dropped and counted.
     pub fn turn_relay(&mut self) -> TurnRelayPort {
         self.turn.connect(TURN_QUEUE)
+    }
+
+    /// Turns ICE on: one webrtc-ice agent per peer session on the mesh port (STUN
+    /// datagrams that are ICE's go to the agents, see [`super::ice`]), roles and path
+    /// decisions in the node ([`BauxiteNode::enable_ice`]). The returned port carries
+    /// the signals to and from the hub connector's `ExchangeCandidates` stream. Must run
+    /// inside a tokio runtime.
+    pub fn enable_ice(&mut self, config: IceConfig) -> Result<IceSignalPort, Error> {
+        let addr = self.local_addr().unwrap_or(([0, 0, 0, 0], 0).into());
+        let (ice, port) = IceIo::new(&self.udp.socket, config).map_err(|source| Error::Socket {
+            action: "share with the ICE agents",
+            addr,
+            source,
+        })?;
+        self.ice = Some(ice);
+        self.node.enable_ice(true);
+        Ok(port)
     }
 
     /// Answers STUN Binding requests on the mesh port with the sender's address (what
@@ -396,6 +430,11 @@ impl Shell {
                 self.node.handle_timeout(now);
             }
             let pumped = self.services.pump(&mut self.node, now);
+            if let Some(ice) = self.ice.as_mut() {
+                ice.reflexive_changed(&mut self.node, now, *self.reflexive.borrow());
+                ice.perform(&mut self.node, now).await;
+                self.counters.ice_signals_dropped = ice.signals_dropped;
+            }
             self.flush(now);
             self.answer_local().await;
             self.log_events(now);
@@ -419,6 +458,7 @@ impl Shell {
                 () = &mut shutdown => Wake::Shutdown,
                 r = self.udp.socket.writable(), if self.udp.is_blocked() => Wake::Writable(r),
                 q = queries.recv(), if queries_open => Wake::Query(q),
+                w = recv_ice(&mut self.ice), if self.ice.is_some() => w,
                 r = recv_relayed(&mut self.relay.inbound), if self.relay.inbound.is_some() => Wake::Relayed(r),
                 r = recv_relayed(&mut self.turn.inbound), if self.turn.inbound.is_some() => Wake::Turned(r),
                 r = self.udp.readable() => Wake::Input(r),
@@ -429,7 +469,25 @@ impl Shell {
             match wake {
                 Wake::Shutdown => {
                     tracing::info!("shutting down");
+                    if let Some(ice) = self.ice.as_mut() {
+                        ice.close_all().await;
+                    }
                     return Ok(self.node);
+                }
+                Wake::IceReport(Some((peer, report))) => {
+                    self.node.handle_ice(clock::now(), peer, report);
+                }
+                Wake::IceReport(None) => {}
+                Wake::IceSignal(Some((peer, payload))) => {
+                    if let Err(error) = self.node.handle_ice_signal(clock::now(), peer, &payload) {
+                        self.counters.ice_signals_refused += 1;
+                        tracing::warn!(%peer, %error, "ICE signal refused");
+                    }
+                }
+                Wake::IceSignal(None) => {
+                    if let Some(ice) = self.ice.as_mut() {
+                        ice.signals_in = None;
+                    }
                 }
                 Wake::Writable(r) | Wake::Input(r) if r.is_err() => {
                     if let Err(error) = r {
@@ -501,6 +559,7 @@ impl Shell {
                     client: &mut self.stun,
                     reflexive: &self.reflexive,
                     serve: self.stun_server,
+                    ice: self.ice.as_ref().map(|i| &i.inbox),
                     counters: &mut self.counters,
                 },
             };
@@ -541,6 +600,7 @@ impl Shell {
                         client: &mut self.stun,
                         reflexive: &self.reflexive,
                         serve: self.stun_server,
+                        ice: self.ice.as_ref().map(|i| &i.inbox),
                         counters: &mut self.counters,
                     },
                 };
@@ -769,6 +829,23 @@ impl Shell {
                 let _ = reply.send(self.services.bind(port, recv_queue));
             }
         }
+    }
+}
+
+/// The next agent report or signal from the hub connector; pending forever without ICE.
+async fn recv_ice(ice: &mut Option<IceIo>) -> Wake {
+    let Some(ice) = ice else {
+        return std::future::pending().await;
+    };
+    let signals = async {
+        match ice.signals_in.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = ice.reports.recv() => Wake::IceReport(r),
+        s = signals => Wake::IceSignal(s),
     }
 }
 

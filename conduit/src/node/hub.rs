@@ -127,7 +127,14 @@ impl BauxiteNode {
             on_turn: state.path.on_turn(),
             has_turn: state.path.get().has_turn(),
             hub_after: self.config.hub_relay_after,
-            turn_after: self.config.turn_after,
+            // ICE checks every pair at once: no need to wait as long for a direct answer.
+            turn_after: match &state.ice {
+                Some(ice) if !ice.pair_works() => self
+                    .config
+                    .turn_after
+                    .map(|after| after.min(super::ice::ICE_TURN_AFTER)),
+                _ => self.config.turn_after,
+            },
         }
     }
 
@@ -176,7 +183,13 @@ impl BauxiteNode {
             return false;
         };
         if relayed {
-            if !state.path.on_turn() {
+            // Packets the peer sent through TURN before its agent selected the pair are
+            // still arriving: they do not undo a pair ICE proved.
+            let pair_works = state
+                .ice
+                .as_ref()
+                .is_some_and(super::ice::IceSession::pair_works);
+            if !state.path.on_turn() && !pair_works {
                 self.go_turn(now, peer, "the peer reaches us through TURN");
             } else if state.hub.next_probe.is_none() {
                 state.hub.next_probe = Some(now + HUB_PROBE_INTERVAL);
@@ -195,7 +208,7 @@ impl BauxiteNode {
         true
     }
 
-    fn go_turn(&mut self, now: Instant, peer: PeerId, why: &'static str) {
+    pub(super) fn go_turn(&mut self, now: Instant, peer: PeerId, why: &'static str) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -214,7 +227,7 @@ impl BauxiteNode {
         }
     }
 
-    fn go_hub(&mut self, now: Instant, peer: PeerId, why: &'static str) {
+    pub(super) fn go_hub(&mut self, now: Instant, peer: PeerId, why: &'static str) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };

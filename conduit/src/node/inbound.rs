@@ -212,6 +212,9 @@ impl BauxiteNode {
         self.forget_retired(peer);
         self.learn_endpoint(now, peer, from);
         self.ensure_pmtu(now, peer);
+        if !was_usable {
+            self.ice_gauges(peer);
+        }
         Metrics::inc(&self.metrics.handshakes_completed);
         self.events.push_back(Event::HandshakeCompleted {
             peer,
@@ -274,6 +277,10 @@ impl BauxiteNode {
         // Authenticated and not a replay: the peer is at `from` (roaming, NAT rebinding).
         self.learn_endpoint(now, peer, from);
         self.ensure_pmtu(now, peer);
+        if confirmed && !was_usable {
+            // Once per session, not per packet: the gauge takes a lock.
+            self.ice_gauges(peer);
+        }
         if confirmed {
             self.on_confirmed(peer, staged);
         }

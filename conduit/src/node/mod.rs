@@ -43,6 +43,9 @@
 //! `poll_local_packet` hands out, fragmentation, MSS clamping).
 
 mod hub;
+mod ice;
+mod ice_signal;
+mod ice_types;
 mod inbound;
 mod mtu;
 mod outbound;
@@ -73,6 +76,8 @@ use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
 pub use hub::{DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
+pub use ice::{ConnectStages, ICE_TURN_AFTER, IceAction, IceKind, IcePhase, IceReport, IceStatus};
+pub use ice_signal::{IceSignal, MAX_SIGNAL, SignalRefused, SignedSignal};
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
 pub use outbound::{Transmit, TunVerdict};
@@ -296,6 +301,10 @@ pub struct BauxiteNode {
     /// ([`BauxiteNode::handle_turn_datagram`]).
     arrival_turn: bool,
     last_timestamp: u64,
+    /// Whether ICE sessions run ([`BauxiteNode::enable_ice`]).
+    ice_enabled: bool,
+    /// What the shell must do for ICE ([`BauxiteNode::poll_ice`]).
+    ice_actions: VecDeque<ice::IceAction>,
 }
 
 impl std::fmt::Debug for BauxiteNode {
@@ -377,6 +386,8 @@ impl BauxiteNode {
             },
             last_timestamp: 0,
             arrival_turn: false,
+            ice_enabled: false,
+            ice_actions: VecDeque::new(),
         }
     }
 
@@ -533,6 +544,10 @@ impl BauxiteNode {
     /// Removes a peer and tears down its sessions (revocation).
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
+            if state.ice.is_some() {
+                self.metrics.connect_stages.set(id, None);
+                self.ice_actions.push_back(IceAction::Close { peer: id });
+            }
             self.metrics.path_mtu.set(id, None);
             self.release(id, state.tunnel, state.feedback);
         }
@@ -624,6 +639,10 @@ impl BauxiteNode {
                     rtt: measured.and_then(|m| m.rtt),
                     path_mtu: state.and_then(|s| s.pmtu.plpmtu()),
                     pmtu_phase: state.map_or(crate::path::PmtuPhase::Idle, |s| s.pmtu.phase()),
+                    ice: state.and_then(|s| {
+                        let up = s.measured.connected_since.filter(|_| established);
+                        s.ice.as_ref().map(|i| i.status(up))
+                    }),
                 }
             })
             .collect()
@@ -802,4 +821,6 @@ pub struct PeerStatus {
     pub path_mtu: Option<u16>,
     /// Where path MTU discovery stands.
     pub pmtu_phase: crate::path::PmtuPhase,
+    /// The peer's ICE session (selected pair, per-stage connect timings), when ICE is on.
+    pub ice: Option<IceStatus>,
 }

@@ -38,6 +38,8 @@ pub(super) struct PeerState {
     pub(super) pmtu: crate::path::Pmtu,
     /// When to move onto the hub relay, and when to probe off it.
     pub(super) hub: super::hub::HubWatch,
+    /// The ICE session, while one runs.
+    pub(super) ice: Option<super::ice::IceSession>,
     /// The direct addresses the peer was heard from: its second path (bonding).
     pub(super) bond: crate::path::BondPaths,
 }

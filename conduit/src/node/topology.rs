@@ -70,6 +70,12 @@ impl BauxiteNode {
             self.events.push_back(Event::PeerAdded { peer: id, name });
         } else if key_changed {
             self.events.push_back(Event::PeerKeyChanged { peer: id });
+            self.ice_close(id);
+        }
+        if (before.is_none() || key_changed)
+            && let Err(error) = self.ice_begin(now, id)
+        {
+            tracing::warn!(peer = %id, %error, "cannot start ICE");
         }
         if dial && self.is_connected(id, now) && moved && !key_changed {
             // The session follows the peer, but behind a NAT the peer only gets through

@@ -15,6 +15,7 @@ mod coturn;
 mod flood;
 mod hub;
 mod hub_relay;
+mod ice;
 mod mtu;
 mod nat;
 mod natlab;

@@ -16,6 +16,20 @@ use crate::natlab::{Host, Nat, NatLab};
 use crate::support::{Node, PORT, can_run, wait_for};
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(30);
+
+/// Whether the nodes run ICE (`node.ice = true`): set `BAUXITE_NATLAB_ICE=1` to run every
+/// laboratory test with ICE sessions through the hub instead of the sequential
+/// direct-then-TURN dialling.
+pub(crate) fn ice_on() -> bool {
+    std::env::var("BAUXITE_NATLAB_ICE").is_ok_and(|v| v == "1")
+}
+
+/// Turns `node.ice` on in a joined node's config (`bauxite join` writes `[node]` first).
+fn enable_ice(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains("[node]\n"), "{text}");
+    std::fs::write(config, text.replacen("[node]\n", "[node]\nice = true\n", 1)).unwrap();
+}
 pub(crate) const NAMES: [&str; 2] = ["site0", "site1"];
 
 /// A hub on the public network and one joined, running node in each site.
@@ -38,6 +52,11 @@ impl NatMesh {
 
     /// Like [`start_in`](Self::start_in), with more arguments for the hub's `serve`.
     pub(crate) fn start_with(bin: &Path, lab: NatLab, hub_args: Vec<String>) -> Self {
+        Self::start_ice(bin, lab, hub_args, ice_on())
+    }
+
+    /// Like [`start_with`](Self::start_with), with ICE on or off whatever the environment says.
+    pub(crate) fn start_ice(bin: &Path, lab: NatLab, hub_args: Vec<String>, ice: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::start_with(
             bin,
@@ -52,6 +71,9 @@ impl NatMesh {
             let root = dir.path().join(NAMES[i]);
             let (ok, out) = join(lab.ns(Host::Site(i)), &token, &url, &root, NAMES[i], None);
             assert!(ok, "join {}: {out}\n--- hub ---\n{}", NAMES[i], hub.log());
+            if ice {
+                enable_ice(&root.join("config.toml"));
+            }
             Node::from_config(
                 lab.ns(Host::Site(i)),
                 root.join("config.toml"),

@@ -1,0 +1,91 @@
+//! ICE in the [NAT laboratory](crate::natlab): both nodes run `node.ice = true`, so each
+//! session's candidates and credentials travel through the hub's `ExchangeCandidates`
+//! (signed by the nodes), a webrtc-ice agent per peer checks the pairs on the mesh port,
+//! and the node takes the pair it finds. Each test asserts what `bauxite status --json`
+//! reports of the ICE session and that pings cross both ways.
+
+use crate::coturn::Coturn;
+use crate::hub::dispatch_binary;
+use crate::nat::{LIMIT, NAMES, NatMesh, peer_entry};
+use crate::natlab::{Nat, NatLab};
+use crate::support::{can_run, wait_for};
+
+/// Waits until node `i`'s view of the other has an ICE session in `phase`; returns the
+/// peer's status entry.
+fn ice_entry(mesh: &NatMesh, i: usize, phase: &str) -> serde_json::Value {
+    wait_for(LIMIT, &format!("{} ICE {phase}", NAMES[i]), || {
+        let status = mesh.nodes[i].status()?;
+        let entry = peer_entry(&status, NAMES[1 - i])?.clone();
+        (entry["ice"]["phase"] == phase && entry["established"] == true).then_some(entry)
+    })
+}
+
+#[test]
+fn ice_through_the_hub_finds_the_server_reflexive_pair_behind_port_changing_cone_nats() {
+    if !can_run() {
+        return;
+    }
+    let bin = dispatch_binary();
+    // Neither NAT keeps the node's port, so only the reflexive candidate (or the peer-
+    // reflexive one the checks discover) reaches the other side.
+    let lab = NatLab::new([Nat::ConePorts(30000, 30099), Nat::ConePorts(40000, 40099)]);
+    let mesh = NatMesh::start_ice(&bin, lab, Vec::new(), true);
+    mesh.wait_established(LIMIT);
+    for i in 0..2 {
+        let entry = ice_entry(&mesh, i, "connected");
+        let ice = &entry["ice"];
+        // The lower peer ID invited; the pair ends at the other's router, on the path.
+        let me = mesh.nodes[i].status().unwrap()["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let other = entry["id"].as_str().unwrap().to_string();
+        assert_eq!(ice["controlling"], me < other, "{entry}");
+        let pair = ice["pair"].as_str().unwrap();
+        let remote = pair.split(" -> ").nth(1).unwrap();
+        assert!(
+            remote.starts_with(&format!("{}:", mesh.lab.router_ip(1 - i))),
+            "{entry}\n{}",
+            mesh.logs()
+        );
+        assert!(
+            ["srflx", "prflx"].contains(&ice["remote_kind"].as_str().unwrap()),
+            "{entry}"
+        );
+        assert_eq!(entry["path"], format!("direct {remote}"), "{entry}");
+        assert!(ice["checks_us"].is_u64(), "{entry}");
+        // The handshake and total stages are there unless the session was up before this
+        // side's ICE session began (the hub's candidates answered first: the invited side
+        // often handshakes before the INVITE reaches it).
+        assert_eq!(
+            ice["total_us"].is_u64(),
+            ice["handshake_us"].is_u64(),
+            "{entry}"
+        );
+    }
+    assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
+    assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
+}
+
+#[test]
+fn with_ice_a_symmetric_nat_runs_on_turn_while_no_pair_works() {
+    if !can_run() {
+        return;
+    }
+    let bin = dispatch_binary();
+    let lab = NatLab::new([Nat::Symmetric, Nat::Cone]);
+    let coturn = Coturn::start(&lab, NatLab::PUBLIC_IP);
+    let mesh = NatMesh::start_ice(&bin, lab, coturn.hub_args(), true);
+    mesh.wait_established(LIMIT);
+    for i in 0..2 {
+        let path = wait_for(LIMIT, "path type", || {
+            let status = mesh.nodes[i].status()?;
+            let entry = peer_entry(&status, NAMES[1 - i])?.clone();
+            // The ICE session runs (its checks cannot succeed across this pair).
+            entry["ice"]["phase"].is_string().then_some(entry)
+        });
+        assert_eq!(path["path_type"], "turn", "{path}\n{}", mesh.logs());
+    }
+    assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
+    assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
+}
