@@ -86,6 +86,11 @@ enum Due {
 }
 
 impl HubWatch {
+    /// Whether the UDP path answered every send that expected an answer so far.
+    pub(super) fn answered(&self) -> bool {
+        self.unanswered_since.is_none()
+    }
+
     /// When this peer's relay state has work, if ever, and what.
     fn next(&self, r: Rung) -> Option<(Instant, Due)> {
         if r.on_hub {

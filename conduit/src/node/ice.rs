@@ -440,6 +440,14 @@ impl BauxiteNode {
             state.path.on_turn(),
             state.path.on_hub(),
         );
+        // A session already up on a direct path that answers (the hub's candidates were
+        // dialled before ICE ran, or ICE gave up on pairs the peer's router does not let
+        // it check) keeps that path: a failed agent says nothing against it.
+        let direct_works =
+            !on_turn && !on_hub && state.measured.connected_since.is_some() && state.hub.answered();
+        if direct_works {
+            return;
+        }
         if has_turn && !on_turn && !on_hub {
             self.go_turn(now, peer, "ICE found no direct pair");
         } else if !has_turn && self.hub_enabled() && !on_hub {

@@ -17,18 +17,21 @@ use crate::support::{Node, PORT, can_run, wait_for};
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
-/// Whether the nodes run ICE (`node.ice = true`): set `BAUXITE_NATLAB_ICE=1` to run every
-/// laboratory test with ICE sessions through the hub instead of the sequential
-/// direct-then-TURN dialling.
+/// Whether the nodes run ICE (`node.ice`, on by default): set `BAUXITE_NATLAB_ICE=0` to run
+/// every laboratory test with the sequential direct-then-TURN dialling instead.
 pub(crate) fn ice_on() -> bool {
-    std::env::var("BAUXITE_NATLAB_ICE").is_ok_and(|v| v == "1")
+    std::env::var("BAUXITE_NATLAB_ICE").map_or(true, |v| v != "0")
 }
 
-/// Turns `node.ice` on in a joined node's config (`bauxite join` writes `[node]` first).
-fn enable_ice(config: &Path) {
+/// Sets `node.ice` in a joined node's config (`bauxite join` writes `[node]` first).
+fn set_ice(config: &Path, on: bool) {
     let text = std::fs::read_to_string(config).unwrap();
     assert!(text.contains("[node]\n"), "{text}");
-    std::fs::write(config, text.replacen("[node]\n", "[node]\nice = true\n", 1)).unwrap();
+    std::fs::write(
+        config,
+        text.replacen("[node]\n", &format!("[node]\nice = {on}\n"), 1),
+    )
+    .unwrap();
 }
 pub(crate) const NAMES: [&str; 2] = ["site0", "site1"];
 
@@ -71,9 +74,7 @@ impl NatMesh {
             let root = dir.path().join(NAMES[i]);
             let (ok, out) = join(lab.ns(Host::Site(i)), &token, &url, &root, NAMES[i], None);
             assert!(ok, "join {}: {out}\n--- hub ---\n{}", NAMES[i], hub.log());
-            if ice {
-                enable_ice(&root.join("config.toml"));
-            }
+            set_ice(&root.join("config.toml"), ice);
             Node::from_config(
                 lab.ns(Host::Site(i)),
                 root.join("config.toml"),
