@@ -33,8 +33,8 @@ pub mod pmtu;
 use std::net::SocketAddr;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
-pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
-pub use feedback::{AckFrame, AckSample, AckState, SendLog};
+pub use congestion::{BulkWindowStrategy, CongestionStrategy, Feedback, NullCongestionStrategy};
+pub use feedback::{AckFrame, AckSample, AckStamps, AckState, PacketSample, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
 pub use per_peer::{MakeStrategy, PeerCongestion};
 pub use pmtu::{Pmtu, PmtuPhase};
