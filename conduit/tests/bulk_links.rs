@@ -213,7 +213,7 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
 
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
 /// 14's collapse); run with `--ignored --nocapture`. Knobs: `BX_PROFILES` (tbf,
-/// fixed2rate, lte, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
+/// fixed2rate, lte, lte-literal, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
 /// `BX_SEED`,
 /// and those of [`strategy_from_env`].
 #[test]
@@ -251,6 +251,7 @@ fn diagnose() {
         ("tbf", tbf),
         ("fixed2rate", fixed2_rate),
         ("lte", Profile::lte()),
+        ("lte-literal", Profile::lte_literal()),
         ("wifi", Profile::wifi()),
         ("fixed2", fixed2),
     ] {

@@ -14,6 +14,7 @@ mod coturn;
 mod flood;
 mod hub;
 mod hub_relay;
+mod links;
 mod mtu;
 mod nat;
 mod natlab;
