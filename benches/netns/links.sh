@@ -10,7 +10,7 @@
 #   sudo benches/netns/links.sh [--profiles lte,wifi] [--depths 32000,150000,500000]
 #                               [--pings 5000] [--only bare,bauxite,boringtun]
 #
-# Per run: idle loop (--pings echoes at 1 kHz), then the flow starts (20 s, longer than
+# Per run: idle loop (--pings echoes at 1 kHz), then the flow starts (12 s, longer than
 # the loaded loop takes) and, once it carries data, the loaded loop; only replies that
 # arrived while the flow still ran count, and the row says how many. "Bulk" is iperf3's
 # goodput over the whole flow, and its share of the profile's mean rate (LTE 17.5
@@ -36,7 +36,8 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p bauxite -p bauxite-netem --bins -q
+# BXBENCH_NO_BUILD=1 uses the release binaries already in the target dir.
+[ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite -p bauxite-netem --bins -q
 BAUXITE="$TARGET_DIR/release/bauxite"
 LINKEMU="$TARGET_DIR/release/bauxite-linkemu"
 BORINGTUN="$(command -v boringtun-cli || true)"
@@ -117,7 +118,7 @@ measure() {
   ip netns exec "$B" iperf3 -s -1 -B "$dst" > /dev/null 2>&1 &
   local server=$!
   for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
-  ip netns exec "$A" iperf3 -c "$dst" -t 20 -i 1 --forceflush > "$WORK/bulk.txt" 2>&1 &
+  ip netns exec "$A" iperf3 -c "$dst" -t 12 -i 1 --forceflush > "$WORK/bulk.txt" 2>&1 &
   local flow=$!
   # The loaded loop starts once the flow has carried its first second.
   for _ in $(seq 100); do grep -q "sec" "$WORK/bulk.txt" && break; sleep 0.1; done
@@ -158,9 +159,10 @@ start_boringtun() {
   done
 }
 
-# The emulator's own view: how late it wrote packets (its timing noise) and its drops.
+# The emulator's own view: how late it wrote packets (its timing noise). Call it after
+# `exec 7>&-` in the main shell (a command substitution's subshell closing its copy of
+# the emulator's stdin would not end it).
 emu_counters() {
-  exec 7>&-
   for _ in $(seq 50); do [ "$(wc -l < "$WORK/emu.out")" -ge 2 ] && break; sleep 0.1; done
   tail -1 "$WORK/emu.out" | python3 -c 'import json,sys
 j=json.loads(sys.stdin.read()); l=j.get("lateness",{})
@@ -180,18 +182,18 @@ for profile in "${profiles[@]}"; do
   for depth in "${depths[@]}"; do
     if [[ ",$ONLY," == *",bare,"* ]]; then
       emulator "$profile" "$depth"
-      row=$(measure 10.77.0.2 "$mean")
+      row=$(measure 10.77.0.2 "$mean"); exec 7>&-
       echo "| $profile | $depth B | bare link | $row | $(emu_counters) |" | tee -a "$OUT"
     fi
     if [[ ",$ONLY," == *",bauxite,"* ]]; then
       emulator "$profile" "$depth"; start_bauxite
-      row=$(measure 100.64.0.2 "$mean")
+      row=$(measure 100.64.0.2 "$mean"); exec 7>&-
       echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
     fi
     if [[ ",$ONLY," == *",boringtun,"* ]]; then
       if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
         emulator "$profile" "$depth"; start_boringtun
-        row=$(measure 10.99.0.2 "$mean")
+        row=$(measure 10.99.0.2 "$mean"); exec 7>&-
         echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
       else
         echo "| $profile | $depth B | boringtun | not available | | | |" | tee -a "$OUT"

@@ -263,9 +263,15 @@ fn the_literal_lte_profile_decouples_delay_from_rate() {
     let (lte, literal) = (Profile::lte(), Profile::named("lte-literal").unwrap());
     let mut delays = std::collections::BTreeSet::new();
     for ms in (250..6000).step_by(500) {
-        let (a, b) = (lte.at(Duration::from_millis(ms)), literal.at(Duration::from_millis(ms)));
+        let (a, b) = (
+            lte.at(Duration::from_millis(ms)),
+            literal.at(Duration::from_millis(ms)),
+        );
         assert_eq!(a.rate_bps, b.rate_bps, "at {ms} ms");
-        assert_eq!((a.jitter, a.loss, a.buffer_bytes), (b.jitter, b.loss, b.buffer_bytes));
+        assert_eq!(
+            (a.jitter, a.loss, a.buffer_bytes),
+            (b.jitter, b.loss, b.buffer_bytes)
+        );
         assert!((20..=40).contains(&b.delay.as_millis()));
         delays.insert(b.delay.as_millis());
     }
