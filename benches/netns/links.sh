@@ -141,8 +141,8 @@ start_bauxite() {
       sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
   }
   mk a b 100.64.0.1 100.64.0.2 10.77.0.2; mk b a 100.64.0.2 100.64.0.1 10.77.0.1
-  ip netns exec "$A" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!)
-  ip netns exec "$B" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!)
+  ip netns exec "$A" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" 7>&- & PIDS+=($!)
+  ip netns exec "$B" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" 7>&- & PIDS+=($!)
   for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.5 100.64.0.2 >/dev/null 2>&1 && return 0; done
   echo "bauxite tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1
 }
@@ -151,7 +151,7 @@ start_boringtun() {
   for side in a b; do wg genkey > "$WORK/$side.wgkey"; wg pubkey < "$WORK/$side.wgkey" > "$WORK/$side.wgpub"; done
   for side in a b; do
     local ns=$A peer=b ip=10.99.0.1 end=10.77.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.77.0.1; }
-    WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" -f --disable-drop-privileges -t 1 wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!)
+    WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" -f --disable-drop-privileges -t 1 wgbt0 > "$WORK/bt-$side.log" 2>&1 7>&- & PIDS+=($!)
     for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
     ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
       peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
@@ -161,7 +161,7 @@ start_boringtun() {
 
 # The emulator's own view: how late it wrote packets (its timing noise). Call it after
 # `exec 7>&-` in the main shell (a command substitution's subshell closing its copy of
-# the emulator's stdin would not end it).
+# the emulator's stdin would not end it); the daemons never hold that descriptor.
 emu_counters() {
   for _ in $(seq 50); do [ "$(wc -l < "$WORK/emu.out")" -ge 2 ] && break; sleep 0.1; done
   tail -1 "$WORK/emu.out" | python3 -c 'import json,sys
