@@ -35,8 +35,8 @@ use std::net::SocketAddr;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
 pub use bond::{BOND_ALIVE, BOND_PROBE_INTERVAL, BondPaths, Bonding};
-pub use congestion::{BulkWindowStrategy, CongestionStrategy, NullCongestionStrategy};
-pub use feedback::{AckFrame, AckSample, AckState, SendLog};
+pub use congestion::{BulkWindowStrategy, CongestionStrategy, Feedback, NullCongestionStrategy};
+pub use feedback::{AckFrame, AckSample, AckStamps, AckState, PacketSample, SendLog};
 pub use ledbat::{Ledbat, LedbatConfig};
 pub use per_peer::{MakeStrategy, PeerCongestion};
 pub use pmtu::{Pmtu, PmtuPhase};

@@ -71,6 +71,29 @@ impl Profile {
         }
     }
 
+    /// Issue 14's LTE figures read literally, without [`lte`](Self::lte)'s coupling of
+    /// delay to rate: the same rate steps (30, 20, 10, 5, 15, 25 Mbit/s, 1 s each), jitter,
+    /// loss and buffer, but the base delay steps on its own clock, every 1.5 s through
+    /// 30, 40, 25 and 20 ms. The issue names a delay range and a rate range, not that the
+    /// slowest rate comes with the longest delay; in `lte` every rate drop into the
+    /// 5 Mbit/s second also lengthens the path, which makes that second both the one that
+    /// sets the idle p99 and the one a sender's queue lands in. Here the 5 Mbit/s second
+    /// has 25 ms, and the 40 ms delay comes with 20 and 10 Mbit/s.
+    pub fn lte_literal() -> Self {
+        let mut profile = Self::lte();
+        let rate_at = |ms: u64| [30, 20, 10, 5, 15, 25][(ms / 1000) as usize];
+        let delay_at = |ms: u64| [30, 40, 25, 20][(ms / 1500) as usize];
+        profile.steps = [0, 1000, 1500, 2000, 3000, 4000, 4500, 5000]
+            .into_iter()
+            .map(|ms| Step {
+                at: Duration::from_millis(ms),
+                rate_bps: Some(rate_at(ms) * MBIT),
+                delay: Duration::from_millis(delay_at(ms)),
+            })
+            .collect();
+        profile
+    }
+
     /// A synthetic busy Wi-Fi link: rate adaptation steps every 500 ms through 60, 40,
     /// 80, 20 and 50 Mbit/s, 2–6 ms base delay, ±3 ms jitter (contention and A-MPDU
     /// aggregation) without reordering, 0.5 % loss in bursts of 2 (what is left after MAC
@@ -94,10 +117,11 @@ impl Profile {
         }
     }
 
-    /// A preset by name: `lte`, `wifi`, or `fixed` (no impairment at all).
+    /// A preset by name: `lte`, `lte-literal`, `wifi`, or `fixed` (no impairment at all).
     pub fn named(name: &str) -> Result<Self, Error> {
         match name {
             "lte" => Ok(Self::lte()),
+            "lte-literal" => Ok(Self::lte_literal()),
             "wifi" => Ok(Self::wifi()),
             "fixed" => Ok(Self::fixed(Impairments::default())),
             other => Err(Error::UnknownProfile(other.to_string())),

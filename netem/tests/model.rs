@@ -256,6 +256,31 @@ fn presets_follow_their_schedules() {
     assert!(Profile::named("dialup").is_err());
 }
 
+/// The literal reading of issue 14's LTE figures: the same rates, each second, and the
+/// same ranges, but the 5 Mbit/s second is not the 40 ms one.
+#[test]
+fn the_literal_lte_profile_decouples_delay_from_rate() {
+    let (lte, literal) = (Profile::lte(), Profile::named("lte-literal").unwrap());
+    let mut delays = std::collections::BTreeSet::new();
+    for ms in (250..6000).step_by(500) {
+        let (a, b) = (
+            lte.at(Duration::from_millis(ms)),
+            literal.at(Duration::from_millis(ms)),
+        );
+        assert_eq!(a.rate_bps, b.rate_bps, "at {ms} ms");
+        assert_eq!(
+            (a.jitter, a.loss, a.buffer_bytes),
+            (b.jitter, b.loss, b.buffer_bytes)
+        );
+        assert!((20..=40).contains(&b.delay.as_millis()));
+        delays.insert(b.delay.as_millis());
+    }
+    assert_eq!(delays.into_iter().collect::<Vec<_>>(), [20, 25, 30, 40]);
+    let slowest = literal.at(Duration::from_millis(3500));
+    assert_eq!(slowest.rate_bps, Some(5_000_000));
+    assert_eq!(slowest.delay, Duration::from_millis(25));
+}
+
 proptest! {
     #[test]
     fn trace_format_round_trips(

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
+use crate::path::Feedback;
 use crate::path::feedback::is_control_frame;
 use crate::path::frame::ControlFrame;
 use crate::policy::{Flow, Verdict};
@@ -290,10 +291,11 @@ impl BauxiteNode {
         if is_control_frame(&datagram[range.clone()]) {
             return self.on_control(now, peer, &datagram[range]);
         }
+        let len = datagram.len();
         let owed = self.peers.get_mut(&peer).is_some_and(|s| {
             s.feedback
                 .acks
-                .on_packet(header.receiver_index, header.counter)
+                .on_packet(header.receiver_index, header.counter, len, now)
         });
         if owed {
             self.control.push_back(Control::Ack { peer });
@@ -326,20 +328,24 @@ impl BauxiteNode {
             .and_then(|log| log.on_ack(ack, now));
         if let Some(sample) = sample {
             state.measured.sample_rtt(sample.round_trip);
-            state.pmtu.on_acked(sample.len);
-            Metrics::inc(&self.metrics.acks_received);
-            if sample.from_bulk {
-                self.congestion
-                    .peer(peer)
-                    .on_ack(now, sample.bulk_bytes, sample.round_trip);
-            } else {
-                // A small packet's round trip is not comparable with bulk's (less time on
-                // the wire); settle the bytes without a delay sample. Under a 1 kHz control
-                // loop most acks name a control packet, so the bytes still count.
-                self.congestion
-                    .peer(peer)
-                    .on_settled(now, sample.bulk_bytes, sample.round_trip);
+            let sent_at = |round_trip| now.checked_sub(round_trip).unwrap_or(now);
+            let mut probe = state
+                .pmtu
+                .on_acked(now, sent_at(sample.round_trip), sample.len);
+            if let Some(largest) = sample.largest {
+                // The batch's largest packet arrived: the path carries its size, however
+                // many others a full buffer dropped.
+                probe |= state
+                    .pmtu
+                    .on_acked(now, sent_at(largest.round_trip), largest.len);
             }
+            if probe {
+                self.control.push_back(Control::Probe { peer });
+            }
+            Metrics::inc(&self.metrics.acks_received);
+            self.congestion
+                .peer(peer)
+                .on_feedback(now, Feedback::from_ack(&sample));
         }
         Received::Consumed
     }

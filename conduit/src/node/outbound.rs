@@ -262,7 +262,9 @@ impl BauxiteNode {
                     else {
                         continue;
                     };
-                    match self.seal_control(now, peer, &ack.encode(), out, |m| &m.acks_sent) {
+                    let (frame, len) = ack.encode();
+                    let frame = frame.get(..len).unwrap_or_default();
+                    match self.seal_control(now, peer, frame, out, |m| &m.acks_sent) {
                         Some(t) => return Some(t),
                         None => continue,
                     }

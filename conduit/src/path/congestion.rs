@@ -9,14 +9,51 @@
 //! 1. before sending a bulk packet ask `can_send` (or pass `can_send_bulk` to
 //!    [`DataPlaneScheduler::dequeue_paced`](crate::scheduler::DataPlaneScheduler::dequeue_paced));
 //! 2. after sending it call `on_sent`;
-//! 3. when the receiver acknowledges bulk bytes call `on_ack` with its one-way delay sample
-//!    (receive time minus the sender's timestamp; any constant clock offset is fine, only
-//!    changes of the delay matter), or `on_loss` when they are known lost;
+//! 3. when the receiver acknowledges bulk bytes call `on_feedback` with the ack's
+//!    [`Feedback`] (or `on_ack` with one delay sample), or `on_loss` when they are known
+//!    lost;
 //! 4. arm a timer for `poll_timeout` and call `handle_timeout` when it fires.
 
 use std::time::{Duration, Instant};
 
+use super::feedback::AckSample;
 use crate::Lane;
+
+/// What one acknowledgement tells the bulk controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    /// Bulk bytes it settled.
+    pub bytes: usize,
+    /// Round trip of the sampled packet.
+    pub round_trip: Duration,
+    /// One-way delay of the same packet plus the two clocks' constant offset (only its
+    /// changes mean anything); `None` from a peer that sends no receive timestamps.
+    pub one_way: Option<Duration>,
+    /// Whether the sampled packet was a bulk packet (comparable with bulk's other
+    /// samples: same time on the wire).
+    pub bulk: bool,
+}
+
+impl Feedback {
+    /// The ack's best delay sample: the batch's largest packet when that was bulk (the
+    /// newest is mostly a control packet under a 1 kHz loop), else the newest packet.
+    pub fn from_ack(sample: &AckSample) -> Self {
+        match sample.largest.filter(|l| l.from_bulk) {
+            Some(largest) => Self {
+                bytes: sample.bulk_bytes,
+                round_trip: largest.round_trip,
+                one_way: Some(largest.one_way),
+                bulk: true,
+            },
+            None => Self {
+                bytes: sample.bulk_bytes,
+                round_trip: sample.round_trip,
+                one_way: sample.one_way,
+                bulk: sample.from_bulk,
+            },
+        }
+    }
+}
 
 /// A bulk-lane pacing policy, driven with bulk bytes sent, acknowledged and lost.
 pub trait CongestionStrategy {
@@ -33,6 +70,16 @@ pub trait CongestionStrategy {
     fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
         let _ = (now, round_trip);
         self.forget(bytes);
+    }
+
+    /// An acknowledgement arrived. The default hands its round trip to
+    /// [`on_ack`](Self::on_ack) (bulk sample) or [`on_settled`](Self::on_settled).
+    fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        if feedback.bulk {
+            self.on_ack(now, feedback.bytes, feedback.round_trip);
+        } else {
+            self.on_settled(now, feedback.bytes, feedback.round_trip);
+        }
     }
 
     /// `bytes` of bulk traffic are known lost.

@@ -7,11 +7,12 @@
 //!
 //! ```text
 //! Ack        0x01 | session index u32 | counter u64     (13 bytes; see `feedback`)
+//! AckTs      0x04 | the same | three u64 stamps        (37 bytes; see `feedback`)
 //! Probe      0x02 | probe id u32 | zero padding         (the size under test)
 //! ProbeAck   0x03 | probe id u32                        (5 bytes)
 //! ```
 
-use super::feedback::{AckFrame, FRAME_ACK};
+use super::feedback::{AckFrame, FRAME_ACK, FRAME_ACK_TS};
 use crate::MalformedPacket;
 
 /// Type byte of a path MTU probe.
@@ -51,7 +52,7 @@ impl ControlFrame {
             got: bytes.len(),
         };
         match bytes.first() {
-            Some(&FRAME_ACK) => AckFrame::parse(bytes).map(Self::Ack),
+            Some(&FRAME_ACK | &FRAME_ACK_TS) => AckFrame::parse(bytes).map(Self::Ack),
             Some(&FRAME_PROBE) => Ok(Self::Probe {
                 id: id().ok_or(truncated("probe frame"))?,
             }),

@@ -28,9 +28,15 @@
 //! large packets while small ones still pass. The node reports every data packet it sends
 //! ([`Pmtu::on_sent`]) and every acknowledgement it gets ([`Pmtu::on_acked`]); when a
 //! packet larger than the base has waited [`BLACK_HOLE_AFTER`] for an acknowledgement that
-//! names a large packet, while the peer was heard from meanwhile, a probe of the current
-//! size confirms it. If that probe is lost [`MAX_PROBES`] times, the size falls back to the
-//! base and the search starts again.
+//! names a large packet (the newest of a batch, or the batch's largest), while the peer was
+//! heard from meanwhile, a probe of the current size confirms it. If that probe is lost
+//! [`MAX_PROBES`] times while no data packet of the size sent since got through, the size
+//! falls back to the base and the search starts again. A confirmation probe counts as lost
+//! only once a data packet sent after it was acknowledged: on a link with a deep queue a
+//! timeout alone means "still queued". Congestion is not a black hole either: a
+//! full drop-tail buffer drops large packets more often than small ones (a small one fits
+//! where a large one does not), and may drop every probe, but some full-size data keeps
+//! passing, and its acknowledgement confirms the size (see [`Pmtu::on_acked`]).
 //!
 //! # Driving it
 //!
@@ -114,6 +120,10 @@ struct InFlight {
     size: u16,
     sent_at: Instant,
     deadline: Instant,
+    timeout: Duration,
+    /// Whether a data packet sent after this probe was acknowledged: only then can the
+    /// probe be lost rather than still queued (a later packet overtook it).
+    overtaken: bool,
 }
 
 /// Discovery state of one peer path. See the module documentation.
@@ -136,6 +146,9 @@ pub struct Pmtu {
     wake_at: Option<Instant>,
     /// A confirmation of `plpmtu` is what the probe in flight tests.
     confirming: bool,
+    /// When the confirmation began: data of `plpmtu` sent since and acknowledged confirms
+    /// it as a probe would.
+    confirm_since: Option<Instant>,
     next_id: u32,
     /// Since when large data packets wait for an acknowledgement naming one of them.
     large_since: Option<Instant>,
@@ -228,6 +241,8 @@ impl Pmtu {
             size: self.target,
             sent_at: now,
             deadline: now + timeout,
+            timeout,
+            overtaken: false,
         });
         Some(ProbeSpec {
             id: self.next_id,
@@ -267,9 +282,18 @@ impl Pmtu {
     /// Runs what is due at `now`. True when a probe is due.
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
         let mut probe = false;
-        if let Some(p) = self.in_flight.filter(|p| p.deadline <= now) {
-            self.in_flight = None;
-            probe |= self.lost(now, p.size);
+        if let Some(p) = self.in_flight.as_mut().filter(|p| p.deadline <= now) {
+            if self.confirming && !p.overtaken {
+                // Nothing sent after the confirmation probe came back yet: it may be
+                // queued behind a buffer full of bulk (hundreds of milliseconds on a
+                // bloated link), and a size that carried data is not given up on a
+                // timeout alone. Wait for the packets behind it.
+                p.deadline = now + p.timeout;
+            } else {
+                let size = p.size;
+                self.in_flight = None;
+                probe |= self.lost(now, size);
+            }
         }
         if self.wake_at.is_some_and(|at| at <= now) {
             self.wake_at = None;
@@ -297,6 +321,7 @@ impl Pmtu {
             self.large_since = None;
             self.heard_since_large = false;
             self.confirming = true;
+            self.confirm_since = Some(now);
             self.aim(self.plpmtu);
             probe = true;
         }
@@ -311,11 +336,31 @@ impl Pmtu {
         }
     }
 
-    /// The peer acknowledged a data datagram of `datagram_len` bytes.
-    pub fn on_acked(&mut self, datagram_len: usize) {
+    /// The peer acknowledged, at `now`, a data datagram of `datagram_len` bytes that left
+    /// at `sent_at`. True when a probe is due now.
+    ///
+    /// While the current size is being confirmed, a data datagram of that size sent since
+    /// the confirmation began and acknowledged confirms it as a probe would (RFC 8899 lets
+    /// data packets confirm a size): a drop-tail buffer that overflows under bulk may lose
+    /// a probe [`MAX_PROBES`] times in a row while data of the same size keeps passing, and
+    /// that is congestion, not a black hole.
+    pub fn on_acked(&mut self, now: Instant, sent_at: Instant, datagram_len: usize) -> bool {
         if self.is_large(datagram_len) {
             self.large_since = None;
         }
+        if let Some(p) = self.in_flight.as_mut().filter(|p| sent_at > p.sent_at) {
+            p.overtaken = true;
+        }
+        let size = datagram_len.saturating_add(usize::from(self.headers));
+        let proves = self.confirming
+            && size >= usize::from(self.plpmtu)
+            && self.confirm_since.is_some_and(|since| sent_at >= since);
+        if !proves {
+            return false;
+        }
+        self.in_flight = None;
+        self.due = false;
+        self.passed(now, self.plpmtu)
     }
 
     /// An authenticated packet came from the peer: smaller packets pass.
@@ -347,6 +392,7 @@ impl Pmtu {
 
     fn passed(&mut self, now: Instant, size: u16) -> bool {
         self.confirming = false;
+        self.confirm_since = None;
         self.attempts = 0;
         self.plpmtu = self.plpmtu.max(size);
         match self.phase {
@@ -368,6 +414,7 @@ impl Pmtu {
         if self.confirming {
             // The size that worked no longer does: a black hole. Start over from the base.
             self.confirming = false;
+            self.confirm_since = None;
             self.too_big = size;
             self.plpmtu = self.base;
             self.phase = PmtuPhase::Base;

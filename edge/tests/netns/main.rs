@@ -16,6 +16,7 @@ mod flood;
 mod hub;
 mod hub_relay;
 mod ice;
+mod links;
 mod mtu;
 mod nat;
 mod natlab;

@@ -195,3 +195,63 @@ fn never_blocks_critical_or_telemetry_and_a_silence_collapses_the_window() {
     assert_eq!((c.bytes_in_flight(), c.cwnd()), (0, 2 * MSS));
     assert_eq!(c.poll_timeout(), None);
 }
+
+#[test]
+fn the_pacer_spaces_bulk_and_owes_a_wake_up() {
+    let mut c = AdaptiveLedbat::new(AdaptiveConfig {
+        pacing_gain: 2.0,
+        init_cwnd_packets: 10,
+        ..AdaptiveConfig::default()
+    });
+    let now = origin();
+    c.on_sent(now, MSS);
+    assert_eq!(c.pacing_rate(), None, "no round trip yet: no pacing");
+    assert!(c.can_send_bulk(now, MSS));
+    c.on_ack(now + ms(100), MSS, ms(100));
+    let rate = c.pacing_rate().expect("paced once a round trip is known");
+    assert!((rate - 2.0 * c.cwnd() as f64 / 0.1).abs() < 1.0, "{rate}");
+    let t = now + ms(100);
+    c.on_sent(t, MSS);
+    let gap = Duration::from_secs_f64(MSS as f64 / rate);
+    assert!(!c.can_send_bulk(t, MSS), "the next packet waits its turn");
+    assert!(
+        c.can_send(t, Lane::Critical, MSS),
+        "pacing never holds critical"
+    );
+    assert_eq!(
+        c.poll_timeout(),
+        Some(t + gap),
+        "a wake-up at the next slot"
+    );
+    c.handle_timeout(t + gap);
+    assert!(c.can_send_bulk(t + gap, MSS));
+    assert!(
+        c.poll_timeout().is_some_and(|at| at > t + gap),
+        "the wake-up was consumed (only the ack timeout is left)"
+    );
+}
+
+#[test]
+fn one_way_delays_are_used_only_when_configured_and_never_mixed_with_round_trips() {
+    let feedback = |one_way: u64| Feedback {
+        bytes: MSS,
+        round_trip: ms(60),
+        one_way: Some(Duration::from_secs(3600) + ms(one_way)),
+        bulk: true,
+    };
+    let mut off = AdaptiveLedbat::default();
+    let mut on = AdaptiveLedbat::new(AdaptiveConfig {
+        one_way_delay: true,
+        ..AdaptiveConfig::default()
+    });
+    let now = origin();
+    for c in [&mut off, &mut on] {
+        c.on_sent(now, MSS);
+        c.on_feedback(now + ms(60), feedback(30));
+    }
+    assert_eq!(off.base_delay(), Some(ms(60)), "round trips by default");
+    assert_eq!(on.base_delay(), Some(Duration::from_secs(3600) + ms(30)));
+    // The peer stops stamping: the one-way history is dropped, not compared.
+    on.on_ack(now + ms(120), MSS, ms(61));
+    assert_eq!(on.base_delay(), Some(ms(61)));
+}

@@ -12,7 +12,8 @@ fn origin() -> Instant {
 
 /// Drives `pmtu` against a path that carries IP packets up to `path_mtu` bytes until no
 /// probe is due or in flight and nothing is due `within` from now; returns the probe sizes
-/// sent. Bounded: a search takes a few dozen probes at most.
+/// sent. Small data keeps flowing: after a lost probe, a small packet sent behind it is
+/// acknowledged. Bounded: a search takes a few dozen probes at most.
 fn drive(pmtu: &mut Pmtu, now: &mut Instant, path_mtu: u16, within: Duration) -> Vec<u16> {
     let until = *now + within;
     let mut sent = Vec::new();
@@ -26,6 +27,9 @@ fn drive(pmtu: &mut Pmtu, now: &mut Instant, path_mtu: u16, within: Duration) ->
             if probe.size <= path_mtu {
                 *now += RTT;
                 pmtu.on_probe_ack(*now, probe.id);
+            } else {
+                let behind = *now + Duration::from_micros(1);
+                pmtu.on_acked(*now + RTT, behind, 100);
             }
             continue;
         }
@@ -152,14 +156,14 @@ fn large_packets_lost_while_small_ones_pass_drop_to_the_base_and_search_again() 
     // Large packets that are acknowledged keep the size.
     pmtu.on_sent(now, 1379);
     pmtu.on_heard();
-    pmtu.on_acked(1379);
+    pmtu.on_acked(now, now, 1379);
     assert_eq!(pmtu.poll_timeout(), None);
     // The path shrinks to 1300: large packets go unacknowledged, the peer is still heard.
     pmtu.on_sent(now, 1379);
     pmtu.on_sent(now + RTT, 1379);
     pmtu.on_sent(now + RTT, 100);
     pmtu.on_heard();
-    pmtu.on_acked(100);
+    pmtu.on_acked(now + RTT, now + RTT, 100);
     let check = pmtu.poll_timeout().expect("black-hole check scheduled");
     assert_eq!(check, now + BLACK_HOLE_AFTER);
     now = check;
@@ -177,6 +181,59 @@ fn large_packets_lost_while_small_ones_pass_drop_to_the_base_and_search_again() 
     );
     assert_eq!(pmtu.plpmtu(), Some(1300));
     assert_eq!(pmtu.phase(), PmtuPhase::Complete);
+}
+
+/// Issue 14's bug: bulk overflowing a drop-tail buffer made the node take the drops for
+/// an MTU black hole and shrink the path MTU below the data's size (goodput 0). Probes of
+/// the size may all be lost in the full buffer; data of the size that keeps getting
+/// through confirms it instead.
+#[test]
+fn probes_lost_in_a_full_buffer_do_not_shrink_the_size_while_data_of_it_passes() {
+    let mut now = origin();
+    let mut pmtu = Pmtu::default();
+    pmtu.start(false, MAX_DATAGRAM);
+    drive(&mut pmtu, &mut now, 1500, Duration::from_secs(1));
+    assert_eq!(pmtu.plpmtu(), Some(1407));
+    // Under a flood the acks name small packets for a second: suspected.
+    pmtu.on_sent(now, 1379);
+    pmtu.on_heard();
+    now += BLACK_HOLE_AFTER;
+    assert!(pmtu.handle_timeout(now), "a confirmation probe is due");
+    let began = now;
+    let first = pmtu.take_probe(now, Some(RTT)).expect("a probe");
+    assert_eq!(first.size, 1407);
+    // A deep queue: nothing sent after the probe came back by its timeout. Not a loss.
+    now = pmtu.poll_timeout().expect("the probe's timeout");
+    assert!(!pmtu.handle_timeout(now), "still queued, not lost");
+    assert!(
+        pmtu.take_probe(now, Some(RTT)).is_none(),
+        "the same probe waits"
+    );
+    // The buffer drops probes while small packets behind them pass.
+    for attempt in 1..MAX_PROBES {
+        pmtu.on_acked(now + RTT, now + Duration::from_micros(1), 100);
+        now = pmtu.poll_timeout().expect("the probe's timeout");
+        assert!(pmtu.handle_timeout(now), "lost: tried again");
+        let probe = pmtu.take_probe(now, Some(RTT)).expect("a retry");
+        assert_eq!((probe.size, attempt), (1407, attempt));
+    }
+    // The last one is dropped too, but a full-size data packet sent meanwhile got through.
+    assert!(!pmtu.on_acked(now + RTT, began + RTT, 1379));
+    assert_eq!(pmtu.plpmtu(), Some(1407), "the size stands");
+    assert_eq!(pmtu.phase(), PmtuPhase::Complete);
+    assert!(
+        pmtu.take_probe(now, Some(RTT)).is_none(),
+        "confirmed: no probe"
+    );
+    // Data sent before the confirmation began proves nothing about the path now.
+    pmtu.on_sent(now, 1379);
+    pmtu.on_heard();
+    let suspected = now + BLACK_HOLE_AFTER;
+    assert!(pmtu.handle_timeout(suspected));
+    assert!(!pmtu.on_acked(suspected, now, 1379));
+    let sent = drive(&mut pmtu, &mut now, 1300, Duration::from_secs(30));
+    assert_eq!(&sent[..3], &[1407; 3], "a real black hole is still found");
+    assert_eq!(pmtu.plpmtu(), Some(1300));
 }
 
 #[test]

@@ -35,7 +35,8 @@ pub(crate) struct Args {
     /// MTU of both TUN devices.
     #[arg(long, default_value_t = 1500)]
     pub(crate) dev_mtu: u16,
-    /// Preset: `lte`, `wifi` or `fixed` (no impairment; set them with the flags below).
+    /// Preset: `lte`, `lte-literal`, `wifi` or `fixed` (no impairment; set them with the
+    /// flags below).
     #[arg(long, default_value = "fixed")]
     pub(crate) profile: String,
     /// Trace file (`time_ms rate_kbit delay_ms` lines) replacing the preset's schedule.

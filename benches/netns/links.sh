@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Issue 14's promise between real daemons on emulated robot links: a 1 kHz control loop
+# (ICMP echo: the Critical lane) beside a saturating bulk transfer (one iperf3 TCP flow),
+# against the same loop on the idle link, through `bauxite-linkemu` (docs/link-emulator.md)
+# on its LTE-like and Wi-Fi-like profiles, for each buffer depth in front of the
+# emulator's rate limit. Paths: the bare emulated link (underlay addresses), Bauxite
+# (`bauxite run` in each side's namespace) and boringtun (as in run.sh: `boringtun-cli`
+# from PATH or `cargo install`ed into the target dir; skipped when that fails).
+#
+#   sudo benches/netns/links.sh [--profiles lte,wifi] [--depths 32000,150000,500000]
+#                               [--pings 5000] [--only bare,bauxite,boringtun]
+#
+# Per run: idle loop (--pings echoes at 1 kHz), then the flow starts (12 s, longer than
+# the loaded loop takes) and, once it carries data, the loaded loop; only replies that
+# arrived while the flow still ran count, and the row says how many. "Bulk" is iperf3's
+# goodput over the whole flow, and its share of the profile's mean rate (LTE 17.5
+# Mbit/s, Wi-Fi 49.5 Mbit/s counting the outage). Prints a markdown table (also written to
+# target/netns-links.md). Needs root, iproute2, iperf3, iputils-ping. Cleans up its
+# namespaces on exit, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PROFILES="lte,wifi"
+DEPTHS="32000,150000,500000"
+PINGS=5000
+ONLY="bare,bauxite,boringtun"
+while (($#)); do
+  case "$1" in
+    --profiles) PROFILES="$2"; shift 2 ;;
+    --depths) DEPTHS="$2"; shift 2 ;;
+    --pings) PINGS="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    *) echo "usage: $0 [--profiles lte,wifi] [--depths B,B,...] [--pings N] [--only bare,bauxite,boringtun]" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
+
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+# BXBENCH_NO_BUILD=1 uses the release binaries already in the target dir.
+[ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite -p bauxite-netem --bins -q
+BAUXITE="$TARGET_DIR/release/bauxite"
+LINKEMU="$TARGET_DIR/release/bauxite-linkemu"
+BORINGTUN="$(command -v boringtun-cli || true)"
+if [[ -z "$BORINGTUN" && ",$ONLY," == *",boringtun,"* ]]; then
+  cargo install boringtun-cli --version 0.7.1 --locked -q --root "$TARGET_DIR/boringtun-cli" \
+    && BORINGTUN="$TARGET_DIR/boringtun-cli/bin/boringtun-cli" || echo "cannot build boringtun-cli" >&2
+fi
+WORK="$(mktemp -d)"
+P="${BXBENCH_PREFIX:-bxl$$}"
+A=$P-a; B=$P-b; M=$P-m
+OUT="$TARGET_DIR/netns-links.md"
+PIDS=()
+
+cleanup() {
+  exec 7>&- 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for n in "$A" "$B" "$M"; do
+    for p in $(ip netns pids "$n" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    ip netns del "$n" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# emulator PROFILE DEPTH: fresh namespaces with the emulator between them.
+emulator() {
+  cleanup_run
+  for n in "$A" "$B" "$M"; do
+    ip netns add "$n"; ip -n "$n" link set lo up
+    ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  rm -f "$WORK/emu.in" "$WORK/emu.out"; mkfifo "$WORK/emu.in"
+  ip netns exec "$M" "$LINKEMU" --netns-a "$A" --netns-b "$B" --addr-a 10.77.0.1/30 \
+    --addr-b 10.77.0.2/30 --profile "$1" --buffer-bytes "$2" --seed 7 \
+    < "$WORK/emu.in" > "$WORK/emu.out" 2> "$WORK/emu.err" &
+  EMU=$!; PIDS+=("$EMU")
+  exec 7>"$WORK/emu.in"
+  for _ in $(seq 100); do grep -q ready "$WORK/emu.out" && return 0; sleep 0.1; done
+  echo "emulator did not start" >&2; cat "$WORK/emu.err" >&2; exit 1
+}
+cleanup_run() {
+  exec 7>&- 2>/dev/null || true
+  for n in "$A" "$B" "$M"; do
+    for p in $(ip netns pids "$n" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    ip netns del "$n" 2>/dev/null || true
+  done
+  PIDS=()
+}
+
+# loop DST FILE: PINGS echoes at 1 kHz, each reply with its arrival time (-D).
+loop() {
+  ip netns exec "$A" ping -D -n -c "$PINGS" -i 0.001 -W 1 -s 56 "$1" > "$2" 2>&1 || true
+}
+
+# stats FILE [UNTIL]: p50 / p99 / max of the replies (that arrived by UNTIL, unix s), and
+# the share of the echoes sent that got no reply.
+stats() {
+  local until=${2:-}
+  awk -v until="$until" -F'time=' '/time=/ {
+      t = substr($1, 2, index($1, "]") - 2) + 0
+      if (until == "" || t <= until + 0) { split($2, a, " "); print a[1] }
+    }' "$1" | sort -g > "$WORK/rtt.txt"
+  local n loss
+  n=$(wc -l < "$WORK/rtt.txt")
+  loss=$(grep -oE '[0-9.]+% packet loss' "$1" | cut -d% -f1)
+  [ "$n" -gt 0 ] || { echo "no replies"; return; }
+  awk -v n="$n" -v loss="$loss" -v until="$until" -v pings="$PINGS" '{v[NR]=$1} END {
+    p50=v[int(n*0.50)>0?int(n*0.50):1]; p99=v[int(n*0.99)>0?int(n*0.99):1];
+    printf "p50 %.1f / p99 %.1f / max %.0f ms, %s%% lost", p50, p99, v[n], loss
+    if (until != "") printf " (%d of %d while the flow ran)", n, pings}' "$WORK/rtt.txt"
+}
+
+# measure DST MEAN_MBIT: one table cell group: idle loop; loaded loop; bulk.
+measure() {
+  local dst=$1 mean=$2 idle loaded bulk
+  loop "$dst" "$WORK/idle.txt"
+  idle="$(stats "$WORK/idle.txt")"
+  ip netns exec "$B" iperf3 -s -1 -B "$dst" > /dev/null 2>&1 &
+  local server=$!
+  for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
+  ip netns exec "$A" iperf3 -c "$dst" -t 12 -i 1 --forceflush > "$WORK/bulk.txt" 2>&1 &
+  local flow=$!
+  # The loaded loop starts once the flow has carried its first second.
+  for _ in $(seq 100); do grep -q "sec" "$WORK/bulk.txt" && break; sleep 0.1; done
+  loop "$dst" "$WORK/loaded.txt"
+  local ended; ended=$(date +%s.%N)
+  kill -0 "$flow" 2>/dev/null || echo "warning: the flow ended before the loop" >&2
+  wait "$flow" || true; wait "$server" || true
+  loaded=$(stats "$WORK/loaded.txt" "$ended")
+  bulk=$(awk -v mean="$mean" '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
+      m = (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v
+      printf "%.1f Mbit/s = %.0f %%", m, 100 * m / mean }' "$WORK/bulk.txt")
+  printf '%s | %s | %s' "$idle" "$loaded" "$bulk"
+}
+
+start_bauxite() {
+  for side in a b; do "$BAUXITE" keygen --identity "$WORK/$side.key" --name "$side" | grep -v '^#' | sed 's/ *#.*$//' > "$WORK/$side.entry"; done
+  mk() { # me peer my-vip peer-vip peer-underlay
+    { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n%b\n\n' \
+        "$WORK/$1.key" "$3" "$WORK/$1.sock" "${BXBENCH_NODE_EXTRA:-}"
+      sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
+  }
+  mk a b 100.64.0.1 100.64.0.2 10.77.0.2; mk b a 100.64.0.2 100.64.0.1 10.77.0.1
+  ip netns exec "$A" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" 7>&- & PIDS+=($!)
+  ip netns exec "$B" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" 7>&- & PIDS+=($!)
+  for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.5 100.64.0.2 >/dev/null 2>&1 && return 0; done
+  echo "bauxite tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1
+}
+
+start_boringtun() {
+  for side in a b; do wg genkey > "$WORK/$side.wgkey"; wg pubkey < "$WORK/$side.wgkey" > "$WORK/$side.wgpub"; done
+  for side in a b; do
+    local ns=$A peer=b ip=10.99.0.1 end=10.77.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.77.0.1; }
+    WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" -f --disable-drop-privileges -t 1 wgbt0 > "$WORK/bt-$side.log" 2>&1 7>&- & PIDS+=($!)
+    for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
+    ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
+      peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
+    ip -n "$ns" addr add "$ip/24" dev wgbt0; ip -n "$ns" link set wgbt0 mtu 1420 up
+  done
+}
+
+# The emulator's own view: how late it wrote packets (its timing noise). Call it after
+# `exec 7>&-` in the main shell (a command substitution's subshell closing its copy of
+# the emulator's stdin would not end it); the daemons never hold that descriptor.
+emu_counters() {
+  for _ in $(seq 50); do [ "$(wc -l < "$WORK/emu.out")" -ge 2 ] && break; sleep 0.1; done
+  tail -1 "$WORK/emu.out" | python3 -c 'import json,sys
+j=json.loads(sys.stdin.read()); l=j.get("lateness",{})
+print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")))' 2>/dev/null || echo "?"
+}
+
+{
+  echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); $PINGS echoes at 1 kHz idle and beside one iperf3 TCP flow (cubic), bauxite-linkemu --seed 7."
+  echo
+  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk | emulator |"
+  echo "|---|---|---|---|---|---|---|"
+} | tee "$OUT"
+IFS=, read -ra profiles <<< "$PROFILES"
+IFS=, read -ra depths <<< "$DEPTHS"
+for profile in "${profiles[@]}"; do
+  mean=17.5; [ "$profile" = wifi ] && mean=49.5
+  for depth in "${depths[@]}"; do
+    if [[ ",$ONLY," == *",bare,"* ]]; then
+      emulator "$profile" "$depth"
+      row=$(measure 10.77.0.2 "$mean"); exec 7>&-
+      echo "| $profile | $depth B | bare link | $row | $(emu_counters) |" | tee -a "$OUT"
+    fi
+    if [[ ",$ONLY," == *",bauxite,"* ]]; then
+      emulator "$profile" "$depth"; start_bauxite
+      row=$(measure 100.64.0.2 "$mean"); exec 7>&-
+      echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
+    fi
+    if [[ ",$ONLY," == *",boringtun,"* ]]; then
+      if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
+        emulator "$profile" "$depth"; start_boringtun
+        row=$(measure 10.99.0.2 "$mean"); exec 7>&-
+        echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
+      else
+        echo "| $profile | $depth B | boringtun | not available | | | |" | tee -a "$OUT"
+      fi
+    fi
+  done
+done
