@@ -18,6 +18,7 @@ mod confirm;
 pub mod ros;
 pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod deploy;
+mod forward;
 pub mod journal;
 mod mesh_node;
 mod operator;
@@ -336,9 +337,9 @@ impl Hub {
 }
 
 impl State {
-    /// The durable part of the state as stored; nothing memory-only.
+    /// The durable part of the state as stored, with the observations a shared store keeps.
     fn load(store: &dyn Store) -> Result<Self> {
-        Ok(State {
+        let mut state = State {
             nodes: store.nodes()?.into_iter().map(|n| (n.id, n)).collect(),
             pending: store
                 .pending()?
@@ -352,7 +353,9 @@ impl State {
             hub_node: store.hub_node()?,
             updates: updates::UpdateBook::load(store)?,
             signatures: store.operator_signatures()?.into_iter().collect(),
-        })
+        };
+        state.load_observed(store)?;
+        Ok(state)
     }
 }
 

@@ -6,13 +6,20 @@
 //! another replica committed, and the lock is held until the mutation's commit is done
 //! (the guard's drop). A replica that only reads (topology, authorisation) may lag until
 //! [`Hub::sync`] runs, which the replica listener calls after every announced commit.
-//! Memory-only state (ICE candidates, ROS discovery roles) stays with the replica that
-//! received it.
+//! What nodes report about themselves (candidates, ROS discovery roles) is stored too
+//! when the store is shared ([`Store::observed`]), and re-read from it; a change of only
+//! these (the topology version moved, the audit head did not) re-reads only them.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, MutexGuard};
 
+use bauxite_conduit::PeerId;
+use bauxite_dispatch_api::proto::node::CandidateKind;
+
+use super::candidates::Candidate;
+use super::ros::RosDiscovery;
 use super::{Hub, State, lock, policy_document};
+use crate::store::{ObservedRecord, Store};
 use crate::{CallRefused, Error, Result};
 
 /// The hub's state, locked for a mutation; on a shared store, also the store's writers.
@@ -90,9 +97,21 @@ impl Hub {
         if head == state.audit_head && version == state.topology_version {
             return Ok(false);
         }
+        if head == state.audit_head {
+            // Only observations moved (they are never audited): re-read just those.
+            if let Some(observed) = self.store.observed()? {
+                state.apply_observed(observed);
+            }
+            state.topology_version = version;
+            self.publish_topology(state);
+            return Ok(true);
+        }
         let mut fresh = State::load(self.store.as_ref())?;
-        fresh.candidates = std::mem::take(&mut state.candidates);
-        fresh.ros_discovery = std::mem::take(&mut state.ros_discovery);
+        if fresh.candidates.is_empty() && fresh.ros_discovery.is_empty() {
+            // A store of one process does not keep observations: this hub's memory does.
+            fresh.candidates = std::mem::take(&mut state.candidates);
+            fresh.ros_discovery = std::mem::take(&mut state.ros_discovery);
+        }
         let topology_moved = fresh.topology_version != state.topology_version;
         *state = fresh;
         self.metrics
@@ -108,5 +127,56 @@ impl Hub {
         // Streams compare their node's assignment before sending: a spurious wake is free.
         self.assignments.send_modify(|n| *n += 1);
         Ok(true)
+    }
+}
+
+impl State {
+    /// What `node` reported, as a shared store keeps it.
+    pub(super) fn observed(&self, node: PeerId) -> ObservedRecord {
+        ObservedRecord {
+            candidates: self
+                .candidates
+                .get(&node)
+                .into_iter()
+                .flatten()
+                .map(|c| (c.addr, i32::from(c.kind)))
+                .collect(),
+            ros_discovery: self
+                .ros_discovery
+                .get(&node)
+                .map(|r| (r.port, r.server_id)),
+        }
+    }
+
+    /// Replaces the observations with the stored ones (unknown candidate kinds are kept
+    /// as host addresses: a newer replica's kind is still an address to try).
+    pub(super) fn apply_observed(&mut self, records: Vec<(PeerId, ObservedRecord)>) {
+        self.candidates.clear();
+        self.ros_discovery.clear();
+        for (node, record) in records {
+            let candidates: Vec<Candidate> = record
+                .candidates
+                .into_iter()
+                .map(|(addr, kind)| {
+                    let kind = CandidateKind::try_from(kind).unwrap_or(CandidateKind::Host);
+                    Candidate::new(addr, kind)
+                })
+                .collect();
+            if !candidates.is_empty() {
+                self.candidates.insert(node, candidates);
+            }
+            if let Some((port, server_id)) = record.ros_discovery {
+                self.ros_discovery
+                    .insert(node, RosDiscovery { port, server_id });
+            }
+        }
+    }
+
+    /// Loads the stored observations, if the store keeps them.
+    pub(super) fn load_observed(&mut self, store: &dyn Store) -> Result<()> {
+        if let Some(records) = store.observed()? {
+            self.apply_observed(records);
+        }
+        Ok(())
     }
 }

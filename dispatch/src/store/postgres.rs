@@ -17,6 +17,7 @@
 
 mod commit;
 pub mod listen;
+mod signals;
 
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -25,8 +26,8 @@ use bauxite_conduit::PeerId;
 use postgres::{Client, NoTls};
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
-    UpdateReportRecord, decode,
+    AssignmentRecord, Change, NodeRecord, ObservedRecord, PackageRecord, PendingRecord,
+    PolicyRecord, Store, UpdateReportRecord, decode,
 };
 use crate::audit::AuditHead;
 use crate::token::{TokenId, TokenRecord};
@@ -34,6 +35,9 @@ use crate::{Error, Result};
 
 /// The `LISTEN`/`NOTIFY` channel a commit announces itself on.
 pub const CHANNEL: &str = "bauxite_hub";
+/// The channel a forwarded signaling message is announced on (payload: the destination
+/// node's ID in hex, never the message).
+pub const SIGNAL_CHANNEL: &str = "bauxite_signal";
 
 /// Session advisory lock key held by a replica's writer ("bauxite" + 1).
 const WRITERS_LOCK: i64 = 0x6261_7578_6974_6501;
@@ -310,5 +314,22 @@ impl Store for PgStore {
                 .execute("SELECT pg_advisory_unlock($1)", &[&WRITERS_LOCK])
                 .map_err(Error::postgres("unlock the writers"))
         });
+    }
+
+    fn observed(&self) -> Result<Option<Vec<(PeerId, ObservedRecord)>>> {
+        self.rows("observations", "node observations")?
+            .into_iter()
+            .map(|(key, record)| Ok((peer_key(&key)?, record)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    fn forward_signal(&self, to: PeerId, message: Vec<u8>) -> Result<bool> {
+        self.call(move |client| signals::forward(client, to, &message))?;
+        Ok(true)
+    }
+
+    fn take_signals(&self, to: PeerId) -> Result<Vec<Vec<u8>>> {
+        self.call(move |client| signals::take(client, to))
     }
 }

@@ -122,6 +122,9 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
     for (node, signature) in &change.operator_signatures {
         upsert(&mut tx, "operator_signatures", &node.0, signature)?;
     }
+    for (node, observed) in &change.observed {
+        upsert(&mut tx, "observations", &node.0, &encode(observed))?;
+    }
     let mut len = head.len;
     if let Some(entry) = &change.audit {
         if head.len != entry.body.index || head.hash != entry.body.prev {
