@@ -99,12 +99,17 @@ impl SignalRouter {
     }
 
     /// Hands an already [checked](Self::check) `message` to `to`'s open stream, or gives it
-    /// back when `to` has none here (or its buffer is full).
+    /// back when `to` has none here (or its buffer is full; a closed stream is forgotten).
     pub fn try_deliver(&mut self, to: PeerId, message: Signal) -> Option<Signal> {
-        let (_, tx) = self.online.get(&to)?;
+        let Some((_, tx)) = self.online.get(&to) else {
+            return Some(message);
+        };
         match tx.try_send(message) {
             Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+            Err(mpsc::error::TrySendError::Full(m)) => Some(m),
+            // The node hung up and its stream task has not detached yet: it is not here.
+            Err(mpsc::error::TrySendError::Closed(m)) => {
+                self.online.remove(&to);
                 Some(m)
             }
         }

@@ -13,8 +13,11 @@ mod offline_root;
 mod operator;
 mod packages;
 mod policy;
+#[path = "../support/pg_cluster.rs"]
+mod pg_cluster;
 mod relay;
 mod renew;
+mod replicas;
 mod restart;
 mod shutdown;
 mod tamper;
