@@ -5,6 +5,9 @@
 mod admin_ui;
 mod common;
 mod deploy;
+mod fleet;
+#[path = "../support/fleet.rs"]
+mod fleet_support;
 mod join;
 mod malformed;
 mod mesh;
