@@ -83,6 +83,8 @@ struct State {
     ros_discovery: BTreeMap<PeerId, ros::RosDiscovery>,
     topology_version: u64,
     audit_head: AuditHead,
+    /// The newest change of a shared store's log that this view includes (`replica.rs`).
+    change_seq: u64,
     /// The node record that is the hub's own mesh node.
     hub_node: Option<PeerId>,
     updates: updates::UpdateBook,
@@ -297,12 +299,22 @@ impl Hub {
         if topology_changed {
             change.topology_version = Some(state.topology_version + 1);
         }
-        change.audit = Some(entry.clone());
+        change.audit = Some(entry);
         self.store.commit(&change)?;
-        state.audit_head = entry.head();
-        self.metrics
-            .audit_entries
-            .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        self.apply_change(state, change);
+        Ok(())
+    }
+
+    /// Brings memory and feeds up to date with a committed `change`: this hub's own, or
+    /// one another replica logged (applied again it changes nothing: versions are only
+    /// published when they grow).
+    fn apply_change(&self, state: &mut State, change: Change) {
+        if let Some(entry) = &change.audit {
+            state.audit_head = entry.head();
+            self.metrics
+                .audit_entries
+                .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(id) = change.hub_node {
             state.hub_node = Some(id);
         }
@@ -321,25 +333,30 @@ impl Hub {
         for (node, signature) in change.operator_signatures {
             state.signatures.insert(node, signature);
         }
-        if let Some(version) = change.topology_version {
+        for (node, observed) in change.observed {
+            state.apply_observed_of(node, observed);
+        }
+        if let Some(version) = change.topology_version.filter(|v| *v > state.topology_version) {
             state.topology_version = version;
             self.publish_topology(state);
         }
-        if let Some(policy) = change.policy {
+        if let Some(policy) = change.policy.filter(|p| p.version > self.policy.borrow().version) {
             self.policy
                 .send_replace(Arc::new(proto::node::PolicyDocument {
                     version: policy.version,
                     json: policy.json,
                 }));
         }
-        Ok(())
     }
 }
 
 impl State {
     /// The durable part of the state as stored, with the observations a shared store keeps.
     fn load(store: &dyn Store) -> Result<Self> {
+        // Read first: changes committed while the tables are read are applied again.
+        let change_seq = store.change_seq()?;
         let mut state = State {
+            change_seq,
             nodes: store.nodes()?.into_iter().map(|n| (n.id, n)).collect(),
             pending: store
                 .pending()?

@@ -77,8 +77,9 @@ pub struct PolicyRecord {
     pub set_at: UnixTime,
 }
 
-/// One atomic change to the store.
-#[derive(Clone, Debug, Default)]
+/// One atomic change to the store. A store shared by replicas also logs it
+/// ([`Store::changes_since`]), so the other replicas apply it instead of re-reading all.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Change {
     /// Spend one use of a token: `(as checked, after redemption)`; refused with
     /// [`Error::Conflict`](crate::Error::Conflict) if the stored record is no longer `as checked`.
@@ -162,6 +163,17 @@ pub trait Store: Send + Sync {
     }
     /// Ends what a `true` from [`lock_writers`](Self::lock_writers) started.
     fn unlock_writers(&self) {}
+    /// The changes committed (by any process) after change number `after`, oldest first,
+    /// with their numbers; `None` when this store keeps no such log or no longer reaches
+    /// back that far (re-read the whole state, then follow from [`change_seq`](Self::change_seq)).
+    fn changes_since(&self, after: u64) -> Result<Option<Vec<(u64, Change)>>> {
+        let _ = after;
+        Ok(None)
+    }
+    /// The number of the newest logged change (0: none, or no log).
+    fn change_seq(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Every node's stored observations, or `None` when this store does not keep them
     /// (a store of one process: the hub keeps them in memory).
     fn observed(&self) -> Result<Option<Vec<(PeerId, ObservedRecord)>>> {

@@ -6,9 +6,12 @@
 //! another replica committed, and the lock is held until the mutation's commit is done
 //! (the guard's drop). A replica that only reads (topology, authorisation) may lag until
 //! [`Hub::sync`] runs, which the replica listener calls after every announced commit.
-//! What nodes report about themselves (candidates, ROS discovery roles) is stored too
-//! when the store is shared ([`Store::observed`]), and re-read from it; a change of only
-//! these (the topology version moved, the audit head did not) re-reads only them.
+//! A shared store logs every change ([`Store::changes_since`]): a replica applies the
+//! changes it has not seen, in commit order, as its own commits are applied, rather than
+//! re-reading every table (which cost O(N) per change and O(N²) for N joins). Without the
+//! log (or too far behind it) it re-reads everything. What nodes report about themselves
+//! (candidates, ROS discovery roles) is logged and stored too when the store is shared
+//! ([`Store::observed`]).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, MutexGuard};
@@ -92,6 +95,18 @@ impl Hub {
     }
 
     fn refresh(&self, state: &mut State) -> Result<bool> {
+        match self.store.changes_since(state.change_seq)? {
+            Some(changes) if changes.is_empty() => return Ok(false),
+            Some(changes) => {
+                for (seq, change) in changes {
+                    self.apply_change(state, change);
+                    state.change_seq = seq;
+                }
+                return Ok(true);
+            }
+            // No log, or it no longer reaches back: compare and re-read everything.
+            None => {}
+        }
         let head = self.store.audit_head()?;
         let version = self.store.topology_version()?;
         if head == state.audit_head && version == state.topology_version {
@@ -154,21 +169,28 @@ impl State {
         self.candidates.clear();
         self.ros_discovery.clear();
         for (node, record) in records {
-            let candidates: Vec<Candidate> = record
-                .candidates
-                .into_iter()
-                .map(|(addr, kind)| {
-                    let kind = CandidateKind::try_from(kind).unwrap_or(CandidateKind::Host);
-                    Candidate::new(addr, kind)
-                })
-                .collect();
-            if !candidates.is_empty() {
-                self.candidates.insert(node, candidates);
-            }
-            if let Some((port, server_id)) = record.ros_discovery {
-                self.ros_discovery
-                    .insert(node, RosDiscovery { port, server_id });
-            }
+            self.apply_observed_of(node, record);
+        }
+    }
+
+    /// Replaces `node`'s observations with `record` (a change logged by a replica).
+    pub(super) fn apply_observed_of(&mut self, node: PeerId, record: ObservedRecord) {
+        self.candidates.remove(&node);
+        self.ros_discovery.remove(&node);
+        let candidates: Vec<Candidate> = record
+            .candidates
+            .into_iter()
+            .map(|(addr, kind)| {
+                let kind = CandidateKind::try_from(kind).unwrap_or(CandidateKind::Host);
+                Candidate::new(addr, kind)
+            })
+            .collect();
+        if !candidates.is_empty() {
+            self.candidates.insert(node, candidates);
+        }
+        if let Some((port, server_id)) = record.ros_discovery {
+            self.ros_discovery
+                .insert(node, RosDiscovery { port, server_id });
         }
     }
 

@@ -316,6 +316,41 @@ impl Store for PgStore {
         });
     }
 
+    fn changes_since(&self, after: u64) -> Result<Option<Vec<(u64, Change)>>> {
+        let pruned: u64 = self
+            .meta("changes_pruned_below", "change log start")?
+            .unwrap_or(0);
+        if after < pruned {
+            return Ok(None);
+        }
+        let after = i64::try_from(after).map_err(|_| Error::Conflict("change number"))?;
+        self.call(move |client| {
+            let rows = client
+                .query(
+                    "SELECT seq, change FROM changes WHERE seq > $1 ORDER BY seq",
+                    &[&after],
+                )
+                .map_err(Error::postgres("read the change log"))?;
+            rows.iter()
+                .map(|row| {
+                    let seq: i64 = row.get(0);
+                    Ok((seq.unsigned_abs(), decode(row.get::<_, &[u8]>(1), "change")?))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some)
+        })
+    }
+
+    fn change_seq(&self) -> Result<u64> {
+        self.call(|client| {
+            let seq: i64 = client
+                .query_one("SELECT coalesce(max(seq), 0) FROM changes", &[])
+                .map_err(Error::postgres("read the change log"))?
+                .get(0);
+            Ok(seq.unsigned_abs())
+        })
+    }
+
     fn observed(&self) -> Result<Option<Vec<(PeerId, ObservedRecord)>>> {
         self.rows("observations", "node observations")?
             .into_iter()
