@@ -69,6 +69,15 @@ impl Hub {
     /// changes nothing, a revoked one is refused, and a registration past its window is
     /// expired now and refused.
     pub fn confirm(&self, now: UnixTime, node: PeerId) -> Result<NodeRecord> {
+        // A member confirming again (every connection of `bauxite run` does) needs no
+        // writers lock: a node record is never un-made, and revocation is checked by the
+        // call's authorisation. Keeps a replica's whole fleet reconnecting at once from
+        // queueing on the lock.
+        if let Some(known) = super::lock(&self.state).nodes.get(&node)
+            && known.revoked_at.is_none()
+        {
+            return Ok(known.clone());
+        }
         let mut state = self.write()?;
         if let Some(known) = state.nodes.get(&node) {
             return match known.revoked_at {

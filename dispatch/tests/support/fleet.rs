@@ -137,13 +137,17 @@ async fn wait_for<T>(
 }
 
 impl Replica {
-    fn start(bin: &Path, dir: &Path, postgres: &str) -> Replica {
+    /// `serve` on `dir`, with PostgreSQL at `postgres` (`None`: its own redb file).
+    fn start(bin: &Path, dir: &Path, postgres: Option<&str>) -> Replica {
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(url) = postgres {
+            command.env("BAUXITE_DISPATCH_POSTGRES", url);
+        }
+        let child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .env("BAUXITE_DISPATCH_POSTGRES", postgres)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -461,19 +465,27 @@ struct SignalEnd {
 impl Fleet {
     /// Starts PostgreSQL and `replicas` replicas of `bin`; `None` without PostgreSQL.
     pub(crate) async fn start(bin: &Path, replicas: usize) -> Option<Fleet> {
+        Self::start_with(bin, replicas, true).await
+    }
+
+    /// As [`start`](Self::start); `postgres: false` starts one hub on its own redb file
+    /// instead (the single-hub baseline; PostgreSQL still runs, unused).
+    pub(crate) async fn start_with(bin: &Path, replicas: usize, postgres: bool) -> Option<Fleet> {
         let pg = PgCluster::start()?;
         let url = pg.create_db("fleet");
+        let url = postgres.then_some(url.as_str());
+        let replicas = if postgres { replicas } else { 1 };
         let dir = tempfile::Builder::new()
             .prefix("bauxite-fleet-")
             .tempdir()
             .unwrap();
         let first = dir.path().join("replica-0");
-        let mut all = vec![Replica::start(bin, &first, &url)];
+        let mut all = vec![Replica::start(bin, &first, url)];
         all[0].wait_started().await;
         for i in 1..replicas {
             let data = dir.path().join(format!("replica-{i}"));
             copy_keys(&first, &data);
-            all.push(Replica::start(bin, &data, &url));
+            all.push(Replica::start(bin, &data, url));
         }
         for replica in &mut all[1..] {
             replica.wait_started().await;
@@ -803,11 +815,12 @@ async fn fanout(
     Spread::of(arrived.into_iter().map(Option::unwrap).collect())
 }
 
-/// Pairs of nodes on different replicas (node 2p and 2p+1: homes p·2 mod R and the next):
+/// Pairs of nodes on different replicas when there are several (node 2p and 2p+1: homes
+/// 2p mod R and the next):
 /// each pair's first node sends a candidate to the second, `config.rounds` times.
 async fn signal_rounds(urls: &[String], nodes: &[SimNode], config: &FleetConfig) -> Spread {
     let pairs = config.signal_pairs.min(nodes.len() / 2);
-    if pairs == 0 || urls.len() < 2 {
+    if pairs == 0 {
         return Spread::default();
     }
     let arrivals: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
@@ -815,7 +828,7 @@ async fn signal_rounds(urls: &[String], nodes: &[SimNode], config: &FleetConfig)
     let mut receivers = Vec::with_capacity(pairs);
     for p in 0..pairs {
         let (a, b) = (&nodes[2 * p], &nodes[2 * p + 1]);
-        assert_ne!(a.home, b.home, "a pair spans two replicas");
+        assert!(urls.len() < 2 || a.home != b.home, "a pair spans two replicas");
         senders.push(open_signals(&urls[a.home], &a.credentials, None).await);
         receivers.push(open_signals(&urls[b.home], &b.credentials, Some(arrivals.clone())).await);
     }
