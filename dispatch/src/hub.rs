@@ -26,6 +26,7 @@ pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
 mod replica;
+pub(crate) use self::replica::blocking;
 pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
 pub mod relay;
 pub mod signal;
@@ -98,6 +99,8 @@ pub struct Hub {
     ca: HubCa,
     cidr: MeshCidr,
     state: Mutex<State>,
+    /// Held by each mutation of this hub, before the store's writers lock (`replica.rs`).
+    writer: Mutex<()>,
     topology: watch::Sender<Arc<proto::node::TopologySnapshot>>,
     /// The deltas of the last topology changes (published with `topology`, under `state`).
     journal: Mutex<journal::TopologyJournal>,
@@ -129,6 +132,7 @@ impl Hub {
             ca,
             cidr,
             state: Mutex::new(state),
+            writer: Mutex::new(()),
             topology: watch::channel(topology).0,
             journal: Mutex::new(journal::TopologyJournal::default()),
             policy: watch::channel(Arc::new(policy)).0,

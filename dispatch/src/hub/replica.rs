@@ -30,6 +30,8 @@ pub(super) struct WriteGuard<'a> {
     hub: &'a Hub,
     state: MutexGuard<'a, State>,
     shared: bool,
+    // Released last (fields drop after `Drop::drop` unlocked the store's writers).
+    _writer: MutexGuard<'a, ()>,
 }
 
 impl Deref for WriteGuard<'_> {
@@ -53,16 +55,37 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
+/// Runs `f`, which may wait for other replicas, without starving the async runtime it
+/// is called from: on a multi-threaded tokio runtime the worker hands its other tasks
+/// over first (accepting connections and TLS handshakes go on meanwhile).
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl Hub {
     /// Locks the state for a mutation; on a shared store also the store's writers, and
     /// then brings the state up to date with the store.
     pub(super) fn write(&self) -> Result<WriteGuard<'_>> {
+        // This hub's writers one at a time (they share one database session, whose
+        // advisory lock does not exclude itself), then the other replicas' writers. Only
+        // then the state: readers (every call's authorisation) are not held up while
+        // this replica waits for the others.
+        let (writer, shared) = blocking(|| {
+            let writer = lock(&self.writer);
+            self.store.lock_writers().map(|shared| (writer, shared))
+        })?;
         let state = lock(&self.state);
-        let shared = self.store.lock_writers()?;
         let mut guard = WriteGuard {
             hub: self,
             state,
             shared,
+            _writer: writer,
         };
         if shared {
             self.refresh(&mut guard.state)?;

@@ -140,7 +140,9 @@ impl PgStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .send(job)
             .map_err(|_| Error::StoreClosed)?;
-        answer.recv().map_err(|_| Error::StoreClosed)?
+        // Waiting on the database (another replica may hold the writers lock) must not
+        // stall the async runtime of the caller.
+        crate::hub::blocking(|| answer.recv()).map_err(|_| Error::StoreClosed)?
     }
 
     /// Every `value` of `table` in key order, decoded, with its key.

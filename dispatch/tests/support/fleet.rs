@@ -548,8 +548,20 @@ impl Fleet {
                         }
                         let home = i % urls.len();
                         let start = Instant::now();
-                        let (id, credentials) =
-                            join_one(&token, &urls[home], i as u64).await.unwrap();
+                        // As `bauxite join` run again by hand: a refused or timed-out
+                        // attempt is retried (bounded), and counts in the latency.
+                        let mut attempt = 0;
+                        let (id, credentials) = loop {
+                            attempt += 1;
+                            match join_one(&token, &urls[home], i as u64).await {
+                                Ok(joined) => break joined,
+                                Err(e) if attempt < 5 => {
+                                    eprintln!("join {i} attempt {attempt}: {e}");
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                                Err(e) => panic!("join {i} failed {attempt} times: {e}"),
+                            }
+                        };
                         let took = start.elapsed();
                         joined.lock().unwrap()[i] = Some((
                             SimNode {
