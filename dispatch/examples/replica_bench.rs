@@ -49,11 +49,19 @@ async fn main() {
     let bin = flag("--dispatch").map_or_else(
         || {
             let exe = std::env::current_exe().unwrap();
-            exe.parent().unwrap().parent().unwrap().join("bauxite-dispatch")
+            exe.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("bauxite-dispatch")
         },
         PathBuf::from,
     );
-    assert!(bin.exists(), "{} not built (see the command above)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built (see the command above)",
+        bin.display()
+    );
     let redb = args.iter().any(|a| a == "--redb");
     let Some(mut fleet) = Fleet::start_with(&bin, replicas, !redb).await else {
         return;

@@ -26,8 +26,8 @@ pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
 mod replica;
-pub(crate) use self::replica::blocking;
 pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
+pub(crate) use self::replica::blocking;
 pub mod relay;
 pub mod signal;
 pub mod updates;
@@ -340,11 +340,17 @@ impl Hub {
         for (node, observed) in change.observed {
             state.apply_observed_of(node, observed);
         }
-        if let Some(version) = change.topology_version.filter(|v| *v > state.topology_version) {
+        if let Some(version) = change
+            .topology_version
+            .filter(|v| *v > state.topology_version)
+        {
             state.topology_version = version;
             self.publish_topology(state);
         }
-        if let Some(policy) = change.policy.filter(|p| p.version > self.policy.borrow().version) {
+        if let Some(policy) = change
+            .policy
+            .filter(|p| p.version > self.policy.borrow().version)
+        {
             self.policy
                 .send_replace(Arc::new(proto::node::PolicyDocument {
                     version: policy.version,

@@ -148,7 +148,10 @@ impl Hub {
         }
         let version = state.topology_version + 1;
         let mut observed = state.observed(node);
-        observed.candidates = candidates.iter().map(|c| (c.addr, i32::from(c.kind))).collect();
+        observed.candidates = candidates
+            .iter()
+            .map(|c| (c.addr, i32::from(c.kind)))
+            .collect();
         self.store.commit(&Change {
             topology_version: Some(version),
             observed: vec![(node, observed)],

@@ -179,10 +179,7 @@ impl State {
                 .flatten()
                 .map(|c| (c.addr, i32::from(c.kind)))
                 .collect(),
-            ros_discovery: self
-                .ros_discovery
-                .get(&node)
-                .map(|r| (r.port, r.server_id)),
+            ros_discovery: self.ros_discovery.get(&node).map(|r| (r.port, r.server_id)),
         }
     }
 

@@ -336,7 +336,10 @@ impl Store for PgStore {
             rows.iter()
                 .map(|row| {
                     let seq: i64 = row.get(0);
-                    Ok((seq.unsigned_abs(), decode(row.get::<_, &[u8]>(1), "change")?))
+                    Ok((
+                        seq.unsigned_abs(),
+                        decode(row.get::<_, &[u8]>(1), "change")?,
+                    ))
                 })
                 .collect::<Result<Vec<_>>>()
                 .map(Some)

@@ -495,7 +495,10 @@ async fn the_admin_ui_works_in_headless_chromium() {
     );
     assert!(nodes.contains(&joined.virtual_ip.to_string()), "{nodes}");
     let path_type = text_of(&c, "#nodes tbody tr.status-online td.path-type").await;
-    assert_eq!(path_type, "direct 2, hub 1", "the path types the node reported");
+    assert_eq!(
+        path_type, "direct 2, hub 1",
+        "the path types the node reported"
+    );
     screenshot(&c, &shots, "nodes").await;
 
     // Rollouts: a package deployed to the node, which reports its progress.

@@ -12,7 +12,7 @@ use crate::fleet_support::{Fleet, FleetConfig};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_replica_moves_its_nodes_within_seconds_and_loses_nothing_acknowledged() {
-    let Some(mut fleet) = Fleet::start(Path::new(BIN), 3).await else {
+    let Some(mut fleet) = Fleet::start_with(Path::new(BIN), 3, true).await else {
         return;
     };
     let config = FleetConfig {
@@ -40,7 +40,10 @@ async fn a_killed_replica_moves_its_nodes_within_seconds_and_loses_nothing_ackno
         "the survivors serve every node"
     );
     // The kill happened with acknowledged writes behind it, and none is missing.
-    assert!(report.acked_joins > 0 && report.acked_policies > 0, "{report}");
+    assert!(
+        report.acked_joins > 0 && report.acked_policies > 0,
+        "{report}"
+    );
     assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
     assert!(report.audit_ok, "the survivors' audit chain verifies");
     // Each replica's own figures come from /proc while it ran.

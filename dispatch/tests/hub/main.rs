@@ -15,9 +15,9 @@ mod mtls;
 mod offline_root;
 mod operator;
 mod packages;
-mod policy;
 #[path = "../support/pg_cluster.rs"]
 mod pg_cluster;
+mod policy;
 mod relay;
 mod renew;
 mod replicas;

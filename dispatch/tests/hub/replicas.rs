@@ -142,7 +142,10 @@ async fn nodes_on_two_replicas_exchange_candidates_and_signals_across_a_replica_
         .await
         .unwrap();
     let got = next_signal(&mut a_signals).await;
-    assert_eq!((got.peer_id.as_str(), got.kind), (b_id.as_str(), SignalKind::Answer as i32));
+    assert_eq!(
+        (got.peer_id.as_str(), got.kind),
+        (b_id.as_str(), SignalKind::Answer as i32)
+    );
 
     // Replica two dies with B on it; what A sends meanwhile waits in PostgreSQL and
     // reaches B once it is back, on the surviving replica.
@@ -151,11 +154,13 @@ async fn nodes_on_two_replicas_exchange_candidates_and_signals_across_a_replica_
     drop(b_signals);
     drop(b_topology);
     drop(b_client);
-    assert!(Command::new("kill")
-        .args(["-KILL", &two.pid().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &two.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     two.wait_exit(Duration::from_secs(10));
     for session in 2..=4 {
         a_signals
@@ -180,7 +185,10 @@ async fn nodes_on_two_replicas_exchange_candidates_and_signals_across_a_replica_
     let mut b_signals = open_signals(&b_on_one).await;
     for session in 2..=4 {
         let got = next_signal(&mut b_signals).await;
-        assert_eq!((got.peer_id.as_str(), got.session), (a_id.as_str(), session));
+        assert_eq!(
+            (got.peer_id.as_str(), got.session),
+            (a_id.as_str(), session)
+        );
     }
     assert_eq!(forwarded_rows(&url), 0, "taken, not copied");
 

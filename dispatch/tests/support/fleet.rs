@@ -26,12 +26,10 @@ use std::time::{Duration, Instant};
 use bauxite_conduit::identity::Identity;
 use bauxite_dispatch_api::client::{HubClient, NodeCredentials, confirm, join};
 use bauxite_dispatch_api::proto::admin::{
-    CreateTokenRequest, ListNodesRequest, SetPolicyRequest, ShowAuditRequest,
-    VerifyAuditRequest,
+    CreateTokenRequest, ListNodesRequest, SetPolicyRequest, ShowAuditRequest, VerifyAuditRequest,
 };
 use bauxite_dispatch_api::proto::node::{
-    ConfirmProvisionRequest, PolicyRequest, SetEndpointRequest, Signal, SignalKind,
-    TopologyRequest,
+    ConfirmProvisionRequest, PolicyRequest, SetEndpointRequest, Signal, SignalKind, TopologyRequest,
 };
 use bauxite_dispatch_api::token::JoinToken;
 use tokio::sync::mpsc;
@@ -97,7 +95,12 @@ pub(crate) fn usage_of(pid: u32) -> Usage {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15: indexes 11 and 12 after the name.
     let cpu_secs = (ticks(11) + ticks(12)) / clock_ticks();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -228,6 +231,9 @@ struct NodeState {
     connected_at: AtomicU64,
 }
 
+/// A joined node and how long its join took.
+type Joined = (SimNode, Duration);
+
 /// A joined node.
 struct SimNode {
     id: String,
@@ -320,7 +326,11 @@ impl fmt::Display for FleetReport {
         for (i, round) in self.fanout.iter().enumerate() {
             writeln!(f, "topology change -> all nodes, round {}: {round}", i + 1)?;
         }
-        writeln!(f, "signal, node on one replica -> node on another: {}", self.signaling)?;
+        writeln!(
+            f,
+            "signal, node on one replica -> node on another: {}",
+            self.signaling
+        )?;
         for (i, u) in self.usage.iter().enumerate() {
             writeln!(
                 f,
@@ -336,7 +346,11 @@ impl fmt::Display for FleetReport {
             )?;
         }
         if self.reconnect.count > 0 {
-            writeln!(f, "replica 0 killed: its nodes served by another in {}", self.reconnect)?;
+            writeln!(
+                f,
+                "replica 0 killed: its nodes served by another in {}",
+                self.reconnect
+            )?;
             if let Some(after) = &self.fanout_after_kill {
                 writeln!(f, "topology change after the kill -> all nodes: {after}")?;
             }
@@ -463,13 +477,9 @@ struct SignalEnd {
 }
 
 impl Fleet {
-    /// Starts PostgreSQL and `replicas` replicas of `bin`; `None` without PostgreSQL.
-    pub(crate) async fn start(bin: &Path, replicas: usize) -> Option<Fleet> {
-        Self::start_with(bin, replicas, true).await
-    }
-
-    /// As [`start`](Self::start); `postgres: false` starts one hub on its own redb file
-    /// instead (the single-hub baseline; PostgreSQL still runs, unused).
+    /// Starts PostgreSQL and `replicas` replicas of `bin` on it (`None` without
+    /// PostgreSQL); `postgres: false` starts one hub on its own redb file instead (the
+    /// single-hub baseline; PostgreSQL still runs, unused).
     pub(crate) async fn start_with(bin: &Path, replicas: usize, postgres: bool) -> Option<Fleet> {
         let pg = PgCluster::start()?;
         let url = pg.create_db("fleet");
@@ -499,7 +509,9 @@ impl Fleet {
 
     async fn admin(&self, replica: usize) -> HubClient {
         let r = &self.replicas[replica];
-        HubClient::connect_admin(&r.dir, Some(&r.url)).await.unwrap()
+        HubClient::connect_admin(&r.dir, Some(&r.url))
+            .await
+            .unwrap()
     }
 
     fn cpu(&self) -> Vec<f64> {
@@ -510,7 +522,8 @@ impl Fleet {
     pub(crate) async fn run(&mut self, config: &FleetConfig) -> FleetReport {
         let n = config.nodes;
         let r = self.replicas.len();
-        let urls: Arc<Vec<String>> = Arc::new(self.replicas.iter().map(|x| x.url.clone()).collect());
+        let urls: Arc<Vec<String>> =
+            Arc::new(self.replicas.iter().map(|x| x.url.clone()).collect());
         let mut report = FleetReport {
             nodes: n,
             replicas: r,
@@ -534,7 +547,7 @@ impl Fleet {
         let cpu0 = self.cpu();
         let started = Instant::now();
         let next = Arc::new(AtomicUsize::new(0));
-        let joined: Arc<Mutex<Vec<Option<(SimNode, Duration)>>>> =
+        let joined: Arc<Mutex<Vec<Option<Joined>>>> =
             Arc::new(Mutex::new((0..n).map(|_| None).collect()));
         let workers: Vec<_> = (0..config.join_concurrency.max(1))
             .map(|_| {
@@ -600,12 +613,17 @@ impl Fleet {
             .zip(&states)
             .map(|(node, state)| spawn_node(node, urls.clone(), state.clone(), t0))
             .collect();
-        wait_for(PHASE_LIMIT, Duration::from_millis(50), "every node connected", || {
-            states
-                .iter()
-                .all(|s| s.connected.load(Ordering::Acquire))
-                .then_some(())
-        })
+        wait_for(
+            PHASE_LIMIT,
+            Duration::from_millis(50),
+            "every node connected",
+            || {
+                states
+                    .iter()
+                    .all(|s| s.connected.load(Ordering::Acquire))
+                    .then_some(())
+            },
+        )
         .await;
 
         // Topology changes and signals, steady state.
@@ -677,7 +695,10 @@ impl Fleet {
                     break;
                 };
                 tokens.push(t.into_inner().token_id);
-                let json = format!(r#"{{"rules": [{{"protocol": "udp", "ports": "{}"}}]}}"#, 6000 + k);
+                let json = format!(
+                    r#"{{"rules": [{{"protocol": "udp", "ports": "{}"}}]}}"#,
+                    6000 + k
+                );
                 let Ok(p) = admin.admin().set_policy(SetPolicyRequest { json }).await else {
                     break;
                 };
@@ -696,14 +717,20 @@ impl Fleet {
 
         // Every node on a survivor, connected after the kill.
         let orphans: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].home == 0).collect();
-        wait_for(PHASE_LIMIT, Duration::from_millis(5), "every node on a survivor", || {
-            states
-                .iter()
-                .all(|s| {
-                    s.connected.load(Ordering::Acquire) && s.replica.load(Ordering::Relaxed) != 0
-                })
-                .then_some(())
-        })
+        wait_for(
+            PHASE_LIMIT,
+            Duration::from_millis(5),
+            "every node on a survivor",
+            || {
+                states
+                    .iter()
+                    .all(|s| {
+                        s.connected.load(Ordering::Acquire)
+                            && s.replica.load(Ordering::Relaxed) != 0
+                    })
+                    .then_some(())
+            },
+        )
         .await;
         report.reconnect = Spread::of(
             orphans
@@ -738,7 +765,9 @@ impl Fleet {
         }
         for id in &joins {
             if !members.contains(id) {
-                report.lost.push(format!("node {id} (joined around the kill)"));
+                report
+                    .lost
+                    .push(format!("node {id} (joined around the kill)"));
             }
         }
         let audit = survivor
@@ -748,11 +777,12 @@ impl Fleet {
             .unwrap()
             .into_inner()
             .entries;
-        let by_action: HashMap<&str, Vec<&str>> =
-            audit.iter().fold(HashMap::new(), |mut m, e| {
-                m.entry(e.action.as_str()).or_default().push(e.detail.as_str());
-                m
-            });
+        let by_action: HashMap<&str, Vec<&str>> = audit.iter().fold(HashMap::new(), |mut m, e| {
+            m.entry(e.action.as_str())
+                .or_default()
+                .push(e.detail.as_str());
+            m
+        });
         let has = |action: &str, prefix: &str| {
             by_action
                 .get(action)
@@ -775,10 +805,12 @@ impl Fleet {
             .unwrap()
             .into_inner()
             .version;
-        if let Some(last) = policies.last() {
-            if served < *last {
-                report.lost.push(format!("policy v{last} (survivor serves v{served})"));
-            }
+        if let Some(last) = policies.last()
+            && served < *last
+        {
+            report
+                .lost
+                .push(format!("policy v{last} (survivor serves v{served})"));
         }
         report.audit_ok = survivor
             .admin()
@@ -814,15 +846,20 @@ async fn fanout(
         .into_inner()
         .version;
     let mut arrived: Vec<Option<Duration>> = vec![None; nodes.len()];
-    wait_for(PHASE_LIMIT, Duration::from_millis(1), "a topology change at every node", || {
-        let now = start.elapsed();
-        for (slot, state) in arrived.iter_mut().zip(states) {
-            if slot.is_none() && state.version.load(Ordering::Relaxed) >= version {
-                *slot = Some(now);
+    wait_for(
+        PHASE_LIMIT,
+        Duration::from_millis(1),
+        "a topology change at every node",
+        || {
+            let now = start.elapsed();
+            for (slot, state) in arrived.iter_mut().zip(states) {
+                if slot.is_none() && state.version.load(Ordering::Relaxed) >= version {
+                    *slot = Some(now);
+                }
             }
-        }
-        arrived.iter().all(Option::is_some).then_some(())
-    })
+            arrived.iter().all(Option::is_some).then_some(())
+        },
+    )
     .await;
     Spread::of(arrived.into_iter().map(Option::unwrap).collect())
 }
@@ -840,7 +877,10 @@ async fn signal_rounds(urls: &[String], nodes: &[SimNode], config: &FleetConfig)
     let mut receivers = Vec::with_capacity(pairs);
     for p in 0..pairs {
         let (a, b) = (&nodes[2 * p], &nodes[2 * p + 1]);
-        assert!(urls.len() < 2 || a.home != b.home, "a pair spans two replicas");
+        assert!(
+            urls.len() < 2 || a.home != b.home,
+            "a pair spans two replicas"
+        );
         senders.push(open_signals(&urls[a.home], &a.credentials, None).await);
         receivers.push(open_signals(&urls[b.home], &b.credentials, Some(arrivals.clone())).await);
     }
@@ -861,10 +901,15 @@ async fn signal_rounds(urls: &[String], nodes: &[SimNode], config: &FleetConfig)
                 .await
                 .unwrap();
         }
-        wait_for(PHASE_LIMIT, Duration::from_millis(1), "every signal delivered", || {
-            let got = arrivals.lock().unwrap();
-            sent.keys().all(|s| got.contains_key(s)).then_some(())
-        })
+        wait_for(
+            PHASE_LIMIT,
+            Duration::from_millis(1),
+            "every signal delivered",
+            || {
+                let got = arrivals.lock().unwrap();
+                sent.keys().all(|s| got.contains_key(s)).then_some(())
+            },
+        )
         .await;
         let got = arrivals.lock().unwrap();
         latencies.extend(sent.iter().map(|(s, at)| got[s].duration_since(*at)));
@@ -891,7 +936,10 @@ async fn open_signals(
     tokio::spawn(async move {
         while let Ok(Some(message)) = inbound.message().await {
             if let Some(arrivals) = &arrivals {
-                arrivals.lock().unwrap().insert(message.session, Instant::now());
+                arrivals
+                    .lock()
+                    .unwrap()
+                    .insert(message.session, Instant::now());
             }
         }
     });

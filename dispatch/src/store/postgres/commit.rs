@@ -161,7 +161,11 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
         let below = seq - KEEP_CHANGES;
         tx.execute("DELETE FROM changes WHERE seq < $1", &[&below])
             .map_err(Error::postgres("prune the change log"))?;
-        set_meta(&mut tx, "changes_pruned_below", &encode(&below.unsigned_abs()))?;
+        set_meta(
+            &mut tx,
+            "changes_pruned_below",
+            &encode(&below.unsigned_abs()),
+        )?;
     }
     // Delivered to every listening replica when (and only if) the transaction commits.
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &len.to_string()])
