@@ -365,8 +365,17 @@ impl State {
     fn load(store: &dyn Store) -> Result<Self> {
         // Read first: changes committed while the tables are read are applied again.
         let change_seq = store.change_seq()?;
+        // Also first: the tables are read one after another, not as one snapshot, and a
+        // replica may commit in between (a node confirmed: gone from `pending` before
+        // `nodes` shows it). With the head and version from before the tables, such a
+        // torn view never looks current: the next refresh sees the head moved and reads
+        // again, so no decision (the next free address) is made on it.
+        let audit_head = store.audit_head()?;
+        let topology_version = store.topology_version()?;
         let mut state = State {
             change_seq,
+            audit_head,
+            topology_version,
             nodes: store.nodes()?.into_iter().map(|n| (n.id, n)).collect(),
             pending: store
                 .pending()?
@@ -375,8 +384,6 @@ impl State {
                 .collect(),
             candidates: BTreeMap::new(),
             ros_discovery: BTreeMap::new(),
-            topology_version: store.topology_version()?,
-            audit_head: store.audit_head()?,
             hub_node: store.hub_node()?,
             updates: updates::UpdateBook::load(store)?,
             signatures: store.operator_signatures()?.into_iter().collect(),

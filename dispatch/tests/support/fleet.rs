@@ -758,6 +758,15 @@ impl Fleet {
             .filter(|n| !n.pending && !n.revoked)
             .map(|n| n.node_id.clone())
             .collect();
+        // Two replicas never hand out one address.
+        let mut ips = HashSet::new();
+        for n in &listed {
+            if !ips.insert(n.virtual_ip.clone()) {
+                report
+                    .lost
+                    .push(format!("virtual IP {} handed out twice", n.virtual_ip));
+            }
+        }
         for node in nodes {
             if !members.contains(&node.id) {
                 report.lost.push(format!("node {}", node.id));

@@ -157,7 +157,9 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
         )
         .map_err(Error::postgres("log the change"))?
         .get(0);
-    if seq % PRUNE_EVERY == 0 {
+    // Only once more than KEEP_CHANGES exist (a negative bound would read as a huge one
+    // and send every replica back to re-reading all tables).
+    if seq % PRUNE_EVERY == 0 && seq > KEEP_CHANGES {
         let below = seq - KEEP_CHANGES;
         tx.execute("DELETE FROM changes WHERE seq < $1", &[&below])
             .map_err(Error::postgres("prune the change log"))?;
