@@ -13,6 +13,7 @@
 
 pub mod pages;
 pub mod password;
+pub mod rollouts;
 pub mod session;
 pub mod views;
 
@@ -58,6 +59,10 @@ fn templates() -> Result<Environment<'static>> {
             include_str!("admin_ui/templates/policy.html"),
         ),
         ("audit.html", include_str!("admin_ui/templates/audit.html")),
+        (
+            "rollouts.html",
+            include_str!("admin_ui/templates/rollouts.html"),
+        ),
         (
             "message.html",
             include_str!("admin_ui/templates/message.html"),

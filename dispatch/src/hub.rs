@@ -18,6 +18,7 @@ mod confirm;
 pub mod ros;
 pub use self::confirm::DEFAULT_CONFIRM_WINDOW_SECS;
 mod deploy;
+mod forward;
 pub mod journal;
 mod mesh_node;
 mod operator;
@@ -26,6 +27,7 @@ mod provision;
 mod renew;
 mod replica;
 pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
+pub(crate) use self::replica::blocking;
 pub mod relay;
 pub mod signal;
 pub mod updates;
@@ -82,6 +84,8 @@ struct State {
     ros_discovery: BTreeMap<PeerId, ros::RosDiscovery>,
     topology_version: u64,
     audit_head: AuditHead,
+    /// The newest change of a shared store's log that this view includes (`replica.rs`).
+    change_seq: u64,
     /// The node record that is the hub's own mesh node.
     hub_node: Option<PeerId>,
     updates: updates::UpdateBook,
@@ -95,6 +99,8 @@ pub struct Hub {
     ca: HubCa,
     cidr: MeshCidr,
     state: Mutex<State>,
+    /// Held by each mutation of this hub, before the store's writers lock (`replica.rs`).
+    writer: Mutex<()>,
     topology: watch::Sender<Arc<proto::node::TopologySnapshot>>,
     /// The deltas of the last topology changes (published with `topology`, under `state`).
     journal: Mutex<journal::TopologyJournal>,
@@ -126,6 +132,7 @@ impl Hub {
             ca,
             cidr,
             state: Mutex::new(state),
+            writer: Mutex::new(()),
             topology: watch::channel(topology).0,
             journal: Mutex::new(journal::TopologyJournal::default()),
             policy: watch::channel(Arc::new(policy)).0,
@@ -296,12 +303,22 @@ impl Hub {
         if topology_changed {
             change.topology_version = Some(state.topology_version + 1);
         }
-        change.audit = Some(entry.clone());
+        change.audit = Some(entry);
         self.store.commit(&change)?;
-        state.audit_head = entry.head();
-        self.metrics
-            .audit_entries
-            .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        self.apply_change(state, change);
+        Ok(())
+    }
+
+    /// Brings memory and feeds up to date with a committed `change`: this hub's own, or
+    /// one another replica logged (applied again it changes nothing: versions are only
+    /// published when they grow).
+    fn apply_change(&self, state: &mut State, change: Change) {
+        if let Some(entry) = &change.audit {
+            state.audit_head = entry.head();
+            self.metrics
+                .audit_entries
+                .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(id) = change.hub_node {
             state.hub_node = Some(id);
         }
@@ -320,25 +337,45 @@ impl Hub {
         for (node, signature) in change.operator_signatures {
             state.signatures.insert(node, signature);
         }
-        if let Some(version) = change.topology_version {
+        for (node, observed) in change.observed {
+            state.apply_observed_of(node, observed);
+        }
+        if let Some(version) = change
+            .topology_version
+            .filter(|v| *v > state.topology_version)
+        {
             state.topology_version = version;
             self.publish_topology(state);
         }
-        if let Some(policy) = change.policy {
+        if let Some(policy) = change
+            .policy
+            .filter(|p| p.version > self.policy.borrow().version)
+        {
             self.policy
                 .send_replace(Arc::new(proto::node::PolicyDocument {
                     version: policy.version,
                     json: policy.json,
                 }));
         }
-        Ok(())
     }
 }
 
 impl State {
-    /// The durable part of the state as stored; nothing memory-only.
+    /// The durable part of the state as stored, with the observations a shared store keeps.
     fn load(store: &dyn Store) -> Result<Self> {
-        Ok(State {
+        // Read first: changes committed while the tables are read are applied again.
+        let change_seq = store.change_seq()?;
+        // Also first: the tables are read one after another, not as one snapshot, and a
+        // replica may commit in between (a node confirmed: gone from `pending` before
+        // `nodes` shows it). With the head and version from before the tables, such a
+        // torn view never looks current: the next refresh sees the head moved and reads
+        // again, so no decision (the next free address) is made on it.
+        let audit_head = store.audit_head()?;
+        let topology_version = store.topology_version()?;
+        let mut state = State {
+            change_seq,
+            audit_head,
+            topology_version,
             nodes: store.nodes()?.into_iter().map(|n| (n.id, n)).collect(),
             pending: store
                 .pending()?
@@ -347,12 +384,12 @@ impl State {
                 .collect(),
             candidates: BTreeMap::new(),
             ros_discovery: BTreeMap::new(),
-            topology_version: store.topology_version()?,
-            audit_head: store.audit_head()?,
             hub_node: store.hub_node()?,
             updates: updates::UpdateBook::load(store)?,
             signatures: store.operator_signatures()?.into_iter().collect(),
-        })
+        };
+        state.load_observed(store)?;
+        Ok(state)
     }
 }
 

@@ -208,10 +208,14 @@ impl BoundHub {
         let replicas = match &config.postgres {
             Some(url) => {
                 let follower = hub.clone();
-                Some(crate::store::postgres::listen::Listener::start(
-                    url,
-                    move || follower.sync().map(drop),
-                )?)
+                let signals = hub.clone();
+                Some(
+                    crate::store::postgres::listen::Listener::start_with_signals(
+                        url,
+                        move || follower.sync().map(drop),
+                        move |to| signals.take_forwarded(to),
+                    )?,
+                )
             }
             None => None,
         };

@@ -77,8 +77,9 @@ pub struct PolicyRecord {
     pub set_at: UnixTime,
 }
 
-/// One atomic change to the store.
-#[derive(Clone, Debug, Default)]
+/// One atomic change to the store. A store shared by replicas also logs it
+/// ([`Store::changes_since`]), so the other replicas apply it instead of re-reading all.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Change {
     /// Spend one use of a token: `(as checked, after redemption)`; refused with
     /// [`Error::Conflict`](crate::Error::Conflict) if the stored record is no longer `as checked`.
@@ -108,6 +109,19 @@ pub struct Change {
     /// Operator-signed key records to store, by node (encoded `SignedKeyRecord`s, kept
     /// as uploaded: the hub relays them and cannot make them).
     pub operator_signatures: Vec<(PeerId, Vec<u8>)>,
+    /// What nodes reported about themselves (candidates, ROS role), by node. Kept only by
+    /// a store shared between replicas ([`Store::observed`]); others ignore it.
+    pub observed: Vec<(PeerId, ObservedRecord)>,
+}
+
+/// What a node reported about itself, shared between replicas so its peers on every
+/// replica see it: observations, never audited (docs/hub.md, "PostgreSQL and replicas").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedRecord {
+    /// Candidate addresses with their kinds (`CandidateKind` as its proto number), best first.
+    pub candidates: Vec<(std::net::SocketAddr, i32)>,
+    /// The ROS 2 discovery server it runs: `(port, server ID)`.
+    pub ros_discovery: Option<(u16, u8)>,
 }
 
 /// The hub's durable state.
@@ -149,6 +163,35 @@ pub trait Store: Send + Sync {
     }
     /// Ends what a `true` from [`lock_writers`](Self::lock_writers) started.
     fn unlock_writers(&self) {}
+    /// The changes committed (by any process) after change number `after`, oldest first,
+    /// with their numbers; `None` when this store keeps no such log or no longer reaches
+    /// back that far (re-read the whole state, then follow from [`change_seq`](Self::change_seq)).
+    fn changes_since(&self, after: u64) -> Result<Option<Vec<(u64, Change)>>> {
+        let _ = after;
+        Ok(None)
+    }
+    /// The number of the newest logged change (0: none, or no log).
+    fn change_seq(&self) -> Result<u64> {
+        Ok(0)
+    }
+    /// Every node's stored observations, or `None` when this store does not keep them
+    /// (a store of one process: the hub keeps them in memory).
+    fn observed(&self) -> Result<Option<Vec<(PeerId, ObservedRecord)>>> {
+        Ok(None)
+    }
+    /// Hands a signaling message (encoded `Signal`) for `to` to the other replicas: kept
+    /// until one of them [takes](Self::take_signals) it, and announced to them. `false`:
+    /// this store is not shared (the caller queues the message itself).
+    fn forward_signal(&self, to: PeerId, message: Vec<u8>) -> Result<bool> {
+        let _ = (to, message);
+        Ok(false)
+    }
+    /// Removes and returns the forwarded messages waiting for `to`, oldest first; a
+    /// message is returned to one caller only.
+    fn take_signals(&self, to: PeerId) -> Result<Vec<Vec<u8>>> {
+        let _ = to;
+        Ok(Vec::new())
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

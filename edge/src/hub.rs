@@ -741,6 +741,7 @@ impl HubConnector {
                     return Err(End::Lost(ended));
                 }
                 _ = report.tick() => {
+                    let paths = crate::path_metrics::from_shell(&self.queries).await;
                     let request = ReportMetricsRequest {
                         metrics: self
                             .metrics
@@ -748,6 +749,7 @@ impl HubConnector {
                             .into_iter()
                             .map(|(name, _, value)| Metric { name: name.to_string(), value: value as f64 })
                             .chain(self.ros.iter().flat_map(|r| r.metrics()).map(|(name, value)| Metric { name: name.to_string(), value }))
+                            .chain(paths.into_iter().map(|(name, value)| Metric { name: name.to_string(), value }))
                             .collect(),
                     };
                     metrics

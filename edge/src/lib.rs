@@ -45,6 +45,7 @@ pub mod metrics_http;
 pub mod offload;
 pub mod operator_cmd;
 pub mod operator_lock;
+pub mod path_metrics;
 pub mod ping;
 pub mod precheck;
 pub mod probe;

@@ -37,6 +37,7 @@ pub fn router(ui: Arc<AdminUi>) -> Router {
         .route("/tokens", get(tokens).post(create_token))
         .route("/policy", get(policy).post(set_policy))
         .route("/audit", get(audit))
+        .route("/rollouts", get(rollouts))
         // The admin RPC decodes at most this much: a policy the UI accepts fits it too.
         .layer(DefaultBodyLimit::max(crate::server::MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn(guard))
@@ -292,6 +293,16 @@ async fn nodes(State(ui): Ui, authed: Authed) -> Response {
             csrf => authed.csrf, page => "nodes", nodes => rows, online,
             online_secs => views::ONLINE_SECS, cidr => ui.hub.cidr().to_string(), topology_version,
         },
+    )
+}
+
+async fn rollouts(State(ui): Ui, authed: Authed) -> Response {
+    let rows = super::rollouts::rollouts(ui.hub.update_view());
+    render(
+        &ui,
+        StatusCode::OK,
+        "rollouts.html",
+        minijinja::context! { csrf => authed.csrf, page => "rollouts", rollouts => rows },
     )
 }
 

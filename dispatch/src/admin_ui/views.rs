@@ -38,6 +38,9 @@ pub struct NodeRow {
     pub last_seen: String,
     /// How other nodes reach it, as the hub knows it.
     pub path: String,
+    /// How it reaches its peers, as it reported (`direct`, `turn`, `hub` with counts), or
+    /// `-` before its first report with path counts.
+    pub path_type: String,
     /// Key metrics from its last report.
     pub metrics: Vec<(String, String)>,
 }
@@ -60,6 +63,34 @@ fn path(topology: &TopologySnapshot, id: &str) -> String {
         (false, n) => format!("direct: endpoint {} (+{n} candidates)", peer.endpoint),
         (true, 0) => "relay through the hub (no candidates)".into(),
         (true, n) => format!("direct: {n} candidate(s), relay fallback"),
+    }
+}
+
+/// The path types a node reported (`paths_direct`, `paths_turn`, `paths_hub`,
+/// `paths_none` from `bauxite run`): the single type when all its peers share it,
+/// otherwise each type with its count.
+fn path_type(report: &std::collections::BTreeMap<String, f64>) -> String {
+    let counts: Vec<(&str, f64)> = [
+        ("direct", "paths_direct"),
+        ("turn", "paths_turn"),
+        ("hub", "paths_hub"),
+        ("none", "paths_none"),
+    ]
+    .into_iter()
+    .filter_map(|(label, key)| report.get(key).map(|v| (label, *v)))
+    .collect();
+    if counts.is_empty() {
+        return "-".into();
+    }
+    let used: Vec<_> = counts.iter().filter(|(_, v)| *v > 0.0).collect();
+    match used.as_slice() {
+        [] => "no peers".into(),
+        [(label, _)] => (*label).to_owned(),
+        many => many
+            .iter()
+            .map(|(label, v)| format!("{label} {}", number(*v)))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -92,6 +123,7 @@ pub fn nodes(hub: &Hub, now: UnixTime) -> (Vec<NodeRow>, usize) {
         let id = n.id.to_string();
         rows.push(NodeRow {
             path: path(&topology, &id),
+            path_type: path_type(&report),
             id,
             name: n.name,
             virtual_ip: n.virtual_ip.to_string(),

@@ -8,7 +8,8 @@
 //! at most [`MAX_CANDIDATES`] per node. Candidates are observations, not operator changes:
 //! they live in memory (nodes report them again on every connection, so a restarted hub
 //! has them as soon as the nodes are back), are not audited, and a change bumps the
-//! topology version (stored, so versions only grow).
+//! topology version (stored, so versions only grow). A store shared by replicas also
+//! keeps them (`Change::observed`), so a node's peers on other replicas see them.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -146,8 +147,14 @@ impl Hub {
             return Ok((state.topology_version, published));
         }
         let version = state.topology_version + 1;
+        let mut observed = state.observed(node);
+        observed.candidates = candidates
+            .iter()
+            .map(|c| (c.addr, i32::from(c.kind)))
+            .collect();
         self.store.commit(&Change {
             topology_version: Some(version),
+            observed: vec![(node, observed)],
             ..Change::default()
         })?;
         state.candidates.insert(node, candidates);

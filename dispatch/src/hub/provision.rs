@@ -123,6 +123,13 @@ impl Hub {
         let name = node_name(&req.name, &token.name, id);
 
         let mut state = self.write()?;
+        // Again under the writers lock: another join (here or on another replica) may have
+        // spent a use since, and the commit's compare-and-swap would refuse a stale record.
+        let token = self
+            .store
+            .token(req.token_id)?
+            .ok_or(TokenRejected::Unknown(req.token_id))?;
+        token.check(&req.secret, now)?;
         if state.nodes.contains_key(&id) || state.pending.contains_key(&id) {
             return Err(ProvisionRejected::AlreadyJoined(id.to_string()).into());
         }

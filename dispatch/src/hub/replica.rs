@@ -6,13 +6,23 @@
 //! another replica committed, and the lock is held until the mutation's commit is done
 //! (the guard's drop). A replica that only reads (topology, authorisation) may lag until
 //! [`Hub::sync`] runs, which the replica listener calls after every announced commit.
-//! Memory-only state (ICE candidates, ROS discovery roles) stays with the replica that
-//! received it.
+//! A shared store logs every change ([`Store::changes_since`]): a replica applies the
+//! changes it has not seen, in commit order, as its own commits are applied, rather than
+//! re-reading every table (which cost O(N) per change and O(N²) for N joins). Without the
+//! log (or too far behind it) it re-reads everything. What nodes report about themselves
+//! (candidates, ROS discovery roles) is logged and stored too when the store is shared
+//! ([`Store::observed`]).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, MutexGuard};
 
+use bauxite_conduit::PeerId;
+use bauxite_dispatch_api::proto::node::CandidateKind;
+
+use super::candidates::Candidate;
+use super::ros::RosDiscovery;
 use super::{Hub, State, lock, policy_document};
+use crate::store::{ObservedRecord, Store};
 use crate::{CallRefused, Error, Result};
 
 /// The hub's state, locked for a mutation; on a shared store, also the store's writers.
@@ -20,6 +30,8 @@ pub(super) struct WriteGuard<'a> {
     hub: &'a Hub,
     state: MutexGuard<'a, State>,
     shared: bool,
+    // Released last (fields drop after `Drop::drop` unlocked the store's writers).
+    _writer: MutexGuard<'a, ()>,
 }
 
 impl Deref for WriteGuard<'_> {
@@ -43,16 +55,37 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
+/// Runs `f`, which may wait for other replicas, without starving the async runtime it
+/// is called from: on a multi-threaded tokio runtime the worker hands its other tasks
+/// over first (accepting connections and TLS handshakes go on meanwhile).
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl Hub {
     /// Locks the state for a mutation; on a shared store also the store's writers, and
     /// then brings the state up to date with the store.
     pub(super) fn write(&self) -> Result<WriteGuard<'_>> {
+        // This hub's writers one at a time (they share one database session, whose
+        // advisory lock does not exclude itself), then the other replicas' writers. Only
+        // then the state: readers (every call's authorisation) are not held up while
+        // this replica waits for the others.
+        let (writer, shared) = blocking(|| {
+            let writer = lock(&self.writer);
+            self.store.lock_writers().map(|shared| (writer, shared))
+        })?;
         let state = lock(&self.state);
-        let shared = self.store.lock_writers()?;
         let mut guard = WriteGuard {
             hub: self,
             state,
             shared,
+            _writer: writer,
         };
         if shared {
             self.refresh(&mut guard.state)?;
@@ -85,14 +118,38 @@ impl Hub {
     }
 
     fn refresh(&self, state: &mut State) -> Result<bool> {
+        match self.store.changes_since(state.change_seq)? {
+            Some(changes) if changes.is_empty() => return Ok(false),
+            Some(changes) => {
+                for (seq, change) in changes {
+                    self.apply_change(state, change);
+                    state.change_seq = seq;
+                }
+                return Ok(true);
+            }
+            // No log, or it no longer reaches back: compare and re-read everything.
+            None => {}
+        }
         let head = self.store.audit_head()?;
         let version = self.store.topology_version()?;
         if head == state.audit_head && version == state.topology_version {
             return Ok(false);
         }
+        if head == state.audit_head {
+            // Only observations moved (they are never audited): re-read just those.
+            if let Some(observed) = self.store.observed()? {
+                state.apply_observed(observed);
+            }
+            state.topology_version = version;
+            self.publish_topology(state);
+            return Ok(true);
+        }
         let mut fresh = State::load(self.store.as_ref())?;
-        fresh.candidates = std::mem::take(&mut state.candidates);
-        fresh.ros_discovery = std::mem::take(&mut state.ros_discovery);
+        if fresh.candidates.is_empty() && fresh.ros_discovery.is_empty() {
+            // A store of one process does not keep observations: this hub's memory does.
+            fresh.candidates = std::mem::take(&mut state.candidates);
+            fresh.ros_discovery = std::mem::take(&mut state.ros_discovery);
+        }
         let topology_moved = fresh.topology_version != state.topology_version;
         *state = fresh;
         self.metrics
@@ -108,5 +165,60 @@ impl Hub {
         // Streams compare their node's assignment before sending: a spurious wake is free.
         self.assignments.send_modify(|n| *n += 1);
         Ok(true)
+    }
+}
+
+impl State {
+    /// What `node` reported, as a shared store keeps it.
+    pub(super) fn observed(&self, node: PeerId) -> ObservedRecord {
+        ObservedRecord {
+            candidates: self
+                .candidates
+                .get(&node)
+                .into_iter()
+                .flatten()
+                .map(|c| (c.addr, i32::from(c.kind)))
+                .collect(),
+            ros_discovery: self.ros_discovery.get(&node).map(|r| (r.port, r.server_id)),
+        }
+    }
+
+    /// Replaces the observations with the stored ones (unknown candidate kinds are kept
+    /// as host addresses: a newer replica's kind is still an address to try).
+    pub(super) fn apply_observed(&mut self, records: Vec<(PeerId, ObservedRecord)>) {
+        self.candidates.clear();
+        self.ros_discovery.clear();
+        for (node, record) in records {
+            self.apply_observed_of(node, record);
+        }
+    }
+
+    /// Replaces `node`'s observations with `record` (a change logged by a replica).
+    pub(super) fn apply_observed_of(&mut self, node: PeerId, record: ObservedRecord) {
+        self.candidates.remove(&node);
+        self.ros_discovery.remove(&node);
+        let candidates: Vec<Candidate> = record
+            .candidates
+            .into_iter()
+            .map(|(addr, kind)| {
+                let kind = CandidateKind::try_from(kind).unwrap_or(CandidateKind::Host);
+                Candidate::new(addr, kind)
+            })
+            .collect();
+        if !candidates.is_empty() {
+            self.candidates.insert(node, candidates);
+        }
+        if let Some((port, server_id)) = record.ros_discovery {
+            self.ros_discovery
+                .insert(node, RosDiscovery { port, server_id });
+        }
+    }
+
+    /// Loads the stored observations, if the store keeps them.
+    pub(super) fn load_observed(&mut self, store: &dyn Store) -> Result<()> {
+        if let Some(records) = store.observed()? {
+            self.apply_observed(records);
+        }
+        Ok(())
     }
 }

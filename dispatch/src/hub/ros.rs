@@ -3,8 +3,8 @@
 //! published with that port and `ros_discovery_server_id`, so every robot's
 //! `bauxite ros env` finds the fleet's servers with no address configured.
 //!
-//! Invariant: the role lives in memory only (a restarted hub relearns it from the next
-//! report), only a change of it bumps the topology version, and it is never audited —
+//! Invariant: the role lives in memory (a restarted hub relearns it from the next
+//! report; a store shared by replicas keeps it too, for the other replicas), only a change of it bumps the topology version, and it is never audited —
 //! it is an observation, like a node's candidate addresses.
 
 use bauxite_conduit::PeerId;
@@ -53,8 +53,11 @@ impl Hub {
             return Ok(());
         }
         let version = state.topology_version + 1;
+        let mut observed = state.observed(node);
+        observed.ros_discovery = role.map(|r| (r.port, r.server_id));
         self.store.commit(&Change {
             topology_version: Some(version),
+            observed: vec![(node, observed)],
             ..Change::default()
         })?;
         match role {

@@ -33,6 +33,8 @@ pub enum Delivery {
     Delivered,
     /// Kept until the destination connects.
     Queued,
+    /// Handed to the other replicas (the destination is not connected to this one).
+    Forwarded,
 }
 
 /// Open signaling streams and messages waiting for their destination.
@@ -74,8 +76,57 @@ impl SignalRouter {
         self.online.clear();
     }
 
+    /// Whether `node` has an open stream on this hub.
+    pub fn is_online(&self, node: PeerId) -> bool {
+        self.online.contains_key(&node)
+    }
+
+    /// The nodes with an open stream on this hub.
+    pub fn online(&self) -> Vec<PeerId> {
+        self.online.keys().copied().collect()
+    }
+
     /// Validates and routes a message from the authenticated `from` to an active destination.
-    pub fn route(&mut self, from: PeerId, to: PeerId, mut message: Signal) -> Result<Delivery> {
+    pub fn route(&mut self, from: PeerId, to: PeerId, message: Signal) -> Result<Delivery> {
+        let message = Self::check(from, to, message)?;
+        match self.try_deliver(to, message) {
+            None => Ok(Delivery::Delivered),
+            Some(message) => {
+                self.queue(to, message);
+                Ok(Delivery::Queued)
+            }
+        }
+    }
+
+    /// Hands an already [checked](Self::check) `message` to `to`'s open stream, or gives it
+    /// back when `to` has none here (or its buffer is full; a closed stream is forgotten).
+    pub fn try_deliver(&mut self, to: PeerId, message: Signal) -> Option<Signal> {
+        let Some((_, tx)) = self.online.get(&to) else {
+            return Some(message);
+        };
+        match tx.try_send(message) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(m)) => Some(m),
+            // The node hung up and its stream task has not detached yet: it is not here.
+            Err(mpsc::error::TrySendError::Closed(m)) => {
+                self.online.remove(&to);
+                Some(m)
+            }
+        }
+    }
+
+    /// Keeps `message` until `to` attaches here, dropping the oldest beyond the bound.
+    pub fn queue(&mut self, to: PeerId, message: Signal) {
+        let queue = self.pending.entry(to).or_default();
+        if queue.len() == PENDING_PER_PEER {
+            queue.pop_front();
+        }
+        queue.push_back(message);
+    }
+
+    /// Applies the relay rules to a message from the authenticated `from` to `to` and
+    /// returns it as relayed (with the sender's ID).
+    pub fn check(from: PeerId, to: PeerId, mut message: Signal) -> Result<Signal> {
         let bad = |problem: String| Error::InvalidArgument {
             field: "signal",
             problem,
@@ -99,20 +150,7 @@ impl SignalRouter {
             )));
         }
         message.peer_id = from.to_string();
-        if let Some((_, tx)) = self.online.get(&to) {
-            match tx.try_send(message) {
-                Ok(()) => return Ok(Delivery::Delivered),
-                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
-                    message = m;
-                }
-            }
-        }
-        let queue = self.pending.entry(to).or_default();
-        if queue.len() == PENDING_PER_PEER {
-            queue.pop_front();
-        }
-        queue.push_back(message);
-        Ok(Delivery::Queued)
+        Ok(message)
     }
 }
 

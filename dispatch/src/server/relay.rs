@@ -63,7 +63,7 @@ impl SignalingService for Signaling {
         request: Request<Streaming<Signal>>,
     ) -> Result<Response<Self::ExchangeCandidatesStream>, Status> {
         let me = auth::node(&self.0, &request)?;
-        let (stream_no, outbound) = self.0.signals().attach(me);
+        let (stream_no, outbound) = self.0.attach_signals(me)?;
         let mut inbound = request.into_inner();
         let hub = self.0.clone();
         let mut closing = hub.closing();
@@ -84,7 +84,7 @@ impl SignalingService for Signaling {
                     tracing::info!(from = %me, to = %message.peer_id, "signal to unknown or inactive node dropped");
                     continue;
                 };
-                match hub.signals().route(me, to, message) {
+                match hub.route_signal(me, to, message) {
                     Ok(_) => {
                         hub.metrics()
                             .signals_relayed

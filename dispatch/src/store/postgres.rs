@@ -17,6 +17,7 @@
 
 mod commit;
 pub mod listen;
+mod signals;
 
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -25,8 +26,8 @@ use bauxite_conduit::PeerId;
 use postgres::{Client, NoTls};
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
-    UpdateReportRecord, decode,
+    AssignmentRecord, Change, NodeRecord, ObservedRecord, PackageRecord, PendingRecord,
+    PolicyRecord, Store, UpdateReportRecord, decode,
 };
 use crate::audit::AuditHead;
 use crate::token::{TokenId, TokenRecord};
@@ -34,6 +35,9 @@ use crate::{Error, Result};
 
 /// The `LISTEN`/`NOTIFY` channel a commit announces itself on.
 pub const CHANNEL: &str = "bauxite_hub";
+/// The channel a forwarded signaling message is announced on (payload: the destination
+/// node's ID in hex, never the message).
+pub const SIGNAL_CHANNEL: &str = "bauxite_signal";
 
 /// Session advisory lock key held by a replica's writer ("bauxite" + 1).
 const WRITERS_LOCK: i64 = 0x6261_7578_6974_6501;
@@ -136,7 +140,9 @@ impl PgStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .send(job)
             .map_err(|_| Error::StoreClosed)?;
-        answer.recv().map_err(|_| Error::StoreClosed)?
+        // Waiting on the database (another replica may hold the writers lock) must not
+        // stall the async runtime of the caller.
+        crate::hub::blocking(|| answer.recv()).map_err(|_| Error::StoreClosed)?
     }
 
     /// Every `value` of `table` in key order, decoded, with its key.
@@ -310,5 +316,60 @@ impl Store for PgStore {
                 .execute("SELECT pg_advisory_unlock($1)", &[&WRITERS_LOCK])
                 .map_err(Error::postgres("unlock the writers"))
         });
+    }
+
+    fn changes_since(&self, after: u64) -> Result<Option<Vec<(u64, Change)>>> {
+        let pruned: u64 = self
+            .meta("changes_pruned_below", "change log start")?
+            .unwrap_or(0);
+        if after < pruned {
+            return Ok(None);
+        }
+        let after = i64::try_from(after).map_err(|_| Error::Conflict("change number"))?;
+        self.call(move |client| {
+            let rows = client
+                .query(
+                    "SELECT seq, change FROM changes WHERE seq > $1 ORDER BY seq",
+                    &[&after],
+                )
+                .map_err(Error::postgres("read the change log"))?;
+            rows.iter()
+                .map(|row| {
+                    let seq: i64 = row.get(0);
+                    Ok((
+                        seq.unsigned_abs(),
+                        decode(row.get::<_, &[u8]>(1), "change")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some)
+        })
+    }
+
+    fn change_seq(&self) -> Result<u64> {
+        self.call(|client| {
+            let seq: i64 = client
+                .query_one("SELECT coalesce(max(seq), 0) FROM changes", &[])
+                .map_err(Error::postgres("read the change log"))?
+                .get(0);
+            Ok(seq.unsigned_abs())
+        })
+    }
+
+    fn observed(&self) -> Result<Option<Vec<(PeerId, ObservedRecord)>>> {
+        self.rows("observations", "node observations")?
+            .into_iter()
+            .map(|(key, record)| Ok((peer_key(&key)?, record)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    fn forward_signal(&self, to: PeerId, message: Vec<u8>) -> Result<bool> {
+        self.call(move |client| signals::forward(client, to, &message))?;
+        Ok(true)
+    }
+
+    fn take_signals(&self, to: PeerId) -> Result<Vec<Vec<u8>>> {
+        self.call(move |client| signals::take(client, to))
     }
 }

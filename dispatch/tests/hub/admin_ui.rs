@@ -1,7 +1,8 @@
 //! The admin web UI end to end: a real hub with `--admin-ui-listen`, a real headless
 //! Chromium driven through `chromedriver` (WebDriver) with fantoccini. Logs in (a wrong
 //! password is refused), creates a join token and joins a node with it, edits the policy
-//! (an invalid one changes nothing; a valid one is saved and audited), views every page and
+//! (an invalid one changes nothing; a valid one is saved and audited), shows the path types
+//! a node reported and a rollout with its phase, views every page and
 //! screenshots it (checked not blank). Raw HTTP checks: no session redirects to login, a
 //! POST without the CSRF token is refused, a foreign Host is refused.
 //!
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bauxite_dispatch_api::proto::node::{Metric, ReportMetricsRequest};
+use bauxite_dispatch_api::proto::node::{Metric, ReportMetricsRequest, UpdateStateReport};
 use bauxite_dispatch_api::token::JoinToken;
 use fantoccini::{Client, ClientBuilder, Locator};
 
@@ -342,7 +343,14 @@ async fn the_admin_ui_works_in_headless_chromium() {
     std::fs::create_dir_all(&shots).unwrap();
 
     // Without a session every page redirects to the login page.
-    for page in ["/nodes", "/tokens", "/policy", "/audit", "/topology"] {
+    for page in [
+        "/nodes",
+        "/tokens",
+        "/policy",
+        "/audit",
+        "/topology",
+        "/rollouts",
+    ] {
         let (status, text) = http(&ui, "GET", page, &[], "");
         assert_eq!(status, 303, "{page}: {text}");
         assert!(text.contains("location: /login"), "{page}: {text}");
@@ -460,12 +468,20 @@ async fn the_admin_ui_works_in_headless_chromium() {
         bauxite_dispatch_api::client::HubClient::connect_mtls(&hub.addr, &joined.credentials)
             .await
             .unwrap();
+    // As `bauxite run` reports them: counters, and how many peers it reaches on each path.
+    let metric = |name: &str, value: f64| Metric {
+        name: name.into(),
+        value,
+    };
     node.metrics()
         .report_metrics(ReportMetricsRequest {
-            metrics: vec![Metric {
-                name: "tx_packets".into(),
-                value: 4242.0,
-            }],
+            metrics: vec![
+                metric("tx_packets", 4242.0),
+                metric("paths_direct", 2.0),
+                metric("paths_turn", 0.0),
+                metric("paths_hub", 1.0),
+                metric("paths_none", 0.0),
+            ],
         })
         .await
         .unwrap();
@@ -478,7 +494,51 @@ async fn the_admin_ui_works_in_headless_chromium() {
         "{nodes}"
     );
     assert!(nodes.contains(&joined.virtual_ip.to_string()), "{nodes}");
+    let path_type = text_of(&c, "#nodes tbody tr.status-online td.path-type").await;
+    assert_eq!(
+        path_type, "direct 2, hub 1",
+        "the path types the node reported"
+    );
     screenshot(&c, &shots, "nodes").await;
+
+    // Rollouts: a package deployed to the node, which reports its progress.
+    hub.admin_ok(&[
+        "package",
+        "create",
+        "--virtual-size",
+        "1MiB",
+        "--seed",
+        "3",
+        "--version",
+        "2.0.0",
+        "--name",
+        "firmware",
+    ]);
+    let node_id = joined.node_id.to_string();
+    hub.admin_ok(&["update", "deploy", "firmware", "2.0.0", "--node", &node_id]);
+    within(c.goto(&format!("{ui}/rollouts"))).await.unwrap();
+    let rollouts = text_of(&c, "#rollouts").await;
+    assert!(
+        rollouts.contains("firmware 2.0.0") && rollouts.contains("assigned"),
+        "{rollouts}"
+    );
+    node.updates()
+        .report_update_state(UpdateStateReport {
+            sequence: 1,
+            target: "firmware-2.0.0".into(),
+            version: "2.0.0".into(),
+            state: "PENDING_VALIDATION".into(),
+            ..UpdateStateReport::default()
+        })
+        .await
+        .unwrap();
+    within(c.goto(&format!("{ui}/rollouts"))).await.unwrap();
+    let rollouts = text_of(&c, "#rollouts").await;
+    assert!(
+        rollouts.contains("in progress") && rollouts.contains("PENDING_VALIDATION 1"),
+        "{rollouts}"
+    );
+    screenshot(&c, &shots, "rollouts").await;
     within(c.goto(&format!("{ui}/topology"))).await.unwrap();
     let topo = text_of(&c, "#topology").await;
     assert!(topo.contains("robot-7"), "{topo}");

@@ -5,6 +5,9 @@
 mod admin_ui;
 mod common;
 mod deploy;
+mod fleet;
+#[path = "../support/fleet.rs"]
+mod fleet_support;
 mod join;
 mod malformed;
 mod mesh;
@@ -12,9 +15,12 @@ mod mtls;
 mod offline_root;
 mod operator;
 mod packages;
+#[path = "../support/pg_cluster.rs"]
+mod pg_cluster;
 mod policy;
 mod relay;
 mod renew;
+mod replicas;
 mod restart;
 mod shutdown;
 mod tamper;

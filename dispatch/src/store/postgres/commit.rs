@@ -13,6 +13,11 @@ use crate::store::{Change, PolicyRecord, decode, encode};
 use crate::token::TokenRecord;
 use crate::{Error, Result};
 
+/// Changes kept in the log: a replica further behind re-reads the whole state.
+const KEEP_CHANGES: i64 = 100_000;
+/// The log is pruned at every this many changes.
+const PRUNE_EVERY: i64 = 1024;
+
 /// Inserts or overwrites `value` under `key` in `table` (one of the schema's names).
 fn upsert(tx: &mut Transaction<'_>, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
     let column = if table == "packages" { "key" } else { "id" };
@@ -122,6 +127,9 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
     for (node, signature) in &change.operator_signatures {
         upsert(&mut tx, "operator_signatures", &node.0, signature)?;
     }
+    for (node, observed) in &change.observed {
+        upsert(&mut tx, "observations", &node.0, &encode(observed))?;
+    }
     let mut len = head.len;
     if let Some(entry) = &change.audit {
         if head.len != entry.body.index || head.hash != entry.body.prev {
@@ -141,6 +149,25 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
         )
         .map_err(Error::postgres("move the audit head"))?;
         len = next.len;
+    }
+    let seq: i64 = tx
+        .query_one(
+            "INSERT INTO changes (change) VALUES ($1) RETURNING seq",
+            &[&encode(change)],
+        )
+        .map_err(Error::postgres("log the change"))?
+        .get(0);
+    // Only once more than KEEP_CHANGES exist (a negative bound would read as a huge one
+    // and send every replica back to re-reading all tables).
+    if seq % PRUNE_EVERY == 0 && seq > KEEP_CHANGES {
+        let below = seq - KEEP_CHANGES;
+        tx.execute("DELETE FROM changes WHERE seq < $1", &[&below])
+            .map_err(Error::postgres("prune the change log"))?;
+        set_meta(
+            &mut tx,
+            "changes_pruned_below",
+            &encode(&below.unsigned_abs()),
+        )?;
     }
     // Delivered to every listening replica when (and only if) the transaction commits.
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &len.to_string()])
