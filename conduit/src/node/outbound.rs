@@ -278,33 +278,16 @@ impl BauxiteNode {
                         continue;
                     };
                     let path = Path::Direct(direct.addr);
-                    match self.seal_packet_on(now, peer, path, &[], out) {
-                        Sealed::Sent(len, dst, via) => {
-                            Metrics::inc(&self.metrics.keepalives_sent);
-                            return Some(Transmit {
-                                dst,
-                                via,
-                                len,
-                                lane: None,
-                                probe: false,
-                            });
-                        }
-                        Sealed::NoSession | Sealed::Dropped => continue,
+                    match self.seal_keepalive_on(now, peer, path, out, |m| &m.keepalives_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
                     }
                 }
                 Control::BondProbe { peer, addr } => {
-                    match self.seal_packet_on(now, peer, Path::Direct(addr), &[], out) {
-                        Sealed::Sent(len, dst, via) => {
-                            Metrics::inc(&self.metrics.bond_probes_sent);
-                            return Some(Transmit {
-                                dst,
-                                via,
-                                len,
-                                lane: None,
-                                probe: false,
-                            });
-                        }
-                        Sealed::NoSession | Sealed::Dropped => continue,
+                    let path = Path::Direct(addr);
+                    match self.seal_keepalive_on(now, peer, path, out, |m| &m.bond_probes_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
                     }
                 }
                 Control::ProbeAck { peer, id } => {
@@ -345,7 +328,31 @@ impl BauxiteNode {
         out: &mut [u8],
         counter: fn(&Metrics) -> &AtomicU64,
     ) -> Option<Transmit> {
-        match self.seal_packet(now, peer, payload, out) {
+        let sealed = self.seal_packet(now, peer, payload, out);
+        self.control_transmit(sealed, counter)
+    }
+
+    /// An empty packet (a keepalive) to `peer` on `path` rather than its selected one: a
+    /// probe of a direct or bonded path, counted in `counter`.
+    fn seal_keepalive_on(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        path: Path,
+        out: &mut [u8],
+        counter: fn(&Metrics) -> &AtomicU64,
+    ) -> Option<Transmit> {
+        let sealed = self.seal_packet_on(now, peer, path, &[], out);
+        self.control_transmit(sealed, counter)
+    }
+
+    /// The transmit of a sealed control packet (no lane, not a PMTU probe), counted.
+    fn control_transmit(
+        &self,
+        sealed: Sealed,
+        counter: fn(&Metrics) -> &AtomicU64,
+    ) -> Option<Transmit> {
+        match sealed {
             Sealed::Sent(len, dst, via) => {
                 Metrics::inc(counter(&self.metrics));
                 Some(Transmit {
