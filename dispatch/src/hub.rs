@@ -107,6 +107,9 @@ pub struct Hub {
     policy: watch::Sender<Arc<proto::node::PolicyDocument>>,
     signals: Mutex<SignalRouter>,
     relays: Mutex<DatagramRelay>,
+    /// Nodes a change revoked whose streams on this hub are still to be detached: filled
+    /// under `state`, drained after it is released (a leaf lock, never held across another).
+    revoked: Mutex<Vec<PeerId>>,
     metrics: HubMetrics,
     closing: watch::Sender<bool>,
     /// Seconds a new registration has to be confirmed.
@@ -138,6 +141,7 @@ impl Hub {
             policy: watch::channel(Arc::new(policy)).0,
             signals: Mutex::new(SignalRouter::default()),
             relays: Mutex::new(DatagramRelay::default()),
+            revoked: Mutex::new(Vec::new()),
             metrics: HubMetrics::default(),
             closing: watch::channel(false).0,
             confirm_window: DEFAULT_CONFIRM_WINDOW_SECS,
@@ -332,6 +336,9 @@ impl Hub {
             state.pending.insert(pending.node.id, pending);
         }
         for node in change.nodes {
+            if node.revoked_at.is_some() {
+                lock(&self.revoked).push(node.id);
+            }
             state.nodes.insert(node.id, node);
         }
         for (node, signature) in change.operator_signatures {

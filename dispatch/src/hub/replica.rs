@@ -98,8 +98,19 @@ impl Hub {
     /// Returns whether anything was re-read. Replica listeners call it; a hub alone on its
     /// store never needs to.
     pub fn sync(&self) -> Result<bool> {
-        let mut state = lock(&self.state);
-        self.refresh(&mut state)
+        let moved = self.refresh(&mut lock(&self.state))?;
+        self.detach_revoked();
+        Ok(moved)
+    }
+
+    /// Ends the signaling and relay streams on this hub of nodes another replica revoked
+    /// (revocation here detaches at once): their next call is refused.
+    fn detach_revoked(&self) {
+        let revoked = std::mem::take(&mut *lock(&self.revoked));
+        for id in revoked {
+            self.signals().detach_all(id);
+            self.relays().detach_all(id);
+        }
     }
 
     /// Runs `check`, and once more after a [`sync`](Self::sync) when it refused a caller
@@ -151,6 +162,14 @@ impl Hub {
             fresh.ros_discovery = std::mem::take(&mut state.ros_discovery);
         }
         let topology_moved = fresh.topology_version != state.topology_version;
+        let newly_revoked = fresh.nodes.values().filter(|n| {
+            n.revoked_at.is_some()
+                && state
+                    .nodes
+                    .get(&n.id)
+                    .is_none_or(|old| old.revoked_at.is_none())
+        });
+        lock(&self.revoked).extend(newly_revoked.map(|n| n.id));
         *state = fresh;
         self.metrics
             .audit_entries

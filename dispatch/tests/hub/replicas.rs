@@ -230,3 +230,60 @@ fn forwarded_rows(url: &str) -> i64 {
     .join()
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_revoked_on_one_replica_loses_its_signaling_stream_on_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_db("revoke_across");
+    let dir = tempfile::tempdir().unwrap();
+    let pg_args = ["--postgres", url.as_str()];
+    let one = HubProc::start_with(&dir.path().join("one"), &pg_args);
+    copy_keys(&one.dir, &dir.path().join("two"));
+    let two = HubProc::start_with(&dir.path().join("two"), &pg_args);
+
+    let (token, _) = one.token(&["--uses", "2"]);
+    let a = one.join(&token, 0x41).await.unwrap();
+    let b = two.join(&token, 0x42).await.unwrap();
+    let (a_id, b_id) = (a.node_id.to_string(), b.node_id.to_string());
+    let a_client = HubClient::connect_mtls(&one.addr, &a.credentials)
+        .await
+        .unwrap();
+    let b_client = HubClient::connect_mtls(&two.addr, &b.credentials)
+        .await
+        .unwrap();
+    let a_signals = open_signals(&a_client).await;
+    let mut b_signals = open_signals(&b_client).await;
+    // B's stream on two is live: a signal from A on one reaches it.
+    let a_first = if a_id < b_id {
+        SignalKind::Invite
+    } else {
+        SignalKind::Offer
+    };
+    a_signals
+        .send
+        .send(signal(&b_id, a_first, 1))
+        .await
+        .unwrap();
+    assert_eq!(next_signal(&mut b_signals).await.peer_id, a_id);
+
+    // Revoked through replica one: replica two ends B's stream, and refuses B's next call.
+    one.admin_ok(&["nodes", "revoke", &b_id]);
+    let ended = within(b_signals.inbound.message()).await;
+    assert!(
+        matches!(ended, Ok(None) | Err(_)),
+        "B's stream on two still open: {ended:?}"
+    );
+    let again = HubClient::connect_mtls(&two.addr, &b.credentials).await;
+    let refused = match again {
+        Err(_) => true,
+        Ok(client) => client
+            .signaling()
+            .exchange_candidates(ReceiverStream::new(mpsc::channel(1).1))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "revoked B got a new signaling stream on two");
+    drop(a_signals);
+    drop(one);
+    drop(two);
+}
