@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use bauxite_dispatch_api::client::HubClient;
+use bauxite_dispatch_api::client::{HubClient, JoinResult};
 use bauxite_dispatch_api::proto::node::{
     SetEndpointRequest, Signal, SignalKind, TopologyRequest, TopologySnapshot,
 };
@@ -79,27 +79,83 @@ async fn candidate_seen(feed: &mut Streaming<TopologySnapshot>, peer: &str, cand
     .await;
 }
 
+/// Two replicas on one throwaway PostgreSQL database; node A joined through the first and
+/// node B through the second, each with a client on its own replica.
+struct TwoReplicas {
+    _pg: PgCluster,
+    _dir: tempfile::TempDir,
+    url: String,
+    one: HubProc,
+    two: HubProc,
+    b: JoinResult,
+    a_id: String,
+    b_id: String,
+    a_client: HubClient,
+    b_client: HubClient,
+}
+
+impl TwoReplicas {
+    /// `None` when PostgreSQL is not installed (the test is then skipped, as elsewhere).
+    async fn start(db: &str, a_seed: u8, b_seed: u8) -> Option<Self> {
+        let pg = PgCluster::start()?;
+        let url = pg.create_db(db);
+        let dir = tempfile::tempdir().unwrap();
+        let pg_args = ["--postgres", url.as_str()];
+        let one = HubProc::start_with(&dir.path().join("one"), &pg_args);
+        copy_keys(&one.dir, &dir.path().join("two"));
+        let two = HubProc::start_with(&dir.path().join("two"), &pg_args);
+        let (token, _) = one.token(&["--uses", "2"]);
+        let a = one.join(&token, a_seed).await.unwrap();
+        let b = two.join(&token, b_seed).await.unwrap();
+        let a_client = HubClient::connect_mtls(&one.addr, &a.credentials)
+            .await
+            .unwrap();
+        let b_client = HubClient::connect_mtls(&two.addr, &b.credentials)
+            .await
+            .unwrap();
+        Some(Self {
+            a_id: a.node_id.to_string(),
+            b_id: b.node_id.to_string(),
+            _pg: pg,
+            _dir: dir,
+            url,
+            one,
+            two,
+            b,
+            a_client,
+            b_client,
+        })
+    }
+}
+
+/// The kind of A's first signal to B: only the lower ID may invite.
+fn first_kind(a_id: &str, b_id: &str) -> SignalKind {
+    if a_id < b_id {
+        SignalKind::Invite
+    } else {
+        SignalKind::Offer
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_on_two_replicas_exchange_candidates_and_signals_across_a_replica_restart() {
-    let Some(pg) = PgCluster::start() else { return };
-    let url = pg.create_db("signals");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(pair) = TwoReplicas::start("signals", 0x31, 0x32).await else {
+        return;
+    };
+    let TwoReplicas {
+        _pg,
+        _dir,
+        url,
+        one,
+        two,
+        b,
+        a_id,
+        b_id,
+        a_client,
+        b_client,
+        ..
+    } = pair;
     let pg_args = ["--postgres", url.as_str()];
-    let one = HubProc::start_with(&dir.path().join("one"), &pg_args);
-    copy_keys(&one.dir, &dir.path().join("two"));
-    let two = HubProc::start_with(&dir.path().join("two"), &pg_args);
-
-    // A joins through replica one, B through replica two.
-    let (token, _) = one.token(&["--uses", "2"]);
-    let a = one.join(&token, 0x31).await.unwrap();
-    let b = two.join(&token, 0x32).await.unwrap();
-    let (a_id, b_id) = (a.node_id.to_string(), b.node_id.to_string());
-    let a_client = HubClient::connect_mtls(&one.addr, &a.credentials)
-        .await
-        .unwrap();
-    let b_client = HubClient::connect_mtls(&two.addr, &b.credentials)
-        .await
-        .unwrap();
 
     // A's candidates, reported to replica one, reach B's topology on replica two.
     let mut b_topology = b_client
@@ -122,11 +178,7 @@ async fn nodes_on_two_replicas_exchange_candidates_and_signals_across_a_replica_
     let mut a_signals = open_signals(&a_client).await;
     let mut b_signals = open_signals(&b_client).await;
     // Only the lower ID may invite.
-    let a_first = if a_id < b_id {
-        SignalKind::Invite
-    } else {
-        SignalKind::Offer
-    };
+    let a_first = first_kind(&a_id, &b_id);
     a_signals
         .send
         .send(signal(&b_id, a_first, 1))
@@ -233,41 +285,28 @@ fn forwarded_rows(url: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_revoked_on_one_replica_loses_its_signaling_stream_on_another() {
-    let Some(pg) = PgCluster::start() else { return };
-    let url = pg.create_db("revoke_across");
-    let dir = tempfile::tempdir().unwrap();
-    let pg_args = ["--postgres", url.as_str()];
-    let one = HubProc::start_with(&dir.path().join("one"), &pg_args);
-    copy_keys(&one.dir, &dir.path().join("two"));
-    let two = HubProc::start_with(&dir.path().join("two"), &pg_args);
-
-    let (token, _) = one.token(&["--uses", "2"]);
-    let a = one.join(&token, 0x41).await.unwrap();
-    let b = two.join(&token, 0x42).await.unwrap();
-    let (a_id, b_id) = (a.node_id.to_string(), b.node_id.to_string());
-    let a_client = HubClient::connect_mtls(&one.addr, &a.credentials)
-        .await
-        .unwrap();
-    let b_client = HubClient::connect_mtls(&two.addr, &b.credentials)
-        .await
-        .unwrap();
-    let a_signals = open_signals(&a_client).await;
-    let mut b_signals = open_signals(&b_client).await;
-    // B's stream on two is live: a signal from A on one reaches it.
-    let a_first = if a_id < b_id {
-        SignalKind::Invite
-    } else {
-        SignalKind::Offer
+    let Some(pair) = TwoReplicas::start("revoke_across", 0x41, 0x42).await else {
+        return;
     };
-    a_signals
-        .send
-        .send(signal(&b_id, a_first, 1))
-        .await
-        .unwrap();
-    assert_eq!(next_signal(&mut b_signals).await.peer_id, a_id);
+    let TwoReplicas {
+        one,
+        two,
+        b,
+        a_id,
+        b_id,
+        a_client,
+        b_client,
+        ..
+    } = &pair;
+    let a_signals = open_signals(a_client).await;
+    let mut b_signals = open_signals(b_client).await;
+    // B's stream on two is live: a signal from A on one reaches it.
+    let a_first = first_kind(a_id, b_id);
+    a_signals.send.send(signal(b_id, a_first, 1)).await.unwrap();
+    assert_eq!(&next_signal(&mut b_signals).await.peer_id, a_id);
 
     // Revoked through replica one: replica two ends B's stream, and refuses B's next call.
-    one.admin_ok(&["nodes", "revoke", &b_id]);
+    one.admin_ok(&["nodes", "revoke", b_id]);
     let ended = within(b_signals.inbound.message()).await;
     assert!(
         matches!(ended, Ok(None) | Err(_)),
@@ -284,6 +323,5 @@ async fn a_node_revoked_on_one_replica_loses_its_signaling_stream_on_another() {
     };
     assert!(refused, "revoked B got a new signaling stream on two");
     drop(a_signals);
-    drop(one);
-    drop(two);
+    drop(pair);
 }
