@@ -181,7 +181,7 @@ pub struct RunConfig {
     /// classifier, the TUN steering program and the Critical socket. `false` leaves the
     /// userspace classifier alone (to compare, or on a kernel that misbehaves).
     pub kernel_offload: bool,
-    /// `node.ice` (default true): ICE sessions with every peer, signaled through the
+    /// `node.ice` (default false): ICE sessions with every peer, signaled through the
     /// hub (needs `[hub]`): a webrtc-ice agent per peer on the mesh port finds the direct
     /// pair; TURN takes the session after 300 ms without a direct answer while the checks
     /// run.
@@ -247,7 +247,7 @@ impl RunConfig {
             lane_rules: parse_lanes(&raw.lanes)?,
             turn: super::turn::parse_turn(&raw.turn)?,
             kernel_offload: node.kernel_offload.unwrap_or(true),
-            ice: node.ice.unwrap_or(true),
+            ice: node.ice.unwrap_or(false),
             realtime_priority: parse_realtime_priority(node.realtime_priority)?,
             bonding: parse_bonding(node.bonding.as_deref())?,
         };

@@ -5,8 +5,8 @@
 //! is taken, [`TRIALS`] times over a direct path (cone NAT on both sides) and over TURN
 //! (symmetric NAT on one side). It prints the median and p99 of each (nearest rank), and
 //! asserts only that every trial connected on the expected path type — timings go to
-//! docs/benchmarks.md, not into assertions. The nodes run ICE (`node.ice`, the default;
-//! `BAUXITE_NATLAB_ICE=0` dials sequentially), where a session may come up on TURN while the checks run: the
+//! docs/benchmarks.md, not into assertions. With `BAUXITE_NATLAB_ICE=1` the nodes run ICE
+//! (`node.ice = true`), where a session may come up on TURN while the checks run: the
 //! first reply may then cross TURN, so a trial also takes the time until site 0 reports
 //! the expected path type (polled through `bauxite status`), and prints both.
 
