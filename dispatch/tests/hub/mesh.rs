@@ -191,6 +191,12 @@ impl MeshNode {
                         fetch.recycle(chunk);
                     }
                     FetchEvent::Finished => finished = true,
+                    // The only server timed out a few times in a row (a loaded machine,
+                    // or requests sent while the session still came up): with one server
+                    // that reorders nothing, and the transfer must still finish verified.
+                    FetchEvent::ServerDeprioritised { server } => {
+                        eprintln!("server {server:?} deprioritised: {:?}", fetch.stats());
+                    }
                     other => panic!("unexpected {other:?}"),
                 }
             }
