@@ -9,30 +9,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BAUXITE: &str = env!("CARGO_BIN_EXE_bauxite");
+use support::{BAUXITE, wait_for};
+
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
-#[allow(clippy::disallowed_methods)] // a test's deadline is wall time by nature
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A static-mesh node: an identity from the real `bauxite keygen` and a config.
 struct Setup {

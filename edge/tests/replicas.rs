@@ -13,30 +13,16 @@
 #[path = "../../dispatch/tests/support/pg_cluster.rs"]
 mod pg_cluster;
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{BAUXITE, LIMIT, wait_for};
+
 use pg_cluster::PgCluster;
-
-const BAUXITE: &str = env!("CARGO_BIN_EXE_bauxite");
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn dispatch_bin() -> PathBuf {
     let bin = Path::new(BAUXITE).with_file_name("bauxite-dispatch");
