@@ -249,6 +249,16 @@ fn lateness_max(stats: &serde_json::Value) -> Duration {
     Duration::from_secs_f64(stats["lateness"]["max_us"].as_f64().unwrap() / 1e6)
 }
 
+/// The `q` quantile of `rtts`. Upper bounds are checked on a high quantile, not the
+/// maximum: the model can only add delay, so the floor holds for every packet, but a
+/// ping that the host scheduled late (a loaded machine) says nothing about the model.
+fn quantile(rtts: &[Duration], q: f64) -> Duration {
+    let mut sorted = rtts.to_vec();
+    sorted.sort();
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
 /// Allowance for the two kernel stacks and ping itself, beyond the model and the
 /// emulator's own lateness.
 const STACK: Duration = Duration::from_millis(2);
@@ -259,12 +269,18 @@ fn configured_delay_and_jitter_show_in_ping_rtts() {
         return;
     }
     let mut lab = Lab::new(&["--delay-ms", "15", "--jitter-ms", "2", "--seed", "3"]);
-    let (min, max) = lab.ping(30, 30, "0.05");
+    let rtts = lab.ping_each(30, "0.05");
     let stats = lab.stop();
+    assert_eq!(rtts.len(), 30, "{stats}");
     // Each way takes 15 ± 2 ms in the model, plus however late the emulator wrote it.
+    let min = rtts.iter().min().copied().unwrap_or_default();
     assert!(min >= Duration::from_millis(26), "min RTT {min:?}");
     let bound = Duration::from_millis(34) + 2 * lateness_max(&stats) + STACK;
-    assert!(max <= bound, "max RTT {max:?} above {bound:?}: {stats}");
+    let p90 = quantile(&rtts, 0.9);
+    assert!(
+        p90 <= bound,
+        "p90 RTT {p90:?} above {bound:?}: {rtts:?} {stats}"
+    );
 }
 
 #[test]
@@ -475,11 +491,12 @@ fn trace_file_steps_the_delay() {
     // [2 x 5 ms, 2 x 30 ms + slack]; and both steps show.
     for rtt in &rtts {
         assert!(*rtt >= Duration::from_millis(10), "{rtt:?}");
-        assert!(
-            *rtt <= Duration::from_millis(60) + slack,
-            "{rtt:?}: {stats}"
-        );
     }
+    let p90 = quantile(&rtts, 0.9);
+    assert!(
+        p90 <= Duration::from_millis(60) + slack,
+        "p90 {p90:?}: {rtts:?} {stats}"
+    );
     let low = rtts
         .iter()
         .filter(|r| **r <= Duration::from_millis(10) + slack)
@@ -500,10 +517,16 @@ fn lte_profile_keeps_rtts_within_its_delay_range() {
         return;
     }
     let mut lab = Lab::new(&["--profile", "lte", "--seed", "5"]);
-    let (min, max) = lab.ping(100, 90, "0.02");
+    let rtts = lab.ping_each(100, "0.02");
     let stats = lab.stop();
+    assert!(rtts.len() >= 90, "{} replies: {stats}", rtts.len());
     // One way: 20-40 ms base, ±5 ms jitter, an idle buffer (84-byte pings).
+    let min = rtts.iter().min().copied().unwrap_or_default();
     assert!(min >= Duration::from_millis(30), "min RTT {min:?}");
     let bound = Duration::from_millis(90) + 2 * lateness_max(&stats) + STACK;
-    assert!(max <= bound, "max RTT {max:?} above {bound:?}: {stats}");
+    let p90 = quantile(&rtts, 0.9);
+    assert!(
+        p90 <= bound,
+        "p90 RTT {p90:?} above {bound:?}: {rtts:?} {stats}"
+    );
 }
