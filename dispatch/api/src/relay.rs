@@ -91,10 +91,12 @@ mod tests {
             let via_a = relay_via(a, ha, b, hb);
             let via_b = relay_via(b, hb, a, ha);
             // Where each end's frames land: its home or the replica it visits.
-            let lands = |via: RelayVia<'_>, own: &'static str| match via {
-                RelayVia::Home => own,
-                RelayVia::Visit(url) => url,
-            };
+            fn lands<'a>(via: RelayVia<'a>, own: &'a str) -> &'a str {
+                match via {
+                    RelayVia::Home => own,
+                    RelayVia::Visit(url) => url,
+                }
+            }
             proptest::prop_assert_eq!(lands(via_a, ha), lands(via_b, hb), "both ends meet on one replica");
             proptest::prop_assert_eq!(lands(via_a, ha), home(if a < b { a_on_r1 } else { b_on_r1 }), "the lower ID's replica");
             proptest::prop_assert!(via_a == RelayVia::Home || via_b == RelayVia::Home);
