@@ -37,6 +37,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Serve`'s options costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the hub.
     Serve {
