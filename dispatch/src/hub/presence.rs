@@ -7,7 +7,7 @@
 //! topology as `Peer.relay_hub`. A replica records its own nodes (at attach, removed at
 //! detach); rows left by a replica that died (its database session is gone) are removed by
 //! whichever live replica sweeps first, and a replica whose own rows died with its
-//! database connection writes them again: [`presence_plan`] decides both, from what the
+//! database connection writes them again: `presence_plan` decides both, from what the
 //! store holds and what is attached here. Presence is an observation like candidates:
 //! never audited, every change bumps the topology version. Frames never cross between
 //! replicas: the node that needs to reach a peer on another replica opens a visit
@@ -92,7 +92,7 @@ impl Hub {
     }
 
     /// Brings the stored presence in line with this replica's streams and removes dead
-    /// replicas' rows ([`presence_plan`]); returns how many presences changed. The server
+    /// replicas' rows (`presence_plan`); returns how many presences changed. The server
     /// calls it every [`SWEEP_INTERVAL`].
     pub fn sweep_relay_presence(&self) -> Result<usize> {
         let Some(me) = self.replica_url() else {
