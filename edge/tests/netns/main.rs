@@ -23,7 +23,10 @@ mod natlab;
 mod offload;
 mod operator;
 mod path_bench;
+#[path = "../../../dispatch/tests/support/pg_cluster.rs"]
+mod pg_cluster;
 mod quickstart;
+mod relay_replicas;
 mod ros;
 mod support;
 mod turn;
