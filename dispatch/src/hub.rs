@@ -22,6 +22,7 @@ mod forward;
 pub mod journal;
 mod mesh_node;
 mod operator;
+pub mod presence;
 pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
@@ -91,6 +92,9 @@ struct State {
     updates: updates::UpdateBook,
     /// Operator-signed key records by node, distributed with them (`operator.rs`).
     signatures: BTreeMap<PeerId, Vec<u8>>,
+    /// The replica each node holds its home relay stream on (`presence.rs`; a shared
+    /// store only).
+    relay_hubs: BTreeMap<PeerId, String>,
 }
 
 /// The hub: store, CA, in-memory view and change feeds.
@@ -118,6 +122,9 @@ pub struct Hub {
     node_cert_validity: u64,
     /// Bumped whenever an update assignment changes (`WatchUpdates` streams wake on it).
     assignments: watch::Sender<u64>,
+    /// The URL nodes reach this replica at, recorded as their relay presence
+    /// (`presence.rs`); unset on a hub alone on its store.
+    replica_url: std::sync::OnceLock<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +154,7 @@ impl Hub {
             confirm_window: DEFAULT_CONFIRM_WINDOW_SECS,
             node_cert_validity: crate::pki::ca::LEAF_LIFETIME_SECS,
             assignments: watch::channel(0).0,
+            replica_url: std::sync::OnceLock::new(),
         };
         let detail = format!("mesh {}, CA {}", hub.cidr, hub.ca.fingerprint());
         hub.commit(now, "hub", "hub.start", detail, Change::default())?;
@@ -347,6 +355,7 @@ impl Hub {
         for (node, observed) in change.observed {
             state.apply_observed_of(node, observed);
         }
+        state.apply_presence(&change.relay_presence);
         if let Some(version) = change
             .topology_version
             .filter(|v| *v > state.topology_version)
@@ -394,8 +403,10 @@ impl State {
             hub_node: store.hub_node()?,
             updates: updates::UpdateBook::load(store)?,
             signatures: store.operator_signatures()?.into_iter().collect(),
+            relay_hubs: BTreeMap::new(),
         };
         state.load_observed(store)?;
+        state.load_presence(store)?;
         Ok(state)
     }
 }
@@ -447,6 +458,7 @@ fn snapshot(state: &State) -> proto::node::TopologySnapshot {
                         .get(&n.id)
                         .map_or(0, |r| u32::from(r.server_id)),
                     operator_signature: state.signatures.get(&n.id).cloned().unwrap_or_default(),
+                    relay_hub: state.relay_hubs.get(&n.id).cloned().unwrap_or_default(),
                 }
             })
             .collect(),

@@ -37,6 +37,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Serve`'s options costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the hub.
     Serve {
@@ -93,6 +95,11 @@ enum Command {
         /// to every local user.
         #[arg(long, env = "BAUXITE_DISPATCH_POSTGRES", hide_env_values = true)]
         postgres: Option<String>,
+        /// With --postgres: the URL nodes reach this replica at (as they list it in
+        /// `hub.urls`), published to peers so two relay-only nodes on different replicas
+        /// meet on one. Default: https:// and the --listen address, when it is not 0.0.0.0.
+        #[arg(long)]
+        replica_url: Option<String>,
     },
     /// Apply the PostgreSQL schema migrations this hub needs (`serve --postgres` also does
     /// at start); prints each one applied.
@@ -521,6 +528,7 @@ async fn main() -> ExitCode {
             turn_secret_file,
             turn_ttl,
             postgres,
+            replica_url,
         } => {
             init_logs(*log_format);
             let turn = if turn_urls.is_empty() {
@@ -549,6 +557,7 @@ async fn main() -> ExitCode {
                 admin_ui_listen: *admin_ui_listen,
                 turn,
                 postgres: postgres.clone(),
+                replica_url: replica_url.clone(),
                 ..ServeConfig::new(*listen, cli.data_dir.clone())
             };
             serve(&cli, config).await.map(|()| ExitCode::SUCCESS)

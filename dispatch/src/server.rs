@@ -90,6 +90,11 @@ pub struct ServeConfig {
     /// A PostgreSQL URL: keep the state there, shared with other replicas, instead of in
     /// `hub.db` ([`crate::store::PgStore`]).
     pub postgres: Option<String>,
+    /// With `postgres`: the URL nodes reach this replica at, recorded as the relay
+    /// presence of its nodes (docs/hub.md, "The relay across replicas"); `None`:
+    /// `https://` and the gRPC listen address, unless that is unspecified (0.0.0.0), in
+    /// which case nothing is recorded and relay-only nodes meet only on one replica.
+    pub replica_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -108,6 +113,7 @@ impl ServeConfig {
             admin_ui_listen: None,
             turn: None,
             postgres: None,
+            replica_url: None,
         }
     }
 }
@@ -235,6 +241,17 @@ impl BoundHub {
         let grpc_addr = grpc
             .local_addr()
             .map_err(Error::io("read address of", "gRPC listener"))?;
+        if config.postgres.is_some() {
+            match replica_url(config.replica_url.as_deref(), grpc_addr) {
+                Some(url) => {
+                    tracing::info!(%url, "relay presence recorded under this replica URL");
+                    hub.set_replica_url(url);
+                }
+                None => tracing::warn!(
+                    "listening on an unspecified address without --replica-url: relay-only nodes on other replicas cannot meet this replica's nodes"
+                ),
+            }
+        }
         let repo = Arc::new(update_repo(dir, now, config.root_key_out.as_deref())?);
         hosting::reconcile(&hub, &repo)?;
         let mesh_config = MeshConfig {
@@ -337,6 +354,7 @@ impl BoundHub {
             tokio::spawn(crate::admin_ui::serve(listener, ui));
         }
         let sweeper = tokio::spawn(expire_registrations(self.hub.clone()));
+        let presence = tokio::spawn(sweep_relay_presence(self.hub.clone()));
         let hub = self.hub;
         self.mesh.run(hub.clone());
         let hosting = self.hosting;
@@ -402,8 +420,39 @@ impl BoundHub {
             }
         };
         sweeper.abort();
+        presence.abort();
         let _ = std::fs::remove_file(&addr_file);
         result
+    }
+}
+
+/// The URL recorded as this replica's relay presence: `configured`, or `https://` and the
+/// listen address when it is a specific one.
+fn replica_url(configured: Option<&str>, listen: SocketAddr) -> Option<String> {
+    match configured {
+        Some(url) => Some(url.trim_end_matches('/').to_owned()),
+        None if listen.ip().is_unspecified() => None,
+        None => Some(format!("https://{listen}")),
+    }
+}
+
+/// Reconciles the relay presence every [`SWEEP_INTERVAL`](crate::hub::presence::SWEEP_INTERVAL):
+/// dead replicas' rows go, this replica's lost ones come back (a no-op without replicas).
+async fn sweep_relay_presence(hub: Arc<Hub>) {
+    if hub.replica_url().is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(crate::hub::presence::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let swept = hub.clone();
+        match tokio::task::spawn_blocking(move || swept.sweep_relay_presence()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(changed)) => tracing::info!(changed, "relay presence reconciled"),
+            Ok(Err(error)) => tracing::warn!(%error, "relay presence sweep failed; retrying"),
+            Err(error) => tracing::warn!(%error, "relay presence sweep stopped"),
+        }
     }
 }
 

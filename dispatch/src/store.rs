@@ -112,6 +112,25 @@ pub struct Change {
     /// What nodes reported about themselves (candidates, ROS role), by node. Kept only by
     /// a store shared between replicas ([`Store::observed`]); others ignore it.
     pub observed: Vec<(PeerId, ObservedRecord)>,
+    /// Where nodes hold their hub relay stream, by node: `Some(replica URL)` written at
+    /// attach, `None` removed at detach (docs/hub.md, "The relay across replicas"). Kept
+    /// only by a store shared between replicas ([`Store::relay_presence`]), tied to the
+    /// writing replica's database session; others ignore it.
+    pub relay_presence: Vec<(PeerId, Option<String>)>,
+}
+
+/// One stored relay presence: `node` holds its relay stream on the replica at `replica`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayPresenceRow {
+    /// The node.
+    pub node: PeerId,
+    /// The URL of the replica it holds its relay stream on.
+    pub replica: String,
+    /// Whether the database session of the replica that wrote the row still exists
+    /// (`false`: that replica died or lost its connection; the row is to be ignored).
+    pub alive: bool,
+    /// Whether this process's own session wrote it.
+    pub mine: bool,
 }
 
 /// What a node reported about itself, shared between replicas so its peers on every
@@ -178,6 +197,11 @@ pub trait Store: Send + Sync {
     /// (a store of one process: the hub keeps them in memory).
     fn observed(&self) -> Result<Option<Vec<(PeerId, ObservedRecord)>>> {
         Ok(None)
+    }
+    /// Every stored relay presence, live or dead (empty: this store is not shared, and
+    /// nodes meet on the one hub there is).
+    fn relay_presence(&self) -> Result<Vec<RelayPresenceRow>> {
+        Ok(Vec::new())
     }
     /// Hands a signaling message (encoded `Signal`) for `to` to the other replicas: kept
     /// until one of them [takes](Self::take_signals) it, and announced to them. `false`:

@@ -455,6 +455,9 @@ impl HubConnector {
                         .collect();
                     turn.permits.send_replace(addrs);
                 }
+                if let Some(relay) = &self.relay {
+                    relay.set_relay_hubs(snapshot);
+                }
                 self.send(Query::ReplacePeers(peers)).await?;
                 Ok(next_expiry)
             }
@@ -638,7 +641,10 @@ impl HubConnector {
         // The data channel; a hub without it (or a failure to open it) costs only the
         // fallback, never the connection.
         let mut relay = match &self.relay {
-            Some(link) => link.open(&hub).await,
+            Some(link) => {
+                link.open(&hub, self.me, &self.config.url, credentials.clone())
+                    .await
+            }
             None => None,
         };
         let mut signals = match &self.signals {

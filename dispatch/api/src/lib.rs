@@ -10,6 +10,7 @@
 //!   [`pki`]: what a hub-issued certificate binds, and the key-file rules both sides keep;
 //! - [`operator`]: the operator lock's signed node key records and their check;
 //! - [`topology`]: topology deltas (computed by the hub, applied by the node);
+//! - [`relay`]: on which replica two relay-only nodes meet (the node's sans-IO choice);
 //! - [`refusal`]: why the hub refused a call, as a typed value in the gRPC status details
 //!   (the hub builds statuses with [`Refusal::to_status`], clients read them back with
 //!   [`Refusal::from_status`]);
@@ -26,6 +27,7 @@ pub mod pki;
 pub mod proof;
 pub mod proto;
 pub mod refusal;
+pub mod relay;
 pub mod token;
 pub mod topology;
 

@@ -86,42 +86,99 @@ fn refill(elapsed: Duration) -> u64 {
 struct Stream {
     number: u64,
     tx: mpsc::Sender<RelayFrame>,
+}
+
+/// A node's streams on this hub and its budget (shared by its streams: the rate limit
+/// is per node on each hub, whatever the number of streams).
+struct Attached {
+    home: Option<Stream>,
+    visit: Option<Stream>,
     budget: Budget,
 }
 
-/// Open relay streams, one per node (a newer stream replaces an older one).
+impl Attached {
+    fn holds(&self, stream: u64) -> bool {
+        [&self.home, &self.visit]
+            .into_iter()
+            .flatten()
+            .any(|s| s.number == stream)
+    }
+}
+
+/// Which of a node's relay streams a stream is (docs/hub.md, "The relay across replicas").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamRole {
+    /// The node's own stream on the replica it is connected to: recorded as its relay
+    /// presence, where the peers with higher IDs come to meet it.
+    Home,
+    /// A stream the node opened on another replica to meet a lower-ID peer there
+    /// (`bauxite_dispatch_api::relay::VISIT_METADATA`); never recorded as its presence.
+    Visit,
+}
+
+/// Open relay streams, at most one of each role per node (a newer stream replaces an
+/// older one of its role).
 #[derive(Default)]
 pub struct DatagramRelay {
-    online: BTreeMap<PeerId, Stream>,
+    online: BTreeMap<PeerId, Attached>,
     next_stream: u64,
 }
 
 impl DatagramRelay {
-    /// Registers `node`'s relay stream at `now`, replacing an older one (whose frames are
-    /// refused from then on). Returns the stream's number, for [`route`](Self::route) and
-    /// [`detach`](Self::detach).
+    /// Registers `node`'s home relay stream at `now`, replacing an older one (whose
+    /// frames are refused from then on). Returns the stream's number, for
+    /// [`route`](Self::route) and [`detach`](Self::detach).
     pub fn attach(&mut self, node: PeerId, now: Instant) -> (u64, mpsc::Receiver<RelayFrame>) {
+        self.attach_as(node, StreamRole::Home, now)
+    }
+
+    /// Registers `node`'s relay stream of `role` at `now`, replacing an older one of that
+    /// role. Returns the stream's number.
+    pub fn attach_as(
+        &mut self,
+        node: PeerId,
+        role: StreamRole,
+        now: Instant,
+    ) -> (u64, mpsc::Receiver<RelayFrame>) {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         self.next_stream += 1;
-        self.online.insert(
-            node,
-            Stream {
-                number: self.next_stream,
-                tx,
-                budget: Budget::new(now),
-            },
-        );
+        let stream = Stream {
+            number: self.next_stream,
+            tx,
+        };
+        let attached = self.online.entry(node).or_insert_with(|| Attached {
+            home: None,
+            visit: None,
+            budget: Budget::new(now),
+        });
+        match role {
+            StreamRole::Home => attached.home = Some(stream),
+            StreamRole::Visit => attached.visit = Some(stream),
+        }
         (self.next_stream, rx)
     }
 
-    /// Unregisters stream `stream` of `node`, unless a newer stream replaced it.
-    pub fn detach(&mut self, node: PeerId, stream: u64) {
-        if self.online.get(&node).is_some_and(|s| s.number == stream) {
+    /// Unregisters stream `stream` of `node`, unless a newer stream replaced it. Returns
+    /// whether that was `node`'s home stream (its relay presence here ends).
+    pub fn detach(&mut self, node: PeerId, stream: u64) -> bool {
+        let Some(attached) = self.online.get_mut(&node) else {
+            return false;
+        };
+        let mut was_home = false;
+        if attached.home.as_ref().is_some_and(|s| s.number == stream) {
+            attached.home = None;
+            was_home = true;
+        }
+        if attached.visit.as_ref().is_some_and(|s| s.number == stream) {
+            attached.visit = None;
+        }
+        if attached.home.is_none() && attached.visit.is_none() {
             self.online.remove(&node);
         }
+        was_home
     }
 
-    /// Closes `node`'s stream (on revocation): its frames are refused from then on.
+    /// Closes `node`'s streams (on revocation): its frames are refused from then on.
     pub fn detach_all(&mut self, node: PeerId) {
         self.online.remove(&node);
     }
@@ -134,6 +191,15 @@ impl DatagramRelay {
     /// Whether `node` has an open relay stream.
     pub fn is_online(&self, node: PeerId) -> bool {
         self.online.contains_key(&node)
+    }
+
+    /// The nodes whose home stream is open here, in peer-ID order.
+    pub fn homes(&self) -> Vec<PeerId> {
+        self.online
+            .iter()
+            .filter(|(_, a)| a.home.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Relays `frame` from stream `stream` of the authenticated `from` to the node its
@@ -151,7 +217,7 @@ impl DatagramRelay {
         let sender = self
             .online
             .get_mut(&from)
-            .filter(|s| s.number == stream)
+            .filter(|a| a.holds(stream))
             .ok_or(RelayDrop::SenderDetached)?;
         if to == from {
             return Err(RelayDrop::SelfAddressed);
@@ -162,7 +228,12 @@ impl DatagramRelay {
         if !sender.budget.take(now, frame.datagram.len()) {
             return Err(RelayDrop::RateLimited);
         }
-        let destination = self.online.get(&to).ok_or(RelayDrop::Offline)?;
+        // The home stream first; a visiting node is reached on its visit stream.
+        let destination = self
+            .online
+            .get(&to)
+            .and_then(|a| a.home.as_ref().or(a.visit.as_ref()))
+            .ok_or(RelayDrop::Offline)?;
         frame.peer_id = from.0.to_vec();
         destination.tx.try_send(frame).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => RelayDrop::QueueFull,
@@ -264,6 +335,43 @@ mod tests {
         );
         rxb.try_recv().unwrap();
         assert!(r.route(now, id(1), sa, frame(id(2), 1)).is_ok());
+    }
+
+    #[test]
+    fn a_visiting_node_is_reached_and_shares_its_budget_and_only_home_counts_as_presence() {
+        let now = Instant::now_for_tests();
+        let mut r = DatagramRelay::default();
+        let (sa, _rxa) = r.attach(id(1), now);
+        let (visit, mut rxb) = r.attach_as(id(2), StreamRole::Visit, now);
+        assert_eq!(r.homes(), vec![id(1)], "a visit is not a presence");
+        r.route(now, id(1), sa, frame(id(2), 10)).unwrap();
+        assert_eq!(rxb.try_recv().unwrap().peer_id, id(1).0.to_vec());
+        // The visitor sends on its visit stream; its home stream elsewhere is unknown here.
+        r.route(now, id(2), visit, frame(id(1), 10)).unwrap();
+        // A home stream of the same node opened later does not end the visit stream, and
+        // both streams spend one budget.
+        let (home, _rxh) = r.attach(id(2), now);
+        let full = usize::try_from(BURST_BYTES).unwrap();
+        assert!(
+            r.route(now, id(2), visit, frame(id(1), MAX_DATAGRAM))
+                .is_ok()
+        );
+        let mut spent = MAX_DATAGRAM + 10;
+        while spent + MAX_DATAGRAM <= full {
+            r.route(now, id(2), home, frame(id(1), MAX_DATAGRAM)).ok();
+            spent += MAX_DATAGRAM;
+        }
+        assert_eq!(
+            r.route(now, id(2), visit, frame(id(1), MAX_DATAGRAM)),
+            Err(RelayDrop::RateLimited),
+            "the two streams share the node's budget"
+        );
+        assert!(
+            !r.detach(id(2), visit),
+            "a visit's end is not a presence's end"
+        );
+        assert!(r.detach(id(2), home), "the home stream's end is");
+        assert!(!r.is_online(id(2)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth;
 use super::feeds::Feed;
 use crate::hub::Hub;
-use crate::hub::relay::RelayDrop;
+use crate::hub::relay::{RelayDrop, StreamRole};
 use crate::proto::node::metrics_service_server::MetricsService;
 use crate::proto::node::relay_service_server::RelayService;
 use crate::proto::node::signaling_service_server::SignalingService;
@@ -112,19 +112,35 @@ impl RelayService for Relay {
     type RelayStream = Feed<RelayFrame>;
 
     /// Frames that break the relay rules are dropped and counted (and the first of each
-    /// stream logged); the stream stays. A revoked node's stream ends.
+    /// stream logged); the stream stays. A revoked node's stream ends. A home stream (no
+    /// visit metadata) is recorded as the node's relay presence on a replica.
     async fn relay(
         &self,
         request: Request<Streaming<RelayFrame>>,
     ) -> Result<Response<Self::RelayStream>, Status> {
         let me = auth::node(&self.0, &request)?;
-        let (stream_no, outbound) = self.0.relays().attach(me, now());
+        let role = if request
+            .metadata()
+            .contains_key(bauxite_dispatch_api::relay::VISIT_METADATA)
+        {
+            StreamRole::Visit
+        } else {
+            StreamRole::Home
+        };
+        let (stream_no, outbound) = self.0.relays().attach_as(me, role, now());
         // A revocation between the certificate check and the attach would leave the
         // revoked node attached: check again now that it is.
         if !self.0.is_active(me) {
             self.0.relays().detach(me, stream_no);
             return Err(Refusal::Revoked
                 .to_status("this node was revoked; it must join again with a new identity"));
+        }
+        if role == StreamRole::Home
+            && let Err(error) = self.0.relay_attached(me)
+        {
+            // The relay works on this replica; peers on others meet it once the sweep
+            // records it.
+            tracing::warn!(node = %me, %error, "relay presence not recorded; retried by the sweep");
         }
         let mut inbound = request.into_inner();
         let hub = self.0.clone();
@@ -160,6 +176,13 @@ impl RelayService for Relay {
                 }
             }
             hub.relays().detach(me, stream_no);
+            // A stopping replica's presence dies with its database session.
+            if role == StreamRole::Home
+                && !*closing.borrow()
+                && let Err(error) = hub.relay_detached(me)
+            {
+                tracing::warn!(node = %me, %error, "relay presence not removed; the sweep will");
+            }
         });
         Ok(Response::new(Box::pin(
             ReceiverStream::new(outbound).map(Ok),

@@ -17,6 +17,7 @@
 
 mod commit;
 pub mod listen;
+mod presence;
 mod signals;
 
 use std::sync::Mutex;
@@ -27,7 +28,7 @@ use postgres::{Client, NoTls};
 
 use super::{
     AssignmentRecord, Change, NodeRecord, ObservedRecord, PackageRecord, PendingRecord,
-    PolicyRecord, Store, UpdateReportRecord, decode,
+    PolicyRecord, RelayPresenceRow, Store, UpdateReportRecord, decode,
 };
 use crate::audit::AuditHead;
 use crate::token::{TokenId, TokenRecord};
@@ -362,6 +363,10 @@ impl Store for PgStore {
             .map(|(key, record)| Ok((peer_key(&key)?, record)))
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    fn relay_presence(&self) -> Result<Vec<RelayPresenceRow>> {
+        self.call(presence::read)
     }
 
     fn forward_signal(&self, to: PeerId, message: Vec<u8>) -> Result<bool> {

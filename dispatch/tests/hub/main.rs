@@ -19,6 +19,7 @@ mod packages;
 mod pg_cluster;
 mod policy;
 mod relay;
+mod relay_replicas;
 mod renew;
 mod replicas;
 mod restart;

@@ -81,22 +81,23 @@ async fn candidate_seen(feed: &mut Streaming<TopologySnapshot>, peer: &str, cand
 
 /// Two replicas on one throwaway PostgreSQL database; node A joined through the first and
 /// node B through the second, each with a client on its own replica.
-struct TwoReplicas {
-    _pg: PgCluster,
-    _dir: tempfile::TempDir,
-    url: String,
-    one: HubProc,
-    two: HubProc,
-    b: JoinResult,
-    a_id: String,
-    b_id: String,
-    a_client: HubClient,
-    b_client: HubClient,
+pub(crate) struct TwoReplicas {
+    pub(crate) _pg: PgCluster,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) one: HubProc,
+    pub(crate) two: HubProc,
+    pub(crate) a: JoinResult,
+    pub(crate) b: JoinResult,
+    pub(crate) a_id: String,
+    pub(crate) b_id: String,
+    pub(crate) a_client: HubClient,
+    pub(crate) b_client: HubClient,
 }
 
 impl TwoReplicas {
     /// `None` when PostgreSQL is not installed (the test is then skipped, as elsewhere).
-    async fn start(db: &str, a_seed: u8, b_seed: u8) -> Option<Self> {
+    pub(crate) async fn start(db: &str, a_seed: u8, b_seed: u8) -> Option<Self> {
         let pg = PgCluster::start()?;
         let url = pg.create_db(db);
         let dir = tempfile::tempdir().unwrap();
@@ -121,6 +122,7 @@ impl TwoReplicas {
             url,
             one,
             two,
+            a,
             b,
             a_client,
             b_client,

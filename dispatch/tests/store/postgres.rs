@@ -29,7 +29,7 @@ fn migrations_run_once_and_the_state_survives_a_reopen() {
     let Some(pg) = PgCluster::start() else { return };
     let url = pg.create_db("reopen");
     let applied = postgres::migrate(&url).unwrap();
-    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert_eq!(applied.len(), 3, "{applied:?}");
     assert!(
         postgres::migrate(&url).unwrap().is_empty(),
         "nothing left to apply"

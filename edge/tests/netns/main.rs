@@ -23,7 +23,12 @@ mod natlab;
 mod offload;
 mod operator;
 mod path_bench;
+// The throwaway PostgreSQL cluster's bounded waits read the clock: a test's IO shell.
+#[allow(clippy::disallowed_methods)]
+#[path = "../../../dispatch/tests/support/pg_cluster.rs"]
+mod pg_cluster;
 mod quickstart;
+mod relay_replicas;
 mod ros;
 mod support;
 mod turn;

@@ -130,6 +130,9 @@ pub(super) fn commit(client: &mut Client, change: &Change) -> Result<()> {
     for (node, observed) in &change.observed {
         upsert(&mut tx, "observations", &node.0, &encode(observed))?;
     }
+    for (node, replica) in &change.relay_presence {
+        super::presence::write(&mut tx, *node, replica.as_deref())?;
+    }
     let mut len = head.len;
     if let Some(entry) = &change.audit {
         if head.len != entry.body.index || head.hash != entry.body.prev {
