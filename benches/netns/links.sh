@@ -92,29 +92,14 @@ loop() {
   ip netns exec "$A" ping -D -n -c "$PINGS" -i 0.001 -W 1 -s 56 "$1" > "$2" 2>&1 || true
 }
 
-# stats FILE [UNTIL]: p50 / p99 / max of the replies (that arrived by UNTIL, unix s), and
-# the share of the echoes sent that got no reply.
-stats() {
-  local until=${2:-}
-  awk -v until="$until" -F'time=' '/time=/ {
-      t = substr($1, 2, index($1, "]") - 2) + 0
-      if (until == "" || t <= until + 0) { split($2, a, " "); print a[1] }
-    }' "$1" | sort -g > "$WORK/rtt.txt"
-  local n loss
-  n=$(wc -l < "$WORK/rtt.txt")
-  loss=$(grep -oE '[0-9.]+% packet loss' "$1" | cut -d% -f1)
-  [ "$n" -gt 0 ] || { echo "no replies"; return; }
-  awk -v n="$n" -v loss="$loss" -v until="$until" -v pings="$PINGS" '{v[NR]=$1} END {
-    p50=v[int(n*0.50)>0?int(n*0.50):1]; p99=v[int(n*0.99)>0?int(n*0.99):1];
-    printf "p50 %.1f / p99 %.1f / max %.0f ms, %s%% lost", p50, p99, v[n], loss
-    if (until != "") printf " (%d of %d while the flow ran)", n, pings}' "$WORK/rtt.txt"
-}
+# shellcheck source=benches/netns/ping-stats.sh
+. "$(dirname "$0")/ping-stats.sh"
 
 # measure DST MEAN_MBIT: one table cell group: idle loop; loaded loop; bulk.
 measure() {
   local dst=$1 mean=$2 idle loaded bulk
   loop "$dst" "$WORK/idle.txt"
-  idle="$(stats "$WORK/idle.txt")"
+  idle="$(ping_stats "$WORK/idle.txt" "$PINGS" 1)"
   ip netns exec "$B" iperf3 -s -1 -B "$dst" > /dev/null 2>&1 &
   local server=$!
   for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
@@ -126,7 +111,7 @@ measure() {
   local ended; ended=$(date +%s.%N)
   kill -0 "$flow" 2>/dev/null || echo "warning: the flow ended before the loop" >&2
   wait "$flow" || true; wait "$server" || true
-  loaded=$(stats "$WORK/loaded.txt" "$ended")
+  loaded=$(ping_stats "$WORK/loaded.txt" "$PINGS" 1 "$ended")
   bulk=$(awk -v mean="$mean" '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
       m = (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v
       printf "%.1f Mbit/s = %.0f %%", m, 100 * m / mean }' "$WORK/bulk.txt")

@@ -94,28 +94,13 @@ pings() {
   ip netns exec "$A" ping -D -n -c 1000 -i 0.005 -W 1 -s 56 "$1" > "$WORK/ping.txt" 2>&1 || true
 }
 
-# ping_stats [UNTIL]: p50 / p99 / max and loss of $WORK/ping.txt; with UNTIL (unix
-# seconds), only the replies that arrived by then count, and the line says how many.
-ping_stats() {
-  local until=${1:-}
-  awk -v until="$until" -F'time=' '/time=/ {
-      t = substr($1, 2, index($1, "]") - 2) + 0
-      if (until == "" || t <= until + 0) { split($2, a, " "); print a[1] }
-    }' "$WORK/ping.txt" | sort -g > "$WORK/rtt.txt"
-  local n loss
-  n=$(wc -l < "$WORK/rtt.txt")
-  loss=$(grep -oE '[0-9.]+% packet loss' "$WORK/ping.txt" | cut -d% -f1)
-  [ "$n" -gt 0 ] || { echo "no replies"; return; }
-  awk -v n="$n" -v loss="$loss" -v until="$until" '{v[NR]=$1} END {
-    p50=v[int(n*0.50)>0?int(n*0.50):1]; p99=v[int(n*0.99)>0?int(n*0.99):1];
-    printf "p50 %.3f / p99 %.3f / max %.3f ms, %s%% lost", p50, p99, v[n], loss
-    if (until != "") printf " (%d of 1000 replies while the flow ran)", n}' "$WORK/rtt.txt"
-}
+# shellcheck source=benches/netns/ping-stats.sh
+. "$(dirname "$0")/ping-stats.sh"
 
 # latency DST: p50 / p99 / max of 1000 pings at 200 Hz, and loss.
 latency() {
   pings "$1"
-  ping_stats
+  ping_stats "$WORK/ping.txt" 1000 3
 }
 
 # loaded_latency DST: latency while one cubic flow saturates the same path. Under load
@@ -128,7 +113,7 @@ loaded_latency() {
   sleep 2 # let the flow reach steady state before probing
   pings "$1"
   wait "$bulk" || true
-  ping_stats "$(date +%s.%N)"
+  ping_stats "$WORK/ping.txt" 1000 3 "$(date +%s.%N)"
 }
 
 # shaped DST: 20 Mbit/s tbf on a's veth; latency idle and under load, and bulk goodput.

@@ -8,13 +8,12 @@
 //! sender (as a dead uplink beyond the first hop is) — both directions of that path lose
 //! everything. Waits poll `bauxite status --json` with deadlines; nothing sleeps and hopes.
 
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Keys, NetPair, Node, PORT, can_run, keygen, sh, wait_for, wait_for_or};
+use crate::support::{Keys, NetPair, Node, PORT, can_run, keygen, nft, sh, wait_for, wait_for_or};
 
 const VIP: [&str; 2] = ["100.64.0.1", "100.64.0.2"];
 /// The second link's subnet: 10.78.0.0/24 (the first is `NetPair`'s 10.77.0.0/24).
@@ -41,29 +40,6 @@ fn second_link(net: &NetPair) -> [String; 2] {
         sh("ip", &["-n", &net.ns[i], "link", "set", &names[i], "up"]);
     }
     names
-}
-
-/// Loads an nftables script in namespace `ns`.
-fn nft(ns: &str, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run nft (run scripts/setup.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft in {ns}: {}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Drops everything arriving in namespace `ns` from `from` (silent to the sender).

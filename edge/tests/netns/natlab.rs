@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use rustix::process::{Pid, Signal, kill_process};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
-use crate::support::sh;
+use crate::support::{nft, sh};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -270,32 +270,7 @@ impl NatLab {
 
     /// Loads an nftables script into site `i`'s router.
     fn nft(&self, site: usize, script: &str) {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.ns(Host::Router(site)),
-                "nft",
-                "-f",
-                "-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run nft (run scripts/setup.sh)");
-        {
-            use std::io::Write as _;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(script.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft in {}: {}\n{script}",
-            self.routers[site],
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft(self.ns(Host::Router(site)), script);
     }
 
     /// Replaces site `i`'s NAT rule (existing mappings stay until they expire or

@@ -13,7 +13,6 @@
 //! finds the still-running publisher. Stopping `s`'s daemon stops its server.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +22,7 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
-use crate::support::{BAUXITE, Keys, Node, PORT, can_run, keygen, sh, wait_for};
+use crate::support::{BAUXITE, Keys, Node, PORT, can_run, keygen, nft, sh, wait_for};
 
 const NAMES: [&str; 3] = ["s", "p", "q"];
 const VIPS: [&str; 3] = ["100.64.0.1", "100.64.0.2", "100.64.0.3"];
@@ -110,24 +109,7 @@ impl Trio {
         let script = format!(
             "table inet bxros {{\n  chain out {{ type filter hook output priority 0; policy accept;\n    oifname \"eth0\" udp sport {PORT} accept\n    oifname \"eth0\" counter drop\n  }}\n  chain in {{ type filter hook input priority 0; policy accept;\n    iifname \"eth0\" udp dport {PORT} accept\n    iifname \"eth0\" counter drop\n  }}\n}}\n"
         );
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns[i], "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run nft (run scripts/setup.sh)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft(&self.ns[i], &script);
     }
 }
 

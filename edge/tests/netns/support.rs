@@ -49,6 +49,28 @@ pub(crate) fn sh(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Loads nftables script `script` in namespace `ns` (`nft -f -`), panicking with nft's
+/// complaint and the script if it is refused.
+pub(crate) fn nft(ns: &str, script: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run nft (run scripts/setup.sh)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft in {ns}: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
 pub(crate) fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
     wait_for_or(limit, what, f, String::new)
