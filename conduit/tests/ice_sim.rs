@@ -326,7 +326,11 @@ fn a_pair_that_stops_answering_restarts_ice_and_the_new_pair_takes_over() {
         ufrags(&ice).iter().any(|u| *u != first_ufrag),
         "new credentials"
     );
-    assert_eq!(ice.created, created.map(|n| n + 1), "a new agent on each side");
+    assert_eq!(
+        ice.created,
+        created.map(|n| n + 1),
+        "a new agent on each side"
+    );
     for i in 0..2 {
         assert_eq!(path(&net, i).kind(), "turn", "node {i}");
     }
