@@ -134,10 +134,8 @@ fn a_cut_under_the_selected_pair_restarts_ice_and_a_new_pair_takes_the_session_b
     mesh.lab.block_udp_with(0, mesh.lab.router_ip(1));
     // The relay ladder moves the silent pair's traffic onto TURN and the node restarts
     // ICE instead of staying on the dead pair.
-    for i in 0..2 {
-        wait_for(LIMIT, &format!("{} on TURN", NAMES[i]), || {
-            path_is(i, "turn")
-        });
+    for (i, name) in NAMES.iter().enumerate() {
+        wait_for(LIMIT, &format!("{name} on TURN"), || path_is(i, "turn"));
     }
     wait_for(LIMIT, "an ICE restart", || {
         (restarted(0) || restarted(1)).then_some(())
