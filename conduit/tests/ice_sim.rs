@@ -1,182 +1,33 @@
 //! ICE bookkeeping on the simulator: the node's half of ICE (roles, signals, what an
-//! agent's findings do to the path, per-stage timings), driven deterministically. A
-//! signaling relay in the test plays the hub (each signal arrives [`SIGNAL_DELAY`] after
-//! it was sent) and a model plays the agents: it trickles one candidate per agent and,
-//! once both agents run, reports what real checks would find — a pair between the peers'
-//! addresses when the NAT oracle says a direct path exists, failure otherwise.
+//! agent's findings do to the path, the relay ladder after a failed agent, restarts,
+//! per-stage timings), driven deterministically. A signaling relay in the test plays the
+//! hub (each signal arrives [`SIGNAL_DELAY`] after it was sent) and a model plays the
+//! agents ([`ice_model`]): it trickles one candidate per agent and, when told, reports
+//! what real checks would find — a pair between the peers' addresses when the NAT oracle
+//! says a direct path exists, failure otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::identity::Identity;
 use bauxite_conduit::node::{
-    Event, IceAction, IceKind, IcePhase, IceReport, IceSignal, NodeConfig, SignedSignal,
+    DEFAULT_TURN_AFTER, Event, HUB_PROBE_INTERVAL, ICE_MAX_RESTARTS, ICE_RESTART_BACKOFF,
+    IceAction, IcePhase, IceSignal, NodeConfig, SignedSignal,
 };
+use bauxite_conduit::path::Path;
 use bauxite_conduit::peers::{PeerInfo, PeerRegistry};
-use bauxite_conduit::sim::{
-    LinkConfig, Mapping, NatBehaviour, NodeSpec, SimNet, direct_path_expected,
-};
-use bauxite_conduit::{BauxiteNode, Error, VirtualIp};
+use bauxite_conduit::sim::{Mapping, NatBehaviour, SimNet, direct_path_expected};
+use bauxite_conduit::{BauxiteNode, VirtualIp};
 
 #[path = "support/critical_stream.rs"]
 mod critical_stream;
+#[path = "support/ice_model.rs"]
+mod ice_model;
 
 use critical_stream::{arrivals, events, path, stream_until};
-
-/// One-way delay of a signal through the hub.
-const SIGNAL_DELAY: Duration = Duration::from_millis(25);
-
-/// How long the modelled agents' checks take once both run.
-const CHECKS: Duration = Duration::from_millis(40);
-
-/// The hub's signaling relay and the agents' model.
-#[derive(Default)]
-struct Ice {
-    /// (due, to, from-index, payload)
-    in_flight: VecDeque<(Instant, usize, Vec<u8>)>,
-    /// Every signal sent, by sender index, decoded.
-    sent: Vec<(usize, IceSignal)>,
-    controlling: [Option<bool>; 2],
-    started: [Option<Instant>; 2],
-    remote_candidates: [usize; 2],
-    closed: [usize; 2],
-    refused: Vec<Error>,
-}
-
-impl Ice {
-    /// Takes every action of both nodes: signals go on the wire, agents "gather" one
-    /// host candidate at once.
-    fn pump(&mut self, net: &mut SimNet) {
-        // Each round takes every queued action; agent reports add at most one more per
-        // agent, so this ends.
-        for _ in 0..64 {
-            let mut any = false;
-            for i in 0..2 {
-                while let Some(action) = net.nodes[i].poll_ice() {
-                    any = true;
-                    let peer = net.nodes[1 - i].peer_id();
-                    match action {
-                        IceAction::Create { controlling, .. } => {
-                            self.controlling[i] = Some(controlling);
-                            let line =
-                                format!("candidate:{i} 1 udp 2130706431 10.0.0.{i} 51820 typ host");
-                            net.nodes[i].handle_ice(net.now, peer, IceReport::LocalCandidate(line));
-                        }
-                        IceAction::Signal { kind, payload, .. } => {
-                            let signal = SignedSignal::decode(&payload).unwrap().signal;
-                            assert_eq!(signal.kind(), kind);
-                            self.sent.push((i, signal));
-                            self.in_flight
-                                .push_back((net.now + SIGNAL_DELAY, 1 - i, payload));
-                        }
-                        IceAction::Start { .. } => self.started[i] = Some(net.now),
-                        IceAction::RemoteCandidate { .. } => self.remote_candidates[i] += 1,
-                        IceAction::Close { .. } => self.closed[i] += 1,
-                    }
-                }
-            }
-            if !any {
-                return;
-            }
-        }
-        panic!("ICE actions never ran out");
-    }
-
-    /// Runs the network and the relay until no signal is in flight.
-    fn settle(&mut self, net: &mut SimNet) {
-        self.pump(net);
-        while let Some(&(due, _, _)) = self.in_flight.front() {
-            net.run_until(due);
-            net.now = net.now.max(due);
-            while let Some((_, to, payload)) =
-                self.in_flight.pop_front_if(|(d, _, _)| *d <= net.now)
-            {
-                let from = net.nodes[1 - to].peer_id();
-                if let Err(error) = net.nodes[to].handle_ice_signal(net.now, from, &payload) {
-                    self.refused.push(error);
-                }
-            }
-            self.pump(net);
-        }
-    }
-
-    fn count(&self, from: usize, what: fn(&IceSignal) -> bool) -> usize {
-        self.sent
-            .iter()
-            .filter(|(i, s)| *i == from && what(s))
-            .count()
-    }
-}
-
-fn spec(nat: Option<NatBehaviour>) -> NodeSpec {
-    NodeSpec {
-        knows_endpoints: false,
-        nat,
-    }
-}
-
-/// Two nodes that know each other's keys but no address, ICE on, sessions begun.
-fn ice_net(
-    a: Option<NatBehaviour>,
-    b: Option<NatBehaviour>,
-    config: NodeConfig,
-    turn: bool,
-) -> (SimNet, Ice) {
-    let mut net = SimNet::build(
-        config,
-        LinkConfig::default(),
-        7,
-        Instant::now(),
-        [spec(a), spec(b)],
-    );
-    if turn {
-        net.enable_turn();
-    }
-    for i in 0..2 {
-        net.nodes[i].enable_ice(true);
-    }
-    let mut ice = Ice::default();
-    for i in 0..2 {
-        let peer = net.nodes[1 - i].peer_id();
-        net.nodes[i].ice_begin(net.now, peer).unwrap();
-    }
-    ice.settle(&mut net);
-    (net, ice)
-}
-
-/// The modelled agents' verdict for both sides: a pair to the other's address when a
-/// direct path exists, failure otherwise. `nats` are the two nodes' NAT boxes: a peer
-/// whose NAT maps per destination shows up at an address no signal named (a
-/// peer-reflexive candidate, which the model cannot predict), so that side reports
-/// nothing and learns the address from the peer's first authenticated packet instead.
-fn report_checks(net: &mut SimNet, direct: bool, nats: [Option<NatBehaviour>; 2]) {
-    for i in 0..2 {
-        let peer = net.nodes[1 - i].peer_id();
-        let per_destination =
-            nats[1 - i].is_some_and(|n| n.mapping != Mapping::EndpointIndependent);
-        if direct && per_destination {
-            continue;
-        }
-        let report = if direct {
-            IceReport::Selected {
-                local: net.view_of(i).endpoint.unwrap(),
-                remote: net.view_of(1 - i).endpoint.unwrap(),
-                remote_kind: IceKind::ServerReflexive,
-                rtt: Some(Duration::from_millis(20)),
-            }
-        } else {
-            IceReport::Failed
-        };
-        net.nodes[i].handle_ice(net.now, peer, report);
-    }
-}
-
-fn lower(net: &SimNet) -> usize {
-    usize::from(net.nodes[1].peer_id() < net.nodes[0].peer_id())
-}
+use ice_model::{CHECKS, Ice, SIGNAL_DELAY, ice_net, ice_net_knowing, lower, report_checks};
 
 #[test]
 fn the_lower_id_invites_the_other_offers_and_answers_and_both_trickle() {
@@ -282,33 +133,271 @@ fn every_pair_of_nat_boxes_runs_on_turn_while_checks_run_then_direct_when_the_or
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-#[test]
-fn a_failed_agent_puts_a_peer_without_turn_on_the_hub_at_once() {
+/// Whether each node has a session with the other.
+fn both_up(net: &SimNet) -> bool {
+    let (x, y) = (net.nodes[0].peer_id(), net.nodes[1].peer_id());
+    net.nodes[0].is_connected(y, net.now) && net.nodes[1].is_connected(x, net.now)
+}
+
+/// Whether node `i` reported moving onto the hub relay.
+fn went_to_hub(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::HubRelay { active: true, .. }))
+}
+
+/// Both nodes behind symmetric NATs, each knowing the other's hub-listed address (which
+/// never answers), the hub relay on after 3 s, no TURN yet, both agents failed.
+fn failed_without_turn() -> (SimNet, Ice) {
     let config = NodeConfig {
         hub_relay_after: Some(Duration::from_secs(3)),
         ..NodeConfig::default()
     };
     let symmetric = NatBehaviour::all().last();
-    let (mut net, mut ice) = ice_net(symmetric, symmetric, config, false);
+    assert!(!direct_path_expected(symmetric, symmetric));
+    let (mut net, mut ice) = ice_net_knowing(symmetric, symmetric, config, false, true);
     report_checks(&mut net, false, [symmetric, symmetric]);
     ice.settle(&mut net);
-    assert_eq!((path(&net, 0).kind(), path(&net, 1).kind()), ("hub", "hub"));
-    let mut next = 0;
+    (net, ice)
+}
+
+#[test]
+fn a_failed_agent_leaves_a_peer_without_turn_to_the_ladder_and_the_hub_moves_it_up_to_turn() {
+    let (mut net, _ice) = failed_without_turn();
+    // The failure alone moves nothing: a TURN address may still come.
+    for i in 0..2 {
+        assert_eq!(path(&net, i).kind(), "direct", "node {i}");
+        assert!(
+            !went_to_hub(&events(&mut net, i)),
+            "node {i} went to the hub at once"
+        );
+    }
+    // The ladder takes the silent peer onto the hub after `hub_relay_after`.
     let started = net.now;
-    let both = |net: &SimNet| {
-        let (x, y) = (net.nodes[0].peer_id(), net.nodes[1].peer_id());
-        net.nodes[0].is_connected(y, net.now) && net.nodes[1].is_connected(x, net.now)
+    let mut next = 0;
+    let on_hub =
+        |net: &SimNet| both_up(net) && (path(net, 0), path(net, 1)) == (Path::Hub, Path::Hub);
+    assert!(stream_until(
+        &mut net,
+        &mut next,
+        Duration::from_secs(5),
+        on_hub
+    ));
+    assert!(
+        net.now - started >= Duration::from_secs(3),
+        "not before hub_relay_after"
+    );
+    // The TURN addresses become known (the topology lists the allocations): the peers on
+    // the hub probe TURN too and move up to it, TURN beating the hub.
+    net.enable_turn();
+    let switched_at = next;
+    let on_turn = |net: &SimNet| (path(net, 0).kind(), path(net, 1).kind()) == ("turn", "turn");
+    assert!(
+        stream_until(&mut net, &mut next, HUB_PROBE_INTERVAL * 3, on_turn),
+        "still {:?} {:?} {:?}",
+        (path(&net, 0), path(&net, 1)),
+        events(&mut net, 0).into_iter().take(12).collect::<Vec<_>>(),
+        events(&mut net, 1).into_iter().take(12).collect::<Vec<_>>()
+    );
+    // And it stays there (no bounce back to the hub) while the stream goes on.
+    stream_until(&mut net, &mut next, Duration::from_secs(5), |_| false);
+    assert_eq!(
+        (path(&net, 0).kind(), path(&net, 1).kind()),
+        ("turn", "turn")
+    );
+    // No Critical packet lost or doubled across the move (the last 100 ms may still be
+    // on the way).
+    let settled = next.saturating_sub(10);
+    for to in 0..2 {
+        let seen = arrivals(&net, to);
+        let bad: Vec<u32> = (switched_at..settled)
+            .filter(|id| seen.get(id) != Some(&1))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "node {to}: {} ids lost or doubled",
+            bad.len()
+        );
+    }
+}
+
+#[test]
+fn a_turn_address_that_arrives_after_the_agent_failed_puts_the_peer_on_turn() {
+    let (mut net, _ice) = failed_without_turn();
+    let mut next = 0;
+    // The handshake goes out on the dead direct path for a while...
+    stream_until(&mut net, &mut next, Duration::from_millis(200), |_| false);
+    // ...then the peers' allocations reach each other through the topology.
+    net.enable_turn();
+    let on_turn = |net: &SimNet| {
+        both_up(net) && (path(net, 0).kind(), path(net, 1).kind()) == ("turn", "turn")
+    };
+    assert!(stream_until(
+        &mut net,
+        &mut next,
+        Duration::from_secs(2),
+        on_turn
+    ));
+    stream_until(&mut net, &mut next, Duration::from_secs(5), |_| false);
+    for i in 0..2 {
+        assert_eq!(path(&net, i).kind(), "turn", "node {i}");
+        assert!(
+            !went_to_hub(&events(&mut net, i)),
+            "node {i} went through the hub"
+        );
+    }
+}
+
+/// The sessions node `i` opened or answered, in the order its signals first named them.
+fn sessions(ice: &Ice, i: usize) -> Vec<(Instant, u64)> {
+    let mut seen: Vec<(Instant, u64)> = Vec::new();
+    for &(at, from, session) in &ice.log {
+        if from == i && session != 0 && !seen.iter().any(|(_, s)| *s == session) {
+            seen.push((at, session));
+        }
+    }
+    seen
+}
+
+/// Two public nodes with TURN, on the direct pair their agents selected.
+fn on_a_pair() -> (SimNet, Ice, u32) {
+    let (mut net, mut ice) = ice_net(None, None, NodeConfig::default(), true);
+    report_checks(&mut net, true, [None, None]);
+    ice.settle(&mut net);
+    let mut next = 0;
+    let direct = |net: &SimNet| {
+        both_up(net) && (path(net, 0).kind(), path(net, 1).kind()) == ("direct", "direct")
     };
     assert!(stream_until(
         &mut net,
         &mut next,
         Duration::from_secs(1),
-        both
+        direct
     ));
+    (net, ice, next)
+}
+
+/// Streams in 100 ms steps with the signaling relay running, until both agents of a new
+/// session started (then returns true) or `limit` passed.
+fn until_restarted(net: &mut SimNet, ice: &mut Ice, next: &mut u32, limit: Duration) -> bool {
+    ice.started = [None, None];
+    let end = net.now + limit;
+    while net.now < end {
+        stream_until(net, next, Duration::from_millis(100), |_| false);
+        ice.settle(net);
+        if ice.started.iter().all(Option::is_some) {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn a_pair_that_stops_answering_restarts_ice_and_the_new_pair_takes_over() {
+    let (mut net, mut ice, mut next) = on_a_pair();
+    let lo = lower(&net);
+    let before = sessions(&ice, lo);
+    let created = ice.created;
+    let ufrags = |ice: &Ice| -> Vec<String> {
+        ice.sent
+            .iter()
+            .filter_map(|(i, s)| match s {
+                IceSignal::Invite { ufrag, .. } if *i == lo => Some(ufrag.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first_ufrag = ufrags(&ice)[0].clone();
+    // The uplink is cut under the pair: direct datagrams are lost, TURN still relays.
+    net.direct_blocked = true;
+    let cut = net.now;
+    assert!(until_restarted(
+        &mut net,
+        &mut ice,
+        &mut next,
+        Duration::from_secs(5)
+    ));
+    // The silent pair moved the peer onto TURN (traffic goes on) and restarted ICE: a new
+    // session with new credentials, a new agent on each side.
+    let after = sessions(&ice, lo);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(after[before.len()].0 - cut <= DEFAULT_TURN_AFTER + Duration::from_millis(200));
     assert!(
-        net.now - started < Duration::from_secs(1),
-        "not after hub_relay_after"
+        ufrags(&ice).iter().any(|u| *u != first_ufrag),
+        "new credentials"
     );
+    assert_eq!(
+        ice.created,
+        created.map(|n| n + 1),
+        "a new agent on each side"
+    );
+    for i in 0..2 {
+        assert_eq!(path(&net, i).kind(), "turn", "node {i}");
+    }
+    assert!(ice.refused.is_empty(), "{:?}", ice.refused);
+    // The uplink is back and the new checks find a pair: direct again.
+    net.direct_blocked = false;
+    report_checks(&mut net, true, [None, None]);
+    ice.settle(&mut net);
+    stream_until(&mut net, &mut next, Duration::from_millis(500), |_| false);
+    for i in 0..2 {
+        assert_eq!(path(&net, i).kind(), "direct", "node {i}");
+        let status = net.nodes[i].peer_status(net.now);
+        assert_eq!(
+            status[0].ice.as_ref().map(|s| s.phase),
+            Some(IcePhase::Connected)
+        );
+    }
+    // A working pair starts the count again: the next loss restarts at once.
+    net.direct_blocked = true;
+    let cut = net.now;
+    assert!(until_restarted(
+        &mut net,
+        &mut ice,
+        &mut next,
+        Duration::from_secs(5)
+    ));
+    let again = sessions(&ice, lo);
+    assert_eq!(again.len(), after.len() + 1);
+    assert!(again[after.len()].0 - cut <= DEFAULT_TURN_AFTER + Duration::from_millis(200));
+}
+
+#[test]
+fn restarts_are_bounded_and_back_off_while_no_pair_works() {
+    let (mut net, mut ice, mut next) = on_a_pair();
+    let lo = lower(&net);
+    let first = sessions(&ice, lo).len();
+    net.direct_blocked = true;
+    // Every restarted session's checks fail (the uplink stays cut) for two minutes.
+    let end = net.now + Duration::from_secs(120);
+    while net.now < end {
+        let left = end - net.now;
+        if until_restarted(&mut net, &mut ice, &mut next, left) {
+            report_checks(&mut net, false, [None, None]);
+            ice.settle(&mut net);
+        }
+    }
+    let all = sessions(&ice, lo);
+    let restarts = &all[first..];
+    assert_eq!(restarts.len(), ICE_MAX_RESTARTS as usize, "{all:?}");
+    // Each restart waits twice as long as the one before (give or take the signals'
+    // trips: whichever side's timer fires first asks the other).
+    for (k, w) in restarts.windows(2).enumerate() {
+        let least = ICE_RESTART_BACKOFF * (1 << k) - SIGNAL_DELAY * 2;
+        assert!(
+            w[1].0 - w[0].0 >= least,
+            "restart {}: {:?} < {least:?}",
+            k + 2,
+            w[1].0 - w[0].0
+        );
+    }
+    // The relay carried the session all along.
+    assert!(both_up(&net));
+    assert_eq!(
+        (path(&net, 0).kind(), path(&net, 1).kind()),
+        ("turn", "turn")
+    );
+    assert!(ice.refused.is_empty(), "{:?}", ice.refused);
 }
 
 #[test]

@@ -13,10 +13,14 @@
 //! when it has no UDP path at all, or when an authenticated packet of it arrives through
 //! the hub. While on a relay, a keepalive goes to a direct candidate every
 //! [`HUB_PROBE_INTERVAL`] (rotating through them), so the peer hears us directly as soon
-//! as the path opens. The first authenticated packet that arrives on a direct path moves
-//! the peer back to it (and one that arrives through TURN moves it off the hub): no
+//! as the path opens; a peer on the hub that has a TURN path (its address may arrive
+//! after the peer went there) gets one through TURN too. The first authenticated packet
+//! that arrives on a direct path moves the peer back to it, and one that arrives through
+//! TURN moves it off the hub onto TURN — so direct > TURN > hub holds from every rung —,
+//! and a keepalive on the new path tells the peer at once: no
 //! handshake, the session keys do not depend on the path, and packets still in flight on
-//! the relay decrypt on arrival (the replay window takes the overlap).
+//! the relay decrypt on arrival (the replay window takes the overlap). A peer moved off a
+//! pair its ICE agents proved restarts ICE ([`ice_restart`](super::ice_restart)).
 //!
 //! Nothing here trusts the hub or the TURN server: what they relay is sealed end to end,
 //! is authenticated like any datagram, and only ever moves us *onto* a relay after it
@@ -34,6 +38,12 @@ pub const HUB_ENDPOINT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 
 /// How often a peer on a relay (TURN or the hub) is probed on a direct candidate.
 pub const HUB_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after an authenticated packet of a peer on UDP (direct or TURN) one that
+/// arrives through the hub does not move the peer onto the hub: it was in flight when
+/// the peer moved off the hub. Shorter than [`DEFAULT_HUB_RELAY_AFTER`], the least time
+/// a peer whose UDP path broke stays silent on UDP before it moves to the hub itself.
+pub const HUB_ARRIVAL_HOLD: Duration = Duration::from_secs(2);
 
 /// A good default for [`NodeConfig::hub_relay_after`](super::NodeConfig::hub_relay_after):
 /// shorter than a handshake retry (5 s), longer than any sane round trip.
@@ -65,6 +75,8 @@ pub(super) struct HubWatch {
     unanswered_since: Option<Instant>,
     /// While on a relay: when to probe a direct candidate next.
     next_probe: Option<Instant>,
+    /// The last authenticated packet that came on a UDP path (direct or TURN).
+    heard_udp: Option<Instant>,
 }
 
 /// Where one peer stands on the ladder, and the node's settings for it.
@@ -165,12 +177,19 @@ impl BauxiteNode {
             return false;
         };
         if from == HUB_ENDPOINT && !via_turn {
-            if enabled && !state.path.on_hub() {
+            // Packets the peer sent through the hub before it moved up to UDP are still
+            // arriving for a moment: they do not undo a path that just worked.
+            let fresh = state
+                .hub
+                .heard_udp
+                .is_some_and(|at| now.saturating_duration_since(at) < HUB_ARRIVAL_HOLD);
+            if enabled && !state.path.on_hub() && !fresh {
                 self.go_hub(now, peer, "the peer reaches us through the hub");
             }
             return false;
         }
         state.hub.unanswered_since = None;
+        state.hub.heard_udp = Some(now);
         let relayed = via_turn || state.path.get().relay == Some(from);
         if via_turn {
             state.path.set_turn(Some(from));
@@ -183,6 +202,9 @@ impl BauxiteNode {
                 peer,
                 active: false,
             });
+            // The peer may hear nothing from us on UDP for a while (no traffic, or ours
+            // still on its way through the hub): tell it on the path we move to.
+            self.control.push_back(Control::Keepalive { peer });
         }
         let Some(state) = self.peers.get_mut(&peer) else {
             return false;
@@ -272,13 +294,24 @@ impl BauxiteNode {
             })
             .collect();
         for (peer, due) in due {
+            let pair_worked = self
+                .peers
+                .get(&peer)
+                .and_then(|s| s.ice.as_ref())
+                .is_some_and(super::ice::IceSession::pair_works);
             match due {
                 Due::Turn => {
                     self.go_turn(now, peer, "no direct pair answered");
+                    if pair_worked {
+                        self.ice_pair_lost(now, peer, "sends on the ICE pair went unanswered");
+                    }
                     continue;
                 }
                 Due::Hub => {
                     self.go_hub(now, peer, "no UDP path answered");
+                    if pair_worked {
+                        self.ice_pair_lost(now, peer, "sends on the ICE pair went unanswered");
+                    }
                     continue;
                 }
                 Due::Probe => {}
@@ -290,6 +323,10 @@ impl BauxiteNode {
             // Each probe tries the next candidate; with one (or a learned one), it stays.
             if state.path.rotate().is_some() || state.path.direct().is_some() {
                 self.control.push_back(Control::DirectProbe { peer });
+            }
+            // From the hub, TURN is a step up too.
+            if state.path.on_hub() && state.path.get().has_turn() {
+                self.control.push_back(Control::TurnProbe { peer });
             }
         }
     }

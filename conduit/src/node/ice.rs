@@ -8,10 +8,13 @@
 //! ([`SignedSignal::open`]). A pair the agents selected proved that both directions work
 //! on that exact address pair from the mesh socket, so it becomes the peer's direct path
 //! at once and takes the peer off TURN and the hub (direct > TURN > hub); a failed agent
-//! moves the peer onto TURN (or the hub) at once instead of after `turn_after`; while the
+//! moves a peer with a TURN path onto TURN at once instead of after `turn_after`, and
+//! leaves a peer without one to the relay ladder (its TURN address may come later, and
+//! the ladder moves it up to TURN from wherever it stands); while the
 //! checks run without a pair, a peer with a TURN path moves onto it after
 //! [`ICE_TURN_AFTER`] without a direct answer (not `turn_after`), so the session comes up
-//! on TURN while the checks go on, and moves to the pair when one works.
+//! on TURN while the checks go on, and moves to the pair when one works. A pair that stops
+//! answering restarts the session ([`ice_restart`](super::ice_restart)).
 //!
 //! # Driving
 //!
@@ -76,6 +79,24 @@ impl IceSession {
         }
     }
 
+    /// The session number both sides' signals carry.
+    pub(super) fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// The selected pair stopped answering: it is proven no more.
+    pub(super) fn pair_lost(&mut self) {
+        if self.phase == IcePhase::Connected {
+            self.phase = IcePhase::Checking;
+        }
+    }
+
+    /// Whether a pair worked in this session and stopped answering (or the agent failed
+    /// after it).
+    pub(super) fn lost_pair(&self) -> bool {
+        self.first_pair.is_some() && self.phase != IcePhase::Connected
+    }
+
     /// Whether the agents proved a direct pair that has not stopped answering since.
     pub(super) fn pair_works(&self) -> bool {
         self.phase == IcePhase::Connected && self.pair.is_some_and(|(_, _, k)| k != IceKind::Relay)
@@ -135,11 +156,11 @@ impl BauxiteNode {
     }
 
     /// Whether this node controls the ICE session with `peer` (the lower peer ID does).
-    fn ice_controls(&self, peer: PeerId) -> bool {
+    pub(super) fn ice_controls(&self, peer: PeerId) -> bool {
         self.peer_id() < peer
     }
 
-    fn send_signal(&mut self, peer: PeerId, session: u64, signal: IceSignal) {
+    pub(super) fn send_signal(&mut self, peer: PeerId, session: u64, signal: IceSignal) {
         let kind = signal.kind();
         let payload = SignedSignal::seal(&self.identity, peer, session, signal).encode();
         self.ice_actions.push_back(IceAction::Signal {
@@ -284,6 +305,7 @@ impl BauxiteNode {
                 match pending {
                     Some((session, Some(invite))) => self.send_signal(from, session, invite),
                     _ => {
+                        self.ice_restart_by_peer(now, from);
                         self.ice_close(from);
                         self.ice_begin(now, from)?;
                     }
@@ -346,10 +368,10 @@ impl BauxiteNode {
             }
             IceReport::GatheringDone => {}
             IceReport::Disconnected => {
-                // The pair is proven no more; the node's own quiet detection and relay
-                // ladder take it from here.
+                // The pair is proven no more: the relay ladder carries the traffic while
+                // a new session checks every pair again.
                 if s.phase == IcePhase::Connected {
-                    s.phase = IcePhase::Checking;
+                    self.ice_pair_lost(now, peer, "the agent's pair stopped answering");
                 }
             }
             IceReport::Selected {
@@ -376,7 +398,17 @@ impl BauxiteNode {
                 self.ice_gauges(peer);
             }
             IceReport::Failed => {
+                let had_pair = s.first_pair.is_some();
                 s.phase = IcePhase::Failed;
+                let restarted = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|s| s.ice_restarts.restarted());
+                if had_pair || restarted {
+                    // A pair worked on this path once (or we are restarting because one
+                    // stopped): the network changed under us, so check again, bounded.
+                    self.ice_pair_lost(now, peer, "the agent failed after a pair worked");
+                }
                 self.ice_failed(now, peer);
             }
         }
@@ -399,6 +431,7 @@ impl BauxiteNode {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
+        state.ice_restarts.pair_works();
         if let Some(tunnel) = state.tunnel.as_mut() {
             tunnel.endpoint_known();
         }
@@ -430,7 +463,11 @@ impl BauxiteNode {
         }
     }
 
-    /// No pair works: a relay now, not after `turn_after`.
+    /// No pair works: TURN now, not after `turn_after`, when the peer has a TURN path.
+    /// Without one the relay ladder decides: the peer's TURN address may still come (it
+    /// reaches us through the topology, after the agents may have given up), and the
+    /// ladder moves the peer onto TURN as soon as it does, or onto the hub after
+    /// `hub_relay_after`, from where it still moves up to TURN.
     fn ice_failed(&mut self, now: Instant, peer: PeerId) {
         let Some(state) = self.peers.get(&peer) else {
             return;
@@ -450,12 +487,6 @@ impl BauxiteNode {
         }
         if has_turn && !on_turn && !on_hub {
             self.go_turn(now, peer, "ICE found no direct pair");
-        } else if !has_turn && self.hub_enabled() && !on_hub {
-            self.go_hub(
-                now,
-                peer,
-                "ICE found no direct pair and there is no TURN path",
-            );
         }
     }
 }

@@ -44,6 +44,7 @@
 
 mod hub;
 mod ice;
+mod ice_restart;
 mod ice_signal;
 mod ice_types;
 mod inbound;
@@ -75,8 +76,12 @@ use crate::snapshot::StateSnapshot;
 use crate::wire::{DATA_OVERHEAD, INIT_LEN, RESP_LEN};
 use crate::{Error, Metrics, PeerId};
 
-pub use hub::{DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ENDPOINT, HUB_PROBE_INTERVAL, Via};
+pub use hub::{
+    DEFAULT_HUB_RELAY_AFTER, DEFAULT_TURN_AFTER, HUB_ARRIVAL_HOLD, HUB_ENDPOINT,
+    HUB_PROBE_INTERVAL, Via,
+};
 pub use ice::{ConnectStages, ICE_TURN_AFTER, IceAction, IceKind, IcePhase, IceReport, IceStatus};
+pub use ice_restart::{ICE_MAX_RESTARTS, ICE_RESTART_BACKOFF};
 pub use ice_signal::{IceSignal, MAX_SIGNAL, SignalRefused, SignedSignal};
 pub use inbound::{DropReason, Received};
 pub use mtu::{ICMP_BURST, ICMP_INTERVAL};
@@ -249,6 +254,10 @@ enum Control {
     },
     /// A keepalive to a direct candidate of a peer on the hub relay.
     DirectProbe {
+        peer: PeerId,
+    },
+    /// A keepalive on the TURN path of a peer on the hub relay: TURN beats the hub.
+    TurnProbe {
         peer: PeerId,
     },
     /// A keepalive to one of a peer's direct addresses, keeping it alive as a second

@@ -283,6 +283,19 @@ impl BauxiteNode {
                         None => continue,
                     }
                 }
+                Control::TurnProbe { peer } => {
+                    let Some(state) = self.peers.get(&peer).map(|s| s.path.get()) else {
+                        continue;
+                    };
+                    let Some(path) = state.turn.map(Path::Turn).or(state.relay.map(Path::Relay))
+                    else {
+                        continue;
+                    };
+                    match self.seal_keepalive_on(now, peer, path, out, |m| &m.keepalives_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
+                    }
+                }
                 Control::BondProbe { peer, addr } => {
                     let path = Path::Direct(addr);
                     match self.seal_keepalive_on(now, peer, path, out, |m| &m.bond_probes_sent) {

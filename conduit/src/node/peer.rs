@@ -40,6 +40,8 @@ pub(super) struct PeerState {
     pub(super) hub: super::hub::HubWatch,
     /// The ICE session, while one runs.
     pub(super) ice: Option<super::ice::IceSession>,
+    /// ICE restarts since a pair last worked (outlives the sessions).
+    pub(super) ice_restarts: super::ice_restart::IceRestarts,
     /// The direct addresses the peer was heard from: its second path (bonding).
     pub(super) bond: crate::path::BondPaths,
 }

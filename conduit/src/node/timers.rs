@@ -18,6 +18,7 @@ impl BauxiteNode {
             .filter_map(|s| s.tunnel.as_ref()?.poll_timeout(timers))
             .chain(self.congestion.poll_timeout())
             .chain(self.hub_timeout())
+            .chain(self.ice_restart_timeout())
             .chain(self.peers.values().filter_map(|s| s.pmtu.poll_timeout()))
             .chain(self.peers.values().filter_map(|s| s.bond.next_probe()))
             .chain(self.copies.deadline())
@@ -34,6 +35,7 @@ impl BauxiteNode {
         self.congestion.handle_timeout(now);
         self.pmtu_timeouts(now);
         self.hub_timeouts(now);
+        self.ice_restart_timeouts(now);
         self.bond_timeouts(now);
         for (&peer, state) in &mut self.peers {
             if state

@@ -181,10 +181,11 @@ pub struct RunConfig {
     /// classifier, the TUN steering program and the Critical socket. `false` leaves the
     /// userspace classifier alone (to compare, or on a kernel that misbehaves).
     pub kernel_offload: bool,
-    /// `node.ice` (default false): ICE sessions with every peer, signaled through the
-    /// hub (needs `[hub]`): a webrtc-ice agent per peer on the mesh port finds the direct
-    /// pair; TURN takes the session after 300 ms without a direct answer while the checks
-    /// run.
+    /// `node.ice` (default true): ICE sessions with every peer, signaled through the
+    /// hub (needs `[hub]`; without one it does nothing): a webrtc-ice agent per peer on
+    /// the mesh port finds the direct pair; TURN takes the session after 300 ms without a
+    /// direct answer while the checks run. `false`: the hub's candidates are dialled one
+    /// after another.
     pub ice: bool,
     /// `node.realtime_priority` (default [`crate::realtime::DEFAULT_PRIORITY`], 0 = off):
     /// the `SCHED_FIFO` priority the daemon asks for its data-plane thread.
@@ -247,7 +248,7 @@ impl RunConfig {
             lane_rules: parse_lanes(&raw.lanes)?,
             turn: super::turn::parse_turn(&raw.turn)?,
             kernel_offload: node.kernel_offload.unwrap_or(true),
-            ice: node.ice.unwrap_or(false),
+            ice: node.ice.unwrap_or(true),
             realtime_priority: parse_realtime_priority(node.realtime_priority)?,
             bonding: parse_bonding(node.bonding.as_deref())?,
         };

@@ -5,10 +5,11 @@
 //! is taken, [`TRIALS`] times over a direct path (cone NAT on both sides) and over TURN
 //! (symmetric NAT on one side). It prints the median and p99 of each (nearest rank), and
 //! asserts only that every trial connected on the expected path type — timings go to
-//! docs/benchmarks.md, not into assertions. With `BAUXITE_NATLAB_ICE=1` the nodes run ICE
-//! (`node.ice = true`), where a session may come up on TURN while the checks run: the
-//! first reply may then cross TURN, so a trial also takes the time until site 0 reports
-//! the expected path type (polled through `bauxite status`), and prints both.
+//! docs/benchmarks.md, not into assertions. The nodes run ICE (`node.ice`, on by
+//! default; `BAUXITE_NATLAB_ICE=0` turns it off), where a session may come up on TURN
+//! while the checks run: the first reply may then cross TURN, so a trial also takes the
+//! time until site 0 reports the expected path type (polled through `bauxite status`),
+//! and prints both.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -2,12 +2,16 @@
 //! session's candidates and credentials travel through the hub's `ExchangeCandidates`
 //! (signed by the nodes), a webrtc-ice agent per peer checks the pairs on the mesh port,
 //! and the node takes the pair it finds. Each test asserts what `bauxite status --json`
-//! reports of the ICE session and that pings cross both ways.
+//! reports of the ICE session and that pings cross both ways. A cut of the direct path
+//! between the sites under a selected pair restarts ICE (the session meanwhile on TURN),
+//! and the restarted session's pair takes the session back to direct once the cut heals.
+
+use std::process::{Command, Stdio};
 
 use crate::coturn::Coturn;
-use crate::hub::dispatch_binary;
+use crate::hub::{dispatch_binary, vip_of};
 use crate::nat::{LIMIT, NAMES, NatMesh, peer_entry};
-use crate::natlab::{Nat, NatLab};
+use crate::natlab::{Host, Nat, NatLab};
 use crate::support::{can_run, wait_for};
 
 /// Waits until node `i`'s view of the other has an ICE session in `phase`; returns the
@@ -88,4 +92,64 @@ fn with_ice_a_symmetric_nat_runs_on_turn_while_no_pair_works() {
     }
     assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
     assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
+}
+
+#[test]
+fn a_cut_under_the_selected_pair_restarts_ice_and_a_new_pair_takes_the_session_back() {
+    if !can_run() {
+        return;
+    }
+    let bin = dispatch_binary();
+    let lab = NatLab::new([Nat::Cone, Nat::Cone]);
+    let coturn = Coturn::start(&lab, NatLab::PUBLIC_IP);
+    let mesh = NatMesh::start_ice(&bin, lab, coturn.hub_args(), true);
+    mesh.wait_established(LIMIT);
+    let path_is = |i: usize, want: &str| {
+        let status = mesh.nodes[i].status()?;
+        let entry = peer_entry(&status, NAMES[1 - i])?.clone();
+        (entry["path_type"] == want).then_some(entry)
+    };
+    for i in 0..2 {
+        ice_entry(&mesh, i, "connected");
+        wait_for(LIMIT, "direct", || path_is(i, "direct"));
+    }
+    // Traffic that expects answers (every data packet is acknowledged) across the cut.
+    let mut stream = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            mesh.lab.ns(Host::Site(0)),
+            "ping",
+            "-n",
+            "-q",
+        ])
+        .args(["-c", "300", "-i", "0.1", "-W", "1"])
+        .arg(vip_of(&mesh.nodes[1]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let restarted = |i: usize| mesh.nodes[i].log().contains("restarting ICE");
+    assert!(!restarted(0) && !restarted(1), "{}", mesh.logs());
+    mesh.lab.block_udp_with(0, mesh.lab.router_ip(1));
+    // The relay ladder moves the silent pair's traffic onto TURN and the node restarts
+    // ICE instead of staying on the dead pair.
+    for (i, name) in NAMES.iter().enumerate() {
+        wait_for(LIMIT, &format!("{name} on TURN"), || path_is(i, "turn"));
+    }
+    wait_for(LIMIT, "an ICE restart", || {
+        (restarted(0) || restarted(1)).then_some(())
+    });
+    // The cut heals: the restarted session finds a pair and the session goes direct.
+    mesh.lab.unblock_udp(0);
+    for i in 0..2 {
+        wait_for(LIMIT, "direct again", || path_is(i, "direct"));
+        let entry = ice_entry(&mesh, i, "connected");
+        assert_eq!(entry["path_type"], "direct", "{entry}\n{}", mesh.logs());
+    }
+    assert!(mesh.ping(0, 3), "site0 -> site1\n{}", mesh.logs());
+    assert!(mesh.ping(1, 3), "site1 -> site0\n{}", mesh.logs());
+    // Our own ping child: stop it (it would run 30 s more).
+    let _ = stream.kill();
+    let _ = stream.wait();
 }

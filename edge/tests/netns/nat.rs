@@ -17,11 +17,11 @@ use crate::support::{Node, PORT, can_run, wait_for};
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
-/// Whether the nodes run ICE (`node.ice = true`): set `BAUXITE_NATLAB_ICE=1` to run every
-/// laboratory test with ICE sessions through the hub instead of the sequential
-/// direct-then-TURN dialling (the default).
+/// Whether the nodes run ICE (`node.ice`, on by default): set `BAUXITE_NATLAB_ICE=0` to
+/// run every laboratory test with the sequential direct-then-TURN dialling instead of ICE
+/// sessions through the hub.
 pub(crate) fn ice_on() -> bool {
-    std::env::var("BAUXITE_NATLAB_ICE").is_ok_and(|v| v == "1")
+    std::env::var("BAUXITE_NATLAB_ICE").map_or(true, |v| v != "0")
 }
 
 /// Sets `node.ice` in a joined node's config (`bauxite join` writes `[node]` first).

@@ -341,6 +341,18 @@ impl NatLab {
         self.nft(site, "add rule ip natlab block meta l4proto udp drop\n");
     }
 
+    /// Site `i`'s router drops UDP to and from `peer` (another site's router): the direct
+    /// path between the sites is cut, the hub and TURN still work.
+    pub(crate) fn block_udp_with(&self, site: usize, peer: Ipv4Addr) {
+        self.nft(
+            site,
+            &format!(
+                "add rule ip natlab block ip daddr {peer} meta l4proto udp drop\n\
+                 add rule ip natlab block ip saddr {peer} meta l4proto udp drop\n"
+            ),
+        );
+    }
+
     /// Lifts [`block_udp`](Self::block_udp).
     pub(crate) fn unblock_udp(&self, site: usize) {
         self.nft(site, "flush chain ip natlab block\n");

@@ -343,3 +343,10 @@ fn bonding_defaults_off_and_peers_take_more_addresses() {
     );
     assert!(parse(&bad).is_err(), "a candidate must be IP:port");
 }
+
+#[test]
+fn ice_is_on_unless_turned_off() {
+    assert!(parse(&good()).unwrap().ice);
+    let off = good().replace("cipher = ", "ice = false\ncipher = ");
+    assert!(!parse(&off).unwrap().ice);
+}
