@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::{NodeConfig, TunVerdict};
 use bauxite_conduit::path::{
-    AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy, PmtuPhase,
+    AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy, PmtuPhase, RateBulk,
+    RateConfig,
 };
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use bauxite_conduit::{Lane, VirtualIp};
@@ -190,16 +191,20 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
     })
 }
 
-/// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_GAIN`, `BX_RAMP` and `BX_PACE`
-/// set the adaptive controller's `jitter_gain`, `ramp` and `pacing_gain`; `BX_OWD=1` turns
-/// on `one_way_delay`.
+/// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_CTRL=rate` the rate model
+/// ([`rate_from_env`]), `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
+/// `ramp` and `pacing_gain` `BX_GAIN`, `BX_RAMP` and `BX_PACE` set; `BX_OWD=1` turns
+/// on its `one_way_delay`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
     }
-    let defaults = AdaptiveConfig::default();
     let knob =
         |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+    if std::env::var("BX_CTRL").is_ok_and(|c| c == "rate") {
+        return rate_from_env(target);
+    }
+    let defaults = AdaptiveConfig::default();
     let config = AdaptiveConfig {
         min_target: target,
         jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
@@ -209,6 +214,28 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         ..defaults
     };
     Box::new(move || Box::new(AdaptiveLedbat::new(config)))
+}
+
+/// The rate model's knobs: `BX_CRUISE`, `BX_PROBE`, `BX_DRAIN` (gains), `BX_ROUNDS`
+/// (cruise rounds), `BX_LIMIT` (limited ratio), `BX_CWND` (window cap in BDPs),
+/// `BX_JGAIN` (brake target per unit of jitter), `BX_STARTUP`.
+fn rate_from_env(target: Duration) -> MakeStrategy {
+    let d = RateConfig::default();
+    let knob =
+        |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+    let config = RateConfig {
+        min_target: target,
+        cruise_gain: knob("BX_CRUISE", d.cruise_gain),
+        probe_gain: knob("BX_PROBE", d.probe_gain),
+        drain_gain: knob("BX_DRAIN", d.drain_gain),
+        startup_gain: knob("BX_STARTUP", d.startup_gain),
+        cruise_rounds: knob("BX_ROUNDS", f64::from(d.cruise_rounds)) as u32,
+        limited_ratio: knob("BX_LIMIT", d.limited_ratio),
+        cwnd_gain: knob("BX_CWND", d.cwnd_gain),
+        jitter_gain: knob("BX_JGAIN", d.jitter_gain),
+        ..d
+    };
+    Box::new(move || Box::new(RateBulk::new(config)))
 }
 
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
