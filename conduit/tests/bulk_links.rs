@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
-use bauxite_conduit::node::{NodeConfig, TunVerdict};
+use bauxite_conduit::node::{BulkController, NodeConfig, TunVerdict};
 use bauxite_conduit::path::{
     AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy, PmtuPhase, RateBulk,
     RateConfig,
@@ -204,6 +204,7 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_CTRL").is_ok_and(|c| c == "rate") {
         return rate_from_env(target);
     }
+    // Otherwise the adaptive LEDBAT, whatever the node's default.
     let defaults = AdaptiveConfig::default();
     let config = AdaptiveConfig {
         min_target: target,
@@ -231,6 +232,7 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
         startup_gain: knob("BX_STARTUP", d.startup_gain),
         cruise_rounds: knob("BX_ROUNDS", f64::from(d.cruise_rounds)) as u32,
         limited_ratio: knob("BX_LIMIT", d.limited_ratio),
+        sample_rounds: knob("BX_SAMPLE", d.sample_rounds),
         cwnd_gain: knob("BX_CWND", d.cwnd_gain),
         jitter_gain: knob("BX_JGAIN", d.jitter_gain),
         ..d
@@ -309,7 +311,7 @@ fn diagnose() {
 /// Bulk goodput (inner bytes, bit/s) from node 0 to each of nodes 1–3 over `seconds`,
 /// node 3 behind a 2 Mbit/s hop that loses `loss` of its datagrams, every peer's bulk
 /// queue kept full, after a second of warm-up.
-fn one_sender_three_receivers(seconds: u64, loss: f64) -> [f64; 3] {
+fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64) -> [f64; 3] {
     use bauxite_conduit::sim::NodeSpec;
     use bauxite_netem::{GilbertElliott, Impairments};
     let start = Instant::now();
@@ -320,7 +322,7 @@ fn one_sender_three_receivers(seconds: u64, loss: f64) -> [f64; 3] {
         ..LinkConfig::default()
     };
     let mut net: SimNet<4> = SimNet::build(
-        NodeConfig::default(),
+        config,
         link,
         5,
         start,
@@ -385,7 +387,20 @@ fn one_sender_three_receivers(seconds: u64, loss: f64) -> [f64; 3] {
 /// controller and the bulk lane serves peers by deficit round robin.
 #[test]
 fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
-    let [a, b, slow] = one_sender_three_receivers(5, 0.02);
+    fair_shares(NodeConfig::default());
+}
+
+/// The same with the rate model ([`RateBulk`]) pacing each peer's bulk.
+#[test]
+fn with_the_rate_model_a_slow_lossy_peer_does_not_hold_back_the_others() {
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Rate,
+        ..NodeConfig::default()
+    });
+}
+
+fn fair_shares(config: NodeConfig) {
+    let [a, b, slow] = one_sender_three_receivers(config, 5, 0.02);
     eprintln!(
         "bulk to the fast peers {:.2} and {:.2} Mbit/s, to the slow lossy one {:.2} Mbit/s",
         a / 1e6,

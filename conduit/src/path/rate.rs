@@ -65,6 +65,9 @@ pub struct RateConfig {
     pub cruise_rounds: u32,
     /// A sample delivered at less than this fraction of its send rate is the bottleneck's.
     pub limited_ratio: f64,
+    /// Span of a delivery-rate sample, in smoothed round trips (longer: less jitter in
+    /// the estimate, slower to see a drop).
+    pub sample_rounds: f64,
     /// Window cap in bandwidth-delay products.
     pub cwnd_gain: f64,
     /// Smallest window, in segments.
@@ -95,8 +98,9 @@ impl Default for RateConfig {
             cruise_gain: 0.95,
             probe_gain: 1.25,
             drain_gain: 0.75,
-            cruise_rounds: 4,
-            limited_ratio: 0.9,
+            cruise_rounds: 2,
+            limited_ratio: 0.85,
+            sample_rounds: 1.5,
             cwnd_gain: 2.0,
             min_cwnd_packets: 4,
             max_cwnd_packets: 960,
@@ -116,8 +120,8 @@ impl Default for RateConfig {
 pub enum Phase {
     /// Doubling until the bottleneck shows.
     Startup,
-    /// One round under bw (after an overshoot or a brake), at this gain.
-    Drain(f64),
+    /// One round at `drain_gain` (after the bottleneck showed).
+    Drain,
     /// At `cruise_gain`, this many more rounds.
     Cruise(u32),
     /// One round at `probe_gain`.
@@ -139,10 +143,17 @@ pub struct RateBulk {
     round_end: Option<Instant>,
     /// bw when the last probe began (did it raise bw?).
     bw_at_probe: f64,
-    /// When to look again after a brake, and the queueing delay it saw: a queue of ours
-    /// has shrunk by then, a longer path has not.
-    drift_check: Option<(Instant, Duration)>,
+    /// A brake in force: until when, and the factor on the pacing rate.
+    braking: Option<(Instant, f64)>,
+    /// No new brake before this.
+    brake_hold: Option<Instant>,
     last_progress: Option<Instant>,
+    /// Startup rounds without 25 % growth.
+    plateau: u32,
+    /// Rounds drained since the bottleneck last showed.
+    drain_rounds: u32,
+    /// The pacing gain of this drain: `drain_gain` less the queue the overshoot left.
+    drain_gain: f64,
     timed_out: bool,
     next_send: Option<Instant>,
     pace_wake: Option<Instant>,
@@ -168,8 +179,12 @@ impl RateBulk {
             smoothed: None,
             round_end: None,
             bw_at_probe: 0.0,
-            drift_check: None,
+            braking: None,
+            brake_hold: None,
             last_progress: None,
+            plateau: 0,
+            drain_rounds: 0,
+            drain_gain: config.drain_gain,
             timed_out: false,
             next_send: None,
             pace_wake: None,
@@ -191,21 +206,26 @@ impl RateBulk {
         let c = &self.config;
         let gain = match self.phase {
             Phase::Startup => c.startup_gain,
-            Phase::Drain(gain) => gain,
+            Phase::Drain => self.drain_gain,
             Phase::Cruise(_) => c.cruise_gain,
             Phase::Probe => c.probe_gain,
         };
-        (gain * self.bw).max(c.min_rate)
+        let brake = self.braking.map_or(1.0, |(_, factor)| factor);
+        (gain * brake * self.bw).max(c.min_rate)
     }
 
-    /// The window cap in bytes: `cwnd_gain` bandwidth-delay products.
+    /// The window cap in bytes: `cwnd_gain` bandwidth-delay products, over the round
+    /// trip's windowed minimum plus twice the brake's target. The target is what the
+    /// jitter adds (a cap on the minimum alone starves the pacer on a jittery path); the
+    /// smoothed round trip would let the cap grow with the very queue it should bound.
     pub fn cwnd(&self) -> usize {
         let c = &self.config;
         let floor = c.min_cwnd_packets * c.mss;
         let Some(min_rtt) = self.min_rtt.get() else {
             return floor.max(10 * c.mss);
         };
-        let bdp = self.bw * min_rtt.as_secs_f64() * c.cwnd_gain;
+        let rtt = min_rtt + self.target() * 2;
+        let bdp = self.bw * rtt.as_secs_f64() * c.cwnd_gain;
         (bdp as usize + 2 * c.mss).clamp(floor, c.max_cwnd_packets * c.mss)
     }
 
@@ -237,13 +257,35 @@ impl RateBulk {
         self.smoothed.unwrap_or(Duration::from_millis(100))
     }
 
+    /// How long a round lasts: a smoothed round trip, but never fewer than four packets
+    /// at the pacing rate (on a slow, short path a round of one packet measures nothing
+    /// and a probe of one packet changes nothing).
+    fn round(&self) -> Duration {
+        let packets = Duration::from_secs_f64(4.0 * self.config.mss as f64 / self.pacing_rate());
+        self.srtt().max(packets)
+    }
+
+    /// The span of a delivery-rate sample: `sample_rounds` rounds.
+    fn span(&self) -> Duration {
+        self.round().mul_f64(self.config.sample_rounds)
+    }
+
     /// Ends a round: takes its delivery-rate sample and moves the phase on.
     fn end_round(&mut self, now: Instant) {
         let srtt = self.srtt();
-        self.round_end = Some(now + srtt);
+        self.round_end = Some(now + self.round());
         self.min_rtt.next_round();
-        let sample = self.sampler.sample(srtt);
+        let sample = self.sampler.sample(self.span());
         let limited = sample.is_some_and(|s| self.limited(s));
+        let before = self.bw;
+        if let Some(s) = sample.filter(|_| limited) {
+            // What the sample sent beyond what got through is queued below: drain it
+            // within the next round on top of `drain_gain`'s margin.
+            let span = self.span().as_secs_f64();
+            let queued = (s.sent - s.delivered) * span;
+            let round = s.delivered * srtt.as_secs_f64();
+            self.drain_gain = (self.config.drain_gain - queued / round.max(1.0)).max(0.25);
+        }
         if let Some(s) = sample {
             self.bw = if limited {
                 s.delivered
@@ -252,26 +294,47 @@ impl RateBulk {
             }
             .max(self.config.min_rate);
         }
+        let grew = self.bw > before * 1.05;
         let c = self.config;
+        if self.phase != Phase::Drain {
+            self.drain_rounds = 0;
+        }
         self.phase = match self.phase {
-            Phase::Startup if limited => Phase::Drain(c.drain_gain),
-            Phase::Startup => Phase::Startup,
-            Phase::Drain(_) => {
-                let grew = self.bw > self.bw_at_probe * 1.1 && self.bw_at_probe > 0.0;
-                if grew && !limited {
+            Phase::Startup if limited => Phase::Drain,
+            Phase::Startup => {
+                // Three rounds without 25 % more delivered: the pipe is full (BBR).
+                if self.bw > self.bw_at_probe * 1.25 {
                     self.bw_at_probe = self.bw;
-                    Phase::Probe
+                    self.plateau = 0;
                 } else {
-                    Phase::Cruise(c.cruise_rounds)
+                    self.plateau += 1;
+                }
+                if self.plateau >= 3 {
+                    Phase::Drain
+                } else {
+                    Phase::Startup
                 }
             }
-            _ if limited => Phase::Drain(c.drain_gain),
-            Phase::Cruise(0) => {
-                self.bw_at_probe = self.bw;
-                Phase::Probe
+            _ if limited => Phase::Drain,
+            // A probe's bytes got through (its sample arrives a round or two after it):
+            // the capacity went up, probe again at once.
+            _ if grew => Phase::Probe,
+            Phase::Cruise(n) if n > 0 => Phase::Cruise(n - 1),
+            Phase::Cruise(_) => Phase::Probe,
+            // The overshoot's queue is drained before cruising: at `drain_gain` while the
+            // delay says it is still there, for at most three rounds (after that it is a
+            // longer path, not a queue: the windowed minimum catches up).
+            Phase::Drain
+                if self.drain_rounds < 3
+                    && self.queuing_delay().is_some_and(|q| q > self.target()) =>
+            {
+                self.drain_rounds += 1;
+                Phase::Drain
             }
-            Phase::Cruise(n) => Phase::Cruise(n - 1),
-            Phase::Probe => Phase::Drain(1.0),
+            Phase::Drain | Phase::Probe => {
+                self.drain_gain = c.drain_gain;
+                Phase::Cruise(c.cruise_rounds)
+            }
         };
     }
 
@@ -279,50 +342,43 @@ impl RateBulk {
         s.delivered < self.config.limited_ratio * s.sent
     }
 
-    /// Two rounds after a brake (its drain has reached the acks by then): a queue of ours
-    /// has shrunk; a delay that stayed is a longer path, so the minimum is re-measured
-    /// from here rather than braking again and again.
-    fn check_drift(&mut self, now: Instant) {
-        let Some((at, seen)) = self.drift_check else {
-            return;
-        };
-        if now < at {
-            return;
-        }
-        self.drift_check = None;
-        let (Some(q), target) = (self.queuing_delay(), self.target()) else {
-            return;
-        };
-        if q > target && q * 2 > seen {
-            let horizon = self.srtt() / 2;
-            if let Some(current) = self.delays.current(horizon) {
-                self.min_rtt = MinRtt::default();
-                self.min_rtt.on_sample(current);
-            }
-        }
-    }
-
-    /// Cuts bw when the queue exceeds the target, at most once per round.
+    /// Slows bulk for one round when the queue exceeds the target, then holds off for
+    /// another: until its effect reaches the acks, the queue it saw is what they show.
+    /// bw is left alone: on a jittery path the delay says less about the capacity than
+    /// the delivery rate does.
     fn brake(&mut self, now: Instant) {
-        // One brake per drain: until its effect reaches the acks, the queue it saw is
-        // still what they show.
-        if matches!(self.phase, Phase::Drain(_)) || self.drift_check.is_some() {
+        if self.brake_hold.is_some_and(|until| now < until) {
             return;
         }
         let (Some(q), target) = (self.queuing_delay(), self.target()) else {
             return;
         };
-        if q <= target {
+        // In startup the jitter is not measured yet: only a queue of a quarter of the
+        // path's round trip ends it early (a plateau of bw ends it otherwise).
+        let floor = match self.phase {
+            Phase::Startup => self.min_rtt.get().unwrap_or_default() / 4,
+            _ => Duration::ZERO,
+        };
+        if q <= target.max(floor) {
             return;
         }
-        let srtt = self.srtt().as_secs_f64().max(1e-4);
-        let cut = ((q - target).as_secs_f64() / srtt).min(0.5);
-        if let Some(s) = self.sampler.sample(self.srtt()) {
+        let srtt = self.srtt();
+        // The excess queue drains within about a round trip, at most half the rate.
+        let excess = (q - target).as_secs_f64() / srtt.as_secs_f64().max(1e-4);
+        let cut = excess.min(0.5);
+        // Half a round trip of queue over the target is no jitter: the rate fell, and
+        // the delivery rate shows by how much before a whole sample flags it.
+        if excess >= 0.5
+            && let Some(s) = self.sampler.sample(srtt / 2)
+        {
             self.bw = self.bw.min(s.delivered).max(self.config.min_rate);
         }
-        self.phase = Phase::Drain(1.0 - cut);
-        self.drift_check = Some((now + self.srtt() * 2, q));
-        self.round_end = Some(now + self.srtt());
+        if self.phase == Phase::Startup {
+            self.phase = Phase::Drain;
+            self.round_end = Some(now + srtt);
+        }
+        self.braking = Some((now + srtt, 1.0 - cut));
+        self.brake_hold = Some(now + srtt * 2);
     }
 
     fn on_sample(&mut self, now: Instant, feedback: Feedback) {
@@ -334,14 +390,16 @@ impl RateBulk {
             self.min_rtt.on_sample(rtt);
             self.delays.on_sample(now, rtt);
         }
-        let srtt = self.srtt();
+        let span = self.span();
         self.sampler
-            .on_ack(now, feedback.bytes, rtt, feedback.one_way, srtt);
+            .on_ack(now, feedback.bytes, rtt, feedback.one_way, span);
         self.flight = self.flight.saturating_sub(feedback.bytes);
+        if self.braking.is_some_and(|(until, _)| now >= until) {
+            self.braking = None;
+        }
         if self.round_end.is_none_or(|end| now >= end) {
             self.end_round(now);
         }
-        self.check_drift(now);
         self.brake(now);
     }
 }
