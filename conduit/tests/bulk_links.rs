@@ -321,13 +321,7 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64) -> [f
         queue_limit: Some(150_000),
         ..LinkConfig::default()
     };
-    let mut net: SimNet<4> = SimNet::build(
-        config,
-        link,
-        5,
-        start,
-        [NodeSpec::public(); 4],
-    );
+    let mut net: SimNet<4> = SimNet::build(config, link, 5, start, [NodeSpec::public(); 4]);
     net.set_hop(
         0,
         3,

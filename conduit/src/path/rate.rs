@@ -3,38 +3,39 @@
 //!
 //! Invariant: bulk never leaves faster than the pacing rate (a token clock driven by the
 //! caller's `now`), never with more than the window cap in flight, and the pacing rate is
-//! always `gain × bw` for the phase's gain, `bw` never below `min_rate`. Only bulk is ever
+//! `gain × brake × bw` for the phase's gain, never below `min_rate`. Only bulk is ever
 //! held back (the [`CongestionStrategy`] contract).
 //!
-//! Why a rate model (docs/congestion.md has the simulator's evidence): on LTE and Wi-Fi
-//! the path's own delay jitters by milliseconds and drifts with the cell's load, so any
-//! delay target that clears the noise also lets real queues through, and one that does
-//! not starves bulk. The delivery rate is a cleaner signal of capacity: it is measured
-//! over a round trip on the receiver's clock (the ack's receive stamps), so neither the
-//! reverse path's jitter nor ack bunching reach it, and a rate step (30 → 5 Mbit/s) shows
-//! in it within a round trip. The model, after BBR:
+//! Why a rate model: on LTE and Wi-Fi the path's own delay jitters by milliseconds and
+//! drifts with the cell's load, so a delay target that clears the noise also lets real
+//! queues through, and one that does not starves bulk. The delivery rate is a cleaner
+//! signal of capacity: it is measured on the receiver's clock (the ack's receive stamps),
+//! so neither the reverse path's jitter nor ack bunching reach it. The model, after BBR:
 //!
-//! - **bw**: the largest delivery rate of the samples since the bottleneck last showed
-//!   (a sample whose bytes arrived at less than `limited_ratio` of the rate they were sent
-//!   at: the link, not the sender, set the pace); such a sample *replaces* bw, so a
-//!   capacity drop is tracked at once instead of after BBR's ten-round max filter.
-//! - **phases**: `Startup` paces at `startup_gain × bw` until the bottleneck shows;
-//!   `Drain` one round below bw (the queue the overshoot left); `Cruise` at
-//!   `cruise_gain × bw` (just under the bottleneck, so the queue below stays empty) for
-//!   `cruise_rounds`; `Probe` one round at `probe_gain × bw`, whose bytes, if they get
-//!   through, raise bw. A probe that raised bw by more than 10 % is followed by another
-//!   at once (the capacity went up, as LTE's does by the second).
-//! - **window cap** `cwnd_gain × bw × min_rtt`, the round trip's minimum over the last
-//!   [`BASE_ROUNDS`] rounds (so a path that got longer is re-measured within them).
+//! - **bw**: the largest delivery rate sampled since the bottleneck last showed (a sample
+//!   whose bytes arrived at less than `limited_ratio` of the rate they were sent at: the
+//!   link, not the sender, set the pace); such a sample *replaces* bw, so a capacity drop
+//!   is tracked at once instead of after BBR's ten-round max filter.
+//! - **rounds** last a smoothed round trip, never fewer than four packets at the pacing
+//!   rate; a sample spans `sample_rounds` of them.
+//! - **phases**: `Startup` at `startup_gain × bw` until the bottleneck shows (or three
+//!   rounds without 25 % growth); `Drain` at `drain_gain` less the queue the overshoot
+//!   left, while the delay says it is there (three rounds at most); `Cruise` at
+//!   `cruise_gain × bw` for `cruise_rounds`; `Probe` one round at `probe_gain × bw`. A
+//!   round whose sample raised bw by 5 % is followed by a probe at once (the capacity
+//!   went up, as LTE's does by the second).
+//! - **window cap** `cwnd_gain × bw × (min_rtt + 2 × target)`: the round trip's minimum
+//!   over the last [`BASE_ROUNDS`] rounds, plus what the jitter adds.
 //! - **brake**: when the filtered queueing delay (a short minimum of round trips over the
 //!   windowed minimum) exceeds a target that follows the measured jitter
-//!   (`jitter_gain × jitter` within `min_target..=max_target`), bw is cut to the
-//!   delivery rate less the excess, for one round: the queue drains within about a round
-//!   trip. If the delay did not come down when the sender went below the path's rate, it
-//!   was not a queue of ours but a longer path, and the minimum is re-measured.
+//!   (`jitter_gain × jitter` within `min_target..=max_target`), the pacing rate is cut by
+//!   the excess over a round trip (at most half) for one round, then no new brake for a
+//!   round. bw is kept unless the excess is half a round trip, which no jitter makes.
 //!
-//! Loss is not a signal (the node reports none: acknowledgements are cumulative); a
-//! silence of one ack timeout empties the flight and halves bw once.
+//! What it does not do (docs/congestion.md, section 5): the queue a rate *drop* leaves is
+//! the sender's excess for the round trip it takes to see the drop; pacing does not
+//! shorten that. Loss is not a signal (the node reports none: acknowledgements are
+//! cumulative); a silence of one ack timeout empties the flight and halves bw once.
 
 use std::time::{Duration, Instant};
 
@@ -240,7 +241,11 @@ impl RateBulk {
     /// windowed minimum.
     pub fn queuing_delay(&self) -> Option<Duration> {
         let horizon = self.smoothed.unwrap_or_default() / 2;
-        Some(self.delays.current(horizon)?.saturating_sub(self.min_rtt.get()?))
+        Some(
+            self.delays
+                .current(horizon)?
+                .saturating_sub(self.min_rtt.get()?),
+        )
     }
 
     /// The current ack timeout: three smoothed round trips plus 2 ms, within

@@ -34,7 +34,11 @@ fn bulk_leaves_at_the_pacing_rate() {
     let gap = Duration::from_secs_f64(MSS as f64 / rate);
     assert!(!c.can_send_bulk(t0 + gap - Duration::from_micros(1), MSS));
     assert!(c.can_send_bulk(t0 + gap, MSS));
-    assert_eq!(c.poll_timeout(), Some(t0 + gap), "a wake-up for the next packet");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(t0 + gap),
+        "a wake-up for the next packet"
+    );
 }
 
 /// A bottleneck of `rate` bytes/s with a drop-tail buffer and `one_way` propagation each
@@ -100,7 +104,9 @@ impl Link {
                     Feedback {
                         bytes: MSS,
                         round_trip: at - sent,
-                        one_way: Some(arrived - origin + Duration::from_secs(1000) - (sent - origin)),
+                        one_way: Some(
+                            arrived - origin + Duration::from_secs(1000) - (sent - origin),
+                        ),
                         bulk: true,
                     },
                 );
@@ -113,6 +119,10 @@ impl Link {
     }
 }
 
+/// On a clean 10 Mbit/s path with 20 ms each way: bw is found; cruising, the only queue
+/// is a probe's (a quarter of the rate for a round trip: 10 ms, plus a packet); when the
+/// rate halves bw follows within a few round trips and the overshoot's queue is drained;
+/// when it triples bw follows within a second.
 #[test]
 fn bw_follows_the_bottleneck_down_and_up_and_the_queue_stays_small() {
     let t0 = origin();
@@ -124,21 +134,22 @@ fn bw_follows_the_bottleneck_down_and_up_and_the_queue_stays_small() {
     assert!((9e6..=11e6).contains(&bw), "found 10 Mbit/s: {bw}");
     link.worst_queue = Duration::ZERO;
     link.run(&mut c, t0, &mut now, Duration::from_secs(2));
-    eprintln!("worst queue cruising {:?}", link.worst_queue);
     assert!(
-        link.worst_queue < ms(100),
-        "cruising, the queue stays small: {:?} bw {}",
-        link.worst_queue, c.bw() * 8.0
+        link.worst_queue < ms(12),
+        "cruising, only a probe queues: {:?}",
+        link.worst_queue
     );
-    // The cell's rate halves: the delivery rate shows it within a few round trips.
     link.rate = 5e6 / 8.0;
-    for _ in 0..20 {
-        link.run(&mut c, t0, &mut now, ms(20));
-        eprintln!("DBG {:?} bw {:.2} q {:?} tg {:?} rate {:.2} flight {} cwnd {} queue {}", c.phase(), c.bw()*8e-6, c.queuing_delay(), c.target(), c.pacing_rate()*8e-6, c.bytes_in_flight(), c.cwnd(), link.queue.len());
-    }
+    link.run(&mut c, t0, &mut now, ms(400));
     let bw = c.bw() * 8.0;
-    eprintln!("after the drop {bw} worst {:?}", link.worst_queue);
-    assert!((4.5e6..=5.5e6).contains(&bw), "followed the drop: {bw}");
+    assert!((4.5e6..=5.7e6).contains(&bw), "followed the drop: {bw}");
+    link.worst_queue = Duration::ZERO;
+    link.run(&mut c, t0, &mut now, Duration::from_secs(2));
+    assert!(
+        link.worst_queue < ms(25),
+        "the drop's queue is gone: {:?}",
+        link.worst_queue
+    );
     link.rate = 15e6 / 8.0;
     link.run(&mut c, t0, &mut now, Duration::from_secs(1));
     let bw = c.bw() * 8.0;
