@@ -112,7 +112,7 @@ grep -E 'rtt' "$WORK/ping.txt"
 if [ "$LOAD" = tcp ]; then
   awk '/receiver/ {print "tcp goodput:", $(NF-2), $(NF-1)}' "$WORK/iperf.txt"
 else
-  awk '/receiver/ {print "flood received:", $(NF-5), $(NF-4), "lost", $(NF-1), $NF}' "$WORK/iperf.txt"
+  awk '/receiver/ {print "flood received:", $(NF-6), $(NF-5), "jitter", $(NF-4), $(NF-3), "lost", $(NF-2), $(NF-1)}' "$WORK/iperf.txt"
 fi
 HZ=$(getconf CLK_TCK)
 join "$WORK/before" "$WORK/after" | awk -v hz="$HZ" '$2 ~ /^[0-9]+$/ {d[$1] = $3 - $2}

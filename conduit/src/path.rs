@@ -30,6 +30,7 @@ pub mod frame;
 pub mod ledbat;
 pub mod per_peer;
 pub mod pmtu;
+pub mod rate;
 
 use std::net::SocketAddr;
 
@@ -40,6 +41,7 @@ pub use feedback::{AckFrame, AckSample, AckStamps, AckState, PacketSample, SendL
 pub use ledbat::{Ledbat, LedbatConfig};
 pub use per_peer::{MakeStrategy, PeerCongestion};
 pub use pmtu::{Pmtu, PmtuPhase};
+pub use rate::{RateBulk, RateConfig};
 
 use crate::Metrics;
 

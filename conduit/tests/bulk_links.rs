@@ -10,9 +10,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
-use bauxite_conduit::node::{NodeConfig, TunVerdict};
+use bauxite_conduit::node::{BulkController, NodeConfig, TunVerdict};
 use bauxite_conduit::path::{
-    AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy, PmtuPhase,
+    AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy, PmtuPhase, RateBulk,
+    RateConfig,
 };
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use bauxite_conduit::{Lane, VirtualIp};
@@ -190,16 +191,21 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
     })
 }
 
-/// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_GAIN`, `BX_RAMP` and `BX_PACE`
-/// set the adaptive controller's `jitter_gain`, `ramp` and `pacing_gain`; `BX_OWD=1` turns
-/// on `one_way_delay`.
+/// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_CTRL=rate` the rate model
+/// ([`rate_from_env`]), `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
+/// `ramp` and `pacing_gain` `BX_GAIN`, `BX_RAMP` and `BX_PACE` set; `BX_OWD=1` turns
+/// on its `one_way_delay`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
     }
-    let defaults = AdaptiveConfig::default();
     let knob =
         |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+    if std::env::var("BX_CTRL").is_ok_and(|c| c == "rate") {
+        return rate_from_env(target);
+    }
+    // Otherwise the adaptive LEDBAT, whatever the node's default.
+    let defaults = AdaptiveConfig::default();
     let config = AdaptiveConfig {
         min_target: target,
         jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
@@ -209,6 +215,29 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         ..defaults
     };
     Box::new(move || Box::new(AdaptiveLedbat::new(config)))
+}
+
+/// The rate model's knobs: `BX_CRUISE`, `BX_PROBE`, `BX_DRAIN` (gains), `BX_ROUNDS`
+/// (cruise rounds), `BX_LIMIT` (limited ratio), `BX_CWND` (window cap in BDPs),
+/// `BX_JGAIN` (brake target per unit of jitter), `BX_STARTUP`.
+fn rate_from_env(target: Duration) -> MakeStrategy {
+    let d = RateConfig::default();
+    let knob =
+        |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+    let config = RateConfig {
+        min_target: target,
+        cruise_gain: knob("BX_CRUISE", d.cruise_gain),
+        probe_gain: knob("BX_PROBE", d.probe_gain),
+        drain_gain: knob("BX_DRAIN", d.drain_gain),
+        startup_gain: knob("BX_STARTUP", d.startup_gain),
+        cruise_rounds: knob("BX_ROUNDS", f64::from(d.cruise_rounds)) as u32,
+        limited_ratio: knob("BX_LIMIT", d.limited_ratio),
+        sample_rounds: knob("BX_SAMPLE", d.sample_rounds),
+        cwnd_gain: knob("BX_CWND", d.cwnd_gain),
+        jitter_gain: knob("BX_JGAIN", d.jitter_gain),
+        ..d
+    };
+    Box::new(move || Box::new(RateBulk::new(config)))
 }
 
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
@@ -282,7 +311,7 @@ fn diagnose() {
 /// Bulk goodput (inner bytes, bit/s) from node 0 to each of nodes 1–3 over `seconds`,
 /// node 3 behind a 2 Mbit/s hop that loses `loss` of its datagrams, every peer's bulk
 /// queue kept full, after a second of warm-up.
-fn one_sender_three_receivers(seconds: u64, loss: f64) -> [f64; 3] {
+fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64) -> [f64; 3] {
     use bauxite_conduit::sim::NodeSpec;
     use bauxite_netem::{GilbertElliott, Impairments};
     let start = Instant::now();
@@ -292,13 +321,7 @@ fn one_sender_three_receivers(seconds: u64, loss: f64) -> [f64; 3] {
         queue_limit: Some(150_000),
         ..LinkConfig::default()
     };
-    let mut net: SimNet<4> = SimNet::build(
-        NodeConfig::default(),
-        link,
-        5,
-        start,
-        [NodeSpec::public(); 4],
-    );
+    let mut net: SimNet<4> = SimNet::build(config, link, 5, start, [NodeSpec::public(); 4]);
     net.set_hop(
         0,
         3,
@@ -358,7 +381,20 @@ fn one_sender_three_receivers(seconds: u64, loss: f64) -> [f64; 3] {
 /// controller and the bulk lane serves peers by deficit round robin.
 #[test]
 fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
-    let [a, b, slow] = one_sender_three_receivers(5, 0.02);
+    fair_shares(NodeConfig::default());
+}
+
+/// The same with the rate model ([`RateBulk`]) pacing each peer's bulk.
+#[test]
+fn with_the_rate_model_a_slow_lossy_peer_does_not_hold_back_the_others() {
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Rate,
+        ..NodeConfig::default()
+    });
+}
+
+fn fair_shares(config: NodeConfig) {
+    let [a, b, slow] = one_sender_three_receivers(config, 5, 0.02);
     eprintln!(
         "bulk to the fast peers {:.2} and {:.2} Mbit/s, to the slow lossy one {:.2} Mbit/s",
         a / 1e6,

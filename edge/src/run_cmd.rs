@@ -247,6 +247,7 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         timers: config.timers,
         mtu: DEFAULT_MTU,
         bulk_target: config.bulk_target,
+        bulk_controller: config.bulk_controller,
         // With a hub, its data channel carries a peer's packets when UDP does not.
         hub_relay_after: config
             .hub

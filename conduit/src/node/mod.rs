@@ -66,7 +66,7 @@ use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
     AdaptiveConfig, AdaptiveLedbat, MakeStrategy, NullCongestionStrategy, PeerCongestion,
-    PeerPaths, SendLog,
+    PeerPaths, RateBulk, RateConfig, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -110,6 +110,9 @@ pub struct NodeConfig {
     /// Queueing delay the bulk lane may add below the lanes (LEDBAT's target), or `None`
     /// to send bulk unpaced. See [`DEFAULT_BULK_TARGET`].
     pub bulk_target: Option<Duration>,
+    /// Which controller paces each peer's bulk (with `bulk_target` as its delay floor).
+    /// See [`BulkController`].
+    pub bulk_controller: BulkController,
     /// Relay a peer's packets through the hub's data channel when nothing sent to it on
     /// UDP was answered for this long (or it has no UDP path), or `None` when the node has
     /// no hub relay. See [`DEFAULT_HUB_RELAY_AFTER`].
@@ -131,6 +134,27 @@ pub struct NodeConfig {
 /// is a floor, not a setting to retune per link (docs/congestion.md).
 pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 
+/// The bulk lane's congestion controller (docs/congestion.md compares them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BulkController {
+    /// [`RateBulk`]: paced at the measured delivery rate, queueing delay only a brake.
+    Rate,
+    /// [`AdaptiveLedbat`]: a window kept under a delay target that follows the jitter.
+    #[default]
+    Adaptive,
+}
+
+impl BulkController {
+    /// Parses `rate` or `adaptive`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "rate" => Some(Self::Rate),
+            "adaptive" => Some(Self::Adaptive),
+            _ => None,
+        }
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -138,6 +162,7 @@ impl Default for NodeConfig {
             timers: Timers::default(),
             mtu: DEFAULT_MTU,
             bulk_target: Some(DEFAULT_BULK_TARGET),
+            bulk_controller: BulkController::default(),
             hub_relay_after: None,
             turn_after: Some(DEFAULT_TURN_AFTER),
             bonding: crate::path::Bonding::Off,
@@ -357,8 +382,16 @@ impl BauxiteNode {
             );
         }
         let mtu = config.mtu;
-        let make: MakeStrategy = match config.bulk_target {
-            Some(target) => {
+        let make: MakeStrategy = match (config.bulk_target, config.bulk_controller) {
+            (Some(target), BulkController::Rate) => {
+                let rate = RateConfig {
+                    min_target: target,
+                    mss: config.mtu,
+                    ..RateConfig::default()
+                };
+                Box::new(move || Box::new(RateBulk::new(rate)))
+            }
+            (Some(target), BulkController::Adaptive) => {
                 let adaptive = AdaptiveConfig {
                     min_target: target,
                     mss: config.mtu,
@@ -366,7 +399,7 @@ impl BauxiteNode {
                 };
                 Box::new(move || Box::new(AdaptiveLedbat::new(adaptive)))
             }
-            None => Box::new(|| Box::new(NullCongestionStrategy)),
+            (None, _) => Box::new(|| Box::new(NullCongestionStrategy)),
         };
         let congestion = PeerCongestion::new(make);
         Self {

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use super::{CongestionStrategy, Feedback};
 
-mod delay;
+pub(super) mod delay;
 
 use delay::DelayFilter;
 

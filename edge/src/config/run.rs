@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bauxite_conduit::cipher::CipherSuite;
-use bauxite_conduit::node::DEFAULT_BULK_TARGET;
+use bauxite_conduit::node::{BulkController, DEFAULT_BULK_TARGET};
 use bauxite_conduit::peers::PeerInfo;
 use bauxite_conduit::session::Timers;
 use bauxite_conduit::tun::DEFAULT_TUN_NAME;
@@ -50,6 +50,8 @@ pub(super) struct RawNode {
     rekey_timeout_secs: Option<u64>,
     #[serde(default)]
     bulk_target_delay_us: Option<u64>,
+    #[serde(default)]
+    bulk_controller: Option<String>,
     #[serde(default)]
     kernel_offload: Option<bool>,
     #[serde(default)]
@@ -163,6 +165,8 @@ pub struct RunConfig {
     pub timers: Timers,
     /// Queueing delay the bulk lane may build below the lanes (`None`: bulk unpaced).
     pub bulk_target: Option<Duration>,
+    /// Which controller paces bulk (`node.bulk_controller`: "rate" or "adaptive").
+    pub bulk_controller: BulkController,
     /// The static peers.
     pub peers: Vec<PeerInfo>,
     /// The hub, if the node joined one (`bauxite join`).
@@ -236,6 +240,7 @@ impl RunConfig {
                 Some(0) => None,
                 Some(us) => Some(Duration::from_micros(us)),
             },
+            bulk_controller: parse_bulk_controller(node.bulk_controller.as_deref())?,
             peers: Vec::new(),
             hub: None,
             state_root: raw
@@ -389,6 +394,18 @@ fn parse_cidr(value: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
         ));
     }
     Ok((ip, prefix))
+}
+
+fn parse_bulk_controller(value: Option<&str>) -> Result<BulkController, ConfigError> {
+    match value {
+        None => Ok(BulkController::default()),
+        Some(name) => BulkController::from_name(name).ok_or_else(|| {
+            invalid(
+                "node.bulk_controller",
+                format!("{name:?} is not a bulk controller; use \"rate\" or \"adaptive\""),
+            )
+        }),
+    }
 }
 
 fn parse_cipher(value: Option<&str>) -> Result<CipherSuite, ConfigError> {

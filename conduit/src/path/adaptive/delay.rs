@@ -15,7 +15,7 @@ const BASE_BUCKET: Duration = Duration::from_secs(60);
 
 /// The filtered history of one stream of round-trip samples.
 #[derive(Clone, Debug)]
-pub(super) struct DelayFilter {
+pub(in crate::path) struct DelayFilter {
     recent: [Duration; FILTER],
     /// When each of `recent` arrived.
     recent_at: [Option<Instant>; FILTER],
@@ -44,7 +44,7 @@ impl Default for DelayFilter {
 
 impl DelayFilter {
     /// Takes one round-trip sample measured at `now`.
-    pub(super) fn on_sample(&mut self, now: Instant, delay: Duration) {
+    pub(in crate::path) fn on_sample(&mut self, now: Instant, delay: Duration) {
         self.update_base(now, delay);
         self.recent[self.next] = delay;
         self.recent_at[self.next] = Some(now);
@@ -55,12 +55,12 @@ impl DelayFilter {
     }
 
     /// When the newest sample arrived.
-    pub(super) fn newest_at(&self) -> Option<Instant> {
+    pub(in crate::path) fn newest_at(&self) -> Option<Instant> {
         self.recent_at[(self.next + FILTER - 1) % FILTER]
     }
 
     /// The smallest delay of the base history.
-    pub(super) fn base(&self) -> Option<Duration> {
+    pub(in crate::path) fn base(&self) -> Option<Duration> {
         min_of(&self.base)
     }
 
@@ -68,7 +68,7 @@ impl DelayFilter {
     /// [`FILTER`] no older than `horizon` before the newest. A filter counted in samples
     /// alone lags by many round trips on a slow, short path (and lets the window overshoot);
     /// one counted in time alone is a single noisy sample on a sparse stream.
-    pub(super) fn current(&self, horizon: Duration) -> Option<Duration> {
+    pub(in crate::path) fn current(&self, horizon: Duration) -> Option<Duration> {
         let newest = self.newest_at()?;
         (1..=FILTER)
             .map(|back| (self.next + FILTER - back) % FILTER)
@@ -84,18 +84,18 @@ impl DelayFilter {
     }
 
     /// Current delay minus base delay.
-    pub(super) fn queuing(&self, horizon: Duration) -> Option<Duration> {
+    pub(in crate::path) fn queuing(&self, horizon: Duration) -> Option<Duration> {
         Some(self.current(horizon)?.saturating_sub(self.base()?))
     }
 
     /// The noise around the trend, in seconds.
-    pub(super) fn jitter(&self) -> f64 {
+    pub(in crate::path) fn jitter(&self) -> f64 {
         self.jitter
     }
 
     /// The path got longer: forgets the old minimum and starts again from the current
     /// delay.
-    pub(super) fn rebase(&mut self, horizon: Duration) {
+    pub(in crate::path) fn rebase(&mut self, horizon: Duration) {
         if let Some(current) = self.current(horizon) {
             self.base = [Duration::MAX; BASE_HISTORY];
             self.base_tail = 0;

@@ -67,6 +67,26 @@ fn bulk_pacing_defaults_on_and_zero_turns_it_off() {
 }
 
 #[test]
+fn the_bulk_controller_is_chosen_by_name() {
+    use bauxite_conduit::node::BulkController;
+    let with =
+        |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
+    assert_eq!(
+        parse(&good()).unwrap().bulk_controller,
+        BulkController::default()
+    );
+    let rate = parse(&with("bulk_controller = \"rate\"")).unwrap();
+    assert_eq!(rate.bulk_controller, BulkController::Rate);
+    let adaptive = parse(&with("bulk_controller = \"adaptive\"")).unwrap();
+    assert_eq!(adaptive.bulk_controller, BulkController::Adaptive);
+    let err = parse(&with("bulk_controller = \"bbr\"")).unwrap_err();
+    assert!(
+        err.to_string().contains("\"rate\" or \"adaptive\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn realtime_priority_defaults_to_fifo_10_and_is_checked() {
     let with =
         |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
