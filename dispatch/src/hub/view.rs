@@ -29,7 +29,7 @@ pub struct TopologyView {
 
 impl TopologyView {
     /// A view of `peers` at `version`.
-    pub(crate) fn new(version: u64, peers: impl IntoIterator<Item = (PeerId, Peer)>) -> Self {
+    pub fn new(version: u64, peers: impl IntoIterator<Item = (PeerId, Peer)>) -> Self {
         Self {
             version,
             peers: peers.into_iter().map(|(id, p)| (id, Arc::new(p))).collect(),
@@ -100,7 +100,7 @@ impl TopologyView {
     /// The next version: this one with each touched node's peer replaced (`Some`) or
     /// dropped (`None`), and the delta that takes a subscriber from this version to it
     /// (only the peers that differ, and the IDs dropped).
-    pub(crate) fn update(
+    pub fn update(
         &self,
         version: u64,
         touched: impl IntoIterator<Item = (PeerId, Option<Peer>)>,

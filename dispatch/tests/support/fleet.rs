@@ -685,6 +685,8 @@ impl Fleet {
             .stages
             .push(("after the rounds", report.usage.clone()));
         eprintln!("{:.1} s: rounds done", started.elapsed().as_secs_f64());
+        // What is measured so far, in case a later phase fails.
+        eprintln!("{report}");
 
         if config.kill && r > 1 {
             self.kill_phase(config, &urls, &nodes, &states, t0, &mut report)
@@ -828,8 +830,10 @@ impl Fleet {
                     .push(format!("node {id} (joined around the kill)"));
             }
         }
+        // The whole log: at 10 000 nodes it is over 5 MB, past gRPC's default 4 MB.
         let audit = survivor
             .admin()
+            .max_decoding_message_size(usize::MAX)
             .show_audit(ShowAuditRequest {})
             .await
             .unwrap()
