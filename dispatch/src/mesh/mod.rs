@@ -320,17 +320,10 @@ fn count_routed(hub: &Hub, routed: std::result::Result<(), RelayDrop>, len: u64)
     }
 }
 
-/// Least time between two replacements of the mesh node's peers.
-const REPLACE_PEERS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Replaces the shell's peers with every other active node on each topology change; a
-/// burst of changes (a join storm) is coalesced to one replacement per
-/// [`REPLACE_PEERS_EVERY`], since each costs O(N) (a full snapshot, every peer parsed and
-/// upserted in the shell) and 50 joins a second at 10 000 nodes would keep a core busy.
+/// Replaces the shell's peers with every other active node on each topology change.
 async fn follow_topology(hub: Arc<Hub>, me: bauxite_conduit::PeerId, queries: mpsc::Sender<Query>) {
     let mut topology = hub.subscribe_topology();
     loop {
-        let replaced = tokio::time::Instant::now();
         let snapshot = topology.borrow_and_update().snapshot();
         match peers_from_snapshot(&snapshot, Some(me)) {
             Ok(peers) => {
@@ -343,6 +336,5 @@ async fn follow_topology(hub: Arc<Hub>, me: bauxite_conduit::PeerId, queries: mp
         if topology.changed().await.is_err() {
             return;
         }
-        tokio::time::sleep_until(replaced + REPLACE_PEERS_EVERY).await;
     }
 }
