@@ -32,9 +32,10 @@ pub(crate) use self::replica::blocking;
 pub mod relay;
 pub mod signal;
 pub mod updates;
+pub mod view;
 pub use self::deploy::{Deploy, DeployTo, NodeUpdates};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bauxite_conduit::PeerId;
@@ -43,6 +44,7 @@ use tokio::sync::watch;
 pub use self::provision::{ProvisionInput, Provisioned};
 use self::relay::DatagramRelay;
 use self::signal::SignalRouter;
+use self::view::TopologyView;
 use crate::audit::{AuditEntry, AuditHead};
 use crate::clock::UnixTime;
 use crate::ipam::MeshCidr;
@@ -95,6 +97,12 @@ struct State {
     /// The replica each node holds its home relay stream on (`presence.rs`; a shared
     /// store only).
     relay_hubs: BTreeMap<PeerId, String>,
+    /// Nodes whose peer entry may have changed since the last published topology
+    /// (`view.rs`: the next version and its delta are made from these alone).
+    touched: BTreeSet<PeerId>,
+    /// Every node may have changed (the state was re-read): the next publication compares
+    /// them all.
+    touched_all: bool,
 }
 
 /// The hub: store, CA, in-memory view and change feeds.
@@ -105,7 +113,7 @@ pub struct Hub {
     state: Mutex<State>,
     /// Held by each mutation of this hub, before the store's writers lock (`replica.rs`).
     writer: Mutex<()>,
-    topology: watch::Sender<Arc<proto::node::TopologySnapshot>>,
+    topology: watch::Sender<Arc<TopologyView>>,
     /// The deltas of the last topology changes (published with `topology`, under `state`).
     journal: Mutex<journal::TopologyJournal>,
     policy: watch::Sender<Arc<proto::node::PolicyDocument>>,
@@ -134,9 +142,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Hub {
     /// Loads the hub's state from `store` and records the start in the audit log.
     pub fn open(store: Box<dyn Store>, ca: HubCa, cidr: MeshCidr, now: UnixTime) -> Result<Self> {
-        let state = State::load(store.as_ref())?;
+        let mut state = State::load(store.as_ref())?;
         let policy = policy_document(store.as_ref())?;
-        let topology = Arc::new(snapshot(&state));
+        let topology = Arc::new(TopologyView::new(
+            state.topology_version,
+            state
+                .nodes
+                .keys()
+                .filter_map(|id| Some((*id, state.peer(*id)?))),
+        ));
+        // The view holds every node as loaded.
+        state.touched_all = false;
         let hub = Self {
             store,
             ca,
@@ -231,8 +247,8 @@ impl Hub {
         lock(&self.state).pending.values().cloned().collect()
     }
 
-    /// A feed of topology snapshots (the current one first).
-    pub fn subscribe_topology(&self) -> watch::Receiver<Arc<proto::node::TopologySnapshot>> {
+    /// A feed of topology versions (the current one first).
+    pub fn subscribe_topology(&self) -> watch::Receiver<Arc<TopologyView>> {
         self.topology.subscribe()
     }
 
@@ -245,13 +261,22 @@ impl Hub {
         lock(&self.journal).since(held)
     }
 
-    /// Publishes `state`'s topology to the feeds, with its delta in the journal. Called with
-    /// the state lock held, so publications keep the order of changes.
-    fn publish_topology(&self, state: &State) {
-        let new = Arc::new(snapshot(state));
+    /// Publishes `state`'s topology to the feeds, with its delta in the journal: the peers
+    /// of the nodes touched since the last publication are rebuilt, the rest is shared.
+    /// Called with the state lock held, so publications keep the order of changes.
+    fn publish_topology(&self, state: &mut State) {
         let old = self.topology.borrow().clone();
-        lock(&self.journal).record(&old, &new);
-        self.topology.send_replace(new);
+        let mut touched = std::mem::take(&mut state.touched);
+        if std::mem::take(&mut state.touched_all) {
+            touched.extend(old.ids());
+            touched.extend(state.nodes.keys().copied());
+        }
+        let (new, delta) = old.update(
+            state.topology_version,
+            touched.into_iter().map(|id| (id, state.peer(id))),
+        );
+        lock(&self.journal).record(delta);
+        self.topology.send_replace(Arc::new(new));
     }
 
     /// A feed of policy documents (the current one first).
@@ -332,6 +357,8 @@ impl Hub {
                 .store(state.audit_head.len, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(id) = change.hub_node {
+            state.touched.extend(state.hub_node);
+            state.touched.insert(id);
             state.hub_node = Some(id);
         }
         if state.updates.apply(&change) {
@@ -347,9 +374,11 @@ impl Hub {
             if node.revoked_at.is_some() {
                 lock(&self.revoked).push(node.id);
             }
+            state.touched.insert(node.id);
             state.nodes.insert(node.id, node);
         }
         for (node, signature) in change.operator_signatures {
+            state.touched.insert(node);
             state.signatures.insert(node, signature);
         }
         for (node, observed) in change.observed {
@@ -404,6 +433,8 @@ impl State {
             updates: updates::UpdateBook::load(store)?,
             signatures: store.operator_signatures()?.into_iter().collect(),
             relay_hubs: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            touched_all: true,
         };
         state.load_observed(store)?;
         state.load_presence(store)?;
@@ -422,47 +453,35 @@ fn policy_document(store: &dyn Store) -> Result<proto::node::PolicyDocument> {
         .unwrap_or_default())
 }
 
-fn snapshot(state: &State) -> proto::node::TopologySnapshot {
-    proto::node::TopologySnapshot {
-        version: state.topology_version,
-        peers: state
-            .nodes
-            .values()
-            .filter(|n| n.revoked_at.is_none())
-            .map(|n| {
-                let endpoint = n.endpoint.clone().unwrap_or_default();
-                let (candidates, candidate_kinds) = state
-                    .candidates
-                    .get(&n.id)
-                    .into_iter()
-                    .flatten()
-                    .map(|c| (c.addr.to_string(), i32::from(c.kind)))
-                    .filter(|(c, _)| *c != endpoint)
-                    .unzip();
-                proto::node::Peer {
-                    node_id: n.id.to_string(),
-                    name: n.name.clone(),
-                    virtual_ip: n.virtual_ip.to_string(),
-                    x25519_public: n.x25519.to_vec(),
-                    ed25519_public: n.ed25519.to_vec(),
-                    endpoint,
-                    candidates,
-                    hub: Some(n.id) == state.hub_node,
-                    candidate_kinds,
-                    ros_discovery_port: state
-                        .ros_discovery
-                        .get(&n.id)
-                        .map_or(0, |r| u32::from(r.port)),
-                    ros_discovery_server_id: state
-                        .ros_discovery
-                        .get(&n.id)
-                        .map_or(0, |r| u32::from(r.server_id)),
-                    operator_signature: state.signatures.get(&n.id).cloned().unwrap_or_default(),
-                    relay_hub: state.relay_hubs.get(&n.id).cloned().unwrap_or_default(),
-                }
-            })
-            .collect(),
-        ..proto::node::TopologySnapshot::default()
+impl State {
+    /// `id`'s entry in the topology: `None` unless it is an active node.
+    fn peer(&self, id: PeerId) -> Option<proto::node::Peer> {
+        let n = self.nodes.get(&id).filter(|n| n.revoked_at.is_none())?;
+        let endpoint = n.endpoint.clone().unwrap_or_default();
+        let (candidates, candidate_kinds) = self
+            .candidates
+            .get(&n.id)
+            .into_iter()
+            .flatten()
+            .map(|c| (c.addr.to_string(), i32::from(c.kind)))
+            .filter(|(c, _)| *c != endpoint)
+            .unzip();
+        let ros = self.ros_discovery.get(&n.id);
+        Some(proto::node::Peer {
+            node_id: n.id.to_string(),
+            name: n.name.clone(),
+            virtual_ip: n.virtual_ip.to_string(),
+            x25519_public: n.x25519.to_vec(),
+            ed25519_public: n.ed25519.to_vec(),
+            endpoint,
+            candidates,
+            hub: Some(n.id) == self.hub_node,
+            candidate_kinds,
+            ros_discovery_port: ros.map_or(0, |r| u32::from(r.port)),
+            ros_discovery_server_id: ros.map_or(0, |r| u32::from(r.server_id)),
+            operator_signature: self.signatures.get(&n.id).cloned().unwrap_or_default(),
+            relay_hub: self.relay_hubs.get(&n.id).cloned().unwrap_or_default(),
+        })
     }
 }
 

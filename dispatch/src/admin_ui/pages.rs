@@ -284,7 +284,7 @@ async fn logout(State(ui): Ui, authed: Authed, Form(form): Form<CsrfForm>) -> Re
 
 async fn nodes(State(ui): Ui, authed: Authed) -> Response {
     let (rows, online) = views::nodes(&ui.hub, UnixTime::now());
-    let topology_version = ui.hub.subscribe_topology().borrow().version;
+    let topology_version = ui.hub.subscribe_topology().borrow().version();
     render(
         &ui,
         StatusCode::OK,

@@ -96,7 +96,7 @@ fn path_type(report: &std::collections::BTreeMap<String, f64>) -> String {
 
 /// The nodes page rows (registered, then pending), and how many are online.
 pub fn nodes(hub: &Hub, now: UnixTime) -> (Vec<NodeRow>, usize) {
-    let topology = hub.subscribe_topology().borrow().clone();
+    let topology = hub.subscribe_topology().borrow().snapshot();
     let metrics = hub.metrics();
     let mut rows = Vec::new();
     let records = hub
@@ -156,7 +156,7 @@ pub struct PeerRow {
 
 /// The topology page: version and one row per active node.
 pub fn topology(hub: &Hub) -> (u64, Vec<PeerRow>) {
-    let snapshot = hub.subscribe_topology().borrow().clone();
+    let snapshot = hub.subscribe_topology().borrow().snapshot();
     let label = |p: &crate::proto::node::Peer| {
         if p.name.is_empty() {
             p.node_id.clone()

@@ -151,6 +151,7 @@ impl Hub {
             detail,
             change,
         )?;
+        state.touched.insert(id);
         state.candidates.remove(&id);
         state.ros_discovery.remove(&id);
         drop(state);

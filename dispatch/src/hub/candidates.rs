@@ -157,9 +157,10 @@ impl Hub {
             observed: vec![(node, observed)],
             ..Change::default()
         })?;
+        state.touched.insert(node);
         state.candidates.insert(node, candidates);
         state.topology_version = version;
-        self.publish_topology(&state);
+        self.publish_topology(&mut state);
         Ok((version, published))
     }
 }

@@ -4,13 +4,13 @@
 //! Invariants: entries are contiguous (each delta's base is the previous delta's version)
 //! and at most [`JOURNAL_DELTAS`] long; a subscriber further behind, or at a version the
 //! journal never saw, gets `None` and is sent a full snapshot (a resync). Each delta is
-//! computed once per change and shared (`Arc`) by every subscriber.
+//! made once per change (from the nodes it touched, `view.rs`) and shared (`Arc`) by
+//! every subscriber.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bauxite_dispatch_api::proto::node::TopologySnapshot;
-use bauxite_dispatch_api::topology;
 
 /// Changes kept: a subscriber more than this many changes behind is resynced.
 pub const JOURNAL_DELTAS: usize = 256;
@@ -22,19 +22,23 @@ pub struct TopologyJournal {
 }
 
 impl TopologyJournal {
-    /// Records the change from `old` to `new` (nothing when the version did not move).
-    pub fn record(&mut self, old: &TopologySnapshot, new: &TopologySnapshot) {
-        if new.version == old.version {
+    /// Records the delta of one change (nothing when the version did not move).
+    pub fn record(&mut self, delta: TopologySnapshot) {
+        if delta.version == delta.base_version {
             return;
         }
-        if self.deltas.back().is_some_and(|d| d.version != old.version) {
+        if self
+            .deltas
+            .back()
+            .is_some_and(|d| d.version != delta.base_version)
+        {
             // Not contiguous (cannot happen while every publish goes through here): start over.
             self.deltas.clear();
         }
         if self.deltas.len() == JOURNAL_DELTAS {
             self.deltas.pop_front();
         }
-        self.deltas.push_back(Arc::new(topology::delta(old, new)));
+        self.deltas.push_back(Arc::new(delta));
     }
 
     /// The deltas that take a subscriber from `held` to the newest recorded version (empty
@@ -52,6 +56,7 @@ impl TopologyJournal {
 mod tests {
     use super::*;
     use bauxite_dispatch_api::proto::node::Peer;
+    use bauxite_dispatch_api::topology;
 
     fn snap(version: u64, ids: &[u8]) -> TopologySnapshot {
         TopologySnapshot {
@@ -77,7 +82,7 @@ mod tests {
             snap(4, &[2, 3]),
         ];
         for pair in versions.windows(2) {
-            journal.record(&pair[0], &pair[1]);
+            journal.record(topology::delta(&pair[0], &pair[1]));
         }
         for (i, start) in versions.iter().enumerate() {
             let deltas = journal.since(start.version).unwrap();
@@ -96,10 +101,10 @@ mod tests {
         let mut journal = TopologyJournal::default();
         let total = JOURNAL_DELTAS as u64 + 10;
         for v in 0..total {
-            journal.record(
+            journal.record(topology::delta(
                 &snap(v, &[]),
                 &snap(v + 1, &[u8::try_from(v % 200).unwrap()]),
-            );
+            ));
         }
         assert!(journal.since(0).is_none());
         assert!(journal.since(9).is_none());

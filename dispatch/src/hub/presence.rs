@@ -141,6 +141,8 @@ impl State {
     /// Applies presence changes (this replica's or another's, from the change log).
     pub(super) fn apply_presence(&mut self, presence: &[(PeerId, Option<String>)]) {
         for (node, replica) in presence {
+            // The node's `relay_hub` changes: republish its peer entry.
+            self.touched.insert(*node);
             match replica {
                 Some(url) => self.relay_hubs.insert(*node, url.clone()),
                 None => self.relay_hubs.remove(node),

@@ -207,6 +207,7 @@ impl State {
     pub(super) fn apply_observed(&mut self, records: Vec<(PeerId, ObservedRecord)>) {
         self.candidates.clear();
         self.ros_discovery.clear();
+        self.touched_all = true;
         for (node, record) in records {
             self.apply_observed_of(node, record);
         }
@@ -214,6 +215,7 @@ impl State {
 
     /// Replaces `node`'s observations with `record` (a change logged by a replica).
     pub(super) fn apply_observed_of(&mut self, node: PeerId, record: ObservedRecord) {
+        self.touched.insert(node);
         self.candidates.remove(&node);
         self.ros_discovery.remove(&node);
         let candidates: Vec<Candidate> = record

@@ -64,8 +64,9 @@ impl Hub {
             Some(role) => state.ros_discovery.insert(node, role),
             None => state.ros_discovery.remove(&node),
         };
+        state.touched.insert(node);
         state.topology_version = version;
-        self.publish_topology(&state);
+        self.publish_topology(&mut state);
         Ok(())
     }
 }

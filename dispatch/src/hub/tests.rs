@@ -175,7 +175,7 @@ fn multi_use_token_assigns_distinct_addresses_and_refuses_rejoin() {
             crate::ProvisionRejected::AlreadyJoined(_)
         ))
     ));
-    assert_eq!(hub.subscribe_topology().borrow().peers.len(), 2);
+    assert_eq!(hub.subscribe_topology().borrow().snapshot().peers.len(), 2);
 }
 
 #[test]
@@ -190,14 +190,14 @@ fn revocation_refuses_calls_and_leaves_topology() {
         Caller::Node(a.record.id)
     );
     let feed = hub.subscribe_topology();
-    let version = feed.borrow().version;
+    let version = feed.borrow().version();
     hub.revoke(T0.plus(5), Caller::Admin, &a.record.id.to_string())
         .unwrap();
     assert!(matches!(
         hub.authorize(Some(&der)),
         Err(Error::CallRefused(CallRefused::Revoked { .. }))
     ));
-    let snapshot = feed.borrow().clone();
+    let snapshot = feed.borrow().snapshot();
     assert!(snapshot.version > version);
     assert!(
         snapshot
@@ -239,7 +239,13 @@ fn a_registration_is_pending_until_confirmed_and_then_in_the_topology() {
     let id = done.record.id;
     assert!(hub.nodes().is_empty(), "pending is not a node yet");
     assert_eq!(hub.pending().len(), 1);
-    assert!(hub.subscribe_topology().borrow().peers.is_empty());
+    assert!(
+        hub.subscribe_topology()
+            .borrow()
+            .snapshot()
+            .peers
+            .is_empty()
+    );
     // The new certificate may confirm, and nothing else.
     let der = crate::pki::pem_to_der(&done.cert_pem).unwrap();
     assert!(matches!(
@@ -250,7 +256,7 @@ fn a_registration_is_pending_until_confirmed_and_then_in_the_topology() {
     hub.confirm(T0.plus(5), id).unwrap();
     assert_eq!(hub.authorize(Some(&der)).unwrap(), Caller::Node(id));
     assert!(hub.pending().is_empty());
-    let peers = hub.subscribe_topology().borrow().peers.clone();
+    let peers = hub.subscribe_topology().borrow().snapshot().peers.clone();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].node_id, id.to_string());
     // Confirming again changes nothing; expiry later touches nothing.
@@ -349,7 +355,13 @@ fn a_pending_registration_can_be_revoked() {
         hub.authorize_confirm(Some(&der)),
         Err(Error::CallRefused(CallRefused::Revoked { .. }))
     ));
-    assert!(hub.subscribe_topology().borrow().peers.is_empty());
+    assert!(
+        hub.subscribe_topology()
+            .borrow()
+            .snapshot()
+            .peers
+            .is_empty()
+    );
 }
 
 #[test]
@@ -369,7 +381,7 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
     ];
     let (version, published) = hub.set_candidates(id, list.clone()).unwrap();
     assert_eq!(published, vec![observed, local]);
-    let snapshot = hub.subscribe_topology().borrow().clone();
+    let snapshot = hub.subscribe_topology().borrow().snapshot();
     assert_eq!(snapshot.version, version);
     assert_eq!(snapshot.peers[0].endpoint, "");
     assert_eq!(
@@ -402,7 +414,7 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
     hub.set_endpoint(T0, id, Some(local.to_string())).unwrap();
     let (_, published) = hub.set_candidates(id, list).unwrap();
     assert_eq!(published, vec![local, observed]);
-    let peer = hub.subscribe_topology().borrow().peers[0].clone();
+    let peer = hub.subscribe_topology().borrow().snapshot().peers[0].clone();
     assert_eq!(peer.endpoint, local.to_string());
     assert_eq!(peer.candidates, vec![observed.to_string()]);
     assert_eq!(
@@ -412,7 +424,13 @@ fn candidates_reach_the_topology_after_the_endpoint_and_are_not_audited() {
     // A revoked node's candidates go with it.
     hub.revoke(T0.plus(1), Caller::Admin, &id.to_string())
         .unwrap();
-    assert!(hub.subscribe_topology().borrow().peers.is_empty());
+    assert!(
+        hub.subscribe_topology()
+            .borrow()
+            .snapshot()
+            .peers
+            .is_empty()
+    );
 }
 
 /// The renewal proof node `seed` of [`named_request`] makes for `cert_pem`.
@@ -490,23 +508,23 @@ fn a_reported_discovery_server_is_in_the_topology_until_it_stops() {
     let t = token(&hub, 3600, 1, 1);
     let id = join(&hub, T0, request(&t, 1)).record.id;
     let head = hub.store.audit_head().unwrap();
-    let before = hub.subscribe_topology().borrow().version;
+    let before = hub.subscribe_topology().borrow().version();
     let role = RosDiscovery {
         port: 11811,
         server_id: 1,
     };
     hub.set_ros_discovery(id, Some(role)).unwrap();
-    let snapshot = hub.subscribe_topology().borrow().clone();
+    let snapshot = hub.subscribe_topology().borrow().snapshot();
     assert_eq!(snapshot.version, before + 1);
     assert_eq!(snapshot.peers[0].ros_discovery_port, 11811);
     assert_eq!(snapshot.peers[0].ros_discovery_server_id, 1);
     // The same report again is no new topology; no report is audited.
     hub.set_ros_discovery(id, Some(role)).unwrap();
-    assert_eq!(hub.subscribe_topology().borrow().version, before + 1);
+    assert_eq!(hub.subscribe_topology().borrow().version(), before + 1);
     assert_eq!(hub.store.audit_head().unwrap(), head);
     hub.set_ros_discovery(id, None).unwrap();
     assert_eq!(
-        hub.subscribe_topology().borrow().peers[0].ros_discovery_port,
+        hub.subscribe_topology().borrow().snapshot().peers[0].ros_discovery_port,
         0
     );
     let stranger = bauxite_conduit::PeerId::from_signing_public(&[9; 32]);

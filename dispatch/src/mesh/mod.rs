@@ -324,7 +324,7 @@ fn count_routed(hub: &Hub, routed: std::result::Result<(), RelayDrop>, len: u64)
 async fn follow_topology(hub: Arc<Hub>, me: bauxite_conduit::PeerId, queries: mpsc::Sender<Query>) {
     let mut topology = hub.subscribe_topology();
     loop {
-        let snapshot = topology.borrow_and_update().clone();
+        let snapshot = topology.borrow_and_update().snapshot();
         match peers_from_snapshot(&snapshot, Some(me)) {
             Ok(peers) => {
                 if queries.send(Query::ReplacePeers(peers)).await.is_err() {

@@ -25,6 +25,7 @@ use bauxite_dispatch_api::topology;
 use super::auth;
 use crate::clock::UnixTime;
 use crate::hub::candidates::candidate_list;
+use crate::hub::view::TopologyView;
 use crate::hub::{Caller, Hub};
 use crate::proto::node::policy_service_server::PolicyService;
 use crate::proto::node::topology_service_server::TopologyService;
@@ -79,7 +80,7 @@ impl TopologyService for Topology {
             let mut held: Option<u64> = None;
             'feed: loop {
                 // Marked seen before the journal is read: a change after this wakes us.
-                let snapshot = topology.borrow_and_update().clone();
+                let view = topology.borrow_and_update().clone();
                 if revoked(&hub, caller) {
                     let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
@@ -87,18 +88,21 @@ impl TopologyService for Topology {
                 let journal = held
                     .filter(|_| deltas)
                     .and_then(|v| hub.topology_deltas_since(v));
-                let messages = match journal {
-                    Some(journal) => journal,
-                    None if deltas && held == Some(snapshot.version) => Vec::new(),
-                    // In pages: tonic keeps a stream's encode buffer as large as the
-                    // largest message, so a whole-fleet message per stream costs N².
-                    None if deltas => topology::pages(&snapshot, topology::PAGE_PEERS)
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
-                    None => vec![snapshot],
+                let mut outbox = match journal {
+                    Some(journal) => Outbox::Deltas(journal.into_iter()),
+                    None if deltas && held == Some(view.version()) => {
+                        Outbox::Deltas(Vec::new().into_iter())
+                    }
+                    // In pages, each cut from the shared version as it is sent: tonic keeps a
+                    // stream's encode buffer as large as the largest message, and a stream
+                    // that held its whole first topology would cost O(N) each.
+                    None if deltas => Outbox::Pages {
+                        after: None,
+                        done: false,
+                    },
+                    None => Outbox::Full(Some(view.snapshot())),
                 };
-                for message in messages {
+                while let Some(message) = outbox.next(&view) {
                     let (version, page) =
                         (message.version, message.base_version == message.version);
                     let counter = match (message.delta, page) {
@@ -106,7 +110,7 @@ impl TopologyService for Topology {
                         (true, false) => Some(&hub.metrics().topology_deltas_sent),
                         (true, true) => None,
                     };
-                    if tx.send(Ok((*message).clone())).await.is_err() {
+                    if tx.send(Ok(message)).await.is_err() {
                         break 'feed;
                     }
                     held = Some(version);
@@ -168,6 +172,35 @@ impl TopologyService for Topology {
         Ok(Response::new(
             self.turn_credentials(node, UnixTime::now().0),
         ))
+    }
+}
+
+/// What a topology stream sends next for one version, one message at a time.
+enum Outbox {
+    /// The journal's deltas since the version the client holds.
+    Deltas(std::vec::IntoIter<Arc<TopologySnapshot>>),
+    /// The version's pages, after the peer `after`.
+    Pages {
+        after: Option<bauxite_conduit::PeerId>,
+        done: bool,
+    },
+    /// The whole snapshot, for a client that did not ask for deltas.
+    Full(Option<Arc<TopologySnapshot>>),
+}
+
+impl Outbox {
+    fn next(&mut self, view: &TopologyView) -> Option<TopologySnapshot> {
+        match self {
+            Outbox::Deltas(deltas) => deltas.next().map(|d| (*d).clone()),
+            Outbox::Full(full) => full.take().map(|f| (*f).clone()),
+            Outbox::Pages { done: true, .. } => None,
+            Outbox::Pages { after, done } => {
+                let (page, next) = view.page(*after, topology::PAGE_PEERS);
+                *done = next.is_none();
+                *after = next;
+                Some(page)
+            }
+        }
     }
 }
 

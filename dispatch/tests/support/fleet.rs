@@ -309,6 +309,8 @@ pub(crate) struct FleetReport {
     pub(crate) lost: Vec<String>,
     /// The survivors' audit verification.
     pub(crate) audit_ok: bool,
+    /// Each replica's memory at the end of each stage (joins, streams open, rounds, kill).
+    pub(crate) stages: Vec<(&'static str, Vec<Usage>)>,
 }
 
 impl fmt::Display for FleetReport {
@@ -344,6 +346,13 @@ impl fmt::Display for FleetReport {
                 u.rss_mb,
                 u.hwm_mb
             )?;
+        }
+        for (stage, usage) in &self.stages {
+            let rss: Vec<String> = usage
+                .iter()
+                .map(|u| format!("{:.0} ({:.0})", u.rss_mb, u.hwm_mb))
+                .collect();
+            writeln!(f, "replica RSS (peak), MB, {stage}: {}", rss.join(" / "))?;
         }
         if self.reconnect.count > 0 {
             writeln!(
@@ -518,6 +527,32 @@ impl Fleet {
         self.replicas.iter().map(|r| r.usage().cpu_secs).collect()
     }
 
+    /// Each replica's CPU and memory now (zeros for a dead one).
+    fn usages(&self) -> Vec<Usage> {
+        self.replicas.iter().map(Replica::usage).collect()
+    }
+
+    /// Prints, every 10 s until aborted, how many joins started and each replica's memory
+    /// (a long run shows where it is and how memory grows).
+    fn progress(&self, joins: Arc<AtomicUsize>, n: usize, started: Instant) -> JoinHandle<()> {
+        let pids: Vec<u32> = self.replicas.iter().map(|r| r.child.id()).collect();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let rss: Vec<String> = pids
+                    .iter()
+                    .map(|p| format!("{:.0}", usage_of(*p).rss_mb))
+                    .collect();
+                eprintln!(
+                    "{:.0} s: {} of {n} joins started; replica RSS MB {}",
+                    started.elapsed().as_secs_f64(),
+                    joins.load(Ordering::Relaxed).min(n),
+                    rss.join(" / ")
+                );
+            }
+        })
+    }
+
     /// Runs the load described by `config` and returns what it measured.
     pub(crate) async fn run(&mut self, config: &FleetConfig) -> FleetReport {
         let n = config.nodes;
@@ -547,6 +582,7 @@ impl Fleet {
         let cpu0 = self.cpu();
         let started = Instant::now();
         let next = Arc::new(AtomicUsize::new(0));
+        let progress = self.progress(next.clone(), n, started);
         let joined: Arc<Mutex<Vec<Option<Joined>>>> =
             Arc::new(Mutex::new((0..n).map(|_| None).collect()));
         let workers: Vec<_> = (0..config.join_concurrency.max(1))
@@ -604,6 +640,7 @@ impl Fleet {
             .map(Option::unwrap)
             .unzip();
         report.join = Spread::of(join_times);
+        report.stages.push(("all joined", self.usages()));
 
         // Every node follows its topology.
         let t0 = Instant::now();
@@ -626,6 +663,12 @@ impl Fleet {
         )
         .await;
 
+        report.stages.push(("every stream open", self.usages()));
+        eprintln!(
+            "{:.1} s: every stream open",
+            started.elapsed().as_secs_f64()
+        );
+
         // Topology changes and signals, steady state.
         let rounds_start = Instant::now();
         let cpu2 = self.cpu();
@@ -637,12 +680,20 @@ impl Fleet {
         report.rounds_secs = rounds_start.elapsed().as_secs_f64();
         let cpu3 = self.cpu();
         report.cpu_rounds = cpu3.iter().zip(&cpu2).map(|(a, b)| a - b).collect();
-        report.usage = self.replicas.iter().map(Replica::usage).collect();
+        report.usage = self.usages();
+        report
+            .stages
+            .push(("after the rounds", report.usage.clone()));
+        eprintln!("{:.1} s: rounds done", started.elapsed().as_secs_f64());
+        // What is measured so far, in case a later phase fails.
+        eprintln!("{report}");
 
         if config.kill && r > 1 {
             self.kill_phase(config, &urls, &nodes, &states, t0, &mut report)
                 .await;
+            report.stages.push(("after the kill", self.usages()));
         }
+        progress.abort();
         for task in tasks {
             task.abort();
         }
@@ -779,8 +830,10 @@ impl Fleet {
                     .push(format!("node {id} (joined around the kill)"));
             }
         }
+        // The whole log: at 10 000 nodes it is over 5 MB, past gRPC's default 4 MB.
         let audit = survivor
             .admin()
+            .max_decoding_message_size(usize::MAX)
             .show_audit(ShowAuditRequest {})
             .await
             .unwrap()
