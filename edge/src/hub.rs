@@ -133,6 +133,11 @@ impl Backoff {
 /// last served the node, then returns `None` (time to back off) and starts the next round
 /// from the one after; a replica that served the node ([`Replicas::connected`]) starts a
 /// new round, so one flapping replica never makes the node skip the backoff for ever.
+///
+/// The node starts on the first URL (the one it joined through), but walks the others
+/// in an order rotated by its seed: when a replica dies, its nodes spread evenly over the
+/// survivors instead of all landing on the next one in the list (at 10 000 nodes that
+/// one survivor took 3 334 reconnections at once).
 #[derive(Debug)]
 pub struct Replicas {
     urls: Vec<String>,
@@ -141,13 +146,18 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    /// The replicas in order; `first` when the list is empty.
-    pub fn new(urls: Vec<String>, first: &str) -> Self {
-        let urls = if urls.is_empty() {
+    /// The replicas, the first one first and the others rotated by `seed`; `first` when
+    /// the list is empty.
+    pub fn new(urls: Vec<String>, first: &str, seed: u64) -> Self {
+        let mut urls = if urls.is_empty() {
             vec![first.to_owned()]
         } else {
             urls
         };
+        if let Some(others) = urls.get_mut(1..).filter(|o| !o.is_empty()) {
+            let turn = usize::try_from(seed % others.len() as u64).unwrap_or(0);
+            others.rotate_left(turn);
+        }
         Self {
             urls,
             at: 0,
@@ -287,7 +297,11 @@ impl HubConnector {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, self.seed);
         let mut renewal = Renewal::new(self.seed.rotate_left(17) ^ 0x5eed);
-        let mut replicas = Replicas::new(self.config.urls.clone(), &self.config.url);
+        let mut replicas = Replicas::new(
+            self.config.urls.clone(),
+            &self.config.url,
+            self.seed.rotate_left(29),
+        );
         self.state.send_replace(Some(HubState::Connecting {
             url: self.config.url.clone(),
             since: stamp(clock::unix_nanos()),
@@ -775,7 +789,8 @@ mod tests {
     #[test]
     fn replicas_are_walked_once_per_round_and_a_served_node_starts_a_new_round() {
         let urls = ["https://a:1", "https://b:1", "https://c:1"].map(String::from);
-        let mut replicas = Replicas::new(urls.to_vec(), "https://a:1");
+        // Seed 0: the others in the order given.
+        let mut replicas = Replicas::new(urls.to_vec(), "https://a:1", 0);
         assert_eq!(replicas.current(), "https://a:1");
         assert_eq!(replicas.fail_over(), Some("https://b:1"));
         assert_eq!(replicas.fail_over(), Some("https://c:1"));
@@ -790,10 +805,35 @@ mod tests {
         assert_eq!(replicas.fail_over(), None);
         assert_eq!(replicas.current(), "https://b:1");
         // One URL: every failure backs off.
-        let mut one = Replicas::new(Vec::new(), "https://only:1");
+        let mut one = Replicas::new(Vec::new(), "https://only:1", 7);
         assert_eq!(one.current(), "https://only:1");
         assert_eq!(one.fail_over(), None);
         assert_eq!(one.current(), "https://only:1");
+    }
+
+    #[test]
+    fn the_nodes_of_a_dead_replica_spread_evenly_over_the_others() {
+        let urls = ["https://a:1", "https://b:1", "https://c:1", "https://d:1"].map(String::from);
+        let mut landed = std::collections::BTreeMap::<String, usize>::new();
+        for seed in 0..3000u64 {
+            let mut replicas = Replicas::new(urls.to_vec(), "https://a:1", seed);
+            // Every node starts where it joined.
+            assert_eq!(replicas.current(), "https://a:1");
+            let next = replicas.fail_over().unwrap().to_owned();
+            *landed.entry(next).or_default() += 1;
+            // Each node still tries every replica once before it backs off.
+            let mut seen = vec!["https://a:1".to_owned(), replicas.current().to_owned()];
+            while let Some(url) = replicas.fail_over() {
+                seen.push(url.to_owned());
+            }
+            seen.sort();
+            assert_eq!(seen, urls.to_vec(), "seed {seed}");
+        }
+        // a's 3000 nodes: 1000 on each of b, c and d.
+        assert_eq!(
+            landed.into_iter().collect::<Vec<_>>(),
+            ["https://b:1", "https://c:1", "https://d:1"].map(|u| (u.to_owned(), 1000))
+        );
     }
 
     #[test]
