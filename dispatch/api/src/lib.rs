@@ -28,6 +28,7 @@ pub mod proof;
 pub mod proto;
 pub mod refusal;
 pub mod relay;
+pub mod replicas;
 pub mod token;
 pub mod topology;
 

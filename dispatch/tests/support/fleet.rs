@@ -10,9 +10,9 @@
 //! replica acknowledged before it died (provisioned nodes, audit entries, a policy) is
 //! still there.
 //!
-//! Each simulated node does what `bauxite run` does with several hub URLs: on its
-//! replica's loss it tries the next URL at once, each in turn, and backs off only after all
-//! of them failed in a row; every connection confirms its provisioning and opens a
+//! Each simulated node does what `bauxite run` does with several hub URLs (the same
+//! [`Replicas`] rule): on its replica's loss it tries another URL at once, each in turn in
+//! an order rotated by its seed, and backs off only after all of them failed in a row; every connection confirms its provisioning and opens a
 //! topology stream with deltas.
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +31,7 @@ use bauxite_dispatch_api::proto::admin::{
 use bauxite_dispatch_api::proto::node::{
     ConfirmProvisionRequest, PolicyRequest, SetEndpointRequest, Signal, SignalKind, TopologyRequest,
 };
+use bauxite_dispatch_api::replicas::Replicas;
 use bauxite_dispatch_api::token::JoinToken;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -441,8 +442,10 @@ async fn session(
     true
 }
 
-/// A simulated node for as long as the run lasts: its home replica first, the next one
-/// at once when a replica is lost, a pause only after all failed in a row.
+/// A simulated node for as long as the run lasts, moving between replicas by the rule
+/// `bauxite` nodes follow ([`Replicas`]): its home replica first, another at once when a
+/// replica is lost (the others in an order rotated by the node's seed, so a dead replica's
+/// nodes spread over the survivors), a pause only after all failed in a row.
 fn spawn_node(
     node: &SimNode,
     urls: Arc<Vec<String>>,
@@ -450,20 +453,27 @@ fn spawn_node(
     t0: Instant,
 ) -> JoinHandle<()> {
     let credentials = node.credentials.clone();
-    let mut current = node.home;
+    let n = urls.len();
+    let mine: Vec<String> = (0..n).map(|k| urls[(node.home + k) % n].clone()).collect();
+    // The node ID is a random key's hash: its first 64 bits are as good a seed as any.
+    let seed = node
+        .id
+        .get(..16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(node.home as u64);
+    let mut replicas = Replicas::new(mine, &urls[node.home], seed);
     tokio::spawn(async move {
-        let mut failed_in_a_row = 0usize;
         let mut backoff = Duration::from_millis(100);
         loop {
+            let current = urls
+                .iter()
+                .position(|u| u == replicas.current())
+                .unwrap_or(0);
             if session(&urls[current], &credentials, &state, current, t0).await {
-                failed_in_a_row = 0;
+                replicas.connected();
                 backoff = Duration::from_millis(100);
-            } else {
-                failed_in_a_row += 1;
             }
-            current = (current + 1) % urls.len();
-            if failed_in_a_row >= urls.len() {
-                failed_in_a_row = 0;
+            if replicas.fail_over().is_none() {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
