@@ -42,6 +42,7 @@ use crate::peers::{PeerInfo, PeerRegistry};
 use crate::wire::{self, Message};
 use crate::{Lane, VirtualIp};
 
+mod clock;
 mod nat;
 mod paths;
 
@@ -290,7 +291,7 @@ pub struct SimNet<const N: usize = 2> {
     data_seen: usize,
     buf: Vec<u8>,
     setup: Setup,
-    stalled: u32,
+    clock: clock::Clock,
 }
 
 /// What it takes to (re)build a node.
@@ -446,7 +447,7 @@ impl<const N: usize> SimNet<N> {
             data_seen: 0,
             buf: vec![0u8; config.datagram_capacity()],
             setup,
-            stalled: 0,
+            clock: clock::Clock::default(),
         }
     }
 
@@ -577,39 +578,16 @@ impl<const N: usize> SimNet<N> {
             }
         }
         let next_flight = self.flight.peek().map(|Reverse(f)| f.at);
-        let next_timer = self
-            .nodes
-            .iter()
-            .filter_map(BauxiteNode::poll_timeout)
-            .min();
         let next_link = (0..N)
             .filter(|&i| {
                 self.links[i].free_at() > self.now && !self.nodes[i].scheduler().is_empty()
             })
             .map(|i| self.links[i].free_at())
             .min();
-        let Some(next) = [next_flight, next_timer, next_link]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
-            return false;
-        };
-        if next > deadline {
-            self.now = self.now.max(deadline);
+        let events = [next_flight, clock::next_timer(&self.nodes), next_link];
+        if !self.clock.advance(&mut self.now, events, deadline) {
             return false;
         }
-        // A timer that stays due without changing anything would spin forever here.
-        if next <= self.now {
-            self.stalled += 1;
-            assert!(
-                self.stalled < 100_000,
-                "timer spin: a deadline is due but handling it changes nothing"
-            );
-        } else {
-            self.stalled = 0;
-        }
-        self.now = self.now.max(next);
         while self
             .flight
             .peek()
@@ -619,11 +597,7 @@ impl<const N: usize> SimNet<N> {
                 self.deliver(f);
             }
         }
-        for node in &mut self.nodes {
-            if node.poll_timeout().is_some_and(|t| t <= self.now) {
-                node.handle_timeout(self.now);
-            }
-        }
+        clock::fire_timers(&mut self.nodes, self.now);
         true
     }
 

@@ -23,6 +23,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use super::Delivered;
+use super::clock::{self, Clock};
 use crate::VirtualIp;
 use crate::identity::Identity;
 use crate::node::{BauxiteNode, NodeConfig, Received, Via};
@@ -71,6 +72,7 @@ pub struct TwoPathNet {
     rng: ChaCha20Rng,
     seq: u64,
     buf: Vec<u8>,
+    clock: Clock,
 }
 
 impl TwoPathNet {
@@ -145,6 +147,7 @@ impl TwoPathNet {
             rng,
             seq: 0,
             buf: vec![0u8; config.datagram_capacity()],
+            clock: Clock::default(),
         }
     }
 
@@ -165,19 +168,10 @@ impl TwoPathNet {
             self.transmit(i);
         }
         let next_flight = self.flight.peek().map(|Reverse(f)| f.at);
-        let next_timer = self
-            .nodes
-            .iter()
-            .filter_map(BauxiteNode::poll_timeout)
-            .min();
-        let Some(next) = [next_flight, next_timer].into_iter().flatten().min() else {
-            return false;
-        };
-        if next > deadline {
-            self.now = self.now.max(deadline);
+        let events = [next_flight, clock::next_timer(&self.nodes)];
+        if !self.clock.advance(&mut self.now, events, deadline) {
             return false;
         }
-        self.now = self.now.max(next);
         while self
             .flight
             .peek()
@@ -187,11 +181,7 @@ impl TwoPathNet {
                 self.deliver(f);
             }
         }
-        for node in &mut self.nodes {
-            if node.poll_timeout().is_some_and(|t| t <= self.now) {
-                node.handle_timeout(self.now);
-            }
-        }
+        clock::fire_timers(&mut self.nodes, self.now);
         true
     }
 
