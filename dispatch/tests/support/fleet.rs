@@ -300,6 +300,8 @@ pub(crate) struct FleetReport {
     pub(crate) usage: Vec<Usage>,
     /// After the kill: how long each of the dead replica's nodes took to be served again.
     pub(crate) reconnect: Spread,
+    /// After the kill: how many of the dead replica's nodes each replica serves.
+    pub(crate) orphans_on: Vec<usize>,
     /// The change made after the kill reaching every node.
     pub(crate) fanout_after_kill: Option<Spread>,
     /// Acknowledged by the killed replica in the seconds around its death.
@@ -358,8 +360,8 @@ impl fmt::Display for FleetReport {
         if self.reconnect.count > 0 {
             writeln!(
                 f,
-                "replica 0 killed: its nodes served by another in {}",
-                self.reconnect
+                "replica 0 killed: its nodes served by another in {}; by replica: {:?}",
+                self.reconnect, self.orphans_on
             )?;
             if let Some(after) = &self.fanout_after_kill {
                 writeln!(f, "topology change after the kill -> all nodes: {after}")?;
@@ -802,6 +804,15 @@ impl Fleet {
                 })
                 .collect(),
         );
+        report.orphans_on = vec![0; self.replicas.len()];
+        for &i in &orphans {
+            if let Some(count) = report
+                .orphans_on
+                .get_mut(states[i].replica.load(Ordering::Relaxed))
+            {
+                *count += 1;
+            }
+        }
         let setter = nodes.iter().position(|n| n.home != 0).unwrap();
         report.fanout_after_kill = Some(fanout(urls, nodes, states, setter, 7000).await);
 
