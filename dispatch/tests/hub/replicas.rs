@@ -2,7 +2,6 @@
 //! cluster): nodes connected to different replicas see each other's candidate addresses
 //! and exchange signaling messages, also across a replica's death and restart.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,21 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use crate::common::{HubProc, within};
+use crate::fleet_support::copy_keys;
 use crate::pg_cluster::PgCluster;
-
-/// The keys every replica shares: the first replica's data dir, without its runtime files.
-fn copy_keys(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let _ = std::fs::remove_file(to.join("hub.addr"));
-    let _ = std::fs::remove_file(to.join("hub.db"));
-}
 
 /// A node's open signaling stream on one replica.
 struct SignalStream {

@@ -206,8 +206,9 @@ impl Drop for Replica {
     }
 }
 
-/// The keys every replica shares: the first replica's data dir, without its runtime files.
-fn copy_keys(from: &Path, to: &Path) {
+/// The keys every replica shares: the first replica's data dir, without its runtime files
+/// (its address file, and an embedded database a replica on PostgreSQL must not read).
+pub(crate) fn copy_keys(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     let out = Command::new("cp")
         .arg("-a")
@@ -217,6 +218,7 @@ fn copy_keys(from: &Path, to: &Path) {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let _ = std::fs::remove_file(to.join("hub.addr"));
+    let _ = std::fs::remove_file(to.join("hub.db"));
 }
 
 /// What each simulated node shares with the driver.
