@@ -7,110 +7,35 @@
 #![cfg(feature = "tun")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bauxite_conduit::identity::Identity;
-use bauxite_conduit::io::{
-    DeviceConfig, IceConfig, IceSignalPort, Query, Shell, ShellConfig, ShellStatus, clock,
-};
+use bauxite_conduit::PeerId;
+use bauxite_conduit::io::{IceConfig, IceSignalPort, Query};
 use bauxite_conduit::ip::build;
-use bauxite_conduit::node::{IcePhase, IceSignal, NodeConfig, SignedSignal};
+use bauxite_conduit::node::{IcePhase, IceSignal, SignedSignal};
 use bauxite_conduit::path::Path;
-use bauxite_conduit::peers::{PeerInfo, PeerRegistry};
-use bauxite_conduit::{BauxiteNode, Error, PeerId, VirtualIp};
-use tokio::net::UnixDatagram;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How long any condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(20);
+#[path = "support/running.rs"]
+mod running;
+use running::{DEADLINE, Running, Spec, memory};
 
-struct Running {
-    info: PeerInfo,
-    addr: SocketAddr,
-    queries: mpsc::Sender<Query>,
-    app: Option<UnixDatagram>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<BauxiteNode, Error>>>,
-}
-
-impl Running {
-    async fn status(&self) -> ShellStatus {
-        let (tx, rx) = oneshot::channel();
-        self.queries.send(Query::Status(tx)).await.unwrap();
-        rx.await.unwrap()
-    }
-
-    async fn wait_status(&self, what: &str, done: impl Fn(&ShellStatus) -> bool) -> ShellStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {status:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn shut_down(mut self) -> BauxiteNode {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap()
-    }
-}
-
-/// A started shell with ICE on (loopback host candidates), and its signaling port.
+/// A started shell with ICE on (loopback host candidates), and its signaling port. It
+/// advertises no endpoint: the peer learns nothing about this node but its keys.
 async fn start(n: u8) -> (Running, IceSignalPort) {
-    let identity = Identity::from_secrets([n; 32], [n.wrapping_add(100); 32]);
-    let public = identity.public();
-    let vip = VirtualIp::from(Ipv4Addr::new(100, 64, 0, n));
-    let node = BauxiteNode::new(
-        identity,
-        PeerRegistry::new(),
-        NodeConfig::default(),
-        [n; 32],
-        clock::now(),
-        clock::unix_nanos(),
-    );
-    let config = ShellConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        device: DeviceConfig::Memory { virtual_ip: vip },
+    let spec = Spec {
+        advertise: false,
+        ..Spec::new(memory)
     };
-    let mut shell: Shell = Shell::bind(node, &config).await.unwrap();
+    let (mut running, mut shell) = Running::bind(n, spec).await;
     let port = shell
         .enable_ice(IceConfig {
             include_loopback: true,
             ..IceConfig::default()
         })
         .unwrap();
-    let addr = shell.local_addr().unwrap();
-    // No endpoint: the peer learns nothing about this node but its keys.
-    let info = PeerInfo::new(
-        format!("node-{n}"),
-        vip,
-        public.static_public,
-        public.signing_public,
-        None,
-    );
-    let (queries, rx) = mpsc::channel(16);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let app = shell.take_app_end();
-    let task = tokio::spawn(shell.run(rx, async move {
-        let _ = stopped.await;
-    }));
-    let running = Running {
-        info,
-        addr,
-        queries,
-        app,
-        stop: Some(stop),
-        task: Some(task),
-    };
+    running.spawn(shell);
     (running, port)
 }
 

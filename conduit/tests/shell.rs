@@ -7,78 +7,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bauxite_conduit::identity::Identity;
 use bauxite_conduit::io::service::DEFAULT_RECV_QUEUE;
-use bauxite_conduit::io::{
-    DeviceConfig, IncomingBatch, Query, ServiceSocket, Shell, ShellConfig, ShellStatus, clock,
-};
+use bauxite_conduit::io::{IncomingBatch, Query, ServiceSocket, Shell};
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::NodeConfig;
 use bauxite_conduit::path::{CongestionStrategy, EndpointOrigin, MakeStrategy, Path};
-use bauxite_conduit::peers::{PeerInfo, PeerRegistry};
+use bauxite_conduit::peers::PeerInfo;
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::tun::TunKind;
-use bauxite_conduit::{BauxiteNode, Error, Lane, Metrics, ServiceError, VirtualIp};
-use tokio::net::UnixDatagram;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use bauxite_conduit::{Lane, Metrics, ServiceError, VirtualIp};
+use tokio::sync::oneshot;
 
-/// How long any condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A shell running as a task, and what the test needs to talk to it.
-struct Running {
-    info: PeerInfo,
-    queries: mpsc::Sender<Query>,
-    app: Option<UnixDatagram>,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<BauxiteNode, Error>>>,
-}
-
-impl Running {
-    async fn status(&self) -> ShellStatus {
-        let (tx, rx) = oneshot::channel();
-        self.queries.send(Query::Status(tx)).await.unwrap();
-        rx.await.unwrap()
-    }
-
-    /// Polls the shell's status until `done` holds, or fails after [`DEADLINE`].
-    async fn wait_status(&self, what: &str, done: impl Fn(&ShellStatus) -> bool) -> ShellStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn shut_down(mut self) -> BauxiteNode {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap()
-    }
-}
-
-/// The device choice for node `n` (1-based) with virtual IP `vip`.
-type Device = fn(VirtualIp) -> DeviceConfig;
-
-fn memory(virtual_ip: VirtualIp) -> DeviceConfig {
-    DeviceConfig::Memory { virtual_ip }
-}
-
-fn no_device(virtual_ip: VirtualIp) -> DeviceConfig {
-    DeviceConfig::None { virtual_ip }
-}
+#[path = "support/running.rs"]
+mod running;
+use running::{DEADLINE, Device, Running, Spec, memory, no_device};
 
 /// Binds a shell for node `n` on 127.0.0.1 (a free port), not yet running; it knows no
 /// peers yet (see [`introduce`]).
@@ -92,54 +37,12 @@ async fn start_with(
     config: NodeConfig,
     congestion: Option<MakeStrategy>,
 ) -> (Running, Shell) {
-    let identity = Identity::from_secrets([n; 32], [n.wrapping_add(100); 32]);
-    let public = identity.public();
-    let vip = VirtualIp::from(Ipv4Addr::new(100, 64, 0, n));
-    let mut node = BauxiteNode::new(
-        identity,
-        PeerRegistry::new(),
+    let spec = Spec {
         config,
-        [n; 32],
-        clock::now(),
-        clock::unix_nanos(),
-    );
-    if let Some(strategy) = congestion {
-        node.set_congestion(strategy);
-    }
-    let shell_config = ShellConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        device: device(vip),
+        congestion,
+        ..Spec::new(device)
     };
-    let mut shell = Shell::bind(node, &shell_config).await.unwrap();
-    let addr = shell.local_addr().unwrap();
-    let info = PeerInfo::new(
-        format!("node-{n}"),
-        vip,
-        public.static_public,
-        public.signing_public,
-        Some(addr),
-    );
-    let (queries, _) = mpsc::channel(1);
-    let running = Running {
-        info,
-        queries,
-        app: shell.take_app_end(),
-        metrics: shell.metrics(),
-        stop: None,
-        task: None,
-    };
-    (running, shell)
-}
-
-/// Runs `shell` as a task for `running`.
-fn spawn(running: &mut Running, shell: Shell) {
-    let (queries, rx) = mpsc::channel(16);
-    let (stop, stopped) = oneshot::channel::<()>();
-    running.queries = queries;
-    running.stop = Some(stop);
-    running.task = Some(tokio::spawn(shell.run(rx, async move {
-        let _ = stopped.await;
-    })));
+    Running::bind(n, spec).await
 }
 
 /// Tells each shell about the other, which starts the handshake.
@@ -165,8 +68,8 @@ async fn introduce(a: &Running, b: &Running) {
 async fn pair(devices: [Device; 2], config: NodeConfig) -> (Running, Running) {
     let (mut a, shell_a) = start(1, devices[0], config.clone()).await;
     let (mut b, shell_b) = start(2, devices[1], config).await;
-    spawn(&mut a, shell_a);
-    spawn(&mut b, shell_b);
+    a.spawn(shell_a);
+    b.spawn(shell_b);
     introduce(&a, &b).await;
     (a, b)
 }
@@ -281,8 +184,8 @@ async fn service_datagrams_ride_the_lane_their_sender_picks() {
     );
     assert_eq!(sock_a.max_payload(), 1322);
     assert_eq!(sock_a.local_ip(), a.info.virtual_ip);
-    spawn(&mut a, shell_a);
-    spawn(&mut b, shell_b);
+    a.spawn(shell_a);
+    b.spawn(shell_b);
     introduce(&a, &b).await;
     let (vip_a, vip_b) = (a.info.virtual_ip, b.info.virtual_ip);
 
@@ -418,8 +321,8 @@ async fn a_full_bulk_lane_backpressures_the_sender_without_loss() {
     let (mut b, mut shell_b) = start(2, no_device, NodeConfig::default()).await;
     let sock_a = shell_a.bind_service(port(), 16).unwrap();
     let mut sock_b = shell_b.bind_service(port(), 10_000).unwrap();
-    spawn(&mut a, shell_a);
-    spawn(&mut b, shell_b);
+    a.spawn(shell_a);
+    b.spawn(shell_b);
     introduce(&a, &b).await;
 
     const COUNT: u32 = 8000; // twice the bulk lane
@@ -525,8 +428,8 @@ async fn one_side_knowing_the_other_is_enough_between_real_shells() {
     let (mut hub, mut shell_h) = start(2, no_device, NodeConfig::default()).await;
     let mut sock_r = shell_r.bind_service(port(), DEFAULT_RECV_QUEUE).unwrap();
     let sock_h = shell_h.bind_service(port(), DEFAULT_RECV_QUEUE).unwrap();
-    spawn(&mut robot, shell_r);
-    spawn(&mut hub, shell_h);
+    robot.spawn(shell_r);
+    hub.spawn(shell_h);
     let unknown_robot = PeerInfo {
         endpoint: None,
         ..robot.info.clone()
@@ -568,8 +471,8 @@ async fn the_echo_service_answers_on_the_critical_lane() {
         .bind_service(ServicePort::ECHO, DEFAULT_RECV_QUEUE)
         .unwrap();
     assert_eq!(ServicePort::ECHO.get(), 7);
-    spawn(&mut a, shell_a);
-    spawn(&mut b, shell_b);
+    a.spawn(shell_a);
+    b.spawn(shell_b);
     let responder = tokio::spawn(bauxite_conduit::io::echo::serve(echo));
     introduce(&a, &b).await;
     let critical_before = lanes(&b.metrics, |m| &m.lane_enqueued)[0];

@@ -240,6 +240,16 @@ impl Drop for HubProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the hub saw (its log is a file in a temp dir that
+        // is deleted with the test).
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(200).collect();
+            eprintln!("--- hub log, last {} lines ---", tail.len());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -72,6 +72,11 @@ impl MeshNode {
     /// `client`'s topology as its one peer, dialled where a node without an advertised hub
     /// endpoint dials it: the hub URL's host, the gRPC port number, over UDP.
     async fn start(hub: &HubProc, client: &HubClient, joined: &JoinResult, seed: u8) -> Self {
+        // The node's own log, shown (captured per test) when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("bauxite_conduit=debug")
+            .try_init();
         let snapshot = within(
             client
                 .topology()
