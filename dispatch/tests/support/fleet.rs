@@ -741,6 +741,8 @@ impl Fleet {
         let token = JoinToken::parse(&token).unwrap();
         let url0 = urls[0].clone();
         let first_extra = config.nodes as u64;
+        // How many rounds (join, token, policy) replica 0 has acknowledged so far.
+        let (rounds_tx, mut rounds) = tokio::sync::watch::channel(0usize);
         let writer = tokio::spawn(async move {
             let (mut joins, mut tokens, mut policies) = (Vec::new(), Vec::new(), Vec::new());
             for k in 0..1000u64 {
@@ -768,11 +770,16 @@ impl Fleet {
                     break;
                 };
                 policies.push(p.into_inner().version);
+                rounds_tx.send_replace(policies.len());
             }
             (joins, tokens, policies)
         });
-        // Let the writer get a few acknowledgements in, then kill with writes in flight.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Kill once the writer has two whole rounds acknowledged, with its next writes in
+        // flight (on a loaded machine the first round alone can take seconds).
+        tokio::time::timeout(Duration::from_secs(60), rounds.wait_for(|&n| n >= 2))
+            .await
+            .expect("replica 0 acknowledged two rounds of writes within 60 s")
+            .expect("the writer stopped before two rounds");
         let killed_at = t0.elapsed();
         self.replicas[0].kill();
         let (joins, tokens, policies) = writer.await.unwrap();

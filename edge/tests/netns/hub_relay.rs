@@ -8,7 +8,7 @@
 //! The hub binary must sit next to `bauxite` (`cargo build -p bauxite-dispatch`); without
 //! root the test prints SKIPPED.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::hub::{dispatch_binary, vip_of};
@@ -79,21 +79,9 @@ fn blocked_udp_goes_through_the_hub_and_upgrades_to_direct_without_losing_a_ping
     );
 
     // A ping stream across the switch: 100 pings, 5 a second, each waited for 2 s.
-    let stream = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            mesh.lab.ns(Host::Site(0)),
-            "ping",
-            "-n",
-            "-q",
-        ])
-        .args(["-c", "100", "-i", "0.2", "-W", "2"])
-        .arg(vip_of(&mesh.nodes[1]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let stream = mesh
+        .lab
+        .ping_stream(Host::Site(0), &vip_of(&mesh.nodes[1]), 100, "0.2", "2");
     mesh.lab.unblock_udp(0);
     #[allow(clippy::disallowed_methods)] // a test's stopwatch, reported, not asserted
     let lifted = std::time::Instant::now();

@@ -6,8 +6,6 @@
 //! between the sites under a selected pair restarts ICE (the session meanwhile on TURN),
 //! and the restarted session's pair takes the session back to direct once the cut heals.
 
-use std::process::{Command, Stdio};
-
 use crate::coturn::Coturn;
 use crate::hub::{dispatch_binary, vip_of};
 use crate::nat::{LIMIT, NAMES, NatMesh, peer_entry};
@@ -114,21 +112,9 @@ fn a_cut_under_the_selected_pair_restarts_ice_and_a_new_pair_takes_the_session_b
         wait_for(LIMIT, "direct", || path_is(i, "direct"));
     }
     // Traffic that expects answers (every data packet is acknowledged) across the cut.
-    let mut stream = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            mesh.lab.ns(Host::Site(0)),
-            "ping",
-            "-n",
-            "-q",
-        ])
-        .args(["-c", "300", "-i", "0.1", "-W", "1"])
-        .arg(vip_of(&mesh.nodes[1]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut stream = mesh
+        .lab
+        .ping_stream(Host::Site(0), &vip_of(&mesh.nodes[1]), 300, "0.1", "1");
     let restarted = |i: usize| mesh.nodes[i].log().contains("restarting ICE");
     assert!(!restarted(0) && !restarted(1), "{}", mesh.logs());
     mesh.lab.block_udp_with(0, mesh.lab.router_ip(1));

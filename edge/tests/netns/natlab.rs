@@ -396,6 +396,26 @@ impl NatLab {
         })
     }
 
+    /// A quiet `ping` stream from `host` to `dst` running beside the test: `count` pings,
+    /// `interval` apart, each waited for `wait` (ping's own units, seconds); its summary
+    /// comes on stdout.
+    pub(crate) fn ping_stream(
+        &self,
+        host: Host,
+        dst: &str,
+        count: u32,
+        interval: &str,
+        wait: &str,
+    ) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", self.ns(host), "ping", "-n", "-q"])
+            .args(["-c", &count.to_string(), "-i", interval, "-W", wait, dst])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// `ping` from `host` to `dst`: true if `count` replies came back.
     pub(crate) fn ping(&self, host: Host, dst: &str, count: u32) -> bool {
         Command::new("ip")
