@@ -118,31 +118,8 @@ measure() {
   printf '%s | %s | %s' "$idle" "$loaded" "$bulk"
 }
 
-start_bauxite() {
-  for side in a b; do "$BAUXITE" keygen --identity "$WORK/$side.key" --name "$side" | grep -v '^#' | sed 's/ *#.*$//' > "$WORK/$side.entry"; done
-  mk() { # me peer my-vip peer-vip peer-underlay
-    { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n%b\n\n' \
-        "$WORK/$1.key" "$3" "$WORK/$1.sock" "${BXBENCH_NODE_EXTRA:-}"
-      sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
-  }
-  mk a b 100.64.0.1 100.64.0.2 10.77.0.2; mk b a 100.64.0.2 100.64.0.1 10.77.0.1
-  ip netns exec "$A" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" 7>&- & PIDS+=($!)
-  ip netns exec "$B" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" 7>&- & PIDS+=($!)
-  for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.5 100.64.0.2 >/dev/null 2>&1 && return 0; done
-  echo "bauxite tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1
-}
-
-start_boringtun() {
-  for side in a b; do wg genkey > "$WORK/$side.wgkey"; wg pubkey < "$WORK/$side.wgkey" > "$WORK/$side.wgpub"; done
-  for side in a b; do
-    local ns=$A peer=b ip=10.99.0.1 end=10.77.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.77.0.1; }
-    WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" -f --disable-drop-privileges -t 1 wgbt0 > "$WORK/bt-$side.log" 2>&1 7>&- & PIDS+=($!)
-    for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
-    ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
-      peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
-    ip -n "$ns" addr add "$ip/24" dev wgbt0; ip -n "$ns" link set wgbt0 mtu 1420 up
-  done
-}
+# shellcheck source=benches/netns/pair.sh
+. "$(dirname "$0")/pair.sh"
 
 # The emulator's own view: how late it wrote packets (its timing noise). Call it after
 # `exec 7>&-` in the main shell (a command substitution's subshell closing its copy of
@@ -171,13 +148,13 @@ for profile in "${profiles[@]}"; do
       echo "| $profile | $depth B | bare link | $row | $(emu_counters) |" | tee -a "$OUT"
     fi
     if [[ ",$ONLY," == *",bauxite,"* ]]; then
-      emulator "$profile" "$depth"; start_bauxite
+      emulator "$profile" "$depth"; start_bauxite 10.77.0.1 10.77.0.2
       row=$(measure 100.64.0.2 "$mean"); exec 7>&-
       echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
     fi
     if [[ ",$ONLY," == *",boringtun,"* ]]; then
       if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
-        emulator "$profile" "$depth"; start_boringtun
+        emulator "$profile" "$depth"; start_boringtun 10.77.0.1 10.77.0.2 1
         row=$(measure 10.99.0.2 "$mean"); exec 7>&-
         echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
       else

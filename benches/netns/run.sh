@@ -150,33 +150,8 @@ row() { # label dst
     "$(latency "$dst")" "$(loaded_latency "$dst")" "$(shaped "$dst")"
 }
 
-start_bauxite() {
-  for side in a b; do "$BAUXITE" keygen --identity "$WORK/$side.key" --name "$side" | grep -v '^#' | sed 's/ *#.*$//' > "$WORK/$side.entry"; done
-  mk() { # me peer my-vip peer-vip peer-underlay
-    { printf '[node]\nidentity = "%s"\nlisten = "0.0.0.0:51820"\nvirtual_ip = "%s/10"\ncontrol_socket = "%s"\n%b\n\n' \
-        "$WORK/$1.key" "$3" "$WORK/$1.sock" "${BXBENCH_NODE_EXTRA:-}"
-      sed "s/100.64.0.X/$4/" "$WORK/$2.entry"; printf 'endpoint = "%s:51820"\n' "$5"; } > "$WORK/$1.toml"
-  }
-  mk a b 100.64.0.1 100.64.0.2 10.88.0.2; mk b a 100.64.0.2 100.64.0.1 10.88.0.1
-  ip netns exec "$A" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/a.toml" 2> "$WORK/a.log" & PIDS+=($!); VPN_PIDS=($!)
-  ip netns exec "$B" ${BXBENCH_WRAP:-} "$BAUXITE" run --config "$WORK/b.toml" 2> "$WORK/b.log" & PIDS+=($!); VPN_PIDS+=($!)
-  for _ in $(seq 100); do ip netns exec "$A" ping -c1 -W 0.2 100.64.0.2 >/dev/null 2>&1 && return 0; done
-  echo "bauxite tunnel did not come up" >&2; cat "$WORK/a.log" "$WORK/b.log" >&2; exit 1
-}
-
-start_boringtun() { # threads
-  for side in a b; do wg genkey > "$WORK/$side.wgkey"; wg pubkey < "$WORK/$side.wgkey" > "$WORK/$side.wgpub"; done
-  VPN_PIDS=()
-  for side in a b; do
-    local ns=$A peer=b ip=10.99.0.1 end=10.88.0.2; [ $side = b ] && { ns=$B; peer=a; ip=10.99.0.2; end=10.88.0.1; }
-    WG_SUDO=1 ip netns exec "$ns" ${BT_WRAP:-} "$BORINGTUN" -f --disable-drop-privileges -t "$1" wgbt0 > "$WORK/bt-$side.log" 2>&1 & PIDS+=($!); VPN_PIDS+=($!)
-    for _ in $(seq 50); do ip -n "$ns" link show wgbt0 >/dev/null 2>&1 && break; sleep 0.1; done
-    ip netns exec "$ns" wg set wgbt0 listen-port 51821 private-key "$WORK/$side.wgkey" \
-      peer "$(cat "$WORK/$peer.wgpub")" allowed-ips 10.99.0.0/24 endpoint "$end:51821"
-    ip -n "$ns" addr add "$ip/24" dev wgbt0; ip -n "$ns" link set wgbt0 mtu 1420 up
-  done
-}
-stop_vpn() { for p in "${VPN_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; VPN_PIDS=(); }
+# shellcheck source=benches/netns/pair.sh
+. "$(dirname "$0")/pair.sh"
 
 {
   echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r), ${SECONDS_PER_RUN} s per iperf3 run, cubic."
@@ -188,20 +163,20 @@ VPN_PIDS=()
 if [[ ",$ONLY," == *",bare,"* ]]; then row "bare veth" 10.88.0.2 | tee -a "$OUT"; fi
 if [[ ",$ONLY," == *",bauxite,"* ]]; then
   # As edge/systemd/bauxite.service runs it (SCHED_FIFO 10), then with default scheduling.
-  BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite
+  BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite 10.88.0.1 10.88.0.2
   row "bauxite (SCHED_FIFO 10, as the unit runs it)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
-  BXBENCH_WRAP="" start_bauxite; row "bauxite (default scheduling)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
+  BXBENCH_WRAP="" start_bauxite 10.88.0.1 10.88.0.2; row "bauxite (default scheduling)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
 fi
 if [[ ",$ONLY," == *",boringtun,"* ]]; then
   if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
-    for t in 4 1; do start_boringtun "$t"; row "boringtun -t $t" 10.99.0.2 | tee -a "$OUT"; stop_vpn; done
+    for t in 4 1; do start_boringtun 10.88.0.1 10.88.0.2 "$t"; row "boringtun -t $t" 10.99.0.2 | tee -a "$OUT"; stop_vpn; done
     # The same real-time priority Bauxite gets, for a like-for-like latency comparison.
-    BT_WRAP="chrt -f 10" start_boringtun 1; row "boringtun -t 1 (SCHED_FIFO 10)" 10.99.0.2 | tee -a "$OUT"; stop_vpn
+    BT_WRAP="chrt -f 10" start_boringtun 10.88.0.1 10.88.0.2 1; row "boringtun -t 1 (SCHED_FIFO 10)" 10.99.0.2 | tee -a "$OUT"; stop_vpn
   else
     echo "| boringtun | not available: \`cargo install boringtun-cli --locked\` failed or \`wg\` missing | | | | |" | tee -a "$OUT"
   fi
 fi
 if ((SOAK > 0)); then
   { echo; echo "Soak: ${SOAK} s of one cubic flow through Bauxite, resident memory of both nodes:"; echo; } | tee -a "$OUT"
-  BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite; soak 100.64.0.2 "$SOAK" | tee -a "$OUT"; stop_vpn
+  BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite 10.88.0.1 10.88.0.2; soak 100.64.0.2 "$SOAK" | tee -a "$OUT"; stop_vpn
 fi
