@@ -159,8 +159,10 @@ pub trait Store: Send + Sync {
     fn topology_version(&self) -> Result<u64>;
     /// The recorded end of the audit chain.
     fn audit_head(&self) -> Result<AuditHead>;
-    /// Every stored audit entry as `(key, bytes)` in key order, undecoded, for verification.
-    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// The recorded head and every stored audit entry as `(key, bytes)` in key order,
+    /// undecoded, read together (one snapshot): verifying a head read apart from the
+    /// entries would report an entry appended in between as tampering.
+    fn audit_snapshot(&self) -> Result<(AuditHead, Vec<(u64, Vec<u8>)>)>;
     /// Every update package, revoked ones included, in (name, version) order.
     fn packages(&self) -> Result<Vec<PackageRecord>>;
     /// Every node's current assignment.

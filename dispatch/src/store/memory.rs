@@ -81,13 +81,15 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        Ok(self
-            .lock()
+    fn audit_snapshot(&self) -> Result<(AuditHead, Vec<(u64, Vec<u8>)>)> {
+        let state = self.lock();
+        let head = state.audit.last().map(AuditEntry::head).unwrap_or_default();
+        let raw = state
             .audit
             .iter()
             .map(|e| (e.body.index, e.encode()))
-            .collect())
+            .collect();
+        Ok((head, raw))
     }
 
     fn packages(&self) -> Result<Vec<PackageRecord>> {

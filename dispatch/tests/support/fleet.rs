@@ -853,15 +853,23 @@ impl Fleet {
                     .push(format!("node {id} (joined around the kill)"));
             }
         }
-        // The whole log: at 10 000 nodes it is over 5 MB, past gRPC's default 4 MB.
-        let audit = survivor
-            .admin()
-            .max_decoding_message_size(usize::MAX)
-            .show_audit(ShowAuditRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
+        // The whole log, page by page (at 10 000 nodes it is over 5 MB, past gRPC's
+        // default 4 MB for one message).
+        let mut audit = Vec::new();
+        let mut after = None;
+        let mut admin = survivor.admin();
+        for _ in 0..10_000 {
+            let page = admin
+                .show_audit(ShowAuditRequest { after, limit: 2000 })
+                .await
+                .unwrap()
+                .into_inner();
+            audit.extend(page.entries);
+            after = page.next_after;
+            if after.is_none() {
+                break;
+            }
+        }
         let by_action: HashMap<&str, Vec<&str>> = audit.iter().fold(HashMap::new(), |mut m, e| {
             m.entry(e.action.as_str())
                 .or_default()
