@@ -465,7 +465,11 @@ async fn audit_show(
         if !page.verified && problem.is_none() {
             problem = Some(page.problem);
         }
-        for e in page.entries.iter().take(usize::try_from(left).unwrap_or(usize::MAX)) {
+        for e in page
+            .entries
+            .iter()
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+        {
             let id = e.hash.get(..16).unwrap_or(&e.hash);
             println!(
                 "{:>5}  {id}  {}  {:<16}  {:<18}  {}",
@@ -478,8 +482,12 @@ async fn audit_show(
         }
         left = left.saturating_sub(page.entries.len() as u64);
         match page.next_after {
-            Some(next) if page.entries.last().is_some_and(|e| e.index == next) => after = Some(next),
-            Some(next) => bail!("the hub's next audit page starts after {next}, not after its last entry"),
+            Some(next) if page.entries.last().is_some_and(|e| e.index == next) => {
+                after = Some(next)
+            }
+            Some(next) => {
+                bail!("the hub's next audit page starts after {next}, not after its last entry")
+            }
             None => break,
         }
     }

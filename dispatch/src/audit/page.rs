@@ -27,7 +27,9 @@ pub fn limit(requested: usize) -> usize {
 
 /// A cursor that names no place in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("audit cursor {cursor} is outside the log ({entries} entries); page again from the start, without a cursor")]
+#[error(
+    "audit cursor {cursor} is outside the log ({entries} entries); page again from the start, without a cursor"
+)]
 pub struct BadCursor {
     /// The cursor as given.
     pub cursor: u64,

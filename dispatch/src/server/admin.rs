@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth;
-use crate::audit::page;
 use super::hosting::{Hosting, NewImage};
+use crate::audit::page;
 use crate::clock::{UnixTime, os_random};
 use crate::hub::{Deploy, DeployTo, Hub, NewToken};
 use crate::proto::admin::admin_service_server::AdminService;

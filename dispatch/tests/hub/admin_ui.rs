@@ -630,13 +630,18 @@ async fn the_admin_ui_works_in_headless_chromium() {
     for i in 0..10 {
         hub.token(&["--name", &format!("paging-{i}")]);
     }
-    within(c.goto(&format!("{ui}/audit?limit=5"))).await.unwrap();
+    within(c.goto(&format!("{ui}/audit?limit=5")))
+        .await
+        .unwrap();
     let count = audit_count(&c).await;
     assert!(count > 10, "{count} entries");
     let newest: Vec<u64> = (count - 5..count).rev().collect();
     assert_eq!(audit_rows(&c).await, newest);
     assert!(text_of(&c, "#verify").await.contains("Hash chain verified"));
-    assert!(c.find(Locator::Css("#newer")).await.is_err(), "the newest page has no newer link");
+    assert!(
+        c.find(Locator::Css("#newer")).await.is_err(),
+        "the newest page has no newer link"
+    );
     submit(&c, "#older").await;
     let older: Vec<u64> = (count - 10..count - 5).rev().collect();
     assert_eq!(audit_rows(&c).await, older);
@@ -645,7 +650,9 @@ async fn the_admin_ui_works_in_headless_chromium() {
     screenshot(&c, &shots, "audit-older").await;
     submit(&c, "#newer").await;
     assert_eq!(audit_rows(&c).await, newest);
-    within(c.goto(&format!("{ui}/audit?before={}", count + 1))).await.unwrap();
+    within(c.goto(&format!("{ui}/audit?before={}", count + 1)))
+        .await
+        .unwrap();
     assert!(text_of(&c, "#error").await.contains("outside the log"));
 
     // Logout ends the session: the old cookie no longer opens a page.

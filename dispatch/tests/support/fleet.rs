@@ -57,6 +57,8 @@ pub(crate) struct FleetConfig {
     pub(crate) rounds: usize,
     /// Kill replica 0 (SIGKILL) during the load, with writes in flight on it.
     pub(crate) kill: bool,
+    /// How long every node may take to get its first topology once all joined.
+    pub(crate) connect_limit: Duration,
 }
 
 /// One `serve --postgres` process; killed on drop.
@@ -664,18 +666,37 @@ impl Fleet {
             .zip(&states)
             .map(|(node, state)| spawn_node(node, urls.clone(), state.clone(), t0))
             .collect();
-        wait_for(
-            PHASE_LIMIT,
-            Duration::from_millis(50),
-            "every node connected",
-            || {
-                states
+        // Every node's first topology message; progress every 10 s (at 10 000 nodes on one
+        // hub this phase is the longest: each new stream gets the whole topology).
+        let mut shown = Instant::now();
+        loop {
+            let connected = states
+                .iter()
+                .filter(|s| s.connected.load(Ordering::Acquire))
+                .count();
+            if connected == n {
+                break;
+            }
+            assert!(
+                t0.elapsed() < config.connect_limit,
+                "timed out after {:?}: {connected} of {n} nodes connected",
+                config.connect_limit
+            );
+            if shown.elapsed() >= Duration::from_secs(10) {
+                shown = Instant::now();
+                let rss: Vec<String> = self
+                    .usages()
                     .iter()
-                    .all(|s| s.connected.load(Ordering::Acquire))
-                    .then_some(())
-            },
-        )
-        .await;
+                    .map(|u| format!("{:.0}", u.rss_mb))
+                    .collect();
+                eprintln!(
+                    "{:.0} s: {connected} of {n} nodes have their first topology; replica RSS MB {}",
+                    started.elapsed().as_secs_f64(),
+                    rss.join(" / ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         report.stages.push(("every stream open", self.usages()));
         eprintln!(

@@ -17,7 +17,11 @@ fn walk_forward(keys: &[u64], limits: &[usize]) -> Vec<u64> {
         out.extend_from_slice(&keys[page.range.clone()]);
         match page.next_after {
             Some(next) => {
-                assert_eq!(Some(&next), keys[page.range].last(), "the cursor is the last key shown");
+                assert_eq!(
+                    Some(&next),
+                    keys[page.range].last(),
+                    "the cursor is the last key shown"
+                );
                 after = Some(next);
             }
             None => return out,
@@ -49,7 +53,7 @@ proptest! {
     ) {
         let keys = keys_with_gaps(n, &gaps);
         prop_assume!(!keys.is_empty());
-        let mut seen = Vec::new();
+        let mut seen: Vec<u64> = Vec::new();
         let mut before = None;
         let mut previous: Option<Backward> = None;
         for _ in 0..=keys.len() {
@@ -94,12 +98,30 @@ fn limits_are_bounded() {
 fn a_cursor_at_the_end_is_an_empty_page_and_past_it_an_error() {
     let keys: Vec<u64> = (0..10).collect();
     let at_end = forward(&keys, Some(9), 5).unwrap();
-    assert_eq!(at_end, Forward { range: 10..10, next_after: None });
+    assert_eq!(
+        at_end,
+        Forward {
+            range: 10..10,
+            next_after: None
+        }
+    );
     let bad = forward(&keys, Some(10), 5).unwrap_err();
-    assert_eq!(bad, BadCursor { cursor: 10, entries: 10 });
+    assert_eq!(
+        bad,
+        BadCursor {
+            cursor: 10,
+            entries: 10
+        }
+    );
     assert!(bad.to_string().contains("without a cursor"), "{bad}");
     // An empty log has no cursor at all.
-    assert_eq!(forward(&[], Some(0), 5), Err(BadCursor { cursor: 0, entries: 0 }));
+    assert_eq!(
+        forward(&[], Some(0), 5),
+        Err(BadCursor {
+            cursor: 0,
+            entries: 0
+        })
+    );
     assert_eq!(forward(&[], None, 5).unwrap().range, 0..0);
 }
 
@@ -112,7 +134,21 @@ fn backward_cursors_must_leave_something_to_show() {
     assert_eq!(backward(&keys, Some(0), 4).unwrap_err().cursor, 0);
     assert_eq!(backward(&[], Some(1), 4).unwrap_err().entries, 0);
     let empty = backward(&[], None, 4).unwrap();
-    assert_eq!(empty, Backward { range: 0..0, older: None, newer: None });
+    assert_eq!(
+        empty,
+        Backward {
+            range: 0..0,
+            older: None,
+            newer: None
+        }
+    );
     let oldest = backward(&keys, Some(2), 4).unwrap();
-    assert_eq!(oldest, Backward { range: 0..2, older: None, newer: Some(Newer::Before(6)) });
+    assert_eq!(
+        oldest,
+        Backward {
+            range: 0..2,
+            older: None,
+            newer: Some(Newer::Before(6))
+        }
+    );
 }
