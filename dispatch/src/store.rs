@@ -143,6 +143,10 @@ pub struct ObservedRecord {
     pub ros_discovery: Option<(u16, u8)>,
 }
 
+/// The recorded audit head and every stored entry as `(key, undecoded bytes)`, in key
+/// order, read in one snapshot ([`Store::audit_snapshot`]).
+pub type AuditSnapshot = (AuditHead, Vec<(u64, Vec<u8>)>);
+
 /// The hub's durable state.
 pub trait Store: Send + Sync {
     /// A token by ID.
@@ -162,7 +166,7 @@ pub trait Store: Send + Sync {
     /// The recorded head and every stored audit entry as `(key, bytes)` in key order,
     /// undecoded, read together (one snapshot): verifying a head read apart from the
     /// entries would report an entry appended in between as tampering.
-    fn audit_snapshot(&self) -> Result<(AuditHead, Vec<(u64, Vec<u8>)>)>;
+    fn audit_snapshot(&self) -> Result<AuditSnapshot>;
     /// Every update package, revoked ones included, in (name, version) order.
     fn packages(&self) -> Result<Vec<PackageRecord>>;
     /// Every node's current assignment.

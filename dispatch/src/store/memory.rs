@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use bauxite_conduit::PeerId;
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
-    UpdateReportRecord,
+    AssignmentRecord, AuditSnapshot, Change, NodeRecord, PackageRecord, PendingRecord,
+    PolicyRecord, Store, UpdateReportRecord,
 };
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
@@ -81,7 +81,7 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    fn audit_snapshot(&self) -> Result<(AuditHead, Vec<(u64, Vec<u8>)>)> {
+    fn audit_snapshot(&self) -> Result<AuditSnapshot> {
         let state = self.lock();
         let head = state.audit.last().map(AuditEntry::head).unwrap_or_default();
         let raw = state

@@ -27,8 +27,8 @@ use bauxite_conduit::PeerId;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, ObservedRecord, PackageRecord, PendingRecord,
-    PolicyRecord, RelayPresenceRow, Store, UpdateReportRecord, decode,
+    AssignmentRecord, AuditSnapshot, Change, NodeRecord, ObservedRecord, PackageRecord,
+    PendingRecord, PolicyRecord, RelayPresenceRow, Store, UpdateReportRecord, decode,
 };
 use crate::audit::AuditHead;
 use crate::token::{TokenId, TokenRecord};
@@ -250,7 +250,7 @@ impl Store for PgStore {
         })
     }
 
-    fn audit_snapshot(&self) -> Result<(AuditHead, Vec<(u64, Vec<u8>)>)> {
+    fn audit_snapshot(&self) -> Result<AuditSnapshot> {
         self.call(|client| {
             // Both reads see one snapshot: another replica may append in between.
             let mut txn = client

@@ -3,8 +3,9 @@
 //! password is refused), creates a join token and joins a node with it, edits the policy
 //! (an invalid one changes nothing; a valid one is saved and audited), shows the path types
 //! a node reported and a rollout with its phase, pages through the audit log (older and
-//! newer links), views every page and screenshots it (checked not blank). Raw HTTP checks: no session redirects to login, a
-//! POST without the CSRF token is refused, a foreign Host is refused.
+//! newer links), views every page and screenshots it (checked not blank). Raw HTTP
+//! checks: no session redirects to login, a POST without the CSRF token is refused, a
+//! foreign Host is refused.
 //!
 //! Skipped, with a `SKIPPED` line, only when chromium or chromedriver is not installed
 //! (scripts/setup.sh installs both).
