@@ -11,6 +11,7 @@
 //! ulimit -n 65536
 //! target/release/examples/replica_bench --nodes 10000 [--replicas 3] [--pairs 500]
 //!     [--join-concurrency 32] [--rounds 3] [--no-kill] [--dispatch PATH]
+//!     [--connect-limit SECS]   # for every node's first topology (600)
 //! target/release/examples/replica_bench --nodes 10000 --redb    # one hub on redb, no kill
 //! ```
 //!
@@ -44,6 +45,7 @@ async fn main() {
         join_concurrency: number("--join-concurrency", 32),
         rounds: number("--rounds", 3),
         kill: !args.iter().any(|a| a == "--no-kill" || a == "--redb"),
+        connect_limit: std::time::Duration::from_secs(number("--connect-limit", 600) as u64),
     };
     // Next to this example: target/<profile>/bauxite-dispatch.
     let bin = flag("--dispatch").map_or_else(

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 
+pub mod page;
+
 /// BLAKE3 derive-key context of the chain hash.
 pub const CHAIN_CONTEXT: &str = "bauxite-dispatch 2026 audit chain";
 

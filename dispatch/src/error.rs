@@ -109,6 +109,9 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// An audit log page was asked for at a cursor outside the log.
+    #[error(transparent)]
+    AuditCursor(#[from] crate::audit::page::BadCursor),
     /// The named node does not exist.
     #[error("no node with ID {0}; see `bauxite-dispatch nodes list`")]
     UnknownNode(String),
@@ -428,9 +431,10 @@ impl From<Error> for tonic::Status {
             Error::TokenRejected(r) => r.refusal().to_status(r.to_string()),
             Error::ProvisionRejected(r) => r.refusal().to_status(r.to_string()),
             Error::CallRefused(r) => r.refusal().to_status(r.to_string()),
-            Error::TokenFormat(_) | Error::InvalidArgument { .. } | Error::InvalidPolicy(_) => {
-                Status::invalid_argument(text)
-            }
+            Error::TokenFormat(_)
+            | Error::InvalidArgument { .. }
+            | Error::InvalidPolicy(_)
+            | Error::AuditCursor(_) => Status::invalid_argument(text),
             Error::UnknownNode(_) | Error::UnknownPackage { .. } | Error::NotPublished { .. } => {
                 Status::not_found(text)
             }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use bauxite_dispatch::audit;
 use bauxite_dispatch::clock::UnixTime;
 use bauxite_dispatch::ipam::MeshCidr;
 use bauxite_dispatch::policy_review;
@@ -195,8 +196,15 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Print every entry.
-    Show,
+    /// Print the entries, oldest first (every entry unless limited), fetched page by page.
+    Show {
+        /// Print at most this many entries.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Start after the entry with this index (the first column).
+        #[arg(long)]
+        after: Option<u64>,
+    },
     /// Check the hash chain; exit 1 and name the first bad entry if it was tampered with.
     Verify,
 }
@@ -284,8 +292,8 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
         return Ok(code);
     }
     let hub = HubClient::connect_admin(&cli.data_dir, cli.hub.as_deref()).await?;
-    // Whole listings in one message: `audit` at 10 000 nodes (20 000+ entries) is over
-    // gRPC's default 4 MB.
+    // Whole listings in one message: `nodes list` and the update listings at fleet scale
+    // can exceed gRPC's default 4 MB (the audit log is paged).
     let mut admin = hub.admin().max_decoding_message_size(usize::MAX);
     match &cli.command {
         Command::Serve { .. } | Command::AdminPassword(_) | Command::Migrate { .. } => {
@@ -410,23 +418,8 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
                 println!("# version {}\n{}", doc.version, doc.json);
             }
         }
-        Command::Audit(AuditCommand::Show) => {
-            let entries = admin
-                .show_audit(proto::ShowAuditRequest {})
-                .await?
-                .into_inner()
-                .entries;
-            for e in entries {
-                let id = e.hash.get(..16).unwrap_or(&e.hash);
-                println!(
-                    "{:>5}  {id}  {}  {:<16}  {:<18}  {}",
-                    e.index,
-                    UnixTime(e.at_unix),
-                    e.actor.get(..16).unwrap_or(&e.actor),
-                    e.action,
-                    e.detail
-                );
-            }
+        Command::Audit(AuditCommand::Show { limit, after }) => {
+            audit_show(&mut admin, *limit, *after).await?;
         }
         Command::Audit(AuditCommand::Verify) => {
             let report = admin
@@ -445,6 +438,61 @@ async fn admin(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `audit show`: pages through the log from `after`, printing up to `limit` entries; warns
+/// (on stderr) when the hub could not verify the chain.
+async fn audit_show(
+    admin: &mut proto::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    limit: Option<u64>,
+    mut after: Option<u64>,
+) -> Result<()> {
+    let mut left = limit.unwrap_or(u64::MAX);
+    let mut problem = None;
+    // Each page moves the cursor forward or ends the walk, and the log is finite; the
+    // bound only stops a hub that keeps answering with more.
+    for _ in 0..u32::MAX {
+        if left == 0 {
+            break;
+        }
+        let page = admin
+            .show_audit(proto::ShowAuditRequest {
+                after,
+                limit: u32::try_from(left.min(audit::page::MAX_LIMIT as u64)).unwrap_or(u32::MAX),
+            })
+            .await?
+            .into_inner();
+        if !page.verified && problem.is_none() {
+            problem = Some(page.problem);
+        }
+        for e in page
+            .entries
+            .iter()
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+        {
+            let id = e.hash.get(..16).unwrap_or(&e.hash);
+            println!(
+                "{:>5}  {id}  {}  {:<16}  {:<18}  {}",
+                e.index,
+                UnixTime(e.at_unix),
+                e.actor.get(..16).unwrap_or(&e.actor),
+                e.action,
+                e.detail
+            );
+        }
+        left = left.saturating_sub(page.entries.len() as u64);
+        match page.next_after {
+            // The cursor moves forward (an undecodable entry is left out of the page but
+            // still passed), or the walk would not end.
+            Some(next) if after.is_none_or(|a| next > a) => after = Some(next),
+            Some(next) => bail!("the hub's next audit page does not move on (after {next})"),
+            None => break,
+        }
+    }
+    if let Some(problem) = problem {
+        eprintln!("audit log TAMPERED: {problem} (see `bauxite-dispatch audit verify`)");
+    }
+    Ok(())
 }
 
 /// `migrate`: the schema up to date, each applied migration named.

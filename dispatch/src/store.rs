@@ -143,6 +143,10 @@ pub struct ObservedRecord {
     pub ros_discovery: Option<(u16, u8)>,
 }
 
+/// The recorded audit head and every stored entry as `(key, undecoded bytes)`, in key
+/// order, read in one snapshot ([`Store::audit_snapshot`]).
+pub type AuditSnapshot = (AuditHead, Vec<(u64, Vec<u8>)>);
+
 /// The hub's durable state.
 pub trait Store: Send + Sync {
     /// A token by ID.
@@ -159,8 +163,10 @@ pub trait Store: Send + Sync {
     fn topology_version(&self) -> Result<u64>;
     /// The recorded end of the audit chain.
     fn audit_head(&self) -> Result<AuditHead>;
-    /// Every stored audit entry as `(key, bytes)` in key order, undecoded, for verification.
-    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// The recorded head and every stored audit entry as `(key, bytes)` in key order,
+    /// undecoded, read together (one snapshot): verifying a head read apart from the
+    /// entries would report an entry appended in between as tampering.
+    fn audit_snapshot(&self) -> Result<AuditSnapshot>;
     /// Every update package, revoked ones included, in (name, version) order.
     fn packages(&self) -> Result<Vec<PackageRecord>>;
     /// Every node's current assignment.

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 use super::session::{SessionSeed, csrf_matches};
 use super::{AdminUi, lock, password, views};
+use crate::audit::page::{self as audit_page, Newer};
 use crate::clock::{UnixTime, os_random};
 use crate::hub::{Caller, NewToken};
 use crate::policy_review;
@@ -516,14 +518,71 @@ async fn set_policy(State(ui): Ui, authed: Authed, Form(form): Form<PolicyForm>)
     }
 }
 
-async fn audit(State(ui): Ui, authed: Authed) -> Response {
-    let view = match views::audit(&ui.hub) {
+/// `/audit?before=N&limit=L`: the page of the `L` entries before index `N` (the newest
+/// without `before`; `L` defaults to 500, at most 2000).
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(ui): Ui,
+    authed: Authed,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    let bad_request = |message: String| {
+        render(
+            &ui,
+            StatusCode::BAD_REQUEST,
+            "message.html",
+            minijinja::context! { csrf => authed.csrf.clone(), heading => "Bad page", message },
+        )
+    };
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(e) => {
+            return bad_request(format!(
+                "{e}: `before` and `limit` are entry counts; open /audit for the newest entries."
+            ));
+        }
+    };
+    let limit = query.limit.unwrap_or(0);
+    let view = match views::audit(&ui.hub, query.before, limit) {
         Ok(view) => view,
+        Err(e @ crate::Error::AuditCursor(_)) => {
+            return bad_request(format!("{e} (open /audit for the newest entries)."));
+        }
         Err(e) => return internal(&e),
     };
     let (verified, head, problem) = match view.verified {
         Ok(head) => (true, head, String::new()),
         Err(problem) => (false, String::new(), problem),
+    };
+    // Links keep an explicit page size; the default one stays out of the address.
+    let size = query
+        .limit
+        .map(|l| format!("limit={}", audit_page::limit(l)));
+    let link = |before: Option<u64>| {
+        let params: Vec<String> = before
+            .map(|b| format!("before={b}"))
+            .into_iter()
+            .chain(size.clone())
+            .collect();
+        if params.is_empty() {
+            "/audit".to_owned()
+        } else {
+            format!("/audit?{}", params.join("&"))
+        }
+    };
+    let older = view.older.map(|b| link(Some(b)));
+    let newer = view.newer.map(|n| match n {
+        Newer::Newest => link(None),
+        Newer::Before(b) => link(Some(b)),
+    });
+    let (first, last) = match (view.rows.last(), view.rows.first()) {
+        (Some(oldest), Some(newest)) => (oldest.index, newest.index),
+        _ => (0, 0),
     };
     render(
         &ui,
@@ -532,6 +591,7 @@ async fn audit(State(ui): Ui, authed: Authed) -> Response {
         minijinja::context! {
             csrf => authed.csrf, page => "audit", verified, head, problem,
             count => view.count, shown => view.rows.len(), entries => view.rows,
+            first, last, older, newer,
         },
     )
 }

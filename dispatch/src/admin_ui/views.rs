@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::Result;
+use crate::audit::page::{self, Newer};
 use crate::clock::UnixTime;
 use crate::hub::Hub;
 use crate::proto::node::TopologySnapshot;
@@ -12,8 +13,6 @@ use crate::proto::node::TopologySnapshot;
 /// A node counts as online when it reported metrics this recently (edge nodes report every
 /// 30 s by default: two missed reports and a margin).
 pub const ONLINE_SECS: u64 = 75;
-/// Newest audit entries a page shows.
-pub const AUDIT_PAGE: usize = 500;
 /// Node metrics the nodes page shows, when reported.
 const KEY_METRICS: &[&str] = &[
     "tx_packets",
@@ -244,24 +243,31 @@ pub struct AuditRow {
     pub detail: String,
 }
 
-/// The audit page: verification, total count, and the newest entries first.
+/// The audit page: verification, total count, one page of entries newest first, and
+/// the cursors of the neighbouring pages.
 pub struct AuditView {
-    /// `Ok(head hash hex)` or the problem found.
+    /// `Ok(head hash hex)` or the problem found (the whole chain, not just this page).
     pub verified: std::result::Result<String, String>,
     /// Entries in the chain.
     pub count: u64,
-    /// The newest [`AUDIT_PAGE`] entries, newest first.
+    /// This page's entries, newest first.
     pub rows: Vec<AuditRow>,
+    /// `before` of the page of older entries, if any.
+    pub older: Option<u64>,
+    /// The page of newer entries, if any.
+    pub newer: Option<Newer>,
 }
 
-/// Verifies the chain and reads the newest entries.
-pub fn audit(hub: &Hub) -> Result<AuditView> {
-    let (count, result) = hub.verify_audit()?;
-    let rows = hub
-        .audit_entries()?
+/// Verifies the chain and reads the page of the `limit` entries before `before` (the
+/// newest when `None`; `limit` bounded by [`page::limit`]). A cursor outside the log is
+/// [`crate::Error::AuditCursor`].
+pub fn audit(hub: &Hub, before: Option<u64>, limit: usize) -> Result<AuditView> {
+    let limit = page::limit(limit);
+    let read = hub.audit_page(|keys| page::backward(keys, before, limit))?;
+    let rows = read
+        .entries
         .into_iter()
         .rev()
-        .take(AUDIT_PAGE)
         .map(|e| AuditRow {
             index: e.body.index,
             at: e.body.at.to_string(),
@@ -271,11 +277,14 @@ pub fn audit(hub: &Hub) -> Result<AuditView> {
         })
         .collect();
     Ok(AuditView {
-        verified: result
+        verified: read
+            .verified
             .map(|head| hex::encode(head.hash))
             .map_err(|p| p.to_string()),
-        count,
+        count: read.total,
         rows,
+        older: read.page.older,
+        newer: read.page.newer,
     })
 }
 

@@ -6,6 +6,7 @@ use bauxite_conduit::policy::Policy;
 use zeroize::Zeroizing;
 
 use super::{Caller, Hub};
+use crate::audit::page::{AuditPage, BadCursor, Positions};
 use crate::audit::{self, AuditEntry, AuditHead, AuditProblem};
 use crate::clock::UnixTime;
 use crate::store::{Change, NodeRecord, PolicyRecord, decode};
@@ -229,9 +230,8 @@ impl Hub {
 
     /// Every audit entry, decoded (undecodable entries are skipped; `verify_audit` names them).
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
-        Ok(self
-            .store
-            .audit_raw()?
+        let (_, raw) = self.store.audit_snapshot()?;
+        Ok(raw
             .iter()
             .filter_map(|(_, bytes)| decode::<AuditEntry>(bytes, "audit entry").ok())
             .collect())
@@ -239,12 +239,38 @@ impl Hub {
 
     /// Verifies the whole chain against the stored head.
     pub fn verify_audit(&self) -> Result<(u64, std::result::Result<AuditHead, AuditProblem>)> {
-        let raw = self.store.audit_raw()?;
-        let head = self.store.audit_head()?;
+        let (head, raw) = self.store.audit_snapshot()?;
         let count = raw.len() as u64;
         Ok((
             count,
             audit::verify(raw.iter().map(|(k, v)| (*k, v.as_slice())), &head),
         ))
+    }
+
+    /// One page of the audit log, chosen by `pick` from the snapshot's storage keys
+    /// ([`crate::audit::page::forward`] or [`crate::audit::page::backward`]), with the whole chain verified in the same
+    /// snapshot. A cursor outside the log is [`Error::AuditCursor`].
+    pub fn audit_page<P: Positions>(
+        &self,
+        pick: impl FnOnce(&[u64]) -> std::result::Result<P, BadCursor>,
+    ) -> Result<AuditPage<P>> {
+        let (head, raw) = self.store.audit_snapshot()?;
+        let keys: Vec<u64> = raw.iter().map(|(k, _)| *k).collect();
+        let page = pick(&keys)?;
+        // Verification needs every entry, not just the page's: a page of a broken chain
+        // must not look verified. Hashing 20 000 entries takes milliseconds.
+        let verified = audit::verify(raw.iter().map(|(k, v)| (*k, v.as_slice())), &head);
+        let entries = raw
+            .get(page.positions())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(_, bytes)| decode::<AuditEntry>(bytes, "audit entry").ok())
+            .collect();
+        Ok(AuditPage {
+            total: raw.len() as u64,
+            page,
+            entries,
+            verified,
+        })
     }
 }

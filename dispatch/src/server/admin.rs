@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth;
 use super::hosting::{Hosting, NewImage};
+use crate::audit::page;
 use crate::clock::{UnixTime, os_random};
 use crate::hub::{Deploy, DeployTo, Hub, NewToken};
 use crate::proto::admin::admin_service_server::AdminService;
@@ -160,9 +161,13 @@ impl AdminService for Admin {
         request: Request<ShowAuditRequest>,
     ) -> Result<Response<ShowAuditResponse>, Status> {
         auth::admin(&self.0, &request)?;
-        let entries = self
+        let req = request.into_inner();
+        let limit = page::limit(usize::try_from(req.limit).unwrap_or(usize::MAX));
+        let read = self
             .0
-            .audit_entries()?
+            .audit_page(|keys| page::forward(keys, req.after, limit))?;
+        let entries = read
+            .entries
             .into_iter()
             .map(|e| AuditEntry {
                 index: e.body.index,
@@ -173,7 +178,18 @@ impl AdminService for Admin {
                 hash: hex::encode(e.hash),
             })
             .collect();
-        Ok(Response::new(ShowAuditResponse { entries }))
+        let (verified, head, problem) = match read.verified {
+            Ok(head) => (true, hex::encode(head.hash), String::new()),
+            Err(problem) => (false, String::new(), problem.to_string()),
+        };
+        Ok(Response::new(ShowAuditResponse {
+            entries,
+            next_after: read.page.next_after,
+            total: read.total,
+            verified,
+            head,
+            problem,
+        }))
     }
 
     async fn verify_audit(

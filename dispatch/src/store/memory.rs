@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use bauxite_conduit::PeerId;
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
-    UpdateReportRecord,
+    AssignmentRecord, AuditSnapshot, Change, NodeRecord, PackageRecord, PendingRecord,
+    PolicyRecord, Store, UpdateReportRecord,
 };
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
@@ -81,13 +81,15 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        Ok(self
-            .lock()
+    fn audit_snapshot(&self) -> Result<AuditSnapshot> {
+        let state = self.lock();
+        let head = state.audit.last().map(AuditEntry::head).unwrap_or_default();
+        let raw = state
             .audit
             .iter()
             .map(|e| (e.body.index, e.encode()))
-            .collect())
+            .collect();
+        Ok((head, raw))
     }
 
     fn packages(&self) -> Result<Vec<PackageRecord>> {

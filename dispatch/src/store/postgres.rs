@@ -24,11 +24,11 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 
 use bauxite_conduit::PeerId;
-use postgres::{Client, NoTls};
+use postgres::{Client, IsolationLevel, NoTls};
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, ObservedRecord, PackageRecord, PendingRecord,
-    PolicyRecord, RelayPresenceRow, Store, UpdateReportRecord, decode,
+    AssignmentRecord, AuditSnapshot, Change, NodeRecord, ObservedRecord, PackageRecord,
+    PendingRecord, PolicyRecord, RelayPresenceRow, Store, UpdateReportRecord, decode,
 };
 use crate::audit::AuditHead;
 use crate::token::{TokenId, TokenRecord};
@@ -250,19 +250,33 @@ impl Store for PgStore {
         })
     }
 
-    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+    fn audit_snapshot(&self) -> Result<AuditSnapshot> {
         self.call(|client| {
-            let rows = client
+            // Both reads see one snapshot: another replica may append in between.
+            let mut txn = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(Error::postgres("read the audit log"))?;
+            let head = head_of(
+                &txn.query_one("SELECT len, hash FROM audit_head WHERE id = 1", &[])
+                    .map_err(Error::postgres("read the audit head"))?,
+            )?;
+            let rows = txn
                 .query("SELECT idx, entry FROM audit ORDER BY idx", &[])
                 .map_err(Error::postgres("read the audit log"))?;
-            Ok(rows
+            txn.commit()
+                .map_err(Error::postgres("read the audit log"))?;
+            let raw = rows
                 .iter()
                 .map(|row| {
                     // The schema keeps idx >= 0.
                     let idx: i64 = row.get(0);
                     (idx.unsigned_abs(), row.get::<_, Vec<u8>>(1))
                 })
-                .collect())
+                .collect();
+            Ok((head, raw))
         })
     }
 

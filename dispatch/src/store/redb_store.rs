@@ -7,8 +7,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use bauxite_conduit::PeerId;
 
 use super::{
-    AssignmentRecord, Change, NodeRecord, PackageRecord, PendingRecord, PolicyRecord, Store,
-    UpdateReportRecord, decode, encode,
+    AssignmentRecord, AuditSnapshot, Change, NodeRecord, PackageRecord, PendingRecord,
+    PolicyRecord, Store, UpdateReportRecord, decode, encode,
 };
 use crate::audit::{AuditEntry, AuditHead};
 use crate::token::{TokenId, TokenRecord};
@@ -157,15 +157,21 @@ impl Store for RedbStore {
         Ok(self.meta("audit_head", "audit head")?.unwrap_or_default())
     }
 
-    fn audit_raw(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+    fn audit_snapshot(&self) -> Result<AuditSnapshot> {
+        // One read transaction for both tables: a consistent snapshot.
         let txn = self.db.begin_read().map_err(Error::store)?;
+        let meta = txn.open_table(META).map_err(Error::store)?;
+        let head = match meta.get("audit_head").map_err(Error::store)? {
+            Some(value) => decode(value.value(), "audit head")?,
+            None => AuditHead::default(),
+        };
         let table = txn.open_table(AUDIT).map_err(Error::store)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(Error::store)? {
             let (key, value) = row.map_err(Error::store)?;
             out.push((key.value(), value.value().to_vec()));
         }
-        Ok(out)
+        Ok((head, out))
     }
 
     fn packages(&self) -> Result<Vec<PackageRecord>> {

@@ -2,9 +2,10 @@
 //! Chromium driven through `chromedriver` (WebDriver) with fantoccini. Logs in (a wrong
 //! password is refused), creates a join token and joins a node with it, edits the policy
 //! (an invalid one changes nothing; a valid one is saved and audited), shows the path types
-//! a node reported and a rollout with its phase, views every page and
-//! screenshots it (checked not blank). Raw HTTP checks: no session redirects to login, a
-//! POST without the CSRF token is refused, a foreign Host is refused.
+//! a node reported and a rollout with its phase, pages through the audit log (older and
+//! newer links), views every page and screenshots it (checked not blank). Raw HTTP
+//! checks: no session redirects to login, a POST without the CSRF token is refused, a
+//! foreign Host is refused.
 //!
 //! Skipped, with a `SKIPPED` line, only when chromium or chromedriver is not installed
 //! (scripts/setup.sh installs both).
@@ -179,6 +180,25 @@ async fn text_of(c: &Client, css: &str) -> String {
             panic!("no {css} on {url:?}: {e}\n{source}")
         }
     }
+}
+
+/// The indices in the audit table, in page order (newest first).
+async fn audit_rows(c: &Client) -> Vec<u64> {
+    text_of(c, "#audit")
+        .await
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The entry count the audit page's verification line states.
+async fn audit_count(c: &Client) -> u64 {
+    let text = text_of(c, "#verify").await;
+    text.split("verified: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no entry count in {text:?}"))
 }
 
 async fn path_of(c: &Client) -> String {
@@ -605,6 +625,36 @@ async fn the_admin_ui_works_in_headless_chromium() {
     screenshot(&c, &shots, "audit").await;
     let cli_audit = hub.admin_ok(&["audit", "verify"]);
     assert!(cli_audit.contains("audit log OK"), "{cli_audit}");
+
+    // Paging: with 5 entries a page and more than two pages of log, the newest page links
+    // to older entries only, the next one back again; a cursor past the end is refused.
+    for i in 0..10 {
+        hub.token(&["--name", &format!("paging-{i}")]);
+    }
+    within(c.goto(&format!("{ui}/audit?limit=5")))
+        .await
+        .unwrap();
+    let count = audit_count(&c).await;
+    assert!(count > 10, "{count} entries");
+    let newest: Vec<u64> = (count - 5..count).rev().collect();
+    assert_eq!(audit_rows(&c).await, newest);
+    assert!(text_of(&c, "#verify").await.contains("Hash chain verified"));
+    assert!(
+        c.find(Locator::Css("#newer")).await.is_err(),
+        "the newest page has no newer link"
+    );
+    submit(&c, "#older").await;
+    let older: Vec<u64> = (count - 10..count - 5).rev().collect();
+    assert_eq!(audit_rows(&c).await, older);
+    assert!(text_of(&c, "#range").await.contains(&format!("of {count}")));
+    assert!(text_of(&c, "#verify").await.contains("Hash chain verified"));
+    screenshot(&c, &shots, "audit-older").await;
+    submit(&c, "#newer").await;
+    assert_eq!(audit_rows(&c).await, newest);
+    within(c.goto(&format!("{ui}/audit?before={}", count + 1)))
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#error").await.contains("outside the log"));
 
     // Logout ends the session: the old cookie no longer opens a page.
     submit(&c, "button[type=submit]").await;

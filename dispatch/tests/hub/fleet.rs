@@ -21,6 +21,7 @@ async fn a_killed_replica_moves_its_nodes_within_seconds_and_loses_nothing_ackno
         join_concurrency: 8,
         rounds: 2,
         kill: true,
+        connect_limit: std::time::Duration::from_secs(600),
     };
     let report = fleet.run(&config).await;
     eprintln!("{report}");

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod admin_ui;
+mod audit_pages;
 mod common;
 mod deploy;
 mod fleet;

@@ -82,7 +82,10 @@ pub(crate) fn keeps_the_contract(store: &dyn Store) {
     assert_eq!(store.policy().unwrap(), None);
     assert_eq!(store.topology_version().unwrap(), 0);
     assert_eq!(store.audit_head().unwrap(), AuditHead::default());
-    assert!(store.audit_raw().unwrap().is_empty());
+    assert_eq!(
+        store.audit_snapshot().unwrap(),
+        (AuditHead::default(), Vec::new())
+    );
     assert!(store.packages().unwrap().is_empty());
     assert!(store.assignments().unwrap().is_empty());
     assert!(store.update_reports().unwrap().is_empty());
@@ -211,7 +214,8 @@ pub(crate) fn keeps_the_contract(store: &dyn Store) {
     assert_eq!(store.nodes().unwrap(), [node(3), node(4), revoked]);
 
     // The stored chain verifies against the stored head.
-    let raw = store.audit_raw().unwrap();
+    let (stored_head, raw) = store.audit_snapshot().unwrap();
+    assert_eq!(stored_head, head);
     let verified = audit::verify(raw.iter().map(|(k, v)| (*k, v.as_slice())), &head);
     assert_eq!(verified, Ok(head));
     assert_eq!(head.len, 4);

@@ -105,8 +105,7 @@ fn two_writers_on_one_head_append_exactly_once() {
             "{outcomes:?}"
         );
     }
-    let raw = stores[1].audit_raw().unwrap();
-    let head = stores[1].audit_head().unwrap();
+    let (head, raw) = stores[1].audit_snapshot().unwrap();
     let verified =
         bauxite_dispatch::audit::verify(raw.iter().map(|(k, v)| (*k, v.as_slice())), &head);
     assert_eq!(verified, Ok(head));

@@ -57,6 +57,8 @@ pub(crate) struct FleetConfig {
     pub(crate) rounds: usize,
     /// Kill replica 0 (SIGKILL) during the load, with writes in flight on it.
     pub(crate) kill: bool,
+    /// How long every node may take to get its first topology once all joined.
+    pub(crate) connect_limit: Duration,
 }
 
 /// One `serve --postgres` process; killed on drop.
@@ -664,18 +666,37 @@ impl Fleet {
             .zip(&states)
             .map(|(node, state)| spawn_node(node, urls.clone(), state.clone(), t0))
             .collect();
-        wait_for(
-            PHASE_LIMIT,
-            Duration::from_millis(50),
-            "every node connected",
-            || {
-                states
+        // Every node's first topology message; progress every 10 s (at 10 000 nodes on one
+        // hub this phase is the longest: each new stream gets the whole topology).
+        let mut shown = Instant::now();
+        loop {
+            let connected = states
+                .iter()
+                .filter(|s| s.connected.load(Ordering::Acquire))
+                .count();
+            if connected == n {
+                break;
+            }
+            assert!(
+                t0.elapsed() < config.connect_limit,
+                "timed out after {:?}: {connected} of {n} nodes connected",
+                config.connect_limit
+            );
+            if shown.elapsed() >= Duration::from_secs(10) {
+                shown = Instant::now();
+                let rss: Vec<String> = self
+                    .usages()
                     .iter()
-                    .all(|s| s.connected.load(Ordering::Acquire))
-                    .then_some(())
-            },
-        )
-        .await;
+                    .map(|u| format!("{:.0}", u.rss_mb))
+                    .collect();
+                eprintln!(
+                    "{:.0} s: {connected} of {n} nodes have their first topology; replica RSS MB {}",
+                    started.elapsed().as_secs_f64(),
+                    rss.join(" / ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         report.stages.push(("every stream open", self.usages()));
         eprintln!(
@@ -860,15 +881,23 @@ impl Fleet {
                     .push(format!("node {id} (joined around the kill)"));
             }
         }
-        // The whole log: at 10 000 nodes it is over 5 MB, past gRPC's default 4 MB.
-        let audit = survivor
-            .admin()
-            .max_decoding_message_size(usize::MAX)
-            .show_audit(ShowAuditRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
+        // The whole log, page by page (at 10 000 nodes it is over 5 MB, past gRPC's
+        // default 4 MB for one message).
+        let mut audit = Vec::new();
+        let mut after = None;
+        let mut admin = survivor.admin();
+        for _ in 0..10_000 {
+            let page = admin
+                .show_audit(ShowAuditRequest { after, limit: 2000 })
+                .await
+                .unwrap()
+                .into_inner();
+            audit.extend(page.entries);
+            after = page.next_after;
+            if after.is_none() {
+                break;
+            }
+        }
         let by_action: HashMap<&str, Vec<&str>> = audit.iter().fold(HashMap::new(), |mut m, e| {
             m.entry(e.action.as_str())
                 .or_default()

@@ -64,7 +64,7 @@ fn node_status_follows_reports_pending_and_revocation() {
     let (rows, _) = nodes(&hub, T0.plus(100));
     assert_eq!(status_of(&rows, "arm"), "revoked");
     // The revoke is audited under the UI's actor.
-    let audit = audit(&hub).unwrap();
+    let audit = audit(&hub, None, 0).unwrap();
     assert!(audit.verified.is_ok());
     assert_eq!(audit.rows[0].action, "node.revoke");
     assert_eq!(audit.rows[0].actor, "admin:web-ui");
