@@ -243,7 +243,7 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
 /// 14's collapse); run with `--ignored --nocapture`. Knobs: `BX_PROFILES` (tbf,
 /// fixed2rate, lte, lte-literal, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
-/// `BX_SEED`,
+/// `BX_SEED`, `BX_DROP` (the receiver's rate-drop reports on: `rate_drop_feedback`),
 /// and those of [`strategy_from_env`].
 #[test]
 #[ignore = "a report, not a check: prints figures"]
@@ -299,6 +299,7 @@ fn diagnose() {
         for &target in &targets {
             let config = NodeConfig {
                 bulk_target: target,
+                rate_drop_feedback: std::env::var("BX_DROP").is_ok(),
                 ..NodeConfig::default()
             };
             let make = target.map(strategy_from_env);

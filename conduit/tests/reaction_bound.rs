@@ -171,7 +171,7 @@ fn reaction_time_bound() {
             .into();
         for &ms in &reactions {
             // Negative: a round trip plus that many ms to detect.
-            let (reaction, label) = if ms < 0.0 {
+            let (reaction, label) = if ms.is_sign_negative() {
                 let detect = Duration::from_secs_f64(-ms / 1e3);
                 (Reaction::RoundTrip(detect), format!("round trip + {} ms", -ms))
             } else {
