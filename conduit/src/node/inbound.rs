@@ -14,8 +14,8 @@ use crate::ip::IpView;
 use crate::path::{Feedback, RateDropFrame};
 
 /// A rate-drop report is believed when its packets took longer than `1 / this` of their
-/// send time to arrive (the rate model's `limited_ratio`).
-const RATE_DROP_CONFIRM: f64 = 0.85;
+/// send time to arrive (the link, not jitter, stretched them).
+const RATE_DROP_CONFIRM: f64 = 0.8;
 use crate::path::feedback::is_control_frame;
 use crate::path::frame::ControlFrame;
 use crate::policy::{Flow, Verdict};

@@ -16,7 +16,7 @@
 //! about the rate), the mean spacing of the last `window` arrivals is compared with a
 //! slow average of that spacing. When the recent spacing is longer by more than
 //! `1 / drop_ratio` (the arrival rate fell below `drop_ratio` of what it was) over at
-//! least `min_span`, a [`RateDropFrame`] names the window's first and last packets and
+//! least `min_span` (widened to that span when `window` arrivals come faster), a [`RateDropFrame`] names the window's first and last packets and
 //! the receiver's time between them:
 //!
 //! ```text
@@ -33,7 +33,7 @@ pub const FRAME_RATE_DROP: u8 = 0x05;
 /// Length of a rate-drop report.
 pub const RATE_DROP_FRAME_LEN: usize = 29;
 /// Arrivals the detector remembers (the largest window it can use).
-const RING: usize = 32;
+const RING: usize = 128;
 
 /// "Packets `first` to `last` of session `index` took `span_us` to arrive here": the
 /// sender compares it with the time it took to send them.
@@ -102,7 +102,7 @@ impl RateDropFrame {
 pub struct ArrivalConfig {
     /// Datagrams at least this long count as bulk arrivals.
     pub min_len: usize,
-    /// Arrivals per window (2..=32).
+    /// Fewest arrivals per window (2..=128).
     pub window: usize,
     /// A window whose arrival rate is below this share of the average reports a drop.
     pub drop_ratio: f64,
@@ -120,7 +120,7 @@ impl Default for ArrivalConfig {
             min_len: 1000,
             window: 16,
             drop_ratio: 0.7,
-            min_span: Duration::from_millis(4),
+            min_span: Duration::from_millis(12),
             holdoff: Duration::from_millis(20),
             gain: 1.0 / 16.0,
         }
@@ -159,7 +159,7 @@ impl Default for ArrivalDetector {
 }
 
 impl ArrivalDetector {
-    /// A detector with `config` (its window clamped to 2..=32).
+    /// A detector with `config` (its window clamped to 2..=128).
     pub fn new(config: ArrivalConfig) -> Self {
         Self {
             config: ArrivalConfig {
@@ -208,19 +208,25 @@ impl ArrivalDetector {
         if self.filled < window {
             return None;
         }
-        let first = self.ring[(self.next + RING - window) % RING]?;
-        let span = now.saturating_duration_since(first.at);
-        let mean = span.as_secs_f64() / (window - 1) as f64;
+        let at = |back: usize| self.ring[(self.next + RING - back) % RING];
+        let short = at(window)?;
+        let mean = now.saturating_duration_since(short.at).as_secs_f64() / (window - 1) as f64;
         let Some(average) = self.spacing else {
             self.spacing = Some(mean);
             return None;
         };
         self.spacing = Some(average + self.config.gain * (mean - average));
+        // The window under test: at least `window` arrivals and at least `min_span` long
+        // (jitter moves each end by milliseconds; a longer span dilutes it).
+        let (back, first) = (window..=self.filled)
+            .filter_map(|back| Some((back, at(back)?)))
+            .find(|(_, a)| now.saturating_duration_since(a.at) >= self.config.min_span)?;
+        let span = now.saturating_duration_since(first.at);
         let Some(before) = first.spacing else {
             return None;
         };
+        let mean = span.as_secs_f64() / (back - 1) as f64;
         let dropped = mean * self.config.drop_ratio > before
-            && span >= self.config.min_span
             && self
                 .last_report
                 .is_none_or(|at| now.saturating_duration_since(at) >= self.config.holdoff);
@@ -278,10 +284,11 @@ mod tests {
         assert_eq!(after.len(), 1, "one report per holdoff: {after:?}");
         let r = after[0];
         assert_eq!(r.index, 7);
-        assert_eq!(r.last - r.first, 15, "the window's 16 packets");
-        // The window that reported took over 1 / drop_ratio (0.7) times what 15 packets
-        // took before the step.
-        assert!(r.span_us > 15 * 1116 * 10 / 7, "{r:?}");
+        assert!(r.last - r.first >= 15, "at least the window's 16 packets: {r:?}");
+        // The window that reported took over 1 / drop_ratio (0.7) times what its packets
+        // took before the step, and at least `min_span`.
+        assert!(r.span_us * 7 > (r.last - r.first) * 1116 * 10, "{r:?}");
+        assert!(r.span_us >= 12_000, "{r:?}");
         assert!(r.last > 200, "it reports packets after the step: {r:?}");
     }
 
