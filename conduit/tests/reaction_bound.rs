@@ -173,9 +173,15 @@ fn reaction_time_bound() {
             // Negative: a round trip plus that many ms to detect.
             let (reaction, label) = if ms.is_sign_negative() {
                 let detect = Duration::from_secs_f64(-ms / 1e3);
-                (Reaction::RoundTrip(detect), format!("round trip + {} ms", -ms))
+                (
+                    Reaction::RoundTrip(detect),
+                    format!("round trip + {} ms", -ms),
+                )
             } else {
-                (Reaction::Fixed(Duration::from_secs_f64(ms / 1e3)), format!("{ms} ms"))
+                (
+                    Reaction::Fixed(Duration::from_secs_f64(ms / 1e3)),
+                    format!("{ms} ms"),
+                )
             };
             let mut row = format!("{name}, reaction {label}:");
             for &u in &us {

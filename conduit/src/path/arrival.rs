@@ -278,13 +278,19 @@ mod tests {
         let t0 = Instant::now();
         // 10 Mbit/s of 1395-byte datagrams, then 5 Mbit/s.
         let (steady, t1) = feed(&mut d, t0, &mut c, 200, Duration::from_micros(1116));
-        assert!(steady.is_empty(), "a steady rate reports nothing: {steady:?}");
+        assert!(
+            steady.is_empty(),
+            "a steady rate reports nothing: {steady:?}"
+        );
         // 12 packets: 27 ms, about one holdoff (20 ms) after the first report.
         let (after, _) = feed(&mut d, t1, &mut c, 12, Duration::from_micros(2232));
         assert_eq!(after.len(), 1, "one report per holdoff: {after:?}");
         let r = after[0];
         assert_eq!(r.index, 7);
-        assert!(r.last - r.first >= 15, "at least the window's 16 packets: {r:?}");
+        assert!(
+            r.last - r.first >= 15,
+            "at least the window's 16 packets: {r:?}"
+        );
         // The window that reported took over 1 / drop_ratio (0.7) times what its packets
         // took before the step, and at least `min_span`.
         assert!(r.span_us * 7 > (r.last - r.first) * 1116 * 10, "{r:?}");

@@ -225,7 +225,10 @@ fn a_confirmed_rate_drop_cuts_at_once_and_once_per_round_trip() {
     assert_eq!(c.bw(), before / 4.0);
     assert_eq!(c.phase(), Phase::Drain);
     assert!(c.pacing_rate() < before / 4.0);
-    assert!(!c.can_send_bulk(t0 + ms(1), MSS), "held while the queue drains");
+    assert!(
+        !c.can_send_bulk(t0 + ms(1), MSS),
+        "held while the queue drains"
+    );
     // A second report within the round trip describes packets sent before the cut.
     c.on_rate_drop(t0 + ms(1), before / 8.0);
     assert_eq!(c.bw(), before / 4.0);
