@@ -394,6 +394,17 @@ fn with_the_rate_model_a_slow_lossy_peer_does_not_hold_back_the_others() {
     });
 }
 
+/// The same with the rate model and the receivers' rate-drop reports on: the slow
+/// peer's reports cut only its own controller.
+#[test]
+fn with_rate_drop_reports_a_slow_lossy_peer_does_not_hold_back_the_others() {
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Rate,
+        rate_drop_feedback: true,
+        ..NodeConfig::default()
+    });
+}
+
 fn fair_shares(config: NodeConfig) {
     let [a, b, slow] = one_sender_three_receivers(config, 5, 0.02);
     eprintln!(
