@@ -173,6 +173,14 @@ pub enum MalformedPacket {
     /// Not a valid IPv4/IPv6 packet.
     #[error("not an IP packet: {0}")]
     NotIp(&'static str),
+    /// A field holds a value its message cannot carry.
+    #[error("{kind} with {field}: a broken or forged frame, dropped")]
+    BadField {
+        /// Message kind.
+        kind: &'static str,
+        /// What is wrong.
+        field: &'static str,
+    },
 }
 
 /// A peer (or someone on the path) sent something authentic-looking that must be refused.

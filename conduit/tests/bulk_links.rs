@@ -243,7 +243,7 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
 /// 14's collapse); run with `--ignored --nocapture`. Knobs: `BX_PROFILES` (tbf,
 /// fixed2rate, lte, lte-literal, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
-/// `BX_SEED`,
+/// `BX_SEED`, `BX_DROP` (the receiver's rate-drop reports on: `rate_drop_feedback`),
 /// and those of [`strategy_from_env`].
 #[test]
 #[ignore = "a report, not a check: prints figures"]
@@ -299,6 +299,7 @@ fn diagnose() {
         for &target in &targets {
             let config = NodeConfig {
                 bulk_target: target,
+                rate_drop_feedback: std::env::var("BX_DROP").is_ok(),
                 ..NodeConfig::default()
             };
             let make = target.map(strategy_from_env);
@@ -389,6 +390,17 @@ fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
 fn with_the_rate_model_a_slow_lossy_peer_does_not_hold_back_the_others() {
     fair_shares(NodeConfig {
         bulk_controller: BulkController::Rate,
+        ..NodeConfig::default()
+    });
+}
+
+/// The same with the rate model and the receivers' rate-drop reports on: the slow
+/// peer's reports cut only its own controller.
+#[test]
+fn with_rate_drop_reports_a_slow_lossy_peer_does_not_hold_back_the_others() {
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Rate,
+        rate_drop_feedback: true,
         ..NodeConfig::default()
     });
 }

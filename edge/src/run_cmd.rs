@@ -257,6 +257,8 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         // through our allocation): harmless without TURN servers.
         turn_after: Some(bauxite_conduit::node::DEFAULT_TURN_AFTER),
         bonding: config.bonding,
+        // Not a setting yet: off until it wins (docs/congestion.md, section 6).
+        rate_drop_feedback: false,
     };
     let mut node = BauxiteNode::new(
         identity,

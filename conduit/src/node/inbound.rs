@@ -7,11 +7,15 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
-use crate::path::Feedback;
+use crate::path::{Feedback, RateDropFrame};
+
+/// A rate-drop report is believed when its packets took longer than `1 / this` of their
+/// send time to arrive (the link, not jitter, stretched them).
+const RATE_DROP_CONFIRM: f64 = 0.8;
 use crate::path::feedback::is_control_frame;
 use crate::path::frame::ControlFrame;
 use crate::policy::{Flow, Verdict};
@@ -292,11 +296,18 @@ impl BauxiteNode {
             return self.on_control(now, peer, &datagram[range]);
         }
         let len = datagram.len();
-        let owed = self.peers.get_mut(&peer).is_some_and(|s| {
-            s.feedback
-                .acks
-                .on_packet(header.receiver_index, header.counter, len, now)
+        let detect = self.config.rate_drop_feedback;
+        let (owed, drop) = self.peers.get_mut(&peer).map_or((false, None), |s| {
+            let (index, counter) = (header.receiver_index, header.counter);
+            let drop = detect
+                .then(|| s.feedback.arrival.on_packet(index, counter, len, now))
+                .flatten();
+            (s.feedback.acks.on_packet(index, counter, len, now), drop)
         });
+        if let Some(frame) = drop {
+            // Ahead of the ack: the sender should cut before anything else.
+            self.control.push_front(Control::RateDrop { peer, frame });
+        }
         if owed {
             self.control.push_back(Control::Ack { peer });
         }
@@ -314,6 +325,10 @@ impl BauxiteNode {
             }
             Ok(ControlFrame::ProbeAck { id }) => {
                 self.on_probe_ack(now, peer, id);
+                return Received::Consumed;
+            }
+            Ok(ControlFrame::RateDrop(frame)) => {
+                self.on_rate_drop(now, peer, frame);
                 return Received::Consumed;
             }
             Err(e) => return self.malformed(e),
@@ -348,6 +363,30 @@ impl BauxiteNode {
                 .on_feedback(now, Feedback::from_ack(&sample));
         }
         Received::Consumed
+    }
+
+    /// The peer saw our packets arrive slower. Believed only when our own log agrees:
+    /// the same packets took longer to arrive than to send, by more than jitter's share
+    /// (then the link, not we, set their pace); the rate they got through at goes to the
+    /// peer's bulk controller.
+    fn on_rate_drop(&mut self, now: Instant, peer: PeerId, frame: RateDropFrame) {
+        if !self.config.rate_drop_feedback {
+            return;
+        }
+        let Some((sent, bulk_bytes)) = self
+            .peers
+            .get(&peer)
+            .and_then(|s| s.feedback.sent.as_ref())
+            .and_then(|log| log.window(frame.index, frame.first, frame.last))
+        else {
+            return;
+        };
+        let arrived = Duration::from_micros(frame.span_us);
+        if arrived.mul_f64(RATE_DROP_CONFIRM) <= sent || bulk_bytes == 0 {
+            return;
+        }
+        let delivered = bulk_bytes as f64 / arrived.as_secs_f64();
+        self.congestion.peer(peer).on_rate_drop(now, delivered);
     }
 
     fn on_confirmed(&mut self, peer: PeerId, staged: bool) {

@@ -124,6 +124,10 @@ pub struct NodeConfig {
     /// Whether a peer's second direct path is kept alive and carries copies
     /// ([`Bonding`](crate::path::Bonding); default off).
     pub bonding: crate::path::Bonding,
+    /// Whether the node reports a fall of its peers' arrival rate at once
+    /// ([`RateDropFrame`](crate::path::RateDropFrame)) and acts on such reports (only the
+    /// rate model does). Off by default: docs/congestion.md, section 6.
+    pub rate_drop_feedback: bool,
 }
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
@@ -166,6 +170,7 @@ impl Default for NodeConfig {
             hub_relay_after: None,
             turn_after: Some(DEFAULT_TURN_AFTER),
             bonding: crate::path::Bonding::Off,
+            rate_drop_feedback: false,
         }
     }
 }
@@ -298,6 +303,11 @@ enum Control {
     ProbeAck {
         peer: PeerId,
         id: u32,
+    },
+    /// Our detector saw the peer's packets arrive slower: tell it at once.
+    RateDrop {
+        peer: PeerId,
+        frame: crate::path::RateDropFrame,
     },
 }
 

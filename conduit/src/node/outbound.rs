@@ -303,6 +303,13 @@ impl BauxiteNode {
                         None => continue,
                     }
                 }
+                Control::RateDrop { peer, frame } => {
+                    let frame = frame.encode();
+                    match self.seal_control(now, peer, &frame, out, |m| &m.acks_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
+                    }
+                }
                 Control::ProbeAck { peer, id } => {
                     let ack = probe_ack(id);
                     match self.seal_control(now, peer, &ack, out, |m| &m.acks_sent) {

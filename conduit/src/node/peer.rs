@@ -19,6 +19,8 @@ use crate::session::Tunnel;
 pub(super) struct Feedback {
     pub(super) sent: Option<SendLog>,
     pub(super) acks: AckState,
+    /// The receiver's rate-drop detector (used when `rate_drop_feedback` is on).
+    pub(super) arrival: crate::path::ArrivalDetector,
 }
 
 /// What the node knows about one registered peer.

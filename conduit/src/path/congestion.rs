@@ -72,6 +72,13 @@ pub trait CongestionStrategy {
         self.forget(bytes);
     }
 
+    /// The receiver saw the path's delivery rate fall to `delivered` bulk bytes per second
+    /// (its [`RateDropFrame`](super::RateDropFrame), checked against the send log: the
+    /// same packets took longer to arrive than to send). The default ignores it.
+    fn on_rate_drop(&mut self, now: Instant, delivered: f64) {
+        let _ = (now, delivered);
+    }
+
     /// An acknowledgement arrived. The default hands its round trip to
     /// [`on_ack`](Self::on_ack) (bulk sample) or [`on_settled`](Self::on_settled).
     fn on_feedback(&mut self, now: Instant, feedback: Feedback) {

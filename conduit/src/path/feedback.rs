@@ -259,6 +259,20 @@ impl SendLog {
         })
     }
 
+    /// How long packets `first` to `last` of session `index` took to send, and the bulk
+    /// bytes sent after `first` up to and including `last`; `None` if the log no longer
+    /// remembers either (a receiver's [`RateDropFrame`](super::RateDropFrame) is checked
+    /// against this before it is believed).
+    pub fn window(&self, index: u32, first: u64, last: u64) -> Option<(Duration, u64)> {
+        let (a, b) = (self.find(index, first)?, self.find(index, last)?);
+        (b.counter > a.counter).then(|| {
+            (
+                b.sent_at.saturating_duration_since(a.sent_at),
+                b.bulk_through.saturating_sub(a.bulk_through),
+            )
+        })
+    }
+
     fn find(&self, index: u32, counter: u64) -> Option<Slot> {
         let slot = (counter % SEND_LOG_SLOTS as u64) as usize;
         self.slots[slot].filter(|s| s.index == index && s.counter == counter)

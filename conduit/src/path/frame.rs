@@ -10,8 +10,10 @@
 //! AckTs      0x04 | the same | three u64 stamps        (37 bytes; see `feedback`)
 //! Probe      0x02 | probe id u32 | zero padding         (the size under test)
 //! ProbeAck   0x03 | probe id u32                        (5 bytes)
+//! RateDrop   0x05 | index u32 | two counters u64 | span (29 bytes; see `arrival`)
 //! ```
 
+use super::arrival::{FRAME_RATE_DROP, RateDropFrame};
 use super::feedback::{AckFrame, FRAME_ACK, FRAME_ACK_TS};
 use crate::MalformedPacket;
 
@@ -37,6 +39,8 @@ pub enum ControlFrame {
         /// The probe's id.
         id: u32,
     },
+    /// The peer saw our packets arrive slower than before (a rate drop below us).
+    RateDrop(RateDropFrame),
 }
 
 impl ControlFrame {
@@ -53,6 +57,7 @@ impl ControlFrame {
         };
         match bytes.first() {
             Some(&FRAME_ACK | &FRAME_ACK_TS) => AckFrame::parse(bytes).map(Self::Ack),
+            Some(&FRAME_RATE_DROP) => RateDropFrame::parse(bytes).map(Self::RateDrop),
             Some(&FRAME_PROBE) => Ok(Self::Probe {
                 id: id().ok_or(truncated("probe frame"))?,
             }),

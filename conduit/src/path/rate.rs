@@ -158,6 +158,8 @@ pub struct RateBulk {
     timed_out: bool,
     next_send: Option<Instant>,
     pace_wake: Option<Instant>,
+    /// No rate-drop report is acted on before this (one cut per round trip).
+    drop_hold: Option<Instant>,
 }
 
 impl Default for RateBulk {
@@ -189,6 +191,7 @@ impl RateBulk {
             timed_out: false,
             next_send: None,
             pace_wake: None,
+            drop_hold: None,
         }
     }
 
@@ -386,6 +389,36 @@ impl RateBulk {
         self.brake_hold = Some(now + srtt * 2);
     }
 
+    /// The receiver's report of a rate drop (docs/congestion.md, section 6): bw falls to
+    /// what got through, bulk pauses while the queue the old rate built above the new
+    /// rate's BDP drains (at most a round trip), then drains at `drain_gain`. One cut per
+    /// round trip: later reports describe packets sent before this one.
+    fn rate_drop(&mut self, now: Instant, delivered: f64) {
+        if self.drop_hold.is_some_and(|until| now < until) {
+            return;
+        }
+        let delivered = delivered.max(self.config.min_rate);
+        if delivered >= self.config.limited_ratio * self.pacing_rate() {
+            // We are already sending about that slowly: the rate fell because we did.
+            return;
+        }
+        let srtt = self.srtt();
+        self.bw = self.bw.min(delivered);
+        let bdp = delivered * self.min_rtt.get().unwrap_or_default().as_secs_f64();
+        let queued = (self.flight as f64 - bdp).max(0.0);
+        let pause = Duration::from_secs_f64(queued / delivered).min(srtt);
+        let next = self.next_send.map_or(now, |at| at.max(now)) + pause;
+        self.next_send = Some(next);
+        self.pace_wake = Some(next);
+        self.phase = Phase::Drain;
+        self.drain_gain = self.config.drain_gain;
+        self.drain_rounds = 0;
+        self.round_end = Some(now + pause + srtt);
+        self.braking = None;
+        self.brake_hold = Some(now + srtt);
+        self.drop_hold = Some(now + srtt);
+    }
+
     fn on_sample(&mut self, now: Instant, feedback: Feedback) {
         self.last_progress = Some(now);
         self.timed_out = false;
@@ -438,6 +471,10 @@ impl CongestionStrategy for RateBulk {
 
     fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
         self.on_sample(now, feedback);
+    }
+
+    fn on_rate_drop(&mut self, now: Instant, delivered: f64) {
+        self.rate_drop(now, delivered);
     }
 
     fn on_loss(&mut self, _now: Instant, bytes: usize) {

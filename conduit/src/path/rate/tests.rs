@@ -209,3 +209,33 @@ fn the_windowed_minimum_forgets_old_rounds() {
     m.on_sample(ms(45));
     assert_eq!(m.get(), Some(ms(40)), "the 20 ms round is three rounds old");
 }
+
+/// The receiver's rate-drop report (path/arrival.rs) cuts bw and the pacing rate at
+/// once, holds bulk while the flight above the new rate drains, acts once per round trip,
+/// and is ignored when the sender already sends about that slowly.
+#[test]
+fn a_confirmed_rate_drop_cuts_at_once_and_once_per_round_trip() {
+    let t0 = origin();
+    let mut c = RateBulk::default();
+    let before = c.pacing_rate();
+    for _ in 0..20 {
+        c.on_sent(t0, MSS);
+    }
+    c.on_rate_drop(t0, before / 4.0);
+    assert_eq!(c.bw(), before / 4.0);
+    assert_eq!(c.phase(), Phase::Drain);
+    assert!(c.pacing_rate() < before / 4.0);
+    assert!(
+        !c.can_send_bulk(t0 + ms(1), MSS),
+        "held while the queue drains"
+    );
+    // A second report within the round trip describes packets sent before the cut.
+    c.on_rate_drop(t0 + ms(1), before / 8.0);
+    assert_eq!(c.bw(), before / 4.0);
+    // After it, a report at about the rate we now send at is our own slowness.
+    let later = t0 + Duration::from_secs(1);
+    c.on_rate_drop(later, c.pacing_rate());
+    assert_eq!(c.bw(), before / 4.0);
+    c.on_rate_drop(later, before / 8.0);
+    assert_eq!(c.bw(), before / 8.0);
+}
