@@ -11,13 +11,19 @@
 //! so one N-peer message per stream made the hub's memory grow as N². A
 //! [`TopologyFollower`] holds pages until the version is complete.
 //!
+//! A follower kept across connections resumes: [`TopologyFollower::request`] names the
+//! version it holds and that version's digest (sent by the hub with every complete
+//! version), and a hub whose journal reaches back to it (any replica: versions are
+//! numbered by the shared store, and the digest is of the peers themselves) answers with
+//! one delta from there instead of the whole topology again.
+//!
 //! Invariants (property-tested): for snapshots `a` and `b` with peers in node-ID order,
 //! `apply(a, delta(a, b))` yields `b`, and pushing `pages(b)` into a follower yields `b`
 //! exactly once, at the last page.
 
 use std::collections::BTreeMap;
 
-use crate::proto::node::{Peer, TopologySnapshot};
+use crate::proto::node::{Peer, TopologyRequest, TopologySnapshot};
 
 /// A delta that does not apply to the snapshot the node holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +60,7 @@ pub fn delta(old: &TopologySnapshot, new: &TopologySnapshot) -> TopologySnapshot
             .map(|p| p.node_id.clone())
             .collect(),
         more: false,
+        digest: new.digest.clone(),
     }
 }
 
@@ -82,6 +89,8 @@ pub fn apply(held: &mut TopologySnapshot, update: TopologySnapshot) -> Result<()
     }
     held.peers = peers.into_values().collect();
     held.version = update.version;
+    // Empty on a page that does not complete its version: such a topology is never resumed.
+    held.digest = update.digest;
     Ok(())
 }
 
@@ -111,6 +120,11 @@ pub fn pages(snapshot: &TopologySnapshot, page: usize) -> Vec<TopologySnapshot> 
             base_version: if i > 0 { snapshot.version } else { 0 },
             removed: Vec::new(),
             more: i < last,
+            digest: if i < last {
+                Vec::new()
+            } else {
+                snapshot.digest.clone()
+            },
         })
         .collect()
 }
@@ -138,6 +152,26 @@ impl TopologyFollower {
     /// The last complete topology (empty before the first).
     pub fn current(&self) -> &TopologySnapshot {
         &self.held
+    }
+
+    /// The version held and its digest, when a whole version is held and the hub sent
+    /// its digest (`None` before the first, in the middle of a paged snapshot, or from a
+    /// hub that sends no digest).
+    pub fn held(&self) -> Option<(u64, &[u8])> {
+        (!self.held.more && !self.held.digest.is_empty())
+            .then_some((self.held.version, self.held.digest.as_slice()))
+    }
+
+    /// The request that opens a topology stream with deltas, resuming from the version
+    /// held (see [`held`](Self::held)) when there is one: keep the follower across
+    /// reconnections, to this hub or another replica, and open each stream with this.
+    pub fn request(&self) -> TopologyRequest {
+        let held = self.held();
+        TopologyRequest {
+            deltas: true,
+            held_version: held.map(|(version, _)| version),
+            held_digest: held.map(|(_, digest)| digest.to_vec()).unwrap_or_default(),
+        }
     }
 }
 
