@@ -765,6 +765,9 @@ impl Fleet {
         let token = JoinToken::parse(&token).unwrap();
         let url0 = urls[0].clone();
         let first_extra = config.nodes as u64;
+        // Rounds of a join, a token and a policy that replica 0 acknowledged.
+        let acked = Arc::new(AtomicUsize::new(0));
+        let acked_in = acked.clone();
         let writer = tokio::spawn(async move {
             let (mut joins, mut tokens, mut policies) = (Vec::new(), Vec::new(), Vec::new());
             for k in 0..1000u64 {
@@ -792,11 +795,18 @@ impl Fleet {
                     break;
                 };
                 policies.push(p.into_inner().version);
+                acked_in.fetch_add(1, Ordering::Relaxed);
             }
             (joins, tokens, policies)
         });
-        // Let the writer get a few acknowledgements in, then kill with writes in flight.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Once the writer got a round acknowledged, kill with its next writes in flight.
+        wait_for(
+            PHASE_LIMIT,
+            Duration::from_millis(1),
+            "replica 0 acknowledged a join, a token and a policy",
+            || (acked.load(Ordering::Relaxed) > 0 || writer.is_finished()).then_some(()),
+        )
+        .await;
         let killed_at = t0.elapsed();
         self.replicas[0].kill();
         let (joins, tokens, policies) = writer.await.unwrap();
