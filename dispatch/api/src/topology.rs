@@ -258,6 +258,38 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_names_the_version_it_holds_only_when_whole_and_digested() {
+        let mut want = snapshot(9, &(0..10).map(|i| (i, 0)).collect());
+        want.digest = vec![7; 32];
+        let mut follower = TopologyFollower::default();
+        assert_eq!(follower.request().held_version, None);
+        let sent = pages(&want, 4);
+        assert!(sent[..2].iter().all(|p| p.digest.is_empty()));
+        for p in sent {
+            let last = !p.more;
+            follower.push(p).unwrap();
+            // In the middle of a paged snapshot nothing is resumable.
+            assert_eq!(follower.held().is_some(), last);
+        }
+        let request = follower.request();
+        assert!(request.deltas);
+        assert_eq!(
+            (request.held_version, request.held_digest),
+            (Some(9), vec![7; 32])
+        );
+        // A delta carries the new version's digest; one from an older hub carries none.
+        let mut next = snapshot(10, &BTreeMap::from([(1, 1)]));
+        next.digest = vec![8; 32];
+        follower.push(delta(&want, &next)).unwrap();
+        assert_eq!(follower.held(), Some((10, [8; 32].as_slice())));
+        let mut old_hub = snapshot(11, &BTreeMap::new());
+        old_hub.digest.clear();
+        follower.push(old_hub).unwrap();
+        assert_eq!(follower.held(), None);
+        assert_eq!(follower.request().held_version, None);
+    }
+
+    #[test]
     fn a_removed_peer_is_listed_and_dropped() {
         let old = snapshot(1, &BTreeMap::from([(1, 0), (2, 0)]));
         let new = snapshot(2, &BTreeMap::from([(2, 0)]));
