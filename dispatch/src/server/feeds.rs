@@ -123,10 +123,18 @@ impl TopologyService for Topology {
                     },
                     None => Outbox::Full(Some(view.snapshot())),
                 };
-                if std::mem::take(&mut resuming) && matches!(outbox, Outbox::Deltas(Some(_))) {
-                    hub.metrics()
-                        .topology_resumed
-                        .fetch_add(1, Ordering::Relaxed);
+                if std::mem::take(&mut resuming) {
+                    if matches!(outbox, Outbox::Deltas(Some(_))) {
+                        hub.metrics()
+                            .topology_resumed
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else if let Some((version, _)) = &held {
+                        tracing::debug!(
+                            held = version,
+                            current = view.version(),
+                            "a stream could not resume (older than the journal, or other peers at that version): full snapshot"
+                        );
+                    }
                 }
                 while let Some(message) = outbox.next(&view) {
                     let complete =
