@@ -89,7 +89,10 @@ async fn main() {
     for client in &clients {
         let mut feed = client
             .topology()
-            .stream_topology(TopologyRequest { deltas })
+            .stream_topology(TopologyRequest {
+                deltas,
+                ..TopologyRequest::default()
+            })
             .await
             .unwrap()
             .into_inner();

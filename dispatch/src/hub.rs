@@ -26,7 +26,7 @@ pub mod presence;
 pub use self::mesh_node::HUB_NODE_NAME;
 mod provision;
 mod renew;
-mod replica;
+pub(crate) mod replica;
 pub use self::renew::{MIN_NODE_CERT_VALIDITY_SECS, Renewed};
 pub(crate) use self::replica::blocking;
 pub mod relay;
@@ -153,6 +153,7 @@ impl Hub {
         ));
         // The view holds every node as loaded.
         state.touched_all = false;
+        let journal = journal::TopologyJournal::new(topology.version(), topology.digest());
         let hub = Self {
             store,
             ca,
@@ -160,7 +161,7 @@ impl Hub {
             state: Mutex::new(state),
             writer: Mutex::new(()),
             topology: watch::channel(topology).0,
-            journal: Mutex::new(journal::TopologyJournal::default()),
+            journal: Mutex::new(journal),
             policy: watch::channel(Arc::new(policy)).0,
             signals: Mutex::new(SignalRouter::default()),
             relays: Mutex::new(DatagramRelay::default()),
@@ -252,13 +253,15 @@ impl Hub {
         self.topology.subscribe()
     }
 
-    /// The deltas from topology version `held` to the newest, or `None` when the journal
-    /// does not reach back that far (send a full snapshot).
-    pub fn topology_deltas_since(
+    /// One delta from topology version `held`, whose peers have `digest`, to the newest
+    /// (without peers when `held` is the newest), or `None` when the journal does not reach
+    /// back that far or this hub's version `held` had other peers (send a full snapshot).
+    pub fn topology_delta_since(
         &self,
         held: u64,
-    ) -> Option<Vec<Arc<proto::node::TopologySnapshot>>> {
-        lock(&self.journal).since(held)
+        digest: &[u8],
+    ) -> Option<Arc<proto::node::TopologySnapshot>> {
+        lock(&self.journal).since(held, digest)
     }
 
     /// Publishes `state`'s topology to the feeds, with its delta in the journal: the peers

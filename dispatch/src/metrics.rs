@@ -33,6 +33,9 @@ pub struct HubMetrics {
     pub topology_snapshots_sent: AtomicU64,
     /// Topology deltas sent (to clients that asked for them).
     pub topology_deltas_sent: AtomicU64,
+    /// Topology streams that resumed from the version the client held (one delta, no
+    /// full snapshot).
+    pub topology_resumed: AtomicU64,
     /// Signaling messages relayed or queued.
     pub signals_relayed: AtomicU64,
     /// Mesh datagrams relayed on the data channel.
@@ -121,7 +124,7 @@ impl HubMetrics {
     /// Prometheus text exposition; `nodes_active` is supplied by the caller.
     pub fn render(&self, nodes_active: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("provisions_total", "Nodes provisioned", &self.provisions),
             (
                 "provisions_refused_total",
@@ -147,6 +150,11 @@ impl HubMetrics {
                 "topology_deltas_sent_total",
                 "Topology deltas sent",
                 &self.topology_deltas_sent,
+            ),
+            (
+                "topology_resumed_total",
+                "Topology streams resumed from the version the client held, without a full snapshot",
+                &self.topology_resumed,
             ),
             (
                 "signals_relayed_total",

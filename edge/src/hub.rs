@@ -41,7 +41,7 @@ use bauxite_dispatch_api::client::{HubClient, NodeCredentials, peers_from_snapsh
 use bauxite_dispatch_api::pki::{LeafFacts, files};
 use bauxite_dispatch_api::proto::node::{
     ConfirmProvisionRequest, Metric, PolicyRequest, ReportMetricsRequest, SetEndpointRequest,
-    TopologyRequest, TopologySnapshot, TurnCredentialsRequest,
+    TopologySnapshot, TurnCredentialsRequest,
 };
 use bauxite_dispatch_api::replicas::Replicas;
 use tokio::sync::{mpsc, watch};
@@ -235,6 +235,9 @@ impl HubConnector {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, self.seed);
         let mut renewal = Renewal::new(self.seed.rotate_left(17) ^ 0x5eed);
+        // The topology held, kept across connections: each new stream (to this replica or
+        // another) resumes from its version with one delta instead of the whole fleet.
+        let mut follower = bauxite_dispatch_api::topology::TopologyFollower::default();
         let mut replicas = Replicas::new(
             self.config.urls.clone(),
             &self.config.url,
@@ -249,7 +252,10 @@ impl HubConnector {
             self.config.url = replicas.current().to_owned();
             let url = self.config.url.clone();
             self.publish_cert(&renewal, None);
-            match self.session(&mut backoff, &mut renewal).await {
+            match self
+                .session(&mut backoff, &mut renewal, &mut follower)
+                .await
+            {
                 End::Renewed => continue,
                 End::Revoked(reason) => {
                     tracing::error!(
@@ -521,8 +527,13 @@ impl HubConnector {
         Ok(Some((left * 3 / 4).max(Duration::from_secs(30))))
     }
 
-    async fn session(&self, backoff: &mut Backoff, renewal: &mut Renewal) -> End {
-        match self.session_inner(backoff, renewal).await {
+    async fn session(
+        &self,
+        backoff: &mut Backoff,
+        renewal: &mut Renewal,
+        follower: &mut bauxite_dispatch_api::topology::TopologyFollower,
+    ) -> End {
+        match self.session_inner(backoff, renewal, follower).await {
             Ok(never) => match never {},
             Err(end) => end,
         }
@@ -532,6 +543,7 @@ impl HubConnector {
         &self,
         backoff: &mut Backoff,
         renewal: &mut Renewal,
+        follower: &mut bauxite_dispatch_api::topology::TopologyFollower,
     ) -> Result<std::convert::Infallible, End> {
         let credentials = self.credentials.borrow().clone();
         let hub = HubClient::connect_mtls(&self.config.url, &credentials)
@@ -554,15 +566,16 @@ impl HubConnector {
         // ignores our own initiation until its retry (seconds later).
         let mut topology = hub
             .topology()
-            // After the first full snapshot, each change comes as what changed.
-            .stream_topology(TopologyRequest { deltas: true })
+            // After the first full snapshot, each change comes as what changed; a
+            // reconnection names the version held and gets only what changed since.
+            .stream_topology(follower.request())
             .await
             .map_err(|s| from_status(&s, "topology stream"))?
             .into_inner();
         // The hub's mesh node without an advertised endpoint is dialled here (hub_peer.rs).
         let hub_udp = crate::hub_peer::hub_udp_addr(&self.config.url).await;
-        // The first topology may come in pages: wait for the whole of it.
-        let mut follower = bauxite_dispatch_api::topology::TopologyFollower::default();
+        // The first topology may come in pages (or as one delta from the version held):
+        // wait for the whole of it.
         let first = loop {
             let message = topology
                 .message()

@@ -11,13 +11,19 @@
 //! so one N-peer message per stream made the hub's memory grow as N². A
 //! [`TopologyFollower`] holds pages until the version is complete.
 //!
+//! A follower kept across connections resumes: [`TopologyFollower::request`] names the
+//! version it holds and that version's digest (sent by the hub with every complete
+//! version), and a hub whose journal reaches back to it (any replica: versions are
+//! numbered by the shared store, and the digest is of the peers themselves) answers with
+//! one delta from there instead of the whole topology again.
+//!
 //! Invariants (property-tested): for snapshots `a` and `b` with peers in node-ID order,
 //! `apply(a, delta(a, b))` yields `b`, and pushing `pages(b)` into a follower yields `b`
 //! exactly once, at the last page.
 
 use std::collections::BTreeMap;
 
-use crate::proto::node::{Peer, TopologySnapshot};
+use crate::proto::node::{Peer, TopologyRequest, TopologySnapshot};
 
 /// A delta that does not apply to the snapshot the node holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +60,7 @@ pub fn delta(old: &TopologySnapshot, new: &TopologySnapshot) -> TopologySnapshot
             .map(|p| p.node_id.clone())
             .collect(),
         more: false,
+        digest: new.digest.clone(),
     }
 }
 
@@ -82,6 +89,8 @@ pub fn apply(held: &mut TopologySnapshot, update: TopologySnapshot) -> Result<()
     }
     held.peers = peers.into_values().collect();
     held.version = update.version;
+    // Empty on a page that does not complete its version: such a topology is never resumed.
+    held.digest = update.digest;
     Ok(())
 }
 
@@ -111,6 +120,11 @@ pub fn pages(snapshot: &TopologySnapshot, page: usize) -> Vec<TopologySnapshot> 
             base_version: if i > 0 { snapshot.version } else { 0 },
             removed: Vec::new(),
             more: i < last,
+            digest: if i < last {
+                Vec::new()
+            } else {
+                snapshot.digest.clone()
+            },
         })
         .collect()
 }
@@ -138,6 +152,26 @@ impl TopologyFollower {
     /// The last complete topology (empty before the first).
     pub fn current(&self) -> &TopologySnapshot {
         &self.held
+    }
+
+    /// The version held and its digest, when a whole version is held and the hub sent
+    /// its digest (`None` before the first, in the middle of a paged snapshot, or from a
+    /// hub that sends no digest).
+    pub fn held(&self) -> Option<(u64, &[u8])> {
+        (!self.held.more && !self.held.digest.is_empty())
+            .then_some((self.held.version, self.held.digest.as_slice()))
+    }
+
+    /// The request that opens a topology stream with deltas, resuming from the version
+    /// held (see [`held`](Self::held)) when there is one: keep the follower across
+    /// reconnections, to this hub or another replica, and open each stream with this.
+    pub fn request(&self) -> TopologyRequest {
+        let held = self.held();
+        TopologyRequest {
+            deltas: true,
+            held_version: held.map(|(version, _)| version),
+            held_digest: held.map(|(_, digest)| digest.to_vec()).unwrap_or_default(),
+        }
     }
 }
 
@@ -221,6 +255,38 @@ mod tests {
         // A full snapshot always applies.
         apply(&mut held, new.clone()).unwrap();
         assert_eq!(held, new);
+    }
+
+    #[test]
+    fn a_follower_names_the_version_it_holds_only_when_whole_and_digested() {
+        let mut want = snapshot(9, &(0..10).map(|i| (i, 0)).collect());
+        want.digest = vec![7; 32];
+        let mut follower = TopologyFollower::default();
+        assert_eq!(follower.request().held_version, None);
+        let sent = pages(&want, 4);
+        assert!(sent[..2].iter().all(|p| p.digest.is_empty()));
+        for p in sent {
+            let last = !p.more;
+            follower.push(p).unwrap();
+            // In the middle of a paged snapshot nothing is resumable.
+            assert_eq!(follower.held().is_some(), last);
+        }
+        let request = follower.request();
+        assert!(request.deltas);
+        assert_eq!(
+            (request.held_version, request.held_digest),
+            (Some(9), vec![7; 32])
+        );
+        // A delta carries the new version's digest; one from an older hub carries none.
+        let mut next = snapshot(10, &BTreeMap::from([(1, 1)]));
+        next.digest = vec![8; 32];
+        follower.push(delta(&want, &next)).unwrap();
+        assert_eq!(follower.held(), Some((10, [8; 32].as_slice())));
+        let mut old_hub = snapshot(11, &BTreeMap::new());
+        old_hub.digest.clear();
+        follower.push(old_hub).unwrap();
+        assert_eq!(follower.held(), None);
+        assert_eq!(follower.request().held_version, None);
     }
 
     #[test]

@@ -2,118 +2,299 @@
 //! version `v` gets what changed since `v` instead of a full snapshot of N peers.
 //!
 //! Invariants: entries are contiguous (each delta's base is the previous delta's version)
-//! and at most [`JOURNAL_DELTAS`] long; a subscriber further behind, or at a version the
-//! journal never saw, gets `None` and is sent a full snapshot (a resync). Each delta is
-//! made once per change (from the nodes it touched, `view.rs`) and shared (`Arc`) by
-//! every subscriber.
+//! and at most [`JOURNAL_DELTAS`] long; a subscriber further behind, at a version the
+//! journal never saw, or holding a version of that number with other peers (its digest
+//! differs: another history, e.g. a store restored from a backup) gets `None` and is sent
+//! a full snapshot (a resync). A subscriber N changes behind gets ONE delta (coalesced:
+//! each peer touched since its version once, in its newest state, and the IDs removed),
+//! not N; the coalesced delta is kept for the next subscriber at the same version (after
+//! a replica dies, its nodes mostly hold the same one), until the next change.
+//! Each change's delta is made once (from the nodes it touched, `view.rs`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use bauxite_dispatch_api::proto::node::TopologySnapshot;
+use bauxite_dispatch_api::proto::node::{Peer, TopologySnapshot};
+
+use super::view::TopologyDigest;
 
 /// Changes kept: a subscriber more than this many changes behind is resynced.
 pub const JOURNAL_DELTAS: usize = 256;
 
+/// Coalesced deltas kept for reuse (by the version they start from) until the next change.
+const COALESCED_KEPT: usize = 16;
+
 /// The last changes' deltas, oldest first.
 #[derive(Debug, Default)]
 pub struct TopologyJournal {
+    /// The version the oldest delta applies to, and its digest (the newest version when
+    /// there is no delta).
+    base: (u64, TopologyDigest),
     deltas: VecDeque<Arc<TopologySnapshot>>,
+    /// Coalesced deltas to the newest version, by the version they apply to.
+    coalesced: BTreeMap<u64, Arc<TopologySnapshot>>,
 }
 
 impl TopologyJournal {
-    /// Records the delta of one change (nothing when the version did not move).
+    /// An empty journal at `version`, whose peers have `digest`: a subscriber holding
+    /// exactly that is current.
+    pub fn new(version: u64, digest: TopologyDigest) -> Self {
+        Self {
+            base: (version, digest),
+            ..Self::default()
+        }
+    }
+
+    /// The newest version recorded and its digest.
+    pub fn head(&self) -> (u64, TopologyDigest) {
+        self.deltas
+            .back()
+            .map_or(self.base, |d| (d.version, digest_of(d)))
+    }
+
+    /// Records the delta of one change (nothing when neither the version nor the peers
+    /// moved).
     pub fn record(&mut self, delta: TopologySnapshot) {
-        if delta.version == delta.base_version {
+        let (version, digest) = self.head();
+        let after = digest_of(&delta);
+        if delta.version == version && after == digest {
             return;
         }
-        if self
-            .deltas
-            .back()
-            .is_some_and(|d| d.version != delta.base_version)
-        {
-            // Not contiguous (cannot happen while every publish goes through here): start over.
+        self.coalesced.clear();
+        if delta.base_version != version || delta.version <= version {
+            // Not contiguous (cannot happen while every publish goes through here), or the
+            // peers moved under one version number: start over from this version.
             self.deltas.clear();
+            self.base = (delta.version, after);
+            return;
         }
-        if self.deltas.len() == JOURNAL_DELTAS {
-            self.deltas.pop_front();
+        if self.deltas.len() == JOURNAL_DELTAS
+            && let Some(oldest) = self.deltas.pop_front()
+        {
+            self.base = (oldest.version, digest_of(&oldest));
         }
         self.deltas.push_back(Arc::new(delta));
     }
 
-    /// The deltas that take a subscriber from `held` to the newest recorded version (empty
-    /// when it is there), or `None` when the journal does not reach back to `held`.
-    pub fn since(&self, held: u64) -> Option<Vec<Arc<TopologySnapshot>>> {
-        if self.deltas.back().is_none_or(|d| d.version == held) {
-            return self.deltas.back().map(|_| Vec::new());
+    /// One delta that takes a subscriber holding version `held` with peers of digest
+    /// `digest` to the newest version (without peers when it is current), or `None` when
+    /// the journal does not reach back to `held` or its version `held` had other peers.
+    pub fn since(&mut self, held: u64, digest: &[u8]) -> Option<Arc<TopologySnapshot>> {
+        let (head, head_digest) = self.head();
+        if held == head {
+            return head_digest.matches(digest).then(|| {
+                Arc::new(TopologySnapshot {
+                    version: head,
+                    delta: true,
+                    base_version: head,
+                    digest: head_digest.0.to_vec(),
+                    ..TopologySnapshot::default()
+                })
+            });
         }
         let start = self.deltas.iter().position(|d| d.base_version == held)?;
-        Some(self.deltas.iter().skip(start).cloned().collect())
+        let base_digest = match start {
+            0 => self.base.1,
+            i => digest_of(self.deltas.get(i - 1)?),
+        };
+        if !base_digest.matches(digest) {
+            return None;
+        }
+        if let Some(delta) = self.coalesced.get(&held) {
+            return Some(delta.clone());
+        }
+        let delta = Arc::new(coalesce(held, self.deltas.iter().skip(start))?);
+        if self.coalesced.len() == COALESCED_KEPT {
+            self.coalesced.clear();
+        }
+        self.coalesced.insert(held, delta.clone());
+        Some(delta)
     }
+}
+
+/// The digest a delta carries (zero when it carries none: only hand-made test deltas).
+fn digest_of(delta: &TopologySnapshot) -> TopologyDigest {
+    TopologyDigest(delta.digest.as_slice().try_into().unwrap_or_default())
+}
+
+/// One delta equivalent to applying `deltas` (contiguous, the first based on `base`) in
+/// turn: each peer they touch once, in the state the last one gave it. A peer removed
+/// that the base never held is listed as removed too (removing it changes nothing).
+/// `None` when there is no delta.
+pub fn coalesce<'a>(
+    base: u64,
+    deltas: impl IntoIterator<Item = &'a Arc<TopologySnapshot>>,
+) -> Option<TopologySnapshot> {
+    let mut touched: BTreeMap<&str, Option<&Peer>> = BTreeMap::new();
+    let mut last = None;
+    for delta in deltas {
+        for id in &delta.removed {
+            touched.insert(id, None);
+        }
+        for peer in &delta.peers {
+            touched.insert(&peer.node_id, Some(peer));
+        }
+        last = Some(delta);
+    }
+    let last = last?;
+    let mut peers = Vec::new();
+    let mut removed = Vec::new();
+    // Node-ID order, as every delta lists them.
+    for (id, peer) in touched {
+        match peer {
+            Some(peer) => peers.push(peer.clone()),
+            None => removed.push(id.to_owned()),
+        }
+    }
+    Some(TopologySnapshot {
+        version: last.version,
+        peers,
+        delta: true,
+        base_version: base,
+        removed,
+        more: false,
+        digest: last.digest.clone(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bauxite_dispatch_api::proto::node::Peer;
+    use crate::hub::view::TopologyView;
+    use bauxite_conduit::PeerId;
     use bauxite_dispatch_api::topology;
+    use proptest::prelude::*;
 
-    fn snap(version: u64, ids: &[u8]) -> TopologySnapshot {
-        TopologySnapshot {
-            version,
-            peers: ids
-                .iter()
-                .map(|i| Peer {
-                    node_id: format!("{i:02x}"),
-                    ..Peer::default()
-                })
-                .collect(),
-            ..TopologySnapshot::default()
+    fn id(i: u8) -> PeerId {
+        PeerId([i; 16])
+    }
+
+    fn peer(i: u8, endpoint: u16) -> Peer {
+        Peer {
+            node_id: id(i).to_string(),
+            name: format!("n{i}"),
+            endpoint: format!("192.0.2.1:{endpoint}"),
+            ..Peer::default()
         }
     }
 
-    #[test]
-    fn a_subscriber_catches_up_through_every_delta_since_its_version() {
-        let mut journal = TopologyJournal::default();
-        let versions = [
-            snap(1, &[1]),
-            snap(2, &[1, 2]),
-            snap(3, &[2]),
-            snap(4, &[2, 3]),
-        ];
-        for pair in versions.windows(2) {
-            journal.record(topology::delta(&pair[0], &pair[1]));
+    /// The views of a sequence of changes (each: peer -> new endpoint, or removed),
+    /// recorded in a journal as the hub does.
+    fn replay(
+        first: &BTreeMap<u8, u16>,
+        changes: &[Vec<(u8, Option<u16>)>],
+    ) -> (Vec<Arc<TopologyView>>, TopologyJournal) {
+        let mut view = Arc::new(TopologyView::new(
+            1,
+            first.iter().map(|(i, e)| (id(*i), peer(*i, *e))),
+        ));
+        let mut journal = TopologyJournal::new(view.version(), view.digest());
+        let mut views = vec![view.clone()];
+        for change in changes {
+            let (next, delta) = view.update(
+                view.version() + 1,
+                change.iter().map(|(i, e)| (id(*i), e.map(|e| peer(*i, e)))),
+            );
+            journal.record(delta);
+            view = Arc::new(next);
+            views.push(view.clone());
         }
-        for (i, start) in versions.iter().enumerate() {
-            let deltas = journal.since(start.version).unwrap();
-            assert_eq!(deltas.len(), versions.len() - 1 - i);
-            let mut held = start.clone();
-            for d in deltas {
-                topology::apply(&mut held, (*d).clone()).unwrap();
+        (views, journal)
+    }
+
+    /// One change: each touched peer once (the hub's touched set), with its new endpoint
+    /// or removed.
+    fn change() -> impl Strategy<Value = Vec<(u8, Option<u16>)>> {
+        proptest::collection::btree_map(0u8..24, proptest::option::of(0u16..4), 0..6)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest! {
+        /// Random change sequences: from every version the journal covers, the one
+        /// coalesced delta applied to that version's snapshot gives the newest snapshot,
+        /// and it lists each touched peer at most once.
+        #[test]
+        fn a_coalesced_delta_takes_any_covered_version_to_the_newest(
+            first in proptest::collection::btree_map(0u8..24, 0u16..4, 0..16),
+            changes in proptest::collection::vec(change(), 0..40),
+        ) {
+            let (views, mut journal) = replay(&first, &changes);
+            let newest = views.last().unwrap().snapshot();
+            prop_assert_eq!(journal.head(), (newest.version, views.last().unwrap().digest()));
+            for view in &views {
+                let start = view.snapshot();
+                let delta = journal.since(view.version(), &start.digest).unwrap();
+                prop_assert!(delta.delta && !delta.more);
+                prop_assert_eq!(delta.base_version, view.version());
+                let ids: std::collections::BTreeSet<&str> = delta
+                    .peers
+                    .iter()
+                    .map(|p| p.node_id.as_str())
+                    .chain(delta.removed.iter().map(String::as_str))
+                    .collect();
+                prop_assert_eq!(ids.len(), delta.peers.len() + delta.removed.len());
+                let mut held = (*start).clone();
+                topology::apply(&mut held, (*delta).clone()).unwrap();
+                prop_assert_eq!(&held, &*newest);
+                // Asked again (the cached answer), the same delta.
+                prop_assert_eq!(journal.since(view.version(), &start.digest).unwrap(), delta);
             }
-            assert_eq!(held, versions[3]);
         }
-        assert!(journal.since(0).is_none(), "older than the journal: resync");
+
+        /// The same version number with other peers (another history) never gets a delta.
+        #[test]
+        fn a_version_from_another_history_gets_no_delta(
+            first in proptest::collection::btree_map(0u8..24, 0u16..4, 1..16),
+            changes in proptest::collection::vec(change(), 1..20),
+            other in proptest::collection::btree_map(0u8..24, 0u16..4, 0..16),
+        ) {
+            let (views, mut journal) = replay(&first, &changes);
+            for view in &views {
+                let theirs = TopologyView::new(view.version(), other.iter().map(|(i, e)| (id(*i), peer(*i, *e))));
+                if theirs.snapshot().peers != view.snapshot().peers {
+                    prop_assert!(journal.since(view.version(), &theirs.digest().0).is_none());
+                }
+            }
+        }
     }
 
     #[test]
     fn the_journal_is_bounded_and_a_subscriber_left_behind_resyncs() {
-        let mut journal = TopologyJournal::default();
-        let total = JOURNAL_DELTAS as u64 + 10;
-        for v in 0..total {
-            journal.record(topology::delta(
-                &snap(v, &[]),
-                &snap(v + 1, &[u8::try_from(v % 200).unwrap()]),
-            ));
-        }
-        assert!(journal.since(0).is_none());
-        assert!(journal.since(9).is_none());
-        assert_eq!(journal.since(10).unwrap().len(), JOURNAL_DELTAS);
-        assert!(journal.since(total).unwrap().is_empty());
+        let changes: Vec<Vec<(u8, Option<u16>)>> = (0..JOURNAL_DELTAS + 10)
+            .map(|v| {
+                vec![(
+                    u8::try_from(v % 20).unwrap(),
+                    Some(u16::try_from(v).unwrap()),
+                )]
+            })
+            .collect();
+        let (views, mut journal) = replay(&BTreeMap::new(), &changes);
+        let at = |k: usize| (views[k].version(), views[k].digest().0);
+        let (v, d) = at(0);
+        assert!(journal.since(v, &d).is_none(), "older than the journal");
+        let (v, d) = at(9);
+        assert!(journal.since(v, &d).is_none());
+        let (v, d) = at(10);
+        let delta = journal.since(v, &d).unwrap();
+        assert_eq!(
+            delta.peers.len(),
+            20,
+            "256 changes of 20 peers: one entry each"
+        );
+        let (v, d) = at(views.len() - 1);
+        let current = journal.since(v, &d).unwrap();
+        assert!(current.peers.is_empty() && current.removed.is_empty());
+        assert_eq!((current.base_version, current.version), (v, v));
+        assert!(journal.since(v + 1, &d).is_none(), "a version never seen");
+        assert!(journal.since(v, &[]).is_none(), "no digest");
     }
 
     #[test]
-    fn an_empty_journal_sends_everyone_a_snapshot() {
-        assert!(TopologyJournal::default().since(7).is_none());
+    fn an_empty_journal_resumes_only_its_own_version() {
+        let view = TopologyView::new(7, [(id(1), peer(1, 0))]);
+        let mut journal = TopologyJournal::new(7, view.digest());
+        assert!(journal.since(7, &view.digest().0).is_some());
+        assert!(journal.since(6, &view.digest().0).is_none());
+        assert!(journal.since(7, &[0; 32]).is_none());
     }
 }

@@ -10,6 +10,11 @@
 //! version ([`TopologyView::snapshot`]), and a delta client's first topology is cut into
 //! [`page`](TopologyView::page)s as its stream sends them, so a stream holds one page and
 //! a reference to the shared version, never a copy of N peers.
+//!
+//! Each version also has a [`TopologyDigest`] of its peers (XOR of one hash per peer, kept
+//! up to date per touched peer), sent with every message that completes a version: a node
+//! that reconnects names its version and digest, and a hub (this replica or another) resumes
+//! it with a delta only when its own version of that number has the same peers.
 
 use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
@@ -18,10 +23,35 @@ use bauxite_conduit::PeerId;
 use bauxite_dispatch_api::proto::node::{Peer, TopologySnapshot};
 use imbl::OrdMap;
 
+/// A digest of one topology version's peers: the XOR of a BLAKE3 hash of each peer's
+/// protobuf encoding. Equal peers give equal digests whatever the history that led to them
+/// (so every replica agrees), and it is kept in O(1) per touched peer. Not a commitment
+/// against an adversary (XOR sums can be steered): it guards against applying a delta to
+/// a topology from another history (a restored store, a diverged replica), where a
+/// mismatch only costs a full snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopologyDigest(pub [u8; 32]);
+
+impl TopologyDigest {
+    /// Adds or takes out (the same operation) one peer.
+    fn toggle(&mut self, peer: &Peer) {
+        let hash = blake3::hash(&prost::Message::encode_to_vec(peer));
+        for (d, h) in self.0.iter_mut().zip(hash.as_bytes()) {
+            *d ^= h;
+        }
+    }
+
+    /// Whether `bytes` (as a client sent them back) is this digest.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        self.0.as_slice() == bytes
+    }
+}
+
 /// One version of the topology: the active peers in node-ID order.
 #[derive(Debug, Default)]
 pub struct TopologyView {
     version: u64,
+    digest: TopologyDigest,
     peers: OrdMap<PeerId, Arc<Peer>>,
     /// The full snapshot of this version, built the first time someone needs it.
     full: OnceLock<Arc<TopologySnapshot>>,
@@ -30,9 +60,16 @@ pub struct TopologyView {
 impl TopologyView {
     /// A view of `peers` at `version`.
     pub fn new(version: u64, peers: impl IntoIterator<Item = (PeerId, Peer)>) -> Self {
+        let peers: OrdMap<PeerId, Arc<Peer>> =
+            peers.into_iter().map(|(id, p)| (id, Arc::new(p))).collect();
+        let mut digest = TopologyDigest::default();
+        for peer in peers.values() {
+            digest.toggle(peer);
+        }
         Self {
             version,
-            peers: peers.into_iter().map(|(id, p)| (id, Arc::new(p))).collect(),
+            digest,
+            peers,
             full: OnceLock::new(),
         }
     }
@@ -40,6 +77,11 @@ impl TopologyView {
     /// The topology version.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The digest of this version's peers.
+    pub fn digest(&self) -> TopologyDigest {
+        self.digest
     }
 
     /// How many peers this version lists.
@@ -64,6 +106,7 @@ impl TopologyView {
                 Arc::new(TopologySnapshot {
                     version: self.version,
                     peers: self.peers.values().map(|p| Peer::clone(p)).collect(),
+                    digest: self.digest.0.to_vec(),
                     ..TopologySnapshot::default()
                 })
             })
@@ -93,6 +136,11 @@ impl TopologyView {
             base_version: if first { 0 } else { self.version },
             removed: Vec::new(),
             more,
+            digest: if more {
+                Vec::new()
+            } else {
+                self.digest.0.to_vec()
+            },
         };
         (page, next)
     }
@@ -106,18 +154,23 @@ impl TopologyView {
         touched: impl IntoIterator<Item = (PeerId, Option<Peer>)>,
     ) -> (TopologyView, TopologySnapshot) {
         let mut peers = self.peers.clone();
+        let mut digest = self.digest;
         let mut changed = Vec::new();
         let mut removed = Vec::new();
         for (id, peer) in touched {
             match peer {
                 Some(peer) => {
                     if peers.get(&id).is_none_or(|held| **held != peer) {
+                        digest.toggle(&peer);
                         changed.push(peer.clone());
-                        peers.insert(id, Arc::new(peer));
+                        if let Some(old) = peers.insert(id, Arc::new(peer)) {
+                            digest.toggle(&old);
+                        }
                     }
                 }
                 None => {
-                    if peers.remove(&id).is_some() {
+                    if let Some(old) = peers.remove(&id) {
+                        digest.toggle(&old);
                         removed.push(id.to_string());
                     }
                 }
@@ -133,9 +186,11 @@ impl TopologyView {
             base_version: self.version,
             removed,
             more: false,
+            digest: digest.0.to_vec(),
         };
         let next = TopologyView {
             version,
+            digest,
             peers,
             full: OnceLock::new(),
         };

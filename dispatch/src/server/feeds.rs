@@ -2,10 +2,14 @@
 //!
 //! Each stream runs in its own task that waits on the hub's watch channels; a slow client
 //! never blocks the hub or another stream (each task owns a 2-message queue). A topology
-//! client that asked for deltas gets, after its first full snapshot, the deltas from the
-//! version it holds (the hub's journal, shared by every stream); one that fell further
-//! behind than the journal gets a full snapshot again (a resync). Other clients get the
-//! newest full snapshot and miss intermediate versions. A
+//! client that asked for deltas gets, after its first full snapshot, one delta from the
+//! version it holds to the newest on each wake (the hub's journal, shared by every stream:
+//! N changes behind, one coalesced delta); one that fell further behind than the journal
+//! gets a full snapshot again (a resync). A client that opens the stream naming the version
+//! it already holds and its digest (a node reconnecting, to this replica or another) gets
+//! one delta from it first, an empty one when it is current, instead of the full snapshot,
+//! when the journal covers it. Other clients get the newest full snapshot and miss
+//! intermediate versions. A
 //! node's stream ends with `PERMISSION_DENIED` and [`Refusal::Revoked`] in the status details
 //! as soon as the node is revoked, and with `UNAVAILABLE` as soon as the hub starts shutting
 //! down.
@@ -67,7 +71,13 @@ impl TopologyService for Topology {
         request: Request<TopologyRequest>,
     ) -> Result<Response<Self::StreamTopologyStream>, Status> {
         let caller = auth::caller(&self.0, &request)?;
-        let deltas = request.get_ref().deltas;
+        let request = request.into_inner();
+        let deltas = request.deltas;
+        // What the client holds from an earlier stream (only meaningful with deltas).
+        let resume = request
+            .held_version
+            .filter(|_| deltas)
+            .map(|v| (v, request.held_digest));
         let hub = self.0.clone();
         let mut topology = hub.subscribe_topology();
         let mut closing = hub.closing();
@@ -76,23 +86,34 @@ impl TopologyService for Topology {
             hub.metrics()
                 .topology_streams
                 .fetch_add(1, Ordering::Relaxed);
-            // The version the client holds, once it got a full snapshot.
-            let mut held: Option<u64> = None;
+            // The version the client holds and its digest: what it named, then the last
+            // complete version sent.
+            let mut resuming = resume.is_some();
+            let mut held: Option<(u64, Vec<u8>)> = resume;
             'feed: loop {
                 // Marked seen before the journal is read: a change after this wakes us.
-                let view = topology.borrow_and_update().clone();
+                let mut view = topology.borrow_and_update().clone();
                 if revoked(&hub, caller) {
                     let _ = tx.send(Err(Refusal::Revoked.to_status(REVOKED))).await;
                     break;
                 }
+                if resuming && held.as_ref().is_some_and(|(v, _)| *v > view.version()) {
+                    // It comes from a replica further on: catch up with the store first,
+                    // rather than resend everything from an older version.
+                    let _ = crate::hub::replica::blocking(|| hub.sync());
+                    view = topology.borrow_and_update().clone();
+                }
                 let journal = held
+                    .as_ref()
                     .filter(|_| deltas)
-                    .and_then(|v| hub.topology_deltas_since(v));
+                    .and_then(|(v, digest)| hub.topology_delta_since(*v, digest));
                 let mut outbox = match journal {
-                    Some(journal) => Outbox::Deltas(journal.into_iter()),
-                    None if deltas && held == Some(view.version()) => {
-                        Outbox::Deltas(Vec::new().into_iter())
+                    // Current: nothing to send, except to say so to a client that resumed
+                    // (it waits for a complete version before going on).
+                    Some(delta) if delta.version == delta.base_version && !resuming => {
+                        Outbox::Deltas(None)
                     }
+                    Some(delta) => Outbox::Deltas(Some(delta)),
                     // In pages, each cut from the shared version as it is sent: tonic keeps a
                     // stream's encode buffer as large as the largest message, and a stream
                     // that held its whole first topology would cost O(N) each.
@@ -102,9 +123,23 @@ impl TopologyService for Topology {
                     },
                     None => Outbox::Full(Some(view.snapshot())),
                 };
+                if std::mem::take(&mut resuming) {
+                    if matches!(outbox, Outbox::Deltas(Some(_))) {
+                        hub.metrics()
+                            .topology_resumed
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else if let Some((version, _)) = &held {
+                        tracing::debug!(
+                            held = version,
+                            current = view.version(),
+                            "a stream could not resume (older than the journal, or other peers at that version): full snapshot"
+                        );
+                    }
+                }
                 while let Some(message) = outbox.next(&view) {
-                    let (version, page) =
-                        (message.version, message.base_version == message.version);
+                    let complete =
+                        (!message.more).then(|| (message.version, message.digest.clone()));
+                    let page = message.base_version == message.version;
                     let counter = match (message.delta, page) {
                         (false, _) => Some(&hub.metrics().topology_snapshots_sent),
                         (true, false) => Some(&hub.metrics().topology_deltas_sent),
@@ -113,7 +148,9 @@ impl TopologyService for Topology {
                     if tx.send(Ok(message)).await.is_err() {
                         break 'feed;
                     }
-                    held = Some(version);
+                    if complete.is_some() {
+                        held = complete;
+                    }
                     if let Some(counter) = counter {
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
@@ -177,8 +214,8 @@ impl TopologyService for Topology {
 
 /// What a topology stream sends next for one version, one message at a time.
 enum Outbox {
-    /// The journal's deltas since the version the client holds.
-    Deltas(std::vec::IntoIter<Arc<TopologySnapshot>>),
+    /// The journal's one delta from the version the client holds.
+    Deltas(Option<Arc<TopologySnapshot>>),
     /// The version's pages, after the peer `after`.
     Pages {
         after: Option<bauxite_conduit::PeerId>,
@@ -191,7 +228,7 @@ enum Outbox {
 impl Outbox {
     fn next(&mut self, view: &TopologyView) -> Option<TopologySnapshot> {
         match self {
-            Outbox::Deltas(deltas) => deltas.next().map(|d| (*d).clone()),
+            Outbox::Deltas(delta) => delta.take().map(|d| (*d).clone()),
             Outbox::Full(full) => full.take().map(|f| (*f).clone()),
             Outbox::Pages { done: true, .. } => None,
             Outbox::Pages { after, done } => {

@@ -37,6 +37,9 @@ async fn a_killed_replica_moves_its_nodes_within_seconds_and_loses_nothing_ackno
         report.orphans_on[1..].iter().all(|&n| n >= 67 / 6),
         "the dead replica's nodes did not spread: {report}"
     );
+    // ... each with one delta from the version it held (the survivors number versions as
+    // replica 0 did, and hold the same peers under them), not the whole topology again.
+    assert_eq!(report.resumed, 67, "{report}");
     assert!(
         report.reconnect.max < Duration::from_secs(15),
         "a node took {:?} to reach a survivor",

@@ -24,6 +24,7 @@ mod relay_replicas;
 mod renew;
 mod replicas;
 mod restart;
+mod resume;
 mod shutdown;
 mod tamper;
 mod tuf_grpc;

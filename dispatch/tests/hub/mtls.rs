@@ -140,7 +140,10 @@ async fn a_delta_subscriber_gets_what_changed_and_ends_with_the_full_snapshot() 
     let (_b, client_b) = hub.node(2).await;
     let mut deltas = client_b
         .topology()
-        .stream_topology(TopologyRequest { deltas: true })
+        .stream_topology(TopologyRequest {
+            deltas: true,
+            ..TopologyRequest::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -117,7 +117,10 @@ fn presence_rows(url: &str) -> Vec<(String, String)> {
 async fn topology(client: &HubClient) -> Streaming<TopologySnapshot> {
     client
         .topology()
-        .stream_topology(TopologyRequest { deltas: false })
+        .stream_topology(TopologyRequest {
+            deltas: false,
+            ..TopologyRequest::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -148,7 +148,10 @@ async fn nodes_on_two_replicas_exchange_candidates_and_signals_across_a_replica_
     // A's candidates, reported to replica one, reach B's topology on replica two.
     let mut b_topology = b_client
         .topology()
-        .stream_topology(TopologyRequest { deltas: false })
+        .stream_topology(TopologyRequest {
+            deltas: false,
+            ..TopologyRequest::default()
+        })
         .await
         .unwrap()
         .into_inner();

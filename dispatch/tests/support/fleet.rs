@@ -13,7 +13,10 @@
 //! Each simulated node does what `bauxite run` does with several hub URLs (the same
 //! [`Replicas`] rule): on its replica's loss it tries another URL at once, each in turn in
 //! an order rotated by its seed, and backs off only after all of them failed in a row; every connection confirms its provisioning and opens a
-//! topology stream with deltas.
+//! topology stream with deltas, naming the version it holds (as `bauxite run` does with
+//! its `TopologyFollower`), so a reconnection gets one delta rather than the whole fleet
+//! when the replica's journal covers it. A simulated node keeps only that version and its
+//! digest, not the peers (10 000 copies of a 10 000-peer topology would not fit).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -232,8 +235,12 @@ struct NodeState {
     replica: AtomicUsize,
     /// Whether its topology stream is open.
     connected: AtomicBool,
-    /// When its current connection got its first topology message (ns since the run's start).
+    /// When its current connection completed its first topology, the whole snapshot or
+    /// the delta from the version it held (ns since the run's start).
     connected_at: AtomicU64,
+    /// Whether its current connection started with a delta from the version it held
+    /// (resumed) rather than a full snapshot.
+    resumed: AtomicBool,
 }
 
 /// A joined node and how long its join took.
@@ -306,6 +313,9 @@ pub(crate) struct FleetReport {
     pub(crate) reconnect: Spread,
     /// After the kill: how many of the dead replica's nodes each replica serves.
     pub(crate) orphans_on: Vec<usize>,
+    /// After the kill: how many of the dead replica's nodes resumed with one delta (the
+    /// rest got a full snapshot).
+    pub(crate) resumed: usize,
     /// The change made after the kill reaching every node.
     pub(crate) fanout_after_kill: Option<Spread>,
     /// Acknowledged by the killed replica in the seconds around its death.
@@ -364,8 +374,8 @@ impl fmt::Display for FleetReport {
         if self.reconnect.count > 0 {
             writeln!(
                 f,
-                "replica 0 killed: its nodes served by another in {}; by replica: {:?}",
-                self.reconnect, self.orphans_on
+                "replica 0 killed: its nodes served by another (whole topology held) in {}; by replica: {:?}; resumed with a delta: {} of {}",
+                self.reconnect, self.orphans_on, self.resumed, self.reconnect.count
             )?;
             if let Some(after) = &self.fanout_after_kill {
                 writeln!(f, "topology change after the kill -> all nodes: {after}")?;
@@ -404,12 +414,14 @@ async fn join_one(
     Ok((joined.node_id.to_string(), joined.credentials))
 }
 
-/// One connection of a simulated node: confirm, open the topology stream, follow it.
-/// Returns whether it got as far as a first topology message.
+/// One connection of a simulated node: confirm, open the topology stream from the version
+/// it `held`, follow it (keeping `held` up to date). Returns whether it got as far as a
+/// first topology message.
 async fn session(
     url: &str,
     credentials: &NodeCredentials,
     state: &NodeState,
+    held: &mut Option<(u64, Vec<u8>)>,
     replica: usize,
     t0: Instant,
 ) -> bool {
@@ -424,28 +436,39 @@ async fn session(
     {
         return false;
     }
-    let Ok(feed) = client
-        .topology()
-        .stream_topology(TopologyRequest { deltas: true })
-        .await
-    else {
+    let request = TopologyRequest {
+        deltas: true,
+        held_version: held.as_ref().map(|(version, _)| *version),
+        held_digest: held
+            .as_ref()
+            .map(|(_, digest)| digest.clone())
+            .unwrap_or_default(),
+    };
+    let Ok(feed) = client.topology().stream_topology(request).await else {
         return false;
     };
     let mut feed = feed.into_inner();
-    let Ok(Some(first)) = feed.message().await else {
-        return false;
-    };
-    state.version.fetch_max(first.version, Ordering::Relaxed);
-    state.replica.store(replica, Ordering::Relaxed);
-    state
-        .connected_at
-        .store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    state.connected.store(true, Ordering::Release);
+    let mut first = None;
     while let Ok(Some(message)) = feed.message().await {
         state.version.fetch_max(message.version, Ordering::Relaxed);
+        let resumed = *first.get_or_insert(message.delta);
+        if message.more {
+            // In the middle of a full snapshot: what was held is being replaced.
+            *held = None;
+            continue;
+        }
+        *held = Some((message.version, message.digest));
+        if !state.connected.load(Ordering::Acquire) {
+            state.replica.store(replica, Ordering::Relaxed);
+            state.resumed.store(resumed, Ordering::Relaxed);
+            state
+                .connected_at
+                .store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            state.connected.store(true, Ordering::Release);
+        }
     }
     state.connected.store(false, Ordering::Release);
-    true
+    first.is_some()
 }
 
 /// A simulated node for as long as the run lasts, moving between replicas by the rule
@@ -470,12 +493,13 @@ fn spawn_node(
     let mut replicas = Replicas::new(mine, &urls[node.home], seed);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        let mut held = None;
         loop {
             let current = urls
                 .iter()
                 .position(|u| u == replicas.current())
                 .unwrap_or(0);
-            if session(&urls[current], &credentials, &state, current, t0).await {
+            if session(&urls[current], &credentials, &state, &mut held, current, t0).await {
                 replicas.connected();
                 backoff = Duration::from_millis(100);
             }
@@ -834,6 +858,10 @@ impl Fleet {
                 })
                 .collect(),
         );
+        report.resumed = orphans
+            .iter()
+            .filter(|&&i| states[i].resumed.load(Ordering::Relaxed))
+            .count();
         report.orphans_on = vec![0; self.replicas.len()];
         for &i in &orphans {
             if let Some(count) = report
