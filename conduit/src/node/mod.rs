@@ -65,8 +65,8 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
-    AdaptiveConfig, AdaptiveLedbat, MakeStrategy, NullCongestionStrategy, PeerCongestion,
-    PeerPaths, RateBulk, RateConfig, SendLog,
+    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, MakeStrategy, NullCongestionStrategy,
+    PeerCongestion, PeerPaths, RateBulk, RateConfig, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -129,25 +129,30 @@ pub struct NodeConfig {
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
 /// the lanes, but below them (socket buffers, a slow link's queue, a CPU-bound receiver)
 /// they wait behind whatever bulk is in flight; each peer's bulk controller
-/// ([`AdaptiveLedbat`]) keeps that wait near this target. On links whose delay jitters by
-/// more (LTE, Wi-Fi) the controller raises its target with the measured jitter, so this
-/// is a floor, not a setting to retune per link (docs/congestion.md).
+/// ([`AutoBulk`]: the adaptive window or the rate model) keeps that wait near this
+/// target. On links whose delay jitters by more (LTE, Wi-Fi) the controller raises its
+/// target with the measured jitter, so this is a floor, not a setting to retune per link
+/// (docs/congestion.md).
 pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 
 /// The bulk lane's congestion controller (docs/congestion.md compares them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BulkController {
+    /// [`AutoBulk`]: per peer, the adaptive window while the path's delay jitters and
+    /// the rate model while it is quiet.
+    #[default]
+    Auto,
     /// [`RateBulk`]: paced at the measured delivery rate, queueing delay only a brake.
     Rate,
     /// [`AdaptiveLedbat`]: a window kept under a delay target that follows the jitter.
-    #[default]
     Adaptive,
 }
 
 impl BulkController {
-    /// Parses `rate` or `adaptive`.
+    /// Parses `auto`, `rate` or `adaptive`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "auto" => Some(Self::Auto),
             "rate" => Some(Self::Rate),
             "adaptive" => Some(Self::Adaptive),
             _ => None,
@@ -390,6 +395,10 @@ impl BauxiteNode {
                     ..RateConfig::default()
                 };
                 Box::new(move || Box::new(RateBulk::new(rate)))
+            }
+            (Some(target), BulkController::Auto) => {
+                let auto = AutoConfig::with_floor(target, config.mtu);
+                Box::new(move || Box::new(AutoBulk::new(auto)))
             }
             (Some(target), BulkController::Adaptive) => {
                 let adaptive = AdaptiveConfig {

@@ -1,0 +1,234 @@
+//! The bulk controller chosen per path by what the path shows: the adaptive window
+//! ([`AdaptiveLedbat`]) while the path's delay jitters, the rate model ([`RateBulk`])
+//! while it is quiet.
+//!
+//! Invariant: exactly one of the two controllers decides when bulk may leave (the
+//! *active* one); both see every send, acknowledgement, loss and timer, so the one that
+//! takes over starts from the path's measured bw, round trip and jitter, never from
+//! scratch. A peer starts on the adaptive window (safe on any path) and moves to the
+//! rate model only after the adaptive controller's jitter-driven target has stayed below
+//! `quiet_below × min_target` for `quiet_for`; it moves back as soon as the target has
+//! stayed above `noisy_above × min_target` for `noisy_for`. Between the two thresholds
+//! nothing changes (hysteresis), and `quiet_for` bounds how often it can flap.
+//!
+//! Why (docs/congestion.md, section 6): on a fixed-rate link (a `tbf` uplink, a LAN, a
+//! wired 50 Mbit/s path) pacing at the measured delivery rate keeps the queue below the
+//! node near empty, where a window lets bursts wait there (issue 15's flood: the control
+//! loop's p99 +0.0–0.3 ms against +1.1–1.7 ms); on LTE and Wi-Fi the rate model costs the
+//! control loop the queue of every rate drop (+6 to +184 ms), where the adaptive window
+//! keeps it within 2 ms. The adaptive controller already measures the jitter that tells
+//! the two kinds of path apart. A rate *drop* on a quiet path is the rate model's own
+//! business: a delivery-rate sample below the send rate replaces bw at once, and the
+//! brake cuts the pacing rate while the queue is above its target; a queue that grows
+//! smoothly is not jitter (the trend filter), so it does not flip the choice by itself.
+
+use std::time::{Duration, Instant};
+
+use super::{AdaptiveConfig, AdaptiveLedbat, CongestionStrategy, Feedback, RateBulk, RateConfig};
+
+/// Parameters of [`AutoBulk`]; [`Default`] needs no tuning per link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AutoConfig {
+    /// The adaptive window's parameters (its `min_target` is the node's bulk target).
+    pub adaptive: AdaptiveConfig,
+    /// The rate model's parameters.
+    pub rate: RateConfig,
+    /// The path is quiet while the adaptive target is below this many `min_target`s
+    /// (2: the adaptive controller's own test for a quiet path, where it is RFC LEDBAT).
+    pub quiet_below: f64,
+    /// The path is jittery once the adaptive target is above this many `min_target`s.
+    pub noisy_above: f64,
+    /// How long the path must stay quiet before the rate model takes over.
+    pub quiet_for: Duration,
+    /// How long the path must stay jittery before the adaptive window takes back over.
+    pub noisy_for: Duration,
+}
+
+impl Default for AutoConfig {
+    fn default() -> Self {
+        Self {
+            adaptive: AdaptiveConfig::default(),
+            rate: RateConfig::default(),
+            quiet_below: 4.0,
+            noisy_above: 8.0,
+            quiet_for: Duration::from_secs(1),
+            noisy_for: Duration::from_millis(50),
+        }
+    }
+}
+
+impl AutoConfig {
+    /// The default choice with `min_target` as both controllers' delay floor and `mss`
+    /// as their segment size.
+    pub fn with_floor(min_target: Duration, mss: usize) -> Self {
+        let d = Self::default();
+        Self {
+            adaptive: AdaptiveConfig {
+                min_target,
+                mss,
+                ..d.adaptive
+            },
+            rate: RateConfig {
+                min_target,
+                mss,
+                ..d.rate
+            },
+            ..d
+        }
+    }
+}
+
+/// Which controller decides when bulk leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The adaptive window: the path jitters (or has not shown it is quiet yet).
+    Adaptive,
+    /// The rate model: the path has been quiet for `quiet_for`.
+    Rate,
+}
+
+/// The per-path choice between the adaptive window and the rate model. See the module
+/// docs.
+#[derive(Clone, Debug)]
+pub struct AutoBulk {
+    config: AutoConfig,
+    adaptive: AdaptiveLedbat,
+    rate: RateBulk,
+    mode: Mode,
+    /// Since when the path has been on the other side of the active mode's threshold.
+    crossing_since: Option<Instant>,
+    switches: u64,
+}
+
+impl Default for AutoBulk {
+    fn default() -> Self {
+        Self::new(AutoConfig::default())
+    }
+}
+
+impl AutoBulk {
+    /// A controller on the adaptive window, with no history.
+    pub fn new(config: AutoConfig) -> Self {
+        Self {
+            config,
+            adaptive: AdaptiveLedbat::new(config.adaptive),
+            rate: RateBulk::new(config.rate),
+            mode: Mode::Adaptive,
+            crossing_since: None,
+            switches: 0,
+        }
+    }
+
+    /// Which controller decides now.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How many times the choice changed.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// The adaptive window (active or not).
+    pub fn adaptive(&self) -> &AdaptiveLedbat {
+        &self.adaptive
+    }
+
+    /// The rate model (active or not).
+    pub fn rate(&self) -> &RateBulk {
+        &self.rate
+    }
+
+    fn active(&self) -> &dyn CongestionStrategy {
+        match self.mode {
+            Mode::Adaptive => &self.adaptive,
+            Mode::Rate => &self.rate,
+        }
+    }
+
+    /// Re-evaluates the choice after an acknowledgement moved the jitter estimate.
+    fn choose(&mut self, now: Instant) {
+        let c = &self.config;
+        let target = self.adaptive.target().as_secs_f64();
+        let floor = c.adaptive.min_target.as_secs_f64();
+        let (crossing, hold) = match self.mode {
+            Mode::Adaptive => (target < c.quiet_below * floor, c.quiet_for),
+            Mode::Rate => (target > c.noisy_above * floor, c.noisy_for),
+        };
+        if !crossing {
+            self.crossing_since = None;
+            return;
+        }
+        let since = *self.crossing_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < hold {
+            return;
+        }
+        self.mode = match self.mode {
+            Mode::Adaptive => {
+                self.rate.take_over();
+                Mode::Rate
+            }
+            Mode::Rate => Mode::Adaptive,
+        };
+        self.crossing_since = None;
+        self.switches += 1;
+    }
+}
+
+impl CongestionStrategy for AutoBulk {
+    fn on_sent(&mut self, now: Instant, bytes: usize) {
+        self.adaptive.on_sent(now, bytes);
+        self.rate.on_sent(now, bytes);
+    }
+
+    fn on_ack(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.adaptive.on_ack(now, bytes, round_trip);
+        self.rate.on_ack(now, bytes, round_trip);
+        self.choose(now);
+    }
+
+    fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.adaptive.on_settled(now, bytes, round_trip);
+        self.rate.on_settled(now, bytes, round_trip);
+        self.choose(now);
+    }
+
+    fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        self.adaptive.on_feedback(now, feedback);
+        self.rate.on_feedback(now, feedback);
+        self.choose(now);
+    }
+
+    fn on_loss(&mut self, now: Instant, bytes: usize) {
+        self.adaptive.on_loss(now, bytes);
+        self.rate.on_loss(now, bytes);
+    }
+
+    fn forget(&mut self, bytes: usize) {
+        self.adaptive.forget(bytes);
+        self.rate.forget(bytes);
+    }
+
+    fn can_send_bulk(&self, now: Instant, bytes: usize) -> bool {
+        self.active().can_send_bulk(now, bytes)
+    }
+
+    fn bytes_in_flight(&self) -> usize {
+        self.active().bytes_in_flight()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        // Only the active controller's timers wake the driver (the inactive rate model's
+        // pacer would otherwise wake it once per packet for nothing); the inactive one
+        // catches up on its ack timeout whenever a timer runs.
+        self.active().poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.adaptive.handle_timeout(now);
+        self.rate.handle_timeout(now);
+    }
+}
+
+#[cfg(test)]
+mod tests;
