@@ -322,6 +322,7 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         let config = AutoConfig {
             quiet_below: knob("BX_QUIET", d.quiet_below),
             noisy_above: knob("BX_NOISY", d.noisy_above),
+            quiet_for: Duration::from_secs_f64(knob("BX_QUIET_S", d.quiet_for.as_secs_f64())),
             ..d
         };
         if trace_window().is_some() {
