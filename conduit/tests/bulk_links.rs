@@ -303,7 +303,11 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 }
 
 /// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_CTRL=rate` the rate model
-/// ([`rate_from_env`]), `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
+/// ([`rate_from_env`]); `BX_CTRL=auto` the per-path choice ([`AutoBulk`]), whose
+/// thresholds `BX_QUIET`, `BX_NOISY` (in floors) and hold `BX_QUIET_S` (seconds) set;
+/// `BX_TRACE=FROM,TO` (ms) logs the rate model's or the choice's state every millisecond
+/// of that window, `BX_TRACE_EVENTS=1` every send, ack and timer too;
+/// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
 /// `ramp` and `pacing_gain` `BX_GAIN`, `BX_RAMP` and `BX_PACE` set; `BX_OWD=1` turns
 /// on its `one_way_delay`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
