@@ -36,7 +36,7 @@ pub mod rate;
 use std::net::SocketAddr;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
-pub use auto::{AutoBulk, AutoConfig};
+pub use auto::{AutoBulk, AutoConfig, AutoGroup};
 pub use bond::{BOND_ALIVE, BOND_PROBE_INTERVAL, BondPaths, Bonding};
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, Feedback, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckStamps, AckState, PacketSample, SendLog};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::{BulkController, NodeConfig, TunVerdict};
 use bauxite_conduit::path::{
-    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, CongestionStrategy, Feedback, Ledbat,
-    LedbatConfig, MakeStrategy, PmtuPhase, RateBulk, RateConfig,
+    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, AutoGroup, CongestionStrategy, Feedback,
+    Ledbat, LedbatConfig, MakeStrategy, PmtuPhase, RateBulk, RateConfig,
 };
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use bauxite_conduit::{Lane, VirtualIp};
@@ -329,10 +329,12 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
             quiet_for: Duration::from_secs_f64(knob("BX_QUIET_S", d.quiet_for.as_secs_f64())),
             ..d
         };
+        // One group per node, as the node builds it.
+        let group = AutoGroup::new();
         if trace_window().is_some() {
-            return Box::new(move || Box::new(Traced(AutoBulk::new(config))));
+            return Box::new(move || Box::new(Traced(AutoBulk::in_group(config, &group))));
         }
-        return Box::new(move || Box::new(AutoBulk::new(config)));
+        return Box::new(move || Box::new(AutoBulk::in_group(config, &group)));
     }
     // Otherwise the adaptive LEDBAT, whatever the node's default.
     let defaults = AdaptiveConfig::default();
@@ -524,6 +526,16 @@ fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
 fn with_the_rate_model_a_slow_lossy_peer_does_not_hold_back_the_others() {
     fair_shares(NodeConfig {
         bulk_controller: BulkController::Rate,
+        ..NodeConfig::default()
+    });
+}
+
+/// The same with the per-path choice ([`AutoBulk`]): the node's peers change controller
+/// together, so two fast peers on one bottleneck never share it window against rate.
+#[test]
+fn with_auto_a_slow_lossy_peer_does_not_hold_back_the_others() {
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Auto,
         ..NodeConfig::default()
     });
 }

@@ -65,8 +65,8 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
-    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, MakeStrategy, NullCongestionStrategy,
-    PeerCongestion, PeerPaths, RateBulk, RateConfig, SendLog,
+    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, AutoGroup, MakeStrategy,
+    NullCongestionStrategy, PeerCongestion, PeerPaths, RateBulk, RateConfig, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -399,7 +399,9 @@ impl BauxiteNode {
             }
             (Some(target), BulkController::Auto) => {
                 let auto = AutoConfig::with_floor(target, config.mtu);
-                Box::new(move || Box::new(AutoBulk::new(auto)))
+                // One group per node: all its peers change controller at one instant.
+                let group = AutoGroup::new();
+                Box::new(move || Box::new(AutoBulk::in_group(auto, &group)))
             }
             (Some(target), BulkController::Adaptive) => {
                 let adaptive = AdaptiveConfig {

@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 
 use super::{AdaptiveConfig, AdaptiveLedbat, CongestionStrategy, Feedback, RateBulk, RateConfig};
 
+mod group;
+
+pub use group::AutoGroup;
+use group::Report;
+
 /// Parameters of [`AutoBulk`]; [`Default`] needs no tuning per link.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AutoConfig {
@@ -88,15 +93,17 @@ pub enum Mode {
 }
 
 /// The per-path choice between the adaptive window and the rate model. See the module
-/// docs.
-#[derive(Clone, Debug)]
+/// docs. Controllers that share an [`AutoGroup`] (a node's peers) change mode together.
+#[derive(Debug)]
 pub struct AutoBulk {
     config: AutoConfig,
     adaptive: AdaptiveLedbat,
     rate: RateBulk,
+    /// The mode this controller acts on: the group's, as of this controller's last event.
     mode: Mode,
-    /// Since when the path has been on the other side of the active mode's threshold.
-    crossing_since: Option<Instant>,
+    group: AutoGroup,
+    id: u64,
+    report: Report,
     switches: u64,
 }
 
@@ -106,17 +113,33 @@ impl Default for AutoBulk {
     }
 }
 
+impl Drop for AutoBulk {
+    fn drop(&mut self) {
+        self.group.leave(self.id);
+    }
+}
+
 impl AutoBulk {
-    /// A controller on the adaptive window, with no history.
+    /// A controller on the adaptive window, with no history, in a group of its own.
     pub fn new(config: AutoConfig) -> Self {
-        Self {
+        Self::in_group(config, &AutoGroup::new())
+    }
+
+    /// A controller that changes mode with the rest of `group` (see [`AutoGroup`]).
+    pub fn in_group(config: AutoConfig, group: &AutoGroup) -> Self {
+        let id = group.join();
+        let mut c = Self {
             config,
             adaptive: AdaptiveLedbat::new(config.adaptive),
             rate: RateBulk::new(config.rate),
             mode: Mode::Adaptive,
-            crossing_since: None,
+            group: group.clone(),
+            id,
+            report: Report::default(),
             switches: 0,
-        }
+        };
+        c.adopt(group.mode());
+        c
     }
 
     /// Which controller decides now.
@@ -124,7 +147,7 @@ impl AutoBulk {
         self.mode
     }
 
-    /// How many times the choice changed.
+    /// How many times this controller's mode changed.
     pub fn switches(&self) -> u64 {
         self.switches
     }
@@ -146,37 +169,43 @@ impl AutoBulk {
         }
     }
 
+    /// Acts on the group's mode from now on.
+    fn adopt(&mut self, mode: Mode) {
+        if mode == self.mode {
+            return;
+        }
+        if mode == Mode::Rate {
+            self.rate.take_over();
+        }
+        self.mode = mode;
+        self.switches += 1;
+    }
+
+    /// Catches up with a change another member of the group made.
+    fn follow(&mut self) {
+        let mode = self.group.mode();
+        self.adopt(mode);
+    }
+
     /// Re-evaluates the choice after an acknowledgement moved the jitter estimate.
     fn choose(&mut self, now: Instant) {
         let c = &self.config;
         let target = self.adaptive.target().as_secs_f64();
         let floor = c.adaptive.min_target.as_secs_f64();
-        let (crossing, hold) = match self.mode {
-            Mode::Adaptive => (target < c.quiet_below * floor, c.quiet_for),
-            Mode::Rate => (target > c.noisy_above * floor, c.noisy_for),
-        };
-        if !crossing {
-            self.crossing_since = None;
-            return;
-        }
-        let since = *self.crossing_since.get_or_insert(now);
-        if now.saturating_duration_since(since) < hold {
-            return;
-        }
-        self.mode = match self.mode {
-            Mode::Adaptive => {
-                self.rate.take_over();
-                Mode::Rate
-            }
-            Mode::Rate => Mode::Adaptive,
-        };
-        self.crossing_since = None;
-        self.switches += 1;
+        let since = |flag: bool, since: Option<Instant>| flag.then(|| since.unwrap_or(now));
+        self.report.quiet_since = since(target < c.quiet_below * floor, self.report.quiet_since);
+        self.report.noisy_since = since(target > c.noisy_above * floor, self.report.noisy_since);
+        let mode = self
+            .group
+            .report(self.id, self.report, now, c.quiet_for, c.noisy_for);
+        self.adopt(mode);
     }
 }
 
 impl CongestionStrategy for AutoBulk {
     fn on_sent(&mut self, now: Instant, bytes: usize) {
+        self.follow();
+        self.report.last_sent = Some(now);
         self.adaptive.on_sent(now, bytes);
         self.rate.on_sent(now, bytes);
     }
@@ -200,6 +229,7 @@ impl CongestionStrategy for AutoBulk {
     }
 
     fn on_loss(&mut self, now: Instant, bytes: usize) {
+        self.follow();
         self.adaptive.on_loss(now, bytes);
         self.rate.on_loss(now, bytes);
     }
@@ -225,6 +255,7 @@ impl CongestionStrategy for AutoBulk {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.follow();
         self.adaptive.handle_timeout(now);
         self.rate.handle_timeout(now);
     }
