@@ -234,3 +234,116 @@ fn only_bulk_is_ever_held_back_in_either_mode() {
     }
     assert_eq!(c.mode(), Mode::Rate);
 }
+
+/// Runs two peers of one node side by side for `length`, a millisecond at a time each.
+fn run_both(
+    (pa, ca): (&mut Path, &mut AutoBulk),
+    (pb, cb): (&mut Path, &mut AutoBulk),
+    length: Duration,
+) {
+    for _ in 0..length.as_millis() {
+        pa.run(ca, ms(1));
+        pb.run(cb, ms(1));
+    }
+}
+
+/// Two peers of one node on quiet paths of different rates and round trips.
+fn two_quiet_peers() -> (AutoGroup, [AutoBulk; 2], [Path; 2]) {
+    let t0 = origin();
+    let group = AutoGroup::new();
+    let config = AutoConfig::default();
+    let peers = [
+        AutoBulk::in_group(config, &group),
+        AutoBulk::in_group(config, &group),
+    ];
+    let paths = [Path::new(20e6, ms(4), t0), Path::new(10e6, ms(10), t0)];
+    (group, peers, paths)
+}
+
+#[test]
+fn a_node_whose_peers_all_have_quiet_paths_moves_them_to_the_rate_model_together() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(900));
+    assert_eq!(
+        (a.mode(), b.mode(), group.mode()),
+        (Mode::Adaptive, Mode::Adaptive, Mode::Adaptive)
+    );
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(1100));
+    assert_eq!(
+        (a.mode(), b.mode(), group.mode()),
+        (Mode::Rate, Mode::Rate, Mode::Rate)
+    );
+    assert_eq!((group.switches(), a.switches(), b.switches()), (1, 1, 1));
+    // Staying quiet, they stay.
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    assert_eq!(
+        (group.switches(), a.mode(), b.mode()),
+        (1, Mode::Rate, Mode::Rate)
+    );
+}
+
+#[test]
+fn one_jittery_peer_keeps_the_whole_node_on_the_adaptive_window() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(5000));
+    assert!(
+        a.adaptive().target() < Duration::from_micros(500),
+        "a's own path is quiet: {:?}",
+        a.adaptive().target()
+    );
+    assert_eq!(
+        (a.mode(), b.mode(), group.switches()),
+        (Mode::Adaptive, Mode::Adaptive, 0)
+    );
+}
+
+#[test]
+fn once_one_peer_jitters_all_go_back_to_the_adaptive_window_together() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    assert_eq!(group.mode(), Mode::Rate);
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(500));
+    assert_eq!(
+        (a.mode(), b.mode(), group.mode()),
+        (Mode::Adaptive, Mode::Adaptive, Mode::Adaptive)
+    );
+    assert_eq!((group.switches(), a.switches(), b.switches()), (2, 2, 2));
+    // While b jitters, neither goes back to the rate model, though a's path stays quiet.
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(5000));
+    assert_eq!(
+        (group.switches(), a.mode(), b.mode()),
+        (2, Mode::Adaptive, Mode::Adaptive)
+    );
+}
+
+#[test]
+fn one_peer_s_short_quiet_spells_do_not_flap_the_node() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    for _ in 0..10 {
+        pb.jitter = ms(5);
+        run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(300));
+        pb.jitter = Duration::ZERO;
+        run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(600));
+    }
+    assert_eq!((group.switches(), a.switches(), b.switches()), (0, 0, 0));
+}
+
+#[test]
+fn a_peer_that_stopped_sending_bulk_or_left_does_not_hold_the_node_back() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    assert_eq!(group.mode(), Mode::Adaptive);
+    // b stops sending: a second later it no longer counts, and a's quiet path decides.
+    pa.run(&mut a, ms(2500));
+    assert_eq!((a.mode(), group.switches()), (Mode::Rate, 1));
+    // A jittery peer that leaves the node (its controller dropped) counts no more either.
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    drop(b);
+    pa.run(&mut a, ms(1500));
+    assert_eq!((a.mode(), group.switches()), (Mode::Rate, 1));
+}
