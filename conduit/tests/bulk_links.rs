@@ -515,7 +515,9 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64) -> [f
 /// Issue 14's fairness acceptance: one sender, three receivers, one of them on a 2 Mbit/s
 /// lossy path; the other two share what is left of the sender's 20 Mbit/s uplink equally,
 /// each within 20 % of its fair share, because each peer has its own bulk queue and
-/// controller and the bulk lane serves peers by deficit round robin.
+/// controller and the bulk lane serves peers by deficit round robin. With the default
+/// (`auto`) the node's peers change controller together, so the two fast peers never
+/// share the bottleneck window against rate.
 #[test]
 fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
     fair_shares(NodeConfig::default());
@@ -530,12 +532,11 @@ fn with_the_rate_model_a_slow_lossy_peer_does_not_hold_back_the_others() {
     });
 }
 
-/// The same with the per-path choice ([`AutoBulk`]): the node's peers change controller
-/// together, so two fast peers on one bottleneck never share it window against rate.
+/// The same with the adaptive window ([`AdaptiveLedbat`]) pacing each peer's bulk.
 #[test]
-fn with_auto_a_slow_lossy_peer_does_not_hold_back_the_others() {
+fn with_the_adaptive_window_a_slow_lossy_peer_does_not_hold_back_the_others() {
     fair_shares(NodeConfig {
-        bulk_controller: BulkController::Auto,
+        bulk_controller: BulkController::Adaptive,
         ..NodeConfig::default()
     });
 }

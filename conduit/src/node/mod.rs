@@ -129,7 +129,7 @@ pub struct NodeConfig {
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
 /// the lanes, but below them (socket buffers, a slow link's queue, a CPU-bound receiver)
 /// they wait behind whatever bulk is in flight; each peer's bulk controller
-/// ([`AdaptiveLedbat`] by default) keeps that wait near this target. On links whose
+/// ([`AutoBulk`] by default) keeps that wait near this target. On links whose
 /// delay jitters by more (LTE, Wi-Fi) the controller raises its target with the measured
 /// jitter, so this is a floor, not a setting to retune per link (docs/congestion.md).
 pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
@@ -137,15 +137,15 @@ pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 /// The bulk lane's congestion controller (docs/congestion.md compares them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BulkController {
-    /// [`AutoBulk`]: per peer, the adaptive window while the path's delay jitters and
-    /// the rate model while it is quiet. Not the default: peers on a shared bottleneck
-    /// that change hands at different times do not share it fairly (docs/congestion.md,
-    /// section 6).
+    /// [`AutoBulk`], the default: the rate model while every peer sending bulk has a
+    /// quiet path (a wired, LAN or shaped link), the adaptive window for all of them as
+    /// soon as one path jitters (LTE, Wi-Fi); the node's peers change together
+    /// (docs/congestion.md, section 6).
+    #[default]
     Auto,
     /// [`RateBulk`]: paced at the measured delivery rate, queueing delay only a brake.
     Rate,
     /// [`AdaptiveLedbat`]: a window kept under a delay target that follows the jitter.
-    #[default]
     Adaptive,
 }
 
