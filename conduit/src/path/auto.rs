@@ -9,7 +9,10 @@
 //! rate model only after the adaptive controller's jitter-driven target has stayed below
 //! `quiet_below × min_target` for `quiet_for`; it moves back as soon as the target has
 //! stayed above `noisy_above × min_target` for `noisy_for`. Between the two thresholds
-//! nothing changes (hysteresis), and `quiet_for` bounds how often it can flap.
+//! nothing changes (hysteresis), and `quiet_for` bounds how often it can flap. The choice
+//! is made for all members of an [`AutoGroup`] at once (a node puts all its peers in one):
+//! the rate model only while every member sending bulk has a quiet path, the window for
+//! all as soon as one jitters, so peers behind one bottleneck change hands together.
 //!
 //! Why (docs/congestion.md, section 6): on a fixed-rate link (a `tbf` uplink, a LAN, a
 //! wired 50 Mbit/s path) pacing at the measured delivery rate keeps the queue below the
