@@ -14,6 +14,7 @@
 # both nodes' [node] section: BXFLOOD_NODE_EXTRA='kernel_offload = false' runs without the
 # kernel's lane paths (classifier, Critical TUN queue, Critical socket) for comparison.
 # Before the flood the same 600 pings run on the idle tunnel, for the idle p99.
+# BXFLOOD_SETTLE: seconds of flood before the pings start (default 1).
 # Needs root, iproute2, iperf3, iputils-ping, nstat (iproute2). Cleans up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -101,7 +102,9 @@ else
   ip netns exec "$A" iperf3 -c 100.64.0.2 -u -b 0 -l 1200 -t $((SECS + 2)) > "$WORK/iperf.txt" 2>&1 &
 fi
 FLOOD=$!
-sleep 1 # let the flood reach its steady state before the pings start
+# let the flood reach its steady state before the pings start (BXFLOOD_SETTLE seconds,
+# default 1; node.bulk_controller = "auto" needs a second of it to choose)
+sleep "${BXFLOOD_SETTLE:-1}"
 ip netns exec "$A" ping -n -c 600 -i 0.005 -W 1 -s 56 100.64.0.2 > "$WORK/ping.txt" 2>&1 || true
 wait "$FLOOD" || true
 snapshot > "$WORK/after"

@@ -24,6 +24,7 @@
 
 pub mod adaptive;
 pub mod arrival;
+pub mod auto;
 pub mod bond;
 pub mod congestion;
 pub mod feedback;
@@ -37,6 +38,7 @@ use std::net::SocketAddr;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveLedbat};
 pub use arrival::{ArrivalConfig, ArrivalDetector, RateDropFrame};
+pub use auto::{AutoBulk, AutoConfig, AutoGroup};
 pub use bond::{BOND_ALIVE, BOND_PROBE_INTERVAL, BondPaths, Bonding};
 pub use congestion::{BulkWindowStrategy, CongestionStrategy, Feedback, NullCongestionStrategy};
 pub use feedback::{AckFrame, AckSample, AckStamps, AckState, PacketSample, SendLog};

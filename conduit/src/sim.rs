@@ -521,6 +521,12 @@ impl<const N: usize> SimNet<N> {
         self.view_of(i)
     }
 
+    /// How long node `i`'s uplink needs to send what its buffer holds now (the queue
+    /// below the node, in time).
+    pub fn uplink_backlog(&self, i: usize) -> Duration {
+        self.links[i].free_at().saturating_duration_since(self.now)
+    }
+
     /// Puts a hop with impairments `imp` (a slower, lossier link: a robot on a bad radio)
     /// after node `from`'s uplink on the way to node `to` only; the uplink still carries
     /// it first.

@@ -7,13 +7,14 @@
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
 
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
 use bauxite_conduit::node::{BulkController, NodeConfig, TunVerdict};
 use bauxite_conduit::path::{
-    AdaptiveConfig, AdaptiveLedbat, Ledbat, LedbatConfig, MakeStrategy, PmtuPhase, RateBulk,
-    RateConfig,
+    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, AutoGroup, CongestionStrategy, Feedback,
+    Ledbat, LedbatConfig, MakeStrategy, PmtuPhase, RateBulk, RateConfig,
 };
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 use bauxite_conduit::{Lane, VirtualIp};
@@ -61,6 +62,106 @@ fn mean_rate(profile: &Profile, from: Duration, to: Duration) -> f64 {
         })
         .sum();
     sum / ms as f64
+}
+
+/// The traced rate controller's state after its newest ack (`BX_TRACE`).
+static TRACE: Mutex<String> = Mutex::new(String::new());
+
+/// A controller whose state the trace can print.
+trait Snapshot: CongestionStrategy {
+    fn snapshot(&self) -> String;
+}
+
+impl Snapshot for RateBulk {
+    fn snapshot(&self) -> String {
+        let c = self;
+        let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        format!(
+            "{:?} bw {:.2} pace {:.2} Mbit/s min_rtt {:.2} srtt {:.2} q {:.2} target {:.2} ms cap {} flight {}",
+            c.phase(),
+            c.bw() * 8e-6,
+            c.pacing_rate() * 8e-6,
+            ms(c.min_rtt()),
+            ms(c.smoothed_rtt()),
+            ms(c.queuing_delay()),
+            ms(Some(c.target())),
+            c.cwnd(),
+            c.bytes_in_flight(),
+        )
+    }
+}
+
+impl Snapshot for AutoBulk {
+    fn snapshot(&self) -> String {
+        format!(
+            "{:?} ({} switches) jitter {:.3} ms target {:.3} ms cwnd {} | {}",
+            self.mode(),
+            self.switches(),
+            self.adaptive().jitter().as_secs_f64() * 1e3,
+            self.adaptive().target().as_secs_f64() * 1e3,
+            self.adaptive().cwnd(),
+            self.rate().snapshot()
+        )
+    }
+}
+
+/// A controller that writes its state to [`TRACE`] after every ack: the diagnosis'
+/// per-millisecond log of phase, bw, round trips, window cap and flight.
+struct Traced<C>(C);
+
+impl<C: Snapshot> Traced<C> {
+    fn record(&self) {
+        *TRACE.lock().unwrap() = self.0.snapshot();
+    }
+}
+
+impl<C: Snapshot> CongestionStrategy for Traced<C> {
+    fn on_sent(&mut self, now: Instant, bytes: usize) {
+        self.0.on_sent(now, bytes);
+        if std::env::var("BX_TRACE_EVENTS").is_ok() {
+            eprintln!("  {now:?} sent {bytes} next at {:?}", self.0.poll_timeout());
+        }
+    }
+    fn on_ack(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.0.on_ack(now, bytes, round_trip);
+        self.record();
+    }
+    fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        self.0.on_feedback(now, feedback);
+        if std::env::var("BX_TRACE_EVENTS").is_ok() {
+            eprintln!("  {now:?} ack {feedback:?}");
+        }
+        self.record();
+    }
+    fn on_loss(&mut self, now: Instant, bytes: usize) {
+        self.0.on_loss(now, bytes);
+    }
+    fn forget(&mut self, bytes: usize) {
+        self.0.forget(bytes);
+    }
+    fn can_send_bulk(&self, now: Instant, bytes: usize) -> bool {
+        self.0.can_send_bulk(now, bytes)
+    }
+    fn bytes_in_flight(&self) -> usize {
+        self.0.bytes_in_flight()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        if std::env::var("BX_TRACE_EVENTS").is_ok() {
+            eprintln!("  {now:?} timer");
+        }
+        self.0.handle_timeout(now);
+    }
+}
+
+/// `BX_TRACE=FROM,TO` (ms since start): the window the loaded run logs, one line per
+/// millisecond: the sender's uplink queue and the traced controller's state.
+fn trace_window() -> Option<(u64, u64)> {
+    let v = std::env::var("BX_TRACE").ok()?;
+    let (a, b) = v.split_once(',')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 /// Runs a 1 kHz control loop (64-byte ICMP echoes on the critical lane) from node 0 to
@@ -135,6 +236,16 @@ fn control_loop(
         let next = net.now + Duration::from_millis(1);
         net.run_until(next);
         net.now = net.now.max(next);
+        if let Some((from, to)) = trace_window().filter(|_| bulk) {
+            let ms = (net.now - start).as_millis() as u64;
+            if (from..to).contains(&ms) {
+                eprintln!(
+                    "{ms} ms: uplink queue {:.2} ms; {}",
+                    net.uplink_backlog(0).as_secs_f64() * 1e3,
+                    TRACE.lock().unwrap()
+                );
+            }
+        }
     }
     let end = net.now;
     let status = net.nodes[0].peer_status(end);
@@ -192,7 +303,11 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 }
 
 /// The diagnosis' knobs: `BX_OLD=1` runs RFC LEDBAT; `BX_CTRL=rate` the rate model
-/// ([`rate_from_env`]), `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
+/// ([`rate_from_env`]); `BX_CTRL=auto` the per-path choice ([`AutoBulk`]), whose
+/// thresholds `BX_QUIET`, `BX_NOISY` (in floors) and hold `BX_QUIET_S` (seconds) set;
+/// `BX_TRACE=FROM,TO` (ms) logs the rate model's or the choice's state every millisecond
+/// of that window, `BX_TRACE_EVENTS=1` every send, ack and timer too;
+/// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
 /// `ramp` and `pacing_gain` `BX_GAIN`, `BX_RAMP` and `BX_PACE` set; `BX_OWD=1` turns
 /// on its `one_way_delay`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
@@ -203,6 +318,23 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
     if std::env::var("BX_CTRL").is_ok_and(|c| c == "rate") {
         return rate_from_env(target);
+    }
+    if std::env::var("BX_CTRL").is_ok_and(|c| c == "auto") {
+        let knob =
+            |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+        let d = AutoConfig::with_floor(target, 1350);
+        let config = AutoConfig {
+            quiet_below: knob("BX_QUIET", d.quiet_below),
+            noisy_above: knob("BX_NOISY", d.noisy_above),
+            quiet_for: Duration::from_secs_f64(knob("BX_QUIET_S", d.quiet_for.as_secs_f64())),
+            ..d
+        };
+        // One group per node, as the node builds it.
+        let group = AutoGroup::new();
+        if trace_window().is_some() {
+            return Box::new(move || Box::new(Traced(AutoBulk::in_group(config, &group))));
+        }
+        return Box::new(move || Box::new(AutoBulk::in_group(config, &group)));
     }
     // Otherwise the adaptive LEDBAT, whatever the node's default.
     let defaults = AdaptiveConfig::default();
@@ -219,6 +351,7 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
 
 /// The rate model's knobs: `BX_CRUISE`, `BX_PROBE`, `BX_DRAIN` (gains), `BX_ROUNDS`
 /// (cruise rounds), `BX_LIMIT` (limited ratio), `BX_CWND` (window cap in BDPs),
+/// `BX_PQT` (most queue a probe adds, in brake targets),
 /// `BX_JGAIN` (brake target per unit of jitter), `BX_STARTUP`.
 fn rate_from_env(target: Duration) -> MakeStrategy {
     let d = RateConfig::default();
@@ -228,6 +361,7 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
         min_target: target,
         cruise_gain: knob("BX_CRUISE", d.cruise_gain),
         probe_gain: knob("BX_PROBE", d.probe_gain),
+        probe_queue_targets: knob("BX_PQT", d.probe_queue_targets),
         drain_gain: knob("BX_DRAIN", d.drain_gain),
         startup_gain: knob("BX_STARTUP", d.startup_gain),
         cruise_rounds: knob("BX_ROUNDS", f64::from(d.cruise_rounds)) as u32,
@@ -237,6 +371,9 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
         jitter_gain: knob("BX_JGAIN", d.jitter_gain),
         ..d
     };
+    if trace_window().is_some() {
+        return Box::new(move || Box::new(Traced(RateBulk::new(config))));
+    }
     Box::new(move || Box::new(RateBulk::new(config)))
 }
 
@@ -379,7 +516,9 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64) -> [f
 /// Issue 14's fairness acceptance: one sender, three receivers, one of them on a 2 Mbit/s
 /// lossy path; the other two share what is left of the sender's 20 Mbit/s uplink equally,
 /// each within 20 % of its fair share, because each peer has its own bulk queue and
-/// controller and the bulk lane serves peers by deficit round robin.
+/// controller and the bulk lane serves peers by deficit round robin. With the default
+/// (`auto`) the node's peers change controller together, so the two fast peers never
+/// share the bottleneck window against rate.
 #[test]
 fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
     fair_shares(NodeConfig::default());
@@ -401,6 +540,15 @@ fn with_rate_drop_reports_a_slow_lossy_peer_does_not_hold_back_the_others() {
     fair_shares(NodeConfig {
         bulk_controller: BulkController::Rate,
         rate_drop_feedback: true,
+        ..NodeConfig::default()
+    });
+}
+
+/// The same with the adaptive window ([`AdaptiveLedbat`]) pacing each peer's bulk.
+#[test]
+fn with_the_adaptive_window_a_slow_lossy_peer_does_not_hold_back_the_others() {
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Adaptive,
         ..NodeConfig::default()
     });
 }

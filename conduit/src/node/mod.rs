@@ -65,8 +65,8 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::path::{
-    AdaptiveConfig, AdaptiveLedbat, MakeStrategy, NullCongestionStrategy, PeerCongestion,
-    PeerPaths, RateBulk, RateConfig, SendLog,
+    AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, AutoGroup, MakeStrategy,
+    NullCongestionStrategy, PeerCongestion, PeerPaths, RateBulk, RateConfig, SendLog,
 };
 use crate::peers::{PeerInfo, PeerRegistry};
 use crate::policy::PolicyEngine;
@@ -133,25 +133,31 @@ pub struct NodeConfig {
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
 /// the lanes, but below them (socket buffers, a slow link's queue, a CPU-bound receiver)
 /// they wait behind whatever bulk is in flight; each peer's bulk controller
-/// ([`AdaptiveLedbat`]) keeps that wait near this target. On links whose delay jitters by
-/// more (LTE, Wi-Fi) the controller raises its target with the measured jitter, so this
-/// is a floor, not a setting to retune per link (docs/congestion.md).
+/// ([`AutoBulk`] by default) keeps that wait near this target. On links whose
+/// delay jitters by more (LTE, Wi-Fi) the controller raises its target with the measured
+/// jitter, so this is a floor, not a setting to retune per link (docs/congestion.md).
 pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 
 /// The bulk lane's congestion controller (docs/congestion.md compares them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BulkController {
+    /// [`AutoBulk`], the default: the rate model while every peer sending bulk has a
+    /// quiet path (a wired, LAN or shaped link), the adaptive window for all of them as
+    /// soon as one path jitters (LTE, Wi-Fi); the node's peers change together
+    /// (docs/congestion.md, section 6).
+    #[default]
+    Auto,
     /// [`RateBulk`]: paced at the measured delivery rate, queueing delay only a brake.
     Rate,
     /// [`AdaptiveLedbat`]: a window kept under a delay target that follows the jitter.
-    #[default]
     Adaptive,
 }
 
 impl BulkController {
-    /// Parses `rate` or `adaptive`.
+    /// Parses `auto`, `rate` or `adaptive`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "auto" => Some(Self::Auto),
             "rate" => Some(Self::Rate),
             "adaptive" => Some(Self::Adaptive),
             _ => None,
@@ -400,6 +406,12 @@ impl BauxiteNode {
                     ..RateConfig::default()
                 };
                 Box::new(move || Box::new(RateBulk::new(rate)))
+            }
+            (Some(target), BulkController::Auto) => {
+                let auto = AutoConfig::with_floor(target, config.mtu);
+                // One group per node: all its peers change controller at one instant.
+                let group = AutoGroup::new();
+                Box::new(move || Box::new(AutoBulk::in_group(auto, &group)))
             }
             (Some(target), BulkController::Adaptive) => {
                 let adaptive = AdaptiveConfig {

@@ -46,6 +46,10 @@ pub(crate) mod sampler;
 
 use sampler::{MinRtt, RateSample, RateSampler};
 
+/// The smallest excess of a probe over bw: a rise in capacity must still show as 5 %
+/// more delivered within the probe's sample.
+const MIN_PROBE_EXTRA: f64 = 0.1;
+
 /// Rounds the round trip's minimum looks back over.
 pub const BASE_ROUNDS: usize = 10;
 
@@ -60,12 +64,18 @@ pub struct RateConfig {
     pub cruise_gain: f64,
     /// Pacing gain of a probe round.
     pub probe_gain: f64,
+    /// The most queue a probe round may add, in brake targets: on a quiet, short path a
+    /// quarter round at `probe_gain` is more than the control loop's budget (1 ms of a
+    /// 4 ms round trip), on a jittery one the target is larger than the probe's queue.
+    pub probe_queue_targets: f64,
     /// Pacing gain of the round after the bottleneck showed.
     pub drain_gain: f64,
     /// Rounds cruised between probes.
     pub cruise_rounds: u32,
     /// A sample delivered at less than this fraction of its send rate is the bottleneck's.
     pub limited_ratio: f64,
+    /// The same at the end of a cruise, whose sample holds no probe.
+    pub cruise_limited_ratio: f64,
     /// Span of a delivery-rate sample, in smoothed round trips (longer: less jitter in
     /// the estimate, slower to see a drop).
     pub sample_rounds: f64,
@@ -98,9 +108,11 @@ impl Default for RateConfig {
             startup_gain: 2.0,
             cruise_gain: 0.95,
             probe_gain: 1.25,
+            probe_queue_targets: 2.0,
             drain_gain: 0.75,
             cruise_rounds: 2,
             limited_ratio: 0.85,
+            cruise_limited_ratio: 0.97,
             sample_rounds: 1.5,
             cwnd_gain: 2.0,
             min_cwnd_packets: 4,
@@ -153,6 +165,10 @@ pub struct RateBulk {
     plateau: u32,
     /// Rounds drained since the bottleneck last showed.
     drain_rounds: u32,
+    /// Whether this drain follows a probe (one round, symmetric to the probe).
+    probe_drain: bool,
+    /// Whether this probe follows one that raised bw (probes at full `probe_gain`).
+    probe_growing: bool,
     /// The pacing gain of this drain: `drain_gain` less the queue the overshoot left.
     drain_gain: f64,
     timed_out: bool,
@@ -187,6 +203,8 @@ impl RateBulk {
             last_progress: None,
             plateau: 0,
             drain_rounds: 0,
+            probe_drain: false,
+            probe_growing: false,
             drain_gain: config.drain_gain,
             timed_out: false,
             next_send: None,
@@ -205,6 +223,27 @@ impl RateBulk {
         self.phase
     }
 
+    /// Takes over a path another controller was pacing (it saw every ack, so bw and the
+    /// round trip are measured): a startup would double a rate the path already carries,
+    /// so it cruises at that rate and probes up from there.
+    pub(crate) fn take_over(&mut self) {
+        if self.phase == Phase::Startup {
+            self.phase = Phase::Cruise(self.config.cruise_rounds);
+        }
+        self.braking = None;
+        self.brake_hold = None;
+    }
+
+    /// The round trip's minimum over the last [`BASE_ROUNDS`] rounds.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.get()
+    }
+
+    /// The smoothed round trip, once measured.
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.smoothed
+    }
+
     /// Bytes per second bulk leaves at now.
     pub fn pacing_rate(&self) -> f64 {
         let c = &self.config;
@@ -212,10 +251,24 @@ impl RateBulk {
             Phase::Startup => c.startup_gain,
             Phase::Drain => self.drain_gain,
             Phase::Cruise(_) => c.cruise_gain,
-            Phase::Probe => c.probe_gain,
+            Phase::Probe => self.probe_gain(),
         };
         let brake = self.braking.map_or(1.0, |(_, factor)| factor);
         (gain * brake * self.bw).max(c.min_rate)
+    }
+
+    /// The probe's pacing gain: `probe_gain`, less where its round would queue more than
+    /// `probe_queue_targets` brake targets.
+    fn probe_gain(&self) -> f64 {
+        let c = &self.config;
+        if self.probe_growing {
+            // The capacity went up: find the rest in a few rounds, not a few seconds.
+            return c.probe_gain;
+        }
+        let budget = c.probe_queue_targets * self.target().as_secs_f64();
+        let extra = (budget / self.srtt().as_secs_f64().max(1e-4))
+            .clamp(MIN_PROBE_EXTRA, (c.probe_gain - 1.0).max(MIN_PROBE_EXTRA));
+        1.0 + extra
     }
 
     /// The window cap in bytes: `cwnd_gain` bandwidth-delay products, over the round
@@ -306,6 +359,7 @@ impl RateBulk {
         let c = self.config;
         if self.phase != Phase::Drain {
             self.drain_rounds = 0;
+            self.probe_drain = false;
         }
         self.phase = match self.phase {
             Phase::Startup if limited => Phase::Drain,
@@ -323,23 +377,43 @@ impl RateBulk {
                     Phase::Startup
                 }
             }
-            _ if limited => Phase::Drain,
+            _ if limited => {
+                // The bottleneck showed: drain its queue for as long as it is there.
+                self.probe_drain = false;
+                self.probe_growing = false;
+                Phase::Drain
+            }
             // A probe's bytes got through (its sample arrives a round or two after it):
             // the capacity went up, probe again at once.
-            _ if grew => Phase::Probe,
+            _ if grew => {
+                self.probe_growing = true;
+                Phase::Probe
+            }
             Phase::Cruise(n) if n > 0 => Phase::Cruise(n - 1),
             Phase::Cruise(_) => Phase::Probe,
             // The overshoot's queue is drained before cruising: at `drain_gain` while the
             // delay says it is still there, for at most three rounds (after that it is a
             // longer path, not a queue: the windowed minimum catches up).
             Phase::Drain
-                if self.drain_rounds < 3
+                if !self.probe_drain
+                    && self.drain_rounds < 3
                     && self.queuing_delay().is_some_and(|q| q > self.target()) =>
             {
                 self.drain_rounds += 1;
                 Phase::Drain
             }
-            Phase::Drain | Phase::Probe => {
+            // A probe that found no more capacity left a quarter round of queue: it is
+            // drained before cruising (BBR's 0.75 round after its 1.25), or cruising at
+            // 0.95 takes five rounds to remove it, the next probe comes first, and the
+            // queue ratchets up into the windowed minimum (seen on a clean 50 Mbit/s,
+            // 4 ms path: 7 ms of standing queue, docs/congestion.md section 6).
+            Phase::Probe => {
+                self.drain_gain = 2.0 - self.probe_gain();
+                self.probe_growing = false;
+                self.probe_drain = true;
+                Phase::Drain
+            }
+            Phase::Drain => {
                 self.drain_gain = c.drain_gain;
                 Phase::Cruise(c.cruise_rounds)
             }
@@ -347,7 +421,16 @@ impl RateBulk {
     }
 
     fn limited(&self, s: RateSample) -> bool {
-        s.delivered < self.config.limited_ratio * s.sent
+        // Late in a cruise the sample spans cruise rounds only: sent at `cruise_gain`
+        // below bw, anything short of what was sent means bw is too high and a queue is
+        // growing (a probe too small to show the bottleneck, a rate drop below the
+        // cruise margin). Left alone, that queue grows into the windowed minimum, where
+        // the brake no longer sees it.
+        let ratio = match self.phase {
+            Phase::Cruise(0) => self.config.cruise_limited_ratio,
+            _ => self.config.limited_ratio,
+        };
+        s.delivered < ratio * s.sent
     }
 
     /// Slows bulk for one round when the queue exceeds the target, then holds off for
@@ -450,8 +533,13 @@ impl CongestionStrategy for RateBulk {
         self.flight = self.flight.saturating_add(bytes);
         // A late wake-up may catch up on at most a millisecond of tokens, no more: a
         // burst is a queue below the node.
+        // A packet sent ahead of its slot (an empty pipe always admits one) books its
+        // gap from now: booked from the future slot, each such packet pushed the clock
+        // further ahead, and on a path whose round trip is shorter than a packet's gap
+        // (a 20 Mbit/s tbf link, 0.7 ms) the pacer never released again: one packet per
+        // round trip, 16 of 20 Mbit/s (docs/congestion.md section 6).
         let floor = now.checked_sub(Duration::from_millis(1)).unwrap_or(now);
-        let from = self.next_send.map_or(now, |at| at.max(floor));
+        let from = self.next_send.map_or(now, |at| at.clamp(floor, now));
         let next = from + Duration::from_secs_f64(bytes as f64 / self.pacing_rate());
         self.next_send = Some(next);
         self.pace_wake = Some(next);

@@ -165,7 +165,8 @@ pub struct RunConfig {
     pub timers: Timers,
     /// Queueing delay the bulk lane may build below the lanes (`None`: bulk unpaced).
     pub bulk_target: Option<Duration>,
-    /// Which controller paces bulk (`node.bulk_controller`: "rate" or "adaptive").
+    /// Which controller paces bulk (`node.bulk_controller`: "auto", the default,
+    /// "adaptive" or "rate").
     pub bulk_controller: BulkController,
     /// The static peers.
     pub peers: Vec<PeerInfo>,
@@ -402,7 +403,9 @@ fn parse_bulk_controller(value: Option<&str>) -> Result<BulkController, ConfigEr
         Some(name) => BulkController::from_name(name).ok_or_else(|| {
             invalid(
                 "node.bulk_controller",
-                format!("{name:?} is not a bulk controller; use \"rate\" or \"adaptive\""),
+                format!(
+                    "{name:?} is not a bulk controller; use \"auto\", \"rate\" or \"adaptive\""
+                ),
             )
         }),
     }

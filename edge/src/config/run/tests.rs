@@ -73,15 +73,19 @@ fn the_bulk_controller_is_chosen_by_name() {
         |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
     assert_eq!(
         parse(&good()).unwrap().bulk_controller,
-        BulkController::default()
+        BulkController::Auto,
+        "the per-path choice by default"
     );
+    let auto = parse(&with("bulk_controller = \"auto\"")).unwrap();
+    assert_eq!(auto.bulk_controller, BulkController::Auto);
     let rate = parse(&with("bulk_controller = \"rate\"")).unwrap();
     assert_eq!(rate.bulk_controller, BulkController::Rate);
     let adaptive = parse(&with("bulk_controller = \"adaptive\"")).unwrap();
     assert_eq!(adaptive.bulk_controller, BulkController::Adaptive);
     let err = parse(&with("bulk_controller = \"bbr\"")).unwrap_err();
     assert!(
-        err.to_string().contains("\"rate\" or \"adaptive\""),
+        err.to_string()
+            .contains("\"auto\", \"rate\" or \"adaptive\""),
         "{err}"
     );
 }

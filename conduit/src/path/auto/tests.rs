@@ -1,0 +1,349 @@
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::Lane;
+
+const MSS: usize = 1350;
+
+/// Some origin for test time; only differences from it matter.
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A bottleneck of `rate` bytes/s with `base` round trip and a deterministic jitter of
+/// up to `±jitter` on each packet's way (in order: an ack never overtakes the one
+/// before), driven in 100 µs steps by an always-backlogged sender; acks carry receive
+/// stamps.
+struct Path {
+    rate: f64,
+    base: Duration,
+    jitter: Duration,
+    lcg: u64,
+    /// When the bottleneck has sent everything queued.
+    free_at: Instant,
+    /// Acks on their way back: (arrives at sender, sent at, arrived at receiver).
+    acks: VecDeque<(Instant, Instant, Instant)>,
+    now: Instant,
+}
+
+impl Path {
+    fn new(rate_bps: f64, base: Duration, now: Instant) -> Self {
+        Self {
+            rate: rate_bps / 8.0,
+            base,
+            jitter: Duration::ZERO,
+            lcg: 0x2545_f491_4f6c_dd1d,
+            free_at: now,
+            acks: VecDeque::new(),
+            now,
+        }
+    }
+
+    fn noise(&mut self) -> Duration {
+        self.lcg = self
+            .lcg
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let unit = (self.lcg >> 11) as f64 / (1u64 << 53) as f64;
+        self.jitter.mul_f64(2.0 * unit)
+    }
+
+    /// Runs `c` on the path for `length`; returns the largest queue the bottleneck held.
+    fn run(&mut self, c: &mut AutoBulk, length: Duration) -> Duration {
+        let end = self.now + length;
+        let mut worst = Duration::ZERO;
+        while self.now < end {
+            while c.can_send(self.now, Lane::Bulk, MSS) {
+                c.on_sent(self.now, MSS);
+                let start = self.free_at.max(self.now);
+                worst = worst.max(start - self.now);
+                self.free_at = start + Duration::from_secs_f64(MSS as f64 / self.rate);
+                // The jitter is centred on base + jitter, so it never goes below base.
+                let arrived = self.free_at + self.base / 2 + self.noise();
+                let back = arrived + self.base / 2;
+                let back = self
+                    .acks
+                    .back()
+                    .map_or(back, |&(last, _, _)| back.max(last));
+                self.acks.push_back((back, self.now, arrived));
+            }
+            while self.acks.front().is_some_and(|&(at, _, _)| at <= self.now) {
+                let (at, sent, arrived) = self.acks.pop_front().unwrap_or_else(|| unreachable!());
+                c.on_feedback(
+                    at,
+                    Feedback {
+                        bytes: MSS,
+                        round_trip: at - sent,
+                        one_way: Some(arrived - sent),
+                        bulk: true,
+                    },
+                );
+            }
+            if c.poll_timeout().is_some_and(|t| t <= self.now) {
+                c.handle_timeout(self.now);
+            }
+            self.now += Duration::from_micros(100);
+        }
+        worst
+    }
+}
+
+#[test]
+fn a_quiet_path_moves_to_the_rate_model_once_it_has_been_quiet_for_a_second() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    assert_eq!(c.mode(), Mode::Adaptive, "starts on the safe window");
+    path.run(&mut c, ms(900));
+    assert_eq!(c.mode(), Mode::Adaptive, "not quiet for a second yet");
+    path.run(&mut c, ms(1100));
+    assert_eq!(c.mode(), Mode::Rate);
+    assert_eq!(c.switches(), 1);
+    // The rate model decides now: it holds bulk exactly when it says so.
+    let now = path.now;
+    assert_eq!(
+        c.can_send_bulk(now, MSS),
+        c.rate().can_send_bulk(now, MSS),
+        "the active controller answers"
+    );
+    // And it took over at the path's rate, not from a startup.
+    let bw = c.rate().bw() * 8.0;
+    assert!((16e6..=21e6).contains(&bw), "bw {bw}");
+    // Staying quiet, it stays.
+    path.run(&mut c, ms(2000));
+    assert_eq!((c.mode(), c.switches()), (Mode::Rate, 1));
+}
+
+#[test]
+fn jitter_moves_it_back_to_the_adaptive_window() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    path.run(&mut c, ms(2000));
+    assert_eq!(c.mode(), Mode::Rate);
+    path.jitter = ms(5);
+    path.run(&mut c, ms(500));
+    assert_eq!(
+        c.mode(),
+        Mode::Adaptive,
+        "target {:?}",
+        c.adaptive().target()
+    );
+    assert_eq!(c.switches(), 2);
+    // While it jitters, it never goes back to the rate model.
+    path.run(&mut c, ms(5000));
+    assert_eq!((c.mode(), c.switches()), (Mode::Adaptive, 2));
+}
+
+#[test]
+fn a_jittery_path_never_leaves_the_adaptive_window() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(30), t0);
+    path.jitter = ms(5);
+    path.run(&mut c, ms(10_000));
+    assert_eq!((c.mode(), c.switches()), (Mode::Adaptive, 0));
+}
+
+#[test]
+fn between_the_thresholds_nothing_changes_either_way() {
+    let t0 = origin();
+    let config = AutoConfig::default();
+    let floor = config.adaptive.min_target.as_secs_f64();
+    let in_band = |c: &AutoBulk| {
+        let t = c.adaptive().target().as_secs_f64();
+        t > floor * config.quiet_below && t < floor * config.noisy_above
+    };
+    // On the adaptive window: a path whose target sits in the band never becomes quiet.
+    let mut adaptive = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    path.jitter = Duration::from_micros(1200);
+    path.run(&mut adaptive, ms(5000));
+    assert!(in_band(&adaptive), "{:?}", adaptive.adaptive().target());
+    assert_eq!((adaptive.mode(), adaptive.switches()), (Mode::Adaptive, 0));
+    // On the rate model: the same path is not jittery enough to leave it.
+    let mut rate = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    path.run(&mut rate, ms(2000));
+    assert_eq!(rate.mode(), Mode::Rate);
+    path.jitter = Duration::from_micros(1200);
+    path.run(&mut rate, ms(5000));
+    assert!(in_band(&rate), "{:?}", rate.adaptive().target());
+    assert_eq!((rate.mode(), rate.switches()), (Mode::Rate, 1));
+}
+
+#[test]
+fn quiet_spells_shorter_than_quiet_for_do_not_flap() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    for _ in 0..10 {
+        path.jitter = ms(5);
+        path.run(&mut c, ms(300));
+        path.jitter = Duration::ZERO;
+        path.run(&mut c, ms(600));
+    }
+    assert_eq!((c.mode(), c.switches()), (Mode::Adaptive, 0));
+}
+
+#[test]
+fn a_rate_drop_after_switching_is_followed_without_a_standing_queue() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    path.run(&mut c, ms(3000));
+    assert_eq!(c.mode(), Mode::Rate);
+    // The link's rate quarters (a fixed uplink renegotiated, a shaper changed).
+    path.rate /= 4.0;
+    path.run(&mut c, ms(1000));
+    let bw = c.rate().bw() * 8.0;
+    assert!((4e6..=5.5e6).contains(&bw), "bw followed the drop: {bw}");
+    // After a second the queue is the probes' only: a few packets at 5 Mbit/s, whichever
+    // controller decides (the drop's delay ramp may read as jitter for a moment and hand
+    // the path back to the window, which is as safe).
+    let worst = path.run(&mut c, ms(2000));
+    assert!(worst <= ms(12), "queue after the drop settled: {worst:?}");
+    // It never flaps: at most one hand-back and one return in those seconds. (At 5 Mbit/s
+    // a packet takes 2.2 ms to send, and the window's own bursts read as more jitter than
+    // the quiet threshold, so once handed back the path may stay on the window, which is
+    // as safe.)
+    path.run(&mut c, ms(1500));
+    assert!(c.switches() <= 3, "{} switches", c.switches());
+}
+
+#[test]
+fn only_bulk_is_ever_held_back_in_either_mode() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    for _ in 0..2 {
+        path.run(&mut c, ms(1500));
+        let now = path.now;
+        while c.can_send_bulk(now, MSS) {
+            c.on_sent(now, MSS);
+        }
+        assert!(!c.can_send(now, Lane::Bulk, MSS));
+        assert!(c.can_send(now, Lane::Critical, MSS));
+        assert!(c.can_send(now, Lane::Telemetry, MSS));
+    }
+    assert_eq!(c.mode(), Mode::Rate);
+}
+
+/// Runs two peers of one node side by side for `length`, a millisecond at a time each.
+fn run_both(
+    (pa, ca): (&mut Path, &mut AutoBulk),
+    (pb, cb): (&mut Path, &mut AutoBulk),
+    length: Duration,
+) {
+    for _ in 0..length.as_millis() {
+        pa.run(ca, ms(1));
+        pb.run(cb, ms(1));
+    }
+}
+
+/// Two peers of one node on quiet paths of different rates and round trips.
+fn two_quiet_peers() -> (AutoGroup, [AutoBulk; 2], [Path; 2]) {
+    let t0 = origin();
+    let group = AutoGroup::new();
+    let config = AutoConfig::default();
+    let peers = [
+        AutoBulk::in_group(config, &group),
+        AutoBulk::in_group(config, &group),
+    ];
+    let paths = [Path::new(20e6, ms(4), t0), Path::new(10e6, ms(10), t0)];
+    (group, peers, paths)
+}
+
+#[test]
+fn a_node_whose_peers_all_have_quiet_paths_moves_them_to_the_rate_model_together() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(900));
+    assert_eq!(
+        (a.mode(), b.mode(), group.mode()),
+        (Mode::Adaptive, Mode::Adaptive, Mode::Adaptive)
+    );
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(1100));
+    assert_eq!(
+        (a.mode(), b.mode(), group.mode()),
+        (Mode::Rate, Mode::Rate, Mode::Rate)
+    );
+    assert_eq!((group.switches(), a.switches(), b.switches()), (1, 1, 1));
+    // Staying quiet, they stay.
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    assert_eq!(
+        (group.switches(), a.mode(), b.mode()),
+        (1, Mode::Rate, Mode::Rate)
+    );
+}
+
+#[test]
+fn one_jittery_peer_keeps_the_whole_node_on_the_adaptive_window() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(5000));
+    assert!(
+        a.adaptive().target() < Duration::from_micros(500),
+        "a's own path is quiet: {:?}",
+        a.adaptive().target()
+    );
+    assert_eq!(
+        (a.mode(), b.mode(), group.switches()),
+        (Mode::Adaptive, Mode::Adaptive, 0)
+    );
+}
+
+#[test]
+fn once_one_peer_jitters_all_go_back_to_the_adaptive_window_together() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    assert_eq!(group.mode(), Mode::Rate);
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(500));
+    assert_eq!(
+        (a.mode(), b.mode(), group.mode()),
+        (Mode::Adaptive, Mode::Adaptive, Mode::Adaptive)
+    );
+    assert_eq!((group.switches(), a.switches(), b.switches()), (2, 2, 2));
+    // While b jitters, neither goes back to the rate model, though a's path stays quiet.
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(5000));
+    assert_eq!(
+        (group.switches(), a.mode(), b.mode()),
+        (2, Mode::Adaptive, Mode::Adaptive)
+    );
+}
+
+#[test]
+fn one_peer_s_short_quiet_spells_do_not_flap_the_node() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    for _ in 0..10 {
+        pb.jitter = ms(5);
+        run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(300));
+        pb.jitter = Duration::ZERO;
+        run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(600));
+    }
+    assert_eq!((group.switches(), a.switches(), b.switches()), (0, 0, 0));
+}
+
+#[test]
+fn a_peer_that_stopped_sending_bulk_or_left_does_not_hold_the_node_back() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    assert_eq!(group.mode(), Mode::Adaptive);
+    // b stops sending: a second later it no longer counts, and a's quiet path decides.
+    pa.run(&mut a, ms(2500));
+    assert_eq!((a.mode(), group.switches()), (Mode::Rate, 1));
+    // A jittery peer that leaves the node (its controller dropped) counts no more either.
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pb.jitter = ms(5);
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(2000));
+    drop(b);
+    pa.run(&mut a, ms(1500));
+    assert_eq!((a.mode(), group.switches()), (Mode::Rate, 1));
+}
