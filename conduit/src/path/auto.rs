@@ -231,6 +231,12 @@ impl CongestionStrategy for AutoBulk {
         self.choose(now);
     }
 
+    fn on_rate_drop(&mut self, now: Instant, delivered: f64) {
+        // Only the rate model acts on a receiver's rate-drop report; it keeps its state
+        // current whichever controller is active, as for every other event.
+        self.rate.on_rate_drop(now, delivered);
+    }
+
     fn on_loss(&mut self, now: Instant, bytes: usize) {
         self.follow();
         self.adaptive.on_loss(now, bytes);
