@@ -516,12 +516,15 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64) -> [f
 /// Issue 14's fairness acceptance: one sender, three receivers, one of them on a 2 Mbit/s
 /// lossy path; the other two share what is left of the sender's 20 Mbit/s uplink equally,
 /// each within 20 % of its fair share, because each peer has its own bulk queue and
-/// controller and the bulk lane serves peers by deficit round robin. With the default
-/// (`auto`) the node's peers change controller together, so the two fast peers never
-/// share the bottleneck window against rate.
+/// controller and the bulk lane serves peers by deficit round robin. With `auto` the
+/// node's peers change controller together, so the two fast peers never share the
+/// bottleneck window against rate.
 #[test]
 fn a_slow_lossy_peer_does_not_hold_back_bulk_to_the_others() {
-    fair_shares(NodeConfig::default());
+    fair_shares(NodeConfig {
+        bulk_controller: BulkController::Auto,
+        ..NodeConfig::default()
+    });
 }
 
 /// The same with the rate model ([`RateBulk`]) pacing each peer's bulk.
