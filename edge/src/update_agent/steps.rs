@@ -204,6 +204,11 @@ impl Agent {
         match event {
             TransferEvent::State(ev) => {
                 self.last_progress = ev.progress;
+                // Each state change is a progress sample too: a transfer that ended between
+                // two refreshes still leaves its final progress in the recording.
+                if ev.progress.chunk_count > 0 {
+                    self.telemetry.progress(clock::unix_nanos(), &ev.progress);
+                }
                 self.record(&ev);
             }
             TransferEvent::Held => {
@@ -305,10 +310,13 @@ impl Agent {
                 s.phase = phase;
             }
         });
-        // The first refresh of an attempt reports too, so a transfer shorter than a
-        // second still leaves a progress sample in its recording.
+        // The first refresh that knows the chunk count reports too (refreshes before the
+        // index arrived do not count), so a short transfer still has a progress sample.
+        if v.progress.chunk_count == 0 {
+            return;
+        }
         self.refreshes += 1;
-        if v.progress.chunk_count == 0 || self.refreshes % super::agent::REFRESHES_PER_REPORT != 1 {
+        if self.refreshes % super::agent::REFRESHES_PER_REPORT != 1 {
             return;
         }
         self.telemetry.progress(clock::unix_nanos(), &v.progress);
