@@ -161,22 +161,9 @@ pub fn coalesce<'a>(
 mod tests {
     use super::*;
     use crate::hub::view::TopologyView;
-    use bauxite_conduit::PeerId;
+    use crate::hub::view::tests::{id, peer};
     use bauxite_dispatch_api::topology;
     use proptest::prelude::*;
-
-    fn id(i: u8) -> PeerId {
-        PeerId([i; 16])
-    }
-
-    fn peer(i: u8, endpoint: u16) -> Peer {
-        Peer {
-            node_id: id(i).to_string(),
-            name: format!("n{i}"),
-            endpoint: format!("192.0.2.1:{endpoint}"),
-            ..Peer::default()
-        }
-    }
 
     /// The views of a sequence of changes (each: peer -> new endpoint, or removed),
     /// recorded in a journal as the hub does.

@@ -199,17 +199,19 @@ impl TopologyView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bauxite_dispatch_api::topology;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn id(i: u8) -> PeerId {
+    /// Test peer `i`'s id (shared with the journal's tests).
+    pub(crate) fn id(i: u8) -> PeerId {
         PeerId([i; 16])
     }
 
-    fn peer(i: u8, endpoint: u16) -> Peer {
+    /// Test peer `i` at `192.0.2.1:endpoint`.
+    pub(crate) fn peer(i: u8, endpoint: u16) -> Peer {
         Peer {
             node_id: id(i).to_string(),
             name: format!("n{i}"),
