@@ -264,3 +264,16 @@ pub(crate) async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .await
         .expect("deadline passed")
 }
+
+/// A topology stream without a held version: the full snapshot first, as a fresh
+/// subscriber gets it.
+pub(crate) async fn full_feed(
+    client: &HubClient,
+) -> tonic::Streaming<bauxite_dispatch_api::proto::node::TopologySnapshot> {
+    client
+        .topology()
+        .stream_topology(bauxite_dispatch_api::proto::node::TopologyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}

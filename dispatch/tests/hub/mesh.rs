@@ -18,7 +18,6 @@ use bauxite_conduit::peers::PeerRegistry;
 use bauxite_conduit::service::ServicePort;
 use bauxite_conduit::{BauxiteNode, Lane, VirtualIp};
 use bauxite_dispatch_api::client::{HubClient, JoinResult, peer_info};
-use bauxite_dispatch_api::proto::node::TopologyRequest;
 use bauxite_forge::chunk::{ChunkIndex, ChunkNo};
 use bauxite_forge::chunkset::ChunkSet;
 use bauxite_forge::fetch::wire::RefuseReason;
@@ -26,7 +25,7 @@ use bauxite_forge::fetch::{ClientConfig, FetchClient, FetchEvent, FetchStats};
 use bauxite_forge::image::{CHUNK_SIZE, ChunkSource, VirtualImage};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::common::{HubProc, identity, within};
+use crate::common::{HubProc, full_feed, identity, within};
 use crate::tuf_grpc::fetch_firmware;
 
 /// The image: 16 MiB (256 chunks) by default, enough to keep the server's window full
@@ -77,18 +76,10 @@ impl MeshNode {
             .with_test_writer()
             .with_env_filter("bauxite_conduit=debug")
             .try_init();
-        let snapshot = within(
-            client
-                .topology()
-                .stream_topology(TopologyRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .message(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let snapshot = within(full_feed(client).await.message())
+            .await
+            .unwrap()
+            .unwrap();
         let hub_peer = snapshot.peers.iter().find(|p| p.hub).unwrap();
         assert_eq!(hub_peer.virtual_ip, hub.mesh.0);
         assert!(hub_peer.endpoint.is_empty());

@@ -14,7 +14,7 @@ use bauxite_dispatch_api::proto::node::{PolicyRequest, Signal, SignalKind, Topol
 use rcgen::{KeyPair, PKCS_ED25519};
 use tonic::Code;
 
-use crate::common::{HubProc, identity, within};
+use crate::common::{HubProc, full_feed, identity, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_a_hub_issued_certificate_are_refused() {
@@ -86,21 +86,11 @@ async fn revoked_node_is_refused_and_removed_from_topology() {
     let (a, client_a) = hub.node(1).await;
     let (_b, client_b) = hub.node(2).await;
 
-    let mut feed_b = client_b
-        .topology()
-        .stream_topology(TopologyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed_b = full_feed(&client_b).await;
     let first = within(feed_b.message()).await.unwrap().unwrap();
     // The two robots and the hub's mesh node.
     assert_eq!(first.peers.len(), 3);
-    let mut feed_a = client_a
-        .topology()
-        .stream_topology(TopologyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed_a = full_feed(&client_a).await;
     within(feed_a.message()).await.unwrap().unwrap();
 
     let out = hub.admin_ok(&["nodes", "revoke", &a.node_id.to_string()]);
@@ -165,12 +155,7 @@ async fn a_delta_subscriber_gets_what_changed_and_ends_with_the_full_snapshot() 
 
     // Every later message is a delta carrying only what changed; applied in order they
     // give what a full-snapshot subscriber sees.
-    let mut full = client_b
-        .topology()
-        .stream_topology(TopologyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut full = full_feed(&client_b).await;
     let want = within(full.message()).await.unwrap().unwrap();
     while held.version < want.version {
         let update = within(deltas.message()).await.unwrap().unwrap();

@@ -6,18 +6,13 @@
 use bauxite_conduit::PeerId;
 use bauxite_dispatch_api::client::HubClient;
 use bauxite_dispatch_api::operator::{KeyRecord, NodeKeyFacts, OperatorLock, SignedKeyRecord};
-use bauxite_dispatch_api::proto::node::{TopologyRequest, TopologySnapshot};
+use bauxite_dispatch_api::proto::node::TopologySnapshot;
 use ed25519_dalek::SigningKey;
 
-use crate::common::{HubProc, identity, within};
+use crate::common::{HubProc, full_feed, identity, within};
 
 async fn topology(client: &HubClient) -> TopologySnapshot {
-    let mut feed = client
-        .topology()
-        .stream_topology(TopologyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = full_feed(client).await;
     within(feed.message()).await.unwrap().unwrap()
 }
 

@@ -9,7 +9,7 @@ use bauxite_dispatch_api::proto::node::{SetEndpointRequest, TopologyRequest, Top
 use bauxite_dispatch_api::topology::TopologyFollower;
 use tonic::Streaming;
 
-use crate::common::within;
+use crate::common::{full_feed, within};
 use crate::replicas::TwoReplicas;
 
 /// Opens a stream with `request` and follows it into `follower` until it holds version
@@ -44,12 +44,7 @@ async fn follow(
 /// The replica's full snapshot of `version` (waiting for it to get there), as a client
 /// without deltas gets it.
 async fn fresh_snapshot(client: &HubClient, version: u64) -> TopologySnapshot {
-    let mut feed = client
-        .topology()
-        .stream_topology(TopologyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = full_feed(client).await;
     within(async {
         loop {
             let snapshot = feed.message().await.unwrap().unwrap();

@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use bauxite_dispatch::server::SHUTDOWN_GRACE;
-use bauxite_dispatch_api::proto::node::{PolicyRequest, Signal, TopologyRequest};
+use bauxite_dispatch_api::proto::node::{PolicyRequest, Signal};
 
-use crate::common::{HubProc, within};
+use crate::common::{HubProc, full_feed, within};
 
 /// Skips the updates still in flight (the second node's join) and returns how the stream
 /// ended; panics if it ends cleanly or keeps going.
@@ -33,12 +33,7 @@ async fn sigterm_ends_open_streams_and_the_hub_exits_promptly() {
     let mut senders = Vec::new();
     for seed in [1, 2] {
         let (_, client) = hub.node(seed).await;
-        let mut t = client
-            .topology()
-            .stream_topology(TopologyRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let mut t = full_feed(&client).await;
         within(t.message()).await.unwrap().unwrap();
         topology.push(t);
         let mut p = client
