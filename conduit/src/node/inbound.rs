@@ -11,18 +11,18 @@ use std::time::{Duration, Instant};
 
 use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
-use crate::path::{Feedback, RateDropFrame};
-
-/// A rate-drop report is believed when its packets took longer than `1 / this` of their
-/// send time to arrive (the link, not jitter, stretched them).
-const RATE_DROP_CONFIRM: f64 = 0.8;
 use crate::path::feedback::is_control_frame;
 use crate::path::frame::ControlFrame;
+use crate::path::{Feedback, RateDropFrame};
 use crate::policy::{Flow, Verdict};
 use crate::session::Tunnel;
 use crate::session::noise;
 use crate::wire::{self, DataHeader, Demux, INIT_LEN, Message, RESP_LEN};
 use crate::{MalformedPacket, Metrics, PeerId, PeerMisbehaved};
+
+/// A rate-drop report is believed when its packets took longer than `1 / this` of their
+/// send time to arrive (the link, not jitter, stretched them).
+const RATE_DROP_CONFIRM: f64 = 0.8;
 
 /// What the caller should do with a datagram it handed to the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
