@@ -9,6 +9,7 @@
 //! unequal rates do not even out; docs/congestion.md, section 6).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,9 @@ struct State {
 #[derive(Clone, Debug)]
 pub struct AutoGroup {
     state: Arc<Mutex<State>>,
+    /// `state.mode == Mode::Rate`, readable without the lock: every bulk packet sent
+    /// asks for the mode (acks report and take the lock).
+    rate: Arc<AtomicBool>,
 }
 
 impl Default for AutoGroup {
@@ -56,6 +60,7 @@ impl AutoGroup {
                 mode: Mode::Adaptive,
                 switches: 0,
             })),
+            rate: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -67,7 +72,11 @@ impl AutoGroup {
 
     /// The group's mode now.
     pub fn mode(&self) -> Mode {
-        self.lock().mode
+        if self.rate.load(Ordering::Relaxed) {
+            Mode::Rate
+        } else {
+            Mode::Adaptive
+        }
     }
 
     /// How many times the group's mode changed.
@@ -131,6 +140,7 @@ impl AutoGroup {
         if next != s.mode {
             s.mode = next;
             s.switches += 1;
+            self.rate.store(next == Mode::Rate, Ordering::Relaxed);
         }
         s.mode
     }
