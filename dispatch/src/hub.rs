@@ -264,6 +264,11 @@ impl Hub {
         lock(&self.journal).since(held, digest)
     }
 
+    /// The oldest topology version a reconnecting node can resume from with a delta.
+    pub fn topology_journal_start(&self) -> u64 {
+        lock(&self.journal).oldest()
+    }
+
     /// Publishes `state`'s topology to the feeds, with its delta in the journal: the peers
     /// of the nodes touched since the last publication are rebuilt, the rest is shared.
     /// Called with the state lock held, so publications keep the order of changes.
@@ -278,7 +283,7 @@ impl Hub {
             state.topology_version,
             touched.into_iter().map(|id| (id, state.peer(id))),
         );
-        lock(&self.journal).record(delta);
+        lock(&self.journal).record(delta, new.len());
         self.topology.send_replace(Arc::new(new));
     }
 

@@ -1,8 +1,10 @@
 //! The topology journal: the deltas of the last changes, so a subscriber that holds
 //! version `v` gets what changed since `v` instead of a full snapshot of N peers.
 //!
-//! Invariants: entries are contiguous (each delta's base is the previous delta's version)
-//! and at most [`JOURNAL_DELTAS`] long; a subscriber further behind, at a version the
+//! Invariants: entries are contiguous (each delta's base is the previous delta's version);
+//! together they list at most as many peers as the topology has (at least
+//! [`MIN_ENTRIES`]), since a delta reaching back further would cost about what a full
+//! snapshot does; and there are at most [`MAX_DELTAS`]. A subscriber further behind, at a version the
 //! journal never saw, or holding a version of that number with other peers (its digest
 //! differs: another history, e.g. a store restored from a backup) gets `None` and is sent
 //! a full snapshot (a resync). A subscriber N changes behind gets ONE delta (coalesced:
@@ -18,8 +20,12 @@ use bauxite_dispatch_api::proto::node::{Peer, TopologySnapshot};
 
 use super::view::TopologyDigest;
 
-/// Changes kept: a subscriber more than this many changes behind is resynced.
-pub const JOURNAL_DELTAS: usize = 256;
+/// Peer entries (listed or removed) the journal keeps at least, however small the topology.
+pub const MIN_ENTRIES: usize = 1024;
+
+/// Changes kept at most, however few peers each touched: a subscriber further behind is
+/// resynced.
+pub const MAX_DELTAS: usize = 65_536;
 
 /// Coalesced deltas kept for reuse (by the version they start from) until the next change.
 const COALESCED_KEPT: usize = 16;
@@ -31,6 +37,8 @@ pub struct TopologyJournal {
     /// there is no delta).
     base: (u64, TopologyDigest),
     deltas: VecDeque<Arc<TopologySnapshot>>,
+    /// Peer entries (listed and removed) over all of `deltas`.
+    entries: usize,
     /// Coalesced deltas to the newest version, by the version they apply to.
     coalesced: BTreeMap<u64, Arc<TopologySnapshot>>,
 }
@@ -45,6 +53,11 @@ impl TopologyJournal {
         }
     }
 
+    /// The oldest version a subscriber can resume from.
+    pub fn oldest(&self) -> u64 {
+        self.base.0
+    }
+
     /// The newest version recorded and its digest.
     pub fn head(&self) -> (u64, TopologyDigest) {
         self.deltas
@@ -53,8 +66,12 @@ impl TopologyJournal {
     }
 
     /// Records the delta of one change (nothing when neither the version nor the peers
-    /// moved).
-    pub fn record(&mut self, delta: TopologySnapshot) {
+    /// moved) to a topology of `peers` peers, dropping the oldest deltas beyond the bounds.
+    ///
+    /// The bound is in peers, not changes: a fixed count of changes is too few in a large
+    /// fleet's bursts of one-peer changes (each node reporting its candidates) and too many
+    /// when each change touches every peer (N peers held per change).
+    pub fn record(&mut self, delta: TopologySnapshot, peers: usize) {
         let (version, digest) = self.head();
         let after = digest_of(&delta);
         if delta.version == version && after == digest {
@@ -65,15 +82,20 @@ impl TopologyJournal {
             // Not contiguous (cannot happen while every publish goes through here), or the
             // peers moved under one version number: start over from this version.
             self.deltas.clear();
+            self.entries = 0;
             self.base = (delta.version, after);
             return;
         }
-        if self.deltas.len() == JOURNAL_DELTAS
-            && let Some(oldest) = self.deltas.pop_front()
-        {
+        self.entries += entries_of(&delta);
+        self.deltas.push_back(Arc::new(delta));
+        let budget = peers.max(MIN_ENTRIES);
+        while self.deltas.len() > MAX_DELTAS || (self.entries > budget && self.deltas.len() > 1) {
+            let Some(oldest) = self.deltas.pop_front() else {
+                break;
+            };
+            self.entries -= entries_of(&oldest);
             self.base = (oldest.version, digest_of(&oldest));
         }
-        self.deltas.push_back(Arc::new(delta));
     }
 
     /// One delta that takes a subscriber holding version `held` with peers of digest
@@ -110,6 +132,11 @@ impl TopologyJournal {
         self.coalesced.insert(held, delta.clone());
         Some(delta)
     }
+}
+
+/// Peer entries a delta lists (changed and removed).
+fn entries_of(delta: &TopologySnapshot) -> usize {
+    delta.peers.len() + delta.removed.len()
 }
 
 /// The digest a delta carries (zero when it carries none: only hand-made test deltas).
@@ -171,6 +198,16 @@ mod tests {
         first: &BTreeMap<u8, u16>,
         changes: &[Vec<(u8, Option<u16>)>],
     ) -> (Vec<Arc<TopologyView>>, TopologyJournal) {
+        replay_sized(first, changes, None)
+    }
+
+    /// [`replay`], telling the journal the topology has `peers` peers (default: the
+    /// view's own count) to test the budget at fleet sizes with few test peers.
+    fn replay_sized(
+        first: &BTreeMap<u8, u16>,
+        changes: &[Vec<(u8, Option<u16>)>],
+        peers: Option<usize>,
+    ) -> (Vec<Arc<TopologyView>>, TopologyJournal) {
         let mut view = Arc::new(TopologyView::new(
             1,
             first.iter().map(|(i, e)| (id(*i), peer(*i, *e))),
@@ -182,7 +219,7 @@ mod tests {
                 view.version() + 1,
                 change.iter().map(|(i, e)| (id(*i), e.map(|e| peer(*i, e)))),
             );
-            journal.record(delta);
+            journal.record(delta, peers.unwrap_or(next.len()));
             view = Arc::new(next);
             views.push(view.clone());
         }
@@ -245,17 +282,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_journal_is_bounded_and_a_subscriber_left_behind_resyncs() {
-        let changes: Vec<Vec<(u8, Option<u16>)>> = (0..JOURNAL_DELTAS + 10)
+    /// `n` changes, each moving one of 20 peers to a new endpoint.
+    fn one_peer_changes(n: usize) -> Vec<Vec<(u8, Option<u16>)>> {
+        (0..n)
             .map(|v| {
                 vec![(
                     u8::try_from(v % 20).unwrap(),
                     Some(u16::try_from(v).unwrap()),
                 )]
             })
-            .collect();
-        let (views, mut journal) = replay(&BTreeMap::new(), &changes);
+            .collect()
+    }
+
+    #[test]
+    fn the_journal_is_bounded_and_a_subscriber_left_behind_resyncs() {
+        let (views, mut journal) = replay(&BTreeMap::new(), &one_peer_changes(MIN_ENTRIES + 10));
         let at = |k: usize| (views[k].version(), views[k].digest().0);
         let (v, d) = at(0);
         assert!(journal.since(v, &d).is_none(), "older than the journal");
@@ -266,7 +307,7 @@ mod tests {
         assert_eq!(
             delta.peers.len(),
             20,
-            "256 changes of 20 peers: one entry each"
+            "1024 changes of 20 peers: one entry each"
         );
         let (v, d) = at(views.len() - 1);
         let current = journal.since(v, &d).unwrap();
@@ -274,6 +315,56 @@ mod tests {
         assert_eq!((current.base_version, current.version), (v, v));
         assert!(journal.since(v + 1, &d).is_none(), "a version never seen");
         assert!(journal.since(v, &[]).is_none(), "no digest");
+    }
+
+    #[test]
+    fn a_larger_topology_keeps_more_changes() {
+        // 3000 one-peer changes (a replica's nodes moving their relay home after it died)
+        // to a topology of 10 000 peers: every one of them still resumes with a delta.
+        let changes = one_peer_changes(3000);
+        let (views, mut journal) = replay_sized(&BTreeMap::new(), &changes, Some(10_000));
+        for view in [&views[0], &views[1500], &views[2999]] {
+            let delta = journal.since(view.version(), &view.digest().0);
+            assert!(delta.is_some(), "version {} resumes", view.version());
+        }
+        // The same changes to a topology of 1500 peers: only the last 1500 are kept.
+        let (views, mut journal) = replay_sized(&BTreeMap::new(), &changes, Some(1500));
+        let old = &views[1499];
+        assert!(journal.since(old.version(), &old.digest().0).is_none());
+        let kept = &views[1500];
+        assert!(journal.since(kept.version(), &kept.digest().0).is_some());
+    }
+
+    #[test]
+    fn a_change_touching_every_peer_pushes_out_older_ones() {
+        // 256 peers, so the floor of 1024 entries is the budget: changes that move them
+        // all fill it after four.
+        let all: Vec<(u8, Option<u16>)> = (0..=255u8).map(|i| (i, Some(9))).collect();
+        let changes = vec![vec![(1, Some(1))], vec![(2, Some(2))], all];
+        let (views, mut journal) = replay_sized(&BTreeMap::new(), &changes, Some(255));
+        // Budget max(255, MIN_ENTRIES) = 1024 entries: 1 + 1 + 256 fit.
+        assert!(
+            journal
+                .since(views[0].version(), &views[0].digest().0)
+                .is_some()
+        );
+        let mut many = changes.clone();
+        for k in 0..4u16 {
+            many.push((0..=255u8).map(|i| (i, Some(10 + k))).collect());
+        }
+        let (views, mut journal) = replay_sized(&BTreeMap::new(), &many, Some(255));
+        // 1 + 1 + 5 × 256 entries exceed 1024: the oldest changes go, the last four stay.
+        assert!(
+            journal
+                .since(views[0].version(), &views[0].digest().0)
+                .is_none()
+        );
+        assert!(
+            journal
+                .since(views[3].version(), &views[3].digest().0)
+                .is_some()
+        );
+        assert!(journal.entries <= MIN_ENTRIES);
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl TopologyService for Topology {
                         tracing::debug!(
                             held = version,
                             current = view.version(),
+                            journal_from = hub.topology_journal_start(),
                             "a stream could not resume (older than the journal, or other peers at that version): full snapshot"
                         );
                     }
