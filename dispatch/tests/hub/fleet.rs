@@ -28,18 +28,22 @@ async fn a_killed_replica_moves_its_nodes_within_seconds_and_loses_nothing_ackno
     assert_eq!(report.join.count, 200);
     assert!(report.fanout.iter().all(|r| r.count == 200), "{report}");
     assert_eq!(report.signaling.count, 80, "every signal crossed: {report}");
-    // Replica 0's nodes (one in three) all came back, each within seconds.
-    assert_eq!(report.reconnect.count, 67, "{report}");
+    // Replica 0's nodes (one in three) all came back, each within seconds (those a
+    // survivor served already, after an earlier failover, need not).
+    assert_eq!(report.reconnect.count + report.away, 67, "{report}");
+    assert!(report.reconnect.count > 0, "{report}");
     // ... spread over both survivors (each node's order is rotated by its random ID: a
     // survivor with under a sixth of them is a one-in-10^8 draw, not bad luck).
     assert_eq!(report.orphans_on[0], 0, "{report}");
     assert!(
-        report.orphans_on[1..].iter().all(|&n| n >= 67 / 6),
+        report.orphans_on[1..]
+            .iter()
+            .all(|&n| n >= report.reconnect.count / 6),
         "the dead replica's nodes did not spread: {report}"
     );
     // ... each with one delta from the version it held (the survivors number versions as
     // replica 0 did, and hold the same peers under them), not the whole topology again.
-    assert_eq!(report.resumed, 67, "{report}");
+    assert_eq!(report.resumed, report.reconnect.count, "{report}");
     assert!(
         report.reconnect.max < Duration::from_secs(15),
         "a node took {:?} to reach a survivor",

@@ -157,7 +157,11 @@ impl Replica {
         let child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            // BAUXITE_FLEET_LOG sets the replicas' log filter (their logs are then kept).
+            .env(
+                "RUST_LOG",
+                std::env::var("BAUXITE_FLEET_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -241,6 +245,8 @@ struct NodeState {
     /// Whether its current connection started with a delta from the version it held
     /// (resumed) rather than a full snapshot.
     resumed: AtomicBool,
+    /// Whether its current connection named a version it held (it had a whole one).
+    asked: AtomicBool,
 }
 
 /// A joined node and how long its join took.
@@ -316,6 +322,12 @@ pub(crate) struct FleetReport {
     /// After the kill: how many of the dead replica's nodes resumed with one delta (the
     /// rest got a full snapshot).
     pub(crate) resumed: usize,
+    /// Nodes whose home is the killed replica but that another served when it died (they
+    /// failed over before; not in `reconnect`).
+    pub(crate) away: usize,
+    /// Of the dead replica's nodes not resumed, those that held no whole version to name
+    /// (in the middle of a paged snapshot when it died).
+    pub(crate) held_none: usize,
     /// The change made after the kill reaching every node.
     pub(crate) fanout_after_kill: Option<Spread>,
     /// Acknowledged by the killed replica in the seconds around its death.
@@ -374,8 +386,13 @@ impl fmt::Display for FleetReport {
         if self.reconnect.count > 0 {
             writeln!(
                 f,
-                "replica 0 killed: its nodes served by another (whole topology held) in {}; by replica: {:?}; resumed with a delta: {} of {}",
-                self.reconnect, self.orphans_on, self.resumed, self.reconnect.count
+                "replica 0 killed: its nodes served by another (whole topology held) in {}; by replica: {:?}; resumed with a delta: {} of {} ({} held no whole version); already elsewhere at the kill: {}",
+                self.reconnect,
+                self.orphans_on,
+                self.resumed,
+                self.reconnect.count,
+                self.held_none,
+                self.away
             )?;
             if let Some(after) = &self.fanout_after_kill {
                 writeln!(f, "topology change after the kill -> all nodes: {after}")?;
@@ -444,6 +461,7 @@ async fn session(
             .map(|(_, digest)| digest.clone())
             .unwrap_or_default(),
     };
+    let asked = request.held_version.is_some();
     let Ok(feed) = client.topology().stream_topology(request).await else {
         return false;
     };
@@ -461,6 +479,7 @@ async fn session(
         if !state.connected.load(Ordering::Acquire) {
             state.replica.store(replica, Ordering::Relaxed);
             state.resumed.store(resumed, Ordering::Relaxed);
+            state.asked.store(asked, Ordering::Relaxed);
             state
                 .connected_at
                 .store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -534,10 +553,14 @@ impl Fleet {
         let url = pg.create_db("fleet");
         let url = postgres.then_some(url.as_str());
         let replicas = if postgres { replicas } else { 1 };
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("bauxite-fleet-")
             .tempdir()
             .unwrap();
+        if std::env::var_os("BAUXITE_FLEET_LOG").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("replica logs kept in {}", dir.path().display());
+        }
         let first = dir.path().join("replica-0");
         let mut all = vec![Replica::start(bin, &first, url)];
         all[0].wait_started().await;
@@ -825,6 +848,16 @@ impl Fleet {
             .await
             .expect("replica 0 acknowledged two rounds of writes within 60 s")
             .expect("the writer stopped before two rounds");
+        // The dead replica's nodes: those whose home it is, less any a survivor serves
+        // already (they failed over earlier, e.g. a connection refused in the join storm,
+        // and keep the survivor: they neither reconnect nor resume at the kill).
+        let (orphans, away): (Vec<usize>, Vec<usize>) = (0..nodes.len())
+            .filter(|&i| nodes[i].home == 0)
+            .partition(|&i| {
+                !(states[i].connected.load(Ordering::Acquire)
+                    && states[i].replica.load(Ordering::Relaxed) != 0)
+            });
+        report.away = away.len();
         let killed_at = t0.elapsed();
         self.replicas[0].kill();
         let (joins, tokens, policies) = writer.await.unwrap();
@@ -833,7 +866,6 @@ impl Fleet {
         report.acked_policies = policies.len();
 
         // Every node on a survivor, connected after the kill.
-        let orphans: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].home == 0).collect();
         wait_for(
             PHASE_LIMIT,
             Duration::from_millis(5),
@@ -861,6 +893,11 @@ impl Fleet {
         report.resumed = orphans
             .iter()
             .filter(|&&i| states[i].resumed.load(Ordering::Relaxed))
+            .count();
+        report.held_none = orphans
+            .iter()
+            .filter(|&&i| !states[i].resumed.load(Ordering::Relaxed))
+            .filter(|&&i| !states[i].asked.load(Ordering::Relaxed))
             .count();
         report.orphans_on = vec![0; self.replicas.len()];
         for &i in &orphans {
