@@ -91,6 +91,23 @@ impl Snapshot for RateBulk {
     }
 }
 
+impl Snapshot for AdaptiveLedbat {
+    fn snapshot(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        format!(
+            "cwnd {} flight {} q {:.2} target {:.2} jitter {:.2} base {:.2} ms env {:.2} {}",
+            self.cwnd(),
+            self.bytes_in_flight(),
+            ms(self.queuing_delay()),
+            ms(Some(self.target())),
+            ms(Some(self.jitter())),
+            ms(self.base_delay()),
+            ms(self.envelope_queuing()),
+            if self.on_envelope() { "E" } else { "-" },
+        )
+    }
+}
+
 impl Snapshot for AutoBulk {
     fn snapshot(&self) -> String {
         format!(
@@ -308,8 +325,9 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 /// `BX_TRACE=FROM,TO` (ms) logs the rate model's or the choice's state every millisecond
 /// of that window, `BX_TRACE_EVENTS=1` every send, ack and timer too;
 /// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
-/// `ramp` and `pacing_gain` `BX_GAIN`, `BX_RAMP` and `BX_PACE` set; `BX_OWD=1` turns
-/// on its `one_way_delay`.
+/// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_RAMP`, `BX_PACE` and
+/// `BX_EPACE` set; `BX_OWD=1` turns on its `one_way_delay`, `BX_NOENV=1` off its
+/// `envelope`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
@@ -343,9 +361,14 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
         ramp: knob("BX_RAMP", defaults.ramp),
         pacing_gain: knob("BX_PACE", defaults.pacing_gain),
+        envelope: std::env::var("BX_NOENV").is_err(),
+        envelope_pacing: knob("BX_EPACE", defaults.envelope_pacing),
         one_way_delay: std::env::var("BX_OWD").is_ok(),
         ..defaults
     };
+    if trace_window().is_some() {
+        return Box::new(move || Box::new(Traced(AdaptiveLedbat::new(config))));
+    }
     Box::new(move || Box::new(AdaptiveLedbat::new(config)))
 }
 

@@ -42,8 +42,10 @@ use std::time::{Duration, Instant};
 use super::{CongestionStrategy, Feedback};
 
 pub(super) mod delay;
+mod envelope;
 
 use delay::DelayFilter;
+use envelope::Envelope;
 
 /// Most delay samples the current-delay filter takes the minimum of.
 pub const FILTER: usize = 16;
@@ -81,6 +83,17 @@ pub struct AdaptiveConfig {
     /// evenly, instead of a window at a time (0: no pacing). Off by default: in the
     /// simulator it cut bulk to 6-8 % on LTE and Wi-Fi (docs/congestion.md).
     pub pacing_gain: f64,
+    /// Whether, on a jittery path whose peer stamps its acks, the queue is read from the
+    /// upper envelope of bulk's one-way delays (`envelope.rs`) instead of the
+    /// current-delay filter, with bulk paced at `envelope_pacing`. On by default; off,
+    /// the controller is that of docs/congestion.md sections 2-3b. In-order jitter
+    /// pushes the delays of dense traffic to the top of the jitter range, which a
+    /// minimum filter reads as a queue that is not there (section 9).
+    pub envelope: bool,
+    /// Windows per smoothed round trip bulk is paced at while the envelope is in use.
+    /// A window released on a jittered ack clock must cover the longest round trip, and
+    /// whenever the round trip is short the excess waits in the bottleneck's queue.
+    pub envelope_pacing: f64,
     /// Whether the delay filters take the one-way delays of receiver-stamped acks
     /// instead of round trips (which carry the reverse path's jitter too). Off by
     /// default: in the simulator it moved bulk by a few points either way and once broke
@@ -103,6 +116,8 @@ impl Default for AdaptiveConfig {
             cto: Duration::from_secs(1),
             min_cto: Duration::from_millis(10),
             pacing_gain: 0.0,
+            envelope: true,
+            envelope_pacing: 1.1,
             one_way_delay: false,
         }
     }
@@ -121,6 +136,8 @@ pub struct AdaptiveLedbat {
     /// the node delays them as much, but they spend less time on the wire, so they are
     /// filtered apart and never compared with bulk's.
     small: DelayFilter,
+    /// The upper envelope of bulk's one-way delays (receiver-stamped acks).
+    envelope: Envelope,
     smoothed: Option<Duration>,
     last_progress: Option<Instant>,
     /// Since when the window has sat at its floor with the delay above target.
@@ -153,6 +170,7 @@ impl AdaptiveLedbat {
             flight_after_send: 0,
             bulk: DelayFilter::default(),
             small: DelayFilter::default(),
+            envelope: Envelope::default(),
             smoothed: None,
             last_progress: None,
             pinned_since: None,
@@ -164,11 +182,28 @@ impl AdaptiveLedbat {
     }
 
     /// Bytes per second the pacer lets out: `pacing_gain` windows per smoothed round
-    /// trip; `None` without pacing or before a round trip was measured.
+    /// trip (`envelope_pacing` while the envelope is in use); `None` without pacing or
+    /// before a round trip was measured.
     pub fn pacing_rate(&self) -> Option<f64> {
         let srtt = self.smoothed?.as_secs_f64();
-        (self.config.pacing_gain > 0.0 && srtt > 0.0)
-            .then(|| self.config.pacing_gain * self.cwnd / srtt)
+        let gain = if self.on_envelope() {
+            self.config.envelope_pacing
+        } else {
+            self.config.pacing_gain
+        };
+        (gain > 0.0 && srtt > 0.0).then(|| gain * self.cwnd / srtt)
+    }
+
+    /// Whether the window follows the upper envelope of one-way delays: a jittery path
+    /// whose peer stamps its acks, once enough bulk acks came back to fill the envelope.
+    pub fn on_envelope(&self) -> bool {
+        self.config.envelope && self.jittery() && self.envelope.queuing().is_some()
+    }
+
+    /// The queue the upper envelope of bulk's one-way delays shows; `None` until enough
+    /// stamped bulk acks arrived.
+    pub fn envelope_queuing(&self) -> Option<Duration> {
+        self.envelope.queuing()
     }
 
     fn cto_deadline(&self) -> Option<Instant> {
@@ -217,6 +252,9 @@ impl AdaptiveLedbat {
     /// the small packets' (an ack names the newest packet, so under a 1 kHz control loop
     /// most acks name a control packet).
     pub fn queuing_delay(&self) -> Option<Duration> {
+        if self.on_envelope() {
+            return self.envelope.queuing();
+        }
         let horizon = self.horizon();
         let mut fresh = self.fresh();
         let first = fresh.next()?;
@@ -280,6 +318,7 @@ impl AdaptiveLedbat {
             let horizon = self.horizon();
             self.bulk.rebase(horizon);
             self.small.rebase(horizon);
+            self.envelope.rebase(horizon);
             self.pinned_since = None;
         }
     }
@@ -347,7 +386,14 @@ impl AdaptiveLedbat {
             let mss = self.config.mss as f64;
             self.cwnd -= ((queuing - t) / t) * acked * mss / self.cwnd;
         }
-        let max_allowed = (self.flight.max(self.flight_after_send) + self.config.mss) as f64;
+        // The RFC caps the window at what is in flight plus a segment, so an idle sender
+        // cannot bank a window; paced, the flight trails the window by design (and acks
+        // bunched by jitter empty it at once), and the cap would pin the window there.
+        let max_allowed = if self.on_envelope() {
+            f64::MAX
+        } else {
+            (self.flight.max(self.flight_after_send) + self.config.mss) as f64
+        };
         let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
         self.cwnd = self
             .cwnd
@@ -386,6 +432,9 @@ impl CongestionStrategy for AdaptiveLedbat {
     }
 
     fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        if let Some(one_way) = feedback.one_way.filter(|_| feedback.bulk) {
+            self.envelope.on_sample(now, one_way);
+        }
         let one_way = feedback.one_way.filter(|_| self.config.one_way_delay);
         self.delay_kind(one_way.is_some());
         let delay = one_way.unwrap_or(feedback.round_trip);
