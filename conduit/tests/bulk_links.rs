@@ -326,8 +326,8 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 /// of that window, `BX_TRACE_EVENTS=1` every send, ack and timer too;
 /// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
 /// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_RAMP`, `BX_PACE` and
-/// `BX_EPACE` set; `BX_OWD=1` turns on its `one_way_delay`, `BX_NOENV=1` off its
-/// `envelope`.
+/// `BX_EPACE` set, `BX_EMAXRTT` (ms) its `envelope_max_rtt`; `BX_OWD=1` turns on its
+/// `one_way_delay`, `BX_NOENV=1` off its `envelope`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
@@ -362,6 +362,9 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         ramp: knob("BX_RAMP", defaults.ramp),
         pacing_gain: knob("BX_PACE", defaults.pacing_gain),
         envelope: std::env::var("BX_NOENV").is_err(),
+        envelope_max_rtt: Duration::from_secs_f64(
+            knob("BX_EMAXRTT", defaults.envelope_max_rtt.as_secs_f64() * 1e3) / 1e3,
+        ),
         envelope_pacing: knob("BX_EPACE", defaults.envelope_pacing),
         one_way_delay: std::env::var("BX_OWD").is_ok(),
         ..defaults

@@ -90,6 +90,21 @@ pub struct AdaptiveConfig {
     /// pushes the delays of dense traffic to the top of the jitter range, which a
     /// minimum filter reads as a queue that is not there (section 9).
     pub envelope: bool,
+    /// The envelope is taken up once the target has stayed at this many `min_target`s
+    /// or more for `envelope_hold` (8: 2 ms at the default floor, where `auto` also
+    /// calls a path jittery), and left when the path is quiet again (the target under
+    /// two). A window's own bursts and start-up on a quiet path raise the target for a
+    /// while; peers sharing such a bottleneck, one on the envelope and one not, would
+    /// not share it fairly (issue 14's fairness test failed at 15.4 / 1.9 Mbit/s).
+    pub envelope_from: f64,
+    /// How long the target must stay at `envelope_from` before the envelope is used.
+    pub envelope_hold: Duration,
+    /// The envelope is used only on paths whose smoothed round trip is below this (Wi-Fi
+    /// and shorter). A sender learns of a rate drop a round trip late at best, and the
+    /// queue it leaves grows with that round trip (docs/congestion.md section 6): on
+    /// LTE's 40-80 ms the envelope's larger share cost the control loop's p99 up to
+    /// 0.9 ms more than the minimum filter (section 9), so there the window stays as it was.
+    pub envelope_max_rtt: Duration,
     /// Windows per smoothed round trip bulk is paced at while the envelope is in use.
     /// A window released on a jittered ack clock must cover the longest round trip, and
     /// whenever the round trip is short the excess waits in the bottleneck's queue.
@@ -117,6 +132,9 @@ impl Default for AdaptiveConfig {
             min_cto: Duration::from_millis(10),
             pacing_gain: 0.0,
             envelope: true,
+            envelope_from: 8.0,
+            envelope_hold: Duration::from_millis(200),
+            envelope_max_rtt: Duration::from_millis(25),
             envelope_pacing: 1.1,
             one_way_delay: false,
         }
@@ -138,6 +156,11 @@ pub struct AdaptiveLedbat {
     small: DelayFilter,
     /// The upper envelope of bulk's one-way delays (receiver-stamped acks).
     envelope: Envelope,
+    /// Whether the path's jitter took the window onto the envelope (and it has not been
+    /// quiet since).
+    enveloped: bool,
+    /// Since when the target has been at `envelope_from` or above.
+    noisy_since: Option<Instant>,
     smoothed: Option<Duration>,
     last_progress: Option<Instant>,
     /// Since when the window has sat at its floor with the delay above target.
@@ -171,6 +194,8 @@ impl AdaptiveLedbat {
             bulk: DelayFilter::default(),
             small: DelayFilter::default(),
             envelope: Envelope::default(),
+            enveloped: false,
+            noisy_since: None,
             smoothed: None,
             last_progress: None,
             pinned_since: None,
@@ -197,7 +222,12 @@ impl AdaptiveLedbat {
     /// Whether the window follows the upper envelope of one-way delays: a jittery path
     /// whose peer stamps its acks, once enough bulk acks came back to fill the envelope.
     pub fn on_envelope(&self) -> bool {
-        self.config.envelope && self.jittery() && self.envelope.queuing().is_some()
+        self.config.envelope
+            && self.enveloped
+            && self
+                .smoothed
+                .is_some_and(|srtt| srtt < self.config.envelope_max_rtt)
+            && self.envelope.queuing().is_some()
     }
 
     /// The queue the upper envelope of bulk's one-way delays shows; `None` until enough
@@ -350,6 +380,18 @@ impl AdaptiveLedbat {
 
     /// The window update for `bytes` settled, against the current delay estimate.
     fn update_window(&mut self, now: Instant, bytes: usize) {
+        let floors = self.target().as_secs_f64() / self.config.min_target.as_secs_f64();
+        if floors >= self.config.envelope_from {
+            let since = *self.noisy_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.config.envelope_hold {
+                self.enveloped = true;
+            }
+        } else {
+            self.noisy_since = None;
+            if !self.jittery() {
+                self.enveloped = false;
+            }
+        }
         let queuing = self.queuing_delay().unwrap_or_default();
         let target = self.target();
         self.check_drift(now, queuing, target);

@@ -339,8 +339,8 @@ fn in_order_bottleneck(config: AdaptiveConfig, rates: &[(f64, f64)], from: f64) 
 /// Section 9 of docs/congestion.md in one test: on a 50 Mbit/s bottleneck behind an
 /// in-order bearer with ±3 ms of jitter each way, the minimum filter reads the jitter
 /// that dense traffic is pushed to as a queue and holds bulk at a fraction of the link
-/// (12 %) with an empty queue; the envelope, paced, takes most of it (91 %) with a
-/// queue of about 2 ms at its 90th percentile.
+/// (12 %) with an empty queue; the envelope, paced, takes most of it (over 90 %) with a
+/// queue of about 3 ms at its 90th percentile (the target: 2.5 times the jitter).
 #[test]
 fn on_an_in_order_jittery_bearer_the_envelope_takes_the_link_without_a_queue() {
     let link = [(6.0, 50e6 / 8.0)];
@@ -350,10 +350,13 @@ fn on_an_in_order_jittery_bearer_the_envelope_takes_the_link_without_a_queue() {
     };
     let (share_off, queue_off) = in_order_bottleneck(off, &link, 2.0);
     let (share_on, queue_on) = in_order_bottleneck(AdaptiveConfig::default(), &link, 2.0);
+    eprintln!(
+        "minimum filter {share_off:.3}, p90 {queue_off:.2} ms; envelope {share_on:.3}, p90 {queue_on:.2} ms"
+    );
     assert!(share_off < 0.5, "minimum filter: {share_off} of the link");
     assert!(queue_off < 1.0, "with an empty queue: p90 {queue_off} ms");
     assert!(share_on > 0.8, "envelope: {share_on} of the link");
-    assert!(queue_on < 3.0, "queue p90 {queue_on} ms");
+    assert!(queue_on < 4.0, "queue p90 {queue_on} ms");
 }
 
 /// A rate drop by four (Wi-Fi's 80 → 20 Mbit/s) shows in the envelope at once: the
@@ -364,6 +367,71 @@ fn on_an_in_order_jittery_bearer_the_envelope_takes_the_link_without_a_queue() {
 fn after_a_rate_drop_the_envelope_drains_the_queue_within_round_trips() {
     let rates = [(3.0, 80e6 / 8.0), (4.0, 20e6 / 8.0)];
     let (share, queue) = in_order_bottleneck(AdaptiveConfig::default(), &rates, 3.0);
+    eprintln!("after the drop: {share:.3} of the slow link, queue p90 {queue:.2} ms");
     assert!(share > 0.8, "{share} of the slow link");
     assert!(queue < 5.0, "queue p90 {queue} ms after the drop");
+}
+
+/// One round trip of stamped acks: every segment in flight acknowledged at `now + rtt`
+/// with the round trip `delay()` and half of it as the one-way delay.
+fn stamped_round(
+    c: &mut AdaptiveLedbat,
+    now: Instant,
+    rtt: Duration,
+    mut delay: impl FnMut() -> Duration,
+) -> Instant {
+    fill(c, now);
+    let later = now + rtt;
+    for _ in 0..c.bytes_in_flight().div_ceil(MSS) {
+        let d = delay();
+        c.on_feedback(
+            later,
+            Feedback {
+                bytes: MSS,
+                round_trip: d,
+                one_way: Some(d / 2),
+                bulk: true,
+            },
+        );
+        fill(c, later);
+    }
+    later
+}
+
+/// The envelope is taken up on a short jittery path (Wi-Fi: 8 ms ± 3 ms) once the
+/// target has stayed high for `envelope_hold`, and never on a long one (LTE: 50 ms
+/// ± 5 ms, where its larger share cost the control loop's p99), nor when turned off.
+#[test]
+fn the_envelope_is_used_on_short_jittery_paths_only() {
+    let run = |config: AdaptiveConfig, rtt: Duration, amplitude: Duration, rounds: usize| {
+        let mut c = AdaptiveLedbat::new(config);
+        let mut jitter = Jitter::new(amplitude);
+        let mut now = origin();
+        let mut first = None;
+        for _ in 0..rounds {
+            now = stamped_round(&mut c, now, rtt, || jitter.around(rtt));
+            if c.on_envelope() && first.is_none() {
+                first = Some(now);
+            }
+        }
+        (c.on_envelope(), first.map(|at| at - origin()))
+    };
+    let wifi = run(AdaptiveConfig::default(), ms(8), ms(3), 200);
+    assert!(wifi.0, "on the envelope on a short jittery path");
+    assert!(
+        wifi.1
+            .is_some_and(|at| at >= AdaptiveConfig::default().envelope_hold),
+        "not before the target held: {:?}",
+        wifi.1
+    );
+    let off = AdaptiveConfig {
+        envelope: false,
+        ..AdaptiveConfig::default()
+    };
+    assert_eq!(run(off, ms(8), ms(3), 200), (false, None));
+    assert_eq!(
+        run(AdaptiveConfig::default(), ms(50), ms(5), 100),
+        (false, None),
+        "a long path keeps the minimum filter"
+    );
 }
