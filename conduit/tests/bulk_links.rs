@@ -608,9 +608,10 @@ fn fair_shares(config: NodeConfig) {
 /// Issue 14's profiles with the default configuration, two seeds: beside saturating bulk,
 /// the 1 kHz control loop's p99 stays within 2 ms of the idle link's, and bulk gets many
 /// times what RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two
-/// packets per round trip). Issue 14 asks for 80 % of the capacity; this controller does
-/// not reach it (docs/congestion.md: 16–35 % on four seeds, and why), so the share is checked against a
-/// floor below what was measured, not against the goal.
+/// packets per round trip). On `wifi` bulk gets issue 14's 80 % of the capacity (84–87 %
+/// measured on four seeds: the envelope of one-way delays, docs/congestion.md section 9).
+/// On `lte` no sender that shares the link's queue can (section 6); the window gets
+/// 24–35 % there, checked against a floor below what was measured.
 #[test]
 fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
     for seed in [3, 5] {
@@ -637,8 +638,9 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
                 loaded.p(99),
                 idle.p(99)
             );
+            let floor = if name == "wifi" { 0.8 } else { 0.15 };
             assert!(
-                loaded.goodput >= 0.15 * loaded.capacity,
+                loaded.goodput >= floor * loaded.capacity,
                 "{name}: bulk {} of {}",
                 loaded.goodput,
                 loaded.capacity
