@@ -34,6 +34,16 @@
 //!   the window. One segment per round trip takes seconds to fill a 30 Mbit/s, 60 ms path,
 //!   longer than an LTE cell keeps its rate.
 //!
+//! - **The envelope on short jittery paths** (`envelope.rs`): in-order jitter pushes the
+//!   delays of dense traffic to the top of the jitter range, which the minimum filter
+//!   reads as a queue; and a window released on a jittered ack clock must cover the
+//!   longest round trip, the excess queueing whenever it is short. Once the target has
+//!   held at `envelope_from` floors for `envelope_hold` on a path shorter than
+//!   `envelope_max_rtt`, the queue is read from the largest of the last few one-way
+//!   delays instead, and bulk is paced at `envelope_pacing` windows per round trip
+//!   without the RFC's flight cap (Wi-Fi: 84-87 % of the capacity where the minimum
+//!   filter took 16-21 %, docs/congestion.md section 9).
+//!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
 
@@ -219,8 +229,9 @@ impl AdaptiveLedbat {
         (gain > 0.0 && srtt > 0.0).then(|| gain * self.cwnd / srtt)
     }
 
-    /// Whether the window follows the upper envelope of one-way delays: a jittery path
-    /// whose peer stamps its acks, once enough bulk acks came back to fill the envelope.
+    /// Whether the window follows the upper envelope of one-way delays: the target held
+    /// at `envelope_from` floors for `envelope_hold`, the path is shorter than
+    /// `envelope_max_rtt`, and enough stamped bulk acks came back to fill the envelope.
     pub fn on_envelope(&self) -> bool {
         self.config.envelope
             && self.enveloped
