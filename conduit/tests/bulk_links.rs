@@ -91,6 +91,23 @@ impl Snapshot for RateBulk {
     }
 }
 
+impl Snapshot for AdaptiveLedbat {
+    fn snapshot(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        format!(
+            "cwnd {} flight {} q {:.2} target {:.2} jitter {:.2} base {:.2} ms env {:.2} {}",
+            self.cwnd(),
+            self.bytes_in_flight(),
+            ms(self.queuing_delay()),
+            ms(Some(self.target())),
+            ms(Some(self.jitter())),
+            ms(self.base_delay()),
+            ms(self.envelope_queuing()),
+            if self.on_envelope() { "E" } else { "-" },
+        )
+    }
+}
+
 impl Snapshot for AutoBulk {
     fn snapshot(&self) -> String {
         format!(
@@ -308,8 +325,9 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 /// `BX_TRACE=FROM,TO` (ms) logs the rate model's or the choice's state every millisecond
 /// of that window, `BX_TRACE_EVENTS=1` every send, ack and timer too;
 /// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
-/// `ramp` and `pacing_gain` `BX_GAIN`, `BX_RAMP` and `BX_PACE` set; `BX_OWD=1` turns
-/// on its `one_way_delay`.
+/// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_RAMP`, `BX_PACE` and
+/// `BX_EPACE` set, `BX_EMAXRTT` (ms) its `envelope_max_rtt`; `BX_OWD=1` turns on its
+/// `one_way_delay`, `BX_NOENV=1` off its `envelope`.
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
@@ -343,9 +361,17 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
         ramp: knob("BX_RAMP", defaults.ramp),
         pacing_gain: knob("BX_PACE", defaults.pacing_gain),
+        envelope: std::env::var("BX_NOENV").is_err(),
+        envelope_max_rtt: Duration::from_secs_f64(
+            knob("BX_EMAXRTT", defaults.envelope_max_rtt.as_secs_f64() * 1e3) / 1e3,
+        ),
+        envelope_pacing: knob("BX_EPACE", defaults.envelope_pacing),
         one_way_delay: std::env::var("BX_OWD").is_ok(),
         ..defaults
     };
+    if trace_window().is_some() {
+        return Box::new(move || Box::new(Traced(AdaptiveLedbat::new(config))));
+    }
     Box::new(move || Box::new(AdaptiveLedbat::new(config)))
 }
 
@@ -582,9 +608,10 @@ fn fair_shares(config: NodeConfig) {
 /// Issue 14's profiles with the default configuration, two seeds: beside saturating bulk,
 /// the 1 kHz control loop's p99 stays within 2 ms of the idle link's, and bulk gets many
 /// times what RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two
-/// packets per round trip). Issue 14 asks for 80 % of the capacity; this controller does
-/// not reach it (docs/congestion.md: 16–35 % on four seeds, and why), so the share is checked against a
-/// floor below what was measured, not against the goal.
+/// packets per round trip). On `wifi` bulk gets issue 14's 80 % of the capacity (84–87 %
+/// measured on four seeds: the envelope of one-way delays, docs/congestion.md section 9).
+/// On `lte` no sender that shares the link's queue can (section 6); the window gets
+/// 24–35 % there, checked against a floor below what was measured.
 #[test]
 fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
     for seed in [3, 5] {
@@ -611,8 +638,9 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
                 loaded.p(99),
                 idle.p(99)
             );
+            let floor = if name == "wifi" { 0.8 } else { 0.15 };
             assert!(
-                loaded.goodput >= 0.15 * loaded.capacity,
+                loaded.goodput >= floor * loaded.capacity,
                 "{name}: bulk {} of {}",
                 loaded.goodput,
                 loaded.capacity

@@ -34,6 +34,16 @@
 //!   the window. One segment per round trip takes seconds to fill a 30 Mbit/s, 60 ms path,
 //!   longer than an LTE cell keeps its rate.
 //!
+//! - **The envelope on short jittery paths** (`envelope.rs`): in-order jitter pushes the
+//!   delays of dense traffic to the top of the jitter range, which the minimum filter
+//!   reads as a queue; and a window released on a jittered ack clock must cover the
+//!   longest round trip, the excess queueing whenever it is short. Once the target has
+//!   held at `envelope_from` floors for `envelope_hold` on a path shorter than
+//!   `envelope_max_rtt`, the queue is read from the largest of the last few one-way
+//!   delays instead, and bulk is paced at `envelope_pacing` windows per round trip
+//!   without the RFC's flight cap (Wi-Fi: 84-87 % of the capacity where the minimum
+//!   filter took 16-21 %, docs/congestion.md section 9).
+//!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
 
@@ -42,8 +52,10 @@ use std::time::{Duration, Instant};
 use super::{CongestionStrategy, Feedback};
 
 pub(super) mod delay;
+mod envelope;
 
 use delay::DelayFilter;
+use envelope::Envelope;
 
 /// Most delay samples the current-delay filter takes the minimum of.
 pub const FILTER: usize = 16;
@@ -81,6 +93,32 @@ pub struct AdaptiveConfig {
     /// evenly, instead of a window at a time (0: no pacing). Off by default: in the
     /// simulator it cut bulk to 6-8 % on LTE and Wi-Fi (docs/congestion.md).
     pub pacing_gain: f64,
+    /// Whether, on a jittery path whose peer stamps its acks, the queue is read from the
+    /// upper envelope of bulk's one-way delays (`envelope.rs`) instead of the
+    /// current-delay filter, with bulk paced at `envelope_pacing`. On by default; off,
+    /// the controller is that of docs/congestion.md sections 2-3b. In-order jitter
+    /// pushes the delays of dense traffic to the top of the jitter range, which a
+    /// minimum filter reads as a queue that is not there (section 9).
+    pub envelope: bool,
+    /// The envelope is taken up once the target has stayed at this many `min_target`s
+    /// or more for `envelope_hold` (8: 2 ms at the default floor, where `auto` also
+    /// calls a path jittery), and left when the path is quiet again (the target under
+    /// two). A window's own bursts and start-up on a quiet path raise the target for a
+    /// while; peers sharing such a bottleneck, one on the envelope and one not, would
+    /// not share it fairly (issue 14's fairness test failed at 15.4 / 1.9 Mbit/s).
+    pub envelope_from: f64,
+    /// How long the target must stay at `envelope_from` before the envelope is used.
+    pub envelope_hold: Duration,
+    /// The envelope is used only on paths whose smoothed round trip is below this (Wi-Fi
+    /// and shorter). A sender learns of a rate drop a round trip late at best, and the
+    /// queue it leaves grows with that round trip (docs/congestion.md section 6): on
+    /// LTE's 40-80 ms the envelope's larger share cost the control loop's p99 up to
+    /// 0.9 ms more than the minimum filter (section 9), so there the window stays as it was.
+    pub envelope_max_rtt: Duration,
+    /// Windows per smoothed round trip bulk is paced at while the envelope is in use.
+    /// A window released on a jittered ack clock must cover the longest round trip, and
+    /// whenever the round trip is short the excess waits in the bottleneck's queue.
+    pub envelope_pacing: f64,
     /// Whether the delay filters take the one-way delays of receiver-stamped acks
     /// instead of round trips (which carry the reverse path's jitter too). Off by
     /// default: in the simulator it moved bulk by a few points either way and once broke
@@ -103,6 +141,11 @@ impl Default for AdaptiveConfig {
             cto: Duration::from_secs(1),
             min_cto: Duration::from_millis(10),
             pacing_gain: 0.0,
+            envelope: true,
+            envelope_from: 8.0,
+            envelope_hold: Duration::from_millis(200),
+            envelope_max_rtt: Duration::from_millis(25),
+            envelope_pacing: 1.1,
             one_way_delay: false,
         }
     }
@@ -121,6 +164,13 @@ pub struct AdaptiveLedbat {
     /// the node delays them as much, but they spend less time on the wire, so they are
     /// filtered apart and never compared with bulk's.
     small: DelayFilter,
+    /// The upper envelope of bulk's one-way delays (receiver-stamped acks).
+    envelope: Envelope,
+    /// Whether the path's jitter took the window onto the envelope (and it has not been
+    /// quiet since).
+    enveloped: bool,
+    /// Since when the target has been at `envelope_from` or above.
+    noisy_since: Option<Instant>,
     smoothed: Option<Duration>,
     last_progress: Option<Instant>,
     /// Since when the window has sat at its floor with the delay above target.
@@ -153,6 +203,9 @@ impl AdaptiveLedbat {
             flight_after_send: 0,
             bulk: DelayFilter::default(),
             small: DelayFilter::default(),
+            envelope: Envelope::default(),
+            enveloped: false,
+            noisy_since: None,
             smoothed: None,
             last_progress: None,
             pinned_since: None,
@@ -164,11 +217,34 @@ impl AdaptiveLedbat {
     }
 
     /// Bytes per second the pacer lets out: `pacing_gain` windows per smoothed round
-    /// trip; `None` without pacing or before a round trip was measured.
+    /// trip (`envelope_pacing` while the envelope is in use); `None` without pacing or
+    /// before a round trip was measured.
     pub fn pacing_rate(&self) -> Option<f64> {
         let srtt = self.smoothed?.as_secs_f64();
-        (self.config.pacing_gain > 0.0 && srtt > 0.0)
-            .then(|| self.config.pacing_gain * self.cwnd / srtt)
+        let gain = if self.on_envelope() {
+            self.config.envelope_pacing
+        } else {
+            self.config.pacing_gain
+        };
+        (gain > 0.0 && srtt > 0.0).then(|| gain * self.cwnd / srtt)
+    }
+
+    /// Whether the window follows the upper envelope of one-way delays: the target held
+    /// at `envelope_from` floors for `envelope_hold`, the path is shorter than
+    /// `envelope_max_rtt`, and enough stamped bulk acks came back to fill the envelope.
+    pub fn on_envelope(&self) -> bool {
+        self.config.envelope
+            && self.enveloped
+            && self
+                .smoothed
+                .is_some_and(|srtt| srtt < self.config.envelope_max_rtt)
+            && self.envelope.queuing().is_some()
+    }
+
+    /// The queue the upper envelope of bulk's one-way delays shows; `None` until enough
+    /// stamped bulk acks arrived.
+    pub fn envelope_queuing(&self) -> Option<Duration> {
+        self.envelope.queuing()
     }
 
     fn cto_deadline(&self) -> Option<Instant> {
@@ -217,6 +293,9 @@ impl AdaptiveLedbat {
     /// the small packets' (an ack names the newest packet, so under a 1 kHz control loop
     /// most acks name a control packet).
     pub fn queuing_delay(&self) -> Option<Duration> {
+        if self.on_envelope() {
+            return self.envelope.queuing();
+        }
         let horizon = self.horizon();
         let mut fresh = self.fresh();
         let first = fresh.next()?;
@@ -280,6 +359,7 @@ impl AdaptiveLedbat {
             let horizon = self.horizon();
             self.bulk.rebase(horizon);
             self.small.rebase(horizon);
+            self.envelope.rebase(horizon);
             self.pinned_since = None;
         }
     }
@@ -311,6 +391,18 @@ impl AdaptiveLedbat {
 
     /// The window update for `bytes` settled, against the current delay estimate.
     fn update_window(&mut self, now: Instant, bytes: usize) {
+        let floors = self.target().as_secs_f64() / self.config.min_target.as_secs_f64();
+        if floors >= self.config.envelope_from {
+            let since = *self.noisy_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.config.envelope_hold {
+                self.enveloped = true;
+            }
+        } else {
+            self.noisy_since = None;
+            if !self.jittery() {
+                self.enveloped = false;
+            }
+        }
         let queuing = self.queuing_delay().unwrap_or_default();
         let target = self.target();
         self.check_drift(now, queuing, target);
@@ -347,7 +439,14 @@ impl AdaptiveLedbat {
             let mss = self.config.mss as f64;
             self.cwnd -= ((queuing - t) / t) * acked * mss / self.cwnd;
         }
-        let max_allowed = (self.flight.max(self.flight_after_send) + self.config.mss) as f64;
+        // The RFC caps the window at what is in flight plus a segment, so an idle sender
+        // cannot bank a window; paced, the flight trails the window by design (and acks
+        // bunched by jitter empty it at once), and the cap would pin the window there.
+        let max_allowed = if self.on_envelope() {
+            f64::MAX
+        } else {
+            (self.flight.max(self.flight_after_send) + self.config.mss) as f64
+        };
         let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
         self.cwnd = self
             .cwnd
@@ -386,6 +485,9 @@ impl CongestionStrategy for AdaptiveLedbat {
     }
 
     fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        if let Some(one_way) = feedback.one_way.filter(|_| feedback.bulk) {
+            self.envelope.on_sample(now, one_way);
+        }
         let one_way = feedback.one_way.filter(|_| self.config.one_way_delay);
         self.delay_kind(one_way.is_some());
         let delay = one_way.unwrap_or(feedback.round_trip);
