@@ -107,6 +107,9 @@ pub struct AutoBulk {
     group: AutoGroup,
     id: u64,
     report: Report,
+    /// When the current spell of bulk began (the first bulk packet after `quiet_for`
+    /// without any): the quiet that hands a path to the rate model is counted from here.
+    spell: Option<Instant>,
     switches: u64,
 }
 
@@ -139,6 +142,7 @@ impl AutoBulk {
             group: group.clone(),
             id,
             report: Report::default(),
+            spell: None,
             switches: 0,
         };
         c.adopt(group.mode());
@@ -196,7 +200,13 @@ impl AutoBulk {
         let target = self.adaptive.target().as_secs_f64();
         let floor = c.adaptive.min_target.as_secs_f64();
         let since = |flag: bool, since: Option<Instant>| flag.then(|| since.unwrap_or(now));
-        self.report.quiet_since = since(target < c.quiet_below * floor, self.report.quiet_since);
+        // Quiet counts only while bulk flows: a path quiet under a control loop alone says
+        // nothing of the window's bursts, and the shadowed rate model has measured no
+        // delivery rate yet. Counted from the idle path's quiet, the node handed over 21 ms
+        // into the demo's bulk, two rounds into the model's startup, at its 1 Mbit/s
+        // floor (docs/congestion.md, section 8).
+        let quiet = since(target < c.quiet_below * floor, self.report.quiet_since);
+        self.report.quiet_since = quiet.map(|at| self.spell.map_or(at, |spell| at.max(spell)));
         self.report.noisy_since = since(target > c.noisy_above * floor, self.report.noisy_since);
         let mode = self
             .group
@@ -208,6 +218,14 @@ impl AutoBulk {
 impl CongestionStrategy for AutoBulk {
     fn on_sent(&mut self, now: Instant, bytes: usize) {
         self.follow();
+        let gap = self.config.quiet_for;
+        if self
+            .report
+            .last_sent
+            .is_none_or(|at| now.saturating_duration_since(at) >= gap)
+        {
+            self.spell = Some(now);
+        }
         self.report.last_sent = Some(now);
         self.adaptive.on_sent(now, bytes);
         self.rate.on_sent(now, bytes);
