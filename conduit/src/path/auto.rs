@@ -105,7 +105,7 @@ pub struct AutoBulk {
     /// The mode this controller acts on: the group's, as of this controller's last event.
     mode: Mode,
     group: AutoGroup,
-    id: u64,
+    id: usize,
     report: Report,
     /// When the current spell of bulk began (the first bulk packet after `quiet_for`
     /// without any): the quiet that hands a path to the rate model is counted from here.
