@@ -268,6 +268,9 @@ impl AutoGroup {
             s.mode = next;
             s.switches += 1;
             self.rate.store(next == Mode::Rate, Ordering::Relaxed);
+            // At most once per `quiet_for`: what an operator needs to read a latency
+            // figure (which controller paced the bulk under it).
+            tracing::info!(mode = ?next, switches = s.switches, "bulk pacing changes hands");
         }
         s.mode
     }
