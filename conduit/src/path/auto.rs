@@ -205,9 +205,9 @@ impl AutoBulk {
         let since = |flag: bool, since: Option<Instant>| flag.then(|| since.unwrap_or(now));
         // Quiet counts only while bulk flows: a path quiet under a control loop alone says
         // nothing of the window's bursts, and the shadowed rate model has measured no
-        // delivery rate yet. Counted from the idle path's quiet, the node handed over 21 ms
-        // into the demo's bulk, two rounds into the model's startup, at its 1 Mbit/s
-        // floor (docs/congestion.md, section 8).
+        // delivery rate yet. Counted from an idle path's quiet, the hand-over comes as bulk
+        // starts (the demo's uplink: 21 ms in, two rounds into the model's startup, at its
+        // 1 Mbit/s floor; docs/congestion.md, section 8).
         let quiet = since(target < c.quiet_below * floor, self.report.quiet_since);
         self.report.quiet_since = quiet.map(|at| self.spell.map_or(at, |spell| at.max(spell)));
         self.report.noisy_since = since(target > c.noisy_above * floor, self.report.noisy_since);
