@@ -200,8 +200,8 @@ fn buffered_uplink(
         out,
         "[5] the same on an uplink with a 1 MB buffer below the node (like a modem or tbf):"
     )?;
-    print_latency(out, "bulk paced (LEDBAT)", report.paced.0)?;
-    print_latency(out, "bulk unpaced       ", report.unpaced.0)?;
+    print_latency(out, "bulk paced        ", report.paced.0)?;
+    print_latency(out, "bulk unpaced      ", report.unpaced.0)?;
     writeln!(
         out,
         "    bulk goodput {:.1} Mbit/s paced, {:.1} Mbit/s unpaced",

@@ -141,17 +141,15 @@ pub const DEFAULT_BULK_TARGET: Duration = Duration::from_micros(250);
 /// The bulk lane's congestion controller (docs/congestion.md compares them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BulkController {
-    /// [`AutoBulk`]: the rate model while every peer sending bulk has a quiet path (a
-    /// wired, LAN or shaped link), the adaptive window for all of them as soon as one
-    /// path jitters (LTE, Wi-Fi); the node's peers change together (docs/congestion.md,
-    /// section 8). Not the default yet: on a quiet path with random loss it carries less
-    /// bulk than the adaptive window.
+    /// [`AutoBulk`], the default: the rate model while every peer sending bulk has had
+    /// a quiet path for a second of bulk (a wired, LAN or shaped link), the adaptive
+    /// window for all of them as soon as one path jitters (LTE, Wi-Fi); the node's peers
+    /// change together (docs/congestion.md, section 8).
+    #[default]
     Auto,
     /// [`RateBulk`]: paced at the measured delivery rate, queueing delay only a brake.
     Rate,
-    /// [`AdaptiveLedbat`], the default: a window kept under a delay target that follows
-    /// the jitter.
-    #[default]
+    /// [`AdaptiveLedbat`]: a window kept under a delay target that follows the jitter.
     Adaptive,
 }
 

@@ -2,28 +2,30 @@
 //! ([`AdaptiveLedbat`]) while the path's delay jitters, the rate model ([`RateBulk`])
 //! while it is quiet.
 //!
-//! Invariant: exactly one of the two controllers decides when bulk may leave (the
-//! *active* one); both see every send, acknowledgement, loss and timer, so the one that
-//! takes over starts from the path's measured bw, round trip and jitter, never from
-//! scratch. A peer starts on the adaptive window (safe on any path) and moves to the
-//! rate model only after the adaptive controller's jitter-driven target has stayed below
-//! `quiet_below × min_target` for `quiet_for`; it moves back as soon as the target has
-//! stayed above `noisy_above × min_target` for `noisy_for`. Between the two thresholds
-//! nothing changes (hysteresis), and `quiet_for` bounds how often it can flap. The choice
-//! is made for all members of an [`AutoGroup`] at once (a node puts all its peers in one):
-//! the rate model only while every member sending bulk has a quiet path, the window for
-//! all as soon as one jitters, so peers behind one bottleneck change hands together.
+//! Invariant: exactly one of the two controllers decides when bulk may leave (the *active*
+//! one); both see every send, acknowledgement, loss and timer, so the one that takes over
+//! starts from the path's measured bw, round trip and jitter, never from scratch. A peer
+//! starts on the adaptive window (safe on any path) and moves to the rate model only after
+//! the adaptive controller's jitter-driven target has stayed below `quiet_below ×
+//! min_target` for `quiet_for` of bulk (counted from the start of the spell of bulk, so the
+//! rate model has measured the window's delivery rate by then); it moves back as soon as
+//! the target has stayed above `noisy_above × min_target` for `noisy_for`. Between the two
+//! thresholds nothing changes (hysteresis), and `quiet_for` bounds how often it can flap.
+//! The choice is made for all members of an [`AutoGroup`] at once (a node puts all its
+//! peers in one): the rate model only while every member sending bulk has a quiet path, the
+//! window for all as soon as one jitters, so peers behind one bottleneck change hands
+//! together.
 //!
-//! Why (docs/congestion.md, section 6): on a fixed-rate link (a `tbf` uplink, a LAN, a
-//! wired 50 Mbit/s path) pacing at the measured delivery rate keeps the queue below the
+//! Why (docs/congestion.md, sections 5 and 8): on a fixed-rate link (a `tbf` uplink, a LAN,
+//! a wired 50 Mbit/s path) pacing at the measured delivery rate keeps the queue below the
 //! node near empty, where a window lets bursts wait there (issue 15's flood: the control
 //! loop's p99 +0.0–0.3 ms against +1.1–1.7 ms); on LTE and Wi-Fi the rate model costs the
 //! control loop the queue of every rate drop (+6 to +184 ms), where the adaptive window
-//! keeps it within 2 ms. The adaptive controller already measures the jitter that tells
-//! the two kinds of path apart. A rate *drop* on a quiet path is the rate model's own
-//! business: a delivery-rate sample below the send rate replaces bw at once, and the
-//! brake cuts the pacing rate while the queue is above its target; a queue that grows
-//! smoothly is not jitter (the trend filter), so it does not flip the choice by itself.
+//! keeps it within 2 ms. The adaptive controller already measures the jitter that tells the
+//! two kinds of path apart. A rate *drop* on a quiet path is the rate model's own business:
+//! a delivery-rate sample below the send rate replaces bw at once, and the brake cuts the
+//! pacing rate while the queue is above its target; a queue that grows smoothly is not
+//! jitter (the trend filter), so it does not flip the choice by itself.
 
 use std::time::{Duration, Instant};
 
@@ -46,7 +48,8 @@ pub struct AutoConfig {
     pub quiet_below: f64,
     /// The path is jittery once the adaptive target is above this many `min_target`s.
     pub noisy_above: f64,
-    /// How long the path must stay quiet before the rate model takes over.
+    /// How long the path must stay quiet, with bulk flowing, before the rate model
+    /// takes over (also how long without bulk ends a spell of it).
     pub quiet_for: Duration,
     /// How long the path must stay jittery before the adaptive window takes back over.
     pub noisy_for: Duration,
@@ -105,8 +108,11 @@ pub struct AutoBulk {
     /// The mode this controller acts on: the group's, as of this controller's last event.
     mode: Mode,
     group: AutoGroup,
-    id: u64,
+    id: usize,
     report: Report,
+    /// When the current spell of bulk began (the first bulk packet after `quiet_for`
+    /// without any): the quiet that hands a path to the rate model is counted from here.
+    spell: Option<Instant>,
     switches: u64,
 }
 
@@ -139,6 +145,7 @@ impl AutoBulk {
             group: group.clone(),
             id,
             report: Report::default(),
+            spell: None,
             switches: 0,
         };
         c.adopt(group.mode());
@@ -196,7 +203,13 @@ impl AutoBulk {
         let target = self.adaptive.target().as_secs_f64();
         let floor = c.adaptive.min_target.as_secs_f64();
         let since = |flag: bool, since: Option<Instant>| flag.then(|| since.unwrap_or(now));
-        self.report.quiet_since = since(target < c.quiet_below * floor, self.report.quiet_since);
+        // Quiet counts only while bulk flows: a path quiet under a control loop alone says
+        // nothing of the window's bursts, and the shadowed rate model has measured no
+        // delivery rate yet. Counted from an idle path's quiet, the hand-over comes as bulk
+        // starts (the demo's uplink: 21 ms in, two rounds into the model's startup, at its
+        // 1 Mbit/s floor; docs/congestion.md, section 8).
+        let quiet = since(target < c.quiet_below * floor, self.report.quiet_since);
+        self.report.quiet_since = quiet.map(|at| self.spell.map_or(at, |spell| at.max(spell)));
         self.report.noisy_since = since(target > c.noisy_above * floor, self.report.noisy_since);
         let mode = self
             .group
@@ -208,6 +221,14 @@ impl AutoBulk {
 impl CongestionStrategy for AutoBulk {
     fn on_sent(&mut self, now: Instant, bytes: usize) {
         self.follow();
+        let gap = self.config.quiet_for;
+        if self
+            .report
+            .last_sent
+            .is_none_or(|at| now.saturating_duration_since(at) >= gap)
+        {
+            self.spell = Some(now);
+        }
         self.report.last_sent = Some(now);
         self.adaptive.on_sent(now, bytes);
         self.rate.on_sent(now, bytes);

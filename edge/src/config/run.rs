@@ -165,8 +165,8 @@ pub struct RunConfig {
     pub timers: Timers,
     /// Queueing delay the bulk lane may build below the lanes (`None`: bulk unpaced).
     pub bulk_target: Option<Duration>,
-    /// Which controller paces bulk (`node.bulk_controller`: "adaptive", the default,
-    /// "auto" or "rate").
+    /// Which controller paces bulk (`node.bulk_controller`: "auto", the default,
+    /// "adaptive" or "rate").
     pub bulk_controller: BulkController,
     /// The static peers.
     pub peers: Vec<PeerInfo>,

@@ -29,6 +29,8 @@ struct Path {
     free_at: Instant,
     /// Acks on their way back: (arrives at sender, sent at, arrived at receiver).
     acks: VecDeque<(Instant, Instant, Instant)>,
+    /// Bulk bytes acknowledged so far.
+    acked: usize,
     now: Instant,
 }
 
@@ -41,6 +43,7 @@ impl Path {
             lcg: 0x2545_f491_4f6c_dd1d,
             free_at: now,
             acks: VecDeque::new(),
+            acked: 0,
             now,
         }
     }
@@ -52,6 +55,30 @@ impl Path {
             .wrapping_add(1_442_695_040_888_963_407);
         let unit = (self.lcg >> 11) as f64 / (1u64 << 53) as f64;
         self.jitter.mul_f64(2.0 * unit)
+    }
+
+    /// Delivers what is on its way for `length` and sends no new bulk.
+    fn run_idle(&mut self, c: &mut AutoBulk, length: Duration) {
+        let end = self.now + length;
+        while self.now < end {
+            while self.acks.front().is_some_and(|&(at, _, _)| at <= self.now) {
+                let (at, sent, arrived) = self.acks.pop_front().unwrap_or_else(|| unreachable!());
+                self.acked += MSS;
+                c.on_feedback(
+                    at,
+                    Feedback {
+                        bytes: MSS,
+                        round_trip: at - sent,
+                        one_way: Some(arrived - sent),
+                        bulk: true,
+                    },
+                );
+            }
+            if c.poll_timeout().is_some_and(|t| t <= self.now) {
+                c.handle_timeout(self.now);
+            }
+            self.now += Duration::from_micros(100);
+        }
     }
 
     /// Runs `c` on the path for `length`; returns the largest queue the bottleneck held.
@@ -75,6 +102,7 @@ impl Path {
             }
             while self.acks.front().is_some_and(|&(at, _, _)| at <= self.now) {
                 let (at, sent, arrived) = self.acks.pop_front().unwrap_or_else(|| unreachable!());
+                self.acked += MSS;
                 c.on_feedback(
                     at,
                     Feedback {
@@ -117,6 +145,107 @@ fn a_quiet_path_moves_to_the_rate_model_once_it_has_been_quiet_for_a_second() {
     assert!((16e6..=21e6).contains(&bw), "bw {bw}");
     // Staying quiet, it stays.
     path.run(&mut c, ms(2000));
+    assert_eq!((c.mode(), c.switches()), (Mode::Rate, 1));
+}
+
+/// A controller that never hands over: the rate model only shadows the window.
+fn shadowing() -> AutoBulk {
+    AutoBulk::new(AutoConfig {
+        quiet_for: Duration::from_secs(3600),
+        ..AutoConfig::default()
+    })
+}
+
+#[test]
+fn the_shadowed_rate_model_measures_the_path_the_window_paces() {
+    for (rate, base) in [(20e6, ms(4)), (20e6, ms(10)), (50e6, ms(4)), (5e6, ms(40))] {
+        let t0 = origin();
+        let mut c = shadowing();
+        let mut path = Path::new(rate, base, t0);
+        // One round at a time: the model's bw is the window's delivery rate, measured on
+        // its sends and acks a round or two behind it (a sample spans 1.5 rounds). The
+        // window fills these paths in 10 to 30 rounds (it grows as LEDBAT does), the model
+        // follows it within 40.
+        let mut rounds = 0;
+        while c.rate().bw() * 8.0 < 0.9 * rate {
+            rounds += 1;
+            assert!(
+                rounds <= 40,
+                "{rate} b/s, {base:?}: bw {}",
+                c.rate().bw() * 8.0
+            );
+            path.run(&mut c, base);
+        }
+        // The window keeps pacing; the model keeps measuring, and never overstates.
+        path.run(&mut c, ms(2000));
+        assert_eq!(c.mode(), Mode::Adaptive);
+        let bw = c.rate().bw() * 8.0;
+        assert!(
+            (0.9 * rate..=1.05 * rate).contains(&bw),
+            "{rate} b/s, {base:?}: bw {bw}"
+        );
+        // The path's round trip: its base plus one packet's time on the wire (the
+        // window's own queue, under its 250 µs target, stays out of the minimum).
+        let min_rtt = c.rate().min_rtt().unwrap_or_default();
+        let wire = Duration::from_secs_f64(MSS as f64 * 8.0 / rate);
+        assert!(
+            min_rtt >= base + wire && min_rtt <= base + wire + ms(1),
+            "{rate} b/s, {base:?}: min rtt {min_rtt:?}"
+        );
+    }
+}
+
+#[test]
+fn a_path_quiet_before_bulk_hands_over_a_second_into_bulk_at_the_measured_rate() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(10), t0);
+    // Two seconds of a control loop alone, acknowledged at 1 kHz: the path is quiet, but
+    // no bulk flows, so nothing is measured for bulk and nothing counts towards the hand-over.
+    for _ in 0..2000 {
+        path.now += ms(1);
+        c.on_feedback(
+            path.now,
+            Feedback {
+                bytes: 0,
+                round_trip: ms(10),
+                one_way: Some(ms(5)),
+                bulk: false,
+            },
+        );
+    }
+    assert_eq!(c.mode(), Mode::Adaptive);
+    // Bulk starts: the window paces it for a second of quiet before the model takes over.
+    let start = path.now;
+    while c.mode() == Mode::Adaptive {
+        path.run(&mut c, ms(1));
+        assert!(path.now - start <= ms(1500), "no hand-over");
+    }
+    assert!(path.now - start >= ms(1000), "after {:?}", path.now - start);
+    // It takes over at the rate the window measured, not at a floor.
+    let bw = c.rate().bw() * 8.0;
+    assert!((18e6..=21e6).contains(&bw), "bw {bw}");
+    assert!(c.rate().pacing_rate() * 8.0 >= 0.7 * bw);
+    // And bulk keeps the path's rate from the first second after it.
+    let acked = path.acked;
+    path.run(&mut c, ms(1000));
+    let got = (path.acked - acked) as f64 * 8.0;
+    assert!(got >= 0.9 * 20e6, "{got} b/s after the hand-over");
+    assert_eq!((c.mode(), c.switches()), (Mode::Rate, 1));
+}
+
+#[test]
+fn a_pause_in_bulk_restarts_the_count() {
+    let t0 = origin();
+    let mut c = AutoBulk::default();
+    let mut path = Path::new(20e6, ms(4), t0);
+    path.run(&mut c, ms(600));
+    // Bulk pauses for longer than `quiet_for` while the path stays quiet (its acks drain
+    // within a round trip), then resumes: the second of quiet counts from the new spell.
+    path.run_idle(&mut c, ms(1200));
+    path.run(&mut c, ms(900));
+    assert_eq!((c.mode(), c.switches()), (Mode::Adaptive, 0));
+    path.run(&mut c, ms(200));
     assert_eq!((c.mode(), c.switches()), (Mode::Rate, 1));
 }
 

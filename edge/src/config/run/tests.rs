@@ -73,8 +73,8 @@ fn the_bulk_controller_is_chosen_by_name() {
         |line: &str| good().replace("keepalive_secs = 2", &format!("keepalive_secs = 2\n{line}"));
     assert_eq!(
         parse(&good()).unwrap().bulk_controller,
-        BulkController::Adaptive,
-        "the adaptive window by default"
+        BulkController::Auto,
+        "chosen by what the paths show, by default"
     );
     let auto = parse(&with("bulk_controller = \"auto\"")).unwrap();
     assert_eq!(auto.bulk_controller, BulkController::Auto);
