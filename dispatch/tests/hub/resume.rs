@@ -4,6 +4,7 @@
 //! the replica's fresh snapshot); a version the journal no longer covers, or one whose
 //! digest does not match (another history), gets the full snapshot.
 
+use bauxite_dispatch::hub::journal;
 use bauxite_dispatch_api::client::HubClient;
 use bauxite_dispatch_api::proto::node::{SetEndpointRequest, TopologyRequest, TopologySnapshot};
 use bauxite_dispatch_api::topology::TopologyFollower;
@@ -141,10 +142,12 @@ async fn a_node_resumes_with_one_delta_on_the_same_replica_and_on_another() {
     assert!(!first.delta, "an unknown version: {first:?}");
     drop(feed);
 
-    // Further behind than the journal's 256 changes: the full snapshot again.
+    // Further behind than the journal reaches (a small topology: its floor of one-peer
+    // changes): the full snapshot again.
     let stale = follower.request();
     let mut version = 0;
-    for k in 0..260u16 {
+    let changes = u16::try_from(journal::MIN_ENTRIES + 4).unwrap();
+    for k in 0..changes {
         version = change(b, 7000 + k).await;
     }
     let (first, feed) = follow(&a_on_two, stale.clone(), &mut follower, version).await;
