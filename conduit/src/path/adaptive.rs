@@ -53,9 +53,11 @@ use super::{CongestionStrategy, Feedback};
 
 pub(super) mod delay;
 mod envelope;
+mod trace;
 
 use delay::DelayFilter;
 use envelope::Envelope;
+use trace::Trace;
 
 /// Most delay samples the current-delay filter takes the minimum of.
 pub const FILTER: usize = 16;
@@ -184,6 +186,8 @@ pub struct AdaptiveLedbat {
     next_send: Option<Instant>,
     /// A wake-up owed at `next_send`, so the driver polls for bulk again.
     pace_wake: Option<Instant>,
+    /// Counters for the debug-level trace (`trace.rs`).
+    trace: Trace,
 }
 
 impl Default for AdaptiveLedbat {
@@ -213,6 +217,7 @@ impl AdaptiveLedbat {
             one_way: None,
             next_send: None,
             pace_wake: None,
+            trace: Trace::default(),
         }
     }
 
@@ -454,6 +459,35 @@ impl AdaptiveLedbat {
             .min(max_cwnd)
             .max(self.min_cwnd());
         self.flight = self.flight.saturating_sub(bytes);
+        self.trace_line(now, bytes);
+    }
+
+    /// Writes the window's state at debug level every tenth of a second (`trace.rs`).
+    fn trace_line(&mut self, now: Instant, bytes: usize) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let Some(p) = self.trace.due(now, bytes) else {
+            return;
+        };
+        let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
+        tracing::debug!(
+            cwnd = self.cwnd as usize,
+            flight = self.flight,
+            srtt_us = us(self.smoothed),
+            target_us = us(Some(self.target())),
+            queuing_us = us(self.queuing_delay()),
+            envelope_us = us(self.envelope.queuing()),
+            on_envelope = self.on_envelope(),
+            pacing_mbit = self.pacing_rate().map_or(0.0, |r| r * 8.0 / 1e6),
+            acks = p.acks,
+            acked_mbit = p.acked_mbit,
+            sends = p.sends,
+            sent_mbit = p.sent_mbit,
+            late_mean_us = p.late_mean_us,
+            late_max_us = p.late_max_us,
+            "adaptive window"
+        );
     }
 }
 
@@ -464,6 +498,8 @@ impl CongestionStrategy for AdaptiveLedbat {
         }
         self.flight = self.flight.saturating_add(bytes);
         self.flight_after_send = self.flight;
+        let slot = self.next_send.filter(|_| self.pacing_rate().is_some());
+        self.trace.on_sent(now, bytes, slot);
         if let Some(rate) = self.pacing_rate() {
             let from = self.next_send.map_or(now, |at| at.max(now));
             let next = from + Duration::from_secs_f64(bytes as f64 / rate);
