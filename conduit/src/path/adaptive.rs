@@ -399,6 +399,11 @@ impl AdaptiveLedbat {
 
     /// The window update for `bytes` settled, against the current delay estimate.
     fn update_window(&mut self, now: Instant, bytes: usize) {
+        // Slots that passed while the window, not the pacer, held bulk back are not owed:
+        // the pacer's catch-up is for a driver that woke late, not a burst on every ack.
+        if self.flight + self.config.mss > self.cwnd as usize {
+            self.next_send = self.next_send.map(|at| at.max(now));
+        }
         let floors = self.target().as_secs_f64() / self.config.min_target.as_secs_f64();
         if floors >= self.config.envelope_from {
             let since = *self.noisy_since.get_or_insert(now);
