@@ -16,7 +16,9 @@
 # goodput over the whole flow, and its share of the profile's mean rate (LTE 17.5
 # Mbit/s, Wi-Fi 49.5 Mbit/s counting the outage). Prints a markdown table (also written to
 # target/netns-links.md). Needs root, iproute2, iperf3, iputils-ping. Cleans up its
-# namespaces on exit, also on failure.
+# namespaces on exit, also on failure. BXBENCH_LOGS=DIR keeps each Bauxite run's daemon
+# logs there (A sends the bulk); with
+# RUST_LOG=info,bauxite_conduit::path::adaptive=debug they trace the bulk window.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -151,6 +153,11 @@ for profile in "${profiles[@]}"; do
       emulator "$profile" "$depth"; start_bauxite 10.77.0.1 10.77.0.2
       row=$(measure 100.64.0.2 "$mean"); exec 7>&-
       echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
+      if [ -n "${BXBENCH_LOGS:-}" ]; then
+        mkdir -p "$BXBENCH_LOGS"
+        cp "$WORK/a.log" "$BXBENCH_LOGS/$profile-$depth-a.log"
+        cp "$WORK/b.log" "$BXBENCH_LOGS/$profile-$depth-b.log"
+      fi
     fi
     if [[ ",$ONLY," == *",boringtun,"* ]]; then
       if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then

@@ -231,6 +231,53 @@ fn the_pacer_spaces_bulk_and_owes_a_wake_up() {
     );
 }
 
+/// Bulk packets a driver sends when it wakes only on `ticks` (a millisecond timer, late):
+/// at each, as many as the controller admits.
+fn sent_on_ticks(c: &mut AdaptiveLedbat, ticks: impl Iterator<Item = Instant>) -> usize {
+    let mut sent = 0;
+    for now in ticks {
+        for _ in 0..1000 {
+            if !c.can_send_bulk(now, MSS) {
+                break;
+            }
+            c.on_sent(now, MSS);
+            sent += 1;
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_driver_that_wakes_late_still_gets_the_pacing_rate_and_no_more() {
+    // 100 segments per 10 ms round trip at gain 1: one packet per 100 µs.
+    let mut c = AdaptiveLedbat::new(AdaptiveConfig {
+        pacing_gain: 1.0,
+        init_cwnd_packets: 100,
+        ..AdaptiveConfig::default()
+    });
+    let t0 = origin();
+    // A full window acknowledged (the RFC caps the window at the flight).
+    c.on_sent(t0, 100 * MSS);
+    c.on_ack(t0, 100 * MSS, ms(10));
+    let rate = c.pacing_rate().expect("a round trip is known");
+    let per_ms = rate / 1000.0 / MSS as f64;
+    assert!((per_ms - 10.0).abs() < 0.5, "{per_ms} packets per ms");
+    // Wakes 0.3 ms past each millisecond for 5 ms: 4 ms of slots after the first send.
+    let late = Duration::from_micros(300);
+    let sent = sent_on_ticks(&mut c, (1..=5).map(|k| t0 + ms(k) + late));
+    let owed = 1.0 + 4.0 * per_ms;
+    assert!(
+        (sent as f64 - owed).abs() <= 2.0,
+        "{sent} sent, the rate owes {owed:.1}: a late wake-up sends the slots it missed"
+    );
+    // After 50 ms with nothing to send, one wake-up catches up on a millisecond at most.
+    let burst = sent_on_ticks(&mut c, std::iter::once(t0 + ms(55)));
+    assert!(
+        (burst as f64) <= per_ms + 1.0,
+        "{burst} in one burst: no more than a millisecond of the rate"
+    );
+}
+
 #[test]
 fn one_way_delays_are_used_only_when_configured_and_never_mixed_with_round_trips() {
     let feedback = |one_way: u64| Feedback {
@@ -406,7 +453,10 @@ fn the_envelope_is_used_on_short_jittery_paths_only() {
     let run = |config: AdaptiveConfig, rtt: Duration, amplitude: Duration, rounds: usize| {
         let mut c = AdaptiveLedbat::new(config);
         let mut jitter = Jitter::new(amplitude);
-        let mut now = origin();
+        // One origin: a second call would read the clock again, later by the test's
+        // own running time.
+        let t0 = origin();
+        let mut now = t0;
         let mut first = None;
         for _ in 0..rounds {
             now = stamped_round(&mut c, now, rtt, || jitter.around(rtt));
@@ -414,7 +464,7 @@ fn the_envelope_is_used_on_short_jittery_paths_only() {
                 first = Some(now);
             }
         }
-        (c.on_envelope(), first.map(|at| at - origin()))
+        (c.on_envelope(), first.map(|at| at - t0))
     };
     let wifi = run(AdaptiveConfig::default(), ms(8), ms(3), 200);
     assert!(wifi.0, "on the envelope on a short jittery path");
