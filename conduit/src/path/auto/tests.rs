@@ -57,26 +57,31 @@ impl Path {
         self.jitter.mul_f64(2.0 * unit)
     }
 
+    /// Delivers the acks due by now and fires the controller's timer if it is due.
+    fn settle(&mut self, c: &mut AutoBulk) {
+        while self.acks.front().is_some_and(|&(at, _, _)| at <= self.now) {
+            let (at, sent, arrived) = self.acks.pop_front().unwrap_or_else(|| unreachable!());
+            self.acked += MSS;
+            c.on_feedback(
+                at,
+                Feedback {
+                    bytes: MSS,
+                    round_trip: at - sent,
+                    one_way: Some(arrived - sent),
+                    bulk: true,
+                },
+            );
+        }
+        if c.poll_timeout().is_some_and(|t| t <= self.now) {
+            c.handle_timeout(self.now);
+        }
+    }
+
     /// Delivers what is on its way for `length` and sends no new bulk.
     fn run_idle(&mut self, c: &mut AutoBulk, length: Duration) {
         let end = self.now + length;
         while self.now < end {
-            while self.acks.front().is_some_and(|&(at, _, _)| at <= self.now) {
-                let (at, sent, arrived) = self.acks.pop_front().unwrap_or_else(|| unreachable!());
-                self.acked += MSS;
-                c.on_feedback(
-                    at,
-                    Feedback {
-                        bytes: MSS,
-                        round_trip: at - sent,
-                        one_way: Some(arrived - sent),
-                        bulk: true,
-                    },
-                );
-            }
-            if c.poll_timeout().is_some_and(|t| t <= self.now) {
-                c.handle_timeout(self.now);
-            }
+            self.settle(c);
             self.now += Duration::from_micros(100);
         }
     }
@@ -100,22 +105,7 @@ impl Path {
                     .map_or(back, |&(last, _, _)| back.max(last));
                 self.acks.push_back((back, self.now, arrived));
             }
-            while self.acks.front().is_some_and(|&(at, _, _)| at <= self.now) {
-                let (at, sent, arrived) = self.acks.pop_front().unwrap_or_else(|| unreachable!());
-                self.acked += MSS;
-                c.on_feedback(
-                    at,
-                    Feedback {
-                        bytes: MSS,
-                        round_trip: at - sent,
-                        one_way: Some(arrived - sent),
-                        bulk: true,
-                    },
-                );
-            }
-            if c.poll_timeout().is_some_and(|t| t <= self.now) {
-                c.handle_timeout(self.now);
-            }
+            self.settle(c);
             self.now += Duration::from_micros(100);
         }
         worst
