@@ -13,6 +13,58 @@ use super::{FILTER, MIN_FILTER};
 const BASE_HISTORY: usize = 10;
 const BASE_BUCKET: Duration = Duration::from_secs(60);
 
+/// RFC 6817's base history: the smallest sample of each of the last [`BASE_HISTORY`]
+/// one-minute buckets (shared by the minimum filter and the envelope).
+#[derive(Clone, Debug)]
+pub(in crate::path) struct BaseHistory {
+    // Empty slots hold Duration::MAX, the RFC's +infinity: they never win a MIN.
+    buckets: [Duration; BASE_HISTORY],
+    tail: usize,
+    last_rollover: Option<Instant>,
+}
+
+impl Default for BaseHistory {
+    fn default() -> Self {
+        Self {
+            buckets: [Duration::MAX; BASE_HISTORY],
+            tail: 0,
+            last_rollover: None,
+        }
+    }
+}
+
+impl BaseHistory {
+    /// Takes one sample measured at `now`.
+    pub(in crate::path) fn on_sample(&mut self, now: Instant, delay: Duration) {
+        let rolled = self
+            .last_rollover
+            .is_none_or(|at| now.saturating_duration_since(at) >= BASE_BUCKET);
+        if rolled {
+            // A new minute: the oldest bucket is forgotten (RFC 6817's BASE_HISTORY).
+            self.last_rollover = Some(now);
+            if self.buckets[self.tail] != Duration::MAX {
+                self.tail = (self.tail + 1) % BASE_HISTORY;
+            }
+            self.buckets[self.tail] = delay;
+        } else {
+            let tail = &mut self.buckets[self.tail];
+            *tail = (*tail).min(delay);
+        }
+    }
+
+    /// The smallest sample of the history.
+    pub(in crate::path) fn min(&self) -> Option<Duration> {
+        min_of(&self.buckets)
+    }
+
+    /// Forgets the history; `base` is its only entry (a re-measured path).
+    pub(in crate::path) fn reset_to(&mut self, base: Duration) {
+        self.buckets = [Duration::MAX; BASE_HISTORY];
+        self.tail = 0;
+        self.buckets[0] = base;
+    }
+}
+
 /// The filtered history of one stream of round-trip samples.
 #[derive(Clone, Debug)]
 pub(in crate::path) struct DelayFilter {
@@ -20,9 +72,7 @@ pub(in crate::path) struct DelayFilter {
     /// When each of `recent` arrived.
     recent_at: [Option<Instant>; FILTER],
     next: usize,
-    base: [Duration; BASE_HISTORY],
-    base_tail: usize,
-    last_rollover: Option<Instant>,
+    base: BaseHistory,
     /// Mean distance of a sample from the recent trend line, in seconds (EWMA, 1/16).
     jitter: f64,
 }
@@ -33,10 +83,7 @@ impl Default for DelayFilter {
             recent: [Duration::MAX; FILTER],
             recent_at: [None; FILTER],
             next: 0,
-            // Empty slots hold Duration::MAX, the RFC's +infinity: they never win a MIN.
-            base: [Duration::MAX; BASE_HISTORY],
-            base_tail: 0,
-            last_rollover: None,
+            base: BaseHistory::default(),
             jitter: 0.0,
         }
     }
@@ -45,7 +92,7 @@ impl Default for DelayFilter {
 impl DelayFilter {
     /// Takes one round-trip sample measured at `now`.
     pub(in crate::path) fn on_sample(&mut self, now: Instant, delay: Duration) {
-        self.update_base(now, delay);
+        self.base.on_sample(now, delay);
         self.recent[self.next] = delay;
         self.recent_at[self.next] = Some(now);
         self.next = (self.next + 1) % FILTER;
@@ -61,7 +108,7 @@ impl DelayFilter {
 
     /// The smallest delay of the base history.
     pub(in crate::path) fn base(&self) -> Option<Duration> {
-        min_of(&self.base)
+        self.base.min()
     }
 
     /// The minimum of the newest [`MIN_FILTER`] samples and of any other of the last
@@ -97,26 +144,7 @@ impl DelayFilter {
     /// delay.
     pub(in crate::path) fn rebase(&mut self, horizon: Duration) {
         if let Some(current) = self.current(horizon) {
-            self.base = [Duration::MAX; BASE_HISTORY];
-            self.base_tail = 0;
-            self.base[0] = current;
-        }
-    }
-
-    fn update_base(&mut self, now: Instant, delay: Duration) {
-        let rolled = self
-            .last_rollover
-            .is_none_or(|at| now.saturating_duration_since(at) >= BASE_BUCKET);
-        if rolled {
-            // A new minute: the oldest bucket is forgotten (RFC 6817's BASE_HISTORY).
-            self.last_rollover = Some(now);
-            if self.base[self.base_tail] != Duration::MAX {
-                self.base_tail = (self.base_tail + 1) % BASE_HISTORY;
-            }
-            self.base[self.base_tail] = delay;
-        } else {
-            let tail = &mut self.base[self.base_tail];
-            *tail = (*tail).min(delay);
+            self.base.reset_to(current);
         }
     }
 

@@ -14,12 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::delay::DelayFilter;
+use super::delay::{BaseHistory, DelayFilter};
 
 /// Samples the envelope is the maximum of.
 pub(super) const ENVELOPE: usize = 8;
-const BASE_HISTORY: usize = 10;
-const BASE_BUCKET: Duration = Duration::from_secs(60);
 
 /// The upper envelope of one stream of one-way delays, and its base.
 #[derive(Clone, Debug)]
@@ -27,9 +25,8 @@ pub(in crate::path) struct Envelope {
     recent: [Duration; ENVELOPE],
     filled: usize,
     next: usize,
-    base: [Duration; BASE_HISTORY],
-    base_tail: usize,
-    last_rollover: Option<Instant>,
+    /// The envelope's own base history (its smallest tops).
+    base: BaseHistory,
     /// The same samples' minimum filter: how far the path's floor moved.
     bottom: DelayFilter,
 }
@@ -40,9 +37,7 @@ impl Default for Envelope {
             recent: [Duration::ZERO; ENVELOPE],
             filled: 0,
             next: 0,
-            base: [Duration::MAX; BASE_HISTORY],
-            base_tail: 0,
-            last_rollover: None,
+            base: BaseHistory::default(),
             bottom: DelayFilter::default(),
         }
     }
@@ -56,7 +51,7 @@ impl Envelope {
         self.next = (self.next + 1) % ENVELOPE;
         self.filled = (self.filled + 1).min(ENVELOPE);
         if let Some(top) = self.current() {
-            self.update_base(now, top);
+            self.base.on_sample(now, top);
         }
     }
 
@@ -67,11 +62,7 @@ impl Envelope {
 
     /// The smallest envelope of the base history.
     pub(in crate::path) fn base(&self) -> Option<Duration> {
-        self.base
-            .iter()
-            .copied()
-            .min()
-            .filter(|&d| d != Duration::MAX)
+        self.base.min()
     }
 
     /// The envelope's rise over its base: the queue.
@@ -89,25 +80,7 @@ impl Envelope {
         };
         self.bottom.rebase(horizon);
         if let Some(base) = self.base() {
-            self.base = [Duration::MAX; BASE_HISTORY];
-            self.base_tail = 0;
-            self.base[0] = base + shift;
-        }
-    }
-
-    fn update_base(&mut self, now: Instant, top: Duration) {
-        let rolled = self
-            .last_rollover
-            .is_none_or(|at| now.saturating_duration_since(at) >= BASE_BUCKET);
-        if rolled {
-            self.last_rollover = Some(now);
-            if self.base[self.base_tail] != Duration::MAX {
-                self.base_tail = (self.base_tail + 1) % BASE_HISTORY;
-            }
-            self.base[self.base_tail] = top;
-        } else {
-            let tail = &mut self.base[self.base_tail];
-            *tail = (*tail).min(top);
+            self.base.reset_to(base + shift);
         }
     }
 }
