@@ -5,7 +5,7 @@
 //!
 //! Invariant: the counters cover exactly the acks and sends since the last line; nothing
 //! here changes the window. Off (the default filter), [`Trace::due`] is never asked and
-//! the per-send bookkeeping is two additions.
+//! the per-send bookkeeping is a few saturating additions.
 
 use std::time::{Duration, Instant};
 
@@ -44,12 +44,13 @@ pub(super) struct Period {
 impl Trace {
     /// A bulk packet of `bytes` left at `now`; `slot` is when the pacer would have let it.
     pub(super) fn on_sent(&mut self, now: Instant, bytes: usize, slot: Option<Instant>) {
-        self.sends += 1;
-        self.sent += bytes;
+        // Saturating: a daemon that never turns the trace on never resets the counters.
+        self.sends = self.sends.saturating_add(1);
+        self.sent = self.sent.saturating_add(bytes);
         if let Some(slot) = slot {
             let late = now.saturating_duration_since(slot);
-            self.paced += 1;
-            self.late += late;
+            self.paced = self.paced.saturating_add(1);
+            self.late = self.late.saturating_add(late);
             self.late_max = self.late_max.max(late);
         }
     }
