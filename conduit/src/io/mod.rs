@@ -62,6 +62,7 @@
 //! backpressure instead of loss when the lane is full (see [`service`]). Delivered
 //! datagrams for a bound port go to its socket, not to the device.
 
+mod arrival;
 pub mod clock;
 mod critical_rx;
 mod device;

@@ -46,6 +46,7 @@ use std::time::Instant;
 use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, watch};
 
+use super::arrival::ArrivalClock;
 use super::device::Device;
 use super::ice::{IceInbox, is_ice_stun};
 use super::ice_driver::{IceConfig, IceIo, IceSignalPort};
@@ -177,11 +178,12 @@ impl Inbound<'_> {
     async fn on_datagram(
         self,
         now: Instant,
+        arrived: Instant,
         from: SocketAddr,
         bytes: &mut [u8],
     ) -> Option<(SocketAddr, Vec<u8>)> {
         let len = bytes.len();
-        match self.node.handle_datagram(now, from, bytes) {
+        match self.node.handle_stamped_datagram(now, arrived, from, bytes) {
             Received::Deliver(range) => {
                 let packet = bytes.get(range).unwrap_or_default();
                 if self.services.is_empty() || !self.services.deliver(packet) {
@@ -564,7 +566,7 @@ impl Shell {
                 },
             };
             critical += 1;
-            if let Some(reply) = sink.on_datagram(now, from, bytes).await {
+            if let Some(reply) = sink.on_datagram(now, now, from, bytes).await {
                 stun_replies.push(reply);
             }
         }
@@ -587,6 +589,7 @@ impl Shell {
                     continue;
                 }
             };
+            let clock = ArrivalClock::new(clock::now(), clock::unix_nanos());
             for datagram in datagrams {
                 handled += 1;
                 if datagram.coalesced {
@@ -604,7 +607,11 @@ impl Shell {
                         counters: &mut self.counters,
                     },
                 };
-                if let Some(reply) = sink.on_datagram(now, datagram.from, datagram.bytes).await {
+                let arrived = clock.arrived(datagram.stamp);
+                if let Some(reply) = sink
+                    .on_datagram(clock.now(), arrived, datagram.from, datagram.bytes)
+                    .await
+                {
                     stun_replies.push(reply);
                 }
             }

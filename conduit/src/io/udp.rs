@@ -9,6 +9,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
@@ -50,6 +51,9 @@ pub(super) struct Datagram<'a> {
     pub(super) from: SocketAddr,
     /// Whether it arrived coalesced with others (GRO).
     pub(super) coalesced: bool,
+    /// When the kernel received it (`SO_TIMESTAMPNS`, which quinn-udp turns on; Unix
+    /// time), if it said; coalesced datagrams share their first one's stamp.
+    pub(super) stamp: Option<Duration>,
     /// Its bytes, for the node to decrypt in place.
     pub(super) bytes: &'a mut [u8],
 }
@@ -168,6 +172,7 @@ impl UdpIo {
             from: SocketAddr::from(([0, 0, 0, 0], 0)),
             stride: 0,
             coalesced: false,
+            stamp: None,
         })
     }
 
@@ -239,6 +244,7 @@ pub(super) struct Datagrams<'a> {
     from: SocketAddr,
     stride: usize,
     coalesced: bool,
+    stamp: Option<Duration>,
 }
 
 impl<'a> Iterator for Datagrams<'a> {
@@ -254,6 +260,7 @@ impl<'a> Iterator for Datagrams<'a> {
                 return Some(Datagram {
                     from: self.from,
                     coalesced: self.coalesced,
+                    stamp: self.stamp,
                     bytes,
                 });
             }
@@ -265,6 +272,7 @@ impl<'a> Iterator for Datagrams<'a> {
             self.stride = if meta.stride == 0 { len } else { meta.stride };
             self.coalesced = len > self.stride;
             self.from = meta.addr;
+            self.stamp = meta.timestamp;
             self.pending = true;
         }
     }
@@ -343,6 +351,7 @@ mod tests {
             from: SocketAddr::from(([0, 0, 0, 0], 0)),
             stride: 0,
             coalesced: false,
+            stamp: None,
         };
         let got: Vec<_> = datagrams
             .map(|d| {
@@ -380,6 +389,7 @@ mod tests {
             "DF set, the path MTU is the node's business"
         );
         let lens = [1200, 1200, 1200, 1200, 700];
+        let sent_after = super::super::clock::unix_nanos();
         for (i, &len) in lens.iter().enumerate() {
             let tail = tx.batch.tail(tx.max_gso_segments()).unwrap();
             tail[..len].fill(u8::try_from(i).unwrap());
@@ -397,7 +407,7 @@ mod tests {
             assert_eq!((counters.udp_gso_sends, counters.udp_gso_datagrams), (1, 5));
         }
 
-        let (mut got, mut coalesced) = (Vec::new(), 0);
+        let (mut got, mut coalesced, mut stamps) = (Vec::new(), 0, Vec::new());
         while got.len() < lens.len() {
             rx.socket.readable().await.unwrap();
             let Ok(datagrams) = rx.recv() else { continue };
@@ -407,6 +417,7 @@ mod tests {
                     "one datagram, whole"
                 );
                 coalesced += usize::from(d.coalesced);
+                stamps.push(d.stamp);
                 got.push((d.bytes[0], d.bytes.len()));
             }
         }
@@ -416,6 +427,14 @@ mod tests {
             .map(|(i, &l)| (i as u8, l))
             .collect();
         assert_eq!(got, want);
+        let read_by = super::super::clock::unix_nanos();
+        for stamp in stamps {
+            let at = stamp.map(|s| u64::try_from(s.as_nanos()).unwrap());
+            assert!(
+                at.is_some_and(|at| sent_after <= at && at <= read_by),
+                "the kernel stamped {at:?}, sent after {sent_after}, read by {read_by}"
+            );
+        }
         if tx.max_gso_segments() > 1 && rx.state.gro_segments() > 1 {
             // Loopback keeps a GSO send whole for a GRO socket.
             assert_eq!(coalesced, lens.len());

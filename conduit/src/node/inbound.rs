@@ -89,6 +89,24 @@ impl BauxiteNode {
         })
     }
 
+    /// Like [`handle_datagram`](Self::handle_datagram), for a datagram the kernel stamped
+    /// when it arrived (`arrived`, no later than `now`). The receive times this node's acks
+    /// report come from the stamp, not from `now`: the peer's bulk controller reads queue
+    /// from them, and the time a datagram waited in the socket behind the rest of its
+    /// batch, or for this node to be scheduled, is not queue on the path.
+    pub fn handle_stamped_datagram(
+        &mut self,
+        now: Instant,
+        arrived: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Received {
+        self.arrived_at = Some(arrived.min(now));
+        let received = self.handle_datagram(now, from, datagram);
+        self.arrived_at = None;
+        received
+    }
+
     /// Processes one datagram that came through this node's own TURN allocation from
     /// `from` (the peer's address as the TURN server saw it). Like
     /// [`handle_datagram`](Self::handle_datagram), except that an authenticated peer is
@@ -296,13 +314,17 @@ impl BauxiteNode {
             return self.on_control(now, peer, &datagram[range]);
         }
         let len = datagram.len();
+        let arrived = self.arrived_at.unwrap_or(now);
         let detect = self.config.rate_drop_feedback;
         let (owed, drop) = self.peers.get_mut(&peer).map_or((false, None), |s| {
             let (index, counter) = (header.receiver_index, header.counter);
             let drop = detect
-                .then(|| s.feedback.arrival.on_packet(index, counter, len, now))
+                .then(|| s.feedback.arrival.on_packet(index, counter, len, arrived))
                 .flatten();
-            (s.feedback.acks.on_packet(index, counter, len, now), drop)
+            (
+                s.feedback.acks.on_packet(index, counter, len, arrived),
+                drop,
+            )
         });
         if let Some(frame) = drop {
             // Ahead of the ack: the sender should cut before anything else.

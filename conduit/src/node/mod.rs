@@ -350,6 +350,9 @@ pub struct BauxiteNode {
     /// Whether the datagram being handled came through this node's TURN allocation
     /// ([`BauxiteNode::handle_turn_datagram`]).
     arrival_turn: bool,
+    /// The kernel's receive stamp of the datagram being handled, when the shell has one
+    /// ([`BauxiteNode::handle_stamped_datagram`]); the time acks report it received.
+    arrived_at: Option<Instant>,
     last_timestamp: u64,
     /// Whether ICE sessions run ([`BauxiteNode::enable_ice`]).
     ice_enabled: bool,
@@ -450,6 +453,7 @@ impl BauxiteNode {
             },
             last_timestamp: 0,
             arrival_turn: false,
+            arrived_at: None,
             ice_enabled: false,
             ice_actions: VecDeque::new(),
         }
