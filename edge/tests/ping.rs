@@ -1,9 +1,10 @@
 //! `bauxite ping` between two real daemons on loopback (no root: the in-memory device):
 //! probes go to the peer's echo service on the Critical lane and come back; the report
 //! counts every probe, the round trips are real, and both nodes' Critical lanes carried
-//! them (per-lane counters), none went through Bulk. A ping to an unknown peer is refused
-//! with the peers the node knows; a ping by virtual IP works from the side that learned
-//! the other's endpoint from its handshake.
+//! them (per-lane counters), none went through Bulk; status names the bulk controller
+//! (the default `auto`, on the adaptive window while no bulk flows). A ping to an unknown
+//! peer is refused with the peers the node knows; a ping by virtual IP works from the side
+//! that learned the other's endpoint from its handshake.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -107,10 +108,23 @@ fn ping_between_two_daemons_uses_the_critical_lane() {
     assert_eq!(to_a["endpoint_kind"], "learned", "{b_status}");
     assert!(to_a["connect_ms"].is_null(), "B did not dial: {b_status}");
     assert!(to_a["rtt_us"].as_u64().is_some_and(|r| r > 0), "{b_status}");
+    // Which controller paces bulk: the default `auto`, still on the adaptive window (no
+    // bulk has been sent, so no path has been quiet for a second of it), never handed over.
+    for status in [&before, &after, &b_status] {
+        assert_eq!(
+            status["bulk_pacing"],
+            serde_json::json!({"controller": "auto", "mode": "adaptive", "handovers": 0}),
+            "{status}"
+        );
+    }
     let out = bauxite(&config_a, &["status"]);
     let t = text(&out);
     assert!(
         t.contains(&format!("direct {listen_b} (configured)")) && t.contains("rtt "),
+        "{t}"
+    );
+    assert!(
+        t.contains("\nbulk auto: the adaptive window now (0 hand-overs)\n"),
         "{t}"
     );
 
