@@ -420,8 +420,8 @@ impl AdaptiveLedbat {
         // The target, and so whether the path is jittery, cannot change in this update
         // (only a sample moves the filters' jitter; a re-measure moves their bases): it is
         // computed once. Recomputed at each use (up to seven per ack, each going over the
-        // filters again) it was 35-50 % of the controller's time per ack on a quiet path
-        // (docs/benchmarks.md, "The bulk controller per acknowledgement").
+        // filters again) it was a third to a half of the controller's time per ack on a
+        // quiet path (docs/benchmarks.md, "The bulk controller per acknowledgement").
         let target = self.target();
         let jittery = target >= self.config.min_target * 2;
         let horizon = self.horizon_for(jittery);
