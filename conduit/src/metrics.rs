@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Lane, PeerId};
 
+mod bulk;
 mod stages;
 
+pub(crate) use bulk::PacingSource;
+pub use bulk::{BulkPacing, BulkPacingGauge};
 pub use stages::ConnectStageGauges;
 
 /// Each peer's confirmed path MTU, for the metrics endpoint. Written only when discovery
@@ -58,6 +61,8 @@ macro_rules! counters {
             pub path_mtu: PathMtus,
             /// Each peer's per-stage connect timings (ICE; gauges).
             pub connect_stages: ConnectStageGauges,
+            /// Which controller paces bulk, and `auto`'s hand-overs.
+            pub bulk_pacing: BulkPacingGauge,
         }
 
         impl Metrics {
@@ -210,6 +215,7 @@ impl Metrics {
             }
         }
         self.connect_stages.render_prometheus(node, &mut out);
+        self.bulk_pacing.render_prometheus(node, &mut out);
         out
     }
 }

@@ -1,6 +1,7 @@
 //! What the node tells `bauxite status` about a peer (round trip, handshake timing,
 //! session age, the hub's label for the endpoint), and when it says a path went quiet
-//! (the shell's cue to ask STUN again at once after a NAT rebinding), on the simulator.
+//! (the shell's cue to ask STUN again at once after a NAT rebinding), and which
+//! controller paces bulk, on the simulator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
@@ -8,9 +9,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use bauxite_conduit::Lane;
 use bauxite_conduit::ip::build;
-use bauxite_conduit::node::{Event, NodeConfig, PeerStatus, QUIET_AFTER};
+use bauxite_conduit::node::{
+    BulkController, Event, NodeConfig, PeerStatus, QUIET_AFTER, TunVerdict,
+};
 use bauxite_conduit::path::Path;
+use bauxite_conduit::path::auto::Mode;
 use bauxite_conduit::peers::CandidateKind;
 use bauxite_conduit::sim::{LinkConfig, SimNet};
 
@@ -153,4 +158,75 @@ fn a_path_that_goes_quiet_is_reported_once_and_a_working_one_never() {
     net.send_from(0, &p);
     net.run_for(QUIET_AFTER + SLACK);
     assert_eq!(quiet_events(&mut net, 0), [Event::PathQuiet { peer }]);
+}
+
+/// Keeps node 0's bulk lane to node 1 backlogged with full-size packets for `length`.
+fn flood_bulk(net: &mut SimNet, length: Duration) {
+    let mut packet = Vec::new();
+    let (src, dst) = (net.vips[0].addr(), net.vips[1].addr());
+    build::ipv4_udp(src, dst, 40000, 9000, &[0u8; 1322], &mut packet);
+    let end = net.now + length;
+    while net.now < end {
+        while net.nodes[0].scheduler().len(Lane::Bulk) < 64 {
+            assert_eq!(net.send_from(0, &packet), TunVerdict::Queued(Lane::Bulk));
+        }
+        // An idle net does not move its clock by itself.
+        let next = net.now + Duration::from_millis(1);
+        net.run_until(next);
+        net.now = net.now.max(next);
+    }
+}
+
+/// What `bauxite status` and the metrics endpoint read about bulk pacing, from a node
+/// really sending bulk: the default `auto` starts on the adaptive window and, on a clean
+/// link, hands bulk to the rate model a second into bulk, once; a node configured with
+/// one controller says so and never hands over.
+#[test]
+fn the_node_reports_which_controller_paces_bulk_and_auto_s_hand_overs() {
+    let mut net = SimNet::new(
+        NodeConfig::default(),
+        LinkConfig::default(),
+        11,
+        Instant::now(),
+    );
+    let before = net.nodes[0].metrics().bulk_pacing.snapshot().unwrap();
+    assert_eq!(
+        (before.controller, before.mode, before.handovers),
+        (Some(BulkController::Auto), Some(Mode::Adaptive), 0)
+    );
+    flood_bulk(&mut net, Duration::from_millis(500));
+    let early = net.nodes[0].metrics().bulk_pacing.snapshot().unwrap();
+    assert_eq!((early.mode, early.handovers), (Some(Mode::Adaptive), 0));
+    flood_bulk(&mut net, Duration::from_millis(2500));
+    let after = net.nodes[0].metrics().bulk_pacing.snapshot().unwrap();
+    assert_eq!((after.mode, after.handovers), (Some(Mode::Rate), 1));
+    let text = net.nodes[0].metrics().render_prometheus("n0");
+    assert!(
+        text.contains("bauxite_bulk_pacing{node=\"n0\",controller=\"auto\",mode=\"rate\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bauxite_bulk_pacing_handovers_total{node=\"n0\",controller=\"auto\"} 1\n"),
+        "{text}"
+    );
+
+    let config = NodeConfig {
+        bulk_controller: BulkController::Adaptive,
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::new(config, LinkConfig::default(), 11, Instant::now());
+    flood_bulk(&mut net, Duration::from_millis(3000));
+    let fixed = net.nodes[0].metrics().bulk_pacing.snapshot().unwrap();
+    assert_eq!(
+        (fixed.controller, fixed.mode, fixed.handovers),
+        (Some(BulkController::Adaptive), Some(Mode::Adaptive), 0)
+    );
+
+    let unpaced = NodeConfig {
+        bulk_target: None,
+        ..NodeConfig::default()
+    };
+    let net = SimNet::new(unpaced, LinkConfig::default(), 11, Instant::now());
+    let off = net.nodes[0].metrics().bulk_pacing.snapshot().unwrap();
+    assert_eq!((off.controller_name(), off.mode), ("off", None));
 }

@@ -1,6 +1,7 @@
 //! The optional Prometheus endpoint: `GET /metrics` on `node.metrics_listen` returns the
-//! node's counters as text, and the update agent's state, progress and probe round trips
-//! (`bauxite_update_*`) when it runs, and the ROS 2 discovery server's gauges
+//! node's counters and which controller paces bulk (`bauxite_bulk_pacing*`) as text, and
+//! the update agent's state, progress and probe round trips (`bauxite_update_*`) when it
+//! runs, and the ROS 2 discovery server's gauges
 //! (`ros_discovery_port`, `ros_discovery_status`) when `[ros.server]` runs one, the lane
 //! classifier's state, and the operator lock's refusals (`bauxite_operator_*`) when the lock
 //! is on; anything else gets 404.

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use bauxite_conduit::offload::DataPlaneOffload;
 
+mod bulk_pacing;
+
+pub use bulk_pacing::BulkPacingReport;
+
 use crate::hub_state::{CertState, HubState};
 use crate::offload::OffloadReport;
 use crate::operator_lock::LockReport;
@@ -57,6 +61,10 @@ pub struct StatusReport {
     /// The data plane thread's CPU scheduling (`SCHED_FIFO 10 (raised by the daemon)`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<String>,
+    /// Which controller paces bulk: the configured one, and with `auto` the one in force
+    /// now and the hand-overs so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_pacing: Option<BulkPacingReport>,
 }
 
 /// One peer's line.
@@ -328,6 +336,11 @@ impl StatusReport {
             operator_lock: None,
             offload: None,
             scheduling: None,
+            bulk_pacing: metrics
+                .bulk_pacing
+                .snapshot()
+                .as_ref()
+                .map(BulkPacingReport::new),
         }
     }
 
@@ -360,6 +373,9 @@ impl StatusReport {
         );
         if let Some(scheduling) = &self.scheduling {
             let _ = writeln!(out, "cpu  {scheduling}");
+        }
+        if let Some(pacing) = &self.bulk_pacing {
+            let _ = writeln!(out, "bulk {}", pacing.render());
         }
         if let Some(hub) = &self.hub {
             let _ = writeln!(out, "hub  {}", hub.render());
@@ -500,7 +516,34 @@ mod tests {
             operator_lock: None,
             offload: None,
             scheduling: Some("SCHED_FIFO 10 (raised by the daemon)".into()),
+            bulk_pacing: None,
         }
+    }
+
+    #[test]
+    fn the_bulk_controller_has_its_line_and_json_object() {
+        let mut r = report(Vec::new());
+        r.bulk_pacing = Some(BulkPacingReport {
+            controller: "auto".into(),
+            mode: Some("rate".into()),
+            handovers: Some(3),
+        });
+        let text = r.render_text();
+        assert!(
+            text.contains("\nbulk auto: the rate model now (3 hand-overs)\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["bulk_pacing"],
+            serde_json::json!({"controller": "auto", "mode": "rate", "handovers": 3})
+        );
+        // A report from a daemon that does not say reads back without it, and shows no line.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("bulk_pacing");
+        let parsed: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.bulk_pacing, None);
+        assert!(!parsed.render_text().contains("\nbulk "));
     }
 
     #[test]

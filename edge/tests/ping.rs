@@ -1,20 +1,39 @@
 //! `bauxite ping` between two real daemons on loopback (no root: the in-memory device):
 //! probes go to the peer's echo service on the Critical lane and come back; the report
 //! counts every probe, the round trips are real, and both nodes' Critical lanes carried
-//! them (per-lane counters), none went through Bulk. A ping to an unknown peer is refused
-//! with the peers the node knows; a ping by virtual IP works from the side that learned
-//! the other's endpoint from its handshake.
+//! them (per-lane counters), none went through Bulk; status names the bulk controller
+//! (the default `auto`, on the adaptive window while no bulk flows), and so does the
+//! metrics endpoint. A ping to an unknown peer is refused with the peers the node knows; a
+//! ping by virtual IP works from the side that learned the other's endpoint from its
+//! handshake.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
 
-use support::{Daemon, bauxite, json, keygen, node_section, text};
+use support::{Daemon, LIMIT, bauxite, json, keygen, node_section, text, wait_for};
 
 fn lane(status: &serde_json::Value, lane: &str, field: &str) -> u64 {
     status["lanes"][lane][field].as_u64().unwrap()
+}
+
+/// `GET /metrics` from a daemon's metrics listener: the response, head and body. The
+/// daemon binds it just after its control socket: waits (bounded) until it accepts.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = wait_for(LIMIT, "the metrics listener", || {
+        TcpStream::connect(addr).ok()
+    });
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 #[test]
@@ -38,11 +57,17 @@ fn ping_between_two_daemons_uses_the_critical_lane() {
     let mut b = Daemon::start(&config_b, p("b.log"));
     let listen_b = b.wait_running()["listen"].as_str().unwrap().to_owned();
 
+    // A serves its metrics on a port free a moment ago (the daemon refuses to start if
+    // another process took it since, which fails the test loudly, not wrongly).
+    let metrics_addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config_a = p("a/config.toml");
     fs::write(
         &config_a,
         format!(
-            "{}\n{}\nvirtual_ip = \"100.64.0.2\"\nendpoint = \"{listen_b}\"\n",
+            "{}metrics_listen = \"{metrics_addr}\"\n\n{}\nvirtual_ip = \"100.64.0.2\"\nendpoint = \"{listen_b}\"\n",
             node_section(&p("a/node.identity"), "100.64.0.1/10", &p("a/control.sock")),
             peer_b
         ),
@@ -107,12 +132,35 @@ fn ping_between_two_daemons_uses_the_critical_lane() {
     assert_eq!(to_a["endpoint_kind"], "learned", "{b_status}");
     assert!(to_a["connect_ms"].is_null(), "B did not dial: {b_status}");
     assert!(to_a["rtt_us"].as_u64().is_some_and(|r| r > 0), "{b_status}");
+    // Which controller paces bulk: the default `auto`, still on the adaptive window (no
+    // bulk has been sent, so no path has been quiet for a second of it), never handed over.
+    for status in [&before, &after, &b_status] {
+        assert_eq!(
+            status["bulk_pacing"],
+            serde_json::json!({"controller": "auto", "mode": "adaptive", "handovers": 0}),
+            "{status}"
+        );
+    }
     let out = bauxite(&config_a, &["status"]);
     let t = text(&out);
     assert!(
         t.contains(&format!("direct {listen_b} (configured)")) && t.contains("rtt "),
         "{t}"
     );
+    assert!(
+        t.contains("\nbulk auto: the adaptive window now (0 hand-overs)\n"),
+        "{t}"
+    );
+    // The metrics endpoint says the same (series labelled with the node's ID).
+    let metrics = scrape(metrics_addr);
+    let node = after["peer_id"].as_str().unwrap();
+    for series in [
+        format!("bauxite_bulk_pacing{{node=\"{node}\",controller=\"auto\",mode=\"adaptive\"}} 1\n"),
+        format!("bauxite_bulk_pacing{{node=\"{node}\",controller=\"auto\",mode=\"rate\"}} 0\n"),
+        format!("bauxite_bulk_pacing_handovers_total{{node=\"{node}\",controller=\"auto\"}} 0\n"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 
     // The other way, by virtual IP; text output.
     let out = bauxite(

@@ -64,6 +64,7 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
+use crate::metrics::PacingSource;
 use crate::path::{
     AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, AutoGroup, MakeStrategy,
     NullCongestionStrategy, PeerCongestion, PeerPaths, RateBulk, RateConfig, SendLog,
@@ -161,6 +162,15 @@ impl BulkController {
             "rate" => Some(Self::Rate),
             "adaptive" => Some(Self::Adaptive),
             _ => None,
+        }
+    }
+
+    /// `auto`, `rate` or `adaptive`, as [`from_name`](Self::from_name) reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Rate => "rate",
+            Self::Adaptive => "adaptive",
         }
     }
 }
@@ -401,6 +411,7 @@ impl BauxiteNode {
             );
         }
         let mtu = config.mtu;
+        let metrics = Metrics::default();
         let make: MakeStrategy = match (config.bulk_target, config.bulk_controller) {
             (Some(target), BulkController::Rate) => {
                 let rate = RateConfig {
@@ -414,6 +425,7 @@ impl BauxiteNode {
                 let auto = AutoConfig::with_floor(target, config.mtu);
                 // One group per node: all its peers change controller at one instant.
                 let group = AutoGroup::new();
+                metrics.bulk_pacing.set(PacingSource::Auto(group.clone()));
                 Box::new(move || Box::new(AutoBulk::in_group(auto, &group)))
             }
             (Some(target), BulkController::Adaptive) => {
@@ -426,6 +438,11 @@ impl BauxiteNode {
             }
             (None, _) => Box::new(|| Box::new(NullCongestionStrategy)),
         };
+        match (config.bulk_target, config.bulk_controller) {
+            (None, _) => metrics.bulk_pacing.set(PacingSource::Off),
+            (Some(_), BulkController::Auto) => {}
+            (Some(_), fixed) => metrics.bulk_pacing.set(PacingSource::Fixed(fixed)),
+        }
         let congestion = PeerCongestion::new(make);
         Self {
             identity,
@@ -434,7 +451,7 @@ impl BauxiteNode {
             policy: PolicyEngine::new(),
             scheduler: DataPlaneScheduler::new(),
             congestion,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             peers,
             indices: HashMap::new(),
             ready: VecDeque::new(),
@@ -463,6 +480,8 @@ impl BauxiteNode {
     /// (existing controllers are dropped; each peer gets a fresh one on its next bulk
     /// packet).
     pub fn set_congestion(&mut self, make: MakeStrategy) {
+        // The node no longer knows what paces bulk: status and metrics say nothing of it.
+        self.metrics.bulk_pacing.set(PacingSource::Unknown);
         self.congestion = PeerCongestion::new(make);
     }
 

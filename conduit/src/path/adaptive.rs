@@ -276,7 +276,12 @@ impl AdaptiveLedbat {
     /// How long the current-delay filter looks back beyond its last [`MIN_FILTER`]
     /// samples: half a smoothed round trip on a jittery path, nothing on a quiet one.
     fn horizon(&self) -> Duration {
-        if self.jittery() {
+        self.horizon_for(self.jittery())
+    }
+
+    /// [`horizon`](Self::horizon), given whether the path is jittery now.
+    fn horizon_for(&self, jittery: bool) -> Duration {
+        if jittery {
             self.smoothed.unwrap_or_default() / 2
         } else {
             Duration::ZERO
@@ -301,10 +306,14 @@ impl AdaptiveLedbat {
     /// the small packets' (an ack names the newest packet, so under a 1 kHz control loop
     /// most acks name a control packet).
     pub fn queuing_delay(&self) -> Option<Duration> {
+        self.queuing_delay_for(self.horizon())
+    }
+
+    /// [`queuing_delay`](Self::queuing_delay) with the current-delay filter's `horizon`.
+    fn queuing_delay_for(&self, horizon: Duration) -> Option<Duration> {
         if self.on_envelope() {
             return self.envelope.queuing();
         }
-        let horizon = self.horizon();
         let mut fresh = self.fresh();
         let first = fresh.next()?;
         match first.queuing(horizon) {
@@ -353,23 +362,27 @@ impl AdaptiveLedbat {
     /// Tracks how long the window has sat at its floor with the delay above target, and
     /// re-measures the base once that lasted `rebase_after` smoothed round trips: two
     /// packets in flight cannot hold that queue, so the path got longer.
-    fn check_drift(&mut self, now: Instant, queuing: Duration, target: Duration) {
+    /// Returns whether it re-measured (the queuing delay changed).
+    fn check_drift(&mut self, now: Instant, queuing: Duration, target: Duration) -> bool {
         // At the floor only: on a slow, short path even four packets are a queue of
         // milliseconds, which a re-measured base would then hide for good.
         let at_floor = self.cwnd <= self.min_cwnd() + 1.0;
-        if !(at_floor && queuing > target && self.jittery()) {
+        let jittery = target >= self.config.min_target * 2;
+        if !(at_floor && queuing > target && jittery) {
             self.pinned_since = None;
-            return;
+            return false;
         }
         let since = *self.pinned_since.get_or_insert(now);
         let srtt = self.smoothed.unwrap_or(self.config.cto);
         if now.saturating_duration_since(since) >= srtt * self.config.rebase_after {
-            let horizon = self.horizon();
+            let horizon = self.horizon_for(jittery);
             self.bulk.rebase(horizon);
             self.small.rebase(horizon);
             self.envelope.rebase(horizon);
             self.pinned_since = None;
+            return true;
         }
+        false
     }
 
     /// Takes one ack's samples: `round_trip` for the smoothed round trip, `delay` (the
@@ -404,7 +417,15 @@ impl AdaptiveLedbat {
         if self.flight + self.config.mss > self.cwnd as usize {
             self.next_send = self.next_send.map(|at| at.max(now));
         }
-        let floors = self.target().as_secs_f64() / self.config.min_target.as_secs_f64();
+        // The target, and so whether the path is jittery, cannot change in this update
+        // (only a sample moves the filters' jitter; a re-measure moves their bases): it is
+        // computed once. Recomputed at each use (up to seven per ack, each going over the
+        // filters again) it was a third to a half of the controller's time per ack on a
+        // quiet path (docs/benchmarks.md, "The bulk controller per acknowledgement").
+        let target = self.target();
+        let jittery = target >= self.config.min_target * 2;
+        let horizon = self.horizon_for(jittery);
+        let floors = target.as_secs_f64() / self.config.min_target.as_secs_f64();
         if floors >= self.config.envelope_from {
             let since = *self.noisy_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= self.config.envelope_hold {
@@ -412,14 +433,15 @@ impl AdaptiveLedbat {
             }
         } else {
             self.noisy_since = None;
-            if !self.jittery() {
+            if !jittery {
                 self.enveloped = false;
             }
         }
-        let queuing = self.queuing_delay().unwrap_or_default();
-        let target = self.target();
-        self.check_drift(now, queuing, target);
-        let queuing = self.queuing_delay().unwrap_or_default().as_secs_f64();
+        let mut queuing = self.queuing_delay_for(horizon).unwrap_or_default();
+        if self.check_drift(now, queuing, target) {
+            queuing = self.queuing_delay_for(horizon).unwrap_or_default();
+        }
+        let queuing = queuing.as_secs_f64();
         let t = target.as_secs_f64().max(f64::MIN_POSITIVE);
         let srtt = self
             .smoothed
@@ -437,13 +459,13 @@ impl AdaptiveLedbat {
             // more (a window of a hundred segments on a 60 ms LTE path must not take a
             // hundred round trips to rebuild); doubling until the delay first comes near
             // the target (LEDBAT++'s slowed start).
-            let ramp = match (self.jittery(), self.started) {
+            let ramp = match (jittery, self.started) {
                 (false, _) => 0.0,
                 (true, true) => self.config.ramp,
                 (true, false) => 1.0,
             };
             self.cwnd += below * acked * (mss / self.cwnd).max(ramp);
-        } else if self.jittery() {
+        } else if jittery {
             // Remove the excess queue within about a round trip, at most half the window
             // per round trip (LEDBAT++'s multiplicative decrease); the RFC's one segment
             // per round trip takes seconds to drain a large window.

@@ -98,6 +98,16 @@ pub enum Mode {
     Rate,
 }
 
+impl Mode {
+    /// `adaptive` or `rate`: the name of the `node.bulk_controller` that paces the same way.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Adaptive => "adaptive",
+            Mode::Rate => "rate",
+        }
+    }
+}
+
 /// The per-path choice between the adaptive window and the rate model. See the module
 /// docs. Controllers that share an [`AutoGroup`] (a node's peers) change mode together.
 #[derive(Debug)]

@@ -26,7 +26,7 @@
 //! starts later), so a report updates them in O(1); only a member that leaves, or one
 //! whose value shrinks, makes them be recomputed over all members.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,6 @@ struct State {
     /// The newest [`Report::unquiet`] of all members.
     newest_unquiet: Option<Instant>,
     mode: Mode,
-    switches: u64,
 }
 
 impl State {
@@ -167,14 +166,23 @@ impl State {
     }
 }
 
+/// What the group publishes without its lock: every bulk packet sent asks for the mode
+/// (acks report and take the lock), and status and the metrics endpoint read both from
+/// other threads, which must never wait for the data plane.
+#[derive(Debug, Default)]
+struct Published {
+    /// `state.mode == Mode::Rate`.
+    rate: AtomicBool,
+    /// How many times the mode changed.
+    switches: AtomicU64,
+}
+
 /// The peers of one node whose [`AutoBulk`](super::AutoBulk) controllers change mode
 /// together. Cloning it shares the group.
 #[derive(Clone, Debug)]
 pub struct AutoGroup {
     state: Arc<Mutex<State>>,
-    /// `state.mode == Mode::Rate`, readable without the lock: every bulk packet sent
-    /// asks for the mode (acks report and take the lock).
-    rate: Arc<AtomicBool>,
+    published: Arc<Published>,
 }
 
 impl Default for AutoGroup {
@@ -194,9 +202,8 @@ impl AutoGroup {
                 newest_sent: None,
                 newest_unquiet: None,
                 mode: Mode::Adaptive,
-                switches: 0,
             })),
-            rate: Arc::new(AtomicBool::new(false)),
+            published: Arc::new(Published::default()),
         }
     }
 
@@ -206,18 +213,18 @@ impl AutoGroup {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The group's mode now.
+    /// The group's mode now (lock-free).
     pub fn mode(&self) -> Mode {
-        if self.rate.load(Ordering::Relaxed) {
+        if self.published.rate.load(Ordering::Relaxed) {
             Mode::Rate
         } else {
             Mode::Adaptive
         }
     }
 
-    /// How many times the group's mode changed.
+    /// How many times the group's mode changed (lock-free).
     pub fn switches(&self) -> u64 {
-        self.lock().switches
+        self.published.switches.load(Ordering::Relaxed)
     }
 
     pub(super) fn join(&self) -> usize {
@@ -266,11 +273,16 @@ impl AutoGroup {
         let next = s.decide(now, quiet_for, noisy_for);
         if next != s.mode {
             s.mode = next;
-            s.switches += 1;
-            self.rate.store(next == Mode::Rate, Ordering::Relaxed);
+            // Only ever written under the lock, so a load and a store make an increment.
+            let switches = self.published.switches.load(Ordering::Relaxed) + 1;
+            self.published.switches.store(switches, Ordering::Relaxed);
+            self.published
+                .rate
+                .store(next == Mode::Rate, Ordering::Relaxed);
             // At most once per `quiet_for`: what an operator needs to read a latency
-            // figure (which controller paced the bulk under it).
-            tracing::info!(mode = ?next, switches = s.switches, "bulk pacing changes hands");
+            // figure (which controller paced the bulk under it); status and the metrics
+            // endpoint show the same (`AutoGroup::mode`, `AutoGroup::switches`).
+            tracing::info!(mode = ?next, switches, "bulk pacing changes hands");
         }
         s.mode
     }
