@@ -328,3 +328,35 @@ fn delay_aware_bound() {
         }
     }
 }
+
+/// Section 6's bound holds for a sender that paces a constant fraction of the rate, not
+/// for every sender: on `lte`, one that reacts as late as the one above (a least round
+/// trip) but paces at 0.7 while the base delay it knows of is under 26 ms and 0.5
+/// otherwise keeps the control loop's p99 within 2 ms and takes more than any constant
+/// fraction that keeps it (0.55: 48 %), because queue built while the path is 20-25 ms
+/// long lifts no packet above the idle p99, which the 40 ms second sets.
+#[test]
+fn on_lte_a_sender_that_takes_more_while_the_path_is_short_beats_the_constant_bound() {
+    let lte = Profile::lte();
+    let physics = Reaction::RoundTrip(Duration::ZERO);
+    let policy = Policy {
+        u: 0.5,
+        short_u: 0.7,
+        short_below: Duration::from_millis(26),
+    };
+    for seed in [1, 2, 3, 5] {
+        let idle = ideal_sender(&lte, 0.0, Reaction::Fixed(Duration::ZERO), seed).p99();
+        let aware = ideal_sender_by_delay(&lte, policy, physics, seed);
+        eprintln!(
+            "lte seed {seed}: idle p99 {idle:?}; delay-aware p99 {:?}, {:.0} %",
+            aware.p99(),
+            aware.share * 100.0
+        );
+        assert!(aware.p99() <= idle + Duration::from_millis(2));
+        assert!(
+            aware.share > 0.53,
+            "more than u = 0.6 takes: {}",
+            aware.share
+        );
+    }
+}
