@@ -401,7 +401,8 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 /// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
 /// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_RAMP`, `BX_PACE` and
 /// `BX_EPACE` set, `BX_EMAXRTT` (ms) its `envelope_max_rtt`; `BX_OWD=1` turns on its
-/// `one_way_delay`, `BX_NOENV=1` off its `envelope`.
+/// `one_way_delay`, `BX_NOENV=1` off its `envelope` (all of these set `auto`'s window
+/// too).
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
