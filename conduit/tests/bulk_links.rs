@@ -33,6 +33,11 @@ fn ip(v: VirtualIp) -> Ipv4Addr {
 struct Run {
     /// One-way delays of the control loop's packets, sorted.
     delays: Vec<Duration>,
+    /// Each control packet's send time since the start and its one-way delay, in send
+    /// order (`BX_STEPS`' breakdown by profile step).
+    sent: Vec<(Duration, Duration)>,
+    /// Each bulk packet's arrival since the start and its length.
+    bulk_arrivals: Vec<(Duration, usize)>,
     lost: usize,
     /// Inner bulk bytes delivered per second while the loop ran, in bit/s.
     goodput: f64,
@@ -272,13 +277,17 @@ fn control_loop(
     net.profile = None;
     net.run_for(Duration::from_secs(1));
     let mut delays = Vec::new();
+    let mut sent = Vec::new();
+    let mut bulk_arrivals = Vec::new();
     let mut bulk_bytes = 0usize;
     for d in &net.delivered[1][first..] {
         if d.packet[9] == 1 && d.packet[28] != 0xff {
             let id = u32::from_be_bytes(d.packet[28..32].try_into().unwrap()) as usize;
             delays.push(d.at - sent_at[id]);
+            sent.push((sent_at[id] - start, d.at - sent_at[id]));
         } else if d.at <= end {
             bulk_bytes += d.packet.len();
+            bulk_arrivals.push((d.at - start, d.packet.len()));
         }
     }
     delays.sort();
@@ -288,7 +297,72 @@ fn control_loop(
         goodput: bulk_bytes as f64 * 8.0 / secs,
         capacity: mean_rate(profile, begin - start, end - start),
         delays,
+        sent,
+        bulk_arrivals,
         path_mtu,
+    }
+}
+
+/// `BX_STEPS=1`: where in the profile's period the loaded run's bulk went and which of
+/// its control packets rose above the idle p99: per step of the schedule, bulk's share
+/// of that step's capacity, the share of the loop's packets sent in the step, and how
+/// many of them ended above the idle p99 and above the idle p99 + 2 ms (the acceptance
+/// counts only those: a p99 is lifted by the top 1 %).
+fn by_step(profile: &Profile, idle: &Run, loaded: &Run) {
+    if std::env::var("BX_STEPS").is_err() {
+        return;
+    }
+    let Some(period) = profile.period else {
+        return;
+    };
+    let step_of = |t: Duration| {
+        let t = Duration::from_nanos((t.as_nanos() % period.as_nanos()) as u64);
+        profile
+            .steps
+            .partition_point(|s| s.at <= t)
+            .saturating_sub(1)
+    };
+    let n = profile.steps.len().max(1);
+    let (first, last) = (
+        loaded.sent.first().map_or(Duration::ZERO, |s| s.0),
+        loaded.sent.last().map_or(Duration::ZERO, |s| s.0),
+    );
+    let mut cap = vec![0.0f64; n];
+    let mut ms = first.as_millis() as u64;
+    while ms <= last.as_millis() as u64 {
+        let at = Duration::from_millis(ms);
+        let imp = profile.at(at);
+        if !imp.blackout {
+            cap[step_of(at)] += imp.rate_bps.unwrap_or(0) as f64 / 1e3;
+        }
+        ms += 1;
+    }
+    let mut bulk = vec![0.0f64; n];
+    for &(at, len) in &loaded.bulk_arrivals {
+        if at >= first && at <= last {
+            bulk[step_of(at)] += (len * 8) as f64;
+        }
+    }
+    let idle99 = idle.p(99);
+    let mut pkts = vec![(0usize, 0usize, 0usize); n];
+    for &(at, delay) in &loaded.sent {
+        let c = &mut pkts[step_of(at)];
+        c.0 += 1;
+        c.1 += usize::from(delay > idle99);
+        c.2 += usize::from(delay > idle99 + Duration::from_millis(2));
+    }
+    let total = loaded.sent.len().max(1) as f64;
+    for (i, step) in profile.steps.iter().enumerate() {
+        eprintln!(
+            "  step {i} ({} Mbit/s, {} ms): bulk {:.0} % of its capacity; loop packets {:.1} %, \
+             above idle p99 {:.2} %, above idle p99 + 2 ms {:.2} % (of all)",
+            step.rate_bps.unwrap_or(0) / 1_000_000,
+            step.delay.as_millis(),
+            100.0 * bulk[i] / cap[i].max(1.0),
+            100.0 * pkts[i].0 as f64 / total,
+            100.0 * pkts[i].1 as f64 / total,
+            100.0 * pkts[i].2 as f64 / total,
+        );
     }
 }
 
@@ -327,7 +401,8 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 /// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
 /// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_RAMP`, `BX_PACE` and
 /// `BX_EPACE` set, `BX_EMAXRTT` (ms) its `envelope_max_rtt`; `BX_OWD=1` turns on its
-/// `one_way_delay`, `BX_NOENV=1` off its `envelope`.
+/// `one_way_delay`, `BX_NOENV=1` off its `envelope` (all of these set `auto`'s window
+/// too).
 fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_OLD").is_ok() {
         return rfc_ledbat(target);
@@ -337,11 +412,11 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
     if std::env::var("BX_CTRL").is_ok_and(|c| c == "rate") {
         return rate_from_env(target);
     }
+    let config = adaptive_from_env(target);
     if std::env::var("BX_CTRL").is_ok_and(|c| c == "auto") {
-        let knob =
-            |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
         let d = AutoConfig::with_floor(target, 1350);
         let config = AutoConfig {
+            adaptive: config,
             quiet_below: knob("BX_QUIET", d.quiet_below),
             noisy_above: knob("BX_NOISY", d.noisy_above),
             quiet_for: Duration::from_secs_f64(knob("BX_QUIET_S", d.quiet_for.as_secs_f64())),
@@ -355,8 +430,19 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         return Box::new(move || Box::new(AutoBulk::in_group(config, &group)));
     }
     // Otherwise the adaptive LEDBAT, whatever the node's default.
+    if trace_window().is_some() {
+        return Box::new(move || Box::new(Traced(AdaptiveLedbat::new(config))));
+    }
+    Box::new(move || Box::new(AdaptiveLedbat::new(config)))
+}
+
+/// The adaptive window's configuration with the knobs of [`strategy_from_env`] (also
+/// `auto`'s window).
+fn adaptive_from_env(target: Duration) -> AdaptiveConfig {
+    let knob =
+        |name: &str, default: f64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
     let defaults = AdaptiveConfig::default();
-    let config = AdaptiveConfig {
+    AdaptiveConfig {
         min_target: target,
         jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
         ramp: knob("BX_RAMP", defaults.ramp),
@@ -368,11 +454,7 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         envelope_pacing: knob("BX_EPACE", defaults.envelope_pacing),
         one_way_delay: std::env::var("BX_OWD").is_ok(),
         ..defaults
-    };
-    if trace_window().is_some() {
-        return Box::new(move || Box::new(Traced(AdaptiveLedbat::new(config))));
     }
-    Box::new(move || Box::new(AdaptiveLedbat::new(config)))
 }
 
 /// The rate model's knobs: `BX_CRUISE`, `BX_PROBE`, `BX_DRAIN` (gains), `BX_ROUNDS`
@@ -468,6 +550,7 @@ fn diagnose() {
             let make = target.map(strategy_from_env);
             let loaded = control_loop(config, make, &profile, true, warm, secs, seed);
             report(&format!("{name}, target {target:?}"), &idle, &loaded);
+            by_step(&profile, &idle, &loaded);
         }
     }
 }
@@ -610,8 +693,8 @@ fn fair_shares(config: NodeConfig) {
 /// times what RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two
 /// packets per round trip). On `wifi` bulk gets issue 14's 80 % of the capacity (84–87 %
 /// measured on four seeds: the envelope of one-way delays, docs/congestion.md section 9).
-/// On `lte` no sender that shares the link's queue can (section 6); the window gets
-/// 24–35 % there, checked against a floor below what was measured.
+/// On `lte` the envelope (on for LTE's round trips since section 10) gets 51–59 % on eight
+/// seeds, checked against 45 %: issue 14's 80 % is not met there (section 10 says why).
 #[test]
 fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
     for seed in [3, 5] {
@@ -638,7 +721,7 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
                 loaded.p(99),
                 idle.p(99)
             );
-            let floor = if name == "wifi" { 0.8 } else { 0.15 };
+            let floor = if name == "wifi" { 0.8 } else { 0.45 };
             assert!(
                 loaded.goodput >= floor * loaded.capacity,
                 "{name}: bulk {} of {}",
