@@ -38,9 +38,10 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-# BXBENCH_NO_BUILD=1 uses the release binaries already in the target dir.
+# BXBENCH_NO_BUILD=1 uses the release binaries already in the target dir; BAUXITE=PATH
+# runs that bauxite binary instead (an A/B of two builds).
 [ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite -p bauxite-netem --bins -q
-BAUXITE="$TARGET_DIR/release/bauxite"
+BAUXITE="${BAUXITE:-$TARGET_DIR/release/bauxite}"
 LINKEMU="$TARGET_DIR/release/bauxite-linkemu"
 BORINGTUN="$(command -v boringtun-cli || true)"
 if [[ -z "$BORINGTUN" && ",$ONLY," == *",boringtun,"* ]]; then

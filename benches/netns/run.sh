@@ -35,8 +35,9 @@ done
 bash scripts/setup.sh
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p bauxite --locked -q
-BAUXITE="$TARGET_DIR/release/bauxite"
+# BXBENCH_NO_BUILD=1 skips the build; BAUXITE=PATH runs that binary (an A/B of two builds).
+[ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite --locked -q
+BAUXITE="${BAUXITE:-$TARGET_DIR/release/bauxite}"
 BORINGTUN="$(command -v boringtun-cli || true)"
 if [[ -z "$BORINGTUN" && ",$ONLY," == *",boringtun,"* ]]; then
   cargo install boringtun-cli --version 0.7.1 --locked -q --root "$TARGET_DIR/boringtun-cli" \
