@@ -73,7 +73,6 @@ mod ice_driver;
 mod ice_mux;
 pub mod service;
 mod shell;
-mod timer;
 pub mod turn;
 mod udp;
 

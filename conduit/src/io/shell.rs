@@ -51,7 +51,6 @@ use super::device::Device;
 use super::ice::{IceInbox, is_ice_stun};
 use super::ice_driver::{IceConfig, IceIo, IceSignalPort};
 use super::service::{ServiceSocket, Services};
-use super::timer::WakeTimer;
 use super::turn::{TURN_QUEUE, TurnDatagram, TurnRelayPort};
 use super::udp::UdpIo;
 use super::{BATCH, Query, ShellConfig, ShellCounters, ShellStatus, clock};
@@ -125,7 +124,7 @@ enum Wake {
     Shutdown,
     Writable(io::Result<()>),
     Input(io::Result<()>),
-    Timer(io::Result<()>),
+    Timer,
     Service,
     Query(Option<Query>),
 }
@@ -423,7 +422,8 @@ impl Shell {
     ) -> Result<BauxiteNode, Error> {
         let mut shutdown = std::pin::pin!(shutdown);
         self.dial(clock::now());
-        let mut timer = WakeTimer::new(clock::now());
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(clock::now()));
+        let mut sleep = std::pin::pin!(sleep);
         let mut queries_open = true;
         let service_wake = self.services.wake();
         loop {
@@ -451,13 +451,9 @@ impl Shell {
                     .flatten()
                     .min()
             };
-            if let Some(at) = deadline {
-                timer.arm(at, now).map_err(|source| Error::Io {
-                    action: "arm",
-                    path: "wake-up timer".into(),
-                    source,
-                })?;
-            }
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline.unwrap_or(now)));
             let bulk_room = self.node.scheduler().room(crate::Lane::Bulk) > 0;
             let wake = tokio::select! {
                 biased;
@@ -470,7 +466,7 @@ impl Shell {
                 r = self.udp.readable() => Wake::Input(r),
                 r = self.device.readable(bulk_room) => Wake::Input(r),
                 () = service_wake.notified() => Wake::Service,
-                r = timer.wait(clock::now), if deadline.is_some() => Wake::Timer(r),
+                () = &mut sleep, if deadline.is_some() => Wake::Timer,
             };
             match wake {
                 Wake::Shutdown => {
@@ -495,7 +491,7 @@ impl Shell {
                         ice.signals_in = None;
                     }
                 }
-                Wake::Writable(r) | Wake::Input(r) | Wake::Timer(r) if r.is_err() => {
+                Wake::Writable(r) | Wake::Input(r) if r.is_err() => {
                     if let Err(error) = r {
                         tracing::warn!(%error, "socket or device failed; stopping");
                         return Err(Error::Io {
@@ -505,7 +501,7 @@ impl Shell {
                         });
                     }
                 }
-                Wake::Writable(_) | Wake::Timer(_) | Wake::Service => {}
+                Wake::Writable(_) | Wake::Timer | Wake::Service => {}
                 Wake::Input(_) => {
                     self.on_datagrams(clock::now()).await;
                     self.on_packets(clock::now());
