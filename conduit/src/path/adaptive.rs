@@ -54,7 +54,7 @@ use super::{CongestionStrategy, Feedback};
 
 pub(super) mod delay;
 mod envelope;
-mod trace;
+pub(super) mod trace;
 
 use delay::DelayFilter;
 use envelope::Envelope;

@@ -40,6 +40,7 @@
 use std::time::{Duration, Instant};
 
 use super::adaptive::delay::DelayFilter;
+use super::adaptive::trace::Trace;
 use super::{CongestionStrategy, Feedback};
 
 pub(crate) mod sampler;
@@ -176,6 +177,8 @@ pub struct RateBulk {
     pace_wake: Option<Instant>,
     /// No rate-drop report is acted on before this (one cut per round trip).
     drop_hold: Option<Instant>,
+    /// Counters for the debug-level trace (`adaptive/trace.rs`).
+    trace: Trace,
 }
 
 impl Default for RateBulk {
@@ -210,6 +213,7 @@ impl RateBulk {
             next_send: None,
             pace_wake: None,
             drop_hold: None,
+            trace: Trace::default(),
         }
     }
 
@@ -522,6 +526,39 @@ impl RateBulk {
             self.end_round(now);
         }
         self.brake(now);
+        self.trace_line(now, feedback.bytes);
+    }
+
+    /// Writes the model's state at debug level every tenth of a second
+    /// (`RUST_LOG=info,bauxite_conduit::path::rate=debug`; `adaptive/trace.rs`).
+    fn trace_line(&mut self, now: Instant, bytes: usize) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let Some(p) = self.trace.due(now, bytes) else {
+            return;
+        };
+        let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
+        let mbit = |rate: f64| rate * 8.0 / 1e6;
+        tracing::debug!(
+            phase = ?self.phase,
+            bw_mbit = mbit(self.bw),
+            pacing_mbit = mbit(self.pacing_rate()),
+            braking = self.braking.map_or(1.0, |(_, factor)| factor),
+            cwnd = self.cwnd(),
+            flight = self.flight,
+            min_rtt_us = us(self.min_rtt()),
+            srtt_us = us(self.smoothed),
+            target_us = us(Some(self.target())),
+            queuing_us = us(self.queuing_delay()),
+            acks = p.acks,
+            acked_mbit = p.acked_mbit,
+            sends = p.sends,
+            sent_mbit = p.sent_mbit,
+            late_mean_us = p.late_mean_us,
+            late_max_us = p.late_max_us,
+            "rate model"
+        );
     }
 }
 
@@ -538,6 +575,7 @@ impl CongestionStrategy for RateBulk {
         // further ahead, and on a path whose round trip is shorter than a packet's gap
         // (a 20 Mbit/s tbf link, 0.7 ms) the pacer never released again: one packet per
         // round trip, 16 of 20 Mbit/s (docs/congestion.md section 6).
+        self.trace.on_sent(now, bytes, self.next_send);
         let floor = now.checked_sub(Duration::from_millis(1)).unwrap_or(now);
         let from = self.next_send.map_or(now, |at| at.clamp(floor, now));
         let next = from + Duration::from_secs_f64(bytes as f64 / self.pacing_rate());

@@ -1,4 +1,4 @@
-//! A debug-level trace of the adaptive window between real daemons: what the simulator's
+//! A debug-level trace of a bulk controller (the adaptive window, the rate model) between real daemons: what the simulator's
 //! per-millisecond traces show (docs/congestion.md section 9), summed over a tenth of a
 //! second, so a daemon run with
 //! `RUST_LOG=info,bauxite_conduit::path::adaptive=debug` says why bulk got what it got.
@@ -14,7 +14,7 @@ const EVERY: Duration = Duration::from_millis(100);
 
 /// Counters since the last trace line.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Trace {
+pub(in crate::path) struct Trace {
     since: Option<Instant>,
     acks: u32,
     acked: usize,
@@ -28,22 +28,22 @@ pub(super) struct Trace {
 
 /// One line's worth of counters.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Period {
+pub(in crate::path) struct Period {
     /// Acks taken, and the bulk bytes they settled per second, in Mbit/s.
-    pub(super) acks: u32,
-    pub(super) acked_mbit: f64,
+    pub(in crate::path) acks: u32,
+    pub(in crate::path) acked_mbit: f64,
     /// Bulk packets sent, and their rate in Mbit/s.
-    pub(super) sends: u32,
-    pub(super) sent_mbit: f64,
+    pub(in crate::path) sends: u32,
+    pub(in crate::path) sent_mbit: f64,
     /// Mean and largest delay of a paced send behind its slot, µs: a driver whose timer
     /// wakes late loses that much of the pacing rate unless the pacer catches up.
-    pub(super) late_mean_us: u64,
-    pub(super) late_max_us: u64,
+    pub(in crate::path) late_mean_us: u64,
+    pub(in crate::path) late_max_us: u64,
 }
 
 impl Trace {
     /// A bulk packet of `bytes` left at `now`; `slot` is when the pacer would have let it.
-    pub(super) fn on_sent(&mut self, now: Instant, bytes: usize, slot: Option<Instant>) {
+    pub(in crate::path) fn on_sent(&mut self, now: Instant, bytes: usize, slot: Option<Instant>) {
         // Saturating: a daemon that never turns the trace on never resets the counters.
         self.sends = self.sends.saturating_add(1);
         self.sent = self.sent.saturating_add(bytes);
@@ -57,7 +57,7 @@ impl Trace {
 
     /// An ack settled `bytes` at `now`; returns the period's counters (and starts a new
     /// one) once [`EVERY`] has passed.
-    pub(super) fn due(&mut self, now: Instant, bytes: usize) -> Option<Period> {
+    pub(in crate::path) fn due(&mut self, now: Instant, bytes: usize) -> Option<Period> {
         self.acks += 1;
         self.acked += bytes;
         let since = *self.since.get_or_insert(now);
