@@ -188,6 +188,30 @@ fn profiles() -> Vec<(&'static str, Profile)> {
     ]
 }
 
+/// A comma-separated list of numbers from the environment, or `default`'s.
+fn env_list(name: &str, default: &str) -> Vec<f64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// The profiles `BX_PROFILES` names (comma-separated), or all of them.
+fn selected_profiles() -> impl Iterator<Item = (&'static str, Profile)> {
+    let only = std::env::var("BX_PROFILES").unwrap_or_default();
+    profiles()
+        .into_iter()
+        .filter(move |(name, _)| only.is_empty() || only.split(',').any(|o| o == *name))
+}
+
+/// The control loop's idle p99 on `profile`, per seed of the reports.
+fn idle_p99s(profile: &Profile) -> Vec<Duration> {
+    [1, 2, 3, 5]
+        .map(|s| ideal_sender(profile, 0.0, Reaction::Fixed(Duration::ZERO), s).p99())
+        .into()
+}
+
 /// Prints, per profile and reaction time, the largest pacing fraction `u` whose p99
 /// stays within 2 ms of idle on every seed, and the table of p99 over idle by `u`; run
 /// with `--ignored --nocapture`. `BX_REACT` (ms, comma-separated; -D: the least round
@@ -196,23 +220,10 @@ fn profiles() -> Vec<(&'static str, Profile)> {
 #[test]
 #[ignore = "a report, not a check: prints the bound's figures"]
 fn reaction_time_bound() {
-    let list = |name: &str, default: &str| -> Vec<f64> {
-        std::env::var(name)
-            .unwrap_or_else(|_| default.into())
-            .split(',')
-            .map(|v| v.parse().unwrap())
-            .collect()
-    };
-    let reactions = list("BX_REACT", "0,5,10,20,40,60,80,-0,-5");
-    let us = list("BX_U", "0.5,0.6,0.7,0.8,0.9,0.95");
-    let only = std::env::var("BX_PROFILES").unwrap_or_default();
-    for (name, profile) in profiles() {
-        if !only.is_empty() && !only.split(',').any(|o| o == name) {
-            continue;
-        }
-        let idle: Vec<_> = [1, 2, 3, 5]
-            .map(|s| ideal_sender(&profile, 0.0, Reaction::Fixed(Duration::ZERO), s).p99())
-            .into();
+    let reactions = env_list("BX_REACT", "0,5,10,20,40,60,80,-0,-5");
+    let us = env_list("BX_U", "0.5,0.6,0.7,0.8,0.9,0.95");
+    for (name, profile) in selected_profiles() {
+        let idle = idle_p99s(&profile);
         for &ms in &reactions {
             // Negative: a round trip plus that many ms to detect.
             let (reaction, label) = if ms.is_sign_negative() {
@@ -279,25 +290,12 @@ fn on_lte_a_sender_a_round_trip_late_cannot_take_80_percent() {
 #[test]
 #[ignore = "a report, not a check: prints the figures of a delay-aware sender"]
 fn delay_aware_bound() {
-    let list = |name: &str, default: &str| -> Vec<f64> {
-        std::env::var(name)
-            .unwrap_or_else(|_| default.into())
-            .split(',')
-            .map(|v| v.parse().unwrap())
-            .collect()
-    };
-    let reactions = list("BX_REACT", "-0,-5,-10");
-    let longs = list("BX_U", "0.5");
-    let shorts = list("BX_USHORT", "0.5,0.7,0.8,0.9,0.95");
-    let belows = list("BX_SHORT_MS", "21,26,31,36");
-    let only = std::env::var("BX_PROFILES").unwrap_or_default();
-    for (name, profile) in profiles() {
-        if !only.is_empty() && !only.split(',').any(|o| o == name) {
-            continue;
-        }
-        let idle: Vec<_> = [1, 2, 3, 5]
-            .map(|s| ideal_sender(&profile, 0.0, Reaction::Fixed(Duration::ZERO), s).p99())
-            .into();
+    let reactions = env_list("BX_REACT", "-0,-5,-10");
+    let longs = env_list("BX_U", "0.5");
+    let shorts = env_list("BX_USHORT", "0.5,0.7,0.8,0.9,0.95");
+    let belows = env_list("BX_SHORT_MS", "21,26,31,36");
+    for (name, profile) in selected_profiles() {
+        let idle = idle_p99s(&profile);
         for &ms in &reactions {
             let reaction = Reaction::RoundTrip(Duration::from_secs_f64(ms.abs() / 1e3));
             for &below in &belows {
