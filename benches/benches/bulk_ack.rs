@@ -204,10 +204,7 @@ fn per_ack(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the figures in docs/benchmarks.md come from a noisy 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = bauxite_benches::short_runs();
     targets = per_ack
 }
 criterion_main!(benches);

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bauxite_benches::{PACKET_LEN, bulk_udp, channel_pair};
 use bauxite_conduit::cipher::{AeadBackend, CipherSuite, PacketCipher};
@@ -83,10 +83,7 @@ fn raw_aead(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the figures in docs/benchmarks.md come from a noisy 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = bauxite_benches::short_runs();
     targets = secure_channel, raw_aead
 }
 criterion_main!(benches);

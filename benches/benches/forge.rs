@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bauxite_forge::checkpoint::UpdateBinding;
 use bauxite_forge::chunk::{ChunkIndex, ChunkNo};
@@ -153,10 +153,7 @@ fn staging(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20);
+    config = bauxite_benches::short_runs().sample_size(20);
     targets = chunks, fetch, staging
 }
 criterion_main!(benches);

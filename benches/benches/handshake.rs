@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bauxite_benches::identity;
 use bauxite_conduit::cipher::CipherSuite;
@@ -50,10 +49,7 @@ fn full_handshake(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the figures in docs/benchmarks.md come from a noisy 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = bauxite_benches::short_runs();
     targets = full_handshake
 }
 criterion_main!(benches);

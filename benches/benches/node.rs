@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bauxite_benches::{NodePair, PACKET_LEN, bulk_udp};
 use bauxite_conduit::Lane;
@@ -59,10 +59,7 @@ fn tun_to_tun(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the figures in docs/benchmarks.md come from a noisy 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = bauxite_benches::short_runs();
     targets = tun_to_tun
 }
 criterion_main!(benches);

@@ -15,7 +15,7 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bauxite_benches::{DST_IP, NodePair, SRC_IP};
 use bauxite_conduit::ip::build;
@@ -119,10 +119,7 @@ fn redundancy(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the figures in docs/benchmarks.md come from a noisy 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = bauxite_benches::short_runs();
     targets = redundancy
 }
 criterion_main!(benches);

@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bauxite_benches::{PACKET_LEN, bulk_tcp, icmp_echo, telemetry_udp};
 use bauxite_conduit::Lane;
@@ -79,10 +78,7 @@ fn classify_packets(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the figures in docs/benchmarks.md come from a noisy 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = bauxite_benches::short_runs();
     targets = enqueue_dequeue, classify_packets
 }
 criterion_main!(benches);

@@ -8,7 +8,7 @@
 //! exact commands and the figures they gave.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bauxite_conduit::cipher::CipherSuite;
 use bauxite_conduit::identity::Identity;
@@ -186,4 +186,12 @@ impl NodePair {
     pub fn receiver(&self) -> PeerId {
         self.nodes[1].peer_id()
     }
+}
+
+/// The criterion configuration of every benchmark: short runs (1 s warm-up, 3 s
+/// measured), since the figures in docs/benchmarks.md come from a noisy 2-core machine.
+pub fn short_runs() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
 }
