@@ -151,6 +151,16 @@ row() { # label dst
     "$(latency "$dst")" "$(loaded_latency "$dst")" "$(shaped "$dst")"
 }
 
+# keep_logs NAME: with BXBENCH_LOGS=DIR, the last Bauxite pair's daemon logs go to
+# DIR/NAME-a.log and DIR/NAME-b.log (A sends the bulk; with
+# RUST_LOG=info,bauxite_conduit::path::rate=debug,bauxite_conduit::path::adaptive=debug
+# they trace the bulk controllers every 100 ms).
+keep_logs() {
+  [ -n "${BXBENCH_LOGS:-}" ] || return 0
+  mkdir -p "$BXBENCH_LOGS"
+  cp "$WORK/a.log" "$BXBENCH_LOGS/$1-a.log"; cp "$WORK/b.log" "$BXBENCH_LOGS/$1-b.log"
+}
+
 # shellcheck source=benches/netns/pair.sh
 . "$(dirname "$0")/pair.sh"
 
@@ -165,8 +175,8 @@ if [[ ",$ONLY," == *",bare,"* ]]; then row "bare veth" 10.88.0.2 | tee -a "$OUT"
 if [[ ",$ONLY," == *",bauxite,"* ]]; then
   # As edge/systemd/bauxite.service runs it (SCHED_FIFO 10), then with default scheduling.
   BXBENCH_WRAP="${BXBENCH_WRAP-chrt -f 10}" start_bauxite 10.88.0.1 10.88.0.2
-  row "bauxite (SCHED_FIFO 10, as the unit runs it)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
-  BXBENCH_WRAP="" start_bauxite 10.88.0.1 10.88.0.2; row "bauxite (default scheduling)" 100.64.0.2 | tee -a "$OUT"; stop_vpn
+  row "bauxite (SCHED_FIFO 10, as the unit runs it)" 100.64.0.2 | tee -a "$OUT"; stop_vpn; keep_logs fifo
+  BXBENCH_WRAP="" start_bauxite 10.88.0.1 10.88.0.2; row "bauxite (default scheduling)" 100.64.0.2 | tee -a "$OUT"; stop_vpn; keep_logs default
 fi
 if [[ ",$ONLY," == *",boringtun,"* ]]; then
   if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
