@@ -14,7 +14,10 @@
 # the loaded loop takes) and, once it carries data, the loaded loop; only replies that
 # arrived while the flow still ran count, and the row says how many. "Bulk" is iperf3's
 # goodput over the whole flow, and its share of the profile's mean rate (LTE 17.5
-# Mbit/s, Wi-Fi 49.5 Mbit/s counting the outage). Prints a markdown table (also written to
+# Mbit/s, Wi-Fi 49.5 Mbit/s counting the outage). "Link use" is what the path put through
+# the emulator A->B from the flow's start to its end (the IP bytes it wrote: the tunnel's
+# headers, TCP's retransmissions and the loop's echoes included), against the same mean:
+# the link's share, where goodput is the application's. Prints a markdown table (also written to
 # target/netns-links.md). Needs root, iproute2, iperf3, iputils-ping. Cleans up its
 # namespaces on exit, also on failure. BXBENCH_LOGS=DIR keeps each Bauxite run's daemon
 # logs there (A sends the bulk); with
@@ -106,14 +109,34 @@ loop() {
 # shellcheck source=benches/netns/ping-stats.sh
 . "$(dirname "$0")/ping-stats.sh"
 
-# measure DST MEAN_MBIT: one table cell group: idle loop; loaded loop; bulk.
+# emu_snapshot: the emulator's counters so far (a line on its stdin asks for them).
+emu_snapshot() {
+  local n; n=$(wc -l < "$WORK/emu.out")
+  echo >&7
+  for _ in $(seq 100); do [ "$(wc -l < "$WORK/emu.out")" -gt "$n" ] && break; sleep 0.05; done
+  sed -n "$((n + 1))p" "$WORK/emu.out"
+}
+
+# link_use BEFORE AFTER MEAN_MBIT: the IP bytes the emulator wrote A->B between two
+# snapshots, as a rate and a share of the profile's mean: what the path put through the
+# link, headers and retransmissions included (goodput leaves those out).
+link_use() {
+  python3 -c 'import json,sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+bits = 8 * (b["a_to_b"]["written_bytes"] - a["a_to_b"]["written_bytes"])
+mbit = bits / (b["at_us"] - a["at_us"])
+print("%.1f Mbit/s = %.0f %%" % (mbit, 100 * mbit / float(sys.argv[3])))' "$1" "$2" "$3" 2>/dev/null || echo "?"
+}
+
+# measure DST MEAN_MBIT: one table cell group: idle loop; loaded loop; bulk; link use.
 measure() {
-  local dst=$1 mean=$2 idle loaded bulk
+  local dst=$1 mean=$2 idle loaded bulk before after
   loop "$dst" "$WORK/idle.txt"
   idle="$(ping_stats "$WORK/idle.txt" "$PINGS" 1)"
   ip netns exec "$B" iperf3 -s -1 -B "$dst" > /dev/null 2>&1 &
   local server=$!
   for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
+  before=$(emu_snapshot)
   ip netns exec "$A" iperf3 -c "$dst" -t 12 -i 1 --forceflush > "$WORK/bulk.txt" 2>&1 &
   local flow=$!
   # The loaded loop starts once the flow has carried its first second.
@@ -121,12 +144,14 @@ measure() {
   loop "$dst" "$WORK/loaded.txt"
   local ended; ended=$(date +%s.%N)
   kill -0 "$flow" 2>/dev/null || echo "warning: the flow ended before the loop" >&2
-  wait "$flow" || true; wait "$server" || true
+  wait "$flow" || true
+  after=$(emu_snapshot)
+  wait "$server" || true
   loaded=$(ping_stats "$WORK/loaded.txt" "$PINGS" 1 "$ended")
   bulk=$(awk -v mean="$mean" '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
       m = (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v
       printf "%.1f Mbit/s = %.0f %%", m, 100 * m / mean }' "$WORK/bulk.txt")
-  printf '%s | %s | %s' "$idle" "$loaded" "$bulk"
+  printf '%s | %s | %s | %s' "$idle" "$loaded" "$bulk" "$(link_use "$before" "$after" "$mean")"
 }
 
 # shellcheck source=benches/netns/pair.sh
@@ -136,7 +161,10 @@ measure() {
 # `exec 7>&-` in the main shell (a command substitution's subshell closing its copy of
 # the emulator's stdin would not end it); the daemons never hold that descriptor.
 emu_counters() {
-  for _ in $(seq 50); do [ "$(wc -l < "$WORK/emu.out")" -ge 2 ] && break; sleep 0.1; done
+  # The final report is the last line once it is not a snapshot.
+  for _ in $(seq 50); do
+    tail -1 "$WORK/emu.out" | grep -v snapshot | grep -q lateness && break; sleep 0.1
+  done
   tail -1 "$WORK/emu.out" | python3 -c 'import json,sys
 j=json.loads(sys.stdin.read()); l=j.get("lateness",{})
 print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")))' 2>/dev/null || echo "?"
@@ -145,8 +173,8 @@ print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")
 {
   echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); $PINGS echoes at 1 kHz idle and beside one iperf3 TCP flow (cubic), bauxite-linkemu --seed 7 ($([ -n "$EMU_WRAP" ] && echo "under $EMU_WRAP" || echo "at normal priority"))."
   echo
-  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk | emulator |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk | link use A→B | emulator |"
+  echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT"
 IFS=, read -ra profiles <<< "$PROFILES"
 IFS=, read -ra depths <<< "$DEPTHS"
@@ -166,6 +194,7 @@ for profile in "${profiles[@]}"; do
         mkdir -p "$BXBENCH_LOGS"
         cp "$WORK/a.log" "$BXBENCH_LOGS/$profile-$depth-a.log"
         cp "$WORK/b.log" "$BXBENCH_LOGS/$profile-$depth-b.log"
+        cp "$WORK/bulk.txt" "$BXBENCH_LOGS/$profile-$depth-iperf3.txt"
       fi
     fi
     if [[ ",$ONLY," == *",boringtun,"* ]]; then
@@ -174,7 +203,7 @@ for profile in "${profiles[@]}"; do
         row=$(measure 10.99.0.2 "$mean"); exec 7>&-
         echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
       else
-        echo "| $profile | $depth B | boringtun | not available | | | |" | tee -a "$OUT"
+        echo "| $profile | $depth B | boringtun | not available | | | | |" | tee -a "$OUT"
       fi
     fi
   done

@@ -9,7 +9,7 @@
 #![allow(clippy::disallowed_methods)] // deadlines on the wall clock, around real processes
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -126,6 +126,14 @@ impl Lab {
         if let Some(mut emu) = self.emu.take() {
             assert!(emu.wait().unwrap().success());
         }
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Asks the running emulator for its counters so far (a line on its stdin).
+    fn snapshot(&mut self) -> serde_json::Value {
+        let stdin = self.stdin.as_mut().expect("running");
+        stdin.write_all(b"\n").and_then(|()| stdin.flush()).unwrap();
+        let line = self.lines.recv_timeout(Duration::from_secs(20)).unwrap();
         serde_json::from_str(&line).unwrap()
     }
 
@@ -359,6 +367,56 @@ fn blackout_drops_everything_during_it() {
     let stats = lab.stop();
     assert_eq!(stats["a_to_b"]["blackout"], 100, "{stats}");
     assert_eq!(stats["a_to_b"]["written"], 100, "{stats}");
+}
+
+/// A line on stdin prints the counters so far, marked as a snapshot, and the emulator
+/// goes on; the bytes written between two snapshots are the IP packets that crossed
+/// (a UDP payload plus 28 bytes of headers), which is how `benches/netns/links.sh`
+/// measures a flow's share of the link.
+#[test]
+fn snapshots_count_the_bytes_that_crossed_between_two_moments() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(&[]);
+    let rx = lab.udp(1);
+    let tx = lab.udp(0);
+    let to: SocketAddr = rx.local_addr().unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    let mut send = |count: usize, size: usize| {
+        for _ in 0..count {
+            tx.send_to(&vec![7u8; size], to).unwrap();
+            assert_eq!(rx.recv(&mut buf).unwrap(), size, "delivered whole");
+        }
+    };
+    send(50, 100);
+    let first = lab.snapshot();
+    send(30, 200);
+    let second = lab.snapshot();
+    let last = lab.stop();
+    let a_to_b = |v: &serde_json::Value, key: &str| v["a_to_b"][key].as_u64().unwrap();
+    assert_eq!(first["snapshot"], true, "{first}");
+    assert_eq!(
+        (a_to_b(&first, "written"), a_to_b(&first, "written_bytes")),
+        (50, 50 * 128),
+        "{first}"
+    );
+    assert_eq!(
+        (
+            a_to_b(&second, "written") - a_to_b(&first, "written"),
+            a_to_b(&second, "written_bytes") - a_to_b(&first, "written_bytes")
+        ),
+        (30, 30 * 228),
+        "{second}"
+    );
+    assert!(
+        last.get("snapshot").is_none(),
+        "the final report is not one: {last}"
+    );
+    assert_eq!(a_to_b(&last, "written_bytes"), 50 * 128 + 30 * 228);
+    let at = |v: &serde_json::Value| v["at_us"].as_u64().unwrap();
+    assert!(at(&first) <= at(&second) && at(&second) <= at(&last));
 }
 
 #[test]

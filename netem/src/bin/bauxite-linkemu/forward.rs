@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{ErrorKind, Read as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::num::NonZeroU64;
 use std::os::fd::AsFd as _;
 use std::time::{Duration, Instant};
@@ -26,6 +26,8 @@ const READ_BURST: usize = 64;
 struct DirStats {
     received: u64,
     written: u64,
+    /// Bytes of the packets written (IP packets: what the rate limit counts).
+    written_bytes: u64,
     blackout: u64,
     mtu: u64,
     buffer: u64,
@@ -136,7 +138,10 @@ impl Forwarder {
     }
 
     /// Forwards until stdin reaches end of file (if `watch_stdin`), calling `ready` once
-    /// the clock has started; returns the counters as JSON.
+    /// the clock has started; returns the counters as JSON. Each line read from stdin
+    /// before that prints the counters so far as one JSON line with `"snapshot": true`,
+    /// so a harness can tell what crossed the link between two moments (a flow's share
+    /// of the capacity).
     #[allow(clippy::disallowed_methods)] // The IO shell reads the wall clock.
     pub(crate) fn run(
         &mut self,
@@ -188,7 +193,16 @@ impl Forwarder {
             if stdin_ready {
                 match stdin.lock().read(&mut stdin_buf) {
                     Ok(0) => break,
-                    Ok(_) => {}
+                    Ok(n) => {
+                        for _ in stdin_buf[..n].iter().filter(|&&b| b == b'\n') {
+                            let mut snapshot = self.report();
+                            snapshot["snapshot"] = true.into();
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{snapshot}")
+                                .and_then(|()| out.flush())
+                                .context("writing a snapshot")?;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => return Err(e).context("reading stdin"),
                 }
@@ -205,8 +219,12 @@ impl Forwarder {
                 break;
             };
             let dir = usize::from(1 - d.to);
-            match devs[usize::from(d.to)].send(self.pool.packet(d.slot)) {
-                Ok(_) => self.stats[dir].written += 1,
+            let packet = self.pool.packet(d.slot);
+            match devs[usize::from(d.to)].send(packet) {
+                Ok(_) => {
+                    self.stats[dir].written += 1;
+                    self.stats[dir].written_bytes += packet.len() as u64;
+                }
                 Err(_) => self.stats[dir].write_errors += 1,
             }
             self.late
@@ -295,10 +313,12 @@ impl Forwarder {
         }));
     }
 
+    #[allow(clippy::disallowed_methods)] // The IO shell reads the wall clock.
     fn report(&self) -> serde_json::Value {
         let dir = |s: &DirStats| {
             json!({
-                "received": s.received, "written": s.written, "blackout": s.blackout,
+                "received": s.received, "written": s.written,
+                "written_bytes": s.written_bytes, "blackout": s.blackout,
                 "mtu": s.mtu, "buffer": s.buffer, "lost": s.lost, "duplicated": s.duplicated,
                 "corrupted": s.corrupted, "pool_full": s.pool_full,
                 "write_errors": s.write_errors,
@@ -311,6 +331,7 @@ impl Forwarder {
             0.0
         };
         json!({
+            "at_us": Instant::now().saturating_duration_since(self.start).as_micros() as u64,
             "a_to_b": dir(&self.stats[0]),
             "b_to_a": dir(&self.stats[1]),
             "lateness": {
