@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14's promise between real daemons on emulated robot links: a 1 kHz control loop
-# (ICMP echo: the Critical lane) beside a saturating bulk transfer (one iperf3 TCP flow),
+# (ICMP echo: the Critical lane; `bauxite-icmploop`, which keeps its rate where iputils'
+# ping slows to about 170 Hz on a 6 ms path) beside a saturating bulk transfer (one iperf3 TCP flow),
 # against the same loop on the idle link, through `bauxite-linkemu` (docs/link-emulator.md)
 # on its LTE-like and Wi-Fi-like profiles, for each buffer depth in front of the
 # emulator's rate limit. Paths: the bare emulated link (underlay addresses), Bauxite
@@ -8,16 +9,20 @@
 # from PATH or `cargo install`ed into the target dir; skipped when that fails).
 #
 #   sudo benches/netns/links.sh [--profiles lte,wifi] [--depths 32000,150000,500000]
-#                               [--pings 5000] [--only bare,bauxite,boringtun]
+#                               [--pings N] [--only bare,bauxite,boringtun]
 #
-# Per run: idle loop (--pings echoes at 1 kHz), then the flow starts (12 s, longer than
-# the loaded loop takes) and, once it carries data, the loaded loop; only replies that
-# arrived while the flow still ran count, and the row says how many. "Bulk" is iperf3's
-# goodput over the whole flow, and its share of the profile's mean rate (LTE 17.5
-# Mbit/s, Wi-Fi 49.5 Mbit/s counting the outage). "Link use" is what the path put through
-# the emulator A->B from the flow's start to its end (the IP bytes it wrote: the tunnel's
-# headers, TCP's retransmissions and the loop's echoes included), against the same mean:
-# the link's share, where goodput is the application's. Prints a markdown table (also written to
+# Per run: idle loop, then the flow starts and, once it carries data, the loaded loop;
+# only replies that arrived while the flow still ran count, and the row says how many.
+# Each loop is one whole period of the profile's schedule at 1 kHz (LTE 6000 echoes,
+# Wi-Fi 10000; --pings overrides), so idle and loaded see every step of the schedule
+# once, wherever in it they start: with shorter loops the two could cover different
+# steps, and the comparison of their p99s would measure the schedule, not the load. The
+# flow lasts the loop plus 4 s. "Bulk" is iperf3's goodput, against the capacity the
+# emulator's schedule gave between the flow's start and end (its snapshots: the profile's
+# rate integrated, nothing in outages; the means are LTE 17.5 Mbit/s, Wi-Fi 49.5).
+# "Link use" is what the path put through the emulator A->B in that time (the IP bytes
+# it wrote: the tunnel's headers, TCP's retransmissions and the loop's echoes included)
+# against the same capacity: the link's share, where goodput is the application's. Prints a markdown table (also written to
 # target/netns-links.md). Needs root, iproute2, iperf3, iputils-ping. Cleans up its
 # namespaces on exit, also on failure. BXBENCH_LOGS=DIR keeps each Bauxite run's daemon
 # logs there (A sends the bulk); with
@@ -27,7 +32,7 @@ cd "$(dirname "$0")/../.."
 
 PROFILES="lte,wifi"
 DEPTHS="32000,150000,500000"
-PINGS=5000
+PINGS=""
 ONLY="bare,bauxite,boringtun"
 while (($#)); do
   case "$1" in
@@ -46,6 +51,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite -p bauxite-netem --bins -q
 BAUXITE="${BAUXITE:-$TARGET_DIR/release/bauxite}"
 LINKEMU="$TARGET_DIR/release/bauxite-linkemu"
+ICMPLOOP="$TARGET_DIR/release/bauxite-icmploop"
 BORINGTUN="$(command -v boringtun-cli || true)"
 if [[ -z "$BORINGTUN" && ",$ONLY," == *",boringtun,"* ]]; then
   cargo install boringtun-cli --version 0.7.1 --locked -q --root "$TARGET_DIR/boringtun-cli" \
@@ -101,9 +107,10 @@ cleanup_run() {
   PIDS=()
 }
 
-# loop DST FILE: PINGS echoes at 1 kHz, each reply with its arrival time (-D).
+# loop DST FILE COUNT: COUNT echoes at 1 kHz, each reply with its arrival time, as
+# `ping -D` prints them.
 loop() {
-  ip netns exec "$A" ping -D -n -c "$PINGS" -i 0.001 -W 1 -s 56 "$1" > "$2" 2>&1 || true
+  ip netns exec "$A" "$ICMPLOOP" -c "$3" -i 1000 -W 1000 -s 56 "$1" > "$2" 2>&1 || true
 }
 
 # shellcheck source=benches/netns/ping-stats.sh
@@ -117,41 +124,45 @@ emu_snapshot() {
   sed -n "$((n + 1))p" "$WORK/emu.out"
 }
 
-# link_use BEFORE AFTER MEAN_MBIT: the IP bytes the emulator wrote A->B between two
-# snapshots, as a rate and a share of the profile's mean: what the path put through the
-# link, headers and retransmissions included (goodput leaves those out).
-link_use() {
+# shares BEFORE AFTER GOODPUT_MBIT: "goodput cell | link use cell" against the capacity
+# between two snapshots: iperf3's goodput, and the IP bytes the emulator wrote A->B (what
+# the path put through the link, headers and retransmissions included).
+shares() {
   python3 -c 'import json,sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-bits = 8 * (b["a_to_b"]["written_bytes"] - a["a_to_b"]["written_bytes"])
-mbit = bits / (b["at_us"] - a["at_us"])
-print("%.1f Mbit/s = %.0f %%" % (mbit, 100 * mbit / float(sys.argv[3])))' "$1" "$2" "$3" 2>/dev/null || echo "?"
+secs = (b["at_us"] - a["at_us"]) / 1e6
+cap = (b["capacity_bits"] - a["capacity_bits"]) / secs / 1e6
+used = 8 * (b["a_to_b"]["written_bytes"] - a["a_to_b"]["written_bytes"]) / secs / 1e6
+good = float(sys.argv[3])
+print("%.1f Mbit/s = %.0f %% of %.1f over %.1f s | %.1f Mbit/s = %.0f %%" % (good, 100 * good / cap, cap, secs, used, 100 * used / cap))' "$1" "$2" "$3" 2>/dev/null || echo "? | ?"
 }
 
-# measure DST MEAN_MBIT: one table cell group: idle loop; loaded loop; bulk; link use.
+# measure DST PINGS: one table cell group: idle loop; loaded loop; bulk; link use.
 measure() {
-  local dst=$1 mean=$2 idle loaded bulk before after
-  loop "$dst" "$WORK/idle.txt"
-  idle="$(ping_stats "$WORK/idle.txt" "$PINGS" 1)"
+  local dst=$1 pings=$2 idle loaded bulk before after
+  local seconds=$(( (pings + 999) / 1000 + 4 ))
+  loop "$dst" "$WORK/idle.txt" "$pings"
+  idle="$(ping_stats "$WORK/idle.txt" "$pings" 1)"
   ip netns exec "$B" iperf3 -s -1 -B "$dst" > /dev/null 2>&1 &
   local server=$!
   for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
   before=$(emu_snapshot)
-  ip netns exec "$A" iperf3 -c "$dst" -t 12 -i 1 --forceflush > "$WORK/bulk.txt" 2>&1 &
+  rm -f "$WORK/flow.end"
+  (ip netns exec "$A" iperf3 -c "$dst" -t "$seconds" -i 1 --forceflush > "$WORK/bulk.txt" 2>&1
+   date +%s.%N > "$WORK/flow.end") &
   local flow=$!
   # The loaded loop starts once the flow has carried its first second.
   for _ in $(seq 100); do grep -q "sec" "$WORK/bulk.txt" && break; sleep 0.1; done
-  loop "$dst" "$WORK/loaded.txt"
-  local ended; ended=$(date +%s.%N)
-  kill -0 "$flow" 2>/dev/null || echo "warning: the flow ended before the loop" >&2
+  loop "$dst" "$WORK/loaded.txt" "$pings"
   wait "$flow" || true
   after=$(emu_snapshot)
+  # Only the replies that arrived while the flow still ran count (the row says how many).
+  local ended; ended=$(cat "$WORK/flow.end")
   wait "$server" || true
-  loaded=$(ping_stats "$WORK/loaded.txt" "$PINGS" 1 "$ended")
-  bulk=$(awk -v mean="$mean" '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
-      m = (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v
-      printf "%.1f Mbit/s = %.0f %%", m, 100 * m / mean }' "$WORK/bulk.txt")
-  printf '%s | %s | %s | %s' "$idle" "$loaded" "$bulk" "$(link_use "$before" "$after" "$mean")"
+  loaded=$(ping_stats "$WORK/loaded.txt" "$pings" 1 "$ended")
+  bulk=$(awk '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
+      print (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v }' "$WORK/bulk.txt")
+  printf '%s | %s | %s' "$idle" "$loaded" "$(shares "$before" "$after" "${bulk:-0}")"
 }
 
 # shellcheck source=benches/netns/pair.sh
@@ -171,24 +182,26 @@ print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")
 }
 
 {
-  echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); $PINGS echoes at 1 kHz idle and beside one iperf3 TCP flow (cubic), bauxite-linkemu --seed 7 ($([ -n "$EMU_WRAP" ] && echo "under $EMU_WRAP" || echo "at normal priority"))."
+  echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); ${PINGS:-one period of} echoes at 1 kHz idle and beside one iperf3 TCP flow (cubic), bauxite-linkemu --seed 7 ($([ -n "$EMU_WRAP" ] && echo "under $EMU_WRAP" || echo "at normal priority"))."
   echo
-  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk | link use A→B | emulator |"
+  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk (goodput, of the capacity in Mbit/s over the flow) | link use A→B | emulator |"
   echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT"
 IFS=, read -ra profiles <<< "$PROFILES"
 IFS=, read -ra depths <<< "$DEPTHS"
 for profile in "${profiles[@]}"; do
-  mean=17.5; [ "$profile" = wifi ] && mean=49.5
+  # One period of the schedule at 1 kHz (netem/src/profile.rs: LTE 6 s, Wi-Fi 10 s).
+  pings=6000; [ "$profile" = wifi ] && pings=10000
+  pings=${PINGS:-$pings}
   for depth in "${depths[@]}"; do
     if [[ ",$ONLY," == *",bare,"* ]]; then
       emulator "$profile" "$depth"
-      row=$(measure 10.77.0.2 "$mean"); exec 7>&-
+      row=$(measure 10.77.0.2 "$pings"); exec 7>&-
       echo "| $profile | $depth B | bare link | $row | $(emu_counters) |" | tee -a "$OUT"
     fi
     if [[ ",$ONLY," == *",bauxite,"* ]]; then
       emulator "$profile" "$depth"; start_bauxite 10.77.0.1 10.77.0.2
-      row=$(measure 100.64.0.2 "$mean"); exec 7>&-
+      row=$(measure 100.64.0.2 "$pings"); exec 7>&-
       echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
       if [ -n "${BXBENCH_LOGS:-}" ]; then
         mkdir -p "$BXBENCH_LOGS"
@@ -200,7 +213,7 @@ for profile in "${profiles[@]}"; do
     if [[ ",$ONLY," == *",boringtun,"* ]]; then
       if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
         emulator "$profile" "$depth"; start_boringtun 10.77.0.1 10.77.0.2 1
-        row=$(measure 10.99.0.2 "$mean"); exec 7>&-
+        row=$(measure 10.99.0.2 "$pings"); exec 7>&-
         echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
       else
         echo "| $profile | $depth B | boringtun | not available | | | | |" | tee -a "$OUT"

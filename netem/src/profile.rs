@@ -149,6 +149,42 @@ impl Profile {
         imp.blackout |= imp.rate_bps == Some(0);
         imp
     }
+
+    /// The bits the link can carry between `from` and `to` (since the start): the rate
+    /// integrated over time, nothing during a blackout; `None` if the rate is unlimited
+    /// at any moment of it. A flow's share of the link is its bytes against this over
+    /// the same interval, wherever in the schedule the interval falls.
+    pub fn capacity_bits(&self, from: Duration, to: Duration) -> Option<f64> {
+        let mut bits = 0.0;
+        let mut t = from;
+        while t < to {
+            let imp = self.at(t);
+            let next = self.next_change(t).min(to);
+            if !imp.blackout {
+                bits += imp.rate_bps? as f64 * (next - t).as_secs_f64();
+            }
+            t = next;
+        }
+        Some(bits)
+    }
+
+    /// The first moment after `t` at which a step or a blackout begins or ends (`MAX`
+    /// when nothing changes again).
+    fn next_change(&self, t: Duration) -> Duration {
+        let edges = self.steps.iter().map(|s| s.at).chain(
+            self.blackouts
+                .iter()
+                .flat_map(|&(start, len)| [start, start + len]),
+        );
+        match self.period.filter(|p| !p.is_zero()) {
+            Some(p) => {
+                let phase = Duration::from_nanos((t.as_nanos() % p.as_nanos()) as u64);
+                let ahead = edges.filter(|&e| e > phase && e < p).min().unwrap_or(p);
+                t + (ahead - phase)
+            }
+            None => edges.filter(|&e| e > t).min().unwrap_or(Duration::MAX),
+        }
+    }
 }
 
 /// Steps of `every` each, from (Mbit/s, delay ms) pairs.

@@ -417,6 +417,25 @@ fn snapshots_count_the_bytes_that_crossed_between_two_moments() {
     assert_eq!(a_to_b(&last, "written_bytes"), 50 * 128 + 30 * 228);
     let at = |v: &serde_json::Value| v["at_us"].as_u64().unwrap();
     assert!(at(&first) <= at(&second) && at(&second) <= at(&last));
+    assert!(
+        last["capacity_bits"].is_null(),
+        "an unlimited link has no capacity"
+    );
+}
+
+/// A snapshot's capacity is the profile's rate integrated since its clock started: on
+/// an 8 Mbit/s link, `at_us` × 8 bits.
+#[test]
+fn snapshots_carry_the_capacity_so_far() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(&["--rate-kbit", "8000"]);
+    let snap = lab.snapshot();
+    let at = snap["at_us"].as_u64().unwrap() as f64;
+    let bits = snap["capacity_bits"].as_f64().unwrap();
+    assert!((bits - at * 8.0).abs() < 8.0, "{snap}");
+    lab.stop();
 }
 
 #[test]

@@ -326,3 +326,55 @@ proptest! {
         }
     }
 }
+
+/// The capacity over one period is the presets' mean rate times the period (Wi-Fi 49.5
+/// Mbit/s counting its 100 ms outage, LTE 17.5), wherever the interval starts; a part of
+/// a period counts its own steps; a blackout carries nothing; an unlimited link has none.
+#[test]
+fn capacity_integrates_the_schedule_over_any_interval() {
+    let s = Duration::from_secs_f64;
+    let close = |got: Option<f64>, want: f64| {
+        let got = got.expect("a limited rate");
+        assert!((got - want).abs() < 1.0, "{got} bits, want {want}");
+    };
+    let wifi = Profile::wifi();
+    for start in [0.0, 0.25, 1.7, 9.95, 23.4] {
+        close(wifi.capacity_bits(s(start), s(start + 10.0)), 495e6);
+    }
+    // 1.5-2.0 s at 20 Mbit/s, then 50: 10 + 25 Mbit.
+    close(wifi.capacity_bits(s(1.5), s(2.5)), 35e6);
+    // The outage at 9.9-10 s: only 9.8-9.9 carries anything.
+    close(wifi.capacity_bits(s(9.8), s(10.0)), 5e6);
+    let lte = Profile::lte();
+    close(lte.capacity_bits(s(3.3), s(9.3)), 105e6);
+    close(lte.capacity_bits(s(12.0), s(24.0)), 210e6);
+    assert_eq!(
+        Profile::fixed(Impairments::default()).capacity_bits(s(0.0), s(1.0)),
+        None
+    );
+    close(
+        Profile::fixed(Impairments {
+            rate_bps: Some(8_000_000),
+            ..Impairments::default()
+        })
+        .capacity_bits(s(0.0), s(2.0)),
+        16e6,
+    );
+}
+
+proptest! {
+    /// Capacity adds up over adjacent intervals and never exceeds the fastest step's
+    /// rate times the length.
+    #[test]
+    fn capacity_is_additive_and_bounded(a in 0u64..40_000, b in 0u64..40_000, c in 0u64..40_000, wifi in any::<bool>()) {
+        let mut t = [a, b, c];
+        t.sort_unstable();
+        let ms = Duration::from_millis;
+        let profile = if wifi { Profile::wifi() } else { Profile::lte() };
+        let whole = profile.capacity_bits(ms(t[0]), ms(t[2])).unwrap();
+        let parts = profile.capacity_bits(ms(t[0]), ms(t[1])).unwrap()
+            + profile.capacity_bits(ms(t[1]), ms(t[2])).unwrap();
+        prop_assert!((whole - parts).abs() < 1.0, "{whole} against {parts}");
+        prop_assert!(whole <= 80e6 * (t[2] - t[0]) as f64 / 1e3 + 1.0);
+    }
+}

@@ -1,7 +1,8 @@
 //! Issue 14's acceptance between real daemons: two `bauxite run` nodes, each in its own
 //! namespace, joined only through `bauxite-linkemu` (in a third namespace) playing the
 //! LTE-like or the Wi-Fi-like profile. A 1 kHz control loop (ICMP echoes: the Critical
-//! lane) runs on the idle link, then beside one saturating iperf3 TCP flow through the
+//! lane, sent by `bauxite-icmploop` on a fixed schedule: iputils' ping slows to about
+//! 170 Hz on these paths) runs on the idle link, then beside one saturating iperf3 TCP flow through the
 //! tunnel (the bulk lane), which starts first and outlasts the loop.
 //!
 //! What is asserted is what stays true on a shared two-core machine whose emulator writes
@@ -11,8 +12,8 @@
 //! p99 figure and bulk's share of the capacity are measured, not asserted:
 //! `benches/netns/links.sh` and docs/benchmarks.md.
 //!
-//! Needs root, iperf3, iputils-ping and the emulator binary (`cargo build -p
-//! bauxite-netem`); prints SKIPPED without them.
+//! Needs root, iperf3 and the emulator's binaries (`cargo build -p bauxite-netem`); prints
+//! SKIPPED without them.
 
 use std::fs;
 use std::path::PathBuf;
@@ -29,8 +30,9 @@ const ECHOES: u32 = 3000;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn linkemu_binary() -> Option<PathBuf> {
-    let path = std::path::Path::new(BAUXITE).with_file_name("bauxite-linkemu");
+/// The emulator's binary `name` (`bauxite-linkemu`, `bauxite-icmploop`) beside bauxite's.
+fn netem_binary(name: &str) -> Option<PathBuf> {
+    let path = std::path::Path::new(BAUXITE).with_file_name(name);
     if !path.exists() {
         eprintln!(
             "SKIPPED: {} not built (`cargo build -p bauxite-netem`)",
@@ -42,7 +44,7 @@ fn linkemu_binary() -> Option<PathBuf> {
 }
 
 fn tools_missing() -> bool {
-    let missing = ["iperf3", "ping"].into_iter().find(|tool| {
+    let missing = ["iperf3"].into_iter().find(|tool| {
         Command::new(tool)
             .arg("-V")
             .stdout(Stdio::null())
@@ -64,11 +66,13 @@ struct EmulatedMesh {
     /// Closing it stops the emulator (it prints its counters).
     stdin: Option<ChildStdin>,
     nodes: Vec<Node>,
+    /// The control loop's prober.
+    icmploop: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl EmulatedMesh {
-    fn new(linkemu: &std::path::Path, profile: &str) -> Self {
+    fn new(linkemu: &std::path::Path, icmploop: PathBuf, profile: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}l{n}", std::process::id() % 1_000_000);
         let ns = ["a", "b", "m"].map(|s| format!("bxl{tag}{s}"));
@@ -95,6 +99,7 @@ impl EmulatedMesh {
             emulator,
             stdin,
             nodes: Vec::new(),
+            icmploop,
             _dir: dir,
         };
         wait_for(Duration::from_secs(10), "the emulator's `ready`", || {
@@ -125,14 +130,15 @@ impl EmulatedMesh {
     /// `ECHOES` echoes at 1 kHz from A to B's virtual IP.
     fn control_loop(&self) -> Loop {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns[0], "ping", "-n"])
+            .args(["netns", "exec", &self.ns[0]])
+            .arg(&self.icmploop)
             .args([
                 "-c",
                 &ECHOES.to_string(),
                 "-i",
-                "0.001",
+                "1000",
                 "-W",
-                "1",
+                "1000",
                 "-s",
                 "56",
             ])
@@ -170,7 +176,9 @@ impl EmulatedMesh {
         let log = self._dir.path().join("iperf3.txt");
         let client = Command::new("ip")
             .args(["netns", "exec", &self.ns[0], "iperf3", "-c", VIP[1]])
-            .args(["-t", "30", "-i", "1", "--forceflush"])
+            // The loop starts after the flow's first second and lasts 3 s plus 1 s of
+            // waiting for the last replies.
+            .args(["-t", "10", "-i", "1", "--forceflush"])
             .stdout(fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .spawn()
@@ -292,10 +300,13 @@ fn run(profile: &str, one_way_loss: f64, p99_slack_ms: f64) {
     if !can_run() || tools_missing() {
         return;
     }
-    let Some(linkemu) = linkemu_binary() else {
+    let (Some(linkemu), Some(icmploop)) = (
+        netem_binary("bauxite-linkemu"),
+        netem_binary("bauxite-icmploop"),
+    ) else {
         return;
     };
-    let mesh = EmulatedMesh::new(&linkemu, profile);
+    let mesh = EmulatedMesh::new(&linkemu, icmploop, profile);
     let idle = mesh.control_loop();
     let (loaded, rates) = mesh.loaded_loop();
     eprintln!(

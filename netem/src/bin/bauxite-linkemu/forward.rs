@@ -330,8 +330,11 @@ impl Forwarder {
         } else {
             0.0
         };
+        let at = Instant::now().saturating_duration_since(self.start);
         json!({
-            "at_us": Instant::now().saturating_duration_since(self.start).as_micros() as u64,
+            "at_us": at.as_micros() as u64,
+            // What one direction could carry so far (null: an unlimited rate).
+            "capacity_bits": self.profile.capacity_bits(Duration::ZERO, at),
             "a_to_b": dir(&self.stats[0]),
             "b_to_a": dir(&self.stats[1]),
             "lateness": {
