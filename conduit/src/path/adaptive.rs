@@ -42,8 +42,9 @@
 //!   `envelope_max_rtt`, the queue is read from the largest of the last few one-way
 //!   delays instead, and bulk is paced at `envelope_pacing` windows per round trip
 //!   without the RFC's flight cap (Wi-Fi: 82-87 % of the capacity where the minimum
-//!   filter took 16-21 %, LTE 51-59 % where it took 24-38 %: docs/congestion.md
-//!   sections 9 and 10).
+//!   filter took 16-21 %: docs/congestion.md section 9). Not on LTE's longer round
+//!   trips by default: there it broke the control loop's p99 between real daemons
+//!   (section 10).
 //!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
@@ -115,12 +116,14 @@ pub struct AdaptiveConfig {
     pub envelope_from: f64,
     /// How long the target must stay at `envelope_from` before the envelope is used.
     pub envelope_hold: Duration,
-    /// The envelope is used only on paths whose smoothed round trip is below this: 200 ms
-    /// by default, terrestrial radio (Wi-Fi, LTE's 40-100 ms) but not satellite, where it
-    /// was never measured. It was 25 ms, for fear of LTE's rate drops (a sender learns of
-    /// one a round trip late); measured on eight seeds of both LTE profiles, the envelope
-    /// doubles bulk there with the control loop's p99 at most +1.36 ms over idle
-    /// (docs/congestion.md section 10).
+    /// The envelope is used only on paths whose smoothed round trip is below this: 25 ms
+    /// by default (Wi-Fi and shorter). A sender learns of a rate drop a round trip late,
+    /// and the queue it leaves grows with that round trip (docs/congestion.md section 6).
+    /// At 200 ms the simulator gave LTE 51-59 % of the capacity at most +1.36 ms over
+    /// the idle p99, but between real daemons, with a true 1 kHz loop, the loop's p99
+    /// beside bulk rose 8-41 ms at 150 and 500 kB of buffer (0.0-1.0 ms at 25 ms, where
+    /// bulk gets 9-13 % of the link): docs/congestion.md section 10, docs/benchmarks.md
+    /// "A real 1 kHz loop over whole periods".
     pub envelope_max_rtt: Duration,
     /// Windows per smoothed round trip bulk is paced at while the envelope is in use.
     /// A window released on a jittered ack clock must cover the longest round trip, and
@@ -151,7 +154,7 @@ impl Default for AdaptiveConfig {
             envelope: true,
             envelope_from: 8.0,
             envelope_hold: Duration::from_millis(200),
-            envelope_max_rtt: Duration::from_millis(200),
+            envelope_max_rtt: Duration::from_millis(25),
             envelope_pacing: 1.1,
             one_way_delay: false,
         }
