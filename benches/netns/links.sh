@@ -1,46 +1,52 @@
 #!/usr/bin/env bash
 # Issue 14's promise between real daemons on emulated robot links: a 1 kHz control loop
-# (ICMP echo: the Critical lane; `bauxite-icmploop`, which keeps its rate where iputils'
-# ping slows to about 170 Hz on a 6 ms path) beside a saturating bulk transfer (one iperf3 TCP flow),
-# against the same loop on the idle link, through `bauxite-linkemu` (docs/link-emulator.md)
-# on its LTE-like and Wi-Fi-like profiles, for each buffer depth in front of the
-# emulator's rate limit. Paths: the bare emulated link (underlay addresses), Bauxite
-# (`bauxite run` in each side's namespace) and boringtun (as in run.sh: `boringtun-cli`
-# from PATH or `cargo install`ed into the target dir; skipped when that fails).
+# (ICMP echoes on the Critical lane, sent by `bauxite-icmploop` on a fixed schedule:
+# iputils' ping slows to about 170 Hz on a 6 ms path) beside a saturating bulk transfer
+# (one iperf3 TCP flow), against the same loop on the idle link, through
+# `bauxite-linkemu` (docs/link-emulator.md) on its LTE-like and Wi-Fi-like profiles, for
+# each buffer depth in front of the emulator's rate limit. Paths: the bare emulated link
+# (underlay addresses), Bauxite (`bauxite run` in each side's namespace) and boringtun
+# (as in run.sh: `boringtun-cli` from PATH or `cargo install`ed into the target dir;
+# skipped when that fails).
 #
 #   sudo benches/netns/links.sh [--profiles lte,wifi] [--depths 32000,150000,500000]
-#                               [--pings N] [--only bare,bauxite,boringtun]
+#                               [--pings N] [--warmup S] [--only bare,bauxite,boringtun]
 #
-# Per run: idle loop, then the flow starts and, once it carries data, the loaded loop;
-# only replies that arrived while the flow still ran count, and the row says how many.
-# Each loop is one whole period of the profile's schedule at 1 kHz (LTE 6000 echoes,
-# Wi-Fi 10000; --pings overrides), so idle and loaded see every step of the schedule
-# once, wherever in it they start: with shorter loops the two could cover different
-# steps, and the comparison of their p99s would measure the schedule, not the load. The
-# flow lasts the loop plus 4 s. "Bulk" is iperf3's goodput, against the capacity the
-# emulator's schedule gave between the flow's start and end (its snapshots: the profile's
-# rate integrated, nothing in outages; the means are LTE 17.5 Mbit/s, Wi-Fi 49.5).
-# "Link use" is what the path put through the emulator A->B in that time (the IP bytes
-# it wrote: the tunnel's headers, TCP's retransmissions and the loop's echoes included)
-# against the same capacity: the link's share, where goodput is the application's. Prints a markdown table (also written to
-# target/netns-links.md). Needs root, iproute2, iperf3, iputils-ping. Cleans up its
-# namespaces on exit, also on failure. BXBENCH_LOGS=DIR keeps each Bauxite run's daemon
-# logs there (A sends the bulk); with
-# RUST_LOG=info,bauxite_conduit::path::adaptive=debug they trace the bulk window.
+# Per run: the idle loop; then the flow starts, and once it has run --warmup seconds the
+# loaded loop runs beside it; the flow outlasts the loop by 4 s, and only replies that
+# arrived while it still ran count (the row says how many). Each loop is one whole period
+# of the profile's schedule at 1 kHz (LTE 6000 echoes, Wi-Fi 10000; --pings overrides),
+# and the warm-up one period too (--warmup overrides), so idle and loaded see every step
+# of the schedule once, wherever in it they start: with shorter loops the two could cover
+# different steps, and their p99s would compare the schedule, not the load.
+#
+# Bulk, two ways, each against the capacity the emulator's schedule gave over the same
+# time (its snapshots: the profile's rate integrated, nothing in outages; the means are
+# LTE 17.5 Mbit/s, Wi-Fi 49.5): iperf3's goodput over the whole flow, start-up included;
+# and the link use while the loaded loop ran, the IP bytes the emulator wrote A->B less
+# what the idle loop's period wrote per second (the echoes, keepalives, acks): bulk's
+# share of the link in steady state, the tunnel's headers and TCP's retransmissions
+# included. Prints a markdown table (also written to target/netns-links.md). Needs root,
+# iproute2, iperf3. Cleans up its namespaces on exit, also on failure.
+# BXBENCH_LOGS=DIR keeps each Bauxite run's daemon logs and iperf3's output there (A sends
+# the bulk); with RUST_LOG=info,bauxite_conduit::path::adaptive=debug they trace the
+# bulk window.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PROFILES="lte,wifi"
 DEPTHS="32000,150000,500000"
 PINGS=""
+WARMUP=""
 ONLY="bare,bauxite,boringtun"
 while (($#)); do
   case "$1" in
     --profiles) PROFILES="$2"; shift 2 ;;
     --depths) DEPTHS="$2"; shift 2 ;;
     --pings) PINGS="$2"; shift 2 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
-    *) echo "usage: $0 [--profiles lte,wifi] [--depths B,B,...] [--pings N] [--only bare,bauxite,boringtun]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profiles lte,wifi] [--depths B,B,...] [--pings N] [--warmup S] [--only bare,bauxite,boringtun]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -124,45 +130,61 @@ emu_snapshot() {
   sed -n "$((n + 1))p" "$WORK/emu.out"
 }
 
-# shares BEFORE AFTER GOODPUT_MBIT: "goodput cell | link use cell" against the capacity
-# between two snapshots: iperf3's goodput, and the IP bytes the emulator wrote A->B (what
-# the path put through the link, headers and retransmissions included).
+# shares I0 I1 F0 F1 L0 L1 GOODPUT_MBIT: "goodput cell | link use cell" from the
+# emulator's snapshots around the idle loop (I), the flow (F) and the loaded loop (L).
+# Goodput: iperf3's over the whole flow, start-up included, against the capacity the
+# schedule gave over the flow. Link use: the IP bytes the emulator wrote A->B while the
+# loaded loop ran, less what the idle loop's period wrote per second (the echoes, the
+# tunnel's keepalives and acks), against the capacity over the loop: bulk's share of the
+# link in steady state, headers and retransmissions included.
 shares() {
   python3 -c 'import json,sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-secs = (b["at_us"] - a["at_us"]) / 1e6
-cap = (b["capacity_bits"] - a["capacity_bits"]) / secs / 1e6
-used = 8 * (b["a_to_b"]["written_bytes"] - a["a_to_b"]["written_bytes"]) / secs / 1e6
-good = float(sys.argv[3])
-print("%.1f Mbit/s = %.0f %% of %.1f over %.1f s | %.1f Mbit/s = %.0f %%" % (good, 100 * good / cap, cap, secs, used, 100 * used / cap))' "$1" "$2" "$3" 2>/dev/null || echo "? | ?"
+i0, i1, f0, f1, l0, l1 = (json.loads(a) for a in sys.argv[1:7])
+good = float(sys.argv[7])
+secs = lambda a, b: (b["at_us"] - a["at_us"]) / 1e6
+cap = lambda a, b: (b["capacity_bits"] - a["capacity_bits"]) / 1e6
+bits = lambda a, b: 8 * (b["a_to_b"]["written_bytes"] - a["a_to_b"]["written_bytes"]) / 1e6
+flow_cap = cap(f0, f1) / secs(f0, f1)
+loop_secs = secs(l0, l1)
+bulk = (bits(l0, l1) - bits(i0, i1) / secs(i0, i1) * loop_secs) / loop_secs
+loop_cap = cap(l0, l1) / loop_secs
+print("%.1f Mbit/s = %.0f %% of %.1f over %.0f s | %.1f Mbit/s = %.0f %% of %.1f" % (
+    good, 100 * good / flow_cap, flow_cap, secs(f0, f1), bulk, 100 * bulk / loop_cap, loop_cap))' "$@" 2>/dev/null || echo "? | ?"
 }
 
-# measure DST PINGS: one table cell group: idle loop; loaded loop; bulk; link use.
+# measure DST PINGS WARMUP: one table cell group: idle loop; loaded loop; bulk; link use.
+# The loaded loop starts once the flow has run WARMUP seconds; the flow outlasts it.
 measure() {
-  local dst=$1 pings=$2 idle loaded bulk before after
-  local seconds=$(( (pings + 999) / 1000 + 4 ))
+  local dst=$1 pings=$2 warmup=$3 idle loaded bulk i0 i1 f0 f1 l0 l1
+  local seconds=$(( warmup + (pings + 999) / 1000 + 4 ))
+  i0=$(emu_snapshot)
   loop "$dst" "$WORK/idle.txt" "$pings"
+  i1=$(emu_snapshot)
   idle="$(ping_stats "$WORK/idle.txt" "$pings" 1)"
   ip netns exec "$B" iperf3 -s -1 -B "$dst" > /dev/null 2>&1 &
   local server=$!
   for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
-  before=$(emu_snapshot)
+  f0=$(emu_snapshot)
   rm -f "$WORK/flow.end"
   (ip netns exec "$A" iperf3 -c "$dst" -t "$seconds" -i 1 --forceflush > "$WORK/bulk.txt" 2>&1
    date +%s.%N > "$WORK/flow.end") &
   local flow=$!
-  # The loaded loop starts once the flow has carried its first second.
-  for _ in $(seq 100); do grep -q "sec" "$WORK/bulk.txt" && break; sleep 0.1; done
+  # iperf3 prints a line per second of the flow: wait for WARMUP of them.
+  for _ in $(seq $(( (warmup + 10) * 10 ))); do
+    [ "$(grep -c " sec " "$WORK/bulk.txt" 2>/dev/null)" -ge "$warmup" ] && break; sleep 0.1
+  done
+  l0=$(emu_snapshot)
   loop "$dst" "$WORK/loaded.txt" "$pings"
+  l1=$(emu_snapshot)
   wait "$flow" || true
-  after=$(emu_snapshot)
+  f1=$(emu_snapshot)
   # Only the replies that arrived while the flow still ran count (the row says how many).
   local ended; ended=$(cat "$WORK/flow.end")
   wait "$server" || true
   loaded=$(ping_stats "$WORK/loaded.txt" "$pings" 1 "$ended")
   bulk=$(awk '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
       print (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v }' "$WORK/bulk.txt")
-  printf '%s | %s | %s' "$idle" "$loaded" "$(shares "$before" "$after" "${bulk:-0}")"
+  printf '%s | %s | %s' "$idle" "$loaded" "$(shares "$i0" "$i1" "$f0" "$f1" "$l0" "$l1" "${bulk:-0}")"
 }
 
 # shellcheck source=benches/netns/pair.sh
@@ -184,7 +206,7 @@ print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")
 {
   echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); ${PINGS:-one period of} echoes at 1 kHz idle and beside one iperf3 TCP flow (cubic), bauxite-linkemu --seed 7 ($([ -n "$EMU_WRAP" ] && echo "under $EMU_WRAP" || echo "at normal priority"))."
   echo
-  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk (goodput, of the capacity in Mbit/s over the flow) | link use A→B | emulator |"
+  echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk: goodput over the whole flow, of the capacity (Mbit/s) | bulk: link use A→B beside the loop, of the capacity (Mbit/s) | emulator |"
   echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT"
 IFS=, read -ra profiles <<< "$PROFILES"
@@ -196,12 +218,12 @@ for profile in "${profiles[@]}"; do
   for depth in "${depths[@]}"; do
     if [[ ",$ONLY," == *",bare,"* ]]; then
       emulator "$profile" "$depth"
-      row=$(measure 10.77.0.2 "$pings"); exec 7>&-
+      row=$(measure 10.77.0.2 "$pings" "${WARMUP:-$((pings / 1000))}"); exec 7>&-
       echo "| $profile | $depth B | bare link | $row | $(emu_counters) |" | tee -a "$OUT"
     fi
     if [[ ",$ONLY," == *",bauxite,"* ]]; then
       emulator "$profile" "$depth"; start_bauxite 10.77.0.1 10.77.0.2
-      row=$(measure 100.64.0.2 "$pings"); exec 7>&-
+      row=$(measure 100.64.0.2 "$pings" "${WARMUP:-$((pings / 1000))}"); exec 7>&-
       echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
       if [ -n "${BXBENCH_LOGS:-}" ]; then
         mkdir -p "$BXBENCH_LOGS"
@@ -213,7 +235,7 @@ for profile in "${profiles[@]}"; do
     if [[ ",$ONLY," == *",boringtun,"* ]]; then
       if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
         emulator "$profile" "$depth"; start_boringtun 10.77.0.1 10.77.0.2 1
-        row=$(measure 10.99.0.2 "$pings"); exec 7>&-
+        row=$(measure 10.99.0.2 "$pings" "${WARMUP:-$((pings / 1000))}"); exec 7>&-
         echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
       else
         echo "| $profile | $depth B | boringtun | not available | | | | |" | tee -a "$OUT"
