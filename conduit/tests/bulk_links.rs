@@ -693,9 +693,8 @@ fn fair_shares(config: NodeConfig) {
 /// times what RFC LEDBAT with the same 250 µs target gets (which the jitter holds at two
 /// packets per round trip). On `wifi` bulk gets issue 14's 80 % of the capacity (84–87 %
 /// measured on four seeds: the envelope of one-way delays, docs/congestion.md section 9).
-/// On `lte` the envelope is off by default (`envelope_max_rtt`: between real daemons it
-/// broke the loop's p99 there, section 10) and the window gets 24–38 %, checked against a
-/// floor below what was measured: issue 14's 80 % is not met there.
+/// On `lte` the envelope (on for LTE's round trips since section 10) gets 51–59 % on eight
+/// seeds, checked against 45 %: issue 14's 80 % is not met there (section 10 says why).
 #[test]
 fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
     for seed in [3, 5] {
@@ -722,7 +721,7 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
                 loaded.p(99),
                 idle.p(99)
             );
-            let floor = if name == "wifi" { 0.8 } else { 0.15 };
+            let floor = if name == "wifi" { 0.8 } else { 0.45 };
             assert!(
                 loaded.goodput >= floor * loaded.capacity,
                 "{name}: bulk {} of {}",

@@ -42,9 +42,9 @@
 //!   `envelope_max_rtt`, the queue is read from the largest of the last few one-way
 //!   delays instead, and bulk is paced at `envelope_pacing` windows per round trip
 //!   without the RFC's flight cap (Wi-Fi: 82-87 % of the capacity where the minimum
-//!   filter took 16-21 %: docs/congestion.md section 9). Not on LTE's longer round
-//!   trips by default: there it broke the control loop's p99 between real daemons
-//!   (section 10).
+//!   filter took 16-21 %: docs/congestion.md section 9). On round trips of 25 ms and
+//!   more (LTE) the window is held to twice the flight: banked while TCP above the
+//!   tunnel waited, it broke the control loop's p99 between real daemons (section 10).
 //!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
@@ -116,15 +116,21 @@ pub struct AdaptiveConfig {
     pub envelope_from: f64,
     /// How long the target must stay at `envelope_from` before the envelope is used.
     pub envelope_hold: Duration,
-    /// The envelope is used only on paths whose smoothed round trip is below this: 25 ms
-    /// by default (Wi-Fi and shorter). A sender learns of a rate drop a round trip late,
-    /// and the queue it leaves grows with that round trip (docs/congestion.md section 6).
-    /// At 200 ms the simulator gave LTE 51-59 % of the capacity at most +1.36 ms over
-    /// the idle p99, but between real daemons, with a true 1 kHz loop, the loop's p99
-    /// beside bulk rose 8-41 ms at 150 and 500 kB of buffer (0.0-1.0 ms at 25 ms, where
-    /// bulk gets 9-13 % of the link): docs/congestion.md section 10, docs/benchmarks.md
-    /// "A real 1 kHz loop over whole periods".
+    /// The envelope is used only on paths whose smoothed round trip is below this: 200 ms
+    /// by default, terrestrial radio (Wi-Fi, LTE's 40-100 ms) but not satellite, where it
+    /// was never measured. Between real daemons on LTE it broke the control loop's p99
+    /// (+8 to +41 ms in 6 of 12 cells) until the window was held to twice the flight
+    /// there (`envelope_cap_from`): then within +0.4 ms in 12 of 12, with bulk at 12-45 %
+    /// of the link (25 ms, the envelope off on LTE: 9-16 %). docs/congestion.md section
+    /// 10, docs/benchmarks.md "A real 1 kHz loop over whole periods".
     pub envelope_max_rtt: Duration,
+    /// On the envelope, on paths whose smoothed round trip is at least this (25 ms: LTE,
+    /// not Wi-Fi), the window is held to twice the flight. An application-limited sender
+    /// (TCP above the tunnel, waiting out a loss) otherwise banks a window and spends it
+    /// at once when data comes again; on LTE the queue landed in the slow seconds. On
+    /// Wi-Fi's 10 ms the same cap cost 4-12 points of the link in one A/B round and the
+    /// loop's p99 held without it, so shorter paths keep the window free.
+    pub envelope_cap_from: Duration,
     /// Windows per smoothed round trip bulk is paced at while the envelope is in use.
     /// A window released on a jittered ack clock must cover the longest round trip, and
     /// whenever the round trip is short the excess waits in the bottleneck's queue.
@@ -154,7 +160,8 @@ impl Default for AdaptiveConfig {
             envelope: true,
             envelope_from: 8.0,
             envelope_hold: Duration::from_millis(200),
-            envelope_max_rtt: Duration::from_millis(25),
+            envelope_max_rtt: Duration::from_millis(200),
+            envelope_cap_from: Duration::from_millis(25),
             envelope_pacing: 1.1,
             one_way_delay: false,
         }
@@ -481,11 +488,20 @@ impl AdaptiveLedbat {
         }
         // The RFC caps the window at what is in flight plus a segment, so an idle sender
         // cannot bank a window; paced, the flight trails the window by design (and acks
-        // bunched by jitter empty it at once), and the cap would pin the window there.
-        let max_allowed = if self.on_envelope() {
-            f64::MAX
-        } else {
+        // bunched by jitter empty it at once), and that cap would pin the window there.
+        // On a long path it is held to twice the flight: an application-limited sender
+        // (TCP above the tunnel, waiting out a loss) banked a window there and spent it
+        // at once, at the pacing rate that window implies, when data came again, and
+        // the queue landed in LTE's slow seconds (`envelope_cap_from`).
+        let max_allowed = if !self.on_envelope() {
             (self.flight.max(self.flight_after_send) + self.config.mss) as f64
+        } else if self
+            .smoothed
+            .is_some_and(|srtt| srtt >= self.config.envelope_cap_from)
+        {
+            (2 * self.flight.max(self.flight_after_send) + self.config.mss) as f64
+        } else {
+            f64::MAX
         };
         let max_cwnd = (self.config.max_cwnd_packets * self.config.mss) as f64;
         self.cwnd = self

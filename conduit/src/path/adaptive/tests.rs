@@ -446,9 +446,9 @@ fn stamped_round(
 }
 
 /// The envelope is taken up on a short jittery path (Wi-Fi: 8 ms ± 3 ms) once the
-/// target has stayed high for `envelope_hold`, never on a path longer than
-/// `envelope_max_rtt` (by default LTE's 50 ms ± 5 ms keeps the minimum filter; a 200 ms
-/// limit takes it onto the envelope), nor when turned off.
+/// target has stayed high for `envelope_hold`, by default also on LTE's 50 ms ± 5 ms,
+/// never on a path longer than `envelope_max_rtt` (a 25 ms limit keeps the 50 ms path
+/// on the minimum filter), nor when turned off.
 #[test]
 fn the_envelope_is_used_on_jittery_paths_shorter_than_its_limit() {
     let run = |config: AdaptiveConfig, rtt: Duration, amplitude: Duration, rounds: usize| {
@@ -480,24 +480,88 @@ fn the_envelope_is_used_on_jittery_paths_shorter_than_its_limit() {
         ..AdaptiveConfig::default()
     };
     assert_eq!(run(off, ms(8), ms(3), 200), (false, None));
-    assert_eq!(
-        run(AdaptiveConfig::default(), ms(50), ms(5), 100),
-        (false, None),
-        "by default a path longer than the limit keeps the minimum filter"
-    );
-    let long_too = AdaptiveConfig {
-        envelope_max_rtt: ms(200),
+    let short_only = AdaptiveConfig {
+        envelope_max_rtt: ms(25),
         ..AdaptiveConfig::default()
     };
-    let lte = run(long_too, ms(50), ms(5), 100);
-    assert!(
-        lte.0,
-        "under a 200 ms limit LTE's 50 ms path is on the envelope"
+    assert_eq!(
+        run(short_only, ms(50), ms(5), 100),
+        (false, None),
+        "a path longer than the limit keeps the minimum filter"
     );
+    let lte = run(AdaptiveConfig::default(), ms(50), ms(5), 100);
+    assert!(lte.0, "by default LTE's 50 ms path is on the envelope");
     assert!(
         lte.1
             .is_some_and(|at| at >= AdaptiveConfig::default().envelope_hold),
         "not before the target held: {:?}",
         lte.1
     );
+}
+
+/// An application-limited sender on the envelope (TCP above the tunnel waiting out a
+/// loss: four segments a round trip, acknowledged with no queue) cannot bank a window on
+/// a path of `envelope_cap_from` or longer (LTE's 50 ms): it stays within twice the
+/// flight, so when data comes again the pacer does not spend a window the path never
+/// carried. On Wi-Fi's 8 ms the window stays free, as measured there (docs/congestion.md
+/// section 10).
+#[test]
+fn an_application_limited_sender_banks_no_window_on_a_long_path() {
+    let banked = |config: AdaptiveConfig, rtt: Duration, amplitude: Duration, rounds: usize| {
+        let mut c = AdaptiveLedbat::new(config);
+        let mut jitter = Jitter::new(amplitude);
+        let mut now = origin();
+        for _ in 0..rounds {
+            now = stamped_round(&mut c, now, rtt, || jitter.around(rtt));
+        }
+        assert!(c.on_envelope(), "{rtt:?}: on the envelope first");
+        // Drain what is in flight, then four segments per round trip.
+        let outstanding = c.bytes_in_flight();
+        c.on_feedback(
+            now + rtt,
+            Feedback {
+                bytes: outstanding,
+                round_trip: rtt,
+                one_way: Some(rtt / 2),
+                bulk: true,
+            },
+        );
+        now += rtt;
+        for _ in 0..50 {
+            for _ in 0..4 {
+                c.on_sent(now, MSS);
+            }
+            now += rtt;
+            for _ in 0..4 {
+                let d = jitter.around(rtt);
+                c.on_feedback(
+                    now,
+                    Feedback {
+                        bytes: MSS,
+                        round_trip: d,
+                        one_way: Some(d / 2),
+                        bulk: true,
+                    },
+                );
+            }
+        }
+        c.cwnd()
+    };
+    let cap = 2 * 4 * MSS + MSS;
+    let lte = banked(AdaptiveConfig::default(), ms(50), ms(5), 100);
+    assert!(
+        lte <= cap,
+        "LTE: a window of {lte} B for 4 segments in flight"
+    );
+    let uncapped = AdaptiveConfig {
+        envelope_cap_from: Duration::from_secs(1),
+        ..AdaptiveConfig::default()
+    };
+    let banked_lte = banked(uncapped, ms(50), ms(5), 100);
+    assert!(
+        banked_lte > 4 * cap,
+        "without the cap LTE banks {banked_lte} B"
+    );
+    let wifi = banked(AdaptiveConfig::default(), ms(8), ms(3), 200);
+    assert!(wifi > cap, "Wi-Fi keeps its window free: {wifi} B");
 }
