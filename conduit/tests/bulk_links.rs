@@ -53,22 +53,6 @@ impl Run {
     }
 }
 
-/// The profile's mean rate over `[from, to)` since its start, sampled every millisecond.
-fn mean_rate(profile: &Profile, from: Duration, to: Duration) -> f64 {
-    let ms = (to - from).as_millis() as u64;
-    let sum: f64 = (0..ms)
-        .map(|i| {
-            let imp = profile.at(from + Duration::from_millis(i));
-            if imp.blackout {
-                0.0
-            } else {
-                imp.rate_bps.unwrap_or(0) as f64
-            }
-        })
-        .sum();
-    sum / ms as f64
-}
-
 /// The traced rate controller's state after its newest ack (`BX_TRACE`).
 static TRACE: Mutex<String> = Mutex::new(String::new());
 
@@ -295,7 +279,10 @@ fn control_loop(
     Run {
         lost: sent_at.len() - delays.len(),
         goodput: bulk_bytes as f64 * 8.0 / secs,
-        capacity: mean_rate(profile, begin - start, end - start),
+        capacity: profile
+            .capacity_bits(begin - start, end - start)
+            .unwrap_or_default()
+            / secs,
         delays,
         sent,
         bulk_arrivals,

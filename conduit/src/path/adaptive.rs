@@ -493,13 +493,14 @@ impl AdaptiveLedbat {
         // (TCP above the tunnel, waiting out a loss) banked a window there and spent it
         // at once, at the pacing rate that window implies, when data came again, and
         // the queue landed in LTE's slow seconds (`envelope_cap_from`).
+        let flight = self.flight.max(self.flight_after_send);
         let max_allowed = if !self.on_envelope() {
-            (self.flight.max(self.flight_after_send) + self.config.mss) as f64
+            (flight + self.config.mss) as f64
         } else if self
             .smoothed
             .is_some_and(|srtt| srtt >= self.config.envelope_cap_from)
         {
-            (2 * self.flight.max(self.flight_after_send) + self.config.mss) as f64
+            (2 * flight + self.config.mss) as f64
         } else {
             f64::MAX
         };
