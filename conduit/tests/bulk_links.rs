@@ -41,7 +41,7 @@ fn ip(v: VirtualIp) -> Ipv4Addr {
 /// The bulk beside the control loop.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Bulk {
-    /// None: the idle link.
+    /// No bulk: the idle link.
     Idle,
     /// A backlog the tunnel can never drain: its sender is never application-limited.
     Backlog,

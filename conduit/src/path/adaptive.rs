@@ -128,9 +128,9 @@ pub struct AdaptiveConfig {
     /// application-limited sender (TCP above the tunnel, waiting out a loss) otherwise
     /// banks a window and spends it at once when data comes again: between real daemons
     /// the queue broke the loop's p99 on LTE (+8 to +41 ms) and now and then on Wi-Fi
-    /// (+3 to +16 ms at 500 kB of buffer); with a TCP-like sender in the simulator, on
-    /// Wi-Fi in 3 of 8 seeds. Until session 26 the cap applied only from 25 ms round trips
-    /// (docs/congestion.md sections 10 and 11).
+    /// (+3 to +33 ms at 500 kB of buffer); with a TCP-like sender in the simulator, on
+    /// Wi-Fi in 3 of 8 seeds. Until session 26 the cap applied only from 25 ms round
+    /// trips; three flights broke LTE again (docs/congestion.md sections 10 and 11).
     pub envelope_cap: f64,
     /// Windows per smoothed round trip bulk is paced at while the envelope is in use.
     /// A window released on a jittered ack clock must cover the longest round trip, and

@@ -106,7 +106,7 @@ impl TcpSource {
         if let Some(&first) = lost.first() {
             self.lost += lost.len() as u64;
             if first >= self.recovery_until {
-                self.cut(now);
+                self.cut();
             }
             return;
         }
@@ -155,7 +155,7 @@ impl TcpSource {
         }
     }
 
-    fn cut(&mut self, _now: Instant) {
+    fn cut(&mut self) {
         self.cuts += 1;
         self.w_max = self.cwnd;
         self.cwnd = (self.cwnd * BETA).max(2.0);
