@@ -409,6 +409,16 @@ fn by_step(profile: &Profile, idle: &Run, loaded: &Run) {
     }
 }
 
+/// Issue 14's promise: the loop's p99 beside bulk within 2 ms of the idle link's.
+fn assert_keeps_the_promise(name: &str, idle: &Run, loaded: &Run) {
+    assert!(
+        loaded.p(99) <= idle.p(99) + Duration::from_millis(2),
+        "{name}: p99 {:?} against {:?} idle",
+        loaded.p(99),
+        idle.p(99)
+    );
+}
+
 fn report(name: &str, idle: &Run, loaded: &Run) {
     eprintln!(
         "{name}: idle p50/p99 {:.2}/{:.2} ms; loaded p50/p99 {:.2}/{:.2} ms (lost {} of {}); \
@@ -774,12 +784,7 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
                 seed,
             );
             report(&format!("{name}, seed {seed}, RFC LEDBAT"), &idle, &rfc);
-            assert!(
-                loaded.p(99) <= idle.p(99) + Duration::from_millis(2),
-                "{name}: p99 {:?} against {:?} idle",
-                loaded.p(99),
-                idle.p(99)
-            );
+            assert_keeps_the_promise(name, &idle, &loaded);
             let floor = if name == "wifi" { 0.8 } else { 0.45 };
             assert!(
                 loaded.goodput >= floor * loaded.capacity,
@@ -802,8 +807,8 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
 /// tunnel's, so the tunnel's sender is application-limited. A window that grew while
 /// little flowed was spent at once when TCP caught up, and the queue broke the control
 /// loop's p99 between real daemons on LTE (docs/congestion.md section 10) and, in this
-/// simulator, on Wi-Fi in 3 of 5 seeds (+2.1 to +3.4 ms) until the envelope's window cap
-/// applied on every path (section 11). The loop keeps its p99 within 2 ms of the idle
+/// simulator, on Wi-Fi in 3 of 8 seeds (worst +3.71 ms; seed 5 here +3.27) until the
+/// envelope's window cap applied on every path (section 11). The loop keeps its p99 within 2 ms of the idle
 /// link's, and the tunnel leaves TCP at least two fifths of what TCP gets through it
 /// unpaced (on these lossy links TCP itself is much of the limit: 9 and 11 % of `lte`
 /// paced against 17 and 18 % unpaced, 50 % of `wifi` against 50-53 %).
@@ -826,12 +831,7 @@ fn beside_an_application_limited_tcp_sender_the_control_loop_keeps_its_p99() {
                 &idle,
                 &unpaced,
             );
-            assert!(
-                loaded.p(99) <= idle.p(99) + Duration::from_millis(2),
-                "{name}: p99 {:?} against {:?} idle",
-                loaded.p(99),
-                idle.p(99)
-            );
+            assert_keeps_the_promise(name, &idle, &loaded);
             assert!(
                 loaded.goodput >= 0.4 * unpaced.goodput,
                 "{name}: tcp got {} through the tunnel, {} unpaced",
