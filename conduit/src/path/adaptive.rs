@@ -48,6 +48,11 @@
 //!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
+//! **After such an outage** the window it had is given back at the first ack whose
+//! filtered delay reads no queue over target, and for one round trip it is not held to
+//! twice the flight (TCP above is still recovering what the outage lost). A Wi-Fi scan
+//! or roam stopped the acks, not a queue; regrown from the floor at the delay's pace the
+//! window took a second or more after each 100 ms outage (docs/congestion.md section 13).
 
 use std::time::{Duration, Instant};
 
@@ -195,6 +200,12 @@ pub struct AdaptiveLedbat {
     pinned_since: Option<Instant>,
     /// Whether the delay has ever come near the target (ends the slowed start).
     started: bool,
+    /// The window an ack timeout took away (an outage stopped the acks, not a queue):
+    /// given back at the first ack whose filtered delay reads no queue over target.
+    restore: Option<f64>,
+    /// Until when a given-back window is not held to twice the flight (it is paced out
+    /// over a round trip, and TCP above is still recovering the outage).
+    uncapped_until: Option<Instant>,
     /// Whether the filters hold one-way delays (from receive stamps) or round trips;
     /// `None` before the first sample.
     one_way: Option<bool>,
@@ -230,6 +241,8 @@ impl AdaptiveLedbat {
             last_progress: None,
             pinned_since: None,
             started: false,
+            restore: None,
+            uncapped_until: None,
             one_way: None,
             next_send: None,
             pace_wake: None,
@@ -456,6 +469,16 @@ impl AdaptiveLedbat {
         }
         let queuing = queuing.as_secs_f64();
         let t = target.as_secs_f64().max(f64::MIN_POSITIVE);
+        // After an outage: the window before it, at once (see the module docs). A queue
+        // read at the first ack forfeits it; one the given-back window builds is taken
+        // down by the decrease below, at most half per round trip.
+        if let Some(to) = self.restore.take()
+            && queuing <= t
+            && to > self.cwnd
+        {
+            self.cwnd = to;
+            self.uncapped_until = self.smoothed.map(|srtt| now + srtt);
+        }
         let srtt = self
             .smoothed
             .unwrap_or(self.config.cto)
@@ -495,7 +518,10 @@ impl AdaptiveLedbat {
         // once, at the pacing rate that window implies, when data came again, and the
         // queue reached the control loop (`envelope_cap`).
         let flight = self.flight.max(self.flight_after_send);
-        let max_allowed = if self.on_envelope() {
+        let uncapped = self.uncapped_until.is_some_and(|until| now < until);
+        let max_allowed = if uncapped {
+            f64::MAX
+        } else if self.on_envelope() {
             self.config.envelope_cap * flight as f64 + self.config.mss as f64
         } else {
             (flight + self.config.mss) as f64
@@ -619,6 +645,8 @@ impl CongestionStrategy for AdaptiveLedbat {
         }
         if self.cto_deadline().is_some_and(|deadline| deadline <= now) {
             self.flight = 0;
+            let before = self.restore.unwrap_or_default().max(self.cwnd);
+            self.restore = (before > self.min_cwnd()).then_some(before);
             self.cwnd = self.min_cwnd();
             self.last_progress = Some(now);
         }

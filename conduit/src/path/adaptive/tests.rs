@@ -196,6 +196,95 @@ fn never_blocks_critical_or_telemetry_and_a_silence_collapses_the_window() {
     assert_eq!(c.poll_timeout(), None);
 }
 
+/// A jittery 10 ms path the window has grown on, then an outage: nothing in flight is
+/// acked before the ack timeout. Returns the sender at its floor, the window before, and
+/// the time.
+fn after_an_outage() -> (AdaptiveLedbat, usize, Instant) {
+    let mut c = AdaptiveLedbat::default();
+    let mut jitter = Jitter::new(ms(2));
+    let mut now = origin();
+    for _ in 0..300 {
+        now = round(&mut c, now, ms(10), || jitter.around(ms(10)));
+    }
+    let before = c.cwnd();
+    assert!(before >= 20 * MSS, "window {} segments", before / MSS);
+    fill(&mut c, now);
+    let deadline = c.poll_timeout().expect("an ack timeout is armed");
+    c.handle_timeout(deadline);
+    assert_eq!(
+        c.cwnd(),
+        2 * MSS,
+        "the timeout takes the window to its floor"
+    );
+    (c, before, deadline)
+}
+
+#[test]
+fn after_an_outage_the_first_ack_without_a_queue_gives_the_window_back() {
+    let (mut c, before, now) = after_an_outage();
+    // TCP above is still recovering: one packet goes, and its ack reads the base delay.
+    c.on_sent(now, MSS);
+    let later = now + ms(10);
+    c.on_ack(later, MSS, ms(8));
+    assert!(
+        c.cwnd() >= before,
+        "{} of {} segments",
+        c.cwnd() / MSS,
+        before / MSS
+    );
+    // For a round trip it is not held to twice the little in flight.
+    c.on_sent(later, MSS);
+    c.on_ack(later + ms(5), MSS, ms(8));
+    assert!(c.cwnd() >= before - MSS, "{} segments", c.cwnd() / MSS);
+    // Then it is again, while TCP sends little.
+    let mut t = later + ms(30);
+    for _ in 0..4 {
+        c.on_sent(t, MSS);
+        t += ms(10);
+        c.on_ack(t, MSS, ms(10));
+    }
+    assert!(
+        c.cwnd() <= 4 * MSS,
+        "held to the flight again: {}",
+        c.cwnd() / MSS
+    );
+}
+
+#[test]
+fn a_window_given_back_into_a_slower_path_is_taken_down_by_the_delay() {
+    let (mut c, before, now) = after_an_outage();
+    c.on_sent(now, MSS);
+    let mut t = now + ms(8);
+    c.on_ack(t, MSS, ms(8));
+    assert!(
+        c.cwnd() >= before,
+        "given back: {} segments",
+        c.cwnd() / MSS
+    );
+    // The path came back slower: everything the window sends waits in a queue far over
+    // the target. The delay takes the window down every round trip (by what was acked,
+    // which the pacer spreads over the longer round trip), and it is given back once
+    // only: below half within five.
+    let queued = ms(10) + c.target() * 10;
+    let mut last = c.cwnd();
+    for _ in 0..5 {
+        t = round(&mut c, t, queued, || queued);
+        assert!(
+            c.cwnd() < last,
+            "{} after {} segments",
+            c.cwnd() / MSS,
+            last / MSS
+        );
+        last = c.cwnd();
+    }
+    assert!(
+        c.cwnd() <= before / 2,
+        "{} of {} segments",
+        c.cwnd() / MSS,
+        before / MSS
+    );
+}
+
 #[test]
 fn the_pacer_spaces_bulk_and_owes_a_wake_up() {
     let mut c = AdaptiveLedbat::new(AdaptiveConfig {
