@@ -2,7 +2,8 @@
 """Where a bulk flow's goodput goes, from iperf3's one-second reports.
 
 `links.sh` with BXBENCH_LOGS=DIR keeps each Bauxite run's iperf3 output as
-DIR/PROFILE-DEPTH-iperf3.txt. Given such files (or directories holding them), this prints
+DIR/PROFILE-DEPTH-iperf3.txt (the bare link's in DIR/bare). Given such files (or
+directories holding them, not their subdirectories), this prints
 per profile, against the profile's mean capacity: the flow's mean (iperf3's sender, per
 second), its median second after the first two, the points lost in slumps (seconds under
 --slump times that median, after the first two: on `wifi` the seconds around each
@@ -38,10 +39,10 @@ def seconds(path):
 def files(args):
     for arg in args:
         if os.path.isdir(arg):
-            for root, _, names in os.walk(arg):
-                for name in sorted(names):
-                    if name.endswith("-iperf3.txt"):
-                        yield os.path.join(root, name)
+            # Not recursive: links.sh keeps the bare link's runs in DIR/bare.
+            for name in sorted(os.listdir(arg)):
+                if name.endswith("-iperf3.txt"):
+                    yield os.path.join(arg, name)
         else:
             yield arg
 

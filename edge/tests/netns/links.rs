@@ -2,8 +2,8 @@
 //! namespace, joined only through `bauxite-linkemu` (in a third namespace) playing the
 //! LTE-like or the Wi-Fi-like profile. A 1 kHz control loop (ICMP echoes: the Critical
 //! lane, sent by `bauxite-icmploop` on a fixed schedule: iputils' ping slows to about
-//! 170 Hz on these paths) runs on the idle link, then beside one saturating iperf3 TCP flow through the
-//! tunnel (the bulk lane), which starts first and outlasts the loop.
+//! 170 Hz on these paths) runs on the idle link, then beside one saturating iperf3 TCP flow
+//! (CUBIC) through the tunnel (the bulk lane), which starts first and outlasts the loop.
 //!
 //! What is asserted is what stays true on a shared two-core machine whose emulator writes
 //! packets up to ~100 ms late now and then (docs/link-emulator.md): the loop loses no
@@ -176,6 +176,8 @@ impl EmulatedMesh {
         let log = self._dir.path().join("iperf3.txt");
         let client = Command::new("ip")
             .args(["netns", "exec", &self.ns[0], "iperf3", "-c", VIP[1]])
+            // Named: the kernel's default is a sysctl (bbr on the test machine).
+            .args(["-C", "cubic"])
             // The loop starts after the flow's first second and lasts 3 s plus 1 s of
             // waiting for the last replies.
             .args(["-t", "10", "-i", "1", "--forceflush"])
