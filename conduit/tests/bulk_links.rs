@@ -550,8 +550,8 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
 /// Prints the figures of controller settings on the profiles (the diagnosis of issue
 /// 14's collapse); run with `--ignored --nocapture`. Knobs: `BX_PROFILES` (tbf,
 /// fixed2rate, lte, lte-literal, wifi, fixed2), `BX_TARGETS` (µs, 0 = unpaced), `BX_SECS`, `BX_WARM`,
-/// `BX_SEED`, `BX_NOLOSS` (the profile without its random loss), `BX_DROP` (the
-/// receiver's rate-drop reports on: `rate_drop_feedback`),
+/// `BX_SEED`, `BX_LOSS` (the profile's random loss scaled: 0 none, 0.1 a tenth, the
+/// same bursts), `BX_DROP` (the receiver's rate-drop reports on: `rate_drop_feedback`),
 /// `BX_TCP` (bulk from a TCP-like sender instead of a backlog: [`Bulk::Tcp`]), `BX_MSS`
 /// (the controllers' segment, [`segment`]),
 /// and those of [`strategy_from_env`].
@@ -598,8 +598,13 @@ fn diagnose() {
             continue;
         }
         let mut profile = profile;
-        if std::env::var("BX_NOLOSS").is_ok() {
-            profile.base.loss = bauxite_netem::GilbertElliott::NONE;
+        if let Ok(scale) = std::env::var("BX_LOSS") {
+            // The same bursts, `scale` times as often (0: none).
+            let loss = profile.base.loss;
+            profile.base.loss = bauxite_netem::GilbertElliott::bursty(
+                loss.mean_loss() * scale.parse::<f64>().unwrap(),
+                1.0 / loss.to_good,
+            );
         }
         let idle = control_loop(
             NodeConfig::default(),
