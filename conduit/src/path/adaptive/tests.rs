@@ -58,6 +58,20 @@ fn round(
     later
 }
 
+/// `n` rounds of [`round`] on a path of `rtt` with `jitter`'s noise on every sample.
+fn jittered_rounds(
+    c: &mut dyn CongestionStrategy,
+    mut now: Instant,
+    n: usize,
+    rtt: Duration,
+    jitter: &mut Jitter,
+) -> Instant {
+    for _ in 0..n {
+        now = round(c, now, rtt, || jitter.around(rtt));
+    }
+    now
+}
+
 fn fill(c: &mut dyn CongestionStrategy, now: Instant) {
     while c.can_send_bulk(now, MSS) {
         c.on_sent(now, MSS);
@@ -123,17 +137,12 @@ fn jitter_raises_the_target_instead_of_starving_bulk() {
 fn a_longer_path_is_re_measured_not_taken_for_a_queue() {
     let mut c = AdaptiveLedbat::default();
     let mut jitter = Jitter::new(ms(2));
-    let mut now = origin();
-    for _ in 0..50 {
-        now = round(&mut c, now, ms(20), || jitter.around(ms(20)));
-    }
+    let mut now = jittered_rounds(&mut c, origin(), 50, ms(20), &mut jitter);
     let before = c.cwnd();
     assert!(c.base_delay().is_some_and(|b| b < ms(20)));
     // The path gets 20 ms longer for good (a loaded LTE cell): at first that reads as a
     // queue and the window falls...
-    for _ in 0..5 {
-        now = round(&mut c, now, ms(40), || jitter.around(ms(40)));
-    }
+    now = jittered_rounds(&mut c, now, 5, ms(40), &mut jitter);
     assert!(c.cwnd() < before);
     // ...to its floor, where two packets cannot hold 20 ms of queue: the base is
     // re-measured within a few round trips and the window opens again.
@@ -144,9 +153,7 @@ fn a_longer_path_is_re_measured_not_taken_for_a_queue() {
         assert!(rounds < 50, "base never re-measured: {:?}", c.base_delay());
     }
     let floor = c.cwnd();
-    for _ in 0..30 {
-        now = round(&mut c, now, ms(40), || jitter.around(ms(40)));
-    }
+    jittered_rounds(&mut c, now, 30, ms(40), &mut jitter);
     assert!(c.cwnd() > 4 * floor.max(MSS), "{} after {floor}", c.cwnd());
 }
 
@@ -201,11 +208,7 @@ fn never_blocks_critical_or_telemetry_and_a_silence_collapses_the_window() {
 /// the time.
 fn after_an_outage() -> (AdaptiveLedbat, usize, Instant) {
     let mut c = AdaptiveLedbat::default();
-    let mut jitter = Jitter::new(ms(2));
-    let mut now = origin();
-    for _ in 0..300 {
-        now = round(&mut c, now, ms(10), || jitter.around(ms(10)));
-    }
+    let now = jittered_rounds(&mut c, origin(), 300, ms(10), &mut Jitter::new(ms(2)));
     let before = c.cwnd();
     assert!(before >= 20 * MSS, "window {} segments", before / MSS);
     fill(&mut c, now);
