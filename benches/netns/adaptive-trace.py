@@ -2,7 +2,8 @@
 """The sending daemon's adaptive-window trace, summarised per log file.
 
 Reads the `adaptive window` lines that `RUST_LOG=info,bauxite_conduit::path::adaptive=debug`
-writes every 100 ms (conduit/src/path/adaptive/trace.rs) from the logs `links.sh` keeps
+writes every 100 ms (conduit/src/path/adaptive/trace.rs; text or `--log-format json`)
+from the logs `links.sh` keeps
 with BXBENCH_LOGS=DIR (`*-a.log`: A sends the bulk), and prints, over the lines where
 bulk flowed (sent at least --min-mbit): their count, how many were on the envelope, the
 means of the sent and pacing rates, window, flight, round trip, target, the envelope's
@@ -22,7 +23,7 @@ def lines(path):
     for line in open(path, errors="replace"):
         if "adaptive window" in line:
             yield {k: float(v) if v not in ("true", "false") else v == "true"
-                   for k, v in re.findall(r"(\w+)=(-?[\d.]+|true|false)", line)}
+                   for k, v in re.findall(r'"?(\w+)"?[=:](-?[\d.]+|true|false)', line)}
 
 
 def main():
