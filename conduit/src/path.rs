@@ -33,6 +33,7 @@ pub mod ledbat;
 pub mod per_peer;
 pub mod pmtu;
 pub mod rate;
+pub mod repair;
 
 use std::net::SocketAddr;
 
@@ -46,6 +47,7 @@ pub use ledbat::{Ledbat, LedbatConfig};
 pub use per_peer::{MakeStrategy, PeerCongestion};
 pub use pmtu::{Pmtu, PmtuPhase};
 pub use rate::{RateBulk, RateConfig};
+pub use repair::{BulkReorder, NackFrame, RepairHello, RepairSender};
 
 use crate::Metrics;
 

@@ -11,10 +11,14 @@
 //! Probe      0x02 | probe id u32 | zero padding         (the size under test)
 //! ProbeAck   0x03 | probe id u32                        (5 bytes)
 //! RateDrop   0x05 | index u32 | two counters u64 | span (29 bytes; see `arrival`)
+//! BulkData   0x06 | sequence u32 | IP packet              (see `repair`; not parsed here)
+//! Nack       0x07 | index u32 | first u32 | count u16     (11 bytes; see `repair`)
+//! RepairHello 0x08 | index u32                            (5 bytes; see `repair`)
 //! ```
 
 use super::arrival::{FRAME_RATE_DROP, RateDropFrame};
 use super::feedback::{AckFrame, FRAME_ACK, FRAME_ACK_TS};
+use super::repair::{FRAME_NACK, FRAME_REPAIR_HELLO, NackFrame, RepairHello};
 use crate::MalformedPacket;
 
 /// Type byte of a path MTU probe.
@@ -41,6 +45,10 @@ pub enum ControlFrame {
     },
     /// The peer saw our packets arrive slower than before (a rate drop below us).
     RateDrop(RateDropFrame),
+    /// Some of our bulk packets did not reach the peer: repair them.
+    Nack(NackFrame),
+    /// The peer reads sequenced bulk on the session it names.
+    RepairHello(RepairHello),
 }
 
 impl ControlFrame {
@@ -58,6 +66,8 @@ impl ControlFrame {
         match bytes.first() {
             Some(&FRAME_ACK | &FRAME_ACK_TS) => AckFrame::parse(bytes).map(Self::Ack),
             Some(&FRAME_RATE_DROP) => RateDropFrame::parse(bytes).map(Self::RateDrop),
+            Some(&FRAME_NACK) => NackFrame::parse(bytes).map(Self::Nack),
+            Some(&FRAME_REPAIR_HELLO) => RepairHello::parse(bytes).map(Self::RepairHello),
             Some(&FRAME_PROBE) => Ok(Self::Probe {
                 id: id().ok_or(truncated("probe frame"))?,
             }),
