@@ -178,6 +178,9 @@ impl NodePair {
                     delivered += 1;
                 }
             }
+            while self.nodes[to].poll_released(&mut self.buf).is_some() {
+                delivered += 1;
+            }
         }
         delivered
     }

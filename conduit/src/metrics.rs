@@ -115,6 +115,17 @@ counters! {
     tx_redundant,
     /// Datagram bytes of the redundant copies (the cost of redundancy on the wire).
     tx_redundant_bytes,
+    /// Bulk packets sent again because the peer's NACK said they were lost (loss repair).
+    bulk_repairs_sent,
+    /// NACKs sent: bulk packets from a peer were missing.
+    bulk_nacks_sent,
+    /// Bulk packets from peers held behind a hole until it was repaired or given up.
+    bulk_held,
+    /// Bulk packets from peers given up on: not repaired before their wait ran out.
+    bulk_given_up,
+    /// Bulk packets from peers that arrived twice (a repair whose original came late, or
+    /// a link duplicate), dropped.
+    bulk_seq_duplicates,
     /// Keepalives sent to a peer's other direct addresses to keep a second path alive.
     bond_probes_sent,
     /// Acknowledgement frames sent (the bulk lane's delay signal for the peer).

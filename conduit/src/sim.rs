@@ -310,7 +310,7 @@ struct Setup {
 
 impl Setup {
     /// Node `i`, knowing the others as configured, started at `now`.
-    fn node(&self, i: usize, seed: [u8; 32], now: Instant) -> BauxiteNode {
+    fn node(&self, i: usize, config: &NodeConfig, seed: [u8; 32], now: Instant) -> BauxiteNode {
         const UNIX_AT_START: u64 = 1_800_000_000_000_000_000;
         let (signing, static_secret) = self.secrets[i];
         let mut registry = PeerRegistry::new();
@@ -326,7 +326,7 @@ impl Setup {
         BauxiteNode::new(
             Identity::from_secrets(signing, static_secret),
             registry,
-            self.config.clone(),
+            config.clone(),
             seed,
             now,
             UNIX_AT_START + elapsed + i as u64,
@@ -422,7 +422,7 @@ impl<const N: usize> SimNet<N> {
             config: config.clone(),
             start,
         };
-        let nodes = std::array::from_fn(|i| setup.node(i, seeds[i], start));
+        let nodes = std::array::from_fn(|i| setup.node(i, &setup.config, seeds[i], start));
         Self {
             now: start,
             nodes,
@@ -489,9 +489,16 @@ impl<const N: usize> SimNet<N> {
     /// Simulates a crash and restart of node `i`: same identity and peers, every
     /// session, queue and counter lost.
     pub fn restart(&mut self, i: usize) {
+        let config = self.setup.config.clone();
+        self.restart_with(i, config);
+    }
+
+    /// Like [`restart`](Self::restart), with another configuration: an upgrade, a
+    /// downgrade, an older node's behaviour (e.g. `bulk_repair` off).
+    pub fn restart_with(&mut self, i: usize, config: NodeConfig) {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        self.nodes[i] = self.setup.node(i, seed, self.now);
+        self.nodes[i] = self.setup.node(i, &config, seed, self.now);
     }
 
     /// What the hub would list for node `i`: its keys, name and virtual IP, at its
@@ -578,6 +585,12 @@ impl<const N: usize> SimNet<N> {
             self.transmit(i);
             while let Some(len) = self.nodes[i].poll_local_packet(&mut self.buf) {
                 self.local[i].push(Delivered {
+                    at: self.now,
+                    packet: self.buf[..len].to_vec(),
+                });
+            }
+            while let Some(len) = self.nodes[i].poll_released(&mut self.buf) {
+                self.delivered[i].push(Delivered {
                     at: self.now,
                     packet: self.buf[..len].to_vec(),
                 });

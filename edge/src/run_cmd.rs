@@ -259,6 +259,7 @@ fn build_node(config: &RunConfig) -> Result<BauxiteNode, RunError> {
         bonding: config.bonding,
         // Not a setting yet: off until it wins (docs/congestion.md, section 6).
         rate_drop_feedback: false,
+        bulk_repair: config.bulk_repair,
     };
     let mut node = BauxiteNode::new(
         identity,

@@ -740,13 +740,27 @@ impl Shell {
     }
 
     /// Writes what the node addresses to the local host (ICMP too-big answers to packets
-    /// the peer's path cannot carry) to the device.
+    /// the peer's path cannot carry, bulk released in order after a hole) to the device.
     async fn answer_local(&mut self) {
         let mut wrote = false;
         while let Some(len) = self.node.poll_local_packet(&mut self.local_buf) {
             let packet = self.local_buf.get(..len).unwrap_or_default();
             self.device.deliver(packet, &mut self.counters).await;
             wrote = true;
+        }
+        let mut to_services = false;
+        while let Some(len) = self.node.poll_released(&mut self.local_buf) {
+            // Like a delivered packet: a bound service socket's, else the device's.
+            let packet = self.local_buf.get(..len).unwrap_or_default();
+            if !self.services.is_empty() && self.services.deliver(packet) {
+                to_services = true;
+                continue;
+            }
+            self.device.deliver(packet, &mut self.counters).await;
+            wrote = true;
+        }
+        if to_services {
+            self.services.notify_receivers();
         }
         if wrote {
             self.device.flush(&mut self.counters).await;

@@ -13,6 +13,7 @@ use super::{BauxiteNode, Control, Event, tunnel_mut};
 use crate::ip::IpView;
 use crate::path::feedback::is_control_frame;
 use crate::path::frame::ControlFrame;
+use crate::path::repair::FRAME_BULK;
 use crate::path::{Feedback, RateDropFrame};
 use crate::policy::{Flow, Verdict};
 use crate::session::Tunnel;
@@ -124,7 +125,7 @@ impl BauxiteNode {
         received
     }
 
-    fn malformed(&self, e: MalformedPacket) -> Received {
+    pub(super) fn malformed(&self, e: MalformedPacket) -> Received {
         Metrics::inc(&self.metrics.rx_malformed);
         Metrics::inc(&self.metrics.rx_dropped);
         Received::Dropped(DropReason::Malformed(e))
@@ -310,7 +311,9 @@ impl BauxiteNode {
         if range.is_empty() {
             return Received::Consumed;
         }
-        if is_control_frame(&datagram[range.clone()]) {
+        // Sequenced bulk is data (acknowledged, delivered); other control frames are not.
+        let sequenced = datagram[range.start] == FRAME_BULK;
+        if is_control_frame(&datagram[range.clone()]) && !sequenced {
             return self.on_control(now, peer, &datagram[range]);
         }
         let len = datagram.len();
@@ -333,6 +336,10 @@ impl BauxiteNode {
         if owed {
             self.control.push_back(Control::Ack { peer });
         }
+        if sequenced {
+            return self.on_bulk_frame(now, peer, header.receiver_index, datagram, range);
+        }
+        self.offer_repair(now, peer, header.receiver_index);
         self.admit(peer, datagram, range)
     }
 
@@ -351,6 +358,14 @@ impl BauxiteNode {
             }
             Ok(ControlFrame::RateDrop(frame)) => {
                 self.on_rate_drop(now, peer, frame);
+                return Received::Consumed;
+            }
+            Ok(ControlFrame::Nack(frame)) => {
+                self.on_nack(peer, frame);
+                return Received::Consumed;
+            }
+            Ok(ControlFrame::RepairHello(hello)) => {
+                self.on_repair_hello(peer, hello);
                 return Received::Consumed;
             }
             Err(e) => return self.malformed(e),
@@ -423,7 +438,12 @@ impl BauxiteNode {
     }
 
     /// Applies the anti-spoofing and policy checks to a decrypted packet.
-    fn admit(&mut self, peer: PeerId, datagram: &mut [u8], range: Range<usize>) -> Received {
+    pub(super) fn admit(
+        &mut self,
+        peer: PeerId,
+        datagram: &mut [u8],
+        range: Range<usize>,
+    ) -> Received {
         // A SYN from the peer: the local host answers with segments that must fit the path
         // back to the peer.
         self.clamp(peer, &mut datagram[range.clone()]);

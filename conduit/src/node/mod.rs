@@ -52,6 +52,7 @@ mod mtu;
 mod outbound;
 mod peer;
 mod redundancy;
+mod repair;
 mod timers;
 mod topology;
 
@@ -65,6 +66,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::cipher::CipherSuite;
 use crate::identity::Identity;
 use crate::metrics::PacingSource;
+use crate::path::repair::BULK_HEADER_LEN;
 use crate::path::{
     AdaptiveConfig, AdaptiveLedbat, AutoBulk, AutoConfig, AutoGroup, MakeStrategy,
     NullCongestionStrategy, PeerCongestion, PeerPaths, RateBulk, RateConfig, SendLog,
@@ -129,6 +131,11 @@ pub struct NodeConfig {
     /// ([`RateDropFrame`](crate::path::RateDropFrame)) and acts on such reports (only the
     /// rate model does). Off by default: docs/congestion.md, section 6.
     pub rate_drop_feedback: bool,
+    /// Whether the node repairs the loss of bulk packets inside the tunnel: numbers its
+    /// bulk for peers that read the numbers, retransmits what their NACKs name, and
+    /// delivers the bulk it receives in order ([`crate::path::repair`]). On by default:
+    /// docs/congestion.md, section 15.
+    pub bulk_repair: bool,
 }
 
 /// Default queueing delay for the bulk lane. The control loop's packets overtake bulk in
@@ -187,14 +194,22 @@ impl Default for NodeConfig {
             turn_after: Some(DEFAULT_TURN_AFTER),
             bonding: crate::path::Bonding::Off,
             rate_drop_feedback: false,
+            bulk_repair: true,
         }
     }
 }
 
 impl NodeConfig {
-    /// Size of the buffer `poll_transmit` needs: the MTU plus the data-packet overhead.
+    /// Size of the buffer `poll_transmit` needs: the largest plaintext plus the
+    /// data-packet overhead.
     pub fn datagram_capacity(&self) -> usize {
-        (self.mtu + DATA_OVERHEAD).max(INIT_LEN)
+        (self.max_plaintext() + DATA_OVERHEAD).max(INIT_LEN)
+    }
+
+    /// The largest plaintext the node seals: the MTU, plus a sequenced bulk packet's
+    /// header when it repairs bulk (path MTU discovery searches up to this size).
+    pub fn max_plaintext(&self) -> usize {
+        self.mtu + if self.bulk_repair { BULK_HEADER_LEN } else { 0 }
     }
 }
 
@@ -325,6 +340,16 @@ enum Control {
         peer: PeerId,
         frame: crate::path::RateDropFrame,
     },
+    /// Bulk packets from the peer are missing: ask for their repair at once.
+    Nack {
+        peer: PeerId,
+        frame: crate::path::repair::NackFrame,
+    },
+    /// Tell the peer we read sequenced bulk on its session `index` to us.
+    RepairHello {
+        peer: PeerId,
+        index: u32,
+    },
 }
 
 /// A mesh node's data plane. See the module documentation for how to drive it.
@@ -352,6 +377,10 @@ pub struct BauxiteNode {
     copies: redundancy::Copies,
     /// Packets for the local host (ICMP too-big answers), for `poll_local_packet`.
     local: VecDeque<Vec<u8>>,
+    /// Bulk packets released in order from a peer's reorder buffer, for `poll_released`.
+    released: VecDeque<Vec<u8>>,
+    /// Peers with bulk repairs waiting to be sent.
+    repair_ready: VecDeque<PeerId>,
     icmp_limit: mtu::IcmpLimit,
     /// The padding of path MTU probes, allocated once.
     probe_pad: Vec<u8>,
@@ -461,6 +490,8 @@ impl BauxiteNode {
             fragments: VecDeque::new(),
             copies: redundancy::Copies::default(),
             local: VecDeque::new(),
+            released: VecDeque::new(),
+            repair_ready: VecDeque::new(),
             icmp_limit: mtu::IcmpLimit::default(),
             probe_pad: Vec::with_capacity(mtu),
             rng: ChaCha20Rng::from_seed(seed),
@@ -863,12 +894,17 @@ impl BauxiteNode {
             .unwrap_or_else(|| Vec::with_capacity(self.config.mtu))
     }
 
-    fn recycle(&mut self, mut buf: Vec<u8>) {
-        // Keep enough buffers to refill every lane once; beyond that, let them go.
-        if self.pool.len() < 8192 {
-            buf.clear();
-            self.pool.push(buf);
-        }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        recycle_into(&mut self.pool, buf);
+    }
+}
+
+/// Keeps `buf` in `pool` for reuse: enough buffers to refill every lane once; beyond
+/// that, lets them go.
+fn recycle_into(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    if pool.len() < 8192 {
+        buf.clear();
+        pool.push(buf);
     }
 }
 

@@ -194,7 +194,7 @@ impl BauxiteNode {
         {
             return;
         }
-        let max_datagram = self.config.mtu + DATA_OVERHEAD;
+        let max_datagram = self.config.max_plaintext() + DATA_OVERHEAD;
         let timers = self.config.timers;
         // The hub's data channel is a TCP stream: it carries any datagram, nothing to probe.
         let dst = match super::peer::select(&self.peers, peer, self.hub_enabled()) {
@@ -276,7 +276,7 @@ impl BauxiteNode {
         let len = spec
             .datagram_len
             .checked_sub(DATA_OVERHEAD)
-            .filter(|&l| (PROBE_HEADER_LEN..=self.config.mtu).contains(&l))?;
+            .filter(|&l| (PROBE_HEADER_LEN..=self.config.max_plaintext()).contains(&l))?;
         let mut pad = std::mem::take(&mut self.probe_pad);
         pad.resize(len, 0);
         write_probe(spec.id, &mut pad);

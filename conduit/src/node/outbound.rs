@@ -15,7 +15,8 @@ use super::{BauxiteNode, Control, peer, tunnel_mut};
 use crate::ip::IpView;
 use crate::path::feedback::is_control_frame;
 use crate::path::frame::probe_ack;
-use crate::path::{Path, SendLog};
+use crate::path::repair::bulk_header;
+use crate::path::{Path, RepairHello, SendLog};
 use crate::policy::{Flow, Verdict};
 use crate::scheduler::Enqueue;
 use crate::session::Tunnel;
@@ -137,6 +138,13 @@ impl BauxiteNode {
             if let Some(t) = self.poll_fragments(now, out) {
                 return Some(t);
             }
+            // Repairs of lost bulk go before new bulk (and telemetry: they are few, and
+            // late ones are given up), never before the critical lane.
+            if self.scheduler.len(Lane::Critical) == 0
+                && let Some(t) = self.poll_repairs(now, out)
+            {
+                return Some(t);
+            }
             // Each peer's bulk is paced by its own controller; the scheduler's round robin
             // skips a peer held back and serves the next.
             let congestion = &self.congestion;
@@ -167,13 +175,30 @@ impl BauxiteNode {
                 }
             }
             let by_rule = self.rule_duplicates(peer, lane, &buf);
-            match self.seal_packet(now, peer, &buf, out) {
+            // Bulk to a peer that repairs goes numbered, and is kept for its repair.
+            let seq = (lane == Lane::Bulk)
+                .then(|| self.bulk_seq(peer, buf.len()))
+                .flatten();
+            let sealed = match seq {
+                Some(seq) => {
+                    let path = peer::select(&self.peers, peer, self.hub_enabled());
+                    self.seal_packet_on(now, peer, path, (&bulk_header(seq), &buf), out)
+                }
+                None => self.seal_packet(now, peer, &buf, out),
+            };
+            if let (Some(seq), false) = (seq, matches!(sealed, Sealed::Sent(..))) {
+                self.unnumber(peer, seq);
+            }
+            match sealed {
                 Sealed::Sent(len, dst, via) => {
                     let bulk = if lane == Lane::Bulk { len } else { 0 };
                     if bulk > 0 {
                         self.congestion.peer(peer).on_sent(now, bulk);
                     }
-                    self.recycle(buf);
+                    match seq {
+                        Some(seq) => self.keep_for_repair(now, peer, seq, buf),
+                        None => self.recycle(buf),
+                    }
                     self.plan_copy(now, peer, lane, by_rule, &out[..len], (dst, via));
                     return Some(self.lane_sent(now, peer, out, lane, (len, dst, via), bulk));
                 }
@@ -310,6 +335,20 @@ impl BauxiteNode {
                         None => continue,
                     }
                 }
+                Control::Nack { peer, frame } => {
+                    let frame = frame.encode();
+                    match self.seal_control(now, peer, &frame, out, |m| &m.bulk_nacks_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
+                    }
+                }
+                Control::RepairHello { peer, index } => {
+                    let frame = RepairHello { index }.encode();
+                    match self.seal_control(now, peer, &frame, out, |m| &m.acks_sent) {
+                        Some(t) => return Some(t),
+                        None => continue,
+                    }
+                }
                 Control::ProbeAck { peer, id } => {
                     let ack = probe_ack(id);
                     match self.seal_control(now, peer, &ack, out, |m| &m.acks_sent) {
@@ -362,7 +401,7 @@ impl BauxiteNode {
         out: &mut [u8],
         counter: fn(&Metrics) -> &AtomicU64,
     ) -> Option<Transmit> {
-        let sealed = self.seal_packet_on(now, peer, path, &[], out);
+        let sealed = self.seal_packet_on(now, peer, path, (&[], &[]), out);
         self.control_transmit(sealed, counter)
     }
 
@@ -390,16 +429,34 @@ impl BauxiteNode {
     /// Seals `packet` for `peer` into `out`, for the peer's selected path.
     fn seal_packet(&mut self, now: Instant, peer: PeerId, packet: &[u8], out: &mut [u8]) -> Sealed {
         let path = peer::select(&self.peers, peer, self.hub_enabled());
-        self.seal_packet_on(now, peer, path, packet, out)
+        self.seal_packet_on(now, peer, path, (&[], packet), out)
     }
 
-    /// Seals `packet` for `peer` into `out`, for `path`.
+    /// Seals a sequenced bulk packet (`header`, then the IP packet) for `peer` into
+    /// `out`, for the peer's selected path: its length, destination and way if it went.
+    pub(super) fn seal_framed(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        header: &[u8],
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<(usize, SocketAddr, Via)> {
+        let path = peer::select(&self.peers, peer, self.hub_enabled());
+        match self.seal_packet_on(now, peer, path, (header, packet), out) {
+            Sealed::Sent(len, dst, via) => Some((len, dst, via)),
+            Sealed::NoSession | Sealed::Dropped => None,
+        }
+    }
+
+    /// Seals `header` then `packet` (the header empty but for sequenced bulk) for `peer`
+    /// into `out`, for `path`.
     fn seal_packet_on(
         &mut self,
         now: Instant,
         peer: PeerId,
         path: Path,
-        packet: &[u8],
+        (header, packet): (&[u8], &[u8]),
         out: &mut [u8],
     ) -> Sealed {
         let Some(tunnel) = tunnel_mut(&mut self.peers, peer)
@@ -413,15 +470,18 @@ impl BauxiteNode {
             Metrics::inc(&self.metrics.tx_dropped);
             return Sealed::Dropped;
         };
-        let Some(body) = out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
+        let plaintext = header.len() + packet.len();
+        let Some(body) = out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext) else {
             Metrics::inc(&self.metrics.tx_dropped);
             return Sealed::Dropped;
         };
-        body.copy_from_slice(packet);
-        match tunnel.seal(out, packet.len(), now, &self.config.timers) {
+        let (front, back) = body.split_at_mut(header.len());
+        front.copy_from_slice(header);
+        back.copy_from_slice(packet);
+        match tunnel.seal(out, plaintext, now, &self.config.timers) {
             None => Sealed::NoSession,
             Some(Ok(len)) => {
-                let data = !packet.is_empty() && !is_control_frame(packet);
+                let data = !header.is_empty() || (!packet.is_empty() && !is_control_frame(packet));
                 if data {
                     Metrics::inc(&self.metrics.tx_packets);
                     Metrics::add(&self.metrics.tx_bytes, packet.len() as u64);
@@ -448,7 +508,7 @@ impl BauxiteNode {
     /// length, which path MTU black-hole detection watches.
     /// Books a sealed packet of `lane` (its lane counter and the send log, settling `bulk`
     /// bytes of the bulk window) and says where it goes.
-    fn lane_sent(
+    pub(super) fn lane_sent(
         &mut self,
         now: Instant,
         peer: PeerId,

@@ -23,6 +23,21 @@ pub(super) struct Feedback {
     pub(super) arrival: crate::path::ArrivalDetector,
 }
 
+/// Per-peer loss repair of the bulk lane (when `bulk_repair` is on).
+#[derive(Debug, Default)]
+pub(super) struct Repair {
+    /// Our bulk to the peer, numbered and kept for repair; created with the first
+    /// sequenced packet.
+    pub(super) sender: Option<crate::path::RepairSender>,
+    /// The session (the peer's receiver index) on which the peer said it reads
+    /// sequenced bulk: we number bulk only on that session.
+    pub(super) peer_reads: Option<u32>,
+    /// The peer's bulk to us, put in order; created with its first sequenced packet.
+    pub(super) reorder: Option<Box<crate::path::BulkReorder>>,
+    /// Our hellos for one of our sessions: its index, how many, the last one's time.
+    pub(super) hello: Option<(u32, u8, Instant)>,
+}
+
 /// What the node knows about one registered peer.
 #[derive(Debug, Default)]
 pub(super) struct PeerState {
@@ -32,6 +47,8 @@ pub(super) struct PeerState {
     pub(super) tunnel: Option<Tunnel>,
     /// Acknowledgements of the current session.
     pub(super) feedback: Feedback,
+    /// Loss repair of the bulk lane, both directions.
+    pub(super) repair: Repair,
     /// What the hub says the peer's addresses are (status output only).
     pub(super) kinds: Vec<(SocketAddr, CandidateKind)>,
     /// What the node measured of the session (status output, quiet detection).

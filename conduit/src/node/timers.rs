@@ -22,6 +22,7 @@ impl BauxiteNode {
             .chain(self.peers.values().filter_map(|s| s.pmtu.poll_timeout()))
             .chain(self.peers.values().filter_map(|s| s.bond.next_probe()))
             .chain(self.copies.deadline())
+            .chain(self.repair_timeout())
             .chain(
                 self.peers
                     .values()
@@ -37,6 +38,7 @@ impl BauxiteNode {
         self.hub_timeouts(now);
         self.ice_restart_timeouts(now);
         self.bond_timeouts(now);
+        self.repair_timeouts(now);
         for (&peer, state) in &mut self.peers {
             if state
                 .measured

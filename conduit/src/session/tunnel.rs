@@ -410,6 +410,12 @@ impl Tunnel {
         Some(result)
     }
 
+    /// The peer's index of the session packets are sealed on now (what their headers
+    /// carry), if there is one.
+    pub fn sending_index(&self) -> Option<u32> {
+        self.current.as_ref().map(|c| c.remote_index)
+    }
+
     /// Holds a packet of `lane` until the session is ready; returns a buffer that was
     /// pushed out (the oldest) when the stage is full, for the caller to recycle and count.
     pub fn stage(&mut self, lane: Lane, packet: Vec<u8>) -> Option<Vec<u8>> {

@@ -223,5 +223,12 @@ impl TwoPathNet {
             }),
             Received::Stun | Received::Consumed | Received::Dropped(_) => {}
         }
+        let mut buf = [0u8; 2048];
+        while let Some(len) = self.nodes[f.to].poll_released(&mut buf) {
+            self.delivered[f.to].push(Delivered {
+                at: self.now,
+                packet: buf[..len].to_vec(),
+            });
+        }
     }
 }

@@ -53,6 +53,8 @@ pub(super) struct RawNode {
     #[serde(default)]
     bulk_controller: Option<String>,
     #[serde(default)]
+    bulk_repair: Option<bool>,
+    #[serde(default)]
     kernel_offload: Option<bool>,
     #[serde(default)]
     ice: Option<bool>,
@@ -168,6 +170,9 @@ pub struct RunConfig {
     /// Which controller paces bulk (`node.bulk_controller`: "auto", the default,
     /// "adaptive" or "rate").
     pub bulk_controller: BulkController,
+    /// Whether bulk's losses are repaired inside the tunnel (`node.bulk_repair`, default
+    /// true; docs/congestion.md section 15).
+    pub bulk_repair: bool,
     /// The static peers.
     pub peers: Vec<PeerInfo>,
     /// The hub, if the node joined one (`bauxite join`).
@@ -242,6 +247,7 @@ impl RunConfig {
                 Some(us) => Some(Duration::from_micros(us)),
             },
             bulk_controller: parse_bulk_controller(node.bulk_controller.as_deref())?,
+            bulk_repair: node.bulk_repair.unwrap_or(true),
             peers: Vec::new(),
             hub: None,
             state_root: raw

@@ -1,0 +1,222 @@
+//! Loss repair of the bulk lane in the simulator: bulk lost on the link is repaired and
+//! delivered once, in order, while the Critical lane is never held behind a hole; and a
+//! node that does not repair (an older one) gets plain bulk and sends none of the frames.
+//! Every assertion counts what the run really delivered, by packet id.
+
+#![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use bauxite_conduit::ip::build;
+use bauxite_conduit::node::{NodeConfig, TunVerdict};
+use bauxite_conduit::sim::{Delivered, LinkConfig, SimNet};
+use bauxite_conduit::{Lane, Metrics, VirtualIp};
+
+const LATENCY: Duration = Duration::from_millis(10);
+/// Bulk packets sent in each run.
+const BULK: u32 = 3000;
+/// The bulk and control-loop UDP ports (the loop's packets are small: Critical lane).
+const BULK_PORT: u16 = 40000;
+const LOOP_PORT: u16 = 9000;
+
+fn link(loss: f64) -> LinkConfig {
+    LinkConfig {
+        latency: LATENCY,
+        loss,
+        rate_bps: Some(20_000_000),
+        ..LinkConfig::default()
+    }
+}
+
+fn udp(net: &SimNet, dst_port: u16, id: u32, pad: usize) -> Vec<u8> {
+    let ip = |v: VirtualIp| v.addr();
+    let mut payload = id.to_be_bytes().to_vec();
+    payload.resize(4 + pad, 0);
+    let mut out = Vec::new();
+    build::ipv4_udp(
+        ip(net.vips[0]),
+        ip(net.vips[1]),
+        BULK_PORT,
+        dst_port,
+        &payload,
+        &mut out,
+    );
+    out
+}
+
+fn id_and_port(d: &Delivered) -> (u32, u16) {
+    let port = u16::from_be_bytes([d.packet[22], d.packet[23]]);
+    (
+        u32::from_be_bytes(d.packet[28..32].try_into().unwrap()),
+        port,
+    )
+}
+
+/// What a run delivered to node 1: the bulk ids in delivery order, and each loop
+/// packet's one-way delay.
+struct Outcome {
+    bulk: Vec<u32>,
+    loop_delays: Vec<Duration>,
+    loop_sent: usize,
+}
+
+/// Node 0 sends [`BULK`] numbered bulk packets (its bulk lane kept fed) beside a 1 kHz
+/// loop of small packets; then the run drains.
+fn run(net: &mut SimNet) -> Outcome {
+    let start = net.now;
+    // The session comes up first.
+    net.send_from(0, &udp(net, LOOP_PORT, u32::MAX, 0));
+    net.run_for(Duration::from_millis(500));
+    let first = net.delivered[1].len();
+    let (mut next, mut tick) = (0u32, 0u32);
+    let mut loop_sent_at = Vec::new();
+    let deadline = start + Duration::from_secs(20);
+    while next < BULK && net.now < deadline {
+        while next < BULK && net.nodes[0].scheduler().len(Lane::Bulk) < 64 {
+            let packet = udp(net, BULK_PORT, next, 1000);
+            assert_eq!(net.send_from(0, &packet), TunVerdict::Queued(Lane::Bulk));
+            next += 1;
+        }
+        let ping = udp(net, LOOP_PORT, tick, 0);
+        assert_eq!(net.send_from(0, &ping), TunVerdict::Queued(Lane::Critical));
+        loop_sent_at.push(net.now);
+        tick += 1;
+        let step = net.now + Duration::from_millis(1);
+        net.run_until(step);
+        net.now = net.now.max(step);
+    }
+    assert_eq!(next, BULK, "the bulk was sent within the run");
+    net.run_for(Duration::from_secs(2));
+    let mut outcome = Outcome {
+        bulk: Vec::new(),
+        loop_delays: Vec::new(),
+        loop_sent: loop_sent_at.len(),
+    };
+    for d in &net.delivered[1][first..] {
+        match id_and_port(d) {
+            (u32::MAX, LOOP_PORT) => {}
+            (id, BULK_PORT) => outcome.bulk.push(id),
+            (id, LOOP_PORT) => outcome.loop_delays.push(d.at - loop_sent_at[id as usize]),
+            other => panic!("unexpected packet {other:?}"),
+        }
+    }
+    outcome
+}
+
+fn metric(net: &SimNet, i: usize, counter: fn(&Metrics) -> &std::sync::atomic::AtomicU64) -> u64 {
+    Metrics::get(counter(net.nodes[i].metrics()))
+}
+
+/// 1 % of the datagrams lost each way (acks and NACKs too): every bulk packet arrives,
+/// once and in order, because each loss was repaired within the receiver's wait; the
+/// loop's packets are lost as they fall (no repair for them) and never wait behind a hole.
+#[test]
+fn lost_bulk_is_repaired_in_order_and_the_loop_never_waits_behind_it() {
+    let mut net = SimNet::new(NodeConfig::default(), link(0.01), 11, Instant::now());
+    let outcome = run(&mut net);
+    let repairs = metric(&net, 0, |m| &m.bulk_repairs_sent);
+    let held = metric(&net, 1, |m| &m.bulk_held);
+    assert!(
+        repairs >= 10,
+        "about 1 % of {BULK} bulk packets repaired: {repairs}"
+    );
+    assert!(held > 0, "packets waited behind the holes");
+    assert_eq!(metric(&net, 1, |m| &m.bulk_given_up), 0);
+    assert_eq!(
+        outcome.bulk,
+        (0..BULK).collect::<Vec<_>>(),
+        "every bulk packet, once, in order"
+    );
+    // The loop: some lost (1 %), none held. A hole's wait is 1.5 round trips (30 ms
+    // here); a loop packet never waits more than the link's delay and a packet's time
+    // on the wire behind the bulk in flight.
+    let lost = outcome.loop_sent - outcome.loop_delays.len();
+    assert!(lost > 0 && lost < outcome.loop_sent / 20, "lost {lost}");
+    let worst = outcome.loop_delays.iter().max().unwrap();
+    assert!(
+        *worst < LATENCY + Duration::from_millis(5),
+        "a loop packet waited {worst:?}"
+    );
+}
+
+/// The same loss without repair on the receiver (an older node, or `bulk_repair =
+/// false`): it never says it reads sequenced bulk, so it gets plain bulk, sends no
+/// NACK, and the losses stay losses (the TCP above repairs them).
+#[test]
+fn a_receiver_that_does_not_repair_gets_plain_bulk() {
+    let mut net = SimNet::new(NodeConfig::default(), link(0.01), 11, Instant::now());
+    net.restart_with(
+        1,
+        NodeConfig {
+            bulk_repair: false,
+            ..NodeConfig::default()
+        },
+    );
+    let outcome = run(&mut net);
+    assert_eq!(metric(&net, 1, |m| &m.bulk_nacks_sent), 0);
+    assert_eq!(metric(&net, 1, |m| &m.bulk_held), 0);
+    assert_eq!(metric(&net, 0, |m| &m.bulk_repairs_sent), 0);
+    assert_eq!(
+        metric(&net, 1, |m| &m.rx_malformed),
+        0,
+        "no frame it cannot read"
+    );
+    let lost = BULK as usize - outcome.bulk.len();
+    assert!(lost > 0 && lost < BULK as usize / 20, "lost {lost}");
+    assert!(outcome.bulk.windows(2).all(|w| w[0] < w[1]), "in order");
+}
+
+/// A sender that does not repair ignores the receiver's hellos: plain bulk, no repair.
+#[test]
+fn a_sender_that_does_not_repair_sends_plain_bulk() {
+    let mut net = SimNet::new(NodeConfig::default(), link(0.01), 11, Instant::now());
+    net.restart_with(
+        0,
+        NodeConfig {
+            bulk_repair: false,
+            ..NodeConfig::default()
+        },
+    );
+    let outcome = run(&mut net);
+    assert_eq!(metric(&net, 0, |m| &m.bulk_repairs_sent), 0);
+    assert_eq!(metric(&net, 1, |m| &m.bulk_held), 0);
+    assert_eq!(metric(&net, 1, |m| &m.bulk_nacks_sent), 0);
+    assert_eq!(metric(&net, 0, |m| &m.rx_malformed), 0);
+    let lost = BULK as usize - outcome.bulk.len();
+    assert!(lost > 0 && lost < BULK as usize / 20, "lost {lost}");
+}
+
+/// The receiver restarts with repair off mid-run (a downgrade): the sender's new session
+/// carries plain bulk, which the restarted node delivers.
+#[test]
+fn a_peer_that_restarts_without_repair_gets_plain_bulk_on_its_new_session() {
+    let mut net = SimNet::new(NodeConfig::default(), link(0.0), 3, Instant::now());
+    let before = run(&mut net);
+    assert_eq!(before.bulk.len(), BULK as usize);
+    net.restart_with(
+        1,
+        NodeConfig {
+            bulk_repair: false,
+            ..NodeConfig::default()
+        },
+    );
+    // The restarted node dials: it has something to send.
+    let mut hello = Vec::new();
+    build::ipv4_udp(
+        net.vips[1].addr(),
+        net.vips[0].addr(),
+        LOOP_PORT,
+        LOOP_PORT,
+        &[0; 8],
+        &mut hello,
+    );
+    net.send_from(1, &hello);
+    let after = run(&mut net);
+    assert_eq!(
+        after.bulk,
+        (0..BULK).collect::<Vec<_>>(),
+        "every bulk packet through the new session"
+    );
+    assert_eq!(metric(&net, 1, |m| &m.rx_malformed), 0);
+}
