@@ -97,13 +97,21 @@ impl BauxiteNode {
     pub(super) fn poll_repairs(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         for _ in 0..self.repair_ready.len() {
             let peer = self.repair_ready.pop_front()?;
-            let Some(sender) = self
-                .peers
-                .get_mut(&peer)
-                .and_then(|s| s.repair.sender.as_mut())
-            else {
+            let Some(state) = self.peers.get_mut(&peer) else {
                 continue;
             };
+            let sending = state.tunnel.as_ref().and_then(|t| t.sending_index());
+            let Some(sender) = state.repair.sender.as_mut() else {
+                continue;
+            };
+            // A repair goes out on the session its number belongs to, or not at all: on
+            // a newer session the number names another packet (and the receiver has
+            // given the old session's holes up).
+            if sender.session() != sending {
+                let pool = &mut self.pool;
+                sender.clear(&mut |buf| recycle_into(pool, buf));
+                continue;
+            }
             let Some((_, len)) = sender.peek_repair() else {
                 continue;
             };

@@ -421,8 +421,11 @@ struct Held {
 pub struct BulkReorder {
     /// The session whose numbers are being ordered.
     index: Option<u32>,
-    /// The session before it: its stragglers are delivered as they come.
+    /// The session before it: its stragglers are delivered as they come, once each.
     previous: Option<u32>,
+    /// Sequence numbers of the previous session delivered or held: a repair of one of
+    /// its packets that arrives after the switch is not delivered a second time.
+    previous_seen: ReplayWindow,
     /// The lowest sequence number not yet delivered or given up.
     next: u32,
     /// The highest sequence number seen (NACKs name only gaps above it).
@@ -449,6 +452,7 @@ impl BulkReorder {
         Self {
             index: None,
             previous: None,
+            previous_seen: ReplayWindow::default(),
             next: 0,
             highest: None,
             held: std::iter::repeat_with(|| None).take(HOLD_SLOTS).collect(),
@@ -465,6 +469,10 @@ impl BulkReorder {
     pub fn arrive(&mut self, index: u32, seq: u32, released: &mut VecDeque<Vec<u8>>) -> Arrival {
         if self.index != Some(index) {
             if self.previous == Some(index) {
+                if !self.previous_seen.check(u64::from(seq)) {
+                    return Arrival::Duplicate;
+                }
+                self.previous_seen.commit(u64::from(seq));
                 return Arrival::Deliver;
             }
             // A new session: what the old one still holds goes out, holes given up.
@@ -473,7 +481,7 @@ impl BulkReorder {
             self.index = Some(index);
             self.next = 0;
             self.highest = None;
-            self.seen = ReplayWindow::default();
+            self.previous_seen = std::mem::take(&mut self.seen);
         }
         if !self.seen.check(u64::from(seq)) {
             return Arrival::Duplicate;

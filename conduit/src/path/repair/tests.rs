@@ -140,6 +140,13 @@ fn a_new_session_releases_the_old_ones_packets_and_delivers_its_stragglers() {
         "the old session's repair comes late: delivered as it is"
     );
     assert_eq!(reorder.arrive(9, 1, &mut released), Arrival::Deliver);
+    for seq in [0, 1, 2] {
+        assert_eq!(
+            reorder.arrive(1, seq, &mut released),
+            Arrival::Duplicate,
+            "{seq} of the old session was delivered already: a second copy is not"
+        );
+    }
 }
 
 #[test]
