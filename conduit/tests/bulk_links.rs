@@ -645,7 +645,7 @@ fn diagnose() {
 /// cargo test --release -p bauxite-conduit --test bulk_links fair_sweep -- --ignored --nocapture
 /// ```
 #[test]
-#[ignore]
+#[ignore = "a report, not a check: prints figures"]
 fn fair_sweep() {
     let controllers = match std::env::var("BX_CTRL") {
         Ok(name) => vec![BulkController::from_name(&name).expect("auto, rate or adaptive")],

@@ -369,6 +369,16 @@ fn bonding_defaults_off_and_peers_take_more_addresses() {
 }
 
 #[test]
+fn bulk_repair_is_on_unless_turned_off() {
+    assert!(parse(&good()).unwrap().bulk_repair);
+    let off = good().replace("cipher = ", "bulk_repair = false\ncipher = ");
+    assert!(!parse(&off).unwrap().bulk_repair);
+    let bad = good().replace("cipher = ", "bulk_repair = \"no\"\ncipher = ");
+    let e = parse(&bad).unwrap_err();
+    assert!(e.to_string().contains("bulk_repair"), "{e}");
+}
+
+#[test]
 fn ice_is_on_unless_turned_off() {
     assert!(parse(&good()).unwrap().ice);
     let off = good().replace("cipher = ", "ice = false\ncipher = ");
