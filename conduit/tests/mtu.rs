@@ -21,6 +21,12 @@ use bauxite_conduit::sim::{LinkConfig, SimNet};
 /// IPv4 + UDP + the mesh's data overhead: an inner packet of `mtu - OUTER` fits.
 const OUTER: usize = 28 + 29;
 
+/// The largest datagram discovery searches for: the largest plaintext (the TUN MTU, plus
+/// loss repair's 5-byte header on numbered bulk) and [`OUTER`].
+fn searched_max() -> u16 {
+    (NodeConfig::default().max_plaintext() + OUTER) as u16
+}
+
 fn net_with_mtu(mtu: Option<usize>, seed: u64) -> SimNet {
     let link = LinkConfig {
         mtu,
@@ -114,7 +120,7 @@ fn a_path_that_carries_everything_is_found_at_once() {
     let mut net = net_with_mtu(None, 2);
     connect(&mut net);
     let s = status(&net, 0);
-    assert_eq!(s.path_mtu, Some((1350 + OUTER) as u16));
+    assert_eq!(s.path_mtu, Some(searched_max()));
     let m = net.nodes[0].metrics();
     assert_eq!(
         Metrics::get(&m.pmtu_probes_sent),
@@ -220,7 +226,7 @@ fn icmp_answers_are_rate_limited() {
 fn a_path_that_shrinks_mid_session_is_detected_and_searched_again() {
     let mut net = net_with_mtu(None, 6);
     connect(&mut net);
-    assert_eq!(status(&net, 0).path_mtu, Some((1350 + OUTER) as u16));
+    assert_eq!(status(&net, 0).path_mtu, Some(searched_max()));
     // A route change: the path now carries 1250 bytes. Full-size packets vanish while
     // small ones (and the peer's acknowledgements of them) still pass.
     net.link.mtu = Some(1250);
