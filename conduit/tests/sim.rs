@@ -501,9 +501,9 @@ fn service_datagrams_on_bulk_arrive_intact_or_not_at_all() {
     let m = net.nodes[0].metrics();
     let lane = |a: &[std::sync::atomic::AtomicU64; 3], l: Lane| Metrics::get(&a[l.index()]);
     assert_eq!(lane(&m.lane_enqueued, Lane::Bulk), u64::from(COUNT));
-    // Loss repair's retransmissions leave on the bulk lane too: for the link's losses,
-    // the attacker's tampered copies (refused, so missing) and, with 20 % reordering, for
-    // packets that were only late (a NACK names a gap as soon as it appears).
+    // Loss repair's retransmissions leave on the bulk lane too: for the link's losses
+    // and, with 20 % reordering, for packets that were only late (a NACK names a gap as
+    // soon as it appears).
     let repairs = Metrics::get(&m.bulk_repairs_sent);
     assert!(repairs > 0);
     assert_eq!(lane(&m.lane_sent, Lane::Bulk), u64::from(COUNT) + repairs);
