@@ -140,14 +140,13 @@ fn lost_bulk_is_repaired_in_order_and_the_loop_never_waits_behind_it() {
     );
 }
 
-/// The same loss without repair on the receiver (an older node, or `bulk_repair =
-/// false`): it never says it reads sequenced bulk, so it gets plain bulk, sends no
-/// NACK, and the losses stay losses (the TCP above repairs them).
-#[test]
-fn a_receiver_that_does_not_repair_gets_plain_bulk() {
+/// The same loss with repair off on `node` (an older node, or `bulk_repair = false`):
+/// the bulk is plain, nothing is held, NACKed or repaired, no node gets a frame it cannot
+/// read, and the losses stay losses (the TCP above repairs them), the rest in order.
+fn plain_bulk_when_node_does_not_repair(node: usize) {
     let mut net = SimNet::new(NodeConfig::default(), link(0.01), 11, Instant::now());
     net.restart_with(
-        1,
+        node,
         NodeConfig {
             bulk_repair: false,
             ..NodeConfig::default()
@@ -157,34 +156,28 @@ fn a_receiver_that_does_not_repair_gets_plain_bulk() {
     assert_eq!(metric(&net, 1, |m| &m.bulk_nacks_sent), 0);
     assert_eq!(metric(&net, 1, |m| &m.bulk_held), 0);
     assert_eq!(metric(&net, 0, |m| &m.bulk_repairs_sent), 0);
-    assert_eq!(
-        metric(&net, 1, |m| &m.rx_malformed),
-        0,
-        "no frame it cannot read"
-    );
+    for i in 0..2 {
+        assert_eq!(
+            metric(&net, i, |m| &m.rx_malformed),
+            0,
+            "no frame node {i} cannot read"
+        );
+    }
     let lost = BULK as usize - outcome.bulk.len();
     assert!(lost > 0 && lost < BULK as usize / 20, "lost {lost}");
     assert!(outcome.bulk.windows(2).all(|w| w[0] < w[1]), "in order");
 }
 
+/// A receiver that does not repair never says it reads numbered bulk: it gets plain bulk.
+#[test]
+fn a_receiver_that_does_not_repair_gets_plain_bulk() {
+    plain_bulk_when_node_does_not_repair(1);
+}
+
 /// A sender that does not repair ignores the receiver's hellos: plain bulk, no repair.
 #[test]
 fn a_sender_that_does_not_repair_sends_plain_bulk() {
-    let mut net = SimNet::new(NodeConfig::default(), link(0.01), 11, Instant::now());
-    net.restart_with(
-        0,
-        NodeConfig {
-            bulk_repair: false,
-            ..NodeConfig::default()
-        },
-    );
-    let outcome = run(&mut net);
-    assert_eq!(metric(&net, 0, |m| &m.bulk_repairs_sent), 0);
-    assert_eq!(metric(&net, 1, |m| &m.bulk_held), 0);
-    assert_eq!(metric(&net, 1, |m| &m.bulk_nacks_sent), 0);
-    assert_eq!(metric(&net, 0, |m| &m.rx_malformed), 0);
-    let lost = BULK as usize - outcome.bulk.len();
-    assert!(lost > 0 && lost < BULK as usize / 20, "lost {lost}");
+    plain_bulk_when_node_does_not_repair(0);
 }
 
 /// The receiver restarts with repair off mid-run (a downgrade): the sender's new session
