@@ -67,7 +67,7 @@ struct Run {
     /// Node 0's path MTU towards node 1 at the end, and its discovery phase.
     path_mtu: (Option<u16>, PmtuPhase),
     /// The TCP-like sender's losses, window cuts and timeouts, if it ran.
-    tcp: Option<(u64, u64, u64)>,
+    tcp: Option<(u64, u64, u64, u64)>,
 }
 
 impl Run {
@@ -217,6 +217,8 @@ fn control_loop(
     let (src, dst) = (ip(net.vips[0]), ip(net.vips[1]));
     build::ipv4_udp(src, dst, 40000, 9000, &bulk_payload, &mut bulk_packet);
     let mut tcp = TcpSource::new();
+    // TCP's packets the tunnel refused: its bulk lane was full.
+    let mut refused = 0u64;
     // Acks on their way back: (when they reach the sender, sequence number).
     let mut acks = std::collections::BinaryHeap::new();
     let mut acked_upto = 0;
@@ -276,7 +278,9 @@ fn control_loop(
                     bulk_packet.clear();
                     build::ipv4_udp(src, dst, 40000, 9000, &bulk_payload, &mut bulk_packet);
                     // A packet the tunnel refuses is a loss TCP finds from the acks.
-                    net.send_from(0, &bulk_packet);
+                    if let TunVerdict::LaneFull(_) = net.send_from(0, &bulk_packet) {
+                        refused += 1;
+                    }
                     tcp.sent(net.now);
                 }
             }
@@ -309,6 +313,17 @@ fn control_loop(
         }
     }
     let end = net.now;
+    if bulk == Bulk::Tcp {
+        use bauxite_conduit::Metrics;
+        let (sender, receiver) = (net.nodes[0].metrics(), net.nodes[1].metrics());
+        eprintln!(
+            "loss repair under TCP: {} repairs sent, {} NACKs, {} packets held, {} given up",
+            Metrics::get(&sender.bulk_repairs_sent),
+            Metrics::get(&receiver.bulk_nacks_sent),
+            Metrics::get(&receiver.bulk_held),
+            Metrics::get(&receiver.bulk_given_up),
+        );
+    }
     let status = net.nodes[0].peer_status(end);
     let path_mtu = status
         .first()
@@ -342,7 +357,7 @@ fn control_loop(
         sent,
         bulk_arrivals,
         path_mtu,
-        tcp: (bulk == Bulk::Tcp).then_some((tcp.lost, tcp.cuts, tcp.timeouts)),
+        tcp: (bulk == Bulk::Tcp).then_some((tcp.lost, refused, tcp.cuts, tcp.timeouts)),
     }
 }
 
@@ -435,8 +450,8 @@ fn report(name: &str, idle: &Run, loaded: &Run) {
         loaded.path_mtu,
         loaded
             .tcp
-            .map_or(String::new(), |(lost, cuts, timeouts)| format!(
-                "; tcp lost {lost}, {cuts} cuts, {timeouts} timeouts"
+            .map_or(String::new(), |(lost, refused, cuts, timeouts)| format!(
+                "; tcp lost {lost} ({refused} refused by the tunnel's full bulk lane), {cuts} cuts, {timeouts} timeouts"
             )),
     );
 }
