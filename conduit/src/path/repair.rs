@@ -328,10 +328,7 @@ impl RepairSender {
             if seq >= self.next || self.queue.len() >= KEEP_SLOTS {
                 break;
             }
-            let kept = self.kept[seq as usize % KEEP_SLOTS]
-                .as_ref()
-                .is_some_and(|k| k.seq == seq && k.packet.is_some());
-            if kept && !self.queue.contains(&seq) {
+            if self.kept_at(seq).is_some() && !self.queue.contains(&seq) {
                 self.queue.push_back(seq);
                 queued += 1;
             }
@@ -343,13 +340,8 @@ impl RepairSender {
     /// packets are no longer kept.
     pub fn peek_repair(&mut self) -> Option<(u32, usize)> {
         while let Some(&seq) = self.queue.front() {
-            let slot = self.kept[seq as usize % KEEP_SLOTS].as_ref();
-            if let Some(len) = slot
-                .filter(|k| k.seq == seq)
-                .and_then(|k| k.packet.as_ref())
-                .map(Vec::len)
-            {
-                return Some((seq, len));
+            if let Some(packet) = self.kept_at(seq).and_then(|k| k.packet.as_ref()) {
+                return Some((seq, packet.len()));
             }
             self.queue.pop_front();
         }
