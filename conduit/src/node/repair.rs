@@ -15,7 +15,7 @@ use super::inbound::Received;
 use super::outbound::Transmit;
 use super::{BauxiteNode, Control, recycle_into};
 use crate::path::repair::{
-    self, Arrival, BULK_HEADER_LEN, NackFrame, RepairHello, bulk_header, parse_bulk,
+    Arrival, BULK_HEADER_LEN, NackFrame, RepairHello, bulk_header, parse_bulk,
 };
 use crate::path::{BulkReorder, RepairSender};
 use crate::wire::DATA_OVERHEAD;
@@ -203,12 +203,13 @@ impl BauxiteNode {
         let Some(state) = self.peers.get_mut(&peer) else {
             return Received::Consumed;
         };
-        let hold = repair::hold_time(state.measured.rtt);
+        let rtt = state.measured.rtt;
         let reorder = state
             .repair
             .reorder
             .get_or_insert_with(|| Box::new(BulkReorder::new()));
-        let arrival = reorder.arrive(index, seq, &mut self.released);
+        let arrival = reorder.arrive(now, index, seq, &mut self.released);
+        let hold = reorder.hold_time(rtt);
         let nack = match arrival {
             Arrival::Duplicate => {
                 Metrics::inc(&self.metrics.bulk_seq_duplicates);

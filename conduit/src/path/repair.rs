@@ -62,20 +62,27 @@ pub const HOLD_SLOTS: usize = 512;
 /// How long a sent bulk packet is kept for its repair. The receiver names a hole as soon
 /// as a packet after it arrives and gives it up at most [`MAX_HOLD`] later, so a NACK for
 /// a packet sent a second ago finds it given up already (unless each one-way trip takes
-/// over 350 ms). After this the packet goes back to the node's pool, so a peer that got
+/// over 400 ms). After this the packet goes back to the node's pool, so a peer that got
 /// its bulk and went quiet does not pin [`KEEP_SLOTS`] buffers for the session's life.
 pub const KEEP_FOR: Duration = Duration::from_secs(1);
 /// How long a hole is waited for when the peer's round trip is not known yet.
 pub const DEFAULT_HOLD: Duration = Duration::from_millis(100);
 /// Least wait for a hole: a repair needs one round trip plus the sender's turn.
 pub const MIN_HOLD: Duration = Duration::from_millis(10);
-/// Most wait for a hole: beyond this a TCP above would time out anyway (its least RTO
-/// is 200 ms), so a later repair is worth less than the packets behind the hole.
-pub const MAX_HOLD: Duration = Duration::from_millis(300);
+/// Most wait for a hole. What waits behind it is acknowledged that much later, and a
+/// Linux TCP above retransmits by timeout 200 ms beyond its round trip at the earliest
+/// (its RTO is the smoothed round trip plus at least `TCP_RTO_MIN`): past this, a later
+/// repair costs the TCP a timeout, worse than the loss it repairs.
+pub const MAX_HOLD: Duration = Duration::from_millis(200);
 
-/// How long the receiver waits for a hole to be repaired, from the peer's smoothed round
-/// trip: the NACK's way there, the repair's way back, and half a round trip more for the
-/// sender's queue and the path's jitter.
+/// NACKs a receiver remembers the sending time of, to time the repairs they bring.
+const NACKS_TIMED: usize = 16;
+/// What the wait for a hole adds to the repairs' measured delay and its variation.
+const HOLD_MARGIN: Duration = Duration::from_millis(5);
+
+/// How long the receiver waits for a hole to be repaired before it has timed a repair,
+/// from the peer's smoothed round trip: the NACK's way there, the repair's way back, and
+/// half a round trip more for the sender's queue and the path's jitter.
 pub fn hold_time(rtt: Option<Duration>) -> Duration {
     rtt.map_or(DEFAULT_HOLD, |rtt| {
         rtt.saturating_mul(3) / 2 + Duration::from_millis(5)
@@ -407,6 +414,50 @@ struct Held {
     arrived: Instant,
 }
 
+/// A NACK sent: the packets it named and when.
+#[derive(Clone, Copy, Debug)]
+struct NackSent {
+    first: u32,
+    count: u16,
+    at: Instant,
+}
+
+/// How long a hole takes to be filled after its NACK, smoothed as TCP smooths its round
+/// trip (RFC 6298's gains), and the wait for a hole it implies.
+///
+/// Why measured here and not taken from the round trip: the receiver of bulk sends little
+/// the peer acknowledges, so its own round-trip estimate can be the handshake's, taken on
+/// an idle path; a repair crosses the loaded one (and waits for the sender's turn). A
+/// jitter buffer sizes its wait from the delays it sees, and so does this.
+#[derive(Clone, Copy, Debug, Default)]
+struct RepairDelay {
+    smoothed: Option<Duration>,
+    variation: Duration,
+}
+
+impl RepairDelay {
+    fn sample(&mut self, delay: Duration) {
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(delay);
+                self.variation = delay / 2;
+            }
+            Some(smoothed) => {
+                self.variation = (self.variation * 3 + smoothed.abs_diff(delay)) / 4;
+                self.smoothed = Some((smoothed * 7 + delay) / 8);
+            }
+        }
+    }
+
+    /// The wait for a hole: the repairs' smoothed delay, four variations and a margin,
+    /// within [`MIN_HOLD`] and [`MAX_HOLD`]; `fallback` before any repair was timed.
+    fn hold(&self, fallback: Duration) -> Duration {
+        self.smoothed.map_or(fallback, |smoothed| {
+            (smoothed + self.variation * 4 + HOLD_MARGIN).clamp(MIN_HOLD, MAX_HOLD)
+        })
+    }
+}
+
 /// The receiver's side, per peer: delivers the sender's bulk packets in order, holding
 /// those behind a hole until the hole is repaired or its wait runs out.
 #[derive(Debug)]
@@ -430,6 +481,11 @@ pub struct BulkReorder {
     hold: Duration,
     /// When the hole at `next` is given up.
     deadline: Option<Instant>,
+    /// The last NACKs sent (a ring), to time the packets that fill their holes.
+    nacks: [Option<NackSent>; NACKS_TIMED],
+    /// Where the next NACK goes in `nacks`.
+    nack_cursor: usize,
+    repair_delay: RepairDelay,
 }
 
 impl Default for BulkReorder {
@@ -452,13 +508,28 @@ impl BulkReorder {
             seen: ReplayWindow::default(),
             hold: DEFAULT_HOLD,
             deadline: None,
+            nacks: [None; NACKS_TIMED],
+            nack_cursor: 0,
+            repair_delay: RepairDelay::default(),
         }
+    }
+
+    /// How long to wait for a hole: from the repairs timed on this path, or from the
+    /// peer's round trip (`rtt`, see [`hold_time`]) until one was.
+    pub fn hold_time(&self, rtt: Option<Duration>) -> Duration {
+        self.repair_delay.hold(hold_time(rtt))
     }
 
     /// Sequenced bulk packet `seq` of session `index` authenticated at `now`. Packets it
     /// releases (the run it completes, or all of an old session's) are pushed to
     /// `released`, in order, to be delivered after it.
-    pub fn arrive(&mut self, index: u32, seq: u32, released: &mut VecDeque<Vec<u8>>) -> Arrival {
+    pub fn arrive(
+        &mut self,
+        now: Instant,
+        index: u32,
+        seq: u32,
+        released: &mut VecDeque<Vec<u8>>,
+    ) -> Arrival {
         if self.index != Some(index) {
             if self.previous == Some(index) {
                 if !self.previous_seen.check(u64::from(seq)) {
@@ -474,9 +545,13 @@ impl BulkReorder {
             self.next = 0;
             self.highest = None;
             self.previous_seen = std::mem::take(&mut self.seen);
+            self.nacks = [None; NACKS_TIMED];
         }
         if !self.seen.check(u64::from(seq)) {
             return Arrival::Duplicate;
+        }
+        if self.highest.is_some_and(|highest| seq < highest) {
+            self.time_repair(now, seq);
         }
         if seq < self.next {
             // Its hole was given up: late, but TCP takes a late segment over a lost one.
@@ -484,6 +559,14 @@ impl BulkReorder {
             return Arrival::Deliver;
         }
         let nack = self.gap_before(index, seq);
+        if let Some(nack) = nack {
+            self.nacks[self.nack_cursor] = Some(NackSent {
+                first: nack.first,
+                count: nack.count,
+                at: now,
+            });
+            self.nack_cursor = (self.nack_cursor + 1) % NACKS_TIMED;
+        }
         self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
         if seq == self.next {
             self.seen.commit(u64::from(seq));
@@ -556,6 +639,21 @@ impl BulkReorder {
             self.give_up_until(last.saturating_add(1), released);
         }
         self.deadline = None;
+    }
+
+    /// A first copy of `seq` arrived at `now`: if a remembered NACK named it, its delay
+    /// since that NACK is a sample of how long a hole takes to fill (a repair's, or a
+    /// late original's: the wait has to cover both). A copy that came after its hole was
+    /// given up is sampled too, so a wait that is too short grows.
+    fn time_repair(&mut self, now: Instant, seq: u32) {
+        let nacked = self.nacks.iter().flatten().find(|n| {
+            seq.checked_sub(n.first)
+                .is_some_and(|offset| offset < u32::from(n.count))
+        });
+        if let Some(nack) = nacked {
+            let delay = now.saturating_duration_since(nack.at);
+            self.repair_delay.sample(delay);
+        }
     }
 
     /// A NACK for the packets missing in front of `seq`, if `seq` opens a gap above the

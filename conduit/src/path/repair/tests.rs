@@ -16,7 +16,7 @@ fn feed(
     now: Instant,
     released: &mut VecDeque<Vec<u8>>,
 ) -> Arrival {
-    let arrival = reorder.arrive(1, seq, released);
+    let arrival = reorder.arrive(now, 1, seq, released);
     if let Arrival::Hold { .. } = arrival {
         reorder.hold(seq, seq.to_le_bytes().to_vec(), now, HOLD);
     }
@@ -130,19 +130,19 @@ fn a_new_session_releases_the_old_ones_packets_and_delivers_its_stragglers() {
     let mut released = VecDeque::new();
     feed(&mut reorder, 0, t0, &mut released);
     feed(&mut reorder, 2, t0, &mut released);
-    assert_eq!(reorder.arrive(9, 0, &mut released), Arrival::Deliver);
+    assert_eq!(reorder.arrive(t0, 9, 0, &mut released), Arrival::Deliver);
     assert_eq!(seqs(&mut released), [2]);
     assert_eq!(reorder.held(), 0);
     assert_eq!(reorder.poll_timeout(), None);
     assert_eq!(
-        reorder.arrive(1, 1, &mut released),
+        reorder.arrive(t0, 1, 1, &mut released),
         Arrival::Deliver,
         "the old session's repair comes late: delivered as it is"
     );
-    assert_eq!(reorder.arrive(9, 1, &mut released), Arrival::Deliver);
+    assert_eq!(reorder.arrive(t0, 9, 1, &mut released), Arrival::Deliver);
     for seq in [0, 1, 2] {
         assert_eq!(
-            reorder.arrive(1, seq, &mut released),
+            reorder.arrive(t0, 1, seq, &mut released),
             Arrival::Duplicate,
             "{seq} of the old session was delivered already: a second copy is not"
         );
@@ -337,6 +337,79 @@ fn hold_time_follows_the_round_trip_within_bounds() {
     );
     assert_eq!(hold_time(Some(Duration::from_micros(100))), MIN_HOLD);
     assert_eq!(hold_time(Some(Duration::from_secs(2))), MAX_HOLD);
+}
+
+/// Opens a hole at `seq` (the packet after it arrives at `now`) and fills it `delay`
+/// later; returns the NACK the hole raised.
+fn hole_filled_after(
+    reorder: &mut BulkReorder,
+    seq: u32,
+    now: Instant,
+    delay: Duration,
+) -> Option<NackFrame> {
+    let mut released = VecDeque::new();
+    let Arrival::Hold { nack } = feed(reorder, seq + 1, now, &mut released) else {
+        panic!("{} arrived behind a hole and was not held", seq + 1);
+    };
+    assert_eq!(
+        feed(reorder, seq, now + delay, &mut released),
+        Arrival::Deliver
+    );
+    assert_eq!(seqs(&mut released), [seq + 1]);
+    nack
+}
+
+#[test]
+fn the_wait_for_a_hole_follows_how_long_repairs_take() {
+    let t0 = origin();
+    let mut reorder = BulkReorder::new();
+    let mut released = VecDeque::new();
+    feed(&mut reorder, 0, t0, &mut released);
+    // Until a repair was timed, the round trip decides (the receiver's may be stale).
+    let rtt = Some(Duration::from_millis(20));
+    assert_eq!(reorder.hold_time(rtt), hold_time(rtt));
+    // Repairs take 70 ms on the loaded path, not the 20 ms round trip of the handshake.
+    let repair = Duration::from_millis(70);
+    let mut now = t0;
+    for hole in 0..30 {
+        let seq = 1 + 2 * hole;
+        assert!(hole_filled_after(&mut reorder, seq, now, repair).is_some());
+        now += Duration::from_millis(100);
+    }
+    let hold = reorder.hold_time(rtt);
+    assert!(
+        hold >= repair + Duration::from_millis(5) && hold < repair + Duration::from_millis(10),
+        "steady repairs of 70 ms: wait {hold:?}"
+    );
+    // Slower repairs widen the wait at once (the variation), up to the bound.
+    hole_filled_after(&mut reorder, 61, now, Duration::from_millis(150));
+    let wider = reorder.hold_time(rtt);
+    assert!(wider > Duration::from_millis(130), "{wider:?}");
+    for hole in 0..30 {
+        now += Duration::from_millis(400);
+        hole_filled_after(&mut reorder, 63 + 2 * hole, now, Duration::from_secs(1));
+    }
+    assert_eq!(reorder.hold_time(rtt), MAX_HOLD);
+}
+
+#[test]
+fn a_copy_that_comes_after_its_hole_was_given_up_lengthens_the_wait() {
+    let t0 = origin();
+    let mut reorder = BulkReorder::new();
+    let mut released = VecDeque::new();
+    feed(&mut reorder, 0, t0, &mut released);
+    hole_filled_after(&mut reorder, 1, t0, Duration::from_millis(30));
+    let before = reorder.hold_time(None);
+    // Packet 3 is missing; 4 waits behind it until the deadline gives it up.
+    let later = t0 + Duration::from_millis(100);
+    feed(&mut reorder, 4, later, &mut released);
+    let deadline = reorder.poll_timeout().expect("4 waits behind a hole");
+    assert_eq!(reorder.handle_timeout(deadline, &mut released), 1);
+    assert_eq!(seqs(&mut released), [4]);
+    // Its repair comes after that, and still teaches the wait.
+    let late = deadline + Duration::from_millis(40);
+    assert_eq!(feed(&mut reorder, 3, late, &mut released), Arrival::Deliver);
+    assert!(reorder.hold_time(None) > before);
 }
 
 #[test]
