@@ -213,3 +213,152 @@ fn a_peer_that_restarts_without_repair_gets_plain_bulk_on_its_new_session() {
     );
     assert_eq!(metric(&net, 1, |m| &m.rx_malformed), 0);
 }
+
+/// A hub streaming bulk to many peers at once keeps at most
+/// [`NODE_KEEP_MAX`](bauxite_conduit::path::repair::NODE_KEEP_MAX) packets for repair in
+/// all (512 per peer would be 4608 for nine), and gives every one back once kept packets
+/// expire: the node-wide count is exact, not only bounded.
+#[test]
+fn the_copies_kept_for_repair_are_bounded_node_wide_and_given_back() {
+    use bauxite_conduit::path::repair::{KEEP_FOR, KEEP_SLOTS, NODE_KEEP_MAX};
+    use bauxite_conduit::sim::NodeSpec;
+    const PEERS: usize = 9;
+    const { assert!(PEERS * KEEP_SLOTS > NODE_KEEP_MAX) };
+    let start = Instant::now();
+    let fast = LinkConfig {
+        latency: LATENCY,
+        ..LinkConfig::default()
+    };
+    let mut net: SimNet<{ PEERS + 1 }> = SimNet::build(
+        NodeConfig::default(),
+        fast,
+        7,
+        start,
+        [NodeSpec::public(); PEERS + 1],
+    );
+    let packets: Vec<Vec<u8>> = (1..=PEERS)
+        .map(|to| {
+            let mut p = Vec::new();
+            let payload = [0u8; 1000];
+            build::ipv4_udp(
+                net.vips[0].addr(),
+                net.vips[to].addr(),
+                BULK_PORT,
+                BULK_PORT,
+                &payload,
+                &mut p,
+            );
+            p
+        })
+        .collect();
+    // Sessions (and the peers' hellos) first.
+    for packet in &packets {
+        net.send_from(0, packet);
+    }
+    net.run_for(Duration::from_millis(500));
+    let (mut most, mut sent) = (0, 0u32);
+    let until = net.now + Duration::from_secs(2);
+    while net.now < until {
+        for (packet, to) in packets.iter().zip(1..) {
+            let peer = net.nodes[to].peer_id();
+            while net.nodes[0].scheduler().bulk_len_for(peer) < 64 {
+                assert_eq!(net.send_from(0, packet), TunVerdict::Queued(Lane::Bulk));
+                sent += 1;
+            }
+        }
+        net.run_for(Duration::from_millis(1));
+        let (kept, _) = net.nodes[0].repair_buffers();
+        assert!(kept <= NODE_KEEP_MAX, "{kept} packets kept");
+        most = most.max(kept);
+    }
+    assert_eq!(most, NODE_KEEP_MAX, "the bound was reached ({sent} sent)");
+    // Bulk stops; every kept packet expires and the count comes back to zero.
+    net.run_for(KEEP_FOR + Duration::from_millis(100));
+    assert_eq!(net.nodes[0].repair_buffers(), (0, 0));
+    for to in 1..=PEERS {
+        assert_eq!(
+            net.nodes[to].repair_buffers(),
+            (0, 0),
+            "peer {to} holds nothing"
+        );
+    }
+}
+
+/// A node receiving lossy bulk from many peers at once holds at most
+/// [`NODE_HOLD_MAX`](bauxite_conduit::path::repair::NODE_HOLD_MAX) packets behind holes
+/// in all: beyond it a peer's holes are given up and what waited is delivered. Every
+/// packet is delivered at most once, and nothing stays held once the senders stop.
+#[test]
+fn the_packets_held_behind_holes_are_bounded_node_wide() {
+    use bauxite_conduit::path::repair::{HOLD_SLOTS, NODE_HOLD_MAX};
+    use bauxite_conduit::sim::NodeSpec;
+    const PEERS: usize = 9;
+    const { assert!(PEERS * HOLD_SLOTS > NODE_HOLD_MAX) };
+    let start = Instant::now();
+    // Long and lossy: each hole waits a long round trip for its repair, and holes are
+    // many.
+    let lossy = LinkConfig {
+        latency: Duration::from_millis(60),
+        loss: 0.05,
+        ..LinkConfig::default()
+    };
+    // Unpaced bulk (no bulk controller), so the senders keep sending into the losses.
+    let unpaced = NodeConfig {
+        bulk_target: None,
+        ..NodeConfig::default()
+    };
+    let mut net: SimNet<{ PEERS + 1 }> =
+        SimNet::build(unpaced, lossy, 11, start, [NodeSpec::public(); PEERS + 1]);
+    let packet_from = |net: &SimNet<{ PEERS + 1 }>, from: usize, id: u32| {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.resize(1000, 0);
+        let mut p = Vec::new();
+        build::ipv4_udp(
+            net.vips[from].addr(),
+            net.vips[0].addr(),
+            BULK_PORT,
+            BULK_PORT,
+            &payload,
+            &mut p,
+        );
+        p
+    };
+    for from in 1..=PEERS {
+        net.send_from(from, &packet_from(&net, from, u32::MAX));
+    }
+    net.run_for(Duration::from_secs(1));
+    let mut next = [0u32; PEERS + 1];
+    let mut most = 0;
+    let until = net.now + Duration::from_secs(1);
+    while net.now < until {
+        for (from, next) in next.iter_mut().enumerate().skip(1) {
+            // 16 packets a millisecond each: holes hold more than a peer's 512 slots.
+            while net.nodes[from].scheduler().len(Lane::Bulk) < 16 {
+                let packet = packet_from(&net, from, *next);
+                assert_eq!(net.send_from(from, &packet), TunVerdict::Queued(Lane::Bulk));
+                *next += 1;
+            }
+        }
+        net.run_for(Duration::from_millis(1));
+        let (_, held) = net.nodes[0].repair_buffers();
+        assert!(held <= NODE_HOLD_MAX, "{held} packets held");
+        most = most.max(held);
+    }
+    // Unbounded, nine peers would hold up to 4608; the node stops at its bound.
+    assert!(
+        most > NODE_HOLD_MAX * 9 / 10,
+        "the bound was reached: {most}"
+    );
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.nodes[0].repair_buffers().1, 0, "nothing stays held");
+    // Each sender's packets reached node 0 at most once.
+    let mut seen = std::collections::HashSet::new();
+    for d in &net.delivered[0] {
+        let (id, port) = id_and_port(d);
+        if port == BULK_PORT && id != u32::MAX {
+            let from = d.packet[15];
+            assert!(seen.insert((from, id)), "{id} from .{from} delivered twice");
+        }
+    }
+    assert!(seen.len() > 1000, "bulk flowed: {}", seen.len());
+}

@@ -381,6 +381,9 @@ pub struct BauxiteNode {
     released: VecDeque<Vec<u8>>,
     /// Peers with bulk repairs waiting to be sent.
     repair_ready: VecDeque<PeerId>,
+    /// Bulk packets kept for repair and held behind holes, over all peers (bounded by
+    /// [`crate::path::repair::NODE_KEEP_MAX`] and [`crate::path::repair::NODE_HOLD_MAX`]).
+    repair_totals: repair::Totals,
     icmp_limit: mtu::IcmpLimit,
     /// The padding of path MTU probes, allocated once.
     probe_pad: Vec<u8>,
@@ -492,6 +495,7 @@ impl BauxiteNode {
             local: VecDeque::new(),
             released: VecDeque::new(),
             repair_ready: VecDeque::new(),
+            repair_totals: repair::Totals::default(),
             icmp_limit: mtu::IcmpLimit::default(),
             probe_pad: Vec::with_capacity(mtu),
             rng: ChaCha20Rng::from_seed(seed),
@@ -662,6 +666,7 @@ impl BauxiteNode {
     /// Removes a peer and tears down its sessions (revocation).
     pub fn remove_peer(&mut self, id: PeerId) -> Option<PeerInfo> {
         if let Some(state) = self.peers.remove(&id) {
+            self.repair_totals.forget(&state.repair);
             if state.ice.is_some() {
                 self.metrics.connect_stages.set(id, None);
                 self.ice_actions.push_back(IceAction::Close { peer: id });

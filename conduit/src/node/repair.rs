@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::inbound::Received;
 use super::outbound::Transmit;
+use super::peer::Repair;
 use super::{BauxiteNode, Control, recycle_into};
 use crate::path::repair::{
-    Arrival, BULK_HEADER_LEN, NackFrame, RepairHello, bulk_header, parse_bulk,
+    Arrival, BULK_HEADER_LEN, NODE_HOLD_MAX, NODE_KEEP_MAX, NackFrame, RepairHello, bulk_header,
+    parse_bulk,
 };
 use crate::path::{BulkReorder, RepairSender};
 use crate::wire::DATA_OVERHEAD;
@@ -28,7 +30,45 @@ const HELLO_INTERVAL: Duration = Duration::from_secs(1);
 /// node (or sends no bulk); a lossy path loses all of them rarely.
 const HELLOS_PER_SESSION: u8 = 5;
 
+/// Packets loss repair keeps (as a sender) and holds (as a receiver) over all peers,
+/// for the node-wide bounds. Kept exact by taking each peer's counts before and after
+/// every call that can change them.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    kept: usize,
+    held: usize,
+}
+
+impl Totals {
+    fn counts(repair: &Repair) -> (usize, usize) {
+        (
+            repair.sender.as_ref().map_or(0, |s| s.kept()),
+            repair.reorder.as_ref().map_or(0, |r| r.held()),
+        )
+    }
+
+    /// A peer's counts were `before` and are now what `repair` holds.
+    fn update(&mut self, before: (usize, usize), repair: &Repair) {
+        let (kept, held) = Self::counts(repair);
+        self.kept = self.kept - before.0 + kept;
+        self.held = self.held - before.1 + held;
+    }
+
+    /// A peer went away with its kept and held packets.
+    pub(super) fn forget(&mut self, repair: &Repair) {
+        let (kept, held) = Self::counts(repair);
+        self.kept -= kept;
+        self.held -= held;
+    }
+}
+
 impl BauxiteNode {
+    /// Bulk packets kept for repair and held behind holes now, over all peers (at most
+    /// [`NODE_KEEP_MAX`] and [`NODE_HOLD_MAX`]).
+    pub fn repair_buffers(&self) -> (usize, usize) {
+        (self.repair_totals.kept, self.repair_totals.held)
+    }
+
     /// The sequence number for a bulk packet of `len` bytes to `peer`, if the peer reads
     /// sequenced bulk on the session it will be sealed on and the path carries its header.
     pub(super) fn bulk_seq(&mut self, peer: PeerId, len: usize) -> Option<u32> {
@@ -41,11 +81,14 @@ impl BauxiteNode {
             return None;
         }
         let pool = &mut self.pool;
-        state
+        let before = Totals::counts(&state.repair);
+        let seq = state
             .repair
             .sender
             .get_or_insert_with(RepairSender::new)
-            .next_seq(index, |buf| recycle_into(pool, buf))
+            .next_seq(index, |buf| recycle_into(pool, buf));
+        self.repair_totals.update(before, &state.repair);
+        seq
     }
 
     /// Whether a bulk packet of `len` bytes still fits `peer`'s path with the sequenced
@@ -60,7 +103,8 @@ impl BauxiteNode {
         len + BULK_HEADER_LEN + DATA_OVERHEAD <= max
     }
 
-    /// Bulk packet `seq` went out to `peer` at `now`: keep it for a repair.
+    /// Bulk packet `seq` went out to `peer` at `now`: keep it for a repair, unless the
+    /// node keeps [`NODE_KEEP_MAX`] packets already.
     pub(super) fn keep_for_repair(
         &mut self,
         now: Instant,
@@ -68,15 +112,19 @@ impl BauxiteNode {
         seq: u32,
         packet: Vec<u8>,
     ) {
-        let pushed_out = match self
-            .peers
-            .get_mut(&peer)
-            .and_then(|s| s.repair.sender.as_mut())
-        {
-            Some(sender) => sender.keep(seq, packet, now),
-            None => Some(packet),
+        let room = self.repair_totals.kept < NODE_KEEP_MAX;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            self.recycle(packet);
+            return;
         };
-        if let Some(buf) = pushed_out {
+        let before = Totals::counts(&state.repair);
+        let (pushed_out, unkept) = match state.repair.sender.as_mut() {
+            Some(sender) if room => (sender.keep(seq, packet, now), None),
+            Some(sender) => (sender.forgo(seq), Some(packet)),
+            None => (None, Some(packet)),
+        };
+        self.repair_totals.update(before, &state.repair);
+        for buf in pushed_out.into_iter().chain(unkept) {
             self.recycle(buf);
         }
     }
@@ -101,6 +149,7 @@ impl BauxiteNode {
                 continue;
             };
             let sending = state.tunnel.as_ref().and_then(|t| t.sending_index());
+            let before = Totals::counts(&state.repair);
             let Some(sender) = state.repair.sender.as_mut() else {
                 continue;
             };
@@ -110,6 +159,7 @@ impl BauxiteNode {
             if sender.session() != sending {
                 let pool = &mut self.pool;
                 sender.clear(&mut |buf| recycle_into(pool, buf));
+                self.repair_totals.update(before, &state.repair);
                 continue;
             }
             let Some((_, len)) = sender.peek_repair() else {
@@ -125,6 +175,7 @@ impl BauxiteNode {
             if sender.has_repair() {
                 self.repair_ready.push_back(peer);
             }
+            self.repair_totals.update(before, &state.repair);
             let sealed = self.seal_framed(now, peer, &bulk_header(seq), &packet, out);
             self.recycle(packet);
             if let Some((len, dst, via)) = sealed {
@@ -195,6 +246,23 @@ impl BauxiteNode {
         datagram: &mut [u8],
         range: Range<usize>,
     ) -> Received {
+        let before = self.peers.get(&peer).map(|s| Totals::counts(&s.repair));
+        let received = self.order_bulk(now, peer, index, datagram, range);
+        if let (Some(before), Some(state)) = (before, self.peers.get(&peer)) {
+            self.repair_totals.update(before, &state.repair);
+        }
+        received
+    }
+
+    /// [`on_bulk_frame`](Self::on_bulk_frame), its counts aside.
+    fn order_bulk(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        index: u32,
+        datagram: &mut [u8],
+        range: Range<usize>,
+    ) -> Received {
         let seq = match parse_bulk(&datagram[range.clone()]) {
             Ok(seq) => seq,
             Err(e) => return self.malformed(e),
@@ -234,6 +302,11 @@ impl BauxiteNode {
         {
             reorder.hold(seq, buf, now, hold);
             Metrics::inc(&self.metrics.bulk_held);
+            if self.repair_totals.held >= NODE_HOLD_MAX {
+                // The node holds all it may: this peer's holes are given up, and what
+                // waited behind them goes out in order.
+                reorder.release_all(&mut self.released);
+            }
         }
         Received::Consumed
     }
@@ -256,6 +329,7 @@ impl BauxiteNode {
     pub(super) fn repair_timeouts(&mut self, now: Instant) {
         let pool = &mut self.pool;
         for state in self.peers.values_mut() {
+            let before = Totals::counts(&state.repair);
             if let Some(reorder) = state.repair.reorder.as_mut()
                 && reorder.poll_timeout().is_some_and(|at| at <= now)
             {
@@ -267,6 +341,7 @@ impl BauxiteNode {
             {
                 sender.expire(now, |buf| recycle_into(pool, buf));
             }
+            self.repair_totals.update(before, &state.repair);
         }
     }
 

@@ -59,6 +59,15 @@ pub const REPAIR_HELLO_LEN: usize = 5;
 pub const KEEP_SLOTS: usize = 512;
 /// Bulk packets a receiver holds per peer behind a hole (same bound, same reason).
 pub const HOLD_SLOTS: usize = 512;
+/// Bulk packets a node keeps for repair across all its peers: the bulk lane's capacity
+/// (4096 slots), so the copies loss repair keeps never outgrow the lane they were sent
+/// from (5.7 MB at most), however many peers a hub streams to at once. A packet sent
+/// while the node keeps this many is not kept: its loss, if it is lost, stays a loss.
+pub const NODE_KEEP_MAX: usize = 4096;
+/// Bulk packets a node holds behind holes across all its peers (the same bound). A packet
+/// that would be held beyond it gives its peer's holes up instead: what waited is
+/// delivered in order, and the losses stay losses.
+pub const NODE_HOLD_MAX: usize = 4096;
 /// How long a sent bulk packet is kept for its repair. The receiver names a hole as soon
 /// as a packet after it arrives and gives it up at most [`MAX_HOLD`] later, so a NACK for
 /// a packet sent a second ago finds it given up already (unless each one-way trip takes
@@ -227,6 +236,8 @@ pub struct RepairSender {
     /// kept in the order they were sent, so they expire from here.
     first: u32,
     kept: Box<[Option<Kept>]>,
+    /// Packets kept now (slots whose packet is still there).
+    kept_count: usize,
     /// Sequence numbers to repair, oldest first (each at most once).
     queue: VecDeque<u32>,
 }
@@ -245,6 +256,7 @@ impl RepairSender {
             next: 0,
             first: 0,
             kept: std::iter::repeat_with(|| None).take(KEEP_SLOTS).collect(),
+            kept_count: 0,
             queue: VecDeque::with_capacity(KEEP_SLOTS),
         }
     }
@@ -283,7 +295,30 @@ impl RepairSender {
         });
         self.first = self.first.min(seq);
         self.skip_gone();
-        old.and_then(|k| k.packet)
+        let pushed_out = old.and_then(|k| k.packet);
+        if pushed_out.is_none() {
+            self.kept_count += 1;
+        }
+        pushed_out
+    }
+
+    /// Bulk packet `seq` went out but is not kept (the node keeps all it may): the older
+    /// packet its slot still holds is given back (`keep` would have pushed it out), so no
+    /// packet stays kept where expiry, which walks the numbers in order, cannot reach it.
+    pub fn forgo(&mut self, seq: u32) -> Option<Vec<u8>> {
+        let old = self.kept[seq as usize % KEEP_SLOTS]
+            .take()
+            .and_then(|k| k.packet);
+        if old.is_some() {
+            self.kept_count -= 1;
+        }
+        self.skip_gone();
+        old
+    }
+
+    /// Packets kept now.
+    pub fn kept(&self) -> usize {
+        self.kept_count
     }
 
     /// When the oldest kept packet expires, if one is kept.
@@ -305,6 +340,7 @@ impl RepairSender {
             }
             self.skip_gone();
         }
+        self.kept_count -= expired;
         expired
     }
 
@@ -363,6 +399,7 @@ impl RepairSender {
         let packet = self.kept[seq as usize % KEEP_SLOTS]
             .as_mut()
             .and_then(|k| k.packet.take())?;
+        self.kept_count -= 1;
         self.skip_gone();
         Some((seq, packet))
     }
@@ -384,6 +421,7 @@ impl RepairSender {
                 recycle(packet);
             }
         }
+        self.kept_count = 0;
         self.queue.clear();
         self.index = None;
         self.first = self.next;

@@ -276,11 +276,12 @@ fn kept_packets_expire_oldest_first_and_are_then_not_repaired() {
 
 proptest! {
     /// Whatever is kept, repaired and expired in whatever order, `expires_at` names the
-    /// oldest packet still kept, and `expire` gives back exactly the packets kept since
-    /// [`KEEP_FOR`]: nothing pinned past it, nothing lost early.
+    /// oldest packet still kept, `expire` gives back exactly the packets kept since
+    /// [`KEEP_FOR`] (nothing pinned past it, nothing lost early), and `kept` counts them,
+    /// also when some numbers went out unkept (`forgo`, the node-wide bound).
     #[test]
     fn expiry_always_names_the_oldest_packet_still_kept(
-        steps in proptest::collection::vec((0u8..4, 0u64..400, 1u16..8), 1..300),
+        steps in proptest::collection::vec((0u8..5, 0u64..400, 1u16..8), 1..300),
     ) {
         let t0 = origin();
         let mut now = t0;
@@ -300,6 +301,16 @@ proptest! {
                     if seq >= KEEP_SLOTS as u32 {
                         model.remove(&(seq - KEEP_SLOTS as u32));
                     }
+                }
+                4 => {
+                    // Sent but not kept (the node-wide bound): the slot's older packet
+                    // goes back, and the numbers after it still expire in order.
+                    let seq = sender.next_seq(1, drop).unwrap();
+                    next += 1;
+                    let old = sender.forgo(seq);
+                    let older = seq.checked_sub(KEEP_SLOTS as u32);
+                    let modelled = older.and_then(|o| model.remove(&o));
+                    prop_assert_eq!(old.is_some(), modelled.is_some());
                 }
                 2 => {
                     let first = next.saturating_sub(u32::from(count) * 3);
@@ -324,6 +335,8 @@ proptest! {
             }
             let oldest = model.values().min().map(|&sent| sent + KEEP_FOR);
             prop_assert_eq!(sender.expires_at(), oldest);
+            // The count the node's bound reads is the packets really kept.
+            prop_assert_eq!(sender.kept(), model.len());
         }
     }
 }
