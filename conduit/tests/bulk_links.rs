@@ -654,7 +654,8 @@ fn diagnose() {
 /// fast peer's bulk against its fair share (as [`fair_shares`] computes it), and the
 /// worst per configuration (docs/congestion.md section 15).
 ///
-/// `BX_CTRL=auto|rate|adaptive` (default: rate and auto), `BX_SEEDS=16`, `BX_FAIR_SECS=5`.
+/// `BX_CTRL=auto|rate|adaptive` (default: rate and auto), `BX_SEEDS=16`, `BX_FAIR_SECS=5`,
+/// `BX_FAIR_LOSS=0.02` (the slow hop's loss).
 ///
 /// ```sh
 /// cargo test --release -p bauxite-conduit --test bulk_links fair_sweep -- --ignored --nocapture
@@ -668,6 +669,7 @@ fn fair_sweep() {
     };
     let seeds: u64 = std::env::var("BX_SEEDS").map_or(16, |v| v.parse().unwrap());
     let secs: u64 = std::env::var("BX_FAIR_SECS").map_or(5, |v| v.parse().unwrap());
+    let loss: f64 = std::env::var("BX_FAIR_LOSS").map_or(0.02, |v| v.parse().unwrap());
     for bulk_controller in controllers {
         for bulk_repair in [false, true] {
             let mut worst = f64::INFINITY;
@@ -678,7 +680,7 @@ fn fair_sweep() {
                     bulk_repair,
                     ..NodeConfig::default()
                 };
-                let [a, b, slow] = one_sender_three_receivers(config, secs, 0.02, seed);
+                let [a, b, slow] = one_sender_three_receivers(config, secs, loss, seed);
                 let fair = fair_share(slow, bulk_repair);
                 let (a, b) = (a / fair, b / fair);
                 worst = worst.min(a).min(b);
