@@ -126,6 +126,12 @@ counters! {
     /// Bulk packets from peers that arrived twice (a repair whose original came late, or
     /// a link duplicate), dropped.
     bulk_seq_duplicates,
+    /// Bulk packets sent while the node kept all it may for repair (4096 over all
+    /// peers): not kept, so a loss of one stays a loss.
+    bulk_unkept,
+    /// Times a peer's holes were given up because the node held all it may behind holes
+    /// (4096 over all peers).
+    bulk_hold_overflows,
     /// Keepalives sent to a peer's other direct addresses to keep a second path alive.
     bond_probes_sent,
     /// Acknowledgement frames sent (the bulk lane's delay signal for the peer).

@@ -272,6 +272,10 @@ fn the_copies_kept_for_repair_are_bounded_node_wide_and_given_back() {
         most = most.max(kept);
     }
     assert_eq!(most, NODE_KEEP_MAX, "the bound was reached ({sent} sent)");
+    assert!(
+        Metrics::get(&net.nodes[0].metrics().bulk_unkept) > 0,
+        "and counted"
+    );
     // Bulk stops; every kept packet expires and the count comes back to zero.
     net.run_for(KEEP_FOR + Duration::from_millis(100));
     assert_eq!(net.nodes[0].repair_buffers(), (0, 0));
@@ -348,6 +352,10 @@ fn the_packets_held_behind_holes_are_bounded_node_wide() {
     assert!(
         most > NODE_HOLD_MAX * 9 / 10,
         "the bound was reached: {most}"
+    );
+    assert!(
+        Metrics::get(&net.nodes[0].metrics().bulk_hold_overflows) > 0,
+        "and counted"
     );
     net.run_for(Duration::from_secs(2));
     assert_eq!(net.nodes[0].repair_buffers().1, 0, "nothing stays held");

@@ -120,7 +120,10 @@ impl BauxiteNode {
         let before = Totals::counts(&state.repair);
         let (pushed_out, unkept) = match state.repair.sender.as_mut() {
             Some(sender) if room => (sender.keep(seq, packet, now), None),
-            Some(sender) => (sender.forgo(seq), Some(packet)),
+            Some(sender) => {
+                Metrics::inc(&self.metrics.bulk_unkept);
+                (sender.forgo(seq), Some(packet))
+            }
             None => (None, Some(packet)),
         };
         self.repair_totals.update(before, &state.repair);
@@ -306,6 +309,7 @@ impl BauxiteNode {
                 // The node holds all it may: this peer's holes are given up, and what
                 // waited behind them goes out in order.
                 reorder.release_all(&mut self.released);
+                Metrics::inc(&self.metrics.bulk_hold_overflows);
             }
         }
         Received::Consumed
