@@ -30,19 +30,46 @@ fn link(loss: f64) -> LinkConfig {
 }
 
 fn udp(net: &SimNet, dst_port: u16, id: u32, pad: usize) -> Vec<u8> {
+    udp_between(net, (0, 1), dst_port, id, pad)
+}
+
+/// A UDP packet from node `from` to node `to` carrying `id` and `pad` bytes more.
+fn udp_between<const N: usize>(
+    net: &SimNet<N>,
+    (from, to): (usize, usize),
+    dst_port: u16,
+    id: u32,
+    pad: usize,
+) -> Vec<u8> {
     let ip = |v: VirtualIp| v.addr();
     let mut payload = id.to_be_bytes().to_vec();
     payload.resize(4 + pad, 0);
     let mut out = Vec::new();
     build::ipv4_udp(
-        ip(net.vips[0]),
-        ip(net.vips[1]),
+        ip(net.vips[from]),
+        ip(net.vips[to]),
         BULK_PORT,
         dst_port,
         &payload,
         &mut out,
     );
     out
+}
+
+/// Peers of node 0 in the node-wide bound tests: 512 packets each would be 4608, over
+/// the 4096 a node keeps or holds.
+const PEERS: usize = 9;
+
+/// Node 0 and [`PEERS`] peers, all public, on `link`.
+fn hub(config: NodeConfig, link: LinkConfig, seed: u64) -> SimNet<{ PEERS + 1 }> {
+    use bauxite_conduit::sim::NodeSpec;
+    SimNet::build(
+        config,
+        link,
+        seed,
+        Instant::now(),
+        [NodeSpec::public(); PEERS + 1],
+    )
 }
 
 fn id_and_port(d: &Delivered) -> (u32, u16) {
@@ -221,35 +248,14 @@ fn a_peer_that_restarts_without_repair_gets_plain_bulk_on_its_new_session() {
 #[test]
 fn the_copies_kept_for_repair_are_bounded_node_wide_and_given_back() {
     use bauxite_conduit::path::repair::{KEEP_FOR, KEEP_SLOTS, NODE_KEEP_MAX};
-    use bauxite_conduit::sim::NodeSpec;
-    const PEERS: usize = 9;
     const { assert!(PEERS * KEEP_SLOTS > NODE_KEEP_MAX) };
-    let start = Instant::now();
     let fast = LinkConfig {
         latency: LATENCY,
         ..LinkConfig::default()
     };
-    let mut net: SimNet<{ PEERS + 1 }> = SimNet::build(
-        NodeConfig::default(),
-        fast,
-        7,
-        start,
-        [NodeSpec::public(); PEERS + 1],
-    );
+    let mut net = hub(NodeConfig::default(), fast, 7);
     let packets: Vec<Vec<u8>> = (1..=PEERS)
-        .map(|to| {
-            let mut p = Vec::new();
-            let payload = [0u8; 1000];
-            build::ipv4_udp(
-                net.vips[0].addr(),
-                net.vips[to].addr(),
-                BULK_PORT,
-                BULK_PORT,
-                &payload,
-                &mut p,
-            );
-            p
-        })
+        .map(|to| udp_between(&net, (0, to), BULK_PORT, 0, 996))
         .collect();
     // Sessions (and the peers' hellos) first.
     for packet in &packets {
@@ -295,10 +301,7 @@ fn the_copies_kept_for_repair_are_bounded_node_wide_and_given_back() {
 #[test]
 fn the_packets_held_behind_holes_are_bounded_node_wide() {
     use bauxite_conduit::path::repair::{HOLD_SLOTS, NODE_HOLD_MAX};
-    use bauxite_conduit::sim::NodeSpec;
-    const PEERS: usize = 9;
     const { assert!(PEERS * HOLD_SLOTS > NODE_HOLD_MAX) };
-    let start = Instant::now();
     // Long and lossy: each hole waits a long round trip for its repair, and holes are
     // many.
     let lossy = LinkConfig {
@@ -311,21 +314,9 @@ fn the_packets_held_behind_holes_are_bounded_node_wide() {
         bulk_target: None,
         ..NodeConfig::default()
     };
-    let mut net: SimNet<{ PEERS + 1 }> =
-        SimNet::build(unpaced, lossy, 11, start, [NodeSpec::public(); PEERS + 1]);
+    let mut net = hub(unpaced, lossy, 11);
     let packet_from = |net: &SimNet<{ PEERS + 1 }>, from: usize, id: u32| {
-        let mut payload = id.to_be_bytes().to_vec();
-        payload.resize(1000, 0);
-        let mut p = Vec::new();
-        build::ipv4_udp(
-            net.vips[from].addr(),
-            net.vips[0].addr(),
-            BULK_PORT,
-            BULK_PORT,
-            &payload,
-            &mut p,
-        );
-        p
+        udp_between(net, (from, 0), BULK_PORT, id, 996)
     };
     for from in 1..=PEERS {
         net.send_from(from, &packet_from(&net, from, u32::MAX));
