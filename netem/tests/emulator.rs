@@ -151,6 +151,27 @@ impl Lab {
         })
     }
 
+    /// Datagrams side `side`'s kernel dropped because a UDP socket's receive buffer was
+    /// full (`RcvbufErrors` in its `/proc/net/snmp`): the host's losses, not the model's.
+    fn udp_rcvbuf_errors(&self, side: usize) -> u64 {
+        let snmp = sh(
+            "ip",
+            &["netns", "exec", &self.ns[side], "cat", "/proc/net/snmp"],
+        );
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+        let column = names
+            .split_whitespace()
+            .position(|n| n == "RcvbufErrors")
+            .unwrap();
+        values
+            .split_whitespace()
+            .nth(column)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// A UDP socket on side `side`'s address, on a free port.
     fn udp(&self, side: usize) -> UdpSocket {
         let ip = [A, B][side];
@@ -448,6 +469,7 @@ fn gilbert_elliott_loss_gives_its_mean_in_bursts() {
     let tx = lab.udp(0);
     let to = rx.local_addr().unwrap();
     let n = 10_000u32;
+    let host_drops_before = lab.udp_rcvbuf_errors(1);
     let received = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             rx.set_read_timeout(Some(Duration::from_millis(500)))
@@ -473,12 +495,19 @@ fn gilbert_elliott_loss_gives_its_mean_in_bursts() {
         }
         reader.join().unwrap()
     });
+    let host_drops = lab.udp_rcvbuf_errors(1) - host_drops_before;
     let stats = lab.stop();
     let lost = stats["a_to_b"]["lost"].as_u64().unwrap();
     assert_eq!(stats["a_to_b"]["received"], u64::from(n), "{stats}");
-    // What reached the socket is exactly what the model let through, if the last one did.
+    // What reached the socket is exactly what the model let through, if the last one did,
+    // less what the receiving kernel dropped with the socket's buffer full (a late
+    // emulator writes a burst: seen once, 34 of 9543).
     if received.last() == Some(&(n - 1)) {
-        assert_eq!(received.len() as u64, u64::from(n) - lost, "{stats}");
+        assert_eq!(
+            received.len() as u64 + host_drops,
+            u64::from(n) - lost,
+            "{stats}, {host_drops} dropped by the receiving kernel"
+        );
     }
     // Bursty losses are correlated (rho = 1 - 1/4 - 0.013): the standard error of the
     // mean over 10 000 packets is about 0.0056; 4 sigma.
