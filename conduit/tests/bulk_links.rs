@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)] // a test picks its virtual clock's starting instant
 
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use bauxite_conduit::ip::build;
@@ -76,8 +76,11 @@ impl Run {
     }
 }
 
-/// The traced rate controller's state after its newest ack (`BX_TRACE`).
-static TRACE: Mutex<String> = Mutex::new(String::new());
+/// The traced controller's state after its newest ack (`BX_TRACE`).
+static TRACE: LazyLock<Sink> = LazyLock::new(Sink::default);
+
+/// Where a [`Traced`] controller writes its state.
+type Sink = Arc<Mutex<String>>;
 
 /// A controller whose state the trace can print.
 trait Snapshot: CongestionStrategy {
@@ -134,13 +137,20 @@ impl Snapshot for AutoBulk {
     }
 }
 
-/// A controller that writes its state to [`TRACE`] after every ack: the diagnosis'
-/// per-millisecond log of phase, bw, round trips, window cap and flight.
-struct Traced<C>(C);
+/// A controller that writes its state to its sink ([`TRACE`] unless given one) after
+/// every ack: the diagnosis' per-millisecond log of phase, bw, round trips, window cap
+/// and flight.
+struct Traced<C>(C, Sink);
+
+impl<C> Traced<C> {
+    fn global(inner: C) -> Self {
+        Self(inner, TRACE.clone())
+    }
+}
 
 impl<C: Snapshot> Traced<C> {
     fn record(&self) {
-        *TRACE.lock().unwrap() = self.0.snapshot();
+        *self.1.lock().unwrap() = self.0.snapshot();
     }
 }
 
@@ -499,13 +509,13 @@ fn strategy_from_env(target: Duration) -> MakeStrategy {
         // One group per node, as the node builds it.
         let group = AutoGroup::new();
         if trace_window().is_some() {
-            return Box::new(move || Box::new(Traced(AutoBulk::in_group(config, &group))));
+            return Box::new(move || Box::new(Traced::global(AutoBulk::in_group(config, &group))));
         }
         return Box::new(move || Box::new(AutoBulk::in_group(config, &group)));
     }
     // Otherwise the adaptive LEDBAT, whatever the node's default.
     if trace_window().is_some() {
-        return Box::new(move || Box::new(Traced(AdaptiveLedbat::new(config))));
+        return Box::new(move || Box::new(Traced::global(AdaptiveLedbat::new(config))));
     }
     Box::new(move || Box::new(AdaptiveLedbat::new(config)))
 }
@@ -557,7 +567,7 @@ fn rate_from_env(target: Duration) -> MakeStrategy {
         ..d
     };
     if trace_window().is_some() {
-        return Box::new(move || Box::new(Traced(RateBulk::new(config))));
+        return Box::new(move || Box::new(Traced::global(RateBulk::new(config))));
     }
     Box::new(move || Box::new(RateBulk::new(config)))
 }
@@ -652,10 +662,12 @@ fn diagnose() {
 
 /// The fairness runs over seeds, with and without loss repair, for each controller: each
 /// fast peer's bulk against its fair share (as [`fair_shares`] computes it), and the
-/// worst per configuration (docs/congestion.md section 15).
+/// worst per configuration (docs/congestion.md sections 15 and 16).
 ///
-/// `BX_CTRL=auto|rate|adaptive` (default: rate and auto), `BX_SEEDS=16`, `BX_FAIR_SECS=5`,
-/// `BX_FAIR_LOSS=0.02` (the slow hop's loss).
+/// `BX_CTRL=auto|rate|adaptive` (default: rate and auto), `BX_FIRST_SEED=1`,
+/// `BX_SEEDS=16` (the last seed), `BX_FAIR_SECS=5`, `BX_FAIR_LOSS=0.02` (the slow hop's
+/// loss); `BX_TRACE=FROM,TO` (ms) prints every peer's window every 10 ms of that span,
+/// the adaptive window then pacing the sender's bulk whatever the configuration.
 ///
 /// ```sh
 /// cargo test --release -p bauxite-conduit --test bulk_links fair_sweep -- --ignored --nocapture
@@ -668,13 +680,14 @@ fn fair_sweep() {
         Err(_) => vec![BulkController::Rate, BulkController::Auto],
     };
     let seeds: u64 = std::env::var("BX_SEEDS").map_or(16, |v| v.parse().unwrap());
+    let first: u64 = std::env::var("BX_FIRST_SEED").map_or(1, |v| v.parse().unwrap());
     let secs: u64 = std::env::var("BX_FAIR_SECS").map_or(5, |v| v.parse().unwrap());
     let loss: f64 = std::env::var("BX_FAIR_LOSS").map_or(0.02, |v| v.parse().unwrap());
     for bulk_controller in controllers {
         for bulk_repair in [false, true] {
             let mut worst = f64::INFINITY;
             let mut under = 0;
-            for seed in 1..=seeds {
+            for seed in first..=seeds {
                 let config = NodeConfig {
                     bulk_controller,
                     bulk_repair,
@@ -710,6 +723,11 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64, seed:
         queue_limit: Some(150_000),
         ..LinkConfig::default()
     };
+    let adaptive = AdaptiveConfig {
+        min_target: config.bulk_target.expect("bulk is paced"),
+        mss: config.mtu,
+        ..AdaptiveConfig::default()
+    };
     let mut net: SimNet<4> = SimNet::build(config, link, seed, start, [NodeSpec::public(); 4]);
     net.set_hop(
         0,
@@ -736,6 +754,18 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64, seed:
         })
         .collect();
     let peers: Vec<_> = (1..4).map(|to| net.nodes[to].peer_id()).collect();
+    // `BX_TRACE=FROM,TO`: each peer's adaptive window (in the order their first bulk
+    // packet made them), every 10 ms of that window, with what each peer got since.
+    let sinks: Arc<Mutex<Vec<Sink>>> = Arc::default();
+    if trace_window().is_some() {
+        let sinks = sinks.clone();
+        net.nodes[0].set_congestion(Box::new(move || {
+            let sink = Sink::default();
+            sinks.lock().unwrap().push(sink.clone());
+            Box::new(Traced(AdaptiveLedbat::new(adaptive), sink))
+        }));
+    }
+    let mut traced = [0usize; 4];
     let warmup = start + Duration::from_secs(1);
     let end = warmup + Duration::from_secs(seconds);
     let mut first = [0usize; 4];
@@ -753,6 +783,22 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64, seed:
         let next = net.now + Duration::from_millis(1);
         net.run_until(next);
         net.now = net.now.max(next);
+        let ms = (net.now - start).as_millis() as u64;
+        if trace_window().is_some_and(|(from, to)| (from..to).contains(&ms)) && ms % 10 == 0 {
+            let got: Vec<usize> = (1..4)
+                .map(|i| {
+                    net.delivered[i].len()
+                        - std::mem::replace(&mut traced[i], net.delivered[i].len())
+                })
+                .collect();
+            eprintln!(
+                "{ms} ms: uplink {:.2} ms, got {got:?}",
+                net.uplink_backlog(0).as_secs_f64() * 1e3
+            );
+            for (i, sink) in sinks.lock().unwrap().iter().enumerate() {
+                eprintln!("  {i}: {}", sink.lock().unwrap());
+            }
+        }
     }
     std::array::from_fn(|i| {
         let bytes: usize = net.delivered[i + 1][first[i + 1]..]
@@ -815,9 +861,25 @@ fn with_the_adaptive_window_a_slow_lossy_peer_does_not_hold_back_the_others() {
     });
 }
 
+/// Twenty seconds, at 1 % loss on the slow hop and the default configuration (loss
+/// repair on): two windows sharing the uplink neither drift apart nor lock one out. Until
+/// the adaptive window grew by a segment per round trip besides its ramp and left the
+/// envelope to sparse windows, this seed ended at 1.69 and 0.26 of the fair share
+/// (docs/congestion.md section 16).
+#[test]
+fn over_twenty_seconds_the_fast_peers_keep_their_fair_shares() {
+    fair_shares_over(NodeConfig::default(), 20, 0.01, 4);
+}
+
 fn fair_shares(config: NodeConfig) {
+    fair_shares_over(config, 5, 0.02, 5);
+}
+
+/// One sender, three receivers for `seconds`, the slow hop losing `loss` (`seed`): both
+/// fast peers get their fair share within 20 %, the slow one still gets bulk.
+fn fair_shares_over(config: NodeConfig, seconds: u64, loss: f64, seed: u64) {
     let config_repair = config.bulk_repair;
-    let [a, b, slow] = one_sender_three_receivers(config, 5, 0.02, 5);
+    let [a, b, slow] = one_sender_three_receivers(config, seconds, loss, seed);
     eprintln!(
         "bulk to the fast peers {:.2} and {:.2} Mbit/s, to the slow lossy one {:.2} Mbit/s",
         a / 1e6,

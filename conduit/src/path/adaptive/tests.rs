@@ -655,3 +655,31 @@ fn an_application_limited_sender_banks_no_window() {
         assert!(free > 4 * cap, "without the cap {name} banks {free} B");
     }
 }
+
+/// A window of a few segments is not on the envelope, however long the target has been
+/// high: sampling the path a few times per round trip, its last samples span round trips
+/// and their maximum reads another flow's rising and draining queue as a standing one.
+/// The minimum filter reads its queue until the window is dense again.
+#[test]
+fn a_window_of_a_few_segments_reads_the_minimum_filter_not_the_envelope() {
+    let rtt = ms(50);
+    let mut c = AdaptiveLedbat::default();
+    let mut jitter = Jitter::new(ms(5));
+    let mut now = origin();
+    for _ in 0..100 {
+        now = stamped_round(&mut c, now, rtt, || jitter.around(rtt));
+    }
+    assert!(
+        c.on_envelope(),
+        "LTE-like jitter takes a full window onto it"
+    );
+    let dense = c.cwnd;
+    c.cwnd = c.min_cwnd();
+    assert!(!c.on_envelope(), "two segments per round trip");
+    assert!(
+        c.pacing_rate().is_none(),
+        "nor paced at the envelope's rate"
+    );
+    c.cwnd = dense;
+    assert!(c.on_envelope(), "and back on it once dense");
+}

@@ -280,9 +280,11 @@ fn between_the_thresholds_nothing_changes_either_way() {
         t > floor * config.quiet_below && t < floor * config.noisy_above
     };
     // On the adaptive window: a path whose target sits in the band never becomes quiet.
+    // (Up to 1.5 ms of in-order jitter puts it there; the denser the bulk, the less of
+    // it the trend filter sees, so the band's path moves with the window's growth.)
     let mut adaptive = AutoBulk::default();
     let mut path = Path::new(20e6, ms(4), t0);
-    path.jitter = Duration::from_micros(1200);
+    path.jitter = Duration::from_micros(1500);
     path.run(&mut adaptive, ms(5000));
     assert!(in_band(&adaptive), "{:?}", adaptive.adaptive().target());
     assert_eq!((adaptive.mode(), adaptive.switches()), (Mode::Adaptive, 0));
@@ -291,7 +293,7 @@ fn between_the_thresholds_nothing_changes_either_way() {
     let mut path = Path::new(20e6, ms(4), t0);
     path.run(&mut rate, ms(2000));
     assert_eq!(rate.mode(), Mode::Rate);
-    path.jitter = Duration::from_micros(1200);
+    path.jitter = Duration::from_micros(1500);
     path.run(&mut rate, ms(5000));
     assert!(in_band(&rate), "{:?}", rate.adaptive().target());
     assert_eq!((rate.mode(), rate.switches()), (Mode::Rate, 1));
