@@ -289,6 +289,18 @@ impl DataPlaneScheduler {
         Self::capacity(lane).saturating_sub(self.len(lane))
     }
 
+    /// Whether a bulk packet read from the device now can be queued for some peer: the
+    /// lane has room, or more than one peer is backlogged, so a packet for a peer that
+    /// holds fewer than the fullest evicts that one's oldest (see `scheduler/bulk.rs`).
+    /// While it is false the device's bulk is left in the kernel's ring. Held back on a
+    /// full lane alone, a slow peer's backlog (a 2 Mbit/s robot's four thousand packets)
+    /// kept the others' packets in that ring, read only as fast as it drained: between
+    /// real daemons every peer of a hub got the slow one's rate (docs/congestion.md
+    /// section 16).
+    pub fn takes_bulk_reads(&self) -> bool {
+        self.room(Lane::Bulk) > 0 || self.bulk.backlogged() > 1
+    }
+
     /// Packets queued in `lane`.
     pub fn len(&self, lane: Lane) -> usize {
         match lane {

@@ -170,7 +170,8 @@ impl Device {
 
     /// Waits until a packet may be read (cancel safe; may wake spuriously). Never
     /// completes without a device. With two queues, the other queue counts only when
-    /// `bulk_room` (the bulk lane can take a packet): while it is full, bulk waits in
+    /// `bulk_room` (a bulk packet read now can be queued: [`DataPlaneScheduler::takes_bulk_reads`](crate::scheduler::DataPlaneScheduler::takes_bulk_reads)):
+    /// while it is not, bulk waits in
     /// the kernel's ring instead of being read and dropped, and the loop sleeps until a
     /// Critical packet, a timer or the socket wakes it — a daemon that is not busy
     /// dropping a flood is woken at once when a ping arrives, even without real-time
@@ -271,7 +272,8 @@ impl Device {
 }
 
 /// Reads one queue into the node's lanes until `limit` packets or `WouldBlock` — or,
-/// with `while_bulk_room`, until the bulk lane is full; returns how many it read.
+/// with `while_bulk_room`, until no bulk packet read could be queued; returns how many it
+/// read.
 #[cfg(feature = "tun")]
 fn read_queue(
     device: &TunDevice,
@@ -284,7 +286,7 @@ fn read_queue(
 ) -> usize {
     let mut handled = 0;
     while handled < limit {
-        if while_bulk_room && node.scheduler().room(crate::Lane::Bulk) == 0 {
+        if while_bulk_room && !node.scheduler().takes_bulk_reads() {
             return handled;
         }
         let n = match device.try_recv_batch(rx) {

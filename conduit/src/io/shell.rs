@@ -30,9 +30,10 @@
 //!    always pick the socket.
 //!    Critical first on both sides: the mesh port's Critical socket before the main
 //!    one (`critical_rx`), the TUN device's Critical queue before the other
-//!    ([`crate::tun::queues`]); and while the bulk lane is full the other TUN queue is
-//!    neither read nor waited on, so a flood stays in the kernel's ring instead of
-//!    keeping the loop busy reading packets it would drop.
+//!    ([`crate::tun::queues`]); and while the bulk lane is full with one peer's packets
+//!    the other TUN queue is neither read nor waited on, so a flood stays in the
+//!    kernel's ring instead of keeping the loop busy reading packets it would drop
+//!    ([`DataPlaneScheduler::takes_bulk_reads`](crate::scheduler::DataPlaneScheduler::takes_bulk_reads)).
 //!
 //! [`GsoBatch`]: super::gso::GsoBatch
 
@@ -454,7 +455,7 @@ impl Shell {
             sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline.unwrap_or(now)));
-            let bulk_room = self.node.scheduler().room(crate::Lane::Bulk) > 0;
+            let bulk_room = self.node.scheduler().takes_bulk_reads();
             let wake = tokio::select! {
                 biased;
                 () = &mut shutdown => Wake::Shutdown,

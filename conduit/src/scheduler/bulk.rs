@@ -98,6 +98,11 @@ impl BulkLane {
         self.len
     }
 
+    /// Peers with packets queued.
+    pub(super) fn backlogged(&self) -> usize {
+        self.active.len()
+    }
+
     /// Packets queued for `peer`.
     pub(super) fn len_of(&self, peer: PeerId) -> usize {
         self.flows.get(&peer).map_or(0, |f| f.len)

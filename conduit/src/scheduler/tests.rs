@@ -354,3 +354,34 @@ fn a_full_bulk_lane_makes_room_for_a_peer_with_less_queued() {
     assert_eq!(sched.len(Lane::Bulk), BULK_CAPACITY);
     assert_eq!(sched.bulk_len_for(other), 1);
 }
+
+/// The device's bulk is left in the kernel's ring only while the lane is full with one
+/// peer's packets: with a second peer backlogged, a packet read may evict the fullest
+/// peer's oldest, so reading goes on and a slow peer's backlog cannot hold the others to
+/// its rate.
+#[test]
+fn bulk_is_read_from_the_device_while_a_packet_read_can_be_queued() {
+    let (hog, other) = (PeerId([1; 16]), PeerId([2; 16]));
+    let mut sched = DataPlaneScheduler::new();
+    assert!(sched.takes_bulk_reads(), "an empty lane");
+    for id in 0..BULK_CAPACITY as u32 - 1 {
+        let _ = sched.enqueue_for(hog, Lane::Bulk, tagged(id, 8));
+    }
+    assert!(sched.takes_bulk_reads(), "one slot left");
+    let _ = sched.enqueue_for(hog, Lane::Bulk, tagged(0, 8));
+    assert!(
+        !sched.takes_bulk_reads(),
+        "full, one peer: a read would be dropped"
+    );
+    assert!(matches!(
+        sched.enqueue_for(other, Lane::Bulk, tagged(7, 8)),
+        Enqueue::Evicted { .. }
+    ));
+    assert!(sched.takes_bulk_reads(), "full, two peers backlogged");
+    // The other peer's packet leaves (the hog is held back).
+    let sent = sched.dequeue_paced(|peer, _| peer == other);
+    assert!(matches!(sent, Some((Lane::Bulk, p)) if id_of(&p) == 7));
+    assert!(sched.takes_bulk_reads(), "the eviction left a slot");
+    let _ = sched.enqueue_for(hog, Lane::Bulk, tagged(1, 8));
+    assert!(!sched.takes_bulk_reads(), "full with one peer's again");
+}
