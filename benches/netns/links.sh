@@ -86,7 +86,7 @@ OUT="$TARGET_DIR/netns-links.md"
 PIDS=()
 
 cleanup() {
-  exec 7>&- 2>/dev/null || true
+  exec 7>&-
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for n in "$A" "$B" "$M"; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
@@ -113,7 +113,7 @@ emulator() {
   echo "emulator did not start" >&2; cat "$WORK/emu.err" >&2; exit 1
 }
 cleanup_run() {
-  exec 7>&- 2>/dev/null || true
+  exec 7>&-
   for n in "$A" "$B" "$M"; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
     ip netns del "$n" 2>/dev/null || true
