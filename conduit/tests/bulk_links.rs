@@ -784,7 +784,9 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64, seed:
         net.run_until(next);
         net.now = net.now.max(next);
         let ms = (net.now - start).as_millis() as u64;
-        if trace_window().is_some_and(|(from, to)| (from..to).contains(&ms)) && ms % 10 == 0 {
+        if trace_window().is_some_and(|(from, to)| (from..to).contains(&ms))
+            && ms.is_multiple_of(10)
+        {
             let got: Vec<usize> = (1..4)
                 .map(|i| {
                     net.delivered[i].len()
