@@ -274,7 +274,7 @@ impl AdaptiveLedbat {
     /// Whether the window follows the upper envelope of one-way delays: the target held
     /// at `envelope_from` floors for `envelope_hold`, the path is shorter than
     /// `envelope_max_rtt`, enough stamped bulk acks came back to fill the envelope, and
-    /// bulk is [`dense`](Self::dense) enough for in-order jitter to push its delays up.
+    /// bulk is dense enough for in-order jitter to push its delays up (`dense`).
     pub fn on_envelope(&self) -> bool {
         self.config.envelope
             && self.enveloped
