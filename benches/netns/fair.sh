@@ -52,6 +52,8 @@ WORK="$(mktemp -d)"
 P="${BXBENCH_PREFIX:-bxf$$}"
 H=$P-h; S=$P-s; R1=$P-r1; R2=$P-r2; R3=$P-r3; M=$P-m
 NSS=("$H" "$S" "$R1" "$R2" "$R3" "$M")
+# Each node's namespace, by its name in the configs (h, r1-r3).
+declare -A NS=([h]=$H [r1]=$R1 [r2]=$R2 [r3]=$R3)
 OUT="$TARGET_DIR/netns-fair.md"
 PIDS=()
 
@@ -132,10 +134,8 @@ config() {
 daemons() {
   config h 100.64.0.1 r1:100.64.0.11:10.78.1.2 r2:100.64.0.12:10.78.2.2 r3:100.64.0.13:10.78.3.2
   for i in 1 2 3; do config "r$i" "100.64.0.1$i" h:100.64.0.1:10.78.0.1; done
-  local ns
   for n in h r1 r2 r3; do
-    case $n in h) ns=$H ;; r1) ns=$R1 ;; r2) ns=$R2 ;; r3) ns=$R3 ;; esac
-    ip netns exec "$ns" "$BAUXITE" run --config "$WORK/$n.toml" 2> "$WORK/$n.log" 7>&- 8>&- &
+    ip netns exec "${NS[$n]}" "$BAUXITE" run --config "$WORK/$n.toml" 2> "$WORK/$n.log" 7>&- 8>&- &
     PIDS+=($!)
   done
   for i in 1 2 3; do
@@ -149,14 +149,12 @@ daemons() {
 
 # run: the three streams at once; prints "R1 R2 R3" goodputs in Mbit/s.
 run() {
-  local ns i
+  local i
   for i in 1 2 3; do
-    case $i in 1) ns=$R1 ;; 2) ns=$R2 ;; 3) ns=$R3 ;; esac
-    ip netns exec "$ns" iperf3 -s -1 -B "100.64.0.1$i" -p 5301 -J > "$WORK/server$i.json" 2>&1 7>&- 8>&- &
+    ip netns exec "${NS[r$i]}" iperf3 -s -1 -B "100.64.0.1$i" -p 5301 -J > "$WORK/server$i.json" 2>&1 7>&- 8>&- &
   done
   for i in 1 2 3; do
-    case $i in 1) ns=$R1 ;; 2) ns=$R2 ;; 3) ns=$R3 ;; esac
-    for _ in $(seq 50); do ip netns exec "$ns" ss -lun | grep -q ":5301" && break; sleep 0.1; done
+    for _ in $(seq 50); do ip netns exec "${NS[r$i]}" ss -lun | grep -q ":5301" && break; sleep 0.1; done
   done
   local flows=()
   for i in 1 2 3; do
@@ -185,7 +183,7 @@ PY
 }
 
 [ -f "$OUT" ] || {
-  echo "| commit | slow hop's loss | run | fast peer 1 | fast peer 2 | slow peer | worst fast / fair share | node extra |"
+  echo "| commit | slow hop's loss | run | fast peer 1 | fast peer 2 | slow peer | worst fast / the two fast peers' mean | node extra |"
   echo "|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 for r in $(seq "$RUNS"); do

@@ -756,8 +756,9 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64, seed:
     let peers: Vec<_> = (1..4).map(|to| net.nodes[to].peer_id()).collect();
     // `BX_TRACE=FROM,TO`: each peer's adaptive window (in the order their first bulk
     // packet made them), every 10 ms of that window, with what each peer got since.
+    let trace = trace_window();
     let sinks: Arc<Mutex<Vec<Sink>>> = Arc::default();
-    if trace_window().is_some() {
+    if trace.is_some() {
         let sinks = sinks.clone();
         net.nodes[0].set_congestion(Box::new(move || {
             let sink = Sink::default();
@@ -784,9 +785,7 @@ fn one_sender_three_receivers(config: NodeConfig, seconds: u64, loss: f64, seed:
         net.run_until(next);
         net.now = net.now.max(next);
         let ms = (net.now - start).as_millis() as u64;
-        if trace_window().is_some_and(|(from, to)| (from..to).contains(&ms))
-            && ms.is_multiple_of(10)
-        {
+        if trace.is_some_and(|(from, to)| (from..to).contains(&ms)) && ms.is_multiple_of(10) {
             let got: Vec<usize> = (1..4)
                 .map(|i| {
                     net.delivered[i].len()
