@@ -1,12 +1,14 @@
 //! An adaptive scavenger window for the bulk lane: LEDBAT (RFC 6817) whose delay target
 //! follows the path's measured jitter and whose base delay follows the path's drift, so a
 //! jittery radio link (LTE, Wi-Fi) is not read as a permanent queue, while on a quiet path
-//! the controller is exactly RFC 6817's with the configured target.
+//! the controller is RFC 6817's with the configured target (but for a re-measured base
+//! when it sits near its floor, below).
 //!
 //! Invariant: the window stays within `min_cwnd_packets..=max_cwnd_packets` segments and
 //! grows only while the filtered queuing delay is under the current target; the target
 //! never leaves `min_target..=max_target`; on a path whose measured jitter keeps the target
-//! below twice `min_target` ("quiet") every rule is the RFC's.
+//! below twice `min_target` ("quiet") every rule is the RFC's but one (a window that
+//! sits near its floor with a small rise re-measures the base, `check_drift`).
 //!
 //! What differs on a jittery path, and why (docs/congestion.md has the simulator's
 //! evidence):
@@ -26,7 +28,10 @@
 //!   when the window has sat at its floor with the delay above target for `rebase_after`
 //!   smoothed round trips, two packets cannot be holding that queue: the path got longer
 //!   (LTE: a loaded cell), so the base is re-measured. The RFC's ten-minute minimum would
-//!   starve bulk for ten minutes after every such step.
+//!   starve bulk for ten minutes after every such step. On a quiet path too, after
+//!   `rebase_after_quiet` round trips near the floor, for a rise under an eighth of the
+//!   round trip: a sparse stream's round trip is longer than dense bulk's (idle hosts
+//!   wake for each packet), which pinned real daemons to their floor.
 //! - **Growth and decrease scale with the window** (LEDBAT++'s slowed start and
 //!   multiplicative decrease): below the target the window grows per round trip by one
 //!   segment plus `ramp` of itself (doubling until the delay first nears the target);
@@ -78,6 +83,9 @@ pub const MIN_FILTER: usize = 4;
 /// The jitter's range (top to bottom) per unit of measured jitter (the mean distance
 /// from the trend): 4 for jitter uniform in ± A (range 2A, mean distance A/2).
 const JITTER_RANGE: f64 = 4.0;
+/// On a quiet path the floor re-measures the base only for a rise of at most
+/// 1/`QUIET_DRIFT_SHARE` of the smoothed round trip.
+const QUIET_DRIFT_SHARE: f64 = 8.0;
 /// How far behind its schedule the pacer may catch up after a late wake-up: a burst of
 /// this much of the pacing rate at most (as `RateBulk`'s pacer).
 const PACING_CATCH_UP: Duration = Duration::from_millis(1);
@@ -97,6 +105,10 @@ pub struct AdaptiveConfig {
     /// Smoothed round trips at the window's floor, above the target, before the base
     /// delay is re-measured.
     pub rebase_after: u32,
+    /// The same on a quiet path, where only a rise under an eighth of the round trip is
+    /// re-measured (RFC 6817 keeps its base for ten minutes; a transient queue from
+    /// other traffic is gone well within these round trips).
+    pub rebase_after_quiet: u32,
     /// Segment size in bytes (the mesh MTU).
     pub mss: usize,
     /// Initial window, in segments.
@@ -164,6 +176,7 @@ impl Default for AdaptiveConfig {
             jitter_gain: 2.5,
             ramp: 0.25,
             rebase_after: 2,
+            rebase_after_quiet: 8,
             mss: 1350,
             init_cwnd_packets: 2,
             min_cwnd_packets: 2,
@@ -204,8 +217,9 @@ pub struct AdaptiveLedbat {
     noisy_since: Option<Instant>,
     smoothed: Option<Duration>,
     last_progress: Option<Instant>,
-    /// Since when the window has sat at its floor with the delay above target.
-    pinned_since: Option<Instant>,
+    /// Since when the window has sat at its floor with the delay above target, and
+    /// whether the path was jittery then.
+    pinned_since: Option<(Instant, bool)>,
     /// Whether the delay has ever come near the target (ends the slowed start).
     started: bool,
     /// The window an ack timeout took away (an outage stopped the acks, not a queue):
@@ -376,7 +390,8 @@ impl AdaptiveLedbat {
 
     /// Whether the path's own noise raised the target well above its floor: a radio
     /// link, where the adaptive parts (longer filter, ramp, multiplicative decrease,
-    /// re-measured base) apply. On a quiet path the controller is RFC 6817's.
+    /// re-measured base) apply. On a quiet path the controller is RFC 6817's (see
+    /// `check_drift` for its one exception).
     fn jittery(&self) -> bool {
         self.target() >= self.config.min_target * 2
     }
@@ -412,21 +427,46 @@ impl AdaptiveLedbat {
     }
 
     /// Tracks how long the window has sat at its floor with the delay above target, and
-    /// re-measures the base once that lasted `rebase_after` smoothed round trips: two
-    /// packets in flight cannot hold that queue, so the path got longer.
+    /// re-measures the base once that lasted `rebase_after` smoothed round trips (on a
+    /// quiet path `rebase_after_quiet`, for a small rise only): two packets in flight
+    /// cannot hold that queue, so the path got longer.
     /// Returns whether it re-measured (the queuing delay changed).
     fn check_drift(&mut self, now: Instant, queuing: Duration, target: Duration) -> bool {
-        // At the floor only: on a slow, short path even four packets are a queue of
-        // milliseconds, which a re-measured base would then hide for good.
-        let at_floor = self.cwnd <= self.min_cwnd() + 1.0;
         let jittery = target >= self.config.min_target * 2;
-        if !(at_floor && queuing > target && jittery) {
+        let srtt = self.smoothed.unwrap_or(self.config.cto);
+        let (held, after) = if jittery {
+            // At the floor only: on a slow, short path even four packets are a queue of
+            // milliseconds, which a re-measured base would then hide for good.
+            let at_floor = self.cwnd <= self.min_cwnd() + 1.0;
+            (at_floor && queuing > target, self.config.rebase_after)
+        } else {
+            // On a quiet path only a small rise, held longer, with the window near its
+            // floor (there the target wavers about the rise and the window a segment
+            // about the floor). Two packets can hold a queue that is a large share of a
+            // short path's round trip (a `tbf` link), never a small share of a long one.
+            // What it re-measures: a sparse stream wakes idle hosts at every hop (the
+            // node, its peer, a router), a few hundred microseconds of round trip that
+            // dense bulk never pays, so a base measured while bulk was dense read as a
+            // queue above the 250 µs target once the window fell to its floor and held
+            // it there for the base history's ten minutes (between real daemons: two of
+            // a hub's peers at 1 Mbit/s on an idle 20 Mbit/s uplink, docs/congestion.md
+            // section 17).
+            let near_floor = self.cwnd <= 2.0 * self.min_cwnd();
+            let small = queuing.as_secs_f64() * QUIET_DRIFT_SHARE <= srtt.as_secs_f64();
+            (
+                near_floor && queuing > self.config.min_target && small,
+                self.config.rebase_after_quiet,
+            )
+        };
+        // A spell held on a quiet path does not count on a jittery one (its shorter wait).
+        if !held || self.pinned_since.is_some_and(|(_, was)| was != jittery) {
             self.pinned_since = None;
+        }
+        if !held {
             return false;
         }
-        let since = *self.pinned_since.get_or_insert(now);
-        let srtt = self.smoothed.unwrap_or(self.config.cto);
-        if now.saturating_duration_since(since) >= srtt * self.config.rebase_after {
+        let (since, _) = *self.pinned_since.get_or_insert((now, jittery));
+        if now.saturating_duration_since(since) >= srtt * after {
             let horizon = self.horizon_for(jittery);
             self.bulk.rebase(horizon);
             self.small.rebase(horizon);

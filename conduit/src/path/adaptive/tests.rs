@@ -157,6 +157,58 @@ fn a_longer_path_is_re_measured_not_taken_for_a_queue() {
     assert!(c.cwnd() > 4 * floor.max(MSS), "{} after {floor}", c.cwnd());
 }
 
+fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+
+/// Between real daemons: dense bulk keeps every host on the path awake, a window at its
+/// floor wakes them for each packet, and that costs a few hundred microseconds of round
+/// trip more than the base dense bulk measured. On a quiet path that read as a queue
+/// above the 250 µs target for the base history's ten minutes, and the window never
+/// left its floor.
+#[test]
+fn a_floor_s_own_slower_round_trip_is_re_measured_on_a_quiet_path() {
+    let mut c = AdaptiveLedbat::default();
+    let base = ms(21);
+    let mut now = origin();
+    for _ in 0..40 {
+        now = round(&mut c, now, base, || base);
+    }
+    assert!(c.cwnd() >= 20 * MSS, "{} segments", c.cwnd() / MSS);
+    // Another flow's burst queues 2 ms for a while: the window falls to its floor.
+    let mut rounds = 0;
+    while c.cwnd() > 2 * MSS {
+        now = round(&mut c, now, base, || base + ms(2));
+        rounds += 1;
+        assert!(rounds < 100, "{} segments", c.cwnd() / MSS);
+    }
+    // The burst is gone; the floor's sparse packets see 330 µs more than dense bulk did.
+    let sparse = base + us(330);
+    for _ in 0..40 {
+        now = round(&mut c, now, sparse, || sparse);
+    }
+    assert!(c.target() < us(500), "the path is quiet: {:?}", c.target());
+    assert!(c.base_delay() == Some(sparse), "{:?}", c.base_delay());
+    assert!(c.cwnd() >= 10 * MSS, "{} segments", c.cwnd() / MSS);
+}
+
+/// On a short path the floor's two packets are a queue of their own (a 20 Mbit/s `tbf`
+/// link under a 0.2 ms path: each packet is 0.5 ms on the wire); re-measuring the base
+/// there would take the queue for the path and let the window add another.
+#[test]
+fn a_floor_s_own_queue_on_a_short_path_is_not_re_measured() {
+    let mut c = AdaptiveLedbat::default();
+    let mut now = origin();
+    for _ in 0..20 {
+        now = round(&mut c, now, us(200), || us(200));
+    }
+    for _ in 0..200 {
+        now = round(&mut c, now, us(900), || us(900));
+    }
+    assert_eq!(c.base_delay(), Some(us(200)));
+    assert!(c.cwnd() <= 2 * MSS + 1, "{} segments", c.cwnd() / MSS);
+}
+
 #[test]
 fn small_packet_samples_move_the_window_when_no_bulk_sample_is_fresh() {
     let mut c = AdaptiveLedbat::default();
