@@ -610,6 +610,12 @@ impl AdaptiveLedbat {
         self.trace_line(now, bytes);
     }
 
+    /// Whether this controller only follows another's pacing (`auto`'s inactive
+    /// half), for its trace lines.
+    pub(in crate::path) fn set_shadow(&mut self, shadow: bool) {
+        self.trace.set_shadow(shadow);
+    }
+
     /// Writes the window's state at debug level every tenth of a second (`trace.rs`).
     fn trace_line(&mut self, now: Instant, bytes: usize) {
         if !tracing::enabled!(tracing::Level::DEBUG) {
@@ -620,6 +626,8 @@ impl AdaptiveLedbat {
         };
         let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
         tracing::debug!(
+            peer = self.trace.peer(),
+            pacing = self.trace.pacing(),
             cwnd = self.cwnd as usize,
             flight = self.flight,
             srtt_us = us(self.smoothed),
@@ -640,6 +648,10 @@ impl AdaptiveLedbat {
 }
 
 impl CongestionStrategy for AdaptiveLedbat {
+    fn name_for_trace(&mut self, peer: &str) {
+        self.trace.name(peer);
+    }
+
     fn on_sent(&mut self, now: Instant, bytes: usize) {
         if self.flight == 0 {
             self.last_progress = Some(now);

@@ -158,6 +158,7 @@ impl AutoBulk {
             spell: None,
             switches: 0,
         };
+        c.mark_shadow();
         c.adopt(group.mode());
         c
     }
@@ -199,6 +200,13 @@ impl AutoBulk {
         }
         self.mode = mode;
         self.switches += 1;
+        self.mark_shadow();
+    }
+
+    /// Tells each half whether it paces, for its trace lines.
+    fn mark_shadow(&mut self) {
+        self.adaptive.set_shadow(self.mode != Mode::Adaptive);
+        self.rate.set_shadow(self.mode != Mode::Rate);
     }
 
     /// Catches up with a change another member of the group made.
@@ -229,6 +237,11 @@ impl AutoBulk {
 }
 
 impl CongestionStrategy for AutoBulk {
+    fn name_for_trace(&mut self, peer: &str) {
+        self.adaptive.name_for_trace(peer);
+        self.rate.name_for_trace(peer);
+    }
+
     fn on_sent(&mut self, now: Instant, bytes: usize) {
         self.follow();
         let gap = self.config.quiet_for;

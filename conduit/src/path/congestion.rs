@@ -63,6 +63,13 @@ pub trait CongestionStrategy {
     /// `bytes` of bulk traffic were acknowledged; `one_way_delay` is the delay sample.
     fn on_ack(&mut self, now: Instant, bytes: usize, one_way_delay: Duration);
 
+    /// Names the peer this controller paces, for its debug-level trace lines (several
+    /// peers' lines are otherwise told apart by their round trips alone). The default
+    /// keeps no name.
+    fn name_for_trace(&mut self, peer: &str) {
+        let _ = peer;
+    }
+
     /// `bytes` of bulk traffic were acknowledged by an ack that named a small packet
     /// (critical, telemetry): its `round_trip` is not comparable with bulk's (less time on
     /// the wire) but shows the same queue. The default only settles the bytes, as

@@ -44,7 +44,11 @@ impl PeerCongestion {
     pub fn peer(&mut self, peer: PeerId) -> &mut (dyn CongestionStrategy + Send) {
         self.peers
             .entry(peer)
-            .or_insert_with(|| (self.make)())
+            .or_insert_with(|| {
+                let mut made = (self.make)();
+                made.name_for_trace(&peer.to_string());
+                made
+            })
             .as_mut()
     }
 

@@ -529,6 +529,12 @@ impl RateBulk {
         self.trace_line(now, feedback.bytes);
     }
 
+    /// Whether this controller only follows another's pacing (`auto`'s inactive
+    /// half), for its trace lines.
+    pub(in crate::path) fn set_shadow(&mut self, shadow: bool) {
+        self.trace.set_shadow(shadow);
+    }
+
     /// Writes the model's state at debug level every tenth of a second
     /// (`RUST_LOG=info,bauxite_conduit::path::rate=debug`; `adaptive/trace.rs`).
     fn trace_line(&mut self, now: Instant, bytes: usize) {
@@ -541,6 +547,8 @@ impl RateBulk {
         let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
         let mbit = |rate: f64| rate * 8.0 / 1e6;
         tracing::debug!(
+            peer = self.trace.peer(),
+            pacing = self.trace.pacing(),
             phase = ?self.phase,
             bw_mbit = mbit(self.bw),
             pacing_mbit = mbit(self.pacing_rate()),
@@ -563,6 +571,10 @@ impl RateBulk {
 }
 
 impl CongestionStrategy for RateBulk {
+    fn name_for_trace(&mut self, peer: &str) {
+        self.trace.name(peer);
+    }
+
     fn on_sent(&mut self, now: Instant, bytes: usize) {
         if self.flight == 0 {
             self.last_progress = Some(now);

@@ -2,6 +2,10 @@
 //! per-millisecond traces show (docs/congestion.md section 9), summed over a tenth of a
 //! second, so a daemon run with
 //! `RUST_LOG=info,bauxite_conduit::path::adaptive=debug` says why bulk got what it got.
+//! Each line names its peer (`peer=`) and says whether its controller paces bulk
+//! (`pacing=false` for the half of `auto` that only follows: read as the pacer, its lines
+//! sent a session looking for a start-up that never paced anything, docs/congestion.md
+//! section 17).
 //!
 //! Invariant: the counters cover exactly the acks and sends since the last line; nothing
 //! here changes the window. Off (the default filter), [`Trace::due`] is never asked and
@@ -24,6 +28,11 @@ pub(in crate::path) struct Trace {
     paced: u32,
     late: Duration,
     late_max: Duration,
+    /// Whose controller this is (the peer, in the daemon's log format), once named.
+    peer: Option<Box<str>>,
+    /// Whether another controller paces this path and this one only follows it (`auto`'s
+    /// inactive half): its lines say `pacing=false`.
+    shadow: bool,
 }
 
 /// One line's worth of counters.
@@ -76,9 +85,31 @@ impl Trace {
         };
         *self = Self {
             since: Some(now),
+            peer: self.peer.take(),
+            shadow: self.shadow,
             ..Self::default()
         };
         Some(period)
+    }
+
+    /// Names the peer this controller paces bulk to, for its lines.
+    pub(in crate::path) fn name(&mut self, peer: &str) {
+        self.peer = Some(peer.into());
+    }
+
+    /// The peer's name, or "" before it is named (the simulator's controllers).
+    pub(in crate::path) fn peer(&self) -> &str {
+        self.peer.as_deref().unwrap_or_default()
+    }
+
+    /// Marks the controller as following another's pacing (or pacing again).
+    pub(in crate::path) fn set_shadow(&mut self, shadow: bool) {
+        self.shadow = shadow;
+    }
+
+    /// Whether this controller decides when bulk leaves.
+    pub(in crate::path) fn pacing(&self) -> bool {
+        !self.shadow
     }
 }
 
@@ -115,5 +146,16 @@ mod tests {
         );
         let next = trace.due(t0 + 150 * ms, 0);
         assert!(next.is_none(), "a new period started at the line");
+    }
+
+    #[test]
+    fn the_peer_s_name_and_the_shadow_flag_outlive_each_period() {
+        let t0 = origin();
+        let mut trace = Trace::default();
+        trace.name("ab12");
+        trace.set_shadow(true);
+        trace.due(t0, 0);
+        assert!(trace.due(t0 + EVERY, 0).is_some());
+        assert_eq!((trace.peer(), trace.pacing()), ("ab12", false));
     }
 }
