@@ -502,10 +502,15 @@ fn service_datagrams_on_bulk_arrive_intact_or_not_at_all() {
     let lane = |a: &[std::sync::atomic::AtomicU64; 3], l: Lane| Metrics::get(&a[l.index()]);
     assert_eq!(lane(&m.lane_enqueued, Lane::Bulk), u64::from(COUNT));
     // Loss repair's retransmissions leave on the bulk lane too: for the link's losses
-    // and, with 20 % reordering, for packets that were only late (a NACK names a gap as
-    // soon as it appears).
+    // (5 %: about 300 of the 6000), hardly for packets that were only late. With 20 %
+    // reordering a NACK sent as soon as a gap appears asked for 1363 repairs; once the
+    // first needless repair showed the path reorders, gaps wait out the reordering
+    // before they are named: 267 (and 21 datagrams lost against 28).
     let repairs = Metrics::get(&m.bulk_repairs_sent);
-    assert!(repairs > 0);
+    assert!(
+        repairs > 0 && repairs < u64::from(COUNT) / 10,
+        "{repairs} repairs"
+    );
     assert_eq!(lane(&m.lane_sent, Lane::Bulk), u64::from(COUNT) + repairs);
     assert_eq!(lane(&m.lane_enqueued, Lane::Critical), 0);
     assert_eq!(lane(&m.lane_dropped, Lane::Bulk), 0);

@@ -328,17 +328,21 @@ impl BauxiteNode {
             .min()
     }
 
-    /// Gives up the holes whose wait ran out, releasing the bulk behind them, and gives
-    /// the kept packets that expired back to the pool.
+    /// Gives up the holes whose wait ran out, releasing the bulk behind them, names the
+    /// gaps that waited out the reordering window, and gives the kept packets that
+    /// expired back to the pool.
     pub(super) fn repair_timeouts(&mut self, now: Instant) {
         let pool = &mut self.pool;
-        for state in self.peers.values_mut() {
+        for (&peer, state) in self.peers.iter_mut() {
             let before = Totals::counts(&state.repair);
             if let Some(reorder) = state.repair.reorder.as_mut()
                 && reorder.poll_timeout().is_some_and(|at| at <= now)
             {
                 let given_up = reorder.handle_timeout(now, &mut self.released);
                 Metrics::add(&self.metrics.bulk_given_up, u64::from(given_up));
+                while let Some(frame) = reorder.poll_nack(now) {
+                    self.control.push_front(Control::Nack { peer, frame });
+                }
             }
             if let Some(sender) = state.repair.sender.as_mut()
                 && sender.expires_at().is_some_and(|at| at <= now)

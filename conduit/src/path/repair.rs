@@ -8,6 +8,9 @@
 //! per-stream sequence numbers, a NACK from the receiver when a gap appears (RFC 4585's
 //! generic NACK), a retransmission as a new packet (RFC 4588's RTX: here resealed with a
 //! new counter), and a reorder buffer with a deadline at the receiver (a jitter buffer).
+//! A gap is named at once until a repair proves needless (its original came late, then
+//! the repair: the path reorders); from then on a gap waits that late before its NACK
+//! (RACK's reordering window, widened on a D-SACK), halved after five seconds without.
 //!
 //! Invariants:
 //! - Only the bulk lane is sequenced and held. Critical and telemetry packets carry no
@@ -88,6 +91,11 @@ pub const MAX_HOLD: Duration = Duration::from_millis(200);
 const NACKS_TIMED: usize = 16;
 /// What the wait for a hole adds to the repairs' measured delay and its variation.
 const HOLD_MARGIN: Duration = Duration::from_millis(5);
+/// Gaps whose NACK waits out the reordering window at once (more are named at once).
+const GAPS_WAITING: usize = 16;
+/// How long the reordering window lasts without a repair that proved needless before it
+/// is halved (RACK keeps its widened window for 16 recoveries; these come by the second).
+const REORDER_DECAY: Duration = Duration::from_secs(5);
 
 /// How long the receiver waits for a hole to be repaired before it has timed a repair,
 /// from the peer's smoothed round trip: the NACK's way there, the repair's way back, and
@@ -435,9 +443,11 @@ pub enum Arrival {
     /// after it), or a late one whose hole was given up, or an old session's.
     Deliver,
     /// Hold it behind a hole: hand it to [`BulkReorder::hold`]. `nack` names the packets
-    /// missing in front of it that no earlier NACK named.
+    /// missing in front of it that no earlier NACK named, unless the path reorders: then
+    /// the gap waits out the reordering window and [`BulkReorder::poll_nack`] names what
+    /// is still missing.
     Hold {
-        /// The NACK to send, if this arrival opened a new gap.
+        /// The NACK to send now, if this arrival opened a new gap.
         nack: Option<NackFrame>,
     },
     /// Already delivered or held: drop it (a repair whose original came late, a link
@@ -452,12 +462,30 @@ struct Held {
     arrived: Instant,
 }
 
-/// A NACK sent: the packets it named and when.
+/// A NACK sent: the packets it named, when, and when their gap opened.
 #[derive(Clone, Copy, Debug)]
 struct NackSent {
     first: u32,
     count: u16,
     at: Instant,
+    opened: Instant,
+}
+
+/// A gap whose NACK waits out the reordering window: named at `due` if still open.
+#[derive(Clone, Copy, Debug)]
+struct GapWaiting {
+    first: u32,
+    count: u16,
+    opened: Instant,
+    due: Instant,
+}
+
+/// A named packet's first copy: how long after its gap opened it came. A second copy
+/// of it (the repair) then proves the NACK needless: the first was the original, late.
+#[derive(Clone, Copy, Debug)]
+struct Filled {
+    seq: u32,
+    late: Duration,
 }
 
 /// How long a hole takes to be filled after its NACK, smoothed as TCP smooths its round
@@ -524,6 +552,16 @@ pub struct BulkReorder {
     /// Where the next NACK goes in `nacks`.
     nack_cursor: usize,
     repair_delay: RepairDelay,
+    /// How long a new gap waits for its packets before they are named: zero until a
+    /// repair proved needless (the path reorders), then as late as the original came.
+    reorder_wait: Duration,
+    /// When a repair last proved needless (the window decays from there).
+    widened_at: Option<Instant>,
+    /// Gaps waiting out `reorder_wait`, oldest first.
+    waiting: [Option<GapWaiting>; GAPS_WAITING],
+    /// The first copies of named packets, newest last (a ring of `NACKS_TIMED`).
+    filled: [Option<Filled>; NACKS_TIMED],
+    filled_cursor: usize,
 }
 
 impl Default for BulkReorder {
@@ -549,13 +587,23 @@ impl BulkReorder {
             nacks: [None; NACKS_TIMED],
             nack_cursor: 0,
             repair_delay: RepairDelay::default(),
+            reorder_wait: Duration::ZERO,
+            widened_at: None,
+            waiting: [None; GAPS_WAITING],
+            filled: [None; NACKS_TIMED],
+            filled_cursor: 0,
         }
     }
 
     /// How long to wait for a hole: from the repairs timed on this path, or from the
     /// peer's round trip (`rtt`, see [`hold_time`]) until one was.
     pub fn hold_time(&self, rtt: Option<Duration>) -> Duration {
-        self.repair_delay.hold(hold_time(rtt))
+        (self.repair_delay.hold(hold_time(rtt)) + self.reorder_wait).min(MAX_HOLD)
+    }
+
+    /// How long a new gap waits before its NACK (the path's measured reordering).
+    pub fn reorder_wait(&self) -> Duration {
+        self.reorder_wait
     }
 
     /// Sequenced bulk packet `seq` of session `index` authenticated at `now`. Packets it
@@ -584,8 +632,11 @@ impl BulkReorder {
             self.highest = None;
             self.previous_seen = std::mem::take(&mut self.seen);
             self.nacks = [None; NACKS_TIMED];
+            self.waiting = [None; GAPS_WAITING];
+            self.filled = [None; NACKS_TIMED];
         }
         if !self.seen.check(u64::from(seq)) {
+            self.needless_repair(now, seq);
             return Arrival::Duplicate;
         }
         if self.highest.is_some_and(|highest| seq < highest) {
@@ -596,15 +647,10 @@ impl BulkReorder {
             self.seen.commit(u64::from(seq));
             return Arrival::Deliver;
         }
-        let nack = self.gap_before(index, seq);
-        if let Some(nack) = nack {
-            self.nacks[self.nack_cursor] = Some(NackSent {
-                first: nack.first,
-                count: nack.count,
-                at: now,
-            });
-            self.nack_cursor = (self.nack_cursor + 1) % NACKS_TIMED;
-        }
+        self.decay_wait(now);
+        let nack = self
+            .gap_before(index, seq)
+            .and_then(|gap| self.name_or_wait(now, gap));
         self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
         if seq == self.next {
             self.seen.commit(u64::from(seq));
@@ -639,9 +685,38 @@ impl BulkReorder {
         self.deadline = self.deadline.or(Some(now + hold));
     }
 
-    /// When the hole at the front is given up, if packets are held.
+    /// When the hole at the front is given up, if packets are held, or a waiting gap's
+    /// NACK is due, whichever comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        let due = self.waiting.iter().flatten().map(|g| g.due).min();
+        [self.deadline, due].into_iter().flatten().min()
+    }
+
+    /// The NACK for a gap that waited out the reordering window and still misses
+    /// packets (trimmed to them), once its time came; `None` when none is due. Gaps the
+    /// late packets closed are dropped unnamed: that is the window's point.
+    pub fn poll_nack(&mut self, now: Instant) -> Option<NackFrame> {
+        let index = self.index?;
+        for slot in 0..GAPS_WAITING {
+            let Some(gap) = self.waiting[slot].filter(|g| g.due <= now) else {
+                continue;
+            };
+            self.waiting[slot] = None;
+            let missing = |seq: &u32| *seq >= self.next && self.seen.check(u64::from(*seq));
+            let end = gap.first.saturating_add(u32::from(gap.count));
+            let Some(first) = (gap.first..end).find(missing) else {
+                continue;
+            };
+            let last = (first..end).rev().find(missing).unwrap_or(first);
+            let nack = NackFrame {
+                index,
+                first,
+                count: (last - first + 1) as u16,
+            };
+            self.sent(now, nack, gap.opened);
+            return Some(nack);
+        }
+        None
     }
 
     /// Gives up the holes whose wait ran out by `now`, releasing what waited behind them;
@@ -690,8 +765,76 @@ impl BulkReorder {
         });
         if let Some(nack) = nacked {
             let delay = now.saturating_duration_since(nack.at);
+            let late = now.saturating_duration_since(nack.opened);
             self.repair_delay.sample(delay);
+            self.filled[self.filled_cursor] = Some(Filled { seq, late });
+            self.filled_cursor = (self.filled_cursor + 1) % NACKS_TIMED;
         }
+    }
+
+    /// A second copy of `seq` came: if `seq` was named and its first copy filled the
+    /// hole, that first copy was the original, late (a repair comes a round trip after
+    /// its NACK), and the NACK cost a needless repair. New gaps wait that long, a
+    /// quarter more, before they are named (RACK widens its reordering window on a
+    /// D-SACK the same way), within a quarter of the wait for a hole. (A link's copy of
+    /// a repair reads the same; rare, bounded by that quarter, and decayed.)
+    fn needless_repair(&mut self, now: Instant, seq: u32) {
+        let Some(slot) = self
+            .filled
+            .iter_mut()
+            .find(|f| f.is_some_and(|f| f.seq == seq))
+        else {
+            return;
+        };
+        let Some(filled) = slot.take() else {
+            return;
+        };
+        let wait = (filled.late + filled.late / 4).min(self.hold / 4);
+        self.reorder_wait = self.reorder_wait.max(wait);
+        self.widened_at = Some(now);
+    }
+
+    /// Halves the reordering window once it has gone [`REORDER_DECAY`] without a
+    /// needless repair: a path that stopped reordering gets its prompt NACKs back.
+    fn decay_wait(&mut self, now: Instant) {
+        if let Some(at) = self.widened_at
+            && now.saturating_duration_since(at) >= REORDER_DECAY
+        {
+            self.reorder_wait /= 2;
+            self.widened_at = (self.reorder_wait >= Duration::from_micros(100)).then_some(now);
+            if self.widened_at.is_none() {
+                self.reorder_wait = Duration::ZERO;
+            }
+        }
+    }
+
+    /// A gap just opened at `now`: named at once while the path has not reordered, else
+    /// left to wait out the window (named at once too when every waiting place is taken).
+    fn name_or_wait(&mut self, now: Instant, gap: NackFrame) -> Option<NackFrame> {
+        if !self.reorder_wait.is_zero()
+            && let Some(slot) = self.waiting.iter_mut().find(|g| g.is_none())
+        {
+            *slot = Some(GapWaiting {
+                first: gap.first,
+                count: gap.count,
+                opened: now,
+                due: now + self.reorder_wait,
+            });
+            return None;
+        }
+        self.sent(now, gap, now);
+        Some(gap)
+    }
+
+    /// Remembers a NACK sent at `now` for a gap opened at `opened`, to time what fills it.
+    fn sent(&mut self, now: Instant, nack: NackFrame, opened: Instant) {
+        self.nacks[self.nack_cursor] = Some(NackSent {
+            first: nack.first,
+            count: nack.count,
+            at: now,
+            opened,
+        });
+        self.nack_cursor = (self.nack_cursor + 1) % NACKS_TIMED;
     }
 
     /// A NACK for the packets missing in front of `seq`, if `seq` opens a gap above the

@@ -425,6 +425,81 @@ fn a_copy_that_comes_after_its_hole_was_given_up_lengthens_the_wait() {
     assert!(reorder.hold_time(None) > before);
 }
 
+/// A path that reorders: the first gap is named at once, its original comes 3 ms late
+/// and its repair a round trip later, a needless repair. From then on a gap waits that
+/// long (and a quarter) before it is named: one that late packets close is never named,
+/// a real loss is named when the wait is over, trimmed to what is still missing; after
+/// [`REORDER_DECAY`] without another needless repair the wait halves.
+#[test]
+fn on_a_path_that_reorders_a_gap_waits_before_it_is_named() {
+    let t0 = origin();
+    let ms = Duration::from_millis;
+    let mut reorder = BulkReorder::new();
+    let mut released = VecDeque::new();
+    feed(&mut reorder, 0, t0, &mut released);
+    assert_eq!(reorder.reorder_wait(), Duration::ZERO);
+    assert!(hole_filled_after(&mut reorder, 1, t0, ms(3)).is_some());
+    assert_eq!(
+        reorder.poll_nack(t0 + ms(3)),
+        None,
+        "named at once, nothing waits"
+    );
+    let hold = reorder.hold_time(None);
+    assert_eq!(
+        feed(&mut reorder, 1, t0 + ms(40), &mut released),
+        Arrival::Duplicate
+    );
+    let wait = reorder.reorder_wait();
+    assert_eq!(wait, ms(3) + ms(3) / 4);
+    assert_eq!(
+        reorder.hold_time(None),
+        hold + wait,
+        "a hole waits for that too"
+    );
+
+    // Reordered by 2 ms: the gap waits and is never named.
+    let t1 = t0 + ms(100);
+    assert_eq!(
+        feed(&mut reorder, 4, t1, &mut released),
+        Arrival::Hold { nack: None }
+    );
+    assert_eq!(reorder.poll_timeout(), Some(t1 + wait));
+    assert_eq!(
+        feed(&mut reorder, 3, t1 + ms(2), &mut released),
+        Arrival::Deliver
+    );
+    assert_eq!(seqs(&mut released), [4]);
+    assert_eq!(
+        reorder.poll_nack(t1 + wait),
+        None,
+        "the late packet closed the gap"
+    );
+
+    // 6 and 8 lost, 7 late: the NACK names 6..=8 once the wait is over.
+    let t2 = t1 + ms(100);
+    feed(&mut reorder, 5, t2, &mut released);
+    assert_eq!(
+        feed(&mut reorder, 9, t2, &mut released),
+        Arrival::Hold { nack: None }
+    );
+    feed(&mut reorder, 7, t2 + ms(1), &mut released);
+    assert_eq!(reorder.poll_nack(t2 + wait - ms(1)), None, "not due yet");
+    assert_eq!(
+        reorder.poll_nack(t2 + wait),
+        Some(NackFrame {
+            index: 1,
+            first: 6,
+            count: 3
+        })
+    );
+    assert_eq!(reorder.poll_nack(t2 + wait), None, "named once");
+
+    // Five seconds without a needless repair: half the wait.
+    let t3 = t0 + ms(40) + REORDER_DECAY;
+    feed(&mut reorder, 6, t3, &mut released);
+    assert_eq!(reorder.reorder_wait(), wait / 2);
+}
+
 #[test]
 fn frames_reject_wrong_lengths_and_a_zero_count() {
     assert!(parse_bulk(&[FRAME_BULK, 0, 0, 0, 0]).is_err());
@@ -472,6 +547,10 @@ proptest! {
         for (seq, gap_ms) in arrivals {
             now += Duration::from_millis(gap_ms);
             reorder.handle_timeout(now, &mut released);
+            while let Some(nack) = reorder.poll_nack(now) {
+                let named = nack.first..nack.first + u32::from(nack.count);
+                prop_assert!(!delivered.iter().any(|seq| named.contains(seq)), "{:?} named after delivery", nack);
+            }
             delivered.extend(seqs(&mut released));
             if feed(&mut reorder, seq, now, &mut released) == Arrival::Deliver {
                 delivered.push(seq);
@@ -480,6 +559,7 @@ proptest! {
             prop_assert!(reorder.held() <= HOLD_SLOTS);
         }
         reorder.handle_timeout(now + HOLD, &mut released);
+        while reorder.poll_nack(now + HOLD).is_some() {}
         delivered.extend(seqs(&mut released));
         prop_assert_eq!(reorder.held(), 0);
         prop_assert_eq!(reorder.poll_timeout(), None);
