@@ -696,11 +696,6 @@ impl BulkReorder {
     /// When the hole at the front is given up, if packets are held, or a NACK is due (a
     /// waiting gap's, or a retry), whichever comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.held_count == 0 {
-            // Nothing held behind a hole: nothing to name or name again (a gap holds the
-            // packet that opened it). The common case, and a hub asks for every peer.
-            return self.deadline;
-        }
         let due = self.waiting.iter().flatten().map(|g| g.due).min();
         let retry = self
             .nacks
