@@ -469,8 +469,6 @@ struct NackSent {
     count: u16,
     at: Instant,
     opened: Instant,
-    /// Whether it was sent a second time (once at most).
-    retried: bool,
 }
 
 /// A gap whose NACK waits out the reordering window: named at `due` if still open.
@@ -515,12 +513,6 @@ impl RepairDelay {
                 self.smoothed = Some((smoothed * 7 + delay) / 8);
             }
         }
-    }
-
-    /// How long after its NACK a repair is overdue: the smoothed delay and four
-    /// variations (RFC 6298's retransmission timeout, with [`MIN_HOLD`] for its floor).
-    fn overdue(&self) -> Option<Duration> {
-        Some((self.smoothed? + self.variation * 4).max(MIN_HOLD))
     }
 
     /// The wait for a hole: the repairs' smoothed delay, four variations and a margin,
@@ -693,27 +685,16 @@ impl BulkReorder {
         self.deadline = self.deadline.or(Some(now + hold));
     }
 
-    /// When the hole at the front is given up, if packets are held, or a NACK is due (a
-    /// waiting gap's, or a retry), whichever comes first.
+    /// When the hole at the front is given up, if packets are held, or a waiting gap's
+    /// NACK is due, whichever comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = self.waiting.iter().flatten().map(|g| g.due).min();
-        let retry = self
-            .nacks
-            .iter()
-            .flatten()
-            .filter(|n| !n.retried)
-            .filter_map(|n| self.retry_at(n))
-            .min();
-        [self.deadline, due, retry].into_iter().flatten().min()
+        [self.deadline, due].into_iter().flatten().min()
     }
 
-    /// The next NACK due by `now`, trimmed to the packets still missing; `None` when none
-    /// is. Two kinds: a gap that waited out the reordering window (gaps the late packets
-    /// closed are dropped unnamed: that is the window's point), and the front hole's
-    /// NACK, sent once, whose repair is overdue: the NACK was probably lost, so it is sent
-    /// again, once, and the hole waits one more repair's time (within [`MAX_HOLD`] of
-    /// the first packet held behind it). (The sender repairs each packet once: a lost
-    /// *repair* stays a loss, so an overflow stays visible to the TCP above.)
+    /// The NACK for a gap that waited out the reordering window and still misses
+    /// packets (trimmed to them), once its time came; `None` when none is due. Gaps the
+    /// late packets closed are dropped unnamed: that is the window's point.
     pub fn poll_nack(&mut self, now: Instant) -> Option<NackFrame> {
         let index = self.index?;
         for slot in 0..GAPS_WAITING {
@@ -721,68 +702,21 @@ impl BulkReorder {
                 continue;
             };
             self.waiting[slot] = None;
-            let Some(nack) = self.still_missing(index, gap.first, gap.count) else {
+            let missing = |seq: &u32| *seq >= self.next && self.seen.check(u64::from(*seq));
+            let end = gap.first.saturating_add(u32::from(gap.count));
+            let Some(first) = (gap.first..end).find(missing) else {
                 continue;
+            };
+            let last = (first..end).rev().find(missing).unwrap_or(first);
+            let nack = NackFrame {
+                index,
+                first,
+                count: (last - first + 1) as u16,
             };
             self.sent(now, nack, gap.opened);
             return Some(nack);
         }
-        for slot in 0..NACKS_TIMED {
-            let Some(sent) = self.nacks[slot]
-                .filter(|n| !n.retried && self.retry_at(n).is_some_and(|at| at <= now))
-            else {
-                continue;
-            };
-            let retried = NackSent {
-                retried: true,
-                ..sent
-            };
-            self.nacks[slot] = Some(retried);
-            let Some(nack) = self.still_missing(index, sent.first, sent.count) else {
-                continue;
-            };
-            // Only for the front hole, which holds everything behind it up, and only
-            // while its wait can be stretched for one more repair within MAX_HOLD of the
-            // first packet it holds.
-            let first_held = self
-                .lowest_held()
-                .and_then(|seq| self.held[seq as usize % HOLD_SLOTS].as_ref())
-                .map(|held| held.arrived);
-            let wait = now + self.repair_delay.hold(self.hold);
-            if nack.first != self.next || first_held.is_none_or(|at| wait > at + MAX_HOLD) {
-                continue;
-            }
-            self.deadline = self.deadline.max(Some(wait));
-            self.nacks[slot] = Some(NackSent { at: now, ..retried });
-            return Some(nack);
-        }
         None
-    }
-
-    /// When a NACK's repair is overdue: its typical delay and four variations after it
-    /// was sent (unknown until a repair was timed, and while its packets are all below
-    /// `next`, delivered or given up).
-    fn retry_at(&self, sent: &NackSent) -> Option<Instant> {
-        let end = sent.first.saturating_add(u32::from(sent.count));
-        if end <= self.next {
-            return None;
-        }
-        let overdue = self.repair_delay.overdue()?;
-        Some(sent.at + overdue)
-    }
-
-    /// The part of `first..first + count` still missing (not delivered, held or given
-    /// up), as a NACK of session `index`.
-    fn still_missing(&self, index: u32, first: u32, count: u16) -> Option<NackFrame> {
-        let missing = |seq: &u32| *seq >= self.next && self.seen.check(u64::from(*seq));
-        let end = first.saturating_add(u32::from(count));
-        let from = (first..end).find(missing)?;
-        let last = (from..end).rev().find(missing).unwrap_or(from);
-        Some(NackFrame {
-            index,
-            first: from,
-            count: (last - from + 1) as u16,
-        })
     }
 
     /// Gives up the holes whose wait ran out by `now`, releasing what waited behind them;
@@ -899,7 +833,6 @@ impl BulkReorder {
             count: nack.count,
             at: now,
             opened,
-            retried: false,
         });
         self.nack_cursor = (self.nack_cursor + 1) % NACKS_TIMED;
     }

@@ -68,9 +68,7 @@ fn a_hole_is_named_once_and_its_repair_releases_the_packets_behind_it() {
         Arrival::Hold { nack: None },
         "filling part of a known hole names nothing"
     );
-    // The NACK's repair is overdue after the least wait (the one fill timed so far took
-    // no time), well before the hole is given up at HOLD.
-    assert_eq!(reorder.poll_timeout(), Some(t0 + MIN_HOLD));
+    assert_eq!(reorder.poll_timeout(), Some(t0 + HOLD));
     assert_eq!(feed(&mut reorder, 1, t0, &mut released), Arrival::Deliver);
     assert_eq!(seqs(&mut released), [2, 3, 4], "in order, after the repair");
     assert_eq!(reorder.poll_timeout(), None);
@@ -500,68 +498,6 @@ fn on_a_path_that_reorders_a_gap_waits_before_it_is_named() {
     let t3 = t0 + ms(40) + REORDER_DECAY;
     feed(&mut reorder, 6, t3, &mut released);
     assert_eq!(reorder.reorder_wait(), wait / 2);
-}
-
-/// The front hole's NACK whose repair is overdue (its typical delay and four variations)
-/// is sent again, once, for what is still missing, and the hole waits for that repair
-/// too; a filled hole is not named again, nor one that could not wait within MAX_HOLD.
-#[test]
-fn a_nack_whose_repair_is_overdue_is_sent_again_once() {
-    let t0 = origin();
-    let ms = Duration::from_millis;
-    let mut reorder = BulkReorder::new();
-    let mut released = VecDeque::new();
-    feed(&mut reorder, 0, t0, &mut released);
-    let mut now = t0;
-    for hole in 0..10 {
-        hole_filled_after(&mut reorder, 1 + 2 * hole, now, ms(20));
-        now += ms(100);
-    }
-    // Packet 21 lost; its NACK (or its repair) too. 22 waits 30 ms, less than two repairs.
-    let Arrival::Hold { nack: Some(nack) } = reorder.arrive(now, 1, 22, &mut released) else {
-        panic!("22 opens a gap");
-    };
-    reorder.hold(22, 22u32.to_le_bytes().to_vec(), now, ms(30));
-    let retry = reorder
-        .poll_timeout()
-        .expect("a retry or a deadline is due");
-    assert!(
-        retry > now + ms(20) && retry < now + ms(30),
-        "{:?}",
-        retry - now
-    );
-    assert_eq!(reorder.poll_nack(retry - ms(1)), None);
-    assert_eq!(reorder.poll_nack(retry), Some(nack), "sent again");
-    assert_eq!(reorder.poll_nack(retry), None, "once");
-    let deadline = reorder.poll_timeout().expect("the hole's deadline");
-    assert!(
-        deadline > now + ms(30) && deadline >= retry + ms(25),
-        "stretched for the second repair: {:?} after the retry",
-        deadline - retry
-    );
-    assert_eq!(
-        feed(&mut reorder, 21, retry + ms(20), &mut released),
-        Arrival::Deliver
-    );
-    assert_eq!(seqs(&mut released), [22], "the second NACK's repair");
-
-    // A hole filled in time is not named again.
-    now += ms(100);
-    assert!(hole_filled_after(&mut reorder, 23, now, ms(20)).is_some());
-    assert_eq!(reorder.poll_timeout(), None);
-    assert_eq!(reorder.poll_nack(now + ms(100)), None);
-
-    // A hole whose first held packet has waited close to MAX_HOLD: not named again.
-    now += ms(100);
-    let Arrival::Hold { nack: Some(_) } = feed(&mut reorder, 26, now, &mut released) else {
-        panic!("26 opens a gap");
-    };
-    let late = now + MAX_HOLD - ms(10);
-    assert_eq!(
-        reorder.poll_nack(late),
-        None,
-        "its repair could not come in time"
-    );
 }
 
 #[test]
