@@ -779,14 +779,12 @@ impl BulkReorder {
     /// D-SACK the same way), within a quarter of the wait for a hole. (A link's copy of
     /// a repair reads the same; rare, bounded by that quarter, and decayed.)
     fn needless_repair(&mut self, now: Instant, seq: u32) {
-        let Some(slot) = self
+        let Some(filled) = self
             .filled
             .iter_mut()
             .find(|f| f.is_some_and(|f| f.seq == seq))
+            .and_then(Option::take)
         else {
-            return;
-        };
-        let Some(filled) = slot.take() else {
             return;
         };
         let wait = (filled.late + filled.late / 4).min(self.hold / 4);
@@ -801,9 +799,10 @@ impl BulkReorder {
             && now.saturating_duration_since(at) >= REORDER_DECAY
         {
             self.reorder_wait /= 2;
-            self.widened_at = (self.reorder_wait >= Duration::from_micros(100)).then_some(now);
-            if self.widened_at.is_none() {
+            self.widened_at = Some(now);
+            if self.reorder_wait < Duration::from_micros(100) {
                 self.reorder_wait = Duration::ZERO;
+                self.widened_at = None;
             }
         }
     }
