@@ -18,6 +18,11 @@
 # run (also appended to target/netns-fair.md).
 #
 #   sudo benches/netns/fair.sh [--loss 0.02] [--seconds 25] [--skip 5] [--rate 12M] [--runs 1]
+#                              [--jitter MS]
+#
+# --jitter MS puts R1 and R2 behind link emulators too (no rate limit, MS of delay with
+# ± MS of in-order jitter) instead of plain veths: two robots on one busy radio behind the
+# hub's uplink, where each window's own samples are noisy.
 #
 # BAUXITE=PATH runs that bauxite binary; BXBENCH_NO_BUILD=1 skips the build;
 # BXBENCH_LOGS=DIR keeps each run's daemon logs, iperf3 reports and emulator counters;
@@ -31,6 +36,7 @@ SECONDS_RUN=25
 SKIP=5
 RATE=12M
 RUNS=1
+JITTER=""
 while (($#)); do
   case "$1" in
     --loss) LOSS="$2"; shift 2 ;;
@@ -38,7 +44,8 @@ while (($#)); do
     --skip) SKIP="$2"; shift 2 ;;
     --rate) RATE="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
-    *) echo "usage: $0 [--loss P] [--seconds S] [--skip S] [--rate R] [--runs N]" >&2; exit 2 ;;
+    --jitter) JITTER="$2"; shift 2 ;;
+    *) echo "usage: $0 [--loss P] [--seconds S] [--skip S] [--rate R] [--runs N] [--jitter MS]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -58,7 +65,7 @@ OUT="$TARGET_DIR/netns-fair.md"
 PIDS=()
 
 teardown() {
-  exec 7>&- 8>&-
+  exec 5>&- 6>&- 7>&- 8>&-
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for n in "${NSS[@]}"; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
@@ -99,13 +106,23 @@ topology() {
   ip netns exec "$S" sysctl -qw net.ipv4.ip_forward=1
   emulator 7 up "$H" "$S" 10.78.0.1/30 10.78.0.2/30 \
     --rate-kbit 20000 --delay-ms 10 --buffer-bytes 150000 --seed 7
-  veth r1 "$S" "$R1" 10.78.1.1/30 10.78.1.2/30
-  veth r2 "$S" "$R2" 10.78.2.1/30 10.78.2.2/30
+  if [ -n "$JITTER" ]; then
+    emulator 5 r1 "$S" "$R1" 10.78.1.1/30 10.78.1.2/30 --delay-ms "$JITTER" --jitter-ms "$JITTER" --seed 5
+    emulator 6 r2 "$S" "$R2" 10.78.2.1/30 10.78.2.2/30 --delay-ms "$JITTER" --jitter-ms "$JITTER" --seed 6
+  else
+    veth r1 "$S" "$R1" 10.78.1.1/30 10.78.1.2/30
+    veth r2 "$S" "$R2" 10.78.2.1/30 10.78.2.2/30
+  fi
   emulator 8 slow "$S" "$R3" 10.78.3.1/30 10.78.3.2/30 \
     --rate-kbit 2000 --loss "$LOSS" --buffer-bytes 50000 --seed 8
   ip -n "$H" route add default dev upa
-  ip -n "$R1" route add default via 10.78.1.1
-  ip -n "$R2" route add default via 10.78.2.1
+  if [ -n "$JITTER" ]; then
+    ip -n "$R1" route add default dev r1b
+    ip -n "$R2" route add default dev r2b
+  else
+    ip -n "$R1" route add default via 10.78.1.1
+    ip -n "$R2" route add default via 10.78.2.1
+  fi
   ip -n "$R3" route add default dev slowb
 }
 
@@ -135,7 +152,7 @@ daemons() {
   config h 100.64.0.1 r1:100.64.0.11:10.78.1.2 r2:100.64.0.12:10.78.2.2 r3:100.64.0.13:10.78.3.2
   for i in 1 2 3; do config "r$i" "100.64.0.1$i" h:100.64.0.1:10.78.0.1; done
   for n in h r1 r2 r3; do
-    ip netns exec "${NS[$n]}" "$BAUXITE" run --config "$WORK/$n.toml" 2> "$WORK/$n.log" 7>&- 8>&- &
+    ip netns exec "${NS[$n]}" "$BAUXITE" run --config "$WORK/$n.toml" 2> "$WORK/$n.log" 5>&- 6>&- 7>&- 8>&- &
     PIDS+=($!)
   done
   for i in 1 2 3; do
@@ -151,7 +168,7 @@ daemons() {
 run() {
   local i
   for i in 1 2 3; do
-    ip netns exec "${NS[r$i]}" iperf3 -s -1 -B "100.64.0.1$i" -p 5301 -J > "$WORK/server$i.json" 2>&1 7>&- 8>&- &
+    ip netns exec "${NS[r$i]}" iperf3 -s -1 -B "100.64.0.1$i" -p 5301 -J > "$WORK/server$i.json" 2>&1 5>&- 6>&- 7>&- 8>&- &
   done
   for i in 1 2 3; do
     for _ in $(seq 50); do ip netns exec "${NS[r$i]}" ss -lun | grep -q ":5301" && break; sleep 0.1; done
@@ -159,7 +176,7 @@ run() {
   local flows=()
   for i in 1 2 3; do
     ip netns exec "$H" iperf3 -c "100.64.0.1$i" -p 5301 -u -b "$RATE" -l 1200 -t "$SECONDS_RUN" \
-      -i 1 --json > "$WORK/flow$i.json" 2>&1 7>&- 8>&- &
+      -i 1 --json > "$WORK/flow$i.json" 2>&1 5>&- 6>&- 7>&- 8>&- &
     flows+=($!)
   done
   for f in "${flows[@]}"; do wait "$f" || true; done
@@ -190,7 +207,7 @@ for r in $(seq "$RUNS"); do
   topology; keys; daemons
   read -r a b slow <<< "$(run)"
   fair=$(python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.3f' % (min(a,b)/((a+b)/2)))" "$a" "$b")
-  echo "| $(git rev-parse --short HEAD) | $LOSS | $r | $a Mbit/s | $b Mbit/s | $slow Mbit/s | $fair | ${BXBENCH_NODE_EXTRA:-} |" | tee -a "$OUT"
+  echo "| $(git rev-parse --short HEAD) | $LOSS${JITTER:+ (fast hops ±$JITTER ms)} | $r | $a Mbit/s | $b Mbit/s | $slow Mbit/s | $fair | ${BXBENCH_NODE_EXTRA:-} |" | tee -a "$OUT"
   teardown
   if [ -n "${BXBENCH_LOGS:-}" ]; then
     mkdir -p "$BXBENCH_LOGS/run$r"

@@ -12,7 +12,11 @@
 #
 #   sudo benches/netns/links.sh [--profiles lte,wifi] [--depths 32000,150000,500000]
 #                               [--pings N] [--warmup S] [--only bare,bauxite,boringtun]
-#                               [--tcp cubic|bbr|reno]
+#                               [--tcp cubic|bbr|reno] [--udp RATE]
+#
+# --udp RATE makes the bulk transfer one iperf3 UDP stream at RATE (e.g. 60M, more than
+# the link's best second) instead of TCP: the tunnel's bulk controller alone, without
+# TCP's own reaction to loss and delay above it (its goodput is what arrived).
 #
 # Per run: the idle loop; then the flow starts, and once it has run --warmup seconds the
 # loaded loop runs beside it; the flow outlasts the loop by 4 s, and only replies that
@@ -46,6 +50,7 @@ ONLY="bare,bauxite,boringtun"
 # (net.ipv4.tcp_congestion_control), and on this project's test machine it is bbr.
 # Until session 28 the flow took it while the table said "cubic".
 TCP="cubic"
+UDP=""
 while (($#)); do
   case "$1" in
     --profiles) PROFILES="$2"; shift 2 ;;
@@ -54,7 +59,8 @@ while (($#)); do
     --warmup) WARMUP="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --tcp) TCP="$2"; shift 2 ;;
-    *) echo "usage: $0 [--profiles lte,wifi] [--depths B,B,...] [--pings N] [--warmup S] [--only bare,bauxite,boringtun] [--tcp cubic|bbr|reno]" >&2; exit 2 ;;
+    --udp) UDP="$2"; shift 2 ;;
+    *) echo "usage: $0 [--profiles lte,wifi] [--depths B,B,...] [--pings N] [--warmup S] [--only bare,bauxite,boringtun] [--tcp cubic|bbr|reno] [--udp RATE]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -174,7 +180,8 @@ measure() {
   for _ in $(seq 50); do ip netns exec "$B" ss -ltn | grep -q ":5201" && break; sleep 0.1; done
   f0=$(emu_snapshot)
   rm -f "$WORK/flow.end"
-  (ip netns exec "$A" iperf3 -c "$dst" -C "$TCP" -t "$seconds" -i 1 --forceflush > "$WORK/bulk.txt" 2>&1
+  local kind=(-C "$TCP"); [ -z "$UDP" ] || kind=(-u -b "$UDP" -l 1200)
+  (ip netns exec "$A" iperf3 -c "$dst" "${kind[@]}" -t "$seconds" -i 1 --forceflush > "$WORK/bulk.txt" 2>&1
    date +%s.%N > "$WORK/flow.end") &
   local flow=$!
   # iperf3 prints a line per second of the flow: wait for WARMUP of them.
@@ -190,7 +197,8 @@ measure() {
   local ended; ended=$(cat "$WORK/flow.end")
   wait "$server" || true
   loaded=$(ping_stats "$WORK/loaded.txt" "$pings" 1 "$ended")
-  bulk=$(awk '/receiver/ {v=$(NF-2); u=$(NF-1)} END {
+  # The receiver's line: "... 12.3 Mbits/sec [jitter, lost/total for UDP] receiver".
+  bulk=$(awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i ~ /bits\/sec$/) { v = $(i-1); u = $i } } END {
       print (u == "Kbits/sec") ? v / 1000 : (u == "Gbits/sec") ? v * 1000 : v }' "$WORK/bulk.txt")
   printf '%s | %s | %s' "$idle" "$loaded" "$(shares "$i0" "$i1" "$f0" "$f1" "$l0" "$l1" "${bulk:-0}")"
 }
@@ -212,7 +220,7 @@ print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")
 }
 
 {
-  echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); ${PINGS:-one period of} echoes at 1 kHz idle and beside one iperf3 TCP flow ($TCP), bauxite-linkemu --seed 7 ($([ -n "$EMU_WRAP" ] && echo "under $EMU_WRAP" || echo "at normal priority"))."
+  echo "Commit $(git rev-parse --short HEAD), $(nproc) cores, kernel $(uname -r); ${PINGS:-one period of} echoes at 1 kHz idle and beside one iperf3 $([ -n "$UDP" ] && echo "UDP stream at $UDP" || echo "TCP flow ($TCP)"), bauxite-linkemu --seed 7 ($([ -n "$EMU_WRAP" ] && echo "under $EMU_WRAP" || echo "at normal priority"))."
   echo
   echo "| profile | buffer | path | loop idle (RTT) | loop beside bulk (RTT) | bulk: goodput over the whole flow, of the capacity (Mbit/s) | bulk: link use A→B beside the loop, of the capacity (Mbit/s) | emulator |"
   echo "|---|---|---|---|---|---|---|---|"
