@@ -235,6 +235,8 @@ pub struct AdaptiveLedbat {
     next_send: Option<Instant>,
     /// A wake-up owed at `next_send`, so the driver polls for bulk again.
     pace_wake: Option<Instant>,
+    /// Whether other windows of this node send bulk now (`set_shared`).
+    shared: bool,
     /// Counters for the debug-level trace (`trace.rs`).
     trace: Trace,
 }
@@ -268,6 +270,7 @@ impl AdaptiveLedbat {
             one_way: None,
             next_send: None,
             pace_wake: None,
+            shared: false,
             trace: Trace::default(),
         }
     }
@@ -382,9 +385,17 @@ impl AdaptiveLedbat {
         }
         let mut fresh = self.fresh();
         let first = fresh.next()?;
-        match first.queuing(horizon) {
+        let unbiased = self.shared && !horizon.is_zero();
+        let read = |f: &DelayFilter| {
+            if unbiased {
+                f.queuing_unbiased(horizon)
+            } else {
+                f.queuing(horizon)
+            }
+        };
+        match read(first) {
             Some(q) if std::ptr::eq(first, &self.bulk) => Some(q),
-            other => fresh.next().and_then(|f| f.queuing(horizon)).or(other),
+            other => fresh.next().and_then(read).or(other),
         }
     }
 
@@ -608,6 +619,24 @@ impl AdaptiveLedbat {
             .max(self.min_cwnd());
         self.flight = self.flight.saturating_sub(bytes);
         self.trace_line(now, bytes);
+    }
+
+    /// Whether other windows of this node send bulk now, and may share a bottleneck
+    /// with this one (`AutoBulk` tells it from its group). Then the current-delay filter's
+    /// minimum is read as a full filter would read it
+    /// ([`queuing_unbiased`](DelayFilter::queuing_unbiased)): the minimum of fewer
+    /// samples lies higher in the noise, so behind one jittery bottleneck the narrower
+    /// window read more queue, shrank, sampled less, and starved beside the wider one
+    /// (docs/congestion.md section 18). Alone, a window keeps the plain minimum: on LTE
+    /// the correction took a window collapsed in a long-delay second above the loop's
+    /// budget in the simulator.
+    pub(in crate::path) fn set_shared(&mut self, shared: bool) {
+        self.shared = shared;
+    }
+
+    /// Whether other windows of this node send bulk beside this one (`set_shared`).
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Whether this controller only follows another's pacing (`auto`'s inactive

@@ -124,6 +124,8 @@ pub struct AutoBulk {
     /// without any): the quiet that hands a path to the rate model is counted from here.
     spell: Option<Instant>,
     switches: u64,
+    /// Whether the group counts this member among those with bulk in flight.
+    counted_sending: bool,
 }
 
 impl Default for AutoBulk {
@@ -134,6 +136,9 @@ impl Default for AutoBulk {
 
 impl Drop for AutoBulk {
     fn drop(&mut self) {
+        if self.counted_sending {
+            self.group.set_sending(false);
+        }
         self.group.leave(self.id);
     }
 }
@@ -157,6 +162,7 @@ impl AutoBulk {
             report: Report::default(),
             spell: None,
             switches: 0,
+            counted_sending: false,
         };
         c.mark_shadow();
         c.adopt(group.mode());
@@ -209,6 +215,21 @@ impl AutoBulk {
         self.rate.set_shadow(self.mode != Mode::Rate);
     }
 
+    /// Keeps the group's count of members with bulk in flight current, and tells the
+    /// adaptive window whether another member sends beside it (`set_shared`).
+    fn sync_sending(&mut self) {
+        let sending = self.active().bytes_in_flight() > 0;
+        if sending != self.counted_sending {
+            self.counted_sending = sending;
+            self.group.set_sending(sending);
+        }
+        let others = self
+            .group
+            .sending()
+            .saturating_sub(usize::from(self.counted_sending));
+        self.adaptive.set_shared(others > 0);
+    }
+
     /// Catches up with a change another member of the group made.
     fn follow(&mut self) {
         let mode = self.group.mode();
@@ -255,23 +276,30 @@ impl CongestionStrategy for AutoBulk {
         self.report.last_sent = Some(now);
         self.adaptive.on_sent(now, bytes);
         self.rate.on_sent(now, bytes);
+        self.sync_sending();
     }
 
     fn on_ack(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.sync_sending();
         self.adaptive.on_ack(now, bytes, round_trip);
         self.rate.on_ack(now, bytes, round_trip);
+        self.sync_sending();
         self.choose(now);
     }
 
     fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
+        self.sync_sending();
         self.adaptive.on_settled(now, bytes, round_trip);
         self.rate.on_settled(now, bytes, round_trip);
+        self.sync_sending();
         self.choose(now);
     }
 
     fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        self.sync_sending();
         self.adaptive.on_feedback(now, feedback);
         self.rate.on_feedback(now, feedback);
+        self.sync_sending();
         self.choose(now);
     }
 
@@ -285,11 +313,13 @@ impl CongestionStrategy for AutoBulk {
         self.follow();
         self.adaptive.on_loss(now, bytes);
         self.rate.on_loss(now, bytes);
+        self.sync_sending();
     }
 
     fn forget(&mut self, bytes: usize) {
         self.adaptive.forget(bytes);
         self.rate.forget(bytes);
+        self.sync_sending();
     }
 
     fn can_send_bulk(&self, now: Instant, bytes: usize) -> bool {
@@ -311,6 +341,7 @@ impl CongestionStrategy for AutoBulk {
         self.follow();
         self.adaptive.handle_timeout(now);
         self.rate.handle_timeout(now);
+        self.sync_sending();
     }
 }
 

@@ -26,7 +26,7 @@
 //! starts later), so a report updates them in O(1); only a member that leaves, or one
 //! whose value shrinks, makes them be recomputed over all members.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,8 @@ struct Published {
     rate: AtomicBool,
     /// How many times the mode changed.
     switches: AtomicU64,
+    /// How many members have bulk in flight.
+    sending: AtomicUsize,
 }
 
 /// The peers of one node whose [`AutoBulk`](super::AutoBulk) controllers change mode
@@ -225,6 +227,20 @@ impl AutoGroup {
     /// How many times the group's mode changed (lock-free).
     pub fn switches(&self) -> u64 {
         self.published.switches.load(Ordering::Relaxed)
+    }
+
+    /// How many members have bulk in flight now (lock-free).
+    pub fn sending(&self) -> usize {
+        self.published.sending.load(Ordering::Relaxed)
+    }
+
+    /// A member's bulk flight became non-empty (`true`) or empty (`false`).
+    pub(super) fn set_sending(&self, sending: bool) {
+        if sending {
+            self.published.sending.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.published.sending.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn join(&self) -> usize {

@@ -468,3 +468,19 @@ fn a_peer_that_stopped_sending_bulk_or_left_does_not_hold_the_node_back() {
     pa.run(&mut a, ms(1500));
     assert_eq!((a.mode(), group.switches()), (Mode::Rate, 1));
 }
+
+/// The group counts its members with bulk in flight, and each member's adaptive window
+/// knows whether another sends beside it (then it reads its queue as a full filter would:
+/// docs/congestion.md section 18); a member that leaves is counted out.
+#[test]
+fn each_window_knows_whether_another_of_the_node_sends_beside_it() {
+    let (group, [mut a, mut b], [mut pa, mut pb]) = two_quiet_peers();
+    pa.run(&mut a, ms(100));
+    assert_eq!((group.sending(), a.adaptive().shared()), (1, false));
+    run_both((&mut pa, &mut a), (&mut pb, &mut b), ms(100));
+    assert_eq!(group.sending(), 2);
+    assert!(a.adaptive().shared() && b.adaptive().shared());
+    drop(b);
+    pa.run(&mut a, ms(100));
+    assert_eq!((group.sending(), a.adaptive().shared()), (1, false));
+}
