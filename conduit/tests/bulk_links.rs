@@ -667,7 +667,9 @@ fn diagnose() {
 /// `BX_CTRL=auto|rate|adaptive` (default: rate and auto), `BX_FIRST_SEED=1`,
 /// `BX_SEEDS=16` (the last seed), `BX_FAIR_SECS=5`, `BX_FAIR_LOSS=0.02` (the slow hop's
 /// loss), `BX_FAIR_JITTER=0` (ms: in-order jitter of ± that on each fast peer's own hop
-/// after the shared uplink, two robots on one busy radio); `BX_TRACE=FROM,TO` (ms) prints every peer's window every 10 ms of that span,
+/// after the shared uplink, two robots on one busy radio), `BX_FAIR_PROFILE` (a profile,
+/// e.g. `wifi`, playing every uplink instead of the 20 Mbit/s one: two robots on one
+/// access point; each run's Mbit/s are printed too); `BX_TRACE=FROM,TO` (ms) prints every peer's window every 10 ms of that span,
 /// the adaptive window then pacing the sender's bulk whatever the configuration.
 ///
 /// ```sh
@@ -686,6 +688,9 @@ fn fair_sweep() {
     let loss: f64 = std::env::var("BX_FAIR_LOSS").map_or(0.02, |v| v.parse().unwrap());
     let jitter: f64 = std::env::var("BX_FAIR_JITTER").map_or(0.0, |v| v.parse().unwrap());
     let jitter = Duration::from_secs_f64(jitter / 1e3);
+    let profile = std::env::var("BX_FAIR_PROFILE")
+        .ok()
+        .map(|name| Profile::named(&name).expect("a profile name"));
     for bulk_controller in controllers {
         for bulk_repair in [false, true] {
             let mut worst = f64::INFINITY;
@@ -696,7 +701,16 @@ fn fair_sweep() {
                     bulk_repair,
                     ..NodeConfig::default()
                 };
-                let [a, b, slow] = one_sender_three_receivers(config, secs, loss, jitter, seed);
+                let [a, b, slow] =
+                    one_sender_three_receivers(config, secs, loss, jitter, profile.clone(), seed);
+                if profile.is_some() {
+                    eprintln!(
+                        "seed {seed}: fast peers {:.2} and {:.2} Mbit/s, slow {:.2}",
+                        a / 1e6,
+                        b / 1e6,
+                        slow / 1e6
+                    );
+                }
                 let fair = fair_share(slow, bulk_repair);
                 let (a, b) = (a / fair, b / fair);
                 worst = worst.min(a).min(b);
@@ -722,6 +736,7 @@ fn one_sender_three_receivers(
     seconds: u64,
     loss: f64,
     jitter: Duration,
+    profile: Option<Profile>,
     seed: u64,
 ) -> [f64; 3] {
     use bauxite_conduit::sim::NodeSpec;
@@ -739,6 +754,7 @@ fn one_sender_three_receivers(
         ..AdaptiveConfig::default()
     };
     let mut net: SimNet<4> = SimNet::build(config, link, seed, start, [NodeSpec::public(); 4]);
+    net.profile = profile;
     net.set_hop(
         0,
         3,
@@ -919,7 +935,7 @@ fn fair_shares_over(config: NodeConfig, seconds: u64, loss: f64, seed: u64) {
 /// within 20 %, the slow one still gets bulk.
 fn fair_shares_jittered(config: NodeConfig, seconds: u64, loss: f64, jitter: Duration, seed: u64) {
     let config_repair = config.bulk_repair;
-    let [a, b, slow] = one_sender_three_receivers(config, seconds, loss, jitter, seed);
+    let [a, b, slow] = one_sender_three_receivers(config, seconds, loss, jitter, None, seed);
     eprintln!(
         "bulk to the fast peers {:.2} and {:.2} Mbit/s, to the slow lossy one {:.2} Mbit/s",
         a / 1e6,
