@@ -116,18 +116,23 @@ impl DelayFilter {
     /// alone lags by many round trips on a slow, short path (and lets the window overshoot);
     /// one counted in time alone is a single noisy sample on a sparse stream.
     pub(in crate::path) fn current(&self, horizon: Duration) -> Option<Duration> {
-        let newest = self.newest_at()?;
+        self.selected(horizon).min()
+    }
+
+    /// The samples [`current`](Self::current) takes the minimum of.
+    fn selected(&self, horizon: Duration) -> impl Iterator<Item = Duration> + '_ {
+        let newest = self.newest_at();
         (1..=FILTER)
             .map(|back| (self.next + FILTER - back) % FILTER)
             .enumerate()
-            .filter(|&(n, i)| {
-                n < MIN_FILTER
-                    || self.recent_at[i]
-                        .is_some_and(|at| newest.saturating_duration_since(at) <= horizon)
+            .filter(move |&(n, i)| {
+                self.recent_at[i].is_some_and(|at| {
+                    n < MIN_FILTER
+                        || newest
+                            .is_some_and(|newest| newest.saturating_duration_since(at) <= horizon)
+                })
             })
             .map(|(_, i)| self.recent[i])
-            .min()
-            .filter(|&d| d != Duration::MAX)
     }
 
     /// Current delay minus base delay.
@@ -142,28 +147,13 @@ impl DelayFilter {
     /// samples and of [`FILTER`], for noise uniform in ± A (A twice the measured mean
     /// distance from the trend): 2A (1/(n+1) - 1/(FILTER+1)), taken off.
     pub(in crate::path) fn queuing_unbiased(&self, horizon: Duration) -> Option<Duration> {
-        let raw = self.queuing(horizon)?;
-        let n = self.samples_within(horizon) as f64;
+        let (n, current) = self
+            .selected(horizon)
+            .fold((0usize, Duration::MAX), |(n, min), d| (n + 1, min.min(d)));
+        let raw = (n > 0).then_some(current)?.saturating_sub(self.base()?);
         let amplitude = 2.0 * self.jitter;
-        let gap = 2.0 * amplitude * (1.0 / (n + 1.0) - 1.0 / (FILTER as f64 + 1.0));
+        let gap = 2.0 * amplitude * (1.0 / (n as f64 + 1.0) - 1.0 / (FILTER as f64 + 1.0));
         Some(raw.saturating_sub(Duration::from_secs_f64(gap.max(0.0))))
-    }
-
-    /// How many samples [`current`](Self::current) takes the minimum of.
-    fn samples_within(&self, horizon: Duration) -> usize {
-        let Some(newest) = self.newest_at() else {
-            return 0;
-        };
-        (1..=FILTER)
-            .map(|back| (self.next + FILTER - back) % FILTER)
-            .enumerate()
-            .filter(|&(n, i)| {
-                self.recent_at[i].is_some()
-                    && (n < MIN_FILTER
-                        || self.recent_at[i]
-                            .is_some_and(|at| newest.saturating_duration_since(at) <= horizon))
-            })
-            .count()
     }
 
     /// The noise around the trend, in seconds.
