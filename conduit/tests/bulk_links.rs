@@ -669,8 +669,9 @@ fn diagnose() {
 /// loss), `BX_FAIR_JITTER=0` (ms: in-order jitter of ± that on each fast peer's own hop
 /// after the shared uplink, two robots on one busy radio), `BX_FAIR_PROFILE` (a profile,
 /// e.g. `wifi`, playing every uplink instead of the 20 Mbit/s one: two robots on one
-/// access point; each run's Mbit/s are printed too); `BX_TRACE=FROM,TO` (ms) prints every peer's window every 10 ms of that span,
-/// the adaptive window then pacing the sender's bulk whatever the configuration.
+/// access point; each run's Mbit/s are printed too); `BX_TRACE=FROM,TO` (ms) prints
+/// every peer's window every 10 ms of that span, the adaptive window then pacing the
+/// sender's bulk whatever the configuration.
 ///
 /// ```sh
 /// cargo test --release -p bauxite-conduit --test bulk_links fair_sweep -- --ignored --nocapture

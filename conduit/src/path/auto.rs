@@ -215,14 +215,19 @@ impl AutoBulk {
         self.rate.set_shadow(self.mode != Mode::Rate);
     }
 
-    /// Keeps the group's count of members with bulk in flight current, and tells the
-    /// adaptive window whether another member sends beside it (`set_shared`).
-    fn sync_sending(&mut self) {
+    /// Keeps the group's count of members with bulk in flight current (after every event
+    /// that moves the flight).
+    fn count_flight(&mut self) {
         let sending = self.active().bytes_in_flight() > 0;
         if sending != self.counted_sending {
             self.counted_sending = sending;
             self.group.set_sending(sending);
         }
+    }
+
+    /// Tells the adaptive window, before it reads an ack, whether another member sends
+    /// beside it (`set_shared`).
+    fn tell_shared(&mut self) {
         let others = self
             .group
             .sending()
@@ -276,30 +281,30 @@ impl CongestionStrategy for AutoBulk {
         self.report.last_sent = Some(now);
         self.adaptive.on_sent(now, bytes);
         self.rate.on_sent(now, bytes);
-        self.sync_sending();
+        self.count_flight();
     }
 
     fn on_ack(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
-        self.sync_sending();
+        self.tell_shared();
         self.adaptive.on_ack(now, bytes, round_trip);
         self.rate.on_ack(now, bytes, round_trip);
-        self.sync_sending();
+        self.count_flight();
         self.choose(now);
     }
 
     fn on_settled(&mut self, now: Instant, bytes: usize, round_trip: Duration) {
-        self.sync_sending();
+        self.tell_shared();
         self.adaptive.on_settled(now, bytes, round_trip);
         self.rate.on_settled(now, bytes, round_trip);
-        self.sync_sending();
+        self.count_flight();
         self.choose(now);
     }
 
     fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
-        self.sync_sending();
+        self.tell_shared();
         self.adaptive.on_feedback(now, feedback);
         self.rate.on_feedback(now, feedback);
-        self.sync_sending();
+        self.count_flight();
         self.choose(now);
     }
 
@@ -313,13 +318,13 @@ impl CongestionStrategy for AutoBulk {
         self.follow();
         self.adaptive.on_loss(now, bytes);
         self.rate.on_loss(now, bytes);
-        self.sync_sending();
+        self.count_flight();
     }
 
     fn forget(&mut self, bytes: usize) {
         self.adaptive.forget(bytes);
         self.rate.forget(bytes);
-        self.sync_sending();
+        self.count_flight();
     }
 
     fn can_send_bulk(&self, now: Instant, bytes: usize) -> bool {
@@ -341,7 +346,7 @@ impl CongestionStrategy for AutoBulk {
         self.follow();
         self.adaptive.handle_timeout(now);
         self.rate.handle_timeout(now);
-        self.sync_sending();
+        self.count_flight();
     }
 }
 
