@@ -375,7 +375,9 @@ fn control_loop(
 /// its control packets rose above the idle p99: per step of the schedule, bulk's share
 /// of that step's capacity, the share of the loop's packets sent in the step, and how
 /// many of them ended above the idle p99 and above the idle p99 + 2 ms (the acceptance
-/// counts only those: a p99 is lifted by the top 1 %).
+/// counts only those: a p99 is lifted by the top 1 %). With `BX_LATE=1` also the share
+/// of all loop packets above the idle p99 + 2 ms (under 1 %: the promise held), with
+/// `BX_LATE=2` those packets per 50 ms of the run, each bucket's count and worst.
 fn by_step(profile: &Profile, idle: &Run, loaded: &Run) {
     if std::env::var("BX_STEPS").is_err() {
         return;
@@ -420,6 +422,29 @@ fn by_step(profile: &Profile, idle: &Run, loaded: &Run) {
         c.2 += usize::from(delay > idle99 + Duration::from_millis(2));
     }
     let total = loaded.sent.len().max(1) as f64;
+    let late_mode = std::env::var("BX_LATE").ok();
+    if late_mode.is_some() {
+        let late = idle99 + Duration::from_millis(2);
+        let mut buckets = std::collections::BTreeMap::new();
+        for &(at, delay) in loaded.sent.iter().filter(|(_, d)| *d > late) {
+            let b = buckets
+                .entry(at.as_millis() / 50 * 50)
+                .or_insert((0, Duration::ZERO));
+            b.0 += 1;
+            b.1 = b.1.max(delay - late);
+        }
+        let n: usize = buckets.values().map(|b| b.0).sum();
+        eprintln!("  late total {:.3} %", 100.0 * n as f64 / total);
+        for (at, (count, worst)) in buckets
+            .into_iter()
+            .filter(|_| late_mode.as_deref() == Some("2"))
+        {
+            eprintln!(
+                "  late at {at} ms: {count} packets, worst {:.2} ms over",
+                worst.as_secs_f64() * 1e3
+            );
+        }
+    }
     for (i, step) in profile.steps.iter().enumerate() {
         eprintln!(
             "  step {i} ({} Mbit/s, {} ms): bulk {:.0} % of its capacity; loop packets {:.1} %, \
@@ -481,9 +506,9 @@ fn rfc_ledbat(target: Duration) -> MakeStrategy {
 /// thresholds `BX_QUIET`, `BX_NOISY` (in floors) and hold `BX_QUIET_S` (seconds) set;
 /// `BX_TRACE=FROM,TO` (ms) logs the rate model's or the choice's state every millisecond
 /// of that window, `BX_TRACE_EVENTS=1` every send, ack and timer too;
-/// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`,
-/// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_RAMP`, `BX_PACE` and
-/// `BX_EPACE` set, `BX_EMAXRTT` (ms) its `envelope_max_rtt`, `BX_ECAPF` its
+/// `BX_CTRL=adaptive` the adaptive LEDBAT, whose `jitter_gain`, `shared_jitter_gain`,
+/// `ramp`, `pacing_gain` and `envelope_pacing` `BX_GAIN`, `BX_SGAIN`, `BX_RAMP`,
+/// `BX_PACE` and `BX_EPACE` set, `BX_EMAXRTT` (ms) its `envelope_max_rtt`, `BX_ECAPF` its
 /// `envelope_cap` (1000: uncapped); `BX_OWD=1` turns on its
 /// `one_way_delay`, `BX_NOENV=1` off its `envelope` (all of these set `auto`'s window
 /// too).
@@ -530,6 +555,7 @@ fn adaptive_from_env(target: Duration) -> AdaptiveConfig {
         min_target: target,
         mss: segment(),
         jitter_gain: knob("BX_GAIN", defaults.jitter_gain),
+        shared_jitter_gain: knob("BX_SGAIN", defaults.shared_jitter_gain),
         ramp: knob("BX_RAMP", defaults.ramp),
         pacing_gain: knob("BX_PACE", defaults.pacing_gain),
         envelope: std::env::var("BX_NOENV").is_err(),

@@ -12,10 +12,10 @@
 //!
 //! What differs on a jittery path, and why (docs/congestion.md has the simulator's
 //! evidence):
-//! - **Target**: `jitter_gain` times the measured jitter: the mean distance of the last
-//!   [`FILTER`] round trips from their least-squares line over time (the noise WebRTC's
-//!   trendline filter sees through). A queue we build grows or drains smoothly and stays
-//!   on the line; jitter does not. A fixed sub-millisecond target reads ±5 ms of LTE
+//! - **Target**: `jitter_gain` (2.2; 2.5 beside other windows) times the measured
+//!   jitter: the mean distance of the last [`FILTER`] round trips from their
+//!   least-squares line over time (the noise WebRTC's trendline filter sees through). A
+//!   queue we build grows or drains smoothly and stays on the line; jitter does not. A fixed sub-millisecond target reads ±5 ms of LTE
 //!   jitter as a queue and holds bulk at two packets per round trip.
 //! - **Current delay**: the minimum of the newest [`MIN_FILTER`] samples and of any other
 //!   of the last [`FILTER`] from the last half round trip, so it sees through jitter
@@ -98,8 +98,15 @@ pub struct AdaptiveConfig {
     pub min_target: Duration,
     /// Largest delay target, however jittery the path.
     pub max_target: Duration,
-    /// Target per unit of measured jitter.
+    /// Target per unit of measured jitter, for a window that sends alone. At 2.5 a lone
+    /// window on LTE built queues the control loop paid for when the link's rate fell;
+    /// 2.2 keeps the loop within budget for most of bulk's share (docs/congestion.md
+    /// section 19).
     pub jitter_gain: f64,
+    /// Target per unit of measured jitter while other windows of the node send beside
+    /// this one (`set_shared`): at 2.2 two windows behind one bottleneck split it less
+    /// evenly than at 2.5 (section 19).
+    pub shared_jitter_gain: f64,
     /// Growth per round trip far below the target, as a fraction of the window.
     pub ramp: f64,
     /// Smoothed round trips at the window's floor, above the target, before the base
@@ -173,7 +180,8 @@ impl Default for AdaptiveConfig {
         Self {
             min_target: Duration::from_micros(250),
             max_target: Duration::from_millis(25),
-            jitter_gain: 2.5,
+            jitter_gain: 2.2,
+            shared_jitter_gain: 2.5,
             ramp: 0.25,
             rebase_after: 2,
             rebase_after_quiet: 8,
@@ -290,8 +298,9 @@ impl AdaptiveLedbat {
 
     /// Whether the window follows the upper envelope of one-way delays: the target held
     /// at `envelope_from` floors for `envelope_hold`, the path is shorter than
-    /// `envelope_max_rtt`, enough stamped bulk acks came back to fill the envelope, and
-    /// bulk is dense enough for in-order jitter to push its delays up (`dense`).
+    /// `envelope_max_rtt`, enough stamped bulk acks came back to fill the envelope, and,
+    /// while other windows of the node send beside it (`set_shared`), bulk is dense
+    /// enough for in-order jitter to push its delays up (`dense`).
     pub fn on_envelope(&self) -> bool {
         self.config.envelope
             && self.enveloped
@@ -299,7 +308,7 @@ impl AdaptiveLedbat {
                 .smoothed
                 .is_some_and(|srtt| srtt < self.config.envelope_max_rtt)
             && self.envelope.queuing().is_some()
-            && self.dense()
+            && (!self.shared || self.dense())
     }
 
     /// Whether bulk's packets leave closer together than the jitter's range, the only
@@ -309,7 +318,9 @@ impl AdaptiveLedbat {
     /// [`ENVELOPE`](envelope::ENVELOPE) samples spans round trips and reads the queue
     /// another flow (the node's bulk to another peer) builds and drains as a standing
     /// one: such a window stayed at its floor for good beside a fast peer that took the
-    /// uplink (docs/congestion.md section 16).
+    /// uplink (docs/congestion.md section 16). Asked only of windows that send beside
+    /// others: a lone window that fell sparse in LTE's long-delay seconds and left the
+    /// envelope grew on the minimum filter there, and the control loop paid (section 19).
     fn dense(&self) -> bool {
         let Some(srtt) = self.smoothed else {
             return false;
@@ -416,11 +427,17 @@ impl AdaptiveLedbat {
         Duration::from_secs_f64(if jitter.is_nan() { 0.0 } else { jitter })
     }
 
-    /// The delay target now: the jitter times `jitter_gain`, within the configured bounds.
+    /// The delay target now: the jitter times `jitter_gain` (`shared_jitter_gain` while
+    /// other windows send beside this one), within the configured bounds.
     pub fn target(&self) -> Duration {
         let lo = self.config.min_target;
         let hi = self.config.max_target.max(lo);
-        Duration::from_secs_f64(self.jitter().as_secs_f64() * self.config.jitter_gain).clamp(lo, hi)
+        let gain = if self.shared {
+            self.config.shared_jitter_gain
+        } else {
+            self.config.jitter_gain
+        };
+        Duration::from_secs_f64(self.jitter().as_secs_f64() * gain).clamp(lo, hi)
     }
 
     /// The current ack timeout: three smoothed round trips plus 2 ms, within
