@@ -410,9 +410,9 @@ fn bulk_pacing_keeps_the_queue_below_the_lanes_short() {
 
 /// 5% loss in both directions, acknowledgements included: whole windows get lost now
 /// and then, and the ack timeout (a few round trips, not a second) must recover them.
-/// The control loop's p99 is read over four seeds pooled: on one seed it sits within a
-/// few tens of microseconds of the budget either way (1.5-2.1 ms over seeds 1-12), so
-/// one seed would say more about that seed than about the controller.
+/// The control loop's p99 is read over four seeds pooled: one seed's lands anywhere
+/// from 1.5 to 2.1 ms (seeds 1-12), around the budget, so one seed would say more about
+/// that seed than about the controller (docs/congestion.md section 19).
 #[test]
 fn paced_bulk_keeps_flowing_over_a_lossy_link() {
     // Idle, a control packet takes 50 µs of propagation plus 34 µs on the wire.

@@ -15,8 +15,9 @@
 //! - **Target**: `jitter_gain` (2.2; 2.5 beside other windows) times the measured
 //!   jitter: the mean distance of the last [`FILTER`] round trips from their
 //!   least-squares line over time (the noise WebRTC's trendline filter sees through). A
-//!   queue we build grows or drains smoothly and stays on the line; jitter does not. A fixed sub-millisecond target reads ±5 ms of LTE
-//!   jitter as a queue and holds bulk at two packets per round trip.
+//!   queue we build grows or drains smoothly and stays on the line; jitter does not. A
+//!   fixed sub-millisecond target reads ±5 ms of LTE jitter as a queue and holds bulk at
+//!   two packets per round trip.
 //! - **Current delay**: the minimum of the newest [`MIN_FILTER`] samples and of any other
 //!   of the last [`FILTER`] from the last half round trip, so it sees through jitter
 //!   without lagging many round trips on a slow path.
