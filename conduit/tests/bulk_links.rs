@@ -414,31 +414,30 @@ fn by_step(profile: &Profile, idle: &Run, loaded: &Run) {
         }
     }
     let idle99 = idle.p(99);
+    let budget = idle99 + Duration::from_millis(2);
     let mut pkts = vec![(0usize, 0usize, 0usize); n];
     for &(at, delay) in &loaded.sent {
         let c = &mut pkts[step_of(at)];
         c.0 += 1;
         c.1 += usize::from(delay > idle99);
-        c.2 += usize::from(delay > idle99 + Duration::from_millis(2));
+        c.2 += usize::from(delay > budget);
     }
     let total = loaded.sent.len().max(1) as f64;
     let late_mode = std::env::var("BX_LATE").ok();
     if late_mode.is_some() {
-        let late = idle99 + Duration::from_millis(2);
+        let late: usize = pkts.iter().map(|c| c.2).sum();
+        eprintln!("  late total {:.3} %", 100.0 * late as f64 / total);
+    }
+    if late_mode.as_deref() == Some("2") {
         let mut buckets = std::collections::BTreeMap::new();
-        for &(at, delay) in loaded.sent.iter().filter(|(_, d)| *d > late) {
+        for &(at, delay) in loaded.sent.iter().filter(|(_, d)| *d > budget) {
             let b = buckets
                 .entry(at.as_millis() / 50 * 50)
                 .or_insert((0, Duration::ZERO));
             b.0 += 1;
-            b.1 = b.1.max(delay - late);
+            b.1 = b.1.max(delay - budget);
         }
-        let n: usize = buckets.values().map(|b| b.0).sum();
-        eprintln!("  late total {:.3} %", 100.0 * n as f64 / total);
-        for (at, (count, worst)) in buckets
-            .into_iter()
-            .filter(|_| late_mode.as_deref() == Some("2"))
-        {
+        for (at, (count, worst)) in buckets {
             eprintln!(
                 "  late at {at} ms: {count} packets, worst {:.2} ms over",
                 worst.as_secs_f64() * 1e3
