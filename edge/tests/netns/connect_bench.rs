@@ -18,7 +18,7 @@ use crate::coturn::Coturn;
 use crate::hub::{dispatch_binary, vip_of};
 use crate::nat::{LIMIT, NAMES, NatMesh, peer_entry};
 use crate::natlab::{Host, Nat, NatLab};
-use crate::support::{can_run, wait_for};
+use crate::support::{can_run_alone, wait_for};
 
 /// Trials per path type.
 const TRIALS: usize = 20;
@@ -114,9 +114,9 @@ fn report(name: &str, v: &[Duration]) {
 #[test]
 #[ignore = "benchmark: minutes of restarts; see docs/benchmarks.md"]
 fn connect_bench() {
-    if !can_run() {
+    let Some(_machine) = can_run_alone() else {
         return;
-    }
+    };
     let ice = if crate::nat::ice_on() { ", ICE" } else { "" };
     let direct = run([Nat::Cone, Nat::Cone], "direct");
     let turn = run([Nat::Symmetric, Nat::Cone], "turn");

@@ -24,9 +24,9 @@ fn ice_entry(mesh: &NatMesh, i: usize, phase: &str) -> serde_json::Value {
 
 #[test]
 fn ice_through_the_hub_finds_the_server_reflexive_pair_behind_port_changing_cone_nats() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let bin = dispatch_binary();
     // Neither NAT keeps the node's port, so only the reflexive candidate (or the peer-
     // reflexive one the checks discover) reaches the other side.
@@ -71,9 +71,9 @@ fn ice_through_the_hub_finds_the_server_reflexive_pair_behind_port_changing_cone
 
 #[test]
 fn with_ice_a_symmetric_nat_runs_on_turn_while_no_pair_works() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let bin = dispatch_binary();
     let lab = NatLab::new([Nat::Symmetric, Nat::Cone]);
     let coturn = Coturn::start(&lab, NatLab::PUBLIC_IP);
@@ -101,9 +101,9 @@ fn with_ice_a_symmetric_nat_runs_on_turn_while_no_pair_works() {
 
 #[test]
 fn a_cut_under_the_selected_pair_restarts_ice_and_a_new_pair_takes_the_session_back() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let bin = dispatch_binary();
     let lab = NatLab::new([Nat::Cone, Nat::Cone]);
     let coturn = Coturn::start(&lab, NatLab::PUBLIC_IP);

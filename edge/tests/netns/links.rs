@@ -21,7 +21,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::support::{BAUXITE, Node, NodeSpec, PORT, can_run, keygen, sh, wait_for};
+use crate::support::{BAUXITE, Node, NodeSpec, PORT, can_run_alone, keygen, sh, wait_for};
 
 const VIP: [&str; 2] = ["100.64.0.1", "100.64.0.2"];
 const UNDERLAY: [&str; 2] = ["10.77.0.1", "10.77.0.2"];
@@ -299,7 +299,10 @@ impl Loop {
 /// `profile`'s random loss, one way (the model loses each direction on its own), and the
 /// slack allowed on the loop's p99 beside bulk.
 fn run(profile: &str, one_way_loss: f64, p99_slack_ms: f64) {
-    if !can_run() || tools_missing() {
+    let Some(_machine) = can_run_alone() else {
+        return;
+    };
+    if tools_missing() {
         return;
     }
     let (Some(linkemu), Some(icmploop)) = (

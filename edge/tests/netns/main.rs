@@ -84,9 +84,9 @@ impl Mesh {
 
 #[test]
 fn ping_both_ways_tcp_stream_and_metrics() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let mesh = Mesh::new();
     assert!(mesh.net.ping(0, VIP[1], 3), "a -> b\n{}", mesh.logs());
     assert!(mesh.net.ping(1, VIP[0], 3), "b -> a\n{}", mesh.logs());
@@ -167,9 +167,9 @@ fn ping_both_ways_tcp_stream_and_metrics() {
 
 #[test]
 fn node_killed_and_restarted_rejoins_by_itself() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let mut mesh = Mesh::new();
     assert!(mesh.net.ping(0, VIP[1], 1), "{}", mesh.logs());
     let before = mesh.nodes[1].counter("handshakes_completed");
@@ -194,9 +194,9 @@ fn node_killed_and_restarted_rejoins_by_itself() {
 
 #[test]
 fn replayed_tampered_and_garbage_datagrams_are_counted_and_refused() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let mesh = Mesh::new();
     let b = &mesh.nodes[1];
     let capture = Capture::start(
@@ -251,9 +251,9 @@ fn replayed_tampered_and_garbage_datagrams_are_counted_and_refused() {
 
 #[test]
 fn node_not_in_the_peer_list_cannot_handshake() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let net = NetPair::new();
     let dir = tempfile::tempdir().unwrap();
     let (known, intruder, b_keys) = (
@@ -315,9 +315,9 @@ fn write_config(
 
 #[test]
 fn a_tun_name_that_is_taken_fails_with_the_reason_instead_of_falling_back() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let net = NetPair::new();
     let dir = tempfile::tempdir().unwrap();
     let keys = [keygen(dir.path(), "a"), keygen(dir.path(), "b")];

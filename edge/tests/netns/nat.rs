@@ -139,9 +139,9 @@ pub(crate) fn peer_entry<'a>(status: &'a Value, name: &str) -> Option<&'a Value>
 
 #[test]
 fn cone_nat_on_both_sides_gives_a_direct_path() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let bin = dispatch_binary();
     let mesh = NatMesh::start(&bin, [Nat::Cone, Nat::Cone]);
     mesh.wait_established(LIMIT);
@@ -168,9 +168,9 @@ fn direct_port(path: &str, lab: &NatLab, site: usize) -> Option<u16> {
 
 #[test]
 fn cone_nats_that_change_the_port_are_crossed_with_the_hubs_stun() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let bin = dispatch_binary();
     // Neither NAT keeps the node's port: the hub's guess (the IP it saw the gRPC call
     // come from, with the listen port) is wrong, only the STUN answer is right.
@@ -204,9 +204,9 @@ fn cone_nats_that_change_the_port_are_crossed_with_the_hubs_stun() {
 
 #[test]
 fn traffic_resumes_after_a_nat_rebinding() {
-    if !can_run() {
+    let Some(_machine) = can_run() else {
         return;
-    }
+    };
     let bin = dispatch_binary();
     let mesh = NatMesh::start(&bin, [Nat::ConePorts(30000, 30099), Nat::Cone]);
     mesh.wait_established(LIMIT);

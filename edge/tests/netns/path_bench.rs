@@ -17,7 +17,7 @@ use crate::coturn::Coturn;
 use crate::hub::{dispatch_binary, vip_of};
 use crate::nat::{LIMIT, NAMES, NatMesh, peer_entry};
 use crate::natlab::{Host, Nat, NatLab};
-use crate::support::{can_run, wait_for};
+use crate::support::{can_run_alone, wait_for};
 
 /// Pings per measurement, 10 ms apart.
 const PINGS: u32 = 500;
@@ -168,9 +168,9 @@ fn run(nat: [Nat; 2], block_udp: bool, want: &str) -> Figures {
 #[test]
 #[ignore = "benchmark: a few minutes; see docs/benchmarks.md"]
 fn path_bench() {
-    if !can_run() {
+    let Some(_machine) = can_run_alone() else {
         return;
-    }
+    };
     let direct = run([Nat::Cone, Nat::Cone], false, "direct");
     let turn = run([Nat::Symmetric, Nat::Cone], false, "turn");
     let hub = run([Nat::Cone, Nat::Cone], true, "hub");
