@@ -216,7 +216,8 @@ emu_counters() {
   done
   tail -1 "$WORK/emu.out" | python3 -c 'import json,sys
 j=json.loads(sys.stdin.read()); l=j.get("lateness",{})
-print("late mean %s us, >1 ms %s" % (l.get("mean_us","?"), l.get("over_1ms","?")))' 2>/dev/null || echo "?"
+w=j.get("writes",{}).get("over_1ms","?"); k=j.get("wakeups",{}).get("over_1ms","?")
+print("late mean %s us, >1 ms %s (writes >1 ms %s, wake-ups >1 ms %s)" % (l.get("mean_us","?"), l.get("over_1ms","?"), w, k))' 2>/dev/null || echo "?"
 }
 
 {

@@ -38,7 +38,9 @@ struct DirStats {
     write_errors: u64,
 }
 
-/// How late packets were written, against the model's delivery times.
+/// A distribution of durations: how late packets were written against the model's
+/// delivery times, and the two parts of that lateness the kernel decides (see
+/// [`Forwarder`]'s `writes` and `wakeups`).
 #[derive(Default, Debug)]
 struct Lateness {
     count: u64,
@@ -55,6 +57,19 @@ impl Lateness {
         self.max = self.max.max(late);
         self.over_100us += u64::from(late > Duration::from_micros(100));
         self.over_1ms += u64::from(late > Duration::from_millis(1));
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mean_us = if self.count > 0 {
+            (self.sum_ns / u128::from(self.count)) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        json!({
+            "packets": self.count, "mean_us": mean_us,
+            "max_us": self.max.as_secs_f64() * 1e6,
+            "over_100us": self.over_100us, "over_1ms": self.over_1ms,
+        })
     }
 }
 
@@ -103,6 +118,12 @@ pub(crate) struct Forwarder {
     rngs: [ChaCha20Rng; 2],
     stats: [DirStats; 2],
     late: Lateness,
+    /// Time spent inside each TUN write: the kernel runs the receiving stack's softirq
+    /// work there, other flows' packets included, so a write can take milliseconds.
+    writes: Lateness,
+    /// How late the loop woke for a due packet after a poll that timed out (interrupts
+    /// and softirqs on its core delay even a real-time thread).
+    wakeups: Lateness,
     pool: Pool,
     due: BinaryHeap<Reverse<Due>>,
     seq: u64,
@@ -129,6 +150,8 @@ impl Forwarder {
             ],
             stats: Default::default(),
             late: Lateness::default(),
+            writes: Lateness::default(),
+            wakeups: Lateness::default(),
             pool: Pool::new(slots, size),
             due: BinaryHeap::with_capacity(slots),
             seq: 0,
@@ -157,8 +180,13 @@ impl Forwarder {
         self.links = [Link::new(self.start), Link::new(self.start)];
         ready().context("announcing readiness")?;
         let mut stdin_buf = [0u8; 64];
+        let mut timed_out = false;
         loop {
-            self.deliver_due(devs, Instant::now());
+            let now = Instant::now();
+            if timed_out && let Some(Reverse(d)) = self.due.peek() {
+                self.wakeups.record(now.saturating_duration_since(d.at));
+            }
+            self.deliver_due(devs, now);
             let timeout = self.due.peek().map(|Reverse(d)| {
                 let wait = d.at.saturating_duration_since(Instant::now());
                 Timespec {
@@ -180,6 +208,7 @@ impl Forwarder {
                     Err(e) => return Err(e).context("polling the TUN devices"),
                 }
                 let readable = |f: &PollFd<'_>| !f.revents().is_empty();
+                timed_out = !fds[..n].iter().any(readable);
                 (
                     [readable(&fds[0]), readable(&fds[1])],
                     watch_stdin && readable(&fds[2]),
@@ -220,7 +249,10 @@ impl Forwarder {
             };
             let dir = usize::from(1 - d.to);
             let packet = self.pool.packet(d.slot);
-            match devs[usize::from(d.to)].send(packet) {
+            let started = Instant::now();
+            let sent = devs[usize::from(d.to)].send(packet);
+            self.writes.record(started.elapsed());
+            match sent {
                 Ok(_) => {
                     self.stats[dir].written += 1;
                     self.stats[dir].written_bytes += packet.len() as u64;
@@ -324,12 +356,6 @@ impl Forwarder {
                 "write_errors": s.write_errors,
             })
         };
-        let l = &self.late;
-        let mean_us = if l.count > 0 {
-            (l.sum_ns / u128::from(l.count)) as f64 / 1000.0
-        } else {
-            0.0
-        };
         let at = Instant::now().saturating_duration_since(self.start);
         json!({
             "at_us": at.as_micros() as u64,
@@ -337,11 +363,9 @@ impl Forwarder {
             "capacity_bits": self.profile.capacity_bits(Duration::ZERO, at),
             "a_to_b": dir(&self.stats[0]),
             "b_to_a": dir(&self.stats[1]),
-            "lateness": {
-                "packets": l.count, "mean_us": mean_us,
-                "max_us": l.max.as_secs_f64() * 1e6,
-                "over_100us": l.over_100us, "over_1ms": l.over_1ms,
-            },
+            "lateness": self.late.json(),
+            "writes": self.writes.json(),
+            "wakeups": self.wakeups.json(),
         })
     }
 }
