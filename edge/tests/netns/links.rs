@@ -10,7 +10,10 @@
 //! more echoes than the profile's own random loss explains (a bulk queue overflowing the
 //! emulator's buffer would drop them), its p99 stays bounded, and bulk flows. The 2 ms
 //! p99 figure and bulk's share of the capacity are measured, not asserted:
-//! `benches/netns/links.sh` and docs/benchmarks.md.
+//! `benches/netns/links.sh` and docs/benchmarks.md. Each test holds the machine alone,
+//! and a run that fails while the emulator reports the kernel held up its writes over
+//! 1 ms more than `NOISY_WRITES` times measured the machine, not the data plane: it is
+//! repeated, up to `ATTEMPTS` runs; a failure on a run the kernel left alone fails.
 //!
 //! Needs root, iperf3 and the emulator's binaries (`cargo build -p bauxite-netem`); prints
 //! SKIPPED without them.
@@ -68,6 +71,8 @@ struct EmulatedMesh {
     nodes: Vec<Node>,
     /// The control loop's prober.
     icmploop: PathBuf,
+    /// The emulator's stdout: `ready`, then one JSON line of counters per snapshot.
+    out: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -100,6 +105,7 @@ impl EmulatedMesh {
             stdin,
             nodes: Vec::new(),
             icmploop,
+            out: out.clone(),
             _dir: dir,
         };
         wait_for(Duration::from_secs(10), "the emulator's `ready`", || {
@@ -214,6 +220,36 @@ impl EmulatedMesh {
         (looped, rates)
     }
 
+    /// The emulator's own timing so far (a snapshot of its counters), printed with the
+    /// results so a failure tells the machine's noise from the data plane's.
+    fn emulator_timing(&mut self) -> Timing {
+        use std::io::Write as _;
+        let snapshots = |text: &str| text.lines().filter(|l| l.contains("snapshot")).count();
+        let before = snapshots(&fs::read_to_string(&self.out).unwrap_or_default());
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("the emulator runs until the mesh drops");
+        stdin
+            .write_all(b"\n")
+            .and_then(|()| stdin.flush())
+            .expect("asking the emulator for a snapshot");
+        let text = wait_for(Duration::from_secs(5), "the emulator's snapshot", || {
+            fs::read_to_string(&self.out)
+                .ok()
+                .filter(|t| snapshots(t) > before)
+        });
+        let last = text.lines().rev().find(|l| l.contains("snapshot"));
+        let j: serde_json::Value = serde_json::from_str(last.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("the emulator's snapshot: {e}\n{text}"));
+        let count = |part: &str| j[part]["over_1ms"].as_u64().unwrap_or(0);
+        Timing {
+            late_over_1ms: count("lateness"),
+            writes_over_1ms: count("writes"),
+            wakeups_over_1ms: count("wakeups"),
+        }
+    }
+
     fn logs(&self) -> String {
         self.nodes
             .iter()
@@ -296,6 +332,26 @@ impl Loop {
     }
 }
 
+/// How the kernel held up the emulator over a run (`bauxite-linkemu`'s counters).
+struct Timing {
+    /// Packets written over 1 ms after the model's delivery time.
+    late_over_1ms: u64,
+    /// TUN writes that took over 1 ms (the receiving stack's softirq work).
+    writes_over_1ms: u64,
+    /// Wake-ups over 1 ms late after a poll timeout.
+    wakeups_over_1ms: u64,
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "emulator: {} packets over 1 ms late, from {} TUN writes and {} wake-ups over 1 ms",
+            self.late_over_1ms, self.writes_over_1ms, self.wakeups_over_1ms
+        )
+    }
+}
+
 /// `profile`'s random loss, one way (the model loses each direction on its own), and the
 /// slack allowed on the loop's p99 beside bulk.
 fn run(profile: &str, one_way_loss: f64, p99_slack_ms: f64) {
@@ -311,11 +367,42 @@ fn run(profile: &str, one_way_loss: f64, p99_slack_ms: f64) {
     ) else {
         return;
     };
-    let mesh = EmulatedMesh::new(&linkemu, icmploop, profile);
+    for attempt in 1..=ATTEMPTS {
+        let mut mesh = EmulatedMesh::new(&linkemu, icmploop.clone(), profile);
+        let (failure, timing) = measure(&mut mesh, profile, one_way_loss, p99_slack_ms);
+        let Some(failure) = failure else {
+            return;
+        };
+        if timing.writes_over_1ms <= NOISY_WRITES || attempt == ATTEMPTS {
+            panic!("{failure}\n{timing}");
+        }
+        eprintln!(
+            "{profile}: attempt {attempt} void, the machine held up the emulator ({timing}): {failure}"
+        );
+    }
+}
+
+/// TUN writes the kernel held up for over 1 ms (`EmulatedMesh::emulator_timing`) above
+/// which a run measured the machine, not the data plane, and is repeated (at most
+/// `ATTEMPTS` runs): runs that passed showed 9–221 (LTE, Wi-Fi), the one that failed on a
+/// quiet data plane 436, with the Wi-Fi loop's p99 118 ms over idle, twice what a full
+/// 150 kB buffer at 20 Mbit/s could add.
+const NOISY_WRITES: u64 = 300;
+const ATTEMPTS: u32 = 3;
+
+/// One run's idle and loaded loops, and what it failed of the promise (`None`: nothing)
+/// with the emulator's timing over the run.
+fn measure(
+    mesh: &mut EmulatedMesh,
+    profile: &str,
+    one_way_loss: f64,
+    p99_slack_ms: f64,
+) -> (Option<String>, Timing) {
     let idle = mesh.control_loop();
     let (loaded, rates) = mesh.loaded_loop();
+    let timing = mesh.emulator_timing();
     eprintln!(
-        "{profile}: idle {}; beside bulk {}; bulk Mbit/s per second {rates:?}",
+        "{profile}: idle {}; beside bulk {}; bulk Mbit/s per second {rates:?}; {timing}",
         idle.summary(),
         loaded.summary()
     );
@@ -324,26 +411,28 @@ fn run(profile: &str, one_way_loss: f64, p99_slack_ms: f64) {
     // the idle loop lost beyond it.
     let own = 2.0 * one_way_loss;
     let allowed = idle.loss().max(own) + 2.0 * own;
-    assert!(
-        loaded.loss() <= allowed,
-        "{profile}: the loop lost {:.2} % beside bulk (idle {:.2} %, the profile {:.2} %)\n{}",
-        100.0 * loaded.loss(),
-        100.0 * idle.loss(),
-        100.0 * own,
-        mesh.logs()
-    );
-    // Loose: debug-build daemons on a shared two-core machine add tens of milliseconds
-    // of scheduling noise (78 ms against 32 ms idle was seen on Wi-Fi).
-    assert!(
-        loaded.p(99) <= idle.p(99) + p99_slack_ms,
-        "{profile}: p99 {} ms beside bulk, {} ms idle",
-        loaded.p(99),
-        idle.p(99)
-    );
-    assert!(
-        rates.iter().any(|&r| r > 0.5),
-        "{profile}: bulk did not flow: {rates:?}"
-    );
+    let failure = if loaded.loss() > allowed {
+        Some(format!(
+            "{profile}: the loop lost {:.2} % beside bulk (idle {:.2} %, the profile {:.2} %)\n{}",
+            100.0 * loaded.loss(),
+            100.0 * idle.loss(),
+            100.0 * own,
+            mesh.logs()
+        ))
+    } else if loaded.p(99) > idle.p(99) + p99_slack_ms {
+        // Loose: debug-build daemons on a shared two-core machine add tens of
+        // milliseconds of scheduling noise (78 ms against 32 ms idle was seen on Wi-Fi).
+        Some(format!(
+            "{profile}: p99 {} ms beside bulk, {} ms idle",
+            loaded.p(99),
+            idle.p(99)
+        ))
+    } else if !rates.iter().any(|&r| r > 0.5) {
+        Some(format!("{profile}: bulk did not flow: {rates:?}"))
+    } else {
+        None
+    };
+    (failure, timing)
 }
 
 #[test]
