@@ -81,10 +81,12 @@ fi
 # the daemons raise themselves to SCHED_FIFO 10 (`node.realtime_priority`), so on two
 # busy cores an emulator at normal priority wrote packets late whenever they ran, and the
 # lateness was jitter the profile does not have. It runs at SCHED_FIFO 20 unless
-# BXBENCH_EMU_PRIO=0.
+# BXBENCH_EMU_PRIO=0. BXBENCH_EMU_CPUS=LIST pins it (`taskset -c LIST`; on two cores it
+# made the emulator later, docs/link-emulator.md).
 EMU_PRIO="${BXBENCH_EMU_PRIO:-20}"
 EMU_WRAP=""
 [ "$EMU_PRIO" = 0 ] || EMU_WRAP="chrt -f $EMU_PRIO"
+[ -z "${BXBENCH_EMU_CPUS:-}" ] || EMU_WRAP="taskset -c $BXBENCH_EMU_CPUS $EMU_WRAP"
 WORK="$(mktemp -d)"
 P="${BXBENCH_PREFIX:-bxl$$}"
 A=$P-a; B=$P-b; M=$P-m

@@ -242,7 +242,11 @@ impl EmulatedMesh {
         let last = text.lines().rev().find(|l| l.contains("snapshot"));
         let j: serde_json::Value = serde_json::from_str(last.unwrap_or_default())
             .unwrap_or_else(|e| panic!("the emulator's snapshot: {e}\n{text}"));
-        let count = |part: &str| j[part]["over_1ms"].as_u64().unwrap_or(0);
+        let count = |part: &str| {
+            j[part]["over_1ms"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {part}.over_1ms in the emulator's snapshot {j}"))
+        };
         Timing {
             late_over_1ms: count("lateness"),
             writes_over_1ms: count("writes"),

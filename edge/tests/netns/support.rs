@@ -33,9 +33,13 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 static MACHINE: RwLock<()> = RwLock::new(());
 
 /// A test's claim on the machine, shared or alone, released when dropped.
-pub(crate) struct Claim {
-    _shared: Option<RwLockReadGuard<'static, ()>>,
-    _alone: Option<RwLockWriteGuard<'static, ()>>,
+pub(crate) enum Claim {
+    Shared {
+        _guard: RwLockReadGuard<'static, ()>,
+    },
+    Alone {
+        _guard: RwLockWriteGuard<'static, ()>,
+    },
 }
 
 fn is_root() -> bool {
@@ -50,18 +54,16 @@ fn is_root() -> bool {
 /// held for the test's length.
 pub(crate) fn can_run() -> Option<Claim> {
     // A panicking test poisons nothing that needs repair: the lock guards no data.
-    is_root().then(|| Claim {
-        _shared: Some(MACHINE.read().unwrap_or_else(PoisonError::into_inner)),
-        _alone: None,
+    is_root().then(|| Claim::Shared {
+        _guard: MACHINE.read().unwrap_or_else(PoisonError::into_inner),
     })
 }
 
 /// As [`can_run`], for a test that measures latency: it waits until no other test runs
 /// and keeps the machine to itself.
 pub(crate) fn can_run_alone() -> Option<Claim> {
-    is_root().then(|| Claim {
-        _shared: None,
-        _alone: Some(MACHINE.write().unwrap_or_else(PoisonError::into_inner)),
+    is_root().then(|| Claim::Alone {
+        _guard: MACHINE.write().unwrap_or_else(PoisonError::into_inner),
     })
 }
 

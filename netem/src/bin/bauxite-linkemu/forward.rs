@@ -251,7 +251,8 @@ impl Forwarder {
             let packet = self.pool.packet(d.slot);
             let started = Instant::now();
             let sent = devs[usize::from(d.to)].send(packet);
-            self.writes.record(started.elapsed());
+            let done = Instant::now();
+            self.writes.record(done - started);
             match sent {
                 Ok(_) => {
                     self.stats[dir].written += 1;
@@ -259,8 +260,7 @@ impl Forwarder {
                 }
                 Err(_) => self.stats[dir].write_errors += 1,
             }
-            self.late
-                .record(Instant::now().saturating_duration_since(d.at));
+            self.late.record(done.saturating_duration_since(d.at));
             self.pool.free.push(d.slot);
         }
     }
