@@ -18,11 +18,15 @@
 # run (also appended to target/netns-fair.md).
 #
 #   sudo benches/netns/fair.sh [--loss 0.02] [--seconds 25] [--skip 5] [--rate 12M] [--runs 1]
-#                              [--jitter MS]
+#                              [--jitter MS] [--uplink PROFILE]
 #
 # --jitter MS puts R1 and R2 behind link emulators too (no rate limit, MS of delay with
 # ± MS of in-order jitter) instead of plain veths: two robots on one busy radio behind the
 # hub's uplink, where each window's own samples are noisy.
+#
+# --uplink PROFILE makes the hub's uplink a `bauxite-linkemu` profile (e.g. wifi, 40-80
+# Mbit/s: give --rate 40M) instead of 20 Mbit/s and 10 ms: two robots on one access point,
+# where both fast peers' windows read one jittery bottleneck.
 #
 # BAUXITE=PATH runs that bauxite binary; BXBENCH_NO_BUILD=1 skips the build;
 # BXBENCH_LOGS=DIR keeps each run's daemon logs, iperf3 reports and emulator counters;
@@ -37,6 +41,7 @@ SKIP=5
 RATE=12M
 RUNS=1
 JITTER=""
+UPLINK=""
 while (($#)); do
   case "$1" in
     --loss) LOSS="$2"; shift 2 ;;
@@ -45,7 +50,8 @@ while (($#)); do
     --rate) RATE="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --jitter) JITTER="$2"; shift 2 ;;
-    *) echo "usage: $0 [--loss P] [--seconds S] [--skip S] [--rate R] [--runs N] [--jitter MS]" >&2; exit 2 ;;
+    --uplink) UPLINK="$2"; shift 2 ;;
+    *) echo "usage: $0 [--loss P] [--seconds S] [--skip S] [--rate R] [--runs N] [--jitter MS] [--uplink PROFILE]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -104,8 +110,13 @@ topology() {
     ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   done
   ip netns exec "$S" sysctl -qw net.ipv4.ip_forward=1
-  emulator 7 up "$H" "$S" 10.78.0.1/30 10.78.0.2/30 \
-    --rate-kbit 20000 --delay-ms 10 --buffer-bytes 150000 --seed 7
+  if [ -n "$UPLINK" ]; then
+    emulator 7 up "$H" "$S" 10.78.0.1/30 10.78.0.2/30 \
+      --profile "$UPLINK" --buffer-bytes 150000 --seed 7
+  else
+    emulator 7 up "$H" "$S" 10.78.0.1/30 10.78.0.2/30 \
+      --rate-kbit 20000 --delay-ms 10 --buffer-bytes 150000 --seed 7
+  fi
   if [ -n "$JITTER" ]; then
     emulator 5 r1 "$S" "$R1" 10.78.1.1/30 10.78.1.2/30 --delay-ms "$JITTER" --jitter-ms "$JITTER" --seed 5
     emulator 6 r2 "$S" "$R2" 10.78.2.1/30 10.78.2.2/30 --delay-ms "$JITTER" --jitter-ms "$JITTER" --seed 6
@@ -207,7 +218,7 @@ for r in $(seq "$RUNS"); do
   topology; keys; daemons
   read -r a b slow <<< "$(run)"
   fair=$(python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.3f' % (min(a,b)/((a+b)/2)))" "$a" "$b")
-  echo "| $(git rev-parse --short HEAD) | $LOSS${JITTER:+ (fast hops ±$JITTER ms)} | $r | $a Mbit/s | $b Mbit/s | $slow Mbit/s | $fair | ${BXBENCH_NODE_EXTRA:-} |" | tee -a "$OUT"
+  echo "| $(git rev-parse --short HEAD) | $LOSS${JITTER:+ (fast hops ±$JITTER ms)}${UPLINK:+ (uplink $UPLINK)} | $r | $a Mbit/s | $b Mbit/s | $slow Mbit/s | $fair | ${BXBENCH_NODE_EXTRA:-} |" | tee -a "$OUT"
   teardown
   if [ -n "${BXBENCH_LOGS:-}" ]; then
     mkdir -p "$BXBENCH_LOGS/run$r"
