@@ -534,6 +534,13 @@ impl<const N: usize> SimNet<N> {
         self.links[i].free_at().saturating_duration_since(self.now)
     }
 
+    /// How long a datagram offered now to the hop from node `from` to node `to` waits
+    /// before it starts on the wire (`None`: no such hop).
+    pub fn hop_backlog(&self, from: usize, to: usize) -> Option<Duration> {
+        let (link, _) = self.hops.get(&(from, to))?;
+        Some(link.free_at().saturating_duration_since(self.now))
+    }
+
     /// Puts a hop with impairments `imp` (a slower, lossier link: a robot on a bad radio)
     /// after node `from`'s uplink on the way to node `to` only; the uplink still carries
     /// it first.

@@ -717,6 +717,13 @@ fn fair_sweep() {
     let profile = std::env::var("BX_FAIR_PROFILE")
         .ok()
         .map(|name| Profile::named(&name).expect("a profile name"));
+    // `BX_FAIR_CELLS=R1,R2`: each fast robot on a cell of its own, a bottleneck of R1
+    // and R2 Mbit/s (100 kB of buffer) after the uplink, with the hops' jitter: windows
+    // that do not share a bottleneck. Prints the queue in each cell.
+    let cells: Option<[u64; 2]> = std::env::var("BX_FAIR_CELLS").ok().map(|v| {
+        let rates: Vec<u64> = v.split(',').map(|r| r.parse().expect("Mbit/s")).collect();
+        [rates[0] * 1_000_000, rates[1] * 1_000_000]
+    });
     for bulk_controller in controllers {
         for bulk_repair in [false, true] {
             let mut worst = f64::INFINITY;
@@ -727,9 +734,21 @@ fn fair_sweep() {
                     bulk_repair,
                     ..NodeConfig::default()
                 };
-                let [a, b, slow] =
-                    one_sender_three_receivers(config, secs, loss, jitter, profile.clone(), seed);
-                if profile.is_some() {
+                let hops = Hops {
+                    loss,
+                    jitter,
+                    cells,
+                };
+                let got = one_sender_three_receivers(config, secs, hops, profile.clone(), seed);
+                let [a, b, slow] = got.goodput;
+                if let Some(cells) = got.cell_queues {
+                    for (i, [p50, p99]) in cells.into_iter().enumerate() {
+                        eprintln!(
+                            "  fast peer {i}: its cell's queue p50 {p50:.1} ms, p99 {p99:.1} ms"
+                        );
+                    }
+                }
+                if profile.is_some() || cells.is_some() {
                     eprintln!(
                         "seed {seed}: fast peers {:.2} and {:.2} Mbit/s, slow {:.2}",
                         a / 1e6,
@@ -753,18 +772,44 @@ fn fair_sweep() {
     }
 }
 
+/// The hops after node 0's uplink in [`one_sender_three_receivers`].
+#[derive(Clone, Copy, Default)]
+struct Hops {
+    /// Loss on the slow robot's 2 Mbit/s hop.
+    loss: f64,
+    /// In-order jitter (and as much delay) on each fast robot's hop; none when zero.
+    jitter: Duration,
+    /// A rate limit (bit/s) on each fast robot's hop: a cell of its own.
+    cells: Option<[u64; 2]>,
+}
+
+/// What [`one_sender_three_receivers`] measured.
+struct Received {
+    /// Bulk goodput (inner bytes, bit/s) to each of nodes 1-3.
+    goodput: [f64; 3],
+    /// With cells: the queue in each fast peer's cell, p50 and p99 in ms, sampled every
+    /// millisecond.
+    cell_queues: Option<[[f64; 2]; 2]>,
+}
+
 /// Bulk goodput (inner bytes, bit/s) from node 0 to each of nodes 1–3 over `seconds`,
-/// node 3 behind a 2 Mbit/s hop that loses `loss` of its datagrams, nodes 1 and 2 each
-/// behind a hop of `jitter` (in order; none when zero), every peer's bulk queue kept
-/// full, after a second of warm-up; `seed` drives the hops' losses and jitter.
+/// node 3 behind a 2 Mbit/s hop that loses `hops.loss` of its datagrams, nodes 1 and 2
+/// each behind a hop of `hops.jitter` (in order; none when zero) and, with `hops.cells`,
+/// a rate limit of their own; every peer's bulk queue kept full, after a second of
+/// warm-up; `seed` drives the hops' losses and jitter. With cells, also the queue in each
+/// fast peer's cell.
 fn one_sender_three_receivers(
     config: NodeConfig,
     seconds: u64,
-    loss: f64,
-    jitter: Duration,
+    hops: Hops,
     profile: Option<Profile>,
     seed: u64,
-) -> [f64; 3] {
+) -> Received {
+    let Hops {
+        loss,
+        jitter,
+        cells,
+    } = hops;
     use bauxite_conduit::sim::NodeSpec;
     use bauxite_netem::{GilbertElliott, Impairments};
     let start = Instant::now();
@@ -791,7 +836,7 @@ fn one_sender_three_receivers(
             ..Impairments::default()
         },
     );
-    if !jitter.is_zero() {
+    if !jitter.is_zero() || cells.is_some() {
         for to in [1, 2] {
             net.set_hop(
                 0,
@@ -799,6 +844,8 @@ fn one_sender_three_receivers(
                 Impairments {
                     delay: jitter,
                     jitter,
+                    rate_bps: cells.map(|rates| rates[to - 1]),
+                    buffer_bytes: cells.map(|_| 100_000),
                     ..Impairments::default()
                 },
             );
@@ -832,6 +879,11 @@ fn one_sender_three_receivers(
         }));
     }
     let mut traced = [0usize; 4];
+    // With cells: each fast peer's cell's queue, every millisecond measured.
+    let mut cell_queues: Vec<Vec<f64>> = Vec::new();
+    if cells.is_some() {
+        cell_queues = vec![Vec::new(), Vec::new()];
+    }
     let warmup = start + Duration::from_secs(1);
     let end = warmup + Duration::from_secs(seconds);
     let mut first = [0usize; 4];
@@ -844,6 +896,11 @@ fn one_sender_three_receivers(
         for (packet, peer) in packets.iter().zip(&peers) {
             while net.nodes[0].scheduler().bulk_len_for(*peer) < 128 {
                 assert_eq!(net.send_from(0, packet), TunVerdict::Queued(Lane::Bulk));
+            }
+        }
+        if measuring && cells.is_some() {
+            for (to, queue) in [1, 2].into_iter().zip(&mut cell_queues) {
+                queue.push(net.hop_backlog(0, to).unwrap_or_default().as_secs_f64());
             }
         }
         let next = net.now + Duration::from_millis(1);
@@ -866,14 +923,26 @@ fn one_sender_three_receivers(
             }
         }
     }
-    std::array::from_fn(|i| {
+    let cell_queues = cells.map(|_| {
+        std::array::from_fn(|i| {
+            let queue = &mut cell_queues[i];
+            queue.sort_by(f64::total_cmp);
+            let at = |q: f64| queue[((queue.len() - 1) as f64 * q) as usize] * 1e3;
+            [at(0.5), at(0.99)]
+        })
+    });
+    let goodput = std::array::from_fn(|i| {
         let bytes: usize = net.delivered[i + 1][first[i + 1]..]
             .iter()
             .filter(|d| d.at <= end)
             .map(|d| d.packet.len())
             .sum();
         bytes as f64 * 8.0 / seconds as f64
-    })
+    });
+    Received {
+        goodput,
+        cell_queues,
+    }
 }
 
 /// Issue 14's fairness acceptance: one sender, three receivers, one of them on a 2 Mbit/s
@@ -959,9 +1028,62 @@ fn fair_shares_over(config: NodeConfig, seconds: u64, loss: f64, seed: u64) {
 /// One sender, three receivers for `seconds`, the slow hop losing `loss`, the fast
 /// peers' hops jittering by `jitter` (`seed`): both fast peers get their fair share
 /// within 20 %, the slow one still gets bulk.
+/// Two robots on one access point: the Wi-Fi profile is the hub's uplink, so both fast
+/// peers' windows read the queue from the envelope of one jittery bottleneck. Each reads
+/// the queue as the other does (the smaller of their readings, once they have moved
+/// together: `adaptive/shared.rs`), and they split it within 20 % of their mean: this
+/// seed split 1.32 / 0.68 of the mean before (docs/congestion.md section 20).
+#[test]
+fn two_robots_on_one_access_point_split_it_evenly() {
+    let hops = Hops {
+        loss: 0.01,
+        ..Hops::default()
+    };
+    let wifi = Profile::named("wifi").expect("the Wi-Fi profile");
+    let got = one_sender_three_receivers(NodeConfig::default(), 10, hops, Some(wifi), 7);
+    let [a, b, slow] = got.goodput;
+    eprintln!(
+        "fast peers {:.2} and {:.2} Mbit/s, slow {:.2}",
+        a / 1e6,
+        b / 1e6,
+        slow / 1e6
+    );
+    let mean = (a + b) / 2.0;
+    assert!(a.min(b) >= 0.8 * mean, "{a} and {b}");
+    assert!(a + b > 30e6, "the access point is used: {}", a + b);
+}
+
+/// Two robots each on a cell of its own (4 and 12 Mbit/s, ± 2 ms of jitter): their
+/// windows do not share a bottleneck, so neither takes the other's reading, and the
+/// slow cell's queue stays that of a window reading its own (p99 6-10 ms on every seed
+/// before and after). Taking the smaller reading without asking whether the two move
+/// together, and without the guard, filled this seed's slow cell: 43 ms at the p50,
+/// 185 at the p99.
+#[test]
+fn robots_on_cells_of_their_own_each_read_their_own_queue() {
+    let hops = Hops {
+        loss: 0.01,
+        jitter: Duration::from_millis(2),
+        cells: Some([4_000_000, 12_000_000]),
+    };
+    let got = one_sender_three_receivers(NodeConfig::default(), 10, hops, None, 2);
+    let cells = got.cell_queues.expect("cells measured");
+    eprintln!("cells' queues (p50, p99 ms): {cells:?}");
+    for [_, p99] in cells {
+        assert!(p99 < 25.0, "a cell's queue: p99 {p99} ms");
+    }
+    let [a, b, _] = got.goodput;
+    assert!(a > 3e6 && b > 6e6, "both cells carry bulk: {a}, {b}");
+}
+
 fn fair_shares_jittered(config: NodeConfig, seconds: u64, loss: f64, jitter: Duration, seed: u64) {
     let config_repair = config.bulk_repair;
-    let [a, b, slow] = one_sender_three_receivers(config, seconds, loss, jitter, None, seed);
+    let hops = Hops {
+        loss,
+        jitter,
+        cells: None,
+    };
+    let [a, b, slow] = one_sender_three_receivers(config, seconds, hops, None, seed).goodput;
     eprintln!(
         "bulk to the fast peers {:.2} and {:.2} Mbit/s, to the slow lossy one {:.2} Mbit/s",
         a / 1e6,
