@@ -41,7 +41,7 @@ const CHECKED: usize = 8;
 const RING: usize = 128;
 
 /// One member's readings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct History {
     /// When it last read, and what.
     at: Option<Instant>,
@@ -104,7 +104,6 @@ fn correlation(a: &History, b: &History, bin: u64) -> Option<f64> {
     (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
 }
 
-#[derive(Debug)]
 struct Members {
     /// Bins are numbered from here (the first reading).
     epoch: Option<Instant>,
@@ -130,8 +129,16 @@ impl Default for Members {
 
 /// The envelope readings of a node's windows (one per node, in its
 /// [`AutoGroup`](crate::path::AutoGroup)). Cloning it shares it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(in crate::path) struct SharedEnvelopes(Arc<Mutex<Members>>);
+
+impl std::fmt::Debug for SharedEnvelopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the histories (kilobytes each), and no lock: a controller's Debug must not
+        // wait on the data path.
+        f.write_str("SharedEnvelopes")
+    }
+}
 
 impl SharedEnvelopes {
     fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
@@ -166,13 +173,21 @@ impl SharedEnvelopes {
 }
 
 /// One window's place in [`SharedEnvelopes`]; leaves it when dropped.
-#[derive(Debug)]
 pub(in crate::path) struct Membership {
     pool: SharedEnvelopes,
     id: usize,
     /// The history while it does not take part (moved into the pool while it does), so
     /// taking part again allocates nothing.
     history: Option<Box<History>>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("id", &self.id)
+            .field("taking_part", &self.history.is_none())
+            .finish()
+    }
 }
 
 impl Clone for Membership {
@@ -203,8 +218,8 @@ impl Membership {
         fresh_for: Duration,
         guard: Duration,
     ) -> Duration {
-        let mut guard_m = self.pool.lock();
-        let m = &mut *guard_m;
+        let mut members = self.pool.lock();
+        let m = &mut *members;
         let epoch = *m.epoch.get_or_insert(now);
         let bin = (now.saturating_duration_since(epoch).as_nanos() / BIN.as_nanos()) as u64;
         if m.slots[self.id].is_none() {
