@@ -692,7 +692,8 @@ fn diagnose() {
 /// `BX_CTRL=auto|rate|adaptive` (default: rate and auto), `BX_FIRST_SEED=1`,
 /// `BX_SEEDS=16` (the last seed), `BX_FAIR_SECS=5`, `BX_FAIR_LOSS=0.02` (the slow hop's
 /// loss), `BX_FAIR_JITTER=0` (ms: in-order jitter of ± that on each fast peer's own hop
-/// after the shared uplink, two robots on one busy radio), `BX_FAIR_PROFILE` (a profile,
+/// after the shared uplink, two robots on one busy radio), `BX_FAIR_CELLS=R1,R2` (Mbit/s:
+/// each fast peer on a cell of its own, printing each cell's queue), `BX_FAIR_PROFILE` (a profile,
 /// e.g. `wifi`, playing every uplink instead of the 20 Mbit/s one: two robots on one
 /// access point; each run's Mbit/s are printed too); `BX_TRACE=FROM,TO` (ms) prints
 /// every peer's window every 10 ms of that span, the adaptive window then pacing the
@@ -769,6 +770,120 @@ fn fair_sweep() {
                 "{bulk_controller:?}, repair {bulk_repair}: worst {worst:.3}, {under} of {seeds} seeds under 0.8"
             );
         }
+    }
+}
+
+/// A hub sending bulk to eight robots, each on a cell of its own (6 Mbit/s, 100 kB of
+/// buffer, `BX_CELLS_JITTER` ms of delay and in-order jitter, 2 by default) behind a fast
+/// uplink: windows that do not share a bottleneck, many of them on the envelope beside
+/// each other, where a correlation found by chance would have one read another's queue
+/// (docs/congestion.md section 20). Prints each cell's queue (p50 / p99, ms) and the
+/// robots' goodput, for `BX_SEEDS` seeds (4) of `BX_FAIR_SECS` (10).
+///
+/// ```sh
+/// cargo test --release -p bauxite-conduit --test bulk_links many_cells_sweep -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "a report, not a check: prints figures"]
+fn many_cells_sweep() {
+    use bauxite_conduit::sim::NodeSpec;
+    use bauxite_netem::Impairments;
+    const ROBOTS: usize = 8;
+    let seeds: u64 = std::env::var("BX_SEEDS").map_or(4, |v| v.parse().unwrap());
+    let secs: u64 = std::env::var("BX_FAIR_SECS").map_or(10, |v| v.parse().unwrap());
+    let jitter: f64 = std::env::var("BX_CELLS_JITTER").map_or(2.0, |v| v.parse().unwrap());
+    let jitter = Duration::from_secs_f64(jitter / 1e3);
+    for seed in 1..=seeds {
+        let start = Instant::now();
+        let link = LinkConfig {
+            latency: Duration::from_millis(10),
+            rate_bps: Some(200_000_000),
+            queue_limit: Some(150_000),
+            ..LinkConfig::default()
+        };
+        let mut net: SimNet<{ ROBOTS + 1 }> = SimNet::build(
+            NodeConfig::default(),
+            link,
+            seed,
+            start,
+            [NodeSpec::public(); ROBOTS + 1],
+        );
+        for to in 1..=ROBOTS {
+            net.set_hop(
+                0,
+                to,
+                Impairments {
+                    rate_bps: Some(6_000_000),
+                    buffer_bytes: Some(100_000),
+                    delay: jitter,
+                    jitter,
+                    ..Impairments::default()
+                },
+            );
+        }
+        let packets: Vec<Vec<u8>> = (1..=ROBOTS)
+            .map(|to| {
+                let mut p = Vec::new();
+                build::ipv4_udp(
+                    ip(net.vips[0]),
+                    ip(net.vips[to]),
+                    40000,
+                    9000,
+                    &[0u8; BULK_LEN - 28],
+                    &mut p,
+                );
+                p
+            })
+            .collect();
+        let peers: Vec<_> = (1..=ROBOTS).map(|to| net.nodes[to].peer_id()).collect();
+        let warmup = start + Duration::from_secs(1);
+        let end = warmup + Duration::from_secs(secs);
+        let mut first = [0usize; ROBOTS + 1];
+        let mut queues: Vec<Vec<f64>> = vec![Vec::new(); ROBOTS];
+        let mut measuring = false;
+        while net.now < end {
+            if !measuring && net.now >= warmup {
+                measuring = true;
+                first = std::array::from_fn(|i| net.delivered[i].len());
+            }
+            for (packet, peer) in packets.iter().zip(&peers) {
+                while net.nodes[0].scheduler().bulk_len_for(*peer) < 128 {
+                    assert_eq!(net.send_from(0, packet), TunVerdict::Queued(Lane::Bulk));
+                }
+            }
+            if measuring {
+                for (to, queue) in (1..=ROBOTS).zip(&mut queues) {
+                    queue.push(net.hop_backlog(0, to).unwrap_or_default().as_secs_f64());
+                }
+            }
+            let next = net.now + Duration::from_millis(1);
+            net.run_until(next);
+            net.now = net.now.max(next);
+        }
+        let cells: Vec<String> = queues
+            .iter_mut()
+            .map(|queue| {
+                queue.sort_by(f64::total_cmp);
+                let at = |q: f64| queue[((queue.len() - 1) as f64 * q) as usize] * 1e3;
+                format!("{:.1}/{:.1}", at(0.5), at(0.99))
+            })
+            .collect();
+        let goodput: f64 = (1..=ROBOTS)
+            .map(|to| {
+                net.delivered[to][first[to]..]
+                    .iter()
+                    .filter(|d| d.at <= end)
+                    .map(|d| d.packet.len())
+                    .sum::<usize>() as f64
+                    * 8.0
+                    / secs as f64
+            })
+            .sum();
+        eprintln!(
+            "seed {seed}: cells' queues (p50/p99 ms) {}; robots' total {:.1} Mbit/s",
+            cells.join(" "),
+            goodput / 1e6
+        );
     }
 }
 
@@ -1028,37 +1143,12 @@ fn fair_shares_over(config: NodeConfig, seconds: u64, loss: f64, seed: u64) {
 /// One sender, three receivers for `seconds`, the slow hop losing `loss`, the fast
 /// peers' hops jittering by `jitter` (`seed`): both fast peers get their fair share
 /// within 20 %, the slow one still gets bulk.
-/// Two robots on one access point: the Wi-Fi profile is the hub's uplink, so both fast
-/// peers' windows read the queue from the envelope of one jittery bottleneck. Each reads
-/// the queue as the other does (the smaller of their readings, once they have moved
-/// together: `adaptive/shared.rs`), and they split it within 20 % of their mean: this
-/// seed split 1.32 / 0.68 of the mean before (docs/congestion.md section 20).
-#[test]
-fn two_robots_on_one_access_point_split_it_evenly() {
-    let hops = Hops {
-        loss: 0.01,
-        ..Hops::default()
-    };
-    let wifi = Profile::named("wifi").expect("the Wi-Fi profile");
-    let got = one_sender_three_receivers(NodeConfig::default(), 10, hops, Some(wifi), 7);
-    let [a, b, slow] = got.goodput;
-    eprintln!(
-        "fast peers {:.2} and {:.2} Mbit/s, slow {:.2}",
-        a / 1e6,
-        b / 1e6,
-        slow / 1e6
-    );
-    let mean = (a + b) / 2.0;
-    assert!(a.min(b) >= 0.8 * mean, "{a} and {b}");
-    assert!(a + b > 30e6, "the access point is used: {}", a + b);
-}
-
-/// Two robots each on a cell of its own (4 and 12 Mbit/s, ± 2 ms of jitter): their
-/// windows do not share a bottleneck, so neither takes the other's reading, and the
-/// slow cell's queue stays that of a window reading its own (p99 6-10 ms on every seed
-/// before and after). Taking the smaller reading without asking whether the two move
-/// together, and without the guard, filled this seed's slow cell: 43 ms at the p50,
-/// 185 at the p99.
+/// Two robots each on a cell of its own (4 and 12 Mbit/s, ± 2 ms of jitter): each
+/// window holds its own cell's queue near its target (p99 6-10 ms on every seed). A
+/// node-wide reading shared by windows that do not share a bottleneck fills the slow
+/// cell: windows that took the smaller of their envelope readings, with no test of
+/// whether the two moved together, left this seed's slow cell at 43 ms at the p50 and
+/// 185 at the p99 (docs/congestion.md section 20, tried and not kept).
 #[test]
 fn robots_on_cells_of_their_own_each_read_their_own_queue() {
     let hops = Hops {

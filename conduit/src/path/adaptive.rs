@@ -57,13 +57,6 @@
 //!   window banked beyond that while TCP above the tunnel waited broke the control
 //!   loop's p99 between real daemons (sections 10 and 11).
 //!
-//! - **Windows that share a bottleneck read it alike** (`shared.rs`): on the envelope
-//!   beside other windows of the node, a window acts on the smallest reading of those
-//!   whose readings have moved with its own (never lower than its own by more than its
-//!   target). A narrow window's few samples span round trips and catch the queue's
-//!   peaks; it read more than a wide one behind the same radio and starved beside it
-//!   (docs/congestion.md sections 18 and 20).
-//!
 //! Loss is not a signal here (the node reports none: acknowledgements are cumulative);
 //! a silence of one ack timeout collapses the window as in [`Ledbat`](super::Ledbat).
 //! **After such an outage** the window it had is given back at the first ack whose
@@ -78,12 +71,10 @@ use super::{CongestionStrategy, Feedback};
 
 pub(super) mod delay;
 mod envelope;
-pub(super) mod shared;
 pub(super) mod trace;
 
 use delay::DelayFilter;
 use envelope::Envelope;
-use shared::{Membership, SharedEnvelopes};
 use trace::Trace;
 
 /// Most delay samples the current-delay filter takes the minimum of.
@@ -257,10 +248,6 @@ pub struct AdaptiveLedbat {
     shared: bool,
     /// Counters for the debug-level trace (`trace.rs`).
     trace: Trace,
-    /// This window's place among the node's envelope readings (`share_envelopes`).
-    envelopes: Option<Membership>,
-    /// The queue the last window update acted on (for the trace).
-    acted_on: Option<Duration>,
 }
 
 impl Default for AdaptiveLedbat {
@@ -294,8 +281,6 @@ impl AdaptiveLedbat {
             pace_wake: None,
             shared: false,
             trace: Trace::default(),
-            envelopes: None,
-            acted_on: None,
         }
     }
 
@@ -573,13 +558,10 @@ impl AdaptiveLedbat {
                 self.enveloped = false;
             }
         }
-        let own = self.queuing_delay_for(horizon).unwrap_or_default();
-        let mut queuing = self.read_beside_others(now, own, target);
+        let mut queuing = self.queuing_delay_for(horizon).unwrap_or_default();
         if self.check_drift(now, queuing, target) {
-            let own = self.queuing_delay_for(horizon).unwrap_or_default();
-            queuing = self.read_beside_others(now, own, target);
+            queuing = self.queuing_delay_for(horizon).unwrap_or_default();
         }
-        self.acted_on = Some(queuing);
         let queuing = queuing.as_secs_f64();
         let t = target.as_secs_f64().max(f64::MIN_POSITIVE);
         // After an outage: the window before it, at once (see the module docs). A queue
@@ -670,29 +652,6 @@ impl AdaptiveLedbat {
         self.shared = shared;
     }
 
-    /// Takes part in the node's envelope readings `pool` (`AutoBulk` does, for its
-    /// group): on the envelope beside other windows, the queue is read as the smallest
-    /// reading of the windows whose readings move with this one's, never lower than its
-    /// own by more than its target (`shared.rs`, docs/congestion.md section 20).
-    pub(in crate::path) fn share_envelopes(&mut self, pool: &SharedEnvelopes) {
-        self.envelopes = Some(pool.join());
-    }
-
-    /// The queue this window acts on, given its `own` reading: a shared bottleneck's,
-    /// read alike by the windows behind it, while on the envelope beside others.
-    fn read_beside_others(&mut self, now: Instant, own: Duration, target: Duration) -> Duration {
-        let beside = self.shared && self.on_envelope();
-        let fresh_for = self.smoothed.unwrap_or_default();
-        match self.envelopes.as_mut() {
-            Some(membership) if beside => membership.read(now, own, fresh_for, target),
-            Some(membership) => {
-                membership.step_out();
-                own
-            }
-            None => own,
-        }
-    }
-
     /// Whether other windows of this node send bulk beside this one (`set_shared`).
     pub fn shared(&self) -> bool {
         self.shared
@@ -722,8 +681,6 @@ impl AdaptiveLedbat {
             target_us = us(Some(self.target())),
             queuing_us = us(self.queuing_delay()),
             envelope_us = us(self.envelope.queuing()),
-            acted_us = us(self.acted_on),
-            shared = self.shared,
             on_envelope = self.on_envelope(),
             pacing_mbit = self.pacing_rate().map_or(0.0, |r| r * 8.0 / 1e6),
             acks = p.acks,

@@ -164,7 +164,6 @@ impl AutoBulk {
             switches: 0,
             counted_sending: false,
         };
-        c.adaptive.share_envelopes(group.envelopes());
         c.mark_shadow();
         c.adopt(group.mode());
         c

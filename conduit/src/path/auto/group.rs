@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Mode;
-use crate::path::adaptive::shared::SharedEnvelopes;
 
 /// What one member last reported about its path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,8 +185,6 @@ struct Published {
 pub struct AutoGroup {
     state: Arc<Mutex<State>>,
     published: Arc<Published>,
-    /// The members' envelope readings, for windows that share a bottleneck.
-    envelopes: SharedEnvelopes,
 }
 
 impl Default for AutoGroup {
@@ -209,7 +206,6 @@ impl AutoGroup {
                 mode: Mode::Adaptive,
             })),
             published: Arc::new(Published::default()),
-            envelopes: SharedEnvelopes::default(),
         }
     }
 
@@ -231,11 +227,6 @@ impl AutoGroup {
     /// How many times the group's mode changed (lock-free).
     pub fn switches(&self) -> u64 {
         self.published.switches.load(Ordering::Relaxed)
-    }
-
-    /// The members' envelope readings.
-    pub(in crate::path) fn envelopes(&self) -> &SharedEnvelopes {
-        &self.envelopes
     }
 
     /// How many members have bulk in flight now (lock-free).
