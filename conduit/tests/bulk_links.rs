@@ -821,21 +821,7 @@ fn many_cells_sweep() {
                 },
             );
         }
-        let packets: Vec<Vec<u8>> = (1..=ROBOTS)
-            .map(|to| {
-                let mut p = Vec::new();
-                build::ipv4_udp(
-                    ip(net.vips[0]),
-                    ip(net.vips[to]),
-                    40000,
-                    9000,
-                    &[0u8; BULK_LEN - 28],
-                    &mut p,
-                );
-                p
-            })
-            .collect();
-        let peers: Vec<_> = (1..=ROBOTS).map(|to| net.nodes[to].peer_id()).collect();
+        let (packets, peers) = bulk_from_node_0(&net);
         let warmup = start + Duration::from_secs(1);
         let end = warmup + Duration::from_secs(secs);
         let mut first = [0usize; ROBOTS + 1];
@@ -846,11 +832,7 @@ fn many_cells_sweep() {
                 measuring = true;
                 first = std::array::from_fn(|i| net.delivered[i].len());
             }
-            for (packet, peer) in packets.iter().zip(&peers) {
-                while net.nodes[0].scheduler().bulk_len_for(*peer) < 128 {
-                    assert_eq!(net.send_from(0, packet), TunVerdict::Queued(Lane::Bulk));
-                }
-            }
+            keep_bulk_queued(&mut net, &packets, &peers);
             if measuring {
                 for (to, queue) in (1..=ROBOTS).zip(&mut queues) {
                     queue.push(net.hop_backlog(0, to).unwrap_or_default().as_secs_f64());
@@ -884,6 +866,41 @@ fn many_cells_sweep() {
             cells.join(" "),
             goodput / 1e6
         );
+    }
+}
+
+/// A bulk packet from node 0 to each other node of `net`, and each one's peer id.
+fn bulk_from_node_0<const N: usize>(
+    net: &SimNet<N>,
+) -> (Vec<Vec<u8>>, Vec<bauxite_conduit::PeerId>) {
+    let packets = (1..N)
+        .map(|to| {
+            let mut p = Vec::new();
+            build::ipv4_udp(
+                ip(net.vips[0]),
+                ip(net.vips[to]),
+                40000,
+                9000,
+                &[0u8; BULK_LEN - 28],
+                &mut p,
+            );
+            p
+        })
+        .collect();
+    let peers = (1..N).map(|to| net.nodes[to].peer_id()).collect();
+    (packets, peers)
+}
+
+/// Tops node 0's bulk queue for each of `peers` up to 128 packets of its `packets`.
+fn keep_bulk_queued<const N: usize>(
+    net: &mut SimNet<N>,
+    packets: &[Vec<u8>],
+    peers: &[bauxite_conduit::PeerId],
+) {
+    for (packet, peer) in packets.iter().zip(peers) {
+        while net.nodes[0].scheduler().bulk_len_for(*peer) < 128 {
+            assert_eq!(net.send_from(0, packet), TunVerdict::Queued(Lane::Bulk));
+        }
     }
 }
 
@@ -966,21 +983,7 @@ fn one_sender_three_receivers(
             );
         }
     }
-    let packets: Vec<Vec<u8>> = (1..4)
-        .map(|to| {
-            let mut p = Vec::new();
-            build::ipv4_udp(
-                ip(net.vips[0]),
-                ip(net.vips[to]),
-                40000,
-                9000,
-                &[0u8; BULK_LEN - 28],
-                &mut p,
-            );
-            p
-        })
-        .collect();
-    let peers: Vec<_> = (1..4).map(|to| net.nodes[to].peer_id()).collect();
+    let (packets, peers) = bulk_from_node_0(&net);
     // `BX_TRACE=FROM,TO`: each peer's adaptive window (in the order their first bulk
     // packet made them), every 10 ms of that window, with what each peer got since.
     let trace = trace_window();
@@ -1008,11 +1011,7 @@ fn one_sender_three_receivers(
             measuring = true;
             first = std::array::from_fn(|i| net.delivered[i].len());
         }
-        for (packet, peer) in packets.iter().zip(&peers) {
-            while net.nodes[0].scheduler().bulk_len_for(*peer) < 128 {
-                assert_eq!(net.send_from(0, packet), TunVerdict::Queued(Lane::Bulk));
-            }
-        }
+        keep_bulk_queued(&mut net, &packets, &peers);
         if measuring && cells.is_some() {
             for (to, queue) in [1, 2].into_iter().zip(&mut cell_queues) {
                 queue.push(net.hop_backlog(0, to).unwrap_or_default().as_secs_f64());
