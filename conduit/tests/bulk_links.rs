@@ -845,21 +845,12 @@ fn many_cells_sweep() {
         let cells: Vec<String> = queues
             .iter_mut()
             .map(|queue| {
-                queue.sort_by(f64::total_cmp);
-                let at = |q: f64| queue[((queue.len() - 1) as f64 * q) as usize] * 1e3;
-                format!("{:.1}/{:.1}", at(0.5), at(0.99))
+                let [p50, p99] = p50_p99_ms(queue);
+                format!("{p50:.1}/{p99:.1}")
             })
             .collect();
         let goodput: f64 = (1..=ROBOTS)
-            .map(|to| {
-                net.delivered[to][first[to]..]
-                    .iter()
-                    .filter(|d| d.at <= end)
-                    .map(|d| d.packet.len())
-                    .sum::<usize>() as f64
-                    * 8.0
-                    / secs as f64
-            })
+            .map(|to| goodput_bps(&net, to, first[to], end, secs))
             .sum();
         eprintln!(
             "seed {seed}: cells' queues (p50/p99 ms) {}; robots' total {:.1} Mbit/s",
@@ -867,6 +858,30 @@ fn many_cells_sweep() {
             goodput / 1e6
         );
     }
+}
+
+/// The p50 and p99 of `samples` (seconds), in ms; sorts them.
+fn p50_p99_ms(samples: &mut [f64]) -> [f64; 2] {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize] * 1e3;
+    [at(0.5), at(0.99)]
+}
+
+/// Inner bytes node `to` received from its `first` delivery up to `end`, per second of
+/// `seconds`, in bit/s.
+fn goodput_bps<const N: usize>(
+    net: &SimNet<N>,
+    to: usize,
+    first: usize,
+    end: Instant,
+    seconds: u64,
+) -> f64 {
+    let bytes: usize = net.delivered[to][first..]
+        .iter()
+        .filter(|d| d.at <= end)
+        .map(|d| d.packet.len())
+        .sum();
+    bytes as f64 * 8.0 / seconds as f64
 }
 
 /// A bulk packet from node 0 to each other node of `net`, and each one's peer id.
@@ -1037,22 +1052,8 @@ fn one_sender_three_receivers(
             }
         }
     }
-    let cell_queues = cells.map(|_| {
-        std::array::from_fn(|i| {
-            let queue = &mut cell_queues[i];
-            queue.sort_by(f64::total_cmp);
-            let at = |q: f64| queue[((queue.len() - 1) as f64 * q) as usize] * 1e3;
-            [at(0.5), at(0.99)]
-        })
-    });
-    let goodput = std::array::from_fn(|i| {
-        let bytes: usize = net.delivered[i + 1][first[i + 1]..]
-            .iter()
-            .filter(|d| d.at <= end)
-            .map(|d| d.packet.len())
-            .sum();
-        bytes as f64 * 8.0 / seconds as f64
-    });
+    let cell_queues = cells.map(|_| std::array::from_fn(|i| p50_p99_ms(&mut cell_queues[i])));
+    let goodput = std::array::from_fn(|i| goodput_bps(&net, i + 1, first[i + 1], end, seconds));
     Received {
         goodput,
         cell_queues,
