@@ -48,9 +48,10 @@ impl Clock for SystemClock {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// `default_level` applies unless `RUST_LOG` says otherwise.
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colour only for a person at a terminal: journald, files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -68,7 +69,12 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo prints a report: its nodes' routine events would interleave with it.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
     let clock = SystemClock::new();
     match cli.command {
         Command::Precheck(args) => run_precheck(&cli.config, args, &clock),
