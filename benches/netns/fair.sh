@@ -28,8 +28,9 @@
 # Mbit/s: give --rate 40M) instead of 20 Mbit/s and 10 ms: two robots on one access point,
 # where both fast peers' windows read one jittery bottleneck.
 #
-# BAUXITE=PATH runs that bauxite binary; BXBENCH_NO_BUILD=1 skips the build;
-# BXBENCH_LOGS=DIR keeps each run's daemon logs, iperf3 reports and emulator counters;
+# BAUXITE=PATH runs that bauxite binary, LINKEMU=PATH that emulator; BXBENCH_NO_BUILD=1
+# skips the build; BXBENCH_LOGS=DIR keeps each run's daemon logs, iperf3 reports and
+# emulator counters;
 # BXBENCH_NODE_EXTRA adds lines to every node's [node] section (e.g.
 # "bulk_repair = false"). Needs root, iproute2, iperf3. Cleans up on exit.
 set -euo pipefail
@@ -60,7 +61,7 @@ done
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite -p bauxite-netem --bins -q
 BAUXITE="${BAUXITE:-$TARGET_DIR/release/bauxite}"
-LINKEMU="$TARGET_DIR/release/bauxite-linkemu"
+LINKEMU="${LINKEMU:-$TARGET_DIR/release/bauxite-linkemu}"
 WORK="$(mktemp -d)"
 P="${BXBENCH_PREFIX:-bxf$$}"
 H=$P-h; S=$P-s; R1=$P-r1; R2=$P-r2; R3=$P-r3; M=$P-m

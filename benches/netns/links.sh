@@ -67,10 +67,10 @@ done
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 # BXBENCH_NO_BUILD=1 uses the release binaries already in the target dir; BAUXITE=PATH
-# runs that bauxite binary instead (an A/B of two builds).
+# runs that bauxite binary instead (an A/B of two builds), LINKEMU=PATH that emulator.
 [ -n "${BXBENCH_NO_BUILD:-}" ] || cargo build --release -p bauxite -p bauxite-netem --bins -q
 BAUXITE="${BAUXITE:-$TARGET_DIR/release/bauxite}"
-LINKEMU="$TARGET_DIR/release/bauxite-linkemu"
+LINKEMU="${LINKEMU:-$TARGET_DIR/release/bauxite-linkemu}"
 ICMPLOOP="$TARGET_DIR/release/bauxite-icmploop"
 BORINGTUN="$(command -v boringtun-cli || true)"
 if [[ -z "$BORINGTUN" && ",$ONLY," == *",boringtun,"* ]]; then

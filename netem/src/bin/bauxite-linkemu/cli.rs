@@ -85,7 +85,7 @@ pub(crate) struct Args {
     /// Seed of the model's randomness (direction B→A uses seed + 1).
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
-    /// Packet buffers (bounds everything in flight and queued, both directions).
+    /// Packet buffers per direction (bounds everything in flight and queued one way).
     #[arg(long, default_value_t = 4096)]
     pub(crate) slots: usize,
     /// Do not watch stdin (run until killed; no counters printed).
