@@ -63,6 +63,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BAUXITE="${BAUXITE:-$TARGET_DIR/release/bauxite}"
 LINKEMU="${LINKEMU:-$TARGET_DIR/release/bauxite-linkemu}"
 WORK="$(mktemp -d)"
+# shellcheck source=benches/netns/cpu.sh
+. "$(dirname "$0")/cpu.sh"
 P="${BXBENCH_PREFIX:-bxf$$}"
 H=$P-h; S=$P-s; R1=$P-r1; R2=$P-r2; R3=$P-r3; M=$P-m
 NSS=("$H" "$S" "$R1" "$R2" "$R3" "$M")
@@ -212,14 +214,15 @@ PY
 }
 
 [ -f "$OUT" ] || {
-  echo "| commit | slow hop's loss | run | fast peer 1 | fast peer 2 | slow peer | worst fast / the two fast peers' mean | node extra |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| commit | slow hop's loss | run | fast peer 1 | fast peer 2 | slow peer | worst fast / the two fast peers' mean | node extra | CPU steal |"
+  echo "|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 for r in $(seq "$RUNS"); do
   topology; keys; daemons
+  cpu=$(cpu_ticks)
   read -r a b slow <<< "$(run)"
   fair=$(python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.3f' % (min(a,b)/((a+b)/2)))" "$a" "$b")
-  echo "| $(git rev-parse --short HEAD) | $LOSS${JITTER:+ (fast hops ±$JITTER ms)}${UPLINK:+ (uplink $UPLINK)} | $r | $a Mbit/s | $b Mbit/s | $slow Mbit/s | $fair | ${BXBENCH_NODE_EXTRA:-} |" | tee -a "$OUT"
+  echo "| $(git rev-parse --short HEAD) | $LOSS${JITTER:+ (fast hops ±$JITTER ms)}${UPLINK:+ (uplink $UPLINK)} | $r | $a Mbit/s | $b Mbit/s | $slow Mbit/s | $fair | ${BXBENCH_NODE_EXTRA:-} | $(steal_since "$cpu") |" | tee -a "$OUT"
   teardown
   if [ -n "${BXBENCH_LOGS:-}" ]; then
     mkdir -p "$BXBENCH_LOGS/run$r"

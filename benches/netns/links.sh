@@ -104,9 +104,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# emulator PROFILE DEPTH: fresh namespaces with the emulator between them.
+# emulator PROFILE DEPTH: fresh namespaces with the emulator between them; the cell's
+# CPU reading starts here.
 emulator() {
   cleanup_run
+  CELL_CPU=$(cpu_ticks)
   for n in "$A" "$B" "$M"; do
     ip netns add "$n"; ip -n "$n" link set lo up
     ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -207,6 +209,8 @@ measure() {
 
 # shellcheck source=benches/netns/pair.sh
 . "$(dirname "$0")/pair.sh"
+# shellcheck source=benches/netns/cpu.sh
+. "$(dirname "$0")/cpu.sh"
 
 # The emulator's own view: how late it wrote packets (its timing noise). Call it after
 # `exec 7>&-` in the main shell (a command substitution's subshell closing its copy of
@@ -220,6 +224,11 @@ emu_counters() {
 j=json.loads(sys.stdin.read()); l=j.get("lateness",{})
 w=j.get("writes",{}).get("over_1ms","?"); k=j.get("wakeups",{}).get("over_1ms","?")
 print("late mean %s us, >1 ms %s (writes >1 ms %s, wake-ups >1 ms %s)" % (l.get("mean_us","?"), l.get("over_1ms","?"), w, k))' 2>/dev/null || echo "?"
+}
+
+# The emulator column: its counters, and the CPU the hypervisor took during the cell.
+emu_column() {
+  echo "$(emu_counters); CPU steal $(steal_since "$CELL_CPU")"
 }
 
 {
@@ -238,7 +247,7 @@ for profile in "${profiles[@]}"; do
     if [[ ",$ONLY," == *",bare,"* ]]; then
       emulator "$profile" "$depth"
       row=$(measure 10.77.0.2 "$pings" "${WARMUP:-$((pings / 1000))}"); exec 7>&-
-      echo "| $profile | $depth B | bare link | $row | $(emu_counters) |" | tee -a "$OUT"
+      echo "| $profile | $depth B | bare link | $row | $(emu_column) |" | tee -a "$OUT"
       if [ -n "${BXBENCH_LOGS:-}" ]; then
         mkdir -p "$BXBENCH_LOGS/bare"
         cp "$WORK/bulk.txt" "$BXBENCH_LOGS/bare/$profile-$depth-iperf3.txt"
@@ -247,7 +256,7 @@ for profile in "${profiles[@]}"; do
     if [[ ",$ONLY," == *",bauxite,"* ]]; then
       emulator "$profile" "$depth"; start_bauxite 10.77.0.1 10.77.0.2
       row=$(measure 100.64.0.2 "$pings" "${WARMUP:-$((pings / 1000))}"); exec 7>&-
-      echo "| $profile | $depth B | bauxite | $row | $(emu_counters) |" | tee -a "$OUT"
+      echo "| $profile | $depth B | bauxite | $row | $(emu_column) |" | tee -a "$OUT"
       if [ -n "${BXBENCH_LOGS:-}" ]; then
         mkdir -p "$BXBENCH_LOGS"
         cp "$WORK/a.log" "$BXBENCH_LOGS/$profile-$depth-a.log"
@@ -259,7 +268,7 @@ for profile in "${profiles[@]}"; do
       if [ -n "$BORINGTUN" ] && command -v wg >/dev/null; then
         emulator "$profile" "$depth"; start_boringtun 10.77.0.1 10.77.0.2 1
         row=$(measure 10.99.0.2 "$pings" "${WARMUP:-$((pings / 1000))}"); exec 7>&-
-        echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_counters) |" | tee -a "$OUT"
+        echo "| $profile | $depth B | boringtun -t 1 | $row | $(emu_column) |" | tee -a "$OUT"
       else
         echo "| $profile | $depth B | boringtun | not available | | | | |" | tee -a "$OUT"
       fi
